@@ -1,0 +1,598 @@
+package amiproto
+
+import (
+	"context"
+	"crypto/md5"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Client is a live AMI session. Its methods are safe for concurrent use, and
+// any number of actions may be in flight at once: responses are matched by
+// ActionID in whatever order they come.
+//
+// One goroutine reads the socket all the time, whatever the consumers do,
+// because Asterisk drops a client that leaves its writes waiting for about
+// 100 ms.
+type Client struct {
+	conn   net.Conn
+	rd     *Reader
+	opts   options
+	ep     Endpoint
+	banner string
+
+	wmu      sync.Mutex
+	wbuf     []byte // actions waiting for the socket
+	wspare   []byte
+	flushing bool
+	werr     error
+
+	mu       sync.Mutex
+	pending  map[string]*call
+	gaveUp   map[string]bool // ActionIDs whose caller stopped waiting; true once a list started
+	closing  bool            // Shutdown started: no new requests
+	idle     chan struct{}   // closed when closing and pending drains
+	err      error           // why the session ended
+	done     chan struct{}
+	termOnce sync.Once
+
+	events  chan *Message
+	dropped atomic.Uint64
+}
+
+// call is one request waiting for its answer.
+type call struct {
+	action   string
+	callerID string
+	hasID    bool
+	resp     *Response
+	listing  bool // the response started an EventList
+	done     chan struct{}
+	err      error
+}
+
+// actionIDs are unique in the process and never reused, so a late answer
+// from an old connection cannot match a request on a new one.
+var (
+	actionSeq    atomic.Uint64
+	actionPrefix = newActionPrefix()
+)
+
+func newActionPrefix() string {
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	return "ab" + hex.EncodeToString(b[:]) + "-"
+}
+
+func nextActionID() string {
+	return actionPrefix + strconv.FormatUint(actionSeq.Add(1), 36)
+}
+
+// orphanEntries names, per list action, the entry event Asterisk sends
+// without an ActionID: IAXpeers' PeerEntry events carry none (IAXpeerlist's
+// do). Such events join the collection when exactly one of that action is
+// open; otherwise they are ordinary events. Either way the complete event,
+// which has the ActionID, ends the collection.
+var orphanEntries = map[string]string{"iaxpeers": "PeerEntry"}
+
+// Dial connects to the Asterisk manager at rawURL, reads the banner and logs
+// in. rawURL is "host", "host:port", "user:secret@host:port", optionally
+// with a "tcp://" or "tls://" scheme; the port defaults to 5038, or 5039 for
+// tls. User and secret are percent-decoded. Without a user Dial does not log
+// in.
+//
+// Events that Asterisk sends right behind the login response (FullyBooted)
+// are delivered, never lost. Every failure is a *DialError whose Op says
+// which step failed; a refused login wraps an *AuthError.
+func Dial(ctx context.Context, rawURL string, opts ...Option) (*Client, error) {
+	o := defaultOptions()
+	for _, opt := range opts {
+		opt(&o)
+	}
+	ep, err := ParseURL(rawURL)
+	if err != nil {
+		return nil, &DialError{Op: "url", Err: err}
+	}
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "tcp", ep.Addr)
+	if err != nil {
+		return nil, &DialError{Op: "connect", Addr: ep.Addr, Err: err}
+	}
+	// Until the login is done, ending ctx ends the connection.
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	defer stop()
+	if ep.TLS {
+		cfg := o.tls.Clone()
+		if cfg == nil {
+			cfg = &tls.Config{}
+		}
+		if cfg.ServerName == "" {
+			cfg.ServerName, _, _ = net.SplitHostPort(ep.Addr)
+		}
+		tc := tls.Client(conn, cfg)
+		if err := tc.HandshakeContext(ctx); err != nil {
+			conn.Close()
+			return nil, &DialError{Op: "tls", Addr: ep.Addr, Err: ctxErr(ctx, err)}
+		}
+		conn = tc
+	}
+	c := newClient(conn, ep, o)
+	c.banner, err = c.rd.ReadBanner()
+	if err != nil {
+		conn.Close()
+		return nil, &DialError{Op: "banner", Addr: ep.Addr, Err: ctxErr(ctx, err)}
+	}
+	if !strings.HasPrefix(c.banner, "Asterisk Call Manager/") {
+		conn.Close()
+		return nil, &DialError{Op: "banner", Addr: ep.Addr, Err: fmt.Errorf("not an AMI banner: %.64q", c.banner)}
+	}
+	go c.readLoop()
+	if ep.User != "" {
+		if err := c.login(ctx, ep.User, ep.Secret); err != nil {
+			c.Close()
+			return nil, &DialError{Op: "login", Addr: ep.Addr, Err: ctxErr(ctx, err)}
+		}
+	}
+	if o.keepalive > 0 {
+		go c.keepalive()
+	}
+	return c, nil
+}
+
+func ctxErr(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return fmt.Errorf("%w (%v)", ctx.Err(), err)
+	}
+	return err
+}
+
+func newClient(conn net.Conn, ep Endpoint, o options) *Client {
+	return &Client{
+		conn:    conn,
+		rd:      NewReaderLimits(conn, o.limits),
+		opts:    o,
+		ep:      ep,
+		pending: make(map[string]*call),
+		done:    make(chan struct{}),
+		events:  make(chan *Message, o.eventQueue),
+	}
+}
+
+func (c *Client) login(ctx context.Context, user, secret string) error {
+	login := NewAction("Login", "Username", user)
+	if c.opts.md5 {
+		resp, err := c.Request(ctx, NewAction("Challenge", "AuthType", "MD5"))
+		if err != nil {
+			return fmt.Errorf("challenge: %w", err)
+		}
+		sum := md5.Sum([]byte(resp.Get("Challenge") + secret))
+		login.Add("AuthType", "MD5").Add("Key", hex.EncodeToString(sum[:]))
+	} else {
+		login.Add("Secret", secret)
+	}
+	login.Add("Events", c.opts.events)
+	resp, err := c.Request(ctx, login)
+	if err != nil {
+		if re := (*ResponseError)(nil); errors.As(err, &re) {
+			return &AuthError{User: user, Response: resp.Message}
+		}
+		return err
+	}
+	return nil
+}
+
+// Banner returns the greeting line Asterisk sent, such as
+// "Asterisk Call Manager/11.0.0".
+func (c *Client) Banner() string { return c.banner }
+
+// Endpoint returns the address the client dialed; its String never holds
+// the secret.
+func (c *Client) Endpoint() Endpoint { return c.ep }
+
+// Request sends action and waits for its answer. The client puts its own
+// ActionID on the wire; a caller's ActionID is restored on the returned
+// Response. A "Response: Error" answer returns the Response and a
+// *ResponseError. An invalid action returns an *ActionError and sends
+// nothing. A lost connection gives an error wrapping ErrConnLost, Close
+// gives ErrClosed, and ctx ends the wait and frees the slot.
+func (c *Client) Request(ctx context.Context, action *Message) (*Response, error) {
+	return c.request(ctx, action, false)
+}
+
+func (c *Client) request(ctx context.Context, action *Message, internal bool) (*Response, error) {
+	if err := ValidateMessage(action); err != nil {
+		return nil, err
+	}
+	cl := &call{action: action.Name(), done: make(chan struct{})}
+	cl.callerID, cl.hasID = action.Lookup("ActionID")
+	id := nextActionID()
+
+	c.mu.Lock()
+	switch {
+	case c.err != nil:
+		err := c.err
+		c.mu.Unlock()
+		return nil, err
+	case c.closing && !internal:
+		c.mu.Unlock()
+		return nil, ErrClosed
+	}
+	c.pending[id] = cl
+	c.mu.Unlock()
+
+	if err := c.send(action, id); err != nil {
+		c.terminate(fmt.Errorf("%w: write: %v", ErrConnLost, err))
+	}
+	select {
+	case <-cl.done:
+	case <-ctx.Done():
+		c.mu.Lock()
+		_, still := c.pending[id]
+		if still {
+			delete(c.pending, id)
+			c.forget(id, cl.listing)
+			c.signalIdle()
+		}
+		c.mu.Unlock()
+		if still {
+			return nil, ctx.Err()
+		}
+		<-cl.done // answered while we gave up: take the answer
+	}
+	if cl.resp != nil {
+		cl.restoreID()
+	}
+	return cl.resp, cl.err
+}
+
+// restoreID puts the caller's ActionID back on every part of the answer,
+// or takes the client's off when the caller gave none.
+func (cl *call) restoreID() {
+	fix := func(m *Message) {
+		switch {
+		case m == nil || !m.Has("ActionID"):
+		case cl.hasID:
+			m.Set("ActionID", cl.callerID)
+		default:
+			m.Del("ActionID")
+		}
+	}
+	fix(cl.resp.Message)
+	for _, ev := range cl.resp.Events {
+		fix(ev)
+	}
+	fix(cl.resp.Complete)
+}
+
+// send writes action with ActionID id. Writers that find a write in
+// progress leave their bytes to the writer already at the socket, so
+// concurrent requests share syscalls.
+func (c *Client) send(action *Message, id string) error {
+	c.wmu.Lock()
+	if c.werr != nil {
+		err := c.werr
+		c.wmu.Unlock()
+		return err
+	}
+	c.wbuf = appendWithID(c.wbuf, action, id)
+	if c.flushing {
+		c.wmu.Unlock()
+		return nil
+	}
+	c.flushing = true
+	var err error
+	for len(c.wbuf) > 0 && err == nil {
+		buf := c.wbuf
+		c.wbuf = c.wspare[:0]
+		c.wmu.Unlock()
+		_, err = c.conn.Write(buf)
+		c.wmu.Lock()
+		c.wspare = buf[:0]
+	}
+	if err != nil {
+		c.werr = err
+	}
+	c.flushing = false
+	c.wmu.Unlock()
+	return err
+}
+
+// appendWithID encodes an already validated action, with the Action line
+// first, then ActionID id, then the other fields but any ActionID.
+func appendWithID(dst []byte, m *Message, id string) []byte {
+	f0 := m.Fields[0]
+	dst = append(dst, f0.Key...)
+	dst = append(dst, ": "...)
+	dst = append(dst, f0.Value...)
+	dst = append(dst, "\r\nActionID: "...)
+	dst = append(dst, id...)
+	dst = append(dst, "\r\n"...)
+	for _, f := range m.Fields[1:] {
+		if strings.EqualFold(f.Key, "ActionID") {
+			continue
+		}
+		dst = append(dst, f.Key...)
+		dst = append(dst, ": "...)
+		dst = append(dst, f.Value...)
+		dst = append(dst, "\r\n"...)
+	}
+	return append(dst, "\r\n"...)
+}
+
+// readLoop reads the socket until it ends and routes every message.
+func (c *Client) readLoop() {
+	defer close(c.events)
+	for {
+		m, err := c.rd.ReadMessage()
+		if err != nil {
+			if pe := (*ProtocolError)(nil); errors.As(err, &pe) {
+				c.report(err)
+				continue
+			}
+			if errors.Is(err, io.EOF) {
+				err = io.EOF
+			}
+			c.terminate(fmt.Errorf("%w: %v", ErrConnLost, err))
+			return
+		}
+		c.dispatch(m)
+	}
+}
+
+// dispatch routes one message: a response to its request, a list entry or
+// complete event to its collection, anything else to the event stream.
+func (c *Client) dispatch(m *Message) {
+	for i := range m.Fields {
+		if m.Fields[i].Key == "" {
+			c.report(&ProtocolError{Line: c.rd.line, Msg: fmt.Sprintf("line without a colon kept as data: %.80q", m.Fields[i].Value)})
+			break
+		}
+	}
+	switch m.Kind() {
+	case KindResponse:
+		c.dispatchResponse(m)
+	case KindEvent:
+		if !c.dispatchListEvent(m) {
+			c.deliver(m)
+		}
+	default:
+		c.report(&UnmatchedError{Message: m, Reason: "message is neither a Response nor an Event"})
+	}
+}
+
+func (c *Client) dispatchResponse(m *Message) {
+	id := m.ActionID()
+	c.mu.Lock()
+	cl, ok := c.pending[id]
+	if !ok {
+		if _, late := c.gaveUp[id]; late {
+			// The answer to a request whose caller gave up: expected, not
+			// worth a report. Keep swallowing its list, if it starts one.
+			delete(c.gaveUp, id)
+			if isListStart(m) {
+				c.gaveUp[id] = true
+			}
+			c.mu.Unlock()
+			return
+		}
+		c.mu.Unlock()
+		reason := "response with an unknown ActionID"
+		if id == "" {
+			reason = "response without an ActionID"
+		}
+		c.report(&UnmatchedError{Message: m, Reason: reason})
+		return
+	}
+	cl.resp = &Response{Message: m}
+	if isListStart(m) {
+		cl.listing = true
+		c.mu.Unlock()
+		return
+	}
+	delete(c.pending, id)
+	c.signalIdle()
+	c.mu.Unlock()
+	if cl.resp.IsError() {
+		cl.err = &ResponseError{Action: cl.action, Response: cl.resp}
+	}
+	close(cl.done)
+}
+
+// dispatchListEvent adds m to its open collection and reports whether it
+// did.
+func (c *Client) dispatchListEvent(m *Message) bool {
+	id := m.ActionID()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	cl, ok := c.pending[id]
+	if id == "" {
+		cl, ok = c.orphanOwner(m.Name())
+	}
+	if !ok && c.gaveUp[id] {
+		if equalFoldASCII(m.Get("EventList"), "Complete") {
+			delete(c.gaveUp, id)
+		}
+		return true
+	}
+	if !ok || !cl.listing {
+		return false
+	}
+	if !equalFoldASCII(m.Get("EventList"), "Complete") {
+		cl.resp.Events = append(cl.resp.Events, m)
+		return true
+	}
+	cl.resp.Complete = m
+	delete(c.pending, id)
+	c.signalIdle()
+	close(cl.done)
+	return true
+}
+
+func (c *Client) orphanOwner(event string) (*call, bool) {
+	var owner *call
+	for _, cl := range c.pending {
+		if cl.listing && strings.EqualFold(orphanEntries[strings.ToLower(cl.action)], event) {
+			if owner != nil {
+				return nil, false
+			}
+			owner = cl
+		}
+	}
+	return owner, owner != nil
+}
+
+// forget remembers that nobody waits for id any more, so its late answer
+// and list entries are swallowed instead of reported or sent to the event
+// stream. The set is bounded: requests that never get an answer must not
+// grow it forever. c.mu is held.
+func (c *Client) forget(id string, listing bool) {
+	if c.gaveUp == nil || len(c.gaveUp) >= 4096 {
+		c.gaveUp = make(map[string]bool)
+	}
+	c.gaveUp[id] = listing
+}
+
+// deliver queues an event without ever blocking the reader.
+func (c *Client) deliver(m *Message) {
+	select {
+	case c.events <- m:
+	default:
+		n := c.dropped.Add(1)
+		c.report(&DroppedEventsError{Event: m.Name(), Total: n})
+	}
+}
+
+func (c *Client) report(err error) {
+	if c.opts.onReport != nil {
+		c.opts.onReport(err)
+	}
+}
+
+// signalIdle wakes Shutdown once the last pending request is gone. c.mu is
+// held.
+func (c *Client) signalIdle() {
+	if c.closing && len(c.pending) == 0 && c.idle != nil {
+		close(c.idle)
+		c.idle = nil
+	}
+}
+
+// terminate ends the session once: it records why, closes the socket and
+// fails every pending request at once, collections included.
+func (c *Client) terminate(cause error) {
+	c.termOnce.Do(func() {
+		c.mu.Lock()
+		c.err = cause
+		pending := c.pending
+		c.pending = map[string]*call{}
+		if c.idle != nil {
+			close(c.idle)
+			c.idle = nil
+		}
+		c.mu.Unlock()
+		c.conn.Close()
+		for _, cl := range pending {
+			cl.err = cause
+			close(cl.done)
+		}
+		close(c.done)
+	})
+}
+
+// Events returns the event stream: every Event that is not part of a
+// Collection, in the order Asterisk sent them, including events that carry
+// an ActionID such as OriginateResponse. It is closed after the connection
+// ends.
+func (c *Client) Events() <-chan *Message { return c.events }
+
+// Dropped returns how many events were dropped because the event queue was
+// full.
+func (c *Client) Dropped() uint64 { return c.dropped.Load() }
+
+// Done is closed when the session has ended, by Close, Shutdown or loss.
+func (c *Client) Done() <-chan struct{} { return c.done }
+
+// Err returns why the session ended: nil while it is up, ErrClosed after
+// Close or Shutdown, or an error wrapping ErrConnLost.
+func (c *Client) Err() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.err
+}
+
+// Pending returns the number of requests waiting for an answer.
+func (c *Client) Pending() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.pending)
+}
+
+// Close ends the connection at once and fails every pending request,
+// Collections included, with ErrClosed.
+func (c *Client) Close() error {
+	c.terminate(ErrClosed)
+	return nil
+}
+
+// Shutdown refuses new requests, waits for the pending ones until ctx ends,
+// sends Logoff and closes. It returns ctx's error when the pending requests
+// did not finish in time; they then fail with ErrClosed.
+func (c *Client) Shutdown(ctx context.Context) error {
+	c.mu.Lock()
+	c.closing = true
+	var idle chan struct{}
+	if len(c.pending) > 0 && c.err == nil {
+		idle = make(chan struct{})
+		c.idle = idle
+	}
+	c.mu.Unlock()
+	var err error
+	if idle != nil {
+		select {
+		case <-idle:
+		case <-ctx.Done():
+			err = ctx.Err()
+		}
+	}
+	if err == nil && c.Err() == nil {
+		// Goodbye, or the close that follows it, ends the wait.
+		_, _ = c.request(ctx, NewAction("Logoff"), true)
+	}
+	c.terminate(ErrClosed)
+	return err
+}
+
+// keepalive pings at the configured interval and ends the session as lost
+// when a Ping goes unanswered, which is how a half-open TCP connection shows.
+func (c *Client) keepalive() {
+	ttl := c.opts.keepaliveTTL
+	if ttl <= 0 {
+		ttl = c.opts.keepalive
+	}
+	tick := time.NewTicker(c.opts.keepalive)
+	defer tick.Stop()
+	for {
+		select {
+		case <-c.done:
+			return
+		case <-tick.C:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), ttl)
+		_, err := c.request(ctx, NewAction("Ping"), true)
+		cancel()
+		if errors.Is(err, context.DeadlineExceeded) {
+			c.terminate(fmt.Errorf("%w: %w", ErrConnLost, ErrKeepalive))
+			return
+		}
+	}
+}
