@@ -8,7 +8,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"strconv"
 	"strings"
@@ -40,14 +39,16 @@ type Client struct {
 	mu       sync.Mutex
 	pending  map[string]*call
 	gaveUp   map[string]bool // ActionIDs whose caller stopped waiting; true once a list started
+	answered idRing          // recent wire ActionIDs of answered requests, to their caller's
 	closing  bool            // Shutdown started: no new requests
 	idle     chan struct{}   // closed when closing and pending drains
 	err      error           // why the session ended
 	done     chan struct{}
 	termOnce sync.Once
 
-	events  chan *Message
-	dropped atomic.Uint64
+	events    chan *Message
+	dropped   atomic.Uint64
+	loggedOff atomic.Bool // Logoff sent: the close that follows is ours
 }
 
 // call is one request waiting for its answer.
@@ -339,8 +340,9 @@ func (c *Client) readLoop() {
 				c.report(err)
 				continue
 			}
-			if errors.Is(err, io.EOF) {
-				err = io.EOF
+			if c.loggedOff.Load() {
+				c.terminate(ErrClosed)
+				return
 			}
 			c.terminate(fmt.Errorf("%w: %v", ErrConnLost, err))
 			return
@@ -401,6 +403,9 @@ func (c *Client) dispatchResponse(m *Message) {
 	}
 	delete(c.pending, id)
 	c.signalIdle()
+	if cl.hasID {
+		c.answered.put(id, cl.callerID)
+	}
 	c.mu.Unlock()
 	if cl.resp.IsError() {
 		cl.err = &ResponseError{Action: cl.action, Response: cl.resp}
@@ -425,6 +430,13 @@ func (c *Client) dispatchListEvent(m *Message) bool {
 		return true
 	}
 	if !ok || !cl.listing {
+		// Not a list entry. Events that carry the ActionID of an answered
+		// request (OriginateResponse, UserEvent) get the caller's back.
+		if ok && cl.hasID {
+			m.Set("ActionID", cl.callerID)
+		} else if callerID, mine := c.answered.get(id); mine {
+			m.Set("ActionID", callerID)
+		}
 		return false
 	}
 	if !equalFoldASCII(m.Get("EventList"), "Complete") {
@@ -449,6 +461,33 @@ func (c *Client) orphanOwner(event string) (*call, bool) {
 		}
 	}
 	return owner, owner != nil
+}
+
+// idRing maps the latest answered wire ActionIDs to the caller's own, so
+// late events that carry them can be given back the caller's. It holds at
+// most idRingSize entries.
+type idRing struct {
+	ids  map[string]string
+	ring []string
+	next int
+}
+
+const idRingSize = 4096
+
+func (r *idRing) put(wire, caller string) {
+	if r.ids == nil {
+		r.ids = make(map[string]string, idRingSize)
+		r.ring = make([]string, idRingSize)
+	}
+	delete(r.ids, r.ring[r.next])
+	r.ring[r.next] = wire
+	r.ids[wire] = caller
+	r.next = (r.next + 1) % idRingSize
+}
+
+func (r *idRing) get(wire string) (string, bool) {
+	caller, ok := r.ids[wire]
+	return caller, ok
 }
 
 // forget remembers that nobody waits for id any more, so its late answer
@@ -564,12 +603,20 @@ func (c *Client) Shutdown(ctx context.Context) error {
 			err = ctx.Err()
 		}
 	}
-	if err == nil && c.Err() == nil {
-		// Goodbye, or the close that follows it, ends the wait.
-		_, _ = c.request(ctx, NewAction("Logoff"), true)
+	if err == nil {
+		c.logoff(ctx)
 	}
 	c.terminate(ErrClosed)
 	return err
+}
+
+// logoff sends Logoff and waits for Goodbye or the close that follows it.
+func (c *Client) logoff(ctx context.Context) {
+	if c.Err() != nil {
+		return
+	}
+	c.loggedOff.Store(true)
+	_, _ = c.request(ctx, NewAction("Logoff"), true)
 }
 
 // keepalive pings at the configured interval and ends the session as lost

@@ -1,7 +1,6 @@
 package amiproto
 
 import (
-	"bufio"
 	"bytes"
 	"errors"
 	"io"
@@ -16,6 +15,13 @@ const (
 	DefaultMaxLineBytes    = 64 << 10
 	DefaultMaxMessageBytes = 16 << 20
 	DefaultMaxFields       = 1 << 16
+)
+
+// Upper bounds on the limits themselves: spans index a message with int32.
+const (
+	maxLineLimit    = 1 << 28
+	maxMessageLimit = 1 << 29
+	maxFieldsLimit  = 1 << 24
 )
 
 // ReaderLimits bound what a Reader accepts. A zero field takes its default.
@@ -35,28 +41,50 @@ func (l ReaderLimits) withDefaults() ReaderLimits {
 	if l.MaxFields <= 0 {
 		l.MaxFields = DefaultMaxFields
 	}
+	l.MaxLineBytes = min(l.MaxLineBytes, maxLineLimit)
+	l.MaxMessageBytes = min(l.MaxMessageBytes, maxMessageLimit)
+	l.MaxFields = min(l.MaxFields, maxFieldsLimit)
 	return l
 }
+
+// Buffer sizes. The buffer grows while one message does not fit, and goes
+// back to its initial size once a message larger than shrinkAbove is done.
+const (
+	initialBufSize = 32 << 10
+	minReadSize    = 4 << 10
+	shrinkAbove    = 1 << 20
+)
 
 // Reader reads AMI messages from a stream. It accepts CRLF and bare LF line
 // endings, any number of blank lines between messages, and the legacy
 // "Response: Follows" Command block. It is not safe for concurrent use.
+//
+// The Reader does its own buffering: a message is scanned in place and
+// copied once, into the single string its Fields share.
 type Reader struct {
-	r      *bufio.Reader
+	src    io.Reader
+	srcErr error // sticky error from src, returned once the buffer is drained
 	limits ReaderLimits
 	line   int // lines read so far, for error positions
 
-	buf   []byte // the current message's keys and values, back to back
-	spans []span
-	long  []byte // assembles a line longer than the bufio buffer
+	// buf[mstart:end] holds unconsumed input: the message being read from
+	// mstart, the next unread line from pos; scan is where the search for
+	// the current line's '\n' resumes.
+	buf                    []byte
+	mstart, pos, scan, end int
 
-	skip bool // discard up to the next blank line (after a limit error)
+	spans    []span // the current message's fields, relative to mstart
+	msgBytes int    // sum of the current message's line lengths
+
+	skip        skipMode // what is being discarded after a limit error
+	discardLine bool     // the rest of an over-long line is still to come
 
 	msgSlab   []Message
 	fieldSlab []Field
 }
 
-// span locates one field in Reader.buf. key < 0 marks the fixed keys below.
+// span locates one field relative to Reader.mstart. key < 0 marks the fixed
+// keys below.
 type span struct {
 	key, keyEnd, val, valEnd int32
 }
@@ -66,33 +94,44 @@ const (
 	spanOutput = -2 // a raw line of a Follows block: Field.Key is "Output"
 )
 
+// skipMode says how much of a message that broke a limit is still to be
+// discarded.
+type skipMode uint8
+
+const (
+	skipNone skipMode = iota
+	// skipMessage discards up to the next blank line.
+	skipMessage
+	// skipFollows discards a Follows block, whose raw output may hold bare-LF
+	// blank lines, up to its "--END COMMAND--" or a CRLF blank line.
+	skipFollows
+)
+
 // NewReader returns a Reader over r with the default limits.
 func NewReader(r io.Reader) *Reader { return NewReaderLimits(r, ReaderLimits{}) }
 
 // NewReaderLimits returns a Reader over r with the given limits.
 func NewReaderLimits(r io.Reader, limits ReaderLimits) *Reader {
-	br, ok := r.(*bufio.Reader)
-	if !ok || br.Size() < 16<<10 {
-		br = bufio.NewReaderSize(r, 32<<10)
-	}
-	return &Reader{r: br, limits: limits.withDefaults()}
+	return &Reader{src: r, limits: limits.withDefaults(), buf: make([]byte, initialBufSize)}
 }
 
 // Buffered returns the number of bytes read from the stream but not yet
 // parsed.
-func (r *Reader) Buffered() int { return r.r.Buffered() }
+func (r *Reader) Buffered() int { return r.end - r.pos }
 
 // ReadBanner reads the one-line greeting Asterisk sends first, such as
 // "Asterisk Call Manager/11.0.0", and returns it without its line ending.
 func (r *Reader) ReadBanner() (string, error) {
-	line, _, err := r.readLine()
+	r.mstart = r.pos
+	lo, hi, _, err := r.nextLine()
 	if err != nil {
 		if errors.Is(err, io.EOF) {
 			err = io.ErrUnexpectedEOF
 		}
 		return "", err
 	}
-	return string(line), nil
+	r.mstart = r.pos
+	return string(r.buf[lo:hi]), nil
 }
 
 // BannerVersion returns the AMI version in a banner: "11.0.0" for
@@ -116,117 +155,237 @@ func (r *Reader) ReadMessage() (*Message, error) {
 		r.msgSlab = make([]Message, 32)
 	}
 	m := &r.msgSlab[0]
-	if err := r.ReadMessageInto(m); err != nil {
+	if err := r.read(m, false); err != nil {
 		return nil, err
 	}
 	r.msgSlab = r.msgSlab[1:]
 	return m, nil
 }
 
-// ReadMessageInto is ReadMessage into a caller's Message, whose Fields are
-// replaced.
-func (r *Reader) ReadMessageInto(m *Message) error {
-	r.buf = r.buf[:0]
-	r.spans = r.spans[:0]
+// ReadMessageInto is ReadMessage into a caller's Message, for a loop that is
+// done with one message before it reads the next. m's Fields are replaced,
+// reusing their backing array when it is large enough, so a slice of the old
+// Fields must not be kept across the call; the strings in them stay valid.
+func (r *Reader) ReadMessageInto(m *Message) error { return r.read(m, true) }
+
+// read reads the next message into m, in a new Fields slice or, with reuse,
+// in m.Fields' backing array when it fits.
+func (r *Reader) read(m *Message, reuse bool) error {
+	r.startMessage()
 	follows := false // inside a "Response: Follows" message
 	output := false  // inside its raw output block
 	for {
-		line, crlf, err := r.readLine()
+		lo, hi, crlf, err := r.nextLine()
 		if err != nil {
-			if errors.Is(err, io.EOF) && (len(r.spans) > 0 || r.skip) {
-				err = io.ErrUnexpectedEOF
+			if errors.Is(err, ErrLineTooLong) {
+				if r.skip != skipNone {
+					continue // part of the message being discarded
+				}
+				return r.fail(err, skipFor(follows))
 			}
-			if perr := (*ProtocolError)(nil); errors.As(err, &perr) {
-				r.skip = true
+			if r.skip == skipNone {
+				r.rewind()
+			}
+			if errors.Is(err, io.EOF) && (len(r.spans) > 0 || r.skip != skipNone) {
+				err = io.ErrUnexpectedEOF
 			}
 			return err
 		}
-		if r.skip {
-			if len(line) == 0 {
-				r.skip = false
-			}
+		line := r.buf[lo:hi]
+		if r.skip != skipNone {
+			r.skipLine(line, crlf)
+			r.mstart = r.pos
 			continue
 		}
 		if follows {
-			if crlf && bytes.HasSuffix(line, endCommand) {
-				if body := line[:len(line)-len(endCommand)]; len(body) > 0 {
-					if err := r.addSpan(spanOutput, body); err != nil {
-						return err
+			if bytes.HasSuffix(line, endCommand) {
+				follows, output = false, false
+				if hi-len(endCommand) > lo {
+					if err := r.addSpan(spanOutput, lo, hi-len(endCommand)); err != nil {
+						return r.fail(err, skipMessage)
 					}
 				}
-				follows, output = false, false
 				continue
 			}
-			if output || !crlf || (len(line) > 0 && bytes.IndexByte(line, ':') < 0) {
+			if output {
+				// Raw output never holds a CR; a CRLF blank line ends the
+				// message even if the marker went missing.
+				if crlf && len(line) == 0 {
+					break
+				}
+				if err := r.addSpan(spanOutput, lo, hi); err != nil {
+					return r.fail(err, skipFollows)
+				}
+				continue
+			}
+			if !isFollowsHeader(line, crlf) {
 				output = true
-				if err := r.addSpan(spanOutput, line); err != nil {
-					return err
+				if err := r.addSpan(spanOutput, lo, hi); err != nil {
+					return r.fail(err, skipFollows)
 				}
 				continue
 			}
 		}
 		if len(line) == 0 {
 			if len(r.spans) == 0 {
-				continue // blank lines between messages
+				r.mstart = r.pos // blank lines between messages
+				continue
 			}
 			break
 		}
-		if err := r.addSpan(0, line); err != nil {
-			return err
-		}
-		if len(r.spans) == 1 && isFollows(r.buf, r.spans[0]) {
+		if len(r.spans) == 0 && isFollowsLine(line) {
 			follows = true
 		}
+		if err := r.addSpan(0, lo, hi); err != nil {
+			return r.fail(err, skipFor(follows))
+		}
 	}
-	m.Fields = r.fields()
+	if reuse && cap(m.Fields) >= len(r.spans) {
+		m.Fields = r.fields(m.Fields[:len(r.spans)])
+	} else {
+		m.Fields = r.fields(nil)
+	}
 	return nil
+}
+
+// startMessage forgets the previous message and gives back the memory a
+// very large one made the buffer grow to.
+func (r *Reader) startMessage() {
+	r.spans = r.spans[:0]
+	r.msgBytes = 0
+	r.mstart = r.pos
+	if len(r.buf) > shrinkAbove && r.end-r.pos <= initialBufSize/2 {
+		nb := make([]byte, initialBufSize)
+		n := copy(nb, r.buf[r.pos:r.end])
+		r.buf, r.mstart, r.pos, r.scan, r.end = nb, 0, 0, r.scan-r.pos, n
+	}
+}
+
+// rewind goes back to the start of the message, so that a call after a
+// transient read error (a deadline) reads the message whole.
+func (r *Reader) rewind() {
+	r.line -= bytes.Count(r.buf[r.mstart:r.pos], []byte{'\n'})
+	r.pos, r.scan = r.mstart, r.mstart
+}
+
+func skipFor(follows bool) skipMode {
+	if follows {
+		return skipFollows
+	}
+	return skipMessage
+}
+
+// fail records how much of the message is left to discard and returns err.
+func (r *Reader) fail(err error, mode skipMode) error {
+	r.skip = mode
+	r.mstart = r.pos
+	return err
+}
+
+// skipLine advances the discard state by one line.
+func (r *Reader) skipLine(line []byte, crlf bool) {
+	switch r.skip {
+	case skipFollows:
+		if bytes.HasSuffix(line, endCommand) {
+			r.skip = skipMessage
+		} else if crlf && len(line) == 0 {
+			r.skip = skipNone
+		}
+	case skipMessage:
+		if len(line) == 0 {
+			r.skip = skipNone
+		}
+	}
 }
 
 var endCommand = []byte("--END COMMAND--")
 
-func isFollows(buf []byte, s span) bool {
-	return s.key >= 0 && strings.EqualFold(string(buf[s.key:s.keyEnd]), "Response") &&
-		strings.EqualFold(string(buf[s.val:s.valEnd]), "Follows")
+// isFollowsLine reports whether line is "Response: Follows", the start of a
+// legacy Command block.
+func isFollowsLine(line []byte) bool {
+	if len(line) < len("Response:Follows") || line[len("Response")] != ':' {
+		return false
+	}
+	k, v := line[:len("Response")], line[len("Response:"):]
+	return bytes.EqualFold(k, []byte("Response")) &&
+		bytes.EqualFold(bytes.TrimLeft(v, " \t"), []byte("Follows"))
 }
 
-// addSpan copies one line into the message buffer. kind is 0 for a
-// "Key: value" line (a line without a colon becomes spanNoKey) or
-// spanOutput for raw Command output.
-func (r *Reader) addSpan(kind int32, line []byte) error {
-	if len(r.spans) >= r.limits.MaxFields || len(r.buf)+len(line) > r.limits.MaxMessageBytes {
-		r.skip = true
+// isFollowsHeader reports whether a line of a Follows block, before its raw
+// output started, is still a header. Asterisk ends header lines in CRLF and
+// raw output lines in a bare LF; on a stream that uses bare LF throughout,
+// Privilege and ActionID, the only headers Asterisk puts there, still count.
+// A CRLF blank line is reported as a header so that it ends the message.
+func isFollowsHeader(line []byte, crlf bool) bool {
+	if len(line) == 0 {
+		return crlf
+	}
+	i := bytes.IndexByte(line, ':')
+	if i < 0 {
+		return false
+	}
+	if crlf {
+		return true
+	}
+	return bytes.EqualFold(line[:i], []byte("Privilege")) || bytes.EqualFold(line[:i], []byte("ActionID"))
+}
+
+// addSpan records buf[lo:hi] as a field. kind is 0 for a "Key: value" line
+// (a line without a colon becomes spanNoKey) or spanOutput for raw Command
+// output.
+func (r *Reader) addSpan(kind int32, lo, hi int) error {
+	if len(r.spans) >= r.limits.MaxFields || r.msgBytes+(hi-lo) > r.limits.MaxMessageBytes {
 		return &ProtocolError{Line: r.line, Msg: "message exceeds size limit", Err: ErrMessageTooLarge}
 	}
-	base := int32(len(r.buf))
-	r.buf = append(r.buf, line...)
-	s := span{key: kind, val: base, valEnd: base + int32(len(line))}
+	r.msgBytes += hi - lo
+	base := int32(r.mstart)
+	s := span{key: kind, val: int32(lo) - base, valEnd: int32(hi) - base}
 	if kind == 0 {
+		line := r.buf[lo:hi]
 		i := bytes.IndexByte(line, ':')
 		if i < 0 {
 			s.key = spanNoKey
 		} else {
-			s.key, s.keyEnd = base, base+int32(i)
-			j := i + 1
-			for j < len(line) && (line[j] == ' ' || line[j] == '\t') {
-				j++
-			}
-			s.val = base + int32(j)
+			s.key, s.keyEnd = s.val, s.val+int32(i)
+			s.val += int32(valueStart(line, i))
 		}
 	}
 	r.spans = append(r.spans, s)
 	return nil
 }
 
-// fields turns the spans into Fields over one string: one allocation for
-// the bytes, and Fields cut from a shared slab.
-func (r *Reader) fields() []Field {
-	str := string(r.buf)
-	n := len(r.spans)
-	if len(r.fieldSlab) < n {
-		r.fieldSlab = make([]Field, max(n, 512))
+// valueStart returns where the value begins in line, whose key ends at
+// colon. Leading blanks are skipped, except in "Output:" lines, whose
+// values are CLI text with meaningful indentation: there only the one space
+// Asterisk writes after the colon goes.
+func valueStart(line []byte, colon int) int {
+	j := colon + 1
+	if colon == len("Output") && bytes.EqualFold(line[:colon], []byte("Output")) {
+		if j < len(line) && line[j] == ' ' {
+			j++
+		}
+		return j
 	}
-	fs := r.fieldSlab[:n:n]
-	r.fieldSlab = r.fieldSlab[n:]
+	for j < len(line) && (line[j] == ' ' || line[j] == '\t') {
+		j++
+	}
+	return j
+}
+
+// fields turns the spans into Fields over one string: one allocation for
+// the message's bytes, and Fields in fs or, when fs is nil, cut from a shared
+// slab.
+func (r *Reader) fields(fs []Field) []Field {
+	n := len(r.spans)
+	// The last value ends the message's bytes.
+	str := string(r.buf[r.mstart : r.mstart+int(r.spans[n-1].valEnd)])
+	if fs == nil {
+		if len(r.fieldSlab) < n {
+			r.fieldSlab = make([]Field, max(n, 512))
+		}
+		fs = r.fieldSlab[:n:n]
+		r.fieldSlab = r.fieldSlab[n:]
+	}
 	for i, s := range r.spans {
 		switch s.key {
 		case spanNoKey:
@@ -237,53 +396,95 @@ func (r *Reader) fields() []Field {
 			fs[i] = Field{Key: str[s.key:s.keyEnd], Value: str[s.val:s.valEnd]}
 		}
 	}
+	r.mstart = r.pos
 	return fs
 }
 
-// readLine returns the next line without its terminator, and whether it
-// ended in CRLF rather than a bare LF. The line is valid until the next
-// call. A line over the limit is discarded up to its end and reported as a
-// *ProtocolError.
-func (r *Reader) readLine() (line []byte, crlf bool, err error) {
-	line, err = r.r.ReadSlice('\n')
-	if err == bufio.ErrBufferFull {
-		line, err = r.readLongLine(line)
-	}
-	if err != nil {
-		if err == io.EOF && len(line) > 0 {
-			return nil, false, io.ErrUnexpectedEOF
-		}
-		return nil, false, err
-	}
-	r.line++
-	line = line[:len(line)-1]
-	if n := len(line); n > 0 && line[n-1] == '\r' {
-		line, crlf = line[:n-1], true
-	}
-	if len(line) > r.limits.MaxLineBytes {
-		return nil, false, &ProtocolError{Line: r.line, Msg: "line exceeds size limit", Err: ErrLineTooLong}
-	}
-	return line, crlf, nil
-}
-
-func (r *Reader) readLongLine(first []byte) ([]byte, error) {
-	r.long = append(r.long[:0], first...)
+// nextLine finds the next line and returns its bounds in buf, without its
+// terminator, and whether it ended in CRLF rather than a bare LF. The bounds
+// are valid until the next call. A line over the limit is reported as a
+// *ProtocolError as soon as it is seen; the rest of it is discarded by the
+// following calls.
+func (r *Reader) nextLine() (lo, hi int, crlf bool, err error) {
 	for {
-		frag, err := r.r.ReadSlice('\n')
-		if len(r.long)+len(frag) > r.limits.MaxLineBytes+2 {
-			r.long = r.long[:0]
-			for err == bufio.ErrBufferFull {
-				_, err = r.r.ReadSlice('\n')
+		if i := bytes.IndexByte(r.buf[r.scan:r.end], '\n'); i >= 0 {
+			lo, hi = r.pos, r.scan+i
+			r.pos, r.scan = hi+1, hi+1
+			if r.discardLine {
+				r.discardLine = false
+				continue
 			}
 			r.line++
-			if err != nil {
-				return nil, err
+			if hi > lo && r.buf[hi-1] == '\r' {
+				hi, crlf = hi-1, true
 			}
-			return nil, &ProtocolError{Line: r.line, Msg: "line exceeds size limit", Err: ErrLineTooLong}
+			if hi-lo > r.limits.MaxLineBytes {
+				return 0, 0, false, r.lineTooLong()
+			}
+			return lo, hi, crlf, nil
 		}
-		r.long = append(r.long, frag...)
-		if err != bufio.ErrBufferFull {
-			return r.long, err
+		r.scan = r.end
+		if r.discardLine {
+			r.end, r.scan = r.pos, r.pos // drop what has come of the line so far
+		} else if r.end-r.pos > r.limits.MaxLineBytes+1 { // +1: room for its CR
+			r.line++
+			r.end, r.scan = r.pos, r.pos
+			r.discardLine = true
+			return 0, 0, false, r.lineTooLong()
+		}
+		if err := r.fill(); err != nil {
+			if errors.Is(err, io.EOF) && (r.end > r.pos || r.discardLine) {
+				err = io.ErrUnexpectedEOF
+			}
+			return 0, 0, false, err
 		}
 	}
 }
+
+func (r *Reader) lineTooLong() error {
+	return &ProtocolError{Line: r.line, Msg: "line exceeds size limit", Err: ErrLineTooLong}
+}
+
+// fill reads more input after end, first making room by dropping the
+// consumed bytes before mstart or, when the message fills the buffer, by
+// growing it.
+func (r *Reader) fill() error {
+	if err := r.srcErr; err != nil {
+		// Like bufio, report a read error once, so that a caller may
+		// retry after a transient one.
+		r.srcErr = nil
+		return err
+	}
+	if len(r.buf)-r.end < minReadSize && r.mstart > 0 {
+		n := copy(r.buf, r.buf[r.mstart:r.end])
+		r.pos -= r.mstart
+		r.scan -= r.mstart
+		r.end = n
+		r.mstart = 0
+	}
+	if len(r.buf)-r.end < minReadSize {
+		nb := make([]byte, 2*len(r.buf))
+		copy(nb, r.buf[:r.end])
+		r.buf = nb
+	}
+	for range 100 {
+		n, err := r.src.Read(r.buf[r.end:])
+		if n < 0 || n > len(r.buf)-r.end {
+			return errInvalidRead
+		}
+		r.end += n
+		if err != nil {
+			if n > 0 {
+				r.srcErr = err // after the bytes that came with it
+				return nil
+			}
+			return err
+		}
+		if n > 0 {
+			return nil
+		}
+	}
+	return io.ErrNoProgress
+}
+
+var errInvalidRead = errors.New("ami: source reader returned an invalid count")

@@ -1,0 +1,53 @@
+// Package amitest is a fake Asterisk Manager Interface on 127.0.0.1 for
+// tests, benchmarks and demos. It answers the way the live Asterisk builds
+// of ../shared/ami-transcripts did, byte for byte where it matters: the
+// banner, the texts ("Authentication accepted", "Permission denied",
+// "Missing action in request", ...), the field order, the ActionID
+// position of each list item, and both Command framings.
+//
+//	srv, _ := amitest.Start(amitest.Config{Channels: 100})
+//	defer srv.Close()
+//	c, _ := amiproto.Dial(ctx, srv.URL("admin", "s3cret!"))
+//	resp, _ := c.Request(ctx, amiproto.NewAction("CoreShowChannels"))
+//	srv.StartCalls(ctx, 50, 1000) // 50 calls/s, 22 events each
+//
+// # Profiles
+//
+// Asterisk22 (banner "Asterisk Call Manager/11.0.0") sends Command output
+// as "Output:" lines; Asterisk13 ("Asterisk Call Manager/2.10.6") sends
+// "Response: Follows", raw bare-LF lines and "--END COMMAND--", even for an
+// unknown command. The event and list fields differ where the captures
+// differ (FullyBooted, Status items, Newexten's class, CoreSettings,
+// CoreStatus).
+//
+// # Sessions
+//
+// A session must log in (plain Secret, or MD5 after Challenge) before any
+// action but Login, Challenge and Logoff. A failed login waits
+// Config.AuthFailDelay, answers "Authentication failed" and closes. A user
+// without write access may only use the actions Asterisk lists with no
+// privilege (Ping, Events, ListCommands, ...). Actions are answered one at
+// a time, in order. Events reach the sessions whose mask (Login's Events,
+// the Events action) takes their class.
+//
+// # Actions
+//
+// Login, Logoff, Challenge, Ping, Command, CoreShowChannels, Status,
+// Originate, Events, Getvar, Setvar, CoreSettings, CoreStatus, UserEvent,
+// ListCommands, Hangup, DBPut, DBGet, DBDel and DBDelTree are built in;
+// any other action answers "Invalid/unknown command". Handle adds or
+// replaces actions.
+//
+// # Calls and faults
+//
+// Originate, PlayCall and StartCalls play the event sequence of a real
+// call (captures 07a and 14a) with fresh channel names and Uniqueids.
+// Faults can be switched at any time: DropMidMessage, DropDuring, Stall,
+// SlowWrites, WriteGarbage, NeverAnswer, AnswerOutOfOrder and HalfOpen.
+//
+// # Replay
+//
+// Replay, ReplayCapture and StartReplay serve a recorded .recv.bin to each
+// client, optionally at the recorded TCP read boundaries and following the
+// recorded client writes.
+package amitest

@@ -1,0 +1,367 @@
+package amitest
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ami-bridge/ami-bridge/amiproto"
+)
+
+// Profile selects the Asterisk generation the server imitates.
+type Profile int
+
+// The profiles, each copied from the captures of one live Asterisk build.
+const (
+	// Asterisk22 is Asterisk 22.10.1 (AMI 11.0.0): Command output comes as
+	// "Output:" lines.
+	Asterisk22 Profile = iota
+	// Asterisk13 is Asterisk 13.38.3 (AMI 2.10.6): Command output comes as
+	// a "Response: Follows" block of raw LF lines ended by "--END COMMAND--".
+	Asterisk13
+)
+
+// String returns the profile's name, such as "asterisk-22".
+func (p Profile) String() string {
+	if p == Asterisk13 {
+		return "asterisk-13"
+	}
+	return "asterisk-22"
+}
+
+// Banner returns the greeting line the profile sends first, without its
+// line ending.
+func (p Profile) Banner() string { return "Asterisk Call Manager/" + p.AMIVersion() }
+
+// AMIVersion returns the AMI version of the profile: "11.0.0" or "2.10.6".
+func (p Profile) AMIVersion() string {
+	if p == Asterisk13 {
+		return "2.10.6"
+	}
+	return "11.0.0"
+}
+
+// AsteriskVersion returns the Asterisk version of the profile: "22.10.1" or
+// "13.38.3".
+func (p Profile) AsteriskVersion() string {
+	if p == Asterisk13 {
+		return "13.38.3"
+	}
+	return "22.10.1"
+}
+
+// User is an AMI account of the fake server.
+type User struct {
+	Secret string
+	// Write grants every action. Without it the user is manager.conf's
+	// "write=" (empty): only actions that need no class, such as Ping,
+	// Events and ListCommands, are allowed; the others get
+	// "Permission denied" and a RequestNotAllowed event.
+	Write bool
+}
+
+// Config configures a Server. The zero value is a usable Asterisk 22 with
+// the user admin / s3cret! of the captures.
+type Config struct {
+	Profile Profile
+	// Users maps user names to accounts. Nil means
+	// {"admin": {Secret: "s3cret!", Write: true}}.
+	Users map[string]User
+	// TLS, when set, makes the server speak TLS, as Asterisk does on 5039.
+	TLS *tls.Config
+	// Addr is the listen address; "" means "127.0.0.1:0".
+	Addr string
+	// AuthFailDelay is how long a failed Login waits before its error and
+	// the close. Zero means 1 s, as in Asterisk; a negative value means no
+	// delay.
+	AuthFailDelay time.Duration
+	// AuthTimeout closes, silently, a connection that has not logged in
+	// after this long. Zero means 30 s (Asterisk's authtimeout); a negative
+	// value disables it.
+	AuthTimeout time.Duration
+	// WriteTimeout, when positive, drops a session whose socket accepts no
+	// bytes for this long, as Asterisk's writetimeout (100 ms) does. Zero
+	// means the server waits for slow readers instead: event sources block
+	// once a session has MaxQueue bytes waiting.
+	WriteTimeout time.Duration
+	// MaxQueue bounds the bytes waiting to be written to one session. Zero
+	// means 4 MiB.
+	MaxQueue int
+	// Channels is the number of fake live channels that CoreShowChannels,
+	// Status, Getvar, Hangup and "core show channels" see. They come in
+	// Local/long@test pairs (;1 and ;2). Tens of thousands are fine.
+	Channels int
+	// ChannelVars lists manager.conf's channelvars, shown as ChanVariable
+	// lines. Nil means FOO and BAR, as in the captures.
+	ChannelVars []string
+	// Logf, when set, receives debug lines. Secrets are never logged.
+	Logf func(format string, args ...any)
+}
+
+// Server is a fake Asterisk Manager Interface on a local port. It is safe
+// for concurrent use.
+type Server struct {
+	cfg      Config
+	profile  Profile
+	cli      *cliTable
+	ln       net.Listener
+	started  time.Time
+	ctx      context.Context
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+	closeErr error
+	closed   sync.Once
+
+	mu       sync.Mutex
+	sessions map[*session]struct{}
+	handlers map[string]Handler // by lower-case action name
+	subs     atomic.Pointer[[]*session]
+
+	faults faults
+	pbx    pbxState
+	tmpl   callTemplates
+}
+
+// Start listens on cfg.Addr and serves AMI until Close.
+func Start(cfg Config) (*Server, error) {
+	if cfg.Users == nil {
+		cfg.Users = map[string]User{"admin": {Secret: "s3cret!", Write: true}}
+	}
+	if cfg.Addr == "" {
+		cfg.Addr = "127.0.0.1:0"
+	}
+	if cfg.AuthFailDelay == 0 {
+		cfg.AuthFailDelay = time.Second
+	}
+	if cfg.AuthTimeout == 0 {
+		cfg.AuthTimeout = 30 * time.Second
+	}
+	if cfg.MaxQueue <= 0 {
+		cfg.MaxQueue = 4 << 20
+	}
+	if cfg.ChannelVars == nil {
+		cfg.ChannelVars = []string{"FOO", "BAR"}
+	}
+	if cfg.Profile != Asterisk22 && cfg.Profile != Asterisk13 {
+		return nil, fmt.Errorf("amitest: unknown profile %d", int(cfg.Profile))
+	}
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("amitest: listen: %w", err)
+	}
+	if cfg.TLS != nil {
+		ln = tls.NewListener(ln, cfg.TLS)
+	}
+	s := &Server{
+		cfg:      cfg,
+		profile:  cfg.Profile,
+		cli:      loadCLI(cfg.Profile),
+		ln:       ln,
+		started:  time.Now(),
+		sessions: map[*session]struct{}{},
+		handlers: map[string]Handler{},
+	}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.subs.Store(&[]*session{})
+	s.pbx.init(s.started)
+	s.tmpl.init(cfg.Profile, cfg.ChannelVars)
+	s.faults.init()
+	s.wg.Add(1)
+	go s.acceptLoop()
+	return s, nil
+}
+
+// Addr returns the host:port the server listens on.
+func (s *Server) Addr() string { return s.ln.Addr().String() }
+
+// Profile returns the Asterisk generation the server imitates.
+func (s *Server) Profile() Profile { return s.profile }
+
+// URL returns a URL for amiproto.Dial: "user:secret@host:port", with user
+// and secret percent-encoded, and a "tls://" scheme when the server speaks
+// TLS.
+func (s *Server) URL(user, secret string) string {
+	u := escapeUserinfo(user) + ":" + escapeUserinfo(secret) + "@" + s.Addr()
+	if s.cfg.TLS != nil {
+		return "tls://" + u
+	}
+	return u
+}
+
+// escapeUserinfo percent-encodes every byte but the unreserved ones, so any
+// secret survives the URL's ':' and '@' separators.
+func escapeUserinfo(v string) string {
+	const hex = "0123456789ABCDEF"
+	var b strings.Builder
+	for i := 0; i < len(v); i++ {
+		c := v[i]
+		if 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '.' || c == '_' || c == '~' {
+			b.WriteByte(c)
+			continue
+		}
+		b.WriteByte('%')
+		b.WriteByte(hex[c>>4])
+		b.WriteByte(hex[c&15])
+	}
+	return b.String()
+}
+
+// Close stops listening, drops every connection, stops the call
+// generators and waits for the server's goroutines to end.
+func (s *Server) Close() error {
+	s.closed.Do(func() {
+		s.cancel()
+		if err := s.ln.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+			s.closeErr = fmt.Errorf("amitest: close listener: %w", err)
+		}
+		s.DropConnections()
+		s.wg.Wait()
+	})
+	return s.closeErr
+}
+
+// DropConnections closes every current connection at once, as a crashed
+// or restarted PBX would, and keeps listening for new ones.
+func (s *Server) DropConnections() {
+	for _, ss := range s.allSessions() {
+		ss.abort()
+	}
+}
+
+// Sessions returns the number of logged-in sessions.
+func (s *Server) Sessions() int { return len(*s.subs.Load()) }
+
+// Handle installs h as the handler of action (matched case-insensitively),
+// replacing the built-in one if any. A nil h removes the action, which then
+// answers as unknown. Permissions are checked before h runs: before login
+// only Login, Challenge and Logoff reach a handler, and a user without
+// write access reaches only the actions Asterisk lists with no privilege.
+func (s *Server) Handle(action string, h Handler) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.handlers[strings.ToLower(action)] = h
+	if h == nil {
+		s.handlers[strings.ToLower(action)] = removedHandler{}
+	}
+}
+
+// HandleFunc is Handle for a function.
+func (s *Server) HandleFunc(action string, f func(w *ResponseWriter, r *Request)) {
+	s.Handle(action, HandlerFunc(f))
+}
+
+// Emit sends ev to every logged-in session whose event mask takes it. The
+// event's classes come from its Privilege field ("call,all"); an event
+// without one goes to every session with events on. A message that
+// amiproto.AppendMessage refuses is logged and dropped.
+func (s *Server) Emit(ev *amiproto.Message) {
+	b, err := amiproto.AppendMessage(nil, ev)
+	if err != nil {
+		s.logf("amitest: Emit: %v", err)
+		return
+	}
+	s.broadcastOne(b, eventClasses(ev.Get("Privilege")))
+}
+
+// EmitRaw sends b, unchanged, to every logged-in session with events on.
+// It is for bytes no Message can hold.
+func (s *Server) EmitRaw(b []byte) { s.broadcastOne(b, classAll) }
+
+func (s *Server) logf(format string, args ...any) {
+	if s.cfg.Logf != nil {
+		s.cfg.Logf(format, args...)
+	}
+}
+
+func (s *Server) acceptLoop() {
+	defer s.wg.Done()
+	for {
+		conn, err := s.ln.Accept()
+		if err != nil {
+			if s.ctx.Err() == nil && !errors.Is(err, net.ErrClosed) {
+				s.logf("amitest: accept: %v", err)
+			}
+			return
+		}
+		ss := newSession(s, conn)
+		s.mu.Lock()
+		if s.ctx.Err() != nil {
+			s.mu.Unlock()
+			conn.Close()
+			return
+		}
+		s.sessions[ss] = struct{}{}
+		s.mu.Unlock()
+		s.wg.Add(2)
+		go ss.readLoop()
+		go ss.writeLoop()
+	}
+}
+
+func (s *Server) allSessions() []*session {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]*session, 0, len(s.sessions))
+	for ss := range s.sessions {
+		out = append(out, ss)
+	}
+	return out
+}
+
+// subscribe adds a logged-in session to the broadcast list, which is
+// copied on write so that event fan-out takes no lock.
+func (s *Server) subscribe(ss *session) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	old := *s.subs.Load()
+	for _, x := range old {
+		if x == ss {
+			return
+		}
+	}
+	next := make([]*session, len(old), len(old)+1)
+	copy(next, old)
+	next = append(next, ss)
+	s.subs.Store(&next)
+}
+
+func (s *Server) forget(ss *session) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.sessions, ss)
+	old := *s.subs.Load()
+	next := make([]*session, 0, len(old))
+	for _, x := range old {
+		if x != ss {
+			next = append(next, x)
+		}
+	}
+	s.subs.Store(&next)
+}
+
+func (s *Server) handler(action string) (Handler, bool) {
+	s.mu.Lock()
+	h, ok := s.handlers[strings.ToLower(action)]
+	s.mu.Unlock()
+	if ok {
+		_, removed := h.(removedHandler)
+		return h, !removed
+	}
+	lower := strings.ToLower(action)
+	if legacyOnly[lower] && s.profile != Asterisk13 {
+		return nil, false
+	}
+	h, ok = builtins[lower]
+	return h, ok
+}
+
+// removedHandler marks a built-in action removed by Handle(action, nil).
+type removedHandler struct{}
+
+func (removedHandler) ServeAMI(*ResponseWriter, *Request) {}

@@ -1,0 +1,244 @@
+package bridge
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"os"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/ami-bridge/ami-bridge/amiproto"
+	"github.com/ami-bridge/ami-bridge/amiproto/amitest"
+	"github.com/ami-bridge/ami-bridge/subjects"
+)
+
+// burstEvents returns the events of capture 14a: 200 originated calls,
+// 4,400 events, as a real Asterisk 22 sent them.
+func burstEvents(b *testing.B) []*amiproto.Message {
+	b.Helper()
+	data, err := os.ReadFile("../amiproto/testdata/captures/asterisk-22/14a_burst_200_originates.recv.bin")
+	if err != nil {
+		b.Fatal(err)
+	}
+	r := amiproto.NewReader(bytes.NewReader(data))
+	if _, err := r.ReadBanner(); err != nil {
+		b.Fatal(err)
+	}
+	var events []*amiproto.Message
+	for {
+		m, err := r.ReadMessage()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			b.Fatal(err)
+		}
+		if m.Kind() == amiproto.KindEvent {
+			events = append(events, m)
+		}
+	}
+	return events
+}
+
+// BenchmarkPublishEvent measures the publisher's hot path alone: subject,
+// headers, JSON body and the NATS publish of one event, against an
+// embedded nats-server. The allocations are nats.go's header encoding.
+func BenchmarkPublishEvent(b *testing.B) {
+	events := burstEvents(b)
+	ns := startNATS(b, natsOptions{})
+	nc := connect(b, ns)
+	br, err := New(nc, []ServerConfig{{Name: "pbx1", URL: "admin:x@127.0.0.1"}}, Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	p := br.sessions[0].pub
+	at := time.Now()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		p.publishCore(queuedEvent{msg: events[i%len(events)], seq: uint64(i + 1), at: at})
+	}
+	if err := nc.Flush(); err != nil {
+		b.Fatal(err)
+	}
+	b.StopTimer()
+	if d := br.sessions[0].dropped.Load(); d != 0 {
+		b.Fatalf("%d events dropped", d)
+	}
+}
+
+// BenchmarkEventsAMIToNATS measures events per second from an AMI socket
+// through the bridge to a NATS subscriber, then, in the same run, the raw
+// NATS publish rate of the same messages to the same subscriber: the
+// ceiling. It reports both and their ratio, and fails on any loss.
+//
+// The events come from amitest's call generator at full speed (22 events
+// per call) in bursts of 2,000 calls, ten times capture 14a's burst: a
+// generator that outruns the bridge forever must end in counted drops,
+// since the bridge never stops reading the socket, so each burst is timed
+// from its first call to its last event at the subscriber.
+func BenchmarkEventsAMIToNATS(b *testing.B) {
+	const perCall, burstCalls = 22, 2000
+	bursts := max(1, b.N/(perCall*burstCalls))
+	n := bursts * burstCalls * perCall
+
+	ns := startNATS(b, natsOptions{})
+	nc, cc := connect(b, ns), connect(b, ns)
+	pbx := startPBX(b, amitest.Config{})
+	w := watchStatus(b, cc, "ami", "pbx1")
+	sc := fastServer("pbx1", pbx)
+	sc.EventsExclude = []string{"FullyBooted", "SuccessfulAuth"}
+	br, _ := startBridge(b, nc, []ServerConfig{sc}, Options{})
+	w.waitState(stateConnected)
+	waitSessions(b, pbx, 1)
+
+	// The subscriber keeps 32 calls' worth of messages to replay them raw.
+	const sampleSize = 32 * perCall
+	var (
+		got    atomic.Int64
+		target atomic.Int64
+		done   = make(chan struct{}, 1)
+		sample []*nats.Msg
+	)
+	sub, err := cc.Subscribe(subjects.AllEvents("ami"), func(m *nats.Msg) {
+		if len(sample) < sampleSize {
+			sample = append(sample, &nats.Msg{Subject: m.Subject, Header: m.Header, Data: m.Data})
+		}
+		if got.Add(1) == target.Load() {
+			done <- struct{}{}
+		}
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	sub.SetPendingLimits(-1, -1)
+	if err := cc.Flush(); err != nil {
+		b.Fatal(err)
+	}
+	wait := func(what string) {
+		select {
+		case <-done:
+		case <-time.After(time.Minute):
+			b.Fatalf("%s: received %d of %d events; status %+v", what, got.Load(), target.Load(), br.Status()[0])
+		}
+	}
+
+	b.ResetTimer()
+	var bridged time.Duration
+	cpu0 := cpuTime(b)
+	for i := range bursts {
+		target.Store(int64((i + 1) * burstCalls * perCall))
+		start := time.Now()
+		gen := pbx.StartCalls(context.Background(), 0, burstCalls)
+		wait("bridged")
+		bridged += time.Since(start)
+		if err := gen.Wait(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	bridgedCPU := cpuTime(b) - cpu0
+	if st := br.Status()[0]; st.EventsDropped != 0 || st.LastSeq != uint64(n) || st.EventsPublished != uint64(n) {
+		b.Fatalf("loss: %+v", st)
+	}
+
+	// The ceiling: the same messages, published raw from one goroutine,
+	// in bursts of the same size.
+	rawConn := connect(b, ns)
+	raw := slices.Clone(sample)
+	got.Store(0)
+	var ceiling time.Duration
+	cpu0 = cpuTime(b)
+	for i := range bursts {
+		target.Store(int64((i + 1) * burstCalls * perCall))
+		start := time.Now()
+		for j := range burstCalls * perCall {
+			if err := rawConn.PublishMsg(raw[j%len(raw)]); err != nil {
+				b.Fatal(err)
+			}
+		}
+		wait("raw")
+		ceiling += time.Since(start)
+	}
+	rawCPU := cpuTime(b) - cpu0
+
+	bridgedRate := float64(n) / bridged.Seconds()
+	rawRate := float64(n) / ceiling.Seconds()
+	b.ReportMetric(bridgedRate, "events/s")
+	b.ReportMetric(rawRate, "raw-events/s")
+	b.ReportMetric(100*bridgedRate/rawRate, "%-of-raw")
+	b.ReportMetric(float64(bridged.Nanoseconds())/float64(n), "ns/event")
+	// CPU time per event, of the whole process (PBX, bridge, nats-server
+	// and subscriber): steadier than the rates on a shared machine.
+	b.ReportMetric(float64(bridgedCPU.Nanoseconds())/float64(n), "cpu-ns/event")
+	b.ReportMetric(float64(rawCPU.Nanoseconds())/float64(n), "raw-cpu-ns/event")
+	b.ReportMetric(0, "ns/op")
+}
+
+// cpuTime returns the user and system CPU time the process used so far.
+func cpuTime(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// BenchmarkActionRoundTrip measures a Ping from a NATS requester through
+// the bridge to an AMI PBX and back, with 1 and 16 requesters at once,
+// and reports the latency percentiles.
+func BenchmarkActionRoundTrip(b *testing.B) {
+	for _, conc := range []int{1, 16} {
+		b.Run(map[int]string{1: "requesters=1", 16: "requesters=16"}[conc], func(b *testing.B) {
+			ns := startNATS(b, natsOptions{})
+			nc, cc := connect(b, ns), connect(b, ns)
+			pbx := startPBX(b, amitest.Config{})
+			w := watchStatus(b, cc, "ami", "pbx1")
+			startBridge(b, nc, []ServerConfig{fastServer("pbx1", pbx)}, Options{})
+			w.waitState(stateConnected)
+
+			subject := subjects.Action("ami", "pbx1")
+			body := []byte(`{"Action":"Ping"}`)
+			lat := make([][]time.Duration, conc)
+			var next atomic.Int64
+			var wg sync.WaitGroup
+			b.ResetTimer()
+			for r := range conc {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for next.Add(1) <= int64(b.N) {
+						t0 := time.Now()
+						m, err := cc.Request(subject, body, waitTime)
+						if err != nil || m.Header.Get("Nats-Service-Error-Code") != "" {
+							b.Errorf("request: %v", err)
+							return
+						}
+						lat[r] = append(lat[r], time.Since(t0))
+					}
+				}()
+			}
+			wg.Wait()
+			b.StopTimer()
+			all := slices.Concat(lat...)
+			slices.Sort(all)
+			if len(all) == 0 {
+				return
+			}
+			pct := func(p float64) float64 {
+				return float64(all[min(len(all)-1, int(p*float64(len(all))))].Microseconds())
+			}
+			b.ReportMetric(pct(0.50), "p50-µs")
+			b.ReportMetric(pct(0.99), "p99-µs")
+			b.ReportMetric(float64(len(all))/b.Elapsed().Seconds(), "req/s")
+		})
+	}
+}

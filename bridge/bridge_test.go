@@ -1,0 +1,750 @@
+package bridge
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/micro"
+
+	"github.com/ami-bridge/ami-bridge/amiproto/amitest"
+	"github.com/ami-bridge/ami-bridge/subjects"
+)
+
+// eventSub subscribes to every event of every PBX with no pending limit.
+func eventSub(t testing.TB, nc *nats.Conn, prefix string) *nats.Subscription {
+	t.Helper()
+	sub, err := nc.SubscribeSync(subjects.AllEvents(prefix))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sub.SetPendingLimits(-1, -1); err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sub.Unsubscribe() })
+	return sub
+}
+
+// seqChecker asserts that each PBX's Ami-Seq goes 1, 2, 3… with no gap.
+type seqChecker struct {
+	t    testing.TB
+	last map[string]uint64
+}
+
+func newSeqChecker(t testing.TB) *seqChecker {
+	return &seqChecker{t: t, last: map[string]uint64{}}
+}
+
+func (c *seqChecker) check(m *nats.Msg) uint64 {
+	c.t.Helper()
+	server := m.Header.Get(HeaderServer)
+	seq, err := strconv.ParseUint(m.Header.Get(HeaderSeq), 10, 64)
+	if err != nil {
+		c.t.Fatalf("Ami-Seq %q: %v", m.Header.Get(HeaderSeq), err)
+	}
+	if want := c.last[server] + 1; seq != want {
+		c.t.Fatalf("%s: Ami-Seq %d after %d: want %d", server, seq, c.last[server], want)
+	}
+	c.last[server] = seq
+	return seq
+}
+
+func TestBridge_EventsFromTwoPBXes(t *testing.T) {
+	ns := startNATS(t, natsOptions{})
+	nc, cc := connect(t, ns), connect(t, ns)
+	pbx1 := startPBX(t, amitest.Config{})
+	pbx2 := startPBX(t, amitest.Config{Profile: amitest.Asterisk13})
+	w1, w2 := watchStatus(t, cc, "ami", "pbx1"), watchStatus(t, cc, "ami", "pbx-2")
+	sub := eventSub(t, cc, "ami")
+	start := time.Now()
+	startBridge(t, nc, []ServerConfig{fastServer("pbx1", pbx1), fastServer("pbx-2", pbx2)}, Options{})
+	st := w1.waitState(stateConnected)
+	w2.waitState(stateConnected)
+	waitSessions(t, pbx1, 1)
+	waitSessions(t, pbx2, 1)
+
+	const n = 300
+	for i := 1; i <= n; i++ {
+		pbx1.Emit(userEvent("T", i))
+		pbx2.Emit(userEvent("T", i))
+	}
+	seqs := newSeqChecker(t)
+	got := map[string]int{}
+	for got["pbx1"] < n || got["pbx-2"] < n {
+		m, err := sub.NextMsg(waitTime)
+		if err != nil {
+			t.Fatalf("after %v UserEvents: %v", got, err)
+		}
+		server, event := m.Header.Get(HeaderServer), m.Header.Get(HeaderEvent)
+		seq := seqs.check(m)
+		if m.Subject != subjects.Event("ami", server, event) {
+			t.Fatalf("subject %q for event %q of %q", m.Subject, event, server)
+		}
+		if want := fmt.Sprintf("%s:%d:%d", server, st.Epoch, seq); m.Header.Get(HeaderMsgID) != want {
+			t.Fatalf("Nats-Msg-Id %q, want %q", m.Header.Get(HeaderMsgID), want)
+		}
+		at, err := time.Parse(time.RFC3339Nano, m.Header.Get(HeaderTime))
+		if err != nil || at.Before(start) || at.After(time.Now()) {
+			t.Fatalf("Ami-Time %q: %v", m.Header.Get(HeaderTime), err)
+		}
+		if event != "UserEvent" {
+			continue
+		}
+		got[server]++
+		if keys := orderedKeys(t, m.Data); !slices.Equal(keys, []string{"Event", "Privilege", "UserEvent", "N"}) {
+			t.Fatalf("body keys %v, want wire order", keys)
+		}
+		var body map[string]string
+		if err := json.Unmarshal(m.Data, &body); err != nil {
+			t.Fatal(err)
+		}
+		if body["N"] != strconv.Itoa(got[server]) || body["Event"] != "UserEvent" || body["UserEvent"] != "T" {
+			t.Fatalf("%s: UserEvent %d out of order: %s", server, got[server], m.Data)
+		}
+	}
+}
+
+func TestBridge_EventFilterNumbersOnlyWhatPasses(t *testing.T) {
+	ns := startNATS(t, natsOptions{})
+	nc, cc := connect(t, ns), connect(t, ns)
+	pbx := startPBX(t, amitest.Config{})
+	w := watchStatus(t, cc, "ami", "pbx1")
+	sub := eventSub(t, cc, "ami")
+	sc := fastServer("pbx1", pbx)
+	sc.EventsInclude = []string{"userevent", "Var*"}
+	sc.EventsExclude = []string{"VarSet"}
+	startBridge(t, nc, []ServerConfig{sc}, Options{})
+	w.waitState(stateConnected)
+	waitSessions(t, pbx, 1)
+
+	pbx.Emit(userEvent("A", 1))
+	pbx.Emit(newEvent("Newchannel", "Channel", "x"))
+	pbx.Emit(newEvent("VarSet", "Variable", "x"))
+	pbx.Emit(newEvent("VarOther", "Variable", "y"))
+	pbx.Emit(userEvent("B", 2))
+	want := []string{"UserEvent", "VarOther", "UserEvent"}
+	seqs := newSeqChecker(t)
+	for i, name := range want {
+		m, err := sub.NextMsg(waitTime)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if seq := seqs.check(m); seq != uint64(i+1) {
+			t.Fatalf("seq %d, want %d: events that do not pass take no number", seq, i+1)
+		}
+		if got := m.Header.Get(HeaderEvent); got != name {
+			t.Fatalf("event %d is %s, want %s", i, got, name)
+		}
+	}
+	if m, err := sub.NextMsg(50 * time.Millisecond); err == nil {
+		t.Fatalf("unexpected event %s", m.Data)
+	}
+}
+
+func TestBridge_EventNameEscapedInSubject(t *testing.T) {
+	ns := startNATS(t, natsOptions{})
+	nc, cc := connect(t, ns), connect(t, ns)
+	pbx := startPBX(t, amitest.Config{})
+	w := watchStatus(t, cc, "acme.ami", "pbx1")
+	sub := eventSub(t, cc, "acme.ami")
+	sc := fastServer("pbx1", pbx)
+	sc.EventsInclude = []string{"My.*"}
+	startBridge(t, nc, []ServerConfig{sc}, Options{Prefix: "acme.ami"})
+	w.waitState(stateConnected)
+	waitSessions(t, pbx, 1)
+
+	pbx.Emit(newEvent("My.Event *>", "K", "v"))
+	m, err := sub.NextMsg(waitTime)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "acme.ami.pbx1.event.My%2EEvent%20%2A%3E"; m.Subject != want {
+		t.Errorf("subject %q, want %q", m.Subject, want)
+	}
+	if got := m.Header.Get(HeaderEvent); got != "My.Event *>" {
+		t.Errorf("Ami-Event %q, want the name unescaped", got)
+	}
+}
+
+func TestBridge_ReconnectKeepsSeqAndStatus(t *testing.T) {
+	ns := startNATS(t, natsOptions{})
+	nc, cc := connect(t, ns), connect(t, ns)
+	pbx := startPBX(t, amitest.Config{})
+	w := watchStatus(t, cc, "ami", "pbx1")
+	sub := eventSub(t, cc, "ami")
+	b, _ := startBridge(t, nc, []ServerConfig{fastServer("pbx1", pbx)}, Options{})
+
+	if st := w.next(); st.State != stateConnecting || st.Server != "pbx1" {
+		t.Fatalf("first status %+v, want connecting", st)
+	}
+	st := w.waitState(stateConnected)
+	if st.Banner != "Asterisk Call Manager/11.0.0" || st.AMIVersion != "11.0.0" || st.Error != "" {
+		t.Fatalf("connected status %+v", st)
+	}
+	for st.Version == "" { // CoreSettings answers right after the connect
+		st = w.next()
+	}
+	if st.Version != "22.10.1" || st.State != stateConnected {
+		t.Fatalf("status after CoreSettings %+v", st)
+	}
+
+	seqs := newSeqChecker(t)
+	received := func(marker string) {
+		t.Helper()
+		for {
+			m, err := sub.NextMsg(waitTime)
+			if err != nil {
+				t.Fatalf("waiting for %s: %v", marker, err)
+			}
+			seqs.check(m)
+			if strings.Contains(string(m.Data), marker) {
+				return
+			}
+		}
+	}
+	waitSessions(t, pbx, 1)
+	pbx.Emit(userEvent("before", 1))
+	received(`"before"`)
+
+	pbx.DropConnections()
+	st = w.waitState(stateDisconnected)
+	if st.Error == "" {
+		t.Error("disconnected status without an error")
+	}
+	waitSessions(t, pbx, 0)
+	st = w.waitState(stateConnected)
+	if st.Reconnects != 1 {
+		t.Errorf("reconnects = %d, want 1", st.Reconnects)
+	}
+	waitSessions(t, pbx, 1)
+	pbx.Emit(userEvent("after", 2))
+	received(`"after"`)
+
+	ctx, cancel := context.WithTimeout(context.Background(), waitTime)
+	defer cancel()
+	if err := b.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	st = w.waitState(stateStopped)
+	// NATS keeps one connection's messages in order: every event came
+	// before the final status.
+	for n, _, _ := sub.Pending(); n > 0; n-- {
+		m, err := sub.NextMsg(waitTime)
+		if err != nil {
+			t.Fatal(err)
+		}
+		seqs.check(m)
+	}
+	if st.EventsPublished != seqs.last["pbx1"] || st.EventsDropped != 0 || st.LastSeq != seqs.last["pbx1"] {
+		t.Errorf("final status %+v, want %d published, none dropped", st, seqs.last["pbx1"])
+	}
+	if pbx.Sessions() != 0 {
+		t.Errorf("%d AMI sessions still logged in after Shutdown", pbx.Sessions())
+	}
+}
+
+func TestBridge_AuthFailedAndSecretOverride(t *testing.T) {
+	ns := startNATS(t, natsOptions{})
+	nc, cc := connect(t, ns), connect(t, ns)
+	pbx := startPBX(t, amitest.Config{})
+	const wrong = "Wrong-Secret-42"
+
+	bad := fastServer("bad", pbx)
+	bad.URL = pbx.URL("admin", wrong)
+	fixed := fastServer("fixed", pbx)
+	fixed.URL = pbx.URL("admin", wrong)
+	fixed.Secret = testSecret // from secret_env or secret_file: wins over the URL's
+	wb, wf := watchStatus(t, cc, "ami", "bad"), watchStatus(t, cc, "ami", "fixed")
+	_, logs := startBridge(t, nc, []ServerConfig{bad, fixed}, Options{})
+
+	wf.waitState(stateConnected)
+	st := wb.waitState(stateAuthFailed)
+	if !strings.Contains(st.Error, "Authentication failed") {
+		t.Errorf("auth_failed error %q", st.Error)
+	}
+	m := request(t, cc, subjects.Action("ami", "bad"), `{"Action":"Ping"}`, nil)
+	r, _ := decodeReply(t, m)
+	if r.Error == nil || r.Error.Code != CodeUnavailable || !strings.Contains(r.Error.Message, stateAuthFailed) {
+		t.Errorf("action on a PBX that refused the login: %s", m.Data)
+	}
+	for _, s := range []string{st.Error, string(m.Data), logs.String()} {
+		if strings.Contains(s, wrong) {
+			t.Errorf("the wrong secret leaked: %s", s)
+		}
+	}
+}
+
+func TestBridge_OnePBXDownWhileAnotherFlows(t *testing.T) {
+	ns := startNATS(t, natsOptions{})
+	nc, cc := connect(t, ns), connect(t, ns)
+	up := startPBX(t, amitest.Config{})
+	gone := startPBX(t, amitest.Config{})
+	goneURL := gone.URL("admin", testSecret)
+	gone.Close() // nothing listens there any more
+
+	wu, wd := watchStatus(t, cc, "ami", "up"), watchStatus(t, cc, "ami", "down")
+	sub := eventSub(t, cc, "ami")
+	down := fastServer("down", gone)
+	down.URL = goneURL
+	startBridge(t, nc, []ServerConfig{down, fastServer("up", up)}, Options{})
+	wu.waitState(stateConnected)
+	waitSessions(t, up, 1)
+	st := wd.waitState(stateDisconnected)
+	if !strings.Contains(st.Error, "connect") {
+		t.Errorf("down PBX error %q", st.Error)
+	}
+
+	for i := 1; i <= 50; i++ {
+		up.Emit(userEvent("flow", i))
+	}
+	seqs := newSeqChecker(t)
+	for n := 0; n < 50; {
+		m, err := sub.NextMsg(waitTime)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m.Header.Get(HeaderServer) != "up" {
+			t.Fatalf("event from %q", m.Header.Get(HeaderServer))
+		}
+		seqs.check(m)
+		if m.Header.Get(HeaderEvent) == "UserEvent" {
+			n++
+		}
+	}
+	start := time.Now()
+	m := request(t, cc, subjects.Action("ami", "down"), `{"Action":"Ping"}`, nil)
+	if m.Header.Get(micro.ErrorCodeHeader) != "503" {
+		t.Errorf("action on the down PBX: %v %s", m.Header, m.Data)
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("503 took %v: a down PBX must answer at once", d)
+	}
+	m = request(t, cc, subjects.Action("ami", "up"), `{"Action":"Ping"}`, nil)
+	if m.Header.Get(micro.ErrorCodeHeader) != "" {
+		t.Errorf("action on the up PBX: %v %s", m.Header, m.Data)
+	}
+}
+
+func TestBridge_ReplyShapes(t *testing.T) {
+	ns := startNATS(t, natsOptions{})
+	nc, cc := connect(t, ns), connect(t, ns)
+	pbx22 := startPBX(t, amitest.Config{Channels: 4})
+	pbx13 := startPBX(t, amitest.Config{Profile: amitest.Asterisk13})
+	w1, w2 := watchStatus(t, cc, "ami", "a22"), watchStatus(t, cc, "ami", "a13")
+	startBridge(t, nc, []ServerConfig{fastServer("a22", pbx22), fastServer("a13", pbx13)}, Options{})
+	w1.waitState(stateConnected)
+	w2.waitState(stateConnected)
+
+	t.Run("simple", func(t *testing.T) {
+		m := request(t, cc, subjects.Action("ami", "a22"), `{"Action":"Ping"}`, nil)
+		r, raw := decodeReply(t, m)
+		if keys := orderedKeys(t, m.Data); !slices.Equal(keys, []string{"server", "response"}) {
+			t.Fatalf("keys %v: %s", keys, m.Data)
+		}
+		if r.Server != "a22" || r.Response["Response"] != "Success" || r.Response["Ping"] != "Pong" {
+			t.Errorf("reply %s", m.Data)
+		}
+		if _, ok := r.Response["ActionID"]; ok {
+			t.Errorf("the client's own ActionID leaked: %s", raw["response"])
+		}
+		if m.Header.Get(micro.ErrorCodeHeader) != "" {
+			t.Errorf("success with error headers %v", m.Header)
+		}
+	})
+	t.Run("ActionID echoed", func(t *testing.T) {
+		m := request(t, cc, subjects.Action("ami", "a22"), `{"actionid":"mine-7","Action":"Ping"}`, nil)
+		r, _ := decodeReply(t, m)
+		if r.Response["ActionID"] != "mine-7" {
+			t.Errorf("ActionID not echoed: %s", m.Data)
+		}
+	})
+	t.Run("collection", func(t *testing.T) {
+		m := request(t, cc, subjects.Action("ami", "a22"), `{"Action":"CoreShowChannels","ActionID":"c1"}`, nil)
+		r, _ := decodeReply(t, m)
+		if keys := orderedKeys(t, m.Data); !slices.Equal(keys, []string{"server", "response", "events", "complete"}) {
+			t.Fatalf("keys %v: %s", keys, m.Data)
+		}
+		if r.Response["EventList"] != "start" || r.Complete["EventList"] != "Complete" {
+			t.Errorf("collection framing: %s", m.Data)
+		}
+		if n, _ := strconv.Atoi(fmt.Sprint(r.Complete["ListItems"])); n != len(r.Events) || n == 0 {
+			t.Errorf("%d events, ListItems %v", len(r.Events), r.Complete["ListItems"])
+		}
+		for _, ev := range append(r.Events, r.Complete, r.Response) {
+			if ev["ActionID"] != "c1" {
+				t.Fatalf("part without the caller's ActionID: %v", ev)
+			}
+		}
+	})
+	for _, server := range []string{"a22", "a13"} {
+		t.Run("command output "+server, func(t *testing.T) {
+			m := request(t, cc, subjects.Action("ami", server), `{"Action":"Command","Command":"core show version"}`, nil)
+			r, _ := decodeReply(t, m)
+			if keys := orderedKeys(t, m.Data); !slices.Equal(keys, []string{"server", "response", "output"}) {
+				t.Fatalf("keys %v: %s", keys, m.Data)
+			}
+			if r.Output == nil || !strings.HasPrefix(*r.Output, "Asterisk ") || strings.Contains(*r.Output, "--END COMMAND--") {
+				t.Errorf("output: %s", m.Data)
+			}
+			if _, ok := r.Response["Output"]; ok {
+				t.Errorf("Output fields left in the response: %s", m.Data)
+			}
+		})
+	}
+}
+
+func TestBridge_ErrorCodes(t *testing.T) {
+	ns := startNATS(t, natsOptions{maxPayload: 16 << 10})
+	nc, cc := connect(t, ns), connect(t, ns)
+	pbx := startPBX(t, amitest.Config{Channels: 200})
+	w := watchStatus(t, cc, "ami", "pbx1")
+	sc := fastServer("pbx1", pbx)
+	sc.ActionsDeny = []string{"Originate", "Events"}
+	sc.MaxActionTimeout = 30 * time.Second
+	startBridge(t, nc, []ServerConfig{sc}, Options{})
+	w.waitState(stateConnected)
+	pbx.NeverAnswer("Getvar")
+
+	tests := []struct {
+		name    string
+		body    string
+		hdr     nats.Header
+		code    int
+		message string
+		resp    bool // a "response" is attached
+		output  bool // an "output" is attached
+	}{
+		{"not JSON", `Action: Ping`, nil, 400, "not JSON", false, false},
+		{"no Action", `{"Channel":"x"}`, nil, 400, "no Action", false, false},
+		{"wrong type", `{"Action":"Ping","X":{"a":[1]}}`, nil, 400, "may hold only", false, false},
+		{"CRLF injection", `{"Action":"Ping","X":"1\r\nAction: Logoff"}`, nil, 400, "CR", false, false},
+		{"bad Ami-Timeout", `{"Action":"Ping"}`, nats.Header{"Ami-Timeout": {"soon"}}, 400, "Ami-Timeout", false, false},
+		{"bad Ami-Stream", `{"Action":"Ping"}`, nats.Header{"Ami-Stream": {"maybe"}}, 400, "Ami-Stream", false, false},
+		{"Login refused", `{"Action":"Login","Username":"admin","Secret":"x"}`, nil, 403, "owns the AMI session", false, false},
+		{"Logoff refused", `{"Action":"logoff"}`, nil, 403, "owns the AMI session", false, false},
+		{"Challenge refused", `{"Action":"Challenge","AuthType":"MD5"}`, nil, 403, "owns the AMI session", false, false},
+		{"deny list", `{"Action":"originate","Channel":"Local/1@x"}`, nil, 403, "denied", false, false},
+		{"Events denied", `{"Action":"Events","EventMask":"off"}`, nil, 403, "denied", false, false},
+		{"reply too large", `{"Action":"CoreShowChannels"}`, nil, 413, "Ami-Stream", true, false},
+		{"Asterisk error", `{"Action":"NoSuchThing"}`, nil, 422, "Invalid/unknown command", true, false},
+		{"Asterisk error with output", `{"Action":"Command","Command":"no such command here"}`, nil, 422, "", true, true},
+		{"timeout", `{"Action":"Getvar","Variable":"X"}`, nats.Header{"Ami-Timeout": {"100ms"}}, 504, "within 100ms", false, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m := request(t, cc, subjects.Action("ami", "pbx1"), tt.body, tt.hdr)
+			r, _ := decodeReply(t, m)
+			if got := m.Header.Get(micro.ErrorCodeHeader); got != strconv.Itoa(tt.code) {
+				t.Fatalf("Nats-Service-Error-Code %q, want %d: %s", got, tt.code, m.Data)
+			}
+			if r.Error == nil || r.Error.Code != tt.code || !strings.Contains(r.Error.Message, tt.message) || r.Server != "pbx1" {
+				t.Fatalf("body %s, want code %d mentioning %q", m.Data, tt.code, tt.message)
+			}
+			if m.Header.Get(micro.ErrorHeader) != r.Error.Message {
+				t.Errorf("Nats-Service-Error %q differs from the body's message %q", m.Header.Get(micro.ErrorHeader), r.Error.Message)
+			}
+			if (r.Response != nil) != tt.resp || (r.Output != nil) != tt.output {
+				t.Errorf("response attached %v, output attached %v: %s", r.Response != nil, r.Output != nil, m.Data)
+			}
+			if tt.code == CodeAMIError && r.Response["Response"] != "Error" {
+				t.Errorf("422 without Asterisk's response: %s", m.Data)
+			}
+		})
+	}
+}
+
+func TestBridge_ConnectionLostBeforeTheAnswer(t *testing.T) {
+	ns := startNATS(t, natsOptions{})
+	nc, cc := connect(t, ns), connect(t, ns)
+	pbx := startPBX(t, amitest.Config{})
+	w := watchStatus(t, cc, "ami", "pbx1")
+	startBridge(t, nc, []ServerConfig{fastServer("pbx1", pbx)}, Options{})
+	w.waitState(stateConnected)
+
+	arrived := make(chan struct{}, 1)
+	pbx.HandleFunc("Hold", func(w *amitest.ResponseWriter, r *amitest.Request) {
+		arrived <- struct{}{}
+		// no answer: the connection drops first
+	})
+	reply := make(chan *nats.Msg, 1)
+	go func() {
+		m, err := cc.Request(subjects.Action("ami", "pbx1"), []byte(`{"Action":"Hold"}`), waitTime)
+		if err != nil {
+			t.Errorf("request: %v", err)
+		}
+		reply <- m
+	}()
+	select {
+	case <-arrived:
+	case <-time.After(waitTime):
+		t.Fatal("the action never reached the PBX")
+	}
+	pbx.DropConnections()
+	m := <-reply
+	if m == nil {
+		return
+	}
+	r, _ := decodeReply(t, m)
+	if r.Error == nil || r.Error.Code != CodeUnavailable || !strings.Contains(r.Error.Message, "ended before the answer") {
+		t.Errorf("reply %s", m.Data)
+	}
+}
+
+func TestBridge_Streaming(t *testing.T) {
+	const channels = 3000
+	ns := startNATS(t, natsOptions{maxPayload: 64 << 10})
+	nc, cc := connect(t, ns), connect(t, ns)
+	pbx := startPBX(t, amitest.Config{Channels: channels})
+	w := watchStatus(t, cc, "ami", "pbx1")
+	startBridge(t, nc, []ServerConfig{fastServer("pbx1", pbx)}, Options{})
+	w.waitState(stateConnected)
+
+	inbox := nats.NewInbox()
+	sub, err := cc.SubscribeSync(inbox)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub.SetPendingLimits(-1, -1)
+	err = cc.PublishMsg(&nats.Msg{
+		Subject: subjects.Action("ami", "pbx1"),
+		Reply:   inbox,
+		Header:  nats.Header{"Ami-Stream": {"true"}},
+		Data:    []byte(`{"Action":"CoreShowChannels","ActionID":"s1"}`),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var parts []*nats.Msg
+	for {
+		m, err := sub.NextMsg(waitTime)
+		if err != nil {
+			t.Fatalf("after %d parts: %v", len(parts), err)
+		}
+		if len(m.Data) == 0 {
+			break
+		}
+		parts = append(parts, m)
+	}
+	if len(parts) != channels+2 {
+		t.Fatalf("%d parts, want envelope + %d entries + complete", len(parts), channels)
+	}
+	env, _ := decodeReply(t, parts[0])
+	if keys := orderedKeys(t, parts[0].Data); !slices.Equal(keys, []string{"server", "response"}) || env.Response["EventList"] != "start" {
+		t.Fatalf("envelope %s", parts[0].Data)
+	}
+	for i, m := range parts[1 : channels+1] {
+		var ev map[string]any
+		if err := json.Unmarshal(m.Data, &ev); err != nil {
+			t.Fatal(err)
+		}
+		if ev["Event"] != "CoreShowChannel" || ev["ActionID"] != "s1" {
+			t.Fatalf("entry %d: %s", i, m.Data)
+		}
+	}
+	var complete map[string]any
+	if err := json.Unmarshal(parts[channels+1].Data, &complete); err != nil {
+		t.Fatal(err)
+	}
+	if complete["EventList"] != "Complete" || complete["ListItems"] != strconv.Itoa(channels) {
+		t.Fatalf("complete %s", parts[channels+1].Data)
+	}
+
+	// Not streamed, the same reply is too large for this server.
+	m := request(t, cc, subjects.Action("ami", "pbx1"), `{"Action":"CoreShowChannels"}`, nil)
+	if m.Header.Get(micro.ErrorCodeHeader) != "413" {
+		t.Errorf("unstreamed large reply: %v %.200s", m.Header, m.Data)
+	}
+}
+
+func TestBridge_StreamingSimpleAndErrorsEndWithTerminator(t *testing.T) {
+	ns := startNATS(t, natsOptions{})
+	nc, cc := connect(t, ns), connect(t, ns)
+	pbx := startPBX(t, amitest.Config{})
+	w := watchStatus(t, cc, "ami", "pbx1")
+	startBridge(t, nc, []ServerConfig{fastServer("pbx1", pbx)}, Options{})
+	w.waitState(stateConnected)
+
+	for _, tt := range []struct{ body, code string }{
+		{`{"Action":"Ping"}`, ""},
+		{`{"Action":"NoSuchThing"}`, "422"},
+		{`{"Action":"Login"}`, "403"},
+		{`nope`, "400"},
+	} {
+		inbox := nats.NewInbox()
+		sub, err := cc.SubscribeSync(inbox)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cc.PublishMsg(&nats.Msg{Subject: subjects.Action("ami", "pbx1"), Reply: inbox, Header: nats.Header{"Ami-Stream": {"true"}}, Data: []byte(tt.body)})
+		first, err := sub.NextMsg(waitTime)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := first.Header.Get(micro.ErrorCodeHeader); got != tt.code || len(first.Data) == 0 {
+			t.Errorf("%s: first message code %q %s", tt.body, got, first.Data)
+		}
+		end, err := sub.NextMsg(waitTime)
+		if err != nil || len(end.Data) != 0 {
+			t.Errorf("%s: no empty terminator: %v", tt.body, err)
+		}
+		sub.Unsubscribe()
+	}
+}
+
+func TestBridge_MicroService(t *testing.T) {
+	ns := startNATS(t, natsOptions{})
+	nc, cc := connect(t, ns), connect(t, ns)
+	pbx := startPBX(t, amitest.Config{})
+	startBridge(t, nc, []ServerConfig{fastServer("pbx1", pbx), fastServer("pbx2", pbx)}, Options{Version: "1.2.3"})
+
+	m := request(t, cc, "$SRV.INFO."+ServiceName, "", nil)
+	var info micro.Info
+	if err := json.Unmarshal(m.Data, &info); err != nil {
+		t.Fatal(err)
+	}
+	if info.Name != ServiceName || info.Version != "1.2.3" || info.Metadata["servers"] != "pbx1,pbx2" {
+		t.Errorf("service info %s", m.Data)
+	}
+	if len(info.Endpoints) != 2 {
+		t.Fatalf("endpoints %+v", info.Endpoints)
+	}
+	for i, ep := range info.Endpoints {
+		name := []string{"pbx1", "pbx2"}[i]
+		if ep.Name != name || ep.Subject != subjects.Action("ami", name) || ep.QueueGroup != QueueGroup || ep.Metadata["server"] != name {
+			t.Errorf("endpoint %+v", ep)
+		}
+	}
+}
+
+func TestBridge_ShutdownFinishesInFlightActions(t *testing.T) {
+	ns := startNATS(t, natsOptions{})
+	nc, cc := connect(t, ns), connect(t, ns)
+	pbx := startPBX(t, amitest.Config{})
+	w := watchStatus(t, cc, "ami", "pbx1")
+	b, _ := startBridge(t, nc, []ServerConfig{fastServer("pbx1", pbx)}, Options{})
+	w.waitState(stateConnected)
+
+	arrived, release := make(chan struct{}), make(chan struct{})
+	pbx.HandleFunc("Slow", func(w *amitest.ResponseWriter, r *amitest.Request) {
+		close(arrived)
+		<-release
+		w.Success("Message", "done at last")
+	})
+	reply := make(chan *nats.Msg, 1)
+	go func() {
+		m, err := cc.Request(subjects.Action("ami", "pbx1"), []byte(`{"Action":"Slow"}`), waitTime)
+		if err != nil {
+			t.Errorf("in-flight request: %v", err)
+		}
+		reply <- m
+	}()
+	<-arrived
+	done := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), waitTime)
+		defer cancel()
+		done <- b.Shutdown(ctx)
+	}()
+	// Shutdown has begun once the service is gone: new requests find no
+	// responder.
+	deadline := time.Now().Add(waitTime)
+	for {
+		_, err := cc.Request(subjects.Action("ami", "pbx1"), []byte(`{"Action":"Ping"}`), time.Second)
+		if errors.Is(err, nats.ErrNoResponders) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the action endpoint still answers during shutdown: %v", err)
+		}
+	}
+	select {
+	case err := <-done:
+		t.Fatalf("Shutdown returned (%v) before the in-flight action finished", err)
+	default:
+	}
+	close(release)
+	if m := <-reply; m != nil {
+		r, _ := decodeReply(t, m)
+		if r.Error != nil || r.Response["Message"] != "done at last" {
+			t.Errorf("in-flight reply %s", m.Data)
+		}
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	w.waitState(stateStopped)
+}
+
+func TestBridge_ShutdownDeadlineAnswers503(t *testing.T) {
+	ns := startNATS(t, natsOptions{})
+	nc, cc := connect(t, ns), connect(t, ns)
+	pbx := startPBX(t, amitest.Config{})
+	w := watchStatus(t, cc, "ami", "pbx1")
+	b, _ := startBridge(t, nc, []ServerConfig{fastServer("pbx1", pbx)}, Options{})
+	w.waitState(stateConnected)
+	pbx.NeverAnswer("Getvar")
+
+	reply := make(chan *nats.Msg, 1)
+	go func() {
+		m, _ := cc.Request(subjects.Action("ami", "pbx1"), []byte(`{"Action":"Getvar","Variable":"X"}`), waitTime)
+		reply <- m
+	}()
+	// Wait until the bridge holds the request.
+	deadline := time.Now().Add(waitTime)
+	for len(b.sessions[0].slots) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the request never got in flight")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	err := b.Shutdown(ctx)
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Shutdown past its deadline returned %v", err)
+	}
+	m := <-reply
+	if m == nil || m.Header.Get(micro.ErrorCodeHeader) != "503" {
+		t.Fatalf("in-flight action at the deadline: %v", m)
+	}
+	w.waitState(stateStopped)
+}
+
+func TestNew_InvalidConfigNamesEveryProblem(t *testing.T) {
+	nc := &nats.Conn{} // never used: New must fail first
+	_, err := New(nc, []ServerConfig{
+		{Name: "ok", URL: "admin:" + testSecret + "@127.0.0.1:5038"},
+		{Name: "ok", URL: "admin:x@127.0.0.1:5038"},
+		{Name: "bad.name", URL: "admin:x@127.0.0.1:5038"},
+		{Name: "nouser", URL: "127.0.0.1:5038"},
+		{Name: "scheme", URL: "http://admin:" + testSecret + "@h"},
+		{Name: "auth", URL: "admin:x@h", Auth: "sha1"},
+		{Name: "timeouts", URL: "admin:x@h", ActionTimeout: time.Hour, ReconnectMin: time.Minute, ReconnectMax: time.Second},
+		{URL: "admin:x@h"},
+	}, Options{Prefix: "a.>", EventBuffer: -1})
+	if err == nil {
+		t.Fatal("New accepted an invalid configuration")
+	}
+	msg := err.Error()
+	for _, want := range []string{
+		"server ok: name used twice", `name "bad.name"`, "server nouser: url: no user", "server scheme: url:",
+		`auth "sha1"`, "above max action timeout", "reconnect min", "server #8", `prefix "a.>"`, "event buffer",
+	} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("error does not mention %q:\n%s", want, msg)
+		}
+	}
+	if strings.Contains(msg, testSecret) {
+		t.Errorf("error holds the secret:\n%s", msg)
+	}
+}

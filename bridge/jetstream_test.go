@@ -1,0 +1,115 @@
+package bridge
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"runtime/pprof"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/ami-bridge/ami-bridge/amiproto/amitest"
+	"github.com/ami-bridge/ami-bridge/subjects"
+)
+
+// waitStatus polls b's status until ok holds: the counters it waits for
+// change without a status message of their own.
+func waitStatus(t testing.TB, b *Bridge, ok func(Status) bool) Status {
+	t.Helper()
+	deadline := time.Now().Add(waitTime)
+	for {
+		st := b.Status()[0]
+		if ok(st) {
+			return st
+		}
+		if time.Now().After(deadline) {
+			pprof.Lookup("goroutine").WriteTo(os.Stderr, 1)
+			t.Fatalf("status never got there: %+v", st)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestBridge_JetStream(t *testing.T) {
+	ns := startNATS(t, natsOptions{jetStream: true})
+	nc, cc := connect(t, ns), connect(t, ns)
+	pbx := startPBX(t, amitest.Config{})
+	w := watchStatus(t, cc, "ami", "pbx1")
+	sc := fastServer("pbx1", pbx)
+	sc.EventsInclude = []string{"UserEvent"}
+	b, _ := startBridge(t, nc, []ServerConfig{sc}, Options{JetStream: JetStreamOptions{Enabled: true, MaxAge: time.Hour, Duplicates: time.Minute}})
+	st := w.waitState(stateConnected)
+	if st.JSFailures == nil || *st.JSFailures != 0 {
+		t.Fatalf("status with JetStream lacks js_failures: %+v", st)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), waitTime)
+	defer cancel()
+	js, err := jetstream.New(cc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream, err := js.Stream(ctx, DefaultStream)
+	if err != nil {
+		t.Fatalf("the bridge did not create the stream: %v", err)
+	}
+	cfg := stream.CachedInfo().Config
+	if len(cfg.Subjects) != 1 || cfg.Subjects[0] != subjects.AllEvents("ami") || cfg.MaxAge != time.Hour || cfg.Duplicates != time.Minute {
+		t.Fatalf("stream config: subjects %v, max age %v, duplicates %v", cfg.Subjects, cfg.MaxAge, cfg.Duplicates)
+	}
+
+	waitSessions(t, pbx, 1)
+	const n = 200
+	for i := 1; i <= n; i++ {
+		pbx.Emit(userEvent("js", i))
+	}
+	waitStatus(t, b, func(st Status) bool { return st.EventsPublished == n })
+
+	cons, err := stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	batch, err := cons.Fetch(n, jetstream.FetchMaxWait(waitTime))
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := 0
+	var last jetstream.Msg
+	for m := range batch.Messages() {
+		i++
+		h := m.Headers()
+		want := fmt.Sprintf("pbx1:%d:%d", st.Epoch, i)
+		if h.Get(HeaderSeq) != strconv.Itoa(i) || h.Get(nats.MsgIdHdr) != want {
+			t.Fatalf("stored message %d: seq %q, id %q", i, h.Get(HeaderSeq), h.Get(nats.MsgIdHdr))
+		}
+		var body map[string]string
+		if err := json.Unmarshal(m.Data(), &body); err != nil || body["N"] != strconv.Itoa(i) {
+			t.Fatalf("stored message %d out of order: %s", i, m.Data())
+		}
+		last = m
+	}
+	if i != n {
+		t.Fatalf("%d messages in the stream, want %d", i, n)
+	}
+
+	// The dedupe window is on: the same Nats-Msg-Id again is a duplicate.
+	ack, err := js.PublishMsg(ctx, &nats.Msg{Subject: last.Subject(), Header: last.Headers(), Data: last.Data()})
+	if err != nil || !ack.Duplicate {
+		t.Errorf("republished event: ack %+v, %v; want a duplicate", ack, err)
+	}
+
+	// Without the stream, publishes fail and are counted.
+	if err := js.DeleteStream(ctx, DefaultStream); err != nil {
+		t.Fatal(err)
+	}
+	pbx.Emit(userEvent("lost", n+1))
+	st = waitStatus(t, b, func(st Status) bool { return *st.JSFailures == 1 })
+	if st.EventsPublished != n {
+		t.Errorf("events_published %d after a failure, want %d", st.EventsPublished, n)
+	}
+}

@@ -1,0 +1,101 @@
+package bridge
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestGlobMatch(t *testing.T) {
+	tests := []struct {
+		pattern, name string
+		want          bool
+	}{
+		{"Newchannel", "Newchannel", true},
+		{"newCHANNEL", "Newchannel", true},
+		{"New*", "Newchannel", true},
+		{"New*", "New", true},
+		{"*", "", true},
+		{"*", "anything", true},
+		{"", "", true},
+		{"", "x", false},
+		{"?", "", false},
+		{"?ial*", "DialBegin", true},
+		{"*End", "DialEnd", true},
+		{"*End", "DialEnding", false},
+		{"D*l*n", "DialBegin", true},
+		{"D*l*x", "DialBegin", false},
+		{"*a*b*c*", "xaybzc", true},
+		{"a**b", "ab", true},
+		{"Var[Set]", "VarS", false}, // no classes: '[' is literal
+		{"Var[Set]", "Var[set]", true},
+		{"a/b*", "A/bc", true}, // no path semantics: '*' crosses '/'
+		{"a*/c", "a/b/c", true},
+	}
+	for _, tt := range tests {
+		if got := globMatch(tt.pattern, tt.name); got != tt.want {
+			t.Errorf("globMatch(%q, %q) = %v, want %v", tt.pattern, tt.name, got, tt.want)
+		}
+	}
+}
+
+func TestActionPolicy(t *testing.T) {
+	tests := []struct {
+		name        string
+		allow, deny []string
+		action      string
+		refused     bool
+		why         string
+	}{
+		{"default allows Ping", nil, nil, "Ping", false, ""},
+		{"Login always refused", nil, []string{}, "Login", true, "owns the AMI session"},
+		{"Logoff always refused, any case", []string{"*"}, []string{}, "LOGOFF", true, "owns the AMI session"},
+		{"Challenge always refused", []string{"Challenge"}, []string{}, "challenge", true, "owns the AMI session"},
+		{"Events denied by default", nil, nil, "Events", true, "denied"},
+		{"Events denied by default, any case", nil, nil, "events", true, "denied"},
+		{"empty deny list allows Events", nil, []string{}, "Events", false, ""},
+		{"deny glob", nil, []string{"Core*"}, "coreshowchannels", true, "denied"},
+		{"deny replaces the default", nil, []string{"Originate"}, "Events", false, ""},
+		{"allow list admits", []string{"Ping", "Core*"}, nil, "CoreStatus", false, ""},
+		{"allow list refuses the rest", []string{"Ping", "Core*"}, nil, "Originate", true, "not in the allow list"},
+		{"deny wins over allow", []string{"*"}, []string{"Originate"}, "Originate", true, "denied"},
+		{"blank patterns ignored", []string{" ", ""}, nil, "Ping", false, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			why := newActionPolicy(tt.allow, tt.deny).refuse(tt.action)
+			if (why != "") != tt.refused || !strings.Contains(why, tt.why) {
+				t.Errorf("refuse(%q) = %q; want refused=%v mentioning %q", tt.action, why, tt.refused, tt.why)
+			}
+		})
+	}
+}
+
+func TestEventFilter(t *testing.T) {
+	tests := []struct {
+		name             string
+		include, exclude []string
+		pass, block      []string
+	}{
+		{"no globs pass everything", nil, nil, []string{"Newchannel", "", "x.y"}, nil},
+		{"include only", []string{"New*", "Hangup"}, nil, []string{"Newchannel", "Newstate", "Hangup", "hangup"}, []string{"VarSet", "HangupRequest"}},
+		{"exclude only", nil, []string{"VarSet", "Rtcp*"}, []string{"Newchannel"}, []string{"VarSet", "RTCPSent", "RtcpReceived"}},
+		{"exclude wins", []string{"*"}, []string{"Cdr"}, []string{"Hangup"}, []string{"Cdr"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newEventFilter(tt.include, tt.exclude)
+			for range 2 { // the second round answers from the cache
+				for _, n := range tt.pass {
+					if !f.pass(n) {
+						t.Errorf("%q blocked", n)
+					}
+				}
+				for _, n := range tt.block {
+					if f.pass(n) {
+						t.Errorf("%q passed", n)
+					}
+				}
+			}
+		})
+	}
+}

@@ -1,0 +1,382 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/rs/zerolog"
+	"github.com/spf13/pflag"
+
+	"github.com/ami-bridge/ami-bridge/amiproto/amitest"
+	"github.com/ami-bridge/ami-bridge/bridge"
+	"github.com/ami-bridge/ami-bridge/cmd/ami-bridge/internal/config"
+	"github.com/ami-bridge/ami-bridge/subjects"
+)
+
+// demoServer is the name of the demo's fake PBX, the <server> token of
+// its subjects.
+const demoServer = "demo"
+
+// demoOptions are the demo's flags.
+type demoOptions struct {
+	listen    string
+	rate      float64
+	profile   string
+	summary   bool
+	duration  time.Duration
+	logLevel  string
+	logFormat string
+}
+
+// demoCommand runs a fake PBX making calls, the embedded NATS server and
+// the bridge between them, and prints what is published until ctx ends or
+// --duration passes.
+func demoCommand(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	var o demoOptions
+	fs := pflag.NewFlagSet("ami-bridge demo", pflag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&o.listen, "listen", config.DefaultListen, "`host:port` of the embedded NATS server; 127.0.0.1:0 picks a free port")
+	fs.Float64Var(&o.rate, "rate", 2, "calls per second the fake PBX makes")
+	fs.StringVar(&o.profile, "profile", "22", "Asterisk generation the fake PBX imitates: 22 or 13")
+	fs.BoolVar(&o.summary, "summary", false, "print a per-second count by event name instead of one line per event")
+	fs.DurationVar(&o.duration, "duration", 0, "stop after this long; 0 runs until Ctrl-C")
+	fs.StringVar(&o.logLevel, "log-level", "warn", "log `level` on stderr: trace, debug, info, warn, error")
+	fs.StringVar(&o.logFormat, "log-format", "auto", "log `format`: auto, json, console")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: ami-bridge demo [flags]\n\n"+
+			"Runs a fake Asterisk PBX that makes calls, the embedded NATS server and\n"+
+			"the bridge between them, and prints what the bridge publishes.\n"+
+			"Needs no Asterisk and no NATS.\n\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			return exitOK
+		}
+		return exitUsage
+	}
+	var problems []string
+	if fs.NArg() > 0 {
+		problems = append(problems, fmt.Sprintf("unexpected argument %q", fs.Arg(0)))
+	}
+	if o.listen != "" {
+		if _, err := config.ParseListen(o.listen); err != nil {
+			problems = append(problems, "--listen: "+err.Error())
+		}
+	}
+	if o.rate <= 0 {
+		problems = append(problems, "--rate must be positive")
+	}
+	if o.profile != "22" && o.profile != "13" {
+		problems = append(problems, "--profile must be 22 or 13")
+	}
+	if o.duration < 0 {
+		problems = append(problems, "--duration must not be negative")
+	}
+	logCfg := config.Log{Level: o.logLevel, Format: o.logFormat}
+	if _, err := zerolog.ParseLevel(o.logLevel); err != nil || o.logLevel == "" {
+		problems = append(problems, "--log-level must be trace, debug, info, warn or error")
+	}
+	if len(problems) > 0 {
+		fmt.Fprintf(stderr, "ami-bridge demo: %s\n", strings.Join(problems, "; "))
+		return exitUsage
+	}
+
+	log := newLogger(logCfg, stderr)
+	if o.duration > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, o.duration)
+		defer cancel()
+	}
+	if err := demo(ctx, o, stdout, log); err != nil {
+		fmt.Fprintf(stderr, "ami-bridge demo: %v\n", err)
+		return exitFailed
+	}
+	return exitOK
+}
+
+func demo(ctx context.Context, o demoOptions, stdout io.Writer, log zerolog.Logger) error {
+	ns, err := startEmbedded(embeddedOptions{Listen: o.listen}, log)
+	if err != nil {
+		if errors.Is(err, ErrAddrInUse) {
+			return fmt.Errorf("%w\n  another NATS server may be running there; pick a free port with:\n    ami-bridge demo --listen 127.0.0.1:0", err)
+		}
+		return err
+	}
+	defer func() {
+		ns.Shutdown()
+		ns.WaitForShutdown()
+	}()
+	natsURL := embeddedURL(ns)
+
+	profile := amitest.Asterisk22
+	if o.profile == "13" {
+		profile = amitest.Asterisk13
+	}
+	secret := randomSecret()
+	pbx, err := amitest.Start(amitest.Config{
+		Profile:  profile,
+		Users:    map[string]amitest.User{"bridge": {Secret: secret, Write: true}},
+		Channels: 4,
+	})
+	if err != nil {
+		return fmt.Errorf("fake PBX: %w", err)
+	}
+	defer pbx.Close()
+
+	nc, err := connectNATS(ctx, config.NATS{}, 5*time.Second, ns, log)
+	if err != nil {
+		return err
+	}
+	defer nc.Close() // after drain, a no-op
+
+	feed := newFeed(stdout, o.summary)
+	if err := feed.subscribe(nc.Conn, config.DefaultPrefix); err != nil {
+		return err
+	}
+	feed.intro(natsURL, o, profile)
+
+	b, err := bridge.New(nc.Conn, []bridge.ServerConfig{{
+		Name: demoServer,
+		URL:  pbx.URL("bridge", secret),
+	}}, bridge.Options{
+		Prefix:  config.DefaultPrefix,
+		Version: serviceVersion(versionString()),
+		Logger:  log,
+	})
+	if err != nil {
+		return fmt.Errorf("bridge: %w", err)
+	}
+	sessions, endSessions := context.WithCancel(context.WithoutCancel(ctx))
+	defer endSessions()
+	if err := b.Start(sessions); err != nil {
+		return fmt.Errorf("bridge: %w", err)
+	}
+	log.Info().Str("nats_url", natsURL).Str("pbx", pbx.Addr()).Msg("ready")
+
+	// Calls start once the bridge is logged in, so the feed shows the
+	// first call from its first event.
+	select {
+	case <-feed.connected:
+	case <-ctx.Done():
+	}
+	callsCtx, stopCalls := context.WithCancel(ctx)
+	defer stopCalls()
+	calls := pbx.StartCalls(callsCtx, o.rate, 0)
+	summarized := make(chan struct{})
+	go func() {
+		defer close(summarized)
+		if o.summary {
+			feed.summarize(callsCtx)
+		}
+	}()
+
+	<-ctx.Done()
+	stopCalls()
+	_ = calls.Wait() // the context's error: the demo was asked to stop
+	<-summarized
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := b.Shutdown(sctx); err != nil {
+		log.Warn().Err(err).Msg("bridge shutdown incomplete")
+	}
+	endSessions()
+	if err := nc.drain(sctx); err != nil {
+		log.Warn().Err(err).Msg("NATS drain incomplete")
+	}
+	n, _, _ := calls.Count()
+	feed.outro(n)
+	return nil
+}
+
+func randomSecret() string {
+	b := make([]byte, 16)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// feed prints what the bridge publishes: a line per event and status, or
+// with summary a line per second of counts by event name.
+type feed struct {
+	summary bool
+
+	connected     chan struct{} // closed at the first "connected" status
+	connectedOnce sync.Once
+
+	mu     sync.Mutex // one writer, two subscriptions
+	w      io.Writer
+	events int
+	counts map[string]int // this second's, for the summary
+}
+
+func newFeed(w io.Writer, summary bool) *feed {
+	return &feed{w: w, summary: summary, counts: map[string]int{}, connected: make(chan struct{})}
+}
+
+// subscribe starts the feed. Drain ends it.
+func (f *feed) subscribe(nc *nats.Conn, prefix string) error {
+	for subj, h := range map[string]nats.MsgHandler{
+		subjects.AllEvents(prefix): f.onEvent,
+		subjects.AllStatus(prefix): f.onStatus,
+	} {
+		if _, err := nc.Subscribe(subj, h); err != nil {
+			return fmt.Errorf("subscribe %s: %w", subj, err)
+		}
+	}
+	// The subscriptions must be in place before the first event.
+	if err := nc.Flush(); err != nil {
+		return fmt.Errorf("NATS flush: %w", err)
+	}
+	return nil
+}
+
+func (f *feed) intro(natsURL string, o demoOptions, profile amitest.Profile) {
+	server := ""
+	if natsURL != "nats://127.0.0.1:4222" {
+		server = "-s " + natsURL + " "
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	fmt.Fprintf(f.w, "ami-bridge demo: a fake Asterisk %s PBX named %q makes calls (%s a second);\n",
+		profile.AsteriskVersion(), demoServer, strconv.FormatFloat(o.rate, 'f', -1, 64))
+	if natsURL == "in-process" {
+		fmt.Fprintf(f.w, "the bridge publishes to an in-process NATS server (no second terminal: --listen is empty).\n\n")
+	} else {
+		fmt.Fprintf(f.w, "the bridge publishes to the embedded NATS server at %s.\n\n", natsURL)
+		fmt.Fprintf(f.w, "Try from a second terminal (go install github.com/nats-io/natscli/nats@latest):\n")
+		events := subjects.ServerEvents(config.DefaultPrefix, demoServer)
+		action := subjects.Action(config.DefaultPrefix, demoServer)
+		fmt.Fprintf(f.w, "  nats %ssub '%s'\n", server, events)
+		fmt.Fprintf(f.w, "  nats %sreq %s '{\"Action\":\"Ping\"}'\n", server, action)
+		fmt.Fprintf(f.w, "  nats %sreq %s '{\"Action\":\"Command\",\"Command\":\"core show channels\"}'\n", server, action)
+		fmt.Fprintf(f.w, "  nats %smicro ls\n\n", server)
+	}
+	if f.summary {
+		fmt.Fprintf(f.w, "Events per second by name (Ctrl-C stops):\n")
+	} else {
+		fmt.Fprintf(f.w, "Live feed: time, server, Ami-Seq, event, key fields (Ctrl-C stops):\n")
+	}
+}
+
+// eventFields are the fields shown on an event's line, when present.
+var eventFields = []string{"Channel", "ChannelStateDesc", "Exten", "DestChannel", "DialStatus", "Cause-txt", "Uniqueid"}
+
+func (f *feed) onEvent(m *nats.Msg) {
+	name := m.Header.Get("Ami-Event")
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.events++
+	if f.summary {
+		f.counts[name]++
+		return
+	}
+	var body map[string]json.RawMessage
+	_ = json.Unmarshal(m.Data, &body) // a bad body still gets its line
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s %-6s #%-6s %-18s", feedTime(m.Header.Get("Ami-Time")),
+		m.Header.Get("Ami-Server"), m.Header.Get("Ami-Seq"), name)
+	for _, k := range eventFields {
+		if v, ok := firstString(body[k]); ok {
+			fmt.Fprintf(&b, " %s=%s", k, v)
+		}
+	}
+	fmt.Fprintln(f.w, strings.TrimRight(b.String(), " "))
+}
+
+func (f *feed) onStatus(m *nats.Msg) {
+	var st bridge.Status
+	if err := json.Unmarshal(m.Data, &st); err != nil {
+		return
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s %-6s status  %s", feedTime(""), st.Server, st.State)
+	if st.Error != "" {
+		fmt.Fprintf(&b, " (%s)", st.Error)
+	}
+	if st.Version != "" {
+		fmt.Fprintf(&b, " asterisk=%s", st.Version)
+	}
+	fmt.Fprintf(&b, " published=%d dropped=%d reconnects=%d", st.EventsPublished, st.EventsDropped, st.Reconnects)
+	f.mu.Lock()
+	fmt.Fprintln(f.w, b.String())
+	f.mu.Unlock()
+	if st.State == "connected" {
+		f.connectedOnce.Do(func() { close(f.connected) })
+	}
+}
+
+// summarize prints and resets the counts every second until ctx ends.
+func (f *feed) summarize(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			f.mu.Lock()
+			names := make([]string, 0, len(f.counts))
+			total := 0
+			for n, c := range f.counts {
+				names = append(names, n)
+				total += c
+			}
+			sort.Slice(names, func(i, j int) bool {
+				ci, cj := f.counts[names[i]], f.counts[names[j]]
+				return ci > cj || ci == cj && names[i] < names[j]
+			})
+			var b strings.Builder
+			fmt.Fprintf(&b, "%s %5d events/s", now.Format("15:04:05"), total)
+			for _, n := range names {
+				fmt.Fprintf(&b, "  %s=%d", n, f.counts[n])
+			}
+			fmt.Fprintln(f.w, b.String())
+			clear(f.counts)
+			f.mu.Unlock()
+		}
+	}
+}
+
+func (f *feed) outro(calls int64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	fmt.Fprintf(f.w, "\nstopped: %d calls made, %d events received.\n", calls, f.events)
+}
+
+// feedTime formats an Ami-Time header, or now when it is missing, as a
+// local wall-clock time.
+func feedTime(amiTime string) string {
+	t, err := time.Parse(time.RFC3339Nano, amiTime)
+	if err != nil {
+		t = time.Now()
+	}
+	return t.Local().Format("15:04:05.000")
+}
+
+// firstString returns a JSON string, or the first string of an array (a
+// repeated key).
+func firstString(raw json.RawMessage) (string, bool) {
+	if len(raw) == 0 {
+		return "", false
+	}
+	var s string
+	if json.Unmarshal(raw, &s) == nil {
+		return s, true
+	}
+	var l []string
+	if json.Unmarshal(raw, &l) == nil && len(l) > 0 {
+		return l[0], true
+	}
+	return "", false
+}

@@ -1,0 +1,380 @@
+package config
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"path"
+	"regexp"
+	"strconv"
+	"strings"
+
+	"github.com/ami-bridge/ami-bridge/amiproto"
+	"github.com/ami-bridge/ami-bridge/subjects"
+)
+
+// streamRE follows nats-server's rules for stream names, which become
+// file names and subject tokens.
+var streamRE = regexp.MustCompile(`^[^.*>/\\\s]+$`)
+
+// check validates c, fills the derived fields (secrets, endpoints, TLS)
+// and records every problem in p.
+func (c *Config) check(p *problems, lookupEnv func(string) (string, bool)) {
+	c.NATS.check(p)
+	c.JetStream.check(p)
+	if len(c.Servers) == 0 {
+		p.add("servers: at least one PBX is required")
+	}
+	seen := make(map[string]int, len(c.Servers))
+	for i := range c.Servers {
+		s := &c.Servers[i]
+		key := fmt.Sprintf("servers[%d]", i)
+		if s.Name != "" {
+			key = fmt.Sprintf("servers[%d] (%s)", i, s.Name)
+			if j, dup := seen[s.Name]; dup {
+				p.add("%s: name is already used by servers[%d]", key, j)
+			}
+			seen[s.Name] = i
+		}
+		s.check(p, key, lookupEnv)
+	}
+	c.Log.check(p)
+	if c.ShutdownTimeout <= 0 {
+		p.add("shutdown_timeout: must be positive")
+	}
+}
+
+func (n *NATS) check(p *problems) {
+	if n.URL != "" {
+		for _, u := range strings.Split(string(n.URL), ",") {
+			checkNATSURL(p, strings.TrimSpace(u))
+		}
+	} else {
+		if n.Embedded.Listen != "" {
+			if _, err := ParseListen(n.Embedded.Listen); err != nil {
+				p.add("nats.embedded.listen: %v", err)
+			}
+		}
+		if n.NkeySeedFile != "" || n.CredsFile != "" {
+			p.add("nats: nkey_seed_file and creds_file need an external nats.url; the embedded server takes user/password or token")
+		}
+		if n.TLS.isSet() {
+			p.add("nats.tls: needs an external nats.url; the embedded server does not serve TLS")
+		}
+	}
+	if !subjects.ValidPrefix(n.Prefix) {
+		p.add("nats.prefix: %q must be dot-separated tokens of printable ASCII, without spaces, '*' or '>'", n.Prefix)
+	}
+
+	methods := 0
+	for _, set := range []bool{n.User != "" || n.Password != "", n.Token != "", n.NkeySeedFile != "", n.CredsFile != ""} {
+		if set {
+			methods++
+		}
+	}
+	if methods > 1 {
+		p.add("nats: set only one of user/password, token, nkey_seed_file, creds_file")
+	}
+	if (n.User == "") != (n.Password == "") {
+		p.add("nats: user and password go together")
+	}
+	checkReadable(p, "nats.nkey_seed_file", n.NkeySeedFile)
+	checkReadable(p, "nats.creds_file", n.CredsFile)
+	if n.TLS.isSet() {
+		// An empty ServerName lets nats.go take it from each server URL.
+		n.ClientTLS = buildTLS(p, "nats.tls", n.TLS, "")
+	}
+}
+
+func checkNATSURL(p *problems, raw string) {
+	if raw == "" {
+		p.add("nats.url: empty entry in the list")
+		return
+	}
+	withScheme := raw
+	if !strings.Contains(raw, "://") {
+		withScheme = "nats://" + raw // as nats.go reads it
+	}
+	u, err := url.Parse(withScheme)
+	if err != nil {
+		// url.Error quotes the URL, which may hold a password.
+		p.add("nats.url %s: malformed URL", RedactNATSURL(raw))
+		return
+	}
+	switch u.Scheme {
+	case "nats", "tls", "ws", "wss":
+	default:
+		p.add("nats.url %s: scheme must be nats, tls, ws or wss", RedactNATSURL(raw))
+	}
+	if u.Hostname() == "" {
+		p.add("nats.url %s: missing host", RedactNATSURL(raw))
+	}
+}
+
+// ParseListen checks a host:port to listen on and returns the port; 0
+// asks for a free one.
+func ParseListen(hostport string) (int, error) {
+	_, port, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return 0, fmt.Errorf("%q is not host:port", hostport)
+	}
+	n, err := strconv.Atoi(port)
+	if err != nil || n < 0 || n > 65535 {
+		return 0, fmt.Errorf("%q: port must be 0 to 65535", hostport)
+	}
+	return n, nil
+}
+
+func (j *JetStream) check(p *problems) {
+	if !streamRE.MatchString(j.Stream) {
+		p.add("jetstream.stream: %q must be non-empty, without spaces, '.', '*', '>', '/' or '\\'", j.Stream)
+	}
+	if j.MaxAge <= 0 {
+		p.add("jetstream.max_age: must be positive, the stream stays bounded")
+	}
+	if j.Duplicates <= 0 {
+		p.add("jetstream.duplicates: must be positive")
+	} else if j.MaxAge > 0 && j.Duplicates > j.MaxAge {
+		p.add("jetstream.duplicates: %s is longer than max_age %s", j.Duplicates, j.MaxAge)
+	}
+	if j.MaxPending <= 0 {
+		p.add("jetstream.max_pending: must be positive")
+	}
+}
+
+func (s *Server) check(p *problems, key string, lookupEnv func(string) (string, bool)) {
+	switch {
+	case s.Name == "":
+		p.add("%s: name is required", key)
+	case !subjects.ValidServerName(s.Name):
+		p.add("%s: name must match [A-Za-z0-9_-]+", key)
+	}
+
+	var ep amiproto.Endpoint
+	if s.URL == "" {
+		p.add("%s: url is required", key)
+	} else if e, err := amiproto.ParseURL(string(s.URL)); err != nil {
+		p.add("%s: url %s: %v", key, s.URL, err)
+	} else {
+		ep = e
+		if ep.User == "" {
+			p.add("%s: url %s: has no user, as in tcp://user@host:5038", key, s.URL)
+		}
+		s.Endpoint = endpointURL(ep)
+		s.Secret = s.resolveSecret(p, key, Secret(ep.Secret), lookupEnv)
+	}
+
+	s.Auth = strings.ToLower(s.Auth)
+	if s.Auth != "plain" && s.Auth != "md5" {
+		p.add("%s: auth must be plain or md5", key)
+	}
+
+	if s.TLS.isSet() {
+		if s.URL != "" && ep.Addr != "" && !ep.TLS {
+			p.add("%s: tls is set but the url is not tls://", key)
+		}
+		host, _, _ := net.SplitHostPort(ep.Addr)
+		s.ClientTLS = buildTLS(p, key+".tls", s.TLS, host)
+	}
+
+	checkGlobs(p, key+".events.include", s.Events.Include)
+	checkGlobs(p, key+".events.exclude", s.Events.Exclude)
+	checkGlobs(p, key+".actions.allow", s.Actions.Allow)
+	checkGlobs(p, key+".actions.deny", s.Actions.Deny)
+
+	if s.ActionTimeout <= 0 {
+		p.add("%s: action_timeout must be positive", key)
+	}
+	if s.MaxActionTimeout < s.ActionTimeout {
+		p.add("%s: max_action_timeout %s is shorter than action_timeout %s", key, s.MaxActionTimeout, s.ActionTimeout)
+	}
+	if s.PingInterval < 0 {
+		p.add("%s: ping_interval must be 0 (off) or positive", key)
+	}
+	if s.Reconnect.Min <= 0 {
+		p.add("%s: reconnect.min must be positive", key)
+	}
+	if s.Reconnect.Max < s.Reconnect.Min {
+		p.add("%s: reconnect.max %s is shorter than reconnect.min %s", key, s.Reconnect.Max, s.Reconnect.Min)
+	}
+}
+
+// endpointURL returns ep as a URL without its secret. The user is
+// percent-encoded in full, since ':' or '@' in it would otherwise split
+// the userinfo in the wrong place.
+func endpointURL(ep amiproto.Endpoint) string {
+	scheme := "tcp://"
+	if ep.TLS {
+		scheme = "tls://"
+	}
+	if ep.User == "" {
+		return scheme + ep.Addr
+	}
+	var b strings.Builder
+	b.WriteString(scheme)
+	for i := 0; i < len(ep.User); i++ {
+		c := ep.User[i]
+		if 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte("-._~", c) >= 0 {
+			b.WriteByte(c)
+		} else {
+			fmt.Fprintf(&b, "%%%02X", c)
+		}
+	}
+	b.WriteString("@" + ep.Addr)
+	return b.String()
+}
+
+// resolveSecret returns the one secret given by the URL, secret_env or
+// secret_file. Its problems name the variable or file, never the value.
+func (s *Server) resolveSecret(p *problems, key string, fromURL Secret, lookupEnv func(string) (string, bool)) Secret {
+	sources := 0
+	for _, set := range []bool{fromURL != "", s.SecretEnv != "", s.SecretFile != ""} {
+		if set {
+			sources++
+		}
+	}
+	switch {
+	case sources == 0:
+		p.add("%s: no secret: set secret_env or secret_file (or user:secret in the url)", key)
+		return ""
+	case sources > 1:
+		p.add("%s: the secret is given more than once: use one of user:secret in the url, secret_env, secret_file", key)
+		return ""
+	}
+
+	secret := fromURL
+	switch {
+	case s.SecretEnv != "":
+		v, ok := lookupEnv(s.SecretEnv)
+		if !ok {
+			p.add("%s: secret_env: environment variable %s is not set", key, s.SecretEnv)
+			return ""
+		}
+		secret = Secret(v)
+	case s.SecretFile != "":
+		b, err := os.ReadFile(s.SecretFile)
+		if err != nil {
+			p.add("%s: secret_file: %v", key, pathError(err))
+			return ""
+		}
+		// Files written by editors, echo and Docker secrets end in a newline.
+		secret = Secret(strings.TrimRight(string(b), "\r\n"))
+	}
+	if secret == "" {
+		p.add("%s: the secret is empty", key)
+	}
+	if strings.ContainsAny(string(secret), "\r\n\x00") {
+		p.add("%s: the secret holds a CR, LF or NUL, which AMI cannot carry", key)
+	}
+	return secret
+}
+
+func checkGlobs(p *problems, key string, globs []string) {
+	for i, g := range globs {
+		if g == "" {
+			p.add("%s[%d]: empty pattern", key, i)
+		} else if _, err := path.Match(g, ""); err != nil {
+			p.add("%s[%d]: %q is not a valid glob", key, i, g)
+		}
+	}
+}
+
+func checkReadable(p *problems, key, file string) {
+	if file == "" {
+		return
+	}
+	f, err := os.Open(file)
+	if err != nil {
+		p.add("%s: %v", key, pathError(err))
+		return
+	}
+	f.Close()
+}
+
+// pathError keeps an *os.PathError's operation, path and cause, nothing
+// read from the file.
+func pathError(err error) error {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		return fmt.Errorf("%s %s: %v", pe.Op, pe.Path, pe.Err)
+	}
+	return err
+}
+
+// buildTLS returns the client TLS configuration of t; serverName is the
+// default for t.ServerName.
+func buildTLS(p *problems, key string, t TLS, serverName string) *tls.Config {
+	c := &tls.Config{
+		MinVersion:         tls.VersionTLS12,
+		ServerName:         serverName,
+		InsecureSkipVerify: t.InsecureSkipVerify, //nolint:gosec // the operator asked for it
+	}
+	if t.ServerName != "" {
+		c.ServerName = t.ServerName
+	}
+	if t.CAFile != "" {
+		pem, err := os.ReadFile(t.CAFile)
+		if err != nil {
+			p.add("%s.ca_file: %v", key, pathError(err))
+		} else {
+			c.RootCAs = x509.NewCertPool()
+			if !c.RootCAs.AppendCertsFromPEM(pem) {
+				p.add("%s.ca_file %s: no PEM certificate in it", key, t.CAFile)
+			}
+		}
+	}
+	switch {
+	case (t.CertFile == "") != (t.KeyFile == ""):
+		p.add("%s: cert_file and key_file go together", key)
+	case t.CertFile != "":
+		cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
+		if err != nil {
+			p.add("%s: cert_file %s / key_file %s: %v", key, t.CertFile, t.KeyFile, pathError(err))
+		} else {
+			c.Certificates = []tls.Certificate{cert}
+		}
+	}
+	return c
+}
+
+func (l *Log) check(p *problems) {
+	switch l.Level {
+	case "trace", "debug", "info", "warn", "error":
+	default:
+		p.add("log.level: %q must be trace, debug, info, warn or error", l.Level)
+	}
+	switch l.Format {
+	case "auto", "json", "console":
+	default:
+		p.add("log.format: %q must be auto, json or console", l.Format)
+	}
+}
+
+// secretsOf lists every secret c holds, resolved or not, for masking.
+func secretsOf(c *Config) []string {
+	out := []string{string(c.NATS.Password), string(c.NATS.Token)}
+	for _, u := range strings.Split(string(c.NATS.URL), ",") {
+		out = append(out, userinfoSecret(u, true))
+	}
+	for _, s := range c.Servers {
+		out = append(out, string(s.Secret), userinfoSecret(string(s.URL), false))
+	}
+	return out
+}
+
+// minMasked is the shortest secret masked inside free text: masking every
+// "a" would garble the message and protect nothing.
+const minMasked = 3
+
+func maskAll(s string, secrets []string) string {
+	for _, sec := range secrets {
+		if len(sec) >= minMasked {
+			s = strings.ReplaceAll(s, sec, redacted)
+		}
+	}
+	return s
+}

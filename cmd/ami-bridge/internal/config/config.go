@@ -1,0 +1,215 @@
+// Package config loads the ami-bridge configuration from three layers, each
+// overriding the last: a YAML file, environment variables prefixed
+// AMI_BRIDGE_ ("__" nests), and command-line flags. Load validates the
+// result as a whole and reports every problem in one *Error, before
+// anything connects.
+package config
+
+import (
+	"crypto/tls"
+	"time"
+)
+
+// Config is the whole configuration of one ami-bridge process.
+type Config struct {
+	NATS            NATS          `koanf:"nats"`
+	JetStream       JetStream     `koanf:"jetstream"`
+	Servers         []Server      `koanf:"servers"`
+	Log             Log           `koanf:"log"`
+	ShutdownTimeout time.Duration `koanf:"shutdown_timeout"`
+}
+
+// NATS says where to publish: an external server at URL, or the embedded
+// nats-server when URL is empty.
+type NATS struct {
+	URL          NATSURL  `koanf:"url"`
+	Embedded     Embedded `koanf:"embedded"`
+	Prefix       string   `koanf:"prefix"`
+	User         string   `koanf:"user"`
+	Password     Secret   `koanf:"password"`
+	Token        Secret   `koanf:"token"`
+	NkeySeedFile string   `koanf:"nkey_seed_file"`
+	CredsFile    string   `koanf:"creds_file"`
+	TLS          TLS      `koanf:"tls"`
+
+	// ClientTLS is built from TLS by Load; nil when TLS is unset.
+	ClientTLS *tls.Config `koanf:"-"`
+}
+
+// Embedded configures the in-process nats-server used when NATS.URL is
+// empty.
+type Embedded struct {
+	Listen   string `koanf:"listen"`    // host:port; empty: in-process clients only
+	StoreDir string `koanf:"store_dir"` // JetStream storage; empty: a temporary directory
+}
+
+// TLS names the files and checks of a TLS client connection.
+type TLS struct {
+	CAFile             string `koanf:"ca_file"`
+	CertFile           string `koanf:"cert_file"`
+	KeyFile            string `koanf:"key_file"`
+	InsecureSkipVerify bool   `koanf:"insecure_skip_verify"`
+	ServerName         string `koanf:"server_name"`
+}
+
+func (t TLS) isSet() bool { return t != TLS{} }
+
+// JetStream makes events go into a stream with acks.
+type JetStream struct {
+	Enabled    bool          `koanf:"enabled"`
+	Stream     string        `koanf:"stream"`
+	MaxAge     time.Duration `koanf:"max_age"`
+	Duplicates time.Duration `koanf:"duplicates"`
+	MaxPending int           `koanf:"max_pending"`
+}
+
+// Server is one PBX.
+type Server struct {
+	Name             string        `koanf:"name"`
+	URL              AMIURL        `koanf:"url"`
+	SecretEnv        string        `koanf:"secret_env"`
+	SecretFile       string        `koanf:"secret_file"`
+	Auth             string        `koanf:"auth"`
+	TLS              TLS           `koanf:"tls"`
+	Events           EventFilter   `koanf:"events"`
+	Actions          ActionPolicy  `koanf:"actions"`
+	ActionTimeout    time.Duration `koanf:"action_timeout"`
+	MaxActionTimeout time.Duration `koanf:"max_action_timeout"`
+	PingInterval     time.Duration `koanf:"ping_interval"`
+	Reconnect        Backoff       `koanf:"reconnect"`
+
+	// Filled by Load. Endpoint is URL without its secret, in the form
+	// amiproto.Dial takes; Secret comes from the URL, SecretEnv or
+	// SecretFile; ClientTLS is nil when the URL is tcp:// or TLS is unset.
+	Endpoint  string      `koanf:"-"`
+	Secret    Secret      `koanf:"-"`
+	ClientTLS *tls.Config `koanf:"-"`
+}
+
+// EventFilter selects events by name with globs.
+type EventFilter struct {
+	Include []string `koanf:"include"`
+	Exclude []string `koanf:"exclude"`
+}
+
+// ActionPolicy selects the actions a requester may send, with
+// case-insensitive globs.
+type ActionPolicy struct {
+	Allow []string `koanf:"allow"`
+	Deny  []string `koanf:"deny"`
+}
+
+// Backoff bounds the delay between reconnect attempts.
+type Backoff struct {
+	Min time.Duration `koanf:"min"`
+	Max time.Duration `koanf:"max"`
+}
+
+// Log configures the process log.
+type Log struct {
+	Level  string `koanf:"level"`  // trace, debug, info, warn, error
+	Format string `koanf:"format"` // auto, json, console
+}
+
+// Secret is a string that never prints: fmt, zerolog's Interface and JSON
+// all see "xxxxx", so a Config can be logged whole by mistake without
+// leaking. Reveal returns the value.
+type Secret string
+
+const redacted = "xxxxx"
+
+// String returns a fixed mask, or "" for an empty secret.
+func (s Secret) String() string {
+	if s == "" {
+		return ""
+	}
+	return redacted
+}
+
+// GoString masks the secret for %#v too.
+func (s Secret) GoString() string { return `"` + s.String() + `"` }
+
+// MarshalText masks the secret in JSON and YAML.
+func (s Secret) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
+
+// Reveal returns the secret itself, for the one place that sends it.
+func (s Secret) Reveal() string { return string(s) }
+
+// AMIURL is a PBX address as amiproto.Dial takes it. It may hold
+// user:secret, so it prints with the secret masked; use string(u) to dial.
+type AMIURL string
+
+// String returns the URL with its secret masked.
+func (u AMIURL) String() string { return RedactURL(string(u)) }
+
+// GoString masks the secret for %#v too.
+func (u AMIURL) GoString() string { return `"` + u.String() + `"` }
+
+// MarshalText masks the secret in JSON and YAML.
+func (u AMIURL) MarshalText() ([]byte, error) { return []byte(u.String()), nil }
+
+// NATSURL is a comma-separated list of NATS server URLs. They may hold
+// user:password or a token, so it prints with those masked; use string(u)
+// to connect.
+type NATSURL string
+
+// String returns the URLs with their passwords and tokens masked.
+func (u NATSURL) String() string { return RedactNATSURL(string(u)) }
+
+// GoString masks the secrets for %#v too.
+func (u NATSURL) GoString() string { return `"` + u.String() + `"` }
+
+// MarshalText masks the secrets in JSON and YAML.
+func (u NATSURL) MarshalText() ([]byte, error) { return []byte(u.String()), nil }
+
+// Defaults.
+const (
+	DefaultListen           = "127.0.0.1:4222"
+	DefaultPrefix           = "ami"
+	DefaultStream           = "AMI_EVENTS"
+	DefaultMaxAge           = 24 * time.Hour
+	DefaultDuplicates       = 2 * time.Minute
+	DefaultMaxPending       = 4096
+	DefaultAuth             = "plain"
+	DefaultActionTimeout    = 10 * time.Second
+	DefaultMaxActionTimeout = 5 * time.Minute
+	DefaultPingInterval     = 30 * time.Second
+	DefaultReconnectMin     = 500 * time.Millisecond
+	DefaultReconnectMax     = 30 * time.Second
+	DefaultLogLevel         = "info"
+	DefaultLogFormat        = "auto"
+	// DefaultShutdownTimeout leaves in-flight actions their default 10 s
+	// and still ends before Docker's SIGKILL (stop_grace_period 20s in
+	// docker-compose.yml).
+	DefaultShutdownTimeout = 15 * time.Second
+)
+
+// Default returns the configuration used where no layer sets a key.
+func Default() Config {
+	return Config{
+		NATS: NATS{
+			Embedded: Embedded{Listen: DefaultListen},
+			Prefix:   DefaultPrefix,
+		},
+		JetStream: JetStream{
+			Stream:     DefaultStream,
+			MaxAge:     DefaultMaxAge,
+			Duplicates: DefaultDuplicates,
+			MaxPending: DefaultMaxPending,
+		},
+		Log:             Log{Level: DefaultLogLevel, Format: DefaultLogFormat},
+		ShutdownTimeout: DefaultShutdownTimeout,
+	}
+}
+
+// DefaultServer returns a PBX entry with every default set; the entries of
+// servers[] are decoded over it, so a key written as 0 stays 0.
+func DefaultServer() Server {
+	return Server{
+		Auth:             DefaultAuth,
+		ActionTimeout:    DefaultActionTimeout,
+		MaxActionTimeout: DefaultMaxActionTimeout,
+		PingInterval:     DefaultPingInterval,
+		Reconnect:        Backoff{Min: DefaultReconnectMin, Max: DefaultReconnectMax},
+	}
+}

@@ -1,0 +1,593 @@
+package config
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"math/big"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/ami-bridge/ami-bridge/amiproto"
+)
+
+// load writes yaml to a file (when not empty) and loads it with the given
+// environment and flags.
+func load(t *testing.T, yaml string, environ []string, flags ...string) (*Config, error) {
+	t.Helper()
+	fs := pflag.NewFlagSet("test", pflag.ContinueOnError)
+	AddFlags(fs)
+	if yaml != "" {
+		flags = append([]string{"--config", writeFile(t, "config.yaml", yaml)}, flags...)
+	}
+	if err := fs.Parse(flags); err != nil {
+		t.Fatalf("flags %q: %v", flags, err)
+	}
+	return Load(fs, environ)
+}
+
+func mustLoad(t *testing.T, yaml string, environ []string, flags ...string) *Config {
+	t.Helper()
+	cfg, err := load(t, yaml, environ, flags...)
+	if err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	return cfg
+}
+
+// problemsOf returns the problems of an *Error, failing the test for any
+// other outcome.
+func problemsOf(t *testing.T, err error) []string {
+	t.Helper()
+	var ce *Error
+	if !errors.As(err, &ce) {
+		t.Fatalf("got error %v (%T), want *Error", err, err)
+	}
+	return ce.Problems
+}
+
+func writeFile(t *testing.T, name, content string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+const onePBX = `
+servers:
+  - name: pbx1
+    url: tcp://admin:s3cret@127.0.0.1:5038
+`
+
+func TestLoad_Defaults(t *testing.T) {
+	cfg := mustLoad(t, onePBX, nil)
+
+	if cfg.NATS.URL != "" || cfg.NATS.Embedded.Listen != "127.0.0.1:4222" || cfg.NATS.Embedded.StoreDir != "" || cfg.NATS.Prefix != "ami" {
+		t.Errorf("nats = %+v", cfg.NATS)
+	}
+	wantJS := JetStream{Enabled: false, Stream: "AMI_EVENTS", MaxAge: 24 * time.Hour, Duplicates: 2 * time.Minute, MaxPending: 4096}
+	if cfg.JetStream != wantJS {
+		t.Errorf("jetstream = %+v, want %+v", cfg.JetStream, wantJS)
+	}
+	if cfg.Log != (Log{Level: "info", Format: "auto"}) {
+		t.Errorf("log = %+v", cfg.Log)
+	}
+	if cfg.ShutdownTimeout != 15*time.Second {
+		t.Errorf("shutdown_timeout = %s", cfg.ShutdownTimeout)
+	}
+	s := cfg.Servers[0]
+	if s.Auth != "plain" || s.ActionTimeout != 10*time.Second || s.MaxActionTimeout != 5*time.Minute ||
+		s.PingInterval != 30*time.Second || s.Reconnect != (Backoff{Min: 500 * time.Millisecond, Max: 30 * time.Second}) {
+		t.Errorf("server defaults = %+v", s)
+	}
+	if s.ClientTLS != nil {
+		t.Errorf("ClientTLS = %v for a tcp:// url without tls keys, want nil", s.ClientTLS)
+	}
+}
+
+func TestLoad_ServerKeyWrittenAsZeroStaysZero(t *testing.T) {
+	cfg := mustLoad(t, onePBX+"    ping_interval: 0s\n", nil)
+	if got := cfg.Servers[0].PingInterval; got != 0 {
+		t.Errorf("ping_interval = %s, want 0 (keepalive off)", got)
+	}
+}
+
+func TestLoad_LayersOverrideInOrder(t *testing.T) {
+	file := onePBX + `
+nats:
+  url: nats://file:4222
+  prefix: fileprefix
+log:
+  level: debug
+  format: json
+`
+	tests := []struct {
+		name               string
+		environ            []string
+		flags              []string
+		url, prefix, level string
+		format             string
+	}{
+		{
+			name: "file only",
+			url:  "nats://file:4222", prefix: "fileprefix", level: "debug", format: "json",
+		},
+		{
+			name:    "env over file",
+			environ: []string{"AMI_BRIDGE_NATS__URL=nats://env:4222", "AMI_BRIDGE_LOG__LEVEL=warn"},
+			url:     "nats://env:4222", prefix: "fileprefix", level: "warn", format: "json",
+		},
+		{
+			name:    "flags over env",
+			environ: []string{"AMI_BRIDGE_NATS__URL=nats://env:4222", "AMI_BRIDGE_LOG__LEVEL=warn"},
+			flags:   []string{"--nats-url", "nats://flag:4222", "--prefix", "flagprefix"},
+			url:     "nats://flag:4222", prefix: "flagprefix", level: "warn", format: "json",
+		},
+		{
+			name:  "flag set to its default value still overrides",
+			flags: []string{"--log-format", "auto", "--log-level", "info"},
+			url:   "nats://file:4222", prefix: "fileprefix", level: "info", format: "auto",
+		},
+		{
+			name:    "empty env value overrides: embedded NATS",
+			environ: []string{"AMI_BRIDGE_NATS__URL="},
+			url:     "", prefix: "fileprefix", level: "debug", format: "json",
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := mustLoad(t, file, tt.environ, tt.flags...)
+			got := []string{string(cfg.NATS.URL), cfg.NATS.Prefix, cfg.Log.Level, cfg.Log.Format}
+			want := []string{tt.url, tt.prefix, tt.level, tt.format}
+			if !slices.Equal(got, want) {
+				t.Errorf("url, prefix, level, format = %q, want %q", got, want)
+			}
+		})
+	}
+}
+
+func TestLoad_EveryFlagSetsItsKey(t *testing.T) {
+	cfg := mustLoad(t, onePBX, nil,
+		"--nats-url", "nats://x:4222", "--nats-listen", "127.0.0.1:0", "--store-dir", "/var/lib/ami",
+		"--prefix", "pbx", "--jetstream", "--log-level", "trace", "--log-format", "console",
+		"--shutdown-timeout", "3s")
+	got := fmt.Sprint(cfg.NATS.URL, cfg.NATS.Embedded.Listen, cfg.NATS.Embedded.StoreDir, cfg.NATS.Prefix,
+		cfg.JetStream.Enabled, cfg.Log.Level, cfg.Log.Format, cfg.ShutdownTimeout)
+	want := fmt.Sprint("nats://x:4222", "127.0.0.1:0", "/var/lib/ami", "pbx", true, "trace", "console", 3*time.Second)
+	if got != want {
+		t.Errorf("got %s, want %s", got, want)
+	}
+}
+
+func TestLoad_EnvNestsWithDoubleUnderscore(t *testing.T) {
+	cfg := mustLoad(t, onePBX, []string{
+		"AMI_BRIDGE_NATS__EMBEDDED__LISTEN=",
+		"AMI_BRIDGE_NATS__EMBEDDED__STORE_DIR=/data",
+		"AMI_BRIDGE_JETSTREAM__ENABLED=true",
+		"AMI_BRIDGE_JETSTREAM__MAX_AGE=1h",
+		"AMI_BRIDGE_JETSTREAM__MAX_PENDING=16",
+		"AMI_BRIDGE_SHUTDOWN_TIMEOUT=3s",
+		"AMI_BRIDGE_PBX1_SECRET=not-a-key", // a secret_env variable, not config
+		"HOME=/root",
+	})
+	if cfg.NATS.Embedded.Listen != "" || cfg.NATS.Embedded.StoreDir != "/data" {
+		t.Errorf("embedded = %+v", cfg.NATS.Embedded)
+	}
+	if !cfg.JetStream.Enabled || cfg.JetStream.MaxAge != time.Hour || cfg.JetStream.MaxPending != 16 {
+		t.Errorf("jetstream = %+v", cfg.JetStream)
+	}
+	if cfg.ShutdownTimeout != 3*time.Second {
+		t.Errorf("shutdown_timeout = %s", cfg.ShutdownTimeout)
+	}
+}
+
+func TestLoad_ServersEnvReplacesTheList(t *testing.T) {
+	cfg := mustLoad(t, onePBX, []string{
+		`AMI_BRIDGE_SERVERS=[{"name":"a","url":"tcp://u@h1","secret_env":"A_SECRET"},{"name":"b","url":"tls://u@h2:5039","secret_env":"B_SECRET","action_timeout":"2s"}]`,
+		"A_SECRET=alpha", "B_SECRET=bravo",
+	})
+	if len(cfg.Servers) != 2 {
+		t.Fatalf("servers = %d, want 2", len(cfg.Servers))
+	}
+	a, b := cfg.Servers[0], cfg.Servers[1]
+	if a.Name != "a" || a.Secret.Reveal() != "alpha" || a.ActionTimeout != DefaultActionTimeout {
+		t.Errorf("servers[0] = %+v", a)
+	}
+	if b.Name != "b" || b.Secret.Reveal() != "bravo" || b.ActionTimeout != 2*time.Second || b.Endpoint != "tls://u@h2:5039" {
+		t.Errorf("servers[1] = %+v", b)
+	}
+}
+
+func TestLoad_ReportsEveryProblemAtOnce(t *testing.T) {
+	yaml := `
+nats:
+  url: "nats://u:p@[bad"
+  prefix: "ami.x y"
+  user: bob
+jetstream:
+  stream: a.b
+  max_age: 1m
+  duplicates: 2m
+  max_pending: 0
+servers:
+  - name: "pbx 1"
+    url: "tcp://admin:pw@host:99999"
+    auth: sha1
+    actoin_timeout: 3s
+    events:
+      include: ["[bad"]
+    actions:
+      deny: [""]
+  - name: pbx2
+    url: "tls://admin@pbx2"
+    secret_env: UNSET_VAR
+    tls: {cert_file: /x}
+    reconnect: {min: 2s, max: 1s}
+    action_timeout: 10
+  - name: pbx2
+    url: "tcp://admin:pw@h"
+    tls: {insecure_skip_verify: true}
+    ping_interval: -1s
+    max_action_timeout: 1s
+  - url: "host"
+log:
+  level: loud
+  format: xml
+shutdown_timeout: 0s
+bogus: 1
+`
+	_, err := load(t, yaml, []string{"AMI_BRIDGE_NATS_URL=x", "AMI_BRIDGE_SERVERS__0__URL=y", "AMI_BRIDGE_SERVERS={"})
+	got := problemsOf(t, err)
+	want := []string{
+		"AMI_BRIDGE_NATS_URL: nested keys take a double underscore, as in AMI_BRIDGE_NATS__URL",
+		"AMI_BRIDGE_SERVERS__0__URL: environment variables cannot address list items",
+		"AMI_BRIDGE_SERVERS: not a YAML or JSON list of servers",
+		"servers[1].action_timeout: a duration needs a unit, as in 10s",
+		"servers[0]: unknown key(s): actoin_timeout",
+		"unknown key(s): bogus",
+		"nats.url nats://u:xxxxx@[bad: malformed URL",
+		`nats.prefix: "ami.x y" must be`,
+		"nats: user and password go together",
+		`jetstream.stream: "a.b" must be`,
+		"jetstream.duplicates: 2m0s is longer than max_age 1m0s",
+		"jetstream.max_pending: must be positive",
+		"servers[0] (pbx 1): name must match [A-Za-z0-9_-]+",
+		"servers[0] (pbx 1): url tcp://admin:xxxxx@host:99999: invalid port",
+		"servers[0] (pbx 1): auth must be plain or md5",
+		`servers[0] (pbx 1).events.include[0]: "[bad" is not a valid glob`,
+		"servers[0] (pbx 1).actions.deny[0]: empty pattern",
+		"servers[1] (pbx2): secret_env: environment variable UNSET_VAR is not set",
+		"servers[1] (pbx2).tls: cert_file and key_file go together",
+		"servers[1] (pbx2): reconnect.max 1s is shorter than reconnect.min 2s",
+		"servers[2] (pbx2): name is already used by servers[1]",
+		"servers[2] (pbx2): tls is set but the url is not tls://",
+		"servers[2] (pbx2): max_action_timeout 1s is shorter than action_timeout 10s",
+		"servers[2] (pbx2): ping_interval must be 0 (off) or positive",
+		"servers[3]: name is required",
+		"servers[3]: url host: has no user",
+		"servers[3]: no secret",
+		`log.level: "loud" must be`,
+		`log.format: "xml" must be`,
+		"shutdown_timeout: must be positive",
+	}
+	for _, w := range want {
+		if !slices.ContainsFunc(got, func(p string) bool { return strings.HasPrefix(p, w) }) {
+			t.Errorf("missing problem %q", w)
+		}
+	}
+	if len(got) != len(want) {
+		t.Errorf("got %d problems, want %d:\n%s", len(got), len(want), strings.Join(got, "\n"))
+	}
+	if !strings.Contains(err.Error(), fmt.Sprintf("%d problems", len(got))) {
+		t.Errorf("error text does not count the problems: %s", err)
+	}
+}
+
+func TestLoad_NoServers(t *testing.T) {
+	_, err := load(t, "", nil)
+	if got := problemsOf(t, err); !slices.Equal(got, []string{"servers: at least one PBX is required"}) {
+		t.Errorf("problems = %q", got)
+	}
+}
+
+func TestLoad_UnreadableFileIsTheOnlyProblem(t *testing.T) {
+	_, err := load(t, "", nil, "--config", filepath.Join(t.TempDir(), "missing.yaml"))
+	if got := problemsOf(t, err); len(got) != 1 || !strings.Contains(got[0], "missing.yaml") {
+		t.Errorf("problems = %q", got)
+	}
+}
+
+func TestLoad_SecretSources(t *testing.T) {
+	dir := t.TempDir()
+	withNewline := filepath.Join(dir, "secret")
+	os.WriteFile(withNewline, []byte("from-file\r\n"), 0o600)
+	empty := filepath.Join(dir, "empty")
+	os.WriteFile(empty, []byte("\n"), 0o600)
+
+	tests := []struct {
+		name    string
+		server  string // keys after name and the url's host
+		url     string
+		environ []string
+		secret  string
+		problem string
+	}{
+		{name: "in the url, percent-decoded", url: "tcp://admin:p%40ss@h", secret: "p@ss"},
+		{name: "secret_env", url: "tcp://admin@h", server: "secret_env: PBX_SECRET", environ: []string{"PBX_SECRET=from-env"}, secret: "from-env"},
+		{name: "secret_file without its newline", url: "tcp://admin@h", server: "secret_file: " + withNewline, secret: "from-file"},
+		{name: "secret_env unset", url: "tcp://admin@h", server: "secret_env: PBX_SECRET", problem: "secret_env: environment variable PBX_SECRET is not set"},
+		{name: "secret_env empty", url: "tcp://admin@h", server: "secret_env: PBX_SECRET", environ: []string{"PBX_SECRET="}, problem: "the secret is empty"},
+		{name: "secret_file missing", url: "tcp://admin@h", server: "secret_file: " + filepath.Join(dir, "nope"), problem: "secret_file: open " + filepath.Join(dir, "nope")},
+		{name: "secret_file empty", url: "tcp://admin@h", server: "secret_file: " + empty, problem: "the secret is empty"},
+		{name: "none", url: "tcp://admin@h", problem: "no secret: set secret_env or secret_file"},
+		{name: "url and secret_env", url: "tcp://admin:x@h", server: "secret_env: PBX_SECRET", environ: []string{"PBX_SECRET=y"}, problem: "the secret is given more than once"},
+		{name: "secret_env and secret_file", url: "tcp://admin@h", server: "secret_env: PBX_SECRET\n    secret_file: " + withNewline, environ: []string{"PBX_SECRET=y"}, problem: "the secret is given more than once"},
+		{name: "control character", url: "tcp://admin@h", server: "secret_env: PBX_SECRET", environ: []string{"PBX_SECRET=a\nAction: Originate"}, problem: "the secret holds a CR, LF or NUL"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			yaml := fmt.Sprintf("servers:\n  - name: pbx\n    url: %q\n", tt.url)
+			if tt.server != "" {
+				yaml += "    " + tt.server + "\n"
+			}
+			cfg, err := load(t, yaml, tt.environ)
+			if tt.problem != "" {
+				got := problemsOf(t, err)
+				if len(got) != 1 || !strings.Contains(got[0], tt.problem) {
+					t.Errorf("problems = %q, want one with %q", got, tt.problem)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			s := cfg.Servers[0]
+			if s.Secret.Reveal() != tt.secret {
+				t.Errorf("secret = %q, want %q", s.Secret.Reveal(), tt.secret)
+			}
+			if s.Endpoint != "tcp://admin@h:5038" {
+				t.Errorf("endpoint = %q, want the url without its secret", s.Endpoint)
+			}
+		})
+	}
+}
+
+// TestLoad_NoSecretInErrors makes every check that could quote a secret
+// fail, and looks for the secrets in the message.
+func TestLoad_NoSecretInErrors(t *testing.T) {
+	secrets := []string{"UrlSecret1", "NatsSecret2", "EnvSecret3", "TokenSecret4", "PortSecret5"}
+	yaml := `
+nats:
+  url: "nats://bob:NatsSecret2@[bad,nats://TokenSecret4@h:x"
+servers:
+  - name: "bad name"
+    url: "tcp://admin:UrlSecret1@host:99999"
+  - name: pbx2
+    url: "tcp://admin@h"
+    secret_env: S
+    action_timeout: EnvSecret3
+  - name: pbx3
+    url: "tcp://admin:PortSecret5@[::1"
+`
+	_, err := load(t, yaml, []string{"S=EnvSecret3"})
+	problemsOf(t, err)
+	for _, s := range secrets {
+		if strings.Contains(err.Error(), s) {
+			t.Errorf("error holds %q:\n%s", s, err)
+		}
+	}
+}
+
+func TestConfig_SecretsDoNotPrint(t *testing.T) {
+	cfg := mustLoad(t, onePBX+"nats:\n  url: nats://h:4222,nats://tok-tok-tok@h2\n  token: tik-tik-tik\n", nil)
+	js, err := json.Marshal(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, out := range []string{fmt.Sprintf("%v", cfg), fmt.Sprintf("%+v", *cfg), fmt.Sprintf("%#v", cfg.Servers[0]), string(js)} {
+		for _, s := range []string{"tok-tok-tok", "tik-tik-tik", "s3cret"} {
+			if strings.Contains(out, s) {
+				t.Errorf("printed config holds %q: %s", s, out)
+			}
+		}
+	}
+}
+
+func TestRedactURL(t *testing.T) {
+	tests := []struct{ in, ami, nats string }{
+		{"tcp://admin:s3cret@h:5038", "tcp://admin:xxxxx@h:5038", "tcp://admin:xxxxx@h:5038"},
+		{"admin:s3cret@h", "admin:xxxxx@h", "admin:xxxxx@h"},
+		{"tcp://admin@h", "tcp://admin@h", "tcp://xxxxx@h"},
+		{"tcp://h:5038", "tcp://h:5038", "tcp://h:5038"},
+		{"tcp://admin:p@ss:w/rd@h", "tcp://admin:xxxxx@h", "tcp://admin:xxxxx@h"},
+		{"tcp://admin:s3cret@[::1", "tcp://admin:xxxxx@[::1", "tcp://admin:xxxxx@[::1"},
+		{"nats://a:b@h1,nats://tok@h2", "nats://a:xxxxx@h2", "nats://a:xxxxx@h1,nats://xxxxx@h2"},
+	}
+	for _, tt := range tests {
+		if got := RedactURL(tt.in); got != tt.ami {
+			t.Errorf("RedactURL(%q) = %q, want %q", tt.in, got, tt.ami)
+		}
+		if got := RedactNATSURL(tt.in); got != tt.nats {
+			t.Errorf("RedactNATSURL(%q) = %q, want %q", tt.in, got, tt.nats)
+		}
+	}
+}
+
+func TestLoad_EndpointRoundTripsAnyUser(t *testing.T) {
+	cfg := mustLoad(t, "servers:\n  - name: p\n    url: \"tls://we%3Aird%40user:pw@[::1]:6000\"\n", nil)
+	s := cfg.Servers[0]
+	if s.Endpoint != "tls://we%3Aird%40user@[::1]:6000" {
+		t.Errorf("endpoint = %q", s.Endpoint)
+	}
+	ep, err := amiproto.ParseURL(s.Endpoint)
+	if err != nil || ep.User != "we:ird@user" || ep.Secret != "" || !ep.TLS || ep.Addr != "[::1]:6000" {
+		t.Errorf("ParseURL(endpoint) = %+v, %v", ep, err)
+	}
+	if s.Secret.Reveal() != "pw" {
+		t.Errorf("secret = %q", s.Secret.Reveal())
+	}
+}
+
+func TestLoad_NATSCredentials(t *testing.T) {
+	creds := writeFile(t, "x.creds", "creds")
+	tests := []struct {
+		name, nats string
+		problem    string
+	}{
+		{name: "user and password, embedded", nats: "user: a\n  password: b"},
+		{name: "token, external", nats: "url: nats://h\n  token: t"},
+		{name: "creds, external", nats: "url: nats://h\n  creds_file: " + creds},
+		{name: "two methods", nats: "url: nats://h\n  token: t\n  creds_file: " + creds, problem: "nats: set only one of"},
+		{name: "creds need an external server", nats: "creds_file: " + creds, problem: "need an external nats.url"},
+		{name: "tls needs an external server", nats: "tls: {insecure_skip_verify: true}", problem: "nats.tls: needs an external nats.url"},
+		{name: "missing creds file", nats: "url: nats://h\n  creds_file: /nonexistent.creds", problem: "nats.creds_file: open /nonexistent.creds"},
+		{name: "bad listen", nats: "embedded: {listen: nope}", problem: `nats.embedded.listen: "nope" is not host:port`},
+		{name: "bad scheme", nats: "url: http://h", problem: "scheme must be nats, tls, ws or wss"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := load(t, onePBX+"nats:\n  "+tt.nats+"\n", nil)
+			if tt.problem == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			got := problemsOf(t, err)
+			if len(got) != 1 || !strings.Contains(got[0], tt.problem) {
+				t.Errorf("problems = %q, want one with %q", got, tt.problem)
+			}
+		})
+	}
+}
+
+func TestLoad_ServerTLS(t *testing.T) {
+	caFile := writeFile(t, "ca.pem", selfSignedPEM(t))
+	notPEM := writeFile(t, "bad.pem", "not a certificate")
+
+	cfg := mustLoad(t, fmt.Sprintf(`
+servers:
+  - name: pbx
+    url: tls://admin:s@pbx.example.com
+    tls: {ca_file: %s}
+  - name: pbx2
+    url: tls://admin:s@10.0.0.1
+    tls: {server_name: asterisk.local, insecure_skip_verify: true}
+  - name: pbx3
+    url: tls://admin:s@10.0.0.2
+`, caFile), nil)
+	a, b, c := cfg.Servers[0], cfg.Servers[1], cfg.Servers[2]
+	if a.ClientTLS == nil || a.ClientTLS.RootCAs == nil || a.ClientTLS.ServerName != "pbx.example.com" {
+		t.Errorf("pbx tls = %+v", a.ClientTLS)
+	}
+	if a.Endpoint != "tls://admin@pbx.example.com:5039" {
+		t.Errorf("pbx endpoint = %q", a.Endpoint)
+	}
+	if b.ClientTLS == nil || b.ClientTLS.ServerName != "asterisk.local" || !b.ClientTLS.InsecureSkipVerify {
+		t.Errorf("pbx2 tls = %+v", b.ClientTLS)
+	}
+	if c.ClientTLS != nil {
+		t.Errorf("pbx3 tls = %+v, want nil: amiproto's defaults", c.ClientTLS)
+	}
+
+	_, err := load(t, "servers:\n  - name: p\n    url: tls://a:s@h\n    tls: {ca_file: "+notPEM+"}\n", nil)
+	if got := problemsOf(t, err); len(got) != 1 || !strings.Contains(got[0], "no PEM certificate") {
+		t.Errorf("problems = %q", got)
+	}
+}
+
+func selfSignedPEM(t *testing.T) string {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: "test CA"},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+		IsCA:         true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
+}
+
+func TestParseListen(t *testing.T) {
+	tests := []struct {
+		in   string
+		port int
+		ok   bool
+	}{
+		{"127.0.0.1:4222", 4222, true},
+		{"127.0.0.1:0", 0, true},
+		{"[::1]:4222", 4222, true},
+		{":4222", 4222, true},
+		{"127.0.0.1", 0, false},
+		{"127.0.0.1:65536", 0, false},
+		{"127.0.0.1:x", 0, false},
+	}
+	for _, tt := range tests {
+		port, err := ParseListen(tt.in)
+		if (err == nil) != tt.ok || port != tt.port {
+			t.Errorf("ParseListen(%q) = %d, %v", tt.in, port, err)
+		}
+	}
+}
+
+// TestExampleConfig keeps config.example.yaml loadable and its documented
+// defaults true.
+func TestExampleConfig(t *testing.T) {
+	fs := pflag.NewFlagSet("test", pflag.ContinueOnError)
+	AddFlags(fs)
+	if err := fs.Parse([]string{"--config", "../../../../config.example.yaml"}); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := Load(fs, []string{"PBX1_SECRET=one", "PBX2_SECRET=two"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	def := Default()
+	if cfg.NATS.URL != def.NATS.URL || cfg.NATS.Embedded != def.NATS.Embedded || cfg.NATS.Prefix != def.NATS.Prefix ||
+		cfg.JetStream != def.JetStream || cfg.Log != def.Log || cfg.ShutdownTimeout != def.ShutdownTimeout {
+		t.Errorf("example differs from the defaults:\n got %+v\nwant %+v", cfg, def)
+	}
+	pbx1, ds := cfg.Servers[0], DefaultServer()
+	if pbx1.Auth != ds.Auth || pbx1.ActionTimeout != ds.ActionTimeout || pbx1.MaxActionTimeout != ds.MaxActionTimeout ||
+		pbx1.PingInterval != ds.PingInterval || pbx1.Reconnect != ds.Reconnect {
+		t.Errorf("servers[0] differs from the defaults: %+v", pbx1)
+	}
+	if !slices.Equal(pbx1.Actions.Deny, []string{"Events"}) {
+		t.Errorf("servers[0].actions.deny = %q, want the documented default [Events]", pbx1.Actions.Deny)
+	}
+	if pbx1.Secret.Reveal() != "one" || cfg.Servers[1].Secret.Reveal() != "two" {
+		t.Errorf("secrets not resolved from secret_env")
+	}
+}
+
+func TestLoad_EmptyDenyListStaysEmptyNotAbsent(t *testing.T) {
+	cfg := mustLoad(t, onePBX+"    actions: {deny: []}\n  - name: pbx2\n    url: tcp://a:b@h\n", nil)
+	if d := cfg.Servers[0].Actions.Deny; d == nil || len(d) != 0 {
+		t.Errorf("deny: [] gave %#v, want an empty non-nil list (no default deny)", d)
+	}
+	if d := cfg.Servers[1].Actions.Deny; d != nil {
+		t.Errorf("absent deny gave %#v, want nil (the bridge's default deny)", d)
+	}
+}

@@ -1,0 +1,48 @@
+package main
+
+import (
+	"io"
+	"os"
+	"time"
+
+	"github.com/mattn/go-isatty"
+	"github.com/rs/zerolog"
+
+	"github.com/ami-bridge/ami-bridge/cmd/ami-bridge/internal/config"
+)
+
+// newLogger returns the process logger writing to w. Format "auto" is
+// console on a terminal and JSON otherwise, so log collectors get JSON
+// without being asked.
+func newLogger(c config.Log, w io.Writer) zerolog.Logger {
+	tty := isTerminal(w)
+	if useConsole(c.Format, tty) {
+		w = zerolog.ConsoleWriter{Out: w, TimeFormat: "15:04:05.000", NoColor: !tty}
+	}
+	level, err := zerolog.ParseLevel(c.Level)
+	if err != nil || level == zerolog.NoLevel {
+		level = zerolog.InfoLevel
+	}
+	return zerolog.New(w).Level(level).With().Timestamp().Logger()
+}
+
+// useConsole says whether format selects the human console writer.
+func useConsole(format string, tty bool) bool {
+	switch format {
+	case "console":
+		return true
+	case "json":
+		return false
+	}
+	return tty
+}
+
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && (isatty.IsTerminal(f.Fd()) || isatty.IsCygwinTerminal(f.Fd()))
+}
+
+func init() {
+	// Ami-Time carries nanoseconds; the log keeps the same precision.
+	zerolog.TimeFieldFormat = time.RFC3339Nano
+}

@@ -1,0 +1,227 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/rs/zerolog"
+
+	"github.com/ami-bridge/ami-bridge/cmd/ami-bridge/internal/config"
+)
+
+// embeddedReadyTimeout bounds the embedded server's start-up.
+const embeddedReadyTimeout = 10 * time.Second
+
+// ErrAddrInUse is returned when the embedded server's listen address is
+// taken, most often by another NATS server.
+var ErrAddrInUse = errors.New("address already in use")
+
+// embeddedOptions are what the embedded server needs from the config.
+type embeddedOptions struct {
+	Listen    string // host:port, port 0 for a free one; "" for in-process only
+	StoreDir  string
+	JetStream bool
+	User      string
+	Password  string
+	Token     string
+}
+
+func embeddedFromConfig(c *config.Config) embeddedOptions {
+	return embeddedOptions{
+		Listen:    c.NATS.Embedded.Listen,
+		StoreDir:  c.NATS.Embedded.StoreDir,
+		JetStream: c.JetStream.Enabled,
+		User:      c.NATS.User,
+		Password:  c.NATS.Password.Reveal(),
+		Token:     c.NATS.Token.Reveal(),
+	}
+}
+
+// startEmbedded starts an in-process nats-server and waits until it
+// accepts clients.
+func startEmbedded(o embeddedOptions, log zerolog.Logger) (*server.Server, error) {
+	opts := &server.Options{
+		ServerName:    "ami-bridge",
+		NoSigs:        true, // the process handles its own signals
+		JetStream:     o.JetStream,
+		StoreDir:      o.StoreDir,
+		Username:      o.User,
+		Password:      o.Password,
+		Authorization: o.Token,
+	}
+	if o.Listen == "" {
+		opts.DontListen = true
+	} else {
+		host, portStr, err := net.SplitHostPort(o.Listen)
+		if err != nil {
+			return nil, fmt.Errorf("embedded NATS listen %q: %w", o.Listen, err)
+		}
+		port, err := strconv.Atoi(portStr)
+		if err != nil {
+			return nil, fmt.Errorf("embedded NATS listen %q: bad port", o.Listen)
+		}
+		if port == 0 {
+			port = server.RANDOM_PORT // nats-server reads 0 as its default, 4222
+		} else if err := probeListen(o.Listen); err != nil {
+			// nats-server only logs a taken port and then never gets ready;
+			// finding out first gives a clear error at once.
+			return nil, err
+		}
+		opts.Host, opts.Port = host, port
+	}
+
+	ns, err := server.NewServer(opts)
+	if err != nil {
+		return nil, fmt.Errorf("embedded NATS server: %w", err)
+	}
+	ns.SetLoggerV2(natsServerLogger{log.With().Str("component", "nats-server").Logger()},
+		log.GetLevel() <= zerolog.TraceLevel, false, false)
+	ns.Start()
+	if !ns.ReadyForConnections(embeddedReadyTimeout) {
+		ns.Shutdown()
+		return nil, fmt.Errorf("embedded NATS server on %q not ready after %s", o.Listen, embeddedReadyTimeout)
+	}
+	return ns, nil
+}
+
+// probeListen reports whether addr can be listened on right now.
+func probeListen(addr string) error {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		if errors.Is(err, syscall.EADDRINUSE) {
+			return fmt.Errorf("embedded NATS cannot listen on %s: %w", addr, ErrAddrInUse)
+		}
+		return fmt.Errorf("embedded NATS cannot listen on %s: %w", addr, err)
+	}
+	return l.Close()
+}
+
+// embeddedURL is how a client outside the process reaches ns, or
+// "in-process" when it does not listen.
+func embeddedURL(ns *server.Server) string {
+	if ns.Addr() == nil {
+		return "in-process"
+	}
+	return ns.ClientURL()
+}
+
+// natsServerLogger routes nats-server's log into zerolog. Its notices are
+// start-up chatter, so they go to debug; Fatalf must not exit the process.
+type natsServerLogger struct{ l zerolog.Logger }
+
+func (n natsServerLogger) Noticef(f string, v ...any) { n.l.Debug().Msgf(f, v...) }
+func (n natsServerLogger) Warnf(f string, v ...any)   { n.l.Warn().Msgf(f, v...) }
+func (n natsServerLogger) Fatalf(f string, v ...any)  { n.l.Error().Msgf(f, v...) }
+func (n natsServerLogger) Errorf(f string, v ...any)  { n.l.Error().Msgf(f, v...) }
+func (n natsServerLogger) Debugf(f string, v ...any)  { n.l.Trace().Msgf(f, v...) }
+func (n natsServerLogger) Tracef(f string, v ...any)  { n.l.Trace().Msgf(f, v...) }
+
+// natsConn is a NATS connection and the means to wait for its end.
+type natsConn struct {
+	*nats.Conn
+	closed chan struct{} // closed by the ClosedHandler, after Drain
+}
+
+// connectNATS connects to the embedded server ns when it is not nil, else
+// to c.URL, with reconnects forever. When the server is not up yet it
+// keeps trying until ctx ends, so the bridge can start before NATS.
+func connectNATS(ctx context.Context, c config.NATS, drainTimeout time.Duration, ns *server.Server, log zerolog.Logger) (*natsConn, error) {
+	nc := &natsConn{closed: make(chan struct{})}
+	connected := make(chan struct{})
+	var once sync.Once
+	markConnected := func() { once.Do(func() { close(connected) }) }
+
+	opts := []nats.Option{
+		nats.Name("ami-bridge"),
+		nats.MaxReconnects(-1),
+		nats.RetryOnFailedConnect(true),
+		nats.IgnoreAuthErrorAbort(), // keep trying: the server may be mid-reload
+		nats.DrainTimeout(drainTimeout),
+		nats.ConnectHandler(func(*nats.Conn) { markConnected() }),
+		nats.ReconnectHandler(func(c *nats.Conn) {
+			markConnected()
+			log.Info().Str("nats_url", config.RedactNATSURL(c.ConnectedUrlRedacted())).Msg("NATS reconnected")
+		}),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				log.Warn().Err(err).Msg("NATS disconnected")
+			}
+		}),
+		nats.ReconnectErrHandler(func(_ *nats.Conn, err error) {
+			log.Warn().Err(err).Msg("NATS connect attempt failed")
+		}),
+		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+			ev := log.Error().Err(err)
+			if sub != nil {
+				ev = ev.Str("subject", sub.Subject)
+			}
+			ev.Msg("NATS error")
+		}),
+		nats.ClosedHandler(func(*nats.Conn) { close(nc.closed) }),
+	}
+	url := string(c.URL)
+	if ns != nil {
+		opts = append(opts, nats.InProcessServer(ns))
+		url = ns.ClientURL()
+	}
+	switch {
+	case c.User != "":
+		opts = append(opts, nats.UserInfo(c.User, c.Password.Reveal()))
+	case c.Token != "":
+		opts = append(opts, nats.Token(c.Token.Reveal()))
+	case c.NkeySeedFile != "":
+		o, err := nats.NkeyOptionFromSeed(c.NkeySeedFile)
+		if err != nil {
+			return nil, fmt.Errorf("nats.nkey_seed_file: %w", err)
+		}
+		opts = append(opts, o)
+	case c.CredsFile != "":
+		opts = append(opts, nats.UserCredentials(c.CredsFile))
+	}
+	if c.ClientTLS != nil {
+		opts = append(opts, nats.Secure(c.ClientTLS))
+	}
+
+	conn, err := nats.Connect(url, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("NATS %s: %w", config.RedactNATSURL(url), err)
+	}
+	nc.Conn = conn
+	if conn.IsConnected() {
+		markConnected()
+	} else {
+		log.Warn().Str("nats_url", config.RedactNATSURL(url)).Msg("waiting for NATS")
+	}
+	select {
+	case <-connected:
+		return nc, nil
+	case <-ctx.Done():
+		conn.Close()
+		return nil, fmt.Errorf("NATS %s: gave up waiting: %w", config.RedactNATSURL(url), ctx.Err())
+	}
+}
+
+// drain drains the connection and waits until it has closed or ctx ends.
+// Drain itself returns at once; the ClosedHandler marks the end.
+func (nc *natsConn) drain(ctx context.Context) error {
+	if err := nc.Drain(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
+		nc.Close()
+		return fmt.Errorf("NATS drain: %w", err)
+	}
+	select {
+	case <-nc.closed:
+		return nil
+	case <-ctx.Done():
+		nc.Close()
+		<-nc.closed
+		return fmt.Errorf("NATS drain: %w", ctx.Err())
+	}
+}

@@ -1,0 +1,198 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/rs/zerolog"
+	"github.com/spf13/pflag"
+
+	"github.com/ami-bridge/ami-bridge/bridge"
+	"github.com/ami-bridge/ami-bridge/cmd/ami-bridge/internal/config"
+)
+
+// Exit codes.
+const (
+	exitOK     = 0
+	exitFailed = 1 // a runtime failure: NATS or the bridge would not start
+	exitUsage  = 2 // bad flags or an invalid configuration
+)
+
+// runCommand runs the bridge for every PBX of the configuration until ctx
+// ends (SIGINT or SIGTERM), then shuts down gracefully.
+func runCommand(ctx context.Context, args []string, environ []string, stdout, stderr io.Writer) int {
+	fs := pflag.NewFlagSet("ami-bridge run", pflag.ContinueOnError)
+	fs.SetOutput(stderr)
+	config.AddFlags(fs)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: ami-bridge [run] --config FILE [flags]\n\n"+
+			"Bridges every PBX of the configuration to NATS. Each flag overrides\n"+
+			"the key in parentheses, which AMI_BRIDGE_* variables and the file also set.\n\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			return exitOK
+		}
+		return exitUsage
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "ami-bridge: unexpected argument %q\n", fs.Arg(0))
+		fs.Usage()
+		return exitUsage
+	}
+
+	cfg, err := config.Load(fs, environ)
+	if err != nil {
+		fmt.Fprintf(stderr, "ami-bridge: %v\n", err)
+		if !fs.Changed("config") {
+			fmt.Fprintf(stderr, "ami-bridge: no --config FILE given: see config.example.yaml, or try \"ami-bridge demo\"\n")
+		}
+		return exitUsage
+	}
+	log := newLogger(cfg.Log, stderr)
+	if err := run(ctx, cfg, log); err != nil {
+		log.Error().Err(err).Msg("ami-bridge failed")
+		return exitFailed
+	}
+	return exitOK
+}
+
+// run is the life of the process once its configuration is valid.
+func run(ctx context.Context, cfg *config.Config, log zerolog.Logger) error {
+	log.Info().Str("version", versionString()).Int("servers", len(cfg.Servers)).Msg("starting")
+	for _, s := range cfg.Servers {
+		log.Info().Str("server", s.Name).Str("url", s.Endpoint).Str("auth", s.Auth).Msg("PBX configured")
+	}
+
+	st, err := startNATS(ctx, cfg, log)
+	if err != nil {
+		if ctx.Err() != nil {
+			log.Info().Msg("stopped before NATS was reached")
+			return nil
+		}
+		return err
+	}
+	defer st.stopServer(log)
+
+	b, err := bridge.New(st.nc.Conn, bridgeServers(cfg.Servers), bridgeOptions(cfg, log))
+	if err != nil {
+		st.nc.Close()
+		return fmt.Errorf("bridge: %w", err)
+	}
+	// The sessions live until Shutdown, not until the signal: Shutdown
+	// still needs them to answer in-flight actions and send Logoff.
+	sessions, endSessions := context.WithCancel(context.WithoutCancel(ctx))
+	defer endSessions()
+	if err := b.Start(sessions); err != nil {
+		st.nc.Close()
+		return fmt.Errorf("bridge: %w", err)
+	}
+	log.Info().Str("nats_url", st.url).Str("prefix", cfg.NATS.Prefix).Msg("ready")
+
+	<-ctx.Done()
+	log.Info().Stringer("timeout", cfg.ShutdownTimeout).Msg("shutting down")
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.ShutdownTimeout)
+	defer cancel()
+	if err := b.Shutdown(sctx); err != nil {
+		log.Warn().Err(err).Msg("bridge shutdown incomplete")
+	}
+	endSessions()
+	if err := st.nc.drain(sctx); err != nil {
+		log.Warn().Err(err).Msg("NATS drain incomplete")
+	}
+	log.Info().Msg("stopped")
+	return nil
+}
+
+// natsStack is the NATS side of the process: the connection and, when
+// nats.url is empty, the embedded server it talks to.
+type natsStack struct {
+	ns  *server.Server // nil when NATS is external
+	nc  *natsConn
+	url string // for the "ready" line: the connected URL (redacted), the embedded server's client URL, or "in-process"
+}
+
+func startNATS(ctx context.Context, cfg *config.Config, log zerolog.Logger) (*natsStack, error) {
+	st := &natsStack{}
+	if cfg.NATS.URL == "" {
+		ns, err := startEmbedded(embeddedFromConfig(cfg), log)
+		if err != nil {
+			if errors.Is(err, ErrAddrInUse) {
+				err = fmt.Errorf("%w; set nats.embedded.listen (--nats-listen) to a free address, 127.0.0.1:0 for any, or \"\" for in-process only, or nats.url to use that server", err)
+			}
+			return nil, err
+		}
+		st.ns, st.url = ns, embeddedURL(ns)
+		ev := log.Info().Str("nats_url", st.url).Bool("jetstream", cfg.JetStream.Enabled)
+		if cfg.JetStream.Enabled {
+			ev = ev.Str("store_dir", ns.JetStreamConfig().StoreDir)
+		}
+		ev.Msg("embedded NATS server started")
+		nc, err := connectNATS(ctx, cfg.NATS, cfg.ShutdownTimeout, ns, log)
+		if err != nil {
+			st.stopServer(log)
+			return nil, err
+		}
+		st.nc = nc
+		return st, nil
+	}
+	nc, err := connectNATS(ctx, cfg.NATS, cfg.ShutdownTimeout, nil, log)
+	if err != nil {
+		return nil, err
+	}
+	st.nc = nc
+	st.url = config.RedactNATSURL(nc.ConnectedUrlRedacted())
+	return st, nil
+}
+
+func (st *natsStack) stopServer(log zerolog.Logger) {
+	if st.ns == nil {
+		return
+	}
+	st.ns.Shutdown()
+	st.ns.WaitForShutdown()
+	st.ns = nil
+	log.Debug().Msg("embedded NATS server stopped")
+}
+
+func bridgeServers(servers []config.Server) []bridge.ServerConfig {
+	out := make([]bridge.ServerConfig, len(servers))
+	for i, s := range servers {
+		out[i] = bridge.ServerConfig{
+			Name:             s.Name,
+			URL:              s.Endpoint, // never holds the secret
+			Secret:           s.Secret.Reveal(),
+			Auth:             s.Auth,
+			TLS:              s.ClientTLS,
+			EventsInclude:    s.Events.Include,
+			EventsExclude:    s.Events.Exclude,
+			ActionsAllow:     s.Actions.Allow,
+			ActionsDeny:      s.Actions.Deny,
+			ActionTimeout:    s.ActionTimeout,
+			MaxActionTimeout: s.MaxActionTimeout,
+			PingInterval:     s.PingInterval,
+			ReconnectMin:     s.Reconnect.Min,
+			ReconnectMax:     s.Reconnect.Max,
+		}
+	}
+	return out
+}
+
+func bridgeOptions(cfg *config.Config, log zerolog.Logger) bridge.Options {
+	return bridge.Options{
+		Prefix: cfg.NATS.Prefix,
+		JetStream: bridge.JetStreamOptions{
+			Enabled:    cfg.JetStream.Enabled,
+			Stream:     cfg.JetStream.Stream,
+			MaxAge:     cfg.JetStream.MaxAge,
+			Duplicates: cfg.JetStream.Duplicates,
+			MaxPending: cfg.JetStream.MaxPending,
+		},
+		Version: serviceVersion(versionString()),
+		Logger:  log,
+	}
+}

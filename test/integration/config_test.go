@@ -1,0 +1,120 @@
+package integration
+
+import (
+	"net"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/ami-bridge/ami-bridge/amiproto/amitest"
+)
+
+// listenCounting returns a local address that counts the connections it
+// accepts, and closes them.
+func listenCounting(t *testing.T) (string, *atomic.Int32) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n atomic.Int32
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			n.Add(1)
+			c.Close()
+		}
+	}()
+	t.Cleanup(func() { ln.Close() })
+	return ln.Addr().String(), &n
+}
+
+// TestConfig_InvalidStopsBeforeConnecting gives the bridge a file with
+// several mistakes: it must exit non-zero with one message naming every
+// problem and no secret, having connected to neither NATS nor a PBX.
+func TestConfig_InvalidStopsBeforeConnecting(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, natsOptions{})
+	addr, accepted := listenCounting(t)
+	secret := w.newSecret("cfg")
+	good := w.serverAt("good", addr, secret, viaURL)
+	badName := w.serverAt("bad name", addr, secret, viaURL)
+	badAuth := w.serverAt("badauth", addr, secret, viaURL)
+	badAuth.Auth = "sha1"
+	noUnit := w.serverAt("nounit", addr, secret, viaURL)
+	noUnit.ActionTimeout = "10" // a duration needs a unit
+	missingEnv := w.serverAt("noenv", addr, secret, viaEnv)
+	missingEnv.env = nil // the variable secret_env names is not set
+	cfg := w.config(good, badName, badAuth, noUnit, missingEnv)
+	cfg.Log.Level = "loud"
+	clientsBefore := w.ns.NumClients()
+
+	b := w.startBridge(cfg)
+	code := b.wait(exitTimeout)
+	out := string(b.log.Bytes())
+	if code == 0 {
+		t.Fatalf("exit code 0 for an invalid configuration:\n%s", out)
+	}
+	// Each problem, named by its key.
+	for _, want := range []string{"servers[1]", "servers[2]", "servers[3]", "servers[4]", "IT_AMI_SECRET_NOENV", "log.level"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("the error does not name the problem %q:\n%s", want, out)
+		}
+	}
+	if n := accepted.Load(); n != 0 {
+		t.Errorf("the PBX address got %d connections from an invalid configuration", n)
+	}
+	if n := w.ns.NumClients(); n != clientsBefore {
+		t.Errorf("NATS has %d clients, had %d: the bridge connected with an invalid configuration", n, clientsBefore)
+	}
+	if w.status.len() != 0 {
+		t.Errorf("a status was published by an invalid configuration")
+	}
+}
+
+// TestConfig_LayersFileEnvFlags checks the order of the three layers:
+// the file names a NATS server where nothing listens and the prefix
+// "file"; AMI_BRIDGE_NATS__URL overrides the URL, AMI_BRIDGE_NATS__PREFIX
+// the prefix, and --prefix overrides that again; AMI_BRIDGE_SERVERS gives
+// the whole servers list, since "__" cannot address list items.
+func TestConfig_LayersFileEnvFlags(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, natsOptions{})
+	p := w.startPBX("layered", amitest.Config{Profile: amitest.Asterisk22})
+	statuses := w.collect("flagged.*.status")
+
+	fileCfg := w.config(w.serverAt("from-file", deadAddr(t), w.newSecret("file"), viaURL))
+	fileCfg.NATS.URL = "nats://" + deadAddr(t)
+	fileCfg.NATS.Prefix = "file"
+	path := w.writeConfig(fileCfg)
+
+	envServers := `[{"name":"layered","url":"` + amiUser + `@` + p.Addr() + `","secret_env":"IT_LAYERED_SECRET","reconnect":{"min":"20ms","max":"200ms"}}]`
+	env := append(processEnv(),
+		"AMI_BRIDGE_NATS__URL="+w.ns.ClientURL(),
+		"AMI_BRIDGE_NATS__PREFIX=env",
+		"AMI_BRIDGE_SERVERS="+envServers,
+		"IT_LAYERED_SECRET="+p.secret,
+	)
+	w.runBridge(env, "--config", path, "--prefix", "flagged")
+	statuses.waitFor(t, 0, readyTimeout, "flagged.layered.status connected", func(m *nats.Msg) bool {
+		s, err := parseStatus(m)
+		return err == nil && m.Subject == "flagged.layered.status" && s.State == "connected"
+	})
+	r, err := w.nc.Request("flagged.layered.action", []byte(`{"Action":"Ping"}`), replyTimeout)
+	if err != nil {
+		t.Fatalf("request on the flag's prefix: %v", err)
+	}
+	if !strings.Contains(string(r.Data), `"Ping":"Pong"`) {
+		t.Errorf("reply %s", r.Data)
+	}
+	for _, m := range statuses.snapshot() {
+		if !strings.HasPrefix(m.Subject, "flagged.layered.") {
+			t.Errorf("status on %s: the file's servers list should have been replaced", m.Subject)
+		}
+	}
+}
