@@ -97,7 +97,7 @@ func BenchmarkEventsAMIToNATS(b *testing.B) {
 	sc := fastServer("pbx1", pbx)
 	sc.EventsExclude = []string{"FullyBooted", "SuccessfulAuth"}
 	br, _ := startBridge(b, nc, []ServerConfig{sc}, Options{})
-	w.waitState(stateConnected)
+	w.waitState(StateConnected)
 	waitSessions(b, pbx, 1)
 
 	// The subscriber keeps 32 calls' worth of messages to replay them raw.
@@ -203,7 +203,7 @@ func BenchmarkActionRoundTrip(b *testing.B) {
 			pbx := startPBX(b, amitest.Config{})
 			w := watchStatus(b, cc, "ami", "pbx1")
 			startBridge(b, nc, []ServerConfig{fastServer("pbx1", pbx)}, Options{})
-			w.waitState(stateConnected)
+			w.waitState(StateConnected)
 
 			subject := subjects.Action("ami", "pbx1")
 			body := []byte(`{"Action":"Ping"}`)

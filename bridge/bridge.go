@@ -60,7 +60,7 @@ type Options struct {
 	EventBuffer    int           // events held per PBX while NATS is slow, default 65536
 	StatusInterval time.Duration // default 30s
 	JetStream      JetStreamOptions
-	Version        string // service version for micro, default "0.0.0"; not SemVer: "0.0.0", the raw string goes in the metadata
+	Version        string // micro service version, default "0.0.0"; one that is not SemVer registers as "0.0.0" with the raw string in the metadata
 	Logger         zerolog.Logger
 
 	// MaxInflight bounds the actions in flight per PBX, default 1024.
@@ -458,7 +458,7 @@ func (b *Bridge) Shutdown(ctx context.Context) error {
 		b.wg.Wait()
 	}
 	for _, s := range b.sessions {
-		s.setState(stateStopped, nil)
+		s.setState(StateStopped, nil)
 	}
 	if err := flush(ctx, b.nc); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
 		errs = append(errs, fmt.Errorf("flush NATS: %w", err))

@@ -68,8 +68,8 @@ func TestBridge_EventsFromTwoPBXes(t *testing.T) {
 	sub := eventSub(t, cc, "ami")
 	start := time.Now()
 	startBridge(t, nc, []ServerConfig{fastServer("pbx1", pbx1), fastServer("pbx-2", pbx2)}, Options{})
-	st := w1.waitState(stateConnected)
-	w2.waitState(stateConnected)
+	st := w1.waitState(StateConnected)
+	w2.waitState(StateConnected)
 	waitSessions(t, pbx1, 1)
 	waitSessions(t, pbx2, 1)
 
@@ -124,7 +124,7 @@ func TestBridge_EventFilterNumbersOnlyWhatPasses(t *testing.T) {
 	sc.EventsInclude = []string{"userevent", "Var*"}
 	sc.EventsExclude = []string{"VarSet"}
 	startBridge(t, nc, []ServerConfig{sc}, Options{})
-	w.waitState(stateConnected)
+	w.waitState(StateConnected)
 	waitSessions(t, pbx, 1)
 
 	pbx.Emit(userEvent("A", 1))
@@ -160,7 +160,7 @@ func TestBridge_EventNameEscapedInSubject(t *testing.T) {
 	sc := fastServer("pbx1", pbx)
 	sc.EventsInclude = []string{"My.*"}
 	startBridge(t, nc, []ServerConfig{sc}, Options{Prefix: "acme.ami"})
-	w.waitState(stateConnected)
+	w.waitState(StateConnected)
 	waitSessions(t, pbx, 1)
 
 	pbx.Emit(newEvent("My.Event *>", "K", "v"))
@@ -182,19 +182,25 @@ func TestBridge_ReconnectKeepsSeqAndStatus(t *testing.T) {
 	pbx := startPBX(t, amitest.Config{})
 	w := watchStatus(t, cc, "ami", "pbx1")
 	sub := eventSub(t, cc, "ami")
+	loggedOff := make(chan struct{}, 1)
+	pbx.HandleFunc("Logoff", func(w *amitest.ResponseWriter, r *amitest.Request) {
+		loggedOff <- struct{}{}
+		w.Respond("Goodbye", "Message", "Thanks for all the fish.")
+		w.CloseAfter()
+	})
 	b, _ := startBridge(t, nc, []ServerConfig{fastServer("pbx1", pbx)}, Options{})
 
-	if st := w.next(); st.State != stateConnecting || st.Server != "pbx1" {
+	if st := w.next(); st.State != StateConnecting || st.Server != "pbx1" {
 		t.Fatalf("first status %+v, want connecting", st)
 	}
-	st := w.waitState(stateConnected)
+	st := w.waitState(StateConnected)
 	if st.Banner != "Asterisk Call Manager/11.0.0" || st.AMIVersion != "11.0.0" || st.Error != "" {
 		t.Fatalf("connected status %+v", st)
 	}
 	for st.Version == "" { // CoreSettings answers right after the connect
 		st = w.next()
 	}
-	if st.Version != "22.10.1" || st.State != stateConnected {
+	if st.Version != "22.10.1" || st.State != StateConnected {
 		t.Fatalf("status after CoreSettings %+v", st)
 	}
 
@@ -217,12 +223,12 @@ func TestBridge_ReconnectKeepsSeqAndStatus(t *testing.T) {
 	received(`"before"`)
 
 	pbx.DropConnections()
-	st = w.waitState(stateDisconnected)
+	st = w.waitState(StateDisconnected)
 	if st.Error == "" {
 		t.Error("disconnected status without an error")
 	}
 	waitSessions(t, pbx, 0)
-	st = w.waitState(stateConnected)
+	st = w.waitState(StateConnected)
 	if st.Reconnects != 1 {
 		t.Errorf("reconnects = %d, want 1", st.Reconnects)
 	}
@@ -235,7 +241,7 @@ func TestBridge_ReconnectKeepsSeqAndStatus(t *testing.T) {
 	if err := b.Shutdown(ctx); err != nil {
 		t.Fatalf("Shutdown: %v", err)
 	}
-	st = w.waitState(stateStopped)
+	st = w.waitState(StateStopped)
 	// NATS keeps one connection's messages in order: every event came
 	// before the final status.
 	for n, _, _ := sub.Pending(); n > 0; n-- {
@@ -248,8 +254,10 @@ func TestBridge_ReconnectKeepsSeqAndStatus(t *testing.T) {
 	if st.EventsPublished != seqs.last["pbx1"] || st.EventsDropped != 0 || st.LastSeq != seqs.last["pbx1"] {
 		t.Errorf("final status %+v, want %d published, none dropped", st, seqs.last["pbx1"])
 	}
-	if pbx.Sessions() != 0 {
-		t.Errorf("%d AMI sessions still logged in after Shutdown", pbx.Sessions())
+	select {
+	case <-loggedOff:
+	default:
+		t.Error("Shutdown did not send Logoff")
 	}
 }
 
@@ -267,14 +275,14 @@ func TestBridge_AuthFailedAndSecretOverride(t *testing.T) {
 	wb, wf := watchStatus(t, cc, "ami", "bad"), watchStatus(t, cc, "ami", "fixed")
 	_, logs := startBridge(t, nc, []ServerConfig{bad, fixed}, Options{})
 
-	wf.waitState(stateConnected)
-	st := wb.waitState(stateAuthFailed)
+	wf.waitState(StateConnected)
+	st := wb.waitState(StateAuthFailed)
 	if !strings.Contains(st.Error, "Authentication failed") {
 		t.Errorf("auth_failed error %q", st.Error)
 	}
 	m := request(t, cc, subjects.Action("ami", "bad"), `{"Action":"Ping"}`, nil)
 	r, _ := decodeReply(t, m)
-	if r.Error == nil || r.Error.Code != CodeUnavailable || !strings.Contains(r.Error.Message, stateAuthFailed) {
+	if r.Error == nil || r.Error.Code != CodeUnavailable || !strings.Contains(r.Error.Message, StateAuthFailed) {
 		t.Errorf("action on a PBX that refused the login: %s", m.Data)
 	}
 	for _, s := range []string{st.Error, string(m.Data), logs.String()} {
@@ -297,9 +305,9 @@ func TestBridge_OnePBXDownWhileAnotherFlows(t *testing.T) {
 	down := fastServer("down", gone)
 	down.URL = goneURL
 	startBridge(t, nc, []ServerConfig{down, fastServer("up", up)}, Options{})
-	wu.waitState(stateConnected)
+	wu.waitState(StateConnected)
 	waitSessions(t, up, 1)
-	st := wd.waitState(stateDisconnected)
+	st := wd.waitState(StateDisconnected)
 	if !strings.Contains(st.Error, "connect") {
 		t.Errorf("down PBX error %q", st.Error)
 	}
@@ -342,8 +350,8 @@ func TestBridge_ReplyShapes(t *testing.T) {
 	pbx13 := startPBX(t, amitest.Config{Profile: amitest.Asterisk13})
 	w1, w2 := watchStatus(t, cc, "ami", "a22"), watchStatus(t, cc, "ami", "a13")
 	startBridge(t, nc, []ServerConfig{fastServer("a22", pbx22), fastServer("a13", pbx13)}, Options{})
-	w1.waitState(stateConnected)
-	w2.waitState(stateConnected)
+	w1.waitState(StateConnected)
+	w2.waitState(StateConnected)
 
 	t.Run("simple", func(t *testing.T) {
 		m := request(t, cc, subjects.Action("ami", "a22"), `{"Action":"Ping"}`, nil)
@@ -412,7 +420,7 @@ func TestBridge_ErrorCodes(t *testing.T) {
 	sc.ActionsDeny = []string{"Originate", "Events"}
 	sc.MaxActionTimeout = 30 * time.Second
 	startBridge(t, nc, []ServerConfig{sc}, Options{})
-	w.waitState(stateConnected)
+	w.waitState(StateConnected)
 	pbx.NeverAnswer("Getvar")
 
 	tests := []struct {
@@ -469,7 +477,7 @@ func TestBridge_ConnectionLostBeforeTheAnswer(t *testing.T) {
 	pbx := startPBX(t, amitest.Config{})
 	w := watchStatus(t, cc, "ami", "pbx1")
 	startBridge(t, nc, []ServerConfig{fastServer("pbx1", pbx)}, Options{})
-	w.waitState(stateConnected)
+	w.waitState(StateConnected)
 
 	arrived := make(chan struct{}, 1)
 	pbx.HandleFunc("Hold", func(w *amitest.ResponseWriter, r *amitest.Request) {
@@ -507,7 +515,7 @@ func TestBridge_Streaming(t *testing.T) {
 	pbx := startPBX(t, amitest.Config{Channels: channels})
 	w := watchStatus(t, cc, "ami", "pbx1")
 	startBridge(t, nc, []ServerConfig{fastServer("pbx1", pbx)}, Options{})
-	w.waitState(stateConnected)
+	w.waitState(StateConnected)
 
 	inbox := nats.NewInbox()
 	sub, err := cc.SubscribeSync(inbox)
@@ -572,7 +580,7 @@ func TestBridge_StreamingSimpleAndErrorsEndWithTerminator(t *testing.T) {
 	pbx := startPBX(t, amitest.Config{})
 	w := watchStatus(t, cc, "ami", "pbx1")
 	startBridge(t, nc, []ServerConfig{fastServer("pbx1", pbx)}, Options{})
-	w.waitState(stateConnected)
+	w.waitState(StateConnected)
 
 	for _, tt := range []struct{ body, code string }{
 		{`{"Action":"Ping"}`, ""},
@@ -632,7 +640,7 @@ func TestBridge_ShutdownFinishesInFlightActions(t *testing.T) {
 	pbx := startPBX(t, amitest.Config{})
 	w := watchStatus(t, cc, "ami", "pbx1")
 	b, _ := startBridge(t, nc, []ServerConfig{fastServer("pbx1", pbx)}, Options{})
-	w.waitState(stateConnected)
+	w.waitState(StateConnected)
 
 	arrived, release := make(chan struct{}), make(chan struct{})
 	pbx.HandleFunc("Slow", func(w *amitest.ResponseWriter, r *amitest.Request) {
@@ -682,7 +690,7 @@ func TestBridge_ShutdownFinishesInFlightActions(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatalf("Shutdown: %v", err)
 	}
-	w.waitState(stateStopped)
+	w.waitState(StateStopped)
 }
 
 func TestBridge_ShutdownDeadlineAnswers503(t *testing.T) {
@@ -691,7 +699,7 @@ func TestBridge_ShutdownDeadlineAnswers503(t *testing.T) {
 	pbx := startPBX(t, amitest.Config{})
 	w := watchStatus(t, cc, "ami", "pbx1")
 	b, _ := startBridge(t, nc, []ServerConfig{fastServer("pbx1", pbx)}, Options{})
-	w.waitState(stateConnected)
+	w.waitState(StateConnected)
 	pbx.NeverAnswer("Getvar")
 
 	reply := make(chan *nats.Msg, 1)
@@ -717,7 +725,7 @@ func TestBridge_ShutdownDeadlineAnswers503(t *testing.T) {
 	if m == nil || m.Header.Get(micro.ErrorCodeHeader) != "503" {
 		t.Fatalf("in-flight action at the deadline: %v", m)
 	}
-	w.waitState(stateStopped)
+	w.waitState(StateStopped)
 }
 
 func TestNew_InvalidConfigNamesEveryProblem(t *testing.T) {

@@ -43,7 +43,7 @@ func TestBridge_JetStream(t *testing.T) {
 	sc := fastServer("pbx1", pbx)
 	sc.EventsInclude = []string{"UserEvent"}
 	b, _ := startBridge(t, nc, []ServerConfig{sc}, Options{JetStream: JetStreamOptions{Enabled: true, MaxAge: time.Hour, Duplicates: time.Minute}})
-	st := w.waitState(stateConnected)
+	st := w.waitState(StateConnected)
 	if st.JSFailures == nil || *st.JSFailures != 0 {
 		t.Fatalf("status with JetStream lacks js_failures: %+v", st)
 	}

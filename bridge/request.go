@@ -229,7 +229,8 @@ const (
 	HeaderTimeout = "Ami-Timeout"
 	// HeaderStream asks for a streamed reply when "true": the response
 	// envelope, one message per entry event, the complete event, then an
-	// empty message.
+	// empty message. A reply that is not a Collection streams as its one
+	// message and the empty one; so does an error.
 	HeaderStream = "Ami-Stream"
 )
 

@@ -13,13 +13,13 @@ import (
 	"github.com/ami-bridge/ami-bridge/amiproto"
 )
 
-// The states of a PBX session, as the status reports them.
+// The states of a PBX session, as Status.State reports them.
 const (
-	stateConnecting   = "connecting"
-	stateConnected    = "connected"
-	stateDisconnected = "disconnected"
-	stateAuthFailed   = "auth_failed"
-	stateStopped      = "stopped"
+	StateConnecting   = "connecting"
+	StateConnected    = "connected"
+	StateDisconnected = "disconnected"
+	StateAuthFailed   = "auth_failed"
+	StateStopped      = "stopped"
 )
 
 // dialTimeout bounds one connect-and-login attempt; Asterisk takes about a
@@ -52,12 +52,11 @@ type session struct {
 	dropFilter *eventFilter
 	dropMu     sync.Mutex
 
-	published     atomic.Uint64
-	dropped       atomic.Uint64 // by the bridge: buffer full, or NATS refused
-	clientDropped atomic.Uint64 // by amiproto clients already closed
-	jsFailures    atomic.Uint64
-	reconnects    atomic.Uint64
-	lastSeq       atomic.Uint64
+	published  atomic.Uint64
+	dropped    atomic.Uint64 // events that passed the filter and were lost: a queue full, or NATS refused
+	jsFailures atomic.Uint64
+	reconnects atomic.Uint64
+	lastSeq    atomic.Uint64
 
 	mu         sync.Mutex // guards the status fields below
 	state      string
@@ -89,7 +88,7 @@ func newSession(b *Bridge, sc ServerConfig) (*session, error) {
 		policy:     newActionPolicy(sc.ActionsAllow, sc.ActionsDeny),
 		slots:      make(chan struct{}, b.opts.MaxInflight),
 		queue:      make(chan queuedEvent, b.opts.EventBuffer),
-		state:      stateConnecting,
+		state:      StateConnecting,
 		since:      time.Now(),
 	}
 	s.pub = newPublisher(s)
@@ -128,7 +127,7 @@ func (s *session) run(ctx context.Context) {
 	bo := backoff{min: s.cfg.ReconnectMin, max: s.cfg.ReconnectMax}
 	everConnected := false
 	for {
-		s.setState(stateConnecting, nil)
+		s.setState(StateConnecting, nil)
 		c, err := s.dial(ctx)
 		if err != nil {
 			if ctx.Err() != nil {
@@ -138,9 +137,9 @@ func (s *session) run(ctx context.Context) {
 				// Retrying a wrong secret fast only fills Asterisk's
 				// security log.
 				bo.toMax()
-				s.setState(stateAuthFailed, err)
+				s.setState(StateAuthFailed, err)
 			} else {
-				s.setState(stateDisconnected, err)
+				s.setState(StateDisconnected, err)
 			}
 			if !sleepCtx(ctx, bo.next()) {
 				return
@@ -155,11 +154,10 @@ func (s *session) run(ctx context.Context) {
 		s.connected(c)
 		s.readEvents(ctx, c)
 		s.client.Store(nil)
-		s.clientDropped.Add(c.Dropped())
 		if ctx.Err() != nil {
 			return
 		}
-		s.setState(stateDisconnected, c.Err())
+		s.setState(StateDisconnected, c.Err())
 		if !sleepCtx(ctx, bo.next()) {
 			return
 		}
@@ -181,7 +179,7 @@ func (s *session) connected(c *amiproto.Client) {
 	}
 	s.mu.Unlock()
 	s.client.Store(c)
-	s.setState(stateConnected, nil)
+	s.setState(StateConnected, nil)
 	s.b.wg.Add(1)
 	go func() {
 		defer s.b.wg.Done()
@@ -266,6 +264,7 @@ func (s *session) report(err error) {
 		s.dropMu.Unlock()
 		if pass {
 			s.clientGap.Add(1)
+			s.dropped.Add(1)
 		}
 	}
 	if s.reportLog.allow(time.Second) {

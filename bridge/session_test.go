@@ -36,6 +36,17 @@ func TestSession_FullBufferDropsCountedWithSeqGap(t *testing.T) {
 	if q := <-s.queue; q.seq != 11 {
 		t.Fatalf("after the drops, seq %d, want 11", q.seq)
 	}
+
+	// Drops in the amiproto client's own queue leave a gap too.
+	s.report(&amiproto.DroppedEventsError{Event: "UserEvent", Total: 1})
+	s.report(&amiproto.DroppedEventsError{Event: "UserEvent", Total: 2})
+	s.accept(userEvent("x", 14))
+	if q := <-s.queue; q.seq != 14 {
+		t.Fatalf("after 2 drops in the client, seq %d, want 14", q.seq)
+	}
+	if got := s.dropped.Load(); got != 8 {
+		t.Errorf("dropped %d, want 8", got)
+	}
 }
 
 func TestBackoff(t *testing.T) {
@@ -88,18 +99,18 @@ func TestBridge_MD5LoginKeepaliveAndPeriodicStatus(t *testing.T) {
 	sc.Auth = "md5"
 	sc.PingInterval = 50 * time.Millisecond
 	startBridge(t, nc, []ServerConfig{sc}, Options{StatusInterval: 20 * time.Millisecond})
-	w.waitState(stateConnected)
+	w.waitState(StateConnected)
 
 	// Unchanged state is published again at every interval.
 	for range 3 {
-		if st := w.next(); st.State != stateConnected {
+		if st := w.next(); st.State != StateConnected {
 			t.Fatalf("periodic status %+v", st)
 		}
 	}
 	// A PBX that stops answering is found out by the keepalive.
 	pbx.HalfOpen()
-	w.waitState(stateDisconnected)
-	st := w.waitState(stateConnected)
+	w.waitState(StateDisconnected)
+	st := w.waitState(StateConnected)
 	if st.Reconnects != 1 {
 		t.Errorf("reconnects %d, want 1", st.Reconnects)
 	}
@@ -140,7 +151,7 @@ func TestBridge_NATSOutageBuffersThenCountsDrops(t *testing.T) {
 	sc.EventsInclude = []string{"UserEvent"}
 	const buffer = 16
 	b, _ := startBridge(t, nc, []ServerConfig{sc}, Options{EventBuffer: buffer})
-	waitStatus(t, b, func(st Status) bool { return st.State == stateConnected })
+	waitStatus(t, b, func(st Status) bool { return st.State == StateConnected })
 	waitSessions(t, pbx, 1)
 
 	ns.Shutdown()

@@ -24,7 +24,7 @@ type Status struct {
 	AMIVersion string `json:"ami_version,omitempty"` // AMI version from the banner or CoreSettings
 
 	EventsPublished uint64 `json:"events_published"` // handed to NATS (JetStream: acknowledged)
-	EventsDropped   uint64 `json:"events_dropped"`   // lost: buffer full, NATS refused, or the AMI client's own queue full
+	EventsDropped   uint64 `json:"events_dropped"`   // lost after passing the filter: a queue full or NATS refused; each leaves a gap in Ami-Seq
 	Reconnects      uint64 `json:"reconnects"`       // sessions established after the first
 	LastSeq         uint64 `json:"last_seq"`         // the last Ami-Seq given
 	Epoch           int64  `json:"epoch"`            // process epoch of Nats-Msg-Id: Ami-Seq restarts at 1 when it changes
@@ -47,10 +47,7 @@ func (s *session) status() Status {
 	}
 	s.mu.Unlock()
 	st.EventsPublished = s.published.Load()
-	st.EventsDropped = s.dropped.Load() + s.clientDropped.Load()
-	if c := s.client.Load(); c != nil {
-		st.EventsDropped += c.Dropped()
-	}
+	st.EventsDropped = s.dropped.Load()
 	st.Reconnects = s.reconnects.Load()
 	st.LastSeq = s.lastSeq.Load()
 	st.Epoch = s.b.epoch

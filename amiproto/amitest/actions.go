@@ -137,10 +137,20 @@ func serveChallenge(w *ResponseWriter, r *Request) {
 	w.Success("Challenge", ss.challenge)
 }
 
+// servePing answers in three socket writes, as Asterisk does: the
+// Response line, the ActionID line, and the rest.
 func servePing(w *ResponseWriter, _ *Request) {
 	now := time.Now()
 	ts := strconv.FormatInt(now.Unix(), 10) + "." + leftPad(strconv.Itoa(now.Nanosecond()/1000), 6)
-	w.Success("Ping", "Pong", "Timestamp", ts)
+	w.buf = appendField(w.buf, "Response", "Success")
+	w.Segment()
+	if w.hasID {
+		w.appendActionID()
+		w.Segment()
+	}
+	w.buf = appendField(w.buf, "Ping", "Pong")
+	w.buf = appendField(w.buf, "Timestamp", ts)
+	w.end()
 }
 
 func leftPad(s string, n int) string {

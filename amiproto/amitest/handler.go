@@ -47,7 +47,13 @@ type ResponseWriter struct {
 	cut      bool // DropDuring: cut this answer and close
 	dead     bool // cut done: swallow the rest
 	hangup   bool // CloseAfter: close once written
+	segs     []int
 }
+
+// Segment ends a socket write: what was written so far leaves in its own
+// write, as Asterisk writes the three parts of a Ping response (capture
+// 04), so the client's reads split there unless the bytes pile up first.
+func (w *ResponseWriter) Segment() { w.segs = append(w.segs, len(w.buf)) }
 
 // CloseAfter closes the connection once the answer has been written, as
 // Logoff and a failed Login do.
@@ -163,8 +169,8 @@ func (w *ResponseWriter) flush() {
 		ss.releaseHeld(false)
 	}
 	// A session that ends stops the rest of a long answer being built.
-	w.dead = !ss.enqueue(w.buf)
-	w.buf = w.buf[:0]
+	w.dead = !ss.enqueueSegments(w.buf, w.segs)
+	w.buf, w.segs = w.buf[:0], w.segs[:0]
 }
 
 // Flush hands what was written so far to the session's writer. Events a

@@ -47,12 +47,13 @@ type session struct {
 
 // outQueue holds the bytes waiting for the write goroutine.
 type outQueue struct {
-	mu    sync.Mutex
-	buf   []byte
-	spare []byte
-	eof   bool          // accepts nothing more; the writer closes once drained
-	wake  chan struct{} // bytes or eof arrived
-	space chan struct{} // the writer took the buffer
+	mu     sync.Mutex
+	buf    []byte
+	spare  []byte
+	splits []int         // offsets in buf where a new socket write must start
+	eof    bool          // accepts nothing more; the writer closes once drained
+	wake   chan struct{} // bytes or eof arrived
+	space  chan struct{} // the writer took the buffer
 }
 
 var sessionSeq atomic.Uint64
@@ -89,7 +90,11 @@ func signal(c chan struct{}) {
 // enqueue appends b to the output queue. Once MaxQueue bytes wait it
 // blocks until the writer takes them, so a slow client slows its producer
 // instead of growing memory. It reports false when the session is ending.
-func (ss *session) enqueue(b []byte) bool {
+func (ss *session) enqueue(b []byte) bool { return ss.enqueueSegments(b, nil) }
+
+// enqueueSegments is enqueue for bytes that must leave in separate socket
+// writes, cut at the offsets in segs.
+func (ss *session) enqueueSegments(b []byte, segs []int) bool {
 	q := &ss.out
 	for {
 		q.mu.Lock()
@@ -98,6 +103,9 @@ func (ss *session) enqueue(b []byte) bool {
 			return false
 		}
 		if len(q.buf) == 0 || len(q.buf)+len(b) <= ss.srv.cfg.MaxQueue {
+			for _, off := range segs {
+				q.splits = append(q.splits, len(q.buf)+off)
+			}
 			q.buf = append(q.buf, b...)
 			q.mu.Unlock()
 			signal(q.wake)
@@ -217,9 +225,9 @@ func (ss *session) writeLoop() {
 	q := &ss.out
 	for {
 		q.mu.Lock()
-		chunk, eof := q.buf, q.eof
+		chunk, eof, splits := q.buf, q.eof, q.splits
 		if len(chunk) > 0 {
-			q.buf, q.spare = q.spare[:0], nil
+			q.buf, q.spare, q.splits = q.spare[:0], nil, nil
 		}
 		q.mu.Unlock()
 		if len(chunk) == 0 {
@@ -235,7 +243,7 @@ func (ss *session) writeLoop() {
 			}
 		}
 		signal(q.space)
-		if err := ss.writeChunk(chunk); err != nil {
+		if err := ss.writeChunk(chunk, splits); err != nil {
 			if !errors.Is(err, net.ErrClosed) && !errors.Is(err, errDropped) {
 				ss.srv.logf("amitest: session %d write: %v", ss.id, err)
 			}
@@ -253,8 +261,9 @@ func (ss *session) writeLoop() {
 
 var errDropped = errors.New("amitest: connection dropped by fault")
 
-// writeChunk writes b to the socket through the write faults.
-func (ss *session) writeChunk(b []byte) error {
+// writeChunk writes b to the socket through the write faults, starting a
+// new socket write at each offset in splits.
+func (ss *session) writeChunk(b []byte, splits []int) error {
 	if ss.halfOpen.Load() {
 		return nil
 	}
@@ -265,6 +274,19 @@ func (ss *session) writeChunk(b []byte) error {
 		ss.conn.Write(b[:cutPoint(b)])
 		return errDropped
 	}
+	start := 0
+	for _, end := range splits {
+		if end > start && end < len(b) {
+			if err := ss.writeSegment(b[start:end]); err != nil {
+				return err
+			}
+			start = end
+		}
+	}
+	return ss.writeSegment(b[start:])
+}
+
+func (ss *session) writeSegment(b []byte) error {
 	if d := ss.srv.cfg.WriteTimeout; d > 0 {
 		ss.conn.SetWriteDeadline(time.Now().Add(d))
 	}

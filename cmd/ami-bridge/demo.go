@@ -254,7 +254,7 @@ func (f *feed) intro(natsURL string, o demoOptions, profile amitest.Profile) {
 		fmt.Fprintf(f.w, "the bridge publishes to an in-process NATS server (no second terminal: --listen is empty).\n\n")
 	} else {
 		fmt.Fprintf(f.w, "the bridge publishes to the embedded NATS server at %s.\n\n", natsURL)
-		fmt.Fprintf(f.w, "Try from a second terminal (go install github.com/nats-io/natscli/nats@latest):\n")
+		fmt.Fprintf(f.w, "Try from a second terminal (go install github.com/nats-io/natscli/nats@v0.5.0):\n")
 		events := subjects.ServerEvents(config.DefaultPrefix, demoServer)
 		action := subjects.Action(config.DefaultPrefix, demoServer)
 		fmt.Fprintf(f.w, "  nats %ssub '%s'\n", server, events)

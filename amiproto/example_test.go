@@ -1,0 +1,128 @@
+package amiproto_test
+
+import (
+	"context"
+	"fmt"
+	"log"
+	"time"
+
+	"github.com/ami-bridge/ami-bridge/amiproto"
+	"github.com/ami-bridge/ami-bridge/amiproto/amitest"
+)
+
+// pbx starts a fake Asterisk 22 for the examples; with a real one, dial
+// "admin:secret@pbx.example.com" instead.
+func pbx(cfg amitest.Config) *amitest.Server {
+	srv, err := amitest.Start(cfg)
+	if err != nil {
+		log.Fatal(err)
+	}
+	return srv
+}
+
+func ExampleDial() {
+	srv := pbx(amitest.Config{})
+	defer srv.Close()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, err := amiproto.Dial(ctx, srv.URL("admin", "s3cret!"), amiproto.WithMD5Auth())
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+	fmt.Println(c.Banner())
+	fmt.Println(amiproto.BannerVersion(c.Banner()))
+	// Output:
+	// Asterisk Call Manager/11.0.0
+	// 11.0.0
+}
+
+func ExampleClient_Request() {
+	srv := pbx(amitest.Config{})
+	defer srv.Close()
+	ctx := context.Background()
+	c, err := amiproto.Dial(ctx, srv.URL("admin", "s3cret!"))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+
+	resp, err := c.Request(ctx, amiproto.NewAction("Ping", "ActionID", "my-ping"))
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(resp.Name(), resp.Get("Ping"), resp.ActionID())
+	// Output: Success Pong my-ping
+}
+
+func ExampleClient_Request_collection() {
+	srv := pbx(amitest.Config{Channels: 4})
+	defer srv.Close()
+	ctx := context.Background()
+	c, err := amiproto.Dial(ctx, srv.URL("admin", "s3cret!"))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+
+	resp, err := c.Request(ctx, amiproto.NewAction("CoreShowChannels"))
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(resp.Get("Message"))
+	for _, ev := range resp.Events {
+		fmt.Println(ev.EventName(), ev.Get("ChannelStateDesc"))
+	}
+	fmt.Println(resp.Complete.EventName(), resp.Complete.Get("ListItems"))
+	// Output:
+	// Channels will follow
+	// CoreShowChannel Up
+	// CoreShowChannel Up
+	// CoreShowChannel Up
+	// CoreShowChannel Up
+	// CoreShowChannelsComplete 4
+}
+
+func ExampleClient_Command() {
+	// Asterisk 13 answers Command with the legacy "Response: Follows"
+	// block; Asterisk 14 and later with "Output:" lines. Command reads both.
+	for _, profile := range []amitest.Profile{amitest.Asterisk22, amitest.Asterisk13} {
+		srv := pbx(amitest.Config{Profile: profile})
+		ctx := context.Background()
+		c, err := amiproto.Dial(ctx, srv.URL("admin", "s3cret!"))
+		if err != nil {
+			log.Fatal(err)
+		}
+		out, err := c.Command(ctx, "core show version")
+		if err != nil {
+			log.Fatal(err)
+		}
+		fmt.Println(out[:len("Asterisk 22.10.1")])
+		c.Close()
+		srv.Close()
+	}
+	// Output:
+	// Asterisk 22.10.1
+	// Asterisk 13.38.3
+}
+
+func ExampleClient_Events() {
+	srv := pbx(amitest.Config{})
+	defer srv.Close()
+	ctx := context.Background()
+	c, err := amiproto.Dial(ctx, srv.URL("admin", "s3cret!"), amiproto.WithEventMask("call"))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+
+	srv.PlayCall(amitest.CallSpec{})
+	for ev := range c.Events() {
+		fmt.Println(ev.EventName(), ev.Get("Channel"))
+		if ev.EventName() == "Newchannel" {
+			break
+		}
+	}
+	// Output: Newchannel Local/burst@test-00000000;1
+}
