@@ -40,11 +40,14 @@ type Client struct {
 	pending  map[string]*call
 	gaveUp   map[string]bool // ActionIDs whose caller stopped waiting; true once a list started
 	answered idRing          // recent wire ActionIDs of answered requests, to their caller's
-	closing  bool            // Shutdown started: no new requests
-	idle     chan struct{}   // closed when closing and pending drains
-	err      error           // why the session ended
-	done     chan struct{}
-	termOnce sync.Once
+	// orphanLists counts open lists whose entries may lack an ActionID, so
+	// the common case skips looking for their owner.
+	orphanLists int
+	closing     bool          // Shutdown started: no new requests
+	idle        chan struct{} // closed when closing and pending drains
+	err         error         // why the session ended
+	done        chan struct{}
+	termOnce    sync.Once
 
 	events    chan *Message
 	dropped   atomic.Uint64
@@ -240,9 +243,8 @@ func (c *Client) request(ctx context.Context, action *Message, internal bool) (*
 		c.mu.Lock()
 		_, still := c.pending[id]
 		if still {
-			delete(c.pending, id)
+			c.removePending(id, cl)
 			c.forget(id, cl.listing)
-			c.signalIdle()
 		}
 		c.mu.Unlock()
 		if still {
@@ -398,11 +400,13 @@ func (c *Client) dispatchResponse(m *Message) {
 	cl.resp = &Response{Message: m}
 	if isListStart(m) {
 		cl.listing = true
+		if cl.orphans() {
+			c.orphanLists++
+		}
 		c.mu.Unlock()
 		return
 	}
-	delete(c.pending, id)
-	c.signalIdle()
+	c.removePending(id, cl)
 	if cl.hasID {
 		c.answered.put(id, cl.callerID)
 	}
@@ -420,7 +424,7 @@ func (c *Client) dispatchListEvent(m *Message) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	cl, ok := c.pending[id]
-	if id == "" {
+	if id == "" && c.orphanLists > 0 {
 		cl, ok = c.orphanOwner(m.Name())
 	}
 	if !ok && c.gaveUp[id] {
@@ -444,10 +448,23 @@ func (c *Client) dispatchListEvent(m *Message) bool {
 		return true
 	}
 	cl.resp.Complete = m
-	delete(c.pending, id)
-	c.signalIdle()
+	c.removePending(id, cl)
 	close(cl.done)
 	return true
+}
+
+// orphans reports whether the call's list may send entries without an
+// ActionID.
+func (cl *call) orphans() bool { return orphanEntries[strings.ToLower(cl.action)] != "" }
+
+// removePending takes an answered or abandoned call out of the pending set.
+// c.mu is held.
+func (c *Client) removePending(id string, cl *call) {
+	delete(c.pending, id)
+	if cl.listing && cl.orphans() {
+		c.orphanLists--
+	}
+	c.signalIdle()
 }
 
 func (c *Client) orphanOwner(event string) (*call, bool) {
@@ -534,6 +551,7 @@ func (c *Client) terminate(cause error) {
 		c.err = cause
 		pending := c.pending
 		c.pending = map[string]*call{}
+		c.orphanLists = 0
 		if c.idle != nil {
 			close(c.idle)
 			c.idle = nil

@@ -656,7 +656,11 @@ func TestBridge_ShutdownFinishesInFlightActions(t *testing.T) {
 		}
 		reply <- m
 	}()
-	<-arrived
+	select {
+	case <-arrived:
+	case <-time.After(waitTime):
+		t.Fatal("the action never reached the PBX")
+	}
 	done := make(chan error, 1)
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), waitTime)
@@ -700,20 +704,20 @@ func TestBridge_ShutdownDeadlineAnswers503(t *testing.T) {
 	w := watchStatus(t, cc, "ami", "pbx1")
 	b, _ := startBridge(t, nc, []ServerConfig{fastServer("pbx1", pbx)}, Options{})
 	w.waitState(StateConnected)
-	pbx.NeverAnswer("Getvar")
+	arrived := make(chan struct{})
+	pbx.HandleFunc("Hold", func(w *amitest.ResponseWriter, r *amitest.Request) {
+		close(arrived) // and never answer
+	})
 
 	reply := make(chan *nats.Msg, 1)
 	go func() {
-		m, _ := cc.Request(subjects.Action("ami", "pbx1"), []byte(`{"Action":"Getvar","Variable":"X"}`), waitTime)
+		m, _ := cc.Request(subjects.Action("ami", "pbx1"), []byte(`{"Action":"Hold"}`), waitTime)
 		reply <- m
 	}()
-	// Wait until the bridge holds the request.
-	deadline := time.Now().Add(waitTime)
-	for len(b.sessions[0].slots) == 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("the request never got in flight")
-		}
-		time.Sleep(time.Millisecond)
+	select {
+	case <-arrived:
+	case <-time.After(waitTime):
+		t.Fatal("the action never reached the PBX")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()

@@ -461,7 +461,17 @@ func (s *Server) StartCalls(ctx context.Context, callsPerSecond float64, total i
 // StartCallsSpec is StartCalls with every call played from spec.
 func (s *Server) StartCallsSpec(ctx context.Context, spec CallSpec, callsPerSecond float64, total int) *Calls {
 	c := &Calls{done: make(chan struct{})}
+	// Adding to wg under mu, which Close holds to cancel, keeps every Add
+	// before Close's Wait.
+	s.mu.Lock()
+	if s.ctx.Err() != nil {
+		s.mu.Unlock()
+		c.err = ErrServerClosed
+		close(c.done)
+		return c
+	}
 	s.wg.Add(1)
+	s.mu.Unlock()
 	go func() {
 		defer s.wg.Done()
 		defer close(c.done)
@@ -479,7 +489,8 @@ func (s *Server) runCalls(ctx context.Context, c *Calls, spec CallSpec, rate flo
 	r := &callRender{spec: resolveCall(spec)}
 	var batch eventBatch
 	begin := time.Now()
-	var timer *time.Timer
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
 	for played := 0; total <= 0 || played < total; {
 		select {
 		case <-ctx.Done():
@@ -493,11 +504,7 @@ func (s *Server) runCalls(ctx context.Context, c *Calls, spec CallSpec, rate flo
 			due := int(time.Since(begin).Seconds()*rate) + 1 - played
 			if due <= 0 {
 				next := begin.Add(time.Duration(float64(played) / rate * float64(time.Second)))
-				if timer == nil {
-					timer = time.NewTimer(time.Until(next))
-				} else {
-					timer.Reset(time.Until(next))
-				}
+				timer.Reset(time.Until(next))
 				select {
 				case <-timer.C:
 				case <-ctx.Done():

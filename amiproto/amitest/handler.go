@@ -40,7 +40,6 @@ const flushAt = 64 << 10
 // must not be used after ServeAMI returns.
 type ResponseWriter struct {
 	ss       *session
-	action   string
 	actionID string
 	hasID    bool
 	buf      []byte
@@ -187,7 +186,7 @@ func (w *ResponseWriter) commit() {
 	}
 	if batch, shuffle := w.ss.srv.faults.outOfOrder(); batch > 0 && !w.cut && !w.hangup {
 		w.ss.holdAnswer(w.buf, batch, shuffle)
-		w.buf = nil
+		w.buf, w.segs = nil, nil
 		return
 	}
 	w.flush()

@@ -116,3 +116,24 @@ func TestReplay_InteractiveFollowsTheClient(t *testing.T) {
 		t.Fatalf("after login: %v %v", m, err)
 	}
 }
+
+func TestReplay_KeepOpenWaitsForTheClient(t *testing.T) {
+	recv := []byte("Asterisk Call Manager/11.0.0\r\n")
+	r := startReplay(t, func() (*amitest.Replayer, error) {
+		return amitest.Replay(recv, amitest.ReplayOptions{KeepOpen: true})
+	})
+	conn, err := net.DialTimeout("tcp", r.Addr(), ioTimeout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	got := make([]byte, len(recv))
+	conn.SetReadDeadline(time.Now().Add(ioTimeout))
+	if _, err := io.ReadFull(conn, got); err != nil || !bytes.Equal(got, recv) {
+		t.Fatalf("got %q, %v", got, err)
+	}
+	conn.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+	if _, err := conn.Read(got); !isTimeout(err) {
+		t.Fatalf("want the connection kept open, read gave %v", err)
+	}
+}

@@ -216,7 +216,9 @@ func escapeUserinfo(v string) string {
 // generators and waits for the server's goroutines to end.
 func (s *Server) Close() error {
 	s.closed.Do(func() {
+		s.mu.Lock()
 		s.cancel()
+		s.mu.Unlock()
 		if err := s.ln.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
 			s.closeErr = fmt.Errorf("amitest: close listener: %w", err)
 		}
@@ -231,6 +233,26 @@ func (s *Server) Close() error {
 func (s *Server) DropConnections() {
 	for _, ss := range s.allSessions() {
 		ss.abort()
+	}
+}
+
+// Shutdown imitates "core stop now" (captures 12a-12c): sessions whose
+// mask takes system events get "Event: Shutdown" (Shutdown: Cleanly,
+// Restart: True or False), then every connection is closed once its queued
+// bytes are written. The server keeps listening, as a restarted PBX would
+// soon again.
+func (s *Server) Shutdown(restart bool) {
+	r := "False"
+	if restart {
+		r = "True"
+	}
+	ev := appendField(nil, "Event", "Shutdown")
+	ev = appendField(ev, "Privilege", "system,all")
+	ev = appendField(ev, "Shutdown", "Cleanly")
+	ev = appendField(ev, "Restart", r)
+	s.broadcastOne(append(ev, '\r', '\n'), classSystem)
+	for _, ss := range s.allSessions() {
+		ss.closeAfterFlush()
 	}
 }
 
@@ -297,6 +319,7 @@ func (s *Server) acceptLoop() {
 			return
 		}
 		s.sessions[ss] = struct{}{}
+		ss.startAuthTimer()
 		s.mu.Unlock()
 		s.wg.Add(2)
 		go ss.readLoop()

@@ -8,11 +8,13 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"fmt"
 	"math/big"
 	"net"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -689,4 +691,67 @@ func TestQueueRuleAndQueues_Quirks(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestLogf_NeverLogsSecrets(t *testing.T) {
+	var mu sync.Mutex
+	var logs []string
+	srv := start(t, amitest.Config{
+		Users: map[string]amitest.User{"admin": {Secret: "TopSecret123", Write: true}},
+		Logf: func(format string, args ...any) {
+			mu.Lock()
+			defer mu.Unlock()
+			logs = append(logs, fmt.Sprintf(format, args...))
+		},
+	})
+	bad := dial(t, srv.Addr())
+	bad.send("Login", "Username", "admin", "Secret", "TopSecret124")
+	bad.expectEOF()
+	good := dial(t, srv.Addr())
+	good.login("admin", "TopSecret123", "off")
+	good.send("Logoff")
+	good.expectEOF()
+	mu.Lock()
+	defer mu.Unlock()
+	if len(logs) == 0 {
+		t.Fatal("nothing logged")
+	}
+	for _, l := range logs {
+		if strings.Contains(l, "TopSecret") {
+			t.Errorf("log line holds a secret: %q", l)
+		}
+	}
+}
+
+func TestEmitRaw_SendsBytesAsTheyAre(t *testing.T) {
+	srv := start(t, amitest.Config{})
+	c := dial(t, srv.Addr())
+	c.login("admin", "s3cret!", "on")
+	c.readEvent("SuccessfulAuth")
+	srv.EmitRaw([]byte("Event: Raw\r\nNo colon line\r\n\r\n"))
+	m := c.read()
+	if m.EventName() != "Raw" || m.Fields[1] != (amiproto.Field{Value: "No colon line"}) {
+		t.Fatalf("got %q", m.Fields)
+	}
+}
+
+func TestServer_ShutdownSendsEventThenCloses(t *testing.T) {
+	srv := start(t, amitest.Config{})
+	on := dial(t, srv.Addr())
+	on.login("admin", "s3cret!", "system")
+	on.readEvent("FullyBooted")
+	off := dialLogin(t, srv)
+	anon := dial(t, srv.Addr())
+	srv.Shutdown(false)
+	got := on.expectEOF()
+	if len(got) != 1 || got[0].EventName() != "Shutdown" || got[0].Get("Shutdown") != "Cleanly" || got[0].Get("Restart") != "False" {
+		t.Fatalf("events-on session got %v", got)
+	}
+	if got := off.expectEOF(); len(got) != 0 {
+		t.Errorf("events-off session got %v", got)
+	}
+	if got := anon.expectEOF(); len(got) != 0 {
+		t.Errorf("unauthenticated session got %v", got)
+	}
+	dialLogin(t, srv)
 }

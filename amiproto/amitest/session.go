@@ -70,14 +70,19 @@ func newSession(s *Server, conn net.Conn) *session {
 	ss.out.wake = make(chan struct{}, 1)
 	ss.out.space = make(chan struct{}, 1)
 	ss.mask.Store(classAll)
-	if d := s.cfg.AuthTimeout; d > 0 {
+	return ss
+}
+
+// startAuthTimer arms Config.AuthTimeout. It runs under Server.mu, as the
+// session is registered, so that every abort sees the timer.
+func (ss *session) startAuthTimer() {
+	if d := ss.srv.cfg.AuthTimeout; d > 0 {
 		ss.authTimer = time.AfterFunc(d, func() {
 			if !ss.authed.Load() {
 				ss.abort()
 			}
 		})
 	}
-	return ss
 }
 
 func signal(c chan struct{}) {
@@ -330,7 +335,6 @@ func (ss *session) process(a parsedAction) {
 		w.actionID, w.hasID = id, true
 	}
 	action := m.Get("Action")
-	w.action = action
 	if action == "" {
 		w.Error("Missing action in request")
 		w.commit()

@@ -1,10 +1,13 @@
 package integration
 
 import (
+	"encoding/json"
 	"sort"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go/micro"
 
 	"github.com/ami-bridge/ami-bridge/amiproto"
 	"github.com/ami-bridge/ami-bridge/amiproto/amitest"
@@ -15,8 +18,9 @@ import (
 //   - p22: Asterisk 22 with 6 channels, default policy; it swallows
 //     WaitEvent, records the ItProbe actions it receives and answers
 //     ItRepeat with a repeated key;
-//   - p13: Asterisk 13 with 4 channels, deny DB* and orig*, and a 300 ms
-//     cap on Ami-Timeout;
+//   - p13: Asterisk 13 with 4 channels, deny DB* and orig*, a 200 ms
+//     action timeout and a 300 ms cap on Ami-Timeout; it swallows
+//     WaitEvent too;
 //   - p22-allow: a second session on p22 that allows only Ping and core*;
 //   - down: nothing listens there.
 type actionWorld struct {
@@ -30,6 +34,7 @@ func newActionWorld(t *testing.T) *actionWorld {
 	w.p22 = w.startPBX("p22", amitest.Config{Profile: amitest.Asterisk22, Channels: 6})
 	w.p13 = w.startPBX("p13", amitest.Config{Profile: amitest.Asterisk13, Channels: 4})
 	w.p22.NeverAnswer("WaitEvent")
+	w.p13.NeverAnswer("WaitEvent")
 	w.p22.HandleFunc("ItProbe", func(rw *amitest.ResponseWriter, r *amitest.Request) {
 		select {
 		case w.probes <- &amiproto.Message{Fields: append([]amiproto.Field(nil), r.Fields...)}:
@@ -75,6 +80,29 @@ func TestActions_ReplyShapes(t *testing.T) {
 		}
 		if r.Response.value("Timestamp") == "" {
 			t.Errorf("Ping response without Timestamp: %v", r.Response)
+		}
+	})
+
+	t.Run("MicroServiceOneEndpointPerPBX", func(t *testing.T) {
+		m, err := w.nc.Request("$SRV.INFO.ami-bridge", nil, replyTimeout)
+		if err != nil {
+			t.Fatalf("$SRV.INFO.ami-bridge: %v", err)
+		}
+		var info micro.Info
+		if err := json.Unmarshal(m.Data, &info); err != nil {
+			t.Fatal(err)
+		}
+		got := map[string]string{}
+		for _, ep := range info.Endpoints {
+			got[ep.Subject] = ep.QueueGroup
+		}
+		for _, server := range []string{"p22", "p13", "p22-allow", "down"} {
+			if q, ok := got["ami."+server+".action"]; !ok || q != "ami-bridge" {
+				t.Errorf("endpoint ami.%s.action: present %v, queue group %q; want queue group ami-bridge", server, ok, q)
+			}
+		}
+		if len(info.Endpoints) != 4 {
+			t.Errorf("%d endpoints, want one per PBX: %s", len(info.Endpoints), m.Data)
 		}
 	})
 
@@ -360,9 +388,7 @@ func TestActions_ErrorCodes(t *testing.T) {
 	})
 
 	t.Run("504/AmiTimeoutCappedByMax", func(t *testing.T) {
-		// p13 caps Ami-Timeout at 300 ms; WaitEvent on 13 waits for an
-		// event that never comes.
-		w.p13.NeverAnswer("WaitEvent")
+		// p13 caps Ami-Timeout at 300 ms.
 		begin := time.Now()
 		r := w.request("p13", `{"Action":"WaitEvent"}`, "Ami-Timeout", "1h")
 		d := time.Since(begin)

@@ -7,6 +7,13 @@
 //
 //	go test -race -count=1 ./test/integration/
 //
+// Each test builds a world (harness_test.go): its own NATS server, a client
+// collecting every status and event (collect_test.go), amitest PBXes, and
+// the bridge process with its YAML file and captured log (process_test.go).
+// Replies are read by reply_test.go. At the end of every test the process
+// must exit 0 on SIGTERM, and no secret of the world may appear in its
+// log, in a reply or in a status.
+//
 // The nats CLI (github.com/nats-io/natscli/nats@v0.5.0) must be on PATH or
 // in $(go env GOPATH)/bin; .ci/run installs it.
 package integration

@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"fmt"
 	"slices"
 	"strconv"
 	"strings"
@@ -236,4 +237,20 @@ func TestEvents_StatusReportsVersionAndCounts(t *testing.T) {
 			}
 		}
 	}
+}
+
+// escapeToken is the subject escaping of the contract, written out here
+// so that the test does not take it from the code under test: every byte
+// outside [A-Za-z0-9_-] becomes %XX in uppercase hex.
+func escapeToken(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if 'A' <= c && c <= 'Z' || 'a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '_' || c == '-' {
+			b.WriteByte(c)
+			continue
+		}
+		fmt.Fprintf(&b, "%%%02X", c)
+	}
+	return b.String()
 }

@@ -40,6 +40,26 @@ func TestActions_LargeCollection(t *testing.T) {
 		wantSuccess(t, w.request("mid", `{"Action":"Ping"}`))
 	})
 
+	t.Run("StreamedSimpleReplyAndError", func(t *testing.T) {
+		// Streaming asked for a reply that is not a Collection, or one
+		// that fails: the one reply, then the terminator, so that
+		// `nats req --wait-for-empty` ends.
+		msgs := w.streamRequest(t, "mid", `{"Action":"Ping","ActionID":"p"}`, 3)
+		if len(msgs) != 2 || len(msgs[1].Data) != 0 {
+			t.Fatalf("%d messages, want the reply and the empty terminator", len(msgs))
+		}
+		r := w.checkReply("mid", msgs[0])
+		wantSuccess(t, r)
+		if r.Response.value("Ping") != "Pong" || r.Response.value("ActionID") != "p" {
+			t.Errorf("streamed Ping reply %v", r.Response)
+		}
+		msgs = w.streamRaw(t, "mid", `{"Action":"Logoff"}`, 3)
+		if len(msgs) != 2 || len(msgs[1].Data) != 0 {
+			t.Fatalf("%d messages, want the error and the empty terminator", len(msgs))
+		}
+		wantCode(t, w.checkReply("mid", msgs[0]), 403)
+	})
+
 	t.Run("Streamed", func(t *testing.T) {
 		msgs := w.streamRequest(t, "big", `{"Action":"CoreShowChannels","ActionID":"stream-1"}`, bigList+3)
 		if len(msgs) != bigList+3 {
@@ -99,8 +119,20 @@ func TestActions_LargeCollection(t *testing.T) {
 
 // streamRequest sends a request with Ami-Stream: true and returns every
 // reply up to and including the empty terminator, reading at most limit
-// messages.
+// messages. An error reply fails the test.
 func (w *world) streamRequest(t *testing.T, server, body string, limit int) []*nats.Msg {
+	t.Helper()
+	msgs := w.streamRaw(t, server, body, limit)
+	for i, m := range msgs {
+		if m.Header.Get("Nats-Service-Error-Code") != "" {
+			t.Fatalf("streamed message %d is an error: %v %s", i, m.Header, m.Data)
+		}
+	}
+	return msgs
+}
+
+// streamRaw is streamRequest without the check for errors.
+func (w *world) streamRaw(t *testing.T, server, body string, limit int) []*nats.Msg {
 	t.Helper()
 	inbox := w.nc.NewRespInbox()
 	sub, err := w.nc.SubscribeSync(inbox)
@@ -126,9 +158,6 @@ func (w *world) streamRequest(t *testing.T, server, body string, limit int) []*n
 		}
 		if s := w.leakedSecret(r.Data); s != "" {
 			t.Errorf("streamed message holds the secret %q", s)
-		}
-		if r.Header.Get("Nats-Service-Error-Code") != "" {
-			t.Fatalf("streamed message %d is an error: %v %s", len(out), r.Header, r.Data)
 		}
 		out = append(out, r)
 		if len(r.Data) == 0 {

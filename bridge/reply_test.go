@@ -1,0 +1,66 @@
+package bridge
+
+import (
+	"encoding/json"
+	"slices"
+	"strings"
+	"testing"
+	"unicode/utf8"
+
+	"github.com/ami-bridge/ami-bridge/amiproto"
+)
+
+func FuzzAppendJSONString(f *testing.F) {
+	for _, s := range []string{"", "plain", `"quoted" \ back`, "line\nbreak\r\t", "\x00\x1f\x7f", "café", "\xff\xfe", "\u2028"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		var got string
+		if err := json.Unmarshal(appendJSONString(nil, s), &got); err != nil {
+			t.Fatalf("appendJSONString(%q) is not JSON: %v", s, err)
+		}
+		if utf8.ValidString(s) && got != s {
+			t.Fatalf("round trip of %q gave %q", s, got)
+		}
+	})
+}
+
+func TestAppendReply_LegacyCommandOutput(t *testing.T) {
+	// Asterisk 13's "Response: Follows": the reader keeps the raw lines as
+	// Output fields.
+	resp := &amiproto.Response{Message: &amiproto.Message{Fields: []amiproto.Field{
+		{Key: "Response", Value: "Follows"},
+		{Key: "Privilege", Value: "Command"},
+		{Key: "ActionID", Value: "x"},
+		{Key: "Output", Value: "Asterisk 13.38.3 built by root"},
+		{Key: "Output", Value: "with: colons"},
+	}}}
+	body := appendReply(nil, "old", resp, replyOptions{parts: true})
+	var r struct {
+		Server   string            `json:"server"`
+		Response map[string]string `json:"response"`
+		Output   string            `json:"output"`
+	}
+	if err := json.Unmarshal(body, &r); err != nil {
+		t.Fatalf("%v: %s", err, body)
+	}
+	if r.Output != "Asterisk 13.38.3 built by root\nwith: colons" || r.Response["Output"] != "" || r.Response["Response"] != "Follows" {
+		t.Errorf("reply %s", body)
+	}
+	if resp.Get("Output") == "" {
+		t.Error("appendReply changed the response it encoded")
+	}
+}
+
+func TestAppendReply_ErrorKeysInContractOrder(t *testing.T) {
+	resp := &amiproto.Response{Message: &amiproto.Message{Fields: []amiproto.Field{
+		{Key: "Response", Value: "Error"}, {Key: "Message", Value: "No such channel"},
+	}}}
+	body := appendReply(nil, "pbx1", resp, replyOptions{code: 422, message: "No such channel"})
+	if keys := orderedKeys(t, body); !slices.Equal(keys, []string{"server", "error", "response"}) {
+		t.Errorf("keys %v: %s", keys, body)
+	}
+	if !strings.Contains(string(body), `"error":{"code":422,"message":"No such channel"}`) {
+		t.Errorf("error member: %s", body)
+	}
+}
