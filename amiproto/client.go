@@ -144,6 +144,10 @@ func Dial(ctx context.Context, rawURL string, opts ...Option) (*Client, error) {
 	if ep.User != "" {
 		if err := c.login(ctx, ep.User, ep.Secret); err != nil {
 			c.Close()
+			// Wait for the reader to stop, so no event reaches the
+			// caller's WithEventFunc after Dial has failed.
+			for range c.events {
+			}
 			return nil, &DialError{Op: "login", Addr: ep.Addr, Err: ctxErr(ctx, err)}
 		}
 	}
@@ -520,6 +524,10 @@ func (c *Client) forget(id string, listing bool) {
 
 // deliver queues an event without ever blocking the reader.
 func (c *Client) deliver(m *Message) {
+	if c.opts.onEvent != nil {
+		c.opts.onEvent(m)
+		return
+	}
 	select {
 	case c.events <- m:
 	default:

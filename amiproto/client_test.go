@@ -416,3 +416,28 @@ func TestClient_InvalidActionSendsNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestClient_EventFuncGetsEveryEventInOrderOnTheReader(t *testing.T) {
+	srv := startPBX(t, amitest.Config{})
+	var got []string // only the reader goroutine appends
+	c := dial(t, srv.URL("admin", "s3cret!"), amiproto.WithEventMask("user"),
+		amiproto.WithEventFunc(func(ev *amiproto.Message) { got = append(got, ev.Get("N")) }))
+	for i := range 100 {
+		srv.Emit(userEvent(i))
+	}
+	if err := c.Ping(ctx10s(t)); err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	for range c.Events() { // closed once the reader has stopped; delivers nothing
+		t.Fatal("an event reached the queue as well")
+	}
+	if len(got) != 100 {
+		t.Fatalf("%d events, want 100", len(got))
+	}
+	for i, n := range got {
+		if n != strconv.Itoa(i) {
+			t.Fatalf("event %d is %s", i, n)
+		}
+	}
+}

@@ -62,7 +62,13 @@ func (m *Message) Kind() Kind {
 	if m == nil || len(m.Fields) == 0 {
 		return KindUnknown
 	}
+	// Asterisk spells them exactly so; the case-insensitive match is for
+	// everything else.
 	switch k := m.Fields[0].Key; {
+	case k == "Event":
+		return KindEvent
+	case k == "Response":
+		return KindResponse
 	case strings.EqualFold(k, "Event"):
 		return KindEvent
 	case strings.EqualFold(k, "Response"):

@@ -17,6 +17,7 @@ type options struct {
 	keepaliveTTL time.Duration
 	limits       ReaderLimits
 	onReport     func(error)
+	onEvent      func(*Message)
 }
 
 func defaultOptions() options {
@@ -66,6 +67,15 @@ func WithEventQueue(n int) Option {
 func WithKeepalive(interval, timeout time.Duration) Option {
 	return func(o *options) { o.keepalive, o.keepaliveTTL = interval, timeout }
 }
+
+// WithEventFunc hands every event to f on the reader goroutine, in order,
+// instead of queueing it for Events. f must not block: while it runs nothing
+// is read from the socket, and Asterisk drops a client that stops reading
+// for about 100 ms. It suits a consumer with its own bounded buffer, and
+// saves a goroutine hand-off per event. Events then delivers nothing and is
+// closed once the reader has stopped, so ranging over it still waits for
+// the last call of f.
+func WithEventFunc(f func(*Message)) Option { return func(o *options) { o.onEvent = f } }
 
 // WithReaderLimits sets the line, message and field limits of the reader.
 func WithReaderLimits(l ReaderLimits) Option { return func(o *options) { o.limits = l } }

@@ -122,7 +122,7 @@ func packetSplitter() func(data []byte, atEOF bool) (int, []byte, error) {
 
 // newPacketScanner frames the capture as goami2's client does: the prompt
 // line apart (it is consumed here), then everything up to "\r\n\r\n" as one
-// message. Its buffer starts at 32 KiB, the size of amiproto's bufio.Reader.
+// message. Its buffer starts at 32 KiB, as amiproto's Reader's does.
 func newPacketScanner(capture []byte) *bufio.Scanner {
 	sc := bufio.NewScanner(bytes.NewReader(capture))
 	sc.Buffer(make([]byte, 32<<10), 16<<20)
@@ -162,8 +162,8 @@ func startMeter() meter {
 }
 
 // report adds per-message metrics, msgs being the messages in one pass:
-// ns/msg (wall), cpu-ns/msg (process CPU time, steadier on a shared machine)
-// and allocs/msg. It must be called right after the b.Loop loop.
+// ns/msg (wall), cpu-ns/msg (process CPU time, which other processes on a
+// shared machine do not inflate) and allocs/msg. It must be called right after the b.Loop loop.
 func (m meter) report(b *testing.B, msgs int) {
 	cpu := cpuTime() - m.cpu
 	var ms runtime.MemStats
@@ -186,6 +186,7 @@ func BenchmarkParse(b *testing.B) {
 			b.ReportAllocs()
 			b.SetBytes(int64(len(capture)))
 			var res result
+			var err error
 			meter := startMeter()
 			for b.Loop() {
 				if res, err = c.parse(capture); err != nil {
@@ -213,6 +214,7 @@ func BenchmarkParseJSON(b *testing.B) {
 			b.ReportAllocs()
 			b.SetBytes(int64(len(capture)))
 			var res result
+			var err error
 			buf := make([]byte, 0, 64<<10)
 			meter := startMeter()
 			for b.Loop() {

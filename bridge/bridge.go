@@ -450,9 +450,7 @@ func (b *Bridge) Shutdown(ctx context.Context) error {
 			errs = append(errs, fmt.Errorf("stop micro service: %w", err))
 		}
 	}
-	if err := b.waitActions(ctx); err != nil {
-		errs = append(errs, err)
-	}
+	b.waitActions(ctx)
 	b.cancelRun()
 	if started {
 		b.wg.Wait()
@@ -475,7 +473,7 @@ func (b *Bridge) Shutdown(ctx context.Context) error {
 
 // waitActions waits for the actions in flight; at ctx's end it cancels the
 // ones left, which answer 503, and waits for their replies.
-func (b *Bridge) waitActions(ctx context.Context) error {
+func (b *Bridge) waitActions(ctx context.Context) {
 	done := make(chan struct{})
 	go func() {
 		b.inflight.Wait()
@@ -483,11 +481,9 @@ func (b *Bridge) waitActions(ctx context.Context) error {
 	}()
 	select {
 	case <-done:
-		return nil
 	case <-ctx.Done():
 		b.cancelAction()
 		<-done
-		return nil
 	}
 }
 

@@ -41,16 +41,9 @@ type session struct {
 	client atomic.Pointer[amiproto.Client] // nil unless connected
 	slots  chan struct{}                   // one per action in flight
 
-	seq   uint64 // last Ami-Seq given; the event reader goroutine only
+	seq   uint64 // last Ami-Seq given; only the client's reader goroutine touches it
 	queue chan queuedEvent
 	pub   *publisher
-
-	// Events the amiproto client dropped, its own queue full, that would
-	// have passed the filter: the next event's Ami-Seq skips them, so the
-	// gap shows. dropFilter is the filter of the client's goroutine.
-	clientGap  atomic.Uint64
-	dropFilter *eventFilter
-	dropMu     sync.Mutex
 
 	published  atomic.Uint64
 	dropped    atomic.Uint64 // events that passed the filter and were lost: a queue full, or NATS refused
@@ -78,25 +71,24 @@ func newSession(b *Bridge, sc ServerConfig) (*session, error) {
 		return nil, err
 	}
 	s := &session{
-		b:          b,
-		cfg:        sc,
-		name:       sc.Name,
-		url:        dial,
-		log:        b.log.With().Str("server", sc.Name).Str("ami", ep.String()).Logger(),
-		filter:     newEventFilter(sc.EventsInclude, sc.EventsExclude),
-		dropFilter: newEventFilter(sc.EventsInclude, sc.EventsExclude),
-		policy:     newActionPolicy(sc.ActionsAllow, sc.ActionsDeny),
-		slots:      make(chan struct{}, b.opts.MaxInflight),
-		queue:      make(chan queuedEvent, b.opts.EventBuffer),
-		state:      StateConnecting,
-		since:      time.Now(),
+		b:      b,
+		cfg:    sc,
+		name:   sc.Name,
+		url:    dial,
+		log:    b.log.With().Str("server", sc.Name).Str("ami", ep.String()).Logger(),
+		filter: newEventFilter(sc.EventsInclude, sc.EventsExclude),
+		policy: newActionPolicy(sc.ActionsAllow, sc.ActionsDeny),
+		slots:  make(chan struct{}, b.opts.MaxInflight),
+		queue:  make(chan queuedEvent, b.opts.EventBuffer),
+		state:  StateConnecting,
+		since:  time.Now(),
 	}
 	s.pub = newPublisher(s)
 	s.dialOpts = []amiproto.Option{
-		// The session moves events from the client's queue into its own
-		// at once, but a burst that arrives in one TCP read is parsed
-		// faster than that: the client's queue must not be the small one.
-		amiproto.WithEventQueue(amiproto.DefaultEventQueue),
+		// Events go from the client's reader straight into the session
+		// buffer: one bounded queue, no hand-off, and Ami-Seq numbers them
+		// in the order they were read.
+		amiproto.WithEventFunc(s.accept),
 		amiproto.WithReportFunc(s.report),
 	}
 	if sc.Auth == "md5" {
@@ -218,10 +210,11 @@ func (s *session) readEvents(ctx context.Context, c *amiproto.Client) {
 			s.log.Warn().Err(err).Msg("AMI logoff did not finish")
 		}
 	})
-	// A plain range, not a select with ctx: this loop is on every event's
-	// path. The logoff above ends the connection, which closes the channel.
-	for m := range c.Events() {
-		s.accept(m)
+	// The client hands its events to accept on its reader goroutine; the
+	// channel delivers none and is closed once that reader has stopped, so
+	// the next connection's reader never overlaps with this one. The logoff
+	// above ends the connection.
+	for range c.Events() {
 	}
 	if !stop() {
 		<-loggedOff
@@ -235,11 +228,6 @@ func (s *session) accept(m *amiproto.Message) {
 	at := time.Now()
 	if !s.filter.pass(m.EventName()) {
 		return
-	}
-	if s.clientGap.Load() != 0 {
-		// The gap lands a little early, before the events that were
-		// still queued in the client when it dropped; its size is right.
-		s.seq += s.clientGap.Swap(0)
 	}
 	s.seq++
 	s.lastSeq.Store(s.seq)
@@ -255,18 +243,9 @@ func (s *session) accept(m *amiproto.Message) {
 }
 
 // report receives what the amiproto client survives: stray responses,
-// malformed lines, its own dropped events. It runs on the client's reader
+// malformed lines, messages over a limit. It runs on the client's reader
 // goroutine.
 func (s *session) report(err error) {
-	if de := (*amiproto.DroppedEventsError)(nil); errors.As(err, &de) {
-		s.dropMu.Lock()
-		pass := s.dropFilter.pass(de.Event)
-		s.dropMu.Unlock()
-		if pass {
-			s.clientGap.Add(1)
-			s.dropped.Add(1)
-		}
-	}
 	if s.reportLog.allow(time.Second) {
 		s.log.Warn().Err(err).Msg("AMI session report")
 	}

@@ -2,6 +2,7 @@ package integration
 
 import (
 	"net"
+	"os/exec"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -116,5 +117,17 @@ func TestConfig_LayersFileEnvFlags(t *testing.T) {
 		if !strings.HasPrefix(m.Subject, "flagged.layered.") {
 			t.Errorf("status on %s: the file's servers list should have been replaced", m.Subject)
 		}
+	}
+}
+
+// TestVersion_Prints runs "ami-bridge version": one line, exit 0.
+func TestVersion_Prints(t *testing.T) {
+	t.Parallel()
+	out, err := exec.Command(bridgeBin, "version").CombinedOutput()
+	if err != nil {
+		t.Fatalf("ami-bridge version: %v\n%s", err, out)
+	}
+	if lines := strings.Split(strings.TrimSpace(string(out)), "\n"); len(lines) != 1 || lines[0] == "" {
+		t.Errorf("ami-bridge version printed %q, want one line", out)
 	}
 }
