@@ -305,7 +305,7 @@ func TestAppendJSONStringEveryPosition(t *testing.T) {
 		for pos := range n {
 			for _, special := range []string{"\x00", "\x1f", "\"", "\\", "\x7f", "\xff", "é", "\u2028", "\n"} {
 				s := strings.Repeat("a", pos) + special + strings.Repeat("b", n-pos-1)
-				out := appendJSONString(nil, s)
+				out := AppendJSONString(nil, s)
 				var got string
 				if err := json.Unmarshal(out, &got); err != nil || got != asJSONString(s) {
 					t.Fatalf("%q encodes as %s (%v)", s, out, err)

@@ -42,18 +42,18 @@ func (m *Message) AppendJSON(dst []byte) []byte {
 			dst = append(dst, ',')
 		}
 		comma = true
-		dst = appendJSONString(dst, fs[i].Key)
+		dst = AppendJSONString(dst, fs[i].Key)
 		dst = append(dst, ':')
 		next := links[i] >> 1
 		if next == 0 {
-			dst = appendJSONString(dst, fs[i].Value)
+			dst = AppendJSONString(dst, fs[i].Value)
 			continue
 		}
 		dst = append(dst, '[')
-		dst = appendJSONString(dst, fs[i].Value)
+		dst = AppendJSONString(dst, fs[i].Value)
 		for j := next; j != 0; j = links[j] >> 1 {
 			dst = append(dst, ',')
-			dst = appendJSONString(dst, fs[j].Value)
+			dst = AppendJSONString(dst, fs[j].Value)
 		}
 		dst = append(dst, ']')
 	}
@@ -198,9 +198,11 @@ func load64(s string, i int) uint64 {
 		uint64(s[i+4])<<32 | uint64(s[i+5])<<40 | uint64(s[i+6])<<48 | uint64(s[i+7])<<56
 }
 
-// appendJSONString appends s as a JSON string. Most AMI text needs no
-// escaping: that is checked eight bytes at a time and copied at once.
-func appendJSONString(dst []byte, s string) []byte {
+// AppendJSONString appends s as a JSON string, with the escaping of
+// AppendJSON: invalid UTF-8 becomes U+FFFD, control characters, U+2028 and
+// U+2029 are escaped. Most AMI text needs no escaping: that is checked
+// eight bytes at a time and copied at once.
+func AppendJSONString(dst []byte, s string) []byte {
 	i, n := 0, len(s)
 	switch {
 	case n >= 8:

@@ -2,7 +2,6 @@ package bridge
 
 import (
 	"strconv"
-	"unicode/utf8"
 
 	"github.com/ami-bridge/ami-bridge/amiproto"
 )
@@ -26,12 +25,12 @@ type replyOptions struct {
 // appendReply appends the reply for resp, which may be nil, to dst.
 func appendReply(dst []byte, server string, resp *amiproto.Response, o replyOptions) []byte {
 	dst = append(dst, `{"server":`...)
-	dst = appendJSONString(dst, server)
+	dst = amiproto.AppendJSONString(dst, server)
 	if o.code != 0 {
 		dst = append(dst, `,"error":{"code":`...)
 		dst = strconv.AppendInt(dst, int64(o.code), 10)
 		dst = append(dst, `,"message":`...)
-		dst = appendJSONString(dst, o.message)
+		dst = amiproto.AppendJSONString(dst, o.message)
 		dst = append(dst, '}')
 	}
 	if resp == nil || resp.Message == nil {
@@ -57,7 +56,7 @@ func appendReply(dst []byte, server string, resp *amiproto.Response, o replyOpti
 	}
 	if hasOutput {
 		dst = append(dst, `,"output":`...)
-		dst = appendJSONString(dst, output)
+		dst = amiproto.AppendJSONString(dst, output)
 	}
 	return append(dst, '}')
 }
@@ -70,48 +69,4 @@ func splitOutput(m *amiproto.Message) (head *amiproto.Message, output string, ok
 		return m, "", false
 	}
 	return m.Clone().Del("Output"), output, true
-}
-
-// appendJSONString appends s as a JSON string. Invalid UTF-8 becomes
-// U+FFFD, as encoding/json does, so the reply is always valid JSON.
-func appendJSONString(dst []byte, s string) []byte {
-	const hex = "0123456789abcdef"
-	dst = append(dst, '"')
-	start := 0
-	for i := 0; i < len(s); {
-		c := s[i]
-		if c >= 0x20 && c != '"' && c != '\\' && c < utf8.RuneSelf {
-			i++
-			continue
-		}
-		if c < utf8.RuneSelf {
-			dst = append(dst, s[start:i]...)
-			switch c {
-			case '"', '\\':
-				dst = append(dst, '\\', c)
-			case '\n':
-				dst = append(dst, '\\', 'n')
-			case '\r':
-				dst = append(dst, '\\', 'r')
-			case '\t':
-				dst = append(dst, '\\', 't')
-			default:
-				dst = append(dst, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xF])
-			}
-			i++
-			start = i
-			continue
-		}
-		r, size := utf8.DecodeRuneInString(s[i:])
-		if r == utf8.RuneError && size == 1 {
-			dst = append(dst, s[start:i]...)
-			dst = append(dst, `\ufffd`...)
-			i++
-			start = i
-			continue
-		}
-		i += size
-	}
-	dst = append(dst, s[start:]...)
-	return append(dst, '"')
 }

@@ -5,25 +5,9 @@ import (
 	"slices"
 	"strings"
 	"testing"
-	"unicode/utf8"
 
 	"github.com/ami-bridge/ami-bridge/amiproto"
 )
-
-func FuzzAppendJSONString(f *testing.F) {
-	for _, s := range []string{"", "plain", `"quoted" \ back`, "line\nbreak\r\t", "\x00\x1f\x7f", "café", "\xff\xfe", "\u2028"} {
-		f.Add(s)
-	}
-	f.Fuzz(func(t *testing.T, s string) {
-		var got string
-		if err := json.Unmarshal(appendJSONString(nil, s), &got); err != nil {
-			t.Fatalf("appendJSONString(%q) is not JSON: %v", s, err)
-		}
-		if utf8.ValidString(s) && got != s {
-			t.Fatalf("round trip of %q gave %q", s, got)
-		}
-	})
-}
 
 func TestAppendReply_LegacyCommandOutput(t *testing.T) {
 	// Asterisk 13's "Response: Follows": the reader keeps the raw lines as

@@ -58,7 +58,7 @@ func (in *inbox) len() int {
 
 // waitFor returns the first message at index from or later that matches,
 // and its index. It fails the test after timeout.
-func (in *inbox) waitFor(t *testing.T, from int, timeout time.Duration, what string, match func(*nats.Msg) bool) (int, *nats.Msg) {
+func (in *inbox) waitFor(t testing.TB, from int, timeout time.Duration, what string, match func(*nats.Msg) bool) (int, *nats.Msg) {
 	t.Helper()
 	deadline := time.NewTimer(timeout)
 	defer deadline.Stop()

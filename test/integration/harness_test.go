@@ -95,12 +95,12 @@ func (w *world) restartNATS() (start func()) {
 }
 
 // startNATS starts an in-process nats-server on a random local port.
-func startNATS(t *testing.T, o natsOptions) *server.Server {
+func startNATS(t testing.TB, o natsOptions) *server.Server {
 	t.Helper()
 	return startNATSOn(t, o, server.RANDOM_PORT)
 }
 
-func startNATSOn(t *testing.T, o natsOptions, port int) *server.Server {
+func startNATSOn(t testing.TB, o natsOptions, port int) *server.Server {
 	t.Helper()
 	opts := &server.Options{
 		Host:       "127.0.0.1",
