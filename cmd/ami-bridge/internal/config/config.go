@@ -8,6 +8,8 @@ package config
 import (
 	"crypto/tls"
 	"time"
+
+	"github.com/ami-bridge/ami-bridge/bridge"
 )
 
 // Config is the whole configuration of one ami-bridge process.
@@ -162,20 +164,21 @@ func (u NATSURL) GoString() string { return `"` + u.String() + `"` }
 // MarshalText masks the secrets in JSON and YAML.
 func (u NATSURL) MarshalText() ([]byte, error) { return []byte(u.String()), nil }
 
-// Defaults.
+// Defaults. Those the bridge also applies are the bridge's own, so the two
+// cannot drift apart.
 const (
 	DefaultListen           = "127.0.0.1:4222"
-	DefaultPrefix           = "ami"
-	DefaultStream           = "AMI_EVENTS"
-	DefaultMaxAge           = 24 * time.Hour
-	DefaultDuplicates       = 2 * time.Minute
-	DefaultMaxPending       = 4096
+	DefaultPrefix           = bridge.DefaultPrefix
+	DefaultStream           = bridge.DefaultStream
+	DefaultMaxAge           = bridge.DefaultStreamMaxAge
+	DefaultDuplicates       = bridge.DefaultDuplicates
+	DefaultMaxPending       = bridge.DefaultMaxPending
 	DefaultAuth             = "plain"
-	DefaultActionTimeout    = 10 * time.Second
-	DefaultMaxActionTimeout = 5 * time.Minute
+	DefaultActionTimeout    = bridge.DefaultActionTimeout
+	DefaultMaxActionTimeout = bridge.DefaultMaxActionTimeout
 	DefaultPingInterval     = 30 * time.Second
-	DefaultReconnectMin     = 500 * time.Millisecond
-	DefaultReconnectMax     = 30 * time.Second
+	DefaultReconnectMin     = bridge.DefaultReconnectMin
+	DefaultReconnectMax     = bridge.DefaultReconnectMax
 	DefaultLogLevel         = "info"
 	DefaultLogFormat        = "auto"
 	// DefaultShutdownTimeout leaves in-flight actions their default 10 s
