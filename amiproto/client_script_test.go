@@ -300,3 +300,17 @@ func TestParseURL(t *testing.T) {
 		t.Errorf("String() = %q", s)
 	}
 }
+
+func TestEndpoint_StringRoundTripsOddUsers(t *testing.T) {
+	for _, user := range []string{"admin", "a:b", "a@b", "sp ace", "per%cent"} {
+		ep := Endpoint{Addr: "pbx:5038", User: user, Secret: "hunter2"}
+		s := ep.String()
+		if strings.Contains(s, "hunter2") {
+			t.Fatalf("secret in %q", s)
+		}
+		back, err := ParseURL(s)
+		if err != nil || back.User != user || back.Addr != ep.Addr {
+			t.Errorf("ParseURL(%q) = %+v, %v; want user %q", s, back, err, user)
+		}
+	}
+}

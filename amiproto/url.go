@@ -22,7 +22,7 @@ func (e Endpoint) String() string {
 		s = "tls://"
 	}
 	if e.User != "" {
-		s += url.PathEscape(e.User) + "@"
+		s += url.User(e.User).String() + "@"
 	}
 	return s + e.Addr
 }

@@ -164,7 +164,7 @@ func (s *Server) check(p *problems, key string, lookupEnv func(string) (string, 
 		if ep.User == "" {
 			p.add("%s: url %s: has no user, as in tcp://user@host:5038", key, s.URL)
 		}
-		s.Endpoint = endpointURL(ep)
+		s.Endpoint = ep.String()
 		s.Secret = s.resolveSecret(p, key, Secret(ep.Secret), lookupEnv)
 	}
 
@@ -201,31 +201,6 @@ func (s *Server) check(p *problems, key string, lookupEnv func(string) (string, 
 	if s.Reconnect.Max < s.Reconnect.Min {
 		p.add("%s: reconnect.max %s is shorter than reconnect.min %s", key, s.Reconnect.Max, s.Reconnect.Min)
 	}
-}
-
-// endpointURL returns ep as a URL without its secret. The user is
-// percent-encoded in full, since ':' or '@' in it would otherwise split
-// the userinfo in the wrong place.
-func endpointURL(ep amiproto.Endpoint) string {
-	scheme := "tcp://"
-	if ep.TLS {
-		scheme = "tls://"
-	}
-	if ep.User == "" {
-		return scheme + ep.Addr
-	}
-	var b strings.Builder
-	b.WriteString(scheme)
-	for i := 0; i < len(ep.User); i++ {
-		c := ep.User[i]
-		if 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte("-._~", c) >= 0 {
-			b.WriteByte(c)
-		} else {
-			fmt.Fprintf(&b, "%%%02X", c)
-		}
-	}
-	b.WriteString("@" + ep.Addr)
-	return b.String()
 }
 
 // resolveSecret returns the one secret given by the URL, secret_env or
