@@ -31,6 +31,7 @@ type ProtocolError struct {
 	Err  error // ErrLineTooLong, ErrMessageTooLarge, or nil
 }
 
+// Error implements error.
 func (e *ProtocolError) Error() string {
 	return fmt.Sprintf("ami: protocol error at line %d: %s", e.Line, e.Msg)
 }
@@ -46,6 +47,7 @@ type ActionError struct {
 	Reason string
 }
 
+// Error implements error.
 func (e *ActionError) Error() string {
 	return fmt.Sprintf("ami: invalid action field %q: %s", e.Key, e.Reason)
 }
@@ -57,6 +59,7 @@ type ResponseError struct {
 	Response *Response
 }
 
+// Error implements error.
 func (e *ResponseError) Error() string {
 	msg := e.Response.Get("Message")
 	if msg == "" {
@@ -74,6 +77,7 @@ type AuthError struct {
 	Response *Message
 }
 
+// Error implements error.
 func (e *AuthError) Error() string {
 	return fmt.Sprintf("ami: login as %q: %s", e.User, e.Response.Get("Message"))
 }
@@ -86,6 +90,7 @@ type DialError struct {
 	Err  error
 }
 
+// Error implements error.
 func (e *DialError) Error() string {
 	if e.Addr == "" {
 		return fmt.Sprintf("ami: %s: %v", e.Op, e.Err)
@@ -105,6 +110,7 @@ type UnmatchedError struct {
 	Reason  string
 }
 
+// Error implements error.
 func (e *UnmatchedError) Error() string {
 	return fmt.Sprintf("ami: %s: %.120q", e.Reason, e.Message.String())
 }
@@ -116,6 +122,7 @@ type DroppedEventsError struct {
 	Total uint64
 }
 
+// Error implements error.
 func (e *DroppedEventsError) Error() string {
 	return fmt.Sprintf("ami: event queue full: dropped %s (%d dropped in all)", e.Event, e.Total)
 }

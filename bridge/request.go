@@ -18,6 +18,7 @@ import (
 // Asterisk: a 400.
 type badRequest struct{ msg string }
 
+// Error implements error.
 func (e *badRequest) Error() string { return e.msg }
 
 func badRequestf(format string, args ...any) error {

@@ -254,6 +254,7 @@ type Error struct {
 	Problems []string
 }
 
+// Error implements error.
 func (e *Error) Error() string {
 	if len(e.Problems) == 1 {
 		return "invalid configuration: " + e.Problems[0]
