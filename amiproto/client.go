@@ -30,11 +30,9 @@ type Client struct {
 	ep     Endpoint
 	banner string
 
-	wmu      sync.Mutex
-	wbuf     []byte // actions waiting for the socket
-	wspare   []byte
-	flushing bool
-	werr     error
+	wmu  sync.Mutex
+	wbuf []byte        // actions waiting for the writer goroutine
+	wake chan struct{} // tells the writer there is something in wbuf
 
 	mu       sync.Mutex
 	pending  map[string]*call
@@ -141,6 +139,7 @@ func Dial(ctx context.Context, rawURL string, opts ...Option) (*Client, error) {
 		return nil, &DialError{Op: "banner", Addr: ep.Addr, Err: fmt.Errorf("not an AMI banner: %.64q", c.banner)}
 	}
 	go c.readLoop()
+	go c.writeLoop()
 	if ep.User != "" {
 		if err := c.login(ctx, ep.User, ep.Secret); err != nil {
 			c.Close()
@@ -172,6 +171,7 @@ func newClient(conn net.Conn, ep Endpoint, o options) *Client {
 		ep:      ep,
 		pending: make(map[string]*call),
 		done:    make(chan struct{}),
+		wake:    make(chan struct{}, 1),
 		events:  make(chan *Message, o.eventQueue),
 	}
 }
@@ -238,9 +238,7 @@ func (c *Client) request(ctx context.Context, action *Message, internal bool) (*
 	c.pending[id] = cl
 	c.mu.Unlock()
 
-	if err := c.send(action, id); err != nil {
-		c.terminate(fmt.Errorf("%w: write: %v", ErrConnLost, err))
-	}
+	c.send(action, id)
 	select {
 	case <-cl.done:
 	case <-ctx.Done():
@@ -281,37 +279,45 @@ func (cl *call) restoreID() {
 	fix(cl.resp.Complete)
 }
 
-// send writes action with ActionID id. Writers that find a write in
-// progress leave their bytes to the writer already at the socket, so
-// concurrent requests share syscalls.
-func (c *Client) send(action *Message, id string) error {
+// send queues action, with ActionID id, for the writer goroutine. It never
+// waits for the socket: a PBX that stops reading must not keep a caller
+// past its context. Requests queued while a write is in progress go out
+// together in the next one.
+func (c *Client) send(action *Message, id string) {
 	c.wmu.Lock()
-	if c.werr != nil {
-		err := c.werr
-		c.wmu.Unlock()
-		return err
-	}
 	c.wbuf = appendWithID(c.wbuf, action, id)
-	if c.flushing {
-		c.wmu.Unlock()
-		return nil
-	}
-	c.flushing = true
-	var err error
-	for len(c.wbuf) > 0 && err == nil {
-		buf := c.wbuf
-		c.wbuf = c.wspare[:0]
-		c.wmu.Unlock()
-		_, err = c.conn.Write(buf)
-		c.wmu.Lock()
-		c.wspare = buf[:0]
-	}
-	if err != nil {
-		c.werr = err
-	}
-	c.flushing = false
 	c.wmu.Unlock()
-	return err
+	select {
+	case c.wake <- struct{}{}:
+	default: // the writer is already due to run
+	}
+}
+
+// writeLoop writes queued actions until the session ends. A failed write
+// ends the session; a write stuck on a PBX that stopped reading ends with
+// the connection, on Close or when a keepalive Ping goes unanswered.
+func (c *Client) writeLoop() {
+	var spare []byte
+	for {
+		select {
+		case <-c.done:
+			return
+		case <-c.wake:
+		}
+		c.wmu.Lock()
+		buf := c.wbuf
+		if len(buf) == 0 { // a wake for bytes an earlier write took
+			c.wmu.Unlock()
+			continue
+		}
+		c.wbuf = spare[:0] // the two buffers take turns: one filling, one on the wire
+		c.wmu.Unlock()
+		if _, err := c.conn.Write(buf); err != nil {
+			c.terminate(fmt.Errorf("%w: write: %v", ErrConnLost, err))
+			return
+		}
+		spare = buf
+	}
 }
 
 // appendWithID encodes an already validated action, with the Action line

@@ -314,3 +314,29 @@ func TestEndpoint_StringRoundTripsOddUsers(t *testing.T) {
 		}
 	}
 }
+
+func TestClient_APBXThatStopsReadingNeverHoldsACallerPastItsContext(t *testing.T) {
+	stop := make(chan struct{})
+	url := scripted(t, func(conn net.Conn, r *Reader) {
+		acceptLogin(t, conn, r, "")
+		<-stop // reads nothing more: the client's writes fill the socket
+	})
+	defer close(stop)
+	c := dialT(t, url)
+	big := NewAction("UserEvent", "UserEvent", "Big", "Data", strings.Repeat("x", 16<<20))
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	for range 2 { // the second waits behind the first, stuck in the socket
+		if _, err := c.Request(ctx, big); !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("err %v, want DeadlineExceeded", err)
+		}
+	}
+	if d := time.Since(start); d > 10*time.Second { // a guard against hanging, not a speed goal
+		t.Fatalf("requests returned after %v", d)
+	}
+	c.Close() // ends the stuck write
+	if !errors.Is(c.Err(), ErrClosed) {
+		t.Fatalf("Err() = %v", c.Err())
+	}
+}
