@@ -164,6 +164,10 @@ func ctxErr(ctx context.Context, err error) error {
 }
 
 func newClient(conn net.Conn, ep Endpoint, o options) *Client {
+	queue := o.eventQueue
+	if o.onEvent != nil {
+		queue = 0 // events go to the func; the channel only says the reader stopped
+	}
 	return &Client{
 		conn:    conn,
 		rd:      NewReaderLimits(conn, o.limits),
@@ -172,7 +176,7 @@ func newClient(conn net.Conn, ep Endpoint, o options) *Client {
 		pending: make(map[string]*call),
 		done:    make(chan struct{}),
 		wake:    make(chan struct{}, 1),
-		events:  make(chan *Message, o.eventQueue),
+		events:  make(chan *Message, queue),
 	}
 }
 
