@@ -36,6 +36,9 @@ type natsOptions struct {
 	maxPayload int32 // 0: nats-server's default (1 MiB)
 	jetStream  bool
 	user, pass string // client authentication, when set
+	// users, when set, are the server's users, and user, pass only
+	// authenticate the test's client (as one of them).
+	users []*server.User
 }
 
 // world is what one test runs against: an embedded NATS server, a client
@@ -110,6 +113,10 @@ func startNATSOn(t testing.TB, o natsOptions, port int) *server.Server {
 		MaxPayload: o.maxPayload,
 		Username:   o.user,
 		Password:   o.pass,
+	}
+	if o.users != nil {
+		opts.Username, opts.Password = "", ""
+		opts.Users = o.users
 	}
 	if o.jetStream {
 		opts.JetStream = true

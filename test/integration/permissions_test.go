@@ -1,0 +1,339 @@
+package integration
+
+import (
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/micro"
+
+	"github.com/ami-bridge/ami-bridge/amiproto/amitest"
+)
+
+// permChannels is the size of the collection streamed through the
+// README's permissions: enough messages that a one-reply limit shows.
+const permChannels = 50
+
+// readmeUsers returns the users of the nats-server authorization block
+// that README.md shows under "### Permissions", read by nats-server's own
+// configuration parser, so that the tests below fail when the README
+// drifts. Each "$<NAME>_PASS" placeholder becomes passwords[<name>] (name
+// in lower case); the README's users must be exactly the keys of
+// passwords.
+func readmeUsers(t *testing.T, passwords map[string]string) []*server.User {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, ok := strings.Cut(string(data), "\n### Permissions\n")
+	if !ok {
+		t.Fatal(`README.md has no "### Permissions" section`)
+	}
+	before, rest, ok := strings.Cut(section, "\n```")
+	if !ok || strings.Contains(before, "\n#") {
+		t.Fatal(`README.md: no code block in the "### Permissions" section`)
+	}
+	// Skip the rest of the opening fence's line (a language, if any).
+	if _, rest, ok = strings.Cut(rest, "\n"); !ok {
+		t.Fatal("README.md: the permissions code block is not closed")
+	}
+	block, _, ok := strings.Cut(rest, "\n```")
+	if !ok {
+		t.Fatal("README.md: the permissions code block is not closed")
+	}
+	// Quoted or not, so that the test keeps reading the README if it
+	// switches to nats-server's unquoted environment references.
+	placeholder := regexp.MustCompile(`"?\$([A-Z]+)_PASS"?`)
+	block = placeholder.ReplaceAllStringFunc(block, func(s string) string {
+		name := strings.ToLower(placeholder.FindStringSubmatch(s)[1])
+		pass, ok := passwords[name]
+		if !ok {
+			t.Errorf("README.md permissions: unexpected password placeholder %s", s)
+		}
+		return strconv.Quote(pass)
+	})
+	conf := filepath.Join(t.TempDir(), "permissions.conf")
+	if err := os.WriteFile(conf, []byte(block), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	opts, err := server.ProcessConfigFile(conf)
+	if err != nil {
+		t.Fatalf("nats-server does not accept the README's permissions block: %v\n%s", err, block)
+	}
+	var names []string
+	for _, u := range opts.Users {
+		names = append(names, u.Username)
+		if want, ok := passwords[u.Username]; ok && u.Password != want {
+			t.Errorf("README.md permissions: user %s does not take its password from $%s_PASS", u.Username, strings.ToUpper(u.Username))
+		}
+	}
+	var want []string
+	for name := range passwords {
+		want = append(want, name)
+	}
+	slices.Sort(names)
+	slices.Sort(want)
+	if !slices.Equal(names, want) {
+		t.Fatalf("README.md permissions: users %v, want %v", names, want)
+	}
+	return opts.Users
+}
+
+// newPasswords returns a fresh password for each name.
+func newPasswords(names ...string) map[string]string {
+	out := make(map[string]string, len(names))
+	for _, n := range names {
+		out[n] = "nats-" + n + "-" + rand.Text()
+	}
+	return out
+}
+
+// subscribeInbox subscribes nc to subject with a fresh inbox.
+func subscribeInbox(t *testing.T, nc *nats.Conn, subject string) *inbox {
+	t.Helper()
+	in := &inbox{changed: make(chan struct{})}
+	sub, err := nc.Subscribe(subject, in.add)
+	if err != nil {
+		t.Fatalf("subscribe %s: %v", subject, err)
+	}
+	if err := sub.SetPendingLimits(-1, -1); err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	return in
+}
+
+// TestPermissions_READMEExampleWorks runs the bridge as the user "bridge"
+// of the README's authorization block (parsed from README.md), with the
+// test's client as "operator" and a second client as "reader", and checks
+// that every user can do what the README says and the reader no more:
+// the reader sees events and statuses but cannot send an action; the
+// operator sees them too, runs actions, gets a streamed Collection whole
+// (many replies to one request) and discovers the micro service.
+func TestPermissions_READMEExampleWorks(t *testing.T) {
+	t.Parallel()
+	pass := newPasswords("bridge", "reader", "operator")
+	users := readmeUsers(t, pass)
+	// The world's own client, which collects statuses and events and sends
+	// the requests, is the operator.
+	w := newWorld(t, natsOptions{users: users, user: "operator", pass: pass["operator"]})
+	w.addSecret(pass["bridge"])
+	w.addSecret(pass["reader"])
+	p := w.startPBX("perm", amitest.Config{Profile: amitest.Asterisk22, Channels: permChannels})
+
+	readerErrs := make(chan error, 16)
+	rc, err := nats.Connect(w.ns.ClientURL(), nats.Name("reader"), nats.UserInfo("reader", pass["reader"]),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			select {
+			case readerErrs <- err:
+			default:
+			}
+		}))
+	if err != nil {
+		t.Fatalf("connect as reader: %v", err)
+	}
+	t.Cleanup(rc.Close)
+	// Subscribed before the bridge starts, so the first status is seen.
+	readerStatus := subscribeInbox(t, rc, "ami.*.status")
+	readerEvents := subscribeInbox(t, rc, "ami.*.event.>")
+
+	cfg := w.config(w.serverFor("perm", p, viaURL))
+	cfg.NATS.User, cfg.NATS.Password = "bridge", pass["bridge"]
+	b := w.startBridge(cfg)
+	// The operator receives statuses and events.
+	w.waitReady("perm")
+
+	t.Run("ReaderReceivesEventsAndStatus", func(t *testing.T) {
+		readerStatus.waitFor(t, 0, readyTimeout, "the reader to see perm connected", func(m *nats.Msg) bool {
+			s, err := parseStatus(m)
+			return err == nil && m.Subject == "ami.perm.status" && s.State == "connected"
+		})
+		readerEvents.waitFor(t, 0, eventTimeout, "the reader to see an event", func(m *nats.Msg) bool {
+			return m.Subject == "ami.perm.event.SuccessfulAuth"
+		})
+	})
+
+	t.Run("ReaderCannotSendActions", func(t *testing.T) {
+		body := []byte(`{"Action":"Ping"}`)
+		if err := rc.Publish("ami.perm.action", body); err != nil {
+			t.Fatalf("publish: %v", err)
+		}
+		// The server drops a denied message and says so: that is the
+		// proof it never reached the bridge.
+		deadline := time.After(replyTimeout)
+		for denied := false; !denied; {
+			select {
+			case err := <-readerErrs:
+				if !errors.Is(err, nats.ErrPermissionViolation) || !strings.Contains(err.Error(), `"ami.perm.action"`) {
+					t.Errorf("reader error %v, want only a permissions violation for publishing to ami.perm.action", err)
+					continue
+				}
+				denied = true
+			case <-deadline:
+				t.Fatal("the reader's action request was not reported as a permissions violation")
+			}
+		}
+	})
+
+	t.Run("OperatorRunsActions", func(t *testing.T) {
+		r := w.request("perm", `{"Action":"Ping","ActionID":"op-ping"}`)
+		wantSuccess(t, r)
+		if r.Response.value("Ping") != "Pong" || r.Response.value("ActionID") != "op-ping" {
+			t.Errorf("Ping reply %v", r.Response)
+		}
+	})
+
+	t.Run("OperatorGetsAStreamedCollectionWhole", func(t *testing.T) {
+		msgs := w.streamRequest(t, "perm", `{"Action":"CoreShowChannels","ActionID":"op-stream"}`, permChannels+3)
+		if len(msgs) != permChannels+3 {
+			t.Fatalf("%d streamed messages, want envelope + %d entries + complete + terminator", len(msgs), permChannels)
+		}
+		wantSuccess(t, w.checkReply("perm", msgs[0]))
+		for i, m := range msgs[1 : permChannels+1] {
+			var ev struct{ Event string }
+			if err := json.Unmarshal(m.Data, &ev); err != nil || ev.Event != "CoreShowChannel" {
+				t.Fatalf("entry %d is %s, want a CoreShowChannel event", i, truncate(m.Data, 200))
+			}
+		}
+		complete, err := parseFields(msgs[permChannels+1].Data)
+		if err != nil {
+			t.Fatalf("complete: %v: %s", err, msgs[permChannels+1].Data)
+		}
+		if complete.value("Event") != "CoreShowChannelsComplete" || complete.value("ListItems") != strconv.Itoa(permChannels) {
+			t.Errorf("complete = %v", complete)
+		}
+		if last := msgs[permChannels+2]; len(last.Data) != 0 {
+			t.Errorf("terminator has a body: %s", truncate(last.Data, 200))
+		}
+	})
+
+	t.Run("OperatorDiscoversTheService", func(t *testing.T) {
+		m, err := w.nc.Request("$SRV.PING", nil, replyTimeout)
+		if err != nil {
+			t.Fatalf("$SRV.PING: %v", err)
+		}
+		var ping micro.Ping
+		if err := json.Unmarshal(m.Data, &ping); err != nil || ping.Name != "ami-bridge" || ping.Type != micro.PingResponseType {
+			t.Fatalf("$SRV.PING reply %s (%v), want the ami-bridge service", m.Data, err)
+		}
+		m, err = w.nc.Request("$SRV.INFO.ami-bridge."+ping.ID, nil, replyTimeout)
+		if err != nil {
+			t.Fatalf("$SRV.INFO: %v", err)
+		}
+		var info micro.Info
+		if err := json.Unmarshal(m.Data, &info); err != nil {
+			t.Fatalf("$SRV.INFO reply %s: %v", m.Data, err)
+		}
+		if !slices.ContainsFunc(info.Endpoints, func(e micro.EndpointInfo) bool {
+			return e.Subject == "ami.perm.action" && e.QueueGroup == "ami-bridge"
+		}) {
+			t.Errorf("$SRV.INFO endpoints %+v, want ami.perm.action in queue group ami-bridge", info.Endpoints)
+		}
+		// And the CLI the README points to, as the operator.
+		c := newCLI(w)
+		out := c.run(t, "--user", "operator", "--password", pass["operator"], "micro", "ls", "--json")
+		if !strings.Contains(out, `"ami-bridge"`) {
+			t.Errorf("nats micro ls as the operator does not list ami-bridge:\n%s", out)
+		}
+	})
+
+	// Once stopped, the bridge's log is complete: no NATS permission was
+	// missing on its side either (it logs asynchronous NATS errors).
+	if code := b.terminate(); code != 0 {
+		t.Errorf("exit code %d after SIGTERM, want 0", code)
+	}
+	if out := b.log.Bytes(); strings.Contains(strings.ToLower(string(out)), "permissions violation") {
+		t.Errorf("the bridge hit a permissions violation:\n%s", truncate(out, 8192))
+	}
+}
+
+// TestPermissions_StreamedRepliesNeedAllowResponsesOrInbox checks the
+// README's note under its authorization block: a streamed Collection is
+// many replies to one request, so the bridge's user needs either
+// allow_responses {max: -1} or a publish allow on _INBOX.>, and
+// allow_responses alone (one reply) cuts the stream short. Each case is
+// the README's block with the bridge's permissions changed.
+func TestPermissions_StreamedRepliesNeedAllowResponsesOrInbox(t *testing.T) {
+	t.Parallel()
+	withoutInbox := func(p *server.Permissions) {
+		p.Publish.Allow = slices.DeleteFunc(p.Publish.Allow, func(s string) bool { return s == "_INBOX.>" })
+	}
+	cases := []struct {
+		name   string
+		change func(*server.Permissions)
+		whole  bool
+	}{
+		{"AllowResponsesUnlimitedAlone", withoutInbox, true},
+		{"InboxAllowAlone", func(p *server.Permissions) { p.Response = nil }, true},
+		{"AllowResponsesDefaultCutsShort", func(p *server.Permissions) {
+			withoutInbox(p)
+			// What `allow_responses: true` gives.
+			p.Response = &server.ResponsePermission{MaxMsgs: server.DEFAULT_ALLOW_RESPONSE_MAX_MSGS, Expires: server.DEFAULT_ALLOW_RESPONSE_EXPIRATION}
+		}, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			pass := newPasswords("bridge", "reader", "operator")
+			users := readmeUsers(t, pass)
+			for _, u := range users {
+				if u.Username == "bridge" {
+					tc.change(u.Permissions)
+				}
+			}
+			w := newWorld(t, natsOptions{users: users, user: "operator", pass: pass["operator"]})
+			w.addSecret(pass["bridge"])
+			w.addSecret(pass["reader"])
+			p := w.startPBX("perm", amitest.Config{Profile: amitest.Asterisk22, Channels: permChannels})
+			cfg := w.config(w.serverFor("perm", p, viaURL))
+			cfg.NATS.User, cfg.NATS.Password = "bridge", pass["bridge"]
+			b := w.startBridge(cfg)
+			w.waitReady("perm")
+			body := `{"Action":"CoreShowChannels"}`
+			if tc.whole {
+				if msgs := w.streamRequest(t, "perm", body, permChannels+3); len(msgs) != permChannels+3 {
+					t.Fatalf("%d streamed messages, want %d", len(msgs), permChannels+3)
+				}
+				return
+			}
+			// One reply gets through (the envelope); the bridge is refused
+			// the next and logs it. The requester waits in vain: nothing
+			// to wait on but a timeout, so that is not checked.
+			sub, err := w.nc.SubscribeSync(w.nc.NewRespInbox())
+			if err != nil {
+				t.Fatal(err)
+			}
+			m := nats.NewMsg("ami.perm.action")
+			m.Reply = sub.Subject
+			m.Data = []byte(body)
+			m.Header.Set("Ami-Stream", "true")
+			if err := w.nc.PublishMsg(m); err != nil {
+				t.Fatal(err)
+			}
+			first, err := sub.NextMsg(replyTimeout)
+			if err != nil {
+				t.Fatalf("no first streamed message: %v", err)
+			}
+			if r := w.checkReply("perm", first); r.Response.value("EventList") != "start" {
+				t.Errorf("first streamed message %s, want the envelope", r)
+			}
+			b.log.waitFor(t, "Permissions Violation for Publish to", replyTimeout, b.done)
+			if !strings.Contains(string(b.log.Bytes()), "Publish to \\\"_INBOX.") {
+				t.Errorf("the bridge's permissions violation is not for a reply subject:\n%s", truncate(b.log.Bytes(), 8192))
+			}
+		})
+	}
+}
