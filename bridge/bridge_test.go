@@ -479,24 +479,7 @@ func TestBridge_ConnectionLostBeforeTheAnswer(t *testing.T) {
 	startBridge(t, nc, []ServerConfig{fastServer("pbx1", pbx)}, Options{})
 	w.waitState(StateConnected)
 
-	arrived := make(chan struct{}, 1)
-	pbx.HandleFunc("Hold", func(w *amitest.ResponseWriter, r *amitest.Request) {
-		arrived <- struct{}{}
-		// no answer: the connection drops first
-	})
-	reply := make(chan *nats.Msg, 1)
-	go func() {
-		m, err := cc.Request(subjects.Action("ami", "pbx1"), []byte(`{"Action":"Hold"}`), waitTime)
-		if err != nil {
-			t.Errorf("request: %v", err)
-		}
-		reply <- m
-	}()
-	select {
-	case <-arrived:
-	case <-time.After(waitTime):
-		t.Fatal("the action never reached the PBX")
-	}
+	reply := heldRequest(t, cc, pbx, "Hold", nil) // no answer: the connection drops first
 	pbx.DropConnections()
 	m := <-reply
 	if m == nil {
@@ -642,25 +625,11 @@ func TestBridge_ShutdownFinishesInFlightActions(t *testing.T) {
 	b, _ := startBridge(t, nc, []ServerConfig{fastServer("pbx1", pbx)}, Options{})
 	w.waitState(StateConnected)
 
-	arrived, release := make(chan struct{}), make(chan struct{})
-	pbx.HandleFunc("Slow", func(w *amitest.ResponseWriter, r *amitest.Request) {
-		close(arrived)
+	release := make(chan struct{})
+	reply := heldRequest(t, cc, pbx, "Slow", func(w *amitest.ResponseWriter) {
 		<-release
 		w.Success("Message", "done at last")
 	})
-	reply := make(chan *nats.Msg, 1)
-	go func() {
-		m, err := cc.Request(subjects.Action("ami", "pbx1"), []byte(`{"Action":"Slow"}`), waitTime)
-		if err != nil {
-			t.Errorf("in-flight request: %v", err)
-		}
-		reply <- m
-	}()
-	select {
-	case <-arrived:
-	case <-time.After(waitTime):
-		t.Fatal("the action never reached the PBX")
-	}
 	done := make(chan error, 1)
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), waitTime)
@@ -704,21 +673,7 @@ func TestBridge_ShutdownDeadlineAnswers503(t *testing.T) {
 	w := watchStatus(t, cc, "ami", "pbx1")
 	b, _ := startBridge(t, nc, []ServerConfig{fastServer("pbx1", pbx)}, Options{})
 	w.waitState(StateConnected)
-	arrived := make(chan struct{})
-	pbx.HandleFunc("Hold", func(w *amitest.ResponseWriter, r *amitest.Request) {
-		close(arrived) // and never answer
-	})
-
-	reply := make(chan *nats.Msg, 1)
-	go func() {
-		m, _ := cc.Request(subjects.Action("ami", "pbx1"), []byte(`{"Action":"Hold"}`), waitTime)
-		reply <- m
-	}()
-	select {
-	case <-arrived:
-	case <-time.After(waitTime):
-		t.Fatal("the action never reached the PBX")
-	}
+	reply := heldRequest(t, cc, pbx, "Hold", nil) // never answered
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
 	err := b.Shutdown(ctx)

@@ -277,3 +277,33 @@ func waitSessions(t testing.TB, pbx *amitest.Server, n int) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+// heldRequest installs action on pbx, with answer as its reply (nil: none
+// at all), requests it on pbx1's endpoint in the background and returns once
+// the PBX has it in hand. The NATS reply arrives on the channel; nil after a
+// NATS error, which fails the test.
+func heldRequest(t *testing.T, cc *nats.Conn, pbx *amitest.Server, action string, answer func(*amitest.ResponseWriter)) <-chan *nats.Msg {
+	t.Helper()
+	arrived := make(chan struct{})
+	var once sync.Once
+	pbx.HandleFunc(action, func(w *amitest.ResponseWriter, r *amitest.Request) {
+		once.Do(func() { close(arrived) })
+		if answer != nil {
+			answer(w)
+		}
+	})
+	reply := make(chan *nats.Msg, 1)
+	go func() {
+		m, err := cc.Request(subjects.Action("ami", "pbx1"), []byte(`{"Action":"`+action+`"}`), waitTime)
+		if err != nil {
+			t.Errorf("request %s: %v", action, err)
+		}
+		reply <- m
+	}()
+	select {
+	case <-arrived:
+	case <-time.After(waitTime):
+		t.Fatalf("%s never reached the PBX", action)
+	}
+	return reply
+}
