@@ -442,7 +442,7 @@ func (c *Client) dispatchListEvent(m *Message) bool {
 		cl, ok = c.orphanOwner(m.Name())
 	}
 	if !ok && c.gaveUp[id] {
-		if equalFoldASCII(m.Get("EventList"), "Complete") {
+		if strings.EqualFold(m.Get("EventList"), "Complete") {
 			delete(c.gaveUp, id)
 		}
 		return true
@@ -457,7 +457,7 @@ func (c *Client) dispatchListEvent(m *Message) bool {
 		}
 		return false
 	}
-	if !equalFoldASCII(m.Get("EventList"), "Complete") {
+	if !strings.EqualFold(m.Get("EventList"), "Complete") {
 		cl.resp.Events = append(cl.resp.Events, m)
 		return true
 	}

@@ -279,6 +279,5 @@ func (m *Message) String() string {
 	return string(append(b, "\r\n"...))
 }
 
-func isListStart(m *Message) bool { return equalFoldASCII(m.Get("EventList"), "start") }
-
-func equalFoldASCII(a, b string) bool { return strings.EqualFold(a, b) }
+// isListStart reports whether a response opens an event list.
+func isListStart(m *Message) bool { return strings.EqualFold(m.Get("EventList"), "start") }

@@ -1,5 +1,7 @@
 package amiproto
 
+import "strings"
+
 // Response is Asterisk's answer to one Action. For a list action it is a
 // Collection: the leading response (embedded), the entry events in order,
 // and the completing event ("EventList: Complete").
@@ -16,5 +18,5 @@ func (r *Response) IsCollection() bool {
 
 // IsError reports whether Asterisk answered "Response: Error".
 func (r *Response) IsError() bool {
-	return r != nil && r.Message != nil && r.Kind() == KindResponse && equalFoldASCII(r.Name(), "Error")
+	return r != nil && r.Message != nil && r.Kind() == KindResponse && strings.EqualFold(r.Name(), "Error")
 }
