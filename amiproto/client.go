@@ -225,6 +225,9 @@ func (c *Client) request(ctx context.Context, action *Message, internal bool) (*
 	if err := ValidateMessage(action); err != nil {
 		return nil, err
 	}
+	if action.Kind() != KindAction || action.Name() == "" {
+		return nil, &ActionError{Key: action.Fields[0].Key, Reason: `the first field must be "Action: <name>"`}
+	}
 	cl := &call{action: action.Name(), done: make(chan struct{})}
 	cl.callerID, cl.hasID = action.Lookup("ActionID")
 	id := nextActionID()

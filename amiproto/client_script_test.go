@@ -340,3 +340,21 @@ func TestClient_APBXThatStopsReadingNeverHoldsACallerPastItsContext(t *testing.T
 		t.Fatalf("Err() = %v", c.Err())
 	}
 }
+
+func TestClient_RequestNeedsAnActionFirst(t *testing.T) {
+	url := scripted(t, func(conn net.Conn, r *Reader) {
+		acceptLogin(t, conn, r, "")
+		io.Copy(io.Discard, conn)
+	})
+	c := dialT(t, url)
+	for _, m := range []*Message{
+		{Fields: []Field{{Key: "Event", Value: "Newchannel"}}},
+		{Fields: []Field{{Key: "Command", Value: "core show uptime"}, {Key: "Action", Value: "Command"}}},
+		NewAction(""),
+	} {
+		var ae *ActionError
+		if _, err := c.Request(context.Background(), m); !errors.As(err, &ae) {
+			t.Errorf("Request(%q) = %v, want an ActionError", m.String(), err)
+		}
+	}
+}
