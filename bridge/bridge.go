@@ -523,6 +523,15 @@ func (b *Bridge) Servers() []string {
 	return out
 }
 
+// PublishStatus publishes the status of every PBX now. The bridge does so
+// on every change and every StatusInterval by itself; a caller that sees
+// NATS come back calls it so subscribers need not wait for the interval.
+func (b *Bridge) PublishStatus() {
+	for _, s := range b.sessions {
+		s.publishStatus()
+	}
+}
+
 // statusTicker publishes every status each StatusInterval.
 func (b *Bridge) statusTicker() {
 	t := time.NewTicker(b.opts.StatusInterval)
@@ -530,9 +539,7 @@ func (b *Bridge) statusTicker() {
 	for {
 		select {
 		case <-t.C:
-			for _, s := range b.sessions {
-				s.publishStatus()
-			}
+			b.PublishStatus()
 		case <-b.runCtx.Done():
 			return
 		}

@@ -715,3 +715,26 @@ func TestNew_InvalidConfigNamesEveryProblem(t *testing.T) {
 		t.Errorf("error holds the secret:\n%s", msg)
 	}
 }
+
+func TestBridge_PublishStatusNowForEveryPBX(t *testing.T) {
+	ns := startNATS(t, natsOptions{})
+	nc, cc := connect(t, ns), connect(t, ns)
+	pbx := startPBX(t, amitest.Config{})
+	w1, w2 := watchStatus(t, cc, "ami", "pbx1"), watchStatus(t, cc, "ami", "pbx2")
+	b, _ := startBridge(t, nc, []ServerConfig{fastServer("pbx1", pbx), fastServer("pbx2", pbx)}, Options{})
+	for _, w := range []*statusWatch{w1, w2} {
+		// The last status a session sends by itself is the one that adds
+		// the Asterisk version; after it, only the 30 s interval would.
+		for st := w.next(); st.Version == ""; st = w.next() {
+		}
+		if len(w.ch) != 0 {
+			t.Fatalf("%d more statuses before PublishStatus", len(w.ch))
+		}
+	}
+	b.PublishStatus()
+	for name, w := range map[string]*statusWatch{"pbx1": w1, "pbx2": w2} {
+		if st := w.next(); st.Server != name || st.State != StateConnected {
+			t.Errorf("status %+v, want %s connected", st, name)
+		}
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"net"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -127,8 +128,12 @@ func (n natsServerLogger) Tracef(f string, v ...any)  { n.l.Trace().Msgf(f, v...
 // natsConn is a NATS connection and the means to wait for its end.
 type natsConn struct {
 	*nats.Conn
-	closed chan struct{} // closed by the ClosedHandler, after Drain
+	closed      chan struct{}          // closed by the ClosedHandler, after Drain
+	reconnected atomic.Pointer[func()] // run after each reconnect, once set
 }
+
+// onReconnect runs f after every reconnect from now on.
+func (nc *natsConn) onReconnect(f func()) { nc.reconnected.Store(&f) }
 
 // connectNATS connects to the embedded server ns when it is not nil, else
 // to c.URL, with reconnects forever. When the server is not up yet it
@@ -149,6 +154,9 @@ func connectNATS(ctx context.Context, c config.NATS, drainTimeout time.Duration,
 		nats.ReconnectHandler(func(c *nats.Conn) {
 			markConnected()
 			log.Info().Str("nats_url", config.RedactNATSURL(c.ConnectedUrlRedacted())).Msg("NATS reconnected")
+			if f := nc.reconnected.Load(); f != nil {
+				(*f)()
+			}
 		}),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			if err != nil {

@@ -91,6 +91,9 @@ func run(ctx context.Context, cfg *config.Config, log zerolog.Logger) error {
 		st.nc.Close()
 		return fmt.Errorf("bridge: %w", err)
 	}
+	// Subscribers that lost NATS with the bridge see every PBX's state at
+	// once when it is back, not at the next interval.
+	st.nc.onReconnect(b.PublishStatus)
 	log.Info().Str("nats_url", st.url).Str("prefix", cfg.NATS.Prefix).Msg("ready")
 
 	<-ctx.Done()
