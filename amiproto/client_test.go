@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -439,5 +440,52 @@ func TestClient_EventFuncGetsEveryEventInOrderOnTheReader(t *testing.T) {
 		if n != strconv.Itoa(i) {
 			t.Fatalf("event %d is %s", i, n)
 		}
+	}
+}
+
+func TestClient_SurvivesGarbageSlowWritesAndStalls(t *testing.T) {
+	srv := startPBX(t, amitest.Config{Channels: 20})
+	var reports atomic.Int32
+	c := dial(t, srv.URL("admin", "s3cret!"), amiproto.WithEventMask("user"),
+		amiproto.WithReportFunc(func(error) { reports.Add(1) }))
+	ctx := ctx10s(t)
+
+	srv.WriteGarbage(nil) // random bytes, then a blank line
+	if err := c.Ping(ctx); err != nil {
+		t.Fatalf("Ping after garbage: %v", err)
+	}
+	if reports.Load() == 0 {
+		t.Error("the garbage was not reported")
+	}
+
+	srv.SlowWrites(true) // one byte per socket write
+	for i := range 5 {
+		srv.Emit(userEvent(i))
+	}
+	resp, err := c.CoreShowChannels(ctx)
+	if err != nil || len(resp.Events) != 20 {
+		t.Fatalf("collection over slow writes: %v, %d entries", err, len(resp.Events))
+	}
+	for i := range 5 {
+		if ev := <-c.Events(); ev.Get("N") != strconv.Itoa(i) {
+			t.Fatalf("event %d over slow writes is %v", i, ev)
+		}
+	}
+	srv.SlowWrites(false)
+
+	srv.Stall(100 * time.Millisecond) // answers wait, then all come
+	var wg sync.WaitGroup
+	for range 10 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := c.Ping(ctx); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	if err := c.Err(); err != nil {
+		t.Fatalf("the session ended: %v", err)
 	}
 }
