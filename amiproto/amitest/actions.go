@@ -37,6 +37,10 @@ func init() {
 		"dbdeltree":        HandlerFunc(serveDBDelTree),
 		"queuerule":        HandlerFunc(serveQueueRule),
 		"queues":           HandlerFunc(serveQueues),
+		"queuestatus":      HandlerFunc(serveQueueStatus),
+		"queuesummary":     HandlerFunc(serveQueueSummary),
+		"bridgelist":       HandlerFunc(serveBridgeList),
+		"showdialplan":     HandlerFunc(serveShowDialPlan),
 	}
 }
 

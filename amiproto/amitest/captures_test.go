@@ -19,7 +19,7 @@ var volatileKeys = map[string]bool{
 	"timestamp": true, "uptime": true, "lastreload": true, "eventtv": true, "sessiontv": true,
 	"sessionid": true, "localaddress": true, "remoteaddress": true, "challenge": true,
 	"corestartupdate": true, "corestartuptime": true, "corereloaddate": true, "corereloadtime": true,
-	"coreprocessedcalls": true,
+	"coreprocessedcalls": true, "logintime": true,
 }
 
 func isVolatile(f amiproto.Field) bool {

@@ -34,9 +34,18 @@
 //
 // Login, Logoff, Challenge, Ping, Command, CoreShowChannels, Status,
 // Originate, Events, Getvar, Setvar, CoreSettings, CoreStatus, UserEvent,
-// ListCommands, Hangup, DBPut, DBGet, DBDel and DBDelTree are built in;
-// any other action answers "Invalid/unknown command". Handle adds or
-// replaces actions.
+// ListCommands, Hangup, DBPut, DBGet, DBDel, DBDelTree, QueueRule,
+// QueueStatus, QueueSummary, BridgeList, ShowDialPlan and (Asterisk13
+// only) Queues are built in; any other action answers "Invalid/unknown
+// command". Handle adds or replaces actions.
+//
+// The queue and dialplan actions list the fixed configuration of the PBX
+// that recorded capture 06c: queue "support" (ringall) with the static
+// members "Agent One" (Local/agent@test, in a call) and "Busy Agent"
+// (Local/busy@test), no callers; the contexts "parkedcalls" and "test"
+// with their extensions. QueueStatus honours Queue and Member,
+// QueueSummary Queue, ShowDialPlan Context and Extension. BridgeList is
+// always empty.
 //
 // # Calls and faults
 //
