@@ -1,0 +1,163 @@
+package amiproto_test
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/ami-bridge/ami-bridge/amiproto"
+	"github.com/ami-bridge/ami-bridge/amiproto/amitest"
+)
+
+// TestHelpers_SendTheActionAsteriskExpects checks the wire form of every
+// typed helper: the action name and its fields in order, ActionID aside.
+func TestHelpers_SendTheActionAsteriskExpects(t *testing.T) {
+	srv := startPBX(t, amitest.Config{})
+	var mu sync.Mutex
+	var got []string // the last action, as "Key: value" lines without ActionID
+	record := func(w *amitest.ResponseWriter, r *amitest.Request) {
+		mu.Lock()
+		got = got[:0]
+		for _, f := range r.Fields {
+			if !strings.EqualFold(f.Key, "ActionID") {
+				got = append(got, f.Key+": "+f.Value)
+			}
+		}
+		mu.Unlock()
+		w.Success("Value", "v1", "Challenge", "123456789")
+	}
+	for _, name := range []string{"Ping", "Command", "Events", "Challenge", "ListCommands", "CoreShowChannels",
+		"SIPpeers", "SIPshowpeer", "Agents", "AgentLogoff", "Sendtext", "Hangup", "GetConfig", "Originate",
+		"Redirect", "Getvar", "Setvar", "Status", "CoreStatus", "CoreSettings", "QueueStatus", "QueueSummary",
+		"PJSIPShowEndpoints", "DBGet", "DBPut", "UserEvent"} {
+		srv.HandleFunc(name, record)
+	}
+	c := dial(t, srv.URL("admin", "s3cret!"))
+	ctx := ctx10s(t)
+	ignore := func(_ *amiproto.Response, err error) error { return err }
+
+	for _, tc := range []struct {
+		name string
+		call func() error
+		want []string
+	}{
+		{"Ping", func() error { return c.Ping(ctx) }, []string{"Action: Ping"}},
+		{"Command", func() error { _, err := c.Command(ctx, "core show uptime"); return err },
+			[]string{"Action: Command", "Command: core show uptime"}},
+		{"EventMask", func() error { return ignore(c.EventMask(ctx, "call,system")) },
+			[]string{"Action: Events", "EventMask: call,system"}},
+		{"Challenge", func() error { _, err := c.Challenge(ctx); return err },
+			[]string{"Action: Challenge", "AuthType: MD5"}},
+		{"ListCommands", func() error { return ignore(c.ListCommands(ctx)) }, []string{"Action: ListCommands"}},
+		{"CoreShowChannels", func() error { return ignore(c.CoreShowChannels(ctx)) }, []string{"Action: CoreShowChannels"}},
+		{"SIPPeers", func() error { return ignore(c.SIPPeers(ctx)) }, []string{"Action: SIPpeers"}},
+		{"SIPShowPeer", func() error { return ignore(c.SIPShowPeer(ctx, "100")) }, []string{"Action: SIPshowpeer", "Peer: 100"}},
+		{"Agents", func() error { return ignore(c.Agents(ctx)) }, []string{"Action: Agents"}},
+		{"AgentLogoff", func() error { return ignore(c.AgentLogoff(ctx, "1001", true)) },
+			[]string{"Action: AgentLogoff", "Agent: 1001", "Soft: true"}},
+		{"Sendtext", func() error { return ignore(c.Sendtext(ctx, "PJSIP/100-1", "hi")) },
+			[]string{"Action: Sendtext", "Channel: PJSIP/100-1", "Message: hi"}},
+		{"Hangup", func() error { return ignore(c.Hangup(ctx, "PJSIP/100-1", 16)) },
+			[]string{"Action: Hangup", "Channel: PJSIP/100-1", "Cause: 16"}},
+		{"Hangup without cause", func() error { return ignore(c.Hangup(ctx, "PJSIP/100-1", 0)) },
+			[]string{"Action: Hangup", "Channel: PJSIP/100-1"}},
+		{"GetConfig", func() error { return ignore(c.GetConfig(ctx, "sip.conf", "general")) },
+			[]string{"Action: GetConfig", "Filename: sip.conf", "Category: general"}},
+		{"Originate", func() error {
+			return ignore(c.Originate(ctx, amiproto.Originate{Channel: "PJSIP/100", Context: "default", Exten: "200",
+				Priority: "1", Timeout: 30000, CallerID: `"Bot" <100>`, Async: true, Variables: map[string]string{"B": "2", "A": "1"}}))
+		}, []string{"Action: Originate", "Channel: PJSIP/100", "Context: default", "Exten: 200", "Priority: 1",
+			`CallerID: "Bot" <100>`, "Timeout: 30000", "Async: true", "Variable: A=1", "Variable: B=2"}},
+		{"Redirect", func() error { return ignore(c.Redirect(ctx, "PJSIP/100-1", "default", "300", "1")) },
+			[]string{"Action: Redirect", "Channel: PJSIP/100-1", "Context: default", "Exten: 300", "Priority: 1"}},
+		{"Getvar", func() error {
+			v, err := c.Getvar(ctx, "PJSIP/100-1", "FOO")
+			if err == nil && v != "v1" {
+				t.Errorf("Getvar = %q, want the Value field v1", v)
+			}
+			return err
+		}, []string{"Action: Getvar", "Variable: FOO", "Channel: PJSIP/100-1"}},
+		{"Setvar global", func() error { return c.Setvar(ctx, "", "G", "x") },
+			[]string{"Action: Setvar", "Variable: G", "Value: x"}},
+		{"Status", func() error { return ignore(c.Status(ctx, "PJSIP/100-1", "FOO,BAR")) },
+			[]string{"Action: Status", "Channel: PJSIP/100-1", "Variables: FOO,BAR"}},
+		{"CoreStatus", func() error { return ignore(c.CoreStatus(ctx)) }, []string{"Action: CoreStatus"}},
+		{"CoreSettings", func() error { return ignore(c.CoreSettings(ctx)) }, []string{"Action: CoreSettings"}},
+		{"QueueStatus", func() error { return ignore(c.QueueStatus(ctx, "support")) },
+			[]string{"Action: QueueStatus", "Queue: support"}},
+		{"QueueSummary all", func() error { return ignore(c.QueueSummary(ctx, "")) }, []string{"Action: QueueSummary"}},
+		{"PJSIPShowEndpoints", func() error { return ignore(c.PJSIPShowEndpoints(ctx)) }, []string{"Action: PJSIPShowEndpoints"}},
+		{"DBGet", func() error { _, err := c.DBGet(ctx, "fam", "key"); return err },
+			[]string{"Action: DBGet", "Family: fam", "Key: key"}},
+		{"DBPut", func() error { return c.DBPut(ctx, "fam", "key", "val") },
+			[]string{"Action: DBPut", "Family: fam", "Key: key", "Val: val"}},
+		{"UserEvent", func() error {
+			return c.UserEvent(ctx, "Ping", amiproto.Field{Key: "H", Value: "1"}, amiproto.Field{Key: "H", Value: "2"})
+		}, []string{"Action: UserEvent", "UserEvent: Ping", "H: 1", "H: 2"}},
+	} {
+		if err := tc.call(); err != nil {
+			t.Errorf("%s: %v", tc.name, err)
+			continue
+		}
+		mu.Lock()
+		if !slices.Equal(got, tc.want) {
+			t.Errorf("%s sent\n  %q\nwant\n  %q", tc.name, got, tc.want)
+		}
+		mu.Unlock()
+	}
+}
+
+func TestHelpers_AgainstTheFakePBX(t *testing.T) {
+	srv := startPBX(t, amitest.Config{})
+	c := dial(t, srv.URL("admin", "s3cret!"))
+	ctx := ctx10s(t)
+	if err := c.DBPut(ctx, "cidname", "5551234", "Alice: Smith"); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := c.DBGet(ctx, "cidname", "5551234"); err != nil || v != "Alice: Smith" {
+		t.Fatalf("DBGet = %q, %v", v, err)
+	}
+	if err := c.Setvar(ctx, "", "GLOBALX", "42"); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := c.Getvar(ctx, "", "GLOBALX"); err != nil || v != "42" {
+		t.Fatalf("Getvar = %q, %v", v, err)
+	}
+	if _, err := c.Getvar(ctx, "PJSIP/nobody-1", "FOO"); err == nil {
+		t.Fatal("Getvar on a missing channel succeeded")
+	}
+	st, err := c.CoreSettings(ctx)
+	if err != nil || st.Get("AsteriskVersion") != "22.10.1" {
+		t.Fatalf("CoreSettings: %v %v", st, err)
+	}
+	if ch, err := c.Challenge(ctx); err != nil || len(ch) != 9 {
+		t.Fatalf("Challenge = %q, %v", ch, err)
+	}
+	if err := c.Logoff(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Ping(ctx); err == nil {
+		t.Fatal("Ping after Logoff succeeded")
+	}
+}
+
+func TestHelpers_LoginOnAClientDialedWithoutAUser(t *testing.T) {
+	srv := startPBX(t, amitest.Config{})
+	c := dial(t, srv.Addr())
+	ctx := ctx10s(t)
+	var re *amiproto.ResponseError
+	// Before login Asterisk refuses everything but Login and Challenge
+	// (capture 02c), and the session stays open.
+	if _, err := c.CoreStatus(ctx); !errors.As(err, &re) || re.Response.Get("Message") != "Permission denied" {
+		t.Fatalf("CoreStatus before login: %v", err)
+	}
+	if err := c.Login(ctx, "admin", "s3cret!"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.CoreStatus(ctx); err != nil {
+		t.Fatalf("CoreStatus after login: %v", err)
+	}
+}
