@@ -2,16 +2,9 @@ package amiproto_test
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"errors"
 	"fmt"
-	"math/big"
-	"net"
 	"strconv"
 	"strings"
 	"sync"
@@ -184,7 +177,10 @@ func TestClient_WrongSecretIsAnAuthErrorWithoutTheSecret(t *testing.T) {
 }
 
 func TestClient_TLSWithASelfSignedCertificate(t *testing.T) {
-	cert, pool := selfSigned(t)
+	cert, pool, err := amitest.SelfSignedCert()
+	if err != nil {
+		t.Fatal(err)
+	}
 	srv := startPBX(t, amitest.Config{TLS: &tls.Config{Certificates: []tls.Certificate{cert}}})
 	url := srv.URL("admin", "s3cret!")
 	if !strings.HasPrefix(url, "tls://") {
@@ -194,37 +190,11 @@ func TestClient_TLSWithASelfSignedCertificate(t *testing.T) {
 	if err := c.Ping(ctx10s(t)); err != nil {
 		t.Fatal(err)
 	}
-	_, err := amiproto.Dial(ctx10s(t), url) // system roots do not know it
+	_, err = amiproto.Dial(ctx10s(t), url) // system roots do not know it
 	var de *amiproto.DialError
 	if !errors.As(err, &de) || de.Op != "tls" {
 		t.Fatalf("err %v, want a tls DialError", err)
 	}
-}
-
-func selfSigned(t *testing.T) (tls.Certificate, *x509.CertPool) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1),
-		Subject:      pkix.Name{CommonName: "pbx"},
-		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1")},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		IsCA:         true, BasicConstraintsValid: true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	leaf, _ := x509.ParseCertificate(der)
-	pool := x509.NewCertPool()
-	pool.AddCert(leaf)
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, pool
 }
 
 // userEvent is an event the test can number.

@@ -2,14 +2,8 @@ package amitest_test
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"fmt"
-	"math/big"
 	"net"
 	"slices"
 	"strconv"
@@ -580,7 +574,10 @@ func TestServer_URLRoundTripsThroughParseURL(t *testing.T) {
 }
 
 func TestServer_TLSSelfSigned(t *testing.T) {
-	cert := selfSigned(t)
+	cert, _, err := amitest.SelfSignedCert()
+	if err != nil {
+		t.Fatal(err)
+	}
 	srv := start(t, amitest.Config{TLS: &tls.Config{Certificates: []tls.Certificate{cert}}})
 	if !strings.HasPrefix(srv.URL("admin", "s3cret!"), "tls://") {
 		t.Fatalf("URL %q", srv.URL("admin", "s3cret!"))
@@ -628,26 +625,6 @@ func TestServer_CloseEndsSessionsAndGenerators(t *testing.T) {
 	if _, err := net.DialTimeout("tcp", srv.Addr(), time.Second); err == nil {
 		t.Error("still listening after Close")
 	}
-}
-
-func selfSigned(t testing.TB) tls.Certificate {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1),
-		Subject:      pkix.Name{CommonName: "amitest"},
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
 }
 
 // readFull reads exactly len(b) raw bytes from the socket, bypassing the
