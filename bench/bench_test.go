@@ -17,7 +17,7 @@ import (
 
 // capturePath is a real Asterisk 22.10.1 session: the banner, a login, then
 // 200 Async Originates answered by 4,400 events (about 1.7 MB).
-const capturePath = "testdata/14a_burst_200_originates.recv.bin"
+const capturePath = "../amiproto/testdata/captures/asterisk-22/14a_burst_200_originates.recv.bin"
 
 // result is what one pass over the capture produced.
 type result struct {

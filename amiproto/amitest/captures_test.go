@@ -78,7 +78,7 @@ func TestCaptures_SameConversation(t *testing.T) {
 		for _, name := range sessions {
 			t.Run(p.dir+"/"+name, func(t *testing.T) {
 				t.Parallel()
-				base := filepath.Join("testdata", p.dir, name)
+				base := filepath.Join(captures, p.dir, name)
 				wantBanner, want, err := readAll(bytes.NewReader(readFile(t, base+".recv.bin")))
 				if err != nil {
 					t.Fatalf("capture: %v", err)

@@ -34,7 +34,7 @@ func TestCaptures_Collections(t *testing.T) {
 	for _, p := range profiles {
 		t.Run(p.dir, func(t *testing.T) {
 			t.Parallel()
-			base := filepath.Join("testdata", p.dir, name)
+			base := filepath.Join(captures, p.dir, name)
 			sent, ids := pickActions(t, string(readFile(t, base+".sent.bin")))
 			_, all, err := readAll(bytes.NewReader(readFile(t, base+".recv.bin")))
 			if err != nil {

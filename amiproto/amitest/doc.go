@@ -1,6 +1,6 @@
 // Package amitest is a fake Asterisk Manager Interface on 127.0.0.1 for
 // tests, benchmarks and demos. It answers the way the live Asterisk builds
-// of ../shared/ami-transcripts did, byte for byte where it matters: the
+// recorded in ../testdata/captures did, byte for byte where it matters: the
 // banner, the texts ("Authentication accepted", "Permission denied",
 // "Missing action in request", ...), the field order, the ActionID
 // position of each list item, and both Command framings.

@@ -177,6 +177,10 @@ func keys(m *amiproto.Message) []string {
 	return out
 }
 
+// captures is the one copy of the recorded Asterisk sessions, shared with
+// the amiproto reader tests.
+const captures = "../testdata/captures"
+
 func readFile(t testing.TB, path string) []byte {
 	t.Helper()
 	b, err := os.ReadFile(path)

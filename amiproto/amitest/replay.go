@@ -16,9 +16,9 @@ import (
 	"sync"
 )
 
-// Capture is one recorded AMI session of ../shared/ami-transcripts: what
-// Asterisk sent, what the client sent, and the socket reads and writes
-// that carried them.
+// Capture is one recorded AMI session of a live Asterisk (the captures in
+// ../testdata/captures): what Asterisk sent, what the client sent, and the
+// socket reads and writes that carried them.
 type Capture struct {
 	Recv   []byte  // NAME.recv.bin: every byte from Asterisk
 	Sent   []byte  // NAME.sent.bin: every byte from the client (may be nil)
@@ -36,7 +36,9 @@ type Chunk struct {
 // LoadCapture reads a capture by its path with or without the
 // ".recv.bin" suffix, such as ".../asterisk-22/01_login_logoff". The
 // .sent.bin and .chunks.jsonl files are optional; when chunks are present
-// their recv bytes must join to exactly the .recv.bin.
+// their recv bytes must join to exactly the .recv.bin. A chunk line carries
+// its bytes as "hex", or only their "len", which then slices them from the
+// .recv.bin or .sent.bin in order.
 func LoadCapture(path string) (*Capture, error) {
 	base := strings.TrimSuffix(path, ".recv.bin")
 	recv, err := os.ReadFile(base + ".recv.bin")
@@ -55,7 +57,7 @@ func LoadCapture(path string) (*Capture, error) {
 		return nil, fmt.Errorf("amitest: load capture: %w", err)
 	}
 	defer f.Close()
-	if c.Chunks, err = parseChunks(f); err != nil {
+	if c.Chunks, err = parseChunks(f, recv, c.Sent); err != nil {
 		return nil, fmt.Errorf("amitest: load capture %s.chunks.jsonl: %w", base, err)
 	}
 	if joined := bytes.Join(c.RecvChunks(), nil); !bytes.Equal(joined, recv) {
@@ -64,8 +66,9 @@ func LoadCapture(path string) (*Capture, error) {
 	return c, nil
 }
 
-func parseChunks(r io.Reader) ([]Chunk, error) {
+func parseChunks(r io.Reader, recv, sent []byte) ([]Chunk, error) {
 	var out []Chunk
+	rest := map[string][]byte{"recv": recv, "send": sent}
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 0, 64<<10), 64<<20)
 	for line := 1; sc.Scan(); line++ {
@@ -76,6 +79,7 @@ func parseChunks(r io.Reader) ([]Chunk, error) {
 			T   float64 `json:"t"`
 			Dir string  `json:"dir"`
 			Hex string  `json:"hex"`
+			Len int     `json:"len"`
 		}
 		if err := json.Unmarshal(sc.Bytes(), &rec); err != nil {
 			return nil, fmt.Errorf("line %d: %w", line, err)
@@ -83,6 +87,13 @@ func parseChunks(r io.Reader) ([]Chunk, error) {
 		data, err := hex.DecodeString(rec.Hex)
 		if err != nil {
 			return nil, fmt.Errorf("line %d: hex: %w", line, err)
+		}
+		if rec.Hex == "" && rec.Len > 0 {
+			src, ok := rest[rec.Dir]
+			if !ok || len(src) < rec.Len {
+				return nil, fmt.Errorf("line %d: %d %s bytes past the end of what the .recv.bin or .sent.bin holds", line, rec.Len, rec.Dir)
+			}
+			data, rest[rec.Dir] = src[:rec.Len], src[rec.Len:]
 		}
 		out = append(out, Chunk{T: rec.T, Dir: rec.Dir, Data: data})
 	}

@@ -47,7 +47,7 @@ func readToEOF(t *testing.T, addr string, send []byte) []byte {
 }
 
 func TestLoadCapture_ChunksJoinToRecv(t *testing.T) {
-	c, err := amitest.LoadCapture(filepath.Join("testdata", "asterisk-22", "05_command_action.recv.bin"))
+	c, err := amitest.LoadCapture(filepath.Join(captures, "asterisk-22", "05_command_action.recv.bin"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,13 +55,13 @@ func TestLoadCapture_ChunksJoinToRecv(t *testing.T) {
 	if len(chunks) < 10 || !bytes.Equal(bytes.Join(chunks, nil), c.Recv) || len(c.Sent) == 0 {
 		t.Fatalf("%d chunks, %d recv bytes, %d sent bytes", len(chunks), len(c.Recv), len(c.Sent))
 	}
-	if _, err := amitest.LoadCapture(filepath.Join("testdata", "nope")); err == nil {
+	if _, err := amitest.LoadCapture(filepath.Join(captures, "nope")); err == nil {
 		t.Fatal("loaded a missing capture")
 	}
 }
 
 func TestReplay_ServesTheBytes(t *testing.T) {
-	recv := readFile(t, filepath.Join("testdata", "asterisk-13", "05_command_action.recv.bin"))
+	recv := readFile(t, filepath.Join(captures, "asterisk-13", "05_command_action.recv.bin"))
 	for _, tc := range []struct {
 		name  string
 		start func() (*amitest.Replayer, error)
@@ -71,7 +71,7 @@ func TestReplay_ServesTheBytes(t *testing.T) {
 			return amitest.Replay(recv, amitest.ReplayOptions{Split: []int{1, 2, 3, 100, 7}})
 		}},
 		{"recorded chunks", func() (*amitest.Replayer, error) {
-			return amitest.StartReplay(filepath.Join("testdata", "asterisk-13", "05_command_action"), amitest.ReplayOptions{})
+			return amitest.StartReplay(filepath.Join(captures, "asterisk-13", "05_command_action"), amitest.ReplayOptions{})
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -89,7 +89,7 @@ func TestReplay_ServesTheBytes(t *testing.T) {
 // sends what Asterisk sent after each client write only once the client
 // has written as many messages.
 func TestReplay_InteractiveFollowsTheClient(t *testing.T) {
-	path := filepath.Join("testdata", "asterisk-22", "01_login_logoff")
+	path := filepath.Join(captures, "asterisk-22", "01_login_logoff")
 	r := startReplay(t, func() (*amitest.Replayer, error) {
 		return amitest.StartReplay(path, amitest.ReplayOptions{Interactive: true})
 	})
