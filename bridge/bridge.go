@@ -263,6 +263,9 @@ func withServerDefaults(sc ServerConfig) (ServerConfig, string, amiproto.Endpoin
 	if sc.ReconnectMin > sc.ReconnectMax {
 		errs = append(errs, fmt.Errorf("reconnect min %v is above reconnect max %v", sc.ReconnectMin, sc.ReconnectMax))
 	}
+	if err := validateGlobs(sc); err != nil {
+		errs = append(errs, err)
+	}
 	if err := errors.Join(errs...); err != nil {
 		return sc, "", ep, err
 	}

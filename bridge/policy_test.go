@@ -5,39 +5,6 @@ import (
 	"testing"
 )
 
-func TestGlobMatch(t *testing.T) {
-	tests := []struct {
-		pattern, name string
-		want          bool
-	}{
-		{"Newchannel", "Newchannel", true},
-		{"newCHANNEL", "Newchannel", true},
-		{"New*", "Newchannel", true},
-		{"New*", "New", true},
-		{"*", "", true},
-		{"*", "anything", true},
-		{"", "", true},
-		{"", "x", false},
-		{"?", "", false},
-		{"?ial*", "DialBegin", true},
-		{"*End", "DialEnd", true},
-		{"*End", "DialEnding", false},
-		{"D*l*n", "DialBegin", true},
-		{"D*l*x", "DialBegin", false},
-		{"*a*b*c*", "xaybzc", true},
-		{"a**b", "ab", true},
-		{"Var[Set]", "VarS", false}, // no classes: '[' is literal
-		{"Var[Set]", "Var[set]", true},
-		{"a/b*", "A/bc", true}, // no path semantics: '*' crosses '/'
-		{"a*/c", "a/b/c", true},
-	}
-	for _, tt := range tests {
-		if got := globMatch(tt.pattern, tt.name); got != tt.want {
-			t.Errorf("globMatch(%q, %q) = %v, want %v", tt.pattern, tt.name, got, tt.want)
-		}
-	}
-}
-
 func TestActionPolicy(t *testing.T) {
 	tests := []struct {
 		name        string

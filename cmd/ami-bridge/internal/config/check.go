@@ -8,12 +8,12 @@ import (
 	"net"
 	"net/url"
 	"os"
-	"path"
 	"regexp"
 	"strconv"
 	"strings"
 
 	"github.com/ami-bridge/ami-bridge/amiproto"
+	"github.com/ami-bridge/ami-bridge/bridge"
 	"github.com/ami-bridge/ami-bridge/subjects"
 )
 
@@ -248,12 +248,12 @@ func (s *Server) resolveSecret(p *problems, key string, fromURL Secret, lookupEn
 	return secret
 }
 
+// checkGlobs checks patterns with the bridge's own rules, so that what
+// passes here is what the bridge matches.
 func checkGlobs(p *problems, key string, globs []string) {
 	for i, g := range globs {
-		if g == "" {
-			p.add("%s[%d]: empty pattern", key, i)
-		} else if _, err := path.Match(g, ""); err != nil {
-			p.add("%s[%d]: %q is not a valid glob", key, i, g)
+		if err := bridge.ValidateGlob(g); err != nil {
+			p.add("%s[%d]: %v", key, i, err)
 		}
 	}
 }

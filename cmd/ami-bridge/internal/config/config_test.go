@@ -224,7 +224,8 @@ servers:
     auth: sha1
     actoin_timeout: 3s
     events:
-      include: ["[bad"]
+      include: ["[bad", "Queue[A-Z]*"]
+      exclude: ["Queue[z-a]*"]
     actions:
       deny: [""]
   - name: pbx2
@@ -264,6 +265,7 @@ bogus: 1
 		"servers[0] (pbx 1): url tcp://admin:xxxxx@host:99999: invalid port",
 		"servers[0] (pbx 1): auth must be plain or md5",
 		`servers[0] (pbx 1).events.include[0]: "[bad" is not a valid glob`,
+		`servers[0] (pbx 1).events.exclude[0]: "Queue[z-a]*" is not a valid glob`, // path.Match accepted it
 		"servers[0] (pbx 1).actions.deny[0]: empty pattern",
 		"servers[1] (pbx2): secret_env: environment variable UNSET_VAR is not set",
 		"servers[1] (pbx2).tls: cert_file and key_file go together",
