@@ -60,11 +60,8 @@ func demoCommand(ctx context.Context, args []string, stdout, stderr io.Writer) i
 			"Needs no Asterisk and no NATS.\n\n")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, pflag.ErrHelp) {
-			return exitOK
-		}
-		return exitUsage
+	if code, ok := parseFlags(fs, args, stderr); !ok {
+		return code
 	}
 	var problems []string
 	if fs.NArg() > 0 {

@@ -15,12 +15,17 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
 	"strings"
 	"syscall"
+
+	"github.com/spf13/pflag"
+
+	"github.com/ami-bridge/ami-bridge/cmd/ami-bridge/internal/config"
 )
 
 func main() {
@@ -36,7 +41,7 @@ func main() {
 // mainCommand dispatches to the command named by args[0], "run" by default.
 func mainCommand(ctx context.Context, args, environ []string, stdout, stderr io.Writer) int {
 	cmd := "run"
-	if len(args) > 0 && (!strings.HasPrefix(args[0], "-") || args[0] == "--version") {
+	if len(args) > 0 && (!strings.HasPrefix(args[0], "-") || args[0] == "--version" || args[0] == "--help" || args[0] == "-h") {
 		cmd, args = args[0], args[1:]
 	}
 	switch cmd {
@@ -47,8 +52,13 @@ func mainCommand(ctx context.Context, args, environ []string, stdout, stderr io.
 	case "version", "--version":
 		fmt.Fprintln(stdout, versionString())
 		return exitOK
-	case "help":
+	case "help", "-h", "--help":
 		usage(stdout)
+		fmt.Fprint(stdout, "\nFlags of run:\n")
+		fs := pflag.NewFlagSet("ami-bridge run", pflag.ContinueOnError)
+		config.AddFlags(fs)
+		fs.SetOutput(stdout)
+		fs.PrintDefaults()
 		return exitOK
 	}
 	fmt.Fprintf(stderr, "ami-bridge: unknown command %q\n\n", cmd)
@@ -61,7 +71,42 @@ func usage(w io.Writer) {
   ami-bridge [run] --config FILE [flags]   bridge the PBXes of FILE to NATS
   ami-bridge demo [flags]                   fake PBX + embedded NATS + live feed, no setup
   ami-bridge version                        print the version
+  ami-bridge help                           this text
 
 "ami-bridge run --help" and "ami-bridge demo --help" list the flags.
 `)
+}
+
+// parseFlags parses a command's flags. pflag's ContinueOnError prints
+// nothing for a bad flag, so parseFlags prints the error and the
+// command's usage; for --help pflag has printed the usage already. It
+// returns false, with the exit code, when the command must not go on.
+func parseFlags(fs *pflag.FlagSet, args []string, stderr io.Writer) (int, bool) {
+	err := fs.Parse(args)
+	switch {
+	case err == nil:
+		return exitOK, true
+	case errors.Is(err, pflag.ErrHelp):
+		return exitOK, false
+	}
+	fmt.Fprintf(stderr, "%s: %v\n\n", fs.Name(), err)
+	fs.Usage()
+	return exitUsage, false
+}
+
+// hasServers reports whether a PBX can be configured at all: servers come
+// only from --config FILE or AMI_BRIDGE_SERVERS. Without either it says
+// so, rather than the config's "at least one PBX is required".
+func hasServers(fs *pflag.FlagSet, environ []string, stderr io.Writer) bool {
+	if path, _ := fs.GetString("config"); path != "" {
+		return true
+	}
+	for _, kv := range environ {
+		if strings.HasPrefix(kv, config.ServersEnv+"=") {
+			return true
+		}
+	}
+	fmt.Fprintf(stderr, "ami-bridge: no --config FILE given (nor %s): see config.example.yaml, or try \"ami-bridge demo\"\n\n", config.ServersEnv)
+	fs.Usage()
+	return false
 }

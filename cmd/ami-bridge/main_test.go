@@ -230,15 +230,78 @@ func TestRun_WithoutConfigPointsToTheDemo(t *testing.T) {
 	if code := mainCommand(context.Background(), nil, nil, stdout, stderr); code != exitUsage {
 		t.Errorf("exit %d, want %d", code, exitUsage)
 	}
-	if msg := stderr.String(); !strings.Contains(msg, "at least one PBX") || !strings.Contains(msg, "ami-bridge demo") {
+	msg := stderr.String()
+	first, _, _ := strings.Cut(msg, "\n")
+	if !strings.Contains(first, "no --config FILE given") || !strings.Contains(first, "ami-bridge demo") {
+		t.Errorf("first line %q does not point to --config and the demo; stderr:\n%s", first, msg)
+	}
+	if strings.Contains(msg, "at least one PBX") {
+		t.Errorf("stderr has the config's servers problem too:\n%s", msg)
+	}
+	if !strings.Contains(msg, "--nats-url") {
+		t.Errorf("no usage:\n%s", msg)
+	}
+}
+
+func TestRun_ServersFromTheEnvironmentNeedNoConfigFile(t *testing.T) {
+	stdout, stderr := newOutput(), newOutput()
+	environ := []string{config.ServersEnv + `=[{"name":"pbx1","url":"tcp://bridge@127.0.0.1:5038"}]`}
+	if code := mainCommand(context.Background(), nil, environ, stdout, stderr); code != exitUsage {
+		t.Errorf("exit %d, want %d", code, exitUsage)
+	}
+	// The config is loaded and its own problem reported.
+	if msg := stderr.String(); !strings.Contains(msg, "servers[0] (pbx1): no secret") || strings.Contains(msg, "no --config") {
 		t.Errorf("stderr = %s", msg)
 	}
 }
 
-func TestRun_BadFlagIsUsageError(t *testing.T) {
-	stdout, stderr := newOutput(), newOutput()
-	if code := mainCommand(context.Background(), []string{"--no-such-flag"}, nil, stdout, stderr); code != exitUsage {
-		t.Errorf("exit %d, want %d", code, exitUsage)
+// TestBadFlagsPrintTheErrorAndUsage: pflag's ContinueOnError prints
+// nothing by itself, and a mistyped flag used to exit 2 silently.
+func TestBadFlagsPrintTheErrorAndUsage(t *testing.T) {
+	tests := []struct {
+		args           []string
+		errText, usage string
+	}{
+		{[]string{"--conf", "x.yaml"}, "unknown flag: --conf", "Usage: ami-bridge [run] --config FILE"},
+		{[]string{"run", "--bogus=1"}, "unknown flag: --bogus", "Usage: ami-bridge [run] --config FILE"},
+		{[]string{"--no-such-flag"}, "unknown flag: --no-such-flag", "--nats-url"},
+		{[]string{"run", "--shutdown-timeout", "soon"}, `invalid argument "soon"`, "--shutdown-timeout"},
+		{[]string{"demo", "--bogus"}, "unknown flag: --bogus", "Usage: ami-bridge demo"},
+		{[]string{"demo", "--rate", "many"}, `invalid argument "many"`, "--profile"},
+	}
+	for _, tt := range tests {
+		stdout, stderr := newOutput(), newOutput()
+		if code := mainCommand(context.Background(), tt.args, nil, stdout, stderr); code != exitUsage {
+			t.Errorf("%v: exit %d, want %d", tt.args, code, exitUsage)
+		}
+		msg := stderr.String()
+		if !strings.Contains(msg, tt.errText) || !strings.Contains(msg, tt.usage) {
+			t.Errorf("%v: stderr lacks %q or the usage (%q):\n%s", tt.args, tt.errText, tt.usage, msg)
+		}
+	}
+}
+
+func TestHelpShowsTheCommandsAndRunFlags(t *testing.T) {
+	for _, args := range [][]string{{"--help"}, {"-h"}, {"help"}} {
+		stdout, stderr := newOutput(), newOutput()
+		if code := mainCommand(context.Background(), args, nil, stdout, stderr); code != exitOK {
+			t.Errorf("%v: exit %d", args, code)
+		}
+		out := stdout.String()
+		for _, want := range []string{"ami-bridge demo [flags]", "ami-bridge version", "ami-bridge [run] --config FILE", "--nats-url", "--log-level"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("%v: stdout lacks %q:\n%s", args, want, out)
+			}
+		}
+	}
+	for _, args := range [][]string{{"run", "--help"}, {"demo", "--help"}} {
+		stdout, stderr := newOutput(), newOutput()
+		if code := mainCommand(context.Background(), args, nil, stdout, stderr); code != exitOK {
+			t.Errorf("%v: exit %d", args, code)
+		}
+		if !strings.Contains(stderr.String(), "Usage: ami-bridge "+args[0]) && !strings.Contains(stderr.String(), "Usage: ami-bridge [run]") {
+			t.Errorf("%v: no usage:\n%s", args, stderr.String())
+		}
 	}
 }
 

@@ -33,11 +33,8 @@ func runCommand(ctx context.Context, args []string, environ []string, stdout, st
 			"the key in parentheses, which AMI_BRIDGE_* variables and the file also set.\n\n")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, pflag.ErrHelp) {
-			return exitOK
-		}
-		return exitUsage
+	if code, ok := parseFlags(fs, args, stderr); !ok {
+		return code
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "ami-bridge: unexpected argument %q\n", fs.Arg(0))
@@ -45,12 +42,12 @@ func runCommand(ctx context.Context, args []string, environ []string, stdout, st
 		return exitUsage
 	}
 
+	if !hasServers(fs, environ, stderr) {
+		return exitUsage
+	}
 	cfg, err := config.Load(fs, environ)
 	if err != nil {
 		fmt.Fprintf(stderr, "ami-bridge: %v\n", err)
-		if !fs.Changed("config") {
-			fmt.Fprintf(stderr, "ami-bridge: no --config FILE given: see config.example.yaml, or try \"ami-bridge demo\"\n")
-		}
 		return exitUsage
 	}
 	log := newLogger(cfg.Log, stderr)
