@@ -190,6 +190,28 @@ func TestLoad_EnvNestsWithDoubleUnderscore(t *testing.T) {
 	}
 }
 
+func TestLoad_UnknownKeyFromTheEnvironmentNamesTheVariable(t *testing.T) {
+	_, err := load(t, onePBX+"nats: {bogus_in_file: 1}\n", []string{
+		"AMI_BRIDGE_NATS__URLS=nats://x",
+		"AMI_BRIDGE_NATS__EMBEDDED__LISTN=:0",
+		"AMI_BRIDGE_LOG__COLOUR=yes",
+	})
+	got := strings.Join(problemsOf(t, err), "\n")
+	for _, want := range []string{
+		"urls (from AMI_BRIDGE_NATS__URLS)",
+		"nats.embedded: unknown key(s): listn (from AMI_BRIDGE_NATS__EMBEDDED__LISTN)",
+		"log: unknown key(s): colour (from AMI_BRIDGE_LOG__COLOUR)",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("problems lack %q:\n%s", want, got)
+		}
+	}
+	// A key of the file is named as before.
+	if !strings.Contains(got, "bogus_in_file") || strings.Contains(got, "bogus_in_file (from") {
+		t.Errorf("the file's unknown key:\n%s", got)
+	}
+}
+
 func TestLoad_ServersEnvReplacesTheList(t *testing.T) {
 	cfg := mustLoad(t, onePBX, []string{
 		`AMI_BRIDGE_SERVERS=[{"name":"a","url":"tcp://u@h1","secret_env":"A_SECRET"},{"name":"b","url":"tls://u@h2:5039","secret_env":"B_SECRET","action_timeout":"2s"}]`,

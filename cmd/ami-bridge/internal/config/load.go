@@ -68,6 +68,7 @@ func AddFlags(fs *pflag.FlagSet) {
 func Load(fs *pflag.FlagSet, environ []string) (*Config, error) {
 	var p problems
 	k := koanf.New(".")
+	fromEnv := map[string]string{} // key → the variable that set it
 
 	if path, _ := fs.GetString("config"); path != "" {
 		if err := k.Load(file.Provider(path), yaml.Parser()); err != nil {
@@ -79,7 +80,7 @@ func Load(fs *pflag.FlagSet, environ []string) (*Config, error) {
 
 	if err := k.Load(env.Provider(".", env.Opt{
 		Prefix:        EnvPrefix,
-		TransformFunc: envTransform(&p),
+		TransformFunc: envTransform(&p, fromEnv),
 		EnvironFunc:   func() []string { return environ },
 	}), nil); err != nil {
 		p.add("environment: %v", err)
@@ -98,7 +99,7 @@ func Load(fs *pflag.FlagSet, environ []string) (*Config, error) {
 	}
 	if err := decode(k, &cfg); err != nil {
 		for _, e := range flatten(err) {
-			p.add("%s", describeDecodeError(e))
+			p.add("%s", describeDecodeError(e, fromEnv))
 		}
 	}
 
@@ -110,8 +111,9 @@ func Load(fs *pflag.FlagSet, environ []string) (*Config, error) {
 }
 
 // envTransform turns AMI_BRIDGE_NATS__URL into nats.url and the servers
-// list variable into a list. Problems it finds go to p.
-func envTransform(p *problems) func(k, v string) (string, any) {
+// list variable into a list. Problems it finds go to p; the variable that
+// set each key goes to fromEnv, for the errors about that key.
+func envTransform(p *problems, fromEnv map[string]string) func(k, v string) (string, any) {
 	return func(name, value string) (string, any) {
 		key := strings.ToLower(strings.ReplaceAll(strings.TrimPrefix(name, EnvPrefix), "__", "."))
 		top, _, nested := strings.Cut(key, ".")
@@ -128,6 +130,7 @@ func envTransform(p *problems) func(k, v string) (string, any) {
 			}
 			return key, list
 		case slices.Contains(envSections, top) || slices.Contains(envScalars, top):
+			fromEnv[key] = name
 			return key, value
 		}
 		for _, s := range envSections {
@@ -212,8 +215,10 @@ func flatten(err error) []error {
 	return []error{err}
 }
 
-// describeDecodeError words a mapstructure error as "key: problem".
-func describeDecodeError(err error) string {
+// describeDecodeError words a mapstructure error as "key: problem". An
+// unknown key set by an environment variable is followed by the
+// variable's name, since the file may not hold that key at all.
+func describeDecodeError(err error, fromEnv map[string]string) string {
 	var de *mapstructure.DecodeError
 	if !errors.As(err, &de) {
 		return err.Error()
@@ -222,13 +227,23 @@ func describeDecodeError(err error) string {
 	if nested := flatten(inner); len(nested) > 1 || nested[0] != inner {
 		parts := make([]string, 0, len(nested))
 		for _, e := range nested {
-			parts = append(parts, describeDecodeError(e))
+			parts = append(parts, describeDecodeError(e, fromEnv))
 		}
 		return strings.Join(parts, "; ")
 	}
 	msg := inner.Error()
 	if keys, ok := strings.CutPrefix(msg, "has invalid keys: "); ok {
-		msg = "unknown key(s): " + keys
+		list := strings.Split(keys, ", ")
+		for i, k := range list {
+			full := k
+			if de.Name() != "" {
+				full = de.Name() + "." + k
+			}
+			if v, ok := fromEnv[full]; ok {
+				list[i] = k + " (from " + v + ")"
+			}
+		}
+		msg = "unknown key(s): " + strings.Join(list, ", ")
 	}
 	if de.Name() == "" {
 		return msg
