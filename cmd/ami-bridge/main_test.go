@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"testing"
@@ -169,6 +170,34 @@ func TestServiceVersion(t *testing.T) {
 	for in, want := range tests {
 		if got := serviceVersion(in); got != want {
 			t.Errorf("serviceVersion(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestVersionFrom(t *testing.T) {
+	vcs := func(kv ...string) []debug.BuildSetting {
+		var out []debug.BuildSetting
+		for i := 0; i < len(kv); i += 2 {
+			out = append(out, debug.BuildSetting{Key: kv[i], Value: kv[i+1]})
+		}
+		return out
+	}
+	tests := []struct {
+		name, ldflags string
+		bi            *debug.BuildInfo
+		want          string
+	}{
+		{"ldflags win", "v9.9.9", &debug.BuildInfo{Main: debug.Module{Version: "v1.2.3"}}, "v9.9.9"},
+		{"go install @version", "", &debug.BuildInfo{Main: debug.Module{Version: "v1.2.3"}}, "v1.2.3"},
+		{"git checkout, Go 1.24+", "", &debug.BuildInfo{Main: debug.Module{Version: "v0.0.0-20261201150000-0123456789ab+dirty"}}, "v0.0.0-20261201150000-0123456789ab+dirty"},
+		{"revision only", "", &debug.BuildInfo{Main: debug.Module{Version: "(devel)"},
+			Settings: vcs("vcs.revision", "0123456789abcdef0123", "vcs.modified", "true")}, "dev-0123456789ab-dirty"},
+		{"nothing recorded", "", &debug.BuildInfo{Main: debug.Module{Version: "(devel)"}}, "dev"},
+		{"no build info", "", nil, "dev"},
+	}
+	for _, tt := range tests {
+		if got := versionFrom(tt.ldflags, tt.bi); got != tt.want {
+			t.Errorf("%s: versionFrom = %q, want %q", tt.name, got, tt.want)
 		}
 	}
 }
