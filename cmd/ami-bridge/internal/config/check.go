@@ -328,28 +328,3 @@ func (l *Log) check(p *problems) {
 		p.add("log.format: %q must be auto, json or console", l.Format)
 	}
 }
-
-// secretsOf lists every secret c holds, resolved or not, for masking.
-func secretsOf(c *Config) []string {
-	out := []string{string(c.NATS.Password), string(c.NATS.Token)}
-	for _, u := range strings.Split(string(c.NATS.URL), ",") {
-		out = append(out, userinfoSecret(u, true))
-	}
-	for _, s := range c.Servers {
-		out = append(out, string(s.Secret), userinfoSecret(string(s.URL), false))
-	}
-	return out
-}
-
-// minMasked is the shortest secret masked inside free text: masking every
-// "a" would garble the message and protect nothing.
-const minMasked = 3
-
-func maskAll(s string, secrets []string) string {
-	for _, sec := range secrets {
-		if len(sec) >= minMasked {
-			s = strings.ReplaceAll(s, sec, redacted)
-		}
-	}
-	return s
-}

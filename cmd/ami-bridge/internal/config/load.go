@@ -103,8 +103,9 @@ func Load(fs *pflag.FlagSet, environ []string) (*Config, error) {
 		}
 	}
 
-	cfg.check(&p, lookupIn(environ))
-	if err := p.err(secretsOf(&cfg)); err != nil {
+	lookup := lookupIn(environ)
+	cfg.check(&p, lookup)
+	if err := p.err(secretsOf(&cfg, lookup)); err != nil {
 		return nil, err
 	}
 	return &cfg, nil
