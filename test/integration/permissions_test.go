@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/json"
 	"errors"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
 
 	"github.com/ami-bridge/ami-bridge/amiproto/amitest"
@@ -90,6 +92,202 @@ func readmeUsers(t *testing.T, passwords map[string]string) []*server.User {
 	return opts.Users
 }
 
+// readmeUserNames are the users of the README's authorization block.
+var readmeUserNames = []string{"bridge", "reader", "operator", "analytics"}
+
+// readmeBlocks returns the fenced code blocks of the README.md section
+// under heading (a whole line, such as "### JetStream"), up to the next
+// heading.
+func readmeBlocks(t *testing.T, heading string) []string {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, ok := strings.Cut(string(data), "\n"+heading+"\n")
+	if !ok {
+		t.Fatalf("README.md has no %q section", heading)
+	}
+	var blocks []string
+	var cur []string
+	inFence := false
+	for _, line := range strings.Split(section, "\n") {
+		switch {
+		case strings.HasPrefix(line, "```") && inFence:
+			blocks = append(blocks, strings.Join(cur, "\n"))
+			cur, inFence = nil, false
+		case strings.HasPrefix(line, "```"):
+			inFence = true
+		case inFence:
+			cur = append(cur, line)
+		case strings.HasPrefix(line, "#"):
+			return blocks
+		}
+	}
+	return blocks
+}
+
+// shellWords splits a README command line as sh would: words, single
+// and double quotes, and "$NAME" replaced from vars (an unknown name
+// fails the test). A trailing "# comment" is dropped.
+func shellWords(t *testing.T, line string, vars map[string]string) []string {
+	t.Helper()
+	var words []string
+	var w strings.Builder
+	inWord := false
+	for i := 0; i < len(line); i++ {
+		c := line[i]
+		switch {
+		case c == '\'':
+			j := strings.IndexByte(line[i+1:], '\'')
+			if j < 0 {
+				t.Fatalf("unclosed quote in %q", line)
+			}
+			w.WriteString(line[i+1 : i+1+j])
+			i += j + 1
+			inWord = true
+		case c == '"':
+			j := strings.IndexByte(line[i+1:], '"')
+			if j < 0 {
+				t.Fatalf("unclosed quote in %q", line)
+			}
+			w.WriteString(expandVars(t, line[i+1:i+1+j], vars))
+			i += j + 1
+			inWord = true
+		case c == '#' && !inWord:
+			return words
+		case c == ' ' || c == '\t':
+			if inWord {
+				words = append(words, w.String())
+				w.Reset()
+				inWord = false
+			}
+		default:
+			w.WriteByte(c)
+			inWord = true
+		}
+	}
+	if inWord {
+		words = append(words, w.String())
+	}
+	return words
+}
+
+var shellVar = regexp.MustCompile(`\$([A-Z_]+)`)
+
+func expandVars(t *testing.T, s string, vars map[string]string) string {
+	return shellVar.ReplaceAllStringFunc(s, func(v string) string {
+		val, ok := vars[v[1:]]
+		if !ok {
+			t.Errorf("README command uses $%s, which the test does not know", v[1:])
+		}
+		return val
+	})
+}
+
+// readmeBridgeLogin returns the environment of the README's command that
+// runs the bridge as the user "bridge" (the second block of
+// "### Permissions"), with $BRIDGE_PASS from pass.
+func readmeBridgeLogin(t *testing.T, pass map[string]string) []string {
+	t.Helper()
+	blocks := readmeBlocks(t, "### Permissions")
+	if len(blocks) < 2 {
+		t.Fatal(`README.md: no command block after the authorization block in "### Permissions"`)
+	}
+	words := shellWords(t, strings.TrimSpace(blocks[1]), map[string]string{"BRIDGE_PASS": pass["bridge"]})
+	var env []string
+	for len(words) > 0 && strings.Contains(words[0], "=") {
+		env, words = append(env, words[0]), words[1:]
+	}
+	if len(words) < 3 || words[0] != "ami-bridge" || words[1] != "--config" {
+		t.Fatalf("README.md: the bridge's login command runs %q, want ami-bridge --config FILE", words)
+	}
+	want := []string{"AMI_BRIDGE_NATS__USER=bridge", "AMI_BRIDGE_NATS__PASSWORD=" + pass["bridge"]}
+	if !slices.Equal(env, want) {
+		t.Fatalf("README.md: the bridge's login sets %q, want the user and password variables", env)
+	}
+	return env
+}
+
+// TestPermissions_READMEJetStreamRecipe runs the bridge with JetStream
+// as the README's "bridge" user, and the README's JetStream commands,
+// verbatim, with the nats CLI as its "analytics" user.
+func TestPermissions_READMEJetStreamRecipe(t *testing.T) {
+	t.Parallel()
+	pass := newPasswords(readmeUserNames...)
+	users := readmeUsers(t, pass)
+	w := newWorld(t, natsOptions{users: users, user: "operator", pass: pass["operator"], jetStream: true})
+	for _, n := range readmeUserNames {
+		w.addSecret(pass[n])
+	}
+	p := w.startPBX("pbx1", amitest.Config{Profile: amitest.Asterisk22})
+	cfg := w.config(w.serverFor("pbx1", p, viaURL))
+	cfg.JetStream = &jetStreamConf{Enabled: true} // the default stream, AMI_EVENTS
+	cfg.extraEnv = readmeBridgeLogin(t, pass)
+	b := w.startBridge(cfg)
+	w.waitReady("pbx1")
+	const n = 12
+	for range n {
+		p.emit("ItStored", "Privilege", "user,all")
+	}
+	p.emit("ItDone")
+	w.waitEvent(0, "ami.pbx1.event.ItDone")
+
+	blocks := readmeBlocks(t, "### JetStream")
+	if len(blocks) == 0 {
+		t.Fatal(`README.md: no command block in "### JetStream"`)
+	}
+	c := newCLI(w)
+	var outs []string
+	for _, line := range strings.Split(strings.TrimSpace(blocks[0]), "\n") {
+		words := shellWords(t, line, nil)
+		if len(words) == 0 || words[0] != "nats" {
+			t.Fatalf("README.md JetStream: %q is not a nats command", line)
+		}
+		outs = append(outs, c.run(t, append([]string{"--user", "analytics", "--password", pass["analytics"]}, words[1:]...)...))
+	}
+	// "consumer next --count 10" printed ten stored events of pbx1.
+	last := outs[len(outs)-1]
+	if got := strings.Count(last, "ami.pbx1.event."); got != 10 {
+		t.Errorf("the last README command printed %d events of pbx1, want 10:\n%s", got, last)
+	}
+	// The CLI acked them: the acks are fire-and-forget, so only the
+	// consumer's ack floor (asked as the bridge, which may) shows that the
+	// analytics user may send them.
+	bc, err := nats.Connect(w.ns.ClientURL(), nats.UserInfo("bridge", pass["bridge"]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bc.Close()
+	js, err := jetstream.New(bc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(replyTimeout)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), replyTimeout)
+		info, err := js.Consumer(ctx, "AMI_EVENTS", "analytics")
+		var floor uint64
+		if err == nil {
+			floor = info.CachedInfo().AckFloor.Consumer
+		}
+		cancel()
+		if floor == 10 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("consumer analytics: ack floor %d (%v), want the 10 messages the CLI acked", floor, err)
+		}
+		time.Sleep(20 * time.Millisecond) // polling the server: the acks went out from another process
+	}
+	if code := b.terminate(); code != 0 {
+		t.Errorf("exit code %d after SIGTERM, want 0", code)
+	}
+	if out := b.log.Bytes(); strings.Contains(strings.ToLower(string(out)), "permissions violation") {
+		t.Errorf("the bridge hit a permissions violation:\n%s", truncate(out, 8192))
+	}
+}
+
 // newPasswords returns a fresh password for each name.
 func newPasswords(names ...string) map[string]string {
 	out := make(map[string]string, len(names))
@@ -125,13 +323,14 @@ func subscribeInbox(t *testing.T, nc *nats.Conn, subject string) *inbox {
 // (many replies to one request) and discovers the micro service.
 func TestPermissions_READMEExampleWorks(t *testing.T) {
 	t.Parallel()
-	pass := newPasswords("bridge", "reader", "operator")
+	pass := newPasswords(readmeUserNames...)
 	users := readmeUsers(t, pass)
 	// The world's own client, which collects statuses and events and sends
 	// the requests, is the operator.
 	w := newWorld(t, natsOptions{users: users, user: "operator", pass: pass["operator"]})
 	w.addSecret(pass["bridge"])
 	w.addSecret(pass["reader"])
+	w.addSecret(pass["analytics"])
 	p := w.startPBX("perm", amitest.Config{Profile: amitest.Asterisk22, Channels: permChannels})
 
 	readerErrs := make(chan error, 16)
@@ -151,7 +350,7 @@ func TestPermissions_READMEExampleWorks(t *testing.T) {
 	readerEvents := subscribeInbox(t, rc, "ami.*.event.>")
 
 	cfg := w.config(w.serverFor("perm", p, viaURL))
-	cfg.NATS.User, cfg.NATS.Password = "bridge", pass["bridge"]
+	cfg.extraEnv = readmeBridgeLogin(t, pass)
 	b := w.startBridge(cfg)
 	// The operator receives statuses and events.
 	w.waitReady("perm")
@@ -287,7 +486,7 @@ func TestPermissions_StreamedRepliesNeedAllowResponsesOrInbox(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			pass := newPasswords("bridge", "reader", "operator")
+			pass := newPasswords(readmeUserNames...)
 			users := readmeUsers(t, pass)
 			for _, u := range users {
 				if u.Username == "bridge" {
@@ -297,6 +496,7 @@ func TestPermissions_StreamedRepliesNeedAllowResponsesOrInbox(t *testing.T) {
 			w := newWorld(t, natsOptions{users: users, user: "operator", pass: pass["operator"]})
 			w.addSecret(pass["bridge"])
 			w.addSecret(pass["reader"])
+			w.addSecret(pass["analytics"])
 			p := w.startPBX("perm", amitest.Config{Profile: amitest.Asterisk22, Channels: permChannels})
 			cfg := w.config(w.serverFor("perm", p, viaURL))
 			cfg.NATS.User, cfg.NATS.Password = "bridge", pass["bridge"]
