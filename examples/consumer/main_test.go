@@ -102,4 +102,3 @@ func TestRun(t *testing.T) {
 		}
 	}
 }
-
