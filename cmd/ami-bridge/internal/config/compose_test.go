@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -139,4 +140,64 @@ func environValue(environ []string, name string) string {
 		}
 	}
 	return ""
+}
+
+// TestDockerfile checks what "docker build" needs without a Docker
+// engine: the Go image is at least go.mod's Go, the files it copies exist
+// and .dockerignore keeps them, the -X flag names the variable version.go
+// declares, and the default command reads the file docker-compose.yml
+// mounts.
+func TestDockerfile(t *testing.T) {
+	read := func(name string) string {
+		b, err := os.ReadFile(filepath.Join(repoRoot, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	docker, gomod, ignore := read("Dockerfile"), read("go.mod"), read(".dockerignore")
+
+	image := regexp.MustCompile(`(?m)^FROM golang:(\d+)\.(\d+)`).FindStringSubmatch(docker)
+	need := regexp.MustCompile(`(?m)^go (\d+)\.(\d+)`).FindStringSubmatch(gomod)
+	if image == nil || need == nil {
+		t.Fatalf("no golang image (%v) or go directive (%v)", image, need)
+	}
+	if atoi(t, image[1]) < atoi(t, need[1]) || image[1] == need[1] && atoi(t, image[2]) < atoi(t, need[2]) {
+		t.Errorf("Dockerfile builds with golang:%s.%s, go.mod needs Go %s.%s", image[1], image[2], need[1], need[2])
+	}
+
+	for _, m := range regexp.MustCompile(`(?m)^COPY (go\.mod go\.sum) \./`).FindAllStringSubmatch(docker, -1) {
+		for _, f := range strings.Fields(m[1]) {
+			if _, err := os.Stat(filepath.Join(repoRoot, f)); err != nil {
+				t.Errorf("Dockerfile copies %s: %v", f, err)
+			}
+		}
+	}
+	for _, line := range strings.Split(ignore, "\n") {
+		line = strings.TrimSpace(line)
+		for _, kept := range []string{"go.mod", "go.sum", "cmd", "amiproto", "bridge", "subjects"} {
+			if ok, _ := filepath.Match(strings.TrimSuffix(line, "/"), kept); ok {
+				t.Errorf(".dockerignore line %q drops %s, which the build needs", line, kept)
+			}
+		}
+	}
+	if !strings.Contains(docker, "-X main.version=${VERSION}") || !strings.Contains(docker, "ARG VERSION") {
+		t.Error("Dockerfile does not set main.version from the VERSION argument")
+	}
+	if !strings.Contains(read("cmd/ami-bridge/version.go"), "\nvar version string\n") {
+		t.Error("cmd/ami-bridge/version.go has no package-level var version string for -X main.version")
+	}
+	if !strings.Contains(docker, `CMD ["run", "--config", "/etc/ami-bridge/config.yaml"]`) ||
+		!strings.Contains(read("docker-compose.yml"), `command: ["run", "--config", "/etc/ami-bridge/config.yaml"]`) {
+		t.Error("the Dockerfile's CMD and docker-compose.yml's command do not both read /etc/ami-bridge/config.yaml")
+	}
+}
+
+func atoi(t *testing.T, s string) int {
+	t.Helper()
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
 }
