@@ -6,8 +6,8 @@ import (
 	"strings"
 )
 
-// ValidateGlob reports whether pattern is a glob the bridge can use for
-// ServerConfig's EventsInclude, EventsExclude, ActionsAllow and
+// ValidateGlob returns an error when pattern is not a glob the bridge can
+// use in ServerConfig's EventsInclude, EventsExclude, ActionsAllow and
 // ActionsDeny (the syntax is in glob.go: '*', '?', '[a-z]', '[!a-z]',
 // ASCII case ignored). It refuses a blank pattern, a '[' without its ']',
 // an empty class and a reversed range. The configuration loader calls it,

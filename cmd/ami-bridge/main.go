@@ -6,6 +6,7 @@
 //	ami-bridge [run] --config FILE [flags]   bridge the PBXes of FILE
 //	ami-bridge demo [flags]                   a fake PBX, embedded NATS and a live feed
 //	ami-bridge version                        print the version
+//	ami-bridge help                           the commands and the flags of run
 //
 // Configuration comes from the YAML file, then AMI_BRIDGE_* environment
 // variables ("__" nests: AMI_BRIDGE_NATS__URL), then flags; see
