@@ -23,12 +23,12 @@ type Stats struct {
 	// serves that PBX. With HA it will hold for a standby as well.
 	Up bool
 
-	EventsReceived  uint64 // read from AMI: filtered plus numbered
-	EventsFiltered  uint64 // left out by the event filter; they take no Ami-Seq
-	EventsPublished uint64 // as Status.EventsPublished
-	EventsDropped   uint64 // as Status.EventsDropped
-	LastSeq         uint64 // the last Ami-Seq given
-	LastEvent       time.Time
+	EventsReceived  uint64    // read from AMI: filtered plus numbered
+	EventsFiltered  uint64    // left out by the event filter; they take no Ami-Seq
+	EventsPublished uint64    // as Status.EventsPublished
+	EventsDropped   uint64    // as Status.EventsDropped
+	LastSeq         uint64    // the last Ami-Seq given
+	LastEvent       time.Time // to the second; zero before the first event
 
 	BufferEvents   int // events waiting for the publisher
 	BufferCapacity int // the buffer's bound, in events
@@ -129,7 +129,7 @@ func codeIndex(code int) int {
 // status shares the others (published, dropped, …) with Stats.
 type sessionStats struct {
 	filtered      atomic.Uint64
-	lastEvent     atomic.Int64 // Unix nanoseconds of the last event read, 0 before the first
+	lastEvent     atomic.Int64 // Unix seconds of the last event read, 0 before the first
 	loginFailures atomic.Uint64
 	jsRetries     atomic.Uint64
 	jsLatency     latencyHistogram
@@ -137,8 +137,14 @@ type sessionStats struct {
 	actionLatency latencyHistogram
 }
 
-// eventRead records the time of an event read from AMI, filtered or not.
-func (st *sessionStats) eventRead(at time.Time) { st.lastEvent.Store(at.UnixNano()) }
+// eventRead records the time of an event read from AMI, filtered or not,
+// to the second: it stores at most once a second, since a Load is a plain
+// read and a Store a locked exchange.
+func (st *sessionStats) eventRead(at time.Time) {
+	if sec := at.Unix(); sec != st.lastEvent.Load() {
+		st.lastEvent.Store(sec)
+	}
+}
 
 // latencyHistogram counts durations into LatencyBounds with atomic adds.
 type latencyHistogram struct {
@@ -205,8 +211,8 @@ func (st *sessionStats) snapshot(s *session) Stats {
 		ActionLatency:   st.actionLatency.snapshot(),
 	}
 	out.EventsReceived = out.EventsFiltered + out.LastSeq
-	if ns := st.lastEvent.Load(); ns != 0 {
-		out.LastEvent = time.Unix(0, ns)
+	if sec := st.lastEvent.Load(); sec != 0 {
+		out.LastEvent = time.Unix(sec, 0)
 	}
 	if out.JetStream {
 		out.JSRetries = st.jsRetries.Load()

@@ -36,16 +36,27 @@ func checkNames(t *testing.T, file string, exprs []string) {
 	}
 }
 
-func TestDeploy_DashboardMetricsAreExported(t *testing.T) {
-	files, err := filepath.Glob(filepath.Join(deployDir, "grafana", "*.json"))
+// deployFiles returns the contents of the files of deployDir matching
+// pattern, by name; none is an error.
+func deployFiles(t *testing.T, pattern string) map[string][]byte {
+	t.Helper()
+	files, err := filepath.Glob(filepath.Join(deployDir, pattern))
 	if err != nil || len(files) == 0 {
-		t.Fatalf("no dashboard under %s/grafana: %v", deployDir, err)
+		t.Fatalf("no %s under %s: %v", pattern, deployDir, err)
 	}
+	out := map[string][]byte{}
 	for _, f := range files {
 		data, err := os.ReadFile(f)
 		if err != nil {
 			t.Fatal(err)
 		}
+		out[f] = data
+	}
+	return out
+}
+
+func TestDeploy_DashboardMetricsAreExported(t *testing.T) {
+	for f, data := range deployFiles(t, "grafana/*.json") {
 		var dash any
 		if err := json.Unmarshal(data, &dash); err != nil {
 			t.Fatalf("%s: %v", f, err)
@@ -57,15 +68,7 @@ func TestDeploy_DashboardMetricsAreExported(t *testing.T) {
 }
 
 func TestDeploy_AlertRuleMetricsAreExported(t *testing.T) {
-	files, err := filepath.Glob(filepath.Join(deployDir, "prometheus", "*.yml"))
-	if err != nil || len(files) == 0 {
-		t.Fatalf("no rules under %s/prometheus: %v", deployDir, err)
-	}
-	for _, f := range files {
-		data, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
+	for f, data := range deployFiles(t, "prometheus/*.yml") {
 		var rules struct {
 			Groups []struct {
 				Rules []struct {
