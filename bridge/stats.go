@@ -13,11 +13,10 @@ import (
 
 // Stats is a snapshot of one PBX's counters and gauges, plain numbers for
 // an exporter to read at its own pace. The event path pays only atomic
-// adds for them; the status subject reads the same counters.
+// operations for them; the status subject reads the same counters.
 type Stats struct {
 	Server string
-	State  string    // as Status.State
-	Since  time.Time // when the state was entered
+	State  string // as Status.State
 
 	// Up is true while the PBX's AMI session is logged in, so the bridge
 	// serves that PBX. With HA it will hold for a standby as well.
@@ -192,12 +191,11 @@ func (b *Bridge) Stats() []Stats {
 
 func (st *sessionStats) snapshot(s *session) Stats {
 	s.mu.Lock()
-	state, since := s.state, s.since
+	state := s.state
 	s.mu.Unlock()
 	out := Stats{
 		Server:          s.name,
 		State:           state,
-		Since:           since,
 		Up:              state == StateConnected,
 		EventsFiltered:  st.filtered.Load(),
 		EventsPublished: s.published.Load(),

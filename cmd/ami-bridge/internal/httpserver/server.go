@@ -46,7 +46,6 @@ const (
 // Server serves the operations endpoints.
 type Server struct {
 	opts   Options
-	log    zerolog.Logger
 	ln     net.Listener
 	http   *http.Server
 	served chan struct{} // closed when Serve has returned
@@ -72,7 +71,7 @@ func Start(o Options, log zerolog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("http listener: %w", err)
 	}
-	s := &Server{opts: o, log: log, ln: ln, served: make(chan struct{})}
+	s := &Server{opts: o, ln: ln, served: make(chan struct{})}
 	s.health = newLiveness(o.StallAfter, o.SnapshotTimeout)
 	reg := metrics.NewRegistry(s.source)
 	mux := http.NewServeMux()

@@ -39,15 +39,16 @@ var SessionStates = []string{bridge.StateConnecting, bridge.StateConnected, brid
 // ami_bridge_nats_connection_state.
 var NATSStates = []nats.Status{nats.CONNECTING, nats.CONNECTED, nats.RECONNECTING, nats.DISCONNECTED, nats.CLOSED, nats.DRAINING_SUBS, nats.DRAINING_PUBS}
 
-const ns = "ami_bridge"
+const (
+	ns     = "ami_bridge"
+	server = "server" // the label of every per-PBX metric
+)
 
 func desc(name, help string, labels ...string) *prometheus.Desc {
 	return prometheus.NewDesc(ns+"_"+name, help, labels, nil)
 }
 
 var (
-	server = "server"
-
 	eventsReceived  = desc("events_received_total", "Events read from the PBX's AMI session, filtered or not.", server)
 	eventsFiltered  = desc("events_filtered_total", "Events left out by the event filter; they take no Ami-Seq.", server)
 	eventsPublished = desc("events_published_total", "Events handed to NATS (with JetStream: acknowledged).", server)
