@@ -34,7 +34,7 @@ const streamFlushEvery = 1024
 // goroutine, because micro calls a handler from the subscription's single
 // delivery goroutine and one slow action must not hold up the others.
 func (s *session) handleAction(req micro.Request) {
-	now := syncReplier{req}
+	now := s.stats.meter(syncReplier{req})
 	if s.b.isClosing() {
 		s.replyError(now, CodeUnavailable, "the bridge is shutting down", nil, false)
 		return
@@ -50,6 +50,7 @@ func (s *session) handleAction(req micro.Request) {
 		s.replyError(now, CodeBadRequest, err.Error(), nil, stream)
 		return
 	}
+	now.action = action.Name()
 	if why := s.policy.refuse(action.Name()); why != "" {
 		s.replyError(now, CodeForbidden, why, nil, stream)
 		return
@@ -75,11 +76,11 @@ func (s *session) handleAction(req micro.Request) {
 		s.replyError(now, CodeUnavailable, "the bridge is shutting down", nil, stream)
 		return
 	}
-	reply := req.Reply()
+	now.replier = asyncReplier{s.b.nc, req.Reply()}
 	go func() {
 		defer s.b.inflight.Done()
 		defer func() { <-s.slots }()
-		s.execute(c, asyncReplier{s.b.nc, reply}, action, timeout, stream)
+		s.execute(c, now, action, timeout, stream)
 	}()
 }
 

@@ -204,13 +204,14 @@ func (p *publisher) publishJS(q queuedEvent) {
 	for {
 		f, err := p.js.PublishMsgAsync(m)
 		if err == nil {
-			p.acks <- f
+			p.acks <- p.s.stats.jsSent(f)
 			return
 		}
 		if !p.retryable(err) || p.aborted() {
 			p.jsFailed(err, q.seq, name)
 			return
 		}
+		p.s.stats.jsRetries.Add(1)
 		if !errors.Is(err, jetstream.ErrTooManyStalledMsgs) {
 			time.Sleep(50 * time.Millisecond)
 		}
@@ -233,6 +234,7 @@ func (p *publisher) collectAcks() {
 		select {
 		case <-f.Ok():
 			p.s.published.Add(1)
+			p.s.stats.jsAcked(f)
 		case err := <-f.Err():
 			p.jsFailed(err, 0, f.Msg().Header.Get(HeaderEvent))
 		case <-p.s.b.abort:

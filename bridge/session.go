@@ -50,6 +50,7 @@ type session struct {
 	jsFailures atomic.Uint64
 	reconnects atomic.Uint64
 	lastSeq    atomic.Uint64
+	stats      sessionStats // what only Stats reads; see stats.go
 
 	mu         sync.Mutex // guards the status fields below
 	state      string
@@ -129,6 +130,7 @@ func (s *session) run(ctx context.Context) {
 				// Retrying a wrong secret fast only fills Asterisk's
 				// security log.
 				bo.toMax()
+				s.stats.loginFailures.Add(1)
 				s.setState(StateAuthFailed, err)
 			} else {
 				s.setState(StateDisconnected, err)
@@ -226,7 +228,9 @@ func (s *session) readEvents(ctx context.Context, c *amiproto.Client) {
 // dropped, and counted, and the gap in Ami-Seq shows it.
 func (s *session) accept(m *amiproto.Message) {
 	at := time.Now()
+	s.stats.eventRead(at)
 	if !s.filter.pass(m.EventName()) {
+		s.stats.filtered.Add(1)
 		return
 	}
 	s.seq++

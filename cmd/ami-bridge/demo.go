@@ -37,6 +37,8 @@ type demoOptions struct {
 	duration  time.Duration
 	logLevel  string
 	logFormat string
+	http      string // --http-listen
+	metrics   string // the /metrics URL, once listening
 }
 
 // demoCommand runs a fake PBX making calls, the embedded NATS server and
@@ -53,6 +55,7 @@ func demoCommand(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	fs.DurationVar(&o.duration, "duration", 0, "stop after this long; 0 runs until Ctrl-C")
 	fs.StringVar(&o.logLevel, "log-level", "warn", "log `level` on stderr: trace, debug, info, warn, error")
 	fs.StringVar(&o.logFormat, "log-format", "auto", "log `format`: auto, json, console")
+	fs.StringVar(&o.http, "http-listen", demoHTTPListen, "`host:port` of /metrics, /healthz and /readyz; when the default is taken, a free port")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: ami-bridge demo [flags]\n\n"+
 			"Runs a fake Asterisk PBX that makes calls, the embedded NATS server and\n"+
@@ -71,6 +74,9 @@ func demoCommand(ctx context.Context, args []string, stdout, stderr io.Writer) i
 		if _, err := config.ParseListen(o.listen); err != nil {
 			problems = append(problems, "--listen: "+err.Error())
 		}
+	}
+	if _, err := config.HTTPAddr(o.http); err != nil {
+		problems = append(problems, "--http-listen: "+err.Error())
 	}
 	if o.rate <= 0 {
 		problems = append(problems, "--rate must be positive")
@@ -96,14 +102,20 @@ func demoCommand(ctx context.Context, args []string, stdout, stderr io.Writer) i
 		ctx, cancel = context.WithTimeout(ctx, o.duration)
 		defer cancel()
 	}
-	if err := demo(ctx, o, stdout, log); err != nil {
+	if err := demo(ctx, o, !fs.Changed("http-listen"), stdout, log); err != nil {
 		fmt.Fprintf(stderr, "ami-bridge demo: %v\n", err)
 		return exitFailed
 	}
 	return exitOK
 }
 
-func demo(ctx context.Context, o demoOptions, stdout io.Writer, log zerolog.Logger) error {
+func demo(ctx context.Context, o demoOptions, anyHTTPPort bool, stdout io.Writer, log zerolog.Logger) error {
+	ops, err := startDemoOps(o.http, anyHTTPPort, log)
+	if err != nil {
+		return err
+	}
+	defer ops.close(log)
+	o.metrics = ops.URL() + "/metrics"
 	ns, err := startEmbedded(embeddedOptions{Listen: o.listen}, log)
 	if err != nil {
 		if errors.Is(err, ErrAddrInUse) {
@@ -160,6 +172,7 @@ func demo(ctx context.Context, o demoOptions, stdout io.Writer, log zerolog.Logg
 	if err := b.Start(sessions); err != nil {
 		return fmt.Errorf("bridge: %w", err)
 	}
+	ops.attach(b, nc.Conn)
 	log.Info().Str("nats_url", natsURL).Str("pbx", pbx.Addr()).Msg("ready")
 
 	// Calls start once the bridge is logged in, so the feed shows the
@@ -259,6 +272,7 @@ func (f *feed) intro(natsURL string, o demoOptions, profile amitest.Profile) {
 		fmt.Fprintf(f.w, "  nats %sreq %s '{\"Action\":\"Command\",\"Command\":\"core show channels\"}'\n", server, action)
 		fmt.Fprintf(f.w, "  nats %smicro ls\n\n", server)
 	}
+	fmt.Fprintf(f.w, "Metrics for Prometheus: %s (health: /healthz, readiness: /readyz)\n\n", o.metrics)
 	if f.summary {
 		fmt.Fprintf(f.w, "Events per second by name (Ctrl-C stops):\n")
 	} else {

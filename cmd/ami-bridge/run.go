@@ -65,6 +65,11 @@ func run(ctx context.Context, cfg *config.Config, log zerolog.Logger) error {
 		log.Info().Str("server", s.Name).Str("url", s.Endpoint).Str("auth", s.Auth).Msg("PBX configured")
 	}
 
+	ops, err := startOps(cfg.HTTP, log)
+	if err != nil {
+		return err
+	}
+	defer ops.close(log)
 	st, err := startNATS(ctx, cfg, log)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -91,6 +96,7 @@ func run(ctx context.Context, cfg *config.Config, log zerolog.Logger) error {
 	// Subscribers that lost NATS with the bridge see every PBX's state at
 	// once when it is back, not at the next interval.
 	st.nc.onReconnect(b.PublishStatus)
+	ops.attach(b, st.nc.Conn)
 	log.Info().Str("nats_url", st.url).Str("prefix", cfg.NATS.Prefix).Msg("ready")
 
 	<-ctx.Done()

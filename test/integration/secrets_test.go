@@ -12,7 +12,7 @@ import (
 // three ways (URL, secret_env, secret_file), with MD5 and plain login, a
 // wrong secret, and a NATS password; it connects, fails a login, answers
 // actions and stops. No form of any secret may appear in its output, in a
-// reply or in a status (the world checks all three).
+// reply, in a status (the world checks all three) or on an HTTP endpoint.
 func TestSecrets_NeverInLogsRepliesOrStatus(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t, natsOptions{user: "bridge-user", pass: "nats-pass:@/%20 é"})
@@ -36,7 +36,7 @@ func TestSecrets_NeverInLogsRepliesOrStatus(t *testing.T) {
 	cfg := w.config(su, se, sf, sw)
 	cfg.Log.Level = "trace"
 	cfg.NATS.User, cfg.NATS.Password = "bridge-user", "nats-pass:@/%20 é"
-	b := w.startBridge(cfg)
+	b := w.startBridge(withHTTP(cfg))
 	w.waitReady("s-url", "s-env", "s-file")
 	w.waitState("s-wrong", 0, readyTimeout, "auth_failed")
 
@@ -46,6 +46,7 @@ func TestSecrets_NeverInLogsRepliesOrStatus(t *testing.T) {
 		wantSuccess(t, w.request(s, `{"Action":"Command","Command":"core show version"}`))
 	}
 	wantCode(t, w.request("s-wrong", `{"Action":"Ping"}`), 503)
+	w.checkEndpointsHoldNoSecret(b.httpBase(t), "s-url", "s-env", "s-file", "s-wrong")
 	// A reconnect logs the session's life once more.
 	mark := w.status.len()
 	pu.DropConnections()

@@ -43,6 +43,7 @@ func (c *Config) check(p *problems, lookupEnv func(string) (string, bool)) {
 		s.check(p, key, lookupEnv)
 	}
 	c.Log.check(p)
+	c.HTTP.check(p)
 	if c.ShutdownTimeout <= 0 {
 		p.add("shutdown_timeout: must be positive")
 	}

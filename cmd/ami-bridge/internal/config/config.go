@@ -18,6 +18,7 @@ type Config struct {
 	JetStream       JetStream     `koanf:"jetstream"`
 	Servers         []Server      `koanf:"servers"`
 	Log             Log           `koanf:"log"`
+	HTTP            HTTP          `koanf:"http"`
 	ShutdownTimeout time.Duration `koanf:"shutdown_timeout"`
 }
 
@@ -201,6 +202,7 @@ func Default() Config {
 			MaxPending: DefaultMaxPending,
 		},
 		Log:             Log{Level: DefaultLogLevel, Format: DefaultLogFormat},
+		HTTP:            HTTP{Ready: DefaultHTTPReady},
 		ShutdownTimeout: DefaultShutdownTimeout,
 	}
 }

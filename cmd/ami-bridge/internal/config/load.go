@@ -35,6 +35,7 @@ var flagKeys = map[string]string{
 	"log-level":        "log.level",
 	"log-format":       "log.format",
 	"shutdown-timeout": "shutdown_timeout",
+	"http-listen":      "http.listen",
 }
 
 // envSections are the nested sections an AMI_BRIDGE_ variable may
@@ -42,7 +43,7 @@ var flagKeys = map[string]string{
 // left alone, so a secret can live in AMI_BRIDGE_PBX1_SECRET and be named
 // by secret_env.
 var (
-	envSections = []string{"nats", "jetstream", "log"}
+	envSections = []string{"nats", "jetstream", "log", "http"}
 	envScalars  = []string{"servers", "shutdown_timeout"}
 )
 
@@ -59,6 +60,7 @@ func AddFlags(fs *pflag.FlagSet) {
 	fs.String("log-level", DefaultLogLevel, "log `level`: trace, debug, info, warn, error (log.level)")
 	fs.String("log-format", DefaultLogFormat, "log `format`: auto, json, console (log.format)")
 	fs.Duration("shutdown-timeout", DefaultShutdownTimeout, "how long shutdown may take (shutdown_timeout)")
+	fs.String("http-listen", "", "`host:port` of /metrics, /healthz and /readyz; a host alone takes port 7038; empty: off (http.listen)")
 }
 
 // Load reads the file named by --config (if any), then the AMI_BRIDGE_

@@ -1,0 +1,281 @@
+package bridge
+
+import (
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nats.go/micro"
+)
+
+// Stats is a snapshot of one PBX's counters and gauges, plain numbers for
+// an exporter to read at its own pace. The event path pays only atomic
+// operations for them; the status subject reads the same counters.
+type Stats struct {
+	Server string
+	State  string // as Status.State
+
+	// Up is true while the PBX's AMI session is logged in, so the bridge
+	// serves that PBX. With HA it will hold for a standby as well.
+	Up bool
+
+	EventsReceived  uint64    // read from AMI: filtered plus numbered
+	EventsFiltered  uint64    // left out by the event filter; they take no Ami-Seq
+	EventsPublished uint64    // as Status.EventsPublished
+	EventsDropped   uint64    // as Status.EventsDropped
+	LastSeq         uint64    // the last Ami-Seq given
+	LastEvent       time.Time // to the second; zero before the first event
+
+	BufferEvents   int // events waiting for the publisher
+	BufferCapacity int // the buffer's bound, in events
+
+	Reconnects    uint64 // sessions established after the first
+	LoginFailures uint64 // logins Asterisk refused
+
+	// JetStream is set when events go into a stream; the JS fields are
+	// zero otherwise.
+	JetStream        bool
+	JSRetries        uint64 // publishes tried again while NATS reconnected or acks stalled
+	JSFailures       uint64 // events the stream did not acknowledge
+	JSPublishLatency Histogram
+
+	Actions       []ActionCount // the requests answered, by action and code; only counts above zero
+	ActionLatency Histogram     // request to first reply
+}
+
+// ActionCount is how many requests for Action were answered with Code.
+// Action is a name of KnownActions, or "other"; Code is 200 for a
+// success, else the error code of the reply.
+type ActionCount struct {
+	Action string
+	Code   int
+	Count  uint64
+}
+
+// Histogram is a snapshot of a latency histogram. Counts[i] is the number
+// of observations at or below Bounds[i]; Count includes those above the
+// last bound.
+type Histogram struct {
+	Bounds []float64 // upper bounds in seconds, ascending; shared, do not modify
+	Counts []uint64  // cumulative
+	Count  uint64
+	Sum    float64 // seconds
+}
+
+// LatencyBounds are the upper bounds, in seconds, of every latency
+// histogram: from a JetStream ack on loopback to an action near its
+// default timeout.
+var LatencyBounds = [...]float64{0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30}
+
+// KnownActions are the action names that metrics count by name; any other
+// counts as OtherAction, which keeps the label set bounded whatever
+// requesters send. Matching ignores case, as Asterisk does.
+var KnownActions = [...]string{
+	"AbsoluteTimeout", "AgentLogoff", "Agents", "Atxfer", "BlindTransfer", "Bridge", "BridgeInfo", "BridgeList",
+	"Challenge", "Command", "ConfbridgeKick", "ConfbridgeList", "ConfbridgeListRooms", "ConfbridgeMute",
+	"ConfbridgeUnmute", "CoreSettings", "CoreShowChannels", "CoreStatus", "DBDel", "DBGet", "DBPut",
+	"DeviceStateList", "Events", "ExtensionState", "ExtensionStateList", "GetConfig", "Getvar", "Hangup",
+	"ListCommands", "Login", "Logoff", "MixMonitor", "Monitor", "Originate", "Park", "ParkedCalls", "Ping",
+	"PJSIPShowContacts", "PJSIPShowEndpoint", "PJSIPShowEndpoints", "PJSIPShowRegistrationsOutbound",
+	"PlayDTMF", "QueueAdd", "QueuePause", "QueueRemove", "Queues", "QueueStatus", "QueueSummary", "Redirect",
+	"Reload", "SendText", "Setvar", "ShowDialPlan", "SIPpeers", "SIPshowpeer", "Status", "StopMixMonitor",
+	"UserEvent", "VoicemailUsersList",
+}
+
+// OtherAction is the action label of every name outside KnownActions,
+// and of a request too malformed to name one.
+const OtherAction = "other"
+
+// actionCodes are the reply codes counted, 200 first; a code outside
+// them is counted as the last, 503.
+var actionCodes = [...]int{200, CodeBadRequest, CodeForbidden, CodeTooLarge, CodeAMIError, CodeTimeout, CodeUnavailable}
+
+var knownActionIndex = func() map[string]int {
+	m := make(map[string]int, len(KnownActions))
+	for i, a := range &KnownActions {
+		m[a] = i
+	}
+	return m
+}()
+
+// actionIndex returns the row of name in the action counters: its index
+// in KnownActions, or len(KnownActions) for "other".
+func actionIndex(name string) int {
+	if i, ok := knownActionIndex[name]; ok {
+		return i
+	}
+	for i, a := range &KnownActions { // a name spelt in another case
+		if strings.EqualFold(a, name) {
+			return i
+		}
+	}
+	return len(KnownActions)
+}
+
+func codeIndex(code int) int {
+	for i, c := range actionCodes {
+		if c == code {
+			return i
+		}
+	}
+	return len(actionCodes) - 1
+}
+
+// sessionStats are the counters of a session that only Stats reads; the
+// status shares the others (published, dropped, …) with Stats.
+type sessionStats struct {
+	filtered      atomic.Uint64
+	lastEvent     atomic.Int64 // Unix seconds of the last event read, 0 before the first
+	loginFailures atomic.Uint64
+	jsRetries     atomic.Uint64
+	jsLatency     latencyHistogram
+	actions       [len(KnownActions) + 1][len(actionCodes)]atomic.Uint64 // [actionIndex][codeIndex]
+	actionLatency latencyHistogram
+}
+
+// eventRead records the time of an event read from AMI, filtered or not,
+// to the second: it stores at most once a second, since a Load is a plain
+// read and a Store a locked exchange.
+func (st *sessionStats) eventRead(at time.Time) {
+	if sec := at.Unix(); sec != st.lastEvent.Load() {
+		st.lastEvent.Store(sec)
+	}
+}
+
+// latencyHistogram counts durations into LatencyBounds with atomic adds.
+type latencyHistogram struct {
+	buckets [len(LatencyBounds) + 1]atomic.Uint64 // per bucket, not cumulative; the last is above every bound
+	sum     atomic.Int64                          // nanoseconds
+}
+
+var latencyBoundsNanos = func() []int64 {
+	out := make([]int64, len(LatencyBounds))
+	for i, s := range LatencyBounds {
+		out[i] = int64(s * float64(time.Second))
+	}
+	return out
+}()
+
+func (h *latencyHistogram) observe(d time.Duration) {
+	i := 0
+	for i < len(latencyBoundsNanos) && int64(d) > latencyBoundsNanos[i] {
+		i++
+	}
+	h.buckets[i].Add(1)
+	h.sum.Add(int64(d))
+}
+
+func (h *latencyHistogram) snapshot() Histogram {
+	out := Histogram{Bounds: LatencyBounds[:], Counts: make([]uint64, len(LatencyBounds))}
+	for i := range h.buckets {
+		out.Count += h.buckets[i].Load()
+		if i < len(out.Counts) {
+			out.Counts[i] = out.Count
+		}
+	}
+	out.Sum = float64(h.sum.Load()) / float64(time.Second)
+	return out
+}
+
+// Stats returns a snapshot of every PBX, in configuration order.
+func (b *Bridge) Stats() []Stats {
+	out := make([]Stats, len(b.sessions))
+	for i, s := range b.sessions {
+		out[i] = s.stats.snapshot(s)
+	}
+	return out
+}
+
+func (st *sessionStats) snapshot(s *session) Stats {
+	s.mu.Lock()
+	state := s.state
+	s.mu.Unlock()
+	out := Stats{
+		Server:          s.name,
+		State:           state,
+		Up:              state == StateConnected,
+		EventsFiltered:  st.filtered.Load(),
+		EventsPublished: s.published.Load(),
+		EventsDropped:   s.dropped.Load(),
+		LastSeq:         s.lastSeq.Load(),
+		BufferEvents:    len(s.queue),
+		BufferCapacity:  cap(s.queue),
+		Reconnects:      s.reconnects.Load(),
+		LoginFailures:   st.loginFailures.Load(),
+		JetStream:       s.b.opts.JetStream.Enabled,
+		ActionLatency:   st.actionLatency.snapshot(),
+	}
+	out.EventsReceived = out.EventsFiltered + out.LastSeq
+	if sec := st.lastEvent.Load(); sec != 0 {
+		out.LastEvent = time.Unix(sec, 0)
+	}
+	if out.JetStream {
+		out.JSRetries = st.jsRetries.Load()
+		out.JSFailures = s.jsFailures.Load()
+		out.JSPublishLatency = st.jsLatency.snapshot()
+	}
+	for a := range st.actions {
+		row := &st.actions[a]
+		for c := range row {
+			if n := row[c].Load(); n > 0 {
+				name := OtherAction
+				if a < len(KnownActions) {
+					name = KnownActions[a]
+				}
+				out.Actions = append(out.Actions, ActionCount{Action: name, Code: actionCodes[c], Count: n})
+			}
+		}
+	}
+	return out
+}
+
+// timedAck is a JetStream publish with the time it was sent, so that the
+// ack can be timed.
+type timedAck struct {
+	jetstream.PubAckFuture
+	sent time.Time
+}
+
+// jsSent wraps the future of a publish made now.
+func (st *sessionStats) jsSent(f jetstream.PubAckFuture) jetstream.PubAckFuture {
+	return timedAck{f, time.Now()}
+}
+
+// jsAcked records the ack latency of a future from jsSent.
+func (st *sessionStats) jsAcked(f jetstream.PubAckFuture) {
+	if t, ok := f.(timedAck); ok {
+		st.jsLatency.observe(time.Since(t.sent))
+	}
+}
+
+// actionMeter is the replier of one request: it counts the request when
+// its first reply goes out, by action name and reply code, and times it
+// from arrival to that reply. Later replies (streamed parts) pass through.
+type actionMeter struct {
+	replier // where replies go: the sync one, then the async one
+	st      *sessionStats
+	action  string // set once the request is decoded; "" counts as other
+	start   time.Time
+	done    bool
+}
+
+// meter starts timing a request that r answers.
+func (st *sessionStats) meter(r replier) *actionMeter {
+	return &actionMeter{replier: r, st: st, start: time.Now()}
+}
+
+func (m *actionMeter) reply(hdr nats.Header, body []byte) error {
+	if !m.done {
+		m.done = true
+		code := 200
+		if v := hdr.Get(micro.ErrorCodeHeader); v != "" {
+			code, _ = strconv.Atoi(v)
+		}
+		m.st.actionLatency.observe(time.Since(m.start))
+		m.st.actions[actionIndex(m.action)][codeIndex(code)].Add(1)
+	}
+	return m.replier.reply(hdr, body)
+}

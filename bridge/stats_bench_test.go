@@ -1,0 +1,93 @@
+package bridge
+
+import (
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// BenchmarkAcceptEvent measures the reader's side of the event hot path:
+// filter, Ami-Seq, the stats hooks and the hand-off to the buffer, which
+// is emptied whenever full. With BenchmarkPublishEvent it makes the whole
+// per-event cost; BenchmarkStatsHooks is the metrics' share of it.
+func BenchmarkAcceptEvent(b *testing.B) {
+	events := burstEvents(b)
+	ns := startNATS(b, natsOptions{})
+	br, err := New(connect(b, ns), []ServerConfig{{Name: "pbx1", URL: "admin:x@127.0.0.1"}}, Options{EventBuffer: 4096})
+	if err != nil {
+		b.Fatal(err)
+	}
+	s := br.sessions[0]
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		s.accept(events[i%len(events)])
+		if len(s.queue) == cap(s.queue) {
+			for range cap(s.queue) {
+				<-s.queue
+			}
+		}
+	}
+	b.StopTimer()
+	if d := s.dropped.Load(); d != 0 {
+		b.Fatalf("%d events dropped", d)
+	}
+}
+
+// Sinks make the values escape to the heap as they do on the real paths.
+var (
+	ackSink   jetstream.PubAckFuture
+	meterSink *actionMeter
+)
+
+// BenchmarkStatsHooks measures what the metrics add to each path: per
+// event read (and per filtered event), per JetStream publish, per action,
+// and per scrape of one PBX (off every hot path).
+func BenchmarkStatsHooks(b *testing.B) {
+	var st sessionStats
+	at := time.Now()
+	b.Run("path=event", func(b *testing.B) {
+		b.ReportAllocs()
+		for i := 0; i < b.N; i++ {
+			st.eventRead(at)
+		}
+	})
+	b.Run("path=filtered-event", func(b *testing.B) {
+		b.ReportAllocs()
+		for i := 0; i < b.N; i++ {
+			st.eventRead(at)
+			st.filtered.Add(1)
+		}
+	})
+	b.Run("path=jetstream-publish", func(b *testing.B) {
+		b.ReportAllocs()
+		for i := 0; i < b.N; i++ {
+			ackSink = st.jsSent(nil) // escapes, as into the acks channel
+			st.jsAcked(ackSink)
+		}
+	})
+	b.Run("path=action", func(b *testing.B) {
+		r := replierFunc(func(nats.Header, []byte) error { return nil })
+		b.ReportAllocs()
+		for i := 0; i < b.N; i++ {
+			m := st.meter(r)
+			meterSink = m // escapes, as into the action's goroutine
+			m.action = "Ping"
+			_ = m.reply(nil, nil)
+		}
+	})
+	b.Run("path=scrape", func(b *testing.B) {
+		ns := startNATS(b, natsOptions{})
+		br, err := New(connect(b, ns), []ServerConfig{{Name: "pbx1", URL: "admin:x@127.0.0.1"}}, Options{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.ReportAllocs()
+		b.ResetTimer()
+		for i := 0; i < b.N; i++ {
+			_ = br.Stats()
+		}
+	})
+}

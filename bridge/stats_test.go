@@ -1,0 +1,156 @@
+package bridge
+
+import (
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/ami-bridge/ami-bridge/amiproto/amitest"
+	"github.com/ami-bridge/ami-bridge/subjects"
+)
+
+// waitStats polls b's stats of server i until ok holds.
+func waitStats(t testing.TB, b *Bridge, i int, ok func(Stats) bool) Stats {
+	t.Helper()
+	deadline := time.Now().Add(waitTime)
+	for {
+		st := b.Stats()[i]
+		if ok(st) {
+			return st
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("stats never got there: %+v", st)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestStats_EventsActionsAndLogins sends known events and requests and
+// checks every count against what the test sent, with core NATS and with
+// JetStream, where every ack is timed.
+func TestStats_EventsActionsAndLogins(t *testing.T) {
+	for _, js := range []bool{false, true} {
+		t.Run(map[bool]string{false: "core", true: "jetstream"}[js], func(t *testing.T) { testStats(t, js) })
+	}
+}
+
+func testStats(t *testing.T, js bool) {
+	ns := startNATS(t, natsOptions{jetStream: js})
+	nc, cc := connect(t, ns), connect(t, ns)
+	pbx := startPBX(t, amitest.Config{})
+	pbx.HandleFunc("MyOwnAction", func(w *amitest.ResponseWriter, _ *amitest.Request) { w.Success() })
+	wrong := startPBX(t, amitest.Config{AuthFailDelay: -1})
+	w := watchStatus(t, cc, "ami", "pbx1")
+	sc := fastServer("pbx1", pbx)
+	sc.EventsInclude = []string{"UserEvent"}
+	bad := fastServer("pbx2", wrong)
+	bad.URL = wrong.URL("admin", "not-the-secret")
+	b, _ := startBridge(t, nc, []ServerConfig{sc, bad}, Options{EventBuffer: 100, JetStream: JetStreamOptions{Enabled: js}})
+	w.waitState(StateConnected)
+	waitSessions(t, pbx, 1)
+
+	before := b.Stats()[0]
+	if !before.Up || before.State != StateConnected || before.BufferCapacity != 100 {
+		t.Fatalf("stats after connecting: %+v", before)
+	}
+	const passed, filtered = 30, 12
+	start := time.Now()
+	for i := range passed {
+		if i < filtered {
+			pbx.Emit(newEvent("Newexten", "N", "x"))
+		}
+		pbx.Emit(userEvent("stats", i))
+	}
+	st := waitStats(t, b, 0, func(s Stats) bool { return s.EventsPublished == before.EventsPublished+passed })
+	if got := st.EventsFiltered - before.EventsFiltered; got != filtered {
+		t.Errorf("filtered %d, want %d", got, filtered)
+	}
+	if got := st.EventsReceived - before.EventsReceived; got != passed+filtered {
+		t.Errorf("received %d, want %d", got, passed+filtered)
+	}
+	if st.LastSeq != passed || st.EventsDropped != 0 {
+		t.Errorf("last seq %d, dropped %d; want %d, 0", st.LastSeq, st.EventsDropped, passed)
+	}
+	if st.LastEvent.Before(start.Truncate(time.Second)) || st.LastEvent.After(time.Now()) {
+		t.Errorf("last event at %v, want after %v", st.LastEvent, start)
+	}
+
+	subj := subjects.Action("ami", "pbx1")
+	for _, body := range []string{
+		`{"Action":"Ping"}`, `{"Action":"ping"}`, // 200, one name whatever the case
+		`{"Action":"NoSuchAction"}`,             // 422 from Asterisk, counted as other
+		`{"Action":"MyOwnAction"}`,              // 200, other
+		`{"Action":"Events","EventMask":"off"}`, // 403 by the default deny
+		`not json`,                              // 400, other
+	} {
+		request(t, cc, subj, body, nil)
+	}
+	st = b.Stats()[0]
+	want := []ActionCount{
+		{"Events", CodeForbidden, 1},
+		{"Ping", 200, 2},
+		{OtherAction, 200, 1},
+		{OtherAction, CodeBadRequest, 1},
+		{OtherAction, CodeAMIError, 1},
+	}
+	if !slices.Equal(st.Actions, want) {
+		t.Errorf("actions %+v\nwant    %+v", st.Actions, want)
+	}
+	if h := st.ActionLatency; h.Count != 6 || h.Counts[len(h.Counts)-1] != 6 || h.Sum <= 0 {
+		t.Errorf("action latency %+v, want 6 observations", h)
+	}
+	if st.JetStream != js || st.JSPublishLatency.Count != map[bool]uint64{false: 0, true: st.EventsPublished}[js] || st.JSFailures != 0 {
+		t.Errorf("JetStream stats (JetStream %v): %+v", js, st)
+	}
+
+	st2 := waitStats(t, b, 1, func(s Stats) bool { return s.LoginFailures >= 2 })
+	if st2.Up || st2.State != StateAuthFailed || st2.Server != "pbx2" {
+		t.Errorf("stats of the PBX refusing the login: %+v", st2)
+	}
+}
+
+func TestLatencyHistogram_CumulativeBuckets(t *testing.T) {
+	var h latencyHistogram
+	for _, d := range []time.Duration{50 * time.Microsecond, 100 * time.Microsecond, 3 * time.Millisecond, 2 * time.Minute} {
+		h.observe(d)
+	}
+	s := h.snapshot()
+	at := func(bound float64) uint64 { return s.Counts[slices.Index(s.Bounds, bound)] }
+	if at(0.0001) != 2 || at(0.0025) != 2 || at(0.005) != 3 || at(30) != 3 || s.Count != 4 {
+		t.Errorf("histogram %+v", s)
+	}
+	if want := (2*time.Minute + 3150*time.Microsecond).Seconds(); s.Sum != want {
+		t.Errorf("sum %v, want %v", s.Sum, want)
+	}
+}
+
+func TestActionIndex_BoundedLabels(t *testing.T) {
+	for name, want := range map[string]string{"Ping": "Ping", "PING": "Ping", "originate": "Originate", "": OtherAction, "Nope": OtherAction} {
+		i := actionIndex(name)
+		got := OtherAction
+		if i < len(KnownActions) {
+			got = KnownActions[i]
+		}
+		if got != want {
+			t.Errorf("actionIndex(%q) is %q, want %q", name, got, want)
+		}
+	}
+}
+
+// An action reply with an unexpected code still lands in a bounded cell.
+func TestActionMeter_UnknownCode(t *testing.T) {
+	var st sessionStats
+	m := st.meter(replierFunc(func(nats.Header, []byte) error { return nil }))
+	m.action = "Ping"
+	_ = m.reply(nats.Header{"Nats-Service-Error-Code": {"599"}}, nil)
+	_ = m.reply(nil, nil) // a later streamed part is not counted
+	if n := st.actions[actionIndex("Ping")][codeIndex(CodeUnavailable)].Load(); n != 1 {
+		t.Errorf("count %d, want 1 under 503", n)
+	}
+}
+
+type replierFunc func(nats.Header, []byte) error
+
+func (f replierFunc) reply(h nats.Header, b []byte) error { return f(h, b) }

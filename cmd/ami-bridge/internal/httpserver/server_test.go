@@ -1,0 +1,203 @@
+package httpserver
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/rs/zerolog"
+
+	"github.com/ami-bridge/ami-bridge/bridge"
+)
+
+// fakeBridge returns stats set by the test; while block is set, Stats
+// waits for it to be cleared, as a bridge with a lock held would.
+type fakeBridge struct {
+	mu    sync.Mutex
+	stats []bridge.Stats
+	block chan struct{}
+}
+
+func (f *fakeBridge) Stats() []bridge.Stats {
+	f.mu.Lock()
+	block := f.block
+	f.mu.Unlock()
+	if block != nil {
+		<-block
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]bridge.Stats(nil), f.stats...)
+}
+
+func (f *fakeBridge) set(stats ...bridge.Stats) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.stats = stats
+}
+
+type fakeConn struct {
+	mu     sync.Mutex
+	status nats.Status
+}
+
+func (c *fakeConn) Status() nats.Status {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.status
+}
+func (c *fakeConn) Stats() nats.Statistics { return nats.Statistics{} }
+func (c *fakeConn) set(s nats.Status) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.status = s
+}
+
+func start(t *testing.T, o Options) *Server {
+	t.Helper()
+	o.Addr = "127.0.0.1:0"
+	s, err := Start(o, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := s.Close(ctx); err != nil {
+			t.Error(err)
+		}
+	})
+	return s
+}
+
+func get(t *testing.T, s *Server, path string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(s.URL() + path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, string(body)
+}
+
+func want(t *testing.T, s *Server, path string, code int, substr string) {
+	t.Helper()
+	got, body := get(t, s, path)
+	if got != code || !strings.Contains(body, substr) {
+		t.Errorf("GET %s: %d %q, want %d with %q", path, got, body, code, substr)
+	}
+}
+
+func up(name string) bridge.Stats {
+	return bridge.Stats{Server: name, State: bridge.StateConnected, Up: true}
+}
+
+func down(name string) bridge.Stats {
+	return bridge.Stats{Server: name, State: bridge.StateDisconnected}
+}
+
+func TestServer_BeforeAttach(t *testing.T) {
+	s := start(t, Options{})
+	want(t, s, "/healthz", 200, "starting")
+	want(t, s, "/readyz", 503, "waiting for NATS")
+	want(t, s, "/metrics", 200, "go_goroutines")
+	if code, _ := get(t, s, "/nothing"); code != 404 {
+		t.Errorf("GET /nothing: %d, want 404", code)
+	}
+}
+
+func TestReadyz_AllOrAny(t *testing.T) {
+	for _, all := range []bool{true, false} {
+		s := start(t, Options{ReadyAll: all})
+		b, nc := &fakeBridge{}, &fakeConn{status: nats.CONNECTED}
+		s.Attach(b, nc)
+
+		b.set(up("pbx1"), up("pbx2"))
+		want(t, s, "/readyz", 200, "ready\nnats connected\npbx1 connected\npbx2 connected\n")
+
+		b.set(up("pbx1"), down("pbx2"))
+		if all {
+			want(t, s, "/readyz", 503, "not ready\nnats connected\npbx1 connected\npbx2 disconnected\n")
+		} else {
+			want(t, s, "/readyz", 200, "pbx2 disconnected")
+		}
+
+		b.set(down("pbx1"), down("pbx2"))
+		want(t, s, "/readyz", 503, "not ready")
+
+		b.set(up("pbx1"), up("pbx2"))
+		nc.set(nats.RECONNECTING)
+		want(t, s, "/readyz", 503, "nats reconnecting")
+		want(t, s, "/healthz", 200, "ok") // NATS down is not a liveness failure
+	}
+}
+
+func TestHealthz_StuckBridge(t *testing.T) {
+	s := start(t, Options{SnapshotTimeout: 20 * time.Millisecond})
+	b, nc := &fakeBridge{block: make(chan struct{})}, &fakeConn{status: nats.CONNECTED}
+	b.set(up("pbx1"))
+	s.Attach(b, nc)
+	want(t, s, "/healthz", 503, "no stats snapshot")
+	want(t, s, "/readyz", 503, "not ready")
+	want(t, s, "/healthz", 503, "no stats snapshot") // a second probe shares the stuck snapshot
+	b.mu.Lock()
+	close(b.block)
+	b.block = nil
+	b.mu.Unlock()
+	want(t, s, "/healthz", 200, "ok")
+}
+
+func TestLiveness_StalledPublisher(t *testing.T) {
+	l := newLiveness(time.Minute, time.Second)
+	t0 := time.Now()
+	waiting := bridge.Stats{Server: "pbx1", EventsPublished: 10, BufferEvents: 5}
+	check := func(st bridge.Stats, connected bool, at time.Duration) []string {
+		return l.stalled([]bridge.Stats{st}, connected, t0.Add(at))
+	}
+	if got := check(waiting, true, 0); got != nil {
+		t.Fatalf("first look: %q", got)
+	}
+	if got := check(waiting, true, 59*time.Second); got != nil {
+		t.Fatalf("within the window: %q", got)
+	}
+	if got := check(waiting, true, 61*time.Second); len(got) != 1 || !strings.Contains(got[0], "pbx1: the publisher has not moved for 1m1s with 5 events waiting") {
+		t.Fatalf("past the window: %q", got)
+	}
+	moved := waiting
+	moved.EventsDropped = 1
+	if got := check(moved, true, 62*time.Second); got != nil {
+		t.Fatalf("after moving: %q", got)
+	}
+	// While NATS is away the publisher may wait: the window starts over.
+	if got := check(moved, false, 200*time.Second); got != nil {
+		t.Fatalf("NATS down: %q", got)
+	}
+	if got := check(moved, true, 230*time.Second); got != nil {
+		t.Fatalf("30 s after NATS came back: %q", got)
+	}
+	empty := moved
+	empty.BufferEvents = 0
+	if got := check(empty, true, 500*time.Second); got != nil {
+		t.Fatalf("nothing waiting: %q", got)
+	}
+}
+
+func TestServer_URLShowsLoopbackForWildcard(t *testing.T) {
+	s, err := Start(Options{Addr: "0.0.0.0:0"}, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close(context.Background())
+	if !strings.HasPrefix(s.URL(), "http://127.0.0.1:") {
+		t.Errorf("URL %s", s.URL())
+	}
+}

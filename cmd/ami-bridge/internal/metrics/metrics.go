@@ -1,0 +1,180 @@
+// Package metrics exports the bridge's per-PBX Stats and the state of its
+// NATS connection as Prometheus metrics. Nothing is counted here: the
+// collector reads snapshots at scrape time, so the event path never calls
+// into Prometheus and /metrics shows the numbers the status subject shows.
+package metrics
+
+import (
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/ami-bridge/ami-bridge/bridge"
+)
+
+// Bridge is what the collector reads of the bridge: *bridge.Bridge.
+type Bridge interface {
+	Stats() []bridge.Stats
+}
+
+// Conn is what the collector reads of the NATS connection: *nats.Conn.
+type Conn interface {
+	Status() nats.Status
+	Stats() nats.Statistics
+}
+
+// Source returns the bridge and NATS connection to read, or nils while
+// the process is still starting.
+type Source func() (Bridge, Conn)
+
+// SessionStates are the values of the state label of
+// ami_bridge_session_state, one gauge each.
+var SessionStates = []string{bridge.StateConnecting, bridge.StateConnected, bridge.StateDisconnected, bridge.StateAuthFailed, bridge.StateStopped}
+
+// NATSStates are the values of the state label of
+// ami_bridge_nats_connection_state.
+var NATSStates = []nats.Status{nats.CONNECTING, nats.CONNECTED, nats.RECONNECTING, nats.DISCONNECTED, nats.CLOSED, nats.DRAINING_SUBS, nats.DRAINING_PUBS}
+
+const (
+	ns     = "ami_bridge"
+	server = "server" // the label of every per-PBX metric
+)
+
+func desc(name, help string, labels ...string) *prometheus.Desc {
+	return prometheus.NewDesc(ns+"_"+name, help, labels, nil)
+}
+
+var (
+	eventsReceived  = desc("events_received_total", "Events read from the PBX's AMI session, filtered or not.", server)
+	eventsFiltered  = desc("events_filtered_total", "Events left out by the event filter; they take no Ami-Seq.", server)
+	eventsPublished = desc("events_published_total", "Events handed to NATS (with JetStream: acknowledged).", server)
+	eventsDropped   = desc("events_dropped_total", "Events lost after the filter: the buffer was full or NATS refused them. Each leaves a gap in Ami-Seq.", server)
+	lastSeq         = desc("last_seq", "The last Ami-Seq given; it restarts at 1 with the process.", server)
+	lastEventAge    = desc("seconds_since_last_event", "Seconds since the PBX's last event, or since the process started when none came yet.", server)
+	bufferEvents    = desc("buffer_events", "Events waiting in the buffer for the publisher.", server)
+	bufferCapacity  = desc("buffer_capacity_events", "The event buffer's bound; past it events are dropped.", server)
+	sessionState    = desc("session_state", "1 for the AMI session's current state, 0 for the others.", server, "state")
+	reconnects      = desc("reconnects_total", "AMI sessions established after the first.", server)
+	loginFailures   = desc("login_failures_total", "AMI logins the PBX refused.", server)
+	actions         = desc("actions_total", "Action requests answered, by action name (names outside a fixed list are \"other\") and reply code (200 for success).", server, "action", "code")
+	actionDuration  = desc("action_duration_seconds", "Action requests from arrival to the first reply.", server)
+	jsDuration      = desc("jetstream_publish_duration_seconds", "JetStream publishes from send to ack.", server)
+	jsRetries       = desc("jetstream_publish_retries_total", "JetStream publishes tried again while NATS reconnected or acks stalled.", server)
+	jsFailures      = desc("jetstream_publish_failures_total", "Events JetStream did not acknowledge.", server)
+	natsState       = desc("nats_connection_state", "1 for the NATS connection's current state, 0 for the others.", "state")
+	natsReconnects  = desc("nats_reconnects_total", "Reconnections of the bridge's NATS connection.")
+
+	all = []*prometheus.Desc{
+		eventsReceived, eventsFiltered, eventsPublished, eventsDropped, lastSeq, lastEventAge, bufferEvents, bufferCapacity,
+		sessionState, reconnects, loginFailures, actions, actionDuration, jsDuration, jsRetries, jsFailures,
+		natsState, natsReconnects,
+	}
+)
+
+// Collector is a prometheus.Collector of the bridge's metrics.
+type Collector struct {
+	src   Source
+	start time.Time
+}
+
+// NewCollector returns a collector that reads src at every scrape.
+func NewCollector(src Source) *Collector {
+	return &Collector{src: src, start: time.Now()}
+}
+
+// Describe sends every metric the collector may export.
+func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range all {
+		ch <- d
+	}
+}
+
+// Collect reads one snapshot and sends its metrics.
+func (c *Collector) Collect(ch chan<- prometheus.Metric) {
+	b, nc := c.src()
+	if nc != nil {
+		collectNATS(ch, nc)
+	}
+	if b == nil {
+		return
+	}
+	now := time.Now()
+	for _, st := range b.Stats() {
+		c.collectServer(ch, st, now)
+	}
+}
+
+func collectNATS(ch chan<- prometheus.Metric, nc Conn) {
+	status := nc.Status()
+	for _, s := range NATSStates {
+		ch <- gauge(natsState, boolValue(s == status), strings.ToLower(s.String()))
+	}
+	ch <- prometheus.MustNewConstMetric(natsReconnects, prometheus.CounterValue, float64(nc.Stats().Reconnects))
+}
+
+func (c *Collector) collectServer(ch chan<- prometheus.Metric, st bridge.Stats, now time.Time) {
+	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), append([]string{st.Server}, labels...)...)
+	}
+	counter(eventsReceived, st.EventsReceived)
+	counter(eventsFiltered, st.EventsFiltered)
+	counter(eventsPublished, st.EventsPublished)
+	counter(eventsDropped, st.EventsDropped)
+	counter(reconnects, st.Reconnects)
+	counter(loginFailures, st.LoginFailures)
+	for _, a := range st.Actions {
+		counter(actions, a.Count, a.Action, strconv.Itoa(a.Code))
+	}
+	ch <- gauge(lastSeq, float64(st.LastSeq), st.Server)
+	last := st.LastEvent
+	if last.IsZero() {
+		last = c.start
+	}
+	ch <- gauge(lastEventAge, now.Sub(last).Seconds(), st.Server)
+	ch <- gauge(bufferEvents, float64(st.BufferEvents), st.Server)
+	ch <- gauge(bufferCapacity, float64(st.BufferCapacity), st.Server)
+	for _, s := range SessionStates {
+		ch <- gauge(sessionState, boolValue(s == st.State), st.Server, s)
+	}
+	ch <- histogram(actionDuration, st.ActionLatency, st.Server)
+	if st.JetStream {
+		counter(jsRetries, st.JSRetries)
+		counter(jsFailures, st.JSFailures)
+		ch <- histogram(jsDuration, st.JSPublishLatency, st.Server)
+	}
+}
+
+func gauge(d *prometheus.Desc, v float64, labels ...string) prometheus.Metric {
+	return prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+}
+
+func histogram(d *prometheus.Desc, h bridge.Histogram, labels ...string) prometheus.Metric {
+	buckets := make(map[float64]uint64, len(h.Bounds))
+	for i, b := range h.Bounds {
+		buckets[b] = h.Counts[i]
+	}
+	return prometheus.MustNewConstHistogram(d, h.Count, h.Sum, buckets, labels...)
+}
+
+func boolValue(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// NewRegistry returns a registry with the bridge's collector and the Go
+// runtime and process collectors.
+func NewRegistry(src Source) *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(
+		NewCollector(src),
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
+	return reg
+}
