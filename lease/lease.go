@@ -1,0 +1,292 @@
+package lease
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Errors a caller branches on.
+var (
+	// ErrHeld is returned by Acquire when another holder has the key; the
+	// error's text names the holder.
+	ErrHeld = errors.New("lease: held by another")
+	// ErrLost is returned by Renew and Release when the key is no longer
+	// the caller's: it expired, or another holder took it.
+	ErrLost = errors.New("lease: lost")
+)
+
+// Defaults of the zero values in Config.
+const (
+	DefaultBucket = "ami_bridge_leases"
+	DefaultTTL    = 2 * time.Second
+)
+
+// Config describes the bucket that holds the leases.
+type Config struct {
+	Bucket   string        // KV bucket name, default DefaultBucket
+	TTL      time.Duration // a lease's time to live after its last renewal, default DefaultTTL
+	Replicas int           // stream replicas of the bucket, default 1
+}
+
+// Bucket is an open lease bucket. It is safe for concurrent use.
+type Bucket struct {
+	js     jetstream.JetStream
+	kv     jetstream.KeyValue
+	ttl    time.Duration
+	guard  time.Duration
+	prefix string // "$KV.<bucket>.": the subject of a key is prefix+key
+}
+
+// Open finds or creates the bucket. A bucket that exists already is used
+// as it is; it must allow per-key TTLs (LimitMarkerTTL set), which Open
+// checks.
+func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Bucket, error) {
+	if cfg.Bucket == "" {
+		cfg.Bucket = DefaultBucket
+	}
+	if cfg.TTL == 0 {
+		cfg.TTL = DefaultTTL
+	}
+	if cfg.TTL < time.Second {
+		// The server's TTL resolution is a second for markers; a shorter
+		// lease would expire unevenly.
+		return nil, fmt.Errorf("lease: ttl %v: want at least 1s", cfg.TTL)
+	}
+	if cfg.Replicas == 0 {
+		cfg.Replicas = 1
+	}
+	kv, err := js.KeyValue(ctx, cfg.Bucket)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		kv, err = js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
+			Bucket:      cfg.Bucket,
+			Description: "ami-bridge HA leases and checkpoints",
+			History:     1,
+			Replicas:    cfg.Replicas,
+			Storage:     jetstream.FileStorage,
+			// Markers tell watchers at once that a lease expired; they
+			// only need to outlive a contender's next look.
+			LimitMarkerTTL: max(cfg.TTL, time.Second) * 10,
+		})
+	}
+	if err != nil {
+		return nil, fmt.Errorf("lease: bucket %s: %w", cfg.Bucket, err)
+	}
+	st, err := kv.Status(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("lease: bucket %s status: %w", cfg.Bucket, err)
+	}
+	if st.LimitMarkerTTL() == 0 {
+		return nil, fmt.Errorf("lease: bucket %s has no limit marker TTL, so keys cannot expire one by one; delete it or create it with one", cfg.Bucket)
+	}
+	return &Bucket{
+		js:     js,
+		kv:     kv,
+		ttl:    cfg.TTL,
+		guard:  cfg.TTL / 10,
+		prefix: "$KV." + cfg.Bucket + ".",
+	}, nil
+}
+
+// TTL returns the lease time to live.
+func (b *Bucket) TTL() time.Duration { return b.ttl }
+
+// record is what every write of a key holds.
+type record struct {
+	Holder string          `json:"holder"`
+	Data   json.RawMessage `json:"data,omitempty"`
+}
+
+func encode(holder string, data []byte) ([]byte, error) {
+	if len(data) > 0 && !json.Valid(data) {
+		return nil, errors.New("lease: data must be JSON")
+	}
+	return json.Marshal(record{Holder: holder, Data: data})
+}
+
+// State is what a key shows to someone who does not hold it.
+type State struct {
+	Holder   string // "" when nobody holds the key
+	Revision uint64 // of the lease key; 0 when nobody holds it
+	Data     []byte // the payload of the last write by any holder, even after its lease ended
+}
+
+// Get returns who holds key now and the last payload written for it.
+func (b *Bucket) Get(ctx context.Context, key string) (State, error) {
+	var st State
+	e, err := b.kv.Get(ctx, key)
+	switch {
+	case err == nil:
+		var r record
+		if err := json.Unmarshal(e.Value(), &r); err != nil {
+			return st, fmt.Errorf("lease: key %s: %w", key, err)
+		}
+		st.Holder, st.Revision = r.Holder, e.Revision()
+	case !errors.Is(err, jetstream.ErrKeyNotFound):
+		return st, fmt.Errorf("lease: get %s: %w", key, err)
+	}
+	last, err := b.kv.Get(ctx, lastKey(key))
+	switch {
+	case err == nil:
+		var r record
+		if err := json.Unmarshal(last.Value(), &r); err != nil {
+			return st, fmt.Errorf("lease: key %s: %w", lastKey(key), err)
+		}
+		st.Data = r.Data
+	case !errors.Is(err, jetstream.ErrKeyNotFound):
+		return st, fmt.Errorf("lease: get %s: %w", lastKey(key), err)
+	}
+	return st, nil
+}
+
+func lastKey(key string) string { return key + ".last" }
+
+// Acquire takes key for holder if nobody holds it, writing data as the
+// first payload. It fails with ErrHeld when someone does.
+func (b *Bucket) Acquire(ctx context.Context, key, holder string, data []byte) (*Lease, error) {
+	v, err := encode(holder, data)
+	if err != nil {
+		return nil, err
+	}
+	sent := time.Now()
+	rev, err := b.kv.Create(ctx, key, v, jetstream.KeyTTL(b.ttl))
+	if errors.Is(err, jetstream.ErrKeyExists) {
+		st, gerr := b.Get(ctx, key)
+		if gerr == nil && st.Holder != "" {
+			return nil, fmt.Errorf("%w: %s", ErrHeld, st.Holder)
+		}
+		return nil, ErrHeld
+	}
+	if err != nil {
+		return nil, fmt.Errorf("lease: acquire %s: %w", key, err)
+	}
+	l := &Lease{b: b, key: key, holder: holder, rev: rev, validUntil: sent.Add(b.ttl - b.guard)}
+	if len(data) > 0 {
+		if _, err := b.kv.Put(ctx, lastKey(key), v); err != nil {
+			return l, fmt.Errorf("lease: acquire %s: write data: %w", key, err)
+		}
+	}
+	return l, nil
+}
+
+// Watch calls fn with the state of key now and after every change, until
+// ctx ends or the watch fails. A contender uses it to try Acquire as soon
+// as the holder releases the key or its lease expires.
+func (b *Bucket) Watch(ctx context.Context, key string, fn func(held bool)) error {
+	w, err := b.kv.Watch(ctx, key)
+	if err != nil {
+		return fmt.Errorf("lease: watch %s: %w", key, err)
+	}
+	defer w.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case e, ok := <-w.Updates():
+			if !ok {
+				return errors.New("lease: watch ended")
+			}
+			if e == nil { // the end of the initial values
+				continue
+			}
+			fn(e.Operation() == jetstream.KeyValuePut)
+		}
+	}
+}
+
+// Lease is a key held by this process. Its methods are safe for concurrent
+// use; Renew calls are serialised.
+type Lease struct {
+	b      *Bucket
+	key    string
+	holder string
+
+	mu         sync.Mutex
+	rev        uint64
+	validUntil time.Time // on the monotonic clock
+	lost       bool
+}
+
+// Key returns the key held.
+func (l *Lease) Key() string { return l.key }
+
+// Valid reports whether the lease is still certainly this process's: no
+// renewal has failed for a lost key, and ValidUntil has not passed.
+func (l *Lease) Valid() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return !l.lost && time.Now().Before(l.validUntil)
+}
+
+// ValidUntil returns when the lease stops being certainly this process's
+// unless a renewal succeeds before.
+func (l *Lease) ValidUntil() time.Time {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.validUntil
+}
+
+// Renew extends the lease by the TTL from now and writes data as its
+// payload. It fails with ErrLost when the key is no longer this process's;
+// any other error (a timeout, NATS down) leaves the lease as it was, valid
+// until ValidUntil, and the caller may retry.
+func (l *Lease) Renew(ctx context.Context, data []byte) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.lost {
+		return ErrLost
+	}
+	v, err := encode(l.holder, data)
+	if err != nil {
+		return err
+	}
+	sent := time.Now()
+	if !sent.Before(l.validUntil) {
+		// The server may have expired the key already and someone else
+		// taken it; a write now could only succeed by luck.
+		l.lost = true
+		return fmt.Errorf("%w: not renewed before %v", ErrLost, l.validUntil.Format(time.RFC3339Nano))
+	}
+	// The bucket's Update cannot set a TTL, so this is Update's own
+	// compare-and-set write with the TTL header added.
+	ack, err := l.b.js.PublishMsg(ctx, &nats.Msg{Subject: l.b.prefix + l.key, Data: v},
+		jetstream.WithExpectLastSequencePerSubject(l.rev), jetstream.WithMsgTTL(l.b.ttl))
+	if err != nil {
+		var apiErr *jetstream.APIError
+		if errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+			apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant) {
+			l.lost = true
+			return fmt.Errorf("%w: %s was written by someone else", ErrLost, l.key)
+		}
+		return fmt.Errorf("lease: renew %s: %w", l.key, err)
+	}
+	l.rev = ack.Sequence
+	l.validUntil = sent.Add(l.b.ttl - l.b.guard)
+	if len(data) > 0 {
+		if _, err := l.b.kv.Put(ctx, lastKey(l.key), v); err != nil {
+			return fmt.Errorf("lease: renew %s: write data: %w", l.key, err)
+		}
+	}
+	return nil
+}
+
+// Release writes data as the last payload and gives the key up, so that a
+// contender can take it at once. After Release the lease is not valid.
+func (l *Lease) Release(ctx context.Context, data []byte) error {
+	if err := l.Renew(ctx, data); err != nil {
+		return err
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.lost = true
+	if err := l.b.kv.Delete(ctx, l.key, jetstream.LastRevision(l.rev)); err != nil {
+		return fmt.Errorf("lease: release %s: %w", l.key, err)
+	}
+	return nil
+}

@@ -1,0 +1,252 @@
+package lease_test
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/ami-bridge/ami-bridge/lease"
+)
+
+const waitTime = 10 * time.Second
+
+func startJetStream(t *testing.T) jetstream.JetStream {
+	t.Helper()
+	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true,
+		JetStream: true, StoreDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns.Start()
+	if !ns.ReadyForConnections(waitTime) {
+		t.Fatal("nats-server not ready")
+	}
+	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	nc, err := nats.Connect(ns.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return js
+}
+
+func open(t *testing.T, js jetstream.JetStream, ttl time.Duration) *lease.Bucket {
+	t.Helper()
+	b, err := lease.Open(t.Context(), js, lease.Config{Bucket: "leases", TTL: ttl})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func TestAcquire_OneHolderAmongContenders(t *testing.T) {
+	b := open(t, startJetStream(t), 2*time.Second)
+	var won atomic.Int32
+	var wg sync.WaitGroup
+	for i := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := b.Acquire(t.Context(), "pbx1", string(rune('a'+i)), nil)
+			switch {
+			case err == nil:
+				won.Add(1)
+			case !errors.Is(err, lease.ErrHeld):
+				t.Errorf("contender %d: %v", i, err)
+			}
+		}()
+	}
+	wg.Wait()
+	if won.Load() != 1 {
+		t.Fatalf("%d holders, want exactly 1", won.Load())
+	}
+	if _, err := b.Acquire(t.Context(), "pbx2", "a", nil); err != nil {
+		t.Fatalf("another key is independent: %v", err)
+	}
+}
+
+func TestAcquire_HeldErrorNamesHolder(t *testing.T) {
+	b := open(t, startJetStream(t), 2*time.Second)
+	if _, err := b.Acquire(t.Context(), "pbx1", "node-a", nil); err != nil {
+		t.Fatal(err)
+	}
+	_, err := b.Acquire(t.Context(), "pbx1", "node-b", nil)
+	if !errors.Is(err, lease.ErrHeld) || err.Error() != "lease: held by another: node-a" {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestRenew_KeepsTheLeasePastItsTTL(t *testing.T) {
+	b := open(t, startJetStream(t), time.Second)
+	l, err := b.Acquire(t.Context(), "pbx1", "a", []byte(`{"seq":1}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Renew for three TTLs; a contender must fail throughout.
+	end := time.Now().Add(3 * time.Second)
+	for seq := 2; time.Now().Before(end); seq++ {
+		if err := l.Renew(t.Context(), []byte(`{"seq":`+strconv.Itoa(seq)+`}`)); err != nil {
+			t.Fatalf("renew %d: %v", seq, err)
+		}
+		if _, err := b.Acquire(t.Context(), "pbx1", "b", nil); !errors.Is(err, lease.ErrHeld) {
+			t.Fatalf("contender after renew %d: %v", seq, err)
+		}
+		time.Sleep(200 * time.Millisecond) // the renewal interval under test
+	}
+	if !l.Valid() {
+		t.Fatal("a renewed lease is not valid")
+	}
+}
+
+func TestExpiry_ContenderTakesOverAndSeesLastData(t *testing.T) {
+	b := open(t, startJetStream(t), time.Second)
+	l, err := b.Acquire(t.Context(), "pbx1", "a", []byte(`{"seq":1}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Renew(t.Context(), []byte(`{"seq":42}`)); err != nil {
+		t.Fatal(err)
+	}
+	// a dies here: no more renewals. b watches and takes the key when it
+	// expires.
+	ctx, cancel := context.WithTimeout(t.Context(), waitTime)
+	defer cancel()
+	freed := make(chan struct{}, 1)
+	go b.Watch(ctx, "pbx1", func(held bool) {
+		if !held {
+			select {
+			case freed <- struct{}{}:
+			default:
+			}
+		}
+	})
+	start := time.Now()
+	select {
+	case <-freed:
+	case <-ctx.Done():
+		t.Fatal("the expiry was never seen")
+	}
+	took := time.Since(start)
+	st, err := b.Get(t.Context(), "pbx1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Holder != "" || string(st.Data) != `{"seq":42}` {
+		t.Fatalf("after expiry: %+v (data %s)", st, st.Data)
+	}
+	l2, err := b.Acquire(t.Context(), "pbx1", "b", nil)
+	if err != nil {
+		t.Fatalf("take over: %v", err)
+	}
+	if l.Valid() {
+		t.Fatal("the old holder still thinks its lease valid after the key expired")
+	}
+	if err := l.Renew(t.Context(), nil); !errors.Is(err, lease.ErrLost) {
+		t.Fatalf("old holder's renew: %v, want ErrLost", err)
+	}
+	if !l2.Valid() {
+		t.Fatal("new holder's lease not valid")
+	}
+	t.Logf("expiry seen %v after the last renewal's TTL started", took)
+}
+
+func TestRenew_AfterAnotherHolderWroteIsLost(t *testing.T) {
+	js := startJetStream(t)
+	b := open(t, js, 5*time.Second)
+	l, err := b.Acquire(t.Context(), "pbx1", "a", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Someone overwrites the key behind a's back (an operator, or a holder
+	// that took it after an expiry a never saw).
+	kv, err := js.KeyValue(t.Context(), "leases")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Put(t.Context(), "pbx1", []byte(`{"holder":"b"}`)); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Renew(t.Context(), nil); !errors.Is(err, lease.ErrLost) {
+		t.Fatalf("renew: %v, want ErrLost", err)
+	}
+	if l.Valid() {
+		t.Fatal("lost lease still valid")
+	}
+}
+
+func TestRelease_FreesAtOnceWithFinalData(t *testing.T) {
+	b := open(t, startJetStream(t), 10*time.Second)
+	l, err := b.Acquire(t.Context(), "pbx1", "a", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Release(t.Context(), []byte(`{"seq":7}`)); err != nil {
+		t.Fatal(err)
+	}
+	if l.Valid() {
+		t.Fatal("released lease still valid")
+	}
+	// Long before the 10 s TTL, b gets the key and a's final data.
+	if _, err := b.Acquire(t.Context(), "pbx1", "b", nil); err != nil {
+		t.Fatalf("acquire after release: %v", err)
+	}
+	st, err := b.Get(t.Context(), "pbx1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Holder != "b" || string(st.Data) != `{"seq":7}` {
+		t.Fatalf("state %+v data %s", st, st.Data)
+	}
+}
+
+func TestValid_FalseOnceTheDeadlinePassesWithoutRenewal(t *testing.T) {
+	b := open(t, startJetStream(t), time.Second)
+	l, err := b.Acquire(t.Context(), "pbx1", "a", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !l.Valid() {
+		t.Fatal("fresh lease not valid")
+	}
+	// A frozen process: no renewal, no failure seen. Wait for the
+	// deadline the lease itself reports.
+	time.Sleep(time.Until(l.ValidUntil()))
+	if l.Valid() {
+		t.Fatal("lease valid past ValidUntil")
+	}
+	if err := l.Renew(t.Context(), nil); !errors.Is(err, lease.ErrLost) {
+		t.Fatalf("renew past the deadline: %v, want ErrLost", err)
+	}
+}
+
+func TestOpen_RefusesBucketWithoutMarkers(t *testing.T) {
+	js := startJetStream(t)
+	if _, err := js.CreateKeyValue(t.Context(), jetstream.KeyValueConfig{Bucket: "plain"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := lease.Open(t.Context(), js, lease.Config{Bucket: "plain"}); err == nil {
+		t.Fatal("a bucket without per-key TTLs was accepted")
+	}
+	if _, err := lease.Open(t.Context(), js, lease.Config{TTL: 500 * time.Millisecond}); err == nil {
+		t.Fatal("a sub-second TTL was accepted")
+	}
+}
+
+func TestAcquire_RefusesNonJSONData(t *testing.T) {
+	b := open(t, startJetStream(t), time.Second)
+	if _, err := b.Acquire(t.Context(), "pbx1", "a", []byte("not json")); err == nil {
+		t.Fatal("non-JSON data accepted")
+	}
+}
