@@ -110,8 +110,11 @@ func Dial(ctx context.Context, rawURL string, opts ...Option) (*Client, error) {
 	if err != nil {
 		return nil, &DialError{Op: "connect", Addr: ep.Addr, Err: err}
 	}
-	// Until the login is done, ending ctx ends the connection.
-	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	// Until the login is done, ending ctx ends the connection. The func
+	// closes the TCP socket it was given, which also ends a TLS session on
+	// top of it; conn itself is reassigned below.
+	raw := conn
+	stop := context.AfterFunc(ctx, func() { raw.Close() })
 	defer stop()
 	if ep.TLS {
 		cfg := o.tls.Clone()
@@ -149,6 +152,14 @@ func Dial(ctx context.Context, rawURL string, opts ...Option) (*Client, error) {
 			}
 			return nil, &DialError{Op: "login", Addr: ep.Addr, Err: ctxErr(ctx, err)}
 		}
+	}
+	if !stop() {
+		// ctx ended after the login answer, and its func has closed, or
+		// is closing, the socket: the client would be dead on arrival.
+		c.Close()
+		for range c.events {
+		}
+		return nil, &DialError{Op: "login", Addr: ep.Addr, Err: ctx.Err()}
 	}
 	if o.keepalive > 0 {
 		go c.keepalive()

@@ -5,6 +5,8 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"strconv"
 	"strings"
 	"sync"
@@ -457,5 +459,104 @@ func TestClient_SurvivesGarbageSlowWritesAndStalls(t *testing.T) {
 	wg.Wait()
 	if err := c.Err(); err != nil {
 		t.Fatalf("the session ended: %v", err)
+	}
+}
+
+// serveOne accepts one connection on ln and runs script on it; the
+// cleanup closes ln and waits for the script to return.
+func serveOne(t *testing.T, ln net.Listener, script func(conn net.Conn, r *amiproto.Reader)) {
+	t.Helper()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		conn, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		script(conn, amiproto.NewReader(conn))
+	}()
+	t.Cleanup(func() { ln.Close(); <-done })
+}
+
+func listen(t *testing.T) net.Listener {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ln
+}
+
+// TestDial_CancelAfterTheTLSHandshakeWhileTheBannerIsLate ends ctx once
+// the TLS handshake is done and before any banner: Dial must fail with
+// ctx's error, and the race detector must see no race on the connection
+// Dial replaced by its TLS wrapper.
+func TestDial_CancelAfterTheTLSHandshakeWhileTheBannerIsLate(t *testing.T) {
+	cert, pool, err := amitest.SelfSignedCert()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln := tls.NewListener(listen(t), &tls.Config{Certificates: []tls.Certificate{cert}})
+	handshook := make(chan struct{})
+	serveOne(t, ln, func(conn net.Conn, _ *amiproto.Reader) {
+		if err := conn.(*tls.Conn).Handshake(); err != nil {
+			t.Errorf("server handshake: %v", err)
+		}
+		close(handshook)
+		io.Copy(io.Discard, conn) // no banner, ever
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	errc := make(chan error, 1)
+	go func() {
+		_, err := amiproto.Dial(ctx, "tls://"+ln.Addr().String(), amiproto.WithTLSConfig(&tls.Config{RootCAs: pool}))
+		errc <- err
+	}()
+	<-handshook
+	cancel()
+	err = <-errc
+	var de *amiproto.DialError
+	if !errors.As(err, &de) || de.Op != "banner" || !errors.Is(err, context.Canceled) {
+		t.Fatalf("err %v, want a banner DialError wrapping context.Canceled", err)
+	}
+}
+
+// TestDial_ContextEndingRightAfterTheLoginGivesNoDeadClient ends ctx just
+// after the PBX accepted the login. Dial may fail, with ctx's error, or
+// hand back a client, but then one whose socket is open: a Ping must work.
+// The race between the answer and the end of ctx is run many times.
+func TestDial_ContextEndingRightAfterTheLoginGivesNoDeadClient(t *testing.T) {
+	for i := range 50 {
+		ln := listen(t)
+		ctx, cancel := context.WithCancel(context.Background())
+		serveOne(t, ln, func(conn net.Conn, r *amiproto.Reader) {
+			io.WriteString(conn, "Asterisk Call Manager/11.0.0\r\n")
+			login, err := r.ReadMessage()
+			if err != nil {
+				return
+			}
+			io.WriteString(conn, "Response: Success\r\nActionID: "+login.ActionID()+"\r\nMessage: Authentication accepted\r\n\r\n")
+			cancel()
+			for {
+				a, err := r.ReadMessage()
+				if err != nil {
+					return
+				}
+				io.WriteString(conn, "Response: Success\r\nActionID: "+a.ActionID()+"\r\nPing: Pong\r\n\r\n")
+			}
+		})
+		c, err := amiproto.Dial(ctx, "admin:x@"+ln.Addr().String())
+		cancel()
+		if err != nil {
+			if !errors.Is(err, context.Canceled) {
+				t.Fatalf("run %d: err %v, want one wrapping context.Canceled", i, err)
+			}
+			continue
+		}
+		if err := c.Ping(ctx10s(t)); err != nil {
+			t.Fatalf("run %d: Dial gave a client whose Ping fails: %v", i, err)
+		}
+		c.Close()
 	}
 }
