@@ -51,7 +51,9 @@ func (c *Client) Login(ctx context.Context, user, secret string) error {
 // Logoff ends the session politely: Asterisk answers Goodbye and closes.
 // It is Shutdown without waiting for other requests.
 func (c *Client) Logoff(ctx context.Context) error {
-	c.logoff(ctx)
+	if c.loggedOff.CompareAndSwap(false, true) {
+		c.logoff(ctx)
+	}
 	c.terminate(ErrClosed)
 	return nil
 }

@@ -23,6 +23,10 @@ import (
 // One goroutine reads the socket all the time, whatever the consumers do,
 // because Asterisk drops a client that leaves its writes waiting for about
 // 100 ms.
+//
+// A Client owns its goroutines: the reader, the writer and, with
+// WithKeepalive, the keepalive. Close, Shutdown or the loss of the
+// connection stops them all; Done is closed once every one has returned.
 type Client struct {
 	conn   net.Conn
 	rd     *Reader
@@ -42,12 +46,17 @@ type Client struct {
 	// the common case skips looking for their owner.
 	orphanLists int
 	closing     bool          // Shutdown started: no new requests
-	idle        chan struct{} // closed when closing and pending drains
-	err         error         // why the session ended
-	done        chan struct{}
+	idle        chan struct{} // made by the first Shutdown; closed when pending drains
+	idleClosed  bool
+	err         error // why the session ended
 	termOnce    sync.Once
 
-	events    chan *Message
+	up      chan struct{}  // closed once Dial has logged in: the keepalive may start
+	ended   chan struct{}  // closed by terminate: the writer and keepalive return
+	stopped chan struct{}  // closed when the reader, writer and keepalive have returned
+	wg      sync.WaitGroup // the writer and the keepalive; the reader waits for them
+
+	events    chan *Message // nil under WithEventFunc
 	dropped   atomic.Uint64
 	loggedOff atomic.Bool // Logoff sent: the close that follows is ours
 }
@@ -141,15 +150,13 @@ func Dial(ctx context.Context, rawURL string, opts ...Option) (*Client, error) {
 		conn.Close()
 		return nil, &DialError{Op: "banner", Addr: ep.Addr, Err: fmt.Errorf("not an AMI banner: %.64q", c.banner)}
 	}
-	go c.readLoop()
-	go c.writeLoop()
+	c.start()
 	if ep.User != "" {
 		if err := c.login(ctx, ep.User, ep.Secret); err != nil {
 			c.Close()
-			// Wait for the reader to stop, so no event reaches the
+			// Wait for the goroutines to stop, so no event reaches the
 			// caller's WithEventFunc after Dial has failed.
-			for range c.events {
-			}
+			<-c.stopped
 			return nil, &DialError{Op: "login", Addr: ep.Addr, Err: ctxErr(ctx, err)}
 		}
 	}
@@ -157,14 +164,25 @@ func Dial(ctx context.Context, rawURL string, opts ...Option) (*Client, error) {
 		// ctx ended after the login answer, and its func has closed, or
 		// is closing, the socket: the client would be dead on arrival.
 		c.Close()
-		for range c.events {
-		}
+		<-c.stopped
 		return nil, &DialError{Op: "login", Addr: ep.Addr, Err: ctx.Err()}
 	}
-	if o.keepalive > 0 {
+	close(c.up)
+	return c, nil
+}
+
+// start starts the client's goroutines. The client owns them: terminate
+// makes the writer and the keepalive return and closes the socket, which
+// ends the reader; the reader then waits for the other two and closes
+// stopped (Done).
+func (c *Client) start() {
+	c.wg.Add(1)
+	go c.writeLoop()
+	if c.opts.keepalive > 0 {
+		c.wg.Add(1)
 		go c.keepalive()
 	}
-	return c, nil
+	go c.readLoop()
 }
 
 func ctxErr(ctx context.Context, err error) error {
@@ -175,20 +193,21 @@ func ctxErr(ctx context.Context, err error) error {
 }
 
 func newClient(conn net.Conn, ep Endpoint, o options) *Client {
-	queue := o.eventQueue
-	if o.onEvent != nil {
-		queue = 0 // events go to the func; the channel only says the reader stopped
-	}
-	return &Client{
+	c := &Client{
 		conn:    conn,
 		rd:      NewReaderLimits(conn, o.limits),
 		opts:    o,
 		ep:      ep,
 		pending: make(map[string]*call),
-		done:    make(chan struct{}),
+		up:      make(chan struct{}),
+		ended:   make(chan struct{}),
+		stopped: make(chan struct{}),
 		wake:    make(chan struct{}, 1),
-		events:  make(chan *Message, queue),
 	}
+	if o.onEvent == nil {
+		c.events = make(chan *Message, o.eventQueue)
+	}
+	return c
 }
 
 func (c *Client) login(ctx context.Context, user, secret string) error {
@@ -315,10 +334,11 @@ func (c *Client) send(action *Message, id string) {
 // ends the session; a write stuck on a PBX that stopped reading ends with
 // the connection, on Close or when a keepalive Ping goes unanswered.
 func (c *Client) writeLoop() {
+	defer c.wg.Done()
 	var spare []byte
 	for {
 		select {
-		case <-c.done:
+		case <-c.ended:
 			return
 		case <-c.wake:
 		}
@@ -360,9 +380,17 @@ func appendWithID(dst []byte, m *Message, id string) []byte {
 	return append(dst, "\r\n"...)
 }
 
-// readLoop reads the socket until it ends and routes every message.
+// readLoop reads the socket until it ends and routes every message. It
+// returns only after terminate; it then waits for the writer and the
+// keepalive, and closes the event stream and stopped.
 func (c *Client) readLoop() {
-	defer close(c.events)
+	defer func() {
+		c.wg.Wait()
+		if c.events != nil {
+			close(c.events)
+		}
+		close(c.stopped)
+	}()
 	for {
 		m, err := c.rd.ReadMessage()
 		if err != nil {
@@ -566,12 +594,12 @@ func (c *Client) report(err error) {
 	}
 }
 
-// signalIdle wakes Shutdown once the last pending request is gone. c.mu is
-// held.
+// signalIdle wakes Shutdown once the last pending request is gone, or the
+// session has ended. c.mu is held.
 func (c *Client) signalIdle() {
-	if c.closing && len(c.pending) == 0 && c.idle != nil {
+	if c.idle != nil && !c.idleClosed && (len(c.pending) == 0 || c.err != nil) {
 		close(c.idle)
-		c.idle = nil
+		c.idleClosed = true
 	}
 }
 
@@ -584,32 +612,33 @@ func (c *Client) terminate(cause error) {
 		pending := c.pending
 		c.pending = map[string]*call{}
 		c.orphanLists = 0
-		if c.idle != nil {
-			close(c.idle)
-			c.idle = nil
-		}
+		c.signalIdle()
 		c.mu.Unlock()
 		c.conn.Close()
 		for _, cl := range pending {
 			cl.err = cause
 			close(cl.done)
 		}
-		close(c.done)
+		close(c.ended)
 	})
 }
 
 // Events returns the event stream: every Event that is not part of a
 // Collection, in the order Asterisk sent them, including events that carry
 // an ActionID such as OriginateResponse. It is closed after the connection
-// ends.
+// ends, once the last event is queued. Under WithEventFunc the events go to
+// the func and Events returns nil; wait on Done instead.
 func (c *Client) Events() <-chan *Message { return c.events }
 
 // Dropped returns how many events were dropped because the event queue was
 // full.
 func (c *Client) Dropped() uint64 { return c.dropped.Load() }
 
-// Done is closed when the session has ended, by Close, Shutdown or loss.
-func (c *Client) Done() <-chan struct{} { return c.done }
+// Done is closed when the client has fully stopped, by Close, Shutdown or
+// the loss of the connection: its reader, writer and keepalive goroutines
+// have returned, so no WithEventFunc or WithReportFunc call is running or
+// will run. Err then says why.
+func (c *Client) Done() <-chan struct{} { return c.stopped }
 
 // Err returns why the session ended: nil while it is up, ErrClosed after
 // Close or Shutdown, or an error wrapping ErrConnLost.
@@ -627,51 +656,66 @@ func (c *Client) Pending() int {
 }
 
 // Close ends the connection at once and fails every pending request,
-// Collections included, with ErrClosed.
+// Collections included, with ErrClosed. It does not wait for the client's
+// goroutines, so it may be called from a WithEventFunc; Done says when they
+// have returned. Calling it again does nothing.
 func (c *Client) Close() error {
 	c.terminate(ErrClosed)
 	return nil
 }
 
 // Shutdown refuses new requests, waits for the pending ones until ctx ends,
-// sends Logoff and closes. It returns ctx's error when the pending requests
-// did not finish in time; they then fail with ErrClosed.
+// sends Logoff, closes, and waits for the client's goroutines to return
+// (Done). It returns ctx's error when that did not finish in time; pending
+// requests then fail with ErrClosed. Any number of calls may run at once:
+// one sends the Logoff, and each returns when the client has stopped or its
+// own ctx has ended. It must not be called from a WithEventFunc or
+// WithReportFunc, which run on the reader it waits for.
 func (c *Client) Shutdown(ctx context.Context) error {
 	c.mu.Lock()
-	c.closing = true
-	var idle chan struct{}
-	if len(c.pending) > 0 && c.err == nil {
-		idle = make(chan struct{})
-		c.idle = idle
+	if !c.closing {
+		c.closing = true
+		c.idle = make(chan struct{})
+		c.signalIdle()
 	}
+	idle := c.idle
 	c.mu.Unlock()
-	var err error
-	if idle != nil {
-		select {
-		case <-idle:
-		case <-ctx.Done():
-			err = ctx.Err()
-		}
+	select {
+	case <-idle:
+	case <-ctx.Done():
+		c.terminate(ErrClosed)
+		return ctx.Err()
 	}
-	if err == nil {
+	if c.loggedOff.CompareAndSwap(false, true) {
 		c.logoff(ctx)
+		c.terminate(ErrClosed)
 	}
-	c.terminate(ErrClosed)
-	return err
+	select {
+	case <-c.stopped:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // logoff sends Logoff and waits for Goodbye or the close that follows it.
+// The caller has set loggedOff, so that the close reads as ErrClosed.
 func (c *Client) logoff(ctx context.Context) {
 	if c.Err() != nil {
 		return
 	}
-	c.loggedOff.Store(true)
 	_, _ = c.request(ctx, NewAction("Logoff"), true)
 }
 
 // keepalive pings at the configured interval and ends the session as lost
 // when a Ping goes unanswered, which is how a half-open TCP connection shows.
 func (c *Client) keepalive() {
+	defer c.wg.Done()
+	select {
+	case <-c.up:
+	case <-c.ended:
+		return
+	}
 	ttl := c.opts.keepaliveTTL
 	if ttl <= 0 {
 		ttl = c.opts.keepalive
@@ -680,7 +724,7 @@ func (c *Client) keepalive() {
 	defer tick.Stop()
 	for {
 		select {
-		case <-c.done:
+		case <-c.ended:
 			return
 		case <-tick.C:
 		}

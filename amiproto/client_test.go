@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -402,8 +403,9 @@ func TestClient_EventFuncGetsEveryEventInOrderOnTheReader(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.Close()
-	for range c.Events() { // closed once the reader has stopped; delivers nothing
-		t.Fatal("an event reached the queue as well")
+	<-c.Done() // the reader has stopped: no call of the func is left
+	if c.Events() != nil {
+		t.Fatal("Events is not nil under WithEventFunc")
 	}
 	if len(got) != 100 {
 		t.Fatalf("%d events, want 100", len(got))
@@ -558,5 +560,109 @@ func TestDial_ContextEndingRightAfterTheLoginGivesNoDeadClient(t *testing.T) {
 			t.Fatalf("run %d: Dial gave a client whose Ping fails: %v", i, err)
 		}
 		c.Close()
+	}
+}
+
+// waitGoroutines polls, for at most 10 s, until the goroutine count is
+// back to n: goroutines that closed Done may still be on their way out.
+func waitGoroutines(t *testing.T, n int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for runtime.NumGoroutine() > n {
+		if time.Now().After(deadline) {
+			buf := make([]byte, 1<<20)
+			t.Fatalf("%d goroutines, baseline %d:\n%s", runtime.NumGoroutine(), n, buf[:runtime.Stack(buf, true)])
+		}
+		runtime.Gosched()
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func TestClient_CloseStopsEveryGoroutine(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		opts []amiproto.Option
+	}{
+		{"events", nil},
+		{"event func", []amiproto.Option{amiproto.WithEventFunc(func(*amiproto.Message) {})}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			base := runtime.NumGoroutine()
+			srv := startPBX(t, amitest.Config{})
+			opts := append(tc.opts, amiproto.WithKeepalive(time.Millisecond, 0))
+			c, err := amiproto.Dial(ctx10s(t), srv.URL("admin", "s3cret!"), opts...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := c.Ping(ctx10s(t)); err != nil {
+				t.Fatal(err)
+			}
+			c.Close()
+			c.Close() // idempotent
+			select {
+			case <-c.Done():
+			case <-time.After(10 * time.Second):
+				t.Fatal("Done not closed after Close")
+			}
+			if !errors.Is(c.Err(), amiproto.ErrClosed) {
+				t.Fatalf("Err() = %v", c.Err())
+			}
+			srv.Close() // waits for the server's own goroutines
+			waitGoroutines(t, base)
+		})
+	}
+}
+
+// shutdownsWaiting reports how many goroutines are blocked in Shutdown.
+func shutdownsWaiting() int {
+	buf := make([]byte, 1<<20)
+	return strings.Count(string(buf[:runtime.Stack(buf, true)]), "amiproto.(*Client).Shutdown(")
+}
+
+func TestClient_ConcurrentShutdownsLogOffOnceAndAllReturn(t *testing.T) {
+	srv := startPBX(t, amitest.Config{})
+	release := make(chan struct{})
+	started := make(chan struct{})
+	var logoffs atomic.Int32
+	srv.HandleFunc("Slow", func(w *amitest.ResponseWriter, r *amitest.Request) {
+		close(started)
+		<-release
+		w.Success()
+	})
+	srv.HandleFunc("Logoff", func(w *amitest.ResponseWriter, r *amitest.Request) {
+		logoffs.Add(1)
+		w.Respond("Goodbye", "Message", "Thanks for all the fish.")
+		w.CloseAfter()
+	})
+	c := dial(t, srv.URL("admin", "s3cret!"))
+	go c.Request(context.Background(), amiproto.NewAction("Slow"))
+	<-started
+	shut := make(chan error, 3)
+	for range 3 {
+		go func() { shut <- c.Shutdown(ctx10s(t)) }()
+	}
+	// Every Shutdown is waiting for the pending request before it comes.
+	for deadline := time.Now().Add(10 * time.Second); shutdownsWaiting() < 3; {
+		if time.Now().After(deadline) {
+			t.Fatal("the Shutdowns never all waited")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	close(release)
+	for range 3 {
+		if err := <-shut; err != nil {
+			t.Fatalf("Shutdown: %v", err)
+		}
+	}
+	select {
+	case <-c.Done():
+	default:
+		t.Fatal("Shutdown returned before the client stopped")
+	}
+	if n := logoffs.Load(); n != 1 {
+		t.Fatalf("%d Logoffs reached the PBX, want 1", n)
+	}
+	if err := c.Shutdown(ctx10s(t)); err != nil { // and once more, after the end
+		t.Fatalf("a later Shutdown: %v", err)
 	}
 }

@@ -210,12 +210,11 @@ func (s *session) readEvents(ctx context.Context, c *amiproto.Client) {
 			s.log.Warn().Err(err).Msg("AMI logoff did not finish")
 		}
 	})
-	// The client hands its events to accept on its reader goroutine; the
-	// channel delivers none and is closed once that reader has stopped, so
-	// the next connection's reader never overlaps with this one. The logoff
-	// above ends the connection.
-	for range c.Events() {
-	}
+	// The client hands its events to accept on its reader goroutine; Done
+	// is closed once that reader has stopped, so the next connection's
+	// reader never overlaps with this one. The logoff above ends the
+	// connection.
+	<-c.Done()
 	if !stop() {
 		<-loggedOff
 	}
