@@ -49,13 +49,17 @@ func (c *Client) Login(ctx context.Context, user, secret string) error {
 }
 
 // Logoff ends the session politely: Asterisk answers Goodbye and closes.
-// It is Shutdown without waiting for other requests.
+// It is Shutdown without waiting for other requests. The session ends
+// whatever happens; the error says whether Asterisk saw the Logoff: ctx's
+// error when no Goodbye came in time, ErrClosed or ErrConnLost when the
+// session had already ended or is being logged off by another call.
 func (c *Client) Logoff(ctx context.Context) error {
+	err := ErrClosed
 	if c.loggedOff.CompareAndSwap(false, true) {
-		c.logoff(ctx)
+		err = c.logoff(ctx)
 	}
 	c.terminate(ErrClosed)
-	return nil
+	return err
 }
 
 // ListCommands returns every action this user may run, one field per

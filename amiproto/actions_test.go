@@ -3,10 +3,12 @@ package amiproto_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/ami-bridge/ami-bridge/amiproto"
 	"github.com/ami-bridge/ami-bridge/amiproto/amitest"
@@ -159,5 +161,43 @@ func TestHelpers_LoginOnAClientDialedWithoutAUser(t *testing.T) {
 	}
 	if _, err := c.CoreStatus(ctx); err != nil {
 		t.Fatalf("CoreStatus after login: %v", err)
+	}
+}
+
+func TestNewAction_PanicsOnAnOddArgumentCount(t *testing.T) {
+	defer func() {
+		if r := recover(); r == nil || !strings.Contains(fmt.Sprint(r), "odd argument count") {
+			t.Fatalf("recover() = %v, want the odd argument count panic", r)
+		}
+	}()
+	amiproto.NewAction("Redirect", "Channel", "PJSIP/100-1", "Context")
+}
+
+func TestClient_LogoffReportsWhatHappened(t *testing.T) {
+	srv := startPBX(t, amitest.Config{})
+
+	c := dial(t, srv.URL("admin", "s3cret!"))
+	if err := c.Logoff(ctx10s(t)); err != nil {
+		t.Fatalf("Logoff: %v", err)
+	}
+	if err := c.Logoff(ctx10s(t)); !errors.Is(err, amiproto.ErrClosed) {
+		t.Fatalf("second Logoff: %v, want ErrClosed", err)
+	}
+
+	srv.NeverAnswer("Logoff")
+	c = dial(t, srv.URL("admin", "s3cret!"))
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if err := c.Logoff(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("unanswered Logoff: %v, want DeadlineExceeded", err)
+	}
+	if !errors.Is(c.Err(), amiproto.ErrClosed) {
+		t.Fatalf("Err() after Logoff = %v", c.Err())
+	}
+
+	c = dial(t, srv.URL("admin", "s3cret!"))
+	c.Close()
+	if err := c.Logoff(ctx10s(t)); !errors.Is(err, amiproto.ErrClosed) {
+		t.Fatalf("Logoff after Close: %v, want ErrClosed", err)
 	}
 }

@@ -687,8 +687,13 @@ func (c *Client) Shutdown(ctx context.Context) error {
 		return ctx.Err()
 	}
 	if c.loggedOff.CompareAndSwap(false, true) {
-		c.logoff(ctx)
+		// A session that already ended has nobody to log off from; only
+		// running out of time is Shutdown's failure.
+		err := c.logoff(ctx)
 		c.terminate(ErrClosed)
+		if err != nil && ctx.Err() != nil {
+			return ctx.Err()
+		}
 	}
 	select {
 	case <-c.stopped:
@@ -698,13 +703,14 @@ func (c *Client) Shutdown(ctx context.Context) error {
 	}
 }
 
-// logoff sends Logoff and waits for Goodbye or the close that follows it.
-// The caller has set loggedOff, so that the close reads as ErrClosed.
-func (c *Client) logoff(ctx context.Context) {
-	if c.Err() != nil {
-		return
+// logoff sends Logoff and waits for Goodbye. The caller has set loggedOff,
+// so that the close which follows reads as ErrClosed.
+func (c *Client) logoff(ctx context.Context) error {
+	if err := c.Err(); err != nil {
+		return err
 	}
-	_, _ = c.request(ctx, NewAction("Logoff"), true)
+	_, err := c.request(ctx, NewAction("Logoff"), true)
+	return err
 }
 
 // keepalive pings at the configured interval and ends the session as lost
