@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"strconv"
 	"strings"
@@ -55,6 +56,9 @@ type Client struct {
 	ended   chan struct{}  // closed by terminate: the writer and keepalive return
 	stopped chan struct{}  // closed when the reader, writer and keepalive have returned
 	wg      sync.WaitGroup // the writer and the keepalive; the reader waits for them
+
+	created time.Time    // the keepalive's clock starts here
+	lastRx  atomic.Int64 // when bytes last arrived, as a sinceStart Duration
 
 	events    chan *Message // nil under WithEventFunc
 	dropped   atomic.Uint64
@@ -195,8 +199,8 @@ func ctxErr(ctx context.Context, err error) error {
 func newClient(conn net.Conn, ep Endpoint, o options) *Client {
 	c := &Client{
 		conn:    conn,
-		rd:      NewReaderLimits(conn, o.limits),
 		opts:    o,
+		created: time.Now(),
 		ep:      ep,
 		pending: make(map[string]*call),
 		up:      make(chan struct{}),
@@ -207,6 +211,11 @@ func newClient(conn net.Conn, ep Endpoint, o options) *Client {
 	if o.onEvent == nil {
 		c.events = make(chan *Message, o.eventQueue)
 	}
+	var r io.Reader = conn
+	if o.keepalive > 0 {
+		r = lifeReader{r: conn, c: c}
+	}
+	c.rd = NewReaderLimits(r, o.limits)
 	return c
 }
 
@@ -252,11 +261,32 @@ func (c *Client) Request(ctx context.Context, action *Message) (*Response, error
 }
 
 func (c *Client) request(ctx context.Context, action *Message, internal bool) (*Response, error) {
-	if err := ValidateMessage(action); err != nil {
+	id, cl, err := c.begin(action, internal)
+	if err != nil {
 		return nil, err
 	}
+	select {
+	case <-cl.done:
+	case <-ctx.Done():
+		if c.abandon(id, cl) {
+			return nil, ctx.Err()
+		}
+		<-cl.done // answered while we gave up: take the answer
+	}
+	if cl.resp != nil {
+		cl.restoreID()
+	}
+	return cl.resp, cl.err
+}
+
+// begin registers action under a fresh ActionID and queues it. Internal
+// requests (Logoff, keepalive Pings) are allowed during Shutdown.
+func (c *Client) begin(action *Message, internal bool) (string, *call, error) {
+	if err := ValidateMessage(action); err != nil {
+		return "", nil, err
+	}
 	if action.Kind() != KindAction || action.Name() == "" {
-		return nil, &ActionError{Key: action.Fields[0].Key, Reason: `the first field must be "Action: <name>"`}
+		return "", nil, &ActionError{Key: action.Fields[0].Key, Reason: `the first field must be "Action: <name>"`}
 	}
 	cl := &call{action: action.Name(), done: make(chan struct{})}
 	cl.callerID, cl.hasID = action.Lookup("ActionID")
@@ -267,34 +297,29 @@ func (c *Client) request(ctx context.Context, action *Message, internal bool) (*
 	case c.err != nil:
 		err := c.err
 		c.mu.Unlock()
-		return nil, err
+		return "", nil, err
 	case c.closing && !internal:
 		c.mu.Unlock()
-		return nil, ErrClosed
+		return "", nil, ErrClosed
 	}
 	c.pending[id] = cl
 	c.mu.Unlock()
 
 	c.send(action, id)
-	select {
-	case <-cl.done:
-	case <-ctx.Done():
-		c.mu.Lock()
-		_, still := c.pending[id]
-		if still {
-			c.removePending(id, cl)
-			c.forget(id, cl.listing)
-		}
-		c.mu.Unlock()
-		if still {
-			return nil, ctx.Err()
-		}
-		<-cl.done // answered while we gave up: take the answer
+	return id, cl, nil
+}
+
+// abandon stops waiting for id. It reports false when the answer came
+// first: cl.done is then closed, or about to be.
+func (c *Client) abandon(id string, cl *call) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, still := c.pending[id]; !still {
+		return false
 	}
-	if cl.resp != nil {
-		cl.restoreID()
-	}
-	return cl.resp, cl.err
+	c.removePending(id, cl)
+	c.forget(id, cl.listing)
+	return true
 }
 
 // restoreID puts the caller's ActionID back on every part of the answer,
@@ -714,17 +739,14 @@ func (c *Client) logoff(ctx context.Context) error {
 }
 
 // keepalive pings at the configured interval and ends the session as lost
-// when a Ping goes unanswered, which is how a half-open TCP connection shows.
+// when a Ping goes unanswered while nothing else arrives either, which is
+// how a half-open TCP connection shows. It starts once Dial has logged in.
 func (c *Client) keepalive() {
 	defer c.wg.Done()
 	select {
 	case <-c.up:
 	case <-c.ended:
 		return
-	}
-	ttl := c.opts.keepaliveTTL
-	if ttl <= 0 {
-		ttl = c.opts.keepalive
 	}
 	tick := time.NewTicker(c.opts.keepalive)
 	defer tick.Stop()
@@ -734,12 +756,59 @@ func (c *Client) keepalive() {
 			return
 		case <-tick.C:
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), ttl)
-		_, err := c.request(ctx, NewAction("Ping"), true)
-		cancel()
-		if errors.Is(err, context.DeadlineExceeded) {
+		if !c.ping() {
 			c.terminate(fmt.Errorf("%w: %w", ErrConnLost, ErrKeepalive))
 			return
 		}
 	}
+}
+
+// ping sends one Ping and waits for its answer. It reports false when the
+// keepalive timeout passed with neither the answer nor any other byte from
+// the PBX: bytes of any kind prove the link is alive, and Asterisk may hold
+// the answer back for as long as one of the session's actions runs
+// (capture 17).
+func (c *Client) ping() bool {
+	ttl := c.opts.keepaliveTimeout()
+	id, cl, err := c.begin(NewAction("Ping"), true)
+	if err != nil {
+		return true // the session has ended: nothing left to detect
+	}
+	sent := c.sinceStart()
+	timer := time.NewTimer(ttl)
+	defer timer.Stop()
+	for {
+		select {
+		case <-cl.done:
+			return true
+		case <-timer.C:
+		}
+		last := max(sent, time.Duration(c.lastRx.Load()))
+		if left := last + ttl - c.sinceStart(); left > 0 {
+			timer.Reset(left)
+			continue
+		}
+		if !c.abandon(id, cl) {
+			return true // the answer came just now
+		}
+		return false
+	}
+}
+
+// sinceStart is the monotonic time since the client was made; lastRx is
+// kept in the same unit.
+func (c *Client) sinceStart() time.Duration { return time.Since(c.created) }
+
+// lifeReader notes when bytes last came from the PBX, for the keepalive.
+type lifeReader struct {
+	r io.Reader
+	c *Client
+}
+
+func (l lifeReader) Read(p []byte) (int, error) {
+	n, err := l.r.Read(p)
+	if n > 0 {
+		l.c.lastRx.Store(int64(l.c.sinceStart()))
+	}
+	return n, err
 }

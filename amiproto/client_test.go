@@ -256,9 +256,24 @@ func TestClient_SlowConsumerLosesNothingUpToTheBoundAndCountsTheRest(t *testing.
 }
 
 func TestClient_KeepaliveDetectsAHalfOpenConnection(t *testing.T) {
-	srv := startPBX(t, amitest.Config{})
-	c := dial(t, srv.URL("admin", "s3cret!"), amiproto.WithKeepalive(20*time.Millisecond, 100*time.Millisecond))
-	srv.HalfOpen()
+	for _, tc := range []struct {
+		name  string
+		fault func(*amitest.Server)
+	}{
+		{"half open", (*amitest.Server).HalfOpen},
+		{"Ping never answered", func(s *amitest.Server) { s.NeverAnswer("Ping", "CoreStatus") }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := startPBX(t, amitest.Config{})
+			c := dial(t, srv.URL("admin", "s3cret!"), amiproto.WithEvents(false),
+				amiproto.WithKeepalive(20*time.Millisecond, 100*time.Millisecond))
+			tc.fault(srv)
+			testKeepaliveEnds(t, c)
+		})
+	}
+}
+
+func testKeepaliveEnds(t *testing.T, c *amiproto.Client) {
 	pending := make(chan error, 1)
 	go func() {
 		_, err := c.Request(context.Background(), amiproto.NewAction("CoreStatus"))
@@ -274,6 +289,55 @@ func TestClient_KeepaliveDetectsAHalfOpenConnection(t *testing.T) {
 	}
 	if err := <-pending; !errors.Is(err, amiproto.ErrConnLost) {
 		t.Fatalf("pending request: %v", err)
+	}
+}
+
+// TestClient_KeepaliveOutlastsAStallLongerThanItsInterval: a PBX that
+// sends nothing for a while (Asterisk while one of the session's actions
+// runs) is not dead; the default timeout is well above the interval.
+func TestClient_KeepaliveOutlastsAStallLongerThanItsInterval(t *testing.T) {
+	srv := startPBX(t, amitest.Config{})
+	c := dial(t, srv.URL("admin", "s3cret!"), amiproto.WithEvents(false), amiproto.WithKeepalive(5*time.Millisecond, 0))
+	srv.Stall(300 * time.Millisecond) // 60 intervals
+	if err := c.Ping(ctx10s(t)); err != nil {
+		t.Fatalf("Ping after the stall: %v", err)
+	}
+}
+
+// TestClient_KeepaliveCountsEveryByteAsLife holds the answer to the
+// keepalive's Ping back while events flow for several timeouts: the
+// session stays up. Once the events stop, the unanswered Ping ends it.
+func TestClient_KeepaliveCountsEveryByteAsLife(t *testing.T) {
+	const timeout = 100 * time.Millisecond
+	srv := startPBX(t, amitest.Config{})
+	pinged := make(chan struct{})
+	release := make(chan struct{})
+	var once sync.Once
+	srv.HandleFunc("Ping", func(w *amitest.ResponseWriter, r *amitest.Request) {
+		once.Do(func() { close(pinged) })
+		<-release // the answer is held back; events still flow
+	})
+	t.Cleanup(func() { close(release) })
+	c := dial(t, srv.URL("admin", "s3cret!"), amiproto.WithEventMask("user"), amiproto.WithKeepalive(time.Millisecond, timeout))
+	<-pinged
+	tick := time.NewTicker(timeout / 10) // paces the events, waits for nothing
+	defer tick.Stop()
+	for i := range 50 { // 5 timeouts
+		<-tick.C
+		srv.Emit(userEvent(i))
+		if ev, ok := <-c.Events(); !ok {
+			t.Fatalf("the session ended while events flowed: %v", c.Err())
+		} else if ev.Get("N") != strconv.Itoa(i) {
+			t.Fatalf("event %d is %v", i, ev)
+		}
+	}
+	select {
+	case <-c.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the unanswered Ping never ended the silent session")
+	}
+	if err := c.Err(); !errors.Is(err, amiproto.ErrKeepalive) {
+		t.Fatalf("Err() = %v", err)
 	}
 }
 

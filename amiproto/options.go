@@ -61,11 +61,27 @@ func WithEventQueue(n int) Option {
 	}
 }
 
-// WithKeepalive sends a Ping every interval; when one is not answered
-// within timeout (interval when timeout is 0) the connection is closed as
-// lost, which catches half-open TCP.
+// WithKeepalive sends a Ping every interval, which catches half-open TCP:
+// when a Ping is unanswered and nothing at all has come from the PBX for
+// timeout, the connection is closed as lost (ErrKeepalive). Any bytes
+// count as life, events included, so a busy session is never cut for a
+// late answer. timeout 0 means DefaultKeepaliveTimeout or 3 × interval,
+// whichever is longer. Keep it above the longest action the session runs:
+// Asterisk sends a session nothing, Ping answers included, while one of
+// its actions runs, such as a synchronous Originate that rings.
 func WithKeepalive(interval, timeout time.Duration) Option {
 	return func(o *options) { o.keepalive, o.keepaliveTTL = interval, timeout }
+}
+
+// DefaultKeepaliveTimeout is the least keepalive timeout when
+// WithKeepalive is given 0.
+const DefaultKeepaliveTimeout = 10 * time.Second
+
+func (o *options) keepaliveTimeout() time.Duration {
+	if o.keepaliveTTL > 0 {
+		return o.keepaliveTTL
+	}
+	return max(DefaultKeepaliveTimeout, 3*o.keepalive)
 }
 
 // WithEventFunc hands every event to f on the reader goroutine, in order,
