@@ -104,22 +104,35 @@ var orphanEntries = map[string]string{"iaxpeers": "PeerEntry"}
 // in. rawURL is "host", "host:port", "user:secret@host:port", optionally
 // with a "tcp://" or "tls://" scheme; the port defaults to 5038, or 5039 for
 // tls. User and secret are percent-decoded. Without a user Dial does not log
-// in.
+// in. A program that holds the user and secret apart should call
+// DialEndpoint, so that no secret goes through URL escaping.
 //
 // Events that Asterisk sends right behind the login response (FullyBooted)
 // are delivered, never lost. Every failure is a *DialError whose Op says
 // which step failed; a refused login wraps an *AuthError.
 func Dial(ctx context.Context, rawURL string, opts ...Option) (*Client, error) {
-	o := defaultOptions()
-	for _, opt := range opts {
-		opt(&o)
-	}
 	ep, err := ParseURL(rawURL)
 	if err != nil {
 		return nil, &DialError{Op: "url", Err: err}
 	}
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, "tcp", ep.Addr)
+	return DialEndpoint(ctx, ep, opts...)
+}
+
+// DialEndpoint is Dial for an address already split into its parts: ep's
+// User and Secret are used as they are, with no decoding. ep.Addr is
+// "host:port".
+func DialEndpoint(ctx context.Context, ep Endpoint, opts ...Option) (*Client, error) {
+	o := defaultOptions()
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if ep.Addr == "" {
+		return nil, &DialError{Op: "url", Err: errors.New("missing host")}
+	}
+	conn, err := o.dial(ctx, "tcp", ep.Addr)
+	if err == nil && conn == nil {
+		err = errors.New("the dialer returned no connection")
+	}
 	if err != nil {
 		return nil, &DialError{Op: "connect", Addr: ep.Addr, Err: err}
 	}

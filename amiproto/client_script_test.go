@@ -315,6 +315,20 @@ func TestEndpoint_StringRoundTripsOddUsers(t *testing.T) {
 	}
 }
 
+func TestEndpoint_DialURLRoundTripsThroughParseURL(t *testing.T) {
+	for _, ep := range []Endpoint{
+		{Addr: "pbx:5038"},
+		{Addr: "pbx:5038", User: "admin", Secret: "s3cret!"},
+		{TLS: true, Addr: "[::1]:5039", User: "us:er@x", Secret: "p@ss:w%rd/ é+\x00"},
+		{Addr: "pbx:5038", User: "admin"},
+	} {
+		back, err := ParseURL(ep.DialURL())
+		if err != nil || back != ep {
+			t.Errorf("ParseURL(%q) = %+v, %v; want %+v", ep.DialURL(), back, err, ep)
+		}
+	}
+}
+
 func TestClient_APBXThatStopsReadingNeverHoldsACallerPastItsContext(t *testing.T) {
 	stop := make(chan struct{})
 	url := scripted(t, func(conn net.Conn, r *Reader) {

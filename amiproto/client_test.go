@@ -739,3 +739,40 @@ func TestClient_ConcurrentShutdownsLogOffOnceAndAllReturn(t *testing.T) {
 		t.Fatalf("a later Shutdown: %v", err)
 	}
 }
+
+// TestDialEndpoint_ThroughACustomDialerOverNetPipe dials a made-up host
+// through WithDialer, which hands over one end of a net.Pipe served by the
+// fake PBX, and logs in with a secret that would need URL escaping: the
+// Endpoint carries it as it is.
+func TestDialEndpoint_ThroughACustomDialerOverNetPipe(t *testing.T) {
+	const secret = "p@ss:w%rd/ é"
+	srv := startPBX(t, amitest.Config{Users: map[string]amitest.User{"us:er": {Secret: secret, Write: true}}})
+	var network, addr string
+	c, err := amiproto.DialEndpoint(ctx10s(t), amiproto.Endpoint{Addr: "pbx.invalid:5038", User: "us:er", Secret: secret},
+		amiproto.WithDialer(func(ctx context.Context, n, a string) (net.Conn, error) {
+			network, addr = n, a
+			client, server := net.Pipe()
+			return client, srv.ServeConn(server)
+		}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if network != "tcp" || addr != "pbx.invalid:5038" {
+		t.Fatalf("dialer called with %q %q", network, addr)
+	}
+	if err := c.Ping(ctx10s(t)); err != nil {
+		t.Fatal(err)
+	}
+	if c.Endpoint().User != "us:er" || strings.Contains(c.Endpoint().String(), "w%rd") {
+		t.Fatalf("Endpoint %v", c.Endpoint())
+	}
+
+	dialErr := errors.New("tunnel down")
+	_, err = amiproto.DialEndpoint(ctx10s(t), srv.Endpoint("admin", "s3cret!"),
+		amiproto.WithDialer(func(context.Context, string, string) (net.Conn, error) { return nil, dialErr }))
+	var de *amiproto.DialError
+	if !errors.As(err, &de) || de.Op != "connect" || !errors.Is(err, dialErr) {
+		t.Fatalf("err %v, want a connect DialError wrapping the dialer's", err)
+	}
+}

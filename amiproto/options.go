@@ -1,7 +1,9 @@
 package amiproto
 
 import (
+	"context"
 	"crypto/tls"
+	"net"
 	"time"
 )
 
@@ -18,10 +20,12 @@ type options struct {
 	limits       ReaderLimits
 	onReport     func(error)
 	onEvent      func(*Message)
+	dial         func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
 func defaultOptions() options {
-	return options{events: "on", eventQueue: DefaultEventQueue}
+	var d net.Dialer
+	return options{events: "on", eventQueue: DefaultEventQueue, dial: d.DialContext}
 }
 
 // DefaultEventQueue is the default bound of the event queue.
@@ -92,6 +96,20 @@ func (o *options) keepaliveTimeout() time.Duration {
 // closed once the reader has stopped, so ranging over it still waits for
 // the last call of f.
 func WithEventFunc(f func(*Message)) Option { return func(o *options) { o.onEvent = f } }
+
+// WithDialer makes the connection with dial instead of a net.Dialer, as
+// nats.go's SetCustomDialer does: to reach the PBX through an SSH tunnel or
+// a proxy, or over net.Pipe in tests. It is called with "tcp" and the
+// endpoint's host:port; ending ctx must end the dial. The connection it
+// returns is closed with the client. TLS, when the endpoint asks for it,
+// runs on top of that connection.
+func WithDialer(dial func(ctx context.Context, network, addr string) (net.Conn, error)) Option {
+	return func(o *options) {
+		if dial != nil {
+			o.dial = dial
+		}
+	}
+}
 
 // WithReaderLimits sets the line, message and field limits of the reader.
 func WithReaderLimits(l ReaderLimits) Option { return func(o *options) { o.limits = l } }

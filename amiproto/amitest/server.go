@@ -183,33 +183,15 @@ func (s *Server) Addr() string { return s.ln.Addr().String() }
 // Profile returns the Asterisk generation the server imitates.
 func (s *Server) Profile() Profile { return s.profile }
 
-// URL returns a URL for amiproto.Dial: "user:secret@host:port", with user
-// and secret percent-encoded, and a "tls://" scheme when the server speaks
-// TLS.
-func (s *Server) URL(user, secret string) string {
-	u := escapeUserinfo(user) + ":" + escapeUserinfo(secret) + "@" + s.Addr()
-	if s.cfg.TLS != nil {
-		return "tls://" + u
-	}
-	return u
-}
+// URL returns a URL for amiproto.Dial: "tcp://user:secret@host:port", with
+// user and secret percent-encoded, and a "tls://" scheme when the server
+// speaks TLS. It is Endpoint(user, secret).DialURL().
+func (s *Server) URL(user, secret string) string { return s.Endpoint(user, secret).DialURL() }
 
-// escapeUserinfo percent-encodes every byte but the unreserved ones, so any
-// secret survives the URL's ':' and '@' separators.
-func escapeUserinfo(v string) string {
-	const hex = "0123456789ABCDEF"
-	var b strings.Builder
-	for i := 0; i < len(v); i++ {
-		c := v[i]
-		if 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '.' || c == '_' || c == '~' {
-			b.WriteByte(c)
-			continue
-		}
-		b.WriteByte('%')
-		b.WriteByte(hex[c>>4])
-		b.WriteByte(hex[c&15])
-	}
-	return b.String()
+// Endpoint returns the server's address with user and secret, for
+// amiproto.DialEndpoint.
+func (s *Server) Endpoint(user, secret string) amiproto.Endpoint {
+	return amiproto.Endpoint{TLS: s.cfg.TLS != nil, Addr: s.Addr(), User: user, Secret: secret}
 }
 
 // Close stops listening, drops every connection, stops the call
@@ -311,20 +293,34 @@ func (s *Server) acceptLoop() {
 			}
 			return
 		}
-		ss := newSession(s, conn)
-		s.mu.Lock()
-		if s.ctx.Err() != nil {
-			s.mu.Unlock()
-			conn.Close()
+		if err := s.ServeConn(conn); err != nil {
 			return
 		}
-		s.sessions[ss] = struct{}{}
-		ss.startAuthTimer()
-		s.mu.Unlock()
-		s.wg.Add(2)
-		go ss.readLoop()
-		go ss.writeLoop()
 	}
+}
+
+// ServeConn serves one AMI session on conn, as if the listener had
+// accepted it: one end of a net.Pipe, say, handed to amiproto.WithDialer.
+// It returns at once; the session ends when the client leaves or the server
+// closes. conn is spoken to in clear text even when Config.TLS is set.
+// After Close it closes conn and returns an error.
+func (s *Server) ServeConn(conn net.Conn) error {
+	ss := newSession(s, conn)
+	s.mu.Lock()
+	if s.ctx.Err() != nil {
+		s.mu.Unlock()
+		conn.Close()
+		return errors.New("amitest: server closed")
+	}
+	s.sessions[ss] = struct{}{}
+	ss.startAuthTimer()
+	// Added under s.mu, which Close takes to cancel, so that Close's Wait
+	// never misses a session that is starting.
+	s.wg.Add(2)
+	s.mu.Unlock()
+	go ss.readLoop()
+	go ss.writeLoop()
+	return nil
 }
 
 func (s *Server) allSessions() []*session {
