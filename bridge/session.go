@@ -98,7 +98,9 @@ func newSession(b *Bridge, sc ServerConfig) (*session, error) {
 		s.dialOpts = append(s.dialOpts, amiproto.WithTLSConfig(sc.TLS))
 	}
 	if sc.PingInterval > 0 {
-		s.dialOpts = append(s.dialOpts, amiproto.WithKeepalive(sc.PingInterval, 0))
+		// Dead after three intervals with an unanswered Ping and no
+		// byte at all from the PBX.
+		s.dialOpts = append(s.dialOpts, amiproto.WithKeepalive(sc.PingInterval, 3*sc.PingInterval))
 	}
 	return s, nil
 }
