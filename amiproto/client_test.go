@@ -153,11 +153,31 @@ func TestClient_DroppedMidCollectionGivesErrorsNotHangs(t *testing.T) {
 	}
 }
 
-func TestClient_MD5Login(t *testing.T) {
-	srv := startPBX(t, amitest.Config{})
-	c := dial(t, srv.URL("admin", "s3cret!"), amiproto.WithMD5Auth())
+// TestClient_MD5LoginNeverPutsTheSecretOnTheWire logs in to a PBX that
+// refuses plain secrets and records what crosses the wire: the login
+// works, and the secret never went over.
+func TestClient_MD5LoginNeverPutsTheSecretOnTheWire(t *testing.T) {
+	const secret = "s3cret!-md5-only"
+	srv := startPBX(t, amitest.Config{RequireMD5: true, RecordReceived: true,
+		Users: map[string]amitest.User{"admin": {Secret: secret, Write: true}}})
+	c := dial(t, srv.URL("admin", secret), amiproto.WithMD5Auth())
 	if err := c.Ping(ctx10s(t)); err != nil {
 		t.Fatal(err)
+	}
+	c.Close()
+	wire := string(srv.Received())
+	if !strings.Contains(wire, "Action: Challenge\r\n") || !strings.Contains(wire, "AuthType: MD5\r\n") || !strings.Contains(wire, "Key: ") {
+		t.Fatalf("no Challenge/MD5 login on the wire:\n%s", wire)
+	}
+	if strings.Contains(wire, secret) || strings.Contains(strings.ToLower(wire), "secret:") {
+		t.Fatalf("the secret crossed the wire:\n%s", wire)
+	}
+
+	// The same PBX refuses the plain login, so the check above has teeth.
+	_, err := amiproto.Dial(ctx10s(t), srv.URL("admin", secret))
+	var ae *amiproto.AuthError
+	if !errors.As(err, &ae) {
+		t.Fatalf("plain login: %v, want an AuthError", err)
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"strings"
 	"sync"
@@ -81,6 +82,14 @@ type Config struct {
 	// the close. Zero means 1 s, as in Asterisk; a negative value means no
 	// delay.
 	AuthFailDelay time.Duration
+	// RequireMD5 refuses a Login that is not a Challenge/MD5 one (AuthType
+	// MD5 and a Key): a plain Secret is answered as a wrong one, after
+	// AuthFailDelay with "Authentication failed" and a close. Asterisk
+	// takes both; this lets a test prove that a client set to MD5 never
+	// falls back to sending its secret.
+	RequireMD5 bool
+	// RecordReceived keeps every byte that clients send, for Received.
+	RecordReceived bool
 	// AuthTimeout closes, silently, a connection that has not logged in
 	// after this long. Zero means 30 s (Asterisk's authtimeout); a negative
 	// value disables it.
@@ -126,6 +135,9 @@ type Server struct {
 	faults faults
 	pbx    pbxState
 	tmpl   callTemplates
+
+	recMu    sync.Mutex
+	received []byte // with Config.RecordReceived
 }
 
 // Start listens on cfg.Addr and serves AMI until Close.
@@ -166,6 +178,9 @@ func Start(cfg Config) (*Server, error) {
 		started:  time.Now(),
 		sessions: map[*session]struct{}{},
 		handlers: map[string]Handler{},
+	}
+	if cfg.RecordReceived {
+		s.received = []byte{}
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.subs.Store(&[]*session{})
@@ -236,6 +251,34 @@ func (s *Server) Shutdown(restart bool) {
 	for _, ss := range s.allSessions() {
 		ss.closeAfterFlush()
 	}
+}
+
+// Received returns a copy of every byte clients have sent so far, as read
+// from the sockets, when Config.RecordReceived is set; nil otherwise. The
+// bytes of concurrent sessions are interleaved in read-sized chunks.
+func (s *Server) Received() []byte {
+	s.recMu.Lock()
+	defer s.recMu.Unlock()
+	if s.received == nil {
+		return nil
+	}
+	return append([]byte{}, s.received...)
+}
+
+// recorder is a session's input, recorded into the server's Received.
+type recorder struct {
+	r   io.Reader
+	srv *Server
+}
+
+func (r recorder) Read(p []byte) (int, error) {
+	n, err := r.r.Read(p)
+	if n > 0 {
+		r.srv.recMu.Lock()
+		r.srv.received = append(r.srv.received, p[:n]...)
+		r.srv.recMu.Unlock()
+	}
+	return n, err
 }
 
 // Sessions returns the number of logged-in sessions.

@@ -181,7 +181,11 @@ func (ss *session) readLoop() {
 	ss.srv.logf("amitest: session %d from %s", ss.id, ss.conn.RemoteAddr())
 	ss.enqueue([]byte(ss.srv.profile.Banner() + "\r\n"))
 	defer close(ss.readDone)
-	r := newActionReader(ss.conn)
+	var in io.Reader = ss.conn
+	if ss.srv.cfg.RecordReceived {
+		in = recorder{r: ss.conn, srv: ss.srv}
+	}
+	r := newActionReader(in)
 	for {
 		a, err := r.next()
 		if err != nil {
