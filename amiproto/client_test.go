@@ -796,3 +796,26 @@ func TestDialEndpoint_ThroughACustomDialerOverNetPipe(t *testing.T) {
 		t.Fatalf("err %v, want a connect DialError wrapping the dialer's", err)
 	}
 }
+
+// TestDial_RefusesAServerThatIsNotAsterisk: a server whose first line is
+// not an AMI banner (here an SSH server, which then waits for the client)
+// is refused at once, before anything is sent to it.
+func TestDial_RefusesAServerThatIsNotAsterisk(t *testing.T) {
+	ln := listen(t)
+	received := make(chan []byte, 1)
+	serveOne(t, ln, func(conn net.Conn, _ *amiproto.Reader) {
+		io.WriteString(conn, "SSH-2.0-OpenSSH_9.6\r\n")
+		b, _ := io.ReadAll(conn)
+		received <- b
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	_, err := amiproto.Dial(ctx, "admin:s3cret@"+ln.Addr().String())
+	var de *amiproto.DialError
+	if !errors.As(err, &de) || de.Op != "banner" || !strings.Contains(err.Error(), "not an AMI banner") {
+		t.Fatalf("err %v, want a banner DialError", err)
+	}
+	if b := <-received; len(b) != 0 {
+		t.Fatalf("the client sent %q to a server that is not Asterisk", b)
+	}
+}
