@@ -198,7 +198,11 @@ func (ss *session) readLoop() {
 		// A closing session keeps reading, and ignoring, what the client
 		// still sends, so that its close is a FIN and not a reset that
 		// could destroy the last answer in the client's buffer.
-		if ss.halfOpen.Load() || ss.closing() {
+		if ss.halfOpen.Load() {
+			ss.srv.faults.ignoredInput.Add(1)
+			continue
+		}
+		if ss.closing() {
 			continue
 		}
 		ss.process(a)
