@@ -6,8 +6,11 @@ import (
 )
 
 // The helpers below build the actions clue/reactphp-ami offers and the ones
-// used most today. Each is one Request; any other action works through
-// Request with no change to the library.
+// used most today. As in pgproto3, an action with parameters is a struct
+// whose Action method builds its Message, so no two strings can be
+// swapped by mistake; the Client method of the same name sends it. Each is
+// one Request: c.Request(ctx, a.Action()) does the same, and any other
+// action works through Request with no change to the library.
 
 // Ping checks that Asterisk answers.
 func (c *Client) Ping(ctx context.Context) error {
@@ -80,8 +83,16 @@ func (c *Client) SIPPeers(ctx context.Context) (*Response, error) {
 }
 
 // SIPShowPeer shows one chan_sip peer.
-func (c *Client) SIPShowPeer(ctx context.Context, peer string) (*Response, error) {
-	return c.Request(ctx, NewAction("SIPshowpeer", "Peer", peer))
+type SIPShowPeer struct {
+	Peer string
+}
+
+// Action returns the SIPshowpeer action.
+func (a SIPShowPeer) Action() *Message { return NewAction("SIPshowpeer", "Peer", a.Peer) }
+
+// SIPShowPeer shows one chan_sip peer.
+func (c *Client) SIPShowPeer(ctx context.Context, a SIPShowPeer) (*Response, error) {
+	return c.Request(ctx, a.Action())
 }
 
 // Agents lists agents: a Collection of Agents events.
@@ -89,34 +100,78 @@ func (c *Client) Agents(ctx context.Context) (*Response, error) {
 	return c.Request(ctx, NewAction("Agents"))
 }
 
-// AgentLogoff logs an agent off; soft waits for its call to end.
-func (c *Client) AgentLogoff(ctx context.Context, agent string, soft bool) (*Response, error) {
-	return c.Request(ctx, NewAction("AgentLogoff", "Agent", agent, "Soft", strconv.FormatBool(soft)))
+// AgentLogoff logs an agent off; Soft waits for its call to end.
+type AgentLogoff struct {
+	Agent string
+	Soft  bool
+}
+
+// Action returns the AgentLogoff action.
+func (a AgentLogoff) Action() *Message {
+	return NewAction("AgentLogoff", "Agent", a.Agent, "Soft", strconv.FormatBool(a.Soft))
+}
+
+// AgentLogoff logs an agent off.
+func (c *Client) AgentLogoff(ctx context.Context, a AgentLogoff) (*Response, error) {
+	return c.Request(ctx, a.Action())
 }
 
 // Sendtext sends a text message to a channel.
-func (c *Client) Sendtext(ctx context.Context, channel, message string) (*Response, error) {
-	return c.Request(ctx, NewAction("Sendtext", "Channel", channel, "Message", message))
+type Sendtext struct {
+	Channel string
+	Message string
 }
 
-// Hangup hangs up a channel with a Q.850 cause code; cause 0 leaves it to
+// Action returns the Sendtext action.
+func (a Sendtext) Action() *Message {
+	return NewAction("Sendtext", "Channel", a.Channel, "Message", a.Message)
+}
+
+// Sendtext sends a text message to a channel.
+func (c *Client) Sendtext(ctx context.Context, a Sendtext) (*Response, error) {
+	return c.Request(ctx, a.Action())
+}
+
+// Hangup hangs up a channel with a Q.850 cause code; Cause 0 leaves it to
 // Asterisk.
-func (c *Client) Hangup(ctx context.Context, channel string, cause int) (*Response, error) {
-	a := NewAction("Hangup", "Channel", channel)
-	if cause > 0 {
-		a.Add("Cause", strconv.Itoa(cause))
+type Hangup struct {
+	Channel string
+	Cause   int
+}
+
+// Action returns the Hangup action.
+func (a Hangup) Action() *Message {
+	m := NewAction("Hangup", "Channel", a.Channel)
+	if a.Cause > 0 {
+		m.Add("Cause", strconv.Itoa(a.Cause))
 	}
-	return c.Request(ctx, a)
+	return m
+}
+
+// Hangup hangs up a channel.
+func (c *Client) Hangup(ctx context.Context, a Hangup) (*Response, error) {
+	return c.Request(ctx, a.Action())
 }
 
 // GetConfig reads a configuration file, or one category of it when
-// category is not empty.
-func (c *Client) GetConfig(ctx context.Context, filename, category string) (*Response, error) {
-	a := NewAction("GetConfig", "Filename", filename)
-	if category != "" {
-		a.Add("Category", category)
+// Category is not empty.
+type GetConfig struct {
+	Filename string
+	Category string
+}
+
+// Action returns the GetConfig action.
+func (a GetConfig) Action() *Message {
+	m := NewAction("GetConfig", "Filename", a.Filename)
+	if a.Category != "" {
+		m.Add("Category", a.Category)
 	}
-	return c.Request(ctx, a)
+	return m
+}
+
+// GetConfig reads a configuration file.
+func (c *Client) GetConfig(ctx context.Context, a GetConfig) (*Response, error) {
+	return c.Request(ctx, a.Action())
 }
 
 // Originate describes an Originate action. Either Context, Exten and
@@ -163,46 +218,93 @@ func (c *Client) Originate(ctx context.Context, o Originate) (*Response, error) 
 }
 
 // Redirect transfers a channel to a dialplan location.
-func (c *Client) Redirect(ctx context.Context, channel, context_, exten, priority string) (*Response, error) {
-	return c.Request(ctx, NewAction("Redirect", "Channel", channel, "Context", context_, "Exten", exten, "Priority", priority))
+type Redirect struct {
+	Channel  string
+	Context  string
+	Exten    string
+	Priority string
 }
 
-// Getvar reads a channel variable or function; an empty channel reads a
+// Action returns the Redirect action.
+func (a Redirect) Action() *Message {
+	return NewAction("Redirect", "Channel", a.Channel, "Context", a.Context, "Exten", a.Exten, "Priority", a.Priority)
+}
+
+// Redirect transfers a channel to a dialplan location.
+func (c *Client) Redirect(ctx context.Context, a Redirect) (*Response, error) {
+	return c.Request(ctx, a.Action())
+}
+
+// Getvar reads a channel variable or function; an empty Channel reads a
 // global variable.
-func (c *Client) Getvar(ctx context.Context, channel, variable string) (string, error) {
-	a := NewAction("Getvar", "Variable", variable)
-	if channel != "" {
-		a.Add("Channel", channel)
+type Getvar struct {
+	Channel  string
+	Variable string
+}
+
+// Action returns the Getvar action.
+func (a Getvar) Action() *Message {
+	m := NewAction("Getvar", "Variable", a.Variable)
+	if a.Channel != "" {
+		m.Add("Channel", a.Channel)
 	}
-	resp, err := c.Request(ctx, a)
+	return m
+}
+
+// Getvar reads a variable and returns its value.
+func (c *Client) Getvar(ctx context.Context, a Getvar) (string, error) {
+	resp, err := c.Request(ctx, a.Action())
 	if err != nil {
 		return "", err
 	}
 	return resp.Get("Value"), nil
 }
 
-// Setvar sets a channel variable; an empty channel sets a global one.
-func (c *Client) Setvar(ctx context.Context, channel, variable, value string) error {
-	a := NewAction("Setvar", "Variable", variable, "Value", value)
-	if channel != "" {
-		a.Add("Channel", channel)
+// Setvar sets a channel variable; an empty Channel sets a global one.
+type Setvar struct {
+	Channel  string
+	Variable string
+	Value    string
+}
+
+// Action returns the Setvar action.
+func (a Setvar) Action() *Message {
+	m := NewAction("Setvar", "Variable", a.Variable, "Value", a.Value)
+	if a.Channel != "" {
+		m.Add("Channel", a.Channel)
 	}
-	_, err := c.Request(ctx, a)
+	return m
+}
+
+// Setvar sets a variable.
+func (c *Client) Setvar(ctx context.Context, a Setvar) error {
+	_, err := c.Request(ctx, a.Action())
 	return err
 }
 
 // Status lists channels with their state: a Collection of Status events.
-// An empty channel lists them all; variables name channel variables to
-// include.
-func (c *Client) Status(ctx context.Context, channel, variables string) (*Response, error) {
-	a := NewAction("Status")
-	if channel != "" {
-		a.Add("Channel", channel)
+// An empty Channel lists them all; Variables names channel variables to
+// include, comma-separated.
+type Status struct {
+	Channel   string
+	Variables string
+}
+
+// Action returns the Status action.
+func (a Status) Action() *Message {
+	m := NewAction("Status")
+	if a.Channel != "" {
+		m.Add("Channel", a.Channel)
 	}
-	if variables != "" {
-		a.Add("Variables", variables)
+	if a.Variables != "" {
+		m.Add("Variables", a.Variables)
 	}
-	return c.Request(ctx, a)
+	return m
+}
+
+// Status lists channels with their state.
+func (c *Client) Status(ctx context.Context, a Status) (*Response, error) {
+	return c.Request(ctx, a.Action())
 }
 
 // CoreStatus returns the core's status: start time, current calls.
@@ -216,22 +318,39 @@ func (c *Client) CoreSettings(ctx context.Context) (*Response, error) {
 }
 
 // QueueStatus lists queues with their members and callers: a Collection.
-// An empty queue lists them all.
-func (c *Client) QueueStatus(ctx context.Context, queue string) (*Response, error) {
-	a := NewAction("QueueStatus")
-	if queue != "" {
-		a.Add("Queue", queue)
-	}
-	return c.Request(ctx, a)
+// An empty Queue lists them all.
+type QueueStatus struct {
+	Queue string
 }
 
-// QueueSummary summarises queues: a Collection of QueueSummary events.
-func (c *Client) QueueSummary(ctx context.Context, queue string) (*Response, error) {
-	a := NewAction("QueueSummary")
+// Action returns the QueueStatus action.
+func (a QueueStatus) Action() *Message { return queueAction("QueueStatus", a.Queue) }
+
+// QueueStatus lists queues with their members and callers.
+func (c *Client) QueueStatus(ctx context.Context, a QueueStatus) (*Response, error) {
+	return c.Request(ctx, a.Action())
+}
+
+// QueueSummary summarises queues: a Collection of QueueSummary events. An
+// empty Queue summarises them all.
+type QueueSummary struct {
+	Queue string
+}
+
+// Action returns the QueueSummary action.
+func (a QueueSummary) Action() *Message { return queueAction("QueueSummary", a.Queue) }
+
+// QueueSummary summarises queues.
+func (c *Client) QueueSummary(ctx context.Context, a QueueSummary) (*Response, error) {
+	return c.Request(ctx, a.Action())
+}
+
+func queueAction(name, queue string) *Message {
+	m := NewAction(name)
 	if queue != "" {
-		a.Add("Queue", queue)
+		m.Add("Queue", queue)
 	}
-	return c.Request(ctx, a)
+	return m
 }
 
 // PJSIPShowEndpoints lists PJSIP endpoints: a Collection of EndpointList
@@ -240,10 +359,19 @@ func (c *Client) PJSIPShowEndpoints(ctx context.Context) (*Response, error) {
 	return c.Request(ctx, NewAction("PJSIPShowEndpoints"))
 }
 
+// DBGet reads a value from the Asterisk database.
+type DBGet struct {
+	Family string
+	Key    string
+}
+
+// Action returns the DBGet action.
+func (a DBGet) Action() *Message { return NewAction("DBGet", "Family", a.Family, "Key", a.Key) }
+
 // DBGet reads a value from the Asterisk database. Asterisk answers with a
 // one-entry Collection whose DBGetResponse event holds Val.
-func (c *Client) DBGet(ctx context.Context, family, key string) (string, error) {
-	resp, err := c.Request(ctx, NewAction("DBGet", "Family", family, "Key", key))
+func (c *Client) DBGet(ctx context.Context, a DBGet) (string, error) {
+	resp, err := c.Request(ctx, a.Action())
 	if err != nil {
 		return "", err
 	}
@@ -256,16 +384,39 @@ func (c *Client) DBGet(ctx context.Context, family, key string) (string, error) 
 }
 
 // DBPut writes a value to the Asterisk database.
-func (c *Client) DBPut(ctx context.Context, family, key, value string) error {
-	_, err := c.Request(ctx, NewAction("DBPut", "Family", family, "Key", key, "Val", value))
+type DBPut struct {
+	Family string
+	Key    string
+	Val    string
+}
+
+// Action returns the DBPut action.
+func (a DBPut) Action() *Message {
+	return NewAction("DBPut", "Family", a.Family, "Key", a.Key, "Val", a.Val)
+}
+
+// DBPut writes a value to the Asterisk database.
+func (c *Client) DBPut(ctx context.Context, a DBPut) error {
+	_, err := c.Request(ctx, a.Action())
 	return err
 }
 
-// UserEvent sends a user event with the given headers, in order; repeated
+// UserEvent sends a user event named Name with Headers, in order; repeated
 // keys are kept.
-func (c *Client) UserEvent(ctx context.Context, name string, headers ...Field) error {
-	a := NewAction("UserEvent", "UserEvent", name)
-	a.Fields = append(a.Fields, headers...)
-	_, err := c.Request(ctx, a)
+type UserEvent struct {
+	Name    string
+	Headers []Field
+}
+
+// Action returns the UserEvent action.
+func (a UserEvent) Action() *Message {
+	m := NewAction("UserEvent", "UserEvent", a.Name)
+	m.Fields = append(m.Fields, a.Headers...)
+	return m
+}
+
+// UserEvent sends a user event.
+func (c *Client) UserEvent(ctx context.Context, a UserEvent) error {
+	_, err := c.Request(ctx, a.Action())
 	return err
 }
