@@ -196,6 +196,11 @@ func TestClient_WrongSecretIsAnAuthErrorWithoutTheSecret(t *testing.T) {
 		if strings.Contains(err.Error(), "hunter2") {
 			t.Fatalf("secret in error: %v", err)
 		}
+		for _, hint := range []string{"Authentication failed", "secret", "permit/deny", "manager.conf", "displayconnects", "Asterisk log"} {
+			if !strings.Contains(err.Error(), hint) {
+				t.Errorf("%q does not mention %q", err, hint)
+			}
+		}
 	}
 }
 
@@ -217,6 +222,9 @@ func TestClient_TLSWithASelfSignedCertificate(t *testing.T) {
 	var de *amiproto.DialError
 	if !errors.As(err, &de) || de.Op != "tls" {
 		t.Fatalf("err %v, want a tls DialError", err)
+	}
+	if msg := err.Error(); strings.Contains(msg, "tls: tls:") || !strings.Contains(msg, ": tls: failed to verify certificate") {
+		t.Fatalf("error %q: want one \"tls:\" before the cause", msg)
 	}
 }
 
