@@ -8,9 +8,25 @@ import (
 // The helpers below build the actions clue/reactphp-ami offers and the ones
 // used most today. As in pgproto3, an action with parameters is a struct
 // whose Action method builds its Message, so no two strings can be
-// swapped by mistake; the Client method of the same name sends it. Each is
-// one Request: c.Request(ctx, a.Action()) does the same, and any other
-// action works through Request with no change to the library.
+// swapped by mistake; Do sends it. Actions whose answer comes down to one
+// value or to success (Getvar, DBGet, Setvar, DBPut, UserEvent) also have
+// a Client method of their name that returns just that. Any other action
+// works through Request with no change to the library.
+
+// Actioner is an action with typed parameters, such as Originate or
+// Redirect.
+type Actioner interface {
+	// Action returns the action as a Message, ready for Request.
+	Action() *Message
+}
+
+// Do sends a.Action() and waits for its answer, as Request does. With
+// Originate and Async the answer only says the call was queued; its
+// outcome comes later as an OriginateResponse event carrying the same
+// ActionID.
+func (c *Client) Do(ctx context.Context, a Actioner) (*Response, error) {
+	return c.Request(ctx, a.Action())
+}
 
 // Ping checks that Asterisk answers.
 func (c *Client) Ping(ctx context.Context) error {
@@ -90,11 +106,6 @@ type SIPShowPeer struct {
 // Action returns the SIPshowpeer action.
 func (a SIPShowPeer) Action() *Message { return NewAction("SIPshowpeer", "Peer", a.Peer) }
 
-// SIPShowPeer shows one chan_sip peer.
-func (c *Client) SIPShowPeer(ctx context.Context, a SIPShowPeer) (*Response, error) {
-	return c.Request(ctx, a.Action())
-}
-
 // Agents lists agents: a Collection of Agents events.
 func (c *Client) Agents(ctx context.Context) (*Response, error) {
 	return c.Request(ctx, NewAction("Agents"))
@@ -111,11 +122,6 @@ func (a AgentLogoff) Action() *Message {
 	return NewAction("AgentLogoff", "Agent", a.Agent, "Soft", strconv.FormatBool(a.Soft))
 }
 
-// AgentLogoff logs an agent off.
-func (c *Client) AgentLogoff(ctx context.Context, a AgentLogoff) (*Response, error) {
-	return c.Request(ctx, a.Action())
-}
-
 // Sendtext sends a text message to a channel.
 type Sendtext struct {
 	Channel string
@@ -127,11 +133,6 @@ func (a Sendtext) Action() *Message {
 	return NewAction("Sendtext", "Channel", a.Channel, "Message", a.Message)
 }
 
-// Sendtext sends a text message to a channel.
-func (c *Client) Sendtext(ctx context.Context, a Sendtext) (*Response, error) {
-	return c.Request(ctx, a.Action())
-}
-
 // Hangup hangs up a channel with a Q.850 cause code; Cause 0 leaves it to
 // Asterisk.
 type Hangup struct {
@@ -141,16 +142,11 @@ type Hangup struct {
 
 // Action returns the Hangup action.
 func (a Hangup) Action() *Message {
-	m := NewAction("Hangup", "Channel", a.Channel)
+	cause := ""
 	if a.Cause > 0 {
-		m.Add("Cause", strconv.Itoa(a.Cause))
+		cause = strconv.Itoa(a.Cause)
 	}
-	return m
-}
-
-// Hangup hangs up a channel.
-func (c *Client) Hangup(ctx context.Context, a Hangup) (*Response, error) {
-	return c.Request(ctx, a.Action())
+	return addSet(NewAction("Hangup", "Channel", a.Channel), "Cause", cause)
 }
 
 // GetConfig reads a configuration file, or one category of it when
@@ -162,16 +158,7 @@ type GetConfig struct {
 
 // Action returns the GetConfig action.
 func (a GetConfig) Action() *Message {
-	m := NewAction("GetConfig", "Filename", a.Filename)
-	if a.Category != "" {
-		m.Add("Category", a.Category)
-	}
-	return m
-}
-
-// GetConfig reads a configuration file.
-func (c *Client) GetConfig(ctx context.Context, a GetConfig) (*Response, error) {
-	return c.Request(ctx, a.Action())
+	return addSet(NewAction("GetConfig", "Filename", a.Filename), "Category", a.Category)
 }
 
 // Originate describes an Originate action. Either Context, Exten and
@@ -193,28 +180,15 @@ type Originate struct {
 
 // Action returns the Originate as an Action message.
 func (o Originate) Action() *Message {
-	a := NewAction("Originate", "Channel", o.Channel)
-	for _, kv := range [...][2]string{
-		{"Context", o.Context}, {"Exten", o.Exten}, {"Priority", o.Priority},
-		{"Application", o.Application}, {"Data", o.Data}, {"CallerID", o.CallerID},
-		{"Account", o.Account}, {"Codecs", o.Codecs},
-	} {
-		if kv[1] != "" {
-			a.Add(kv[0], kv[1])
-		}
-	}
+	a := addSet(NewAction("Originate", "Channel", o.Channel),
+		"Context", o.Context, "Exten", o.Exten, "Priority", o.Priority,
+		"Application", o.Application, "Data", o.Data, "CallerID", o.CallerID,
+		"Account", o.Account, "Codecs", o.Codecs)
 	if o.Timeout > 0 {
 		a.Add("Timeout", strconv.Itoa(o.Timeout))
 	}
 	a.Add("Async", strconv.FormatBool(o.Async))
 	return a.AddMap("Variable", o.Variables)
-}
-
-// Originate places a call. With Async the answer only says the call was
-// queued; its outcome comes later as an OriginateResponse event carrying
-// the same ActionID.
-func (c *Client) Originate(ctx context.Context, o Originate) (*Response, error) {
-	return c.Request(ctx, o.Action())
 }
 
 // Redirect transfers a channel to a dialplan location.
@@ -230,11 +204,6 @@ func (a Redirect) Action() *Message {
 	return NewAction("Redirect", "Channel", a.Channel, "Context", a.Context, "Exten", a.Exten, "Priority", a.Priority)
 }
 
-// Redirect transfers a channel to a dialplan location.
-func (c *Client) Redirect(ctx context.Context, a Redirect) (*Response, error) {
-	return c.Request(ctx, a.Action())
-}
-
 // Getvar reads a channel variable or function; an empty Channel reads a
 // global variable.
 type Getvar struct {
@@ -244,11 +213,7 @@ type Getvar struct {
 
 // Action returns the Getvar action.
 func (a Getvar) Action() *Message {
-	m := NewAction("Getvar", "Variable", a.Variable)
-	if a.Channel != "" {
-		m.Add("Channel", a.Channel)
-	}
-	return m
+	return addSet(NewAction("Getvar", "Variable", a.Variable), "Channel", a.Channel)
 }
 
 // Getvar reads a variable and returns its value.
@@ -269,11 +234,7 @@ type Setvar struct {
 
 // Action returns the Setvar action.
 func (a Setvar) Action() *Message {
-	m := NewAction("Setvar", "Variable", a.Variable, "Value", a.Value)
-	if a.Channel != "" {
-		m.Add("Channel", a.Channel)
-	}
-	return m
+	return addSet(NewAction("Setvar", "Variable", a.Variable, "Value", a.Value), "Channel", a.Channel)
 }
 
 // Setvar sets a variable.
@@ -292,19 +253,7 @@ type Status struct {
 
 // Action returns the Status action.
 func (a Status) Action() *Message {
-	m := NewAction("Status")
-	if a.Channel != "" {
-		m.Add("Channel", a.Channel)
-	}
-	if a.Variables != "" {
-		m.Add("Variables", a.Variables)
-	}
-	return m
-}
-
-// Status lists channels with their state.
-func (c *Client) Status(ctx context.Context, a Status) (*Response, error) {
-	return c.Request(ctx, a.Action())
+	return addSet(NewAction("Status"), "Channel", a.Channel, "Variables", a.Variables)
 }
 
 // CoreStatus returns the core's status: start time, current calls.
@@ -324,12 +273,7 @@ type QueueStatus struct {
 }
 
 // Action returns the QueueStatus action.
-func (a QueueStatus) Action() *Message { return queueAction("QueueStatus", a.Queue) }
-
-// QueueStatus lists queues with their members and callers.
-func (c *Client) QueueStatus(ctx context.Context, a QueueStatus) (*Response, error) {
-	return c.Request(ctx, a.Action())
-}
+func (a QueueStatus) Action() *Message { return addSet(NewAction("QueueStatus"), "Queue", a.Queue) }
 
 // QueueSummary summarises queues: a Collection of QueueSummary events. An
 // empty Queue summarises them all.
@@ -338,20 +282,7 @@ type QueueSummary struct {
 }
 
 // Action returns the QueueSummary action.
-func (a QueueSummary) Action() *Message { return queueAction("QueueSummary", a.Queue) }
-
-// QueueSummary summarises queues.
-func (c *Client) QueueSummary(ctx context.Context, a QueueSummary) (*Response, error) {
-	return c.Request(ctx, a.Action())
-}
-
-func queueAction(name, queue string) *Message {
-	m := NewAction(name)
-	if queue != "" {
-		m.Add("Queue", queue)
-	}
-	return m
-}
+func (a QueueSummary) Action() *Message { return addSet(NewAction("QueueSummary"), "Queue", a.Queue) }
 
 // PJSIPShowEndpoints lists PJSIP endpoints: a Collection of EndpointList
 // events.
@@ -419,4 +350,15 @@ func (a UserEvent) Action() *Message {
 func (c *Client) UserEvent(ctx context.Context, a UserEvent) error {
 	_, err := c.Request(ctx, a.Action())
 	return err
+}
+
+// addSet adds the key, value pairs of kv whose value is not empty: the
+// optional fields of an action, which Asterisk reads as set when present.
+func addSet(m *Message, kv ...string) *Message {
+	for i := 0; i+1 < len(kv); i += 2 {
+		if kv[i+1] != "" {
+			m.Add(kv[i], kv[i+1])
+		}
+	}
+	return m
 }

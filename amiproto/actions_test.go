@@ -56,27 +56,27 @@ func TestHelpers_SendTheActionAsteriskExpects(t *testing.T) {
 		{"ListCommands", func() error { return ignore(c.ListCommands(ctx)) }, []string{"Action: ListCommands"}},
 		{"CoreShowChannels", func() error { return ignore(c.CoreShowChannels(ctx)) }, []string{"Action: CoreShowChannels"}},
 		{"SIPPeers", func() error { return ignore(c.SIPPeers(ctx)) }, []string{"Action: SIPpeers"}},
-		{"SIPShowPeer", func() error { return ignore(c.SIPShowPeer(ctx, amiproto.SIPShowPeer{Peer: "100"})) }, []string{"Action: SIPshowpeer", "Peer: 100"}},
+		{"SIPShowPeer", func() error { return ignore(c.Do(ctx, amiproto.SIPShowPeer{Peer: "100"})) }, []string{"Action: SIPshowpeer", "Peer: 100"}},
 		{"Agents", func() error { return ignore(c.Agents(ctx)) }, []string{"Action: Agents"}},
-		{"AgentLogoff", func() error { return ignore(c.AgentLogoff(ctx, amiproto.AgentLogoff{Agent: "1001", Soft: true})) },
+		{"AgentLogoff", func() error { return ignore(c.Do(ctx, amiproto.AgentLogoff{Agent: "1001", Soft: true})) },
 			[]string{"Action: AgentLogoff", "Agent: 1001", "Soft: true"}},
-		{"Sendtext", func() error { return ignore(c.Sendtext(ctx, amiproto.Sendtext{Channel: "PJSIP/100-1", Message: "hi"})) },
+		{"Sendtext", func() error { return ignore(c.Do(ctx, amiproto.Sendtext{Channel: "PJSIP/100-1", Message: "hi"})) },
 			[]string{"Action: Sendtext", "Channel: PJSIP/100-1", "Message: hi"}},
-		{"Hangup", func() error { return ignore(c.Hangup(ctx, amiproto.Hangup{Channel: "PJSIP/100-1", Cause: 16})) },
+		{"Hangup", func() error { return ignore(c.Do(ctx, amiproto.Hangup{Channel: "PJSIP/100-1", Cause: 16})) },
 			[]string{"Action: Hangup", "Channel: PJSIP/100-1", "Cause: 16"}},
-		{"Hangup without cause", func() error { return ignore(c.Hangup(ctx, amiproto.Hangup{Channel: "PJSIP/100-1"})) },
+		{"Hangup without cause", func() error { return ignore(c.Do(ctx, amiproto.Hangup{Channel: "PJSIP/100-1"})) },
 			[]string{"Action: Hangup", "Channel: PJSIP/100-1"}},
 		{"GetConfig", func() error {
-			return ignore(c.GetConfig(ctx, amiproto.GetConfig{Filename: "sip.conf", Category: "general"}))
+			return ignore(c.Do(ctx, amiproto.GetConfig{Filename: "sip.conf", Category: "general"}))
 		},
 			[]string{"Action: GetConfig", "Filename: sip.conf", "Category: general"}},
 		{"Originate", func() error {
-			return ignore(c.Originate(ctx, amiproto.Originate{Channel: "PJSIP/100", Context: "default", Exten: "200",
+			return ignore(c.Do(ctx, amiproto.Originate{Channel: "PJSIP/100", Context: "default", Exten: "200",
 				Priority: "1", Timeout: 30000, CallerID: `"Bot" <100>`, Async: true, Variables: map[string]string{"B": "2", "A": "1"}}))
 		}, []string{"Action: Originate", "Channel: PJSIP/100", "Context: default", "Exten: 200", "Priority: 1",
 			`CallerID: "Bot" <100>`, "Timeout: 30000", "Async: true", "Variable: A=1", "Variable: B=2"}},
 		{"Redirect", func() error {
-			return ignore(c.Redirect(ctx, amiproto.Redirect{Channel: "PJSIP/100-1", Context: "default", Exten: "300", Priority: "1"}))
+			return ignore(c.Do(ctx, amiproto.Redirect{Channel: "PJSIP/100-1", Context: "default", Exten: "300", Priority: "1"}))
 		},
 			[]string{"Action: Redirect", "Channel: PJSIP/100-1", "Context: default", "Exten: 300", "Priority: 1"}},
 		{"Getvar", func() error {
@@ -89,14 +89,14 @@ func TestHelpers_SendTheActionAsteriskExpects(t *testing.T) {
 		{"Setvar global", func() error { return c.Setvar(ctx, amiproto.Setvar{Variable: "G", Value: "x"}) },
 			[]string{"Action: Setvar", "Variable: G", "Value: x"}},
 		{"Status", func() error {
-			return ignore(c.Status(ctx, amiproto.Status{Channel: "PJSIP/100-1", Variables: "FOO,BAR"}))
+			return ignore(c.Do(ctx, amiproto.Status{Channel: "PJSIP/100-1", Variables: "FOO,BAR"}))
 		},
 			[]string{"Action: Status", "Channel: PJSIP/100-1", "Variables: FOO,BAR"}},
 		{"CoreStatus", func() error { return ignore(c.CoreStatus(ctx)) }, []string{"Action: CoreStatus"}},
 		{"CoreSettings", func() error { return ignore(c.CoreSettings(ctx)) }, []string{"Action: CoreSettings"}},
-		{"QueueStatus", func() error { return ignore(c.QueueStatus(ctx, amiproto.QueueStatus{Queue: "support"})) },
+		{"QueueStatus", func() error { return ignore(c.Do(ctx, amiproto.QueueStatus{Queue: "support"})) },
 			[]string{"Action: QueueStatus", "Queue: support"}},
-		{"QueueSummary all", func() error { return ignore(c.QueueSummary(ctx, amiproto.QueueSummary{})) }, []string{"Action: QueueSummary"}},
+		{"QueueSummary all", func() error { return ignore(c.Do(ctx, amiproto.QueueSummary{})) }, []string{"Action: QueueSummary"}},
 		{"PJSIPShowEndpoints", func() error { return ignore(c.PJSIPShowEndpoints(ctx)) }, []string{"Action: PJSIPShowEndpoints"}},
 		{"DBGet", func() error { _, err := c.DBGet(ctx, amiproto.DBGet{Family: "fam", Key: "key"}); return err },
 			[]string{"Action: DBGet", "Family: fam", "Key: key"}},

@@ -818,9 +818,8 @@ type lifeReader struct {
 	c *Client
 }
 
-func (l lifeReader) Read(p []byte) (int, error) {
-	n, err := l.r.Read(p)
-	if n > 0 {
+func (l lifeReader) Read(p []byte) (n int, err error) {
+	if n, err = l.r.Read(p); n > 0 {
 		l.c.lastRx.Store(int64(l.c.sinceStart()))
 	}
 	return n, err

@@ -128,19 +128,25 @@ func ExampleClient_Events() {
 	// Output: Newchannel Local/burst@test-00000000;1
 }
 
-// Each action with parameters is a struct, so its fields cannot be swapped
-// by mistake; the method of the same name sends it.
-func ExampleClient_Status() {
-	srv := pbx(amitest.Config{Channels: 2})
-	defer srv.Close()
-	ctx := context.Background()
-	c, err := amiproto.Dial(ctx, srv.URL("admin", "s3cret!"), amiproto.WithEvents(false))
+// loggedIn starts a fake Asterisk and logs in to it with events off.
+func loggedIn(cfg amitest.Config) (*amitest.Server, *amiproto.Client) {
+	srv := pbx(cfg)
+	c, err := amiproto.Dial(context.Background(), srv.URL("admin", "s3cret!"), amiproto.WithEvents(false))
 	if err != nil {
 		log.Fatal(err)
 	}
-	defer c.Close()
+	return srv, c
+}
 
-	resp, err := c.Status(ctx, amiproto.Status{Channel: "Local/long@test-00000000;1", Variables: "FOO"})
+// Each action with parameters is a struct, so its fields cannot be swapped
+// by mistake; Do sends it.
+func ExampleStatus() {
+	srv, c := loggedIn(amitest.Config{Channels: 2})
+	defer srv.Close()
+	defer c.Close()
+	ctx := context.Background()
+
+	resp, err := c.Do(ctx, amiproto.Status{Channel: "Local/long@test-00000000;1", Variables: "FOO"})
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -153,14 +159,10 @@ func ExampleClient_Status() {
 // A struct's Action method builds the Message, for Request or for code
 // that sends actions its own way.
 func ExampleHangup() {
-	srv := pbx(amitest.Config{Channels: 2})
+	srv, c := loggedIn(amitest.Config{Channels: 2})
 	defer srv.Close()
-	ctx := context.Background()
-	c, err := amiproto.Dial(ctx, srv.URL("admin", "s3cret!"), amiproto.WithEvents(false))
-	if err != nil {
-		log.Fatal(err)
-	}
 	defer c.Close()
+	ctx := context.Background()
 
 	hangup := amiproto.Hangup{Channel: "Local/long@test-00000000;1", Cause: 16}
 	wire, _ := amiproto.AppendMessage(nil, hangup.Action())
@@ -170,7 +172,7 @@ func ExampleHangup() {
 		log.Fatal(err)
 	}
 	fmt.Println(resp.Get("Message"))
-	_, err = c.Hangup(ctx, hangup) // the same again: the channel is gone
+	_, err = c.Do(ctx, hangup) // the same again: the channel is gone
 	fmt.Println(err)
 	// Output:
 	// Action: Hangup

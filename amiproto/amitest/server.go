@@ -273,11 +273,9 @@ type recorder struct {
 
 func (r recorder) Read(p []byte) (int, error) {
 	n, err := r.r.Read(p)
-	if n > 0 {
-		r.srv.recMu.Lock()
-		r.srv.received = append(r.srv.received, p[:n]...)
-		r.srv.recMu.Unlock()
-	}
+	r.srv.recMu.Lock()
+	r.srv.received = append(r.srv.received, p[:n]...)
+	r.srv.recMu.Unlock()
 	return n, err
 }
 
