@@ -630,7 +630,7 @@ func TestDial_CancelAfterTheTLSHandshakeWhileTheBannerIsLate(t *testing.T) {
 // hand back a client, but then one whose socket is open: a Ping must work.
 // The race between the answer and the end of ctx is run many times.
 func TestDial_ContextEndingRightAfterTheLoginGivesNoDeadClient(t *testing.T) {
-	for i := range 50 {
+	for i := range 100 {
 		ln := listen(t)
 		ctx, cancel := context.WithCancel(context.Background())
 		serveOne(t, ln, func(conn net.Conn, r *amiproto.Reader) {
