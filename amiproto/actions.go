@@ -6,8 +6,27 @@ import (
 )
 
 // The helpers below build the actions clue/reactphp-ami offers and the ones
-// used most today. Each is one Request; any other action works through
-// Request with no change to the library.
+// used most today. As in pgproto3, an action with parameters is a struct
+// whose Action method builds its Message, so no two strings can be
+// swapped by mistake; Do sends it. Actions whose answer comes down to one
+// value or to success (Getvar, DBGet, Setvar, DBPut, UserEvent) also have
+// a Client method of their name that returns just that. Any other action
+// works through Request with no change to the library.
+
+// Actioner is an action with typed parameters, such as Originate or
+// Redirect.
+type Actioner interface {
+	// Action returns the action as a Message, ready for Request.
+	Action() *Message
+}
+
+// Do sends a.Action() and waits for its answer, as Request does. With
+// Originate and Async the answer only says the call was queued; its
+// outcome comes later as an OriginateResponse event carrying the same
+// ActionID.
+func (c *Client) Do(ctx context.Context, a Actioner) (*Response, error) {
+	return c.Request(ctx, a.Action())
+}
 
 // Ping checks that Asterisk answers.
 func (c *Client) Ping(ctx context.Context) error {
@@ -49,11 +68,17 @@ func (c *Client) Login(ctx context.Context, user, secret string) error {
 }
 
 // Logoff ends the session politely: Asterisk answers Goodbye and closes.
-// It is Shutdown without waiting for other requests.
+// It is Shutdown without waiting for other requests. The session ends
+// whatever happens; the error says whether Asterisk saw the Logoff: ctx's
+// error when no Goodbye came in time, ErrClosed or ErrConnLost when the
+// session had already ended or is being logged off by another call.
 func (c *Client) Logoff(ctx context.Context) error {
-	c.logoff(ctx)
+	err := ErrClosed
+	if c.loggedOff.CompareAndSwap(false, true) {
+		err = c.logoff(ctx)
+	}
 	c.terminate(ErrClosed)
-	return nil
+	return err
 }
 
 // ListCommands returns every action this user may run, one field per
@@ -74,43 +99,66 @@ func (c *Client) SIPPeers(ctx context.Context) (*Response, error) {
 }
 
 // SIPShowPeer shows one chan_sip peer.
-func (c *Client) SIPShowPeer(ctx context.Context, peer string) (*Response, error) {
-	return c.Request(ctx, NewAction("SIPshowpeer", "Peer", peer))
+type SIPShowPeer struct {
+	Peer string
 }
+
+// Action returns the SIPshowpeer action.
+func (a SIPShowPeer) Action() *Message { return NewAction("SIPshowpeer", "Peer", a.Peer) }
 
 // Agents lists agents: a Collection of Agents events.
 func (c *Client) Agents(ctx context.Context) (*Response, error) {
 	return c.Request(ctx, NewAction("Agents"))
 }
 
-// AgentLogoff logs an agent off; soft waits for its call to end.
-func (c *Client) AgentLogoff(ctx context.Context, agent string, soft bool) (*Response, error) {
-	return c.Request(ctx, NewAction("AgentLogoff", "Agent", agent, "Soft", strconv.FormatBool(soft)))
+// AgentLogoff logs an agent off; Soft waits for its call to end.
+type AgentLogoff struct {
+	Agent string
+	Soft  bool
+}
+
+// Action returns the AgentLogoff action.
+func (a AgentLogoff) Action() *Message {
+	return NewAction("AgentLogoff", "Agent", a.Agent, "Soft", strconv.FormatBool(a.Soft))
 }
 
 // Sendtext sends a text message to a channel.
-func (c *Client) Sendtext(ctx context.Context, channel, message string) (*Response, error) {
-	return c.Request(ctx, NewAction("Sendtext", "Channel", channel, "Message", message))
+type Sendtext struct {
+	Channel string
+	Message string
 }
 
-// Hangup hangs up a channel with a Q.850 cause code; cause 0 leaves it to
+// Action returns the Sendtext action.
+func (a Sendtext) Action() *Message {
+	return NewAction("Sendtext", "Channel", a.Channel, "Message", a.Message)
+}
+
+// Hangup hangs up a channel with a Q.850 cause code; Cause 0 leaves it to
 // Asterisk.
-func (c *Client) Hangup(ctx context.Context, channel string, cause int) (*Response, error) {
-	a := NewAction("Hangup", "Channel", channel)
-	if cause > 0 {
-		a.Add("Cause", strconv.Itoa(cause))
+type Hangup struct {
+	Channel string
+	Cause   int
+}
+
+// Action returns the Hangup action.
+func (a Hangup) Action() *Message {
+	cause := ""
+	if a.Cause > 0 {
+		cause = strconv.Itoa(a.Cause)
 	}
-	return c.Request(ctx, a)
+	return addSet(NewAction("Hangup", "Channel", a.Channel), "Cause", cause)
 }
 
 // GetConfig reads a configuration file, or one category of it when
-// category is not empty.
-func (c *Client) GetConfig(ctx context.Context, filename, category string) (*Response, error) {
-	a := NewAction("GetConfig", "Filename", filename)
-	if category != "" {
-		a.Add("Category", category)
-	}
-	return c.Request(ctx, a)
+// Category is not empty.
+type GetConfig struct {
+	Filename string
+	Category string
+}
+
+// Action returns the GetConfig action.
+func (a GetConfig) Action() *Message {
+	return addSet(NewAction("GetConfig", "Filename", a.Filename), "Category", a.Category)
 }
 
 // Originate describes an Originate action. Either Context, Exten and
@@ -132,16 +180,10 @@ type Originate struct {
 
 // Action returns the Originate as an Action message.
 func (o Originate) Action() *Message {
-	a := NewAction("Originate", "Channel", o.Channel)
-	for _, kv := range [...][2]string{
-		{"Context", o.Context}, {"Exten", o.Exten}, {"Priority", o.Priority},
-		{"Application", o.Application}, {"Data", o.Data}, {"CallerID", o.CallerID},
-		{"Account", o.Account}, {"Codecs", o.Codecs},
-	} {
-		if kv[1] != "" {
-			a.Add(kv[0], kv[1])
-		}
-	}
+	a := addSet(NewAction("Originate", "Channel", o.Channel),
+		"Context", o.Context, "Exten", o.Exten, "Priority", o.Priority,
+		"Application", o.Application, "Data", o.Data, "CallerID", o.CallerID,
+		"Account", o.Account, "Codecs", o.Codecs)
 	if o.Timeout > 0 {
 		a.Add("Timeout", strconv.Itoa(o.Timeout))
 	}
@@ -149,54 +191,69 @@ func (o Originate) Action() *Message {
 	return a.AddMap("Variable", o.Variables)
 }
 
-// Originate places a call. With Async the answer only says the call was
-// queued; its outcome comes later as an OriginateResponse event carrying
-// the same ActionID.
-func (c *Client) Originate(ctx context.Context, o Originate) (*Response, error) {
-	return c.Request(ctx, o.Action())
-}
-
 // Redirect transfers a channel to a dialplan location.
-func (c *Client) Redirect(ctx context.Context, channel, context_, exten, priority string) (*Response, error) {
-	return c.Request(ctx, NewAction("Redirect", "Channel", channel, "Context", context_, "Exten", exten, "Priority", priority))
+type Redirect struct {
+	Channel  string
+	Context  string
+	Exten    string
+	Priority string
 }
 
-// Getvar reads a channel variable or function; an empty channel reads a
+// Action returns the Redirect action.
+func (a Redirect) Action() *Message {
+	return NewAction("Redirect", "Channel", a.Channel, "Context", a.Context, "Exten", a.Exten, "Priority", a.Priority)
+}
+
+// Getvar reads a channel variable or function; an empty Channel reads a
 // global variable.
-func (c *Client) Getvar(ctx context.Context, channel, variable string) (string, error) {
-	a := NewAction("Getvar", "Variable", variable)
-	if channel != "" {
-		a.Add("Channel", channel)
-	}
-	resp, err := c.Request(ctx, a)
+type Getvar struct {
+	Channel  string
+	Variable string
+}
+
+// Action returns the Getvar action.
+func (a Getvar) Action() *Message {
+	return addSet(NewAction("Getvar", "Variable", a.Variable), "Channel", a.Channel)
+}
+
+// Getvar reads a variable and returns its value.
+func (c *Client) Getvar(ctx context.Context, a Getvar) (string, error) {
+	resp, err := c.Request(ctx, a.Action())
 	if err != nil {
 		return "", err
 	}
 	return resp.Get("Value"), nil
 }
 
-// Setvar sets a channel variable; an empty channel sets a global one.
-func (c *Client) Setvar(ctx context.Context, channel, variable, value string) error {
-	a := NewAction("Setvar", "Variable", variable, "Value", value)
-	if channel != "" {
-		a.Add("Channel", channel)
-	}
-	_, err := c.Request(ctx, a)
+// Setvar sets a channel variable; an empty Channel sets a global one.
+type Setvar struct {
+	Channel  string
+	Variable string
+	Value    string
+}
+
+// Action returns the Setvar action.
+func (a Setvar) Action() *Message {
+	return addSet(NewAction("Setvar", "Variable", a.Variable, "Value", a.Value), "Channel", a.Channel)
+}
+
+// Setvar sets a variable.
+func (c *Client) Setvar(ctx context.Context, a Setvar) error {
+	_, err := c.Request(ctx, a.Action())
 	return err
 }
 
 // Status lists channels with their state: a Collection of Status events.
-// An empty channel lists them all; variables name channel variables to
-// include.
-func (c *Client) Status(ctx context.Context, channel, variables string) (*Response, error) {
-	a := NewAction("Status")
-	if channel != "" {
-		a.Add("Channel", channel)
-	}
-	if variables != "" {
-		a.Add("Variables", variables)
-	}
-	return c.Request(ctx, a)
+// An empty Channel lists them all; Variables names channel variables to
+// include, comma-separated.
+type Status struct {
+	Channel   string
+	Variables string
+}
+
+// Action returns the Status action.
+func (a Status) Action() *Message {
+	return addSet(NewAction("Status"), "Channel", a.Channel, "Variables", a.Variables)
 }
 
 // CoreStatus returns the core's status: start time, current calls.
@@ -210,23 +267,22 @@ func (c *Client) CoreSettings(ctx context.Context) (*Response, error) {
 }
 
 // QueueStatus lists queues with their members and callers: a Collection.
-// An empty queue lists them all.
-func (c *Client) QueueStatus(ctx context.Context, queue string) (*Response, error) {
-	a := NewAction("QueueStatus")
-	if queue != "" {
-		a.Add("Queue", queue)
-	}
-	return c.Request(ctx, a)
+// An empty Queue lists them all.
+type QueueStatus struct {
+	Queue string
 }
 
-// QueueSummary summarises queues: a Collection of QueueSummary events.
-func (c *Client) QueueSummary(ctx context.Context, queue string) (*Response, error) {
-	a := NewAction("QueueSummary")
-	if queue != "" {
-		a.Add("Queue", queue)
-	}
-	return c.Request(ctx, a)
+// Action returns the QueueStatus action.
+func (a QueueStatus) Action() *Message { return addSet(NewAction("QueueStatus"), "Queue", a.Queue) }
+
+// QueueSummary summarises queues: a Collection of QueueSummary events. An
+// empty Queue summarises them all.
+type QueueSummary struct {
+	Queue string
 }
+
+// Action returns the QueueSummary action.
+func (a QueueSummary) Action() *Message { return addSet(NewAction("QueueSummary"), "Queue", a.Queue) }
 
 // PJSIPShowEndpoints lists PJSIP endpoints: a Collection of EndpointList
 // events.
@@ -234,10 +290,19 @@ func (c *Client) PJSIPShowEndpoints(ctx context.Context) (*Response, error) {
 	return c.Request(ctx, NewAction("PJSIPShowEndpoints"))
 }
 
+// DBGet reads a value from the Asterisk database.
+type DBGet struct {
+	Family string
+	Key    string
+}
+
+// Action returns the DBGet action.
+func (a DBGet) Action() *Message { return NewAction("DBGet", "Family", a.Family, "Key", a.Key) }
+
 // DBGet reads a value from the Asterisk database. Asterisk answers with a
 // one-entry Collection whose DBGetResponse event holds Val.
-func (c *Client) DBGet(ctx context.Context, family, key string) (string, error) {
-	resp, err := c.Request(ctx, NewAction("DBGet", "Family", family, "Key", key))
+func (c *Client) DBGet(ctx context.Context, a DBGet) (string, error) {
+	resp, err := c.Request(ctx, a.Action())
 	if err != nil {
 		return "", err
 	}
@@ -250,16 +315,50 @@ func (c *Client) DBGet(ctx context.Context, family, key string) (string, error) 
 }
 
 // DBPut writes a value to the Asterisk database.
-func (c *Client) DBPut(ctx context.Context, family, key, value string) error {
-	_, err := c.Request(ctx, NewAction("DBPut", "Family", family, "Key", key, "Val", value))
+type DBPut struct {
+	Family string
+	Key    string
+	Val    string
+}
+
+// Action returns the DBPut action.
+func (a DBPut) Action() *Message {
+	return NewAction("DBPut", "Family", a.Family, "Key", a.Key, "Val", a.Val)
+}
+
+// DBPut writes a value to the Asterisk database.
+func (c *Client) DBPut(ctx context.Context, a DBPut) error {
+	_, err := c.Request(ctx, a.Action())
 	return err
 }
 
-// UserEvent sends a user event with the given headers, in order; repeated
+// UserEvent sends a user event named Name with Headers, in order; repeated
 // keys are kept.
-func (c *Client) UserEvent(ctx context.Context, name string, headers ...Field) error {
-	a := NewAction("UserEvent", "UserEvent", name)
-	a.Fields = append(a.Fields, headers...)
-	_, err := c.Request(ctx, a)
+type UserEvent struct {
+	Name    string
+	Headers []Field
+}
+
+// Action returns the UserEvent action.
+func (a UserEvent) Action() *Message {
+	m := NewAction("UserEvent", "UserEvent", a.Name)
+	m.Fields = append(m.Fields, a.Headers...)
+	return m
+}
+
+// UserEvent sends a user event.
+func (c *Client) UserEvent(ctx context.Context, a UserEvent) error {
+	_, err := c.Request(ctx, a.Action())
 	return err
+}
+
+// addSet adds the key, value pairs of kv whose value is not empty: the
+// optional fields of an action, which Asterisk reads as set when present.
+func addSet(m *Message, kv ...string) *Message {
+	for i := 0; i+1 < len(kv); i += 2 {
+		if kv[i+1] != "" {
+			m.Add(kv[i], kv[i+1])
+		}
+	}
+	return m
 }

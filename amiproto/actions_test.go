@@ -3,10 +3,12 @@ package amiproto_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/ami-bridge/ami-bridge/amiproto"
 	"github.com/ami-bridge/ami-bridge/amiproto/amitest"
@@ -54,48 +56,54 @@ func TestHelpers_SendTheActionAsteriskExpects(t *testing.T) {
 		{"ListCommands", func() error { return ignore(c.ListCommands(ctx)) }, []string{"Action: ListCommands"}},
 		{"CoreShowChannels", func() error { return ignore(c.CoreShowChannels(ctx)) }, []string{"Action: CoreShowChannels"}},
 		{"SIPPeers", func() error { return ignore(c.SIPPeers(ctx)) }, []string{"Action: SIPpeers"}},
-		{"SIPShowPeer", func() error { return ignore(c.SIPShowPeer(ctx, "100")) }, []string{"Action: SIPshowpeer", "Peer: 100"}},
+		{"SIPShowPeer", func() error { return ignore(c.Do(ctx, amiproto.SIPShowPeer{Peer: "100"})) }, []string{"Action: SIPshowpeer", "Peer: 100"}},
 		{"Agents", func() error { return ignore(c.Agents(ctx)) }, []string{"Action: Agents"}},
-		{"AgentLogoff", func() error { return ignore(c.AgentLogoff(ctx, "1001", true)) },
+		{"AgentLogoff", func() error { return ignore(c.Do(ctx, amiproto.AgentLogoff{Agent: "1001", Soft: true})) },
 			[]string{"Action: AgentLogoff", "Agent: 1001", "Soft: true"}},
-		{"Sendtext", func() error { return ignore(c.Sendtext(ctx, "PJSIP/100-1", "hi")) },
+		{"Sendtext", func() error { return ignore(c.Do(ctx, amiproto.Sendtext{Channel: "PJSIP/100-1", Message: "hi"})) },
 			[]string{"Action: Sendtext", "Channel: PJSIP/100-1", "Message: hi"}},
-		{"Hangup", func() error { return ignore(c.Hangup(ctx, "PJSIP/100-1", 16)) },
+		{"Hangup", func() error { return ignore(c.Do(ctx, amiproto.Hangup{Channel: "PJSIP/100-1", Cause: 16})) },
 			[]string{"Action: Hangup", "Channel: PJSIP/100-1", "Cause: 16"}},
-		{"Hangup without cause", func() error { return ignore(c.Hangup(ctx, "PJSIP/100-1", 0)) },
+		{"Hangup without cause", func() error { return ignore(c.Do(ctx, amiproto.Hangup{Channel: "PJSIP/100-1"})) },
 			[]string{"Action: Hangup", "Channel: PJSIP/100-1"}},
-		{"GetConfig", func() error { return ignore(c.GetConfig(ctx, "sip.conf", "general")) },
+		{"GetConfig", func() error {
+			return ignore(c.Do(ctx, amiproto.GetConfig{Filename: "sip.conf", Category: "general"}))
+		},
 			[]string{"Action: GetConfig", "Filename: sip.conf", "Category: general"}},
 		{"Originate", func() error {
-			return ignore(c.Originate(ctx, amiproto.Originate{Channel: "PJSIP/100", Context: "default", Exten: "200",
+			return ignore(c.Do(ctx, amiproto.Originate{Channel: "PJSIP/100", Context: "default", Exten: "200",
 				Priority: "1", Timeout: 30000, CallerID: `"Bot" <100>`, Async: true, Variables: map[string]string{"B": "2", "A": "1"}}))
 		}, []string{"Action: Originate", "Channel: PJSIP/100", "Context: default", "Exten: 200", "Priority: 1",
 			`CallerID: "Bot" <100>`, "Timeout: 30000", "Async: true", "Variable: A=1", "Variable: B=2"}},
-		{"Redirect", func() error { return ignore(c.Redirect(ctx, "PJSIP/100-1", "default", "300", "1")) },
+		{"Redirect", func() error {
+			return ignore(c.Do(ctx, amiproto.Redirect{Channel: "PJSIP/100-1", Context: "default", Exten: "300", Priority: "1"}))
+		},
 			[]string{"Action: Redirect", "Channel: PJSIP/100-1", "Context: default", "Exten: 300", "Priority: 1"}},
 		{"Getvar", func() error {
-			v, err := c.Getvar(ctx, "PJSIP/100-1", "FOO")
+			v, err := c.Getvar(ctx, amiproto.Getvar{Channel: "PJSIP/100-1", Variable: "FOO"})
 			if err == nil && v != "v1" {
 				t.Errorf("Getvar = %q, want the Value field v1", v)
 			}
 			return err
 		}, []string{"Action: Getvar", "Variable: FOO", "Channel: PJSIP/100-1"}},
-		{"Setvar global", func() error { return c.Setvar(ctx, "", "G", "x") },
+		{"Setvar global", func() error { return c.Setvar(ctx, amiproto.Setvar{Variable: "G", Value: "x"}) },
 			[]string{"Action: Setvar", "Variable: G", "Value: x"}},
-		{"Status", func() error { return ignore(c.Status(ctx, "PJSIP/100-1", "FOO,BAR")) },
+		{"Status", func() error {
+			return ignore(c.Do(ctx, amiproto.Status{Channel: "PJSIP/100-1", Variables: "FOO,BAR"}))
+		},
 			[]string{"Action: Status", "Channel: PJSIP/100-1", "Variables: FOO,BAR"}},
 		{"CoreStatus", func() error { return ignore(c.CoreStatus(ctx)) }, []string{"Action: CoreStatus"}},
 		{"CoreSettings", func() error { return ignore(c.CoreSettings(ctx)) }, []string{"Action: CoreSettings"}},
-		{"QueueStatus", func() error { return ignore(c.QueueStatus(ctx, "support")) },
+		{"QueueStatus", func() error { return ignore(c.Do(ctx, amiproto.QueueStatus{Queue: "support"})) },
 			[]string{"Action: QueueStatus", "Queue: support"}},
-		{"QueueSummary all", func() error { return ignore(c.QueueSummary(ctx, "")) }, []string{"Action: QueueSummary"}},
+		{"QueueSummary all", func() error { return ignore(c.Do(ctx, amiproto.QueueSummary{})) }, []string{"Action: QueueSummary"}},
 		{"PJSIPShowEndpoints", func() error { return ignore(c.PJSIPShowEndpoints(ctx)) }, []string{"Action: PJSIPShowEndpoints"}},
-		{"DBGet", func() error { _, err := c.DBGet(ctx, "fam", "key"); return err },
+		{"DBGet", func() error { _, err := c.DBGet(ctx, amiproto.DBGet{Family: "fam", Key: "key"}); return err },
 			[]string{"Action: DBGet", "Family: fam", "Key: key"}},
-		{"DBPut", func() error { return c.DBPut(ctx, "fam", "key", "val") },
+		{"DBPut", func() error { return c.DBPut(ctx, amiproto.DBPut{Family: "fam", Key: "key", Val: "val"}) },
 			[]string{"Action: DBPut", "Family: fam", "Key: key", "Val: val"}},
 		{"UserEvent", func() error {
-			return c.UserEvent(ctx, "Ping", amiproto.Field{Key: "H", Value: "1"}, amiproto.Field{Key: "H", Value: "2"})
+			return c.UserEvent(ctx, amiproto.UserEvent{Name: "Ping", Headers: []amiproto.Field{{Key: "H", Value: "1"}, {Key: "H", Value: "2"}}})
 		}, []string{"Action: UserEvent", "UserEvent: Ping", "H: 1", "H: 2"}},
 	} {
 		if err := tc.call(); err != nil {
@@ -114,19 +122,19 @@ func TestHelpers_AgainstTheFakePBX(t *testing.T) {
 	srv := startPBX(t, amitest.Config{})
 	c := dial(t, srv.URL("admin", "s3cret!"))
 	ctx := ctx10s(t)
-	if err := c.DBPut(ctx, "cidname", "5551234", "Alice: Smith"); err != nil {
+	if err := c.DBPut(ctx, amiproto.DBPut{Family: "cidname", Key: "5551234", Val: "Alice: Smith"}); err != nil {
 		t.Fatal(err)
 	}
-	if v, err := c.DBGet(ctx, "cidname", "5551234"); err != nil || v != "Alice: Smith" {
+	if v, err := c.DBGet(ctx, amiproto.DBGet{Family: "cidname", Key: "5551234"}); err != nil || v != "Alice: Smith" {
 		t.Fatalf("DBGet = %q, %v", v, err)
 	}
-	if err := c.Setvar(ctx, "", "GLOBALX", "42"); err != nil {
+	if err := c.Setvar(ctx, amiproto.Setvar{Variable: "GLOBALX", Value: "42"}); err != nil {
 		t.Fatal(err)
 	}
-	if v, err := c.Getvar(ctx, "", "GLOBALX"); err != nil || v != "42" {
+	if v, err := c.Getvar(ctx, amiproto.Getvar{Variable: "GLOBALX"}); err != nil || v != "42" {
 		t.Fatalf("Getvar = %q, %v", v, err)
 	}
-	if _, err := c.Getvar(ctx, "PJSIP/nobody-1", "FOO"); err == nil {
+	if _, err := c.Getvar(ctx, amiproto.Getvar{Channel: "PJSIP/nobody-1", Variable: "FOO"}); err == nil {
 		t.Fatal("Getvar on a missing channel succeeded")
 	}
 	st, err := c.CoreSettings(ctx)
@@ -159,5 +167,43 @@ func TestHelpers_LoginOnAClientDialedWithoutAUser(t *testing.T) {
 	}
 	if _, err := c.CoreStatus(ctx); err != nil {
 		t.Fatalf("CoreStatus after login: %v", err)
+	}
+}
+
+func TestNewAction_PanicsOnAnOddArgumentCount(t *testing.T) {
+	defer func() {
+		if r := recover(); r == nil || !strings.Contains(fmt.Sprint(r), "odd argument count") {
+			t.Fatalf("recover() = %v, want the odd argument count panic", r)
+		}
+	}()
+	amiproto.NewAction("Redirect", "Channel", "PJSIP/100-1", "Context")
+}
+
+func TestClient_LogoffReportsWhatHappened(t *testing.T) {
+	srv := startPBX(t, amitest.Config{})
+
+	c := dial(t, srv.URL("admin", "s3cret!"))
+	if err := c.Logoff(ctx10s(t)); err != nil {
+		t.Fatalf("Logoff: %v", err)
+	}
+	if err := c.Logoff(ctx10s(t)); !errors.Is(err, amiproto.ErrClosed) {
+		t.Fatalf("second Logoff: %v, want ErrClosed", err)
+	}
+
+	srv.NeverAnswer("Logoff")
+	c = dial(t, srv.URL("admin", "s3cret!"))
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if err := c.Logoff(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("unanswered Logoff: %v, want DeadlineExceeded", err)
+	}
+	if !errors.Is(c.Err(), amiproto.ErrClosed) {
+		t.Fatalf("Err() after Logoff = %v", c.Err())
+	}
+
+	c = dial(t, srv.URL("admin", "s3cret!"))
+	c.Close()
+	if err := c.Logoff(ctx10s(t)); !errors.Is(err, amiproto.ErrClosed) {
+		t.Fatalf("Logoff after Close: %v, want ErrClosed", err)
 	}
 }

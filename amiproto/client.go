@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"strconv"
 	"strings"
@@ -23,6 +24,10 @@ import (
 // One goroutine reads the socket all the time, whatever the consumers do,
 // because Asterisk drops a client that leaves its writes waiting for about
 // 100 ms.
+//
+// A Client owns its goroutines: the reader, the writer and, with
+// WithKeepalive, the keepalive. Close, Shutdown or the loss of the
+// connection stops them all; Done is closed once every one has returned.
 type Client struct {
 	conn   net.Conn
 	rd     *Reader
@@ -42,12 +47,20 @@ type Client struct {
 	// the common case skips looking for their owner.
 	orphanLists int
 	closing     bool          // Shutdown started: no new requests
-	idle        chan struct{} // closed when closing and pending drains
-	err         error         // why the session ended
-	done        chan struct{}
+	idle        chan struct{} // made by the first Shutdown; closed when pending drains
+	idleClosed  bool
+	err         error // why the session ended
 	termOnce    sync.Once
 
-	events    chan *Message
+	up      chan struct{}  // closed once Dial has logged in: the keepalive may start
+	ended   chan struct{}  // closed by terminate: the writer and keepalive return
+	stopped chan struct{}  // closed when the reader, writer and keepalive have returned
+	wg      sync.WaitGroup // the writer and the keepalive; the reader waits for them
+
+	created time.Time    // the keepalive's clock starts here
+	lastRx  atomic.Int64 // when bytes last arrived, as a sinceStart Duration
+
+	events    chan *Message // nil under WithEventFunc
 	dropped   atomic.Uint64
 	loggedOff atomic.Bool // Logoff sent: the close that follows is ours
 }
@@ -91,27 +104,43 @@ var orphanEntries = map[string]string{"iaxpeers": "PeerEntry"}
 // in. rawURL is "host", "host:port", "user:secret@host:port", optionally
 // with a "tcp://" or "tls://" scheme; the port defaults to 5038, or 5039 for
 // tls. User and secret are percent-decoded. Without a user Dial does not log
-// in.
+// in. A program that holds the user and secret apart should call
+// DialEndpoint, so that no secret goes through URL escaping.
 //
 // Events that Asterisk sends right behind the login response (FullyBooted)
 // are delivered, never lost. Every failure is a *DialError whose Op says
 // which step failed; a refused login wraps an *AuthError.
 func Dial(ctx context.Context, rawURL string, opts ...Option) (*Client, error) {
-	o := defaultOptions()
-	for _, opt := range opts {
-		opt(&o)
-	}
 	ep, err := ParseURL(rawURL)
 	if err != nil {
 		return nil, &DialError{Op: "url", Err: err}
 	}
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, "tcp", ep.Addr)
+	return DialEndpoint(ctx, ep, opts...)
+}
+
+// DialEndpoint is Dial for an address already split into its parts: ep's
+// User and Secret are used as they are, with no decoding. ep.Addr is
+// "host:port".
+func DialEndpoint(ctx context.Context, ep Endpoint, opts ...Option) (*Client, error) {
+	o := defaultOptions()
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if ep.Addr == "" {
+		return nil, &DialError{Op: "url", Err: errors.New("missing host")}
+	}
+	conn, err := o.dial(ctx, "tcp", ep.Addr)
+	if err == nil && conn == nil {
+		err = errors.New("the dialer returned no connection")
+	}
 	if err != nil {
 		return nil, &DialError{Op: "connect", Addr: ep.Addr, Err: err}
 	}
-	// Until the login is done, ending ctx ends the connection.
-	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	// Until the login is done, ending ctx ends the connection. The func
+	// closes the TCP socket it was given, which also ends a TLS session on
+	// top of it; conn itself is reassigned below.
+	raw := conn
+	stop := context.AfterFunc(ctx, func() { raw.Close() })
 	defer stop()
 	if ep.TLS {
 		cfg := o.tls.Clone()
@@ -138,22 +167,39 @@ func Dial(ctx context.Context, rawURL string, opts ...Option) (*Client, error) {
 		conn.Close()
 		return nil, &DialError{Op: "banner", Addr: ep.Addr, Err: fmt.Errorf("not an AMI banner: %.64q", c.banner)}
 	}
-	go c.readLoop()
-	go c.writeLoop()
+	c.start()
 	if ep.User != "" {
 		if err := c.login(ctx, ep.User, ep.Secret); err != nil {
 			c.Close()
-			// Wait for the reader to stop, so no event reaches the
+			// Wait for the goroutines to stop, so no event reaches the
 			// caller's WithEventFunc after Dial has failed.
-			for range c.events {
-			}
+			<-c.stopped
 			return nil, &DialError{Op: "login", Addr: ep.Addr, Err: ctxErr(ctx, err)}
 		}
 	}
-	if o.keepalive > 0 {
+	if !stop() {
+		// ctx ended after the login answer, and its func has closed, or
+		// is closing, the socket: the client would be dead on arrival.
+		c.Close()
+		<-c.stopped
+		return nil, &DialError{Op: "login", Addr: ep.Addr, Err: ctx.Err()}
+	}
+	close(c.up)
+	return c, nil
+}
+
+// start starts the client's goroutines. The client owns them: terminate
+// makes the writer and the keepalive return and closes the socket, which
+// ends the reader; the reader then waits for the other two and closes
+// stopped (Done).
+func (c *Client) start() {
+	c.wg.Add(1)
+	go c.writeLoop()
+	if c.opts.keepalive > 0 {
+		c.wg.Add(1)
 		go c.keepalive()
 	}
-	return c, nil
+	go c.readLoop()
 }
 
 func ctxErr(ctx context.Context, err error) error {
@@ -164,20 +210,26 @@ func ctxErr(ctx context.Context, err error) error {
 }
 
 func newClient(conn net.Conn, ep Endpoint, o options) *Client {
-	queue := o.eventQueue
-	if o.onEvent != nil {
-		queue = 0 // events go to the func; the channel only says the reader stopped
-	}
-	return &Client{
+	c := &Client{
 		conn:    conn,
-		rd:      NewReaderLimits(conn, o.limits),
 		opts:    o,
+		created: time.Now(),
 		ep:      ep,
 		pending: make(map[string]*call),
-		done:    make(chan struct{}),
+		up:      make(chan struct{}),
+		ended:   make(chan struct{}),
+		stopped: make(chan struct{}),
 		wake:    make(chan struct{}, 1),
-		events:  make(chan *Message, queue),
 	}
+	if o.onEvent == nil {
+		c.events = make(chan *Message, o.eventQueue)
+	}
+	var r io.Reader = conn
+	if o.keepalive > 0 {
+		r = lifeReader{r: conn, c: c}
+	}
+	c.rd = NewReaderLimits(r, o.limits)
+	return c
 }
 
 func (c *Client) login(ctx context.Context, user, secret string) error {
@@ -222,11 +274,32 @@ func (c *Client) Request(ctx context.Context, action *Message) (*Response, error
 }
 
 func (c *Client) request(ctx context.Context, action *Message, internal bool) (*Response, error) {
-	if err := ValidateMessage(action); err != nil {
+	id, cl, err := c.begin(action, internal)
+	if err != nil {
 		return nil, err
 	}
+	select {
+	case <-cl.done:
+	case <-ctx.Done():
+		if c.abandon(id, cl) {
+			return nil, ctx.Err()
+		}
+		<-cl.done // answered while we gave up: take the answer
+	}
+	if cl.resp != nil {
+		cl.restoreID()
+	}
+	return cl.resp, cl.err
+}
+
+// begin registers action under a fresh ActionID and queues it. Internal
+// requests (Logoff, keepalive Pings) are allowed during Shutdown.
+func (c *Client) begin(action *Message, internal bool) (string, *call, error) {
+	if err := ValidateMessage(action); err != nil {
+		return "", nil, err
+	}
 	if action.Kind() != KindAction || action.Name() == "" {
-		return nil, &ActionError{Key: action.Fields[0].Key, Reason: `the first field must be "Action: <name>"`}
+		return "", nil, &ActionError{Key: action.Fields[0].Key, Reason: `the first field must be "Action: <name>"`}
 	}
 	cl := &call{action: action.Name(), done: make(chan struct{})}
 	cl.callerID, cl.hasID = action.Lookup("ActionID")
@@ -237,34 +310,29 @@ func (c *Client) request(ctx context.Context, action *Message, internal bool) (*
 	case c.err != nil:
 		err := c.err
 		c.mu.Unlock()
-		return nil, err
+		return "", nil, err
 	case c.closing && !internal:
 		c.mu.Unlock()
-		return nil, ErrClosed
+		return "", nil, ErrClosed
 	}
 	c.pending[id] = cl
 	c.mu.Unlock()
 
 	c.send(action, id)
-	select {
-	case <-cl.done:
-	case <-ctx.Done():
-		c.mu.Lock()
-		_, still := c.pending[id]
-		if still {
-			c.removePending(id, cl)
-			c.forget(id, cl.listing)
-		}
-		c.mu.Unlock()
-		if still {
-			return nil, ctx.Err()
-		}
-		<-cl.done // answered while we gave up: take the answer
+	return id, cl, nil
+}
+
+// abandon stops waiting for id. It reports false when the answer came
+// first: cl.done is then closed, or about to be.
+func (c *Client) abandon(id string, cl *call) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, still := c.pending[id]; !still {
+		return false
 	}
-	if cl.resp != nil {
-		cl.restoreID()
-	}
-	return cl.resp, cl.err
+	c.removePending(id, cl)
+	c.forget(id, cl.listing)
+	return true
 }
 
 // restoreID puts the caller's ActionID back on every part of the answer,
@@ -304,10 +372,11 @@ func (c *Client) send(action *Message, id string) {
 // ends the session; a write stuck on a PBX that stopped reading ends with
 // the connection, on Close or when a keepalive Ping goes unanswered.
 func (c *Client) writeLoop() {
+	defer c.wg.Done()
 	var spare []byte
 	for {
 		select {
-		case <-c.done:
+		case <-c.ended:
 			return
 		case <-c.wake:
 		}
@@ -349,9 +418,17 @@ func appendWithID(dst []byte, m *Message, id string) []byte {
 	return append(dst, "\r\n"...)
 }
 
-// readLoop reads the socket until it ends and routes every message.
+// readLoop reads the socket until it ends and routes every message. It
+// returns only after terminate; it then waits for the writer and the
+// keepalive, and closes the event stream and stopped.
 func (c *Client) readLoop() {
-	defer close(c.events)
+	defer func() {
+		c.wg.Wait()
+		if c.events != nil {
+			close(c.events)
+		}
+		close(c.stopped)
+	}()
 	for {
 		m, err := c.rd.ReadMessage()
 		if err != nil {
@@ -555,12 +632,12 @@ func (c *Client) report(err error) {
 	}
 }
 
-// signalIdle wakes Shutdown once the last pending request is gone. c.mu is
-// held.
+// signalIdle wakes Shutdown once the last pending request is gone, or the
+// session has ended. c.mu is held.
 func (c *Client) signalIdle() {
-	if c.closing && len(c.pending) == 0 && c.idle != nil {
+	if c.idle != nil && !c.idleClosed && (len(c.pending) == 0 || c.err != nil) {
 		close(c.idle)
-		c.idle = nil
+		c.idleClosed = true
 	}
 }
 
@@ -573,32 +650,33 @@ func (c *Client) terminate(cause error) {
 		pending := c.pending
 		c.pending = map[string]*call{}
 		c.orphanLists = 0
-		if c.idle != nil {
-			close(c.idle)
-			c.idle = nil
-		}
+		c.signalIdle()
 		c.mu.Unlock()
 		c.conn.Close()
 		for _, cl := range pending {
 			cl.err = cause
 			close(cl.done)
 		}
-		close(c.done)
+		close(c.ended)
 	})
 }
 
 // Events returns the event stream: every Event that is not part of a
 // Collection, in the order Asterisk sent them, including events that carry
 // an ActionID such as OriginateResponse. It is closed after the connection
-// ends.
+// ends, once the last event is queued. Under WithEventFunc the events go to
+// the func and Events returns nil; wait on Done instead.
 func (c *Client) Events() <-chan *Message { return c.events }
 
 // Dropped returns how many events were dropped because the event queue was
 // full.
 func (c *Client) Dropped() uint64 { return c.dropped.Load() }
 
-// Done is closed when the session has ended, by Close, Shutdown or loss.
-func (c *Client) Done() <-chan struct{} { return c.done }
+// Done is closed when the client has fully stopped, by Close, Shutdown or
+// the loss of the connection: its reader, writer and keepalive goroutines
+// have returned, so no WithEventFunc or WithReportFunc call is running or
+// will run. Err then says why.
+func (c *Client) Done() <-chan struct{} { return c.stopped }
 
 // Err returns why the session ended: nil while it is up, ErrClosed after
 // Close or Shutdown, or an error wrapping ErrConnLost.
@@ -616,69 +694,133 @@ func (c *Client) Pending() int {
 }
 
 // Close ends the connection at once and fails every pending request,
-// Collections included, with ErrClosed.
+// Collections included, with ErrClosed. It does not wait for the client's
+// goroutines, so it may be called from a WithEventFunc; Done says when they
+// have returned. Calling it again does nothing.
 func (c *Client) Close() error {
 	c.terminate(ErrClosed)
 	return nil
 }
 
 // Shutdown refuses new requests, waits for the pending ones until ctx ends,
-// sends Logoff and closes. It returns ctx's error when the pending requests
-// did not finish in time; they then fail with ErrClosed.
+// sends Logoff, closes, and waits for the client's goroutines to return
+// (Done). It returns ctx's error when that did not finish in time; pending
+// requests then fail with ErrClosed. Any number of calls may run at once:
+// one sends the Logoff, and each returns when the client has stopped or its
+// own ctx has ended. It must not be called from a WithEventFunc or
+// WithReportFunc, which run on the reader it waits for.
 func (c *Client) Shutdown(ctx context.Context) error {
 	c.mu.Lock()
-	c.closing = true
-	var idle chan struct{}
-	if len(c.pending) > 0 && c.err == nil {
-		idle = make(chan struct{})
-		c.idle = idle
+	if !c.closing {
+		c.closing = true
+		c.idle = make(chan struct{})
+		c.signalIdle()
 	}
+	idle := c.idle
 	c.mu.Unlock()
-	var err error
-	if idle != nil {
-		select {
-		case <-idle:
-		case <-ctx.Done():
-			err = ctx.Err()
+	select {
+	case <-idle:
+	case <-ctx.Done():
+		c.terminate(ErrClosed)
+		return ctx.Err()
+	}
+	if c.loggedOff.CompareAndSwap(false, true) {
+		// A session that already ended has nobody to log off from; only
+		// running out of time is Shutdown's failure.
+		err := c.logoff(ctx)
+		c.terminate(ErrClosed)
+		if err != nil && ctx.Err() != nil {
+			return ctx.Err()
 		}
 	}
-	if err == nil {
-		c.logoff(ctx)
+	select {
+	case <-c.stopped:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
 	}
-	c.terminate(ErrClosed)
+}
+
+// logoff sends Logoff and waits for Goodbye. The caller has set loggedOff,
+// so that the close which follows reads as ErrClosed.
+func (c *Client) logoff(ctx context.Context) error {
+	if err := c.Err(); err != nil {
+		return err
+	}
+	_, err := c.request(ctx, NewAction("Logoff"), true)
 	return err
 }
 
-// logoff sends Logoff and waits for Goodbye or the close that follows it.
-func (c *Client) logoff(ctx context.Context) {
-	if c.Err() != nil {
-		return
-	}
-	c.loggedOff.Store(true)
-	_, _ = c.request(ctx, NewAction("Logoff"), true)
-}
-
 // keepalive pings at the configured interval and ends the session as lost
-// when a Ping goes unanswered, which is how a half-open TCP connection shows.
+// when a Ping goes unanswered while nothing else arrives either, which is
+// how a half-open TCP connection shows. It starts once Dial has logged in.
 func (c *Client) keepalive() {
-	ttl := c.opts.keepaliveTTL
-	if ttl <= 0 {
-		ttl = c.opts.keepalive
+	defer c.wg.Done()
+	select {
+	case <-c.up:
+	case <-c.ended:
+		return
 	}
 	tick := time.NewTicker(c.opts.keepalive)
 	defer tick.Stop()
 	for {
 		select {
-		case <-c.done:
+		case <-c.ended:
 			return
 		case <-tick.C:
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), ttl)
-		_, err := c.request(ctx, NewAction("Ping"), true)
-		cancel()
-		if errors.Is(err, context.DeadlineExceeded) {
+		if !c.ping() {
 			c.terminate(fmt.Errorf("%w: %w", ErrConnLost, ErrKeepalive))
 			return
 		}
 	}
+}
+
+// ping sends one Ping and waits for its answer. It reports false when the
+// keepalive timeout passed with neither the answer nor any other byte from
+// the PBX: bytes of any kind prove the link is alive, and Asterisk may hold
+// the answer back for as long as one of the session's actions runs
+// (capture 17).
+func (c *Client) ping() bool {
+	ttl := c.opts.keepaliveTimeout()
+	id, cl, err := c.begin(NewAction("Ping"), true)
+	if err != nil {
+		return true // the session has ended: nothing left to detect
+	}
+	sent := c.sinceStart()
+	timer := time.NewTimer(ttl)
+	defer timer.Stop()
+	for {
+		select {
+		case <-cl.done:
+			return true
+		case <-timer.C:
+		}
+		last := max(sent, time.Duration(c.lastRx.Load()))
+		if left := last + ttl - c.sinceStart(); left > 0 {
+			timer.Reset(left)
+			continue
+		}
+		if !c.abandon(id, cl) {
+			return true // the answer came just now
+		}
+		return false
+	}
+}
+
+// sinceStart is the monotonic time since the client was made; lastRx is
+// kept in the same unit.
+func (c *Client) sinceStart() time.Duration { return time.Since(c.created) }
+
+// lifeReader notes when bytes last came from the PBX, for the keepalive.
+type lifeReader struct {
+	r io.Reader
+	c *Client
+}
+
+func (l lifeReader) Read(p []byte) (n int, err error) {
+	if n, err = l.r.Read(p); n > 0 {
+		l.c.lastRx.Store(int64(l.c.sinceStart()))
+	}
+	return n, err
 }

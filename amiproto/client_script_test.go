@@ -3,10 +3,12 @@ package amiproto
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -315,6 +317,20 @@ func TestEndpoint_StringRoundTripsOddUsers(t *testing.T) {
 	}
 }
 
+func TestEndpoint_DialURLRoundTripsThroughParseURL(t *testing.T) {
+	for _, ep := range []Endpoint{
+		{Addr: "pbx:5038"},
+		{Addr: "pbx:5038", User: "admin", Secret: "s3cret!"},
+		{TLS: true, Addr: "[::1]:5039", User: "us:er@x", Secret: "p@ss:w%rd/ é+\x00"},
+		{Addr: "pbx:5038", User: "admin"},
+	} {
+		back, err := ParseURL(ep.DialURL())
+		if err != nil || back != ep {
+			t.Errorf("ParseURL(%q) = %+v, %v; want %+v", ep.DialURL(), back, err, ep)
+		}
+	}
+}
+
 func TestClient_APBXThatStopsReadingNeverHoldsACallerPastItsContext(t *testing.T) {
 	stop := make(chan struct{})
 	url := scripted(t, func(conn net.Conn, r *Reader) {
@@ -356,5 +372,96 @@ func TestClient_RequestNeedsAnActionFirst(t *testing.T) {
 		if _, err := c.Request(context.Background(), m); !errors.As(err, &ae) {
 			t.Errorf("Request(%q) = %v, want an ActionError", m.String(), err)
 		}
+	}
+}
+
+// TestClient_ShutdownSendsLogoffOnlyAfterEveryPendingAnswer: the fake PBX
+// holds three requests, then, once Shutdown has begun, answers them out of
+// order and the last one late. The Logoff must reach it only after the
+// last answer went out.
+func TestClient_ShutdownSendsLogoffOnlyAfterEveryPendingAnswer(t *testing.T) {
+	got := make(chan struct{})
+	shutting := make(chan struct{})
+	url := scripted(t, func(conn net.Conn, r *Reader) {
+		acceptLogin(t, conn, r, "")
+		ids := map[string]string{} // N -> ActionID
+		for range 3 {
+			if a := expectAction(t, r, "Slow"); a != nil {
+				ids[a.Get("N")] = a.ActionID()
+			}
+		}
+		close(got)
+		<-shutting
+		// Whatever the client sends from now on, with how many answers
+		// had gone out when it came; the test's probe Pings aside.
+		type arrival struct {
+			m        *Message
+			answered int32
+		}
+		var answered atomic.Int32
+		arrivals := make(chan arrival, 10)
+		go func() {
+			defer close(arrivals)
+			for {
+				m, err := r.ReadMessage()
+				if err != nil {
+					return
+				}
+				if m.Name() != "Ping" {
+					arrivals <- arrival{m, answered.Load()}
+				}
+			}
+		}()
+		answer := func(n string) {
+			answered.Add(1) // before the write: the client may act on it at once
+			io.WriteString(conn, "Response: Success\r\nActionID: "+ids[n]+"\r\nN: "+n+"\r\n\r\n")
+		}
+		answer("C")
+		answer("A")
+		late := time.NewTimer(100 * time.Millisecond) // B's answer is late
+		select {
+		case a := <-arrivals:
+			t.Errorf("server: %q arrived with B still unanswered", a.m.Name())
+		case <-late.C:
+		}
+		answer("B")
+		a, ok := <-arrivals
+		if !ok || !strings.EqualFold(a.m.Name(), "Logoff") || a.answered != 3 {
+			t.Errorf("server: after the answers got %v (answered %d), want Logoff", a.m, a.answered)
+			return
+		}
+		io.WriteString(conn, "Response: Goodbye\r\nActionID: "+a.m.ActionID()+"\r\nMessage: Thanks for all the fish.\r\n\r\n")
+	})
+	c := dialT(t, url)
+	results := make(chan error, 3)
+	for _, n := range []string{"A", "B", "C"} {
+		go func() {
+			resp, err := c.Request(context.Background(), NewAction("Slow", "N", n))
+			if err == nil && resp.Get("N") != n {
+				err = fmt.Errorf("request %s got answer %v", n, resp.Message)
+			}
+			results <- err
+		}()
+	}
+	<-got
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	shut := make(chan error, 1)
+	go func() { shut <- c.Shutdown(ctx) }()
+	gone, cancelGone := context.WithCancel(context.Background())
+	cancelGone()
+	for { // Shutdown has begun once new requests are refused
+		if _, err := c.Request(gone, NewAction("Ping")); errors.Is(err, ErrClosed) {
+			break
+		}
+	}
+	close(shutting)
+	for range 3 {
+		if err := <-results; err != nil {
+			t.Errorf("pending request: %v", err)
+		}
+	}
+	if err := <-shut; err != nil {
+		t.Fatalf("Shutdown: %v", err)
 	}
 }

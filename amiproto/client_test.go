@@ -5,6 +5,9 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
+	"net"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -150,11 +153,31 @@ func TestClient_DroppedMidCollectionGivesErrorsNotHangs(t *testing.T) {
 	}
 }
 
-func TestClient_MD5Login(t *testing.T) {
-	srv := startPBX(t, amitest.Config{})
-	c := dial(t, srv.URL("admin", "s3cret!"), amiproto.WithMD5Auth())
+// TestClient_MD5LoginNeverPutsTheSecretOnTheWire logs in to a PBX that
+// refuses plain secrets and records what crosses the wire: the login
+// works, and the secret never went over.
+func TestClient_MD5LoginNeverPutsTheSecretOnTheWire(t *testing.T) {
+	const secret = "s3cret!-md5-only"
+	srv := startPBX(t, amitest.Config{RequireMD5: true, RecordReceived: true,
+		Users: map[string]amitest.User{"admin": {Secret: secret, Write: true}}})
+	c := dial(t, srv.URL("admin", secret), amiproto.WithMD5Auth())
 	if err := c.Ping(ctx10s(t)); err != nil {
 		t.Fatal(err)
+	}
+	c.Close()
+	wire := string(srv.Received())
+	if !strings.Contains(wire, "Action: Challenge\r\n") || !strings.Contains(wire, "AuthType: MD5\r\n") || !strings.Contains(wire, "Key: ") {
+		t.Fatalf("no Challenge/MD5 login on the wire:\n%s", wire)
+	}
+	if strings.Contains(wire, secret) || strings.Contains(strings.ToLower(wire), "secret:") {
+		t.Fatalf("the secret crossed the wire:\n%s", wire)
+	}
+
+	// The same PBX refuses the plain login, so the check above has teeth.
+	_, err := amiproto.Dial(ctx10s(t), srv.URL("admin", secret))
+	var ae *amiproto.AuthError
+	if !errors.As(err, &ae) {
+		t.Fatalf("plain login: %v, want an AuthError", err)
 	}
 }
 
@@ -172,6 +195,11 @@ func TestClient_WrongSecretIsAnAuthErrorWithoutTheSecret(t *testing.T) {
 		}
 		if strings.Contains(err.Error(), "hunter2") {
 			t.Fatalf("secret in error: %v", err)
+		}
+		for _, hint := range []string{"Authentication failed", "secret", "permit/deny", "manager.conf", "displayconnects", "Asterisk log"} {
+			if !strings.Contains(err.Error(), hint) {
+				t.Errorf("%q does not mention %q", err, hint)
+			}
 		}
 	}
 }
@@ -194,6 +222,9 @@ func TestClient_TLSWithASelfSignedCertificate(t *testing.T) {
 	var de *amiproto.DialError
 	if !errors.As(err, &de) || de.Op != "tls" {
 		t.Fatalf("err %v, want a tls DialError", err)
+	}
+	if msg := err.Error(); strings.Contains(msg, "tls: tls:") || !strings.Contains(msg, ": tls: failed to verify certificate") {
+		t.Fatalf("error %q: want one \"tls:\" before the cause", msg)
 	}
 }
 
@@ -253,9 +284,24 @@ func TestClient_SlowConsumerLosesNothingUpToTheBoundAndCountsTheRest(t *testing.
 }
 
 func TestClient_KeepaliveDetectsAHalfOpenConnection(t *testing.T) {
-	srv := startPBX(t, amitest.Config{})
-	c := dial(t, srv.URL("admin", "s3cret!"), amiproto.WithKeepalive(20*time.Millisecond, 100*time.Millisecond))
-	srv.HalfOpen()
+	for _, tc := range []struct {
+		name  string
+		fault func(*amitest.Server)
+	}{
+		{"half open", (*amitest.Server).HalfOpen},
+		{"Ping never answered", func(s *amitest.Server) { s.NeverAnswer("Ping", "CoreStatus") }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := startPBX(t, amitest.Config{})
+			c := dial(t, srv.URL("admin", "s3cret!"), amiproto.WithEvents(false),
+				amiproto.WithKeepalive(20*time.Millisecond, 100*time.Millisecond))
+			tc.fault(srv)
+			testKeepaliveEnds(t, c)
+		})
+	}
+}
+
+func testKeepaliveEnds(t *testing.T, c *amiproto.Client) {
 	pending := make(chan error, 1)
 	go func() {
 		_, err := c.Request(context.Background(), amiproto.NewAction("CoreStatus"))
@@ -271,6 +317,55 @@ func TestClient_KeepaliveDetectsAHalfOpenConnection(t *testing.T) {
 	}
 	if err := <-pending; !errors.Is(err, amiproto.ErrConnLost) {
 		t.Fatalf("pending request: %v", err)
+	}
+}
+
+// TestClient_KeepaliveOutlastsAStallLongerThanItsInterval: a PBX that
+// sends nothing for a while (Asterisk while one of the session's actions
+// runs) is not dead; the default timeout is well above the interval.
+func TestClient_KeepaliveOutlastsAStallLongerThanItsInterval(t *testing.T) {
+	srv := startPBX(t, amitest.Config{})
+	c := dial(t, srv.URL("admin", "s3cret!"), amiproto.WithEvents(false), amiproto.WithKeepalive(5*time.Millisecond, 0))
+	srv.Stall(300 * time.Millisecond) // 60 intervals
+	if err := c.Ping(ctx10s(t)); err != nil {
+		t.Fatalf("Ping after the stall: %v", err)
+	}
+}
+
+// TestClient_KeepaliveCountsEveryByteAsLife holds the answer to the
+// keepalive's Ping back while events flow for several timeouts: the
+// session stays up. Once the events stop, the unanswered Ping ends it.
+func TestClient_KeepaliveCountsEveryByteAsLife(t *testing.T) {
+	const timeout = 100 * time.Millisecond
+	srv := startPBX(t, amitest.Config{})
+	pinged := make(chan struct{})
+	release := make(chan struct{})
+	var once sync.Once
+	srv.HandleFunc("Ping", func(w *amitest.ResponseWriter, r *amitest.Request) {
+		once.Do(func() { close(pinged) })
+		<-release // the answer is held back; events still flow
+	})
+	t.Cleanup(func() { close(release) })
+	c := dial(t, srv.URL("admin", "s3cret!"), amiproto.WithEventMask("user"), amiproto.WithKeepalive(time.Millisecond, timeout))
+	<-pinged
+	tick := time.NewTicker(timeout / 10) // paces the events, waits for nothing
+	defer tick.Stop()
+	for i := range 50 { // 5 timeouts
+		<-tick.C
+		srv.Emit(userEvent(i))
+		if ev, ok := <-c.Events(); !ok {
+			t.Fatalf("the session ended while events flowed: %v", c.Err())
+		} else if ev.Get("N") != strconv.Itoa(i) {
+			t.Fatalf("event %d is %v", i, ev)
+		}
+	}
+	select {
+	case <-c.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the unanswered Ping never ended the silent session")
+	}
+	if err := c.Err(); !errors.Is(err, amiproto.ErrKeepalive) {
+		t.Fatalf("Err() = %v", err)
 	}
 }
 
@@ -400,8 +495,9 @@ func TestClient_EventFuncGetsEveryEventInOrderOnTheReader(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.Close()
-	for range c.Events() { // closed once the reader has stopped; delivers nothing
-		t.Fatal("an event reached the queue as well")
+	<-c.Done() // the reader has stopped: no call of the func is left
+	if c.Events() != nil {
+		t.Fatal("Events is not nil under WithEventFunc")
 	}
 	if len(got) != 100 {
 		t.Fatalf("%d events, want 100", len(got))
@@ -457,5 +553,277 @@ func TestClient_SurvivesGarbageSlowWritesAndStalls(t *testing.T) {
 	wg.Wait()
 	if err := c.Err(); err != nil {
 		t.Fatalf("the session ended: %v", err)
+	}
+}
+
+// serveOne accepts one connection on ln and runs script on it; the
+// cleanup closes ln and waits for the script to return.
+func serveOne(t *testing.T, ln net.Listener, script func(conn net.Conn, r *amiproto.Reader)) {
+	t.Helper()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		conn, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		script(conn, amiproto.NewReader(conn))
+	}()
+	t.Cleanup(func() { ln.Close(); <-done })
+}
+
+func listen(t *testing.T) net.Listener {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ln
+}
+
+// TestDial_CancelAfterTheTLSHandshakeWhileTheBannerIsLate ends ctx once
+// the server has finished the TLS handshake and before any banner: Dial
+// must fail with ctx's error, and the race detector must see no race on
+// the connection Dial replaced by its TLS wrapper. The client may still be
+// finishing its side of the handshake when ctx ends, so the run repeats
+// until the end lands on the banner at least once.
+func TestDial_CancelAfterTheTLSHandshakeWhileTheBannerIsLate(t *testing.T) {
+	cert, pool, err := amitest.SelfSignedCert()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; ; i++ {
+		if i == 50 {
+			t.Fatal("ctx never ended while Dial waited for the banner")
+		}
+		ln := tls.NewListener(listen(t), &tls.Config{Certificates: []tls.Certificate{cert}})
+		handshook := make(chan struct{})
+		serveOne(t, ln, func(conn net.Conn, _ *amiproto.Reader) {
+			if err := conn.(*tls.Conn).Handshake(); err != nil {
+				t.Errorf("server handshake: %v", err)
+			}
+			close(handshook)
+			io.Copy(io.Discard, conn) // no banner, ever
+		})
+		ctx, cancel := context.WithCancel(context.Background())
+		errc := make(chan error, 1)
+		go func() {
+			_, err := amiproto.Dial(ctx, "tls://"+ln.Addr().String(), amiproto.WithTLSConfig(&tls.Config{RootCAs: pool}))
+			errc <- err
+		}()
+		<-handshook
+		cancel()
+		err = <-errc
+		var de *amiproto.DialError
+		if !errors.As(err, &de) || (de.Op != "banner" && de.Op != "tls") || !errors.Is(err, context.Canceled) {
+			t.Fatalf("err %v, want a banner or tls DialError wrapping context.Canceled", err)
+		}
+		if de.Op == "banner" {
+			return
+		}
+	}
+}
+
+// TestDial_ContextEndingRightAfterTheLoginGivesNoDeadClient ends ctx just
+// after the PBX accepted the login. Dial may fail, with ctx's error, or
+// hand back a client, but then one whose socket is open: a Ping must work.
+// The race between the answer and the end of ctx is run many times.
+func TestDial_ContextEndingRightAfterTheLoginGivesNoDeadClient(t *testing.T) {
+	for i := range 100 {
+		ln := listen(t)
+		ctx, cancel := context.WithCancel(context.Background())
+		serveOne(t, ln, func(conn net.Conn, r *amiproto.Reader) {
+			io.WriteString(conn, "Asterisk Call Manager/11.0.0\r\n")
+			login, err := r.ReadMessage()
+			if err != nil {
+				return
+			}
+			io.WriteString(conn, "Response: Success\r\nActionID: "+login.ActionID()+"\r\nMessage: Authentication accepted\r\n\r\n")
+			cancel()
+			for {
+				a, err := r.ReadMessage()
+				if err != nil {
+					return
+				}
+				io.WriteString(conn, "Response: Success\r\nActionID: "+a.ActionID()+"\r\nPing: Pong\r\n\r\n")
+			}
+		})
+		c, err := amiproto.Dial(ctx, "admin:x@"+ln.Addr().String())
+		cancel()
+		if err != nil {
+			if !errors.Is(err, context.Canceled) {
+				t.Fatalf("run %d: err %v, want one wrapping context.Canceled", i, err)
+			}
+			continue
+		}
+		if err := c.Ping(ctx10s(t)); err != nil {
+			t.Fatalf("run %d: Dial gave a client whose Ping fails: %v", i, err)
+		}
+		c.Close()
+	}
+}
+
+// waitGoroutines polls, for at most 10 s, until the goroutine count is
+// back to n: goroutines that closed Done may still be on their way out.
+func waitGoroutines(t *testing.T, n int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for runtime.NumGoroutine() > n {
+		if time.Now().After(deadline) {
+			buf := make([]byte, 1<<20)
+			t.Fatalf("%d goroutines, baseline %d:\n%s", runtime.NumGoroutine(), n, buf[:runtime.Stack(buf, true)])
+		}
+		runtime.Gosched()
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func TestClient_CloseStopsEveryGoroutine(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		opts []amiproto.Option
+	}{
+		{"events", nil},
+		{"event func", []amiproto.Option{amiproto.WithEventFunc(func(*amiproto.Message) {})}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			base := runtime.NumGoroutine()
+			srv := startPBX(t, amitest.Config{})
+			opts := append(tc.opts, amiproto.WithKeepalive(time.Millisecond, 0))
+			c, err := amiproto.Dial(ctx10s(t), srv.URL("admin", "s3cret!"), opts...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := c.Ping(ctx10s(t)); err != nil {
+				t.Fatal(err)
+			}
+			c.Close()
+			c.Close() // idempotent
+			select {
+			case <-c.Done():
+			case <-time.After(10 * time.Second):
+				t.Fatal("Done not closed after Close")
+			}
+			if !errors.Is(c.Err(), amiproto.ErrClosed) {
+				t.Fatalf("Err() = %v", c.Err())
+			}
+			srv.Close() // waits for the server's own goroutines
+			waitGoroutines(t, base)
+		})
+	}
+}
+
+// shutdownsWaiting reports how many goroutines are blocked in Shutdown.
+func shutdownsWaiting() int {
+	buf := make([]byte, 1<<20)
+	return strings.Count(string(buf[:runtime.Stack(buf, true)]), "amiproto.(*Client).Shutdown(")
+}
+
+func TestClient_ConcurrentShutdownsLogOffOnceAndAllReturn(t *testing.T) {
+	srv := startPBX(t, amitest.Config{})
+	release := make(chan struct{})
+	started := make(chan struct{})
+	var logoffs atomic.Int32
+	srv.HandleFunc("Slow", func(w *amitest.ResponseWriter, r *amitest.Request) {
+		close(started)
+		<-release
+		w.Success()
+	})
+	srv.HandleFunc("Logoff", func(w *amitest.ResponseWriter, r *amitest.Request) {
+		logoffs.Add(1)
+		w.Respond("Goodbye", "Message", "Thanks for all the fish.")
+		w.CloseAfter()
+	})
+	c := dial(t, srv.URL("admin", "s3cret!"))
+	go c.Request(context.Background(), amiproto.NewAction("Slow"))
+	<-started
+	shut := make(chan error, 3)
+	for range 3 {
+		go func() { shut <- c.Shutdown(ctx10s(t)) }()
+	}
+	// Every Shutdown is waiting for the pending request before it comes.
+	for deadline := time.Now().Add(10 * time.Second); shutdownsWaiting() < 3; {
+		if time.Now().After(deadline) {
+			t.Fatal("the Shutdowns never all waited")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	close(release)
+	for range 3 {
+		if err := <-shut; err != nil {
+			t.Fatalf("Shutdown: %v", err)
+		}
+	}
+	select {
+	case <-c.Done():
+	default:
+		t.Fatal("Shutdown returned before the client stopped")
+	}
+	if n := logoffs.Load(); n != 1 {
+		t.Fatalf("%d Logoffs reached the PBX, want 1", n)
+	}
+	if err := c.Shutdown(ctx10s(t)); err != nil { // and once more, after the end
+		t.Fatalf("a later Shutdown: %v", err)
+	}
+}
+
+// TestDialEndpoint_ThroughACustomDialerOverNetPipe dials a made-up host
+// through WithDialer, which hands over one end of a net.Pipe served by the
+// fake PBX, and logs in with a secret that would need URL escaping: the
+// Endpoint carries it as it is.
+func TestDialEndpoint_ThroughACustomDialerOverNetPipe(t *testing.T) {
+	const secret = "p@ss:w%rd/ é"
+	srv := startPBX(t, amitest.Config{Users: map[string]amitest.User{"us:er": {Secret: secret, Write: true}}})
+	var network, addr string
+	c, err := amiproto.DialEndpoint(ctx10s(t), amiproto.Endpoint{Addr: "pbx.invalid:5038", User: "us:er", Secret: secret},
+		amiproto.WithDialer(func(ctx context.Context, n, a string) (net.Conn, error) {
+			network, addr = n, a
+			client, server := net.Pipe()
+			return client, srv.ServeConn(server)
+		}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if network != "tcp" || addr != "pbx.invalid:5038" {
+		t.Fatalf("dialer called with %q %q", network, addr)
+	}
+	if err := c.Ping(ctx10s(t)); err != nil {
+		t.Fatal(err)
+	}
+	if c.Endpoint().User != "us:er" || strings.Contains(c.Endpoint().String(), "w%rd") {
+		t.Fatalf("Endpoint %v", c.Endpoint())
+	}
+
+	dialErr := errors.New("tunnel down")
+	_, err = amiproto.DialEndpoint(ctx10s(t), srv.Endpoint("admin", "s3cret!"),
+		amiproto.WithDialer(func(context.Context, string, string) (net.Conn, error) { return nil, dialErr }))
+	var de *amiproto.DialError
+	if !errors.As(err, &de) || de.Op != "connect" || !errors.Is(err, dialErr) {
+		t.Fatalf("err %v, want a connect DialError wrapping the dialer's", err)
+	}
+}
+
+// TestDial_RefusesAServerThatIsNotAsterisk: a server whose first line is
+// not an AMI banner (here an SSH server, which then waits for the client)
+// is refused at once, before anything is sent to it.
+func TestDial_RefusesAServerThatIsNotAsterisk(t *testing.T) {
+	ln := listen(t)
+	received := make(chan []byte, 1)
+	serveOne(t, ln, func(conn net.Conn, _ *amiproto.Reader) {
+		io.WriteString(conn, "SSH-2.0-OpenSSH_9.6\r\n")
+		b, _ := io.ReadAll(conn)
+		received <- b
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	_, err := amiproto.Dial(ctx, "admin:s3cret@"+ln.Addr().String())
+	var de *amiproto.DialError
+	if !errors.As(err, &de) || de.Op != "banner" || !strings.Contains(err.Error(), "not an AMI banner") {
+		t.Fatalf("err %v, want a banner DialError", err)
+	}
+	if b := <-received; len(b) != 0 {
+		t.Fatalf("the client sent %q to a server that is not Asterisk", b)
 	}
 }

@@ -3,6 +3,7 @@ package amiproto
 import (
 	"errors"
 	"fmt"
+	"strings"
 )
 
 // Sentinel errors that callers branch on with errors.Is.
@@ -77,9 +78,13 @@ type AuthError struct {
 	Response *Message
 }
 
-// Error implements error.
+// Error implements error. Asterisk gives the same answer for a wrong
+// secret, an unknown user and a host its ACL refuses, so the message lists
+// what to check.
 func (e *AuthError) Error() string {
-	return fmt.Sprintf("ami: login as %q: %s", e.User, e.Response.Get("Message"))
+	return fmt.Sprintf("ami: login as %q: %s (check the secret, the permit/deny ACL of this user in manager.conf "+
+		"for the address this host connects from, and the Asterisk log, with displayconnects = yes in manager.conf)",
+		e.User, e.Response.Get("Message"))
 }
 
 // DialError is returned by Dial for every failure before the session is up.
@@ -90,12 +95,14 @@ type DialError struct {
 	Err  error
 }
 
-// Error implements error.
+// Error implements error. A cause that already starts with Op, as
+// crypto/tls errors start with "tls: ", does not repeat it.
 func (e *DialError) Error() string {
+	cause := strings.TrimPrefix(e.Err.Error(), e.Op+": ")
 	if e.Addr == "" {
-		return fmt.Sprintf("ami: %s: %v", e.Op, e.Err)
+		return fmt.Sprintf("ami: %s: %s", e.Op, cause)
 	}
-	return fmt.Sprintf("ami %s: %s: %v", e.Addr, e.Op, e.Err)
+	return fmt.Sprintf("ami %s: %s: %s", e.Addr, e.Op, cause)
 }
 
 // Unwrap returns the underlying error.

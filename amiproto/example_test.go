@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log"
+	"strings"
 	"time"
 
 	"github.com/ami-bridge/ami-bridge/amiproto"
@@ -125,4 +126,59 @@ func ExampleClient_Events() {
 		}
 	}
 	// Output: Newchannel Local/burst@test-00000000;1
+}
+
+// loggedIn starts a fake Asterisk and logs in to it with events off.
+func loggedIn(cfg amitest.Config) (*amitest.Server, *amiproto.Client) {
+	srv := pbx(cfg)
+	c, err := amiproto.Dial(context.Background(), srv.URL("admin", "s3cret!"), amiproto.WithEvents(false))
+	if err != nil {
+		log.Fatal(err)
+	}
+	return srv, c
+}
+
+// Each action with parameters is a struct, so its fields cannot be swapped
+// by mistake; Do sends it.
+func ExampleStatus() {
+	srv, c := loggedIn(amitest.Config{Channels: 2})
+	defer srv.Close()
+	defer c.Close()
+	ctx := context.Background()
+
+	resp, err := c.Do(ctx, amiproto.Status{Channel: "Local/long@test-00000000;1", Variables: "FOO"})
+	if err != nil {
+		log.Fatal(err)
+	}
+	for _, ev := range resp.Events {
+		fmt.Println(ev.Get("Channel"), ev.Get("ChannelStateDesc"), ev.Get("Variable"))
+	}
+	// Output: Local/long@test-00000000;1 Up FOO=long0
+}
+
+// A struct's Action method builds the Message, for Request or for code
+// that sends actions its own way.
+func ExampleHangup() {
+	srv, c := loggedIn(amitest.Config{Channels: 2})
+	defer srv.Close()
+	defer c.Close()
+	ctx := context.Background()
+
+	hangup := amiproto.Hangup{Channel: "Local/long@test-00000000;1", Cause: 16}
+	wire, _ := amiproto.AppendMessage(nil, hangup.Action())
+	fmt.Print(strings.ReplaceAll(string(wire), "\r\n", "\n"))
+	resp, err := c.Request(ctx, hangup.Action())
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(resp.Get("Message"))
+	_, err = c.Do(ctx, hangup) // the same again: the channel is gone
+	fmt.Println(err)
+	// Output:
+	// Action: Hangup
+	// Channel: Local/long@test-00000000;1
+	// Cause: 16
+	//
+	// Channel Hungup
+	// ami: Hangup: No such channel
 }

@@ -47,8 +47,13 @@ type Message struct {
 }
 
 // NewAction returns an Action message named name, followed by fields given as
-// key, value pairs. A trailing odd key is ignored.
+// key, value pairs. It panics if kv has an odd length, as
+// strings.NewReplacer does: a key without its value is a programming error,
+// and sending the action without that field would hide it.
 func NewAction(name string, kv ...string) *Message {
+	if len(kv)%2 == 1 {
+		panic("amiproto.NewAction: odd argument count")
+	}
 	m := &Message{Fields: make([]Field, 1, 1+len(kv)/2)}
 	m.Fields[0] = Field{Key: "Action", Value: name}
 	for i := 0; i+1 < len(kv); i += 2 {

@@ -1,7 +1,9 @@
 package amiproto
 
 import (
+	"context"
 	"crypto/tls"
+	"net"
 	"time"
 )
 
@@ -18,10 +20,12 @@ type options struct {
 	limits       ReaderLimits
 	onReport     func(error)
 	onEvent      func(*Message)
+	dial         func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
 func defaultOptions() options {
-	return options{events: "on", eventQueue: DefaultEventQueue}
+	var d net.Dialer
+	return options{events: "on", eventQueue: DefaultEventQueue, dial: d.DialContext}
 }
 
 // DefaultEventQueue is the default bound of the event queue.
@@ -61,11 +65,27 @@ func WithEventQueue(n int) Option {
 	}
 }
 
-// WithKeepalive sends a Ping every interval; when one is not answered
-// within timeout (interval when timeout is 0) the connection is closed as
-// lost, which catches half-open TCP.
+// WithKeepalive sends a Ping every interval, which catches half-open TCP:
+// when a Ping is unanswered and nothing at all has come from the PBX for
+// timeout, the connection is closed as lost (ErrKeepalive). Any bytes
+// count as life, events included, so a busy session is never cut for a
+// late answer. timeout 0 means DefaultKeepaliveTimeout or 3 × interval,
+// whichever is longer. Keep it above the longest action the session runs:
+// Asterisk sends a session nothing, Ping answers included, while one of
+// its actions runs, such as a synchronous Originate that rings.
 func WithKeepalive(interval, timeout time.Duration) Option {
 	return func(o *options) { o.keepalive, o.keepaliveTTL = interval, timeout }
+}
+
+// DefaultKeepaliveTimeout is the least keepalive timeout when
+// WithKeepalive is given 0.
+const DefaultKeepaliveTimeout = 10 * time.Second
+
+func (o *options) keepaliveTimeout() time.Duration {
+	if o.keepaliveTTL > 0 {
+		return o.keepaliveTTL
+	}
+	return max(DefaultKeepaliveTimeout, 3*o.keepalive)
 }
 
 // WithEventFunc hands every event to f on the reader goroutine, in order,
@@ -76,6 +96,20 @@ func WithKeepalive(interval, timeout time.Duration) Option {
 // closed once the reader has stopped, so ranging over it still waits for
 // the last call of f.
 func WithEventFunc(f func(*Message)) Option { return func(o *options) { o.onEvent = f } }
+
+// WithDialer makes the connection with dial instead of a net.Dialer, as
+// nats.go's SetCustomDialer does: to reach the PBX through an SSH tunnel or
+// a proxy, or over net.Pipe in tests. It is called with "tcp" and the
+// endpoint's host:port; ending ctx must end the dial. The connection it
+// returns is closed with the client. TLS, when the endpoint asks for it,
+// runs on top of that connection.
+func WithDialer(dial func(ctx context.Context, network, addr string) (net.Conn, error)) Option {
+	return func(o *options) {
+		if dial != nil {
+			o.dial = dial
+		}
+	}
+}
 
 // WithReaderLimits sets the line, message and field limits of the reader.
 func WithReaderLimits(l ReaderLimits) Option { return func(o *options) { o.limits = l } }

@@ -27,6 +27,40 @@ func (e Endpoint) String() string {
 	return s + e.Addr
 }
 
+// DialURL returns the URL that ParseURL turns back into e, secret
+// included: "tcp://" or "tls://", then the percent-escaped user and secret,
+// then Addr. It is for handing an endpoint to something that takes a URL,
+// such as a config file; never log it.
+func (e Endpoint) DialURL() string {
+	s := "tcp://"
+	if e.TLS {
+		s = "tls://"
+	}
+	if e.User != "" || e.Secret != "" {
+		s += escapeUserinfo(e.User) + ":" + escapeUserinfo(e.Secret) + "@"
+	}
+	return s + e.Addr
+}
+
+// escapeUserinfo percent-encodes every byte but the unreserved ones, so
+// any user or secret survives the URL's ':' and '@' separators and
+// ParseURL's decoding.
+func escapeUserinfo(v string) string {
+	const hex = "0123456789ABCDEF"
+	var b strings.Builder
+	for i := 0; i < len(v); i++ {
+		c := v[i]
+		if 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '.' || c == '_' || c == '~' {
+			b.WriteByte(c)
+			continue
+		}
+		b.WriteByte('%')
+		b.WriteByte(hex[c>>4])
+		b.WriteByte(hex[c&15])
+	}
+	return b.String()
+}
+
 // ParseURL parses "host", "host:port", "user:secret@host:port", optionally
 // with a "tcp://" or "tls://" scheme. The port defaults to 5038, or 5039
 // for tls; user and secret are percent-decoded. Its errors never quote the

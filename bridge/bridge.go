@@ -12,7 +12,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"net/url"
 	"regexp"
 	"strings"
 	"sync"
@@ -269,22 +268,7 @@ func withServerDefaults(sc ServerConfig) (ServerConfig, string, amiproto.Endpoin
 	if err := errors.Join(errs...); err != nil {
 		return sc, "", ep, err
 	}
-	return sc, dialURL(ep), ep, nil
-}
-
-// dialURL spells ep back as a URL for amiproto.Dial, with user and secret
-// percent-escaped so that any byte survives Dial's decoding.
-func dialURL(ep amiproto.Endpoint) string {
-	scheme := "tcp://"
-	if ep.TLS {
-		scheme = "tls://"
-	}
-	return scheme + escapeUserinfo(ep.User) + ":" + escapeUserinfo(ep.Secret) + "@" + ep.Addr
-}
-
-func escapeUserinfo(s string) string {
-	// url.QueryEscape writes ' ' as '+', which Dial would not decode back.
-	return strings.ReplaceAll(url.QueryEscape(s), "+", "%20")
+	return sc, ep.DialURL(), ep, nil
 }
 
 // Start registers the micro service and starts one AMI session per PBX. It

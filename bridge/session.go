@@ -99,7 +99,9 @@ func newSession(b *Bridge, sc ServerConfig) (*session, error) {
 		s.dialOpts = append(s.dialOpts, amiproto.WithTLSConfig(sc.TLS))
 	}
 	if sc.PingInterval > 0 {
-		s.dialOpts = append(s.dialOpts, amiproto.WithKeepalive(sc.PingInterval, 0))
+		// Dead after three intervals with an unanswered Ping and no
+		// byte at all from the PBX.
+		s.dialOpts = append(s.dialOpts, amiproto.WithKeepalive(sc.PingInterval, 3*sc.PingInterval))
 	}
 	return s, nil
 }
@@ -212,12 +214,11 @@ func (s *session) readEvents(ctx context.Context, c *amiproto.Client) {
 			s.log.Warn().Err(err).Msg("AMI logoff did not finish")
 		}
 	})
-	// The client hands its events to accept on its reader goroutine; the
-	// channel delivers none and is closed once that reader has stopped, so
-	// the next connection's reader never overlaps with this one. The logoff
-	// above ends the connection.
-	for range c.Events() {
-	}
+	// The client hands its events to accept on its reader goroutine; Done
+	// is closed once that reader has stopped, so the next connection's
+	// reader never overlaps with this one. The logoff above ends the
+	// connection.
+	<-c.Done()
 	if !stop() {
 		<-loggedOff
 	}

@@ -77,7 +77,7 @@ func serveLogin(w *ResponseWriter, r *Request) {
 				ok = strings.EqualFold(r.Get("Key"), hex.EncodeToString(sum[:]))
 			}
 		} else {
-			ok = r.Get("Secret") == u.Secret
+			ok = !srv.cfg.RequireMD5 && r.Get("Secret") == u.Secret
 		}
 	}
 	if !ok {

@@ -24,7 +24,11 @@
 //
 // A session must log in (plain Secret, or MD5 after Challenge) before any
 // action but Login, Challenge and Logoff. A failed login waits
-// Config.AuthFailDelay, answers "Authentication failed" and closes. A user
+// Config.AuthFailDelay, answers "Authentication failed" and closes;
+// Config.RequireMD5 fails a plain-Secret login that way too. With
+// Config.RecordReceived, Received returns every byte clients sent, for
+// assertions on the wire. ServeConn serves a connection the test made
+// itself, such as one end of a net.Pipe. A user
 // without write access may only use the actions Asterisk lists with no
 // privilege (Ping, Events, ListCommands, ...). Actions are answered one at
 // a time, in order. Events reach the sessions whose mask (Login's Events,

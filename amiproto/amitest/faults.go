@@ -21,6 +21,11 @@ type faults struct {
 	batch      int
 	shuffle    bool
 	batchFast  atomic.Int32
+
+	// For tests that must prove nothing was written: writers now held by
+	// a stall, and actions a half-open session has read and dropped.
+	stalledWriters atomic.Int32
+	ignoredInput   atomic.Int64
 }
 
 func (f *faults) init() {
@@ -44,14 +49,17 @@ func (f *faults) waitStall(done <-chan struct{}) bool {
 		changed := f.changed
 		f.mu.Unlock()
 		t := time.NewTimer(d)
+		f.stalledWriters.Add(1)
 		select {
 		case <-t.C:
 		case <-changed:
 			t.Stop()
 		case <-done:
 			t.Stop()
+			f.stalledWriters.Add(-1)
 			return false
 		}
+		f.stalledWriters.Add(-1)
 	}
 }
 

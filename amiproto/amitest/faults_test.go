@@ -76,7 +76,10 @@ func TestFault_Stall(t *testing.T) {
 
 	srv.Stall(time.Hour)
 	c.send("Ping", "ActionID", "p2")
-	if _, err := c.tryRead(50 * time.Millisecond); !isTimeout(err) {
+	// The writer holding p2's answer in the stall proves it has not left;
+	// nothing may be readable then.
+	waitUntil(t, "the answer held by the stall", func() bool { return amitest.StalledWriters(srv) == 1 })
+	if _, err := c.tryRead(time.Millisecond); !isTimeout(err) { // reads what is already there
 		t.Fatalf("answered during a stall: %v", err)
 	}
 	srv.Stall(0)
@@ -175,7 +178,10 @@ func TestFault_HalfOpen(t *testing.T) {
 	c := dialLogin(t, srv)
 	srv.HalfOpen()
 	c.send("Ping", "ActionID", "void")
-	if _, err := c.tryRead(100 * time.Millisecond); !isTimeout(err) {
+	// Once the session has read and dropped the Ping, no answer can come;
+	// nothing may be readable, and the socket is still open.
+	waitUntil(t, "the Ping dropped", func() bool { return amitest.IgnoredInput(srv) == 1 })
+	if _, err := c.tryRead(time.Millisecond); !isTimeout(err) { // reads what is already there
 		t.Fatalf("half-open session answered or closed: %v", err)
 	}
 	c.send("Ping", "ActionID", "still-open") // the socket still takes writes
@@ -223,4 +229,15 @@ func TestWriteTimeout_DropsAClientThatDoesNotRead(t *testing.T) {
 func isTimeout(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// waitUntil polls cond, for at most ioTimeout, for a state the server
+// reaches on its own goroutines.
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(ioTimeout); !cond(); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", ioTimeout, what)
+		}
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"strings"
 	"sync"
@@ -81,6 +82,14 @@ type Config struct {
 	// the close. Zero means 1 s, as in Asterisk; a negative value means no
 	// delay.
 	AuthFailDelay time.Duration
+	// RequireMD5 refuses a Login that is not a Challenge/MD5 one (AuthType
+	// MD5 and a Key): a plain Secret is answered as a wrong one, after
+	// AuthFailDelay with "Authentication failed" and a close. Asterisk
+	// takes both; this lets a test prove that a client set to MD5 never
+	// falls back to sending its secret.
+	RequireMD5 bool
+	// RecordReceived keeps every byte that clients send, for Received.
+	RecordReceived bool
 	// AuthTimeout closes, silently, a connection that has not logged in
 	// after this long. Zero means 30 s (Asterisk's authtimeout); a negative
 	// value disables it.
@@ -126,6 +135,9 @@ type Server struct {
 	faults faults
 	pbx    pbxState
 	tmpl   callTemplates
+
+	recMu    sync.Mutex
+	received []byte // with Config.RecordReceived
 }
 
 // Start listens on cfg.Addr and serves AMI until Close.
@@ -167,6 +179,9 @@ func Start(cfg Config) (*Server, error) {
 		sessions: map[*session]struct{}{},
 		handlers: map[string]Handler{},
 	}
+	if cfg.RecordReceived {
+		s.received = []byte{}
+	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.subs.Store(&[]*session{})
 	s.pbx.init(s.started)
@@ -183,33 +198,15 @@ func (s *Server) Addr() string { return s.ln.Addr().String() }
 // Profile returns the Asterisk generation the server imitates.
 func (s *Server) Profile() Profile { return s.profile }
 
-// URL returns a URL for amiproto.Dial: "user:secret@host:port", with user
-// and secret percent-encoded, and a "tls://" scheme when the server speaks
-// TLS.
-func (s *Server) URL(user, secret string) string {
-	u := escapeUserinfo(user) + ":" + escapeUserinfo(secret) + "@" + s.Addr()
-	if s.cfg.TLS != nil {
-		return "tls://" + u
-	}
-	return u
-}
+// URL returns a URL for amiproto.Dial: "tcp://user:secret@host:port", with
+// user and secret percent-encoded, and a "tls://" scheme when the server
+// speaks TLS. It is Endpoint(user, secret).DialURL().
+func (s *Server) URL(user, secret string) string { return s.Endpoint(user, secret).DialURL() }
 
-// escapeUserinfo percent-encodes every byte but the unreserved ones, so any
-// secret survives the URL's ':' and '@' separators.
-func escapeUserinfo(v string) string {
-	const hex = "0123456789ABCDEF"
-	var b strings.Builder
-	for i := 0; i < len(v); i++ {
-		c := v[i]
-		if 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '.' || c == '_' || c == '~' {
-			b.WriteByte(c)
-			continue
-		}
-		b.WriteByte('%')
-		b.WriteByte(hex[c>>4])
-		b.WriteByte(hex[c&15])
-	}
-	return b.String()
+// Endpoint returns the server's address with user and secret, for
+// amiproto.DialEndpoint.
+func (s *Server) Endpoint(user, secret string) amiproto.Endpoint {
+	return amiproto.Endpoint{TLS: s.cfg.TLS != nil, Addr: s.Addr(), User: user, Secret: secret}
 }
 
 // Close stops listening, drops every connection, stops the call
@@ -254,6 +251,32 @@ func (s *Server) Shutdown(restart bool) {
 	for _, ss := range s.allSessions() {
 		ss.closeAfterFlush()
 	}
+}
+
+// Received returns a copy of every byte clients have sent so far, as read
+// from the sockets, when Config.RecordReceived is set; nil otherwise. The
+// bytes of concurrent sessions are interleaved in read-sized chunks.
+func (s *Server) Received() []byte {
+	s.recMu.Lock()
+	defer s.recMu.Unlock()
+	if s.received == nil {
+		return nil
+	}
+	return append([]byte{}, s.received...)
+}
+
+// recorder is a session's input, recorded into the server's Received.
+type recorder struct {
+	r   io.Reader
+	srv *Server
+}
+
+func (r recorder) Read(p []byte) (int, error) {
+	n, err := r.r.Read(p)
+	r.srv.recMu.Lock()
+	r.srv.received = append(r.srv.received, p[:n]...)
+	r.srv.recMu.Unlock()
+	return n, err
 }
 
 // Sessions returns the number of logged-in sessions.
@@ -311,20 +334,34 @@ func (s *Server) acceptLoop() {
 			}
 			return
 		}
-		ss := newSession(s, conn)
-		s.mu.Lock()
-		if s.ctx.Err() != nil {
-			s.mu.Unlock()
-			conn.Close()
+		if err := s.ServeConn(conn); err != nil {
 			return
 		}
-		s.sessions[ss] = struct{}{}
-		ss.startAuthTimer()
-		s.mu.Unlock()
-		s.wg.Add(2)
-		go ss.readLoop()
-		go ss.writeLoop()
 	}
+}
+
+// ServeConn serves one AMI session on conn, as if the listener had
+// accepted it: one end of a net.Pipe, say, handed to amiproto.WithDialer.
+// It returns at once; the session ends when the client leaves or the server
+// closes. conn is spoken to in clear text even when Config.TLS is set.
+// After Close it closes conn and returns an error.
+func (s *Server) ServeConn(conn net.Conn) error {
+	ss := newSession(s, conn)
+	s.mu.Lock()
+	if s.ctx.Err() != nil {
+		s.mu.Unlock()
+		conn.Close()
+		return errors.New("amitest: server closed")
+	}
+	s.sessions[ss] = struct{}{}
+	ss.startAuthTimer()
+	// Added under s.mu, which Close takes to cancel, so that Close's Wait
+	// never misses a session that is starting.
+	s.wg.Add(2)
+	s.mu.Unlock()
+	go ss.readLoop()
+	go ss.writeLoop()
+	return nil
 }
 
 func (s *Server) allSessions() []*session {

@@ -732,3 +732,22 @@ func TestServer_ShutdownSendsEventThenCloses(t *testing.T) {
 	}
 	dialLogin(t, srv)
 }
+
+func TestServer_RequireMD5RefusesAPlainSecretAndRecordsTheWire(t *testing.T) {
+	srv := start(t, amitest.Config{RequireMD5: true, RecordReceived: true})
+	c := dial(t, srv.Addr())
+	c.send("Login", "Username", "admin", "Secret", "s3cret!")
+	if m := c.readResponse(); m.Name() != "Error" || m.Get("Message") != "Authentication failed" {
+		t.Fatalf("plain login:\n%s", m)
+	}
+	c.expectEOF()
+	if got := string(srv.Received()); !strings.Contains(got, "Secret: s3cret!\r\n") {
+		t.Fatalf("Received() = %q, want the plain login", got)
+	}
+	if srv.Sessions() != 0 {
+		t.Fatalf("%d sessions logged in", srv.Sessions())
+	}
+	if start(t, amitest.Config{}).Received() != nil {
+		t.Fatal("Received() records without RecordReceived")
+	}
+}

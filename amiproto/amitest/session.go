@@ -181,7 +181,11 @@ func (ss *session) readLoop() {
 	ss.srv.logf("amitest: session %d from %s", ss.id, ss.conn.RemoteAddr())
 	ss.enqueue([]byte(ss.srv.profile.Banner() + "\r\n"))
 	defer close(ss.readDone)
-	r := newActionReader(ss.conn)
+	var in io.Reader = ss.conn
+	if ss.srv.cfg.RecordReceived {
+		in = recorder{r: ss.conn, srv: ss.srv}
+	}
+	r := newActionReader(in)
 	for {
 		a, err := r.next()
 		if err != nil {
@@ -194,7 +198,11 @@ func (ss *session) readLoop() {
 		// A closing session keeps reading, and ignoring, what the client
 		// still sends, so that its close is a FIN and not a reset that
 		// could destroy the last answer in the client's buffer.
-		if ss.halfOpen.Load() || ss.closing() {
+		if ss.halfOpen.Load() {
+			ss.srv.faults.ignoredInput.Add(1)
+			continue
+		}
+		if ss.closing() {
 			continue
 		}
 		ss.process(a)
