@@ -30,33 +30,63 @@ type embeddedOptions struct {
 	Listen    string // host:port, port 0 for a free one; "" for in-process only
 	StoreDir  string
 	JetStream bool
+	Domain    string // JetStream domain; "" for none
 	User      string
 	Password  string
 	Token     string
+	// Leafnodes are the hubs the server connects to as a leaf node. Their
+	// URLs hold the passwords: they go to nats-server and nowhere else.
+	Leafnodes []*server.RemoteLeafOpts
 }
 
-func embeddedFromConfig(c *config.Config) embeddedOptions {
-	return embeddedOptions{
-		Listen:    c.NATS.Embedded.Listen,
-		StoreDir:  c.NATS.Embedded.StoreDir,
+func embeddedFromConfig(c *config.Config) (embeddedOptions, error) {
+	e := c.NATS.Embedded
+	o := embeddedOptions{
+		Listen:    e.Listen,
+		StoreDir:  e.StoreDir,
 		JetStream: c.JetStream.Enabled,
+		Domain:    e.Domain,
 		User:      c.NATS.User,
 		Password:  c.NATS.Password.Reveal(),
 		Token:     c.NATS.Token.Reveal(),
 	}
+	for _, r := range e.Leafnodes.Remotes {
+		urls, err := r.ParseURLs()
+		if err != nil {
+			return o, err
+		}
+		o.Leafnodes = append(o.Leafnodes, &server.RemoteLeafOpts{
+			URLs:        urls,
+			Credentials: r.CredsFile,
+			TLS:         r.ClientTLS != nil,
+			TLSConfig:   r.ClientTLS,
+		})
+	}
+	return o, nil
+}
+
+// embeddedServerName names the embedded server after its domain: the
+// servers of one NATS system, hub and leaf nodes, should differ by name.
+func embeddedServerName(domain string) string {
+	if domain == "" {
+		return "ami-bridge"
+	}
+	return "ami-bridge-" + domain
 }
 
 // startEmbedded starts an in-process nats-server and waits until it
 // accepts clients.
 func startEmbedded(o embeddedOptions, log zerolog.Logger) (*server.Server, error) {
 	opts := &server.Options{
-		ServerName:    "ami-bridge",
-		NoSigs:        true, // the process handles its own signals
-		JetStream:     o.JetStream,
-		StoreDir:      o.StoreDir,
-		Username:      o.User,
-		Password:      o.Password,
-		Authorization: o.Token,
+		ServerName:      embeddedServerName(o.Domain),
+		NoSigs:          true, // the process handles its own signals
+		JetStream:       o.JetStream,
+		JetStreamDomain: o.Domain,
+		StoreDir:        o.StoreDir,
+		Username:        o.User,
+		Password:        o.Password,
+		Authorization:   o.Token,
+		LeafNode:        server.LeafNodeOpts{Remotes: o.Leafnodes},
 	}
 	if o.Listen == "" {
 		opts.DontListen = true
@@ -112,6 +142,41 @@ func embeddedURL(ns *server.Server) string {
 		return "in-process"
 	}
 	return ns.ClientURL()
+}
+
+// leafnodeWatchInterval is how often watchLeafnodes looks at the links:
+// nats-server has no callback for a leafnode connection.
+const leafnodeWatchInterval = time.Second
+
+// watchLeafnodes logs every change in the number of ns's leafnode
+// connections until ctx ends: whether a site is linked to its hub is
+// the first question in a WAN cut.
+func watchLeafnodes(ctx context.Context, ns *server.Server, remotes int, log zerolog.Logger) {
+	t := time.NewTicker(leafnodeWatchInterval)
+	defer t.Stop()
+	last := 0
+	for {
+		if n := ns.NumLeafNodes(); n != last {
+			ev := log.Info()
+			if n < last {
+				ev = log.Warn()
+			}
+			ev.Int("leafnodes_connected", n).Int("leafnode_remotes", remotes).Msg(leafnodeChange(last, n))
+			last = n
+		}
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+func leafnodeChange(before, now int) string {
+	if now > before {
+		return "leafnode connected"
+	}
+	return "leafnode disconnected"
 }
 
 // natsServerLogger routes nats-server's log into zerolog. Its notices are
