@@ -16,6 +16,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/ami-bridge/ami-bridge/cmd/ami-bridge/internal/config"
+	"github.com/ami-bridge/ami-bridge/subjects"
 )
 
 // embeddedReadyTimeout bounds the embedded server's start-up.
@@ -55,12 +56,19 @@ func embeddedFromConfig(c *config.Config) (embeddedOptions, error) {
 		if err != nil {
 			return o, err
 		}
-		o.Leafnodes = append(o.Leafnodes, &server.RemoteLeafOpts{
+		rl := &server.RemoteLeafOpts{
 			URLs:        urls,
 			Credentials: r.CredsFile,
 			TLS:         r.ClientTLS != nil,
 			TLSConfig:   r.ClientTLS,
-		})
+		}
+		if c.JetStream.Enabled {
+			// The site's stream listens on every PBX's events: without
+			// this, the hub would pass it the other sites' events too, and
+			// a hub sourcing every site would hold them twice.
+			rl.DenyImports = []string{subjects.AllEvents(c.NATS.Prefix)}
+		}
+		o.Leafnodes = append(o.Leafnodes, rl)
 	}
 	return o, nil
 }
