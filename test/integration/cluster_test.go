@@ -200,7 +200,7 @@ func TestChaos_ClusterNodeStops(t *testing.T) {
 	waitStreamMsgs(t, js, "IT_CLUSTER", uint64(sent+loginEvents), storeStall)
 	st := readStream(t, js, "IT_CLUSTER")
 	st.checkIDs(t)
-	t.Log(st.check(t, "c1", sent))
+	st.check(t, "c1", sent)
 	t.Log(finalStatus(w, b, "c1"))
 }
 

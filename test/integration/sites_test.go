@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -212,14 +215,29 @@ func TestChaos_SitesBufferThroughWANCut(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), replyTimeout)
 	defer cancel()
-	// The hub's stream: sources only, no subjects of its own, or it would
-	// store what crosses the leaf links besides what it sources.
-	var sources []*jetstream.StreamSource
+	// The hub's stream, created as README "Deployments" shows: sources
+	// only, no subjects of its own, or it would store what crosses the
+	// leaf links besides what it sources.
+	var sources []string
 	for _, s := range sites {
-		sources = append(sources, &jetstream.StreamSource{Name: siteStream, Domain: s.domain})
+		sources = append(sources, fmt.Sprintf(`{"name": %q, "external": {"api": "$JS.%s.API"}}`, siteStream, s.domain))
 	}
-	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: hubStream, Sources: sources, Storage: jetstream.FileStorage}); err != nil {
-		t.Fatalf("create the hub's stream: %v", err)
+	hubConfig := filepath.Join(w.dir, "ami-all.json")
+	if err := os.WriteFile(hubConfig, []byte(fmt.Sprintf(`{
+  "name": %q,
+  "storage": "file",
+  "retention": "limits",
+  "discard": "old",
+  "max_age": 604800000000000,
+  "duplicate_window": 120000000000,
+  "num_replicas": 1,
+  "sources": [%s]
+}`, hubStream, strings.Join(sources, ", "))), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	newCLI(w).run(t, "--js-domain", "hub", "stream", "add", hubStream, "--config", hubConfig)
+	if s, err := js.Stream(ctx, hubStream); err != nil || len(s.CachedInfo().Config.Sources) != len(sites) {
+		t.Fatalf("the hub's stream after nats stream add: %v", err)
 	}
 
 	begin := time.Now()
@@ -261,7 +279,7 @@ func TestChaos_SitesBufferThroughWANCut(t *testing.T) {
 	st := readStream(t, js, hubStream)
 	st.checkIDs(t)
 	for _, s := range sites {
-		t.Log(st.check(t, s.name, sent[s.name]))
+		st.check(t, s.name, sent[s.name])
 		s.local.waitSeq(t, s.name, uint64(sent[s.name]+loginEvents))
 	}
 }
