@@ -39,6 +39,8 @@ type leafRemoteConfig struct {
 
 // The sites chaos runs: two sites of about 1,000 events/s each; the full
 // one cuts the hub off for 30 s as issue 8 asks, the short one for 3 s.
+// The cut is the link's: a hub that restarts instead comes back to its
+// sources only after nats-server's retry backoff (10 s, 20 s, …).
 var (
 	sitesFull  = chaosLoad{callsPerSecond: 45, duration: 45 * time.Second, cutAt: 5 * time.Second, cut: 30 * time.Second}
 	sitesShort = chaosLoad{callsPerSecond: 45, duration: 6 * time.Second, cutAt: 1500 * time.Millisecond, cut: 3 * time.Second}
@@ -172,13 +174,14 @@ func (s *site) localEvents() int64 {
 // TestChaos_SitesBufferThroughWANCut runs two sites, each a bridge whose
 // embedded server is a leaf node of a hub in its own JetStream domain,
 // with its own PBX and its own stream. The hub holds one stream that
-// sources both sites' streams across domains. Under load the hub stops
-// (the WAN cut) and comes back on the same ports. Meanwhile a core NATS
-// subscriber at each site keeps receiving its site's events. In the end
-// the hub's stream holds every call event both PBXes sent, each once, in
-// Ami-Seq order per PBX.
+// sources both sites' streams across domains, created with the nats CLI
+// from the JSON file of README "Deployments". Under load the WAN link
+// between the sites and the hub (a loopback proxy) is cut, then comes
+// back on the same address. Meanwhile a core NATS subscriber at each site
+// keeps receiving its site's events. In the end the hub's stream holds
+// every call event both PBXes sent, each once, in Ami-Seq order per PBX.
 //
-// The short version (default) cuts the hub off for 3 s; AMI_CHAOS=1 for
+// The short version (default) cuts the link for 3 s; AMI_CHAOS=1 for
 // 30 s.
 func TestChaos_SitesBufferThroughWANCut(t *testing.T) {
 	load := sitesShort
