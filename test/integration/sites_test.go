@@ -72,7 +72,6 @@ func (w *world) startSite(name, hubAddr, leafPass string) *site {
 	s.pbx = w.startPBX(name, amitest.Config{Profile: amitest.Asterisk22})
 	listen := deadAddr(w.t)
 	cfg := w.config(w.serverFor(name, s.pbx, viaEnv))
-	cfg.Log.Level = "info"
 	cfg.NATS = natsConfig{Embedded: &embeddedConfig{
 		Listen:   listen,
 		StoreDir: w.t.TempDir(),
