@@ -198,6 +198,16 @@ func (n natsServerLogger) Errorf(f string, v ...any)  { n.l.Error().Msgf(f, v...
 func (n natsServerLogger) Debugf(f string, v ...any)  { n.l.Trace().Msgf(f, v...) }
 func (n natsServerLogger) Tracef(f string, v ...any)  { n.l.Trace().Msgf(f, v...) }
 
+// A NATS server that stops answering without closing the connection (power
+// lost, a link dropped silently) is found out by pings: after
+// natsMaxPingsOut unanswered ones, about 10 to 15 s, the connection goes
+// to the next URL. nats.go's default, 2 min per ping, would let the event
+// buffer (65,536 per PBX, half a minute at 2,000 events/s) overflow first.
+const (
+	natsPingInterval = 5 * time.Second
+	natsMaxPingsOut  = 2
+)
+
 // natsConn is a NATS connection and the means to wait for its end.
 type natsConn struct {
 	*nats.Conn
@@ -221,6 +231,8 @@ func connectNATS(ctx context.Context, c config.NATS, drainTimeout time.Duration,
 		nats.Name("ami-bridge"),
 		nats.MaxReconnects(-1),
 		nats.RetryOnFailedConnect(true),
+		nats.PingInterval(natsPingInterval),
+		nats.MaxPingsOutstanding(natsMaxPingsOut),
 		nats.IgnoreAuthErrorAbort(), // keep trying: the server may be mid-reload
 		nats.DrainTimeout(drainTimeout),
 		nats.ConnectHandler(func(*nats.Conn) { markConnected() }),

@@ -3,11 +3,11 @@ package integration
 import (
 	"context"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -279,11 +279,15 @@ func finalStatus(w *world, b *bridgeProc, server string) string {
 
 // wanLink is a TCP proxy on loopback between the sites and the hub's
 // leafnode port: cut drops every connection and refuses new ones, up
-// lets them through again on the same address, as a WAN link would.
+// lets them through again on the same address, as a WAN link would;
+// silence keeps the connections open but lets no byte through, as a
+// server that lost power or a link that dropped without a word would.
 type wanLink struct {
 	t      *testing.T
 	addr   string // where the sites connect
 	target string // the hub's leafnode address
+
+	silent atomic.Bool // bytes read are dropped, not forwarded
 
 	mu    sync.Mutex
 	ln    net.Listener // nil while cut
@@ -346,9 +350,32 @@ func (l *wanLink) accept(ln net.Listener) {
 
 func (l *wanLink) pipe(dst, src net.Conn) {
 	defer l.wg.Done()
-	io.Copy(dst, src)
-	dst.Close()
-	src.Close()
+	defer src.Close()
+	defer dst.Close()
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 && !l.silent.Load() {
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// silence stops every byte through the link, both ways, without closing
+// a connection.
+func (l *wanLink) silence() { l.silent.Store(true) }
+
+// connections returns how many connections the link has carried since
+// it last came up.
+func (l *wanLink) connections() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.conns) / 2
 }
 
 // cut drops the link: the listener and every connection through it.
