@@ -170,15 +170,9 @@ func TestChaos_ClusterNodeStops(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), replyTimeout)
-	defer cancel()
-	stream, err := js.Stream(ctx, "IT_CLUSTER")
-	if err != nil {
-		t.Fatal(err)
-	}
-	info := stream.CachedInfo()
-	if info.Config.Replicas != 3 || info.Cluster == nil {
-		t.Fatalf("the bridge created the stream with %d replicas (cluster %+v), want 3", info.Config.Replicas, info.Cluster)
+	info := streamWithLeader(t, js, "IT_CLUSTER")
+	if info.Config.Replicas != 3 {
+		t.Fatalf("the bridge created the stream with %d replicas, want 3", info.Config.Replicas)
 	}
 	victim := c.pick(t, kind, info.Cluster.Leader)
 
@@ -202,6 +196,27 @@ func TestChaos_ClusterNodeStops(t *testing.T) {
 	st.checkIDs(t)
 	st.check(t, "c1", sent)
 	t.Log(finalStatus(w, b, "c1"))
+}
+
+// streamWithLeader returns the info of stream once it has a leader: a
+// stream just created may not have elected one yet.
+func streamWithLeader(t *testing.T, js jetstream.JetStream, stream string) *jetstream.StreamInfo {
+	t.Helper()
+	deadline := time.Now().Add(readyTimeout)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		s, err := js.Stream(ctx, stream)
+		cancel()
+		if err == nil {
+			if info := s.CachedInfo(); info.Cluster != nil && info.Cluster.Leader != "" {
+				return info
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("stream %s has no leader after %v (last error %v)", stream, readyTimeout, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 // pick returns the node to stop: kind is "bridge", "leader" or "follower".
