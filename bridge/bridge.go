@@ -51,6 +51,10 @@ type JetStreamOptions struct {
 	MaxAge     time.Duration // default 24h
 	Duplicates time.Duration // dedupe window, default 2m
 	MaxPending int           // in-flight acks, default 4096
+	// Replicas of the stream when the bridge creates it, default 1; more
+	// need a NATS cluster of at least that many servers. An existing
+	// stream keeps its own.
+	Replicas int
 }
 
 // Options apply to every PBX of a Bridge.
@@ -80,8 +84,12 @@ const (
 	DefaultStreamMaxAge     = 24 * time.Hour
 	DefaultDuplicates       = 2 * time.Minute
 	DefaultMaxPending       = 4096
+	DefaultReplicas         = 1
 	DefaultMaxInflight      = 1024
 )
+
+// MaxReplicas is the most replicas JetStream gives a stream.
+const MaxReplicas = 5
 
 // The micro service every Bridge registers.
 const (
@@ -208,8 +216,14 @@ func withOptionDefaults(o Options) (Options, error) {
 	if js.MaxPending == 0 {
 		js.MaxPending = DefaultMaxPending
 	}
+	if js.Replicas == 0 {
+		js.Replicas = DefaultReplicas
+	}
 	if js.MaxAge < 0 || js.Duplicates < 0 || js.MaxPending < 0 {
 		errs = append(errs, errors.New("jetstream max age, duplicates window and max pending must be positive"))
+	}
+	if js.Replicas < 0 || js.Replicas > MaxReplicas {
+		errs = append(errs, fmt.Errorf("jetstream replicas %d: want 1 to %d", js.Replicas, MaxReplicas))
 	}
 	if js.Enabled && js.Duplicates > js.MaxAge {
 		errs = append(errs, fmt.Errorf("jetstream duplicates window %v is longer than max age %v", js.Duplicates, js.MaxAge))
@@ -369,11 +383,12 @@ func (b *Bridge) setupJetStream(ctx context.Context) error {
 			MaxAge:      o.MaxAge,
 			Duplicates:  o.Duplicates,
 			Storage:     jetstream.FileStorage,
+			Replicas:    o.Replicas,
 		})
 		if err != nil {
 			return fmt.Errorf("bridge: create stream %s: %w", o.Stream, err)
 		}
-		b.log.Info().Str("stream", o.Stream).Str("subjects", want).Msg("created JetStream stream")
+		b.log.Info().Str("stream", o.Stream).Str("subjects", want).Int("replicas", o.Replicas).Msg("created JetStream stream")
 	case err != nil:
 		return fmt.Errorf("bridge: look up stream %s: %w", o.Stream, err)
 	default:
@@ -384,6 +399,13 @@ func (b *Bridge) setupJetStream(ctx context.Context) error {
 			b.log.Warn().Str("stream", o.Stream).Strs("stream_subjects", cfg.Subjects).Str("want", want).
 				Msg("existing JetStream stream does not list the event subjects; publishes may fail")
 		}
+		// Changing replicas moves data between servers: the operator's
+		// call (nats stream edit --replicas), not the bridge's.
+		if cfg.Replicas != o.Replicas {
+			b.log.Warn().Str("stream", o.Stream).Int("replicas", cfg.Replicas).Int("want", o.Replicas).
+				Msg("existing JetStream stream has other replicas than jetstream.replicas; it is used as it is")
+		}
+		b.log.Info().Str("stream", o.Stream).Int("replicas", cfg.Replicas).Msg("using existing JetStream stream")
 	}
 	b.js = js
 	return nil

@@ -7,6 +7,7 @@ import (
 	"os"
 	"runtime/pprof"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -111,5 +112,48 @@ func TestBridge_JetStream(t *testing.T) {
 	st = waitStatus(t, b, func(st Status) bool { return *st.JSFailures == 1 })
 	if st.EventsPublished != n {
 		t.Errorf("events_published %d after a failure, want %d", st.EventsPublished, n)
+	}
+}
+
+// TestBridge_JetStreamReplicas: the stream the bridge creates asks for
+// JetStreamOptions.Replicas, which a single server refuses for 3; an
+// existing stream with other replicas is used as it is, with a warning.
+func TestBridge_JetStreamReplicas(t *testing.T) {
+	ns := startNATS(t, natsOptions{jetStream: true})
+	nc, cc := connect(t, ns), connect(t, ns)
+	pbx := startPBX(t, amitest.Config{})
+	opts := Options{JetStream: JetStreamOptions{Enabled: true, Replicas: 3}}
+
+	b, err := New(nc, []ServerConfig{fastServer("pbx1", pbx)}, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), waitTime)
+	defer cancel()
+	if err := b.Start(ctx); err == nil {
+		t.Fatal("Start created an R3 stream on a single server; want the server's refusal")
+	}
+
+	js, err := jetstream.New(cc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: DefaultStream, Subjects: []string{subjects.AllEvents("ami")}}); err != nil {
+		t.Fatal(err)
+	}
+	_, logs := startBridge(t, nc, []ServerConfig{fastServer("pbx1", pbx)}, opts)
+	if !strings.Contains(logs.String(), "existing JetStream stream has other replicas") {
+		t.Errorf("no warning about the existing stream's replicas in the log:\n%s", logs)
+	}
+	info, err := js.Stream(ctx, DefaultStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := info.CachedInfo().Config.Replicas; r != 1 {
+		t.Errorf("the existing stream has %d replicas after Start, want its own 1", r)
+	}
+
+	if _, err := New(nc, []ServerConfig{fastServer("pbx1", pbx)}, Options{JetStream: JetStreamOptions{Replicas: MaxReplicas + 1}}); err == nil {
+		t.Errorf("New took %d replicas", MaxReplicas+1)
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/ami-bridge/ami-bridge/cmd/ami-bridge/internal/config"
+	"github.com/ami-bridge/ami-bridge/subjects"
 )
 
 // embeddedReadyTimeout bounds the embedded server's start-up.
@@ -30,33 +31,70 @@ type embeddedOptions struct {
 	Listen    string // host:port, port 0 for a free one; "" for in-process only
 	StoreDir  string
 	JetStream bool
+	Domain    string // JetStream domain; "" for none
 	User      string
 	Password  string
 	Token     string
+	// Leafnodes are the hubs the server connects to as a leaf node. Their
+	// URLs hold the passwords: they go to nats-server and nowhere else.
+	Leafnodes []*server.RemoteLeafOpts
 }
 
-func embeddedFromConfig(c *config.Config) embeddedOptions {
-	return embeddedOptions{
-		Listen:    c.NATS.Embedded.Listen,
-		StoreDir:  c.NATS.Embedded.StoreDir,
+func embeddedFromConfig(c *config.Config) (embeddedOptions, error) {
+	e := c.NATS.Embedded
+	o := embeddedOptions{
+		Listen:    e.Listen,
+		StoreDir:  e.StoreDir,
 		JetStream: c.JetStream.Enabled,
+		Domain:    e.Domain,
 		User:      c.NATS.User,
 		Password:  c.NATS.Password.Reveal(),
 		Token:     c.NATS.Token.Reveal(),
 	}
+	for _, r := range e.Leafnodes.Remotes {
+		urls, err := r.ParseURLs()
+		if err != nil {
+			return o, err
+		}
+		rl := &server.RemoteLeafOpts{
+			URLs:        urls,
+			Credentials: r.CredsFile,
+			TLS:         r.ClientTLS != nil,
+			TLSConfig:   r.ClientTLS,
+		}
+		if c.JetStream.Enabled {
+			// The site's stream listens on every PBX's events: without
+			// this, the hub would pass it the other sites' events too, and
+			// a hub sourcing every site would hold them twice.
+			rl.DenyImports = []string{subjects.AllEvents(c.NATS.Prefix)}
+		}
+		o.Leafnodes = append(o.Leafnodes, rl)
+	}
+	return o, nil
+}
+
+// embeddedServerName names the embedded server after its domain: the
+// servers of one NATS system, hub and leaf nodes, should differ by name.
+func embeddedServerName(domain string) string {
+	if domain == "" {
+		return "ami-bridge"
+	}
+	return "ami-bridge-" + domain
 }
 
 // startEmbedded starts an in-process nats-server and waits until it
 // accepts clients.
 func startEmbedded(o embeddedOptions, log zerolog.Logger) (*server.Server, error) {
 	opts := &server.Options{
-		ServerName:    "ami-bridge",
-		NoSigs:        true, // the process handles its own signals
-		JetStream:     o.JetStream,
-		StoreDir:      o.StoreDir,
-		Username:      o.User,
-		Password:      o.Password,
-		Authorization: o.Token,
+		ServerName:      embeddedServerName(o.Domain),
+		NoSigs:          true, // the process handles its own signals
+		JetStream:       o.JetStream,
+		JetStreamDomain: o.Domain,
+		StoreDir:        o.StoreDir,
+		Username:        o.User,
+		Password:        o.Password,
+		Authorization:   o.Token,
+		LeafNode:        server.LeafNodeOpts{Remotes: o.Leafnodes},
 	}
 	if o.Listen == "" {
 		opts.DontListen = true
@@ -114,6 +152,41 @@ func embeddedURL(ns *server.Server) string {
 	return ns.ClientURL()
 }
 
+// leafnodeWatchInterval is how often watchLeafnodes looks at the links:
+// nats-server has no callback for a leafnode connection.
+const leafnodeWatchInterval = time.Second
+
+// watchLeafnodes logs every change in the number of ns's leafnode
+// connections until ctx ends: whether a site is linked to its hub is
+// the first question in a WAN cut.
+func watchLeafnodes(ctx context.Context, ns *server.Server, remotes int, log zerolog.Logger) {
+	t := time.NewTicker(leafnodeWatchInterval)
+	defer t.Stop()
+	last := 0
+	for {
+		if n := ns.NumLeafNodes(); n != last {
+			ev := log.Info()
+			if n < last {
+				ev = log.Warn()
+			}
+			ev.Int("leafnodes_connected", n).Int("leafnode_remotes", remotes).Msg(leafnodeChange(last, n))
+			last = n
+		}
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+func leafnodeChange(before, now int) string {
+	if now > before {
+		return "leafnode connected"
+	}
+	return "leafnode disconnected"
+}
+
 // natsServerLogger routes nats-server's log into zerolog. Its notices are
 // start-up chatter, so they go to debug; Fatalf must not exit the process.
 type natsServerLogger struct{ l zerolog.Logger }
@@ -124,6 +197,16 @@ func (n natsServerLogger) Fatalf(f string, v ...any)  { n.l.Error().Msgf(f, v...
 func (n natsServerLogger) Errorf(f string, v ...any)  { n.l.Error().Msgf(f, v...) }
 func (n natsServerLogger) Debugf(f string, v ...any)  { n.l.Trace().Msgf(f, v...) }
 func (n natsServerLogger) Tracef(f string, v ...any)  { n.l.Trace().Msgf(f, v...) }
+
+// A NATS server that stops answering without closing the connection (power
+// lost, a link dropped silently) is found out by pings: after
+// natsMaxPingsOut unanswered ones, about 10 to 15 s, the connection goes
+// to the next URL. nats.go's default, 2 min per ping, would let the event
+// buffer (65,536 per PBX, half a minute at 2,000 events/s) overflow first.
+const (
+	natsPingInterval = 5 * time.Second
+	natsMaxPingsOut  = 2
+)
 
 // natsConn is a NATS connection and the means to wait for its end.
 type natsConn struct {
@@ -148,6 +231,8 @@ func connectNATS(ctx context.Context, c config.NATS, drainTimeout time.Duration,
 		nats.Name("ami-bridge"),
 		nats.MaxReconnects(-1),
 		nats.RetryOnFailedConnect(true),
+		nats.PingInterval(natsPingInterval),
+		nats.MaxPingsOutstanding(natsMaxPingsOut),
 		nats.IgnoreAuthErrorAbort(), // keep trying: the server may be mid-reload
 		nats.DrainTimeout(drainTimeout),
 		nats.ConnectHandler(func(*nats.Conn) { markConnected() }),

@@ -97,7 +97,7 @@ func run(ctx context.Context, cfg *config.Config, log zerolog.Logger) error {
 	// once when it is back, not at the next interval.
 	st.nc.onReconnect(b.PublishStatus)
 	ops.attach(b, st.nc.Conn)
-	log.Info().Str("nats_url", st.url).Str("prefix", cfg.NATS.Prefix).Msg("ready")
+	log.Info().Str("nats_url", st.url).Str("prefix", cfg.NATS.Prefix).Str("topology", topologyOf(cfg)).Msg("ready")
 
 	<-ctx.Done()
 	log.Info().Stringer("timeout", cfg.ShutdownTimeout).Msg("shutting down")
@@ -120,12 +120,31 @@ type natsStack struct {
 	ns  *server.Server // nil when NATS is external
 	nc  *natsConn
 	url string // for the "ready" line: the connected URL (redacted), the embedded server's client URL, or "in-process"
+
+	stopWatch func() // stops the leafnode watcher and waits for it; nil when none runs
+}
+
+// topologyOf names the NATS layout of cfg for the "ready" line: the
+// embedded server alone, the embedded server as a leaf node of a hub, or
+// external servers (one, or a cluster: the stream's replicas tell).
+func topologyOf(cfg *config.Config) string {
+	switch {
+	case cfg.NATS.URL != "":
+		return "external"
+	case len(cfg.NATS.Embedded.Leafnodes.Remotes) > 0:
+		return "leafnode"
+	}
+	return "embedded"
 }
 
 func startNATS(ctx context.Context, cfg *config.Config, log zerolog.Logger) (*natsStack, error) {
 	st := &natsStack{}
 	if cfg.NATS.URL == "" {
-		ns, err := startEmbedded(embeddedFromConfig(cfg), log)
+		eo, err := embeddedFromConfig(cfg)
+		if err != nil {
+			return nil, err
+		}
+		ns, err := startEmbedded(eo, log)
 		if err != nil {
 			if errors.Is(err, ErrAddrInUse) {
 				err = fmt.Errorf("%w; set nats.embedded.listen (--nats-listen) to a free address, 127.0.0.1:0 for any, or \"\" for in-process only, or nats.url to use that server", err)
@@ -135,9 +154,12 @@ func startNATS(ctx context.Context, cfg *config.Config, log zerolog.Logger) (*na
 		st.ns, st.url = ns, embeddedURL(ns)
 		ev := log.Info().Str("nats_url", st.url).Bool("jetstream", cfg.JetStream.Enabled)
 		if cfg.JetStream.Enabled {
-			ev = ev.Str("store_dir", ns.JetStreamConfig().StoreDir)
+			ev = ev.Str("store_dir", ns.JetStreamConfig().StoreDir).Str("jetstream_domain", eo.Domain)
 		}
-		ev.Msg("embedded NATS server started")
+		ev.Int("leafnode_remotes", len(eo.Leafnodes)).Msg("embedded NATS server started")
+		if len(eo.Leafnodes) > 0 {
+			st.watchLeafnodes(len(eo.Leafnodes), log)
+		}
 		nc, err := connectNATS(ctx, cfg.NATS, cfg.ShutdownTimeout, ns, log)
 		if err != nil {
 			st.stopServer(log)
@@ -155,7 +177,28 @@ func startNATS(ctx context.Context, cfg *config.Config, log zerolog.Logger) (*na
 	return st, nil
 }
 
+// watchLeafnodes logs the leafnode links of the embedded server as they
+// come and go, until stopServer.
+func (st *natsStack) watchLeafnodes(remotes int, log zerolog.Logger) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	ns := st.ns
+	// Owned by st: stopServer cancels it and waits for it.
+	go func() {
+		defer close(done)
+		watchLeafnodes(ctx, ns, remotes, log)
+	}()
+	st.stopWatch = func() {
+		cancel()
+		<-done
+	}
+}
+
 func (st *natsStack) stopServer(log zerolog.Logger) {
+	if st.stopWatch != nil {
+		st.stopWatch()
+		st.stopWatch = nil
+	}
 	if st.ns == nil {
 		return
 	}
@@ -197,6 +240,7 @@ func bridgeOptions(cfg *config.Config, log zerolog.Logger) bridge.Options {
 			MaxAge:     cfg.JetStream.MaxAge,
 			Duplicates: cfg.JetStream.Duplicates,
 			MaxPending: cfg.JetStream.MaxPending,
+			Replicas:   cfg.JetStream.Replicas,
 		},
 		Version: serviceVersion(versionString()),
 		Logger:  log,

@@ -31,10 +31,11 @@ type bridgeConfig struct {
 }
 
 type natsConfig struct {
-	URL      string `yaml:"url"`
-	Prefix   string `yaml:"prefix,omitempty"`
-	User     string `yaml:"user,omitempty"`
-	Password string `yaml:"password,omitempty"`
+	URL      string          `yaml:"url"`
+	Prefix   string          `yaml:"prefix,omitempty"`
+	User     string          `yaml:"user,omitempty"`
+	Password string          `yaml:"password,omitempty"`
+	Embedded *embeddedConfig `yaml:"embedded,omitempty"`
 }
 
 type serverConfig struct {
@@ -78,6 +79,7 @@ type jetStreamConf struct {
 	Stream     string `yaml:"stream,omitempty"`
 	MaxAge     string `yaml:"max_age,omitempty"`
 	Duplicates string `yaml:"duplicates,omitempty"`
+	Replicas   int    `yaml:"replicas,omitempty"`
 }
 
 // secretVia says how the bridge gets a PBX's secret.

@@ -44,6 +44,13 @@ type NATS struct {
 type Embedded struct {
 	Listen   string `koanf:"listen"`    // host:port; empty: in-process clients only
 	StoreDir string `koanf:"store_dir"` // JetStream storage; empty: a temporary directory
+
+	// Domain is the JetStream domain of the embedded server: the site's
+	// own, so a hub can tell its stream from every other site's.
+	Domain string `koanf:"domain"`
+	// Leafnodes makes the embedded server a leaf node of a hub (see
+	// nats_embedded.go).
+	Leafnodes Leafnodes `koanf:"leafnodes"`
 }
 
 // TLS names the files and checks of a TLS client connection.
@@ -64,6 +71,7 @@ type JetStream struct {
 	MaxAge     time.Duration `koanf:"max_age"`
 	Duplicates time.Duration `koanf:"duplicates"`
 	MaxPending int           `koanf:"max_pending"`
+	Replicas   int           `koanf:"replicas"` // of the stream the bridge creates; more than 1 needs a cluster
 }
 
 // Server is one PBX.
@@ -174,6 +182,7 @@ const (
 	DefaultMaxAge           = bridge.DefaultStreamMaxAge
 	DefaultDuplicates       = bridge.DefaultDuplicates
 	DefaultMaxPending       = bridge.DefaultMaxPending
+	DefaultReplicas         = bridge.DefaultReplicas
 	DefaultAuth             = "plain"
 	DefaultActionTimeout    = bridge.DefaultActionTimeout
 	DefaultMaxActionTimeout = bridge.DefaultMaxActionTimeout
@@ -200,6 +209,7 @@ func Default() Config {
 			MaxAge:     DefaultMaxAge,
 			Duplicates: DefaultDuplicates,
 			MaxPending: DefaultMaxPending,
+			Replicas:   DefaultReplicas,
 		},
 		Log:             Log{Level: DefaultLogLevel, Format: DefaultLogFormat},
 		HTTP:            HTTP{Ready: DefaultHTTPReady},

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -74,7 +75,7 @@ func TestLoad_Defaults(t *testing.T) {
 	if cfg.NATS.URL != "" || cfg.NATS.Embedded.Listen != "127.0.0.1:4222" || cfg.NATS.Embedded.StoreDir != "" || cfg.NATS.Prefix != "ami" {
 		t.Errorf("nats = %+v", cfg.NATS)
 	}
-	wantJS := JetStream{Enabled: false, Stream: "AMI_EVENTS", MaxAge: 24 * time.Hour, Duplicates: 2 * time.Minute, MaxPending: 4096}
+	wantJS := JetStream{Enabled: false, Stream: "AMI_EVENTS", MaxAge: 24 * time.Hour, Duplicates: 2 * time.Minute, MaxPending: 4096, Replicas: 1}
 	if cfg.JetStream != wantJS {
 		t.Errorf("jetstream = %+v, want %+v", cfg.JetStream, wantJS)
 	}
@@ -573,7 +574,7 @@ func TestExampleConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	def := Default()
-	if cfg.NATS.URL != def.NATS.URL || cfg.NATS.Embedded != def.NATS.Embedded || cfg.NATS.Prefix != def.NATS.Prefix ||
+	if cfg.NATS.URL != def.NATS.URL || !reflect.DeepEqual(cfg.NATS.Embedded, def.NATS.Embedded) || cfg.NATS.Prefix != def.NATS.Prefix ||
 		cfg.JetStream != def.JetStream || cfg.Log != def.Log || cfg.ShutdownTimeout != def.ShutdownTimeout {
 		t.Errorf("example differs from the defaults:\n got %+v\nwant %+v", cfg, def)
 	}

@@ -18,6 +18,7 @@ func secretsOf(c *Config, lookupEnv func(string) (string, bool)) []string {
 	for _, u := range strings.Split(string(c.NATS.URL), ",") {
 		out = append(out, userinfoSecret(u, true))
 	}
+	out = append(out, c.NATS.Embedded.Leafnodes.secrets()...)
 	for _, s := range c.Servers {
 		out = append(out, string(s.Secret), userinfoSecret(string(s.URL), false))
 		if s.SecretEnv != "" {

@@ -1,0 +1,109 @@
+package main
+
+import (
+	"net"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/rs/zerolog"
+
+	"github.com/ami-bridge/ami-bridge/cmd/ami-bridge/internal/config"
+)
+
+// leafConfig is a site whose embedded server is a leaf node of the hub
+// at hubURL.
+func leafConfig(hubURL string, jetStream bool) *config.Config {
+	cfg := config.Default()
+	cfg.NATS.Embedded.Listen = ""
+	cfg.NATS.Embedded.StoreDir = ""
+	cfg.JetStream.Enabled = jetStream
+	if jetStream {
+		cfg.NATS.Embedded.Domain = "paris"
+	}
+	cfg.NATS.Embedded.Leafnodes.Remotes = []config.LeafRemote{{
+		URL: config.NATSURL(hubURL), User: "site", Password: "Leaf-Pass-1",
+	}}
+	return &cfg
+}
+
+func TestEmbeddedFromConfig_Leafnode(t *testing.T) {
+	o, err := embeddedFromConfig(leafConfig("nats-leaf://hub:7422, nats-leaf://hub2:7422", true))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.Domain != "paris" || len(o.Leafnodes) != 1 || len(o.Leafnodes[0].URLs) != 2 {
+		t.Fatalf("embedded options %+v", o)
+	}
+	u := o.Leafnodes[0].URLs[1]
+	if pass, _ := u.User.Password(); u.Host != "hub2:7422" || u.User.Username() != "site" || pass != "Leaf-Pass-1" {
+		t.Errorf("leafnode URL %s does not carry the credentials", u.Redacted())
+	}
+	// A site's stream must not take the other sites' events.
+	if !slices.Equal(o.Leafnodes[0].DenyImports, []string{"ami.*.event.>"}) {
+		t.Errorf("deny imports %q with JetStream, want the event subjects", o.Leafnodes[0].DenyImports)
+	}
+	if embeddedServerName(o.Domain) != "ami-bridge-paris" {
+		t.Errorf("server name %q", embeddedServerName(o.Domain))
+	}
+
+	o, err = embeddedFromConfig(leafConfig("nats-leaf://hub:7422", false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.Leafnodes[0].DenyImports != nil {
+		t.Errorf("deny imports %q without JetStream, want none", o.Leafnodes[0].DenyImports)
+	}
+}
+
+// TestStartEmbedded_LeafnodeOfAHub: the embedded server links to a hub
+// that requires the leafnode user, in its own JetStream domain, and
+// watchLeafnodes logs the link as it comes and goes.
+func TestStartEmbedded_LeafnodeOfAHub(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	leafPort := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	hub, err := server.NewServer(&server.Options{
+		Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true,
+		LeafNode: server.LeafNodeOpts{Host: "127.0.0.1", Port: leafPort, Username: "site", Password: "Leaf-Pass-1"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go hub.Start()
+	if !hub.ReadyForConnections(testTimeout) {
+		t.Fatal("hub not ready")
+	}
+	defer hub.Shutdown()
+	hubURL := "nats-leaf://127.0.0.1:" + strconv.Itoa(leafPort)
+
+	o, err := embeddedFromConfig(leafConfig(hubURL, true))
+	if err != nil {
+		t.Fatal(err)
+	}
+	o.StoreDir = t.TempDir()
+	logs := newOutput()
+	log := zerolog.New(logs)
+	ns, err := startEmbedded(o, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ns.Shutdown()
+	if d := ns.JetStreamConfig().Domain; d != "paris" {
+		t.Errorf("JetStream domain %q, want paris", d)
+	}
+	st := &natsStack{ns: ns}
+	st.watchLeafnodes(1, log)
+	logs.waitFor(t, "leafnode connected", contains(`"leafnodes_connected":1,"leafnode_remotes":1,"message":"leafnode connected"`))
+	hub.Shutdown()
+	logs.waitFor(t, "leafnode disconnected", contains(`"leafnodes_connected":0,"leafnode_remotes":1,"message":"leafnode disconnected"`))
+	st.stopServer(log)
+	if got := logs.String(); strings.Contains(got, "Leaf-Pass-1") {
+		t.Errorf("the log holds the leafnode password:\n%s", got)
+	}
+}
