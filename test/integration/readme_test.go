@@ -356,7 +356,11 @@ func TestREADME_DemoSampleMatchesOutput(t *testing.T) {
 	}
 	out := string(b.log.Bytes())
 	url := regexp.MustCompile(`nats://127\.0\.0\.1:\d+`).FindString(out)
-	if got := strings.ReplaceAll(out, url, "nats://127.0.0.1:4222"); !strings.HasPrefix(got, head+"\nLive feed") {
+	// The metrics listener takes 7038, or a free port when a parallel
+	// test holds it.
+	metricsURL := regexp.MustCompile(`http://127\.0\.0\.1:\d+/metrics`)
+	got := metricsURL.ReplaceAllString(strings.ReplaceAll(out, url, "nats://127.0.0.1:4222"), "http://127.0.0.1:7038/metrics")
+	if !strings.HasPrefix(got, head+"\nLive feed") {
 		t.Errorf("the demo's header differs from the README's sample:\n--- README\n%s\n--- demo\n%s", head, got[:min(len(got), len(head)+40)])
 	}
 	clock := regexp.MustCompile(`^\d\d:\d\d:\d\d\.\d{3} `)
