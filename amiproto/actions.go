@@ -259,7 +259,7 @@ func (c *Client) DBPut(ctx context.Context, family, key, value string) error {
 // keys are kept.
 func (c *Client) UserEvent(ctx context.Context, name string, headers ...Field) error {
 	a := NewAction("UserEvent", "UserEvent", name)
-	a.Fields = append(a.Fields, headers...)
+	a.AddFields(headers...)
 	_, err := c.Request(ctx, a)
 	return err
 }

@@ -23,37 +23,38 @@ func (m *Message) AppendJSON(dst []byte) []byte {
 	if m == nil {
 		return append(dst, "null"...)
 	}
-	fs := m.Fields
+	n := m.Len()
 	var stack [linkStack]uint32
 	var links []uint32
-	if len(fs) <= linkStack {
-		links = stack[:len(fs)]
+	if n <= linkStack {
+		links = stack[:n]
 	} else {
-		links = make([]uint32, len(fs))
+		links = make([]uint32, n)
 	}
-	linkRepeats(fs, links)
+	m.linkRepeats(links)
 	dst = append(dst, '{')
 	comma := false
-	for i := range fs {
-		if fs[i].Key == "" || links[i]&isRepeat != 0 {
+	for i := range n {
+		key := m.key(i)
+		if key == "" || links[i]&isRepeat != 0 {
 			continue
 		}
 		if comma {
 			dst = append(dst, ',')
 		}
 		comma = true
-		dst = AppendJSONString(dst, fs[i].Key)
+		dst = AppendJSONString(dst, key)
 		dst = append(dst, ':')
 		next := links[i] >> 1
 		if next == 0 {
-			dst = AppendJSONString(dst, fs[i].Value)
+			dst = AppendJSONString(dst, m.value(i))
 			continue
 		}
 		dst = append(dst, '[')
-		dst = AppendJSONString(dst, fs[i].Value)
+		dst = AppendJSONString(dst, m.value(i))
 		for j := next; j != 0; j = links[j] >> 1 {
 			dst = append(dst, ',')
-			dst = AppendJSONString(dst, fs[j].Value)
+			dst = AppendJSONString(dst, m.value(int(j)))
 		}
 		dst = append(dst, ']')
 	}
@@ -63,11 +64,7 @@ func (m *Message) AppendJSON(dst []byte) []byte {
 // MarshalJSON encodes m as AppendJSON does. It has a value receiver so that
 // encoding/json uses it for a Message as well as a *Message.
 func (m Message) MarshalJSON() ([]byte, error) {
-	size := 2
-	for _, f := range m.Fields {
-		size += len(f.Key) + len(f.Value) + 6
-	}
-	return m.AppendJSON(make([]byte, 0, size)), nil
+	return m.AppendJSON(make([]byte, 0, 2+len(m.data)+6*m.Len())), nil
 }
 
 // linkStack is the field count up to which AppendJSON keeps its bookkeeping
@@ -81,23 +78,24 @@ const isRepeat = 1
 // that has the same key, shifted left by one, ORed with isRepeat when an
 // earlier field has it. A small open-addressing table of case-folded key
 // hashes finds them with one hash per field.
-func linkRepeats(fs []Field, links []uint32) {
-	if len(fs) < 2 {
+func (m *Message) linkRepeats(links []uint32) {
+	n := m.Len()
+	if n < 2 {
 		return
 	}
 	type slot struct{ last, hash uint32 } // last: the latest field with the key, plus one
 	var stack [2 * linkStack]slot
 	slots := stack[:]
-	if len(fs) > linkStack {
+	if n > linkStack {
 		size := len(stack)
-		for size < 2*len(fs) {
+		for size < 2*n {
 			size *= 2
 		}
 		slots = make([]slot, size)
 	}
 	mask := uint32(len(slots) - 1)
-	for i := range fs {
-		key := fs[i].Key
+	for i := range n {
+		key := m.key(i)
 		if key == "" {
 			continue
 		}
@@ -109,7 +107,7 @@ func linkRepeats(fs []Field, links []uint32) {
 				break
 			}
 			prev := sl.last - 1
-			if sl.hash == h && equalFoldASCIIKey(fs[prev].Key, key) {
+			if sl.hash == h && equalFoldASCIIKey(m.key(int(prev)), key) {
 				links[prev] |= uint32(i) << 1
 				links[i] = isRepeat
 				sl.last = uint32(i) + 1
@@ -190,6 +188,11 @@ func needsEscape(x uint64) bool {
 func load32(s string, i int) uint32 {
 	_ = s[i+3]
 	return uint32(s[i]) | uint32(s[i+1])<<8 | uint32(s[i+2])<<16 | uint32(s[i+3])<<24
+}
+
+func load16(s string, i int) uint16 {
+	_ = s[i+1]
+	return uint16(s[i]) | uint16(s[i+1])<<8
 }
 
 func load64(s string, i int) uint64 {

@@ -1,8 +1,11 @@
 package amiproto
 
 import (
+	"encoding/binary"
+	"iter"
 	"slices"
 	"strings"
+	"unsafe"
 )
 
 // Field is one "Key: value" line of a message.
@@ -40,31 +43,193 @@ func (k Kind) String() string {
 // case-insensitively and repeated keys are kept in order. A line that had no
 // colon is kept as a Field with an empty Key.
 //
+// A Message is compact: one string holds the text of all its fields and, at
+// its end, their offsets, so that a Message holds one pointer whatever its
+// size and the garbage collector never scans its text. Get, Field and
+// iteration return substrings of it without copying. Add, Set and Del
+// rebuild it, leaving the strings returned earlier valid. The zero Message
+// is empty and ready to use.
+//
 // Messages returned by a Reader own their memory: they stay valid after the
 // next read.
 type Message struct {
-	Fields []Field
+	data string // the fields' text, then their index: see entry
+	n    uint32 // number of fields
+	wide bool   // index entries are four uint32 each, else four uint16
+}
+
+// An index entry locates one field in data: keyStart, keyEnd, valStart and
+// valEnd, little-endian, four uint16 when the text is shorter than
+// noOffset16, else four uint32. A keyStart of noOffset marks the key
+// "Output", which the raw lines of a Follows block have without spelling it.
+const (
+	noOffset16 = 1<<16 - 1
+	noOffset32 = 1<<32 - 1
+)
+
+// NewMessage returns a Message holding fields, in order.
+func NewMessage(fields ...Field) *Message {
+	m := pack(fields)
+	return &m
 }
 
 // NewAction returns an Action message named name, followed by fields given as
 // key, value pairs. A trailing odd key is ignored.
 func NewAction(name string, kv ...string) *Message {
-	m := &Message{Fields: make([]Field, 1, 1+len(kv)/2)}
-	m.Fields[0] = Field{Key: "Action", Value: name}
+	fs := make([]Field, 1, 1+len(kv)/2)
+	fs[0] = Field{Key: "Action", Value: name}
 	for i := 0; i+1 < len(kv); i += 2 {
-		m.Fields = append(m.Fields, Field{Key: kv[i], Value: kv[i+1]})
+		fs = append(fs, Field{Key: kv[i], Value: kv[i+1]})
 	}
-	return m
+	return NewMessage(fs...)
+}
+
+// pack lays fields out as a Message: keys and values back to back, then
+// the index.
+func pack(fs []Field) Message {
+	size := 0
+	for _, f := range fs {
+		size += len(f.Key) + len(f.Value)
+	}
+	if len(fs) == 0 {
+		return Message{}
+	}
+	wide := size >= noOffset16
+	b := make([]byte, size+len(fs)*entrySize(wide))
+	t := 0
+	for i, f := range fs {
+		ks := t
+		t += copy(b[t:], f.Key)
+		vs := t
+		t += copy(b[t:], f.Value)
+		putEntry(b[size:], wide, i, ks, vs, vs, t)
+	}
+	return Message{data: unsafe.String(&b[0], len(b)), n: uint32(len(fs)), wide: wide}
+}
+
+func entrySize(wide bool) int {
+	if wide {
+		return 16
+	}
+	return 8
+}
+
+// putEntry writes field i's entry into idx. A negative ks marks the key
+// "Output".
+func putEntry(idx []byte, wide bool, i, ks, ke, vs, ve int) {
+	if wide {
+		e := idx[i*16 : i*16+16]
+		if ks < 0 {
+			ks, ke = noOffset32, noOffset32
+		}
+		binary.LittleEndian.PutUint32(e, uint32(ks))
+		binary.LittleEndian.PutUint32(e[4:], uint32(ke))
+		binary.LittleEndian.PutUint32(e[8:], uint32(vs))
+		binary.LittleEndian.PutUint32(e[12:], uint32(ve))
+		return
+	}
+	e := idx[i*8 : i*8+8]
+	if ks < 0 {
+		ks, ke = noOffset16, noOffset16
+	}
+	binary.LittleEndian.PutUint16(e, uint16(ks))
+	binary.LittleEndian.PutUint16(e[2:], uint16(ke))
+	binary.LittleEndian.PutUint16(e[4:], uint16(vs))
+	binary.LittleEndian.PutUint16(e[6:], uint16(ve))
+}
+
+// Len returns the number of fields.
+func (m *Message) Len() int {
+	if m == nil {
+		return 0
+	}
+	return int(m.n)
+}
+
+// Field returns field i, in wire order. It panics when i is out of range.
+func (m *Message) Field(i int) Field {
+	if uint(i) >= uint(m.Len()) {
+		panic("amiproto: Message.Field index out of range")
+	}
+	return Field{Key: m.key(i), Value: m.value(i)}
+}
+
+// Fields returns a new slice of the fields, in wire order.
+func (m *Message) Fields() []Field {
+	fs := make([]Field, m.Len())
+	for i := range fs {
+		fs[i] = Field{Key: m.key(i), Value: m.value(i)}
+	}
+	return fs
+}
+
+// All iterates over the fields' keys and values, in wire order.
+func (m *Message) All() iter.Seq2[string, string] {
+	return func(yield func(string, string) bool) {
+		for i := range m.Len() {
+			if !yield(m.key(i), m.value(i)) {
+				return
+			}
+		}
+	}
+}
+
+// Size returns the bytes m holds: its text and its index.
+func (m *Message) Size() int {
+	if m == nil {
+		return 0
+	}
+	return len(m.data)
+}
+
+// key returns the key of field i, which must exist.
+func (m *Message) key(i int) string {
+	idx := len(m.data) - int(m.n)*entrySize(m.wide)
+	if m.wide {
+		e := m.data[idx+i*16:]
+		ks := load32(e, 0)
+		if ks == noOffset32 {
+			return "Output"
+		}
+		return m.data[ks:load32(e, 4)]
+	}
+	e := m.data[idx+i*8:]
+	ks := load16(e, 0)
+	if ks == noOffset16 {
+		return "Output"
+	}
+	return m.data[ks:load16(e, 2)]
+}
+
+// value returns the value of field i, which must exist.
+func (m *Message) value(i int) string {
+	idx := len(m.data) - int(m.n)*entrySize(m.wide)
+	if m.wide {
+		e := m.data[idx+i*16:]
+		return m.data[load32(e, 8):load32(e, 12)]
+	}
+	e := m.data[idx+i*8:]
+	return m.data[load16(e, 4):load16(e, 6)]
+}
+
+// find returns the index of the first field with key at or after i, or -1.
+func (m *Message) find(key string, i int) int {
+	for ; i < m.Len(); i++ {
+		if strings.EqualFold(m.key(i), key) {
+			return i
+		}
+	}
+	return -1
 }
 
 // Kind returns the message's kind, from its first field's key.
 func (m *Message) Kind() Kind {
-	if m == nil || len(m.Fields) == 0 {
+	if m.Len() == 0 {
 		return KindUnknown
 	}
 	// Asterisk spells them exactly so; the case-insensitive match is for
 	// everything else.
-	switch k := m.Fields[0].Key; {
+	switch k := m.key(0); {
 	case k == "Event":
 		return KindEvent
 	case k == "Response":
@@ -81,13 +246,8 @@ func (m *Message) Kind() Kind {
 
 // Lookup returns the first value of key and whether the key is present.
 func (m *Message) Lookup(key string) (string, bool) {
-	if m == nil {
-		return "", false
-	}
-	for i := range m.Fields {
-		if strings.EqualFold(m.Fields[i].Key, key) {
-			return m.Fields[i].Value, true
-		}
+	if i := m.find(key, 0); i >= 0 {
+		return m.value(i), true
 	}
 	return "", false
 }
@@ -100,32 +260,24 @@ func (m *Message) Get(key string) string {
 
 // Values returns every value of key, in wire order.
 func (m *Message) Values(key string) []string {
-	if m == nil {
-		return nil
-	}
 	var vs []string
-	for i := range m.Fields {
-		if strings.EqualFold(m.Fields[i].Key, key) {
-			vs = append(vs, m.Fields[i].Value)
-		}
+	for i := m.find(key, 0); i >= 0; i = m.find(key, i+1) {
+		vs = append(vs, m.value(i))
 	}
 	return vs
 }
 
 // Has reports whether key is present.
-func (m *Message) Has(key string) bool {
-	_, ok := m.Lookup(key)
-	return ok
-}
+func (m *Message) Has(key string) bool { return m.find(key, 0) >= 0 }
 
 // Name returns the value of the first field: the event name of an Event, the
 // status of a Response ("Success", "Error", "Follows", ...), the action name of
 // an Action.
 func (m *Message) Name() string {
-	if m == nil || len(m.Fields) == 0 {
+	if m.Len() == 0 {
 		return ""
 	}
-	return m.Fields[0].Value
+	return m.value(0)
 }
 
 // EventName returns the event's name, or "" when m is not an Event.
@@ -133,7 +285,7 @@ func (m *Message) EventName() string {
 	if m.Kind() != KindEvent {
 		return ""
 	}
-	return m.Fields[0].Value
+	return m.value(0)
 }
 
 // ActionID returns the first ActionID value. Asterisk uses the first one
@@ -150,14 +302,11 @@ func (m *Message) ChanVariables() map[string]string { return m.vars(true) }
 
 func (m *Message) vars(chanVars bool) map[string]string {
 	out := map[string]string{}
-	if m == nil {
-		return out
-	}
-	for _, f := range m.Fields {
-		if !isVarKey(f.Key, chanVars) {
+	for i := range m.Len() {
+		if !isVarKey(m.key(i), chanVars) {
 			continue
 		}
-		name, value, _ := strings.Cut(f.Value, "=")
+		name, value, _ := strings.Cut(m.value(i), "=")
 		out[name] = value
 	}
 	return out
@@ -180,37 +329,21 @@ func isVarKey(key string, chanVars bool) bool {
 // "Response: Follows" (Asterisk 13 and earlier), which the Reader stores as
 // Output fields without the "--END COMMAND--" marker.
 func (m *Message) Output() (string, bool) {
-	if m == nil {
-		return "", false
-	}
-	n, size := 0, 0
-	for i := range m.Fields {
-		if strings.EqualFold(m.Fields[i].Key, "Output") {
-			n++
-			size += len(m.Fields[i].Value) + 1
-		}
-	}
-	if n == 0 {
+	vs := m.Values("Output")
+	if len(vs) == 0 {
 		return "", m.Kind() == KindResponse && strings.EqualFold(m.Name(), "Follows")
 	}
-	var b strings.Builder
-	b.Grow(size)
-	first := true
-	for i := range m.Fields {
-		if strings.EqualFold(m.Fields[i].Key, "Output") {
-			if !first {
-				b.WriteByte('\n')
-			}
-			first = false
-			b.WriteString(m.Fields[i].Value)
-		}
-	}
-	return b.String(), true
+	return strings.Join(vs, "\n"), true
 }
 
 // Add appends a field.
 func (m *Message) Add(key, value string) *Message {
-	m.Fields = append(m.Fields, Field{Key: key, Value: value})
+	return m.AddFields(Field{Key: key, Value: value})
+}
+
+// AddFields appends fields, in order.
+func (m *Message) AddFields(fields ...Field) *Message {
+	*m = pack(append(m.Fields(), fields...))
 	return m
 }
 
@@ -222,9 +355,11 @@ func (m *Message) AddMap(key string, vars map[string]string) *Message {
 		names = append(names, k)
 	}
 	slices.Sort(names)
+	fs := m.Fields()
 	for _, k := range names {
-		m.Fields = append(m.Fields, Field{Key: key, Value: k + "=" + vars[k]})
+		fs = append(fs, Field{Key: key, Value: k + "=" + vars[k]})
 	}
+	*m = pack(fs)
 	return m
 }
 
@@ -232,8 +367,9 @@ func (m *Message) AddMap(key string, vars map[string]string) *Message {
 // Later fields with the same key are removed.
 func (m *Message) Set(key, value string) *Message {
 	found := false
-	out := m.Fields[:0]
-	for _, f := range m.Fields {
+	fs := m.Fields()
+	out := fs[:0]
+	for _, f := range fs {
 		if strings.EqualFold(f.Key, key) {
 			if found {
 				continue
@@ -243,37 +379,41 @@ func (m *Message) Set(key, value string) *Message {
 		}
 		out = append(out, f)
 	}
-	m.Fields = out
 	if !found {
-		m.Fields = append(m.Fields, Field{Key: key, Value: value})
+		out = append(out, Field{Key: key, Value: value})
 	}
+	*m = pack(out)
 	return m
 }
 
 // Del removes every field with key.
 func (m *Message) Del(key string) *Message {
-	m.Fields = slices.DeleteFunc(m.Fields, func(f Field) bool { return strings.EqualFold(f.Key, key) })
+	if m.find(key, 0) < 0 {
+		return m
+	}
+	*m = pack(slices.DeleteFunc(m.Fields(), func(f Field) bool { return strings.EqualFold(f.Key, key) }))
 	return m
 }
 
-// Clone returns a deep copy of m's field list; the strings are shared, as
-// strings are immutable.
+// Clone returns a copy of m. It is cheap: the text is shared, as it is
+// never modified.
 func (m *Message) Clone() *Message {
 	if m == nil {
 		return nil
 	}
-	return &Message{Fields: slices.Clone(m.Fields)}
+	c := *m
+	return &c
 }
 
 // String returns the message in wire form, for logs and tests.
 func (m *Message) String() string {
 	var b []byte
-	for _, f := range m.Fields {
-		if f.Key != "" {
-			b = append(b, f.Key...)
+	for k, v := range m.All() {
+		if k != "" {
+			b = append(b, k...)
 			b = append(b, ": "...)
 		}
-		b = append(b, f.Value...)
+		b = append(b, v...)
 		b = append(b, "\r\n"...)
 	}
 	return string(append(b, "\r\n"...))

@@ -8,7 +8,7 @@ import (
 	"github.com/ami-bridge/ami-bridge/amiproto"
 )
 
-func msg(kv ...string) *amiproto.Message { return &amiproto.Message{Fields: fields(kv...)} }
+func msg(kv ...string) *amiproto.Message { return amiproto.NewMessage(fields(kv...)...) }
 
 func TestMessage_Kind(t *testing.T) {
 	tests := []struct {
@@ -135,37 +135,37 @@ func TestMessage_Output(t *testing.T) {
 
 func TestMessage_Editing(t *testing.T) {
 	m := amiproto.NewAction("Originate", "Channel", "Local/1@test", "ActionID", "a", "Variable", "X=1", "odd")
-	if want := fields("Action", "Originate", "Channel", "Local/1@test", "ActionID", "a", "Variable", "X=1"); !slices.Equal(m.Fields, want) {
-		t.Fatalf("NewAction = %q, want %q (the odd trailing key dropped)", m.Fields, want)
+	if want := fields("Action", "Originate", "Channel", "Local/1@test", "ActionID", "a", "Variable", "X=1"); !slices.Equal(m.Fields(), want) {
+		t.Fatalf("NewAction = %q, want %q (the odd trailing key dropped)", m.Fields(), want)
 	}
 	m.AddMap("Variable", map[string]string{"b": "2", "a": "1=1", "c": ""})
 	m.Add("Async", "true")
 	want := fields("Action", "Originate", "Channel", "Local/1@test", "ActionID", "a", "Variable", "X=1",
 		"Variable", "a=1=1", "Variable", "b=2", "Variable", "c=", "Async", "true")
-	if !slices.Equal(m.Fields, want) {
-		t.Fatalf("after AddMap/Add = %q, want %q", m.Fields, want)
+	if !slices.Equal(m.Fields(), want) {
+		t.Fatalf("after AddMap/Add = %q, want %q", m.Fields(), want)
 	}
 
 	// Set replaces the first value in place and drops the later ones.
 	m.Set("variable", "only=1")
 	want = fields("Action", "Originate", "Channel", "Local/1@test", "ActionID", "a", "Variable", "only=1", "Async", "true")
-	if !slices.Equal(m.Fields, want) {
-		t.Fatalf("after Set = %q, want %q", m.Fields, want)
+	if !slices.Equal(m.Fields(), want) {
+		t.Fatalf("after Set = %q, want %q", m.Fields(), want)
 	}
 	// Set of an absent key appends.
 	m.Set("Timeout", "30000")
 	want = append(want, amiproto.Field{Key: "Timeout", Value: "30000"})
-	if !slices.Equal(m.Fields, want) {
-		t.Fatalf("after Set of a new key = %q", m.Fields)
+	if !slices.Equal(m.Fields(), want) {
+		t.Fatalf("after Set of a new key = %q", m.Fields())
 	}
 	m.Add("ACTIONID", "b")
 	m.Del("ActionID")
 	want = fields("Action", "Originate", "Channel", "Local/1@test", "Variable", "only=1", "Async", "true", "Timeout", "30000")
-	if !slices.Equal(m.Fields, want) {
-		t.Fatalf("after Del = %q, want %q", m.Fields, want)
+	if !slices.Equal(m.Fields(), want) {
+		t.Fatalf("after Del = %q, want %q", m.Fields(), want)
 	}
 	m.Del("Missing")
-	if !slices.Equal(m.Fields, want) {
+	if !slices.Equal(m.Fields(), want) {
 		t.Fatal("Del of a missing key changed the message")
 	}
 
