@@ -3,6 +3,7 @@ package amiproto_test
 import (
 	"maps"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/ami-bridge/ami-bridge/amiproto"
@@ -194,5 +195,57 @@ func TestMessage_String(t *testing.T) {
 	want := "Response: Success\r\nActionID: 1\r\nno colon\r\nEmpty: \r\n\r\n"
 	if got := m.String(); got != want {
 		t.Errorf("String() = %q, want %q", got, want)
+	}
+}
+
+func TestMessage_FieldAccess(t *testing.T) {
+	m := msg("Event", "X", "", "no colon", "A", "1", "A", "2")
+	if m.Len() != 4 || m.Field(1) != (amiproto.Field{Value: "no colon"}) || m.Field(3) != (amiproto.Field{Key: "A", Value: "2"}) {
+		t.Fatalf("Len %d, fields %q", m.Len(), m.Fields())
+	}
+	var keys []string
+	for k, v := range m.All() {
+		keys = append(keys, k+"="+v)
+		if len(keys) == 3 {
+			break // All stops when the loop does
+		}
+	}
+	if want := []string{"Event=X", "=no colon", "A=1"}; !slices.Equal(keys, want) {
+		t.Errorf("All = %q, want %q", keys, want)
+	}
+	if m.Size() < len("EventXno colonA1A2") {
+		t.Errorf("Size() = %d, less than the text", m.Size())
+	}
+	m.AddFields(amiproto.Field{Key: "B", Value: "3"}, amiproto.Field{Key: "B", Value: "4"})
+	if !slices.Equal(m.Values("b"), []string{"3", "4"}) || m.Len() != 6 {
+		t.Errorf("after AddFields: %q", m.Fields())
+	}
+	var zero amiproto.Message
+	if zero.Len() != 0 || zero.Fields() == nil || len(zero.Fields()) != 0 || zero.Get("X") != "" || zero.Size() != 0 {
+		t.Error("the zero Message is not empty")
+	}
+	if zero.Add("Event", "Y").EventName() != "Y" {
+		t.Error("Add to the zero Message")
+	}
+	defer func() {
+		if recover() == nil {
+			t.Error("Field out of range did not panic")
+		}
+	}()
+	m.Field(6)
+}
+
+// TestMessage_Wide: a message whose text passes 64 KiB indexes it with
+// 32-bit offsets, and reads back the same.
+func TestMessage_Wide(t *testing.T) {
+	big := strings.Repeat("x", 40<<10)
+	fs := fields("Event", "Big", "A", big, "B", big+"y", "Output", "", "C", "last")
+	m := amiproto.NewMessage(fs...)
+	if !slices.Equal(m.Fields(), fs) || m.Size() < 80<<10 {
+		t.Fatalf("wide message reads back wrong (size %d)", m.Size())
+	}
+	m.Del("A")
+	if m.Get("B") != big+"y" || m.Get("C") != "last" || m.Len() != 4 {
+		t.Errorf("after Del: %d fields", m.Len())
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"testing/iotest"
@@ -1323,5 +1324,54 @@ func TestReader_Buffered(t *testing.T) {
 	}
 	if got := r.Buffered(); got != len("Event: B\r\n\r\n") {
 		t.Errorf("Buffered after one message = %d", got)
+	}
+}
+
+// TestReader_MessagesOfEverySize reads messages whose sizes sweep across the
+// chunks that read messages are cut from, and past the 64 KiB at which their
+// index widens, keeps them all, and checks each against what was sent once
+// the last one is read.
+func TestReader_MessagesOfEverySize(t *testing.T) {
+	var in strings.Builder
+	var want [][]amiproto.Field
+	add := func(fs []amiproto.Field) {
+		want = append(want, fs)
+		for _, f := range fs {
+			in.WriteString(f.Key + ": " + f.Value + "\r\n")
+		}
+		in.WriteString("\r\n")
+	}
+	// Down from large: the first message cut from a chunk is larger than
+	// the first chunk.
+	for size := 9000; size >= 0; size -= 97 {
+		add(fields("Event", "Sized", "N", strconv.Itoa(size), "Pad", strings.Repeat("p", size), "Tail", "t"))
+	}
+	line := strings.Repeat("w", 30<<10)
+	add(fields("Event", "Wide", "A", line, "B", line, "C", line, "D", "end"))
+	// A Follows block past 64 KiB: its Output keys are implied, in the
+	// wide index too.
+	want = append(want, fields("Response", "Follows", "Privilege", "Command", "Output", line, "Output", line, "Output", line+"!"))
+	in.WriteString("Response: Follows\r\nPrivilege: Command\r\n" + line + "\n" + line + "\n" + line + "!--END COMMAND--\r\n\r\n")
+	add(fields("Event", "After", "K", "v"))
+
+	r := amiproto.NewReader(strings.NewReader(in.String()))
+	var got []*amiproto.Message
+	for {
+		m, err := r.ReadMessage()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, m)
+	}
+	if len(got) != len(want) {
+		t.Fatalf("read %d messages, want %d", len(got), len(want))
+	}
+	for i, m := range got {
+		if !slices.Equal(m.Fields(), want[i]) {
+			t.Fatalf("message %d (%s) reads back wrong", i, m.Name())
+		}
 	}
 }

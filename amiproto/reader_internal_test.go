@@ -1,0 +1,78 @@
+package amiproto
+
+import (
+	"bytes"
+	"io"
+	"slices"
+	"strings"
+	"testing"
+)
+
+// TestReader_ShrinksAfterAHugeMessage: a message over shrinkAbove grows the
+// buffer; the next read gives that memory back, keeping the pipelined bytes
+// that came in the same read, and they parse intact.
+func TestReader_ShrinksAfterAHugeMessage(t *testing.T) {
+	line := strings.Repeat("x", 60<<10)
+	var in bytes.Buffer
+	in.WriteString("Response: Follows\r\nPrivilege: Command\r\n")
+	for range 20 { // 1.2 MB of output
+		in.WriteString(line + "\n")
+	}
+	in.WriteString("--END COMMAND--\r\n\r\n")
+	// Pipelined behind it, in the same read: a Follows block (which the
+	// line-by-line path reads, from where the shrink left it), two events
+	// and half of a third, which the stream completes later.
+	tail := "Response: Follows\r\nPrivilege: Command\r\nActionID: 2\r\nout\n--END COMMAND--\r\n\r\n" +
+		"Event: A\r\nK: 1\r\n\r\nEvent: B\r\nLong: " + strings.Repeat("b", 40) + "\r\n\r\nEvent: C\r\nK:"
+	in.WriteString(tail)
+	src := &stagedReader{stages: [][]byte{in.Bytes(), []byte(" 3\r\n\r\n")}}
+
+	r := NewReader(src)
+	big, err := r.ReadMessage()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, _ := big.Output(); len(out) != 20*len(line)+19 {
+		t.Fatalf("huge message's output is %d bytes", len(out))
+	}
+	if len(r.buf) <= shrinkAbove || r.Buffered() != len(tail) {
+		t.Fatalf("setup: buffer %d bytes with %d buffered, want over %d with the %d pipelined", len(r.buf), r.Buffered(), shrinkAbove, len(tail))
+	}
+	var got [][]Field
+	for {
+		m, err := r.ReadMessage()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) == 0 && len(r.buf) != initialBufSize {
+			t.Errorf("buffer is %d bytes after the huge message, want %d", len(r.buf), initialBufSize)
+		}
+		got = append(got, m.Fields())
+	}
+	want := [][]Field{
+		{{"Response", "Follows"}, {"Privilege", "Command"}, {"ActionID", "2"}, {"Output", "out"}},
+		{{"Event", "A"}, {"K", "1"}},
+		{{"Event", "B"}, {"Long", strings.Repeat("b", 40)}},
+		{{"Event", "C"}, {"K", "3"}},
+	}
+	if !slices.EqualFunc(got, want, slices.Equal) {
+		t.Errorf("after the shrink read %q, want %q", got, want)
+	}
+}
+
+// stagedReader returns each stage whole in one Read, then io.EOF.
+type stagedReader struct{ stages [][]byte }
+
+func (s *stagedReader) Read(p []byte) (int, error) {
+	if len(s.stages) == 0 {
+		return 0, io.EOF
+	}
+	n := copy(p, s.stages[0])
+	if s.stages[0] = s.stages[0][n:]; len(s.stages[0]) == 0 {
+		s.stages = s.stages[1:]
+	}
+	return n, nil
+}
