@@ -35,7 +35,7 @@ func (m *Message) AppendJSON(dst []byte) []byte {
 	dst = append(dst, '{')
 	comma := false
 	for i := range n {
-		key := m.key(i)
+		key, value := m.field(i)
 		if key == "" || links[i]&isRepeat != 0 {
 			continue
 		}
@@ -47,11 +47,11 @@ func (m *Message) AppendJSON(dst []byte) []byte {
 		dst = append(dst, ':')
 		next := links[i] >> 1
 		if next == 0 {
-			dst = AppendJSONString(dst, m.value(i))
+			dst = AppendJSONString(dst, value)
 			continue
 		}
 		dst = append(dst, '[')
-		dst = AppendJSONString(dst, m.value(i))
+		dst = AppendJSONString(dst, value)
 		for j := next; j != 0; j = links[j] >> 1 {
 			dst = append(dst, ',')
 			dst = AppendJSONString(dst, m.value(int(j)))

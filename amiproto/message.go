@@ -151,14 +151,15 @@ func (m *Message) Field(i int) Field {
 	if uint(i) >= uint(m.Len()) {
 		panic("amiproto: Message.Field index out of range")
 	}
-	return Field{Key: m.key(i), Value: m.value(i)}
+	k, v := m.field(i)
+	return Field{Key: k, Value: v}
 }
 
 // Fields returns a new slice of the fields, in wire order.
 func (m *Message) Fields() []Field {
 	fs := make([]Field, m.Len())
 	for i := range fs {
-		fs[i] = Field{Key: m.key(i), Value: m.value(i)}
+		fs[i].Key, fs[i].Value = m.field(i)
 	}
 	return fs
 }
@@ -167,7 +168,7 @@ func (m *Message) Fields() []Field {
 func (m *Message) All() iter.Seq2[string, string] {
 	return func(yield func(string, string) bool) {
 		for i := range m.Len() {
-			if !yield(m.key(i), m.value(i)) {
+			if !yield(m.field(i)) {
 				return
 			}
 		}
@@ -182,34 +183,36 @@ func (m *Message) Size() int {
 	return len(m.data)
 }
 
+// field returns the key and value of field i, which must exist.
+func (m *Message) field(i int) (key, value string) {
+	idx := len(m.data) - int(m.n)*entrySize(m.wide)
+	var ks, ke, vs, ve uint64
+	if m.wide {
+		ks, ke = uint64(load32(m.data, idx+i*16)), uint64(load32(m.data, idx+i*16+4))
+		vs, ve = uint64(load32(m.data, idx+i*16+8)), uint64(load32(m.data, idx+i*16+12))
+		if ks == noOffset32 {
+			return "Output", m.data[vs:ve]
+		}
+	} else {
+		e := load64(m.data, idx+i*8)
+		ks, ke, vs, ve = e&0xffff, e>>16&0xffff, e>>32&0xffff, e>>48
+		if ks == noOffset16 {
+			return "Output", m.data[vs:ve]
+		}
+	}
+	return m.data[ks:ke], m.data[vs:ve]
+}
+
 // key returns the key of field i, which must exist.
 func (m *Message) key(i int) string {
-	idx := len(m.data) - int(m.n)*entrySize(m.wide)
-	if m.wide {
-		e := m.data[idx+i*16:]
-		ks := load32(e, 0)
-		if ks == noOffset32 {
-			return "Output"
-		}
-		return m.data[ks:load32(e, 4)]
-	}
-	e := m.data[idx+i*8:]
-	ks := load16(e, 0)
-	if ks == noOffset16 {
-		return "Output"
-	}
-	return m.data[ks:load16(e, 2)]
+	k, _ := m.field(i)
+	return k
 }
 
 // value returns the value of field i, which must exist.
 func (m *Message) value(i int) string {
-	idx := len(m.data) - int(m.n)*entrySize(m.wide)
-	if m.wide {
-		e := m.data[idx+i*16:]
-		return m.data[load32(e, 8):load32(e, 12)]
-	}
-	e := m.data[idx+i*8:]
-	return m.data[load16(e, 4):load16(e, 6)]
+	_, v := m.field(i)
+	return v
 }
 
 // find returns the index of the first field with key at or after i, or -1.
