@@ -374,11 +374,8 @@ func (c *Client) readLoop() {
 // dispatch routes one message: a response to its request, a list entry or
 // complete event to its collection, anything else to the event stream.
 func (c *Client) dispatch(m *Message) {
-	for k, v := range m.All() {
-		if k == "" {
-			c.report(&ProtocolError{Line: c.rd.line, Msg: fmt.Sprintf("line without a colon kept as data: %.80q", v)})
-			break
-		}
+	if v, ok := m.Lookup(""); ok {
+		c.report(&ProtocolError{Line: c.rd.line, Msg: fmt.Sprintf("line without a colon kept as data: %.80q", v)})
 	}
 	switch m.Kind() {
 	case KindResponse:

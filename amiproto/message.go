@@ -39,8 +39,8 @@ func (k Kind) String() string {
 	return "Unknown"
 }
 
-// Message is one AMI message: its fields in wire order. Keys match
-// case-insensitively and repeated keys are kept in order. A line that had no
+// Message is one AMI message: its fields in wire order. Keys match ignoring
+// ASCII case, as Asterisk compares them, and repeated keys are kept in order. A line that had no
 // colon is kept as a Field with an empty Key.
 //
 // A Message is compact: one string holds the text of all its fields and, at
@@ -216,9 +216,30 @@ func (m *Message) value(i int) string {
 }
 
 // find returns the index of the first field with key at or after i, or -1.
+// Keys match ignoring ASCII case, as Asterisk compares header names: only
+// keys of key's length are looked at, and only their offsets decoded.
 func (m *Message) find(key string, i int) int {
-	for ; i < m.Len(); i++ {
-		if strings.EqualFold(m.key(i), key) {
+	n := m.Len()
+	if n == 0 || m.wide {
+		for ; i < n; i++ {
+			if equalFoldASCIIKey(m.key(i), key) {
+				return i
+			}
+		}
+		return -1
+	}
+	idx := len(m.data) - n*8
+	for ; i < n; i++ {
+		e := load32(m.data, idx+i*8)
+		ks, ke := int(e&0xffff), int(e>>16)
+		k := "Output"
+		if ks != noOffset16 {
+			if ke-ks != len(key) {
+				continue
+			}
+			k = m.data[ks:ke]
+		}
+		if equalFoldASCIIKey(k, key) {
 			return i
 		}
 	}
@@ -373,7 +394,7 @@ func (m *Message) Set(key, value string) *Message {
 	fs := m.Fields()
 	out := fs[:0]
 	for _, f := range fs {
-		if strings.EqualFold(f.Key, key) {
+		if equalFoldASCIIKey(f.Key, key) {
 			if found {
 				continue
 			}
@@ -394,7 +415,7 @@ func (m *Message) Del(key string) *Message {
 	if m.find(key, 0) < 0 {
 		return m
 	}
-	*m = pack(slices.DeleteFunc(m.Fields(), func(f Field) bool { return strings.EqualFold(f.Key, key) }))
+	*m = pack(slices.DeleteFunc(m.Fields(), func(f Field) bool { return equalFoldASCIIKey(f.Key, key) }))
 	return m
 }
 

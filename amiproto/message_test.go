@@ -249,3 +249,18 @@ func TestMessage_Wide(t *testing.T) {
 		t.Errorf("after Del: %d fields", m.Len())
 	}
 }
+
+// TestMessage_KeysFoldASCIIOnly: keys match ignoring ASCII case only, as
+// Asterisk's strcasecmp does and as AppendJSON groups them.
+func TestMessage_KeysFoldASCIIOnly(t *testing.T) {
+	m := msg("Event", "X", "\u212Aey", "kelvin", "KEY", "ascii", "Output", "o")
+	if got := m.Get("key"); got != "ascii" {
+		t.Errorf(`Get("key") = %q, want the ASCII "KEY" line's value`, got)
+	}
+	if got := m.Values("OUTPUT"); !slices.Equal(got, []string{"o"}) {
+		t.Errorf("Values(OUTPUT) = %q", got)
+	}
+	if m.Has("kéy") || m.Has("ke") {
+		t.Error("a key matched one of another spelling or length")
+	}
+}

@@ -113,8 +113,9 @@ func (b *bench) stop() {
 	b.pbx.stop()
 }
 
-// settle waits until the subscriber has want events, or has had nothing
-// new for quiet, and returns its counts.
+// settle waits until every one of want events is accounted for, delivered
+// or skipped in Ami-Seq, or nothing new has come for quiet, and returns
+// the subscriber's counts.
 func (b *bench) settle(want int64, quiet time.Duration) (subReport, error) {
 	deadline := time.Now().Add(5 * time.Minute)
 	last, since := int64(-1), time.Now()
@@ -123,11 +124,15 @@ func (b *bench) settle(want int64, quiet time.Duration) (subReport, error) {
 		if err := b.sub.call(subRequest{Op: "report"}, &rep); err != nil {
 			return rep, err
 		}
+		seen := rep.Events
+		for _, c := range rep.Servers {
+			seen += c.Gaps
+		}
 		switch {
-		case rep.Events >= want:
+		case seen >= want:
 			return rep, nil
-		case rep.Events != last:
-			last, since = rep.Events, time.Now()
+		case seen != last:
+			last, since = seen, time.Now()
 		case time.Since(since) > quiet || time.Now().After(deadline):
 			return rep, nil
 		}
@@ -135,74 +140,107 @@ func (b *bench) settle(want int64, quiet time.Duration) (subReport, error) {
 	}
 }
 
-// measure runs send with the daemon's CPU time and peak RSS measured,
-// from a quiet start until the subscriber has everything or nothing more
-// comes.
-func (b *bench) measure(send func() (sent int64, err error)) (trial, subReport, error) {
-	var t trial
-	if _, err := b.settle(math.MaxInt64, 500*time.Millisecond); err != nil { // the last trial's tail
-		return t, subReport{}, err
+// meter holds the daemon's counters at the start of a trial.
+type meter struct {
+	cpu time.Duration
+	rss *rssSampler
+}
+
+// begin waits for the previous trial's tail, zeroes the subscriber's
+// counts and starts measuring the daemon.
+func (b *bench) begin() (meter, error) {
+	if _, err := b.settle(math.MaxInt64, time.Second); err != nil {
+		return meter{}, err
 	}
 	if err := b.sub.call(subRequest{Op: "reset"}, nil); err != nil {
-		return t, subReport{}, err
+		return meter{}, err
 	}
-	cpu0, err := cpuTime(b.d.pid())
+	cpu, err := cpuTime(b.d.pid())
 	if err != nil {
-		return t, subReport{}, err
+		return meter{}, err
 	}
-	rss := startRSS(b.d.pid())
-	sent, err := send()
+	return meter{cpu: cpu, rss: startRSS(b.d.pid())}, nil
+}
+
+// end waits until sent events are accounted for and fills t from the
+// subscriber's counts and the daemon's.
+func (b *bench) end(m meter, t *trial, sent int64) (subReport, error) {
+	rep, err := b.settle(sent, 5*time.Second)
+	t.PeakRSS = m.rss.stop()
 	if err != nil {
-		rss.stop()
-		return t, subReport{}, err
+		return rep, err
 	}
-	rep, err := b.settle(sent, 2*time.Second)
-	t.PeakRSS = rss.stop()
+	cpu, err := cpuTime(b.d.pid())
 	if err != nil {
-		return t, rep, err
-	}
-	cpu1, err := cpuTime(b.d.pid())
-	if err != nil {
-		return t, rep, err
+		return rep, err
 	}
 	t.Sent, t.Delivered, t.Slow = sent, rep.Events, rep.Slow
 	for _, c := range rep.Servers {
 		t.Gaps += c.Gaps
 		t.Back += c.Back
 	}
-	if rep.Last > rep.First {
-		t.Rcvd = float64(rep.Events) / (float64(rep.Last-rep.First) / 1e9)
+	t.CPU = float64((cpu - m.cpu).Microseconds()) / float64(max(1, rep.Events))
+	return rep, nil
+}
+
+// rcvdRate is the subscriber's rate from its first event to its last.
+func rcvdRate(rep subReport) float64 {
+	if rep.Last <= rep.First {
+		return 0
 	}
-	t.CPU = float64((cpu1 - cpu0).Microseconds()) / float64(max(1, rep.Events))
-	return t, rep, nil
+	return float64(rep.Events) / (float64(rep.Last-rep.First) / 1e9)
 }
 
 // paced runs events per PBX at rate each (0: unpaced) through the daemon.
 func (b *bench) paced(rate float64, events int) (trial, error) {
+	var t trial
 	if err := b.pbx.call(pbxRequest{Op: "wait"}, nil); err != nil { // a cut session is back
-		return trial{}, err
+		return t, err
 	}
-	var sr sendReport
-	t, rep, err := b.measure(func() (int64, error) {
+	m, err := b.begin()
+	if err != nil {
+		return t, err
+	}
+	send := func(rate float64, events int) (int64, sendReport, error) {
+		var sr sendReport
 		if err := b.pbx.call(pbxRequest{Op: "send", Rate: rate, Events: events}, &sr); err != nil {
-			return 0, err
+			return 0, sr, err
 		}
 		var n int64
 		for _, s := range sr.Sent {
 			n += int64(s)
 		}
-		return n, nil
-	})
+		return n, sr, nil
+	}
+	sent, sr, err := send(rate, events)
 	if err != nil {
+		m.rss.stop()
+		return t, err
+	}
+	rep, err := b.settle(sent, 5*time.Second)
+	if err != nil {
+		m.rss.stop()
+		return t, err
+	}
+	t.Rcvd = rcvdRate(rep)
+	// One more event per PBX, once the bridge has caught up: the gap before
+	// it counts the events it dropped at the end of the trial, which no
+	// later event would show.
+	marks, _, err := send(0, 1)
+	if err != nil {
+		m.rss.stop()
+		return t, err
+	}
+	if rep, err = b.end(m, &t, sent+marks); err != nil {
 		return t, err
 	}
 	t.Rate, t.Cut = rate, sr.Dropped
 	if sr.Seconds > 0 {
-		t.SendRate = float64(t.Sent) / sr.Seconds
+		t.SendRate = float64(sent) / sr.Seconds
 	}
 	for i, s := range sr.Sent {
 		c := rep.Servers[pbxName(i)]
-		if c == nil || c.Events != int64(s) || c.Gaps > 0 {
+		if c == nil || c.Events != int64(s)+1 || c.Gaps > 0 {
 			t.GapPBX++
 		}
 	}
@@ -211,10 +249,18 @@ func (b *bench) paced(rate float64, events int) (trial, error) {
 
 // ceiling publishes events straight to NATS, unpaced.
 func (b *bench) ceiling(events int) (trial, error) {
+	var t trial
+	m, err := b.begin()
+	if err != nil {
+		return t, err
+	}
 	var secs float64
-	t, _, err := b.measure(func() (int64, error) {
-		return int64(events), b.raw.call(rawRequest{Events: events}, &secs)
-	})
+	if err := b.raw.call(rawRequest{Events: events}, &secs); err != nil {
+		m.rss.stop()
+		return t, err
+	}
+	rep, err := b.end(m, &t, int64(events))
+	t.Rcvd = rcvdRate(rep)
 	if secs > 0 {
 		t.SendRate = float64(events) / secs
 	}
