@@ -36,8 +36,9 @@ func readEverything(t *testing.T, src io.Reader, maxCalls int) []readResult {
 	r.buf = make([]byte, fuzzBufSize)
 	// What the buffer may hold: one message's lines with their
 	// terminators, a Follows marker line, one line in progress, and a read.
-	maxBuf := 2 * (fuzzLimits.MaxMessageBytes + 2*(fuzzLimits.MaxFields+1) + len("--END COMMAND--\r\n") +
-		fuzzLimits.MaxLineBytes + 2 + minReadSize)
+	// Reads that fill it may grow it to busyBufSize too.
+	maxBuf := max(busyBufSize, 2*(fuzzLimits.MaxMessageBytes+2*(fuzzLimits.MaxFields+1)+len("--END COMMAND--\r\n")+
+		fuzzLimits.MaxLineBytes+2+minReadSize))
 	var out []readResult
 	for range maxCalls {
 		m, err := r.ReadMessage()

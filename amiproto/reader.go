@@ -50,12 +50,15 @@ func (l ReaderLimits) withDefaults() ReaderLimits {
 	return l
 }
 
-// Buffer sizes. The buffer grows while one message does not fit, and goes
-// back to its initial size once a message larger than shrinkAbove is done.
+// Buffer sizes. The buffer starts small, for the many sessions that are
+// mostly idle, and doubles while one message does not fit or, up to
+// busyBufSize, while reads fill it. It goes back to busyBufSize once a
+// message larger than shrinkAbove is done.
 const (
-	initialBufSize = 32 << 10
-	minReadSize    = 4 << 10
-	shrinkAbove    = 1 << 20
+	startBufSize = 4 << 10
+	busyBufSize  = 32 << 10
+	minReadSize  = 4 << 10
+	shrinkAbove  = 1 << 20
 )
 
 // Reader reads AMI messages from a stream. It accepts CRLF and bare LF line
@@ -81,6 +84,7 @@ type Reader struct {
 
 	skip        skipMode // what is being discarded after a limit error
 	discardLine bool     // the rest of an over-long line is still to come
+	filled      bool     // the last read filled the buffer: the stream is busy
 
 	msgSlab   []Message // ReadMessage's Messages are cut from it
 	chunk     []byte    // the free part of the chunk messages' text is cut from
@@ -116,7 +120,7 @@ func NewReader(r io.Reader) *Reader { return NewReaderLimits(r, ReaderLimits{}) 
 
 // NewReaderLimits returns a Reader over r with the given limits.
 func NewReaderLimits(r io.Reader, limits ReaderLimits) *Reader {
-	return &Reader{src: r, limits: limits.withDefaults(), buf: make([]byte, initialBufSize)}
+	return &Reader{src: r, limits: limits.withDefaults(), buf: make([]byte, startBufSize)}
 }
 
 // Buffered returns the number of bytes read from the stream but not yet
@@ -350,8 +354,8 @@ func (r *Reader) startMessage() {
 	r.spans = r.spans[:0]
 	r.msgBytes = 0
 	r.mstart = r.pos
-	if len(r.buf) > shrinkAbove && r.end-r.pos <= initialBufSize/2 {
-		nb := make([]byte, initialBufSize)
+	if len(r.buf) > shrinkAbove && r.end-r.pos <= busyBufSize/2 {
+		nb := make([]byte, busyBufSize)
 		n := copy(nb, r.buf[r.pos:r.end])
 		r.buf, r.mstart, r.pos, r.scan, r.end = nb, 0, 0, r.scan-r.pos, n
 	}
@@ -582,7 +586,7 @@ func (r *Reader) fill() error {
 		r.end = n
 		r.mstart = 0
 	}
-	if len(r.buf)-r.end < minReadSize {
+	if len(r.buf)-r.end < minReadSize || (r.filled && len(r.buf) < busyBufSize) {
 		nb := make([]byte, 2*len(r.buf))
 		copy(nb, r.buf[:r.end])
 		r.buf = nb
@@ -592,6 +596,7 @@ func (r *Reader) fill() error {
 		if n < 0 || n > len(r.buf)-r.end {
 			return errInvalidRead
 		}
+		r.filled = n == len(r.buf)-r.end // more was likely waiting
 		r.end += n
 		if err != nil {
 			if n > 0 {

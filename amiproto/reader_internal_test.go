@@ -47,8 +47,8 @@ func TestReader_ShrinksAfterAHugeMessage(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(got) == 0 && len(r.buf) != initialBufSize {
-			t.Errorf("buffer is %d bytes after the huge message, want %d", len(r.buf), initialBufSize)
+		if len(got) == 0 && len(r.buf) != busyBufSize {
+			t.Errorf("buffer is %d bytes after the huge message, want %d", len(r.buf), busyBufSize)
 		}
 		got = append(got, m.Fields())
 	}
@@ -75,4 +75,32 @@ func (s *stagedReader) Read(p []byte) (int, error) {
 		s.stages = s.stages[1:]
 	}
 	return n, nil
+}
+
+// TestReader_BufferFollowsTheStream: a session that gets a message now and
+// then keeps a small buffer; one whose reads fill the buffer grows it to
+// busyBufSize, so that each read takes more at once.
+func TestReader_BufferFollowsTheStream(t *testing.T) {
+	event := "Event: Newchannel\r\nPrivilege: call,all\r\nChannel: PJSIP/1001-00000001\r\nUniqueid: 1700000000.1\r\n\r\n"
+	var stages [][]byte
+	for range 200 {
+		stages = append(stages, []byte(event))
+	}
+	quiet := NewReader(&stagedReader{stages: stages})
+	stream := NewReader(bytes.NewReader(bytes.Repeat([]byte(event), 2000)))
+	for _, r := range []*Reader{quiet, stream} {
+		for {
+			if _, err := r.ReadMessage(); err == io.EOF {
+				break
+			} else if err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if len(quiet.buf) > 2*startBufSize {
+		t.Errorf("one message per read: buffer grew to %d bytes", len(quiet.buf))
+	}
+	if len(stream.buf) != busyBufSize {
+		t.Errorf("reads that fill the buffer: buffer is %d bytes, want %d", len(stream.buf), busyBufSize)
+	}
 }
