@@ -1,6 +1,10 @@
 package amiproto
 
-import "unicode/utf8"
+import (
+	"encoding/binary"
+	"unicode/utf8"
+	"unsafe"
+)
 
 // AppendJSON appends m to dst as one JSON object and returns the extended
 // buffer: the fields in wire order, keys spelled as they came.
@@ -23,38 +27,45 @@ func (m *Message) AppendJSON(dst []byte) []byte {
 	if m == nil {
 		return append(dst, "null"...)
 	}
-	n := m.Len()
+	// The fields decoded once, on the stack for up to linkStack of them.
+	var fstack [linkStack]Field
+	var fs []Field
+	if n := m.Len(); n <= linkStack {
+		fs = fstack[:n:n]
+	} else {
+		fs = make([]Field, n)
+	}
+	m.decode(fs)
 	var stack [linkStack]uint32
 	var links []uint32
-	if n <= linkStack {
-		links = stack[:n]
+	if len(fs) <= linkStack {
+		links = stack[:len(fs)]
 	} else {
-		links = make([]uint32, n)
+		links = make([]uint32, len(fs))
 	}
-	m.linkRepeats(links)
+	linkRepeats(fs, links)
 	dst = append(dst, '{')
 	comma := false
-	for i := range n {
-		key, value := m.field(i)
-		if key == "" || links[i]&isRepeat != 0 {
+	for i := range fs {
+		if fs[i].Key == "" || links[i]&isRepeat != 0 {
 			continue
 		}
 		if comma {
 			dst = append(dst, ',')
 		}
 		comma = true
-		dst = AppendJSONString(dst, key)
+		dst = AppendJSONString(dst, fs[i].Key)
 		dst = append(dst, ':')
 		next := links[i] >> 1
 		if next == 0 {
-			dst = AppendJSONString(dst, value)
+			dst = AppendJSONString(dst, fs[i].Value)
 			continue
 		}
 		dst = append(dst, '[')
-		dst = AppendJSONString(dst, value)
+		dst = AppendJSONString(dst, fs[i].Value)
 		for j := next; j != 0; j = links[j] >> 1 {
 			dst = append(dst, ',')
-			dst = AppendJSONString(dst, m.value(int(j)))
+			dst = AppendJSONString(dst, fs[j].Value)
 		}
 		dst = append(dst, ']')
 	}
@@ -78,8 +89,8 @@ const isRepeat = 1
 // that has the same key, shifted left by one, ORed with isRepeat when an
 // earlier field has it. A small open-addressing table of case-folded key
 // hashes finds them with one hash per field.
-func (m *Message) linkRepeats(links []uint32) {
-	n := m.Len()
+func linkRepeats(fs []Field, links []uint32) {
+	n := len(fs)
 	if n < 2 {
 		return
 	}
@@ -95,7 +106,7 @@ func (m *Message) linkRepeats(links []uint32) {
 	}
 	mask := uint32(len(slots) - 1)
 	for i := range n {
-		key := m.key(i)
+		key := fs[i].Key
 		if key == "" {
 			continue
 		}
@@ -107,7 +118,7 @@ func (m *Message) linkRepeats(links []uint32) {
 				break
 			}
 			prev := sl.last - 1
-			if sl.hash == h && equalFoldASCIIKey(m.key(int(prev)), key) {
+			if sl.hash == h && equalFoldASCIIKey(fs[prev].Key, key) {
 				links[prev] |= uint32(i) << 1
 				links[i] = isRepeat
 				sl.last = uint32(i) + 1
@@ -185,21 +196,14 @@ func needsEscape(x uint64) bool {
 	return (lt0x20|hasQuote|hasBackslash|x)&msb != 0
 }
 
-func load32(s string, i int) uint32 {
-	_ = s[i+3]
-	return uint32(s[i]) | uint32(s[i+1])<<8 | uint32(s[i+2])<<16 | uint32(s[i+3])<<24
-}
+// The loads read little-endian integers from a string at i. They go
+// through a []byte view of the string, which the compiler turns into one
+// load and one bounds check; the bytes are only read.
+func load16(s string, i int) uint16 { return binary.LittleEndian.Uint16(bytesOf(s)[i:]) }
+func load32(s string, i int) uint32 { return binary.LittleEndian.Uint32(bytesOf(s)[i:]) }
+func load64(s string, i int) uint64 { return binary.LittleEndian.Uint64(bytesOf(s)[i:]) }
 
-func load16(s string, i int) uint16 {
-	_ = s[i+1]
-	return uint16(s[i]) | uint16(s[i+1])<<8
-}
-
-func load64(s string, i int) uint64 {
-	_ = s[i+7]
-	return uint64(s[i]) | uint64(s[i+1])<<8 | uint64(s[i+2])<<16 | uint64(s[i+3])<<24 |
-		uint64(s[i+4])<<32 | uint64(s[i+5])<<40 | uint64(s[i+6])<<48 | uint64(s[i+7])<<56
-}
+func bytesOf(s string) []byte { return unsafe.Slice(unsafe.StringData(s), len(s)) }
 
 // AppendJSONString appends s as a JSON string, with the escaping of
 // AppendJSON: invalid UTF-8 becomes U+FFFD, control characters, U+2028 and

@@ -158,9 +158,7 @@ func (m *Message) Field(i int) Field {
 // Fields returns a new slice of the fields, in wire order.
 func (m *Message) Fields() []Field {
 	fs := make([]Field, m.Len())
-	for i := range fs {
-		fs[i].Key, fs[i].Value = m.field(i)
-	}
+	m.decode(fs)
 	return fs
 }
 
@@ -201,6 +199,28 @@ func (m *Message) field(i int) (key, value string) {
 		}
 	}
 	return m.data[ks:ke], m.data[vs:ve]
+}
+
+// decode fills fs, of m.Len() fields, with m's fields.
+func (m *Message) decode(fs []Field) {
+	if m.wide {
+		for i := range fs {
+			fs[i].Key, fs[i].Value = m.field(i)
+		}
+		return
+	}
+	data := m.data
+	idx := bytesOf(data)[len(data)-8*len(fs):]
+	for i := range fs {
+		e := binary.LittleEndian.Uint64(idx[8*i:])
+		ks, ke, vs, ve := e&0xffff, e>>16&0xffff, e>>32&0xffff, e>>48
+		fs[i].Value = data[vs:ve]
+		if ks == noOffset16 {
+			fs[i].Key = "Output"
+		} else {
+			fs[i].Key = data[ks:ke]
+		}
+	}
 }
 
 // key returns the key of field i, which must exist.
