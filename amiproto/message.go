@@ -117,25 +117,17 @@ func entrySize(wide bool) int {
 // putEntry writes field i's entry into idx. A negative ks marks the key
 // "Output".
 func putEntry(idx []byte, wide bool, i, ks, ke, vs, ve int) {
-	if wide {
-		e := idx[i*16 : i*16+16]
-		if ks < 0 {
-			ks, ke = noOffset32, noOffset32
-		}
-		binary.LittleEndian.PutUint32(e, uint32(ks))
-		binary.LittleEndian.PutUint32(e[4:], uint32(ke))
-		binary.LittleEndian.PutUint32(e[8:], uint32(vs))
-		binary.LittleEndian.PutUint32(e[12:], uint32(ve))
-		return
-	}
-	e := idx[i*8 : i*8+8]
 	if ks < 0 {
-		ks, ke = noOffset16, noOffset16
+		ks, ke = noOffset32, noOffset32 // truncated to noOffset16 when narrow
 	}
-	binary.LittleEndian.PutUint16(e, uint16(ks))
-	binary.LittleEndian.PutUint16(e[2:], uint16(ke))
-	binary.LittleEndian.PutUint16(e[4:], uint16(vs))
-	binary.LittleEndian.PutUint16(e[6:], uint16(ve))
+	e := idx[i*entrySize(wide):]
+	for j, v := range [4]int{ks, ke, vs, ve} {
+		if wide {
+			binary.LittleEndian.PutUint32(e[4*j:], uint32(v))
+		} else {
+			binary.LittleEndian.PutUint16(e[2*j:], uint16(v))
+		}
+	}
 }
 
 // Len returns the number of fields.

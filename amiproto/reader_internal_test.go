@@ -38,28 +38,26 @@ func TestReader_ShrinksAfterAHugeMessage(t *testing.T) {
 	if len(r.buf) <= shrinkAbove || r.Buffered() != len(tail) {
 		t.Fatalf("setup: buffer %d bytes with %d buffered, want over %d with the %d pipelined", len(r.buf), r.Buffered(), shrinkAbove, len(tail))
 	}
-	var got [][]Field
-	for {
-		m, err := r.ReadMessage()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(got) == 0 && len(r.buf) != busyBufSize {
-			t.Errorf("buffer is %d bytes after the huge message, want %d", len(r.buf), busyBufSize)
-		}
-		got = append(got, m.Fields())
-	}
 	want := [][]Field{
 		{{"Response", "Follows"}, {"Privilege", "Command"}, {"ActionID", "2"}, {"Output", "out"}},
 		{{"Event", "A"}, {"K", "1"}},
 		{{"Event", "B"}, {"Long", strings.Repeat("b", 40)}},
 		{{"Event", "C"}, {"K", "3"}},
 	}
-	if !slices.EqualFunc(got, want, slices.Equal) {
-		t.Errorf("after the shrink read %q, want %q", got, want)
+	for i, w := range want {
+		m, err := r.ReadMessage()
+		if err != nil {
+			t.Fatalf("message %d after the huge one: %v", i+1, err)
+		}
+		if i == 0 && len(r.buf) != busyBufSize {
+			t.Errorf("buffer is %d bytes after the huge message, want %d", len(r.buf), busyBufSize)
+		}
+		if !slices.Equal(m.Fields(), w) {
+			t.Errorf("message %d after the shrink read %q, want %q", i+1, m.Fields(), w)
+		}
+	}
+	if _, err := r.ReadMessage(); err != io.EOF {
+		t.Errorf("after the last message: %v, want EOF", err)
 	}
 }
 

@@ -120,11 +120,17 @@ func replayAll(t testing.TB, r *amiproto.Reader) (string, []*amiproto.Message) {
 	if err != nil {
 		t.Fatalf("ReadBanner: %v", err)
 	}
+	return banner, readAll(t, r)
+}
+
+// readAll reads every message up to a clean EOF.
+func readAll(t testing.TB, r *amiproto.Reader) []*amiproto.Message {
+	t.Helper()
 	var msgs []*amiproto.Message
 	for {
 		m, err := r.ReadMessage()
 		if errors.Is(err, io.EOF) {
-			return banner, msgs
+			return msgs
 		}
 		if err != nil {
 			t.Fatalf("ReadMessage after %d messages: %v", len(msgs), err)
@@ -1354,18 +1360,7 @@ func TestReader_MessagesOfEverySize(t *testing.T) {
 	in.WriteString("Response: Follows\r\nPrivilege: Command\r\n" + line + "\n" + line + "\n" + line + "!--END COMMAND--\r\n\r\n")
 	add(fields("Event", "After", "K", "v"))
 
-	r := amiproto.NewReader(strings.NewReader(in.String()))
-	var got []*amiproto.Message
-	for {
-		m, err := r.ReadMessage()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		got = append(got, m)
-	}
+	got := readAll(t, amiproto.NewReader(strings.NewReader(in.String())))
 	if len(got) != len(want) {
 		t.Fatalf("read %d messages, want %d", len(got), len(want))
 	}
