@@ -431,13 +431,17 @@ func (m *Message) Del(key string) *Message {
 	return m
 }
 
-// Clone returns a copy of m. It is cheap: the text is shared, as it is
-// never modified.
+// Clone returns a copy of m that shares no memory with other messages.
+// Messages from a Reader share memory with those read close to them (see
+// ReadMessage): a message kept long after its neighbours, such as an event
+// waiting in a queue while others are dropped, is better cloned, so that
+// it keeps only its own bytes alive.
 func (m *Message) Clone() *Message {
 	if m == nil {
 		return nil
 	}
 	c := *m
+	c.data = strings.Clone(m.data)
 	return &c
 }
 

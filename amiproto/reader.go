@@ -158,6 +158,11 @@ func BannerVersion(banner string) string {
 // A *ProtocolError wrapping ErrLineTooLong or ErrMessageTooLarge means the
 // message broke a limit: it is discarded and the next call reads the message
 // after it, so one bad message costs nothing else.
+//
+// The message stays valid after later reads, but it shares memory with the
+// messages read around it: up to 64 Message headers and 16 KiB of text are
+// kept alive while any of them is. Clone a message that outlives its
+// neighbours by far.
 func (r *Reader) ReadMessage() (*Message, error) {
 	if len(r.msgSlab) == 0 {
 		r.msgSlab = make([]Message, msgSlabSize)

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"unsafe"
 )
 
 // TestReader_ShrinksAfterAHugeMessage: a message over shrinkAbove grows the
@@ -100,5 +101,25 @@ func TestReader_BufferFollowsTheStream(t *testing.T) {
 	}
 	if len(stream.buf) != busyBufSize {
 		t.Errorf("reads that fill the buffer: buffer is %d bytes, want %d", len(stream.buf), busyBufSize)
+	}
+}
+
+// TestMessage_CloneOwnsItsBytes: a clone of a read message keeps neither
+// the reader's chunk nor its slab alive.
+func TestMessage_CloneOwnsItsBytes(t *testing.T) {
+	r := NewReader(strings.NewReader("Event: A\r\nK: 1\r\n\r\nEvent: B\r\nK: 2\r\n\r\n"))
+	a, err := r.ReadMessage()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.ReadMessage(); err != nil {
+		t.Fatal(err)
+	}
+	c := a.Clone()
+	if c == a || unsafe.StringData(c.data) == unsafe.StringData(a.data) || cap(r.chunk) == 0 {
+		t.Fatal("the clone shares the read message's memory")
+	}
+	if !slices.Equal(c.Fields(), a.Fields()) || c.Size() != len(a.data) {
+		t.Errorf("clone %q, original %q", c.Fields(), a.Fields())
 	}
 }
