@@ -29,6 +29,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -85,25 +86,31 @@ type options struct {
 }
 
 func parseFlags(args []string) (options, error) {
-	var o options
+	// -smoke changes the defaults; flags given with it still apply.
+	o := options{Events: 880_000, Steps: 7, Resolution: 0.03, FanPBX: 100, FanRate: 1000, FanSeconds: 10, Idle: 1000, Settle: 3 * time.Second}
+	if slices.ContainsFunc(args, func(a string) bool {
+		return strings.TrimLeft(a, "-") == "smoke" || strings.TrimLeft(a, "-") == "smoke=true"
+	}) {
+		o = smokeOptions("")
+	}
 	fs := flag.NewFlagSet("amiload", flag.ContinueOnError)
+	fs.Bool("smoke", false, "a run of a few seconds: small trials, one fixed rate, 10 PBXes, 50 idle sessions")
 	fs.StringVar(&o.Repo, "repo", "", "ami-bridge repository (default: found above the working directory)")
-	fs.IntVar(&o.Events, "events", 880_000, "events per trial: 200 passes over the burst's 4,400")
-	fs.IntVar(&o.Steps, "steps", 7, "paced trials of the zero-loss search, at most")
-	fs.Float64Var(&o.Resolution, "resolution", 0.03, "stop the search when its bounds are this close, relative")
+	fs.IntVar(&o.Events, "events", o.Events, "events per trial (880,000: 200 passes over the burst's 4,400)")
+	fs.IntVar(&o.Steps, "steps", o.Steps, "paced trials of the zero-loss search, at most")
+	fs.Float64Var(&o.Resolution, "resolution", o.Resolution, "stop the search when its bounds are this close, relative")
 	rates := fs.String("rates", "", "comma-separated paced rates (events/s) to try instead of the search")
-	fs.IntVar(&o.FanPBX, "fan-pbx", 100, "PBXes fanned in (0: skip)")
-	fs.Float64Var(&o.FanRate, "fan-rate", 1000, "events/s per fanned-in PBX")
-	fs.Float64Var(&o.FanSeconds, "fan-seconds", 10, "seconds of the fan-in run")
-	fs.IntVar(&o.Idle, "idle", 1000, "idle sessions whose memory is measured (0: skip)")
-	fs.DurationVar(&o.Settle, "settle", 3*time.Second, "wait before reading an idle daemon's memory")
+	fs.IntVar(&o.FanPBX, "fan-pbx", o.FanPBX, "PBXes fanned in (0: skip)")
+	fs.Float64Var(&o.FanRate, "fan-rate", o.FanRate, "events/s per fanned-in PBX")
+	fs.Float64Var(&o.FanSeconds, "fan-seconds", o.FanSeconds, "seconds of the fan-in run")
+	fs.IntVar(&o.Idle, "idle", o.Idle, "idle sessions whose memory is measured (0: skip)")
+	fs.DurationVar(&o.Settle, "settle", o.Settle, "wait before reading an idle daemon's memory")
 	fs.StringVar(&o.Perf, "perf", "", "perf record the daemon during the flood into `file` and print where its time goes")
-	smoke := fs.Bool("smoke", false, "a run of a few seconds: small trials, fixed rates, 10 PBXes, 50 idle sessions")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
-	if *smoke {
-		o = smokeOptions(o.Repo)
+	if *rates != "" {
+		o.Rates = nil
 	}
 	for _, r := range strings.Split(*rates, ",") {
 		if r = strings.TrimSpace(r); r == "" {

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -449,11 +450,20 @@ func startPerf(path string, pid int) (stop func() string, err error) {
 	return func() string {
 		cmd.Process.Signal(syscall.SIGINT)
 		cmd.Wait()
-		out, err := exec.Command("perf", "report", "-i", path, "--stdio", "--no-children",
+		out, err := exec.Command("perf", "report", "-i", path, "--stdio", "--no-children", "-q",
 			"--sort", "symbol", "--percent-limit", "0.7", "-g", "none").Output()
 		if err != nil {
 			return fmt.Sprintf("perf report: %v\n", err)
 		}
-		return string(out)
+		var b strings.Builder
+		for line := range strings.Lines(string(out)) {
+			// Drop the IPC columns, "-  -" without hardware counters.
+			line = strings.TrimRight(line, " \n")
+			line = strings.TrimRight(strings.TrimSuffix(line, "-      -"), " ")
+			if line != "" {
+				b.WriteString(line + "\n")
+			}
+		}
+		return b.String()
 	}, nil
 }
