@@ -40,8 +40,8 @@ func (k Kind) String() string {
 }
 
 // Message is one AMI message: its fields in wire order. Keys match ignoring
-// ASCII case, as Asterisk compares them, and repeated keys are kept in order. A line that had no
-// colon is kept as a Field with an empty Key.
+// ASCII case, as Asterisk compares them, and repeated keys are kept in
+// order. A line that had no colon is kept as a Field with an empty Key.
 //
 // A Message is compact: one string holds the text of all its fields and, at
 // its end, their offsets, so that a Message holds one pointer whatever its
@@ -50,18 +50,19 @@ func (k Kind) String() string {
 // rebuild it, leaving the strings returned earlier valid. The zero Message
 // is empty and ready to use.
 //
-// Messages returned by a Reader own their memory: they stay valid after the
-// next read.
+// Messages returned by a Reader stay valid after the next read; see
+// ReadMessage for the memory they share.
 type Message struct {
-	data string // the fields' text, then their index: see entry
+	data string // the fields' text, then their index entries
 	n    uint32 // number of fields
 	wide bool   // index entries are four uint32 each, else four uint16
 }
 
 // An index entry locates one field in data: keyStart, keyEnd, valStart and
 // valEnd, little-endian, four uint16 when the text is shorter than
-// noOffset16, else four uint32. A keyStart of noOffset marks the key
-// "Output", which the raw lines of a Follows block have without spelling it.
+// noOffset16, else four uint32. A keyStart of noOffset16 (noOffset32) marks
+// the key "Output", which the raw lines of a Follows block have without
+// spelling it.
 const (
 	noOffset16 = 1<<16 - 1
 	noOffset32 = 1<<32 - 1
@@ -87,12 +88,12 @@ func NewAction(name string, kv ...string) *Message {
 // pack lays fields out as a Message: keys and values back to back, then
 // the index.
 func pack(fs []Field) Message {
+	if len(fs) == 0 {
+		return Message{}
+	}
 	size := 0
 	for _, f := range fs {
 		size += len(f.Key) + len(f.Value)
-	}
-	if len(fs) == 0 {
-		return Message{}
 	}
 	wide := size >= noOffset16
 	b := make([]byte, size+len(fs)*entrySize(wide))
@@ -104,6 +105,7 @@ func pack(fs []Field) Message {
 		t += copy(b[t:], f.Value)
 		putEntry(b[size:], wide, i, ks, vs, vs, t)
 	}
+	// b is not written again: it can be the string.
 	return Message{data: unsafe.String(&b[0], len(b)), n: uint32(len(fs)), wide: wide}
 }
 

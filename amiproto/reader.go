@@ -508,6 +508,8 @@ func (r *Reader) message() Message {
 		putEntry(idx, wide, i, ks, ke, int(s.val), int(s.valEnd))
 	}
 	r.mstart = r.pos
+	// alloc hands out each byte once, and b is not written again: it can
+	// be the string.
 	return Message{data: unsafe.String(&b[0], len(b)), n: uint32(n), wide: wide}
 }
 
