@@ -342,7 +342,7 @@ type UserEvent struct {
 // Action returns the UserEvent action.
 func (a UserEvent) Action() *Message {
 	m := NewAction("UserEvent", "UserEvent", a.Name)
-	m.Fields = append(m.Fields, a.Headers...)
+	m.AddFields(a.Headers...)
 	return m
 }
 

@@ -23,7 +23,7 @@ func TestHelpers_SendTheActionAsteriskExpects(t *testing.T) {
 	record := func(w *amitest.ResponseWriter, r *amitest.Request) {
 		mu.Lock()
 		got = got[:0]
-		for _, f := range r.Fields {
+		for _, f := range r.Fields() {
 			if !strings.EqualFold(f.Key, "ActionID") {
 				got = append(got, f.Key+": "+f.Value)
 			}

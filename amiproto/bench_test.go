@@ -200,3 +200,38 @@ func BenchmarkParseAndJSON(b *testing.B) {
 	b.StopTimer()
 	reportPerMessage(b, msgs, &ms)
 }
+
+// BenchmarkMessage_Get looks up the keys a consumer of events reads, on
+// every message of the burst capture; one op is one message.
+func BenchmarkMessage_Get(b *testing.B) {
+	_, msgs := burstMessages(b)
+	b.ReportAllocs()
+	i, n := 0, 0
+	for b.Loop() {
+		m := msgs[i]
+		n += len(m.EventName()) + len(m.Get("Uniqueid")) + len(m.Get("ActionID"))
+		if i++; i == len(msgs) {
+			i = 0
+		}
+	}
+	if n == 0 {
+		b.Fatal("no values found")
+	}
+}
+
+// BenchmarkNewAction builds an Originate as the bridge does from a JSON
+// request: a field list packed into one Message.
+func BenchmarkNewAction(b *testing.B) {
+	fs := []amiproto.Field{
+		{Key: "Action", Value: "Originate"}, {Key: "Channel", Value: "PJSIP/1001"},
+		{Key: "Context", Value: "from-internal"}, {Key: "Exten", Value: "5551234"},
+		{Key: "Priority", Value: "1"}, {Key: "Async", Value: "true"},
+		{Key: "Variable", Value: "FOO=foo"}, {Key: "Variable", Value: "BAR=bar"},
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if m := amiproto.NewMessage(fs...); m.Len() != len(fs) {
+			b.Fatal(m.Len())
+		}
+	}
+}

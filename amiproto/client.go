@@ -299,7 +299,7 @@ func (c *Client) begin(action *Message, internal bool) (string, *call, error) {
 		return "", nil, err
 	}
 	if action.Kind() != KindAction || action.Name() == "" {
-		return "", nil, &ActionError{Key: action.Fields[0].Key, Reason: `the first field must be "Action: <name>"`}
+		return "", nil, &ActionError{Key: action.Field(0).Key, Reason: `the first field must be "Action: <name>"`}
 	}
 	cl := &call{action: action.Name(), done: make(chan struct{})}
 	cl.callerID, cl.hasID = action.Lookup("ActionID")
@@ -399,14 +399,15 @@ func (c *Client) writeLoop() {
 // appendWithID encodes an already validated action, with the Action line
 // first, then ActionID id, then the other fields but any ActionID.
 func appendWithID(dst []byte, m *Message, id string) []byte {
-	f0 := m.Fields[0]
+	f0 := m.Field(0)
 	dst = append(dst, f0.Key...)
 	dst = append(dst, ": "...)
 	dst = append(dst, f0.Value...)
 	dst = append(dst, "\r\nActionID: "...)
 	dst = append(dst, id...)
 	dst = append(dst, "\r\n"...)
-	for _, f := range m.Fields[1:] {
+	for i := 1; i < m.Len(); i++ {
+		f := m.Field(i)
 		if strings.EqualFold(f.Key, "ActionID") {
 			continue
 		}
@@ -450,11 +451,8 @@ func (c *Client) readLoop() {
 // dispatch routes one message: a response to its request, a list entry or
 // complete event to its collection, anything else to the event stream.
 func (c *Client) dispatch(m *Message) {
-	for i := range m.Fields {
-		if m.Fields[i].Key == "" {
-			c.report(&ProtocolError{Line: c.rd.line, Msg: fmt.Sprintf("line without a colon kept as data: %.80q", m.Fields[i].Value)})
-			break
-		}
+	if v, ok := m.Lookup(""); ok {
+		c.report(&ProtocolError{Line: c.rd.line, Msg: fmt.Sprintf("line without a colon kept as data: %.80q", v)})
 	}
 	switch m.Kind() {
 	case KindResponse:

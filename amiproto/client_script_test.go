@@ -364,8 +364,8 @@ func TestClient_RequestNeedsAnActionFirst(t *testing.T) {
 	})
 	c := dialT(t, url)
 	for _, m := range []*Message{
-		{Fields: []Field{{Key: "Event", Value: "Newchannel"}}},
-		{Fields: []Field{{Key: "Command", Value: "core show uptime"}, {Key: "Action", Value: "Command"}}},
+		NewMessage(Field{Key: "Event", Value: "Newchannel"}),
+		NewMessage(Field{Key: "Command", Value: "core show uptime"}, Field{Key: "Action", Value: "Command"}),
 		NewAction(""),
 	} {
 		var ae *ActionError

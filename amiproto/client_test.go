@@ -230,10 +230,10 @@ func TestClient_TLSWithASelfSignedCertificate(t *testing.T) {
 
 // userEvent is an event the test can number.
 func userEvent(n int) *amiproto.Message {
-	return &amiproto.Message{Fields: []amiproto.Field{
-		{Key: "Event", Value: "UserEvent"}, {Key: "Privilege", Value: "user,all"},
-		{Key: "UserEvent", Value: "Burst"}, {Key: "N", Value: strconv.Itoa(n)},
-	}}
+	return amiproto.NewMessage(
+		amiproto.Field{Key: "Event", Value: "UserEvent"}, amiproto.Field{Key: "Privilege", Value: "user,all"},
+		amiproto.Field{Key: "UserEvent", Value: "Burst"}, amiproto.Field{Key: "N", Value: strconv.Itoa(n)},
+	)
 }
 
 func TestClient_SlowConsumerLosesNothingUpToTheBoundAndCountsTheRest(t *testing.T) {

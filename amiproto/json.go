@@ -1,6 +1,10 @@
 package amiproto
 
-import "unicode/utf8"
+import (
+	"encoding/binary"
+	"unicode/utf8"
+	"unsafe"
+)
 
 // AppendJSON appends m to dst as one JSON object and returns the extended
 // buffer: the fields in wire order, keys spelled as they came.
@@ -23,7 +27,15 @@ func (m *Message) AppendJSON(dst []byte) []byte {
 	if m == nil {
 		return append(dst, "null"...)
 	}
-	fs := m.Fields
+	// The fields decoded once, on the stack for up to linkStack of them.
+	var fstack [linkStack]Field
+	var fs []Field
+	if n := m.Len(); n <= linkStack {
+		fs = fstack[:n:n]
+	} else {
+		fs = make([]Field, n)
+	}
+	m.decode(fs)
 	var stack [linkStack]uint32
 	var links []uint32
 	if len(fs) <= linkStack {
@@ -63,11 +75,7 @@ func (m *Message) AppendJSON(dst []byte) []byte {
 // MarshalJSON encodes m as AppendJSON does. It has a value receiver so that
 // encoding/json uses it for a Message as well as a *Message.
 func (m Message) MarshalJSON() ([]byte, error) {
-	size := 2
-	for _, f := range m.Fields {
-		size += len(f.Key) + len(f.Value) + 6
-	}
-	return m.AppendJSON(make([]byte, 0, size)), nil
+	return m.AppendJSON(make([]byte, 0, 2+len(m.data)+6*m.Len())), nil
 }
 
 // linkStack is the field count up to which AppendJSON keeps its bookkeeping
@@ -82,21 +90,22 @@ const isRepeat = 1
 // earlier field has it. A small open-addressing table of case-folded key
 // hashes finds them with one hash per field.
 func linkRepeats(fs []Field, links []uint32) {
-	if len(fs) < 2 {
+	n := len(fs)
+	if n < 2 {
 		return
 	}
 	type slot struct{ last, hash uint32 } // last: the latest field with the key, plus one
 	var stack [2 * linkStack]slot
 	slots := stack[:]
-	if len(fs) > linkStack {
+	if n > linkStack {
 		size := len(stack)
-		for size < 2*len(fs) {
+		for size < 2*n {
 			size *= 2
 		}
 		slots = make([]slot, size)
 	}
 	mask := uint32(len(slots) - 1)
-	for i := range fs {
+	for i := range n {
 		key := fs[i].Key
 		if key == "" {
 			continue
@@ -187,16 +196,14 @@ func needsEscape(x uint64) bool {
 	return (lt0x20|hasQuote|hasBackslash|x)&msb != 0
 }
 
-func load32(s string, i int) uint32 {
-	_ = s[i+3]
-	return uint32(s[i]) | uint32(s[i+1])<<8 | uint32(s[i+2])<<16 | uint32(s[i+3])<<24
-}
+// The loads read little-endian integers from a string at i. They go
+// through a []byte view of the string, which the compiler turns into one
+// load and one bounds check; the bytes are only read.
+func load16(s string, i int) uint16 { return binary.LittleEndian.Uint16(bytesOf(s)[i:]) }
+func load32(s string, i int) uint32 { return binary.LittleEndian.Uint32(bytesOf(s)[i:]) }
+func load64(s string, i int) uint64 { return binary.LittleEndian.Uint64(bytesOf(s)[i:]) }
 
-func load64(s string, i int) uint64 {
-	_ = s[i+7]
-	return uint64(s[i]) | uint64(s[i+1])<<8 | uint64(s[i+2])<<16 | uint64(s[i+3])<<24 |
-		uint64(s[i+4])<<32 | uint64(s[i+5])<<40 | uint64(s[i+6])<<48 | uint64(s[i+7])<<56
-}
+func bytesOf(s string) []byte { return unsafe.Slice(unsafe.StringData(s), len(s)) }
 
 // AppendJSONString appends s as a JSON string, with the escaping of
 // AppendJSON: invalid UTF-8 becomes U+FFFD, control characters, U+2028 and

@@ -113,7 +113,7 @@ func TestMessage_JSONOfEveryCapture(t *testing.T) {
 			if err := json.Unmarshal(out, &decoded); err != nil {
 				t.Fatalf("%s/%s message %d: %v\n%s", tc.ver, tc.name, i, err, out)
 			}
-			for _, f := range m.Fields {
+			for _, f := range m.Fields() {
 				if f.Key == "" {
 					continue
 				}
@@ -143,7 +143,7 @@ func TestMessage_AppendJSONAllocations(t *testing.T) {
 	_, msgs := replayAll(t, amiproto.NewReader(bytes.NewReader(raw)))
 	buf := make([]byte, 0, 64<<10)
 	for _, m := range msgs {
-		if len(m.Fields) > 64 {
+		if len(m.Fields()) > 64 {
 			continue
 		}
 		if n := testing.AllocsPerRun(10, func() { buf = m.AppendJSON(buf[:0]) }); n != 0 {

@@ -3,12 +3,13 @@ package amiproto_test
 import (
 	"maps"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/ami-bridge/ami-bridge/amiproto"
 )
 
-func msg(kv ...string) *amiproto.Message { return &amiproto.Message{Fields: fields(kv...)} }
+func msg(kv ...string) *amiproto.Message { return amiproto.NewMessage(fields(kv...)...) }
 
 func TestMessage_Kind(t *testing.T) {
 	tests := []struct {
@@ -135,37 +136,37 @@ func TestMessage_Output(t *testing.T) {
 
 func TestMessage_Editing(t *testing.T) {
 	m := amiproto.NewAction("Originate", "Channel", "Local/1@test", "ActionID", "a", "Variable", "X=1")
-	if want := fields("Action", "Originate", "Channel", "Local/1@test", "ActionID", "a", "Variable", "X=1"); !slices.Equal(m.Fields, want) {
-		t.Fatalf("NewAction = %q, want %q", m.Fields, want)
+	if want := fields("Action", "Originate", "Channel", "Local/1@test", "ActionID", "a", "Variable", "X=1"); !slices.Equal(m.Fields(), want) {
+		t.Fatalf("NewAction = %q, want %q", m.Fields(), want)
 	}
 	m.AddMap("Variable", map[string]string{"b": "2", "a": "1=1", "c": ""})
 	m.Add("Async", "true")
 	want := fields("Action", "Originate", "Channel", "Local/1@test", "ActionID", "a", "Variable", "X=1",
 		"Variable", "a=1=1", "Variable", "b=2", "Variable", "c=", "Async", "true")
-	if !slices.Equal(m.Fields, want) {
-		t.Fatalf("after AddMap/Add = %q, want %q", m.Fields, want)
+	if !slices.Equal(m.Fields(), want) {
+		t.Fatalf("after AddMap/Add = %q, want %q", m.Fields(), want)
 	}
 
 	// Set replaces the first value in place and drops the later ones.
 	m.Set("variable", "only=1")
 	want = fields("Action", "Originate", "Channel", "Local/1@test", "ActionID", "a", "Variable", "only=1", "Async", "true")
-	if !slices.Equal(m.Fields, want) {
-		t.Fatalf("after Set = %q, want %q", m.Fields, want)
+	if !slices.Equal(m.Fields(), want) {
+		t.Fatalf("after Set = %q, want %q", m.Fields(), want)
 	}
 	// Set of an absent key appends.
 	m.Set("Timeout", "30000")
 	want = append(want, amiproto.Field{Key: "Timeout", Value: "30000"})
-	if !slices.Equal(m.Fields, want) {
-		t.Fatalf("after Set of a new key = %q", m.Fields)
+	if !slices.Equal(m.Fields(), want) {
+		t.Fatalf("after Set of a new key = %q", m.Fields())
 	}
 	m.Add("ACTIONID", "b")
 	m.Del("ActionID")
 	want = fields("Action", "Originate", "Channel", "Local/1@test", "Variable", "only=1", "Async", "true", "Timeout", "30000")
-	if !slices.Equal(m.Fields, want) {
-		t.Fatalf("after Del = %q, want %q", m.Fields, want)
+	if !slices.Equal(m.Fields(), want) {
+		t.Fatalf("after Del = %q, want %q", m.Fields(), want)
 	}
 	m.Del("Missing")
-	if !slices.Equal(m.Fields, want) {
+	if !slices.Equal(m.Fields(), want) {
 		t.Fatal("Del of a missing key changed the message")
 	}
 
@@ -194,5 +195,72 @@ func TestMessage_String(t *testing.T) {
 	want := "Response: Success\r\nActionID: 1\r\nno colon\r\nEmpty: \r\n\r\n"
 	if got := m.String(); got != want {
 		t.Errorf("String() = %q, want %q", got, want)
+	}
+}
+
+func TestMessage_FieldAccess(t *testing.T) {
+	m := msg("Event", "X", "", "no colon", "A", "1", "A", "2")
+	if m.Len() != 4 || m.Field(1) != (amiproto.Field{Value: "no colon"}) || m.Field(3) != (amiproto.Field{Key: "A", Value: "2"}) {
+		t.Fatalf("Len %d, fields %q", m.Len(), m.Fields())
+	}
+	var keys []string
+	for k, v := range m.All() {
+		keys = append(keys, k+"="+v)
+		if len(keys) == 3 {
+			break // All stops when the loop does
+		}
+	}
+	if want := []string{"Event=X", "=no colon", "A=1"}; !slices.Equal(keys, want) {
+		t.Errorf("All = %q, want %q", keys, want)
+	}
+	if m.Size() < len("EventXno colonA1A2") {
+		t.Errorf("Size() = %d, less than the text", m.Size())
+	}
+	m.AddFields(amiproto.Field{Key: "B", Value: "3"}, amiproto.Field{Key: "B", Value: "4"})
+	if !slices.Equal(m.Values("b"), []string{"3", "4"}) || m.Len() != 6 {
+		t.Errorf("after AddFields: %q", m.Fields())
+	}
+	var zero amiproto.Message
+	if zero.Len() != 0 || zero.Fields() == nil || len(zero.Fields()) != 0 || zero.Get("X") != "" || zero.Size() != 0 {
+		t.Error("the zero Message is not empty")
+	}
+	if zero.Add("Event", "Y").EventName() != "Y" {
+		t.Error("Add to the zero Message")
+	}
+	defer func() {
+		if recover() == nil {
+			t.Error("Field out of range did not panic")
+		}
+	}()
+	m.Field(6)
+}
+
+// TestMessage_Wide: a message whose text passes 64 KiB indexes it with
+// 32-bit offsets, and reads back the same.
+func TestMessage_Wide(t *testing.T) {
+	big := strings.Repeat("x", 40<<10)
+	fs := fields("Event", "Big", "A", big, "B", big+"y", "Output", "", "C", "last")
+	m := amiproto.NewMessage(fs...)
+	if !slices.Equal(m.Fields(), fs) || m.Size() < 80<<10 {
+		t.Fatalf("wide message reads back wrong (size %d)", m.Size())
+	}
+	m.Del("A")
+	if m.Get("B") != big+"y" || m.Get("C") != "last" || m.Len() != 4 {
+		t.Errorf("after Del: %d fields", m.Len())
+	}
+}
+
+// TestMessage_KeysFoldASCIIOnly: keys match ignoring ASCII case only, as
+// Asterisk's strcasecmp does and as AppendJSON groups them.
+func TestMessage_KeysFoldASCIIOnly(t *testing.T) {
+	m := msg("Event", "X", "\u212Aey", "kelvin", "KEY", "ascii", "Output", "o")
+	if got := m.Get("key"); got != "ascii" {
+		t.Errorf(`Get("key") = %q, want the ASCII "KEY" line's value`, got)
+	}
+	if got := m.Values("OUTPUT"); !slices.Equal(got, []string{"o"}) {
+		t.Errorf("Values(OUTPUT) = %q", got)
+	}
+	if m.Has("kéy") || m.Has("ke") {
+		t.Error("a key matched one of another spelling or length")
 	}
 }

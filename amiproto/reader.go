@@ -2,9 +2,12 @@ package amiproto
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"io"
+	"math/bits"
 	"strings"
+	"unsafe"
 )
 
 // Default reader limits. They are far above what Asterisk sends (its own
@@ -47,12 +50,15 @@ func (l ReaderLimits) withDefaults() ReaderLimits {
 	return l
 }
 
-// Buffer sizes. The buffer grows while one message does not fit, and goes
-// back to its initial size once a message larger than shrinkAbove is done.
+// Buffer sizes. The buffer starts small, for the many sessions that are
+// mostly idle, and doubles while one message does not fit or, up to
+// busyBufSize, while reads fill it. It goes back to busyBufSize once a
+// message larger than shrinkAbove is done.
 const (
-	initialBufSize = 32 << 10
-	minReadSize    = 4 << 10
-	shrinkAbove    = 1 << 20
+	startBufSize = 4 << 10
+	busyBufSize  = 32 << 10
+	minReadSize  = 4 << 10
+	shrinkAbove  = 1 << 20
 )
 
 // Reader reads AMI messages from a stream. It accepts CRLF and bare LF line
@@ -60,7 +66,7 @@ const (
 // "Response: Follows" Command block. It is not safe for concurrent use.
 //
 // The Reader does its own buffering: a message is scanned in place and
-// copied once, into the single string its Fields share.
+// copied once, with its index, into the single string its Message holds.
 type Reader struct {
 	src    io.Reader
 	srcErr error // sticky error from src, returned once the buffer is drained
@@ -78,9 +84,11 @@ type Reader struct {
 
 	skip        skipMode // what is being discarded after a limit error
 	discardLine bool     // the rest of an over-long line is still to come
+	filled      bool     // the last read filled the buffer: the stream is busy
 
-	msgSlab   []Message
-	fieldSlab []Field
+	msgSlab   []Message // ReadMessage's Messages are cut from it
+	chunk     []byte    // the free part of the chunk messages' text is cut from
+	chunkSize int       // the size of the latest chunk
 }
 
 // span locates one field relative to Reader.mstart. key < 0 marks the fixed
@@ -112,7 +120,7 @@ func NewReader(r io.Reader) *Reader { return NewReaderLimits(r, ReaderLimits{}) 
 
 // NewReaderLimits returns a Reader over r with the given limits.
 func NewReaderLimits(r io.Reader, limits ReaderLimits) *Reader {
-	return &Reader{src: r, limits: limits.withDefaults(), buf: make([]byte, initialBufSize)}
+	return &Reader{src: r, limits: limits.withDefaults(), buf: make([]byte, startBufSize)}
 }
 
 // Buffered returns the number of bytes read from the stream but not yet
@@ -150,28 +158,131 @@ func BannerVersion(banner string) string {
 // A *ProtocolError wrapping ErrLineTooLong or ErrMessageTooLarge means the
 // message broke a limit: it is discarded and the next call reads the message
 // after it, so one bad message costs nothing else.
+//
+// The message stays valid after later reads, but it shares memory with the
+// messages read around it: up to 64 Message headers and 16 KiB of text are
+// kept alive while any of them is. Clone a message that outlives its
+// neighbours by far.
 func (r *Reader) ReadMessage() (*Message, error) {
 	if len(r.msgSlab) == 0 {
-		r.msgSlab = make([]Message, 32)
+		r.msgSlab = make([]Message, msgSlabSize)
 	}
 	m := &r.msgSlab[0]
-	if err := r.read(m, false); err != nil {
+	if err := r.ReadMessageInto(m); err != nil {
 		return nil, err
 	}
 	r.msgSlab = r.msgSlab[1:]
 	return m, nil
 }
 
-// ReadMessageInto is ReadMessage into a caller's Message, for a loop that is
-// done with one message before it reads the next. m's Fields are replaced,
-// reusing their backing array when it is large enough, so a slice of the old
-// Fields must not be kept across the call; the strings in them stay valid.
-func (r *Reader) ReadMessageInto(m *Message) error { return r.read(m, true) }
-
-// read reads the next message into m, in a new Fields slice or, with reuse,
-// in m.Fields' backing array when it fits.
-func (r *Reader) read(m *Message, reuse bool) error {
+// ReadMessageInto is ReadMessage into a caller's Message, which it
+// overwrites, for a loop that is done with one message before it reads the
+// next. Copies of the old Message, and strings taken from it, stay valid.
+func (r *Reader) ReadMessageInto(m *Message) error {
 	r.startMessage()
+	if !r.scanMessage() {
+		if err := r.readSlow(); err != nil {
+			return err
+		}
+	}
+	*m = r.message()
+	return nil
+}
+
+// scanMessage is the fast path of a read: one pass over a message that lies
+// whole in the buffer, has no Follows block and keeps within the limits,
+// which is nearly every message. On anything else it returns false having
+// changed nothing, and readSlow reads the message.
+//
+// It tests eight bytes at a time for the next '\n' and, until the line's
+// first ':' is found, for ':' too: AMI lines are short, too short for
+// bytes.IndexByte's set-up to pay.
+func (r *Reader) scanMessage() bool {
+	if r.skip != skipNone || r.discardLine {
+		return false
+	}
+	buf := r.buf[:r.end]
+	spans := r.spans[:0]
+	lim := r.limits
+	p, mstart := r.pos, r.pos // the current line's start, the message's
+	colon := -1               // the current line's first ':'
+	lines, msgBytes := 0, 0
+	for i := p; ; {
+		e := -1 // the next '\n', or ':' while colon < 0
+		for ; i+8 <= len(buf); i += 8 {
+			w := binary.LittleEndian.Uint64(buf[i:])
+			m := hasZeroByte(w ^ lsb*'\n')
+			if colon < 0 {
+				m |= hasZeroByte(w ^ lsb*':')
+			}
+			if m != 0 {
+				e = i + bits.TrailingZeros64(m)>>3
+				break
+			}
+		}
+		if e < 0 {
+			for ; i < len(buf); i++ {
+				if c := buf[i]; c == '\n' || (c == ':' && colon < 0) {
+					e = i
+					break
+				}
+			}
+			if e < 0 {
+				return false // the message goes on past the buffer
+			}
+		}
+		i = e + 1
+		if buf[e] == ':' {
+			colon = e
+			continue
+		}
+		lines++
+		hi := e
+		if hi > p && buf[hi-1] == '\r' {
+			hi--
+		}
+		n := hi - p
+		switch {
+		case n > lim.MaxLineBytes:
+			return false
+		case n == 0 && len(spans) == 0:
+			p, mstart = i, i // blank lines between messages
+			continue
+		case n == 0:
+			r.spans, r.msgBytes = spans, msgBytes
+			r.mstart, r.pos, r.scan = mstart, i, i
+			r.line += lines
+			return true
+		case len(spans) == 0 && isFollowsLine(buf[p:hi]):
+			return false
+		case len(spans) >= lim.MaxFields || msgBytes+n > lim.MaxMessageBytes:
+			return false
+		}
+		msgBytes += n
+		s := span{key: spanNoKey, val: int32(p - mstart), valEnd: int32(hi - mstart)}
+		if colon >= 0 { // before hi: buf[hi] is CR or LF
+			v := colon + 1
+			if v < hi && buf[v] == ' ' {
+				v++ // the one space Asterisk writes
+			}
+			if v < hi && (buf[v] == ' ' || buf[v] == '\t') {
+				v = p + valueStart(buf[p:hi], colon-p)
+			}
+			s.key, s.keyEnd, s.val = s.val, int32(colon-mstart), int32(v-mstart)
+		}
+		spans = append(spans, s)
+		p, colon = i, -1
+	}
+}
+
+// hasZeroByte returns x with the high bit of its first zero byte set (in
+// memory order), no bit below it, and maybe bits above it: the lowest set
+// bit is exact, which is all scanMessage reads.
+func hasZeroByte(x uint64) uint64 { return (x - lsb) &^ x & msb }
+
+// readSlow reads the current message line by line, refilling the buffer
+// as it goes, with Follows blocks, limits and read errors.
+func (r *Reader) readSlow() error {
 	follows := false // inside a "Response: Follows" message
 	output := false  // inside its raw output block
 	for {
@@ -211,7 +322,7 @@ func (r *Reader) read(m *Message, reuse bool) error {
 				// Raw output never holds a CR; a CRLF blank line ends the
 				// message even if the marker went missing.
 				if crlf && len(line) == 0 {
-					break
+					return nil
 				}
 				if err := r.addSpan(spanOutput, lo, hi); err != nil {
 					return r.fail(err, skipFollows)
@@ -231,7 +342,7 @@ func (r *Reader) read(m *Message, reuse bool) error {
 				r.mstart = r.pos // blank lines between messages
 				continue
 			}
-			break
+			return nil
 		}
 		if len(r.spans) == 0 && isFollowsLine(line) {
 			follows = true
@@ -240,12 +351,6 @@ func (r *Reader) read(m *Message, reuse bool) error {
 			return r.fail(err, skipFor(follows))
 		}
 	}
-	if reuse && cap(m.Fields) >= len(r.spans) {
-		m.Fields = r.fields(m.Fields[:len(r.spans)])
-	} else {
-		m.Fields = r.fields(nil)
-	}
-	return nil
 }
 
 // startMessage forgets the previous message and gives back the memory a
@@ -254,8 +359,8 @@ func (r *Reader) startMessage() {
 	r.spans = r.spans[:0]
 	r.msgBytes = 0
 	r.mstart = r.pos
-	if len(r.buf) > shrinkAbove && r.end-r.pos <= initialBufSize/2 {
-		nb := make([]byte, initialBufSize)
+	if len(r.buf) > shrinkAbove && r.end-r.pos <= busyBufSize/2 {
+		nb := make([]byte, busyBufSize)
 		n := copy(nb, r.buf[r.pos:r.end])
 		r.buf, r.mstart, r.pos, r.scan, r.end = nb, 0, 0, r.scan-r.pos, n
 	}
@@ -372,32 +477,58 @@ func valueStart(line []byte, colon int) int {
 	return j
 }
 
-// fields turns the spans into Fields over one string: one allocation for
-// the message's bytes, and Fields in fs or, when fs is nil, cut from a shared
-// slab.
-func (r *Reader) fields(fs []Field) []Field {
+// Sizes of the memory that read messages are cut from; see alloc.
+const (
+	msgSlabSize = 64
+	minChunk    = 2 << 10
+	maxChunk    = 16 << 10
+)
+
+// message copies the current message's text out of the buffer, followed by
+// its index, and returns it as a Message.
+func (r *Reader) message() Message {
 	n := len(r.spans)
-	// The last value ends the message's bytes.
-	str := string(r.buf[r.mstart : r.mstart+int(r.spans[n-1].valEnd)])
-	if fs == nil {
-		if len(r.fieldSlab) < n {
-			r.fieldSlab = make([]Field, max(n, 512))
-		}
-		fs = r.fieldSlab[:n:n]
-		r.fieldSlab = r.fieldSlab[n:]
-	}
+	text := int(r.spans[n-1].valEnd) // the last value ends the text
+	wide := text >= noOffset16
+	b := r.alloc(text + n*entrySize(wide))
+	copy(b, r.buf[r.mstart:r.mstart+text])
+	idx := b[text:]
 	for i, s := range r.spans {
+		ks, ke := int(s.key), int(s.keyEnd)
 		switch s.key {
 		case spanNoKey:
-			fs[i] = Field{Value: str[s.val:s.valEnd]}
+			ks, ke = int(s.val), int(s.val)
 		case spanOutput:
-			fs[i] = Field{Key: "Output", Value: str[s.val:s.valEnd]}
-		default:
-			fs[i] = Field{Key: str[s.key:s.keyEnd], Value: str[s.val:s.valEnd]}
+			ks = -1
 		}
+		if !wide && ks >= 0 { // the common case, in one store
+			binary.LittleEndian.PutUint64(idx[i*8:], uint64(ks)|uint64(ke)<<16|uint64(s.val)<<32|uint64(s.valEnd)<<48)
+			continue
+		}
+		putEntry(idx, wide, i, ks, ke, int(s.val), int(s.valEnd))
 	}
 	r.mstart = r.pos
-	return fs
+	// alloc hands out each byte once, and b is not written again: it can
+	// be the string.
+	return Message{data: unsafe.String(&b[0], len(b)), n: uint32(n), wide: wide}
+}
+
+// alloc returns size bytes for a message. Small messages are cut from
+// shared chunks, so that a busy stream costs one allocation every few dozen
+// messages; a kept message keeps its chunk alive, at most maxChunk bytes.
+// Chunks start small, so that an idle session holds little, and double
+// while messages keep coming.
+func (r *Reader) alloc(size int) []byte {
+	if size > maxChunk/4 {
+		return make([]byte, size)
+	}
+	if len(r.chunk) < size {
+		r.chunkSize = min(max(2*r.chunkSize, minChunk), maxChunk)
+		r.chunk = make([]byte, max(r.chunkSize, size))
+	}
+	b := r.chunk[:size:size]
+	r.chunk = r.chunk[size:]
+	return b
 }
 
 // nextLine finds the next line and returns its bounds in buf, without its
@@ -462,7 +593,7 @@ func (r *Reader) fill() error {
 		r.end = n
 		r.mstart = 0
 	}
-	if len(r.buf)-r.end < minReadSize {
+	if len(r.buf)-r.end < minReadSize || (r.filled && len(r.buf) < busyBufSize) {
 		nb := make([]byte, 2*len(r.buf))
 		copy(nb, r.buf[:r.end])
 		r.buf = nb
@@ -472,6 +603,7 @@ func (r *Reader) fill() error {
 		if n < 0 || n > len(r.buf)-r.end {
 			return errInvalidRead
 		}
+		r.filled = n == len(r.buf)-r.end // more was likely waiting
 		r.end += n
 		if err != nil {
 			if n > 0 {

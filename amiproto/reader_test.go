@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"testing/iotest"
@@ -119,11 +120,17 @@ func replayAll(t testing.TB, r *amiproto.Reader) (string, []*amiproto.Message) {
 	if err != nil {
 		t.Fatalf("ReadBanner: %v", err)
 	}
+	return banner, readAll(t, r)
+}
+
+// readAll reads every message up to a clean EOF.
+func readAll(t testing.TB, r *amiproto.Reader) []*amiproto.Message {
+	t.Helper()
 	var msgs []*amiproto.Message
 	for {
 		m, err := r.ReadMessage()
 		if errors.Is(err, io.EOF) {
-			return banner, msgs
+			return msgs
 		}
 		if err != nil {
 			t.Fatalf("ReadMessage after %d messages: %v", len(msgs), err)
@@ -366,7 +373,7 @@ func TestReader_ReplayCoversEveryCapture(t *testing.T) {
 }
 
 func sameMessages(a, b []*amiproto.Message) bool {
-	return slices.EqualFunc(a, b, func(x, y *amiproto.Message) bool { return slices.Equal(x.Fields, y.Fields) })
+	return slices.EqualFunc(a, b, func(x, y *amiproto.Message) bool { return slices.Equal(x.Fields(), y.Fields()) })
 }
 
 // checkReencodes proves that no byte was lost or misread: written back in
@@ -403,7 +410,7 @@ func wireForm(m *amiproto.Message) string {
 		return m.String()
 	}
 	var b strings.Builder
-	for _, f := range m.Fields {
+	for _, f := range m.Fields() {
 		if f.Key == "Output" {
 			b.WriteString(f.Value + "\n")
 		} else {
@@ -601,7 +608,7 @@ func checkCollections(t *testing.T, rp *replay) {
 			continue
 		}
 		statuses++
-		if last := m.Fields[len(m.Fields)-1]; last.Key != "ActionID" {
+		if last := m.Fields()[len(m.Fields())-1]; last.Key != "ActionID" {
 			t.Errorf("Status item's last line is %q, want ActionID", last.Key)
 		}
 		wantGet(t, m, "Privilege", "Call")
@@ -615,14 +622,14 @@ func checkCollections(t *testing.T, rp *replay) {
 		t.Errorf("%d Status items for status-vars, want 10", statuses)
 	}
 	csc := rp.find(t, "CoreShowChannel", func(m *amiproto.Message) bool { return m.EventName() == "CoreShowChannel" })
-	if csc.Fields[1].Key != "ActionID" {
-		t.Errorf("CoreShowChannel's 2nd line is %q, want ActionID", csc.Fields[1].Key)
+	if csc.Fields()[1].Key != "ActionID" {
+		t.Errorf("CoreShowChannel's 2nd line is %q, want ActionID", csc.Fields()[1].Key)
 	}
 
 	// QueueRule sends an extra blank line; what follows still parses.
 	rule := rp.response(t, "queuerule")
-	if len(rule.Fields) != 2 {
-		t.Errorf("QueueRule response has %d fields, want 2", len(rule.Fields))
+	if len(rule.Fields()) != 2 {
+		t.Errorf("QueueRule response has %d fields, want 2", len(rule.Fields()))
 	}
 	after := rp.next(t, rule)
 	if rp.is22() {
@@ -647,10 +654,10 @@ func checkCollections(t *testing.T, rp *replay) {
 	if after.Kind() != amiproto.KindUnknown || after.ActionID() != "" {
 		t.Fatalf("Queues text read as %s with ActionID %q", after.Kind(), after.ActionID())
 	}
-	if last := after.Fields[len(after.Fields)-1]; last != (amiproto.Field{Value: "   No Callers"}) {
+	if last := after.Fields()[len(after.Fields())-1]; last != (amiproto.Field{Value: "   No Callers"}) {
 		t.Errorf("Queues text ends in %+v", last)
 	}
-	if v := after.Fields[2].Value; !strings.Contains(v, "\x1b[1;32;40mNot in use\x1b[0m") {
+	if v := after.Fields()[2].Value; !strings.Contains(v, "\x1b[1;32;40mNot in use\x1b[0m") {
 		t.Errorf("ANSI escapes lost: %q", v)
 	}
 	bye := rp.next(t, after)
@@ -951,7 +958,7 @@ func readSteps(t *testing.T, src io.Reader, limits amiproto.ReaderLimits) []step
 			}
 			continue
 		}
-		steps = append(steps, step{fields: m.Fields})
+		steps = append(steps, step{fields: m.Fields()})
 	}
 	t.Fatal("reader does not reach EOF")
 	return nil
@@ -1198,40 +1205,43 @@ func TestReader_MessagesOwnTheirMemory(t *testing.T) {
 			break
 		}
 		kept = append(kept, m)
-		copies = append(copies, slices.Clone(m.Fields))
+		copies = append(copies, slices.Clone(m.Fields()))
 		// Appending to one message must not touch the next one.
 		m.Add("X-Test", "appended")
 	}
 	for i, m := range kept {
-		if !slices.Equal(m.Fields[:len(m.Fields)-1], copies[i]) {
+		if !slices.Equal(m.Fields()[:len(m.Fields())-1], copies[i]) {
 			t.Fatalf("message %d changed after later reads", i)
 		}
 	}
 }
 
-func TestReader_ReadMessageIntoReusesFields(t *testing.T) {
+// TestReader_ReadMessageIntoOverwrites: ReadMessageInto replaces the
+// Message, and a copy of the old one, or a string taken from it, still
+// reads what it did.
+func TestReader_ReadMessageIntoOverwrites(t *testing.T) {
 	in := "Event: A\r\nK: 1\r\nL: 2\r\n\r\nEvent: B\r\nK: 3\r\n\r\nEvent: C\r\nK: 4\r\nL: 5\r\nM: 6\r\n\r\n"
 	r := amiproto.NewReader(strings.NewReader(in))
 	var m amiproto.Message
 	if err := r.ReadMessageInto(&m); err != nil {
 		t.Fatal(err)
 	}
-	first := m.Fields
+	first := m
 	val := m.Get("K")
 	if err := r.ReadMessageInto(&m); err != nil {
 		t.Fatal(err)
 	}
-	if &m.Fields[0] != &first[0] {
-		t.Error("ReadMessageInto did not reuse a large enough Fields array")
+	if !slices.Equal(m.Fields(), fields("Event", "B", "K", "3")) || val != "1" {
+		t.Errorf("fields = %q, earlier value %q", m.Fields(), val)
 	}
-	if !slices.Equal(m.Fields, fields("Event", "B", "K", "3")) || val != "1" {
-		t.Errorf("fields = %q, earlier value %q", m.Fields, val)
+	if !slices.Equal(first.Fields(), fields("Event", "A", "K", "1", "L", "2")) {
+		t.Errorf("copy of the first message reads %q", first.Fields())
 	}
 	if err := r.ReadMessageInto(&m); err != nil {
 		t.Fatal(err)
 	}
-	if !slices.Equal(m.Fields, fields("Event", "C", "K", "4", "L", "5", "M", "6")) {
-		t.Errorf("fields = %q", m.Fields)
+	if !slices.Equal(m.Fields(), fields("Event", "C", "K", "4", "L", "5", "M", "6")) {
+		t.Errorf("fields = %q", m.Fields())
 	}
 	if err := r.ReadMessageInto(&m); err != io.EOF {
 		t.Errorf("err = %v, want EOF", err)
@@ -1286,7 +1296,7 @@ func TestReader_TransientErrorLosesNothing(t *testing.T) {
 				sawErr = true
 				continue
 			}
-			got = append(got, m.Fields)
+			got = append(got, m.Fields())
 		}
 		if !sawErr || len(got) != 2 || !slices.Equal(got[0], fields("Event", "A", "K", "1")) || !slices.Equal(got[1], fields("Event", "B", "K", "2", "L", "3")) {
 			t.Errorf("failAt %d: got %q (error seen %v)", failAt, got, sawErr)
@@ -1320,5 +1330,43 @@ func TestReader_Buffered(t *testing.T) {
 	}
 	if got := r.Buffered(); got != len("Event: B\r\n\r\n") {
 		t.Errorf("Buffered after one message = %d", got)
+	}
+}
+
+// TestReader_MessagesOfEverySize reads messages whose sizes sweep across the
+// chunks that read messages are cut from, and past the 64 KiB at which their
+// index widens, keeps them all, and checks each against what was sent once
+// the last one is read.
+func TestReader_MessagesOfEverySize(t *testing.T) {
+	var in strings.Builder
+	var want [][]amiproto.Field
+	add := func(fs []amiproto.Field) {
+		want = append(want, fs)
+		for _, f := range fs {
+			in.WriteString(f.Key + ": " + f.Value + "\r\n")
+		}
+		in.WriteString("\r\n")
+	}
+	// Down from large: the first message cut from a chunk is larger than
+	// the first chunk.
+	for size := 9000; size >= 0; size -= 97 {
+		add(fields("Event", "Sized", "N", strconv.Itoa(size), "Pad", strings.Repeat("p", size), "Tail", "t"))
+	}
+	line := strings.Repeat("w", 30<<10)
+	add(fields("Event", "Wide", "A", line, "B", line, "C", line, "D", "end"))
+	// A Follows block past 64 KiB: its Output keys are implied, in the
+	// wide index too.
+	want = append(want, fields("Response", "Follows", "Privilege", "Command", "Output", line, "Output", line, "Output", line+"!"))
+	in.WriteString("Response: Follows\r\nPrivilege: Command\r\n" + line + "\n" + line + "\n" + line + "!--END COMMAND--\r\n\r\n")
+	add(fields("Event", "After", "K", "v"))
+
+	got := readAll(t, amiproto.NewReader(strings.NewReader(in.String())))
+	if len(got) != len(want) {
+		t.Fatalf("read %d messages, want %d", len(got), len(want))
+	}
+	for i, m := range got {
+		if !slices.Equal(m.Fields(), want[i]) {
+			t.Fatalf("message %d (%s) reads back wrong", i, m.Name())
+		}
 	}
 }

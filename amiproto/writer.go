@@ -39,10 +39,10 @@ func AppendMessage(dst []byte, m *Message) ([]byte, error) {
 	if err := ValidateMessage(m); err != nil {
 		return dst, err
 	}
-	for _, f := range m.Fields {
-		dst = append(dst, f.Key...)
+	for k, v := range m.All() {
+		dst = append(dst, k...)
 		dst = append(dst, ':', ' ')
-		dst = append(dst, f.Value...)
+		dst = append(dst, v...)
 		dst = append(dst, '\r', '\n')
 	}
 	return append(dst, '\r', '\n'), nil
@@ -51,11 +51,11 @@ func AppendMessage(dst []byte, m *Message) ([]byte, error) {
 // ValidateMessage reports the first field of m that cannot be sent safely,
 // as an *ActionError, or nil.
 func ValidateMessage(m *Message) error {
-	if m == nil || len(m.Fields) == 0 {
+	if m.Len() == 0 {
 		return &ActionError{Reason: "empty message"}
 	}
-	for _, f := range m.Fields {
-		if err := validateField(f); err != nil {
+	for i := range m.Len() {
+		if err := validateField(m.Field(i)); err != nil {
 			return err
 		}
 	}

@@ -166,8 +166,8 @@ func TestWriter_RoundTrip(t *testing.T) {
 		if err != nil {
 			t.Fatalf("message %d: %v", i, err)
 		}
-		if !slices.Equal(got.Fields, want.Fields) {
-			t.Errorf("message %d read back as %q, want %q", i, got.Fields, want.Fields)
+		if !slices.Equal(got.Fields(), want.Fields()) {
+			t.Errorf("message %d read back as %q, want %q", i, got.Fields(), want.Fields())
 		}
 	}
 	if _, err := r.ReadMessage(); err != io.EOF {

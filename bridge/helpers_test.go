@@ -256,7 +256,7 @@ func userEvent(name string, n int) *amiproto.Message {
 // newEvent returns an Event message named name with the given key, value
 // pairs.
 func newEvent(name string, kv ...string) *amiproto.Message {
-	m := &amiproto.Message{Fields: []amiproto.Field{{Key: "Event", Value: name}}}
+	m := amiproto.NewMessage(amiproto.Field{Key: "Event", Value: name})
 	for i := 0; i+1 < len(kv); i += 2 {
 		m.Add(kv[i], kv[i+1])
 	}

@@ -12,13 +12,13 @@ import (
 func TestAppendReply_LegacyCommandOutput(t *testing.T) {
 	// Asterisk 13's "Response: Follows": the reader keeps the raw lines as
 	// Output fields.
-	resp := &amiproto.Response{Message: &amiproto.Message{Fields: []amiproto.Field{
+	resp := &amiproto.Response{Message: amiproto.NewMessage([]amiproto.Field{
 		{Key: "Response", Value: "Follows"},
 		{Key: "Privilege", Value: "Command"},
 		{Key: "ActionID", Value: "x"},
 		{Key: "Output", Value: "Asterisk 13.38.3 built by root"},
 		{Key: "Output", Value: "with: colons"},
-	}}}
+	}...)}
 	body := appendReply(nil, "old", resp, replyOptions{parts: true})
 	var r struct {
 		Server   string            `json:"server"`
@@ -37,9 +37,9 @@ func TestAppendReply_LegacyCommandOutput(t *testing.T) {
 }
 
 func TestAppendReply_ErrorKeysInContractOrder(t *testing.T) {
-	resp := &amiproto.Response{Message: &amiproto.Message{Fields: []amiproto.Field{
+	resp := &amiproto.Response{Message: amiproto.NewMessage([]amiproto.Field{
 		{Key: "Response", Value: "Error"}, {Key: "Message", Value: "No such channel"},
-	}}}
+	}...)}
 	body := appendReply(nil, "pbx1", resp, replyOptions{code: 422, message: "No such channel"})
 	if keys := orderedKeys(t, body); !slices.Equal(keys, []string{"server", "error", "response"}) {
 		t.Errorf("keys %v: %s", keys, body)

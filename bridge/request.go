@@ -52,7 +52,7 @@ func decodeAction(data []byte) (*amiproto.Message, error) {
 	if d, ok := tok.(json.Delim); !ok || d != '{' {
 		return nil, badRequestf("request must be a JSON object")
 	}
-	m := &amiproto.Message{Fields: make([]amiproto.Field, 1, 8)}
+	fs := make([]amiproto.Field, 1, 8)
 	haveAction := false
 	for dec.More() {
 		tok, err := dec.Token()
@@ -65,11 +65,11 @@ func decodeAction(data []byte) (*amiproto.Message, error) {
 			if err != nil {
 				return nil, err
 			}
-			m.Fields[0] = amiproto.Field{Key: "Action", Value: name}
+			fs[0] = amiproto.Field{Key: "Action", Value: name}
 			haveAction = true
 			continue
 		}
-		if m.Fields, err = appendValue(m.Fields, dec, key); err != nil {
+		if fs, err = appendValue(fs, dec, key); err != nil {
 			return nil, err
 		}
 	}
@@ -82,6 +82,7 @@ func decodeAction(data []byte) (*amiproto.Message, error) {
 	if !haveAction {
 		return nil, badRequestf("request has no Action")
 	}
+	m := amiproto.NewMessage(fs...)
 	if err := amiproto.ValidateMessage(m); err != nil {
 		var ae *amiproto.ActionError
 		if errors.As(err, &ae) {

@@ -416,7 +416,7 @@ func serveUserEvent(w *ResponseWriter, r *Request) {
 	ev := appendField(nil, "Event", "UserEvent")
 	ev = appendField(ev, "Privilege", "user,all")
 	ev = appendField(ev, "UserEvent", r.Get("UserEvent"))
-	for _, f := range r.Fields {
+	for _, f := range r.Fields() {
 		if strings.EqualFold(f.Key, "Action") || strings.EqualFold(f.Key, "UserEvent") {
 			continue
 		}

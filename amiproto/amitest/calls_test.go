@@ -44,7 +44,7 @@ func normalisedCall(t *testing.T, events []*amiproto.Message) []string {
 	var out []string
 	for _, ev := range events {
 		var b strings.Builder
-		for _, f := range ev.Fields {
+		for _, f := range ev.Fields() {
 			v := r.Replace(f.Value)
 			switch f.Key {
 			case "StartTime", "AnswerTime", "EndTime":

@@ -106,11 +106,11 @@ func compareConversation(t *testing.T, got, want []*amiproto.Message) {
 			t.Fatalf("message %d extra:\n%s", i+1, got[i])
 		}
 		g, w := got[i], want[i]
-		if len(g.Fields) != len(w.Fields) {
-			t.Fatalf("message %d has %d fields, want %d\ngot:\n%s\nwant:\n%s", i+1, len(g.Fields), len(w.Fields), g, w)
+		if len(g.Fields()) != len(w.Fields()) {
+			t.Fatalf("message %d has %d fields, want %d\ngot:\n%s\nwant:\n%s", i+1, len(g.Fields()), len(w.Fields()), g, w)
 		}
-		for j, wf := range w.Fields {
-			gf := g.Fields[j]
+		for j, wf := range w.Fields() {
+			gf := g.Fields()[j]
 			if gf.Key != wf.Key || (gf.Value != wf.Value && !isVolatile(wf)) {
 				t.Fatalf("message %d field %d = %q: %q, want %q: %q\ngot:\n%s\nwant:\n%s", i+1, j+1, gf.Key, gf.Value, wf.Key, wf.Value, g, w)
 			}

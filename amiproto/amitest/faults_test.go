@@ -103,8 +103,8 @@ func TestFault_WriteGarbage(t *testing.T) {
 	srv := start(t, amitest.Config{})
 	c := dialLogin(t, srv)
 	srv.WriteGarbage([]byte("\x00\x01no colon here\r\n\r\n"))
-	if m := c.read(); m.Fields[0] != (amiproto.Field{Value: "\x00\x01no colon here"}) {
-		t.Fatalf("garbage parsed as:\n%q", m.Fields)
+	if m := c.read(); m.Fields()[0] != (amiproto.Field{Value: "\x00\x01no colon here"}) {
+		t.Fatalf("garbage parsed as:\n%q", m.Fields())
 	}
 	srv.WriteGarbage(nil)
 	c.send("Ping", "ActionID", "after")

@@ -81,7 +81,7 @@ func (w *ResponseWriter) Error(message string) { w.Respond("Error", "Message", m
 
 // WriteMessage writes m as it is: no ActionID is added.
 func (w *ResponseWriter) WriteMessage(m *amiproto.Message) {
-	for _, f := range m.Fields {
+	for _, f := range m.Fields() {
 		if f.Key == "" {
 			w.buf = append(w.buf, f.Value...)
 			w.buf = append(w.buf, '\r', '\n')
@@ -108,15 +108,16 @@ func (w *ResponseWriter) Write(p []byte) (int, error) {
 func (w *ResponseWriter) List(message, completeEvent string, items []*amiproto.Message, complete ...string) {
 	w.Success("EventList", "start", "Message", message)
 	for _, it := range items {
-		if len(it.Fields) == 0 {
+		fs := it.Fields()
+		if len(fs) == 0 {
 			continue
 		}
-		f0 := it.Fields[0]
+		f0 := fs[0]
 		w.buf = appendField(w.buf, f0.Key, f0.Value)
 		if !it.Has("ActionID") {
 			w.appendActionID()
 		}
-		w.WriteMessage(&amiproto.Message{Fields: it.Fields[1:]})
+		w.WriteMessage(amiproto.NewMessage(fs[1:]...))
 	}
 	w.listComplete(completeEvent, len(items), complete...)
 }

@@ -170,8 +170,8 @@ func md5Key(challenge, secret string) string {
 
 // keys returns a message's keys in order.
 func keys(m *amiproto.Message) []string {
-	out := make([]string, len(m.Fields))
-	for i, f := range m.Fields {
+	out := make([]string, len(m.Fields()))
+	for i, f := range m.Fields() {
 		out[i] = f.Key
 	}
 	return out

@@ -77,7 +77,7 @@ func (r *actionReader) next() (parsedAction, error) {
 	case lines > maxInputLines:
 		return parsedAction{status: statusTooManyLines}, nil
 	}
-	return parsedAction{msg: &amiproto.Message{Fields: fields}}, nil
+	return parsedAction{msg: amiproto.NewMessage(fields...)}, nil
 }
 
 // readLine returns one line without its LF or CRLF. A line that does not

@@ -212,7 +212,7 @@ func TestCommand_Asterisk22OutputLines(t *testing.T) {
 		t.Run(tc.command, func(t *testing.T) {
 			c.send("Command", "Command", tc.command, "ActionID", "c")
 			m := c.read()
-			if m.Name() != tc.status || m.Get("Message") != "Command output follows" || m.Fields[1].Key != "ActionID" {
+			if m.Name() != tc.status || m.Get("Message") != "Command output follows" || m.Fields()[1].Key != "ActionID" {
 				t.Fatalf("got:\n%s", m)
 			}
 			if out, _ := m.Output(); out != tc.output {
@@ -284,7 +284,7 @@ func TestCoreShowChannels_ListFraming(t *testing.T) {
 	seen := map[string]bool{}
 	for i := range n {
 		m := c.read()
-		if m.EventName() != "CoreShowChannel" || m.Fields[1] != (amiproto.Field{Key: "ActionID", Value: "csc"}) {
+		if m.EventName() != "CoreShowChannel" || m.Fields()[1] != (amiproto.Field{Key: "ActionID", Value: "csc"}) {
 			t.Fatalf("item %d:\n%s", i, m)
 		}
 		seen[m.Get("Uniqueid")] = true
@@ -319,7 +319,7 @@ func TestStatus_ItemsPerProfile(t *testing.T) {
 			}
 			for i := range 4 {
 				m := c.read()
-				last := m.Fields[len(m.Fields)-1]
+				last := m.Fields()[len(m.Fields())-1]
 				if m.EventName() != "Status" || m.Get("Privilege") != "Call" || last != (amiproto.Field{Key: "ActionID", Value: "st"}) || !m.Has(tc.accountKey) {
 					t.Fatalf("item %d:\n%s", i, m)
 				}
@@ -408,7 +408,7 @@ func TestUserEvent_KeepsDuplicateHeadersAndActionID(t *testing.T) {
 		{Key: "Header1", Value: "one"}, {Key: "Header1", Value: "one again"}, {Key: "X-With-Colon", Value: "a: b: c"},
 		{Key: "ActionID", Value: "uev-1"},
 	}
-	if !slices.Equal(ev.Fields, want) {
+	if !slices.Equal(ev.Fields(), want) {
 		t.Errorf("event:\n%s", ev)
 	}
 }
@@ -423,7 +423,7 @@ func TestDB_PutGetDel(t *testing.T) {
 	c.send("DBGet", "Family", "testfam", "Key", "k1", "ActionID", "get")
 	c.read()
 	item := c.read()
-	if item.EventName() != "DBGetResponse" || item.Get("Val") != "val:with:colons" || item.Fields[len(item.Fields)-1].Key != "ActionID" {
+	if item.EventName() != "DBGetResponse" || item.Get("Val") != "val:with:colons" || item.Fields()[len(item.Fields())-1].Key != "ActionID" {
 		t.Fatalf("DBGetResponse:\n%s", item)
 	}
 	if done := c.read(); done.EventName() != "DBGetComplete" || done.Get("ListItems") != "1" {
@@ -516,7 +516,7 @@ func TestEmit_ReachesSessionsWithEventsOn(t *testing.T) {
 	if srv.Sessions() != 2 {
 		t.Fatalf("Sessions() = %d, want 2", srv.Sessions())
 	}
-	srv.Emit(&amiproto.Message{Fields: []amiproto.Field{{Key: "Event", Value: "Custom"}, {Key: "Privilege", Value: "call,all"}, {Key: "X", Value: "1"}}})
+	srv.Emit(amiproto.NewMessage(amiproto.Field{Key: "Event", Value: "Custom"}, amiproto.Field{Key: "Privilege", Value: "call,all"}, amiproto.Field{Key: "X", Value: "1"}))
 	if ev := on.readEvent("Custom"); ev.Get("X") != "1" {
 		t.Errorf("event:\n%s", ev)
 	}
@@ -536,7 +536,7 @@ func TestHandle_CustomAndOverride(t *testing.T) {
 	})
 	srv.HandleFunc("ping", func(w *amitest.ResponseWriter, r *amitest.Request) {
 		w.List("Pongs will follow", "PongComplete", []*amiproto.Message{
-			{Fields: []amiproto.Field{{Key: "Event", Value: "Pong"}, {Key: "N", Value: "1"}}},
+			amiproto.NewMessage(amiproto.Field{Key: "Event", Value: "Pong"}, amiproto.Field{Key: "N", Value: "1"}),
 		})
 	})
 	srv.Handle("CoreStatus", nil)
@@ -551,7 +551,7 @@ func TestHandle_CustomAndOverride(t *testing.T) {
 	}
 	c.send("Ping", "ActionID", "p")
 	c.readResponse()
-	if m := c.read(); m.EventName() != "Pong" || m.Fields[1].Key != "ActionID" {
+	if m := c.read(); m.EventName() != "Pong" || m.Fields()[1].Key != "ActionID" {
 		t.Errorf("list item:\n%s", m)
 	}
 	if m := c.read(); m.EventName() != "PongComplete" || m.Get("ListItems") != "1" {
@@ -707,8 +707,8 @@ func TestEmitRaw_SendsBytesAsTheyAre(t *testing.T) {
 	c.readEvent("SuccessfulAuth")
 	srv.EmitRaw([]byte("Event: Raw\r\nNo colon line\r\n\r\n"))
 	m := c.read()
-	if m.EventName() != "Raw" || m.Fields[1] != (amiproto.Field{Value: "No colon line"}) {
-		t.Fatalf("got %q", m.Fields)
+	if m.EventName() != "Raw" || m.Fields()[1] != (amiproto.Field{Value: "No colon line"}) {
+		t.Fatalf("got %q", m.Fields())
 	}
 }
 

@@ -75,9 +75,9 @@ func TestRun(t *testing.T) {
 		}
 	}
 	for i := range 12 {
-		pbx.Emit(&amiproto.Message{Fields: []amiproto.Field{{Key: "Event", Value: "ExampleEvent"}, {Key: "N", Value: fmt.Sprint(i)}}})
+		pbx.Emit(amiproto.NewMessage(amiproto.Field{Key: "Event", Value: "ExampleEvent"}, amiproto.Field{Key: "N", Value: fmt.Sprint(i)}))
 	}
-	pbx.Emit(&amiproto.Message{Fields: []amiproto.Field{{Key: "Event", Value: "ExampleDone"}}})
+	pbx.Emit(amiproto.NewMessage(amiproto.Field{Key: "Event", Value: "ExampleDone"}))
 	if _, err := done.NextMsg(10 * time.Second); err != nil {
 		t.Fatal(err)
 	}

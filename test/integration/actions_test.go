@@ -37,7 +37,7 @@ func newActionWorld(t *testing.T) *actionWorld {
 	w.p13.NeverAnswer("WaitEvent")
 	w.p22.HandleFunc("ItProbe", func(rw *amitest.ResponseWriter, r *amitest.Request) {
 		select {
-		case w.probes <- &amiproto.Message{Fields: append([]amiproto.Field(nil), r.Fields...)}:
+		case w.probes <- amiproto.NewMessage(r.Fields()...):
 		default:
 		}
 		rw.Success("Message", "probed")
@@ -140,7 +140,7 @@ func TestActions_ReplyShapes(t *testing.T) {
 			t.Errorf("the requester's ActionID went on the wire; the bridge must use its own")
 		}
 		var wire []string
-		for _, f := range got.Fields {
+		for _, f := range got.Fields() {
 			if !strings.EqualFold(f.Key, "ActionID") {
 				wire = append(wire, f.Key+": "+f.Value)
 			}

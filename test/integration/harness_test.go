@@ -243,9 +243,9 @@ func (p *pbx) restart() {
 // emit sends an event from the PBX: "Event: name" then the key, value
 // pairs.
 func (p *pbx) emit(name string, kv ...string) {
-	m := &amiproto.Message{Fields: []amiproto.Field{{Key: "Event", Value: name}}}
+	m := amiproto.NewMessage(amiproto.Field{Key: "Event", Value: name})
 	for i := 0; i+1 < len(kv); i += 2 {
-		m.Fields = append(m.Fields, amiproto.Field{Key: kv[i], Value: kv[i+1]})
+		m.Add(kv[i], kv[i+1])
 	}
 	p.Emit(m)
 }

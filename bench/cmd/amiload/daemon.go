@@ -1,0 +1,129 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// The AMI account of every fake PBX (amitest's default user).
+const (
+	amiUser   = "admin"
+	amiSecret = "s3cret!"
+	secretEnv = "AMILOAD_SECRET"
+)
+
+// buildDaemon builds ./cmd/ami-bridge of the repository into dir.
+func buildDaemon(repo, dir string) (string, error) {
+	bin := filepath.Join(dir, "ami-bridge")
+	cmd := exec.Command("go", "build", "-o", bin, "./cmd/ami-bridge")
+	cmd.Dir = repo
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("build ami-bridge: %v\n%s", err, out)
+	}
+	return bin, nil
+}
+
+// daemon is a running ami-bridge with its embedded NATS server listening
+// on natsURL.
+type daemon struct {
+	cmd     *exec.Cmd
+	natsURL string
+	logPath string
+}
+
+// startDaemon runs bin bridging the PBXes at addrs, named pbx1, pbx2, ...,
+// with its embedded NATS server on a free local port.
+func startDaemon(bin, dir string, addrs []string) (*daemon, error) {
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	type server struct {
+		Name      string `json:"name"`
+		URL       string `json:"url"`
+		SecretEnv string `json:"secret_env"`
+	}
+	servers := make([]server, len(addrs))
+	for i, a := range addrs {
+		servers[i] = server{Name: pbxName(i), URL: amiUser + "@" + a, SecretEnv: secretEnv}
+	}
+	// JSON is YAML, which the daemon reads.
+	cfg, err := json.MarshalIndent(map[string]any{
+		"nats":    map[string]any{"embedded": map[string]any{"listen": fmt.Sprintf("127.0.0.1:%d", port)}},
+		"servers": servers,
+		"log":     map[string]any{"level": "warn", "format": "json"},
+	}, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	name := fmt.Sprintf("ami-bridge-%d", len(addrs))
+	cfgPath := filepath.Join(dir, name+".yaml")
+	if err := os.WriteFile(cfgPath, cfg, 0o600); err != nil {
+		return nil, err
+	}
+	logf, err := os.Create(filepath.Join(dir, name+".log"))
+	if err != nil {
+		return nil, err
+	}
+	defer logf.Close() // the child has its own descriptor
+	cmd := exec.Command(bin, "--config", cfgPath)
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "AMI_BRIDGE_") {
+			cmd.Env = append(cmd.Env, kv)
+		}
+	}
+	cmd.Env = append(cmd.Env, secretEnv+"="+amiSecret)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	d := &daemon{cmd: cmd, natsURL: fmt.Sprintf("nats://127.0.0.1:%d", port), logPath: logf.Name()}
+	// The NATS port answers once the daemon is up.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), time.Second)
+		if err == nil {
+			c.Close()
+			return d, nil
+		}
+		if time.Now().After(deadline) {
+			d.stop()
+			return nil, fmt.Errorf("ami-bridge's NATS port did not open in 30 s (log: %s)", d.logPath)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (d *daemon) pid() int { return d.cmd.Process.Pid }
+
+// stop asks the daemon to exit (SIGTERM) and kills it if it has not within
+// 20 s.
+func (d *daemon) stop() {
+	d.cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { d.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		d.cmd.Process.Kill()
+		<-done
+	}
+}
+
+func pbxName(i int) string { return fmt.Sprintf("pbx%d", i+1) }
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}

@@ -1,0 +1,469 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// trial is one measured run of events through the daemon (or, for the
+// ceiling, past it).
+type trial struct {
+	Rate      float64 // target events/s per PBX; 0: unpaced
+	Sent      int64   // events the fake PBXes sent (or the raw publisher published)
+	Delivered int64   // events the subscriber got
+	Gaps      int64   // Ami-Seq numbers skipped: events the bridge counted as dropped
+	Back      int64   // events whose Ami-Seq did not increase
+	Slow      int64   // slow-consumer errors at the subscriber
+	Cut       int     // sessions the fake PBX cut for not reading (writetimeout)
+	GapPBX    int     // PBXes that lost an event or have an Ami-Seq gap
+	SendRate  float64 // events/s the fake PBXes achieved, all together
+	Rcvd      float64 // events/s at the subscriber, first event to last
+	CPU       float64 // daemon CPU µs per delivered event
+	PeakRSS   int64   // daemon peak VmRSS during the trial, KiB
+}
+
+// Lost is what was sent and never arrived.
+func (t trial) Lost() int64 { return t.Sent - t.Delivered }
+
+// ok reports whether the trial lost nothing and kept its pace: the fake
+// PBXes were not held back by a bridge that read too slowly.
+func (t trial) ok(pbxes int) bool {
+	return t.Lost() == 0 && t.Gaps == 0 && t.Back == 0 && t.Cut == 0 && t.Slow == 0 && t.GapPBX == 0 &&
+		(t.Rate == 0 || t.SendRate >= 0.97*t.Rate*float64(pbxes))
+}
+
+// report is everything one run measured.
+type report struct {
+	Ceiling  []trial // raw publishes: before and after the bridge's trials
+	Flood    trial
+	Search   []trial
+	ZeroLoss *trial // the fastest paced trial that passed
+	FanIn    *trial
+	FanPBX   int
+	IdleBase int64 // VmRSS with one idle session, KiB
+	IdleRSS  int64 // VmRSS with Idle idle sessions, KiB
+	Idle     int
+	PerfTop  string
+}
+
+// CeilingRate is the mean delivered rate of the raw publishes.
+func (r *report) CeilingRate() float64 {
+	s := 0.0
+	for _, t := range r.Ceiling {
+		s += t.Rcvd
+	}
+	return s / float64(max(1, len(r.Ceiling)))
+}
+
+// IdleKiB is the memory of one idle session.
+func (r *report) IdleKiB() float64 {
+	return float64(r.IdleRSS-r.IdleBase) / float64(max(1, r.Idle-1))
+}
+
+// bench is the processes of one phase: fake PBXes, the daemon, the
+// subscriber and, in the first phase, the raw publisher.
+type bench struct {
+	pbx, sub, raw *child
+	d             *daemon
+	pbxes         int
+}
+
+func startBench(bin, dir, capture string, pbxes int, withRaw bool) (*bench, error) {
+	b := &bench{pbxes: pbxes}
+	var addrs []string
+	var err error
+	if b.pbx, err = startChild("pbx", &addrs, "-n", fmt.Sprint(pbxes), "-capture", capture); err != nil {
+		return nil, err
+	}
+	if b.d, err = startDaemon(bin, dir, addrs); err != nil {
+		b.stop()
+		return nil, err
+	}
+	if b.sub, err = startChild("sub", nil, "-nats", b.d.natsURL); err != nil {
+		b.stop()
+		return nil, err
+	}
+	if withRaw {
+		if b.raw, err = startChild("raw", nil, "-nats", b.d.natsURL, "-capture", capture); err != nil {
+			b.stop()
+			return nil, err
+		}
+	}
+	if err := b.pbx.call(pbxRequest{Op: "wait"}, nil); err != nil {
+		b.stop()
+		return nil, fmt.Errorf("%w (daemon log: %s)", err, b.d.logPath)
+	}
+	return b, nil
+}
+
+// stop ends the phase's processes, the daemon first so that it logs off
+// from live PBXes.
+func (b *bench) stop() {
+	if b.d != nil {
+		b.d.stop()
+	}
+	b.raw.stop()
+	b.sub.stop()
+	b.pbx.stop()
+}
+
+// settle waits until every one of want events is accounted for, delivered
+// or skipped in Ami-Seq, or nothing new has come for quiet, and returns
+// the subscriber's counts.
+func (b *bench) settle(want int64, quiet time.Duration) (subReport, error) {
+	deadline := time.Now().Add(5 * time.Minute)
+	last, since := int64(-1), time.Now()
+	for {
+		var rep subReport
+		if err := b.sub.call(subRequest{Op: "report"}, &rep); err != nil {
+			return rep, err
+		}
+		seen := rep.Events
+		for _, c := range rep.Servers {
+			seen += c.Gaps
+		}
+		switch {
+		case seen >= want:
+			return rep, nil
+		case seen != last:
+			last, since = seen, time.Now()
+		case time.Since(since) > quiet || time.Now().After(deadline):
+			return rep, nil
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// meter holds the daemon's counters at the start of a trial.
+type meter struct {
+	cpu time.Duration
+	rss *rssSampler
+}
+
+// begin waits for the previous trial's tail, zeroes the subscriber's
+// counts and starts measuring the daemon.
+func (b *bench) begin() (meter, error) {
+	if _, err := b.settle(math.MaxInt64, time.Second); err != nil {
+		return meter{}, err
+	}
+	if err := b.sub.call(subRequest{Op: "reset"}, nil); err != nil {
+		return meter{}, err
+	}
+	cpu, err := cpuTime(b.d.pid())
+	if err != nil {
+		return meter{}, err
+	}
+	return meter{cpu: cpu, rss: startRSS(b.d.pid())}, nil
+}
+
+// end waits until sent events are accounted for and fills t from the
+// subscriber's counts and the daemon's.
+func (b *bench) end(m meter, t *trial, sent int64) (subReport, error) {
+	rep, err := b.settle(sent, 5*time.Second)
+	t.PeakRSS = m.rss.stop()
+	if err != nil {
+		return rep, err
+	}
+	cpu, err := cpuTime(b.d.pid())
+	if err != nil {
+		return rep, err
+	}
+	t.Sent, t.Delivered, t.Slow = sent, rep.Events, rep.Slow
+	for _, c := range rep.Servers {
+		t.Gaps += c.Gaps
+		t.Back += c.Back
+	}
+	t.CPU = float64((cpu - m.cpu).Microseconds()) / float64(max(1, rep.Events))
+	return rep, nil
+}
+
+// rcvdRate is the subscriber's rate from its first event to its last.
+func rcvdRate(rep subReport) float64 {
+	if rep.Last <= rep.First {
+		return 0
+	}
+	return float64(rep.Events) / (float64(rep.Last-rep.First) / 1e9)
+}
+
+// paced runs events per PBX at rate each (0: unpaced) through the daemon.
+func (b *bench) paced(rate float64, events int) (trial, error) {
+	var t trial
+	if err := b.pbx.call(pbxRequest{Op: "wait"}, nil); err != nil { // a cut session is back
+		return t, err
+	}
+	m, err := b.begin()
+	if err != nil {
+		return t, err
+	}
+	send := func(rate float64, events int) (int64, sendReport, error) {
+		var sr sendReport
+		if err := b.pbx.call(pbxRequest{Op: "send", Rate: rate, Events: events}, &sr); err != nil {
+			return 0, sr, err
+		}
+		var n int64
+		for _, s := range sr.Sent {
+			n += int64(s)
+		}
+		return n, sr, nil
+	}
+	sent, sr, err := send(rate, events)
+	if err != nil {
+		m.rss.stop()
+		return t, err
+	}
+	rep, err := b.settle(sent, 5*time.Second)
+	if err != nil {
+		m.rss.stop()
+		return t, err
+	}
+	t.Rcvd = rcvdRate(rep)
+	// One more event per PBX, once the bridge has caught up: the gap before
+	// it counts the events it dropped at the end of the trial, which no
+	// later event would show.
+	marks, _, err := send(0, 1)
+	if err != nil {
+		m.rss.stop()
+		return t, err
+	}
+	if rep, err = b.end(m, &t, sent+marks); err != nil {
+		return t, err
+	}
+	t.Rate, t.Cut = rate, sr.Dropped
+	if sr.Seconds > 0 {
+		t.SendRate = float64(sent) / sr.Seconds
+	}
+	for i, s := range sr.Sent {
+		c := rep.Servers[pbxName(i)]
+		if c == nil || c.Events != int64(s)+1 || c.Gaps > 0 {
+			t.GapPBX++
+		}
+	}
+	return t, nil
+}
+
+// ceiling publishes events straight to NATS, unpaced.
+func (b *bench) ceiling(events int) (trial, error) {
+	var t trial
+	m, err := b.begin()
+	if err != nil {
+		return t, err
+	}
+	var secs float64
+	if err := b.raw.call(rawRequest{Events: events}, &secs); err != nil {
+		m.rss.stop()
+		return t, err
+	}
+	rep, err := b.end(m, &t, int64(events))
+	t.Rcvd = rcvdRate(rep)
+	if secs > 0 {
+		t.SendRate = float64(events) / secs
+	}
+	return t, err
+}
+
+// run measures what o asks for and prints it to w as it goes.
+func run(o options, w io.Writer) (*report, error) {
+	header(w, o)
+	dir, err := os.MkdirTemp("", "amiload-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	bin, err := buildDaemon(o.Repo, dir)
+	if err != nil {
+		return nil, err
+	}
+	capture := filepath.Join(o.Repo, capturePath)
+	rep := &report{Idle: o.Idle, FanPBX: o.FanPBX}
+
+	if err := phaseOne(o, w, rep, bin, dir, capture); err != nil {
+		return rep, err
+	}
+	if o.FanPBX > 0 {
+		b, err := startBench(bin, dir, capture, o.FanPBX, false)
+		if err != nil {
+			return rep, err
+		}
+		events := int(o.FanRate * o.FanSeconds)
+		t, err := b.paced(o.FanRate, events)
+		b.stop()
+		if err != nil {
+			return rep, err
+		}
+		rep.FanIn = &t
+		fmt.Fprintf(w, "\nfan-in: %d PBXes at %.0f events/s each for %.0f s\n", o.FanPBX, o.FanRate, o.FanSeconds)
+		printTrial(w, "  ", t, o.FanPBX)
+		fmt.Fprintf(w, "  PBXes with a loss or an Ami-Seq gap: %d of %d\n", t.GapPBX, o.FanPBX)
+	}
+	if o.Idle > 1 {
+		b, err := startBench(bin, dir, capture, o.Idle, false)
+		if err != nil {
+			return rep, err
+		}
+		time.Sleep(o.Settle) // the sessions' start-up garbage collected
+		rep.IdleRSS, err = memKiB(b.d.pid(), "VmRSS")
+		b.stop()
+		if err != nil {
+			return rep, err
+		}
+		fmt.Fprintf(w, "\nidle: %d sessions: VmRSS %.1f MiB, with 1 session %.1f MiB: %.1f KiB per idle session\n",
+			o.Idle, float64(rep.IdleRSS)/1024, float64(rep.IdleBase)/1024, rep.IdleKiB())
+	}
+	return rep, nil
+}
+
+// phaseOne is one PBX: idle memory, the ceiling, the flood, then the
+// zero-loss search, and the ceiling again.
+func phaseOne(o options, w io.Writer, rep *report, bin, dir, capture string) error {
+	b, err := startBench(bin, dir, capture, 1, true)
+	if err != nil {
+		return err
+	}
+	defer b.stop()
+	time.Sleep(o.Settle)
+	if rep.IdleBase, err = memKiB(b.d.pid(), "VmRSS"); err != nil {
+		return err
+	}
+
+	c, err := b.ceiling(o.Events)
+	if err != nil {
+		return err
+	}
+	rep.Ceiling = append(rep.Ceiling, c)
+	fmt.Fprintf(w, "\nceiling: the same payloads published raw to the daemon's NATS server\n")
+	printTrial(w, "  ", c, 1)
+
+	stopPerf, err := startPerf(o.Perf, b.d.pid())
+	if err != nil {
+		return err
+	}
+	rep.Flood, err = b.paced(0, o.Events)
+	if top := stopPerf(); top != "" {
+		rep.PerfTop = top
+	}
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "\nflood: unpaced, as fast as the daemon reads\n")
+	printTrial(w, "  ", rep.Flood, 1)
+	fmt.Fprintf(w, "  dropped events counted exactly (Ami-Seq gaps = lost): %v\n", rep.Flood.Gaps == rep.Flood.Lost())
+
+	fmt.Fprintf(w, "\npaced trials\n")
+	try := func(rate float64) (bool, error) {
+		t, err := b.paced(rate, o.Events)
+		if err != nil {
+			return false, err
+		}
+		rep.Search = append(rep.Search, t)
+		printTrial(w, "  ", t, 1)
+		if t.ok(1) && (rep.ZeroLoss == nil || t.Rate > rep.ZeroLoss.Rate) {
+			rep.ZeroLoss = &rep.Search[len(rep.Search)-1]
+		}
+		return t.ok(1), nil
+	}
+	if len(o.Rates) > 0 {
+		for _, r := range o.Rates {
+			if _, err := try(r); err != nil {
+				return err
+			}
+		}
+	} else {
+		// RFC 2544: halve the interval between the fastest pass and the
+		// slowest failure, starting at the ceiling.
+		lo, hi := 0.0, rep.CeilingRate()
+		rate := hi
+		for range o.Steps {
+			pass, err := try(math.Round(rate/1000) * 1000)
+			if err != nil {
+				return err
+			}
+			if pass {
+				lo = rate
+			} else {
+				hi = rate
+			}
+			if hi-lo <= o.Resolution*hi {
+				break
+			}
+			rate = (lo + hi) / 2
+		}
+	}
+
+	if c, err = b.ceiling(o.Events); err != nil {
+		return err
+	}
+	rep.Ceiling = append(rep.Ceiling, c)
+	fmt.Fprintf(w, "\nceiling again\n")
+	printTrial(w, "  ", c, 1)
+	ceil := rep.CeilingRate()
+	fmt.Fprintf(w, "\nsummary\n  ceiling (mean of 2): %.0f events/s\n", ceil)
+	if z := rep.ZeroLoss; z != nil {
+		fmt.Fprintf(w, "  zero-loss rate: %.0f events/s (%.0f%% of the ceiling), %.1f µs CPU per event, peak RSS %.0f MiB\n",
+			z.Rate, 100*z.Rate/ceil, z.CPU, float64(z.PeakRSS)/1024)
+	} else {
+		fmt.Fprintf(w, "  zero-loss rate: none of the paced trials passed\n")
+	}
+	f := rep.Flood
+	fmt.Fprintf(w, "  flood: %.0f events/s delivered (%.0f%% of the ceiling", f.Rcvd, 100*f.Rcvd/ceil)
+	if z := rep.ZeroLoss; z != nil {
+		fmt.Fprintf(w, ", %.0f%% of the zero-loss rate", 100*f.Rcvd/z.Rate)
+	}
+	fmt.Fprintf(w, "), %.1f%% lost, %.1f µs CPU per delivered event, peak RSS %.0f MiB\n",
+		100*float64(f.Lost())/float64(max(1, f.Sent)), f.CPU, float64(f.PeakRSS)/1024)
+	if rep.PerfTop != "" {
+		fmt.Fprintf(w, "\nwhere the daemon's time goes under the flood (perf, self time):\n%s", rep.PerfTop)
+	}
+	return nil
+}
+
+func printTrial(w io.Writer, indent string, t trial, pbxes int) {
+	rate := "unpaced"
+	if t.Rate > 0 {
+		rate = fmt.Sprintf("%.0f/s", t.Rate*float64(pbxes))
+	}
+	verdict := "FAIL"
+	if t.ok(pbxes) {
+		verdict = "pass"
+	}
+	fmt.Fprintf(w, "%s%-10s %s sent %d at %.0f/s, delivered %d at %.0f/s, lost %d, Ami-Seq gaps %d, cut %d, slow %d, CPU %.2f µs/event, peak RSS %.0f MiB\n",
+		indent, rate, verdict, t.Sent, t.SendRate, t.Delivered, t.Rcvd, t.Lost(), t.Gaps, t.Cut, t.Slow, t.CPU, float64(t.PeakRSS)/1024)
+}
+
+// startPerf starts perf record on pid when path is set. The returned
+// function stops it and returns perf report's top symbols by self time.
+func startPerf(path string, pid int) (stop func() string, err error) {
+	if path == "" {
+		return func() string { return "" }, nil
+	}
+	cmd := exec.Command("perf", "record", "-F", "999", "-g", "-p", fmt.Sprint(pid), "-o", path)
+	cmd.Stdout, cmd.Stderr = io.Discard, io.Discard
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("perf: %w", err)
+	}
+	return func() string {
+		cmd.Process.Signal(syscall.SIGINT)
+		cmd.Wait()
+		out, err := exec.Command("perf", "report", "-i", path, "--stdio", "--no-children", "-q",
+			"--sort", "symbol", "--percent-limit", "0.7", "-g", "none").Output()
+		if err != nil {
+			return fmt.Sprintf("perf report: %v\n", err)
+		}
+		var b strings.Builder
+		for line := range strings.Lines(string(out)) {
+			// Drop the IPC columns, "-  -" without hardware counters.
+			line = strings.TrimRight(line, " \n")
+			line = strings.TrimRight(strings.TrimSuffix(line, "-      -"), " ")
+			if line != "" {
+				b.WriteString(line + "\n")
+			}
+		}
+		return b.String()
+	}, nil
+}
