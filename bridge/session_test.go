@@ -17,7 +17,7 @@ func TestSession_FullBufferDropsCountedWithSeqGap(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := b.sessions[0]
+	s := b.pbxes[0]
 	for i := 1; i <= 10; i++ {
 		s.accept(userEvent("x", i))
 	}
@@ -145,7 +145,7 @@ func TestBridge_NATSOutageBuffersThenCountsDrops(t *testing.T) {
 	const buffer = 16
 	b, _ := startBridge(t, nc, []ServerConfig{sc}, Options{EventBuffer: buffer})
 	waitStatus(t, b, func(st Status) bool { return st.State == StateConnected })
-	waitSessions(t, pbx, 1)
+	waitSessions(t, pbx, perPBX)
 
 	ns.Shutdown()
 	<-disconnected
