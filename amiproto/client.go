@@ -1,6 +1,7 @@
 package amiproto
 
 import (
+	"cmp"
 	"context"
 	"crypto/md5"
 	"crypto/rand"
@@ -37,7 +38,7 @@ type Client struct {
 	mu       sync.Mutex
 	pending  map[string]*call
 	gaveUp   map[string]bool // ActionIDs whose caller stopped waiting; true once a list started
-	answered idRing          // recent wire ActionIDs of answered requests, to their caller's
+	answered *ActionIDs      // recent wire ActionIDs of requests, to their caller's
 	// orphanLists counts open lists whose entries may lack an ActionID, so
 	// the common case skips looking for their owner.
 	orphanLists int
@@ -169,14 +170,15 @@ func newClient(conn net.Conn, ep Endpoint, o options) *Client {
 		queue = 0 // events go to the func; the channel only says the reader stopped
 	}
 	return &Client{
-		conn:    conn,
-		rd:      NewReaderLimits(conn, o.limits),
-		opts:    o,
-		ep:      ep,
-		pending: make(map[string]*call),
-		done:    make(chan struct{}),
-		wake:    make(chan struct{}, 1),
-		events:  make(chan *Message, queue),
+		conn:     conn,
+		rd:       NewReaderLimits(conn, o.limits),
+		opts:     o,
+		ep:       ep,
+		pending:  make(map[string]*call),
+		done:     make(chan struct{}),
+		wake:     make(chan struct{}, 1),
+		events:   make(chan *Message, queue),
+		answered: cmp.Or(o.ids, NewActionIDs()),
 	}
 }
 
@@ -244,6 +246,11 @@ func (c *Client) request(ctx context.Context, action *Message, internal bool) (*
 	}
 	c.pending[id] = cl
 	c.mu.Unlock()
+	if cl.hasID {
+		// Recorded before the request leaves: another client sharing the
+		// map may read the event before this one reads the response.
+		c.answered.put(id, cl.callerID)
+	}
 
 	c.send(action, id)
 	select {
@@ -424,9 +431,6 @@ func (c *Client) dispatchResponse(m *Message) {
 		return
 	}
 	c.removePending(id, cl)
-	if cl.hasID {
-		c.answered.put(id, cl.callerID)
-	}
 	c.mu.Unlock()
 	if cl.resp.IsError() {
 		cl.err = &ResponseError{Action: cl.action, Response: cl.resp}

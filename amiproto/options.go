@@ -18,6 +18,7 @@ type options struct {
 	limits       ReaderLimits
 	onReport     func(error)
 	onEvent      func(*Message)
+	ids          *ActionIDs // nil: the client's own
 }
 
 func defaultOptions() options {

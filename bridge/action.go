@@ -7,6 +7,7 @@ import (
 	"maps"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -37,7 +38,8 @@ const streamFlushEvery = 1024
 // The endpoint leaves the queue group then, and requests go to a bridge
 // whose session is up.
 func (p *pbx) serveActions(ctx context.Context, l *link, c *amiproto.Client) {
-	svc, err := p.addService(l, c)
+	busy := new(atomic.Bool) // an action is running on c
+	svc, err := p.addService(l, c, busy)
 	if err != nil {
 		p.log.Error().Err(err).Msg("register the action service; the session will be retried")
 		c.Close()
@@ -53,16 +55,64 @@ func (p *pbx) serveActions(ctx context.Context, l *link, c *amiproto.Client) {
 	}
 	afterIntake := context.AfterFunc(p.life.intake, stop)
 	l.setState(StateConnected, nil)
+	pingCtx, stopPing := context.WithCancel(ctx)
+	pingDone := make(chan struct{})
+	go func() { // owned here: stopped and waited for below
+		defer close(pingDone)
+		p.actionKeepalive(pingCtx, l, c, busy)
+	}()
 	l.untilEnd(ctx, p.life.hard, c)
+	stopPing()
+	<-pingDone
 	if afterIntake() {
 		stop()
+	}
+}
+
+// keepaliveDeadline is how long a keepalive Ping may go unanswered: twice
+// the interval, so that one late answer is not a dead link.
+func keepaliveDeadline(interval time.Duration) time.Duration { return 2 * interval }
+
+// actionKeepalive pings an idle action session every PingInterval and
+// ends it as lost when a Ping goes unanswered. A session busy with an
+// action is not pinged: Asterisk runs a session's actions one at a time,
+// so the Ping would wait behind the action and a slow action would look
+// like a dead link. The action's own timeout bounds that wait. After a
+// 504 the action may still run in Asterisk: the next Ping waits behind it
+// and, past the deadline, the session is replaced, so that requests do not
+// queue behind an action nobody waits for.
+func (p *pbx) actionKeepalive(ctx context.Context, l *link, c *amiproto.Client, busy *atomic.Bool) {
+	interval := p.cfg.PingInterval
+	if interval <= 0 {
+		return
+	}
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-c.Done():
+			return
+		case <-t.C:
+		}
+		if busy.Load() {
+			continue
+		}
+		pctx, cancel := context.WithTimeout(ctx, keepaliveDeadline(interval))
+		_, err := c.Request(pctx, amiproto.NewAction("Ping"))
+		cancel()
+		if errors.Is(err, context.DeadlineExceeded) {
+			l.lost(c, fmt.Errorf("%w: keepalive Ping unanswered for %v", amiproto.ErrConnLost, keepaliveDeadline(interval)))
+			return
+		}
 	}
 }
 
 // addService registers a micro service instance whose one endpoint, the
 // PBX's action subject, runs every request on c, and makes sure the NATS
 // server has its subscription.
-func (p *pbx) addService(l *link, c *amiproto.Client) (micro.Service, error) {
+func (p *pbx) addService(l *link, c *amiproto.Client, busy *atomic.Bool) (micro.Service, error) {
 	cfg := p.ns.service
 	cfg.Metadata = maps.Clone(cfg.Metadata)
 	cfg.Metadata["server"] = p.name
@@ -73,7 +123,11 @@ func (p *pbx) addService(l *link, c *amiproto.Client) (micro.Service, error) {
 	if err != nil {
 		return nil, fmt.Errorf("register micro service: %w", err)
 	}
-	err = svc.AddEndpoint(p.name, micro.HandlerFunc(func(req micro.Request) { p.handle(req, c) }),
+	err = svc.AddEndpoint(p.name, micro.HandlerFunc(func(req micro.Request) {
+		busy.Store(true)
+		defer busy.Store(false)
+		p.handle(req, c)
+	}),
 		micro.WithEndpointSubject(subjects.Action(p.ns.prefix, p.name)),
 		micro.WithEndpointMetadata(map[string]string{"server": p.name}))
 	if err != nil {

@@ -49,6 +49,7 @@ type link struct {
 	since   time.Time
 	lastErr string
 	banner  string
+	why     error // set by lost: why the bridge ended the client
 }
 
 // run keeps the session up until ctx ends. serve is given each logged-in
@@ -88,7 +89,7 @@ func (l *link) run(ctx context.Context, serve func(context.Context, *amiproto.Cl
 		if ctx.Err() != nil {
 			return
 		}
-		l.setState(StateDisconnected, c.Err())
+		l.setState(StateDisconnected, l.takeWhy(c))
 		if !sleepCtx(ctx, bo.next()) {
 			return
 		}
@@ -120,6 +121,27 @@ func (l *link) untilEnd(ctx, hard context.Context, c *amiproto.Client) {
 	if !stop() {
 		<-loggedOff
 	}
+}
+
+// lost ends c, which the bridge found dead, and records why for the
+// status.
+func (l *link) lost(c *amiproto.Client, why error) {
+	l.mu.Lock()
+	l.why = why
+	l.mu.Unlock()
+	c.Close()
+}
+
+// takeWhy returns why c ended: what lost recorded, else c's error.
+func (l *link) takeWhy(c *amiproto.Client) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	why := l.why
+	l.why = nil
+	if why == nil {
+		why = c.Err()
+	}
+	return why
 }
 
 func (l *link) setState(state string, err error) {

@@ -66,16 +66,21 @@ func newPBX(sc ServerConfig, ns *natsSide, life *lifecycle, opts Options, log ze
 		since:  time.Now(),
 	}
 	p.pub = newPublisher(p)
-	common := []amiproto.Option{amiproto.WithReportFunc(p.report)}
+	common := []amiproto.Option{
+		amiproto.WithReportFunc(p.report),
+		// An event that carries a request's ActionID (OriginateResponse)
+		// arrives on the event session, not on the action session that
+		// sent the request: they share the map that gives the requester's
+		// ActionID back.
+		amiproto.WithActionIDs(amiproto.NewActionIDs()),
+	}
 	if sc.Auth == "md5" {
 		common = append(common, amiproto.WithMD5Auth())
 	}
 	if sc.TLS != nil {
 		common = append(common, amiproto.WithTLSConfig(sc.TLS))
 	}
-	if sc.PingInterval > 0 {
-		common = append(common, amiproto.WithKeepalive(sc.PingInterval, 0))
-	}
+
 	newLink := func(role, name string, extra ...amiproto.Option) *link {
 		return &link{
 			role:    role,
@@ -92,7 +97,14 @@ func newPBX(sc ServerConfig, ns *natsSide, life *lifecycle, opts Options, log ze
 	// Events go from the client's reader straight into the PBX's buffer:
 	// one bounded queue, no hand-off, and Ami-Seq numbers them in the
 	// order they were read.
-	p.events = newLink(RoleEvents, RoleEvents, amiproto.WithEventFunc(p.accept))
+	events := []amiproto.Option{amiproto.WithEventFunc(p.accept)}
+	if sc.PingInterval > 0 {
+		// The event session runs no requested action, so nothing but a
+		// dead link holds its Ping back. Action sessions have their own
+		// keepalive (actionKeepalive).
+		events = append(events, amiproto.WithKeepalive(sc.PingInterval, keepaliveDeadline(sc.PingInterval)))
+	}
+	p.events = newLink(RoleEvents, RoleEvents, events...)
 	for i := range sc.ActionSessions {
 		name := RoleAction + "-" + strconv.Itoa(i+1)
 		p.actions = append(p.actions, newLink(RoleAction, name, amiproto.WithEvents(false)))
