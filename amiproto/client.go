@@ -37,7 +37,7 @@ type Client struct {
 
 	mu       sync.Mutex
 	pending  map[string]*call
-	gaveUp   map[string]bool // ActionIDs whose caller stopped waiting; true once a list started
+	gaveUp   gaveUpSet       // ActionIDs whose caller stopped waiting; true once a list started
 	answered *ActionIDs      // recent wire ActionIDs of requests, to their caller's
 	// orphanLists counts open lists whose entries may lack an ActionID, so
 	// the common case skips looking for their owner.
@@ -403,12 +403,12 @@ func (c *Client) dispatchResponse(m *Message) {
 	c.mu.Lock()
 	cl, ok := c.pending[id]
 	if !ok {
-		if _, late := c.gaveUp[id]; late {
+		if _, late := c.gaveUp.get(id); late {
 			// The answer to a request whose caller gave up: expected, not
 			// worth a report. Keep swallowing its list, if it starts one.
-			delete(c.gaveUp, id)
+			c.gaveUp.del(id)
 			if isListStart(m) {
-				c.gaveUp[id] = true
+				c.gaveUp.set(id, true)
 			}
 			c.mu.Unlock()
 			return
@@ -448,9 +448,9 @@ func (c *Client) dispatchListEvent(m *Message) bool {
 	if id == "" && c.orphanLists > 0 {
 		cl, ok = c.orphanOwner(m.Name())
 	}
-	if !ok && c.gaveUp[id] {
+	if listing, _ := c.gaveUp.get(id); !ok && listing {
 		if strings.EqualFold(m.Get("EventList"), "Complete") {
-			delete(c.gaveUp, id)
+			c.gaveUp.del(id)
 		}
 		return true
 	}
@@ -533,10 +533,7 @@ func (r *idRing) get(wire string) (string, bool) {
 // stream. The set is bounded: requests that never get an answer must not
 // grow it forever. c.mu is held.
 func (c *Client) forget(id string, listing bool) {
-	if c.gaveUp == nil || len(c.gaveUp) >= 4096 {
-		c.gaveUp = make(map[string]bool)
-	}
-	c.gaveUp[id] = listing
+	c.gaveUp.set(id, listing)
 }
 
 // deliver queues an event without ever blocking the reader.
