@@ -37,8 +37,8 @@ type Client struct {
 
 	mu       sync.Mutex
 	pending  map[string]*call
-	gaveUp   gaveUpSet       // ActionIDs whose caller stopped waiting; true once a list started
-	answered *ActionIDs      // recent wire ActionIDs of requests, to their caller's
+	gaveUp   gaveUpSet  // ActionIDs whose caller stopped waiting; true once a list started
+	answered *ActionIDs // recent wire ActionIDs of requests, to their caller's
 	// orphanLists counts open lists whose entries may lack an ActionID, so
 	// the common case skips looking for their owner.
 	orphanLists int
