@@ -203,17 +203,34 @@ func (p *pbx) execute(c *amiproto.Client, r replier, action *amiproto.Message, t
 	}
 }
 
-// asteriskMessage is the text of a "Response: Error": its Message, else
-// its output (Asterisk 22 answers a bad CLI command that way), else a
-// fixed text, since the error header must not be empty.
+// genericCommandMessage is the Message of every Command answer on
+// Asterisk 22, failed or not: it says nothing of why one failed.
+const genericCommandMessage = "Command output follows"
+
+// maxOutputMessage bounds the output quoted in an error message.
+const maxOutputMessage = 512
+
+// asteriskMessage is the text of a "Response: Error": its Message, unless
+// that is Asterisk 22's generic "Command output follows" (an unknown CLI
+// command answers so, the reason being in the output); else the output;
+// else a fixed text, since the error header must not be empty.
 func asteriskMessage(resp *amiproto.Response) string {
-	if resp != nil {
-		if msg := resp.Get("Message"); msg != "" {
-			return msg
+	if resp == nil {
+		return "Asterisk answered Response: Error"
+	}
+	msg := resp.Get("Message")
+	if msg != "" && !strings.EqualFold(msg, genericCommandMessage) {
+		return msg
+	}
+	if out, ok := resp.Output(); ok && strings.TrimSpace(out) != "" {
+		out = strings.TrimSpace(out)
+		if len(out) > maxOutputMessage {
+			out = strings.ToValidUTF8(out[:maxOutputMessage], "") + "…"
 		}
-		if out, ok := resp.Output(); ok && out != "" {
-			return out
-		}
+		return out
+	}
+	if msg != "" {
+		return msg
 	}
 	return "Asterisk answered Response: Error"
 }
@@ -230,8 +247,13 @@ func (p *pbx) replyOK(r replier, resp *amiproto.Response, stream bool) {
 		p.send(r, nil, body)
 		return
 	}
-	body := appendReply(nil, p.name, resp, replyOptions{})
+	// Command output streams in parts of its own, after the envelope.
+	_, output, hasOutput := splitOutput(resp.Message)
+	body := appendReply(nil, p.name, resp, replyOptions{noOutput: hasOutput})
 	if !p.sendPart(r, body, maxPayload) {
+		return
+	}
+	if hasOutput && !p.streamOutput(r, output, maxPayload) {
 		return
 	}
 	if resp.IsCollection() {
@@ -255,6 +277,43 @@ func (p *pbx) replyOK(r replier, resp *amiproto.Response, stream bool) {
 		}
 	}
 	p.send(r, nil, nil) // the empty terminator
+}
+
+// outputPartOverhead is the size of {"output":""} around a part's text.
+const outputPartOverhead = len(`{"output":""}`)
+
+// streamOutput sends Command output as {"output":"…"} messages, each
+// within maxPayload and cut only after a newline, so that the parts'
+// outputs joined in order are the output. It reports whether streaming
+// may go on: one line too large alone ends it with a 413.
+func (p *pbx) streamOutput(r replier, output string, maxPayload int) bool {
+	var buf []byte
+	for len(output) > 0 {
+		n, size := 0, outputPartOverhead
+		for n < len(output) {
+			end := strings.IndexByte(output[n:], '\n') + 1
+			if end == 0 {
+				end = len(output) - n
+			}
+			line := output[n : n+end]
+			lineSize := len(amiproto.AppendJSONString(buf[:0], line)) - 2
+			if size+lineSize > maxPayload && n > 0 {
+				break
+			}
+			n, size = n+end, size+lineSize
+			if size > maxPayload {
+				break // one line alone too large: sendPart answers 413
+			}
+		}
+		buf = append(buf[:0], `{"output":`...)
+		buf = amiproto.AppendJSONString(buf, output[:n])
+		buf = append(buf, '}')
+		if !p.sendPart(r, buf, maxPayload) {
+			return false
+		}
+		output = output[n:]
+	}
+	return true
 }
 
 // sendPart sends one streamed message, or a 413 and the terminator when it

@@ -435,7 +435,7 @@ func TestBridge_ErrorCodes(t *testing.T) {
 		{"Filter always refused", `{"Action":"Filter","Operation":"Add","Filter":"Event: UserEvent"}`, nil, 403, "filters", false, false},
 		{"reply too large", `{"Action":"CoreShowChannels"}`, nil, 413, "Ami-Stream", true, false},
 		{"Asterisk error", `{"Action":"NoSuchThing"}`, nil, 422, "Invalid/unknown command", true, false},
-		{"Asterisk error with output", `{"Action":"Command","Command":"no such command here"}`, nil, 422, "", true, true},
+		{"Asterisk error with output", `{"Action":"Command","Command":"no such command here"}`, nil, 422, "No such command 'no such command here'", true, true},
 		{"timeout", `{"Action":"Getvar","Variable":"X"}`, nats.Header{"Ami-Timeout": {"100ms"}}, 504, "within 100ms", false, false},
 	}
 	for _, tt := range tests {
