@@ -490,32 +490,7 @@ func TestBridge_Streaming(t *testing.T) {
 	startBridge(t, nc, []ServerConfig{fastServer("pbx1", pbx)}, Options{})
 	w.waitState(StateConnected)
 
-	inbox := nats.NewInbox()
-	sub, err := cc.SubscribeSync(inbox)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sub.SetPendingLimits(-1, -1)
-	err = cc.PublishMsg(&nats.Msg{
-		Subject: subjects.Action("ami", "pbx1"),
-		Reply:   inbox,
-		Header:  nats.Header{"Ami-Stream": {"true"}},
-		Data:    []byte(`{"Action":"CoreShowChannels","ActionID":"s1"}`),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var parts []*nats.Msg
-	for {
-		m, err := sub.NextMsg(waitTime)
-		if err != nil {
-			t.Fatalf("after %d parts: %v", len(parts), err)
-		}
-		if len(m.Data) == 0 {
-			break
-		}
-		parts = append(parts, m)
-	}
+	parts := streamed(t, cc, `{"Action":"CoreShowChannels","ActionID":"s1"}`)
 	if len(parts) != channels+2 {
 		t.Fatalf("%d parts, want envelope + %d entries + complete", len(parts), channels)
 	}

@@ -1,8 +1,10 @@
 package bridge
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -22,9 +24,8 @@ import (
 // Asterisk does (capture 17), so a bridge that ran actions on its event
 // session would publish none of the markers while the action is held.
 func TestBridge_SlowActionStallsNeitherEventsNorKeepalive(t *testing.T) {
-	ns := startNATS(t, natsOptions{})
-	nc, cc := connect(t, ns), connect(t, ns)
-	pbx := startPBX(t, amitest.Config{})
+	r := newRig(t, amitest.Config{})
+	nc, cc, pbx, w := r.nc, r.cc, r.pbx, r.w
 	pings := make(chan struct{}, 1024)
 	pbx.HandleFunc("Ping", func(w *amitest.ResponseWriter, _ *amitest.Request) {
 		select {
@@ -33,7 +34,6 @@ func TestBridge_SlowActionStallsNeitherEventsNorKeepalive(t *testing.T) {
 		}
 		w.Success("Ping", "Pong", "Timestamp", "0")
 	})
-	w := watchStatus(t, cc, "ami", "pbx1")
 	sub := eventSub(t, cc, "ami")
 	sc := fastServer("pbx1", pbx)
 	sc.PingInterval = 20 * time.Millisecond
@@ -85,7 +85,7 @@ func TestBridge_SlowActionStallsNeitherEventsNorKeepalive(t *testing.T) {
 	if m == nil {
 		t.FailNow()
 	}
-	if r, _ := decodeReply(t, m); r.Error != nil || r.Response["Message"] != "done" {
+	if rep, _ := decodeReply(t, m); rep.Error != nil || rep.Response["Message"] != "done" {
 		t.Fatalf("slow action reply %s", m.Data)
 	}
 	for _, ss := range b.Status()[0].Sessions {
@@ -98,10 +98,8 @@ func TestBridge_SlowActionStallsNeitherEventsNorKeepalive(t *testing.T) {
 // An idle action session that stops answering is found out by its own
 // keepalive and replaced.
 func TestBridge_ActionSessionKeepalive(t *testing.T) {
-	ns := startNATS(t, natsOptions{})
-	nc, cc := connect(t, ns), connect(t, ns)
-	pbx := startPBX(t, amitest.Config{})
-	w := watchStatus(t, cc, "ami", "pbx1")
+	r := newRig(t, amitest.Config{})
+	nc, pbx, w := r.nc, r.pbx, r.w
 	sc := fastServer("pbx1", pbx)
 	sc.PingInterval = 20 * time.Millisecond
 	sc.ActionSessions = 1
@@ -126,10 +124,8 @@ func TestBridge_ActionSessionKeepalive(t *testing.T) {
 // Two bridges for one PBX, one with a wrong secret: the misconfigured one
 // never joins the queue group, so every request reaches the good one.
 func TestBridge_MisconfiguredBridgeTakesNoRequests(t *testing.T) {
-	ns := startNATS(t, natsOptions{})
-	good, bad, cc := connect(t, ns), connect(t, ns), connect(t, ns)
-	pbx := startPBX(t, amitest.Config{})
-	w := watchStatus(t, cc, "ami", "pbx1")
+	r := newRig(t, amitest.Config{})
+	good, bad, cc, pbx, w := r.nc, connect(t, r.ns), r.cc, r.pbx, r.w
 	wrong := fastServer("pbx1", pbx)
 	wrong.URL = pbx.URL("admin", "Wrong-Secret")
 	startBridge(t, bad, []ServerConfig{wrong}, Options{})
@@ -138,7 +134,7 @@ func TestBridge_MisconfiguredBridgeTakesNoRequests(t *testing.T) {
 	w.waitAllUp()
 	for i := range 10 {
 		m := request(t, cc, subjects.Action("ami", "pbx1"), `{"Action":"Ping"}`, nil)
-		if r, _ := decodeReply(t, m); r.Error != nil || r.Response["Ping"] != "Pong" {
+		if rep, _ := decodeReply(t, m); rep.Error != nil || rep.Response["Ping"] != "Pong" {
 			t.Fatalf("Ping %d of 10: %s", i+1, m.Data)
 		}
 	}
@@ -182,10 +178,8 @@ func statsOf(t *testing.T, nc *nats.Conn, instances int) micro.EndpointStats {
 // errors found at once (400, 403) and errors from the PBX (422) or its
 // silence (504) alike, and the time the PBX took.
 func TestBridge_MicroStatsCoverEveryReply(t *testing.T) {
-	ns := startNATS(t, natsOptions{})
-	nc, cc := connect(t, ns), connect(t, ns)
-	pbx := startPBX(t, amitest.Config{})
-	w := watchStatus(t, cc, "ami", "pbx1")
+	r := newRig(t, amitest.Config{})
+	nc, cc, pbx, w := r.nc, r.cc, r.pbx, r.w
 	sc := fastServer("pbx1", pbx)
 	sc.ActionSessions = 1 // one instance, so the stats are one endpoint's
 	startBridge(t, nc, []ServerConfig{sc}, Options{})
@@ -209,12 +203,12 @@ func TestBridge_MicroStatsCoverEveryReply(t *testing.T) {
 		{`{"Action":"Getvar","Variable":"X"}`, nats.Header{HeaderTimeout: {"50ms"}}, 504},
 	}
 	errs := 0
-	for _, r := range reqs {
-		m := request(t, cc, subjects.Action("ami", "pbx1"), r.body, r.hdr)
-		if got := m.Header.Get(micro.ErrorCodeHeader); got != map[bool]string{true: strconv.Itoa(r.code), false: ""}[r.code != 0] {
-			t.Fatalf("%s: code %q, want %d", r.body, got, r.code)
+	for _, rq := range reqs {
+		m := request(t, cc, subjects.Action("ami", "pbx1"), rq.body, rq.hdr)
+		if got := m.Header.Get(micro.ErrorCodeHeader); got != map[bool]string{true: strconv.Itoa(rq.code), false: ""}[rq.code != 0] {
+			t.Fatalf("%s: code %q, want %d", rq.body, got, rq.code)
 		}
-		if r.code != 0 {
+		if rq.code != 0 {
 			errs++
 		}
 	}
@@ -234,10 +228,8 @@ func TestBridge_MicroStatsCoverEveryReply(t *testing.T) {
 // OriginateResponse arrives on the event session: it still carries the
 // requester's ActionID, never the bridge's own.
 func TestBridge_OriginateResponseCarriesTheRequestersActionID(t *testing.T) {
-	ns := startNATS(t, natsOptions{})
-	nc, cc := connect(t, ns), connect(t, ns)
-	pbx := startPBX(t, amitest.Config{})
-	w := watchStatus(t, cc, "ami", "pbx1")
+	r := newRig(t, amitest.Config{})
+	nc, cc, pbx, w := r.nc, r.cc, r.pbx, r.w
 	startBridge(t, nc, []ServerConfig{fastServer("pbx1", pbx)}, Options{})
 	w.waitAllUp()
 	waitSessions(t, pbx, perPBX)
@@ -250,7 +242,7 @@ func TestBridge_OriginateResponseCarriesTheRequestersActionID(t *testing.T) {
 	}
 	m := request(t, cc, subjects.Action("ami", "pbx1"),
 		`{"Action":"Originate","Channel":"Local/burst@test","Application":"Wait","Data":"1","Async":"true","ActionID":"mine-1"}`, nil)
-	if r, _ := decodeReply(t, m); r.Error != nil || r.Response["ActionID"] != "mine-1" {
+	if rep, _ := decodeReply(t, m); rep.Error != nil || rep.Response["ActionID"] != "mine-1" {
 		t.Fatalf("Originate reply %s", m.Data)
 	}
 	ev, err := sub.NextMsg(waitTime)
@@ -263,5 +255,48 @@ func TestBridge_OriginateResponseCarriesTheRequestersActionID(t *testing.T) {
 	}
 	if body["ActionID"] != "mine-1" {
 		t.Errorf("OriginateResponse ActionID %v, want the requester's mine-1: %s", body["ActionID"], ev.Data)
+	}
+}
+
+// After Shutdown nothing the Bridge started is left running: every
+// session's loop, client, keepalive and service, the publisher and the
+// status ticker. Goroutines end a little after they are told to (a
+// client's writer, a drained subscription): poll.
+func TestBridge_ShutdownLeavesNoGoroutine(t *testing.T) {
+	// Without JetStream: its async-publish reply subscription lives with
+	// the NATS connection, which the caller owns, and the stream's
+	// goroutines are the server's.
+	r := newRig(t, amitest.Config{})
+	nc, cc, pbx, w := r.nc, r.cc, r.pbx, r.w
+	sc := fastServer("pbx1", pbx)
+	sc.PingInterval = 10 * time.Millisecond
+	// The test's first request starts its connection's reply
+	// subscription: start it before counting.
+	_, _ = cc.Request("warm.up", nil, waitTime)
+	baseline := runtime.NumGoroutine()
+
+	b, err := New(nc, []ServerConfig{sc}, Options{StatusInterval: 10 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	w.waitAllUp()
+	waitSessions(t, pbx, perPBX)
+	pbx.Emit(userEvent("x", 1))
+	request(t, cc, subjects.Action("ami", "pbx1"), `{"Action":"Ping"}`, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), waitTime)
+	defer cancel()
+	if err := b.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(waitTime)
+	for runtime.NumGoroutine() > baseline {
+		if time.Now().After(deadline) {
+			buf := make([]byte, 1<<20)
+			t.Fatalf("%d goroutines after Shutdown, %d before Start:\n%s", runtime.NumGoroutine(), baseline, buf[:runtime.Stack(buf, true)])
+		}
+		time.Sleep(time.Millisecond)
 	}
 }
