@@ -144,7 +144,15 @@ func (l *link) takeWhy(c *amiproto.Client) error {
 	return why
 }
 
+// setState records the session's state and has the PBX publish its
+// status.
 func (l *link) setState(state string, err error) {
+	l.record(state, err)
+	l.changed()
+}
+
+// record sets the session's state and logs a change.
+func (l *link) record(state string, err error) {
 	l.mu.Lock()
 	changed := l.state != state
 	l.state = state
@@ -161,7 +169,6 @@ func (l *link) setState(state string, err error) {
 	if changed || err != nil {
 		ev.Str("state", state).Msg("AMI session " + state)
 	}
-	l.changed()
 }
 
 // status returns the session's part of the PBX status.

@@ -228,13 +228,15 @@ func (p *pbx) linkChanged() {
 	p.publishStatus()
 }
 
-// stopped marks the PBX stopped, once its sessions have ended.
+// stopped marks the PBX and its sessions stopped, once the sessions have
+// ended, and publishes that once.
 func (p *pbx) stopped() {
 	p.mu.Lock()
 	p.stopping = true
 	p.mu.Unlock()
-	p.events.setState(StateStopped, nil)
+	p.events.record(StateStopped, nil)
 	for _, l := range p.actions {
-		l.setState(StateStopped, nil)
+		l.record(StateStopped, nil)
 	}
+	p.linkChanged()
 }
