@@ -132,6 +132,9 @@ const (
 //     actions): started and waited for by pbx.run; it ends with the run
 //     context, after its Logoff. A link's amiproto.Client owns its own
 //     reader, writer and keepalive; the link waits for the reader.
+//   - per logged-in action session, its keepalive (pbx.actionKeepalive):
+//     started and waited for by pbx.serveActions; it ends when the
+//     session does.
 //   - per logged-in action session, a micro service whose endpoint
 //     subscription calls the action handler, one request at a time: added
 //     by the action link once logged in, stopped by it when the session
@@ -145,7 +148,8 @@ type Bridge struct {
 	log        zerolog.Logger
 	pbxes      []*pbx
 	life       *lifecycle
-	stopRun    context.CancelFunc // ends the run context
+	runCtx     context.Context    // what runs: the PBXes and the status ticker
+	stopRun    context.CancelFunc // ends runCtx
 	stopIntake context.CancelFunc // ends the lifecycle's intake
 	stopHard   context.CancelFunc // ends the lifecycle's hard context
 
@@ -153,7 +157,6 @@ type Bridge struct {
 	started bool
 	closing bool
 	wg      sync.WaitGroup // the PBXes' run and the status ticker
-	runCtx  context.Context
 }
 
 // natsSide is the NATS end every PBX of a Bridge shares. It is fixed

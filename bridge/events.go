@@ -34,14 +34,14 @@ const retryWait = 50 * time.Millisecond
 const maxSubjectCache = 4096
 
 // queuedEvent is an event that passed the filter, numbered, waiting in the
-// session buffer.
+// PBX's buffer.
 type queuedEvent struct {
 	msg *amiproto.Message
 	seq uint64
 	at  time.Time
 }
 
-// publisher takes a session's events from its buffer and publishes them in
+// publisher takes a PBX's events from its buffer and publishes them in
 // order. Its buffers are reused from event to event: on the core NATS path
 // an event costs no allocation of its own beyond what nats.go makes.
 type publisher struct {
@@ -163,7 +163,7 @@ func (p *publisher) publishCore(q queuedEvent) {
 func view(b []byte) string { return unsafe.String(unsafe.SliceData(b), len(b)) }
 
 // send publishes m, waiting while NATS reconnects with its own buffer
-// full: the session buffer then takes the events, up to its bound. It
+// full: the PBX's buffer then takes the events, up to its bound. It
 // gives up when the shutdown deadline passes or NATS is closed.
 func (p *publisher) send(m *nats.Msg) error {
 	for {

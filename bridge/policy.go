@@ -47,7 +47,7 @@ const maxFilterCache = 4096
 
 // eventFilter decides which events are published: those that match an
 // include glob (every event when there is none) and no exclude glob. Its
-// cache is used by one goroutine only, the session's event reader.
+// cache is used by one goroutine only, the event session's reader.
 type eventFilter struct {
 	include, exclude globList
 	cache            map[string]bool
