@@ -100,13 +100,29 @@ func TestBridge_MD5LoginKeepaliveAndPeriodicStatus(t *testing.T) {
 			t.Fatalf("periodic status %+v", st)
 		}
 	}
-	// A PBX that stops answering is found out by the keepalive.
+	// A PBX that stops answering is found out by every session's
+	// keepalive, each session on its own.
 	pbx.HalfOpen()
 	w.waitState(StateDisconnected)
-	st := w.waitState(StateConnected)
-	if st.Reconnects != 1 {
-		t.Errorf("reconnects %d, want 1", st.Reconnects)
+	for deadline := time.Now().Add(waitTime); ; {
+		st := w.next()
+		if allUp(st) && st.Reconnects == 1 && reconnectedOnce(st) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not every session back after one reconnect: %+v", st)
+		}
 	}
+}
+
+// reconnectedOnce reports whether every session of st reconnected once.
+func reconnectedOnce(st Status) bool {
+	for _, ss := range st.Sessions {
+		if ss.Reconnects != 1 {
+			return false
+		}
+	}
+	return true
 }
 
 func TestBridge_StartTwiceAndShutdownWithoutStart(t *testing.T) {
