@@ -1,6 +1,7 @@
 package amiproto
 
 import (
+	"cmp"
 	"context"
 	"crypto/md5"
 	"crypto/rand"
@@ -41,8 +42,8 @@ type Client struct {
 
 	mu       sync.Mutex
 	pending  map[string]*call
-	gaveUp   map[string]bool // ActionIDs whose caller stopped waiting; true once a list started
-	answered idRing          // recent wire ActionIDs of answered requests, to their caller's
+	gaveUp   gaveUpSet  // ActionIDs whose caller stopped waiting; true once a list started
+	answered *ActionIDs // recent wire ActionIDs of requests, to their caller's
 	// orphanLists counts open lists whose entries may lack an ActionID, so
 	// the common case skips looking for their owner.
 	orphanLists int
@@ -211,15 +212,16 @@ func ctxErr(ctx context.Context, err error) error {
 
 func newClient(conn net.Conn, ep Endpoint, o options) *Client {
 	c := &Client{
-		conn:    conn,
-		opts:    o,
-		created: time.Now(),
-		ep:      ep,
-		pending: make(map[string]*call),
-		up:      make(chan struct{}),
-		ended:   make(chan struct{}),
-		stopped: make(chan struct{}),
-		wake:    make(chan struct{}, 1),
+		conn:     conn,
+		opts:     o,
+		created:  time.Now(),
+		ep:       ep,
+		pending:  make(map[string]*call),
+		up:       make(chan struct{}),
+		ended:    make(chan struct{}),
+		stopped:  make(chan struct{}),
+		wake:     make(chan struct{}, 1),
+		answered: cmp.Or(o.ids, NewActionIDs()),
 	}
 	if o.onEvent == nil {
 		c.events = make(chan *Message, o.eventQueue)
@@ -317,6 +319,11 @@ func (c *Client) begin(action *Message, internal bool) (string, *call, error) {
 	}
 	c.pending[id] = cl
 	c.mu.Unlock()
+	if cl.hasID {
+		// Recorded before the request leaves: another client sharing the
+		// map may read the event before this one reads the response.
+		c.answered.put(id, cl.callerID)
+	}
 
 	c.send(action, id)
 	return id, cl, nil
@@ -471,12 +478,12 @@ func (c *Client) dispatchResponse(m *Message) {
 	c.mu.Lock()
 	cl, ok := c.pending[id]
 	if !ok {
-		if _, late := c.gaveUp[id]; late {
+		if _, late := c.gaveUp.get(id); late {
 			// The answer to a request whose caller gave up: expected, not
 			// worth a report. Keep swallowing its list, if it starts one.
-			delete(c.gaveUp, id)
+			c.gaveUp.del(id)
 			if isListStart(m) {
-				c.gaveUp[id] = true
+				c.gaveUp.set(id, true)
 			}
 			c.mu.Unlock()
 			return
@@ -499,9 +506,6 @@ func (c *Client) dispatchResponse(m *Message) {
 		return
 	}
 	c.removePending(id, cl)
-	if cl.hasID {
-		c.answered.put(id, cl.callerID)
-	}
 	c.mu.Unlock()
 	if cl.resp.IsError() {
 		cl.err = &ResponseError{Action: cl.action, Response: cl.resp}
@@ -519,9 +523,9 @@ func (c *Client) dispatchListEvent(m *Message) bool {
 	if id == "" && c.orphanLists > 0 {
 		cl, ok = c.orphanOwner(m.Name())
 	}
-	if !ok && c.gaveUp[id] {
+	if listing, _ := c.gaveUp.get(id); !ok && listing {
 		if strings.EqualFold(m.Get("EventList"), "Complete") {
-			delete(c.gaveUp, id)
+			c.gaveUp.del(id)
 		}
 		return true
 	}
@@ -604,10 +608,7 @@ func (r *idRing) get(wire string) (string, bool) {
 // stream. The set is bounded: requests that never get an answer must not
 // grow it forever. c.mu is held.
 func (c *Client) forget(id string, listing bool) {
-	if c.gaveUp == nil || len(c.gaveUp) >= 4096 {
-		c.gaveUp = make(map[string]bool)
-	}
-	c.gaveUp[id] = listing
+	c.gaveUp.set(id, listing)
 }
 
 // deliver queues an event without ever blocking the reader.

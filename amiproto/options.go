@@ -21,6 +21,7 @@ type options struct {
 	onReport     func(error)
 	onEvent      func(*Message)
 	dial         func(ctx context.Context, network, addr string) (net.Conn, error)
+	ids          *ActionIDs // nil: the client's own
 }
 
 func defaultOptions() options {

@@ -4,14 +4,17 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
 
 	"github.com/ami-bridge/ami-bridge/amiproto"
+	"github.com/ami-bridge/ami-bridge/subjects"
 )
 
 // The error codes of action replies, as in HTTP.
@@ -29,187 +32,325 @@ const (
 // collection cannot pile up in the client's buffers.
 const streamFlushEvery = 1024
 
-// handleAction serves one request on the PBX's action endpoint. What can
-// be refused is refused here, at once; the AMI round trip runs in its own
-// goroutine, because micro calls a handler from the subscription's single
-// delivery goroutine and one slow action must not hold up the others.
-func (s *session) handleAction(req micro.Request) {
-	now := s.stats.meter(syncReplier{req})
-	if s.b.isClosing() {
-		s.replyError(now, CodeUnavailable, "the bridge is shutting down", nil, false)
+// serveActions runs one login of an action session: it registers the
+// session's micro service, so that the PBX's requests reach it, and stops
+// the service when the session drops or Shutdown stops taking actions.
+// The endpoint leaves the queue group then, and requests go to a bridge
+// whose session is up.
+func (p *pbx) serveActions(ctx context.Context, l *link, c *amiproto.Client) {
+	busy := new(atomic.Bool) // an action is running on c
+	svc, err := p.addService(l, c, busy)
+	if err != nil {
+		p.log.Error().Err(err).Msg("register the action service; the session will be retried")
+		c.Close()
+		l.untilEnd(ctx, p.life.hard, c)
 		return
 	}
+	// The endpoint is only in the queue group while the session is up and
+	// the bridge takes actions.
+	stop := func() {
+		if err := svc.Stop(); err != nil {
+			p.log.Warn().Err(err).Msg("stop the action service")
+		}
+	}
+	afterIntake := context.AfterFunc(p.life.intake, stop)
+	l.setState(StateConnected, nil)
+	pingCtx, stopPing := context.WithCancel(ctx)
+	pingDone := make(chan struct{})
+	go func() { // owned here: stopped and waited for below
+		defer close(pingDone)
+		p.actionKeepalive(pingCtx, l, c, busy)
+	}()
+	l.untilEnd(ctx, p.life.hard, c)
+	stopPing()
+	<-pingDone
+	if afterIntake() {
+		stop()
+	}
+}
+
+// keepaliveDeadline is how long a keepalive Ping may go unanswered: twice
+// the interval, so that one late answer is not a dead link.
+func keepaliveDeadline(interval time.Duration) time.Duration { return 2 * interval }
+
+// actionKeepalive pings an idle action session every PingInterval and
+// ends it as lost when a Ping goes unanswered. A session busy with an
+// action is not pinged: Asterisk runs a session's actions one at a time,
+// so the Ping would wait behind the action and a slow action would look
+// like a dead link. The action's own timeout bounds that wait. After a
+// 504 the action may still run in Asterisk: the next Ping waits behind it
+// and, past the deadline, the session is replaced, so that requests do not
+// queue behind an action nobody waits for.
+func (p *pbx) actionKeepalive(ctx context.Context, l *link, c *amiproto.Client, busy *atomic.Bool) {
+	interval := p.cfg.PingInterval
+	if interval <= 0 {
+		return
+	}
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-c.Done():
+			return
+		case <-t.C:
+		}
+		if busy.Load() {
+			continue
+		}
+		pctx, cancel := context.WithTimeout(ctx, keepaliveDeadline(interval))
+		_, err := c.Request(pctx, amiproto.NewAction("Ping"))
+		cancel()
+		if errors.Is(err, context.DeadlineExceeded) {
+			l.lost(c, fmt.Errorf("%w: keepalive Ping unanswered for %v", amiproto.ErrConnLost, keepaliveDeadline(interval)))
+			return
+		}
+	}
+}
+
+// addService registers a micro service instance whose one endpoint, the
+// PBX's action subject, runs every request on c, and makes sure the NATS
+// server has its subscription.
+func (p *pbx) addService(l *link, c *amiproto.Client, busy *atomic.Bool) (micro.Service, error) {
+	cfg := p.ns.service
+	cfg.Metadata = maps.Clone(cfg.Metadata)
+	cfg.Metadata["server"] = p.name
+	cfg.ErrorHandler = func(_ micro.Service, err *micro.NATSError) {
+		p.log.Error().Str("subject", err.Subject).Str("error", err.Description).Msg("action endpoint subscription error")
+	}
+	svc, err := micro.AddService(p.ns.nc, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("register micro service: %w", err)
+	}
+	err = svc.AddEndpoint(p.name, micro.HandlerFunc(func(req micro.Request) {
+		busy.Store(true)
+		defer busy.Store(false)
+		p.handle(req, c)
+	}),
+		micro.WithEndpointSubject(subjects.Action(p.ns.prefix, p.name)),
+		micro.WithEndpointMetadata(map[string]string{"server": p.name}))
+	if err != nil {
+		_ = svc.Stop()
+		return nil, fmt.Errorf("add endpoint: %w", err)
+	}
+	if err := flush(context.Background(), p.ns.nc); err != nil {
+		l.log.Warn().Err(err).Msg("NATS flush after registering the action service")
+	}
+	return svc, nil
+}
+
+// handle serves one request on c, start to end: micro counts a request's
+// stats when its handler returns, and its errors from req.Error, so every
+// reply, errors included, is sent from here before returning. A slow
+// action holds only this session's requests; the others are served by
+// the PBX's other action sessions, and events by the event session.
+func (p *pbx) handle(req micro.Request, c *amiproto.Client) {
+	r := replier{req: req, m: p.stats.meter()}
+	if !p.life.enter() {
+		p.replyError(r, CodeUnavailable, "the bridge is shutting down", nil, false)
+		return
+	}
+	defer p.life.leave()
 	h := map[string][]string(req.Headers())
 	stream, err := requestStream(h)
 	if err != nil {
-		s.replyError(now, CodeBadRequest, err.Error(), nil, false)
+		p.replyError(r, CodeBadRequest, err.Error(), nil, false)
 		return
 	}
 	action, err := decodeAction(req.Data())
 	if err != nil {
-		s.replyError(now, CodeBadRequest, err.Error(), nil, stream)
+		p.replyError(r, CodeBadRequest, err.Error(), nil, stream)
 		return
 	}
-	now.action = action.Name()
-	if why := s.policy.refuse(action.Name()); why != "" {
-		s.replyError(now, CodeForbidden, why, nil, stream)
+	r.m.action = action.Name()
+	if why := p.policy.refuse(action.Name()); why != "" {
+		p.replyError(r, CodeForbidden, why, nil, stream)
 		return
 	}
-	timeout, err := requestTimeout(h, s.cfg.ActionTimeout, s.cfg.MaxActionTimeout)
+	timeout, err := requestTimeout(h, p.cfg.ActionTimeout, p.cfg.MaxActionTimeout)
 	if err != nil {
-		s.replyError(now, CodeBadRequest, err.Error(), nil, stream)
+		p.replyError(r, CodeBadRequest, err.Error(), nil, stream)
 		return
 	}
-	c := s.client.Load()
-	if c == nil {
-		s.replyError(now, CodeUnavailable, s.notConnected(), nil, stream)
-		return
-	}
-	select {
-	case s.slots <- struct{}{}:
-	case <-s.b.runCtx.Done():
-		s.replyError(now, CodeUnavailable, "the bridge is shutting down", nil, stream)
-		return
-	}
-	if !s.b.beginAction() {
-		<-s.slots
-		s.replyError(now, CodeUnavailable, "the bridge is shutting down", nil, stream)
-		return
-	}
-	now.replier = asyncReplier{s.b.nc, req.Reply()}
-	go func() {
-		defer s.b.inflight.Done()
-		defer func() { <-s.slots }()
-		s.execute(c, now, action, timeout, stream)
-	}()
-}
-
-func (s *session) notConnected() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	msg := fmt.Sprintf("PBX %s is not connected (%s)", s.name, s.state)
-	if s.lastErr != "" {
-		msg += ": " + s.lastErr
-	}
-	return msg
+	p.execute(c, r, action, timeout, stream)
 }
 
 // execute sends action to Asterisk and answers the requester.
-func (s *session) execute(c *amiproto.Client, r replier, action *amiproto.Message, timeout time.Duration, stream bool) {
-	ctx, cancel := context.WithTimeout(s.b.actionCtx, timeout)
+func (p *pbx) execute(c *amiproto.Client, r replier, action *amiproto.Message, timeout time.Duration, stream bool) {
+	ctx, cancel := context.WithTimeout(p.life.hard, timeout)
 	resp, err := c.Request(ctx, action)
 	cancel()
 	var re *amiproto.ResponseError
 	var ae *amiproto.ActionError
 	switch {
 	case err == nil:
-		s.replyOK(r, resp, stream)
+		p.replyOK(r, resp, stream)
 	case errors.As(err, &re):
 		if resp == nil {
 			resp = re.Response
 		}
-		s.replyError(r, CodeAMIError, asteriskMessage(resp), resp, stream)
+		p.replyError(r, CodeAMIError, asteriskMessage(resp), resp, stream)
 	case errors.As(err, &ae):
-		s.replyError(r, CodeBadRequest, ae.Error(), nil, stream)
-	case s.b.actionCtx.Err() != nil:
-		s.replyError(r, CodeUnavailable, "the bridge is shutting down", nil, stream)
+		p.replyError(r, CodeBadRequest, ae.Error(), nil, stream)
+	case p.life.hard.Err() != nil:
+		p.replyError(r, CodeUnavailable, "the bridge is shutting down", nil, stream)
 	case errors.Is(err, context.DeadlineExceeded):
-		s.replyError(r, CodeTimeout, fmt.Sprintf("no answer from PBX %s within %v", s.name, timeout), nil, stream)
+		p.replyError(r, CodeTimeout, fmt.Sprintf("no answer from PBX %s within %v", p.name, timeout), nil, stream)
 	case errors.Is(err, amiproto.ErrConnLost), errors.Is(err, amiproto.ErrClosed):
-		s.replyError(r, CodeUnavailable, fmt.Sprintf("the connection to PBX %s ended before the answer", s.name), nil, stream)
+		p.replyError(r, CodeUnavailable, fmt.Sprintf("the connection to PBX %s ended before the answer", p.name), nil, stream)
 	default:
-		s.replyError(r, CodeUnavailable, fmt.Sprintf("PBX %s: %v", s.name, err), nil, stream)
+		p.replyError(r, CodeUnavailable, fmt.Sprintf("PBX %s: %v", p.name, err), nil, stream)
 	}
 }
 
-// asteriskMessage is the text of a "Response: Error": its Message, else
-// its output (Asterisk 22 answers a bad CLI command that way), else a
-// fixed text, since the error header must not be empty.
+// genericCommandMessage is the Message of every Command answer on
+// Asterisk 22, failed or not: it says nothing of why one failed.
+const genericCommandMessage = "Command output follows"
+
+// maxOutputMessage bounds the output quoted in an error message.
+const maxOutputMessage = 512
+
+// asteriskMessage is the text of a "Response: Error": its Message, unless
+// that is Asterisk 22's generic "Command output follows" (an unknown CLI
+// command answers so, the reason being in the output); else the output;
+// else a fixed text, since the error header must not be empty.
 func asteriskMessage(resp *amiproto.Response) string {
-	if resp != nil {
-		if msg := resp.Get("Message"); msg != "" {
-			return msg
+	if resp == nil {
+		return "Asterisk answered Response: Error"
+	}
+	msg := resp.Get("Message")
+	if msg != "" && !strings.EqualFold(msg, genericCommandMessage) {
+		return msg
+	}
+	if out, ok := resp.Output(); ok && strings.TrimSpace(out) != "" {
+		out = strings.TrimSpace(out)
+		if len(out) > maxOutputMessage {
+			out = strings.ToValidUTF8(out[:maxOutputMessage], "") + "…"
 		}
-		if out, ok := resp.Output(); ok && out != "" {
-			return out
-		}
+		return out
+	}
+	if msg != "" {
+		return msg
 	}
 	return "Asterisk answered Response: Error"
 }
 
-func (s *session) replyOK(r replier, resp *amiproto.Response, stream bool) {
-	maxPayload := int(s.b.nc.MaxPayload())
+func (p *pbx) replyOK(r replier, resp *amiproto.Response, stream bool) {
+	maxPayload := int(p.ns.nc.MaxPayload())
 	if !stream {
-		body := appendReply(nil, s.name, resp, replyOptions{parts: true})
+		body := appendReply(nil, p.name, resp, replyOptions{parts: true})
 		if len(body) > maxPayload {
 			msg := fmt.Sprintf("the reply is %d bytes, above the NATS max payload of %d; ask again with the header %s: true", len(body), maxPayload, HeaderStream)
-			s.replyError(r, CodeTooLarge, msg, &amiproto.Response{Message: resp.Message}, false)
+			p.replyError(r, CodeTooLarge, msg, &amiproto.Response{Message: resp.Message}, false)
 			return
 		}
-		s.send(r, nil, body)
+		p.send(r, nil, body)
 		return
 	}
-	body := appendReply(nil, s.name, resp, replyOptions{})
-	if !s.sendPart(r, body, maxPayload) {
+	// Command output streams in parts of its own, after the envelope.
+	_, output, hasOutput := splitOutput(resp.Message)
+	body := appendReply(nil, p.name, resp, replyOptions{noOutput: hasOutput})
+	if !p.sendPart(r, body, maxPayload) {
+		return
+	}
+	if hasOutput && !p.streamOutput(r, output, maxPayload) {
 		return
 	}
 	if resp.IsCollection() {
 		var buf []byte
 		for i, ev := range resp.Events {
 			buf = ev.AppendJSON(buf[:0])
-			if !s.sendPart(r, buf, maxPayload) {
+			if !p.sendPart(r, buf, maxPayload) {
 				return
 			}
 			if (i+1)%streamFlushEvery == 0 {
-				if err := s.b.nc.FlushTimeout(s.cfg.ActionTimeout); err != nil {
-					s.log.Warn().Err(err).Msg("flush while streaming a reply")
+				if err := p.ns.nc.FlushTimeout(p.cfg.ActionTimeout); err != nil {
+					p.log.Warn().Err(err).Msg("flush while streaming a reply")
 				}
 			}
 		}
 		if resp.Complete != nil {
 			buf = resp.Complete.AppendJSON(buf[:0])
-			if !s.sendPart(r, buf, maxPayload) {
+			if !p.sendPart(r, buf, maxPayload) {
 				return
 			}
 		}
 	}
-	s.send(r, nil, nil) // the empty terminator
+	p.send(r, nil, nil) // the empty terminator
+}
+
+// outputPartOverhead is the size of {"output":""} around a part's text.
+const outputPartOverhead = len(`{"output":""}`)
+
+// streamOutput sends Command output as {"output":"…"} messages, each
+// within maxPayload and cut only after a newline, so that the parts'
+// outputs joined in order are the output. It reports whether streaming
+// may go on: one line too large alone ends it with a 413.
+func (p *pbx) streamOutput(r replier, output string, maxPayload int) bool {
+	var buf []byte
+	for len(output) > 0 {
+		n, size := 0, outputPartOverhead
+		for n < len(output) {
+			end := strings.IndexByte(output[n:], '\n') + 1
+			if end == 0 {
+				end = len(output) - n
+			}
+			line := output[n : n+end]
+			lineSize := len(amiproto.AppendJSONString(buf[:0], line)) - 2
+			if size+lineSize > maxPayload && n > 0 {
+				break
+			}
+			n, size = n+end, size+lineSize
+			if size > maxPayload {
+				break // one line alone too large: sendPart answers 413
+			}
+		}
+		buf = append(buf[:0], `{"output":`...)
+		buf = amiproto.AppendJSONString(buf, output[:n])
+		buf = append(buf, '}')
+		if !p.sendPart(r, buf, maxPayload) {
+			return false
+		}
+		output = output[n:]
+	}
+	return true
 }
 
 // sendPart sends one streamed message, or a 413 and the terminator when it
 // is too large even alone. It reports whether streaming may go on.
-func (s *session) sendPart(r replier, body []byte, maxPayload int) bool {
+func (p *pbx) sendPart(r replier, body []byte, maxPayload int) bool {
 	if len(body) > maxPayload {
 		msg := fmt.Sprintf("one part of the streamed reply is %d bytes, above the NATS max payload of %d", len(body), maxPayload)
-		s.replyError(r, CodeTooLarge, msg, nil, true)
+		p.replyError(r, CodeTooLarge, msg, nil, true)
 		return false
 	}
-	s.send(r, nil, body)
+	p.send(r, nil, body)
 	return true
 }
 
 // replyError answers with an error: the Nats-Service-Error headers and the
 // {"server","error","response"} body. A streamed request also gets the
 // empty terminator, so that `nats req --wait-for-empty` ends.
-func (s *session) replyError(r replier, code int, msg string, resp *amiproto.Response, stream bool) {
+func (p *pbx) replyError(r replier, code int, msg string, resp *amiproto.Response, stream bool) {
 	msg = oneLine(msg)
-	body := appendReply(nil, s.name, resp, replyOptions{code: code, message: msg})
-	if resp != nil && len(body) > int(s.b.nc.MaxPayload()) {
-		body = appendReply(nil, s.name, nil, replyOptions{code: code, message: msg})
+	body := appendReply(nil, p.name, resp, replyOptions{code: code, message: msg})
+	if resp != nil && len(body) > int(p.ns.nc.MaxPayload()) {
+		body = appendReply(nil, p.name, nil, replyOptions{code: code, message: msg})
 	}
 	hdr := nats.Header{
 		micro.ErrorHeader:     {msg},
 		micro.ErrorCodeHeader: {strconv.Itoa(code)},
 	}
-	s.send(r, hdr, body)
+	p.send(r, hdr, body)
 	if stream {
-		s.send(r, nil, nil)
+		p.send(r, nil, nil)
 	}
 }
 
-func (s *session) send(r replier, hdr nats.Header, body []byte) {
+func (p *pbx) send(r replier, hdr nats.Header, body []byte) {
 	if err := r.reply(hdr, body); err != nil && !errors.Is(err, nats.ErrMsgNoReply) {
-		s.log.Warn().Err(err).Msg("send action reply")
+		p.log.Warn().Err(err).Msg("send action reply")
 	}
 }
 
@@ -223,16 +364,17 @@ func oneLine(msg string) string {
 	}, msg)
 }
 
-// replier sends a reply to one request.
-type replier interface {
-	reply(hdr nats.Header, body []byte) error
+// replier answers one request through micro, so that the service's
+// stats count the errors, and through m, which counts it for Stats.
+type replier struct {
+	req micro.Request
+	m   *actionMeter // nil: not counted
 }
 
-// syncReplier answers from inside the micro handler, through micro, so
-// that the service's stats count the errors.
-type syncReplier struct{ req micro.Request }
-
-func (r syncReplier) reply(hdr nats.Header, body []byte) error {
+func (r replier) reply(hdr nats.Header, body []byte) error {
+	if r.m != nil {
+		r.m.replied(hdr)
+	}
 	if r.req.Reply() == "" {
 		return nats.ErrMsgNoReply
 	}
@@ -240,19 +382,4 @@ func (r syncReplier) reply(hdr nats.Header, body []byte) error {
 		return r.req.Error(code, hdr.Get(micro.ErrorHeader), body)
 	}
 	return r.req.Respond(body, micro.WithHeaders(micro.Headers(hdr)))
-}
-
-// asyncReplier answers after the handler returned. It publishes on the
-// reply subject itself: micro's Request records errors for its stats
-// without a lock once the handler is done, so it must not be used then.
-type asyncReplier struct {
-	nc      *nats.Conn
-	subject string
-}
-
-func (r asyncReplier) reply(hdr nats.Header, body []byte) error {
-	if r.subject == "" {
-		return nats.ErrMsgNoReply
-	}
-	return r.nc.PublishMsg(&nats.Msg{Subject: r.subject, Header: hdr, Data: body})
 }

@@ -59,7 +59,7 @@ func BenchmarkPublishEvent(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	p := br.sessions[0].pub
+	p := br.pbxes[0].pub
 	at := time.Now()
 	b.ReportAllocs()
 	b.ResetTimer()
@@ -70,7 +70,7 @@ func BenchmarkPublishEvent(b *testing.B) {
 		b.Fatal(err)
 	}
 	b.StopTimer()
-	if d := br.sessions[0].dropped.Load(); d != 0 {
+	if d := br.pbxes[0].dropped.Load(); d != 0 {
 		b.Fatalf("%d events dropped", d)
 	}
 }
@@ -126,7 +126,7 @@ func benchEventsAMIToNATS(b *testing.B, burst int, send func(*amitest.Server) fu
 	sc.EventsExclude = []string{"FullyBooted", "SuccessfulAuth"}
 	br, _ := startBridge(b, nc, []ServerConfig{sc}, Options{})
 	w.waitState(StateConnected)
-	waitSessions(b, pbx, 1)
+	waitSessions(b, pbx, perPBX)
 
 	// The subscriber keeps a sample of the messages to replay them raw.
 	const sampleSize = 704

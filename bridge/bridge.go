@@ -1,10 +1,36 @@
-// Package bridge connects AMI sessions to NATS: per PBX it keeps the AMI
-// session up, publishes every event in order, serves actions by NATS
+// Package bridge connects AMI sessions to NATS: per PBX it keeps its AMI
+// sessions up, publishes every event in order, serves actions by NATS
 // request-reply as a micro service, enforces the action policy and reports
 // its state.
 //
 // The subjects, headers and JSON shapes it uses are the NATS contract of
 // ami-bridge; the subjects package names every subject.
+//
+// # Sessions
+//
+// Asterisk runs a session's actions one at a time, on the thread that
+// writes that session's events: a slow action (a synchronous Originate
+// rings up to 30 s) holds back every event of its session, and the
+// keepalive Ping behind it. So each PBX has one event session, which runs
+// no requested action (Events on; only the bridge's own Ping and
+// CoreSettings), and ServerConfig.ActionSessions action sessions (Login
+// with Events: off) that carry the NATS requests. Each session has its
+// own login, keepalive and reconnect. The manager.conf user therefore
+// holds 1 + ActionSessions logins per bridge.
+//
+// # Action services
+//
+// Every logged-in action session registers its own micro service instance
+// with one endpoint, the PBX's action subject, in the queue group
+// QueueGroup; the instance stops when the session drops and returns when
+// it is back. A bridge whose PBX cannot serve is thus not in the queue
+// group, and NATS hands the requests to a bridge that can (or answers "no
+// responders" when none can). The handler answers before it returns, so
+// micro's stats (requests, errors with their code, processing time) cover
+// every action from request to reply; it runs one action at a time, as
+// the AMI session does anyway, and concurrency comes from the several
+// sessions. A request the queue group gives to a busy session waits for
+// it, as it would on that AMI session.
 package bridge
 
 import (
@@ -12,7 +38,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"regexp"
 	"strings"
 	"sync"
 	"time"
@@ -36,12 +61,13 @@ type ServerConfig struct {
 	EventsInclude    []string      // globs on the event name; empty means all
 	EventsExclude    []string      // globs on the event name
 	ActionsAllow     []string      // case-insensitive globs; empty means all
-	ActionsDeny      []string      // case-insensitive globs; nil means DefaultActionsDeny ("Events"), empty means none
+	ActionsDeny      []string      // case-insensitive globs; Login, Logoff, Challenge, Events and Filter are refused whatever they say
 	ActionTimeout    time.Duration // default 10s
 	MaxActionTimeout time.Duration // cap for the Ami-Timeout request header, default 5m
 	PingInterval     time.Duration // 0: no keepalive
 	ReconnectMin     time.Duration // default 500ms
 	ReconnectMax     time.Duration // default 30s
+	ActionSessions   int           // AMI sessions that carry actions, besides the one for events; default 2
 }
 
 // JetStreamOptions makes events go into a JetStream stream with acks.
@@ -65,10 +91,6 @@ type Options struct {
 	JetStream      JetStreamOptions
 	Version        string // micro service version, default "0.0.0"; one that is not SemVer registers as "0.0.0" with the raw string in the metadata
 	Logger         zerolog.Logger
-
-	// MaxInflight bounds the actions in flight per PBX, default 1024.
-	// Further requests wait in the NATS subscription.
-	MaxInflight int
 }
 
 // Defaults of the zero values in ServerConfig, JetStreamOptions and Options.
@@ -85,13 +107,17 @@ const (
 	DefaultDuplicates       = 2 * time.Minute
 	DefaultMaxPending       = 4096
 	DefaultReplicas         = 1
-	DefaultMaxInflight      = 1024
+	DefaultActionSessions   = 2
 )
 
 // MaxReplicas is the most replicas JetStream gives a stream.
 const MaxReplicas = 5
 
-// The micro service every Bridge registers.
+// maxActionSessions bounds ServerConfig.ActionSessions: each is a login,
+// a micro service and an Asterisk thread.
+const maxActionSessions = 64
+
+// The micro service every action session registers.
 const (
 	ServiceName = "ami-bridge"
 	// QueueGroup is the queue group of every action endpoint, so that
@@ -100,32 +126,81 @@ const (
 )
 
 // Bridge runs every configured PBX against one NATS connection.
+//
+// Its goroutines, each with one owner:
+//
+//   - per PBX, run (pbx.run): started by Start, waited for by Shutdown; it
+//     ends when Shutdown cancels the run context, after the PBX's links
+//     have logged off and its publisher has drained.
+//   - per PBX, the publisher (publisher.loop): started and waited for by
+//     pbx.run; it ends when run closes the event queue. With JetStream its
+//     ack collector is started and waited for by the publisher.
+//   - per AMI session (link.run: one for events, ActionSessions for
+//     actions): started and waited for by pbx.run; it ends with the run
+//     context, after its Logoff. A link's amiproto.Client owns its own
+//     reader, writer and keepalive; the link waits for the reader.
+//   - per logged-in action session, its keepalive (pbx.actionKeepalive):
+//     started and waited for by pbx.serveActions; it ends when the
+//     session does.
+//   - per logged-in action session, a micro service whose endpoint
+//     subscription calls the action handler, one request at a time: added
+//     by the action link once logged in, stopped by it when the session
+//     drops or Shutdown starts. Shutdown waits for the handlers still
+//     running through the lifecycle's in-flight count.
+//   - the status ticker: started by Start, waited for by Shutdown; it
+//     ends with the run context.
 type Bridge struct {
-	nc       *nats.Conn
-	opts     Options
-	log      zerolog.Logger
-	sessions []*session
-	epoch    int64 // process epoch in Nats-Msg-Id: start time in Unix milliseconds
+	ns         *natsSide
+	opts       Options
+	log        zerolog.Logger
+	pbxes      []*pbx
+	life       *lifecycle
+	runCtx     context.Context    // what runs: the PBXes and the status ticker
+	stopRun    context.CancelFunc // ends runCtx
+	stopIntake context.CancelFunc // ends the lifecycle's intake
+	stopHard   context.CancelFunc // ends the lifecycle's hard context
 
-	js jetstream.JetStream // nil unless JetStream is enabled
-
-	mu       sync.Mutex
-	started  bool
-	closing  bool           // no new actions
-	inflight sync.WaitGroup // actions being answered
-	svc      micro.Service
-
-	actionCtx    context.Context // ends the actions still waiting at the shutdown deadline
-	cancelAction context.CancelFunc
-	runCtx       context.Context // ends the sessions' connect loops
-	cancelRun    context.CancelFunc
-	stopCtx      context.Context // Shutdown's ctx, for the Logoff of each session
-	abort        chan struct{}   // closed when Shutdown's ctx ends: stop retrying
-	abortOnce    sync.Once
-	wg           sync.WaitGroup // sessions and the status ticker
+	mu      sync.Mutex
+	started bool
+	closing bool
+	wg      sync.WaitGroup // the PBXes' run and the status ticker
 }
 
-var semver = regexp.MustCompile(`^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?$`)
+// natsSide is the NATS end every PBX of a Bridge shares. It is fixed
+// before any PBX runs.
+type natsSide struct {
+	nc      *nats.Conn
+	prefix  string
+	epoch   int64               // process epoch in Nats-Msg-Id: start time in Unix milliseconds
+	js      jetstream.JetStream // nil unless JetStream is enabled; set by Start
+	jsOpts  JetStreamOptions
+	service micro.Config // template of the per-session action services
+}
+
+// lifecycle is the Bridge's shutdown as its PBXes see it. Shutdown ends
+// intake first (stop taking actions), waits for the actions in flight,
+// and ends hard when its own context ends: what still waits then (an
+// action, a Logoff, a NATS retry) gives up.
+type lifecycle struct {
+	intake   context.Context
+	hard     context.Context
+	mu       sync.Mutex // orders enter against Shutdown's wait
+	inflight sync.WaitGroup
+}
+
+// enter counts one more action in flight, unless Shutdown started.
+func (l *lifecycle) enter() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.intake.Err() != nil {
+		return false
+	}
+	l.inflight.Add(1)
+	return true
+}
+
+// leave ends an action counted by enter.
+func (l *lifecycle) leave() { l.inflight.Done() }
 
 // New validates the configuration and returns a Bridge that has not yet
 // connected anywhere. Its error names every problem found, never a secret.
@@ -147,7 +222,7 @@ func New(nc *nats.Conn, servers []ServerConfig, opts Options) (*Bridge, error) {
 		if label == "" {
 			label = fmt.Sprintf("#%d", i+1)
 		}
-		if _, _, _, err := withServerDefaults(sc); err != nil {
+		if _, _, err := withServerDefaults(sc); err != nil {
 			errs = append(errs, fmt.Errorf("server %s: %w", label, err))
 		}
 		if sc.Name != "" && seen[sc.Name] {
@@ -158,17 +233,49 @@ func New(nc *nats.Conn, servers []ServerConfig, opts Options) (*Bridge, error) {
 	if len(errs) > 0 {
 		return nil, fmt.Errorf("bridge: invalid configuration: %w", errors.Join(errs...))
 	}
-	b := &Bridge{nc: nc, opts: opts, log: opts.Logger, epoch: time.Now().UnixMilli(), abort: make(chan struct{})}
+	version := opts.Version
+	meta := map[string]string{"servers": strings.Join(names(servers), ","), "prefix": opts.Prefix}
+	if !SemVer(version) {
+		meta["version"] = version
+		version = "0.0.0"
+	}
+	b := &Bridge{
+		opts: opts,
+		log:  opts.Logger,
+		ns: &natsSide{
+			nc:     nc,
+			prefix: opts.Prefix,
+			epoch:  time.Now().UnixMilli(),
+			jsOpts: opts.JetStream,
+			service: micro.Config{
+				Name:        ServiceName,
+				Version:     version,
+				Description: "Asterisk Manager Interface actions by NATS request-reply, one endpoint per PBX",
+				Metadata:    meta,
+				QueueGroup:  QueueGroup,
+			},
+		},
+		life: &lifecycle{},
+	}
+	b.life.intake, b.stopIntake = context.WithCancel(context.Background())
+	b.life.hard, b.stopHard = context.WithCancel(context.Background())
+	b.runCtx, b.stopRun = context.WithCancel(context.Background())
 	for _, sc := range servers {
-		s, err := newSession(b, sc)
+		p, err := newPBX(sc, b.ns, b.life, opts, b.log)
 		if err != nil { // checked above
 			return nil, fmt.Errorf("bridge: server %s: %w", sc.Name, err)
 		}
-		b.sessions = append(b.sessions, s)
+		b.pbxes = append(b.pbxes, p)
 	}
-	b.actionCtx, b.cancelAction = context.WithCancel(context.Background())
-	b.runCtx, b.cancelRun = context.WithCancel(context.Background())
 	return b, nil
+}
+
+func names(servers []ServerConfig) []string {
+	out := make([]string, len(servers))
+	for i, sc := range servers {
+		out[i] = sc.Name
+	}
+	return out
 }
 
 func withOptionDefaults(o Options) (Options, error) {
@@ -193,12 +300,6 @@ func withOptionDefaults(o Options) (Options, error) {
 	}
 	if o.Version == "" {
 		o.Version = "0.0.0"
-	}
-	if o.MaxInflight == 0 {
-		o.MaxInflight = DefaultMaxInflight
-	}
-	if o.MaxInflight < 0 {
-		errs = append(errs, errors.New("max in-flight actions must be positive"))
 	}
 	js := &o.JetStream
 	if js.Stream == "" {
@@ -231,9 +332,10 @@ func withOptionDefaults(o Options) (Options, error) {
 	return o, errors.Join(errs...)
 }
 
-// withServerDefaults checks sc, fills its zero values and returns the URL
-// to dial, secret included. Nothing it returns as an error holds the URL.
-func withServerDefaults(sc ServerConfig) (ServerConfig, string, amiproto.Endpoint, error) {
+// withServerDefaults checks sc, fills its zero values and returns the
+// endpoint to dial, secret included. Nothing it returns as an error holds
+// the secret.
+func withServerDefaults(sc ServerConfig) (ServerConfig, amiproto.Endpoint, error) {
 	var errs []error
 	if !subjects.ValidServerName(sc.Name) {
 		errs = append(errs, fmt.Errorf("name %q: want [A-Za-z0-9_-]+", sc.Name))
@@ -267,6 +369,12 @@ func withServerDefaults(sc ServerConfig) (ServerConfig, string, amiproto.Endpoin
 	def(&sc.MaxActionTimeout, DefaultMaxActionTimeout, "max action timeout")
 	def(&sc.ReconnectMin, DefaultReconnectMin, "reconnect min")
 	def(&sc.ReconnectMax, DefaultReconnectMax, "reconnect max")
+	if sc.ActionSessions == 0 {
+		sc.ActionSessions = DefaultActionSessions
+	}
+	if sc.ActionSessions < 0 || sc.ActionSessions > maxActionSessions {
+		errs = append(errs, fmt.Errorf("action sessions: want 1 to %d", maxActionSessions))
+	}
 	if sc.PingInterval < 0 {
 		errs = append(errs, errors.New("ping interval must not be negative"))
 	}
@@ -280,15 +388,15 @@ func withServerDefaults(sc ServerConfig) (ServerConfig, string, amiproto.Endpoin
 		errs = append(errs, err)
 	}
 	if err := errors.Join(errs...); err != nil {
-		return sc, "", ep, err
+		return sc, ep, err
 	}
-	return sc, ep.DialURL(), ep, nil
+	return sc, ep, nil
 }
 
-// Start registers the micro service and starts one AMI session per PBX. It
-// returns once the service is registered; sessions connect in the
-// background and run until Shutdown. ctx bounds the setup only: with
-// JetStream, finding or creating the stream.
+// Start starts every PBX: its AMI sessions connect in the background and
+// run until Shutdown. Each action session joins the PBX's endpoint once it
+// is logged in. ctx bounds the setup only: with JetStream, finding or
+// creating the stream.
 func (b *Bridge) Start(ctx context.Context) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -303,76 +411,31 @@ func (b *Bridge) Start(ctx context.Context) error {
 			return err
 		}
 	}
-	if err := b.addService(); err != nil {
-		return err
-	}
 	b.started = true
-	for _, s := range b.sessions {
+	for _, p := range b.pbxes {
 		b.wg.Add(1)
 		go func() {
 			defer b.wg.Done()
-			s.run(b.runCtx)
+			p.run(b.runCtx)
 		}()
 	}
 	b.wg.Add(1)
 	go func() {
 		defer b.wg.Done()
-		b.statusTicker()
+		b.statusTicker(b.runCtx)
 	}()
-	// Once Start returns, requests must find the endpoints: make sure the
-	// server has the subscriptions.
-	if err := flush(ctx, b.nc); err != nil {
-		b.log.Warn().Err(err).Msg("NATS flush after registering the service")
-	}
-	return nil
-}
-
-func (b *Bridge) addService() error {
-	names := make([]string, len(b.sessions))
-	for i, s := range b.sessions {
-		names[i] = s.name
-	}
-	version := b.opts.Version
-	meta := map[string]string{"servers": strings.Join(names, ","), "prefix": b.opts.Prefix}
-	if !semver.MatchString(version) {
-		meta["version"] = version
-		version = "0.0.0"
-	}
-	svc, err := micro.AddService(b.nc, micro.Config{
-		Name:        ServiceName,
-		Version:     version,
-		Description: "Asterisk Manager Interface actions by NATS request-reply, one endpoint per PBX",
-		Metadata:    meta,
-		QueueGroup:  QueueGroup,
-		ErrorHandler: func(_ micro.Service, err *micro.NATSError) {
-			b.log.Error().Str("subject", err.Subject).Str("error", err.Description).Msg("action endpoint subscription error")
-		},
-	})
-	if err != nil {
-		return fmt.Errorf("bridge: register micro service: %w", err)
-	}
-	for _, s := range b.sessions {
-		err := svc.AddEndpoint(s.name, micro.HandlerFunc(s.handleAction),
-			micro.WithEndpointSubject(subjects.Action(b.opts.Prefix, s.name)),
-			micro.WithEndpointMetadata(map[string]string{"server": s.name}))
-		if err != nil {
-			_ = svc.Stop()
-			return fmt.Errorf("bridge: add endpoint for %s: %w", s.name, err)
-		}
-	}
-	b.svc = svc
 	return nil
 }
 
 func (b *Bridge) setupJetStream(ctx context.Context) error {
 	o := b.opts.JetStream
-	js, err := jetstream.New(b.nc,
+	js, err := jetstream.New(b.ns.nc,
 		jetstream.WithPublishAsyncMaxPending(o.MaxPending),
 		jetstream.WithPublishAsyncTimeout(jsAckTimeout))
 	if err != nil {
 		return fmt.Errorf("bridge: jetstream: %w", err)
 	}
-	want := subjects.AllEvents(b.opts.Prefix)
+	want := subjects.AllEvents(b.ns.prefix)
 	stream, err := js.Stream(ctx, o.Stream)
 	switch {
 	case errors.Is(err, jetstream.ErrStreamNotFound):
@@ -407,7 +470,7 @@ func (b *Bridge) setupJetStream(ctx context.Context) error {
 		}
 		b.log.Info().Str("stream", o.Stream).Int("replicas", cfg.Replicas).Msg("using existing JetStream stream")
 	}
-	b.js = js
+	b.ns.js = js
 	return nil
 }
 
@@ -433,10 +496,11 @@ func contains(list []string, s string) bool {
 	return false
 }
 
-// Shutdown stops taking actions, lets in-flight ones finish until ctx ends,
-// sends Logoff on every session, publishes the final status and flushes
-// what is left to NATS. It does not close nc. Actions still waiting when
-// ctx ends are answered 503.
+// Shutdown stops taking actions (every action service leaves its queue
+// group), lets the actions in flight finish until ctx ends, logs every AMI
+// session off, publishes the final status and flushes what is left to
+// NATS. It does not close nc. Actions still waiting when ctx ends are
+// answered 503.
 func (b *Bridge) Shutdown(ctx context.Context) error {
 	b.mu.Lock()
 	if b.closing {
@@ -444,33 +508,25 @@ func (b *Bridge) Shutdown(ctx context.Context) error {
 		return errors.New("bridge: shutdown already called")
 	}
 	b.closing = true
-	b.stopCtx = ctx
-	started, svc := b.started, b.svc
+	started := b.started
 	b.mu.Unlock()
 
-	stopAbort := context.AfterFunc(ctx, func() { b.abortOnce.Do(func() { close(b.abort) }) })
-	defer stopAbort()
-
-	var errs []error
-	if svc != nil {
-		// Stop drains the endpoints: requests already delivered are still
-		// handled, and get 503 as closing is set.
-		if err := svc.Stop(); err != nil {
-			errs = append(errs, fmt.Errorf("stop micro service: %w", err))
-		}
-	}
+	stopHard := context.AfterFunc(ctx, b.stopHard)
+	defer stopHard()
+	b.endIntake()
 	b.waitActions(ctx)
-	b.cancelRun()
+	b.stopRun()
 	if started {
 		b.wg.Wait()
 	}
-	for _, s := range b.sessions {
-		s.setState(StateStopped, nil)
+	for _, p := range b.pbxes {
+		p.stopped()
 	}
-	if err := flush(ctx, b.nc); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
+	var errs []error
+	if err := flush(ctx, b.ns.nc); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
 		errs = append(errs, fmt.Errorf("flush NATS: %w", err))
 	}
-	b.cancelAction()
+	b.stopHard()
 	if ctx.Err() != nil {
 		errs = append(errs, fmt.Errorf("deadline reached: %w", ctx.Err()))
 	}
@@ -480,31 +536,28 @@ func (b *Bridge) Shutdown(ctx context.Context) error {
 	return nil
 }
 
-// waitActions waits for the actions in flight; at ctx's end it cancels the
-// ones left, which answer 503, and waits for their replies.
+// endIntake ends the lifecycle's intake: the action services stop and no
+// action enters any more.
+func (b *Bridge) endIntake() {
+	b.life.mu.Lock()
+	defer b.life.mu.Unlock()
+	b.stopIntake()
+}
+
+// waitActions waits for the actions in flight; at ctx's end the hard
+// context ends, the ones left answer 503, and it waits for their replies.
 func (b *Bridge) waitActions(ctx context.Context) {
 	done := make(chan struct{})
 	go func() {
-		b.inflight.Wait()
+		b.life.inflight.Wait()
 		close(done)
 	}()
 	select {
 	case <-done:
 	case <-ctx.Done():
-		b.cancelAction()
+		b.stopHard()
 		<-done
 	}
-}
-
-// beginAction counts one more action in flight, unless Shutdown started.
-func (b *Bridge) beginAction() bool {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.closing {
-		return false
-	}
-	b.inflight.Add(1)
-	return true
 }
 
 func (b *Bridge) isClosing() bool {
@@ -515,9 +568,9 @@ func (b *Bridge) isClosing() bool {
 
 // Status returns the current status of every PBX, in configuration order.
 func (b *Bridge) Status() []Status {
-	out := make([]Status, len(b.sessions))
-	for i, s := range b.sessions {
-		out[i] = s.status()
+	out := make([]Status, len(b.pbxes))
+	for i, p := range b.pbxes {
+		out[i] = p.status()
 	}
 	return out
 }
@@ -525,9 +578,9 @@ func (b *Bridge) Status() []Status {
 // Servers returns the names of the configured PBXes, in configuration
 // order.
 func (b *Bridge) Servers() []string {
-	out := make([]string, len(b.sessions))
-	for i, s := range b.sessions {
-		out[i] = s.name
+	out := make([]string, len(b.pbxes))
+	for i, p := range b.pbxes {
+		out[i] = p.name
 	}
 	return out
 }
@@ -536,20 +589,20 @@ func (b *Bridge) Servers() []string {
 // on every change and every StatusInterval by itself; a caller that sees
 // NATS come back calls it so subscribers need not wait for the interval.
 func (b *Bridge) PublishStatus() {
-	for _, s := range b.sessions {
-		s.publishStatus()
+	for _, p := range b.pbxes {
+		p.publishStatus()
 	}
 }
 
-// statusTicker publishes every status each StatusInterval.
-func (b *Bridge) statusTicker() {
+// statusTicker publishes every status each StatusInterval until ctx ends.
+func (b *Bridge) statusTicker(ctx context.Context) {
 	t := time.NewTicker(b.opts.StatusInterval)
 	defer t.Stop()
 	for {
 		select {
 		case <-t.C:
 			b.PublishStatus()
-		case <-b.runCtx.Done():
+		case <-ctx.Done():
 			return
 		}
 	}

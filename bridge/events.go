@@ -26,22 +26,26 @@ const (
 // is counted as a failure instead of holding a slot forever.
 const jsAckTimeout = 5 * time.Second
 
+// retryWait is the pause before publishing again to a NATS connection
+// that is reconnecting with its buffer full.
+const retryWait = 50 * time.Millisecond
+
 // maxSubjectCache bounds the event-name-to-subject cache of a publisher.
 const maxSubjectCache = 4096
 
 // queuedEvent is an event that passed the filter, numbered, waiting in the
-// session buffer.
+// PBX's buffer.
 type queuedEvent struct {
 	msg *amiproto.Message
 	seq uint64
 	at  time.Time
 }
 
-// publisher takes a session's events from its buffer and publishes them in
+// publisher takes a PBX's events from its buffer and publishes them in
 // order. Its buffers are reused from event to event: on the core NATS path
 // an event costs no allocation of its own beyond what nats.go makes.
 type publisher struct {
-	s        *session
+	p        *pbx
 	nc       *nats.Conn
 	js       jetstream.JetStream
 	prefix   string
@@ -62,12 +66,12 @@ type publisher struct {
 	failLog  rateLimit
 }
 
-func newPublisher(s *session) *publisher {
+func newPublisher(x *pbx) *publisher {
 	p := &publisher{
-		s:        s,
-		nc:       s.b.nc,
-		prefix:   s.b.opts.Prefix,
-		idPrefix: s.name + ":" + strconv.FormatInt(s.b.epoch, 10) + ":",
+		p:        x,
+		nc:       x.ns.nc,
+		prefix:   x.ns.prefix,
+		idPrefix: x.name + ":" + strconv.FormatInt(x.ns.epoch, 10) + ":",
 		subjects: make(map[string]string),
 		body:     make([]byte, 0, 4096),
 		scratch:  make([]byte, 0, 256),
@@ -77,7 +81,7 @@ func newPublisher(s *session) *publisher {
 		id:       []string{""},
 	}
 	p.msg.Header = nats.Header{
-		HeaderServer: {s.name},
+		HeaderServer: {x.name},
 		HeaderEvent:  p.eventV,
 		HeaderSeq:    p.seqV,
 		HeaderTime:   p.timeV,
@@ -86,16 +90,16 @@ func newPublisher(s *session) *publisher {
 	return p
 }
 
-// loop publishes until the session closes its buffer, then waits for the
+// loop publishes until the PBX closes its buffer, then waits for the
 // JetStream acks still out.
 func (p *publisher) loop() {
-	p.js = p.s.b.js
+	p.js = p.p.ns.js
 	if p.js != nil {
-		p.acks = make(chan jetstream.PubAckFuture, p.s.b.opts.JetStream.MaxPending)
+		p.acks = make(chan jetstream.PubAckFuture, p.p.ns.jsOpts.MaxPending)
 		p.acksDone = make(chan struct{})
 		go p.collectAcks()
 	}
-	for q := range p.s.queue {
+	for q := range p.p.queue {
 		if p.js != nil {
 			p.publishJS(q)
 		} else {
@@ -114,7 +118,7 @@ func (p *publisher) subject(name string) string {
 	if subj, ok := p.subjects[name]; ok {
 		return subj
 	}
-	p.subj = subjects.AppendEvent(p.subj[:0], p.prefix, p.s.name, name)
+	p.subj = subjects.AppendEvent(p.subj[:0], p.prefix, p.p.name, name)
 	subj := string(p.subj)
 	if len(p.subjects) < maxSubjectCache {
 		p.subjects[name] = subj
@@ -144,14 +148,14 @@ func (p *publisher) publishCore(q queuedEvent) {
 	p.id[0] = view(b[n2:])
 
 	if err := p.send(&p.msg); err != nil {
-		n := p.s.dropped.Add(1)
+		n := p.p.dropped.Add(1)
 		if p.failLog.allow(time.Second) {
-			p.s.log.Warn().Err(err).Uint64("seq", q.seq).Str("event", name).Uint64("dropped_total", n).
+			p.p.log.Warn().Err(err).Uint64("seq", q.seq).Str("event", name).Uint64("dropped_total", n).
 				Msg("NATS refused an event; it is counted as dropped")
 		}
 		return
 	}
-	p.s.published.Add(1)
+	p.p.published.Add(1)
 }
 
 // view returns b's bytes as a string without copying; see publishCore for
@@ -159,7 +163,7 @@ func (p *publisher) publishCore(q queuedEvent) {
 func view(b []byte) string { return unsafe.String(unsafe.SliceData(b), len(b)) }
 
 // send publishes m, waiting while NATS reconnects with its own buffer
-// full: the session buffer then takes the events, up to its bound. It
+// full: the PBX's buffer then takes the events, up to its bound. It
 // gives up when the shutdown deadline passes or NATS is closed.
 func (p *publisher) send(m *nats.Msg) error {
 	for {
@@ -167,9 +171,9 @@ func (p *publisher) send(m *nats.Msg) error {
 		if err == nil || !p.retryable(err) {
 			return err
 		}
-		t := time.NewTimer(50 * time.Millisecond)
+		t := time.NewTimer(retryWait)
 		select {
-		case <-p.s.b.abort:
+		case <-p.p.life.hard.Done():
 			t.Stop()
 			return err
 		case <-t.C:
@@ -193,7 +197,7 @@ func (p *publisher) publishJS(q queuedEvent) {
 		Subject: p.subject(name),
 		Data:    q.msg.AppendJSON(make([]byte, 0, p.lastSize+p.lastSize/4)),
 		Header: nats.Header{
-			HeaderServer: {p.s.name},
+			HeaderServer: {p.p.name},
 			HeaderEvent:  {name},
 			HeaderSeq:    {seq},
 			HeaderTime:   {q.at.UTC().Format(time.RFC3339Nano)},
@@ -204,26 +208,20 @@ func (p *publisher) publishJS(q queuedEvent) {
 	for {
 		f, err := p.js.PublishMsgAsync(m)
 		if err == nil {
-			p.acks <- p.s.stats.jsSent(f)
+			p.acks <- p.p.stats.jsSent(f)
 			return
 		}
-		if !p.retryable(err) || p.aborted() {
+		if !p.retryable(err) || p.p.life.hard.Err() != nil {
 			p.jsFailed(err, q.seq, name)
 			return
 		}
-		p.s.stats.jsRetries.Add(1)
-		if !errors.Is(err, jetstream.ErrTooManyStalledMsgs) {
-			time.Sleep(50 * time.Millisecond)
+		p.p.stats.jsRetries.Add(1)
+		// ErrTooManyStalledMsgs has waited already; anything else waits
+		// here, but never past the shutdown deadline.
+		if !errors.Is(err, jetstream.ErrTooManyStalledMsgs) && !sleepCtx(p.p.life.hard, retryWait) {
+			p.jsFailed(err, q.seq, name)
+			return
 		}
-	}
-}
-
-func (p *publisher) aborted() bool {
-	select {
-	case <-p.s.b.abort:
-		return true
-	default:
-		return false
 	}
 }
 
@@ -233,20 +231,20 @@ func (p *publisher) collectAcks() {
 	for f := range p.acks {
 		select {
 		case <-f.Ok():
-			p.s.published.Add(1)
-			p.s.stats.jsAcked(f)
+			p.p.published.Add(1)
+			p.p.stats.jsAcked(f)
 		case err := <-f.Err():
 			p.jsFailed(err, 0, f.Msg().Header.Get(HeaderEvent))
-		case <-p.s.b.abort:
+		case <-p.p.life.hard.Done():
 			p.jsFailed(errors.New("shutdown deadline passed before the ack"), 0, f.Msg().Header.Get(HeaderEvent))
 		}
 	}
 }
 
 func (p *publisher) jsFailed(err error, seq uint64, event string) {
-	n := p.s.jsFailures.Add(1)
+	n := p.p.jsFailures.Add(1)
 	if p.failLog.allow(time.Second) {
-		ev := p.s.log.Warn().Err(err).Str("event", event).Uint64("js_failures", n)
+		ev := p.p.log.Warn().Err(err).Str("event", event).Uint64("js_failures", n)
 		if seq != 0 {
 			ev = ev.Uint64("seq", seq)
 		}

@@ -85,7 +85,7 @@ func TestValidateGlob(t *testing.T) {
 func TestNew_RefusesMalformedGlobs(t *testing.T) {
 	sc := ServerConfig{Name: "pbx1", URL: "tcp://u:s@127.0.0.1:5038",
 		EventsInclude: []string{"Queue[A-Z"}, ActionsDeny: []string{""}}
-	_, _, _, err := withServerDefaults(sc)
+	_, _, err := withServerDefaults(sc)
 	if err == nil {
 		t.Fatal("no error")
 	}

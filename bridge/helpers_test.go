@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -83,6 +84,24 @@ func startPBX(t testing.TB, cfg amitest.Config) *amitest.Server {
 	}
 	t.Cleanup(func() { pbx.Close() })
 	return pbx
+}
+
+// rig is the usual setup of a test: a NATS server with a connection for
+// the bridge (nc) and one for the test (cc), a PBX, and a watch on the
+// status of pbx1.
+type rig struct {
+	ns     *server.Server
+	nc, cc *nats.Conn
+	pbx    *amitest.Server
+	w      *statusWatch
+}
+
+func newRig(t testing.TB, cfg amitest.Config) rig {
+	t.Helper()
+	ns := startNATS(t, natsOptions{})
+	r := rig{ns: ns, nc: connect(t, ns), cc: connect(t, ns), pbx: startPBX(t, cfg)}
+	r.w = watchStatus(t, r.cc, "ami", "pbx1")
+	return r
 }
 
 // syncBuffer collects log lines from several goroutines.
@@ -190,6 +209,39 @@ func (w *statusWatch) waitState(state string) Status {
 	return Status{}
 }
 
+// allUp reports whether every AMI session of st is logged in.
+func allUp(st Status) bool {
+	for _, ss := range st.Sessions {
+		if ss.State != StateConnected {
+			return false
+		}
+	}
+	return st.State == StateConnected && len(st.Sessions) > 0
+}
+
+// waitAllUp returns the first status with every AMI session logged in.
+func (w *statusWatch) waitAllUp() Status {
+	w.t.Helper()
+	deadline := time.Now().Add(waitTime)
+	for time.Now().Before(deadline) {
+		if st := w.next(); allUp(st) {
+			return st
+		}
+	}
+	w.t.Fatal("not every session up in time")
+	return Status{}
+}
+
+// expectNoResponders checks that no endpoint of server is in the queue
+// group.
+func expectNoResponders(t testing.TB, nc *nats.Conn, server string) {
+	t.Helper()
+	m, err := nc.Request(subjects.Action("ami", server), []byte(`{"Action":"Ping"}`), waitTime)
+	if !errors.Is(err, nats.ErrNoResponders) {
+		t.Fatalf("action on %s: %v, want no responders; reply %v", server, err, m)
+	}
+}
+
 // request sends an action request and returns the reply.
 func request(t testing.TB, nc *nats.Conn, subject, body string, hdr nats.Header) *nats.Msg {
 	t.Helper()
@@ -263,7 +315,11 @@ func newEvent(name string, kv ...string) *amiproto.Message {
 	return m
 }
 
-// waitSessions waits until pbx has n sessions that take events. amitest
+// perPBX is the number of AMI sessions one bridge opens per PBX: the event
+// session and the action sessions.
+const perPBX = 1 + DefaultActionSessions
+
+// waitSessions waits until pbx has n logged-in sessions. amitest
 // answers the Login before the session joins the event stream, as
 // Asterisk does, so an event emitted right after "connected" could miss
 // the bridge. Nothing signals the join: poll.

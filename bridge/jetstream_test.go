@@ -64,7 +64,7 @@ func TestBridge_JetStream(t *testing.T) {
 		t.Fatalf("stream config: subjects %v, max age %v, duplicates %v", cfg.Subjects, cfg.MaxAge, cfg.Duplicates)
 	}
 
-	waitSessions(t, pbx, 1)
+	waitSessions(t, pbx, perPBX)
 	const n = 200
 	for i := 1; i <= n; i++ {
 		pbx.Emit(userEvent("js", i))

@@ -5,16 +5,13 @@ import (
 	"strings"
 )
 
-// alwaysRefused are the actions the bridge never forwards: it owns the
-// session, so a requester logging it off or in as someone else would break
-// it for everybody.
-var alwaysRefused = []string{"Login", "Logoff", "Challenge"}
-
-// DefaultActionsDeny is the deny list of a PBX whose ActionsDeny is nil.
-// "Events" is refused by default because it turns the bridge's own event
-// stream off. Setting ActionsDeny to any list, even an empty one, replaces
-// it.
-var DefaultActionsDeny = []string{"Events"}
+// alwaysRefused are the actions the bridge never forwards, whatever the
+// allow and deny lists say: it owns its AMI sessions. Login, Logoff and
+// Challenge would log a session off or in as someone else; Events and
+// Filter set a session's event mask and filters, and Asterisk has no
+// manager.conf class to refuse them, so one request could silence the
+// event stream while the status still says connected.
+var alwaysRefused = []string{"Login", "Logoff", "Challenge", "Events", "Filter"}
 
 // actionPolicy decides which actions a PBX takes from NATS. The matching is
 // case-insensitive, as Asterisk matches action names.
@@ -24,9 +21,6 @@ type actionPolicy struct {
 }
 
 func newActionPolicy(allow, deny []string) actionPolicy {
-	if deny == nil {
-		deny = DefaultActionsDeny
-	}
 	return actionPolicy{allow: normalizeGlobs(allow), deny: normalizeGlobs(deny)}
 }
 
@@ -34,7 +28,7 @@ func newActionPolicy(allow, deny []string) actionPolicy {
 func (p actionPolicy) refuse(action string) string {
 	for _, name := range alwaysRefused {
 		if strings.EqualFold(action, name) {
-			return fmt.Sprintf("action %s is refused: the bridge owns the AMI session", name)
+			return fmt.Sprintf("action %s is refused: the bridge owns its AMI sessions, their logins, event masks and filters", name)
 		}
 	}
 	if p.deny.match(action) {
@@ -53,7 +47,7 @@ const maxFilterCache = 4096
 
 // eventFilter decides which events are published: those that match an
 // include glob (every event when there is none) and no exclude glob. Its
-// cache is used by one goroutine only, the session's event reader.
+// cache is used by one goroutine only, the event session's reader.
 type eventFilter struct {
 	include, exclude globList
 	cache            map[string]bool

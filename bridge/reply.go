@@ -17,9 +17,10 @@ import (
 
 // replyOptions say which parts of a response go into a reply.
 type replyOptions struct {
-	code    int    // 0 for success
-	message string // error message, with code
-	parts   bool   // include events and complete (not when streaming them)
+	code     int    // 0 for success
+	message  string // error message, with code
+	parts    bool   // include events and complete (not when streaming them)
+	noOutput bool   // leave the Command output out (it is streamed in parts)
 }
 
 // appendReply appends the reply for resp, which may be nil, to dst.
@@ -54,7 +55,7 @@ func appendReply(dst []byte, server string, resp *amiproto.Response, o replyOpti
 			dst = append(dst, "null"...)
 		}
 	}
-	if hasOutput {
+	if hasOutput && !o.noOutput {
 		dst = append(dst, `,"output":`...)
 		dst = amiproto.AppendJSONString(dst, output)
 	}

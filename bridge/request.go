@@ -231,8 +231,10 @@ const (
 	HeaderTimeout = "Ami-Timeout"
 	// HeaderStream asks for a streamed reply when "true": the response
 	// envelope, one message per entry event, the complete event, then an
-	// empty message. A reply that is not a Collection streams as its one
-	// message and the empty one; so does an error.
+	// empty message. Command output follows the envelope (which then has
+	// no "output") as {"output":"…"} messages, each cut after a newline,
+	// whose outputs joined are the output. Any other reply streams as its
+	// one message and the empty one; so does an error.
 	HeaderStream = "Ami-Stream"
 )
 

@@ -8,7 +8,6 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"github.com/ami-bridge/ami-bridge/amiproto"
 	"github.com/ami-bridge/ami-bridge/amiproto/amitest"
 )
 
@@ -17,7 +16,7 @@ func TestSession_FullBufferDropsCountedWithSeqGap(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := b.sessions[0]
+	s := b.pbxes[0]
 	for i := 1; i <= 10; i++ {
 		s.accept(userEvent("x", i))
 	}
@@ -71,15 +70,14 @@ func TestBackoff(t *testing.T) {
 	}
 }
 
-func TestDialURL_SecretSurvivesAnyByte(t *testing.T) {
+func TestServerDefaults_SecretOverridesTheURLsAsItIs(t *testing.T) {
 	const secret = "p@ss:w/rd %41+ é"
-	_, url, _, err := withServerDefaults(ServerConfig{Name: "x", URL: "tls://admin:old@pbx.example:5039", Secret: secret})
+	_, ep, err := withServerDefaults(ServerConfig{Name: "x", URL: "tls://admin:old@pbx.example:5039", Secret: secret})
 	if err != nil {
 		t.Fatal(err)
 	}
-	ep, err := amiproto.ParseURL(url)
-	if err != nil || ep.Secret != secret || ep.User != "admin" || !ep.TLS || ep.Addr != "pbx.example:5039" {
-		t.Fatalf("round trip: %+v, %v", ep, err)
+	if ep.Secret != secret || ep.User != "admin" || !ep.TLS || ep.Addr != "pbx.example:5039" {
+		t.Fatalf("endpoint: %+v", ep)
 	}
 }
 
@@ -100,13 +98,29 @@ func TestBridge_MD5LoginKeepaliveAndPeriodicStatus(t *testing.T) {
 			t.Fatalf("periodic status %+v", st)
 		}
 	}
-	// A PBX that stops answering is found out by the keepalive.
+	// A PBX that stops answering is found out by every session's
+	// keepalive, each session on its own.
 	pbx.HalfOpen()
 	w.waitState(StateDisconnected)
-	st := w.waitState(StateConnected)
-	if st.Reconnects != 1 {
-		t.Errorf("reconnects %d, want 1", st.Reconnects)
+	for deadline := time.Now().Add(waitTime); ; {
+		st := w.next()
+		if allUp(st) && st.Reconnects == 1 && reconnectedOnce(st) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not every session back after one reconnect: %+v", st)
+		}
 	}
+}
+
+// reconnectedOnce reports whether every session of st reconnected once.
+func reconnectedOnce(st Status) bool {
+	for _, ss := range st.Sessions {
+		if ss.Reconnects != 1 {
+			return false
+		}
+	}
+	return true
 }
 
 func TestBridge_StartTwiceAndShutdownWithoutStart(t *testing.T) {
@@ -145,7 +159,7 @@ func TestBridge_NATSOutageBuffersThenCountsDrops(t *testing.T) {
 	const buffer = 16
 	b, _ := startBridge(t, nc, []ServerConfig{sc}, Options{EventBuffer: buffer})
 	waitStatus(t, b, func(st Status) bool { return st.State == StateConnected })
-	waitSessions(t, pbx, 1)
+	waitSessions(t, pbx, perPBX)
 
 	ns.Shutdown()
 	<-disconnected

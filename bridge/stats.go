@@ -124,12 +124,11 @@ func codeIndex(code int) int {
 	return len(actionCodes) - 1
 }
 
-// sessionStats are the counters of a session that only Stats reads; the
-// status shares the others (published, dropped, …) with Stats.
-type sessionStats struct {
+// pbxStats are the counters of a PBX that only Stats reads; the status
+// shares the others (published, dropped, …) with Stats.
+type pbxStats struct {
 	filtered      atomic.Uint64
 	lastEvent     atomic.Int64 // Unix seconds of the last event read, 0 before the first
-	loginFailures atomic.Uint64
 	jsRetries     atomic.Uint64
 	jsLatency     latencyHistogram
 	actions       [len(KnownActions) + 1][len(actionCodes)]atomic.Uint64 // [actionIndex][codeIndex]
@@ -139,7 +138,7 @@ type sessionStats struct {
 // eventRead records the time of an event read from AMI, filtered or not,
 // to the second: it stores at most once a second, since a Load is a plain
 // read and a Store a locked exchange.
-func (st *sessionStats) eventRead(at time.Time) {
+func (st *pbxStats) eventRead(at time.Time) {
 	if sec := at.Unix(); sec != st.lastEvent.Load() {
 		st.lastEvent.Store(sec)
 	}
@@ -182,31 +181,34 @@ func (h *latencyHistogram) snapshot() Histogram {
 
 // Stats returns a snapshot of every PBX, in configuration order.
 func (b *Bridge) Stats() []Stats {
-	out := make([]Stats, len(b.sessions))
-	for i, s := range b.sessions {
-		out[i] = s.stats.snapshot(s)
+	out := make([]Stats, len(b.pbxes))
+	for i, p := range b.pbxes {
+		out[i] = p.stats.snapshot(p)
 	}
 	return out
 }
 
-func (st *sessionStats) snapshot(s *session) Stats {
-	s.mu.Lock()
-	state := s.state
-	s.mu.Unlock()
+func (st *pbxStats) snapshot(p *pbx) Stats {
+	p.mu.Lock()
+	state := p.state
+	p.mu.Unlock()
 	out := Stats{
-		Server:          s.name,
+		Server:          p.name,
 		State:           state,
 		Up:              state == StateConnected,
 		EventsFiltered:  st.filtered.Load(),
-		EventsPublished: s.published.Load(),
-		EventsDropped:   s.dropped.Load(),
-		LastSeq:         s.lastSeq.Load(),
-		BufferEvents:    len(s.queue),
-		BufferCapacity:  cap(s.queue),
-		Reconnects:      s.reconnects.Load(),
-		LoginFailures:   st.loginFailures.Load(),
-		JetStream:       s.b.opts.JetStream.Enabled,
+		EventsPublished: p.published.Load(),
+		EventsDropped:   p.dropped.Load(),
+		LastSeq:         p.lastSeq.Load(),
+		BufferEvents:    len(p.queue),
+		BufferCapacity:  cap(p.queue),
+		Reconnects:      p.events.reconnects.Load(), // as the status: event sessions, where events may be lost
+		JetStream:       p.ns.jsOpts.Enabled,
 		ActionLatency:   st.actionLatency.snapshot(),
+	}
+	out.LoginFailures = p.events.loginFailures.Load()
+	for _, l := range p.actions {
+		out.LoginFailures += l.loginFailures.Load()
 	}
 	out.EventsReceived = out.EventsFiltered + out.LastSeq
 	if sec := st.lastEvent.Load(); sec != 0 {
@@ -214,7 +216,7 @@ func (st *sessionStats) snapshot(s *session) Stats {
 	}
 	if out.JetStream {
 		out.JSRetries = st.jsRetries.Load()
-		out.JSFailures = s.jsFailures.Load()
+		out.JSFailures = p.jsFailures.Load()
 		out.JSPublishLatency = st.jsLatency.snapshot()
 	}
 	for a := range st.actions {
@@ -240,42 +242,41 @@ type timedAck struct {
 }
 
 // jsSent wraps the future of a publish made now.
-func (st *sessionStats) jsSent(f jetstream.PubAckFuture) jetstream.PubAckFuture {
+func (st *pbxStats) jsSent(f jetstream.PubAckFuture) jetstream.PubAckFuture {
 	return timedAck{f, time.Now()}
 }
 
 // jsAcked records the ack latency of a future from jsSent.
-func (st *sessionStats) jsAcked(f jetstream.PubAckFuture) {
+func (st *pbxStats) jsAcked(f jetstream.PubAckFuture) {
 	if t, ok := f.(timedAck); ok {
 		st.jsLatency.observe(time.Since(t.sent))
 	}
 }
 
-// actionMeter is the replier of one request: it counts the request when
-// its first reply goes out, by action name and reply code, and times it
-// from arrival to that reply. Later replies (streamed parts) pass through.
+// actionMeter counts one request when its first reply goes out, by
+// action name and reply code, and times it from arrival to that reply.
+// Later replies (streamed parts) are not counted again.
 type actionMeter struct {
-	replier // where replies go: the sync one, then the async one
-	st      *sessionStats
-	action  string // set once the request is decoded; "" counts as other
-	start   time.Time
-	done    bool
+	st     *pbxStats
+	action string // set once the request is decoded; "" counts as other
+	start  time.Time
+	done   bool
 }
 
-// meter starts timing a request that r answers.
-func (st *sessionStats) meter(r replier) *actionMeter {
-	return &actionMeter{replier: r, st: st, start: time.Now()}
+// meter starts timing a request.
+func (st *pbxStats) meter() *actionMeter {
+	return &actionMeter{st: st, start: time.Now()}
 }
 
-func (m *actionMeter) reply(hdr nats.Header, body []byte) error {
-	if !m.done {
-		m.done = true
-		code := 200
-		if v := hdr.Get(micro.ErrorCodeHeader); v != "" {
-			code, _ = strconv.Atoi(v)
-		}
-		m.st.actionLatency.observe(time.Since(m.start))
-		m.st.actions[actionIndex(m.action)][codeIndex(code)].Add(1)
+func (m *actionMeter) replied(hdr nats.Header) {
+	if m.done {
+		return
 	}
-	return m.replier.reply(hdr, body)
+	m.done = true
+	code := 200
+	if v := hdr.Get(micro.ErrorCodeHeader); v != "" {
+		code, _ = strconv.Atoi(v)
+	}
+	m.st.actionLatency.observe(time.Since(m.start))
+	m.st.actions[actionIndex(m.action)][codeIndex(code)].Add(1)
 }

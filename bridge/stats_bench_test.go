@@ -4,7 +4,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -19,7 +18,7 @@ func BenchmarkAcceptEvent(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	s := br.sessions[0]
+	s := br.pbxes[0]
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
@@ -46,7 +45,7 @@ var (
 // event read (and per filtered event), per JetStream publish, per action,
 // and per scrape of one PBX (off every hot path).
 func BenchmarkStatsHooks(b *testing.B) {
-	var st sessionStats
+	var st pbxStats
 	at := time.Now()
 	b.Run("path=event", func(b *testing.B) {
 		b.ReportAllocs()
@@ -69,13 +68,12 @@ func BenchmarkStatsHooks(b *testing.B) {
 		}
 	})
 	b.Run("path=action", func(b *testing.B) {
-		r := replierFunc(func(nats.Header, []byte) error { return nil })
 		b.ReportAllocs()
 		for i := 0; i < b.N; i++ {
-			m := st.meter(r)
-			meterSink = m // escapes, as into the action's goroutine
+			m := st.meter()
+			meterSink = m // escapes, as into the request's replier
 			m.action = "Ping"
-			_ = m.reply(nil, nil)
+			m.replied(nil)
 		}
 	})
 	b.Run("path=scrape", func(b *testing.B) {

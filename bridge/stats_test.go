@@ -49,7 +49,7 @@ func testStats(t *testing.T, js bool) {
 	bad.URL = wrong.URL("admin", "not-the-secret")
 	b, _ := startBridge(t, nc, []ServerConfig{sc, bad}, Options{EventBuffer: 100, JetStream: JetStreamOptions{Enabled: js}})
 	w.waitState(StateConnected)
-	waitSessions(t, pbx, 1)
+	waitSessions(t, pbx, 1+DefaultActionSessions) // events and actions
 
 	before := b.Stats()[0]
 	if !before.Up || before.State != StateConnected || before.BufferCapacity != 100 {
@@ -141,16 +141,12 @@ func TestActionIndex_BoundedLabels(t *testing.T) {
 
 // An action reply with an unexpected code still lands in a bounded cell.
 func TestActionMeter_UnknownCode(t *testing.T) {
-	var st sessionStats
-	m := st.meter(replierFunc(func(nats.Header, []byte) error { return nil }))
+	var st pbxStats
+	m := st.meter()
 	m.action = "Ping"
-	_ = m.reply(nats.Header{"Nats-Service-Error-Code": {"599"}}, nil)
-	_ = m.reply(nil, nil) // a later streamed part is not counted
+	m.replied(nats.Header{"Nats-Service-Error-Code": {"599"}})
+	m.replied(nil) // a later streamed part is not counted
 	if n := st.actions[actionIndex("Ping")][codeIndex(CodeUnavailable)].Load(); n != 1 {
 		t.Errorf("count %d, want 1 under 503", n)
 	}
 }
-
-type replierFunc func(nats.Header, []byte) error
-
-func (f replierFunc) reply(h nats.Header, b []byte) error { return f(h, b) }

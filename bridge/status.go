@@ -1,7 +1,6 @@
 package bridge
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"time"
@@ -14,10 +13,13 @@ import (
 // Status is what <prefix>.<server>.status carries, as JSON. It is
 // published on every state change and every StatusInterval.
 type Status struct {
-	Server string    `json:"server"`
-	State  string    `json:"state"` // connecting, connected, disconnected, auth_failed or stopped
-	Since  time.Time `json:"since"` // when the state was entered
-	Error  string    `json:"error"` // why the session is not connected, "" otherwise
+	Server string `json:"server"`
+	// State is the PBX's: connected when the event session and at least
+	// one action session are logged in; otherwise the event session's
+	// state, or when only the action sessions are down, theirs.
+	State string    `json:"state"` // connecting, connected, disconnected, auth_failed or stopped
+	Since time.Time `json:"since"` // when the state was entered
+	Error string    `json:"error"` // why the PBX is not connected, "" otherwise
 
 	Banner     string `json:"banner,omitempty"`      // AMI greeting, once connected
 	Version    string `json:"version,omitempty"`     // Asterisk version from CoreSettings, once known
@@ -25,34 +27,58 @@ type Status struct {
 
 	EventsPublished uint64 `json:"events_published"` // handed to NATS (JetStream: acknowledged)
 	EventsDropped   uint64 `json:"events_dropped"`   // lost after passing the filter: a queue full or NATS refused; each leaves a gap in Ami-Seq
-	Reconnects      uint64 `json:"reconnects"`       // sessions established after the first
+	Reconnects      uint64 `json:"reconnects"`       // event sessions established after the first: events may be lost at each
 	LastSeq         uint64 `json:"last_seq"`         // the last Ami-Seq given
 	Epoch           int64  `json:"epoch"`            // process epoch of Nats-Msg-Id: Ami-Seq restarts at 1 when it changes
 
 	// JSFailures counts events JetStream did not acknowledge; present only
 	// with JetStream.
 	JSFailures *uint64 `json:"js_failures,omitempty"`
+
+	// Sessions are the PBX's AMI sessions: the event session first, then
+	// the action sessions.
+	Sessions []SessionStatus `json:"sessions"`
 }
 
-func (s *session) status() Status {
-	s.mu.Lock()
-	st := Status{
-		Server:     s.name,
-		State:      s.state,
-		Since:      s.since.UTC(),
-		Error:      s.lastErr,
-		Banner:     s.banner,
-		Version:    s.version,
-		AMIVersion: s.amiVersion,
+// SessionStatus is the state of one AMI session of a PBX.
+type SessionStatus struct {
+	Role       string    `json:"role"` // "events" or "action"
+	State      string    `json:"state"`
+	Since      time.Time `json:"since"`
+	Error      string    `json:"error"`
+	Reconnects uint64    `json:"reconnects"`
+}
+
+func (p *pbx) status() Status {
+	st := Status{Server: p.name, Sessions: make([]SessionStatus, 0, 1+len(p.actions))}
+	st.Sessions = append(st.Sessions, p.events.status())
+	for _, l := range p.actions {
+		st.Sessions = append(st.Sessions, l.status())
 	}
-	s.mu.Unlock()
-	st.EventsPublished = s.published.Load()
-	st.EventsDropped = s.dropped.Load()
-	st.Reconnects = s.reconnects.Load()
-	st.LastSeq = s.lastSeq.Load()
-	st.Epoch = s.b.epoch
-	if s.b.opts.JetStream.Enabled {
-		n := s.jsFailures.Load()
+	p.mu.Lock()
+	st.State = p.state
+	st.Since = p.since.UTC()
+	st.Version = p.version
+	st.AMIVersion = p.amiVersion
+	p.mu.Unlock()
+	p.events.mu.Lock()
+	st.Banner = p.events.banner
+	p.events.mu.Unlock()
+	if st.State != StateConnected && st.State != StateStopped {
+		for _, ss := range st.Sessions {
+			if ss.Error != "" {
+				st.Error = ss.Role + " session: " + ss.Error
+				break
+			}
+		}
+	}
+	st.EventsPublished = p.published.Load()
+	st.EventsDropped = p.dropped.Load()
+	st.Reconnects = st.Sessions[0].Reconnects
+	st.LastSeq = p.lastSeq.Load()
+	st.Epoch = p.ns.epoch
+	if p.ns.jsOpts.Enabled {
+		n := p.jsFailures.Load()
 		st.JSFailures = &n
 	}
 	return st
@@ -60,26 +86,16 @@ func (s *session) status() Status {
 
 // publishStatus publishes a fresh snapshot. Failures are logged only: the
 // status is published again at the next change or tick.
-func (s *session) publishStatus() {
-	s.statusMu.Lock()
-	defer s.statusMu.Unlock()
-	data, err := json.Marshal(s.status())
+func (p *pbx) publishStatus() {
+	p.statusMu.Lock()
+	defer p.statusMu.Unlock()
+	data, err := json.Marshal(p.status())
 	if err != nil {
-		s.log.Error().Err(err).Msg("encode status")
+		p.log.Error().Err(err).Msg("encode status")
 		return
 	}
-	err = s.b.nc.Publish(subjects.Status(s.b.opts.Prefix, s.name), data)
+	err = p.ns.nc.Publish(subjects.Status(p.ns.prefix, p.name), data)
 	if err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
-		s.log.Warn().Err(err).Msg("publish status")
+		p.log.Warn().Err(err).Msg("publish status")
 	}
-}
-
-// shutdownCtx is the context Shutdown was given, for the AMI Logoff.
-func (b *Bridge) shutdownCtx() context.Context {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.stopCtx == nil {
-		return context.Background()
-	}
-	return b.stopCtx
 }

@@ -233,6 +233,11 @@ func serveOriginate(w *ResponseWriter, r *Request) {
 		Sync:        !isTrue(r.Get("Async")),
 	}
 	spec.ActionID, _ = w.ActionID()
+	if spec.Sync && ringsUnanswered(channel) {
+		w.ss.ringTimeout(r)
+		w.Error("Originate failed")
+		return
+	}
 	if spec.Sync && resolveCall(spec).failReason != 0 {
 		w.Error("Originate failed")
 	} else {

@@ -43,6 +43,8 @@ type session struct {
 	holdMu    sync.Mutex
 	held      [][]byte
 	holdTimer *time.Timer
+
+	hold eventHold // events waiting for the running action (stall.go)
 }
 
 // outQueue holds the bytes waiting for the write goroutine.
@@ -140,7 +142,7 @@ func (ss *session) enqueueThen(b []byte, f func()) {
 
 // enqueueEvent queues an event unless the session is swallowing output.
 func (ss *session) enqueueEvent(b []byte) {
-	if !ss.halfOpen.Load() {
+	if !ss.halfOpen.Load() && !ss.holdEvent(b) {
 		ss.enqueue(b)
 	}
 }
@@ -370,8 +372,10 @@ func (ss *session) process(a parsedAction) {
 		return
 	}
 	w.cut = ss.srv.faults.takeDropDuring(lower)
+	ss.beginAction()
 	h.ServeAMI(w, &Request{Message: m, User: ss.user, srv: ss.srv})
 	w.commit()
+	ss.endAction()
 	if w.hangup {
 		ss.closeAfterFlush()
 	}

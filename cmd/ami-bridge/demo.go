@@ -167,48 +167,42 @@ func demo(ctx context.Context, o demoOptions, anyHTTPPort bool, stdout io.Writer
 	if err != nil {
 		return fmt.Errorf("bridge: %w", err)
 	}
-	sessions, endSessions := context.WithCancel(context.WithoutCancel(ctx))
-	defer endSessions()
-	if err := b.Start(sessions); err != nil {
-		return fmt.Errorf("bridge: %w", err)
-	}
-	ops.attach(b, nc.Conn)
-	log.Info().Str("nats_url", natsURL).Str("pbx", pbx.Addr()).Msg("ready")
-
-	// Calls start once the bridge is logged in, so the feed shows the
-	// first call from its first event.
-	select {
-	case <-feed.connected:
-	case <-ctx.Done():
-	}
-	callsCtx, stopCalls := context.WithCancel(ctx)
-	defer stopCalls()
-	calls := pbx.StartCalls(callsCtx, o.rate, 0)
-	summarized := make(chan struct{})
-	go func() {
-		defer close(summarized)
-		if o.summary {
-			feed.summarize(callsCtx)
+	var calls *amitest.Calls
+	err = serveBridge(ctx, b, nc, demoShutdownTimeout, log, func() {
+		ops.attach(b, nc.Conn)
+		log.Info().Str("nats_url", natsURL).Str("pbx", pbx.Addr()).Msg("ready")
+		// Calls start once the bridge is logged in, so the feed shows the
+		// first call from its first event.
+		select {
+		case <-feed.connected:
+		case <-ctx.Done():
 		}
-	}()
-
-	<-ctx.Done()
-	stopCalls()
-	_ = calls.Wait() // the context's error: the demo was asked to stop
-	<-summarized
-	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := b.Shutdown(sctx); err != nil {
-		log.Warn().Err(err).Msg("bridge shutdown incomplete")
-	}
-	endSessions()
-	if err := nc.drain(sctx); err != nil {
-		log.Warn().Err(err).Msg("NATS drain incomplete")
+		callsCtx, stopCalls := context.WithCancel(ctx)
+		defer stopCalls()
+		calls = pbx.StartCalls(callsCtx, o.rate, 0)
+		summarized := make(chan struct{})
+		go func() { // owned here: waited for below
+			defer close(summarized)
+			if o.summary {
+				feed.summarize(callsCtx)
+			}
+		}()
+		<-ctx.Done()
+		stopCalls()
+		_ = calls.Wait() // the context's error: the demo was asked to stop
+		<-summarized
+	})
+	if err != nil {
+		return err
 	}
 	n, _, _ := calls.Count()
 	feed.outro(n)
 	return nil
 }
+
+// demoShutdownTimeout bounds the demo's shutdown: its PBX and NATS server
+// are in the process, so it is quick.
+const demoShutdownTimeout = 5 * time.Second
 
 func randomSecret() string {
 	b := make([]byte, 16)

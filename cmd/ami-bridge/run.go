@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/rs/zerolog"
@@ -85,32 +86,44 @@ func run(ctx context.Context, cfg *config.Config, log zerolog.Logger) error {
 		st.nc.Close()
 		return fmt.Errorf("bridge: %w", err)
 	}
-	// The sessions live until Shutdown, not until the signal: Shutdown
-	// still needs them to answer in-flight actions and send Logoff.
-	sessions, endSessions := context.WithCancel(context.WithoutCancel(ctx))
-	defer endSessions()
-	if err := b.Start(sessions); err != nil {
+	err = serveBridge(ctx, b, st.nc, cfg.ShutdownTimeout, log, func() {
+		// Subscribers that lost NATS with the bridge see every PBX's state
+		// at once when it is back, not at the next interval.
+		st.nc.onReconnect(b.PublishStatus)
+		ops.attach(b, st.nc.Conn)
+		log.Info().Str("nats_url", st.url).Str("prefix", cfg.NATS.Prefix).Str("topology", topologyOf(cfg)).Msg("ready")
+		<-ctx.Done()
+	})
+	if err != nil {
 		st.nc.Close()
+		if ctx.Err() != nil {
+			log.Info().Msg("stopped while the bridge was starting")
+			return nil
+		}
+		return err
+	}
+	log.Info().Msg("stopped")
+	return nil
+}
+
+// serveBridge is the one life of a bridge for run and demo: start b, run
+// hold (which returns once ctx has ended), then shut b down and drain nc
+// within timeout. ctx bounds Start's setup only: Shutdown still needs the
+// AMI sessions to answer the actions in flight and log off.
+func serveBridge(ctx context.Context, b *bridge.Bridge, nc *natsConn, timeout time.Duration, log zerolog.Logger, hold func()) error {
+	if err := b.Start(ctx); err != nil {
 		return fmt.Errorf("bridge: %w", err)
 	}
-	// Subscribers that lost NATS with the bridge see every PBX's state at
-	// once when it is back, not at the next interval.
-	st.nc.onReconnect(b.PublishStatus)
-	ops.attach(b, st.nc.Conn)
-	log.Info().Str("nats_url", st.url).Str("prefix", cfg.NATS.Prefix).Str("topology", topologyOf(cfg)).Msg("ready")
-
-	<-ctx.Done()
-	log.Info().Stringer("timeout", cfg.ShutdownTimeout).Msg("shutting down")
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.ShutdownTimeout)
+	hold()
+	log.Info().Stringer("timeout", timeout).Msg("shutting down")
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
 	defer cancel()
 	if err := b.Shutdown(sctx); err != nil {
 		log.Warn().Err(err).Msg("bridge shutdown incomplete")
 	}
-	endSessions()
-	if err := st.nc.drain(sctx); err != nil {
+	if err := nc.drain(sctx); err != nil {
 		log.Warn().Err(err).Msg("NATS drain incomplete")
 	}
-	log.Info().Msg("stopped")
 	return nil
 }
 

@@ -1,9 +1,10 @@
 package main
 
 import (
-	"regexp"
 	"runtime/debug"
 	"strings"
+
+	"github.com/ami-bridge/ami-bridge/bridge"
 )
 
 // version is set by a release build, which has no module version to
@@ -48,14 +49,12 @@ func versionFrom(ldflags string, bi *debug.BuildInfo) string {
 	return "dev"
 }
 
-var semverRE = regexp.MustCompile(`^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?$`)
-
 // serviceVersion returns v as the semantic version the micro service
 // needs, since nats.go micro refuses anything else: "v1.2.3" gives
 // "1.2.3" and "dev" gives "0.0.0-dev".
 func serviceVersion(v string) string {
 	s := strings.TrimPrefix(v, "v")
-	if semverRE.MatchString(s) {
+	if bridge.SemVer(s) {
 		return s
 	}
 	var b strings.Builder

@@ -140,7 +140,7 @@ func waitStreamMsgs(t *testing.T, js jetstream.JetStream, stream string, want ui
 type pbxTally struct {
 	events     int             // stored messages
 	callEvents int64           // of them, events of calls
-	sessions   int             // SuccessfulAuth events: AMI sessions
+	sessions   int             // FullyBooted events: logins of the event session
 	seen       map[uint64]bool // Ami-Seq values stored
 	last       uint64          // the highest Ami-Seq
 	dups       int             // an Ami-Seq stored again
@@ -227,9 +227,9 @@ func (st *streamTally) add(h nats.Header) {
 	p.seen[seq] = true
 	p.last = max(p.last, seq)
 	switch h.Get("Ami-Event") {
-	case "SuccessfulAuth":
+	case "FullyBooted": // once per login of the event session
 		p.sessions++
-	case "FullyBooted":
+	case "SuccessfulAuth": // one per login of any session the PBX sees, action sessions too
 	default:
 		p.callEvents++
 	}

@@ -142,7 +142,8 @@ func TestReconnect_PBXRestarts(t *testing.T) {
 // works next to one where nothing listens, one that accepts and never
 // answers, and one that refuses the secret. The working one is connected,
 // flows and answers as if alone; the others report their state with an
-// error and answer 503; once a PBX appears at the dead address, it is
+// error and are in no queue group (NATS answers "no responders" at once);
+// once a PBX appears at the dead address, it is
 // bridged too.
 func TestIndependence_OnePBXDownOthersFlow(t *testing.T) {
 	t.Parallel()
@@ -179,11 +180,7 @@ func TestIndependence_OnePBXDownOthersFlow(t *testing.T) {
 		up.emit("ItFlow", "Index", strconv.Itoa(i))
 	}
 	for _, server := range []string{"silent", "dead", "refusing"} {
-		begin := time.Now()
-		wantCode(t, w.request(server, `{"Action":"Ping"}`), 503)
-		if d := time.Since(begin); d > 2*time.Second {
-			t.Errorf("%s: 503 took %v", server, d)
-		}
+		w.wantNoResponders(server)
 	}
 	wantSuccess(t, w.request("up", `{"Action":"Ping"}`))
 	w.events.waitFor(t, 0, eventTimeout, "ItFlow #"+strconv.Itoa(n-1), func(m *nats.Msg) bool {
@@ -237,7 +234,10 @@ func TestShutdown_SIGTERMIsGraceful(t *testing.T) {
 	})
 	logoff := make(chan struct{}, 1)
 	p.HandleFunc("Logoff", func(rw *amitest.ResponseWriter, _ *amitest.Request) {
-		logoff <- struct{}{}
+		select { // one per AMI session of the bridge
+		case logoff <- struct{}{}:
+		default:
+		}
 		rw.Respond("Goodbye", "Message", "Thanks for all the fish.")
 		rw.CloseAfter()
 	})

@@ -513,10 +513,10 @@ type seqTally struct {
 	mu     sync.Mutex
 	last   uint64  // the highest Ami-Seq
 	events int64   // events arrived
-	calls  []int64 // call events, per AMI session: calls[i] follows the i+1th SuccessfulAuth
+	calls  []int64 // call events, per event-session login: calls[i] follows the i+1th FullyBooted
 
 	// A waiter's target: changed is closed and replaced when calls[targetI]
-	// reaches target, and at every SuccessfulAuth.
+	// reaches target, and at every FullyBooted.
 	targetI int
 	target  int64
 	changed chan struct{}
@@ -555,15 +555,16 @@ func (st *seqTally) add(m *nats.Msg, server string) string {
 		problem = fmt.Sprintf("%s: Ami-Event %q, body %s", m.Subject, event, truncate(m.Data, 512))
 	}
 	switch event {
-	case "SuccessfulAuth":
+	case "FullyBooted":
+		// Once per login of the event session, in its Login answer.
 		st.calls = append(st.calls, 0)
 		st.signal()
-	case "FullyBooted":
-		// Part of the Login answer, not of a call.
+	case "SuccessfulAuth":
+		// One per login of any session, the bridge's action sessions too.
 	default:
 		if len(st.calls) == 0 {
 			if problem == "" {
-				problem = fmt.Sprintf("%s: a call event before the session's SuccessfulAuth", m.Subject)
+				problem = fmt.Sprintf("%s: a call event before the session's FullyBooted", m.Subject)
 			}
 			break
 		}
@@ -577,7 +578,7 @@ func (st *seqTally) add(m *nats.Msg, server string) string {
 	return problem
 }
 
-// waitSessions waits until n SuccessfulAuth events of server have arrived.
+// waitSessions waits until n FullyBooted events of server have arrived.
 func (st *seqTally) waitSessions(t *testing.T, server string, n int, timeout time.Duration) {
 	t.Helper()
 	deadline := time.NewTimer(timeout)
@@ -592,7 +593,7 @@ func (st *seqTally) waitSessions(t *testing.T, server string, n int, timeout tim
 		select {
 		case <-changed:
 		case <-deadline.C:
-			t.Fatalf("%s: timed out after %v waiting for the SuccessfulAuth of AMI session %d", server, timeout, n)
+			t.Fatalf("%s: timed out after %v waiting for the FullyBooted of AMI session %d", server, timeout, n)
 		}
 	}
 }

@@ -1,0 +1,229 @@
+package bridge
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/ami-bridge/ami-bridge/amiproto"
+)
+
+// The states of an AMI session, and of a PBX, as Status reports them.
+const (
+	StateConnecting   = "connecting"
+	StateConnected    = "connected"
+	StateDisconnected = "disconnected"
+	StateAuthFailed   = "auth_failed"
+	StateStopped      = "stopped"
+)
+
+// The roles of a PBX's AMI sessions, as SessionStatus.Role reports them.
+const (
+	RoleEvents = "events"
+	RoleAction = "action"
+)
+
+// dialTimeout bounds one connect-and-login attempt; Asterisk takes about a
+// second to refuse a login, so this is far above any healthy dial.
+const dialTimeout = 15 * time.Second
+
+// link is one AMI session of a PBX: its own login, keepalive, reconnect
+// with backoff, and state.
+type link struct {
+	role     string
+	ep       amiproto.Endpoint // holds the secret: never log it, never put it in an error
+	opts     []amiproto.Option
+	min, max time.Duration
+	log      zerolog.Logger
+	changed  func() // called after every state change
+
+	reconnects    atomic.Uint64
+	loginFailures atomic.Uint64 // logins Asterisk refused
+
+	mu      sync.Mutex // guards the fields below
+	state   string
+	since   time.Time
+	lastErr string
+	banner  string
+	why     error // set by lost: why the bridge ended the client
+}
+
+// run keeps the session up until ctx ends. serve is given each logged-in
+// client and returns once that client has ended (see untilEnd).
+func (l *link) run(ctx context.Context, serve func(context.Context, *amiproto.Client)) {
+	bo := backoff{min: l.min, max: l.max}
+	everConnected := false
+	for {
+		l.setState(StateConnecting, nil)
+		c, err := l.dial(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			if ae := (*amiproto.AuthError)(nil); errors.As(err, &ae) {
+				// Retrying a wrong secret fast only fills Asterisk's
+				// security log.
+				bo.toMax()
+				l.loginFailures.Add(1)
+				l.setState(StateAuthFailed, err)
+			} else {
+				l.setState(StateDisconnected, err)
+			}
+			if !sleepCtx(ctx, bo.next()) {
+				return
+			}
+			continue
+		}
+		if everConnected {
+			l.reconnects.Add(1)
+		}
+		everConnected = true
+		bo.reset()
+		l.mu.Lock()
+		l.banner = c.Banner()
+		l.mu.Unlock()
+		serve(ctx, c)
+		if ctx.Err() != nil {
+			return
+		}
+		l.setState(StateDisconnected, l.takeWhy(c))
+		if !sleepCtx(ctx, bo.next()) {
+			return
+		}
+	}
+}
+
+func (l *link) dial(ctx context.Context) (*amiproto.Client, error) {
+	ctx, cancel := context.WithTimeout(ctx, dialTimeout)
+	defer cancel()
+	return amiproto.DialEndpoint(ctx, l.ep, l.opts...)
+}
+
+// untilEnd returns once c's reader has stopped. When ctx ends first it
+// logs c off, waiting for c's pending requests until hard ends.
+func (l *link) untilEnd(ctx, hard context.Context, c *amiproto.Client) {
+	loggedOff := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() {
+		defer close(loggedOff)
+		if err := c.Shutdown(hard); err != nil {
+			l.log.Warn().Err(err).Msg("AMI logoff did not finish")
+		}
+	})
+	// Done is closed once c's reader, writer and keepalive have stopped,
+	// so the next connection's reader never overlaps with this one.
+	<-c.Done()
+	if !stop() {
+		<-loggedOff
+	}
+}
+
+// lost ends c, which the bridge found dead, and records why for the
+// status.
+func (l *link) lost(c *amiproto.Client, why error) {
+	l.mu.Lock()
+	l.why = why
+	l.mu.Unlock()
+	c.Close()
+}
+
+// takeWhy returns why c ended: what lost recorded, else c's error.
+func (l *link) takeWhy(c *amiproto.Client) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	why := l.why
+	l.why = nil
+	if why == nil {
+		why = c.Err()
+	}
+	return why
+}
+
+// setState records the session's state and has the PBX publish its
+// status.
+func (l *link) setState(state string, err error) {
+	l.record(state, err)
+	l.changed()
+}
+
+// record sets the session's state and logs a change.
+func (l *link) record(state string, err error) {
+	l.mu.Lock()
+	changed := l.state != state
+	l.state = state
+	l.since = time.Now()
+	l.lastErr = ""
+	if err != nil {
+		l.lastErr = err.Error()
+	}
+	l.mu.Unlock()
+	ev := l.log.Info()
+	if err != nil {
+		ev = l.log.Warn().Err(err)
+	}
+	if changed || err != nil {
+		ev.Str("state", state).Msg("AMI session " + state)
+	}
+}
+
+// status returns the session's part of the PBX status.
+func (l *link) status() SessionStatus {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return SessionStatus{
+		Role:       l.role,
+		State:      l.state,
+		Since:      l.since.UTC(),
+		Error:      l.lastErr,
+		Reconnects: l.reconnects.Load(),
+	}
+}
+
+// backoff is exponential between min and max, with jitter so that many
+// bridges do not knock on a restarted PBX at the same instant.
+type backoff struct {
+	min, max, cur time.Duration
+}
+
+func (b *backoff) reset() { b.cur = 0 }
+func (b *backoff) toMax() { b.cur = b.max }
+
+// next returns the wait before the next attempt: the current step less up
+// to a quarter of it at random, never below min.
+func (b *backoff) next() time.Duration {
+	if b.cur == 0 {
+		b.cur = b.min
+	} else {
+		b.cur = min(b.cur*2, b.max)
+	}
+	d := b.cur
+	if q := int64(d / 4); q > 0 {
+		d -= time.Duration(rand.Int64N(q))
+	}
+	return max(d, b.min)
+}
+
+// sleepCtx waits d or until ctx ends; it reports whether d passed.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// rateLimit lets one log line through per interval.
+type rateLimit struct{ last atomic.Int64 }
+
+func (r *rateLimit) allow(every time.Duration) bool {
+	now := time.Now().UnixNano()
+	last := r.last.Load()
+	return now-last >= int64(every) && r.last.CompareAndSwap(last, now)
+}

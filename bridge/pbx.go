@@ -1,0 +1,245 @@
+package bridge
+
+import (
+	"context"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/ami-bridge/ami-bridge/amiproto"
+)
+
+// pbx is one PBX: its event session and event path, its action sessions
+// and their services, and its status.
+type pbx struct {
+	name   string
+	cfg    ServerConfig
+	ns     *natsSide
+	life   *lifecycle
+	log    zerolog.Logger
+	filter *eventFilter
+	policy actionPolicy
+
+	events  *link
+	actions []*link
+
+	seq   uint64 // last Ami-Seq given; only the event client's reader goroutine touches it
+	queue chan queuedEvent
+	pub   *publisher
+
+	published  atomic.Uint64
+	dropped    atomic.Uint64 // events that passed the filter and were lost: a queue full, or NATS refused
+	jsFailures atomic.Uint64
+	lastSeq    atomic.Uint64
+	stats      pbxStats // what only Stats reads; see stats.go
+
+	mu         sync.Mutex // guards the fields below
+	state      string     // the PBX's state: see status
+	since      time.Time
+	version    string
+	amiVersion string
+	stopping   bool
+
+	statusMu sync.Mutex // keeps status messages in the order of their snapshots
+
+	dropLog   rateLimit
+	reportLog rateLimit
+}
+
+func newPBX(sc ServerConfig, ns *natsSide, life *lifecycle, opts Options, log zerolog.Logger) (*pbx, error) {
+	sc, ep, err := withServerDefaults(sc)
+	if err != nil {
+		return nil, err
+	}
+	p := &pbx{
+		name:   sc.Name,
+		cfg:    sc,
+		ns:     ns,
+		life:   life,
+		log:    log.With().Str("server", sc.Name).Str("ami", ep.String()).Logger(),
+		filter: newEventFilter(sc.EventsInclude, sc.EventsExclude),
+		policy: newActionPolicy(sc.ActionsAllow, sc.ActionsDeny),
+		queue:  make(chan queuedEvent, opts.EventBuffer),
+		state:  StateConnecting,
+		since:  time.Now(),
+	}
+	p.pub = newPublisher(p)
+	common := []amiproto.Option{
+		amiproto.WithReportFunc(p.report),
+		// An event that carries a request's ActionID (OriginateResponse)
+		// arrives on the event session, not on the action session that
+		// sent the request: they share the map that gives the requester's
+		// ActionID back.
+		amiproto.WithActionIDs(amiproto.NewActionIDs()),
+	}
+	if sc.Auth == "md5" {
+		common = append(common, amiproto.WithMD5Auth())
+	}
+	if sc.TLS != nil {
+		common = append(common, amiproto.WithTLSConfig(sc.TLS))
+	}
+
+	newLink := func(role, name string, extra ...amiproto.Option) *link {
+		return &link{
+			role:    role,
+			ep:      ep,
+			opts:    append(append([]amiproto.Option{}, common...), extra...),
+			min:     sc.ReconnectMin,
+			max:     sc.ReconnectMax,
+			log:     p.log.With().Str("session", name).Logger(),
+			changed: p.linkChanged,
+			state:   StateConnecting,
+			since:   p.since,
+		}
+	}
+	// Events go from the client's reader straight into the PBX's buffer:
+	// one bounded queue, no hand-off, and Ami-Seq numbers them in the
+	// order they were read.
+	events := []amiproto.Option{amiproto.WithEventFunc(p.accept)}
+	if sc.PingInterval > 0 {
+		// The event session runs no requested action, so nothing but a
+		// dead link holds its Ping back. Action sessions have their own
+		// keepalive (actionKeepalive).
+		events = append(events, amiproto.WithKeepalive(sc.PingInterval, keepaliveDeadline(sc.PingInterval)))
+	}
+	p.events = newLink(RoleEvents, RoleEvents, events...)
+	for i := range sc.ActionSessions {
+		name := RoleAction + "-" + strconv.Itoa(i+1)
+		p.actions = append(p.actions, newLink(RoleAction, name, amiproto.WithEvents(false)))
+	}
+	return p, nil
+}
+
+// run runs the PBX's sessions and publisher until ctx ends, then returns
+// once every session has logged off and the publisher has drained.
+func (p *pbx) run(ctx context.Context) {
+	pubDone := make(chan struct{})
+	go func() {
+		defer close(pubDone)
+		p.pub.loop()
+	}()
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		p.events.run(ctx, p.serveEvents)
+	}()
+	for _, l := range p.actions {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			l.run(ctx, func(ctx context.Context, c *amiproto.Client) { p.serveActions(ctx, l, c) })
+		}()
+	}
+	wg.Wait()
+	// The event reader has stopped: nothing sends on the queue any more.
+	close(p.queue)
+	<-pubDone
+}
+
+// serveEvents runs one login of the event session.
+func (p *pbx) serveEvents(ctx context.Context, c *amiproto.Client) {
+	p.mu.Lock()
+	if v := amiproto.BannerVersion(c.Banner()); v != "" {
+		p.amiVersion = v
+	}
+	p.mu.Unlock()
+	p.events.setState(StateConnected, nil)
+	p.fetchVersion(ctx, c)
+	p.events.untilEnd(ctx, p.life.hard, c)
+}
+
+// fetchVersion reads the Asterisk version with CoreSettings; a user without
+// the system read class just goes without.
+func (p *pbx) fetchVersion(ctx context.Context, c *amiproto.Client) {
+	ctx, cancel := context.WithTimeout(ctx, p.cfg.ActionTimeout)
+	defer cancel()
+	resp, err := c.Request(ctx, amiproto.NewAction("CoreSettings"))
+	if err != nil {
+		p.log.Debug().Err(err).Msg("CoreSettings failed; the status will not carry the Asterisk version")
+		return
+	}
+	p.mu.Lock()
+	p.version = resp.Get("AsteriskVersion")
+	if v := resp.Get("AMIversion"); v != "" {
+		p.amiVersion = v
+	}
+	p.mu.Unlock()
+	p.publishStatus()
+}
+
+// accept numbers an event that passes the filter and queues it for the
+// publisher. It never blocks: past the buffer's bound the event is
+// dropped, and counted, and the gap in Ami-Seq shows it.
+func (p *pbx) accept(m *amiproto.Message) {
+	at := time.Now()
+	p.stats.eventRead(at)
+	if !p.filter.pass(m.EventName()) {
+		p.stats.filtered.Add(1)
+		return
+	}
+	p.seq++
+	p.lastSeq.Store(p.seq)
+	select {
+	case p.queue <- queuedEvent{msg: m, seq: p.seq, at: at}:
+	default:
+		n := p.dropped.Add(1)
+		if p.dropLog.allow(time.Second) {
+			p.log.Warn().Uint64("seq", p.seq).Str("event", m.EventName()).Uint64("dropped_total", n).
+				Msg("event buffer full: NATS is slow or down, dropping events")
+		}
+	}
+}
+
+// report receives what an amiproto client survives: stray responses,
+// malformed lines, messages over a limit. It runs on that client's reader
+// goroutine.
+func (p *pbx) report(err error) {
+	if p.reportLog.allow(time.Second) {
+		p.log.Warn().Err(err).Msg("AMI session report")
+	}
+}
+
+// linkChanged recomputes the PBX's state after a session's change and
+// publishes the status.
+func (p *pbx) linkChanged() {
+	state := p.events.status().State
+	if state == StateConnected {
+		state = StateConnecting
+		for i, l := range p.actions {
+			st := l.status().State
+			if st == StateConnected {
+				state = st
+				break
+			}
+			if i == 0 || st == StateAuthFailed {
+				state = st
+			}
+		}
+	}
+	p.mu.Lock()
+	if p.stopping {
+		state = StateStopped
+	}
+	if state != p.state {
+		p.state, p.since = state, time.Now()
+	}
+	p.mu.Unlock()
+	p.publishStatus()
+}
+
+// stopped marks the PBX and its sessions stopped, once the sessions have
+// ended, and publishes that once.
+func (p *pbx) stopped() {
+	p.mu.Lock()
+	p.stopping = true
+	p.mu.Unlock()
+	p.events.record(StateStopped, nil)
+	for _, l := range p.actions {
+		l.record(StateStopped, nil)
+	}
+	p.linkChanged()
+}
