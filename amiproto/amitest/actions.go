@@ -116,12 +116,19 @@ func serveLogin(w *ResponseWriter, r *Request) {
 		ss.authTimer.Stop()
 	}
 	ss.authed.Store(true)
+	// The other sessions get the login's SuccessfulAuth before Sessions()
+	// counts this one, so that an event emitted once a test sees the count
+	// comes after it everywhere. The session's own copy follows its answer.
+	auth := ss.securityEvent("SuccessfulAuth", "Informational", "UsingPassword", "0")
+	srv.broadcastOne(auth, classSecurity)
+	if ss.mask.Load()&classSecurity != 0 {
+		w.buf = append(w.buf, auth...)
+	}
 	// The session joins the event stream in the same step as its answer
 	// is queued: no event can get ahead of the answer, and Sessions()
 	// counts it before the client can read it.
 	ss.enqueueThen(w.buf, func() { srv.subscribe(ss) })
 	w.buf = w.buf[:0]
-	srv.broadcastOne(ss.securityEvent("SuccessfulAuth", "Informational", "UsingPassword", "0"), classSecurity)
 }
 
 func serveLogoff(w *ResponseWriter, _ *Request) {
