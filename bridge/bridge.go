@@ -113,9 +113,9 @@ const (
 // MaxReplicas is the most replicas JetStream gives a stream.
 const MaxReplicas = 5
 
-// maxActionSessions bounds ServerConfig.ActionSessions: each is a login,
+// MaxActionSessions bounds ServerConfig.ActionSessions: each is a login,
 // a micro service and an Asterisk thread.
-const maxActionSessions = 64
+const MaxActionSessions = 64
 
 // The micro service every action session registers.
 const (
@@ -372,8 +372,8 @@ func withServerDefaults(sc ServerConfig) (ServerConfig, amiproto.Endpoint, error
 	if sc.ActionSessions == 0 {
 		sc.ActionSessions = DefaultActionSessions
 	}
-	if sc.ActionSessions < 0 || sc.ActionSessions > maxActionSessions {
-		errs = append(errs, fmt.Errorf("action sessions: want 1 to %d", maxActionSessions))
+	if err := ValidateActionSessions(sc.ActionSessions); err != nil {
+		errs = append(errs, fmt.Errorf("action sessions: %w", err))
 	}
 	if sc.PingInterval < 0 {
 		errs = append(errs, errors.New("ping interval must not be negative"))

@@ -237,6 +237,7 @@ func bridgeServers(servers []config.Server) []bridge.ServerConfig {
 			ActionTimeout:    s.ActionTimeout,
 			MaxActionTimeout: s.MaxActionTimeout,
 			PingInterval:     s.PingInterval,
+			ActionSessions:   s.ActionSessions,
 			ReconnectMin:     s.Reconnect.Min,
 			ReconnectMax:     s.Reconnect.Max,
 		}
