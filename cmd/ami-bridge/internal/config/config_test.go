@@ -576,7 +576,7 @@ func TestExampleConfig(t *testing.T) {
 	}
 	def := Default()
 	if cfg.NATS.URL != def.NATS.URL || !reflect.DeepEqual(cfg.NATS.Embedded, def.NATS.Embedded) || cfg.NATS.Prefix != def.NATS.Prefix ||
-		cfg.JetStream != def.JetStream || cfg.Log != def.Log || cfg.ShutdownTimeout != def.ShutdownTimeout {
+		cfg.JetStream != def.JetStream || cfg.Log != def.Log || cfg.HTTP != def.HTTP || cfg.ShutdownTimeout != def.ShutdownTimeout {
 		t.Errorf("example differs from the defaults:\n got %+v\nwant %+v", cfg, def)
 	}
 	pbx1, ds := cfg.Servers[0], DefaultServer()
