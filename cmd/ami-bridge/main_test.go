@@ -629,3 +629,13 @@ func TestDemo_BadFlagsAreUsageErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestBridgeServers_ActionSessions: servers[].action_sessions reaches the
+// bridge as loaded.
+func TestBridgeServers_ActionSessions(t *testing.T) {
+	s := config.DefaultServer()
+	s.Name, s.ActionSessions = "pbx1", 5
+	if got := bridgeServers([]config.Server{s})[0].ActionSessions; got != 5 {
+		t.Errorf("ActionSessions = %d, want the configured 5", got)
+	}
+}
