@@ -218,11 +218,7 @@ func (a Getvar) Action() *Message {
 
 // Getvar reads a variable and returns its value.
 func (c *Client) Getvar(ctx context.Context, a Getvar) (string, error) {
-	resp, err := c.Request(ctx, a.Action())
-	if err != nil {
-		return "", err
-	}
-	return resp.Get("Value"), nil
+	return c.value(ctx, a, "Value")
 }
 
 // Setvar sets a channel variable; an empty Channel sets a global one.
@@ -302,16 +298,22 @@ func (a DBGet) Action() *Message { return NewAction("DBGet", "Family", a.Family,
 // DBGet reads a value from the Asterisk database. Asterisk answers with a
 // one-entry Collection whose DBGetResponse event holds Val.
 func (c *Client) DBGet(ctx context.Context, a DBGet) (string, error) {
-	resp, err := c.Request(ctx, a.Action())
+	return c.value(ctx, a, "Val")
+}
+
+// value runs a and returns the field key of the first of its answer's
+// events that has it, or else of the answer itself.
+func (c *Client) value(ctx context.Context, a Actioner, key string) (string, error) {
+	resp, err := c.Do(ctx, a)
 	if err != nil {
 		return "", err
 	}
 	for _, ev := range resp.Events {
-		if v, ok := ev.Lookup("Val"); ok {
+		if v, ok := ev.Lookup(key); ok {
 			return v, nil
 		}
 	}
-	return resp.Get("Val"), nil
+	return resp.Get(key), nil
 }
 
 // DBPut writes a value to the Asterisk database.

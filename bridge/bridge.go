@@ -91,6 +91,9 @@ type Options struct {
 	JetStream      JetStreamOptions
 	Version        string // micro service version, default "0.0.0"; one that is not SemVer registers as "0.0.0" with the raw string in the metadata
 	Logger         zerolog.Logger
+	// Topology, when set, tells the bridge how NATS is laid out (see
+	// Topology); it is called for every status, from any goroutine.
+	Topology func() Topology
 }
 
 // Defaults of the zero values in ServerConfig, JetStreamOptions and Options.
@@ -113,9 +116,9 @@ const (
 // MaxReplicas is the most replicas JetStream gives a stream.
 const MaxReplicas = 5
 
-// maxActionSessions bounds ServerConfig.ActionSessions: each is a login,
+// MaxActionSessions bounds ServerConfig.ActionSessions: each is a login,
 // a micro service and an Asterisk thread.
-const maxActionSessions = 64
+const MaxActionSessions = 64
 
 // The micro service every action session registers.
 const (
@@ -175,6 +178,9 @@ type natsSide struct {
 	js      jetstream.JetStream // nil unless JetStream is enabled; set by Start
 	jsOpts  JetStreamOptions
 	service micro.Config // template of the per-session action services
+
+	topologyFunc   func() Topology // Options.Topology; nil when unset
+	streamReplicas int             // of the stream Start found or created
 }
 
 // lifecycle is the Bridge's shutdown as its PBXes see it. Shutdown ends
@@ -243,10 +249,11 @@ func New(nc *nats.Conn, servers []ServerConfig, opts Options) (*Bridge, error) {
 		opts: opts,
 		log:  opts.Logger,
 		ns: &natsSide{
-			nc:     nc,
-			prefix: opts.Prefix,
-			epoch:  time.Now().UnixMilli(),
-			jsOpts: opts.JetStream,
+			nc:           nc,
+			prefix:       opts.Prefix,
+			epoch:        time.Now().UnixMilli(),
+			jsOpts:       opts.JetStream,
+			topologyFunc: opts.Topology,
 			service: micro.Config{
 				Name:        ServiceName,
 				Version:     version,
@@ -372,8 +379,8 @@ func withServerDefaults(sc ServerConfig) (ServerConfig, amiproto.Endpoint, error
 	if sc.ActionSessions == 0 {
 		sc.ActionSessions = DefaultActionSessions
 	}
-	if sc.ActionSessions < 0 || sc.ActionSessions > maxActionSessions {
-		errs = append(errs, fmt.Errorf("action sessions: want 1 to %d", maxActionSessions))
+	if err := ValidateActionSessions(sc.ActionSessions); err != nil {
+		errs = append(errs, fmt.Errorf("action sessions: %w", err))
 	}
 	if sc.PingInterval < 0 {
 		errs = append(errs, errors.New("ping interval must not be negative"))
@@ -436,6 +443,7 @@ func (b *Bridge) setupJetStream(ctx context.Context) error {
 		return fmt.Errorf("bridge: jetstream: %w", err)
 	}
 	want := subjects.AllEvents(b.ns.prefix)
+	replicas := o.Replicas
 	stream, err := js.Stream(ctx, o.Stream)
 	switch {
 	case errors.Is(err, jetstream.ErrStreamNotFound):
@@ -469,8 +477,9 @@ func (b *Bridge) setupJetStream(ctx context.Context) error {
 				Msg("existing JetStream stream has other replicas than jetstream.replicas; it is used as it is")
 		}
 		b.log.Info().Str("stream", o.Stream).Int("replicas", cfg.Replicas).Msg("using existing JetStream stream")
+		replicas = cfg.Replicas
 	}
-	b.ns.js = js
+	b.ns.js, b.ns.streamReplicas = js, replicas
 	return nil
 }
 

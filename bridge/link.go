@@ -2,7 +2,10 @@ package bridge
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"sync"
 	"sync/atomic"
@@ -72,7 +75,7 @@ func (l *link) run(ctx context.Context, serve func(context.Context, *amiproto.Cl
 				l.loginFailures.Add(1)
 				l.setState(StateAuthFailed, err)
 			} else {
-				l.setState(StateDisconnected, err)
+				l.setState(StateDisconnected, withTLSHint(err))
 			}
 			if !sleepCtx(ctx, bo.next()) {
 				return
@@ -226,4 +229,21 @@ func (r *rateLimit) allow(every time.Duration) bool {
 	now := time.Now().UnixNano()
 	last := r.last.Load()
 	return now-last >= int64(every) && r.last.CompareAndSwap(last, now)
+}
+
+// withTLSHint adds to a failed certificate check what fixes it, so that
+// the status and the log say more than x509's words: a PBX's own
+// (self-signed) certificate, or the CA that signed it, belongs in
+// tls.ca_file; a name that differs from the URL's host in
+// tls.server_name.
+func withTLSHint(err error) error {
+	var host x509.HostnameError
+	var verify *tls.CertificateVerificationError
+	switch {
+	case errors.As(err, &host):
+		return fmt.Errorf("%w (set tls.server_name to a name the PBX's certificate holds)", err)
+	case errors.As(err, &verify):
+		return fmt.Errorf("%w (a PBX with a self-signed certificate needs it, or the CA that signed it, in tls.ca_file)", err)
+	}
+	return err
 }

@@ -127,16 +127,9 @@ func appendValue(dst []amiproto.Field, dec *json.Decoder, key string) ([]amiprot
 	switch tok.(json.Delim) {
 	case '[':
 		for dec.More() {
-			tok, err := dec.Token()
-			if err != nil {
-				return dst, badRequestf("request is not JSON: %v", err)
-			}
-			v, ok, err := scalar(tok, key)
+			tok, v, err := member(dec, key, "an array")
 			if err != nil {
 				return dst, err
-			}
-			if !ok {
-				return dst, badRequestf("%q: an array may hold only strings, numbers and bools", key)
 			}
 			if tok != nil {
 				dst = append(dst, amiproto.Field{Key: key, Value: v})
@@ -145,20 +138,14 @@ func appendValue(dst []amiproto.Field, dec *json.Decoder, key string) ([]amiprot
 	case '{':
 		var kvs []string
 		for dec.More() {
-			tok, err := dec.Token()
-			if err != nil {
-				return dst, badRequestf("request is not JSON: %v", err)
-			}
-			name := tok.(string)
-			if tok, err = dec.Token(); err != nil {
-				return dst, badRequestf("request is not JSON: %v", err)
-			}
-			v, ok, err := scalar(tok, key)
+			tok, err := token(dec)
 			if err != nil {
 				return dst, err
 			}
-			if !ok {
-				return dst, badRequestf("%q: an object may hold only strings, numbers and bools", key)
+			name := tok.(string)
+			tok, v, err := member(dec, key, "an object")
+			if err != nil {
+				return dst, err
 			}
 			if tok != nil {
 				kvs = append(kvs, name+"="+v)
@@ -178,6 +165,31 @@ func appendValue(dst []amiproto.Field, dec *json.Decoder, key string) ([]amiprot
 		return dst, badRequestf("request is not JSON: %v", err)
 	}
 	return dst, nil
+}
+
+// token reads the next JSON token of a request.
+func token(dec *json.Decoder) (json.Token, error) {
+	tok, err := dec.Token()
+	if err != nil {
+		return nil, badRequestf("request is not JSON: %v", err)
+	}
+	return tok, nil
+}
+
+// member reads the next value inside key's array or object (in): a
+// scalar, or null (tok nil), never a nested array or object.
+func member(dec *json.Decoder, key, in string) (tok json.Token, v string, err error) {
+	if tok, err = token(dec); err != nil {
+		return nil, "", err
+	}
+	v, ok, err := scalar(tok, key)
+	if err != nil {
+		return nil, "", err
+	}
+	if !ok {
+		return nil, "", badRequestf("%q: %s may hold only strings, numbers and bools", key, in)
+	}
+	return tok, v, nil
 }
 
 // scalar converts a scalar token to its field value. ok is false for an

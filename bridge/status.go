@@ -38,6 +38,10 @@ type Status struct {
 	// Sessions are the PBX's AMI sessions: the event session first, then
 	// the action sessions.
 	Sessions []SessionStatus `json:"sessions"`
+
+	// Topology is how NATS is laid out and where events are stored;
+	// absent when the bridge knows nothing of it (see Topology).
+	Topology *Topology `json:"topology,omitempty"`
 }
 
 // SessionStatus is the state of one AMI session of a PBX.
@@ -77,6 +81,7 @@ func (p *pbx) status() Status {
 	st.Reconnects = st.Sessions[0].Reconnects
 	st.LastSeq = p.lastSeq.Load()
 	st.Epoch = p.ns.epoch
+	st.Topology = p.ns.topology()
 	if p.ns.jsOpts.Enabled {
 		n := p.jsFailures.Load()
 		st.JSFailures = &n

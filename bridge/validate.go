@@ -30,6 +30,17 @@ func ValidateGlob(pattern string) error {
 	return nil
 }
 
+// ValidateActionSessions returns an error when n is not a number of action
+// sessions New accepts (1 to MaxActionSessions; New reads 0 as
+// DefaultActionSessions). The configuration loader calls it, so that its
+// bounds are the bridge's.
+func ValidateActionSessions(n int) error {
+	if n < 1 || n > MaxActionSessions {
+		return fmt.Errorf("%d: want 1 to %d", n, MaxActionSessions)
+	}
+	return nil
+}
+
 // validateGlobs checks every glob list of sc, naming each bad pattern.
 func validateGlobs(sc ServerConfig) error {
 	var errs []error

@@ -225,9 +225,8 @@ func serveStatus(w *ResponseWriter, r *Request) {
 // sync one answers "Originate failed".
 func serveOriginate(w *ResponseWriter, r *Request) {
 	srv := w.ss.srv
-	channel := r.Get("Channel")
-	if channel == "" {
-		w.Error("Channel not specified")
+	channel, ok := needField(w, r, "Channel", "Channel not specified")
+	if !ok {
 		return
 	}
 	spec := CallSpec{
@@ -288,9 +287,8 @@ func serveEvents(w *ResponseWriter, r *Request) {
 
 func serveGetvar(w *ResponseWriter, r *Request) {
 	srv := w.ss.srv
-	name := r.Get("Variable")
-	if name == "" {
-		w.Error("No variable specified")
+	name, ok := needField(w, r, "Variable", "No variable specified")
+	if !ok {
 		return
 	}
 	var value string
@@ -341,9 +339,8 @@ func (s *Server) globalValue(name string) string {
 
 func serveSetvar(w *ResponseWriter, r *Request) {
 	srv := w.ss.srv
-	name := r.Get("Variable")
-	if name == "" {
-		w.Error("No variable specified")
+	name, ok := needField(w, r, "Variable", "No variable specified")
+	if !ok {
 		return
 	}
 	value := r.Get("Value")
@@ -449,9 +446,8 @@ func serveListCommands(w *ResponseWriter, _ *Request) {
 
 func serveHangup(w *ResponseWriter, r *Request) {
 	srv := w.ss.srv
-	name := r.Get("Channel")
-	if name == "" {
-		w.Error("No channel specified")
+	name, ok := needField(w, r, "Channel", "No channel specified")
+	if !ok {
 		return
 	}
 	c, ok := srv.lookupChannel(name)
@@ -476,12 +472,23 @@ func serveHangup(w *ResponseWriter, r *Request) {
 	srv.broadcastOne(append(ev, '\r', '\n'), classCall)
 }
 
-func dbKey(w *ResponseWriter, r *Request, needKey bool) (string, bool) {
-	family, key := r.Get("Family"), r.Get("Key")
-	if family == "" {
-		w.Error("No family specified")
+// needField returns the value of key, or answers missing and reports
+// false when the request lacks it (or has it empty), as Asterisk does.
+func needField(w *ResponseWriter, r *Request, key, missing string) (string, bool) {
+	v := r.Get(key)
+	if v == "" {
+		w.Error(missing)
 		return "", false
 	}
+	return v, true
+}
+
+func dbKey(w *ResponseWriter, r *Request, needKey bool) (string, bool) {
+	family, ok := needField(w, r, "Family", "No family specified")
+	if !ok {
+		return "", false
+	}
+	key := r.Get("Key")
 	if needKey && key == "" {
 		w.Error("No key specified")
 		return "", false
@@ -489,29 +496,40 @@ func dbKey(w *ResponseWriter, r *Request, needKey bool) (string, bool) {
 	return family + "/" + key, true
 }
 
-func serveDBPut(w *ResponseWriter, r *Request) {
-	k, ok := dbKey(w, r, true)
+// inDB runs f on the fake AstDB, under its lock, with the request's
+// "family/key". It answers the failures itself (no family, no key when
+// needKey, and "Database entry not found" when f finds nothing) and
+// reports whether the caller is to answer success.
+func inDB(w *ResponseWriter, r *Request, needKey bool, f func(db map[string]string, k string) (found bool)) bool {
+	k, ok := dbKey(w, r, needKey)
 	if !ok {
-		return
+		return false
 	}
-	srv := w.ss.srv
-	srv.pbx.mu.Lock()
-	srv.pbx.db[k] = r.Get("Val")
-	srv.pbx.mu.Unlock()
-	w.Success("Message", "Updated database successfully")
+	p := &w.ss.srv.pbx
+	p.mu.Lock()
+	found := f(p.db, k)
+	p.mu.Unlock()
+	if !found {
+		w.Error("Database entry not found")
+	}
+	return found
+}
+
+func serveDBPut(w *ResponseWriter, r *Request) {
+	if inDB(w, r, true, func(db map[string]string, k string) bool {
+		db[k] = r.Get("Val")
+		return true
+	}) {
+		w.Success("Message", "Updated database successfully")
+	}
 }
 
 func serveDBGet(w *ResponseWriter, r *Request) {
-	k, ok := dbKey(w, r, true)
-	if !ok {
-		return
-	}
-	srv := w.ss.srv
-	srv.pbx.mu.Lock()
-	v, found := srv.pbx.db[k]
-	srv.pbx.mu.Unlock()
-	if !found {
-		w.Error("Database entry not found")
+	var v string
+	if !inDB(w, r, true, func(db map[string]string, k string) (found bool) {
+		v, found = db[k]
+		return found
+	}) {
 		return
 	}
 	w.Success("EventList", "start", "Message", "Result will follow")
@@ -525,41 +543,27 @@ func serveDBGet(w *ResponseWriter, r *Request) {
 }
 
 func serveDBDel(w *ResponseWriter, r *Request) {
-	k, ok := dbKey(w, r, true)
-	if !ok {
-		return
+	if inDB(w, r, true, func(db map[string]string, k string) (found bool) {
+		_, found = db[k]
+		delete(db, k)
+		return found
+	}) {
+		w.Success("Message", "Key deleted successfully")
 	}
-	srv := w.ss.srv
-	srv.pbx.mu.Lock()
-	_, found := srv.pbx.db[k]
-	delete(srv.pbx.db, k)
-	srv.pbx.mu.Unlock()
-	if !found {
-		w.Error("Database entry not found")
-		return
-	}
-	w.Success("Message", "Key deleted successfully")
 }
 
 func serveDBDelTree(w *ResponseWriter, r *Request) {
-	k, ok := dbKey(w, r, false)
-	if !ok {
-		return
-	}
-	prefix := strings.TrimSuffix(k, "/")
-	srv := w.ss.srv
-	srv.pbx.mu.Lock()
-	n := 0
-	for key := range srv.pbx.db {
-		if key == prefix || strings.HasPrefix(key, prefix+"/") {
-			delete(srv.pbx.db, key)
-			n++
+	if inDB(w, r, false, func(db map[string]string, k string) bool {
+		prefix := strings.TrimSuffix(k, "/")
+		n := 0
+		for key := range db {
+			if key == prefix || strings.HasPrefix(key, prefix+"/") {
+				delete(db, key)
+				n++
+			}
 		}
+		return n > 0
+	}) {
+		w.Success("Message", "Key tree deleted successfully")
 	}
-	srv.pbx.mu.Unlock()
-	if n == 0 {
-		w.Error("Database entry not found")
-		return
-	}
-	w.Success("Message", "Key tree deleted successfully")
 }

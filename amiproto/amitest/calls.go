@@ -65,6 +65,8 @@ type callRender struct {
 	uid2    []byte
 	times   [3]string // Cdr start, answer, end
 	lastSec int64
+	chanNo  uint32 // the channel number in base
+	uidNo   uint64 // the number in uid1; uid2 has the next
 }
 
 // resolvedCall is a CallSpec with defaults applied and its parts split.
@@ -134,6 +136,7 @@ func orUnknown(v string) string {
 func (s *Server) newIDs(c *callRender, now time.Time) {
 	n := s.pbx.chanSeq.Add(1) - 1
 	u := s.pbx.uidSeq.Add(2) - 2
+	c.chanNo, c.uidNo = n, u
 	c.base = append(append(c.base[:0], c.spec.device...), '-')
 	c.base = appendHex8(c.base, n)
 	c.leg1 = append(append(c.leg1[:0], c.base...), ';', '1')
@@ -404,6 +407,7 @@ func (s *Server) renderCall(c *callRender, batch *eventBatch, now time.Time) (ev
 	cdr(&l2, "Wait", "1")
 	deviceState("NOT_INUSE")
 	deviceState("NOT_INUSE")
+	s.pbx.live.add(c, now)
 	return batch.events() - start, false
 }
 

@@ -39,17 +39,9 @@ func serveQueueStatus(w *ResponseWriter, r *Request) {
 	n := 0
 	q := &fakeQueue
 	if f := r.Get("Queue"); f == "" || strings.EqualFold(f, q.name) {
-		w.buf = appendField(w.buf, "Event", "QueueParams")
-		w.buf = appendField(w.buf, "Queue", q.name)
-		w.buf = appendField(w.buf, "Max", "0")
-		w.buf = appendField(w.buf, "Strategy", q.strategy)
-		w.buf = appendField(w.buf, "Calls", "0")
-		w.buf = appendField(w.buf, "Holdtime", "0")
-		w.buf = appendField(w.buf, "TalkTime", "0")
-		w.buf = appendField(w.buf, "Completed", "0")
-		w.buf = appendField(w.buf, "Abandoned", "0")
-		w.buf = appendField(w.buf, "ServiceLevel", "0")
-		w.buf = appendField(w.buf, "ServicelevelPerf", "0.0")
+		w.fields("Event", "QueueParams", "Queue", q.name, "Max", "0", "Strategy", q.strategy,
+			"Calls", "0", "Holdtime", "0", "TalkTime", "0", "Completed", "0", "Abandoned", "0",
+			"ServiceLevel", "0", "ServicelevelPerf", "0.0")
 		if srv.profile == Asterisk22 {
 			w.buf = appendField(w.buf, "ServicelevelPerf2", "0.0")
 		}
@@ -63,23 +55,14 @@ func serveQueueStatus(w *ResponseWriter, r *Request) {
 			if member != "" && member != m.location && member != m.name {
 				continue
 			}
-			w.buf = appendField(w.buf, "Event", "QueueMember")
-			w.buf = appendField(w.buf, "Queue", q.name)
-			w.buf = appendField(w.buf, "Name", m.name)
-			w.buf = appendField(w.buf, "Location", m.location)
-			w.buf = appendField(w.buf, "StateInterface", m.location)
-			w.buf = appendField(w.buf, "Membership", "static")
-			w.buf = appendField(w.buf, "Penalty", "0")
-			w.buf = appendField(w.buf, "CallsTaken", "0")
-			w.buf = appendField(w.buf, "LastCall", "0")
+			w.fields("Event", "QueueMember", "Queue", q.name, "Name", m.name, "Location", m.location,
+				"StateInterface", m.location, "Membership", "static", "Penalty", "0",
+				"CallsTaken", "0", "LastCall", "0")
 			if srv.profile == Asterisk22 {
 				w.buf = appendField(w.buf, "LastPause", "0")
 				w.buf = appendField(w.buf, "LoginTime", login)
 			}
-			w.buf = appendField(w.buf, "InCall", boolDigit(m.inCall))
-			w.buf = appendField(w.buf, "Status", strconv.Itoa(m.status))
-			w.buf = appendField(w.buf, "Paused", "0")
-			w.buf = appendField(w.buf, "PausedReason", "")
+			w.fields("InCall", boolDigit(m.inCall), "Status", strconv.Itoa(m.status), "Paused", "0", "PausedReason", "")
 			if srv.profile == Asterisk22 {
 				w.buf = appendField(w.buf, "Wrapuptime", "0")
 			}

@@ -61,7 +61,7 @@ func (s *Server) runCLI(cmd string) (string, bool) {
 	case "core show channels concise":
 		return s.channelsConcise(), true
 	case "core show channels count":
-		return s.channelsSummary(), true
+		return channelsSummary(s.cliChannels(), s.pbx.processed.Load()), true
 	}
 	if out, ok := s.cli.canned[norm]; ok {
 		return out, true
@@ -114,29 +114,29 @@ func (s *Server) channelsTable() string {
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, format, "Channel", "Location", "State", "Application(Data)")
-	s.liveChannels(func(c fakeChan) bool {
-		fmt.Fprintf(&b, format, c.name, "long@test:"+strconv.Itoa(c.side), "Up", c.app+"("+c.appData+")")
-		return true
-	})
-	b.WriteString(s.channelsSummary())
+	rows := s.cliChannels()
+	for _, c := range rows {
+		fmt.Fprintf(&b, format, c.name, c.exten+"@"+c.context+":"+strconv.Itoa(c.priority), "Up", c.app+"("+c.appData+")")
+	}
+	b.WriteString(channelsSummary(rows, s.pbx.processed.Load()))
 	return b.String()
 }
 
 // channelsConcise is "core show channels concise": one '!'-separated line
 // per channel.
 func (s *Server) channelsConcise() string {
-	_, secs := s.duration()
 	var b strings.Builder
-	s.liveChannels(func(c fakeChan) bool {
-		fmt.Fprintf(&b, "%s!test!long!%d!Up!%s!%s!%s!!!3!%d!!%s\n", c.name, c.side, c.app, c.appData, c.cidNum, secs, c.uniqueid)
-		return true
-	})
+	for _, c := range s.cliChannels() {
+		fmt.Fprintf(&b, "%s!%s!%s!%d!Up!%s!%s!%s!!!3!%d!!%s\n", c.name, c.context, c.exten, c.priority, c.app, c.appData, c.cidNum, c.secs, c.uniqueid)
+	}
 	return b.String()
 }
 
-func (s *Server) channelsSummary() string {
-	live := s.liveCount()
+// channelsSummary is the end of "core show channels" and all of "core
+// show channels count": a call is two channels (a Local pair, or the two
+// legs of a generated call).
+func channelsSummary(rows []cliChan, processed int64) string {
+	live := len(rows)
 	calls := (live + 1) / 2
-	processed := int(s.pbx.processed.Load())
-	return plural(live, "active channel") + "\n" + plural(calls, "active call") + "\n" + plural(processed, "call") + " processed\n"
+	return plural(live, "active channel") + "\n" + plural(calls, "active call") + "\n" + plural(int(processed), "call") + " processed\n"
 }

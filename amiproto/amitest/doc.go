@@ -30,9 +30,17 @@
 // assertions on the wire. ServeConn serves a connection the test made
 // itself, such as one end of a net.Pipe. A user
 // without write access may only use the actions Asterisk lists with no
-// privilege (Ping, Events, ListCommands, ...). Actions are answered one at
-// a time, in order. Events reach the sessions whose mask (Login's Events,
-// the Events action) takes their class.
+// privilege (Ping, Events, ListCommands, ...). Events reach the sessions
+// whose mask (Login's Events, the Events action) takes their class.
+//
+// A session's actions are answered one at a time, in order, and, as on a
+// real Asterisk (capture 17_sync_action_stalls_events), none of its events
+// leave while one of its actions runs: they are held and follow the
+// action's response at once. Other sessions are not held. So a handler
+// that blocks, or a synchronous Originate of Local/noanswer@test that
+// rings until its Timeout (30 s by default), stalls its own session's
+// events exactly as a PBX would: the test bed for a client that must keep
+// its events flowing while slow actions run.
 //
 // # Actions
 //
@@ -55,6 +63,9 @@
 //
 // Originate, PlayCall and StartCalls play the event sequence of a real
 // call (captures 07a and 14a) with fresh channel names and Uniqueids.
+// "core show channels" (table, concise and count) lists both legs of each
+// generated call for a second after it was played (its Cdr's duration;
+// the latest 64 calls at most), after the Config.Channels channels.
 // Faults can be switched at any time: DropMidMessage, DropDuring, Stall,
 // SlowWrites, WriteGarbage, NeverAnswer, AnswerOutOfOrder and HalfOpen.
 //

@@ -198,6 +198,13 @@ func appendKey(b []byte, key string) []byte {
 	return append(b, ':', ' ')
 }
 
+// fields appends key/value pairs to the message being written, in order.
+func (w *ResponseWriter) fields(kv ...string) {
+	for i := 0; i+1 < len(kv); i += 2 {
+		w.buf = appendField(w.buf, kv[i], kv[i+1])
+	}
+}
+
 func appendField(b []byte, key, value string) []byte {
 	b = append(b, key...)
 	b = append(b, ':', ' ')

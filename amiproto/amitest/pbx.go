@@ -16,6 +16,7 @@ type pbxState struct {
 	chanSeq   atomic.Uint32
 	uidSeq    atomic.Uint64
 	processed atomic.Int64
+	live      liveCalls
 
 	mu       sync.Mutex
 	globals  map[string]string

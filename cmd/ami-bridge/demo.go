@@ -134,10 +134,12 @@ func demo(ctx context.Context, o demoOptions, anyHTTPPort bool, stdout io.Writer
 		profile = amitest.Asterisk13
 	}
 	secret := randomSecret()
+	// No Config.Channels: "core show channels" then lists only the calls
+	// the feed shows (Local/burst@test…, each up for a second), not
+	// standing Local/long@test channels the feed never mentions.
 	pbx, err := amitest.Start(amitest.Config{
-		Profile:  profile,
-		Users:    map[string]amitest.User{"bridge": {Secret: secret, Write: true}},
-		Channels: 4,
+		Profile: profile,
+		Users:   map[string]amitest.User{"bridge": {Secret: secret, Write: true}},
 	})
 	if err != nil {
 		return fmt.Errorf("fake PBX: %w", err)

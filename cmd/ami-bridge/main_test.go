@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ami-bridge/ami-bridge/amiproto/amitest"
+	"github.com/ami-bridge/ami-bridge/bridge"
 	"github.com/ami-bridge/ami-bridge/cmd/ami-bridge/internal/config"
 )
 
@@ -67,6 +68,23 @@ func (o *output) waitFor(t *testing.T, what string, match func(line string) bool
 		case <-deadline.C:
 			t.Fatalf("no %s after %s; output:\n%s", what, testTimeout, o.String())
 		}
+	}
+}
+
+// waitSessionsUp waits for the log lines that say every AMI session of
+// the one PBX is logged in: the event session, which then gets every
+// event, and each action session, which logs it once its service is in
+// the queue group. One "connected" line alone may be an action session's.
+func waitSessionsUp(t *testing.T, stderr *output) {
+	t.Helper()
+	sessions := []string{bridge.RoleEvents}
+	for i := range bridge.DefaultActionSessions {
+		sessions = append(sessions, fmt.Sprintf("%s-%d", bridge.RoleAction, i+1))
+	}
+	for _, s := range sessions {
+		stderr.waitFor(t, s+" session connected", func(l string) bool {
+			return strings.Contains(l, `"session":"`+s+`"`) && strings.Contains(l, `"state":"connected"`)
+		})
 	}
 }
 
@@ -414,9 +432,7 @@ log: {level: debug, format: json}
 	}
 	// The first "connected" status may go out before the subscription:
 	// the log says it too.
-	stderr.waitFor(t, "connected log line", func(l string) bool {
-		return strings.Contains(l, `"server":"pbx1"`) && strings.Contains(l, `"state":"connected"`)
-	})
+	waitSessionsUp(t, stderr)
 
 	reply, err := nc.Request("ami.pbx1.action", []byte(`{"Action":"Ping"}`), testTimeout)
 	if err != nil {
@@ -474,7 +490,7 @@ log: {format: json}
 		t.Fatal(err)
 	}
 	defer nc.Close()
-	stderr.waitFor(t, "connected log line", contains(`"state":"connected"`))
+	waitSessionsUp(t, stderr) // amitest sends calls to logged-in sessions only
 
 	calls := pbx.StartCalls(ctx, 0, 2)
 	if err := calls.Wait(); err != nil {
@@ -627,5 +643,15 @@ func TestDemo_BadFlagsAreUsageErrors(t *testing.T) {
 		if code := mainCommand(context.Background(), args, nil, stdout, stderr); code != exitUsage {
 			t.Errorf("%v: exit %d, want %d", args, code, exitUsage)
 		}
+	}
+}
+
+// TestBridgeServers_ActionSessions: servers[].action_sessions reaches the
+// bridge as loaded.
+func TestBridgeServers_ActionSessions(t *testing.T) {
+	s := config.DefaultServer()
+	s.Name, s.ActionSessions = "pbx1", 5
+	if got := bridgeServers([]config.Server{s})[0].ActionSessions; got != 5 {
+		t.Errorf("ActionSessions = %d, want the configured 5", got)
 	}
 }

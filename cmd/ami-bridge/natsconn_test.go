@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/rs/zerolog"
 
+	"github.com/ami-bridge/ami-bridge/bridge"
 	"github.com/ami-bridge/ami-bridge/cmd/ami-bridge/internal/config"
 )
 
@@ -82,7 +83,8 @@ func TestStartEmbedded_LeafnodeOfAHub(t *testing.T) {
 	defer hub.Shutdown()
 	hubURL := "nats-leaf://127.0.0.1:" + strconv.Itoa(leafPort)
 
-	o, err := embeddedFromConfig(leafConfig(hubURL, true))
+	cfg := leafConfig(hubURL, true)
+	o, err := embeddedFromConfig(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -99,11 +101,24 @@ func TestStartEmbedded_LeafnodeOfAHub(t *testing.T) {
 	}
 	st := &natsStack{ns: ns}
 	st.watchLeafnodes(1, log)
+	topology := st.topology(cfg)
 	logs.waitFor(t, "leafnode connected", contains(`"leafnodes_connected":1,"leafnode_remotes":1,"message":"leafnode connected"`))
+	wantTopology(t, topology(), "paris", 1)
 	hub.Shutdown()
 	logs.waitFor(t, "leafnode disconnected", contains(`"leafnodes_connected":0,"leafnode_remotes":1,"message":"leafnode disconnected"`))
+	wantTopology(t, topology(), "paris", 0)
 	st.stopServer(log)
 	if got := logs.String(); strings.Contains(got, "Leaf-Pass-1") {
 		t.Errorf("the log holds the leafnode password:\n%s", got)
+	}
+}
+
+// wantTopology checks what run gives the bridge as Options.Topology for a
+// leaf node with one remote.
+func wantTopology(t *testing.T, got bridge.Topology, domain string, connected int) {
+	t.Helper()
+	if got.NATS != "leafnode" || got.Domain != domain || got.Leafnodes == nil ||
+		*got.Leafnodes != (bridge.Leafnodes{Remotes: 1, Connected: connected}) {
+		t.Errorf("topology = %+v (leafnodes %+v), want leafnode in domain %s with %d of 1 connected", got, got.Leafnodes, domain, connected)
 	}
 }

@@ -81,7 +81,9 @@ func run(ctx context.Context, cfg *config.Config, log zerolog.Logger) error {
 	}
 	defer st.stopServer(log)
 
-	b, err := bridge.New(st.nc.Conn, bridgeServers(cfg.Servers), bridgeOptions(cfg, log))
+	opts := bridgeOptions(cfg, log)
+	opts.Topology = st.topology(cfg)
+	b, err := bridge.New(st.nc.Conn, bridgeServers(cfg.Servers), opts)
 	if err != nil {
 		st.nc.Close()
 		return fmt.Errorf("bridge: %w", err)
@@ -91,7 +93,7 @@ func run(ctx context.Context, cfg *config.Config, log zerolog.Logger) error {
 		// at once when it is back, not at the next interval.
 		st.nc.onReconnect(b.PublishStatus)
 		ops.attach(b, st.nc.Conn)
-		log.Info().Str("nats_url", st.url).Str("prefix", cfg.NATS.Prefix).Str("topology", topologyOf(cfg)).Msg("ready")
+		logTopology(log.Info().Str("nats_url", st.url).Str("prefix", cfg.NATS.Prefix), b.Topology()).Msg("ready")
 		<-ctx.Done()
 	})
 	if err != nil {
@@ -148,6 +150,41 @@ func topologyOf(cfg *config.Config) string {
 		return "leafnode"
 	}
 	return "embedded"
+}
+
+// topology returns the bridge's Options.Topology: the layout of cfg, the
+// embedded server's JetStream domain and, for a leaf node, how many of its
+// links to the hub are up at the time of each call.
+func (st *natsStack) topology(cfg *config.Config) func() bridge.Topology {
+	kind, ns := topologyOf(cfg), st.ns
+	remotes := len(cfg.NATS.Embedded.Leafnodes.Remotes)
+	var domain string
+	if ns != nil {
+		domain = cfg.NATS.Embedded.Domain
+	}
+	return func() bridge.Topology {
+		t := bridge.Topology{NATS: kind, Domain: domain}
+		if kind == "leafnode" {
+			t.Leafnodes = &bridge.Leafnodes{Remotes: remotes, Connected: ns.NumLeafNodes()}
+		}
+		return t
+	}
+}
+
+// logTopology adds t to a log line: the "ready" line says which layout
+// runs.
+func logTopology(ev *zerolog.Event, t bridge.Topology) *zerolog.Event {
+	ev = ev.Str("topology", t.NATS)
+	if t.Domain != "" {
+		ev = ev.Str("jetstream_domain", t.Domain)
+	}
+	if t.Leafnodes != nil {
+		ev = ev.Int("leafnode_remotes", t.Leafnodes.Remotes).Int("leafnodes_connected", t.Leafnodes.Connected)
+	}
+	if t.Stream != "" {
+		ev = ev.Str("stream", t.Stream).Int("replicas", t.Replicas)
+	}
+	return ev
 }
 
 func startNATS(ctx context.Context, cfg *config.Config, log zerolog.Logger) (*natsStack, error) {
@@ -237,6 +274,7 @@ func bridgeServers(servers []config.Server) []bridge.ServerConfig {
 			ActionTimeout:    s.ActionTimeout,
 			MaxActionTimeout: s.MaxActionTimeout,
 			PingInterval:     s.PingInterval,
+			ActionSessions:   s.ActionSessions,
 			ReconnectMin:     s.Reconnect.Min,
 			ReconnectMax:     s.Reconnect.Max,
 		}

@@ -164,7 +164,7 @@ func TestChaos_ClusterNodeStops(t *testing.T) {
 	cfg.JetStream = &jetStreamConf{Enabled: true, Stream: "IT_CLUSTER", Replicas: 3}
 	b := w.startBridge(cfg)
 	w.waitReady("c1")
-	b.log.waitFor(t, `"topology":"external"`, readyTimeout, b.done)
+	b.log.waitFor(t, `"topology":"external","stream":"IT_CLUSTER","replicas":3`, readyTimeout, b.done)
 
 	js, err := jetstream.New(w.nc)
 	if err != nil {

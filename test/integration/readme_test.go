@@ -224,21 +224,34 @@ func readmeReq(t *testing.T, w *world, c *cli, words []string) {
 	if len(lines) == 0 {
 		t.Fatalf("%q: no JSON reply:\n%s", words, out)
 	}
+	var req map[string]any
+	if err := json.Unmarshal([]byte(words[3]), &req); err != nil {
+		t.Fatalf("README.md: %q: the request is not JSON: %v", words, err)
+	}
+	streamed := slices.Contains(words, "Ami-Stream:true")
+	var output strings.Builder // a streamed Command's output, from its parts
 	for _, l := range lines {
 		var r struct {
 			Server string          `json:"server"`
 			Error  json.RawMessage `json:"error"`
+			Output *string         `json:"output"`
 		}
 		if err := json.Unmarshal([]byte(l), &r); err != nil {
 			t.Fatal(err)
+		}
+		if streamed && r.Server == "" && r.Error == nil && r.Output != nil {
+			output.WriteString(*r.Output)
+			continue
 		}
 		if r.Error != nil || (r.Server != "pbx1" && !strings.Contains(l, `"Event"`)) {
 			t.Errorf("%q: reply %s", words, l)
 		}
 	}
-	var req map[string]any
-	if err := json.Unmarshal([]byte(words[3]), &req); err != nil {
-		t.Fatalf("README.md: %q: the request is not JSON: %v", words, err)
+	if streamed && req["Action"] == "Command" {
+		// amitest's canned "core show help" lists every CLI command.
+		if out := output.String(); strings.Count(out, "\n") < 100 || !strings.Contains(out, "core show version") {
+			t.Errorf("%q: the streamed parts' output is not the whole help:\n%s", words, out)
+		}
 	}
 	if req["Action"] != "Originate" {
 		return

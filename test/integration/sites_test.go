@@ -82,7 +82,7 @@ func (w *world) startSite(name, hubAddr, leafPass string) *site {
 	}}
 	cfg.JetStream = &jetStreamConf{Enabled: true, Stream: siteStream}
 	s.bridge = w.startBridge(cfg)
-	s.bridge.log.waitFor(w.t, `"topology":"leafnode"`, readyTimeout, s.bridge.done)
+	s.bridge.log.waitFor(w.t, `"topology":"leafnode","jetstream_domain":"`+s.domain+`","leafnode_remotes":1`, readyTimeout, s.bridge.done)
 	s.bridge.log.waitFor(w.t, `"leafnode connected"`, readyTimeout, s.bridge.done)
 
 	nc, err := nats.Connect("nats://"+listen, nats.Name("site-subscriber"))

@@ -203,6 +203,9 @@ func (s *Server) check(p *problems, key string, lookupEnv func(string) (string, 
 	if s.Reconnect.Max < s.Reconnect.Min {
 		p.add("%s: reconnect.max %s is shorter than reconnect.min %s", key, s.Reconnect.Max, s.Reconnect.Min)
 	}
+	if err := bridge.ValidateActionSessions(s.ActionSessions); err != nil {
+		p.add("%s: action_sessions %v", key, err)
+	}
 }
 
 // resolveSecret returns the one secret given by the URL, secret_env or

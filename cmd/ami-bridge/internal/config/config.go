@@ -88,6 +88,9 @@ type Server struct {
 	MaxActionTimeout time.Duration `koanf:"max_action_timeout"`
 	PingInterval     time.Duration `koanf:"ping_interval"`
 	Reconnect        Backoff       `koanf:"reconnect"`
+	// ActionSessions is how many AMI sessions carry this PBX's actions,
+	// besides the one for its events: each is one more manager login.
+	ActionSessions int `koanf:"action_sessions"`
 
 	// Filled by Load. Endpoint is URL without its secret, in the form
 	// amiproto.Dial takes; Secret comes from the URL, SecretEnv or
@@ -189,6 +192,7 @@ const (
 	DefaultPingInterval     = 30 * time.Second
 	DefaultReconnectMin     = bridge.DefaultReconnectMin
 	DefaultReconnectMax     = bridge.DefaultReconnectMax
+	DefaultActionSessions   = bridge.DefaultActionSessions
 	DefaultLogLevel         = "info"
 	DefaultLogFormat        = "auto"
 	// DefaultShutdownTimeout leaves in-flight actions their default 10 s
@@ -226,5 +230,6 @@ func DefaultServer() Server {
 		MaxActionTimeout: DefaultMaxActionTimeout,
 		PingInterval:     DefaultPingInterval,
 		Reconnect:        Backoff{Min: DefaultReconnectMin, Max: DefaultReconnectMax},
+		ActionSessions:   DefaultActionSessions,
 	}
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/ami-bridge/ami-bridge/amiproto"
 	"github.com/ami-bridge/ami-bridge/amiproto/amitest"
+	"github.com/ami-bridge/ami-bridge/bridge"
 )
 
 // load writes yaml to a file (when not empty) and loads it with the given
@@ -575,16 +576,13 @@ func TestExampleConfig(t *testing.T) {
 	}
 	def := Default()
 	if cfg.NATS.URL != def.NATS.URL || !reflect.DeepEqual(cfg.NATS.Embedded, def.NATS.Embedded) || cfg.NATS.Prefix != def.NATS.Prefix ||
-		cfg.JetStream != def.JetStream || cfg.Log != def.Log || cfg.ShutdownTimeout != def.ShutdownTimeout {
+		cfg.JetStream != def.JetStream || cfg.Log != def.Log || cfg.HTTP != def.HTTP || cfg.ShutdownTimeout != def.ShutdownTimeout {
 		t.Errorf("example differs from the defaults:\n got %+v\nwant %+v", cfg, def)
 	}
 	pbx1, ds := cfg.Servers[0], DefaultServer()
 	if pbx1.Auth != ds.Auth || pbx1.ActionTimeout != ds.ActionTimeout || pbx1.MaxActionTimeout != ds.MaxActionTimeout ||
-		pbx1.PingInterval != ds.PingInterval || pbx1.Reconnect != ds.Reconnect {
+		pbx1.PingInterval != ds.PingInterval || pbx1.Reconnect != ds.Reconnect || pbx1.ActionSessions != ds.ActionSessions {
 		t.Errorf("servers[0] differs from the defaults: %+v", pbx1)
-	}
-	if !slices.Equal(pbx1.Actions.Deny, []string{"Events"}) {
-		t.Errorf("servers[0].actions.deny = %q, want the documented default [Events]", pbx1.Actions.Deny)
 	}
 	if pbx1.Secret.Reveal() != "one" || cfg.Servers[1].Secret.Reveal() != "two" {
 		t.Errorf("secrets not resolved from secret_env")
@@ -598,5 +596,32 @@ func TestLoad_EmptyDenyListStaysEmptyNotAbsent(t *testing.T) {
 	}
 	if d := cfg.Servers[1].Actions.Deny; d != nil {
 		t.Errorf("absent deny gave %#v, want nil (the bridge's default deny)", d)
+	}
+}
+
+// TestLoad_ActionSessions checks servers[].action_sessions: the bridge's
+// default when absent, any value in the bridge's bounds, and a problem
+// naming the key outside them.
+func TestLoad_ActionSessions(t *testing.T) {
+	if got := mustLoad(t, onePBX, nil).Servers[0].ActionSessions; got != bridge.DefaultActionSessions {
+		t.Errorf("absent action_sessions = %d, want the bridge's default %d", got, bridge.DefaultActionSessions)
+	}
+	for _, n := range []int{1, 4, bridge.MaxActionSessions} {
+		cfg := mustLoad(t, onePBX+fmt.Sprintf("    action_sessions: %d\n", n), nil)
+		if got := cfg.Servers[0].ActionSessions; got != n {
+			t.Errorf("action_sessions: %d loaded as %d", n, got)
+		}
+	}
+	env := []string{`AMI_BRIDGE_SERVERS=[{"name":"pbx1","url":"tcp://a:b@h","action_sessions":3}]`}
+	if got := mustLoad(t, "", env).Servers[0].ActionSessions; got != 3 {
+		t.Errorf("action_sessions from AMI_BRIDGE_SERVERS = %d, want 3", got)
+	}
+	for _, n := range []int{0, -1, bridge.MaxActionSessions + 1} {
+		_, err := load(t, onePBX+fmt.Sprintf("    action_sessions: %d\n", n), nil)
+		probs := problemsOf(t, err)
+		want := fmt.Sprintf("servers[0] (pbx1): action_sessions %d: want 1 to %d", n, bridge.MaxActionSessions)
+		if !slices.Contains(probs, want) {
+			t.Errorf("action_sessions: %d gave problems %q, want %q", n, probs, want)
+		}
 	}
 }

@@ -1,0 +1,47 @@
+package bridge
+
+import (
+	"crypto/tls"
+	"strings"
+	"testing"
+
+	"github.com/ami-bridge/ami-bridge/amiproto/amitest"
+)
+
+// TestStatus_TLSVerificationHint: a PBX whose certificate the bridge cannot
+// verify leaves the session disconnected with x509's reason and what
+// fixes it, in the status and the log: tls.ca_file for a self-signed
+// certificate, tls.server_name for a name the certificate lacks.
+func TestStatus_TLSVerificationHint(t *testing.T) {
+	cert, pool, err := amitest.SelfSignedCert()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name   string
+		client *tls.Config
+		want   []string
+	}{
+		{"self-signed", &tls.Config{}, []string{"certificate signed by unknown authority", "in tls.ca_file"}},
+		{"other name", &tls.Config{RootCAs: pool, ServerName: "pbx.example"}, []string{"pbx.example", "set tls.server_name"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ns := startNATS(t, natsOptions{})
+			nc, cc := connect(t, ns), connect(t, ns)
+			pbx := startPBX(t, amitest.Config{TLS: &tls.Config{Certificates: []tls.Certificate{cert}}})
+			w := watchStatus(t, cc, "ami", "pbx1")
+			sc := fastServer("pbx1", pbx)
+			sc.TLS = tc.client
+			_, logs := startBridge(t, nc, []ServerConfig{sc}, Options{})
+			st := w.waitState(StateDisconnected)
+			for _, want := range tc.want {
+				if !strings.Contains(st.Error, want) {
+					t.Errorf("status error %q lacks %q", st.Error, want)
+				}
+				if !strings.Contains(logs.String(), want) {
+					t.Errorf("log lacks %q:\n%s", want, logs.String())
+				}
+			}
+		})
+	}
+}
