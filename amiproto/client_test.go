@@ -337,7 +337,9 @@ func TestClient_KeepaliveOutlastsAStallLongerThanItsInterval(t *testing.T) {
 // keepalive's Ping back while events flow for several timeouts: the
 // session stays up. Once the events stop, the unanswered Ping ends it.
 func TestClient_KeepaliveCountsEveryByteAsLife(t *testing.T) {
-	const timeout = 100 * time.Millisecond
+	// Events come every timeout/30: only a stall of the whole process
+	// for a timeout, on a loaded CI machine, could end the session early.
+	const timeout = 300 * time.Millisecond
 	srv := startPBX(t, amitest.Config{RecordReceived: true})
 	// The Pings go unanswered while events still flow, as when a Ping's
 	// answer waits behind a backlog of events. (A handler that blocks
@@ -345,9 +347,9 @@ func TestClient_KeepaliveCountsEveryByteAsLife(t *testing.T) {
 	// one of its actions runs.)
 	srv.NeverAnswer("Ping")
 	c := dial(t, srv.URL("admin", "s3cret!"), amiproto.WithEventMask("user"), amiproto.WithKeepalive(time.Millisecond, timeout))
-	tick := time.NewTicker(timeout / 10) // paces the events, waits for nothing
+	tick := time.NewTicker(timeout / 30) // paces the events, waits for nothing
 	defer tick.Stop()
-	for i := range 50 { // 5 timeouts
+	for i := range 90 { // 3 timeouts
 		<-tick.C
 		srv.Emit(userEvent(i))
 		if ev, ok := <-c.Events(); !ok {
