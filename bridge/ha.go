@@ -1,0 +1,486 @@
+package bridge
+
+// High availability: two or more bridges per PBX, one publishing.
+//
+// With HAOptions.Enabled, every process that has a PBX in its servers logs
+// its event session in and keeps reading, but only one process per PBX,
+// the active, publishes that PBX's events. The others are hot standbys.
+// Actions are not concerned: every process whose action sessions are up
+// serves them in the queue group, as without HA.
+//
+// # Lease
+//
+// The active holds the PBX's key (its name) in a NATS KV bucket through
+// package lease: Create with a per-key TTL to take it, a compare-and-set
+// write with a fresh TTL to renew it, a delete at the holder's revision to
+// release it. There is no consensus of our own: the bucket's stream orders
+// the writes. A standby contends when it starts, whenever the key's Watch
+// shows it deleted or expired, and every checkpoint interval; it contends
+// only while its event session is logged in, since an active without its
+// AMI session has nothing to publish.
+//
+// # One stream, numbered the same everywhere
+//
+// Asterisk sends every session of a user the same bytes of a broadcast
+// event in the same order (capture 18), except what belongs to one session:
+// the FullyBooted at its own login and the SuccessfulAuth of every login
+// after its own. With HA on those session events (sessionOnly) are left out
+// of the stream before numbering: they take no Ami-Seq and are not
+// published, so that every process sees the same numbered sequence. A
+// consumer that needs logins sees them in the security log of Asterisk,
+// not on NATS.
+//
+// Each process numbers its events with its own counter (local seq, the
+// ring's Ami-Seq). The active publishes local seq + offset: zero for the
+// first active ever, and for a process that took over, the offset that
+// gives the event matched in its ring the Ami-Seq the old active gave it.
+// The Nats-Msg-Id epoch belongs to the PBX, not to a process: the first
+// active picks it (its start time), the checkpoint carries it, and every
+// later active keeps it. A JetStream stream therefore deduplicates the
+// events a new active publishes again.
+//
+// # Checkpoints
+//
+// The active renews its lease every CheckpointInterval (100 ms by default)
+// with a checkpoint as the payload (package lease keeps the last payload
+// past the key's expiry): the epoch, the last Ami-Seq it published and
+// that was acknowledged (handed to NATS without JetStream), and the run of
+// fingerprints of the last FingerprintRun events up to it. A fingerprint
+// is the FNV-1a hash of an event's fields in wire order, ActionID left
+// out: the event session of each process gives a request's ActionID back
+// to its own requester (OriginateResponse), so that field alone differs
+// between processes. A run of eight rather than one fingerprint keeps
+// identical events (two equal UserEvents) from matching at the wrong
+// place.
+//
+// # Takeover
+//
+// A standby that acquires the key reads the last checkpoint and looks for
+// its run in its ring, newest occurrence first. Found at local seq L, it
+// sets offset = checkpoint seq − L and publishes from L+1: the events the
+// old active published after its checkpoint go out again under the same
+// Ami-Seq and Nats-Msg-Id (JetStream drops them in its dedupe window; a
+// core NATS subscriber may see an Ami-Seq twice, never a gap), then the
+// events it never published. When the ring does not reach back to the
+// checkpoint (the standby was down too, or logged in after it), the events
+// between are lost: the new active leaves Ami-Seq checkpoint+1 unused,
+// numbers its oldest buffered event checkpoint+2, and reports the gap in
+// its status (Status.HA.Gaps) with that range. It never hides one.
+//
+// A standby keeps StandbyBuffer worth of events (age and bytes) in the
+// ring; at every login of its event session the ring starts over, because
+// the events before it cannot be lined up with the stream any more.
+//
+// # Fencing
+//
+// The publisher asks mayPublish before each batch, which holds only while
+// the lease is Valid: lease.Lease counts its deadline on the monotonic
+// clock from the sending of its last successful renewal, less a guard, so
+// an active that cannot renew (NATS lost, process frozen) stops before the
+// server can expire its key and a standby take it. A batch already handed
+// to NATS when the process froze is the one thing fencing cannot stop; it
+// carries the same Nats-Msg-Ids the new active uses, so the stream drops
+// it.
+//
+// # Giving the lease up
+//
+// The active releases the lease, with a final checkpoint, when its event
+// session drops (a standby with its session up then publishes what this
+// one cannot read) and on Shutdown. Shutdown's order is: stop taking
+// actions; stop the publisher after its current batch and wait for its
+// acks; write the final checkpoint (the last published event) and release
+// the key, at which point a standby takes over with no repeat and no gap;
+// then drain, log off and close NATS as without HA.
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/ami-bridge/ami-bridge/amiproto"
+	"github.com/ami-bridge/ami-bridge/lease"
+)
+
+// HAOptions make several bridges share each PBX: one publishes its
+// events, the others stand by. They need JetStream for the lease bucket.
+type HAOptions struct {
+	Enabled bool
+	// Bucket is the KV bucket of the leases and checkpoints, default
+	// lease.DefaultBucket.
+	Bucket string
+	// LeaseTTL is how long a lease lives after its last renewal, default
+	// 2s: a takeover after a crash comes within about that.
+	LeaseTTL time.Duration
+	// CheckpointInterval is how often the active renews with a checkpoint,
+	// default 100ms; at most LeaseTTL/4 so that a lost renewal or two does
+	// not end the lease.
+	CheckpointInterval time.Duration
+	// StandbyAge and StandbyBytes bound what a standby keeps to line up
+	// with a checkpoint: default 10s, and the ring's own byte bound.
+	StandbyAge   time.Duration
+	StandbyBytes int
+	// Holder names this process in the lease, default "<hostname>:<pid>".
+	Holder string
+}
+
+// Defaults of the zero values in HAOptions.
+const (
+	DefaultLeaseTTL           = lease.DefaultTTL
+	DefaultCheckpointInterval = 100 * time.Millisecond
+	DefaultStandbyAge         = 10 * time.Second
+)
+
+// FingerprintRun is how many fingerprints a checkpoint carries.
+const FingerprintRun = 8
+
+// The roles of a PBX with HA, as HAStatus.Role reports them.
+const (
+	RoleActive  = "active"
+	RoleStandby = "standby"
+)
+
+func withHADefaults(o HAOptions, js JetStreamOptions) (HAOptions, error) {
+	if !o.Enabled {
+		return o, nil
+	}
+	var errs []error
+	if !js.Enabled {
+		errs = append(errs, errors.New("ha needs jetstream enabled: the leases live in a JetStream KV bucket"))
+	}
+	if o.Bucket == "" {
+		o.Bucket = lease.DefaultBucket
+	}
+	if o.LeaseTTL == 0 {
+		o.LeaseTTL = DefaultLeaseTTL
+	}
+	if o.CheckpointInterval == 0 {
+		o.CheckpointInterval = DefaultCheckpointInterval
+	}
+	if o.StandbyAge == 0 {
+		o.StandbyAge = DefaultStandbyAge
+	}
+	if o.Holder == "" {
+		host, _ := os.Hostname()
+		o.Holder = host + ":" + strconv.Itoa(os.Getpid())
+	}
+	if o.LeaseTTL < time.Second {
+		errs = append(errs, fmt.Errorf("ha lease ttl %v: want at least 1s", o.LeaseTTL))
+	}
+	if o.CheckpointInterval <= 0 || o.CheckpointInterval > o.LeaseTTL/4 {
+		errs = append(errs, fmt.Errorf("ha checkpoint interval %v: want above 0 and at most a quarter of the lease ttl %v", o.CheckpointInterval, o.LeaseTTL))
+	}
+	if o.StandbyAge < 0 || o.StandbyBytes < 0 {
+		errs = append(errs, errors.New("ha standby buffer age and bytes must be positive"))
+	}
+	return o, errors.Join(errs...)
+}
+
+// sessionOnly reports whether an event belongs to the session that reads
+// it rather than to the stream every session of the user shares.
+func sessionOnly(name string) bool {
+	return name == "FullyBooted" || name == "SuccessfulAuth"
+}
+
+// FNV-1a, 64 bits.
+const (
+	fnvOffset = 14695981039346656037
+	fnvPrime  = 1099511628211
+)
+
+func fnvString(h uint64, s string) uint64 {
+	for i := 0; i < len(s); i++ {
+		h ^= uint64(s[i])
+		h *= fnvPrime
+	}
+	return h
+}
+
+// fingerprint identifies an event across the sessions of one AMI user:
+// its fields in order, ActionID left out (see the package notes above).
+func fingerprint(m *amiproto.Message) uint64 {
+	h := uint64(fnvOffset)
+	for i := range m.Len() {
+		f := m.Field(i)
+		if len(f.Key) == len("ActionID") && equalFoldASCII(f.Key, "ActionID") {
+			continue
+		}
+		h = fnvString(h, f.Key)
+		h = fnvString(h, ":")
+		h = fnvString(h, f.Value)
+		h = fnvString(h, "\n")
+	}
+	return h
+}
+
+func equalFoldASCII(a, b string) bool {
+	for i := 0; i < len(a); i++ {
+		x, y := a[i]|0x20, b[i]|0x20
+		if x != y {
+			return false
+		}
+	}
+	return true
+}
+
+// checkpoint is the active's payload in the lease.
+type checkpoint struct {
+	Epoch int64    `json:"epoch"` // of Nats-Msg-Id; the PBX keeps it across takeovers
+	Seq   uint64   `json:"seq"`   // the last Ami-Seq published and acknowledged; 0 before the first
+	Run   []uint64 `json:"run"`   // fingerprints of the events up to Seq, oldest first
+	Final bool     `json:"final,omitempty"`
+}
+
+// align returns the index in fps (oldest first) of the last event of the
+// newest occurrence of run, or -1.
+func align(fps, run []uint64) int {
+	if len(run) == 0 {
+		return -1
+	}
+	for end := len(fps) - 1; end >= len(run)-1; end-- {
+		ok := true
+		for k := range run {
+			if fps[end-len(run)+1+k] != run[k] {
+				ok = false
+				break
+			}
+		}
+		if ok {
+			return end
+		}
+	}
+	return -1
+}
+
+// runBuf is the fingerprints of the last events acknowledged, for the
+// next checkpoint.
+type runBuf struct {
+	fps  [FingerprintRun]uint64
+	n    int    // how many of fps are set
+	next int    // where the next one goes
+	seq  uint64 // local seq of the newest
+}
+
+func (r *runBuf) add(seq, fp uint64) {
+	r.fps[r.next] = fp
+	r.next = (r.next + 1) % FingerprintRun
+	r.n = min(r.n+1, FingerprintRun)
+	r.seq = seq
+}
+
+// run returns the fingerprints, oldest first.
+func (r *runBuf) run() []uint64 {
+	out := make([]uint64, 0, r.n)
+	for i := range r.n {
+		out = append(out, r.fps[(r.next-r.n+i+FingerprintRun)%FingerprintRun])
+	}
+	return out
+}
+
+// HAStatus is the HA part of a PBX's status.
+type HAStatus struct {
+	Role   string `json:"role"`   // active or standby
+	Self   string `json:"self"`   // this process's holder name
+	Holder string `json:"holder"` // who holds the lease, as last seen; "" when nobody
+	// LastTakeover is this process's last takeover, nil before one.
+	LastTakeover *Takeover `json:"last_takeover,omitempty"`
+	// Gaps are the Ami-Seq ranges this process found lost at a takeover.
+	Gaps []Gap `json:"gaps,omitempty"`
+	// Takeovers counts the times this process became active.
+	Takeovers uint64 `json:"takeovers"`
+}
+
+// Takeover describes one time a process became active.
+type Takeover struct {
+	At       time.Time `json:"at"`
+	From     uint64    `json:"from_seq"` // the first Ami-Seq it published
+	Replayed int       `json:"replayed"` // events from its buffer published at once, the repeats included
+	Matched  bool      `json:"matched"`  // the checkpoint was found in its buffer; false after a gap or for the first active
+}
+
+// Gap is a range of Ami-Seq whose events no process published.
+type Gap struct {
+	From uint64    `json:"from_seq"`
+	To   uint64    `json:"to_seq"` // inclusive; the range stands for an unknown number of events
+	At   time.Time `json:"at"`
+}
+
+// maxGaps bounds HAStatus.Gaps: the newest are kept.
+const maxGaps = 16
+
+// haNode is one PBX's part in HA: its lease and role.
+type haNode struct {
+	p      *pbx
+	opts   HAOptions
+	bucket *lease.Bucket // set by start
+	log    zerolog.Logger
+
+	wake chan struct{} // a contention or renewal is due now
+
+	active atomic.Bool // mirrors role for the publisher's fast check
+
+	mu        sync.Mutex // guards the fields below
+	lease     *lease.Lease
+	holder    string
+	epoch     int64
+	offset    int64 // Ami-Seq published = local seq + offset
+	run       runBuf
+	last      *Takeover
+	gaps      []Gap
+	takeovers uint64
+}
+
+func newHANode(p *pbx, opts HAOptions) *haNode {
+	return &haNode{p: p, opts: opts, log: p.log, wake: make(chan struct{}, 1)}
+}
+
+// kick asks the loop to look again at once.
+func (h *haNode) kick() {
+	select {
+	case h.wake <- struct{}{}:
+	default:
+	}
+}
+
+// mayPublish reports whether this process may publish now, with the
+// offset and epoch to publish with. The publisher calls it before each
+// batch.
+func (h *haNode) mayPublish() (offset int64, epoch int64, ok bool) {
+	if !h.active.Load() {
+		return 0, 0, false
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.lease == nil || !h.lease.Valid() {
+		return 0, 0, false
+	}
+	return h.offset, h.epoch, true
+}
+
+// acked records an event the publisher has published and NATS
+// acknowledged, by its local seq.
+func (h *haNode) acked(local, fp uint64) {
+	h.mu.Lock()
+	h.run.add(local, fp)
+	h.mu.Unlock()
+}
+
+// checkpoint returns the checkpoint of what was acknowledged. h.mu is
+// held.
+func (h *haNode) checkpointLocked(final bool) []byte {
+	c := checkpoint{Epoch: h.epoch, Run: h.run.run(), Final: final}
+	if h.run.n > 0 {
+		c.Seq = uint64(int64(h.run.seq) + h.offset)
+	}
+	data, _ := json.Marshal(c) // plain numbers: cannot fail
+	return data
+}
+
+// status returns the HA part of the PBX status.
+func (h *haNode) status() *HAStatus {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	st := &HAStatus{Role: RoleStandby, Self: h.opts.Holder, Holder: h.holder, Takeovers: h.takeovers, Gaps: append([]Gap(nil), h.gaps...)}
+	if h.active.Load() {
+		st.Role = RoleActive
+	}
+	if h.last != nil {
+		t := *h.last
+		st.LastTakeover = &t
+	}
+	return st
+}
+
+// readCheckpoint decodes the last checkpoint of the PBX; nil when there
+// is none.
+func readCheckpoint(data []byte) (*checkpoint, error) {
+	if len(data) == 0 {
+		return nil, nil
+	}
+	var c checkpoint
+	if err := json.Unmarshal(data, &c); err != nil {
+		return nil, fmt.Errorf("ha: checkpoint: %w", err)
+	}
+	return &c, nil
+}
+
+// watch wakes the loop whenever the key changes, until ctx ends; a watch
+// that fails is started again after a pause.
+func (h *haNode) watch(ctx context.Context) {
+	for {
+		err := h.bucket.Watch(ctx, h.p.name, func(held bool) {
+			if !held {
+				h.kick()
+			}
+		})
+		if ctx.Err() != nil {
+			return
+		}
+		h.log.Debug().Err(err).Msg("HA lease watch ended; watching again")
+		if !sleepCtx(ctx, h.opts.CheckpointInterval*10) {
+			return
+		}
+	}
+}
+
+// stepDown ends the active role without touching the key: the publisher
+// stops at its next batch.
+func (h *haNode) stepDown(why string) {
+	h.mu.Lock()
+	was := h.active.Swap(false)
+	h.lease = nil
+	h.mu.Unlock()
+	if was {
+		h.log.Warn().Str("why", why).Msg("HA: no longer active for this PBX")
+		h.p.publishStatus()
+	}
+}
+
+// renew writes a checkpoint with the lease renewal; it steps down when
+// the lease is lost or no longer certainly valid.
+func (h *haNode) renew(ctx context.Context) {
+	h.mu.Lock()
+	l, data := h.lease, h.checkpointLocked(false)
+	h.mu.Unlock()
+	if l == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, h.opts.LeaseTTL/2)
+	defer cancel()
+	err := l.Renew(ctx, data)
+	switch {
+	case errors.Is(err, lease.ErrLost):
+		h.stepDown(err.Error())
+	case err != nil && !l.Valid():
+		h.stepDown("lease not renewed in time: " + err.Error())
+	case err != nil:
+		h.log.Debug().Err(err).Msg("HA lease renewal failed; retrying")
+	}
+}
+
+// release gives the key up with a final checkpoint of what was
+// acknowledged, so that a standby takes over at once. The caller has
+// stopped the publisher and waited for its acks.
+func (h *haNode) release(ctx context.Context, why string) {
+	h.mu.Lock()
+	l, data := h.lease, h.checkpointLocked(true)
+	h.active.Store(false)
+	h.lease = nil
+	h.mu.Unlock()
+	if l == nil {
+		return
+	}
+	if err := l.Release(ctx, data); err != nil {
+		h.log.Warn().Err(err).Msg("HA: releasing the lease failed; a standby takes over when it expires")
+		return
+	}
+	h.log.Info().Str("why", why).RawJSON("checkpoint", data).Msg("HA: lease released")
+	h.p.publishStatus()
+}
