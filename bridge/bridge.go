@@ -89,6 +89,7 @@ type Options struct {
 	EventBuffer    int           // events held per PBX while NATS is slow, default 65536
 	StatusInterval time.Duration // default 30s
 	JetStream      JetStreamOptions
+	HA             HAOptions // one active bridge per PBX among several; see ha.go
 	Version        string // micro service version, default "0.0.0"; one that is not SemVer registers as "0.0.0" with the raw string in the metadata
 	Logger         zerolog.Logger
 }
@@ -329,6 +330,11 @@ func withOptionDefaults(o Options) (Options, error) {
 	if js.Enabled && js.Duplicates > js.MaxAge {
 		errs = append(errs, fmt.Errorf("jetstream duplicates window %v is longer than max age %v", js.Duplicates, js.MaxAge))
 	}
+	ha, err := withHADefaults(o.HA, o.JetStream)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	o.HA = ha
 	return o, errors.Join(errs...)
 }
 

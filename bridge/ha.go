@@ -114,7 +114,7 @@ import (
 type HAOptions struct {
 	Enabled bool
 	// Bucket is the KV bucket of the leases and checkpoints, default
-	// lease.DefaultBucket.
+	// DefaultHABucket.
 	Bucket string
 	// LeaseTTL is how long a lease lives after its last renewal, default
 	// 2s: a takeover after a crash comes within about that.
@@ -133,6 +133,7 @@ type HAOptions struct {
 
 // Defaults of the zero values in HAOptions.
 const (
+	DefaultHABucket           = lease.DefaultBucket
 	DefaultLeaseTTL           = lease.DefaultTTL
 	DefaultCheckpointInterval = 100 * time.Millisecond
 	DefaultStandbyAge         = 10 * time.Second

@@ -255,6 +255,7 @@ func bridgeOptions(cfg *config.Config, log zerolog.Logger) bridge.Options {
 			MaxPending: cfg.JetStream.MaxPending,
 			Replicas:   cfg.JetStream.Replicas,
 		},
+		HA:      cfg.HA.Options(),
 		Version: serviceVersion(versionString()),
 		Logger:  log,
 	}

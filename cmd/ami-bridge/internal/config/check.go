@@ -26,6 +26,7 @@ var streamRE = regexp.MustCompile(`^[^.*>/\\\s]+$`)
 func (c *Config) check(p *problems, lookupEnv func(string) (string, bool)) {
 	c.NATS.check(p)
 	c.JetStream.check(p)
+	c.checkHA(p)
 	c.checkTopology(p)
 	if len(c.Servers) == 0 {
 		p.add("servers: at least one PBX is required")

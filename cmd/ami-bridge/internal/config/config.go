@@ -16,6 +16,7 @@ import (
 type Config struct {
 	NATS            NATS          `koanf:"nats"`
 	JetStream       JetStream     `koanf:"jetstream"`
+	HA              HA            `koanf:"ha"`
 	Servers         []Server      `koanf:"servers"`
 	Log             Log           `koanf:"log"`
 	HTTP            HTTP          `koanf:"http"`
@@ -211,6 +212,7 @@ func Default() Config {
 			MaxPending: DefaultMaxPending,
 			Replicas:   DefaultReplicas,
 		},
+		HA:              DefaultHA(),
 		Log:             Log{Level: DefaultLogLevel, Format: DefaultLogFormat},
 		HTTP:            HTTP{Ready: DefaultHTTPReady},
 		ShutdownTimeout: DefaultShutdownTimeout,
