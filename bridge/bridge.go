@@ -90,7 +90,7 @@ type Options struct {
 	StatusInterval time.Duration // default 30s
 	JetStream      JetStreamOptions
 	HA             HAOptions // one active bridge per PBX among several; see ha.go
-	Version        string // micro service version, default "0.0.0"; one that is not SemVer registers as "0.0.0" with the raw string in the metadata
+	Version        string    // micro service version, default "0.0.0"; one that is not SemVer registers as "0.0.0" with the raw string in the metadata
 	Logger         zerolog.Logger
 }
 

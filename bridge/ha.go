@@ -99,6 +99,7 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -266,7 +267,7 @@ type runBuf struct {
 	fps  [FingerprintRun]uint64
 	n    int    // how many of fps are set
 	next int    // where the next one goes
-	seq  uint64 // local seq of the newest
+	seq  uint64 // Ami-Seq of the newest, as published
 }
 
 func (r *runBuf) add(seq, fp uint64) {
@@ -325,17 +326,22 @@ type haNode struct {
 
 	wake chan struct{} // a contention or renewal is due now
 
-	active atomic.Bool // mirrors role for the publisher's fast check
+	active  atomic.Bool // mirrors role for the publisher's fast check
+	closing atomic.Bool // Shutdown's handover started: contend no more
 
 	mu        sync.Mutex // guards the fields below
 	lease     *lease.Lease
 	holder    string
 	epoch     int64
-	offset    int64 // Ami-Seq published = local seq + offset
+	offset    int64  // Ami-Seq published = local seq + offset
+	after     uint64 // local seq the publisher starts after, for gen
+	gen       uint64 // counts takeovers, for the publisher to notice one
+	boundary  uint64 // local seq of the last event of the event session's previous login
 	run       runBuf
 	last      *Takeover
 	gaps      []Gap
 	takeovers uint64
+	gapsTotal uint64
 }
 
 func newHANode(p *pbx, opts HAOptions) *haNode {
@@ -350,36 +356,41 @@ func (h *haNode) kick() {
 	}
 }
 
-// mayPublish reports whether this process may publish now, with the
-// offset and epoch to publish with. The publisher calls it before each
-// batch.
-func (h *haNode) mayPublish() (offset int64, epoch int64, ok bool) {
+// pubTerms are what the active publishes with.
+type pubTerms struct {
+	offset int64  // Ami-Seq = local seq + offset
+	epoch  int64  // of Nats-Msg-Id
+	gen    uint64 // changes at each takeover
+	after  uint64 // local seq: at a new gen, publish the entries above it
+}
+
+// mayPublish reports whether this process may publish now, and on what
+// terms. The publisher calls it before each batch: it holds only while
+// the lease is certainly this process's.
+func (h *haNode) mayPublish() (pubTerms, bool) {
 	if !h.active.Load() {
-		return 0, 0, false
+		return pubTerms{}, false
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.lease == nil || !h.lease.Valid() {
-		return 0, 0, false
+		return pubTerms{}, false
 	}
-	return h.offset, h.epoch, true
+	return pubTerms{offset: h.offset, epoch: h.epoch, gen: h.gen, after: h.after}, true
 }
 
 // acked records an event the publisher has published and NATS
-// acknowledged, by its local seq.
-func (h *haNode) acked(local, fp uint64) {
+// acknowledged, by its Ami-Seq as published.
+func (h *haNode) acked(seq, fp uint64) {
 	h.mu.Lock()
-	h.run.add(local, fp)
+	h.run.add(seq, fp)
 	h.mu.Unlock()
 }
 
 // checkpoint returns the checkpoint of what was acknowledged. h.mu is
 // held.
 func (h *haNode) checkpointLocked(final bool) []byte {
-	c := checkpoint{Epoch: h.epoch, Run: h.run.run(), Final: final}
-	if h.run.n > 0 {
-		c.Seq = uint64(int64(h.run.seq) + h.offset)
-	}
+	c := checkpoint{Epoch: h.epoch, Seq: h.run.seq, Run: h.run.run(), Final: final}
 	data, _ := json.Marshal(c) // plain numbers: cannot fail
 	return data
 }
@@ -484,4 +495,244 @@ func (h *haNode) release(ctx context.Context, why string) {
 	}
 	h.log.Info().Str("why", why).RawJSON("checkpoint", data).Msg("HA: lease released")
 	h.p.publishStatus()
+}
+
+// run is the HA loop of one PBX: it contends for the lease while this
+// process is standby with its event session up, renews it with a
+// checkpoint while active, and gives it up when the event session drops.
+// pbx.run starts it and waits for it; it ends with ctx. Its watch
+// goroutine is its own: started here, waited for before run returns.
+func (h *haNode) run(ctx context.Context) {
+	for h.bucket == nil {
+		b, err := lease.Open(ctx, h.p.ns.js, lease.Config{Bucket: h.opts.Bucket, TTL: h.opts.LeaseTTL, Replicas: h.p.ns.jsOpts.Replicas})
+		if err == nil {
+			h.bucket = b
+			break
+		}
+		h.log.Warn().Err(err).Msg("HA: lease bucket not ready; this process stays standby")
+		if !sleepCtx(ctx, h.opts.LeaseTTL) {
+			return
+		}
+	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		h.watch(ctx)
+	}()
+	defer wg.Wait()
+
+	t := time.NewTicker(h.opts.CheckpointInterval)
+	defer t.Stop()
+	contend := time.Time{}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-h.wake:
+			contend = time.Time{}
+		case <-t.C:
+		}
+		switch {
+		case h.closing.Load():
+		case h.active.Load() && !h.p.eventsUp():
+			h.releaseAfterAcks(ctx, "AMI event session lost")
+		case h.active.Load():
+			h.renew(ctx)
+		case h.p.eventsUp() && time.Now().After(contend):
+			// The watch calls for an attempt at once; without it, one
+			// attempt per quarter TTL is enough to notice a lease that
+			// expired while the watch was down.
+			h.tryAcquire(ctx)
+			contend = time.Now().Add(h.opts.LeaseTTL / 4)
+		}
+	}
+}
+
+// tryAcquire takes the lease if it is free and becomes active.
+func (h *haNode) tryAcquire(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, h.opts.LeaseTTL)
+	defer cancel()
+	l, err := h.bucket.Acquire(ctx, h.p.name, h.opts.Holder, nil)
+	if err != nil {
+		holder := ""
+		if errors.Is(err, lease.ErrHeld) {
+			holder = strings.TrimPrefix(strings.TrimPrefix(err.Error(), lease.ErrHeld.Error()), ": ")
+		} else {
+			h.log.Debug().Err(err).Msg("HA: acquire failed")
+		}
+		h.mu.Lock()
+		changed := h.holder != holder
+		h.holder = holder
+		h.mu.Unlock()
+		if changed {
+			h.p.publishStatus()
+		}
+		return
+	}
+	// The checkpoint is read once the key is ours: nobody can write a
+	// newer one any more.
+	st, err := h.bucket.Get(ctx, h.p.name)
+	var ck *checkpoint
+	if err == nil {
+		ck, err = readCheckpoint(st.Data)
+	}
+	if err != nil {
+		h.log.Warn().Err(err).Msg("HA: cannot read the last checkpoint; giving the lease back")
+		if rerr := l.Release(ctx, nil); rerr != nil {
+			h.log.Debug().Err(rerr).Msg("HA: release")
+		}
+		return
+	}
+	pl := h.plan(ck)
+	h.mu.Lock()
+	h.lease, h.holder = l, h.opts.Holder
+	h.epoch, h.offset, h.after = pl.epoch, pl.offset, pl.after
+	h.gen++
+	h.run = runBuf{}
+	if ck != nil {
+		for _, fp := range ck.Run {
+			h.run.add(ck.Seq, fp)
+		}
+	}
+	h.takeovers++
+	h.last = &Takeover{At: time.Now().UTC(), From: uint64(int64(pl.after) + pl.offset + 1), Replayed: pl.replay, Matched: pl.matched}
+	if pl.gap != nil {
+		h.gapsTotal++
+		h.gaps = append(h.gaps, *pl.gap)
+		if len(h.gaps) > maxGaps {
+			h.gaps = h.gaps[len(h.gaps)-maxGaps:]
+		}
+	}
+	h.active.Store(true)
+	h.mu.Unlock()
+	h.p.ring.unack(pl.after)
+	h.p.pub.wakeUp()
+	ev := h.log.Info().Uint64("from_seq", h.last.From).Int("replayed", pl.replay).Bool("matched", pl.matched).Int64("epoch", pl.epoch)
+	if pl.gap != nil {
+		ev = h.log.Error().Uint64("gap_from", pl.gap.From).Uint64("gap_to", pl.gap.To)
+	}
+	ev.Msg("HA: took over as the active bridge of this PBX")
+	h.p.publishStatus()
+	h.renew(ctx) // the checkpoint now carries this process's epoch
+}
+
+// takeoverPlan is where a new active starts.
+type takeoverPlan struct {
+	epoch   int64
+	offset  int64  // Ami-Seq = local seq + offset
+	after   uint64 // local seq: publish the ring's entries above it
+	replay  int    // entries held above after
+	matched bool
+	gap     *Gap
+}
+
+// plan lines the ring up with ck (nil for the first active ever).
+func (h *haNode) plan(ck *checkpoint) takeoverPlan {
+	h.mu.Lock()
+	boundary := h.boundary
+	h.mu.Unlock()
+	seqs, fps := h.p.ring.fingerprints(boundary)
+	pl := takeoverPlan{epoch: h.p.ns.epoch, after: boundary}
+	if len(seqs) > 0 {
+		pl.after = seqs[0] - 1
+	}
+	switch {
+	case ck == nil:
+		// The first active: its ring is the stream from its first event.
+		pl.offset = 0
+	case ck.Seq == 0:
+		// The PBX's stream has not begun: the previous active published
+		// nothing.
+		pl.epoch = ck.Epoch
+		pl.offset = -int64(pl.after)
+	default:
+		pl.epoch = ck.Epoch
+		if i := align(fps, ck.Run); i >= 0 && len(ck.Run) > 0 {
+			pl.after, pl.matched = seqs[i], true
+			pl.offset = int64(ck.Seq) - int64(seqs[i])
+			pl.replay = len(seqs) - 1 - i
+			return pl
+		}
+		// The ring does not reach back to the checkpoint: whatever came
+		// between is lost. Ami-Seq ck.Seq+1 stays unused, so that the gap
+		// shows in the numbers as well as in the status.
+		pl.offset = int64(ck.Seq) + 1 - int64(pl.after)
+		pl.gap = &Gap{From: ck.Seq + 1, To: ck.Seq + 1, At: time.Now().UTC()}
+	}
+	pl.replay = len(seqs)
+	return pl
+}
+
+// sessionEnded records that the event session's login ended after local
+// seq last: the events up to it cannot be lined up with a checkpoint
+// taken after. It is called once the session's reader has stopped.
+func (h *haNode) sessionEnded(last uint64) {
+	h.mu.Lock()
+	h.boundary = last
+	h.mu.Unlock()
+	h.kick()
+}
+
+// fingerprints returns the local seqs and fingerprints of the entries
+// above seq, oldest first. The hashing happens outside the ring's lock,
+// which the event reader needs.
+func (r *ring) fingerprints(after uint64) (seqs, fps []uint64) {
+	buf := make([]ringEntry, 0, 1024)
+	for {
+		var closed bool
+		buf, closed = r.readAfter(after, buf[:0])
+		for i := range buf {
+			seqs = append(seqs, buf[i].seq)
+			fps = append(fps, fingerprint(&buf[i].msg))
+		}
+		if len(buf) < cap(buf) || closed {
+			return seqs, fps
+		}
+		after = buf[len(buf)-1].seq
+	}
+}
+
+// unack moves the acknowledged mark back to seq, so that a new active's
+// replay cannot be evicted before it is published. A standby acknowledges
+// everything it reads; this undoes that for what it will now publish.
+func (r *ring) unack(seq uint64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.ackSeq = seq
+	r.ackPos = r.pos(seq)
+	r.unacked = 0
+	for p := r.ackPos; p < r.next; p++ {
+		r.unacked += r.buf[p&uint64(len(r.buf)-1)].msg.Size()
+	}
+}
+
+// trim evicts acknowledged entries read before the Unix nanosecond
+// before, and the oldest acknowledged ones while the ring holds more than
+// maxBytes (0: no such bound): a standby's bounds.
+func (r *ring) trim(before int64, maxBytes int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for r.first < r.ackPos {
+		e := &r.buf[r.first&uint64(len(r.buf)-1)]
+		if e.at >= before && (maxBytes == 0 || r.bytes <= maxBytes) {
+			return
+		}
+		r.evict()
+	}
+}
+
+// counts returns what Stats reports of HA.
+func (h *haNode) counts() (active bool, takeovers, gaps uint64) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.active.Load(), h.takeovers, h.gapsTotal
+}
+
+// epochNow returns the PBX's Nats-Msg-Id epoch as this process last
+// knew it, 0 before it was ever active.
+func (h *haNode) epochNow() int64 {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.epoch
 }

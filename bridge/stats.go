@@ -42,6 +42,13 @@ type Stats struct {
 	JSFailures       uint64 // events the stream did not acknowledge
 	JSPublishLatency Histogram
 
+	// HA is set when the PBX runs with HAOptions; the HA fields are zero
+	// otherwise.
+	HA        bool
+	HAActive  bool   // this process publishes the PBX's events
+	Takeovers uint64 // times this process became active
+	Gaps      uint64 // Ami-Seq ranges found lost at this process's takeovers
+
 	Actions       []ActionCount // the requests answered, by action and code; only counts above zero
 	ActionLatency Histogram     // request to first reply
 }
@@ -213,6 +220,10 @@ func (st *pbxStats) snapshot(p *pbx) Stats {
 	out.EventsReceived = out.EventsFiltered + out.LastSeq
 	if sec := st.lastEvent.Load(); sec != 0 {
 		out.LastEvent = time.Unix(sec, 0)
+	}
+	if p.ha != nil {
+		out.HA = true
+		out.HAActive, out.Takeovers, out.Gaps = p.ha.counts()
 	}
 	if out.JetStream {
 		out.JSRetries = st.jsRetries.Load()

@@ -29,11 +29,16 @@ type Status struct {
 	EventsDropped   uint64 `json:"events_dropped"`   // lost after passing the filter: a queue full or NATS refused; each leaves a gap in Ami-Seq
 	Reconnects      uint64 `json:"reconnects"`       // event sessions established after the first: events may be lost at each
 	LastSeq         uint64 `json:"last_seq"`         // the last Ami-Seq given
-	Epoch           int64  `json:"epoch"`            // process epoch of Nats-Msg-Id: Ami-Seq restarts at 1 when it changes
+	Epoch           int64  `json:"epoch"`            // epoch of Nats-Msg-Id: Ami-Seq restarts at 1 when it changes; with HA the PBX's, kept across takeovers
 
 	// JSFailures counts events JetStream did not acknowledge; present only
 	// with JetStream.
 	JSFailures *uint64 `json:"js_failures,omitempty"`
+
+	// HA is this process's part in high availability, present only with
+	// HAOptions.Enabled. Every process of the PBX publishes its own status
+	// on the same subject; HA.Self tells them apart.
+	HA *HAStatus `json:"ha,omitempty"`
 
 	// Sessions are the PBX's AMI sessions: the event session first, then
 	// the action sessions.
@@ -77,6 +82,12 @@ func (p *pbx) status() Status {
 	st.Reconnects = st.Sessions[0].Reconnects
 	st.LastSeq = p.lastSeq.Load()
 	st.Epoch = p.ns.epoch
+	if p.ha != nil {
+		st.HA = p.ha.status()
+		if e := p.ha.epochNow(); e != 0 {
+			st.Epoch = e
+		}
+	}
 	if p.ns.jsOpts.Enabled {
 		n := p.jsFailures.Load()
 		st.JSFailures = &n

@@ -65,13 +65,16 @@ var (
 	jsDuration      = desc("jetstream_publish_duration_seconds", "JetStream publishes from send to ack.", server)
 	jsRetries       = desc("jetstream_publish_retries_total", "JetStream publishes tried again while NATS reconnected or acks stalled.", server)
 	jsFailures      = desc("jetstream_publish_failures_total", "Events JetStream did not acknowledge.", server)
+	haActive        = desc("ha_active", "With HA: 1 while this process is the PBX's active bridge, 0 while standby.", server)
+	haTakeovers     = desc("ha_takeovers_total", "With HA: times this process became the PBX's active bridge.", server)
+	haGaps          = desc("ha_gaps_total", "With HA: Ami-Seq ranges this process found lost at a takeover (the standby's buffer did not reach back to the checkpoint).", server)
 	natsState       = desc("nats_connection_state", "1 for the NATS connection's current state, 0 for the others.", "state")
 	natsReconnects  = desc("nats_reconnects_total", "Reconnections of the bridge's NATS connection.")
 
 	all = []*prometheus.Desc{
 		eventsReceived, eventsFiltered, eventsPublished, eventsDropped, lastSeq, lastEventAge, bufferEvents, bufferCapacity,
 		sessionState, reconnects, loginFailures, actions, actionDuration, jsDuration, jsRetries, jsFailures,
-		natsState, natsReconnects,
+		haActive, haTakeovers, haGaps, natsState, natsReconnects,
 	}
 )
 
@@ -145,6 +148,11 @@ func (c *Collector) collectServer(ch chan<- prometheus.Metric, st bridge.Stats, 
 		counter(jsRetries, st.JSRetries)
 		counter(jsFailures, st.JSFailures)
 		ch <- histogram(jsDuration, st.JSPublishLatency, st.Server)
+	}
+	if st.HA {
+		ch <- gauge(haActive, boolValue(st.HAActive), st.Server)
+		counter(haTakeovers, st.Takeovers)
+		counter(haGaps, st.Gaps)
 	}
 }
 

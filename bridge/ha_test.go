@@ -1,0 +1,171 @@
+package bridge
+
+import (
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/ami-bridge/ami-bridge/amiproto"
+)
+
+func TestFingerprint_SameFieldsSameHashActionIDLeftOut(t *testing.T) {
+	a := newEvent("OriginateResponse", "ActionID", "bridge-1-17", "Response", "Success", "Uniqueid", "1.1")
+	b := newEvent("OriginateResponse", "ActionID", "caller-xyz", "Response", "Success", "Uniqueid", "1.1")
+	c := newEvent("OriginateResponse", "ActionID", "bridge-1-17", "Response", "Success", "Uniqueid", "1.2")
+	d := newEvent("OriginateResponse", "Response", "Success", "Uniqueid:", "1.1") // the separator is hashed
+	if fingerprint(a) != fingerprint(b) {
+		t.Error("events that differ only in ActionID differ in fingerprint")
+	}
+	if fingerprint(a) == fingerprint(c) || fingerprint(a) == fingerprint(d) {
+		t.Error("different events share a fingerprint")
+	}
+}
+
+// haRing returns a ring holding events numbered from first, built by
+// ev(i) for i in [0, n).
+func haRing(first uint64, n int, ev func(i int) *amiproto.Message) *ring {
+	r := newRing(1<<16, 1<<30)
+	for i := range n {
+		if !r.append(ev(i), first+uint64(i), time.Now().UnixNano()) {
+			panic("ring full")
+		}
+	}
+	return r
+}
+
+func callEvent(i int) *amiproto.Message {
+	return newEvent("Newchannel", "Uniqueid", "1700000000."+strconv.Itoa(i))
+}
+
+// runOf returns the checkpoint run of the events ev(i) for i in (end-n, end].
+func runOf(end, n int, ev func(i int) *amiproto.Message) []uint64 {
+	var run []uint64
+	for i := end - n + 1; i <= end; i++ {
+		run = append(run, fingerprint(ev(i)))
+	}
+	return run
+}
+
+func planOn(r *ring, boundary uint64, ck *checkpoint) takeoverPlan {
+	p := &pbx{ring: r, ns: &natsSide{epoch: 42}}
+	h := &haNode{p: p, boundary: boundary}
+	return h.plan(ck)
+}
+
+func TestPlan_FindsTheCheckpointAndKeepsTheOldNumbers(t *testing.T) {
+	// This standby numbered event i as 1+i; the old active gave event 57
+	// Ami-Seq 1057.
+	r := haRing(1, 100, callEvent)
+	pl := planOn(r, 0, &checkpoint{Epoch: 7, Seq: 1057, Run: runOf(57, FingerprintRun, callEvent)})
+	if !pl.matched || pl.gap != nil {
+		t.Fatalf("plan = %+v, want a match", pl)
+	}
+	if pl.after != 58 || pl.offset != 999 || pl.replay != 42 || pl.epoch != 7 {
+		t.Errorf("plan = %+v, want after 58 (event 57), offset 999, 42 to replay, epoch 7", pl)
+	}
+}
+
+func TestPlan_RunOfFingerprintsSkipsAnIdenticalEvent(t *testing.T) {
+	// Event 30 has the same bytes as event 57: one fingerprint would line
+	// up on the newer copy when the checkpoint is at the older one.
+	ev := func(i int) *amiproto.Message {
+		if i == 57 {
+			return callEvent(30)
+		}
+		return callEvent(i)
+	}
+	r := haRing(1, 100, ev)
+	pl := planOn(r, 0, &checkpoint{Epoch: 7, Seq: 530, Run: runOf(30, FingerprintRun, ev)})
+	if !pl.matched || pl.after != 31 {
+		t.Fatalf("plan = %+v, want a match at local seq 31 (event 30)", pl)
+	}
+	single := planOn(r, 0, &checkpoint{Epoch: 7, Seq: 530, Run: runOf(30, 1, ev)})
+	if single.after != 58 {
+		t.Fatalf("a run of one fingerprint matched at %d; the test no longer shows why a run is needed", single.after)
+	}
+}
+
+func TestPlan_GapWhenTheRingDoesNotReachBack(t *testing.T) {
+	r := haRing(1, 100, func(i int) *amiproto.Message { return callEvent(i + 1000) })
+	pl := planOn(r, 0, &checkpoint{Epoch: 7, Seq: 500, Run: runOf(57, FingerprintRun, callEvent)})
+	if pl.matched || pl.gap == nil || pl.gap.From != 501 || pl.gap.To != 501 {
+		t.Fatalf("plan = %+v, want the gap 501-501", pl)
+	}
+	if pl.after != 0 || pl.offset != 501 || pl.replay != 100 {
+		t.Errorf("plan = %+v: want every entry published, the oldest (local 1) as 502", pl)
+	}
+}
+
+func TestPlan_IgnoresTheEventsOfAnEarlierLogin(t *testing.T) {
+	// The checkpoint is in the part of the ring read before the session
+	// dropped at local seq 60: the events after it up to the drop are
+	// lost for this process, so lining up there would hide a gap.
+	r := haRing(1, 100, callEvent)
+	pl := planOn(r, 60, &checkpoint{Epoch: 7, Seq: 1057, Run: runOf(57, FingerprintRun, callEvent)})
+	if pl.matched || pl.gap == nil || pl.after != 60 || pl.offset != 1058-60 {
+		t.Fatalf("plan = %+v, want a gap and publishing from local 61 as 1059", pl)
+	}
+}
+
+func TestPlan_FirstActiveStartsTheStream(t *testing.T) {
+	r := haRing(5, 10, callEvent)
+	pl := planOn(r, 0, nil)
+	if pl.epoch != 42 || pl.after != 4 || pl.offset != 0 || pl.replay != 10 {
+		t.Fatalf("plan = %+v, want this process's epoch and every entry as it is numbered", pl)
+	}
+	pl = planOn(r, 0, &checkpoint{Epoch: 7})
+	if pl.epoch != 7 || pl.after != 4 || pl.offset != -4 || pl.gap != nil {
+		t.Fatalf("plan = %+v, want the epoch kept and the oldest entry as Ami-Seq 1", pl)
+	}
+}
+
+func TestRunBuf_KeepsTheLastEightInOrder(t *testing.T) {
+	var r runBuf
+	for i := uint64(1); i <= 11; i++ {
+		r.add(i, i*10)
+	}
+	got := r.run()
+	if len(got) != FingerprintRun || got[0] != 40 || got[7] != 110 || r.seq != 11 {
+		t.Fatalf("run = %v seq %d, want 40..110 seq 11", got, r.seq)
+	}
+}
+
+func TestRing_UnackProtectsTheReplayAndTrimDropsOld(t *testing.T) {
+	r := newRing(8, 1<<20)
+	now := time.Now().UnixNano()
+	for i := uint64(1); i <= 8; i++ {
+		r.append(callEvent(int(i)), i, now-int64(9-i)*int64(time.Second))
+	}
+	r.ack(8)
+	r.trim(now-3*int64(time.Second)-1, 0) // keeps the events of the last 3 s: 6, 7, 8
+	if o := r.oldest(); o != 6 {
+		t.Fatalf("oldest after trim = %d, want 6", o)
+	}
+	r.unack(5)
+	if u := r.usage(); u.pending != 3 {
+		t.Fatalf("pending after unack(5) = %d, want 3", u.pending)
+	}
+	// The unacknowledged entries cannot be evicted: the ring takes 5 more,
+	// then 6..8 and those fill it.
+	kept := 0
+	for i := uint64(9); i <= 20; i++ {
+		if r.append(callEvent(int(i)), i, now) {
+			kept++
+		}
+	}
+	if kept != 5 || r.oldest() != 6 {
+		t.Fatalf("kept %d, oldest %d; want 5 kept and 6..8 still held", kept, r.oldest())
+	}
+}
+
+func TestAlign(t *testing.T) {
+	fps := []uint64{1, 2, 3, 1, 2, 3, 4}
+	for _, c := range []struct {
+		run  []uint64
+		want int
+	}{{[]uint64{1, 2, 3}, 5}, {[]uint64{3, 4}, 6}, {[]uint64{2, 3, 1}, 3}, {[]uint64{9}, -1}, {nil, -1}, {[]uint64{1, 2, 3, 1, 2, 3, 4, 5}, -1}} {
+		if got := align(fps, c.run); got != c.want {
+			t.Errorf("align(%v) = %d, want %d", c.run, got, c.want)
+		}
+	}
+}
