@@ -63,8 +63,12 @@ package bridge
 // core NATS subscriber may see an Ami-Seq twice, never a gap), then the
 // events it never published. When the ring does not reach back to the
 // checkpoint (the standby was down too, or logged in after it), the events
-// between are lost: the new active leaves Ami-Seq checkpoint+1 unused,
-// numbers its oldest buffered event checkpoint+2, and reports the gap in
+// between are lost. The old active may have published past its checkpoint,
+// up to the checkpoint's limit: the Ami-Seq it may publish until its next
+// renewal, granted with each renewal (seqBudget above its newest event)
+// and enforced by its publisher. So the new active numbers its oldest
+// buffered event limit+2, never reusing a number or Nats-Msg-Id, and
+// reports the gap checkpoint+1 to limit+1 in
 // its status (Status.HA.Gaps) with that range. It never hides one.
 //
 // A standby keeps StandbyBuffer worth of events (age and bytes) in the
@@ -237,6 +241,10 @@ type checkpoint struct {
 	Epoch int64    `json:"epoch"` // of Nats-Msg-Id; the PBX keeps it across takeovers
 	Seq   uint64   `json:"seq"`   // the last Ami-Seq published and acknowledged; 0 before the first
 	Run   []uint64 `json:"run"`   // fingerprints of the events up to Seq, oldest first
+	// Limit is the highest Ami-Seq the holder may publish until its next
+	// renewal. A new active that cannot line up with Seq starts above it,
+	// so that it never reuses a number (and Nats-Msg-Id) the old one gave.
+	Limit uint64 `json:"limit"`
 	Final bool     `json:"final,omitempty"`
 }
 
@@ -307,10 +315,13 @@ type Takeover struct {
 	Matched  bool      `json:"matched"`  // the checkpoint was found in its buffer; false after a gap or for the first active
 }
 
-// Gap is a range of Ami-Seq whose events no process published.
+// Gap is a range of Ami-Seq found at a takeover that could not line up
+// with the last checkpoint. The old active may have published some of its
+// numbers (the stream has those); the numbers the stream lacks, and the
+// events read by nobody, are lost. Its last number is never used.
 type Gap struct {
 	From uint64    `json:"from_seq"`
-	To   uint64    `json:"to_seq"` // inclusive; the range stands for an unknown number of events
+	To   uint64    `json:"to_seq"` // inclusive
 	At   time.Time `json:"at"`
 }
 
@@ -336,6 +347,7 @@ type haNode struct {
 	offset    int64  // Ami-Seq published = local seq + offset
 	after     uint64 // local seq the publisher starts after, for gen
 	gen       uint64 // counts takeovers, for the publisher to notice one
+	limit     uint64 // the highest Ami-Seq the last successful renewal allows
 	boundary  uint64 // local seq of the last event of the event session's previous login
 	run       runBuf
 	last      *Takeover
@@ -362,6 +374,7 @@ type pubTerms struct {
 	epoch  int64  // of Nats-Msg-Id
 	gen    uint64 // changes at each takeover
 	after  uint64 // local seq: at a new gen, publish the entries above it
+	limit  uint64 // the highest Ami-Seq the last renewal allows
 }
 
 // mayPublish reports whether this process may publish now, and on what
@@ -376,7 +389,7 @@ func (h *haNode) mayPublish() (pubTerms, bool) {
 	if h.lease == nil || !h.lease.Valid() {
 		return pubTerms{}, false
 	}
-	return pubTerms{offset: h.offset, epoch: h.epoch, gen: h.gen, after: h.after}, true
+	return pubTerms{offset: h.offset, epoch: h.epoch, gen: h.gen, after: h.after, limit: h.limit}, true
 }
 
 // acked records an event the publisher has published and NATS
@@ -390,9 +403,19 @@ func (h *haNode) acked(seq, fp uint64) {
 // checkpoint returns the checkpoint of what was acknowledged. h.mu is
 // held.
 func (h *haNode) checkpointLocked(final bool) []byte {
-	c := checkpoint{Epoch: h.epoch, Seq: h.run.seq, Run: h.run.run(), Final: final}
+	c := checkpoint{Epoch: h.epoch, Seq: h.run.seq, Run: h.run.run(), Final: final, Limit: h.nextLimitLocked()}
 	data, _ := json.Marshal(c) // plain numbers: cannot fail
 	return data
+}
+
+// seqBudget is how many Ami-Seq numbers past the newest event read a
+// renewal lets the active publish: far more than it reads between two
+// renewals, so the limit never holds a healthy active back.
+const seqBudget = 1 << 16
+
+// nextLimitLocked returns the limit the next renewal grants. h.mu is held.
+func (h *haNode) nextLimitLocked() uint64 {
+	return uint64(int64(h.p.lastSeq.Load())+h.offset) + seqBudget
 }
 
 // status returns the HA part of the PBX status.
@@ -460,6 +483,7 @@ func (h *haNode) stepDown(why string) {
 func (h *haNode) renew(ctx context.Context) {
 	h.mu.Lock()
 	l, data := h.lease, h.checkpointLocked(false)
+	limit := h.nextLimitLocked()
 	h.mu.Unlock()
 	if l == nil {
 		return
@@ -467,6 +491,13 @@ func (h *haNode) renew(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(ctx, h.opts.LeaseTTL/2)
 	defer cancel()
 	err := l.Renew(ctx, data)
+	if err == nil {
+		h.mu.Lock()
+		if h.lease == l {
+			h.limit = max(h.limit, limit)
+		}
+		h.mu.Unlock()
+	}
 	switch {
 	case errors.Is(err, lease.ErrLost):
 		h.stepDown(err.Error())
@@ -590,6 +621,7 @@ func (h *haNode) tryAcquire(ctx context.Context) {
 	h.epoch, h.offset, h.after = pl.epoch, pl.offset, pl.after
 	h.gen++
 	h.run = runBuf{}
+	h.limit = 0 // nothing until the first renewal
 	if ck != nil {
 		for _, fp := range ck.Run {
 			h.run.add(ck.Seq, fp)
@@ -655,10 +687,13 @@ func (h *haNode) plan(ck *checkpoint) takeoverPlan {
 			return pl
 		}
 		// The ring does not reach back to the checkpoint: whatever came
-		// between is lost. Ami-Seq ck.Seq+1 stays unused, so that the gap
-		// shows in the numbers as well as in the status.
-		pl.offset = int64(ck.Seq) + 1 - int64(pl.after)
-		pl.gap = &Gap{From: ck.Seq + 1, To: ck.Seq + 1, At: time.Now().UTC()}
+		// between is lost. The old active may have published up to its
+		// limit; the numbers above the checkpoint up to limit+1 are the
+		// gap, limit+1 is never used, and the oldest entry held becomes
+		// limit+2.
+		top := max(ck.Limit, ck.Seq)
+		pl.offset = int64(top) + 1 - int64(pl.after)
+		pl.gap = &Gap{From: ck.Seq + 1, To: top + 1, At: time.Now().UTC()}
 	}
 	pl.replay = len(seqs)
 	return pl

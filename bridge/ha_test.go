@@ -87,12 +87,12 @@ func TestPlan_RunOfFingerprintsSkipsAnIdenticalEvent(t *testing.T) {
 
 func TestPlan_GapWhenTheRingDoesNotReachBack(t *testing.T) {
 	r := haRing(1, 100, func(i int) *amiproto.Message { return callEvent(i + 1000) })
-	pl := planOn(r, 0, &checkpoint{Epoch: 7, Seq: 500, Run: runOf(57, FingerprintRun, callEvent)})
-	if pl.matched || pl.gap == nil || pl.gap.From != 501 || pl.gap.To != 501 {
-		t.Fatalf("plan = %+v, want the gap 501-501", pl)
+	pl := planOn(r, 0, &checkpoint{Epoch: 7, Seq: 500, Limit: 600, Run: runOf(57, FingerprintRun, callEvent)})
+	if pl.matched || pl.gap == nil || pl.gap.From != 501 || pl.gap.To != 601 {
+		t.Fatalf("plan = %+v, want the gap 501-601", pl)
 	}
-	if pl.after != 0 || pl.offset != 501 || pl.replay != 100 {
-		t.Errorf("plan = %+v: want every entry published, the oldest (local 1) as 502", pl)
+	if pl.after != 0 || pl.offset != 601 || pl.replay != 100 {
+		t.Errorf("plan = %+v: want every entry published, the oldest (local 1) as 602", pl)
 	}
 }
 
