@@ -60,11 +60,15 @@ func BenchmarkPublishEvent(b *testing.B) {
 		b.Fatal(err)
 	}
 	p := br.pbxes[0].pub
-	at := time.Now()
+	at := time.Now().UnixNano()
+	es := make([]ringEntry, len(events))
+	for i, m := range events {
+		es[i] = ringEntry{seq: uint64(i + 1), at: at, msg: *m.Clone()}
+	}
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		p.publishCore(queuedEvent{msg: events[i%len(events)], seq: uint64(i + 1), at: at})
+		p.publishCore(&es[i%len(es)])
 	}
 	if err := nc.Flush(); err != nil {
 		b.Fatal(err)

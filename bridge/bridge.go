@@ -85,13 +85,17 @@ type JetStreamOptions struct {
 
 // Options apply to every PBX of a Bridge.
 type Options struct {
-	Prefix         string        // subject prefix, default "ami"
-	EventBuffer    int           // events held per PBX while NATS is slow, default 65536
-	StatusInterval time.Duration // default 30s
-	JetStream      JetStreamOptions
-	HA             HAOptions // one active bridge per PBX among several; see ha.go
-	Version        string    // micro service version, default "0.0.0"; one that is not SemVer registers as "0.0.0" with the raw string in the metadata
-	Logger         zerolog.Logger
+	Prefix      string // subject prefix, default "ami"
+	EventBuffer int    // events held per PBX while NATS is slow, default 65536
+	// EventBufferBytes bounds the same buffer in bytes of AMI text,
+	// default 32 MiB: with EventBuffer it bounds the memory a PBX's
+	// events take while NATS is slow.
+	EventBufferBytes int
+	StatusInterval   time.Duration // default 30s
+	JetStream        JetStreamOptions
+	HA               HAOptions // one active bridge per PBX among several; see ha.go
+	Version          string    // micro service version, default "0.0.0"; one that is not SemVer registers as "0.0.0" with the raw string in the metadata
+	Logger           zerolog.Logger
 }
 
 // Defaults of the zero values in ServerConfig, JetStreamOptions and Options.
@@ -134,7 +138,7 @@ const (
 //     ends when Shutdown cancels the run context, after the PBX's links
 //     have logged off and its publisher has drained.
 //   - per PBX, the publisher (publisher.loop): started and waited for by
-//     pbx.run; it ends when run closes the event queue. With JetStream its
+//     pbx.run; it ends when run closes the PBX's ring. With JetStream its
 //     ack collector is started and waited for by the publisher.
 //   - per AMI session (link.run: one for events, ActionSessions for
 //     actions): started and waited for by pbx.run; it ends with the run
@@ -292,6 +296,12 @@ func withOptionDefaults(o Options) (Options, error) {
 	}
 	if o.EventBuffer < 0 {
 		errs = append(errs, errors.New("event buffer must be positive"))
+	}
+	if o.EventBufferBytes == 0 {
+		o.EventBufferBytes = DefaultEventBufferBytes
+	}
+	if o.EventBufferBytes < 0 {
+		errs = append(errs, errors.New("event buffer bytes must be positive"))
 	}
 	if o.StatusInterval == 0 {
 		o.StatusInterval = DefaultStatusInterval

@@ -245,7 +245,7 @@ type checkpoint struct {
 	// renewal. A new active that cannot line up with Seq starts above it,
 	// so that it never reuses a number (and Nats-Msg-Id) the old one gave.
 	Limit uint64 `json:"limit"`
-	Final bool     `json:"final,omitempty"`
+	Final bool   `json:"final,omitempty"`
 }
 
 // align returns the index in fps (oldest first) of the last event of the

@@ -26,12 +26,12 @@ type pbx struct {
 	events  *link
 	actions []*link
 
-	seq   uint64 // last Ami-Seq given; only the event client's reader goroutine touches it
-	queue chan queuedEvent
-	pub   *publisher
+	seq  uint64 // last Ami-Seq given; only the event client's reader goroutine touches it
+	ring *ring  // the numbered events, published or waiting; see ring.go
+	pub  *publisher
 
 	published  atomic.Uint64
-	dropped    atomic.Uint64 // events that passed the filter and were lost: a queue full, or NATS refused
+	dropped    atomic.Uint64 // events that passed the filter and were lost: the ring full, or NATS refused
 	jsFailures atomic.Uint64
 	lastSeq    atomic.Uint64
 	stats      pbxStats // what only Stats reads; see stats.go
@@ -62,7 +62,7 @@ func newPBX(sc ServerConfig, ns *natsSide, life *lifecycle, opts Options, log ze
 		log:    log.With().Str("server", sc.Name).Str("ami", ep.String()).Logger(),
 		filter: newEventFilter(sc.EventsInclude, sc.EventsExclude),
 		policy: newActionPolicy(sc.ActionsAllow, sc.ActionsDeny),
-		queue:  make(chan queuedEvent, opts.EventBuffer),
+		ring:   newRing(opts.EventBuffer, opts.EventBufferBytes),
 		state:  StateConnecting,
 		since:  time.Now(),
 	}
@@ -95,9 +95,8 @@ func newPBX(sc ServerConfig, ns *natsSide, life *lifecycle, opts Options, log ze
 			since:   p.since,
 		}
 	}
-	// Events go from the client's reader straight into the PBX's buffer:
-	// one bounded queue, no hand-off, and Ami-Seq numbers them in the
-	// order they were read.
+	// Events go from the client's reader straight into the PBX's ring:
+	// no hand-off, and Ami-Seq numbers them in the order they were read.
 	events := []amiproto.Option{amiproto.WithEventFunc(p.accept)}
 	if sc.PingInterval > 0 {
 		// The event session runs no requested action, so nothing but a
@@ -135,8 +134,8 @@ func (p *pbx) run(ctx context.Context) {
 		}()
 	}
 	wg.Wait()
-	// The event reader has stopped: nothing sends on the queue any more.
-	close(p.queue)
+	// The event reader has stopped: nothing appends to the ring any more.
+	p.ring.close()
 	<-pubDone
 }
 
@@ -171,28 +170,37 @@ func (p *pbx) fetchVersion(ctx context.Context, c *amiproto.Client) {
 	p.publishStatus()
 }
 
-// accept numbers an event that passes the filter and queues it for the
-// publisher. It never blocks: past the buffer's bound the event is
-// dropped, and counted, and the gap in Ami-Seq shows it.
+// accept numbers an event that passes the filter and appends it to the
+// ring for the publisher. It never blocks: when the events the publisher
+// has not finished fill the ring's bounds, the event is dropped, and
+// counted, and the gap in Ami-Seq shows it. A dropped event costs no
+// copy and, but once in dropEvery, no clock read.
 func (p *pbx) accept(m *amiproto.Message) {
-	at := time.Now()
-	p.stats.eventRead(at)
 	if !p.filter.pass(m.EventName()) {
+		p.stats.eventRead(time.Now())
 		p.stats.filtered.Add(1)
 		return
 	}
 	p.seq++
 	p.lastSeq.Store(p.seq)
-	select {
-	case p.queue <- queuedEvent{msg: m, seq: p.seq, at: at}:
-	default:
-		n := p.dropped.Add(1)
-		if p.dropLog.allow(time.Second) {
+	if at, ok := p.ring.appendNow(m, p.seq); ok {
+		p.stats.eventRead(at)
+		return
+	}
+	n := p.dropped.Add(1)
+	if n%dropEvery == 1 {
+		now := time.Now()
+		p.stats.eventRead(now)
+		if p.dropLog.allowAt(now, time.Second) {
 			p.log.Warn().Uint64("seq", p.seq).Str("event", m.EventName()).Uint64("dropped_total", n).
 				Msg("event buffer full: NATS is slow or down, dropping events")
 		}
 	}
 }
+
+// dropEvery is how often, in dropped events, accept reads the clock to
+// log the drops and keep the last event's time.
+const dropEvery = 1024
 
 // report receives what an amiproto client survives: stray responses,
 // malformed lines, messages over a limit. It runs on that client's reader

@@ -47,7 +47,8 @@ func (e *ringEntry) Msg() *amiproto.Message { return &e.msg }
 //
 // The API, safe for concurrent use:
 //
-//	append(m, seq, at) bool     keep a clone of m as seq; false: dropped, nothing kept
+//	append(m, seq, at) bool     keep a clone of m as seq, read at at (Unix ns); false: dropped, nothing kept
+//	appendNow(m, seq) (t, ok)   the same, read now (t)
 //	readAfter(seq, dst) (dst, closed)
 //	                            copies of the entries above seq, oldest first, up to cap(dst)
 //	ack(seq)                    acknowledge every entry up to seq (the mark never goes back)
@@ -81,17 +82,32 @@ func newRing(maxEvents, maxBytes int) *ring {
 // and returns false. It decides that before copying anything, so a
 // dropped event costs a lock and a few compares.
 func (r *ring) append(m *amiproto.Message, seq uint64, at int64) bool {
+	_, ok := r.add(m, seq, at, false)
+	return ok
+}
+
+// appendNow is append with the time read now, only for an event kept: a
+// dropped event costs no clock read. It returns that time.
+func (r *ring) appendNow(m *amiproto.Message, seq uint64) (time.Time, bool) {
+	return r.add(m, seq, 0, true)
+}
+
+func (r *ring) add(m *amiproto.Message, seq uint64, at int64, now bool) (t time.Time, ok bool) {
 	size := m.Size()
 	r.mu.Lock()
 	if int(r.next-r.ackPos) >= r.maxEvents || r.unacked+size > r.maxBytes || r.closed {
 		r.mu.Unlock()
-		return false
+		return t, false
 	}
 	for int(r.next-r.first) >= r.maxEvents || r.bytes+size > r.maxBytes {
 		r.evict()
 	}
 	if int(r.next-r.first) == len(r.buf) {
 		r.grow()
+	}
+	if now {
+		t = time.Now()
+		at = t.UnixNano()
 	}
 	e := &r.buf[r.next&uint64(len(r.buf)-1)]
 	e.seq, e.at = seq, at
@@ -107,7 +123,7 @@ func (r *ring) append(m *amiproto.Message, seq uint64, at int64) bool {
 		}
 	}
 	r.mu.Unlock()
-	return true
+	return t, true
 }
 
 // evict drops the oldest entry, which must be acknowledged.

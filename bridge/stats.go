@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
 )
 
@@ -29,8 +28,10 @@ type Stats struct {
 	LastSeq         uint64    // the last Ami-Seq given
 	LastEvent       time.Time // to the second; zero before the first event
 
-	BufferEvents   int // events waiting for the publisher
-	BufferCapacity int // the buffer's bound, in events
+	BufferEvents        int // events waiting for the publisher (with JetStream: for their ack)
+	BufferCapacity      int // the buffer's bound, in events
+	BufferBytes         int // the bytes of AMI text of BufferEvents
+	BufferCapacityBytes int // the buffer's bound, in bytes
 
 	Reconnects    uint64 // sessions established after the first
 	LoginFailures uint64 // logins Asterisk refused
@@ -199,19 +200,22 @@ func (st *pbxStats) snapshot(p *pbx) Stats {
 	p.mu.Lock()
 	state := p.state
 	p.mu.Unlock()
+	u := p.ring.usage()
 	out := Stats{
-		Server:          p.name,
-		State:           state,
-		Up:              state == StateConnected,
-		EventsFiltered:  st.filtered.Load(),
-		EventsPublished: p.published.Load(),
-		EventsDropped:   p.dropped.Load(),
-		LastSeq:         p.lastSeq.Load(),
-		BufferEvents:    len(p.queue),
-		BufferCapacity:  cap(p.queue),
-		Reconnects:      p.events.reconnects.Load(), // as the status: event sessions, where events may be lost
-		JetStream:       p.ns.jsOpts.Enabled,
-		ActionLatency:   st.actionLatency.snapshot(),
+		Server:              p.name,
+		State:               state,
+		Up:                  state == StateConnected,
+		EventsFiltered:      st.filtered.Load(),
+		EventsPublished:     p.published.Load(),
+		EventsDropped:       p.dropped.Load(),
+		LastSeq:             p.lastSeq.Load(),
+		BufferEvents:        u.pending,
+		BufferCapacity:      p.ring.maxEvents,
+		BufferBytes:         u.pendingBytes,
+		BufferCapacityBytes: p.ring.maxBytes,
+		Reconnects:          p.events.reconnects.Load(), // as the status: event sessions, where events may be lost
+		JetStream:           p.ns.jsOpts.Enabled,
+		ActionLatency:       st.actionLatency.snapshot(),
 	}
 	out.LoginFailures = p.events.loginFailures.Load()
 	for _, l := range p.actions {
@@ -243,25 +247,6 @@ func (st *pbxStats) snapshot(p *pbx) Stats {
 		}
 	}
 	return out
-}
-
-// timedAck is a JetStream publish with the time it was sent, so that the
-// ack can be timed.
-type timedAck struct {
-	jetstream.PubAckFuture
-	sent time.Time
-}
-
-// jsSent wraps the future of a publish made now.
-func (st *pbxStats) jsSent(f jetstream.PubAckFuture) jetstream.PubAckFuture {
-	return timedAck{f, time.Now()}
-}
-
-// jsAcked records the ack latency of a future from jsSent.
-func (st *pbxStats) jsAcked(f jetstream.PubAckFuture) {
-	if t, ok := f.(timedAck); ok {
-		st.jsLatency.observe(time.Since(t.sent))
-	}
 }
 
 // actionMeter counts one request when its first reply goes out, by

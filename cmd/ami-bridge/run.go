@@ -246,7 +246,9 @@ func bridgeServers(servers []config.Server) []bridge.ServerConfig {
 
 func bridgeOptions(cfg *config.Config, log zerolog.Logger) bridge.Options {
 	return bridge.Options{
-		Prefix: cfg.NATS.Prefix,
+		Prefix:           cfg.NATS.Prefix,
+		EventBuffer:      cfg.EventBuffer,
+		EventBufferBytes: cfg.EventBufferBytes,
 		JetStream: bridge.JetStreamOptions{
 			Enabled:    cfg.JetStream.Enabled,
 			Stream:     cfg.JetStream.Stream,

@@ -49,6 +49,12 @@ func (c *Config) check(p *problems, lookupEnv func(string) (string, bool)) {
 	if c.ShutdownTimeout <= 0 {
 		p.add("shutdown_timeout: must be positive")
 	}
+	if c.EventBuffer <= 0 {
+		p.add("event_buffer: must be positive")
+	}
+	if c.EventBufferBytes <= 0 {
+		p.add("event_buffer_bytes: must be positive")
+	}
 }
 
 func (n *NATS) check(p *problems) {

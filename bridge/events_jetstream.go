@@ -1,0 +1,200 @@
+package bridge
+
+import (
+	"errors"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// inflight is a JetStream publish waiting for its ack.
+type inflight struct {
+	seq  uint64
+	f    jetstream.PubAckFuture
+	sent time.Time
+}
+
+// noRetries turns nats.go's own resend after "no responders" off: it
+// resends 250 ms later, behind newer events, out of Ami-Seq order. The
+// publisher resends from its ring instead, in order.
+var noRetries = jetstream.WithRetryAttempts(0)
+
+// loopJS publishes at least once, in Ami-Seq order: a window of up to
+// MaxPending publishes in flight, acknowledged in order. When one fails
+// (refused, no responders, its ack timed out or was lost with the
+// connection), it sends nothing new, waits for every publish still in
+// flight, moves the ring's mark past those acknowledged in order, and
+// sends again from the first one that was not, with the same
+// Nats-Msg-Id: what JetStream stored already is dropped by its dedupe
+// window. The ring holds the events meanwhile; only its overflow is lost.
+func (p *publisher) loopJS() {
+	var (
+		r       = p.p.ring
+		hard    = p.p.life.hard
+		limit   = p.p.ns.jsOpts.MaxPending
+		window  []inflight // in seq order
+		sent    uint64     // the last seq handed to JetStream
+		acked   uint64     // the last seq JetStream acknowledged in order
+		wait    = retryWait
+		closed  bool
+		pending <-chan struct{} // the ring's wake-up, while it has nothing new
+	)
+	for {
+		pending = nil
+		var failed error
+		if len(window) < limit && p.nc.IsConnected() {
+			var batch []ringEntry
+			batch, closed = r.readAfter(sent, p.batch[:0:min(cap(p.batch), limit-len(window))])
+			now := time.Now()
+			for i := range batch {
+				f, err := p.publishJS(&batch[i])
+				if err != nil {
+					failed = err
+					break
+				}
+				window = append(window, inflight{seq: batch[i].seq, f: f, sent: now})
+				sent = batch[i].seq
+			}
+			clear(batch)
+			if len(batch) == 0 && !closed {
+				pending = r.wait()
+			}
+		}
+		if failed == nil && len(window) == 0 {
+			if closed {
+				return
+			}
+			if pending == nil { // NATS is reconnecting: look again shortly
+				if !sleepCtx(hard, retryWait) {
+					p.giveUp(errors.New("shutdown deadline passed while NATS reconnected"))
+					return
+				}
+				continue
+			}
+			select {
+			case <-pending:
+			case <-hard.Done():
+				p.giveUp(hard.Err())
+				return
+			}
+			continue
+		}
+		inOrder := true
+		if failed == nil {
+			select {
+			case <-window[0].f.Ok():
+				acked = p.jsAcked(window[0])
+				window = window[1:]
+				wait = retryWait
+				continue
+			case failed = <-window[0].f.Err():
+				// Its error is read: settle the others.
+				window, inOrder = window[1:], false
+			case <-pending:
+				continue
+			case <-hard.Done():
+				p.giveUp(hard.Err())
+				return
+			}
+		}
+		// Something failed: settle what is in flight, then resend from
+		// the first publish not acknowledged in order.
+		if a, ok := p.settle(window, acked, failed, inOrder); ok {
+			acked = a
+		} else {
+			p.giveUp(hard.Err())
+			return
+		}
+		window, sent = window[:0], acked
+		if !sleepCtx(hard, wait) {
+			p.giveUp(hard.Err())
+			return
+		}
+		wait = min(2*wait, maxRetryWait)
+	}
+}
+
+// settle waits for every publish of window and acknowledges, in order,
+// those JetStream stored before the first that failed; inOrder is false
+// when one before window failed already. It returns the new acknowledged
+// seq, or false when the shutdown deadline passed first.
+func (p *publisher) settle(window []inflight, acked uint64, cause error, inOrder bool) (uint64, bool) {
+	hard := p.p.life.hard
+	resent := 0
+	for _, w := range window {
+		select {
+		case <-w.f.Ok():
+			if inOrder {
+				acked = p.jsAcked(w)
+				continue
+			}
+			if p.failLog.allow(time.Second) {
+				p.p.log.Warn().Uint64("seq", w.seq).
+					Msg("JetStream stored an event after one it did not: the stream holds them out of Ami-Seq order")
+			}
+		case err := <-w.f.Err():
+			if inOrder {
+				cause = err
+			}
+			inOrder = false
+		case <-hard.Done():
+			return acked, false
+		}
+		inOrder = false
+		resent++
+	}
+	p.p.stats.jsRetries.Add(uint64(max(resent, 1)))
+	if p.failLog.allow(time.Second) {
+		p.p.log.Warn().Err(cause).Uint64("from_seq", acked+1).Int("in_flight", len(window)).
+			Msg("JetStream did not acknowledge an event: publishing again from it")
+	}
+	return acked, true
+}
+
+// jsAcked records an acknowledged publish and moves the ring's mark.
+func (p *publisher) jsAcked(w inflight) uint64 {
+	p.p.published.Add(1)
+	p.p.stats.jsLatency.observe(time.Since(w.sent))
+	p.p.ring.ack(w.seq)
+	return w.seq
+}
+
+// giveUp counts the events the stream never acknowledged, at the shutdown
+// deadline.
+func (p *publisher) giveUp(err error) {
+	n := p.p.ring.usage().pending
+	if n == 0 {
+		return
+	}
+	total := p.p.jsFailures.Add(uint64(n))
+	p.p.log.Warn().Err(err).Int("events", n).Uint64("js_failures", total).
+		Msg("JetStream did not acknowledge these events before the shutdown deadline")
+}
+
+// publishJS sends one event with an ack. JetStream keeps the message until
+// the ack, so nothing of it may be reused.
+func (p *publisher) publishJS(e *ringEntry) (jetstream.PubAckFuture, error) {
+	name := e.msg.EventName()
+	seq := strconv.FormatUint(e.seq, 10)
+	m := &nats.Msg{
+		Subject: p.subject(name),
+		Data:    e.msg.AppendJSON(make([]byte, 0, p.lastSize+p.lastSize/4)),
+		Header: nats.Header{
+			HeaderServer: {p.p.name},
+			HeaderEvent:  {name},
+			HeaderSeq:    {seq},
+			HeaderTime:   {p.timeString(e.at)},
+			HeaderMsgID:  {p.idPrefix + seq},
+		},
+	}
+	p.lastSize = len(m.Data)
+	return p.js.PublishMsgAsync(m, noRetries)
+}
+
+// timeString returns at as Ami-Time.
+func (p *publisher) timeString(at int64) string {
+	p.scratch = p.stamp.append(p.scratch[:0], at)
+	return string(p.scratch)
+}
