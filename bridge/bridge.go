@@ -530,6 +530,9 @@ func (b *Bridge) Shutdown(ctx context.Context) error {
 	stopHard := context.AfterFunc(ctx, b.stopHard)
 	defer stopHard()
 	b.endIntake()
+	if started {
+		b.handover(ctx)
+	}
 	b.waitActions(ctx)
 	b.stopRun()
 	if started {
@@ -550,6 +553,22 @@ func (b *Bridge) Shutdown(ctx context.Context) error {
 		return fmt.Errorf("bridge: shutdown: %w", err)
 	}
 	return nil
+}
+
+// handover gives up, with a final checkpoint, every HA lease this
+// process holds, in parallel, so that the standbys take over at once.
+func (b *Bridge) handover(ctx context.Context) {
+	var wg sync.WaitGroup
+	for _, p := range b.pbxes {
+		if p.ha != nil {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				p.ha.handover(ctx)
+			}()
+		}
+	}
+	wg.Wait()
 }
 
 // endIntake ends the lifecycle's intake: the action services stop and no

@@ -11,9 +11,11 @@ import (
 
 // inflight is a JetStream publish waiting for its ack.
 type inflight struct {
-	seq  uint64
+	seq  uint64 // in the ring
 	f    jetstream.PubAckFuture
 	sent time.Time
+	pub  uint64 // the Ami-Seq published: seq, or with HA seq + offset
+	fp   uint64 // with HA, the event's fingerprint for the checkpoint
 }
 
 // noRetries turns nats.go's own resend after "no responders" off: it
@@ -40,27 +42,64 @@ func (p *publisher) loopJS() {
 		wait    = retryWait
 		closed  bool
 		pending <-chan struct{} // the ring's wake-up, while it has nothing new
+		ha      = p.p.ha
+		terms   pubTerms // with HA, as of the last batch
+		gen     uint64   // with HA, the takeover terms is of
 	)
 	for {
 		pending = nil
 		var failed error
-		if len(window) < limit && p.nc.IsConnected() {
+		allowed, limited := true, false
+		if ha != nil {
+			// Fencing: the lease is checked before every batch.
+			terms, allowed = ha.mayPublish()
+			if allowed && terms.gen != gen {
+				if len(window) > 0 {
+					allowed = false // the previous term's publishes settle first
+				} else {
+					gen = terms.gen
+					p.idPrefix = p.p.name + ":" + strconv.FormatInt(terms.epoch, 10) + ":"
+					r.unack(terms.after)
+					sent, acked = terms.after, terms.after
+				}
+			}
+		}
+		if allowed && len(window) < limit && p.nc.IsConnected() {
 			var batch []ringEntry
 			batch, closed = r.readAfter(sent, p.batch[:0:min(cap(p.batch), limit-len(window))])
 			now := time.Now()
 			for i := range batch {
-				f, err := p.publishJS(&batch[i])
+				pub := batch[i].seq
+				if ha != nil {
+					pub = uint64(int64(pub) + terms.offset)
+					if pub > terms.limit {
+						limited = true
+						break
+					}
+				}
+				f, err := p.publishJS(&batch[i], pub)
 				if err != nil {
 					failed = err
 					break
 				}
-				window = append(window, inflight{seq: batch[i].seq, f: f, sent: now})
+				in := inflight{seq: batch[i].seq, f: f, sent: now, pub: pub}
+				if ha != nil {
+					in.fp = fingerprint(&batch[i].msg)
+				}
+				window = append(window, in)
 				sent = batch[i].seq
 			}
 			clear(batch)
 			if len(batch) == 0 && !closed {
 				pending = r.wait()
 			}
+		}
+		if failed == nil && len(window) == 0 && (!allowed || limited) {
+			// With HA, standing by (or waiting for a renewal's limit).
+			if !p.standBy(ha, !allowed) {
+				return
+			}
+			continue
 		}
 		if failed == nil && len(window) == 0 {
 			if closed {
@@ -158,6 +197,9 @@ func (p *publisher) jsAcked(w inflight) uint64 {
 	p.p.published.Add(1)
 	p.p.stats.jsLatency.observe(time.Since(w.sent))
 	p.p.ring.ack(w.seq)
+	if p.p.ha != nil {
+		p.p.ha.acked(w.pub, w.fp)
+	}
 	return w.seq
 }
 
@@ -173,11 +215,11 @@ func (p *publisher) giveUp(err error) {
 		Msg("JetStream did not acknowledge these events before the shutdown deadline")
 }
 
-// publishJS sends one event with an ack. JetStream keeps the message until
-// the ack, so nothing of it may be reused.
-func (p *publisher) publishJS(e *ringEntry) (jetstream.PubAckFuture, error) {
+// publishJS sends one event as Ami-Seq pub with an ack. JetStream keeps
+// the message until the ack, so nothing of it may be reused.
+func (p *publisher) publishJS(e *ringEntry, pub uint64) (jetstream.PubAckFuture, error) {
 	name := e.msg.EventName()
-	seq := strconv.FormatUint(e.seq, 10)
+	seq := strconv.FormatUint(pub, 10)
 	m := &nats.Msg{
 		Subject: p.subject(name),
 		Data:    e.msg.AppendJSON(make([]byte, 0, p.lastSize+p.lastSize/4)),

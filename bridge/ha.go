@@ -335,7 +335,8 @@ type haNode struct {
 	bucket *lease.Bucket // set by start
 	log    zerolog.Logger
 
-	wake chan struct{} // a contention or renewal is due now
+	wake    chan struct{} // a contention or renewal is due now
+	pubWake chan struct{} // the publisher's: the role changed
 
 	active  atomic.Bool // mirrors role for the publisher's fast check
 	closing atomic.Bool // Shutdown's handover started: contend no more
@@ -344,12 +345,13 @@ type haNode struct {
 	lease     *lease.Lease
 	holder    string
 	epoch     int64
-	offset    int64  // Ami-Seq published = local seq + offset
-	after     uint64 // local seq the publisher starts after, for gen
-	gen       uint64 // counts takeovers, for the publisher to notice one
-	limit     uint64 // the highest Ami-Seq the last successful renewal allows
-	boundary  uint64 // local seq of the last event of the event session's previous login
-	run       runBuf
+	offset    int64         // Ami-Seq published = local seq + offset
+	after     uint64        // local seq the publisher starts after, for gen
+	gen       uint64        // counts takeovers, for the publisher to notice one
+	limit     uint64        // the highest Ami-Seq the last successful renewal allows
+	boundary  uint64        // local seq of the last event of the event session's previous login
+	recent    runBuf        // the fingerprints of the last events acknowledged
+	quiet     chan struct{} // closed by the publisher once it stands still; see stopPublishing
 	last      *Takeover
 	gaps      []Gap
 	takeovers uint64
@@ -357,13 +359,18 @@ type haNode struct {
 }
 
 func newHANode(p *pbx, opts HAOptions) *haNode {
-	return &haNode{p: p, opts: opts, log: p.log, wake: make(chan struct{}, 1)}
+	return &haNode{p: p, opts: opts, log: p.log, wake: make(chan struct{}, 1), pubWake: make(chan struct{}, 1)}
 }
 
 // kick asks the loop to look again at once.
-func (h *haNode) kick() {
+func (h *haNode) kick() { signal(h.wake) }
+
+// kickPub asks the publisher to look at its terms again at once.
+func (h *haNode) kickPub() { signal(h.pubWake) }
+
+func signal(c chan struct{}) {
 	select {
-	case h.wake <- struct{}{}:
+	case c <- struct{}{}:
 	default:
 	}
 }
@@ -396,14 +403,14 @@ func (h *haNode) mayPublish() (pubTerms, bool) {
 // acknowledged, by its Ami-Seq as published.
 func (h *haNode) acked(seq, fp uint64) {
 	h.mu.Lock()
-	h.run.add(seq, fp)
+	h.recent.add(seq, fp)
 	h.mu.Unlock()
 }
 
 // checkpoint returns the checkpoint of what was acknowledged. h.mu is
 // held.
 func (h *haNode) checkpointLocked(final bool) []byte {
-	c := checkpoint{Epoch: h.epoch, Seq: h.run.seq, Run: h.run.run(), Final: final, Limit: h.nextLimitLocked()}
+	c := checkpoint{Epoch: h.epoch, Seq: h.recent.seq, Run: h.recent.run(), Final: final, Limit: h.nextLimitLocked()}
 	data, _ := json.Marshal(c) // plain numbers: cannot fail
 	return data
 }
@@ -615,16 +622,22 @@ func (h *haNode) tryAcquire(ctx context.Context) {
 		}
 		return
 	}
+	if h.closing.Load() { // Shutdown began meanwhile
+		if err := l.Release(ctx, nil); err != nil {
+			h.log.Debug().Err(err).Msg("HA: release")
+		}
+		return
+	}
 	pl := h.plan(ck)
 	h.mu.Lock()
 	h.lease, h.holder = l, h.opts.Holder
 	h.epoch, h.offset, h.after = pl.epoch, pl.offset, pl.after
 	h.gen++
-	h.run = runBuf{}
+	h.recent = runBuf{}
 	h.limit = 0 // nothing until the first renewal
 	if ck != nil {
 		for _, fp := range ck.Run {
-			h.run.add(ck.Seq, fp)
+			h.recent.add(ck.Seq, fp)
 		}
 	}
 	h.takeovers++
@@ -638,8 +651,7 @@ func (h *haNode) tryAcquire(ctx context.Context) {
 	}
 	h.active.Store(true)
 	h.mu.Unlock()
-	h.p.ring.unack(pl.after)
-	h.p.pub.wakeUp()
+	h.kickPub()
 	ev := h.log.Info().Uint64("from_seq", h.last.From).Int("replayed", pl.replay).Bool("matched", pl.matched).Int64("epoch", pl.epoch)
 	if pl.gap != nil {
 		ev = h.log.Error().Uint64("gap_from", pl.gap.From).Uint64("gap_to", pl.gap.To)
@@ -728,6 +740,13 @@ func (r *ring) fingerprints(after uint64) (seqs, fps []uint64) {
 	}
 }
 
+// isClosed reports whether the ring takes no more appends.
+func (r *ring) isClosed() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.closed
+}
+
 // unack moves the acknowledged mark back to seq, so that a new active's
 // replay cannot be evicted before it is published. A standby acknowledges
 // everything it reads; this undoes that for what it will now publish.
@@ -770,4 +789,83 @@ func (h *haNode) epochNow() int64 {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return h.epoch
+}
+
+// stopPublishing ends the active role without giving the key up: the
+// publisher sends nothing new and closes the returned channel once what
+// it sent is settled.
+func (h *haNode) stopPublishing() <-chan struct{} {
+	q := make(chan struct{})
+	h.mu.Lock()
+	h.quiet = q
+	h.active.Store(false)
+	h.mu.Unlock()
+	h.kickPub()
+	return q
+}
+
+// pubQuiet is the publisher's word that it stands still with nothing in
+// flight.
+func (h *haNode) pubQuiet() {
+	h.mu.Lock()
+	if h.quiet != nil {
+		close(h.quiet)
+		h.quiet = nil
+	}
+	h.mu.Unlock()
+}
+
+// releaseAfterAcks stops the publisher, waits (at most a lease TTL) for
+// the acks of what it sent, and releases the lease with a checkpoint of
+// the last event acknowledged: a standby goes on from the next one, with
+// no repeat.
+func (h *haNode) releaseAfterAcks(ctx context.Context, why string) {
+	if !h.active.Load() {
+		return
+	}
+	q := h.stopPublishing()
+	t := time.NewTimer(h.opts.LeaseTTL)
+	defer t.Stop()
+	select {
+	case <-q:
+	case <-t.C:
+		h.log.Warn().Msg("HA: publishes still unacknowledged at the handover; the next active sends them again")
+	case <-ctx.Done():
+	}
+	h.release(context.WithoutCancel(ctx), why)
+}
+
+// handover is Shutdown's part: contend no more, and hand the lease over
+// if this process holds it.
+func (h *haNode) handover(ctx context.Context) {
+	h.closing.Store(true)
+	h.releaseAfterAcks(ctx, "shutdown")
+}
+
+// standBy is the publisher's turn while it may not publish: as a standby
+// (idle true) it acknowledges whatever the ring holds, so the ring keeps
+// the newest events within the standby bounds, and waits for a change of
+// role; waiting for a renewal's limit, it only waits. It returns false
+// when the ring is closed.
+func (p *publisher) standBy(h *haNode, idle bool) bool {
+	r := p.p.ring
+	if idle {
+		if n := r.newest(); n > 0 {
+			r.ack(n)
+		}
+		r.trim(time.Now().Add(-h.opts.StandbyAge).UnixNano(), h.opts.StandbyBytes)
+		h.pubQuiet()
+	}
+	if r.isClosed() {
+		return false
+	}
+	t := time.NewTimer(h.opts.CheckpointInterval)
+	defer t.Stop()
+	select {
+	case <-h.pubWake:
+	case <-t.C:
+	case <-p.p.life.hard.Done():
+		return false
+	}
+	return true
 }

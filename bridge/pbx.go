@@ -29,6 +29,7 @@ type pbx struct {
 	seq  uint64 // last Ami-Seq given; only the event client's reader goroutine touches it
 	ring *ring  // the numbered events, published or waiting; see ring.go
 	pub  *publisher
+	ha   *haNode // nil without HA; see ha.go
 
 	published  atomic.Uint64
 	dropped    atomic.Uint64 // events that passed the filter and were lost: the ring full, or NATS refused
@@ -67,6 +68,9 @@ func newPBX(sc ServerConfig, ns *natsSide, life *lifecycle, opts Options, log ze
 		since:  time.Now(),
 	}
 	p.pub = newPublisher(p)
+	if opts.HA.Enabled {
+		p.ha = newHANode(p, opts.HA)
+	}
 	common := []amiproto.Option{
 		amiproto.WithReportFunc(p.report),
 		// An event that carries a request's ActionID (OriginateResponse)
@@ -133,6 +137,15 @@ func (p *pbx) run(ctx context.Context) {
 			l.run(ctx, func(ctx context.Context, c *amiproto.Client) { p.serveActions(ctx, l, c) })
 		}()
 	}
+	if p.ha != nil {
+		// The HA loop ends with ctx; the lease was handed over before
+		// (Bridge.Shutdown), or expires.
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			p.ha.run(ctx)
+		}()
+	}
 	wg.Wait()
 	// The event reader has stopped: nothing appends to the ring any more.
 	p.ring.close()
@@ -149,6 +162,10 @@ func (p *pbx) serveEvents(ctx context.Context, c *amiproto.Client) {
 	p.events.setState(StateConnected, nil)
 	p.fetchVersion(ctx, c)
 	p.events.untilEnd(ctx, p.life.hard, c)
+	if p.ha != nil {
+		// c's reader has stopped: p.seq is the last event of this login.
+		p.ha.sessionEnded(p.seq)
+	}
 }
 
 // fetchVersion reads the Asterisk version with CoreSettings; a user without
@@ -174,9 +191,11 @@ func (p *pbx) fetchVersion(ctx context.Context, c *amiproto.Client) {
 // ring for the publisher. It never blocks: when the events the publisher
 // has not finished fill the ring's bounds, the event is dropped, and
 // counted, and the gap in Ami-Seq shows it. A dropped event costs no
-// copy and, but once in dropEvery, no clock read.
+// copy and, but once in dropEvery, no clock read. With HA, the events of
+// the session alone (sessionOnly) are left out like filtered ones: they
+// would number the stream differently in each process.
 func (p *pbx) accept(m *amiproto.Message) {
-	if !p.filter.pass(m.EventName()) {
+	if !p.filter.pass(m.EventName()) || (p.ha != nil && sessionOnly(m.EventName())) {
 		p.stats.eventRead(time.Now())
 		p.stats.filtered.Add(1)
 		return
@@ -201,6 +220,9 @@ func (p *pbx) accept(m *amiproto.Message) {
 // dropEvery is how often, in dropped events, accept reads the clock to
 // log the drops and keep the last event's time.
 const dropEvery = 1024
+
+// eventsUp reports whether the event session is logged in.
+func (p *pbx) eventsUp() bool { return p.events.status().State == StateConnected }
 
 // report receives what an amiproto client survives: stray responses,
 // malformed lines, messages over a limit. It runs on that client's reader
