@@ -234,6 +234,22 @@ func (r *haRig) stream(want int) []storedEvent {
 	return out
 }
 
+// streamUntil returns the stream once its last event is last.
+func (r *haRig) streamUntil(last []byte) []storedEvent {
+	r.w.t.Helper()
+	deadline := time.Now().Add(storeStall)
+	for {
+		got := r.stream(0)
+		if len(got) > 0 && bytes.Equal(got[len(got)-1].data, last) {
+			return got
+		}
+		if time.Now().After(deadline) {
+			r.w.t.Fatalf("the stream (%d events) did not end with the PBX's last event within %v", len(got), storeStall)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
 // checkExactlyOnce fails unless the stream holds every event the PBX sent,
 // once, in order, numbered 1, 2, 3… with distinct Nats-Msg-Ids.
 func (r *haRig) checkExactlyOnce() {
@@ -377,7 +393,7 @@ func TestHA_BothKilledGapReported(t *testing.T) {
 	// What the stream holds: the first active's events 1..n, in order,
 	// then the new one's from To+1, the PBX's events in between lost.
 	want := r.ref.snapshot()
-	got := r.stream(0)
+	got := r.streamUntil(want[len(want)-1])
 	n := 0
 	for n < len(got) && got[n].seq == uint64(n+1) && bytes.Equal(got[n].data, want[n]) {
 		n++
