@@ -1,11 +1,15 @@
 package bridge
 
 import (
+	"context"
 	"strconv"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/ami-bridge/ami-bridge/amiproto"
+	"github.com/ami-bridge/ami-bridge/lease"
 )
 
 func TestFingerprint_SameFieldsSameHashActionIDLeftOut(t *testing.T) {
@@ -167,5 +171,38 @@ func TestAlign(t *testing.T) {
 		if got := align(fps, c.run); got != c.want {
 			t.Errorf("align(%v) = %d, want %d", c.run, got, c.want)
 		}
+	}
+}
+
+func TestMayPublish_FencedBeforeTheLeaseCanExpire(t *testing.T) {
+	ns := startNATS(t, natsOptions{jetStream: true})
+	js, err := jetstream.New(connect(t, ns))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), waitTime)
+	defer cancel()
+	b, err := lease.Open(ctx, js, lease.Config{Bucket: "fence", TTL: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := b.Acquire(ctx, "pbx1", "me", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &haNode{lease: l, limit: 10, gen: 1}
+	h.active.Store(true)
+	if _, ok := h.mayPublish(); !ok {
+		t.Fatal("a fresh lease does not allow publishing")
+	}
+	// No renewal comes, as in a process that was frozen or cut off from
+	// NATS: nothing is left to wait on but the lease's own deadline.
+	time.Sleep(time.Until(l.ValidUntil()))
+	if _, ok := h.mayPublish(); ok {
+		t.Fatal("publishing still allowed past the lease's deadline")
+	}
+	// The server has not expired the key yet: the fence came first.
+	if st, err := b.Get(ctx, "pbx1"); err != nil || st.Holder != "me" {
+		t.Fatalf("key holder %q (%v) when the fence closed; want it still held", st.Holder, err)
 	}
 }
