@@ -48,6 +48,7 @@ func fullStats(now time.Time) fakeBridge {
 		LastEvent:    now.Add(-3 * time.Second),
 		BufferEvents: 7, BufferCapacity: 1000, BufferBytes: 3500, BufferCapacityBytes: 1 << 20, Reconnects: 2, LoginFailures: 1,
 		JetStream: true, JSRetries: 4, JSFailures: 3, JSPublishLatency: hist(1, 2, 9),
+		HA: true, HAActive: true, Takeovers: 2, Gaps: 1,
 		Actions:       []bridge.ActionCount{{Action: "Ping", Code: 200, Count: 6}, {Action: bridge.OtherAction, Code: 403, Count: 1}},
 		ActionLatency: hist(0, 0, 0, 7),
 	}, {
