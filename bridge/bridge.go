@@ -152,6 +152,9 @@ const (
 //     by the action link once logged in, stopped by it when the session
 //     drops or Shutdown starts. Shutdown waits for the handlers still
 //     running through the lifecycle's in-flight count.
+//   - with HA, per PBX, the HA loop (haNode.run) and its lease watch:
+//     started and waited for by pbx.run; they end with the run context,
+//     after Shutdown has handed the lease over. See ha.go.
 //   - the status ticker: started by Start, waited for by Shutdown; it
 //     ends with the run context.
 type Bridge struct {
@@ -513,7 +516,7 @@ func contains(list []string, s string) bool {
 }
 
 // Shutdown stops taking actions (every action service leaves its queue
-// group), lets the actions in flight finish until ctx ends, logs every AMI
+// group), hands over every HA lease it holds (ha.go), lets the actions in flight finish until ctx ends, logs every AMI
 // session off, publishes the final status and flushes what is left to
 // NATS. It does not close nc. Actions still waiting when ctx ends are
 // answered 503.

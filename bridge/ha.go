@@ -14,10 +14,11 @@ package bridge
 // package lease: Create with a per-key TTL to take it, a compare-and-set
 // write with a fresh TTL to renew it, a delete at the holder's revision to
 // release it. There is no consensus of our own: the bucket's stream orders
-// the writes. A standby contends when it starts, whenever the key's Watch
-// shows it deleted or expired, and every checkpoint interval; it contends
-// only while its event session is logged in, since an active without its
-// AMI session has nothing to publish.
+// the writes. A standby contends when it starts, at once whenever the
+// key's Watch shows it deleted or expired, and every quarter lease TTL in
+// case the watch missed it; it contends only while its event session is
+// logged in, since an active without its AMI session has nothing to
+// publish.
 //
 // # One stream, numbered the same everywhere
 //
@@ -61,19 +62,29 @@ package bridge
 // old active published after its checkpoint go out again under the same
 // Ami-Seq and Nats-Msg-Id (JetStream drops them in its dedupe window; a
 // core NATS subscriber may see an Ami-Seq twice, never a gap), then the
-// events it never published. When the ring does not reach back to the
-// checkpoint (the standby was down too, or logged in after it), the events
-// between are lost. The old active may have published past its checkpoint,
-// up to the checkpoint's limit: the Ami-Seq it may publish until its next
-// renewal, granted with each renewal (seqBudget above its newest event)
-// and enforced by its publisher. So the new active numbers its oldest
-// buffered event limit+2, never reusing a number or Nats-Msg-Id, and
-// reports the gap checkpoint+1 to limit+1 in
-// its status (Status.HA.Gaps) with that range. It never hides one.
+// events it never published.
 //
-// A standby keeps StandbyBuffer worth of events (age and bytes) in the
-// ring; at every login of its event session the ring starts over, because
-// the events before it cannot be lined up with the stream any more.
+// When the ring does not reach back to the checkpoint (the standby was
+// down too, or logged in after it), the events between are lost. The old
+// active may have published past its checkpoint, up to the checkpoint's
+// limit: the highest Ami-Seq it may publish until its next renewal,
+// granted with each renewal (seqBudget above its newest event) and
+// enforced by its publisher. So the new active numbers its oldest
+// buffered event limit+2, never reusing a number or a Nats-Msg-Id, and
+// reports the gap checkpoint+1 to limit+1 in its status (Status.HA.Gaps)
+// and in the ha_gaps_total metric. It never hides one.
+//
+// A standby's publisher acknowledges every event as the ring takes it and
+// trims the ring to StandbyAge and StandbyBytes, so the ring holds the
+// newest events for a takeover and never refuses one. The events read
+// before the event session's last login are never lined up with a
+// checkpoint: the login lost what came between.
+//
+// Numbering agrees between processes as long as neither ring dropped an
+// event between the checkpoint and the takeover (a ring drops only when
+// NATS is too slow for its bounds). After a takeover, an OriginateResponse
+// of a request sent through another process carries the bridge's own
+// ActionID rather than the requester's.
 //
 // # Fencing
 //
@@ -94,7 +105,15 @@ package bridge
 // actions; stop the publisher after its current batch and wait for its
 // acks; write the final checkpoint (the last published event) and release
 // the key, at which point a standby takes over with no repeat and no gap;
-// then drain, log off and close NATS as without HA.
+// then drain, log off and close NATS as without HA. A standby that gets
+// SIGTERM only stops contending.
+//
+// # Goroutines
+//
+// Per PBX, the HA loop (haNode.run) is started and waited for by pbx.run
+// and ends with the run context; its lease watch is started and waited
+// for by the HA loop. The publisher is the PBX's own, which asks the HA
+// node before each batch.
 
 import (
 	"context"
