@@ -116,6 +116,7 @@ package bridge
 // node before each batch.
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -180,18 +181,10 @@ func withHADefaults(o HAOptions, js JetStreamOptions) (HAOptions, error) {
 	if !js.Enabled {
 		errs = append(errs, errors.New("ha needs jetstream enabled: the leases live in a JetStream KV bucket"))
 	}
-	if o.Bucket == "" {
-		o.Bucket = lease.DefaultBucket
-	}
-	if o.LeaseTTL == 0 {
-		o.LeaseTTL = DefaultLeaseTTL
-	}
-	if o.CheckpointInterval == 0 {
-		o.CheckpointInterval = DefaultCheckpointInterval
-	}
-	if o.StandbyAge == 0 {
-		o.StandbyAge = DefaultStandbyAge
-	}
+	o.Bucket = cmp.Or(o.Bucket, DefaultHABucket)
+	o.LeaseTTL = cmp.Or(o.LeaseTTL, DefaultLeaseTTL)
+	o.CheckpointInterval = cmp.Or(o.CheckpointInterval, DefaultCheckpointInterval)
+	o.StandbyAge = cmp.Or(o.StandbyAge, DefaultStandbyAge)
 	if o.Holder == "" {
 		host, _ := os.Hostname()
 		o.Holder = host + ":" + strconv.Itoa(os.Getpid())

@@ -113,6 +113,14 @@ func (r *haRig) start() *haBridge {
 	return &haBridge{bridgeProc: b, self: host + ":" + strconv.Itoa(b.cmd.Process.Pid)}
 }
 
+// signal sends sig to the process.
+func (b *haBridge) signal(sig syscall.Signal) {
+	b.w.t.Helper()
+	if err := b.cmd.Process.Signal(sig); err != nil {
+		b.w.t.Fatalf("%v to %s: %v", sig, b.self, err)
+	}
+}
+
 // haStatus is the ha part of a status message.
 type haStatus struct {
 	Role         string `json:"role"`
@@ -295,9 +303,7 @@ func TestHA_KillActive(t *testing.T) {
 	a, b := r.startPair()
 	var killed time.Time
 	r.load(func() {
-		if err := a.cmd.Process.Signal(syscall.SIGKILL); err != nil {
-			t.Fatal(err)
-		}
+		a.signal(syscall.SIGKILL)
 		killed = time.Now()
 	})
 	<-a.done
@@ -317,9 +323,7 @@ func TestHA_SIGTERMHandsOver(t *testing.T) {
 	var sent time.Time
 	r.load(func() {
 		sent = time.Now()
-		if err := a.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-			t.Fatal(err)
-		}
+		a.signal(syscall.SIGTERM)
 	})
 	if code := a.wait(exitTimeout); code != 0 {
 		t.Errorf("the active exited %d after SIGTERM, want 0", code)
@@ -346,16 +350,12 @@ func TestHA_FrozenActiveStopsPublishing(t *testing.T) {
 	a, b := r.startPair()
 	var resumed time.Time
 	r.load(func() {
-		if err := a.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
-			t.Fatal(err)
-		}
+		a.signal(syscall.SIGSTOP)
 		stopped := time.Now()
 		_, st := r.waitHA(b, 0, "active", func(s haStatus) bool { return s.Role == "active" })
 		t.Logf("SIGSTOP of the active: the standby took over %v later", st.LastTakeover.At.Sub(stopped).Round(time.Millisecond))
 		resumed = time.Now()
-		if err := a.cmd.Process.Signal(syscall.SIGCONT); err != nil {
-			t.Fatal(err)
-		}
+		a.signal(syscall.SIGCONT)
 	})
 	r.waitHA(a, 0, "standby after SIGCONT", func(s haStatus) bool { return s.Role == "standby" })
 	r.checkExactlyOnce()
@@ -379,9 +379,7 @@ func TestHA_BothKilledGapReported(t *testing.T) {
 	var c *haBridge
 	r.load(func() {
 		for _, p := range []*haBridge{b, a} {
-			if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
-				t.Fatal(err)
-			}
+			p.signal(syscall.SIGKILL)
 			<-p.done
 		}
 		c = r.start()
