@@ -61,8 +61,10 @@ func (c *Config) checkHA(p *problems) {
 	if h.CheckpointInterval <= 0 || h.CheckpointInterval > h.LeaseTTL/4 {
 		p.add("ha.checkpoint_interval: %s must be positive and at most a quarter of ha.lease_ttl", h.CheckpointInterval)
 	}
-	if h.StandbyBuffer.Age <= 0 {
-		p.add("ha.standby_buffer.age: must be positive")
+	if h.StandbyBuffer.Age <= 2*h.LeaseTTL {
+		// After a crash the checkpoint is up to a lease TTL old when the
+		// standby takes over.
+		p.add("ha.standby_buffer.age: %s must be more than twice ha.lease_ttl, or a crash loses events", h.StandbyBuffer.Age)
 	}
 	if h.StandbyBuffer.Bytes < 0 {
 		p.add("ha.standby_buffer.bytes: must not be negative")

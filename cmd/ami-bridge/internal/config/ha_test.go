@@ -36,7 +36,7 @@ func TestHA_Problems(t *testing.T) {
 		`ha.bucket: "a.b" must be`,
 		"ha.lease_ttl: 500ms must be at least 1s",
 		"ha.checkpoint_interval: 1s must be positive and at most a quarter of ha.lease_ttl",
-		"ha.standby_buffer.age: must be positive",
+		"ha.standby_buffer.age: -1s must be more than twice ha.lease_ttl",
 		"ha.standby_buffer.bytes: must not be negative",
 	} {
 		if !strings.Contains(got, want) {
