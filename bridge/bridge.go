@@ -40,6 +40,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -89,7 +90,9 @@ type Options struct {
 	EventBuffer int    // events held per PBX while NATS is slow, default 65536
 	// EventBufferBytes bounds the same buffer in bytes of AMI text,
 	// default 32 MiB: with EventBuffer it bounds the memory a PBX's
-	// events take while NATS is slow.
+	// events take while NATS is slow. Published events are kept for
+	// replay while there is room, up to this many bytes for all PBXes
+	// together.
 	EventBufferBytes int
 	StatusInterval   time.Duration // default 30s
 	JetStream        JetStreamOptions
@@ -167,6 +170,7 @@ type Bridge struct {
 	stopRun    context.CancelFunc // ends runCtx
 	stopIntake context.CancelFunc // ends the lifecycle's intake
 	stopHard   context.CancelFunc // ends the lifecycle's hard context
+	buffered   atomic.Int64       // bytes held by every PBX's ring
 
 	mu      sync.Mutex
 	started bool
@@ -269,7 +273,7 @@ func New(nc *nats.Conn, servers []ServerConfig, opts Options) (*Bridge, error) {
 	b.life.hard, b.stopHard = context.WithCancel(context.Background())
 	b.runCtx, b.stopRun = context.WithCancel(context.Background())
 	for _, sc := range servers {
-		p, err := newPBX(sc, b.ns, b.life, opts, b.log)
+		p, err := newPBX(sc, b.ns, b.life, opts, &b.buffered, b.log)
 		if err != nil { // checked above
 			return nil, fmt.Errorf("bridge: server %s: %w", sc.Name, err)
 		}

@@ -93,9 +93,6 @@ func newPublisher(x *pbx) *publisher {
 // published (with JetStream: acknowledged), or the shutdown deadline
 // passes.
 func (p *publisher) loop() {
-	// The batch and body buffers are made here, not in newPublisher: an
-	// idle PBX's publisher holds none until its first event.
-	p.batch = make([]ringEntry, 0, pubBatch)
 	p.js = p.p.ns.js
 	if p.js != nil {
 		p.loopJS()
@@ -104,21 +101,44 @@ func (p *publisher) loop() {
 	r := p.p.ring
 	var done uint64 // the last seq published
 	for {
-		batch, closed := r.readAfter(done, p.batch[:0])
-		if len(batch) == 0 {
+		n, closed := p.publishBatch(done)
+		if n == 0 {
 			if closed {
 				return
 			}
 			<-r.wait()
 			continue
 		}
-		for i := range batch {
-			p.publishCore(&batch[i])
-		}
-		done = batch[len(batch)-1].seq
-		r.ack(done)
-		clear(batch) // the ring may evict them: hold no text
+		done = n
 	}
+}
+
+// publishBatch publishes on core NATS the events of the ring after seq,
+// a batch of them, and acknowledges them in the ring. It returns the last
+// seq published, 0 for none, and whether the ring is closed.
+func (p *publisher) publishBatch(seq uint64) (uint64, bool) {
+	batch, closed := p.p.ring.readAfter(seq, p.nextBatch())
+	if len(batch) == 0 {
+		return 0, closed
+	}
+	for i := range batch {
+		p.publishCore(&batch[i])
+	}
+	last := batch[len(batch)-1].seq
+	p.p.ring.ack(last)
+	clear(batch) // the ring may evict them: hold no text
+	p.batch = batch
+	return last, closed
+}
+
+// nextBatch returns the batch buffer, empty. It starts small, so that an
+// idle PBX holds next to nothing, and doubles up to pubBatch each time a
+// batch filled it.
+func (p *publisher) nextBatch() []ringEntry {
+	if n := cap(p.batch); n < pubBatch && len(p.batch) == n {
+		p.batch = make([]ringEntry, 0, max(8, 2*n))
+	}
+	return p.batch[:0]
 }
 
 // subject returns the subject of event name, from the cache when it can:

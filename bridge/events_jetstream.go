@@ -66,7 +66,8 @@ func (p *publisher) loopJS() {
 		}
 		if allowed && len(window) < limit && p.nc.IsConnected() {
 			var batch []ringEntry
-			batch, closed = r.readAfter(sent, p.batch[:0:min(cap(p.batch), limit-len(window))])
+			b := p.nextBatch()
+			batch, closed = r.readAfter(sent, b[:0:min(cap(b), limit-len(window))])
 			now := time.Now()
 			for i := range batch {
 				pub := batch[i].seq
@@ -90,6 +91,7 @@ func (p *publisher) loopJS() {
 				sent = batch[i].seq
 			}
 			clear(batch)
+			p.batch = b[:len(batch)] // its full capacity, to grow by
 			if len(batch) == 0 && !closed {
 				pending = r.wait()
 			}

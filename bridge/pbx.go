@@ -50,7 +50,9 @@ type pbx struct {
 	reportLog rateLimit
 }
 
-func newPBX(sc ServerConfig, ns *natsSide, life *lifecycle, opts Options, log zerolog.Logger) (*pbx, error) {
+// newPBX returns a PBX; buffered is the byte count its ring shares with
+// the other PBXes' (see ring).
+func newPBX(sc ServerConfig, ns *natsSide, life *lifecycle, opts Options, buffered *atomic.Int64, log zerolog.Logger) (*pbx, error) {
 	sc, ep, err := withServerDefaults(sc)
 	if err != nil {
 		return nil, err
@@ -63,7 +65,7 @@ func newPBX(sc ServerConfig, ns *natsSide, life *lifecycle, opts Options, log ze
 		log:    log.With().Str("server", sc.Name).Str("ami", ep.String()).Logger(),
 		filter: newEventFilter(sc.EventsInclude, sc.EventsExclude),
 		policy: newActionPolicy(sc.ActionsAllow, sc.ActionsDeny),
-		ring:   newRing(opts.EventBuffer, opts.EventBufferBytes),
+		ring:   newRing(opts.EventBuffer, opts.EventBufferBytes, buffered),
 		state:  StateConnecting,
 		since:  time.Now(),
 	}

@@ -3,6 +3,7 @@ package bridge
 import (
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ami-bridge/ami-bridge/amiproto"
@@ -37,6 +38,10 @@ func (e *ringEntry) Msg() *amiproto.Message { return &e.msg }
 // ring is a PBX's event buffer: every numbered event, in Ami-Seq order,
 // bounded in events and in bytes, and kept after it is published while
 // there is room, so that a standby or a takeover can replay from it.
+// Rings may share a byte count (all the PBXes of a process): while it is
+// above maxBytes, an append evicts its ring's acknowledged entries first,
+// so that what every ring keeps for replay takes maxBytes at most in all;
+// the count never makes a ring drop an event.
 //
 // One writer appends (the event session's reader goroutine); readers read
 // copies of entries from a seq on and move the acknowledged mark. Entries
@@ -58,6 +63,7 @@ func (e *ringEntry) Msg() *amiproto.Message { return &e.msg }
 type ring struct {
 	maxEvents int
 	maxBytes  int
+	shared    *atomic.Int64 // bytes held by every ring sharing it; may be nil
 
 	mu      sync.Mutex
 	buf     []ringEntry // circular; len a power of two, grown up to maxEvents
@@ -72,8 +78,13 @@ type ring struct {
 	ready   chan struct{} // capacity 1
 }
 
-func newRing(maxEvents, maxBytes int) *ring {
-	return &ring{maxEvents: maxEvents, maxBytes: maxBytes, ready: make(chan struct{}, 1)}
+// newRing returns an empty ring; shared, if not nil, is the byte count it
+// shares with other rings.
+func newRing(maxEvents, maxBytes int, shared *atomic.Int64) *ring {
+	if shared == nil {
+		shared = new(atomic.Int64)
+	}
+	return &ring{maxEvents: maxEvents, maxBytes: maxBytes, shared: shared, ready: make(chan struct{}, 1)}
 }
 
 // append keeps a clone of m as event seq, read at at (Unix nanoseconds).
@@ -102,6 +113,10 @@ func (r *ring) add(m *amiproto.Message, seq uint64, at int64, now bool) (t time.
 	for int(r.next-r.first) >= r.maxEvents || r.bytes+size > r.maxBytes {
 		r.evict()
 	}
+	for r.first < r.ackPos && r.shared.Load()+int64(size) > int64(r.maxBytes) {
+		r.evict()
+	}
+	r.shared.Add(int64(size))
 	if int(r.next-r.first) == len(r.buf) {
 		r.grow()
 	}
@@ -130,6 +145,7 @@ func (r *ring) add(m *amiproto.Message, seq uint64, at int64, now bool) (t time.
 func (r *ring) evict() {
 	e := &r.buf[r.first&uint64(len(r.buf)-1)]
 	r.bytes -= e.msg.Size()
+	r.shared.Add(-int64(e.msg.Size()))
 	*e = ringEntry{}
 	r.first++
 }

@@ -3,6 +3,7 @@ package bridge
 import (
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/ami-bridge/ami-bridge/amiproto"
@@ -42,7 +43,7 @@ func equalSeqs(t *testing.T, what string, got []ringEntry, want ...uint64) {
 }
 
 func TestRing_DropsOnlyWhenUnacknowledgedFillIt(t *testing.T) {
-	r := newRing(4, 1<<20)
+	r := newRing(4, 1<<20, nil)
 	for s := uint64(1); s <= 4; s++ {
 		if !r.append(ringEvent(s, 10), s, 0) {
 			t.Fatalf("event %d dropped in an empty ring", s)
@@ -66,7 +67,7 @@ func TestRing_DropsOnlyWhenUnacknowledgedFillIt(t *testing.T) {
 }
 
 func TestRing_KeepsAcknowledgedWhileThereIsRoom(t *testing.T) {
-	r := newRing(100, 1<<20)
+	r := newRing(100, 1<<20, nil)
 	for s := uint64(1); s <= 10; s++ {
 		r.append(ringEvent(s, 10), s, 0)
 	}
@@ -81,7 +82,7 @@ func TestRing_KeepsAcknowledgedWhileThereIsRoom(t *testing.T) {
 
 func TestRing_BytesBound(t *testing.T) {
 	size := ringEvent(1, 100).Size()
-	r := newRing(1000, 3*size)
+	r := newRing(1000, 3*size, nil)
 	for s := uint64(1); s <= 3; s++ {
 		if !r.append(ringEvent(s, 100), s, 0) {
 			t.Fatalf("event %d dropped within the byte bound", s)
@@ -101,8 +102,35 @@ func TestRing_BytesBound(t *testing.T) {
 	}
 }
 
+// Rings sharing a byte count keep acknowledged entries for replay up to
+// maxBytes in all: a busy ring evicts its own acknowledged entries, never
+// another's, and never drops an event for the shared count.
+func TestRing_SharedBytesBoundReplayOnly(t *testing.T) {
+	size := ringEvent(1, 100).Size()
+	var shared atomic.Int64
+	a, b := newRing(1000, 4*size, &shared), newRing(1000, 4*size, &shared)
+	for s := uint64(1); s <= 3; s++ {
+		a.append(ringEvent(s, 100), s, 0)
+	}
+	a.ack(3)
+	for s := uint64(1); s <= 4; s++ {
+		if !b.append(ringEvent(s, 100), s, 0) {
+			t.Fatalf("b dropped event %d: the shared count must not drop", s)
+		}
+	}
+	if got := shared.Load(); got != int64(7*size) {
+		t.Fatalf("shared count %d, want %d", got, 7*size)
+	}
+	a.append(ringEvent(4, 100), 4, 0) // over the shared bound: a evicts its acknowledged ones
+	got, _ := a.readAfter(0, make([]ringEntry, 0, 10))
+	equalSeqs(t, "a after its append over the shared bound", got, 4)
+	if got := shared.Load(); got != int64(5*size) {
+		t.Fatalf("shared count %d, want %d", got, 5*size)
+	}
+}
+
 func TestRing_ReadAfterSeqWithGaps(t *testing.T) {
-	r := newRing(1000, 1<<20)
+	r := newRing(1000, 1<<20, nil)
 	for _, s := range []uint64{2, 3, 7, 8, 20} {
 		r.append(ringEvent(s, 1), s, 0)
 	}
@@ -115,7 +143,7 @@ func TestRing_ReadAfterSeqWithGaps(t *testing.T) {
 }
 
 func TestRing_GrowsKeepingOrder(t *testing.T) {
-	r := newRing(1000, 1<<30)
+	r := newRing(1000, 1<<30, nil)
 	for s := uint64(1); s <= 50; s++ {
 		r.append(ringEvent(s, 1), s, 0)
 	}
@@ -131,7 +159,7 @@ func TestRing_GrowsKeepingOrder(t *testing.T) {
 }
 
 func TestRing_WaitWakesOnAppendAndClose(t *testing.T) {
-	r := newRing(10, 1<<20)
+	r := newRing(10, 1<<20, nil)
 	if got, closed := r.readAfter(0, make([]ringEntry, 0, 1)); len(got) != 0 || closed {
 		t.Fatal("an empty open ring returned entries or closed")
 	}
@@ -161,7 +189,7 @@ func TestRing_WaitWakesOnAppendAndClose(t *testing.T) {
 func BenchmarkRing(b *testing.B) {
 	events := burstEvents(b)
 	b.Run("path=append", func(b *testing.B) {
-		r := newRing(4096, DefaultEventBufferBytes)
+		r := newRing(4096, DefaultEventBufferBytes, nil)
 		b.ReportAllocs()
 		for i := 0; b.Loop(); i++ {
 			s := uint64(i + 1)
@@ -170,7 +198,7 @@ func BenchmarkRing(b *testing.B) {
 		}
 	})
 	b.Run("path=drop", func(b *testing.B) {
-		r := newRing(4096, DefaultEventBufferBytes)
+		r := newRing(4096, DefaultEventBufferBytes, nil)
 		for i := range 4096 {
 			r.append(events[i%len(events)], uint64(i+1), 0)
 		}
