@@ -28,7 +28,7 @@ func TestFingerprint_SameFieldsSameHashActionIDLeftOut(t *testing.T) {
 // haRing returns a ring holding events numbered from first, built by
 // ev(i) for i in [0, n).
 func haRing(first uint64, n int, ev func(i int) *amiproto.Message) *ring {
-	r := newRing(1<<16, 1<<30)
+	r := newRing(1<<16, 1<<30, nil)
 	for i := range n {
 		if !r.append(ev(i), first+uint64(i), time.Now().UnixNano()) {
 			panic("ring full")
@@ -135,7 +135,7 @@ func TestRunBuf_KeepsTheLastEightInOrder(t *testing.T) {
 }
 
 func TestRing_UnackProtectsTheReplayAndTrimDropsOld(t *testing.T) {
-	r := newRing(8, 1<<20)
+	r := newRing(8, 1<<20, nil)
 	now := time.Now().UnixNano()
 	for i := uint64(1); i <= 8; i++ {
 		r.append(callEvent(int(i)), i, now-int64(9-i)*int64(time.Second))
