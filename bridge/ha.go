@@ -795,12 +795,13 @@ func (h *haNode) counts() (active bool, takeovers, gaps uint64) {
 	return h.active.Load(), h.takeovers, h.gapsTotal
 }
 
-// epochNow returns the PBX's Nats-Msg-Id epoch as this process last
-// knew it, 0 before it was ever active.
-func (h *haNode) epochNow() int64 {
+// published returns the PBX's Nats-Msg-Id epoch and the last Ami-Seq
+// this process published and had acknowledged, as of its last time
+// active; zeros before it ever was.
+func (h *haNode) published() (epoch int64, seq uint64) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return h.epoch
+	return h.epoch, h.recent.seq
 }
 
 // stopPublishing ends the active role without giving the key up: the

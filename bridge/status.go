@@ -28,7 +28,7 @@ type Status struct {
 	EventsPublished uint64 `json:"events_published"` // handed to NATS (JetStream: acknowledged)
 	EventsDropped   uint64 `json:"events_dropped"`   // lost after passing the filter: a queue full or NATS refused; each leaves a gap in Ami-Seq
 	Reconnects      uint64 `json:"reconnects"`       // event sessions established after the first: events may be lost at each
-	LastSeq         uint64 `json:"last_seq"`         // the last Ami-Seq given
+	LastSeq         uint64 `json:"last_seq"`         // the last Ami-Seq given; with HA the last this process published and had acknowledged
 	Epoch           int64  `json:"epoch"`            // epoch of Nats-Msg-Id: Ami-Seq restarts at 1 when it changes; with HA the PBX's, kept across takeovers
 
 	// JSFailures counts events JetStream did not acknowledge; present only
@@ -84,9 +84,8 @@ func (p *pbx) status() Status {
 	st.Epoch = p.ns.epoch
 	if p.ha != nil {
 		st.HA = p.ha.status()
-		if e := p.ha.epochNow(); e != 0 {
-			st.Epoch = e
-		}
+		// The numbers of the PBX's stream, not this process's own count.
+		st.Epoch, st.LastSeq = p.ha.published()
 	}
 	if p.ns.jsOpts.Enabled {
 		n := p.jsFailures.Load()
