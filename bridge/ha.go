@@ -419,10 +419,10 @@ func (h *haNode) acked(seq, fp uint64) {
 	h.mu.Unlock()
 }
 
-// checkpoint returns the checkpoint of what was acknowledged. h.mu is
-// held.
-func (h *haNode) checkpointLocked(final bool) []byte {
-	c := checkpoint{Epoch: h.epoch, Seq: h.recent.seq, Run: h.recent.run(), Final: final, Limit: h.nextLimitLocked()}
+// checkpointLocked returns the checkpoint of what was acknowledged, with
+// the limit the renewal that writes it grants. h.mu is held.
+func (h *haNode) checkpointLocked(final bool, limit uint64) []byte {
+	c := checkpoint{Epoch: h.epoch, Seq: h.recent.seq, Run: h.recent.run(), Final: final, Limit: limit}
 	data, _ := json.Marshal(c) // plain numbers: cannot fail
 	return data
 }
@@ -501,8 +501,8 @@ func (h *haNode) stepDown(why string) {
 // the lease is lost or no longer certainly valid.
 func (h *haNode) renew(ctx context.Context) {
 	h.mu.Lock()
-	l, data := h.lease, h.checkpointLocked(false)
 	limit := h.nextLimitLocked()
+	l, data := h.lease, h.checkpointLocked(false, limit)
 	h.mu.Unlock()
 	if l == nil {
 		return
@@ -532,7 +532,7 @@ func (h *haNode) renew(ctx context.Context) {
 // stopped the publisher and waited for its acks.
 func (h *haNode) release(ctx context.Context, why string) {
 	h.mu.Lock()
-	l, data := h.lease, h.checkpointLocked(true)
+	l, data := h.lease, h.checkpointLocked(true, h.nextLimitLocked())
 	h.active.Store(false)
 	h.lease = nil
 	h.mu.Unlock()
