@@ -45,14 +45,20 @@ package bridge
 // The active renews its lease every CheckpointInterval (100 ms by default)
 // with a checkpoint as the payload (package lease keeps the last payload
 // past the key's expiry): the epoch, the last Ami-Seq it published and
-// that was acknowledged (handed to NATS without JetStream), and the run of
-// fingerprints of the last FingerprintRun events up to it. A fingerprint
-// is the FNV-1a hash of an event's fields in wire order, ActionID left
-// out: the event session of each process gives a request's ActionID back
-// to its own requester (OriginateResponse), so that field alone differs
-// between processes. A run of eight rather than one fingerprint keeps
-// identical events (two equal UserEvents) from matching at the wrong
-// place.
+// that was acknowledged, and the fingerprints of the events up to it. A
+// fingerprint is the FNV-1a hash of an event's fields in wire order,
+// ActionID left out: the event session of each process gives a request's
+// ActionID back to its own requester (OriginateResponse), so that field
+// alone differs between processes.
+//
+// One fingerprint would match an identical event at the wrong place, and
+// so would a run of eight: Asterisk sends runs of identical events (ten
+// equal DeviceStateChange in a row in capture 18). So the checkpoint
+// carries the events back to the FingerprintRun-th change of fingerprint,
+// run-length encoded as [fingerprint, count] pairs: the newest run's count
+// says where in a run of equal events the checkpoint is, and the older
+// runs reach back to events that name a channel or a call, which do not
+// repeat.
 //
 // # Takeover
 //
@@ -164,7 +170,8 @@ const (
 	DefaultStandbyAge         = 10 * time.Second
 )
 
-// FingerprintRun is how many fingerprints a checkpoint carries.
+// FingerprintRun is how many runs of identical events a checkpoint's
+// fingerprints cover.
 const FingerprintRun = 8
 
 // The roles of a PBX with HA, as HAStatus.Role reports them.
@@ -250,9 +257,9 @@ func equalFoldASCII(a, b string) bool {
 
 // checkpoint is the active's payload in the lease.
 type checkpoint struct {
-	Epoch int64    `json:"epoch"` // of Nats-Msg-Id; the PBX keeps it across takeovers
-	Seq   uint64   `json:"seq"`   // the last Ami-Seq published and acknowledged; 0 before the first
-	Run   []uint64 `json:"run"`   // fingerprints of the events up to Seq, oldest first
+	Epoch int64     `json:"epoch"` // of Nats-Msg-Id; the PBX keeps it across takeovers
+	Seq   uint64    `json:"seq"`   // the last Ami-Seq published and acknowledged; 0 before the first
+	Run   []segment `json:"run"`   // [fingerprint, count] of the events up to Seq, oldest first
 	// Limit is the highest Ami-Seq the holder may publish until its next
 	// renewal. A new active that cannot line up with Seq starts above it,
 	// so that it never reuses a number (and Nats-Msg-Id) the old one gave.
@@ -281,27 +288,66 @@ func align(fps, run []uint64) int {
 	return -1
 }
 
+// segment is a run of identical events: their fingerprint and how many.
+type segment = [2]uint64
+
 // runBuf is the fingerprints of the last events acknowledged, for the
-// next checkpoint.
+// next checkpoint: the last FingerprintRun segments.
 type runBuf struct {
-	fps  [FingerprintRun]uint64
-	n    int    // how many of fps are set
-	next int    // where the next one goes
-	seq  uint64 // Ami-Seq of the newest, as published
+	segs [FingerprintRun]segment // circular
+	n    int                     // how many of segs are set
+	next int                     // where the next one goes
+	seq  uint64                  // Ami-Seq of the newest event, as published
 }
 
 func (r *runBuf) add(seq, fp uint64) {
-	r.fps[r.next] = fp
+	r.seq = seq
+	if r.n > 0 {
+		if last := &r.segs[(r.next+FingerprintRun-1)%FingerprintRun]; last[0] == fp {
+			last[1]++
+			return
+		}
+	}
+	r.segs[r.next] = segment{fp, 1}
 	r.next = (r.next + 1) % FingerprintRun
 	r.n = min(r.n+1, FingerprintRun)
-	r.seq = seq
 }
 
-// run returns the fingerprints, oldest first.
-func (r *runBuf) run() []uint64 {
-	out := make([]uint64, 0, r.n)
+// seed starts the buffer over with a checkpoint's run, ending at seq.
+func (r *runBuf) seed(seq uint64, run []segment) {
+	*r = runBuf{seq: seq}
+	for _, sg := range run[max(0, len(run)-FingerprintRun):] {
+		r.segs[r.next] = sg
+		r.next = (r.next + 1) % FingerprintRun
+		r.n++
+	}
+}
+
+// run returns the segments, oldest first.
+func (r *runBuf) run() []segment {
+	out := make([]segment, 0, r.n)
 	for i := range r.n {
-		out = append(out, r.fps[(r.next-r.n+i+FingerprintRun)%FingerprintRun])
+		out = append(out, r.segs[(r.next-r.n+i+FingerprintRun)%FingerprintRun])
+	}
+	return out
+}
+
+// expand returns the fingerprints of run event by event, oldest first, or
+// nil when they are more than limit (a buffer that short cannot hold
+// them).
+func expand(run []segment, limit int) []uint64 {
+	var total uint64
+	for _, sg := range run {
+		total += sg[1]
+	}
+	if total > uint64(limit) {
+		return nil
+	}
+	out := make([]uint64, 0, total)
+	for _, sg := range run {
+		for range sg[1] {
+			out = append(out, sg[0])
+		}
 	}
 	return out
 }
@@ -648,9 +694,7 @@ func (h *haNode) tryAcquire(ctx context.Context) {
 	h.recent = runBuf{}
 	h.limit = 0 // nothing until the first renewal
 	if ck != nil {
-		for _, fp := range ck.Run {
-			h.recent.add(ck.Seq, fp)
-		}
+		h.recent.seed(ck.Seq, ck.Run)
 	}
 	h.takeovers++
 	h.last = &Takeover{At: time.Now().UTC(), From: uint64(int64(pl.after) + pl.offset + 1), Replayed: pl.replay, Matched: pl.matched}
@@ -704,7 +748,7 @@ func (h *haNode) plan(ck *checkpoint) takeoverPlan {
 		pl.offset = -int64(pl.after)
 	default:
 		pl.epoch = ck.Epoch
-		if i := align(fps, ck.Run); i >= 0 && len(ck.Run) > 0 {
+		if i := align(fps, expand(ck.Run, len(fps))); i >= 0 {
 			pl.after, pl.matched = seqs[i], true
 			pl.offset = int64(ck.Seq) - int64(seqs[i])
 			pl.replay = len(seqs) - 1 - i

@@ -1,7 +1,13 @@
 package bridge
 
 import (
+	"compress/gzip"
 	"context"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -42,12 +48,12 @@ func callEvent(i int) *amiproto.Message {
 }
 
 // runOf returns the checkpoint run of the events ev(i) for i in (end-n, end].
-func runOf(end, n int, ev func(i int) *amiproto.Message) []uint64 {
-	var run []uint64
+func runOf(end, n int, ev func(i int) *amiproto.Message) []segment {
+	var r runBuf
 	for i := end - n + 1; i <= end; i++ {
-		run = append(run, fingerprint(ev(i)))
+		r.add(uint64(i), fingerprint(ev(i)))
 	}
-	return run
+	return r.run()
 }
 
 func planOn(r *ring, boundary uint64, ck *checkpoint) takeoverPlan {
@@ -123,14 +129,43 @@ func TestPlan_FirstActiveStartsTheStream(t *testing.T) {
 	}
 }
 
-func TestRunBuf_KeepsTheLastEightInOrder(t *testing.T) {
+func TestRunBuf_KeepsTheLastEightRunsInOrder(t *testing.T) {
 	var r runBuf
 	for i := uint64(1); i <= 11; i++ {
 		r.add(i, i*10)
 	}
+	r.add(12, 110)
+	r.add(13, 110)
 	got := r.run()
-	if len(got) != FingerprintRun || got[0] != 40 || got[7] != 110 || r.seq != 11 {
-		t.Fatalf("run = %v seq %d, want 40..110 seq 11", got, r.seq)
+	if len(got) != FingerprintRun || got[0] != (segment{40, 1}) || got[7] != (segment{110, 3}) || r.seq != 13 {
+		t.Fatalf("run = %v seq %d, want [40 1] … [110 3], seq 13", got, r.seq)
+	}
+	var s runBuf
+	s.seed(13, got)
+	if !slices.Equal(s.run(), got) || s.seq != 13 {
+		t.Fatalf("seeded run = %v, seq %d", s.run(), s.seq)
+	}
+	if e := expand(got[6:], 4); !slices.Equal(e, []uint64{100, 110, 110, 110}) {
+		t.Fatalf("expand = %v", e)
+	}
+	if e := expand(got[6:], 3); e != nil {
+		t.Fatalf("expand past its limit = %v, want nil", e)
+	}
+}
+
+func TestPlan_EqualEventsLineUpByTheirCount(t *testing.T) {
+	// Events 40..49 are equal, as Asterisk's runs of DeviceStateChange
+	// are; the checkpoint is at the 6th of them.
+	ev := func(i int) *amiproto.Message {
+		if i >= 40 && i < 50 {
+			return newEvent("DeviceStateChange", "Device", "Local/burst@test", "State", "INUSE")
+		}
+		return callEvent(i)
+	}
+	r := haRing(1, 100, ev)
+	pl := planOn(r, 0, &checkpoint{Epoch: 7, Seq: 545, Run: runOf(45, 20, ev)})
+	if !pl.matched || pl.after != 46 {
+		t.Fatalf("plan = %+v, want a match at local seq 46 (event 45)", pl)
 	}
 }
 
@@ -204,5 +239,58 @@ func TestMayPublish_FencedBeforeTheLeaseCanExpire(t *testing.T) {
 	// The server has not expired the key yet: the fence came first.
 	if st, err := b.Get(ctx, "pbx1"); err != nil || st.Holder != "me" {
 		t.Fatalf("key holder %q (%v) when the fence closed; want it still held", st.Holder, err)
+	}
+}
+
+// captureFingerprints reads a capture of asterisk-22 (gzipped) and returns
+// the fingerprints of its events that belong to the shared stream.
+func captureFingerprints(t *testing.T, name string) []uint64 {
+	t.Helper()
+	f, err := os.Open(filepath.Join("..", "amiproto", "testdata", "captures", "asterisk-22", name+".recv.bin.gz"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	zr, err := gzip.NewReader(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := amiproto.NewReader(zr)
+	if _, err := r.ReadBanner(); err != nil { // the capture has none: the Login response's first line
+		t.Fatal(err)
+	}
+	var fps []uint64
+	for {
+		m, err := r.ReadMessage()
+		if errors.Is(err, io.EOF) {
+			return fps
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m.Kind() == amiproto.KindEvent && !sessionOnly(m.EventName()) {
+			fps = append(fps, fingerprint(m))
+		}
+	}
+}
+
+// TestFingerprint_TwoSessionsOfOneUser checks the premise of HA on real
+// Asterisk bytes (capture 18): without the session events, two sessions
+// of one user see the same events in the same order, so a checkpoint's run
+// taken anywhere in one stream lines up at the same place in the other.
+func TestFingerprint_TwoSessionsOfOneUser(t *testing.T) {
+	a := captureFingerprints(t, "18_two_sessions_same_user_a")
+	b := captureFingerprints(t, "18_two_sessions_same_user_b")
+	if len(a) != 2100 || len(b) != 2100 {
+		t.Fatalf("%d and %d shared events, want 2100 each", len(a), len(b))
+	}
+	// A checkpoint at every event of a must line up at the same event of
+	// b, inside runs of equal events too.
+	var run runBuf
+	for end, fp := range a {
+		run.add(uint64(end), fp)
+		if got := align(b, expand(run.run(), len(b))); got != end {
+			t.Fatalf("a checkpoint at event %d of session a lines up at %d of session b", end, got)
+		}
 	}
 }
