@@ -454,7 +454,8 @@ func (b *Bridge) setupJetStream(ctx context.Context) error {
 	o := b.opts.JetStream
 	js, err := jetstream.New(b.ns.nc,
 		jetstream.WithPublishAsyncMaxPending(o.MaxPending),
-		jetstream.WithPublishAsyncTimeout(jsAckTimeout))
+		jetstream.WithPublishAsyncTimeout(jsAckTimeout),
+		jetstream.WithPublishAsyncErrHandler(b.jsPublishFailed))
 	if err != nil {
 		return fmt.Errorf("bridge: jetstream: %w", err)
 	}

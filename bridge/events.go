@@ -64,7 +64,9 @@ type publisher struct {
 	msg                     nats.Msg
 	eventV, seqV, timeV, id []string // the header's value slices, rewritten per event
 
-	failLog rateLimit
+	jsFailed chan struct{} // capacity 1: a JetStream publish failed; see jsPublishFailed
+	failLog  rateLimit
+	retryLog rateLimit
 }
 
 func newPublisher(x *pbx) *publisher {
@@ -74,6 +76,7 @@ func newPublisher(x *pbx) *publisher {
 		prefix:   x.ns.prefix,
 		idPrefix: x.name + ":" + strconv.FormatInt(x.ns.epoch, 10) + ":",
 		subjects: make(map[string]string),
+		jsFailed: make(chan struct{}, 1),
 		eventV:   []string{""},
 		seqV:     []string{""},
 		timeV:    []string{""},

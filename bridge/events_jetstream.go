@@ -64,7 +64,13 @@ func (p *publisher) loopJS() {
 				}
 			}
 		}
-		if allowed && len(window) < limit && p.nc.IsConnected() {
+		refused := false // a publish of this batch failed to go out
+		select {
+		case <-p.jsFailed:
+			failed = errFailedInFlight
+		default:
+		}
+		if failed == nil && allowed && len(window) < limit && p.nc.IsConnected() {
 			var batch []ringEntry
 			b := p.nextBatch()
 			batch, closed = r.readAfter(sent, b[:0:min(cap(b), limit-len(window))])
@@ -80,7 +86,7 @@ func (p *publisher) loopJS() {
 				}
 				f, err := p.publishJS(&batch[i], pub)
 				if err != nil {
-					failed = err
+					failed, refused = err, true
 					break
 				}
 				in := inflight{seq: batch[i].seq, f: f, sent: now, pub: pub}
@@ -133,6 +139,8 @@ func (p *publisher) loopJS() {
 			case failed = <-window[0].f.Err():
 				// Its error is read: settle the others.
 				window, inOrder = window[1:], false
+			case <-p.jsFailed:
+				failed = errFailedInFlight
 			case <-pending:
 				continue
 			case <-hard.Done():
@@ -142,13 +150,21 @@ func (p *publisher) loopJS() {
 		}
 		// Something failed: settle what is in flight, then resend from
 		// the first publish not acknowledged in order.
-		if a, ok := p.settle(window, acked, failed, inOrder); ok {
-			acked = a
-		} else {
+		a, resent, ok := p.settle(window, acked, failed, inOrder)
+		if !ok {
 			p.giveUp(hard.Err())
 			return
 		}
-		window, sent = window[:0], acked
+		select { // what failed is settled now
+		case <-p.jsFailed:
+		default:
+		}
+		window, sent, acked = window[:0], a, a
+		if refused {
+			p.p.stats.jsRetries.Add(1)
+		} else if !resent {
+			continue
+		}
 		if !sleepCtx(hard, wait) {
 			p.giveUp(hard.Err())
 			return
@@ -160,10 +176,14 @@ func (p *publisher) loopJS() {
 // settle waits for every publish of window and acknowledges, in order,
 // those JetStream stored before the first that failed; inOrder is false
 // when one before window failed already. It returns the new acknowledged
-// seq, or false when the shutdown deadline passed first.
-func (p *publisher) settle(window []inflight, acked uint64, cause error, inOrder bool) (uint64, bool) {
+// seq and whether anything is to be sent again, or false when the
+// shutdown deadline passed first.
+func (p *publisher) settle(window []inflight, acked uint64, cause error, inOrder bool) (uint64, bool, bool) {
 	hard := p.p.life.hard
 	resent := 0
+	if !inOrder {
+		resent = 1 // the one that failed before window
+	}
 	for _, w := range window {
 		select {
 		case <-w.f.Ok():
@@ -181,17 +201,44 @@ func (p *publisher) settle(window []inflight, acked uint64, cause error, inOrder
 			}
 			inOrder = false
 		case <-hard.Done():
-			return acked, false
+			return acked, false, false
 		}
 		inOrder = false
 		resent++
 	}
-	p.p.stats.jsRetries.Add(uint64(max(resent, 1)))
-	if p.failLog.allow(time.Second) {
-		p.p.log.Warn().Err(cause).Uint64("from_seq", acked+1).Int("in_flight", len(window)).
+	if resent == 0 {
+		return acked, false, true
+	}
+	p.p.stats.jsRetries.Add(uint64(resent))
+	if p.retryLog.allow(time.Second) {
+		p.p.log.Warn().Err(cause).Uint64("from_seq", acked+1).Int("resent", resent).
 			Msg("JetStream did not acknowledge an event: publishing again from it")
 	}
-	return acked, true
+	return acked, true, true
+}
+
+// errFailedInFlight is the cause of a resend when a publish behind the
+// oldest one in flight failed first.
+var errFailedInFlight = errors.New("a JetStream publish in flight failed")
+
+// jsPublishFailed is nats.go's handler of every failed asynchronous
+// publish: it tells the PBX's publisher at once, whatever the failed
+// publish's place in its window, so that it sends nothing new until it
+// has settled the window and resent from the first failure. Waiting for
+// the oldest publish to fail instead (an ack lost with a stopped stream
+// leader takes jsAckTimeout) would let newer events be stored first, out
+// of Ami-Seq order, once a new leader is up.
+func (b *Bridge) jsPublishFailed(_ jetstream.JetStream, m *nats.Msg, _ error) {
+	name := m.Header.Get(HeaderServer)
+	for _, p := range b.pbxes {
+		if p.name == name {
+			select {
+			case p.pub.jsFailed <- struct{}{}:
+			default:
+			}
+			return
+		}
+	}
 }
 
 // jsAcked records an acknowledged publish and moves the ring's mark.

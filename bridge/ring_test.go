@@ -42,13 +42,20 @@ func equalSeqs(t *testing.T, what string, got []ringEntry, want ...uint64) {
 	}
 }
 
-func TestRing_DropsOnlyWhenUnacknowledgedFillIt(t *testing.T) {
-	r := newRing(4, 1<<20, nil)
-	for s := uint64(1); s <= 4; s++ {
-		if !r.append(ringEvent(s, 10), s, 0) {
-			t.Fatalf("event %d dropped in an empty ring", s)
+// fillRing appends events from to to, of about size bytes, and fails on
+// a drop.
+func fillRing(t *testing.T, r *ring, from, to uint64, size int) {
+	t.Helper()
+	for s := from; s <= to; s++ {
+		if !r.append(ringEvent(s, size), s, 0) {
+			t.Fatalf("event %d dropped", s)
 		}
 	}
+}
+
+func TestRing_DropsOnlyWhenUnacknowledgedFillIt(t *testing.T) {
+	r := newRing(4, 1<<20, nil)
+	fillRing(t, r, 1, 4, 10)
 	if r.append(ringEvent(5, 10), 5, 0) {
 		t.Fatal("event 5 kept while 4 unacknowledged events fill a ring of 4")
 	}
@@ -83,11 +90,7 @@ func TestRing_KeepsAcknowledgedWhileThereIsRoom(t *testing.T) {
 func TestRing_BytesBound(t *testing.T) {
 	size := ringEvent(1, 100).Size()
 	r := newRing(1000, 3*size, nil)
-	for s := uint64(1); s <= 3; s++ {
-		if !r.append(ringEvent(s, 100), s, 0) {
-			t.Fatalf("event %d dropped within the byte bound", s)
-		}
-	}
+	fillRing(t, r, 1, 3, 100)
 	if r.append(ringEvent(4, 100), 4, 0) {
 		t.Fatal("event kept past the byte bound with nothing acknowledged")
 	}
@@ -113,11 +116,7 @@ func TestRing_SharedBytesBoundReplayOnly(t *testing.T) {
 		a.append(ringEvent(s, 100), s, 0)
 	}
 	a.ack(3)
-	for s := uint64(1); s <= 4; s++ {
-		if !b.append(ringEvent(s, 100), s, 0) {
-			t.Fatalf("b dropped event %d: the shared count must not drop", s)
-		}
-	}
+	fillRing(t, b, 1, 4, 100) // the shared count never drops
 	if got := shared.Load(); got != int64(7*size) {
 		t.Fatalf("shared count %d, want %d", got, 7*size)
 	}
