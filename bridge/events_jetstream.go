@@ -45,7 +45,11 @@ func (p *publisher) loopJS() {
 		ha      = p.p.ha
 		terms   pubTerms // with HA, as of the last batch
 		gen     uint64   // with HA, the takeover terms is of
+		haWake  chan struct{}
 	)
+	if ha != nil {
+		haWake = ha.pubWake
+	}
 	for {
 		pending = nil
 		var failed error
@@ -122,6 +126,7 @@ func (p *publisher) loopJS() {
 			}
 			select {
 			case <-pending:
+			case <-haWake: // with HA, the role changed: look at the terms again
 			case <-hard.Done():
 				p.giveUp(hard.Err())
 				return

@@ -106,9 +106,11 @@ type haBridge struct {
 	self string
 }
 
-func (r *haRig) start() *haBridge {
+func (r *haRig) start() *haBridge { return r.startWith(r.cfg) }
+
+func (r *haRig) startWith(cfg bridgeConfig) *haBridge {
 	r.w.t.Helper()
-	b := r.w.startBridge(r.cfg)
+	b := r.w.startBridge(cfg)
 	host, _ := os.Hostname()
 	return &haBridge{bridgeProc: b, self: host + ":" + strconv.Itoa(b.cmd.Process.Pid)}
 }
@@ -167,9 +169,12 @@ func (r *haRig) waitHA(b *haBridge, from int, what string, ok func(haStatus) boo
 
 // startPair starts a bridge, waits for it to be active, then a second one
 // and waits for it to stand by behind the first.
-func (r *haRig) startPair() (active, standby *haBridge) {
+func (r *haRig) startPair() (active, standby *haBridge) { return r.startPairWith(r.cfg) }
+
+// startPairWith is startPair with the first bridge's configuration.
+func (r *haRig) startPairWith(first bridgeConfig) (active, standby *haBridge) {
 	r.w.t.Helper()
-	active = r.start()
+	active = r.startWith(first)
 	r.waitHA(active, 0, "active", func(s haStatus) bool { return s.Role == "active" })
 	standby = r.start()
 	r.waitHA(standby, 0, "standby behind "+active.self, func(s haStatus) bool {
@@ -424,4 +429,27 @@ func TestHA_BothKilledGapReported(t *testing.T) {
 		t.Errorf("after the gap the stream ends %d events short of the PBX's %d; %d lost", len(want)-(k+len(got)-n), len(want), lost)
 	}
 	t.Logf("%d events lost while no bridge was up, reported as the gap; the %d after it are all there", lost, len(got)-n)
+}
+
+func TestHA_ActiveLosesItsAMISession(t *testing.T) {
+	r := newHARig(t)
+	// The first bridge reaches the PBX through a link the test can cut.
+	link := startWANLink(t, r.pbx.Addr())
+	cfg := r.cfg
+	cfg.Servers = []serverConfig{r.w.serverAt("ha1", link.addr, r.pbx.secret, viaURL)}
+	a, b := r.startPairWith(cfg)
+	var cut time.Time
+	r.load(func() {
+		link.cut()
+		cut = time.Now()
+	})
+	_, st := r.waitHA(b, 0, "active", func(s haStatus) bool { return s.Role == "active" && s.LastTakeover != nil })
+	took := st.LastTakeover.At.Sub(cut)
+	t.Logf("the active lost its AMI session: it released the lease and the standby took over %v later, replaying %d events",
+		took.Round(time.Millisecond), st.LastTakeover.Replayed)
+	if took >= time.Second || !st.LastTakeover.Matched {
+		t.Errorf("takeover %v after the cut, matched %v; want under 1s (a release, not an expiry), on the checkpoint", took, st.LastTakeover.Matched)
+	}
+	r.waitHA(a, 0, "standby", func(s haStatus) bool { return s.Role == "standby" })
+	r.checkExactlyOnce()
 }
