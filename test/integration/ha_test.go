@@ -21,7 +21,7 @@ import (
 
 // The HA tests (issue 9) run two bridges on one amitest PBX under a call
 // load of about 2,000 events/s, with JetStream, and stop the active one in
-// four ways. By default the load lasts a few seconds; AMI_HA_LONG=1 runs
+// five ways. By default the load lasts a few seconds; AMI_HA_LONG=1 runs
 // it for 20 s:
 //
 //	AMI_HA_LONG=1 go test -race -count=1 -run TestHA -v ./test/integration/
