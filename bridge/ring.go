@@ -16,10 +16,19 @@ const DefaultEventBufferBytes = 32 << 20
 // ringMinLen is the ring's first allocation: an idle PBX holds no more.
 const ringMinLen = 64
 
+// The events' bytes are copied into chunks: one allocation for many
+// events, none of them holding a pointer. A chunk starts at
+// ringMinChunk and doubles up to ringMaxChunk, so an idle PBX holds
+// little; a chunk is freed when the last event in it is evicted.
+const (
+	ringMinChunk = 1 << 10
+	ringMaxChunk = 64 << 10
+)
+
 // ringEntry is one numbered event held by a ring. Its message is owned
-// (cloned from the Reader's shared memory) and is one string for the
-// garbage collector: a full ring is 65,536 pointers to pointer-free text,
-// not a graph to scan.
+// (copied from the Reader's shared memory into the ring's chunks) and is
+// one pointer for the garbage collector: a full ring is 65,536 pointers
+// into a few hundred pointer-free chunks, not a graph to scan.
 type ringEntry struct {
 	seq uint64           // Ami-Seq
 	at  int64            // when the bridge read it, Unix nanoseconds
@@ -76,6 +85,7 @@ type ring struct {
 	waiting bool        // a reader found nothing new and waits on ready
 	closed  bool
 	ready   chan struct{} // capacity 1
+	chunk   []byte        // where the next event's bytes go; see ringMaxChunk
 }
 
 // newRing returns an empty ring; shared, if not nil, is the byte count it
@@ -126,7 +136,10 @@ func (r *ring) add(m *amiproto.Message, seq uint64, at int64, now bool) (t time.
 	}
 	e := &r.buf[r.next&uint64(len(r.buf)-1)]
 	e.seq, e.at = seq, at
-	e.msg = *m.Clone()
+	if cap(r.chunk)-len(r.chunk) < size {
+		r.chunk = make([]byte, 0, max(size, min(ringMaxChunk, 2*cap(r.chunk)), ringMinChunk))
+	}
+	r.chunk, e.msg = m.AppendClone(r.chunk)
 	r.next++
 	r.bytes += size
 	r.unacked += size
