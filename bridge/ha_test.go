@@ -294,3 +294,14 @@ func TestFingerprint_TwoSessionsOfOneUser(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkFingerprint is the cost HA adds to every published event.
+func BenchmarkFingerprint(b *testing.B) {
+	m := newEvent("Newchannel", "Privilege", "call,all", "Channel", "PJSIP/1001-00000001", "ChannelState", "0",
+		"ChannelStateDesc", "Down", "CallerIDNum", "1001", "Context", "default", "Exten", "1002", "Priority", "1",
+		"Uniqueid", "1700000000.1", "Linkedid", "1700000000.1")
+	b.ReportAllocs()
+	for b.Loop() {
+		_ = fingerprint(m)
+	}
+}
