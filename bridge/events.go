@@ -16,7 +16,7 @@ import (
 const (
 	HeaderServer = "Ami-Server"  // the PBX's name
 	HeaderEvent  = "Ami-Event"   // the event name, unescaped
-	HeaderSeq    = "Ami-Seq"     // per PBX 1, 2, 3… for the process's life; a gap is a lost event
+	HeaderSeq    = "Ami-Seq"     // per PBX 1, 2, 3… for the process's life (with HA, for the PBX's, across takeovers); a gap is a lost event
 	HeaderTime   = "Ami-Time"    // when the bridge read the event, RFC 3339 with nanoseconds, UTC
 	HeaderMsgID  = "Nats-Msg-Id" // "<server>:<epoch>:<seq>", for JetStream dedupe
 )

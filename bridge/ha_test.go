@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -303,5 +304,15 @@ func BenchmarkFingerprint(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		_ = fingerprint(m)
+	}
+}
+
+func TestNew_HANeedsJetStream(t *testing.T) {
+	ns := startNATS(t, natsOptions{})
+	_, err := New(connect(t, ns), []ServerConfig{{Name: "pbx1", URL: "tcp://admin:x@127.0.0.1:5038"}},
+		Options{HA: HAOptions{Enabled: true, CheckpointInterval: time.Second}})
+	if err == nil || !strings.Contains(err.Error(), "ha needs jetstream enabled") ||
+		!strings.Contains(err.Error(), "ha checkpoint interval 1s: want above 0 and at most a quarter of the lease ttl 2s") {
+		t.Fatalf("New = %v, want the two HA problems named", err)
 	}
 }
