@@ -452,6 +452,24 @@ func (m *Message) Clone() *Message {
 	return &c
 }
 
+// AppendClone appends m's bytes to buf and returns buf and a copy of m on
+// those bytes, so that many kept messages can share one allocation (a
+// buffer of events). The copy is valid as long as the bytes appended
+// never change: append only to buf after them, never write over them.
+func (m *Message) AppendClone(buf []byte) ([]byte, Message) {
+	if m == nil {
+		return buf, Message{}
+	}
+	c := *m
+	if len(m.data) == 0 {
+		return buf, c
+	}
+	n := len(buf)
+	buf = append(buf, m.data...)
+	c.data = unsafe.String(&buf[n], len(m.data))
+	return buf, c
+}
+
 // String returns the message in wire form, for logs and tests.
 func (m *Message) String() string {
 	var b []byte

@@ -122,4 +122,15 @@ func TestMessage_CloneOwnsItsBytes(t *testing.T) {
 	if !slices.Equal(c.Fields(), a.Fields()) || c.Size() != len(a.data) {
 		t.Errorf("clone %q, original %q", c.Fields(), a.Fields())
 	}
+
+	// AppendClone: the same, on the bytes it appends to a shared buffer.
+	buf := make([]byte, 0, 256)
+	buf, c1 := a.AppendClone(buf)
+	buf, c2 := c.AppendClone(buf)
+	if unsafe.StringData(c1.data) != &buf[0] || unsafe.StringData(c2.data) != &buf[len(a.data)] || len(buf) != 2*len(a.data) {
+		t.Fatal("AppendClone's copies are not on the buffer it appended to")
+	}
+	if !slices.Equal(c1.Fields(), a.Fields()) || !slices.Equal(c2.Fields(), a.Fields()) {
+		t.Errorf("appended clones %q, %q; original %q", c1.Fields(), c2.Fields(), a.Fields())
+	}
 }

@@ -40,6 +40,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -85,12 +86,19 @@ type JetStreamOptions struct {
 
 // Options apply to every PBX of a Bridge.
 type Options struct {
-	Prefix         string        // subject prefix, default "ami"
-	EventBuffer    int           // events held per PBX while NATS is slow, default 65536
-	StatusInterval time.Duration // default 30s
-	JetStream      JetStreamOptions
-	Version        string // micro service version, default "0.0.0"; one that is not SemVer registers as "0.0.0" with the raw string in the metadata
-	Logger         zerolog.Logger
+	Prefix      string // subject prefix, default "ami"
+	EventBuffer int    // events held per PBX while NATS is slow, default 65536
+	// EventBufferBytes bounds the same buffer in bytes of AMI text,
+	// default 32 MiB: with EventBuffer it bounds the memory a PBX's
+	// events take while NATS is slow. Published events are kept for
+	// replay while there is room, up to this many bytes for all PBXes
+	// together.
+	EventBufferBytes int
+	StatusInterval   time.Duration // default 30s
+	JetStream        JetStreamOptions
+	HA               HAOptions // one active bridge per PBX among several; see ha.go
+	Version          string    // micro service version, default "0.0.0"; one that is not SemVer registers as "0.0.0" with the raw string in the metadata
+	Logger           zerolog.Logger
 	// Topology, when set, tells the bridge how NATS is laid out (see
 	// Topology); it is called for every status, from any goroutine.
 	Topology func() Topology
@@ -136,7 +144,7 @@ const (
 //     ends when Shutdown cancels the run context, after the PBX's links
 //     have logged off and its publisher has drained.
 //   - per PBX, the publisher (publisher.loop): started and waited for by
-//     pbx.run; it ends when run closes the event queue. With JetStream its
+//     pbx.run; it ends when run closes the PBX's ring. With JetStream its
 //     ack collector is started and waited for by the publisher.
 //   - per AMI session (link.run: one for events, ActionSessions for
 //     actions): started and waited for by pbx.run; it ends with the run
@@ -150,6 +158,9 @@ const (
 //     by the action link once logged in, stopped by it when the session
 //     drops or Shutdown starts. Shutdown waits for the handlers still
 //     running through the lifecycle's in-flight count.
+//   - with HA, per PBX, the HA loop (haNode.run) and its lease watch:
+//     started and waited for by pbx.run; they end with the run context,
+//     after Shutdown has handed the lease over. See ha.go.
 //   - the status ticker: started by Start, waited for by Shutdown; it
 //     ends with the run context.
 type Bridge struct {
@@ -162,6 +173,7 @@ type Bridge struct {
 	stopRun    context.CancelFunc // ends runCtx
 	stopIntake context.CancelFunc // ends the lifecycle's intake
 	stopHard   context.CancelFunc // ends the lifecycle's hard context
+	buffered   atomic.Int64       // bytes held by every PBX's ring
 
 	mu      sync.Mutex
 	started bool
@@ -268,7 +280,7 @@ func New(nc *nats.Conn, servers []ServerConfig, opts Options) (*Bridge, error) {
 	b.life.hard, b.stopHard = context.WithCancel(context.Background())
 	b.runCtx, b.stopRun = context.WithCancel(context.Background())
 	for _, sc := range servers {
-		p, err := newPBX(sc, b.ns, b.life, opts, b.log)
+		p, err := newPBX(sc, b.ns, b.life, opts, &b.buffered, b.log)
 		if err != nil { // checked above
 			return nil, fmt.Errorf("bridge: server %s: %w", sc.Name, err)
 		}
@@ -298,6 +310,12 @@ func withOptionDefaults(o Options) (Options, error) {
 	}
 	if o.EventBuffer < 0 {
 		errs = append(errs, errors.New("event buffer must be positive"))
+	}
+	if o.EventBufferBytes == 0 {
+		o.EventBufferBytes = DefaultEventBufferBytes
+	}
+	if o.EventBufferBytes < 0 {
+		errs = append(errs, errors.New("event buffer bytes must be positive"))
 	}
 	if o.StatusInterval == 0 {
 		o.StatusInterval = DefaultStatusInterval
@@ -336,6 +354,11 @@ func withOptionDefaults(o Options) (Options, error) {
 	if js.Enabled && js.Duplicates > js.MaxAge {
 		errs = append(errs, fmt.Errorf("jetstream duplicates window %v is longer than max age %v", js.Duplicates, js.MaxAge))
 	}
+	ha, err := withHADefaults(o.HA, o.JetStream)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	o.HA = ha
 	return o, errors.Join(errs...)
 }
 
@@ -438,7 +461,8 @@ func (b *Bridge) setupJetStream(ctx context.Context) error {
 	o := b.opts.JetStream
 	js, err := jetstream.New(b.ns.nc,
 		jetstream.WithPublishAsyncMaxPending(o.MaxPending),
-		jetstream.WithPublishAsyncTimeout(jsAckTimeout))
+		jetstream.WithPublishAsyncTimeout(jsAckTimeout),
+		jetstream.WithPublishAsyncErrHandler(b.jsPublishFailed))
 	if err != nil {
 		return fmt.Errorf("bridge: jetstream: %w", err)
 	}
@@ -506,7 +530,7 @@ func contains(list []string, s string) bool {
 }
 
 // Shutdown stops taking actions (every action service leaves its queue
-// group), lets the actions in flight finish until ctx ends, logs every AMI
+// group), hands over every HA lease it holds (ha.go), lets the actions in flight finish until ctx ends, logs every AMI
 // session off, publishes the final status and flushes what is left to
 // NATS. It does not close nc. Actions still waiting when ctx ends are
 // answered 503.
@@ -523,6 +547,9 @@ func (b *Bridge) Shutdown(ctx context.Context) error {
 	stopHard := context.AfterFunc(ctx, b.stopHard)
 	defer stopHard()
 	b.endIntake()
+	if started {
+		b.handover(ctx)
+	}
 	b.waitActions(ctx)
 	b.stopRun()
 	if started {
@@ -543,6 +570,22 @@ func (b *Bridge) Shutdown(ctx context.Context) error {
 		return fmt.Errorf("bridge: shutdown: %w", err)
 	}
 	return nil
+}
+
+// handover gives up, with a final checkpoint, every HA lease this
+// process holds, in parallel, so that the standbys take over at once.
+func (b *Bridge) handover(ctx context.Context) {
+	var wg sync.WaitGroup
+	for _, p := range b.pbxes {
+		if p.ha != nil {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				p.ha.handover(ctx)
+			}()
+		}
+	}
+	wg.Wait()
 }
 
 // endIntake ends the lifecycle's intake: the action services stop and no

@@ -9,7 +9,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/ami-bridge/ami-bridge/amiproto"
 	"github.com/ami-bridge/ami-bridge/subjects"
 )
 
@@ -17,33 +16,35 @@ import (
 const (
 	HeaderServer = "Ami-Server"  // the PBX's name
 	HeaderEvent  = "Ami-Event"   // the event name, unescaped
-	HeaderSeq    = "Ami-Seq"     // per PBX 1, 2, 3… for the process's life; a gap is a lost event
+	HeaderSeq    = "Ami-Seq"     // per PBX 1, 2, 3… for the process's life (with HA, for the PBX's, across takeovers); a gap is a lost event
 	HeaderTime   = "Ami-Time"    // when the bridge read the event, RFC 3339 with nanoseconds, UTC
 	HeaderMsgID  = "Nats-Msg-Id" // "<server>:<epoch>:<seq>", for JetStream dedupe
 )
 
-// jsAckTimeout bounds the wait for one JetStream ack, so that a lost ack
-// is counted as a failure instead of holding a slot forever.
+// jsAckTimeout bounds the wait for one JetStream ack: a publish whose ack
+// is lost with its connection is sent again after it.
 const jsAckTimeout = 5 * time.Second
 
-// retryWait is the pause before publishing again to a NATS connection
-// that is reconnecting with its buffer full.
-const retryWait = 50 * time.Millisecond
+// retryWait is the first pause before publishing again after NATS
+// refused or failed; it doubles up to maxRetryWait while that goes on.
+const (
+	retryWait    = 50 * time.Millisecond
+	maxRetryWait = time.Second
+)
+
+// pubBatch is how many events the publisher takes from the ring at once:
+// one lock for that many events.
+const pubBatch = 256
 
 // maxSubjectCache bounds the event-name-to-subject cache of a publisher.
 const maxSubjectCache = 4096
 
-// queuedEvent is an event that passed the filter, numbered, waiting in the
-// PBX's buffer.
-type queuedEvent struct {
-	msg *amiproto.Message
-	seq uint64
-	at  time.Time
-}
-
-// publisher takes a PBX's events from its buffer and publishes them in
-// order. Its buffers are reused from event to event: on the core NATS path
-// an event costs no allocation of its own beyond what nats.go makes.
+// publisher takes a PBX's events from its ring and publishes them in
+// Ami-Seq order, then moves the ring's acknowledged mark past them: on
+// core NATS once they are written to the connection, with JetStream once
+// the stream has acknowledged them. Its buffers are reused from event to
+// event: on the core NATS path an event costs no allocation of its own
+// beyond what nats.go makes.
 type publisher struct {
 	p        *pbx
 	nc       *nats.Conn
@@ -55,15 +56,17 @@ type publisher struct {
 	subj     []byte
 	body     []byte
 	scratch  []byte // backs the per-event header values
+	stamp    timeStamp
+	batch    []ringEntry
 
 	lastSize int // the last JSON body's size, to size the next one
 
 	msg                     nats.Msg
 	eventV, seqV, timeV, id []string // the header's value slices, rewritten per event
 
-	acks     chan jetstream.PubAckFuture
-	acksDone chan struct{}
+	jsFailed chan struct{} // capacity 1: a JetStream publish failed; see jsPublishFailed
 	failLog  rateLimit
+	retryLog rateLimit
 }
 
 func newPublisher(x *pbx) *publisher {
@@ -73,8 +76,7 @@ func newPublisher(x *pbx) *publisher {
 		prefix:   x.ns.prefix,
 		idPrefix: x.name + ":" + strconv.FormatInt(x.ns.epoch, 10) + ":",
 		subjects: make(map[string]string),
-		body:     make([]byte, 0, 4096),
-		scratch:  make([]byte, 0, 256),
+		jsFailed: make(chan struct{}, 1),
 		eventV:   []string{""},
 		seqV:     []string{""},
 		timeV:    []string{""},
@@ -90,26 +92,56 @@ func newPublisher(x *pbx) *publisher {
 	return p
 }
 
-// loop publishes until the PBX closes its buffer, then waits for the
-// JetStream acks still out.
+// loop publishes until the PBX closes its ring and every event of it is
+// published (with JetStream: acknowledged), or the shutdown deadline
+// passes.
 func (p *publisher) loop() {
 	p.js = p.p.ns.js
 	if p.js != nil {
-		p.acks = make(chan jetstream.PubAckFuture, p.p.ns.jsOpts.MaxPending)
-		p.acksDone = make(chan struct{})
-		go p.collectAcks()
+		p.loopJS()
+		return
 	}
-	for q := range p.p.queue {
-		if p.js != nil {
-			p.publishJS(q)
-		} else {
-			p.publishCore(q)
+	r := p.p.ring
+	var done uint64 // the last seq published
+	for {
+		n, closed := p.publishBatch(done)
+		if n == 0 {
+			if closed {
+				return
+			}
+			<-r.wait()
+			continue
 		}
+		done = n
 	}
-	if p.acks != nil {
-		close(p.acks)
-		<-p.acksDone
+}
+
+// publishBatch publishes on core NATS the events of the ring after seq,
+// a batch of them, and acknowledges them in the ring. It returns the last
+// seq published, 0 for none, and whether the ring is closed.
+func (p *publisher) publishBatch(seq uint64) (uint64, bool) {
+	batch, closed := p.p.ring.readAfter(seq, p.nextBatch())
+	if len(batch) == 0 {
+		return 0, closed
 	}
+	for i := range batch {
+		p.publishCore(&batch[i])
+	}
+	last := batch[len(batch)-1].seq
+	p.p.ring.ack(last)
+	clear(batch) // the ring may evict them: hold no text
+	p.batch = batch
+	return last, closed
+}
+
+// nextBatch returns the batch buffer, empty. It starts small, so that an
+// idle PBX holds next to nothing, and doubles up to pubBatch each time a
+// batch filled it.
+func (p *publisher) nextBatch() []ringEntry {
+	if n := cap(p.batch); n < pubBatch && len(p.batch) == n {
+		p.batch = make([]ringEntry, 0, max(8, 2*n))
+	}
+	return p.batch[:0]
 }
 
 // subject returns the subject of event name, from the cache when it can:
@@ -126,9 +158,9 @@ func (p *publisher) subject(name string) string {
 	return subj
 }
 
-func (p *publisher) publishCore(q queuedEvent) {
-	name := q.msg.EventName()
-	p.body = q.msg.AppendJSON(p.body[:0])
+func (p *publisher) publishCore(e *ringEntry) {
+	name := e.msg.EventName()
+	p.body = e.msg.AppendJSON(p.body[:0])
 	p.msg.Subject = p.subject(name)
 	p.msg.Data = p.body
 	p.eventV[0] = name
@@ -136,12 +168,12 @@ func (p *publisher) publishCore(q queuedEvent) {
 	// header into its write buffer before it returns, and the next event
 	// rewrites them, so nothing reads them after they change.
 	b := p.scratch[:0]
-	b = strconv.AppendUint(b, q.seq, 10)
+	b = strconv.AppendUint(b, e.seq, 10)
 	n1 := len(b)
-	b = q.at.UTC().AppendFormat(b, time.RFC3339Nano)
+	b = p.stamp.append(b, e.at)
 	n2 := len(b)
 	b = append(b, p.idPrefix...)
-	b = strconv.AppendUint(b, q.seq, 10)
+	b = strconv.AppendUint(b, e.seq, 10)
 	p.scratch = b
 	p.seqV[0] = view(b[:n1])
 	p.timeV[0] = view(b[n1:n2])
@@ -150,7 +182,7 @@ func (p *publisher) publishCore(q queuedEvent) {
 	if err := p.send(&p.msg); err != nil {
 		n := p.p.dropped.Add(1)
 		if p.failLog.allow(time.Second) {
-			p.p.log.Warn().Err(err).Uint64("seq", q.seq).Str("event", name).Uint64("dropped_total", n).
+			p.p.log.Warn().Err(err).Uint64("seq", e.seq).Str("event", name).Uint64("dropped_total", n).
 				Msg("NATS refused an event; it is counted as dropped")
 		}
 		return
@@ -163,7 +195,7 @@ func (p *publisher) publishCore(q queuedEvent) {
 func view(b []byte) string { return unsafe.String(unsafe.SliceData(b), len(b)) }
 
 // send publishes m, waiting while NATS reconnects with its own buffer
-// full: the PBX's buffer then takes the events, up to its bound. It
+// full: the PBX's ring then takes the events, up to its bounds. It
 // gives up when the shutdown deadline passes or NATS is closed.
 func (p *publisher) send(m *nats.Msg) error {
 	for {
@@ -171,12 +203,8 @@ func (p *publisher) send(m *nats.Msg) error {
 		if err == nil || !p.retryable(err) {
 			return err
 		}
-		t := time.NewTimer(retryWait)
-		select {
-		case <-p.p.life.hard.Done():
-			t.Stop()
+		if !sleepCtx(p.p.life.hard, retryWait) {
 			return err
-		case <-t.C:
 		}
 	}
 }
@@ -185,69 +213,38 @@ func (p *publisher) retryable(err error) bool {
 	if p.nc.IsClosed() {
 		return false
 	}
-	return errors.Is(err, nats.ErrReconnectBufExceeded) || errors.Is(err, jetstream.ErrTooManyStalledMsgs) || p.nc.IsReconnecting()
+	return errors.Is(err, nats.ErrReconnectBufExceeded) || p.nc.IsReconnecting()
 }
 
-// publishJS publishes with an ack. JetStream keeps the message until the
-// ack, for retries, so nothing of it may be reused.
-func (p *publisher) publishJS(q queuedEvent) {
-	name := q.msg.EventName()
-	seq := strconv.FormatUint(q.seq, 10)
-	m := &nats.Msg{
-		Subject: p.subject(name),
-		Data:    q.msg.AppendJSON(make([]byte, 0, p.lastSize+p.lastSize/4)),
-		Header: nats.Header{
-			HeaderServer: {p.p.name},
-			HeaderEvent:  {name},
-			HeaderSeq:    {seq},
-			HeaderTime:   {q.at.UTC().Format(time.RFC3339Nano)},
-			HeaderMsgID:  {p.idPrefix + seq},
-		},
-	}
-	p.lastSize = len(m.Data)
-	for {
-		f, err := p.js.PublishMsgAsync(m)
-		if err == nil {
-			p.acks <- p.p.stats.jsSent(f)
-			return
-		}
-		if !p.retryable(err) || p.p.life.hard.Err() != nil {
-			p.jsFailed(err, q.seq, name)
-			return
-		}
-		p.p.stats.jsRetries.Add(1)
-		// ErrTooManyStalledMsgs has waited already; anything else waits
-		// here, but never past the shutdown deadline.
-		if !errors.Is(err, jetstream.ErrTooManyStalledMsgs) && !sleepCtx(p.p.life.hard, retryWait) {
-			p.jsFailed(err, q.seq, name)
-			return
-		}
-	}
+// timeStamp formats Ami-Time as time.RFC3339Nano in UTC, formatting the
+// date and the clock once a second instead of once an event.
+type timeStamp struct {
+	sec    int64
+	prefix []byte // "2006-01-02T15:04:05" of sec
 }
 
-// collectAcks counts the acks in publish order.
-func (p *publisher) collectAcks() {
-	defer close(p.acksDone)
-	for f := range p.acks {
-		select {
-		case <-f.Ok():
-			p.p.published.Add(1)
-			p.p.stats.jsAcked(f)
-		case err := <-f.Err():
-			p.jsFailed(err, 0, f.Msg().Header.Get(HeaderEvent))
-		case <-p.p.life.hard.Done():
-			p.jsFailed(errors.New("shutdown deadline passed before the ack"), 0, f.Msg().Header.Get(HeaderEvent))
-		}
+func (s *timeStamp) append(b []byte, at int64) []byte {
+	sec, ns := at/1e9, at%1e9
+	if ns < 0 {
+		sec, ns = sec-1, ns+1e9
 	}
-}
-
-func (p *publisher) jsFailed(err error, seq uint64, event string) {
-	n := p.p.jsFailures.Add(1)
-	if p.failLog.allow(time.Second) {
-		ev := p.p.log.Warn().Err(err).Str("event", event).Uint64("js_failures", n)
-		if seq != 0 {
-			ev = ev.Uint64("seq", seq)
-		}
-		ev.Msg("JetStream did not take an event")
+	if sec != s.sec || s.prefix == nil {
+		s.sec = sec
+		s.prefix = time.Unix(sec, 0).UTC().AppendFormat(s.prefix[:0], "2006-01-02T15:04:05")
 	}
+	b = append(b, s.prefix...)
+	if ns != 0 {
+		var frac [10]byte
+		frac[0] = '.'
+		for i := 9; i > 0; i-- {
+			frac[i] = byte('0' + ns%10)
+			ns /= 10
+		}
+		n := 10
+		for frac[n-1] == '0' { // RFC3339Nano drops trailing zeros
+			n--
+		}
+		b = append(b, frac[:n]...)
+	}
+	return append(b, 'Z')
 }

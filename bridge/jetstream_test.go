@@ -22,15 +22,21 @@ import (
 // change without a status message of their own.
 func waitStatus(t testing.TB, b *Bridge, ok func(Status) bool) Status {
 	t.Helper()
+	return waitFor(t, func() Status { return b.Status()[0] }, ok)
+}
+
+// waitFor polls get until ok holds for what it returns.
+func waitFor[T any](t testing.TB, get func() T, ok func(T) bool) T {
+	t.Helper()
 	deadline := time.Now().Add(waitTime)
 	for {
-		st := b.Status()[0]
-		if ok(st) {
-			return st
+		v := get()
+		if ok(v) {
+			return v
 		}
 		if time.Now().After(deadline) {
 			pprof.Lookup("goroutine").WriteTo(os.Stderr, 1)
-			t.Fatalf("status never got there: %+v", st)
+			t.Fatalf("never got there: %+v", v)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
@@ -104,14 +110,39 @@ func TestBridge_JetStream(t *testing.T) {
 		t.Errorf("republished event: ack %+v, %v; want a duplicate", ack, err)
 	}
 
-	// Without the stream, publishes fail and are counted.
+	// Without the stream, publishes fail: the event waits in the ring and
+	// is sent again, with its Nats-Msg-Id, until a stream takes it.
 	if err := js.DeleteStream(ctx, DefaultStream); err != nil {
 		t.Fatal(err)
 	}
-	pbx.Emit(userEvent("lost", n+1))
-	st = waitStatus(t, b, func(st Status) bool { return *st.JSFailures == 1 })
-	if st.EventsPublished != n {
-		t.Errorf("events_published %d after a failure, want %d", st.EventsPublished, n)
+	pbx.Emit(userEvent("retried", n+1))
+	pbx.Emit(userEvent("retried", n+2))
+	sts := waitStats(t, b, 0, func(st Stats) bool { return st.JSRetries >= 3 })
+	if sts.EventsPublished != n || sts.JSFailures != 0 || sts.BufferEvents != 2 || sts.BufferBytes == 0 {
+		t.Fatalf("while the stream is gone: %d published, %d js_failures, %d events (%d bytes) buffered; want %d, 0, 2",
+			sts.EventsPublished, sts.JSFailures, sts.BufferEvents, sts.BufferBytes, n)
+	}
+	stream, err = js.CreateStream(ctx, jetstream.StreamConfig{Name: DefaultStream, Subjects: []string{subjects.AllEvents("ami")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitStatus(t, b, func(st Status) bool { return st.EventsPublished == n+2 })
+	// Each once, in order, whatever was tried before the stream came back.
+	info, err := stream.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.State.Msgs != 2 {
+		t.Fatalf("the new stream holds %d messages, want 2", info.State.Msgs)
+	}
+	for i := uint64(1); i <= 2; i++ {
+		m, err := stream.GetMsg(ctx, i)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, want := m.Header.Get(HeaderSeq), strconv.Itoa(n+int(i)); got != want {
+			t.Fatalf("stream message %d has Ami-Seq %s, want %s", i, got, want)
+		}
 	}
 }
 

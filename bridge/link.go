@@ -225,8 +225,11 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 // rateLimit lets one log line through per interval.
 type rateLimit struct{ last atomic.Int64 }
 
-func (r *rateLimit) allow(every time.Duration) bool {
-	now := time.Now().UnixNano()
+func (r *rateLimit) allow(every time.Duration) bool { return r.allowAt(time.Now(), every) }
+
+// allowAt is allow with the time already read.
+func (r *rateLimit) allowAt(at time.Time, every time.Duration) bool {
+	now := at.UnixNano()
 	last := r.last.Load()
 	return now-last >= int64(every) && r.last.CompareAndSwap(last, now)
 }

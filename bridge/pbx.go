@@ -26,12 +26,13 @@ type pbx struct {
 	events  *link
 	actions []*link
 
-	seq   uint64 // last Ami-Seq given; only the event client's reader goroutine touches it
-	queue chan queuedEvent
-	pub   *publisher
+	seq  uint64 // last Ami-Seq given; only the event client's reader goroutine touches it
+	ring *ring  // the numbered events, published or waiting; see ring.go
+	pub  *publisher
+	ha   *haNode // nil without HA; see ha.go
 
 	published  atomic.Uint64
-	dropped    atomic.Uint64 // events that passed the filter and were lost: a queue full, or NATS refused
+	dropped    atomic.Uint64 // events that passed the filter and were lost: the ring full, or NATS refused
 	jsFailures atomic.Uint64
 	lastSeq    atomic.Uint64
 	stats      pbxStats // what only Stats reads; see stats.go
@@ -49,7 +50,9 @@ type pbx struct {
 	reportLog rateLimit
 }
 
-func newPBX(sc ServerConfig, ns *natsSide, life *lifecycle, opts Options, log zerolog.Logger) (*pbx, error) {
+// newPBX returns a PBX; buffered is the byte count its ring shares with
+// the other PBXes' (see ring).
+func newPBX(sc ServerConfig, ns *natsSide, life *lifecycle, opts Options, buffered *atomic.Int64, log zerolog.Logger) (*pbx, error) {
 	sc, ep, err := withServerDefaults(sc)
 	if err != nil {
 		return nil, err
@@ -62,11 +65,14 @@ func newPBX(sc ServerConfig, ns *natsSide, life *lifecycle, opts Options, log ze
 		log:    log.With().Str("server", sc.Name).Str("ami", ep.String()).Logger(),
 		filter: newEventFilter(sc.EventsInclude, sc.EventsExclude),
 		policy: newActionPolicy(sc.ActionsAllow, sc.ActionsDeny),
-		queue:  make(chan queuedEvent, opts.EventBuffer),
+		ring:   newRing(opts.EventBuffer, opts.EventBufferBytes, buffered),
 		state:  StateConnecting,
 		since:  time.Now(),
 	}
 	p.pub = newPublisher(p)
+	if opts.HA.Enabled {
+		p.ha = newHANode(p, opts.HA)
+	}
 	common := []amiproto.Option{
 		amiproto.WithReportFunc(p.report),
 		// An event that carries a request's ActionID (OriginateResponse)
@@ -95,9 +101,8 @@ func newPBX(sc ServerConfig, ns *natsSide, life *lifecycle, opts Options, log ze
 			since:   p.since,
 		}
 	}
-	// Events go from the client's reader straight into the PBX's buffer:
-	// one bounded queue, no hand-off, and Ami-Seq numbers them in the
-	// order they were read.
+	// Events go from the client's reader straight into the PBX's ring:
+	// no hand-off, and Ami-Seq numbers them in the order they were read.
 	events := []amiproto.Option{amiproto.WithEventFunc(p.accept)}
 	if sc.PingInterval > 0 {
 		// The event session runs no requested action, so nothing but a
@@ -108,7 +113,11 @@ func newPBX(sc ServerConfig, ns *natsSide, life *lifecycle, opts Options, log ze
 	p.events = newLink(RoleEvents, RoleEvents, events...)
 	for i := range sc.ActionSessions {
 		name := RoleAction + "-" + strconv.Itoa(i+1)
-		p.actions = append(p.actions, newLink(RoleAction, name, amiproto.WithEvents(false)))
+		// An action session logs in with Events: off. What Asterisk sends
+		// there as an event anyway is not the PBX's event stream (the event
+		// session has that): it is left, and no 64k-event queue is made for
+		// it, which would be most of an idle session's memory.
+		p.actions = append(p.actions, newLink(RoleAction, name, amiproto.WithEvents(false), amiproto.WithEventFunc(ignoreEvent)))
 	}
 	return p, nil
 }
@@ -134,9 +143,18 @@ func (p *pbx) run(ctx context.Context) {
 			l.run(ctx, func(ctx context.Context, c *amiproto.Client) { p.serveActions(ctx, l, c) })
 		}()
 	}
+	if p.ha != nil {
+		// The HA loop ends with ctx; the lease was handed over before
+		// (Bridge.Shutdown), or expires.
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			p.ha.run(ctx)
+		}()
+	}
 	wg.Wait()
-	// The event reader has stopped: nothing sends on the queue any more.
-	close(p.queue)
+	// The event reader has stopped: nothing appends to the ring any more.
+	p.ring.close()
 	<-pubDone
 }
 
@@ -150,6 +168,10 @@ func (p *pbx) serveEvents(ctx context.Context, c *amiproto.Client) {
 	p.events.setState(StateConnected, nil)
 	p.fetchVersion(ctx, c)
 	p.events.untilEnd(ctx, p.life.hard, c)
+	if p.ha != nil {
+		// c's reader has stopped: p.seq is the last event of this login.
+		p.ha.sessionEnded(p.seq)
+	}
 }
 
 // fetchVersion reads the Asterisk version with CoreSettings; a user without
@@ -171,28 +193,45 @@ func (p *pbx) fetchVersion(ctx context.Context, c *amiproto.Client) {
 	p.publishStatus()
 }
 
-// accept numbers an event that passes the filter and queues it for the
-// publisher. It never blocks: past the buffer's bound the event is
-// dropped, and counted, and the gap in Ami-Seq shows it.
+// accept numbers an event that passes the filter and appends it to the
+// ring for the publisher. It never blocks: when the events the publisher
+// has not finished fill the ring's bounds, the event is dropped, and
+// counted, and the gap in Ami-Seq shows it. A dropped event costs no
+// copy and, but once in dropEvery, no clock read. With HA, the events of
+// the session alone (sessionOnly) are left out like filtered ones: they
+// would number the stream differently in each process.
 func (p *pbx) accept(m *amiproto.Message) {
-	at := time.Now()
-	p.stats.eventRead(at)
-	if !p.filter.pass(m.EventName()) {
+	if !p.filter.pass(m.EventName()) || (p.ha != nil && sessionOnly(m.EventName())) {
+		p.stats.eventRead(time.Now())
 		p.stats.filtered.Add(1)
 		return
 	}
 	p.seq++
 	p.lastSeq.Store(p.seq)
-	select {
-	case p.queue <- queuedEvent{msg: m, seq: p.seq, at: at}:
-	default:
-		n := p.dropped.Add(1)
-		if p.dropLog.allow(time.Second) {
+	if at, ok := p.ring.appendNow(m, p.seq); ok {
+		p.stats.eventRead(at)
+		return
+	}
+	n := p.dropped.Add(1)
+	if n%dropEvery == 1 {
+		now := time.Now()
+		p.stats.eventRead(now)
+		if p.dropLog.allowAt(now, time.Second) {
 			p.log.Warn().Uint64("seq", p.seq).Str("event", m.EventName()).Uint64("dropped_total", n).
 				Msg("event buffer full: NATS is slow or down, dropping events")
 		}
 	}
 }
+
+// ignoreEvent is the event handler of action sessions.
+func ignoreEvent(*amiproto.Message) {}
+
+// dropEvery is how often, in dropped events, accept reads the clock to
+// log the drops and keep the last event's time.
+const dropEvery = 1024
+
+// eventsUp reports whether the event session is logged in.
+func (p *pbx) eventsUp() bool { return p.events.status().State == StateConnected }
 
 // report receives what an amiproto client survives: stray responses,
 // malformed lines, messages over a limit. It runs on that client's reader

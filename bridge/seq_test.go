@@ -44,7 +44,7 @@ func TestSeq_NoGapAndGapsEqualDrops(t *testing.T) {
 			for i := 1; i <= n; i++ {
 				p.accept(userEvent("seq", i))
 			}
-			close(p.queue)
+			p.ring.close()
 			<-done
 			published, dropped := p.published.Load(), p.dropped.Load()
 			if published+dropped != n || p.lastSeq.Load() != n {

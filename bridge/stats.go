@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
 )
 
@@ -29,8 +28,10 @@ type Stats struct {
 	LastSeq         uint64    // the last Ami-Seq given
 	LastEvent       time.Time // to the second; zero before the first event
 
-	BufferEvents   int // events waiting for the publisher
-	BufferCapacity int // the buffer's bound, in events
+	BufferEvents        int // events waiting for the publisher (with JetStream: for their ack)
+	BufferCapacity      int // the buffer's bound, in events
+	BufferBytes         int // the bytes of AMI text of BufferEvents
+	BufferCapacityBytes int // the buffer's bound, in bytes
 
 	Reconnects    uint64 // sessions established after the first
 	LoginFailures uint64 // logins Asterisk refused
@@ -41,6 +42,13 @@ type Stats struct {
 	JSRetries        uint64 // publishes tried again while NATS reconnected or acks stalled
 	JSFailures       uint64 // events the stream did not acknowledge
 	JSPublishLatency Histogram
+
+	// HA is set when the PBX runs with HAOptions; the HA fields are zero
+	// otherwise.
+	HA        bool
+	HAActive  bool   // this process publishes the PBX's events
+	Takeovers uint64 // times this process became active
+	Gaps      uint64 // Ami-Seq ranges found lost at this process's takeovers
 
 	Actions       []ActionCount // the requests answered, by action and code; only counts above zero
 	ActionLatency Histogram     // request to first reply
@@ -192,19 +200,22 @@ func (st *pbxStats) snapshot(p *pbx) Stats {
 	p.mu.Lock()
 	state := p.state
 	p.mu.Unlock()
+	u := p.ring.usage()
 	out := Stats{
-		Server:          p.name,
-		State:           state,
-		Up:              state == StateConnected,
-		EventsFiltered:  st.filtered.Load(),
-		EventsPublished: p.published.Load(),
-		EventsDropped:   p.dropped.Load(),
-		LastSeq:         p.lastSeq.Load(),
-		BufferEvents:    len(p.queue),
-		BufferCapacity:  cap(p.queue),
-		Reconnects:      p.events.reconnects.Load(), // as the status: event sessions, where events may be lost
-		JetStream:       p.ns.jsOpts.Enabled,
-		ActionLatency:   st.actionLatency.snapshot(),
+		Server:              p.name,
+		State:               state,
+		Up:                  state == StateConnected,
+		EventsFiltered:      st.filtered.Load(),
+		EventsPublished:     p.published.Load(),
+		EventsDropped:       p.dropped.Load(),
+		LastSeq:             p.lastSeq.Load(),
+		BufferEvents:        u.pending,
+		BufferCapacity:      p.ring.maxEvents,
+		BufferBytes:         u.pendingBytes,
+		BufferCapacityBytes: p.ring.maxBytes,
+		Reconnects:          p.events.reconnects.Load(), // as the status: event sessions, where events may be lost
+		JetStream:           p.ns.jsOpts.Enabled,
+		ActionLatency:       st.actionLatency.snapshot(),
 	}
 	out.LoginFailures = p.events.loginFailures.Load()
 	for _, l := range p.actions {
@@ -213,6 +224,10 @@ func (st *pbxStats) snapshot(p *pbx) Stats {
 	out.EventsReceived = out.EventsFiltered + out.LastSeq
 	if sec := st.lastEvent.Load(); sec != 0 {
 		out.LastEvent = time.Unix(sec, 0)
+	}
+	if p.ha != nil {
+		out.HA = true
+		out.HAActive, out.Takeovers, out.Gaps = p.ha.counts()
 	}
 	if out.JetStream {
 		out.JSRetries = st.jsRetries.Load()
@@ -232,25 +247,6 @@ func (st *pbxStats) snapshot(p *pbx) Stats {
 		}
 	}
 	return out
-}
-
-// timedAck is a JetStream publish with the time it was sent, so that the
-// ack can be timed.
-type timedAck struct {
-	jetstream.PubAckFuture
-	sent time.Time
-}
-
-// jsSent wraps the future of a publish made now.
-func (st *pbxStats) jsSent(f jetstream.PubAckFuture) jetstream.PubAckFuture {
-	return timedAck{f, time.Now()}
-}
-
-// jsAcked records the ack latency of a future from jsSent.
-func (st *pbxStats) jsAcked(f jetstream.PubAckFuture) {
-	if t, ok := f.(timedAck); ok {
-		st.jsLatency.observe(time.Since(t.sent))
-	}
 }
 
 // actionMeter counts one request when its first reply goes out, by

@@ -14,17 +14,7 @@ import (
 // waitStats polls b's stats of server i until ok holds.
 func waitStats(t testing.TB, b *Bridge, i int, ok func(Stats) bool) Stats {
 	t.Helper()
-	deadline := time.Now().Add(waitTime)
-	for {
-		st := b.Stats()[i]
-		if ok(st) {
-			return st
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("stats never got there: %+v", st)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	return waitFor(t, func() Stats { return b.Stats()[i] }, ok)
 }
 
 // TestStats_EventsActionsAndLogins sends known events and requests and

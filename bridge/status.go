@@ -28,12 +28,17 @@ type Status struct {
 	EventsPublished uint64 `json:"events_published"` // handed to NATS (JetStream: acknowledged)
 	EventsDropped   uint64 `json:"events_dropped"`   // lost after passing the filter: a queue full or NATS refused; each leaves a gap in Ami-Seq
 	Reconnects      uint64 `json:"reconnects"`       // event sessions established after the first: events may be lost at each
-	LastSeq         uint64 `json:"last_seq"`         // the last Ami-Seq given
-	Epoch           int64  `json:"epoch"`            // process epoch of Nats-Msg-Id: Ami-Seq restarts at 1 when it changes
+	LastSeq         uint64 `json:"last_seq"`         // the last Ami-Seq given; with HA the last this process published and had acknowledged
+	Epoch           int64  `json:"epoch"`            // epoch of Nats-Msg-Id: Ami-Seq restarts at 1 when it changes; with HA the PBX's, kept across takeovers
 
 	// JSFailures counts events JetStream did not acknowledge; present only
 	// with JetStream.
 	JSFailures *uint64 `json:"js_failures,omitempty"`
+
+	// HA is this process's part in high availability, present only with
+	// HAOptions.Enabled. Every process of the PBX publishes its own status
+	// on the same subject; HA.Self tells them apart.
+	HA *HAStatus `json:"ha,omitempty"`
 
 	// Sessions are the PBX's AMI sessions: the event session first, then
 	// the action sessions.
@@ -82,6 +87,11 @@ func (p *pbx) status() Status {
 	st.LastSeq = p.lastSeq.Load()
 	st.Epoch = p.ns.epoch
 	st.Topology = p.ns.topology()
+	if p.ha != nil {
+		st.HA = p.ha.status()
+		// The numbers of the PBX's stream, not this process's own count.
+		st.Epoch, st.LastSeq = p.ha.published()
+	}
 	if p.ns.jsOpts.Enabled {
 		n := p.jsFailures.Load()
 		st.JSFailures = &n

@@ -284,7 +284,9 @@ func bridgeServers(servers []config.Server) []bridge.ServerConfig {
 
 func bridgeOptions(cfg *config.Config, log zerolog.Logger) bridge.Options {
 	return bridge.Options{
-		Prefix: cfg.NATS.Prefix,
+		Prefix:           cfg.NATS.Prefix,
+		EventBuffer:      cfg.EventBuffer,
+		EventBufferBytes: cfg.EventBufferBytes,
 		JetStream: bridge.JetStreamOptions{
 			Enabled:    cfg.JetStream.Enabled,
 			Stream:     cfg.JetStream.Stream,
@@ -293,6 +295,7 @@ func bridgeOptions(cfg *config.Config, log zerolog.Logger) bridge.Options {
 			MaxPending: cfg.JetStream.MaxPending,
 			Replicas:   cfg.JetStream.Replicas,
 		},
+		HA:      cfg.HA.Options(),
 		Version: serviceVersion(versionString()),
 		Logger:  log,
 	}

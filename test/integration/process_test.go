@@ -25,6 +25,7 @@ type bridgeConfig struct {
 	Servers         []serverConfig `yaml:"servers"`
 	Log             logConfig      `yaml:"log"`
 	JetStream       *jetStreamConf `yaml:"jetstream,omitempty"`
+	HA              *haConf        `yaml:"ha,omitempty"`
 	ShutdownTimeout string         `yaml:"shutdown_timeout,omitempty"`
 
 	extraEnv []string // NAME=value entries added to the process environment
@@ -80,6 +81,10 @@ type jetStreamConf struct {
 	MaxAge     string `yaml:"max_age,omitempty"`
 	Duplicates string `yaml:"duplicates,omitempty"`
 	Replicas   int    `yaml:"replicas,omitempty"`
+}
+
+type haConf struct {
+	Enabled bool `yaml:"enabled"`
 }
 
 // secretVia says how the bridge gets a PBX's secret.

@@ -26,6 +26,7 @@ var streamRE = regexp.MustCompile(`^[^.*>/\\\s]+$`)
 func (c *Config) check(p *problems, lookupEnv func(string) (string, bool)) {
 	c.NATS.check(p)
 	c.JetStream.check(p)
+	c.checkHA(p)
 	c.checkTopology(p)
 	if len(c.Servers) == 0 {
 		p.add("servers: at least one PBX is required")
@@ -47,6 +48,12 @@ func (c *Config) check(p *problems, lookupEnv func(string) (string, bool)) {
 	c.HTTP.check(p)
 	if c.ShutdownTimeout <= 0 {
 		p.add("shutdown_timeout: must be positive")
+	}
+	if c.EventBuffer <= 0 {
+		p.add("event_buffer: must be positive")
+	}
+	if c.EventBufferBytes <= 0 {
+		p.add("event_buffer_bytes: must be positive")
 	}
 }
 

@@ -16,10 +16,18 @@ import (
 type Config struct {
 	NATS            NATS          `koanf:"nats"`
 	JetStream       JetStream     `koanf:"jetstream"`
+	HA              HA            `koanf:"ha"`
 	Servers         []Server      `koanf:"servers"`
 	Log             Log           `koanf:"log"`
 	HTTP            HTTP          `koanf:"http"`
 	ShutdownTimeout time.Duration `koanf:"shutdown_timeout"`
+
+	// EventBuffer and EventBufferBytes bound each PBX's event buffer, in
+	// events and in bytes of AMI text: what waits while NATS is slow or
+	// away (with JetStream: until acknowledged). Past either, new events
+	// are dropped and counted.
+	EventBuffer      int `koanf:"event_buffer"`
+	EventBufferBytes int `koanf:"event_buffer_bytes"`
 }
 
 // NATS says where to publish: an external server at URL, or the embedded
@@ -198,7 +206,9 @@ const (
 	// DefaultShutdownTimeout leaves in-flight actions their default 10 s
 	// and still ends before Docker's SIGKILL (stop_grace_period 20s in
 	// docker-compose.yml).
-	DefaultShutdownTimeout = 15 * time.Second
+	DefaultShutdownTimeout  = 15 * time.Second
+	DefaultEventBuffer      = bridge.DefaultEventBuffer
+	DefaultEventBufferBytes = bridge.DefaultEventBufferBytes
 )
 
 // Default returns the configuration used where no layer sets a key.
@@ -215,9 +225,12 @@ func Default() Config {
 			MaxPending: DefaultMaxPending,
 			Replicas:   DefaultReplicas,
 		},
-		Log:             Log{Level: DefaultLogLevel, Format: DefaultLogFormat},
-		HTTP:            HTTP{Ready: DefaultHTTPReady},
-		ShutdownTimeout: DefaultShutdownTimeout,
+		HA:               DefaultHA(),
+		Log:              Log{Level: DefaultLogLevel, Format: DefaultLogFormat},
+		HTTP:             HTTP{Ready: DefaultHTTPReady},
+		ShutdownTimeout:  DefaultShutdownTimeout,
+		EventBuffer:      DefaultEventBuffer,
+		EventBufferBytes: DefaultEventBufferBytes,
 	}
 }
 

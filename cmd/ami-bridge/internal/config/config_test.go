@@ -86,6 +86,9 @@ func TestLoad_Defaults(t *testing.T) {
 	if cfg.ShutdownTimeout != 15*time.Second {
 		t.Errorf("shutdown_timeout = %s", cfg.ShutdownTimeout)
 	}
+	if cfg.EventBuffer != 65536 || cfg.EventBufferBytes != 32<<20 {
+		t.Errorf("event_buffer = %d, event_buffer_bytes = %d; want 65536, 32 MiB", cfg.EventBuffer, cfg.EventBufferBytes)
+	}
 	s := cfg.Servers[0]
 	if s.Auth != "plain" || s.ActionTimeout != 10*time.Second || s.MaxActionTimeout != 5*time.Minute ||
 		s.PingInterval != 30*time.Second || s.Reconnect != (Backoff{Min: 500 * time.Millisecond, Max: 30 * time.Second}) {
@@ -268,6 +271,8 @@ log:
   level: loud
   format: xml
 shutdown_timeout: 0s
+event_buffer: 0
+event_buffer_bytes: -1
 bogus: 1
 `
 	_, err := load(t, yaml, []string{"AMI_BRIDGE_NATS_URL=x", "AMI_BRIDGE_SERVERS__0__URL=y", "AMI_BRIDGE_SERVERS={"})
@@ -304,6 +309,8 @@ bogus: 1
 		`log.level: "loud" must be`,
 		`log.format: "xml" must be`,
 		"shutdown_timeout: must be positive",
+		"event_buffer: must be positive",
+		"event_buffer_bytes: must be positive",
 	}
 	for _, w := range want {
 		if !slices.ContainsFunc(got, func(p string) bool { return strings.HasPrefix(p, w) }) {

@@ -43,7 +43,7 @@ var flagKeys = map[string]string{
 // left alone, so a secret can live in AMI_BRIDGE_PBX1_SECRET and be named
 // by secret_env.
 var (
-	envSections = []string{"nats", "jetstream", "log", "http"}
+	envSections = []string{"nats", "jetstream", "ha", "log", "http"}
 	envScalars  = []string{"servers", "shutdown_timeout"}
 )
 

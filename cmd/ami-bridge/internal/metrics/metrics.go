@@ -55,23 +55,28 @@ var (
 	eventsDropped   = desc("events_dropped_total", "Events lost after the filter: the buffer was full or NATS refused them. Each leaves a gap in Ami-Seq.", server)
 	lastSeq         = desc("last_seq", "The last Ami-Seq given; it restarts at 1 with the process.", server)
 	lastEventAge    = desc("seconds_since_last_event", "Seconds since the PBX's last event, or since the process started when none came yet.", server)
-	bufferEvents    = desc("buffer_events", "Events waiting in the buffer for the publisher.", server)
-	bufferCapacity  = desc("buffer_capacity_events", "The event buffer's bound; past it events are dropped.", server)
+	bufferEvents    = desc("buffer_events", "Events waiting in the buffer for the publisher (with JetStream: for their ack).", server)
+	bufferCapacity  = desc("buffer_capacity_events", "The event buffer's bound in events; past it events are dropped.", server)
+	bufferBytes     = desc("buffer_bytes", "Bytes of AMI text of the events waiting in the buffer.", server)
+	bufferCapBytes  = desc("buffer_capacity_bytes", "The event buffer's bound in bytes; past it events are dropped.", server)
 	sessionState    = desc("session_state", "1 for the AMI session's current state, 0 for the others.", server, "state")
 	reconnects      = desc("reconnects_total", "AMI sessions established after the first.", server)
 	loginFailures   = desc("login_failures_total", "AMI logins the PBX refused.", server)
 	actions         = desc("actions_total", "Action requests answered, by action name (names outside a fixed list are \"other\") and reply code (200 for success).", server, "action", "code")
 	actionDuration  = desc("action_duration_seconds", "Action requests from arrival to the first reply.", server)
 	jsDuration      = desc("jetstream_publish_duration_seconds", "JetStream publishes from send to ack.", server)
-	jsRetries       = desc("jetstream_publish_retries_total", "JetStream publishes tried again while NATS reconnected or acks stalled.", server)
-	jsFailures      = desc("jetstream_publish_failures_total", "Events JetStream did not acknowledge.", server)
+	jsRetries       = desc("jetstream_publish_retries_total", "JetStream publishes sent again, with the same Nats-Msg-Id, after a failure or a lost ack.", server)
+	jsFailures      = desc("jetstream_publish_failures_total", "Events JetStream had not acknowledged at the shutdown deadline.", server)
+	haActive        = desc("ha_active", "With HA: 1 while this process is the PBX's active bridge, 0 while standby.", server)
+	haTakeovers     = desc("ha_takeovers_total", "With HA: times this process became the PBX's active bridge.", server)
+	haGaps          = desc("ha_gaps_total", "With HA: Ami-Seq ranges this process found lost at a takeover (the standby's buffer did not reach back to the checkpoint).", server)
 	natsState       = desc("nats_connection_state", "1 for the NATS connection's current state, 0 for the others.", "state")
 	natsReconnects  = desc("nats_reconnects_total", "Reconnections of the bridge's NATS connection.")
 
 	all = []*prometheus.Desc{
-		eventsReceived, eventsFiltered, eventsPublished, eventsDropped, lastSeq, lastEventAge, bufferEvents, bufferCapacity,
+		eventsReceived, eventsFiltered, eventsPublished, eventsDropped, lastSeq, lastEventAge, bufferEvents, bufferCapacity, bufferBytes, bufferCapBytes,
 		sessionState, reconnects, loginFailures, actions, actionDuration, jsDuration, jsRetries, jsFailures,
-		natsState, natsReconnects,
+		haActive, haTakeovers, haGaps, natsState, natsReconnects,
 	}
 )
 
@@ -137,6 +142,8 @@ func (c *Collector) collectServer(ch chan<- prometheus.Metric, st bridge.Stats, 
 	ch <- gauge(lastEventAge, now.Sub(last).Seconds(), st.Server)
 	ch <- gauge(bufferEvents, float64(st.BufferEvents), st.Server)
 	ch <- gauge(bufferCapacity, float64(st.BufferCapacity), st.Server)
+	ch <- gauge(bufferBytes, float64(st.BufferBytes), st.Server)
+	ch <- gauge(bufferCapBytes, float64(st.BufferCapacityBytes), st.Server)
 	for _, s := range SessionStates {
 		ch <- gauge(sessionState, boolValue(s == st.State), st.Server, s)
 	}
@@ -145,6 +152,11 @@ func (c *Collector) collectServer(ch chan<- prometheus.Metric, st bridge.Stats, 
 		counter(jsRetries, st.JSRetries)
 		counter(jsFailures, st.JSFailures)
 		ch <- histogram(jsDuration, st.JSPublishLatency, st.Server)
+	}
+	if st.HA {
+		ch <- gauge(haActive, boolValue(st.HAActive), st.Server)
+		counter(haTakeovers, st.Takeovers)
+		counter(haGaps, st.Gaps)
 	}
 }
 

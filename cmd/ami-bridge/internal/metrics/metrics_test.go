@@ -46,8 +46,9 @@ func fullStats(now time.Time) fakeBridge {
 		Server: "pbx1", State: bridge.StateConnected, Up: true,
 		EventsReceived: 110, EventsFiltered: 10, EventsPublished: 95, EventsDropped: 5, LastSeq: 100,
 		LastEvent:    now.Add(-3 * time.Second),
-		BufferEvents: 7, BufferCapacity: 1000, Reconnects: 2, LoginFailures: 1,
+		BufferEvents: 7, BufferCapacity: 1000, BufferBytes: 3500, BufferCapacityBytes: 1 << 20, Reconnects: 2, LoginFailures: 1,
 		JetStream: true, JSRetries: 4, JSFailures: 3, JSPublishLatency: hist(1, 2, 9),
+		HA: true, HAActive: true, Takeovers: 2, Gaps: 1,
 		Actions:       []bridge.ActionCount{{Action: "Ping", Code: 200, Count: 6}, {Action: bridge.OtherAction, Code: 403, Count: 1}},
 		ActionLatency: hist(0, 0, 0, 7),
 	}, {
@@ -82,11 +83,15 @@ ami_bridge_session_state{server="pbx2",state="stopped"} 0
 # HELP ami_bridge_nats_reconnects_total Reconnections of the bridge's NATS connection.
 # TYPE ami_bridge_nats_reconnects_total counter
 ami_bridge_nats_reconnects_total 3
-# HELP ami_bridge_jetstream_publish_retries_total JetStream publishes tried again while NATS reconnected or acks stalled.
+# HELP ami_bridge_buffer_bytes Bytes of AMI text of the events waiting in the buffer.
+# TYPE ami_bridge_buffer_bytes gauge
+ami_bridge_buffer_bytes{server="pbx1"} 3500
+ami_bridge_buffer_bytes{server="pbx2"} 0
+# HELP ami_bridge_jetstream_publish_retries_total JetStream publishes sent again, with the same Nats-Msg-Id, after a failure or a lost ack.
 # TYPE ami_bridge_jetstream_publish_retries_total counter
 ami_bridge_jetstream_publish_retries_total{server="pbx1"} 4
 `
-	names := []string{"ami_bridge_events_dropped_total", "ami_bridge_actions_total", "ami_bridge_session_state", "ami_bridge_nats_reconnects_total", "ami_bridge_jetstream_publish_retries_total"}
+	names := []string{"ami_bridge_events_dropped_total", "ami_bridge_buffer_bytes", "ami_bridge_actions_total", "ami_bridge_session_state", "ami_bridge_nats_reconnects_total", "ami_bridge_jetstream_publish_retries_total"}
 	if err := testutil.CollectAndCompare(c, strings.NewReader(want), names...); err != nil {
 		t.Error(err)
 	}

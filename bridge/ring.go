@@ -1,0 +1,273 @@
+package bridge
+
+import (
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ami-bridge/ami-bridge/amiproto"
+)
+
+// DefaultEventBufferBytes is the default bound, in bytes of AMI text, of
+// a PBX's event buffer.
+const DefaultEventBufferBytes = 32 << 20
+
+// ringMinLen is the ring's first allocation: an idle PBX holds no more.
+const ringMinLen = 64
+
+// The events' bytes are copied into chunks: one allocation for many
+// events, none of them holding a pointer. A chunk starts at
+// ringMinChunk and doubles up to ringMaxChunk, so an idle PBX holds
+// little; a chunk is freed when the last event in it is evicted.
+const (
+	ringMinChunk = 1 << 10
+	ringMaxChunk = 64 << 10
+)
+
+// ringEntry is one numbered event held by a ring. Its message is owned
+// (copied from the Reader's shared memory into the ring's chunks) and is
+// one pointer for the garbage collector: a full ring is 65,536 pointers
+// into a few hundred pointer-free chunks, not a graph to scan.
+type ringEntry struct {
+	seq uint64           // Ami-Seq
+	at  int64            // when the bridge read it, Unix nanoseconds
+	msg amiproto.Message // owned; msg.Size() bytes
+}
+
+// Seq returns the entry's Ami-Seq.
+func (e *ringEntry) Seq() uint64 { return e.seq }
+
+// Time returns when the bridge read the event.
+func (e *ringEntry) Time() time.Time { return time.Unix(0, e.at) }
+
+// Msg returns the event. It stays valid after the ring evicts the entry.
+func (e *ringEntry) Msg() *amiproto.Message { return &e.msg }
+
+// ring is a PBX's event buffer: every numbered event, in Ami-Seq order,
+// bounded in events and in bytes, and kept after it is published while
+// there is room, so that a standby or a takeover can replay from it.
+// Rings may share a byte count (all the PBXes of a process): while it is
+// above maxBytes, an append evicts its ring's acknowledged entries first,
+// so that what every ring keeps for replay takes maxBytes at most in all;
+// the count never makes a ring drop an event.
+//
+// One writer appends (the event session's reader goroutine); readers read
+// copies of entries from a seq on and move the acknowledged mark. Entries
+// at or below the mark may be evicted, oldest first, to make room; entries
+// above it may not: when they alone fill a bound, a new event is dropped
+// (append returns false) and its Ami-Seq stays a gap. Ami-Seq may have
+// gaps inside the ring (dropped events); it never goes backwards.
+//
+// The API, safe for concurrent use:
+//
+//	append(m, seq, at) bool     keep a clone of m as seq, read at at (Unix ns); false: dropped, nothing kept
+//	appendNow(m, seq) (t, ok)   the same, read now (t)
+//	readAfter(seq, dst) (dst, closed)
+//	                            copies of the entries above seq, oldest first, up to cap(dst)
+//	ack(seq)                    acknowledge every entry up to seq (the mark never goes back)
+//	oldest(), newest(), acked() seqs; 0 when there is none
+//	wait() <-chan struct{}      ready after an append or close that follows an empty readAfter
+//	close()                     no more appends; readers drain and see closed
+type ring struct {
+	maxEvents int
+	maxBytes  int
+	shared    *atomic.Int64 // bytes held by every ring sharing it; may be nil
+
+	mu      sync.Mutex
+	buf     []ringEntry // circular; len a power of two, grown up to maxEvents
+	first   uint64      // position of the oldest entry; positions count appends
+	next    uint64      // position of the next append
+	ackPos  uint64      // entries at positions below it are acknowledged
+	ackSeq  uint64      // the acknowledged mark, as a seq
+	bytes   int         // held by every entry
+	unacked int         // bytes held by the entries above the mark
+	waiting bool        // a reader found nothing new and waits on ready
+	closed  bool
+	ready   chan struct{} // capacity 1
+	chunk   []byte        // where the next event's bytes go; see ringMaxChunk
+}
+
+// newRing returns an empty ring; shared, if not nil, is the byte count it
+// shares with other rings.
+func newRing(maxEvents, maxBytes int, shared *atomic.Int64) *ring {
+	if shared == nil {
+		shared = new(atomic.Int64)
+	}
+	return &ring{maxEvents: maxEvents, maxBytes: maxBytes, shared: shared, ready: make(chan struct{}, 1)}
+}
+
+// append keeps a clone of m as event seq, read at at (Unix nanoseconds).
+// It evicts acknowledged entries, oldest first, to stay within the bounds;
+// when the unacknowledged entries alone leave no room, it keeps nothing
+// and returns false. It decides that before copying anything, so a
+// dropped event costs a lock and a few compares.
+func (r *ring) append(m *amiproto.Message, seq uint64, at int64) bool {
+	_, ok := r.add(m, seq, at, false)
+	return ok
+}
+
+// appendNow is append with the time read now, only for an event kept: a
+// dropped event costs no clock read. It returns that time.
+func (r *ring) appendNow(m *amiproto.Message, seq uint64) (time.Time, bool) {
+	return r.add(m, seq, 0, true)
+}
+
+func (r *ring) add(m *amiproto.Message, seq uint64, at int64, now bool) (t time.Time, ok bool) {
+	size := m.Size()
+	r.mu.Lock()
+	if int(r.next-r.ackPos) >= r.maxEvents || r.unacked+size > r.maxBytes || r.closed {
+		r.mu.Unlock()
+		return t, false
+	}
+	for int(r.next-r.first) >= r.maxEvents || r.bytes+size > r.maxBytes {
+		r.evict()
+	}
+	for r.first < r.ackPos && r.shared.Load()+int64(size) > int64(r.maxBytes) {
+		r.evict()
+	}
+	r.shared.Add(int64(size))
+	if int(r.next-r.first) == len(r.buf) {
+		r.grow()
+	}
+	if now {
+		t = time.Now()
+		at = t.UnixNano()
+	}
+	e := &r.buf[r.next&uint64(len(r.buf)-1)]
+	e.seq, e.at = seq, at
+	if cap(r.chunk)-len(r.chunk) < size {
+		r.chunk = make([]byte, 0, max(size, min(ringMaxChunk, 2*cap(r.chunk)), ringMinChunk))
+	}
+	r.chunk, e.msg = m.AppendClone(r.chunk)
+	r.next++
+	r.bytes += size
+	r.unacked += size
+	if r.waiting {
+		r.waiting = false
+		select {
+		case r.ready <- struct{}{}:
+		default:
+		}
+	}
+	r.mu.Unlock()
+	return t, true
+}
+
+// evict drops the oldest entry, which must be acknowledged.
+func (r *ring) evict() {
+	e := &r.buf[r.first&uint64(len(r.buf)-1)]
+	r.bytes -= e.msg.Size()
+	r.shared.Add(-int64(e.msg.Size()))
+	*e = ringEntry{}
+	r.first++
+}
+
+// grow doubles the ring, keeping the entries at their positions.
+func (r *ring) grow() {
+	n := max(ringMinLen, 2*len(r.buf))
+	buf := make([]ringEntry, n)
+	for p := r.first; p < r.next; p++ {
+		buf[p&uint64(n-1)] = r.buf[p&uint64(len(r.buf)-1)]
+	}
+	r.buf = buf
+}
+
+// pos returns the position of the first entry with a seq above seq, or
+// r.next when there is none. r.mu must be held.
+func (r *ring) pos(seq uint64) uint64 {
+	n := int(r.next - r.first)
+	if n == 0 || r.buf[(r.next-1)&uint64(len(r.buf)-1)].seq <= seq {
+		return r.next // the common case: a reader that has read everything
+	}
+	i := sort.Search(n, func(i int) bool {
+		return r.buf[(r.first+uint64(i))&uint64(len(r.buf)-1)].seq > seq
+	})
+	return r.first + uint64(i)
+}
+
+// readAfter appends to dst copies of the entries with a seq above seq,
+// oldest first, until dst is full, and says whether the ring is closed.
+// When there is none and the ring is open, wait's channel becomes ready
+// at the next append or close.
+func (r *ring) readAfter(seq uint64, dst []ringEntry) ([]ringEntry, bool) {
+	r.mu.Lock()
+	p := r.pos(seq)
+	for ; p < r.next && len(dst) < cap(dst); p++ {
+		dst = append(dst, r.buf[p&uint64(len(r.buf)-1)])
+	}
+	closed := r.closed
+	if len(dst) == 0 && !closed {
+		r.waiting = true
+	}
+	r.mu.Unlock()
+	return dst, closed
+}
+
+// wait returns a channel that is ready after an append or close that
+// follows a readAfter that found nothing.
+func (r *ring) wait() <-chan struct{} { return r.ready }
+
+// ack moves the acknowledged mark up to seq: every entry at or below it
+// may now be evicted. A mark below the current one changes nothing.
+func (r *ring) ack(seq uint64) {
+	r.mu.Lock()
+	if seq > r.ackSeq {
+		r.ackSeq = seq
+		for r.ackPos < r.next && r.buf[r.ackPos&uint64(len(r.buf)-1)].seq <= seq {
+			r.unacked -= r.buf[r.ackPos&uint64(len(r.buf)-1)].msg.Size()
+			r.ackPos++
+		}
+	}
+	r.mu.Unlock()
+}
+
+// close ends the appends; readers drain what is left and see closed.
+func (r *ring) close() {
+	r.mu.Lock()
+	r.closed = true
+	r.mu.Unlock()
+	select {
+	case r.ready <- struct{}{}:
+	default:
+	}
+}
+
+// oldest returns the seq of the oldest entry held, 0 when empty.
+func (r *ring) oldest() uint64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.next == r.first {
+		return 0
+	}
+	return r.buf[r.first&uint64(len(r.buf)-1)].seq
+}
+
+// newest returns the seq of the newest entry held, 0 when empty.
+func (r *ring) newest() uint64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.next == r.first {
+		return 0
+	}
+	return r.buf[(r.next-1)&uint64(len(r.buf)-1)].seq
+}
+
+// acked returns the acknowledged mark.
+func (r *ring) acked() uint64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.ackSeq
+}
+
+// ringUsage is what a ring holds, for stats.
+type ringUsage struct {
+	pending, pendingBytes int // above the acknowledged mark
+	held, heldBytes       int // every entry, acknowledged or not
+}
+
+func (r *ring) usage() ringUsage {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return ringUsage{pending: int(r.next - r.ackPos), pendingBytes: r.unacked, held: int(r.next - r.first), heldBytes: r.bytes}
+}

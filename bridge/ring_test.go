@@ -1,0 +1,211 @@
+package bridge
+
+import (
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/ami-bridge/ami-bridge/amiproto"
+)
+
+// ringEvent returns an event whose text is about size bytes.
+func ringEvent(seq uint64, size int) *amiproto.Message {
+	return amiproto.NewMessage(
+		amiproto.Field{Key: "Event", Value: "Test"},
+		amiproto.Field{Key: "N", Value: strconv.FormatUint(seq, 10)},
+		amiproto.Field{Key: "Pad", Value: strings.Repeat("x", size)},
+	)
+}
+
+func seqs(es []ringEntry) []uint64 {
+	out := make([]uint64, len(es))
+	for i := range es {
+		out[i] = es[i].Seq()
+	}
+	return out
+}
+
+func equalSeqs(t *testing.T, what string, got []ringEntry, want ...uint64) {
+	t.Helper()
+	g := seqs(got)
+	if len(g) != len(want) {
+		t.Fatalf("%s: seqs %v, want %v", what, g, want)
+	}
+	for i := range g {
+		if g[i] != want[i] {
+			t.Fatalf("%s: seqs %v, want %v", what, g, want)
+		}
+		if n := got[i].Msg().Get("N"); n != strconv.FormatUint(want[i], 10) {
+			t.Fatalf("%s: entry %d holds event N=%s", what, want[i], n)
+		}
+	}
+}
+
+// fillRing appends events from to to, of about size bytes, and fails on
+// a drop.
+func fillRing(t *testing.T, r *ring, from, to uint64, size int) {
+	t.Helper()
+	for s := from; s <= to; s++ {
+		if !r.append(ringEvent(s, size), s, 0) {
+			t.Fatalf("event %d dropped", s)
+		}
+	}
+}
+
+func TestRing_DropsOnlyWhenUnacknowledgedFillIt(t *testing.T) {
+	r := newRing(4, 1<<20, nil)
+	fillRing(t, r, 1, 4, 10)
+	if r.append(ringEvent(5, 10), 5, 0) {
+		t.Fatal("event 5 kept while 4 unacknowledged events fill a ring of 4")
+	}
+	r.ack(2)
+	if !r.append(ringEvent(6, 10), 6, 0) || !r.append(ringEvent(7, 10), 7, 0) {
+		t.Fatal("events dropped while acknowledged ones could make room")
+	}
+	if r.append(ringEvent(8, 10), 8, 0) {
+		t.Fatal("event 8 kept past the bound")
+	}
+	got, _ := r.readAfter(0, make([]ringEntry, 0, 10))
+	equalSeqs(t, "after evicting 1 and 2", got, 3, 4, 6, 7)
+	if o, n, a := r.oldest(), r.newest(), r.acked(); o != 3 || n != 7 || a != 2 {
+		t.Fatalf("oldest %d newest %d acked %d, want 3 7 2", o, n, a)
+	}
+}
+
+func TestRing_KeepsAcknowledgedWhileThereIsRoom(t *testing.T) {
+	r := newRing(100, 1<<20, nil)
+	for s := uint64(1); s <= 10; s++ {
+		r.append(ringEvent(s, 10), s, 0)
+	}
+	r.ack(10)
+	got, _ := r.readAfter(0, make([]ringEntry, 0, 100))
+	equalSeqs(t, "acknowledged entries", got, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10)
+	u := r.usage()
+	if u.pending != 0 || u.pendingBytes != 0 || u.held != 10 || u.heldBytes == 0 {
+		t.Fatalf("usage %+v, want 0 pending, 10 held", u)
+	}
+}
+
+func TestRing_BytesBound(t *testing.T) {
+	size := ringEvent(1, 100).Size()
+	r := newRing(1000, 3*size, nil)
+	fillRing(t, r, 1, 3, 100)
+	if r.append(ringEvent(4, 100), 4, 0) {
+		t.Fatal("event kept past the byte bound with nothing acknowledged")
+	}
+	r.ack(1)
+	if !r.append(ringEvent(5, 100), 5, 0) {
+		t.Fatal("event dropped though an acknowledged one could make room")
+	}
+	got, _ := r.readAfter(0, make([]ringEntry, 0, 10))
+	equalSeqs(t, "byte-bounded ring", got, 2, 3, 5)
+	if u := r.usage(); u.heldBytes != 3*size || u.pendingBytes != 3*size {
+		t.Fatalf("usage %+v, want %d bytes held and pending", u, 3*size)
+	}
+}
+
+// Rings sharing a byte count keep acknowledged entries for replay up to
+// maxBytes in all: a busy ring evicts its own acknowledged entries, never
+// another's, and never drops an event for the shared count.
+func TestRing_SharedBytesBoundReplayOnly(t *testing.T) {
+	size := ringEvent(1, 100).Size()
+	var shared atomic.Int64
+	a, b := newRing(1000, 4*size, &shared), newRing(1000, 4*size, &shared)
+	for s := uint64(1); s <= 3; s++ {
+		a.append(ringEvent(s, 100), s, 0)
+	}
+	a.ack(3)
+	fillRing(t, b, 1, 4, 100) // the shared count never drops
+	if got := shared.Load(); got != int64(7*size) {
+		t.Fatalf("shared count %d, want %d", got, 7*size)
+	}
+	a.append(ringEvent(4, 100), 4, 0) // over the shared bound: a evicts its acknowledged ones
+	got, _ := a.readAfter(0, make([]ringEntry, 0, 10))
+	equalSeqs(t, "a after its append over the shared bound", got, 4)
+	if got := shared.Load(); got != int64(5*size) {
+		t.Fatalf("shared count %d, want %d", got, 5*size)
+	}
+}
+
+func TestRing_ReadAfterSeqWithGaps(t *testing.T) {
+	r := newRing(1000, 1<<20, nil)
+	for _, s := range []uint64{2, 3, 7, 8, 20} {
+		r.append(ringEvent(s, 1), s, 0)
+	}
+	got, _ := r.readAfter(3, make([]ringEntry, 0, 10))
+	equalSeqs(t, "after 3", got, 7, 8, 20)
+	got, _ = r.readAfter(5, make([]ringEntry, 0, 2))
+	equalSeqs(t, "after 5, two at most", got, 7, 8)
+	got, _ = r.readAfter(20, make([]ringEntry, 0, 10))
+	equalSeqs(t, "after the newest", got)
+}
+
+func TestRing_GrowsKeepingOrder(t *testing.T) {
+	r := newRing(1000, 1<<30, nil)
+	for s := uint64(1); s <= 50; s++ {
+		r.append(ringEvent(s, 1), s, 0)
+	}
+	r.ack(40)
+	for s := uint64(51); s <= 300; s++ { // wraps, then grows twice
+		r.append(ringEvent(s, 1), s, 0)
+	}
+	got, _ := r.readAfter(295, make([]ringEntry, 0, 10))
+	equalSeqs(t, "after growing", got, 296, 297, 298, 299, 300)
+	if r.oldest() != 1 {
+		t.Fatalf("oldest %d, want 1: nothing needed evicting", r.oldest())
+	}
+}
+
+func TestRing_WaitWakesOnAppendAndClose(t *testing.T) {
+	r := newRing(10, 1<<20, nil)
+	if got, closed := r.readAfter(0, make([]ringEntry, 0, 1)); len(got) != 0 || closed {
+		t.Fatal("an empty open ring returned entries or closed")
+	}
+	done := make(chan []ringEntry)
+	go func() {
+		<-r.wait()
+		got, _ := r.readAfter(0, make([]ringEntry, 0, 1))
+		done <- got
+	}()
+	r.append(ringEvent(1, 1), 1, 0)
+	equalSeqs(t, "after the wake-up", <-done, 1)
+	r.readAfter(1, make([]ringEntry, 0, 1))
+	r.close()
+	<-r.wait()
+	if _, closed := r.readAfter(1, make([]ringEntry, 0, 1)); !closed {
+		t.Fatal("closed ring not reported closed")
+	}
+	if r.append(ringEvent(2, 1), 2, 0) {
+		t.Fatal("append after close kept the event")
+	}
+}
+
+// BenchmarkRing measures the buffer's two event paths: an append that
+// keeps a clone (evicting an acknowledged entry, as a ring that is always
+// full does), and a drop when unacknowledged events fill it, which must
+// cost far less than a publish.
+func BenchmarkRing(b *testing.B) {
+	events := burstEvents(b)
+	b.Run("path=append", func(b *testing.B) {
+		r := newRing(4096, DefaultEventBufferBytes, nil)
+		b.ReportAllocs()
+		for i := 0; b.Loop(); i++ {
+			s := uint64(i + 1)
+			r.append(events[i%len(events)], s, 0)
+			r.ack(s)
+		}
+	})
+	b.Run("path=drop", func(b *testing.B) {
+		r := newRing(4096, DefaultEventBufferBytes, nil)
+		for i := range 4096 {
+			r.append(events[i%len(events)], uint64(i+1), 0)
+		}
+		b.ReportAllocs()
+		for i := 0; b.Loop(); i++ {
+			if r.append(events[i%len(events)], uint64(i+5000), 0) {
+				b.Fatal("kept an event in a full ring")
+			}
+		}
+	})
+}

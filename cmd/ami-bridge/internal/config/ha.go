@@ -1,0 +1,84 @@
+package config
+
+import (
+	"time"
+
+	"github.com/ami-bridge/ami-bridge/bridge"
+)
+
+// HA makes several ami-bridge processes share each PBX: one publishes its
+// events, the others stand by, reading the same events, ready to take
+// over. The leases live in a JetStream KV bucket, so HA needs
+// jetstream.enabled.
+type HA struct {
+	Enabled            bool          `koanf:"enabled"`
+	Bucket             string        `koanf:"bucket"`
+	LeaseTTL           time.Duration `koanf:"lease_ttl"`
+	CheckpointInterval time.Duration `koanf:"checkpoint_interval"`
+	StandbyBuffer      StandbyBuffer `koanf:"standby_buffer"`
+}
+
+// StandbyBuffer bounds what a standby keeps to line up with the active's
+// last checkpoint: the newest Age of events, within Bytes of AMI text (0:
+// the event buffer's own byte bound).
+type StandbyBuffer struct {
+	Age   time.Duration `koanf:"age"`
+	Bytes int           `koanf:"bytes"`
+}
+
+// Defaults of the ha section.
+const (
+	DefaultHABucket           = bridge.DefaultHABucket
+	DefaultLeaseTTL           = bridge.DefaultLeaseTTL
+	DefaultCheckpointInterval = bridge.DefaultCheckpointInterval
+	DefaultStandbyAge         = bridge.DefaultStandbyAge
+)
+
+// DefaultHA returns the ha section used where no layer sets a key.
+func DefaultHA() HA {
+	return HA{
+		Bucket:             DefaultHABucket,
+		LeaseTTL:           DefaultLeaseTTL,
+		CheckpointInterval: DefaultCheckpointInterval,
+		StandbyBuffer:      StandbyBuffer{Age: DefaultStandbyAge},
+	}
+}
+
+func (c *Config) checkHA(p *problems) {
+	h := c.HA
+	if !h.Enabled {
+		return
+	}
+	if !c.JetStream.Enabled {
+		p.add("ha.enabled: needs jetstream.enabled: the leases and checkpoints live in a JetStream KV bucket")
+	}
+	if !streamRE.MatchString(h.Bucket) {
+		p.add("ha.bucket: %q must be non-empty, without spaces, '.', '*', '>', '/' or '\\'", h.Bucket)
+	}
+	if h.LeaseTTL < time.Second {
+		p.add("ha.lease_ttl: %s must be at least 1s, the server's TTL resolution", h.LeaseTTL)
+	}
+	if h.CheckpointInterval <= 0 || h.CheckpointInterval > h.LeaseTTL/4 {
+		p.add("ha.checkpoint_interval: %s must be positive and at most a quarter of ha.lease_ttl", h.CheckpointInterval)
+	}
+	if h.StandbyBuffer.Age <= 2*h.LeaseTTL {
+		// After a crash the checkpoint is up to a lease TTL old when the
+		// standby takes over.
+		p.add("ha.standby_buffer.age: %s must be more than twice ha.lease_ttl, or a crash loses events", h.StandbyBuffer.Age)
+	}
+	if h.StandbyBuffer.Bytes < 0 {
+		p.add("ha.standby_buffer.bytes: must not be negative")
+	}
+}
+
+// Options returns the bridge's HA options.
+func (h HA) Options() bridge.HAOptions {
+	return bridge.HAOptions{
+		Enabled:            h.Enabled,
+		Bucket:             h.Bucket,
+		LeaseTTL:           h.LeaseTTL,
+		CheckpointInterval: h.CheckpointInterval,
+		StandbyAge:         h.StandbyBuffer.Age,
+		StandbyBytes:       h.StandbyBuffer.Bytes,
+	}
+}
