@@ -111,8 +111,8 @@ func newPBX(sc ServerConfig, ns *natsSide, life *lifecycle, opts Options, buffer
 		name := RoleAction + "-" + strconv.Itoa(i+1)
 		// An action session logs in with Events: off. What Asterisk sends
 		// there as an event anyway is not the PBX's event stream (the event
-		// session has that): it is left, and no 64k-event queue is made for
-		// it, which would be most of an idle session's memory.
+		// session has that): it is ignored, and no 65,536-slot event queue
+		// is made for it, which the GC would scan at every cycle.
 		p.actions = append(p.actions, newLink(RoleAction, name, amiproto.WithEvents(false), amiproto.WithEventFunc(ignoreEvent)))
 	}
 	return p, nil
