@@ -109,11 +109,7 @@ func newPBX(sc ServerConfig, ns *natsSide, life *lifecycle, opts Options, buffer
 	p.events = newLink(RoleEvents, RoleEvents, events...)
 	for i := range sc.ActionSessions {
 		name := RoleAction + "-" + strconv.Itoa(i+1)
-		// An action session logs in with Events: off. What Asterisk sends
-		// there as an event anyway is not the PBX's event stream (the event
-		// session has that): it is ignored, and no 65,536-slot event queue
-		// is made for it, which the GC would scan at every cycle.
-		p.actions = append(p.actions, newLink(RoleAction, name, amiproto.WithEvents(false), amiproto.WithEventFunc(ignoreEvent)))
+		p.actions = append(p.actions, newLink(RoleAction, name, amiproto.WithEvents(false)))
 	}
 	return p, nil
 }
@@ -203,9 +199,6 @@ func (p *pbx) accept(m *amiproto.Message) {
 		}
 	}
 }
-
-// ignoreEvent is the event handler of action sessions.
-func ignoreEvent(*amiproto.Message) {}
 
 // dropEvery is how often, in dropped events, accept reads the clock to
 // log the drops and keep the last event's time.
