@@ -109,7 +109,11 @@ func newPBX(sc ServerConfig, ns *natsSide, life *lifecycle, opts Options, buffer
 	p.events = newLink(RoleEvents, RoleEvents, events...)
 	for i := range sc.ActionSessions {
 		name := RoleAction + "-" + strconv.Itoa(i+1)
-		p.actions = append(p.actions, newLink(RoleAction, name, amiproto.WithEvents(false)))
+		// An action session logs in with Events: off. What Asterisk sends
+		// there as an event anyway is not the PBX's event stream (the event
+		// session has that): it is left, and no 64k-event queue is made for
+		// it, which would be most of an idle session's memory.
+		p.actions = append(p.actions, newLink(RoleAction, name, amiproto.WithEvents(false), amiproto.WithEventFunc(ignoreEvent)))
 	}
 	return p, nil
 }
@@ -199,6 +203,9 @@ func (p *pbx) accept(m *amiproto.Message) {
 		}
 	}
 }
+
+// ignoreEvent is the event handler of action sessions.
+func ignoreEvent(*amiproto.Message) {}
 
 // dropEvery is how often, in dropped events, accept reads the clock to
 // log the drops and keep the last event's time.
