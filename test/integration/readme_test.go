@@ -186,10 +186,10 @@ func readmeSub(t *testing.T, w *world, c *cli, p *pbx, subject string) {
 	if trigger == "ami.pbx1.status" {
 		from := w.status.len()
 		p.restart()
-		// The sessions notice the restart one by one: a "connected" status
-		// sent while the first goes down must not pass for the return.
-		down, _ := w.waitState("pbx1", from, readyTimeout, "disconnected", "connecting")
-		w.waitState("pbx1", down+1, readyTimeout, "connected")
+		// A status published before the bridge saw every session drop
+		// still says connected: wait for the drop, then for the return.
+		i, _ := w.waitState("pbx1", from, readyTimeout, "disconnected", "connecting")
+		w.waitState("pbx1", i+1, readyTimeout, "connected")
 	} else {
 		p.emit("Hangup", "Channel", "PJSIP/100-00000001", "Cause", "16")
 	}
