@@ -39,8 +39,8 @@ type Stats struct {
 	// JetStream is set when events go into a stream; the JS fields are
 	// zero otherwise.
 	JetStream        bool
-	JSRetries        uint64 // publishes tried again while NATS reconnected or acks stalled
-	JSFailures       uint64 // events the stream did not acknowledge
+	JSRetries        uint64 // publishes sent again, with the same Nats-Msg-Id, after a failure or a lost ack
+	JSFailures       uint64 // events the stream had not acknowledged at the shutdown deadline
 	JSPublishLatency Histogram
 
 	// HA is set when the PBX runs with HAOptions; the HA fields are zero

@@ -26,13 +26,14 @@ type Status struct {
 	AMIVersion string `json:"ami_version,omitempty"` // AMI version from the banner or CoreSettings
 
 	EventsPublished uint64 `json:"events_published"` // handed to NATS (JetStream: acknowledged)
-	EventsDropped   uint64 `json:"events_dropped"`   // lost after passing the filter: a queue full or NATS refused; each leaves a gap in Ami-Seq
+	EventsDropped   uint64 `json:"events_dropped"`   // lost after passing the filter: the buffer full or NATS refused; each leaves a gap in Ami-Seq
 	Reconnects      uint64 `json:"reconnects"`       // event sessions established after the first: events may be lost at each
 	LastSeq         uint64 `json:"last_seq"`         // the last Ami-Seq given; with HA the last this process published and had acknowledged
 	Epoch           int64  `json:"epoch"`            // epoch of Nats-Msg-Id: Ami-Seq restarts at 1 when it changes; with HA the PBX's, kept across takeovers
 
-	// JSFailures counts events JetStream did not acknowledge; present only
-	// with JetStream.
+	// JSFailures counts events JetStream had not acknowledged when the
+	// shutdown deadline passed (the bridge retries until then); present
+	// only with JetStream.
 	JSFailures *uint64 `json:"js_failures,omitempty"`
 
 	// HA is this process's part in high availability, present only with
