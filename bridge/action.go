@@ -41,7 +41,7 @@ func (p *pbx) serveActions(ctx context.Context, l *link, c *amiproto.Client) {
 	busy := new(atomic.Bool) // an action is running on c
 	svc, err := p.addService(l, c, busy)
 	if err != nil {
-		p.log.Error().Err(err).Msg("register the action service; the session will be retried")
+		p.log.Error("register the action service; the session will be retried", "error", err)
 		c.Close()
 		l.untilEnd(ctx, p.life.hard, c)
 		return
@@ -50,7 +50,7 @@ func (p *pbx) serveActions(ctx context.Context, l *link, c *amiproto.Client) {
 	// the bridge takes actions.
 	stop := func() {
 		if err := svc.Stop(); err != nil {
-			p.log.Warn().Err(err).Msg("stop the action service")
+			p.log.Warn("stop the action service", "error", err)
 		}
 	}
 	afterIntake := context.AfterFunc(p.life.intake, stop)
@@ -117,7 +117,7 @@ func (p *pbx) addService(l *link, c *amiproto.Client, busy *atomic.Bool) (micro.
 	cfg.Metadata = maps.Clone(cfg.Metadata)
 	cfg.Metadata["server"] = p.name
 	cfg.ErrorHandler = func(_ micro.Service, err *micro.NATSError) {
-		p.log.Error().Str("subject", err.Subject).Str("error", err.Description).Msg("action endpoint subscription error")
+		p.log.Error("action endpoint subscription error", "subject", err.Subject, "error", err.Description)
 	}
 	svc, err := micro.AddService(p.ns.nc, cfg)
 	if err != nil {
@@ -135,7 +135,7 @@ func (p *pbx) addService(l *link, c *amiproto.Client, busy *atomic.Bool) (micro.
 		return nil, fmt.Errorf("add endpoint: %w", err)
 	}
 	if err := flush(context.Background(), p.ns.nc); err != nil {
-		l.log.Warn().Err(err).Msg("NATS flush after registering the action service")
+		l.log.Warn("NATS flush after registering the action service", "error", err)
 	}
 	return svc, nil
 }
@@ -266,7 +266,7 @@ func (p *pbx) replyOK(r replier, resp *amiproto.Response, stream bool) {
 			}
 			if (i+1)%streamFlushEvery == 0 {
 				if err := p.ns.nc.FlushTimeout(p.cfg.ActionTimeout); err != nil {
-					p.log.Warn().Err(err).Msg("flush while streaming a reply")
+					p.log.Warn("flush while streaming a reply", "error", err)
 				}
 			}
 		}
@@ -350,7 +350,7 @@ func (p *pbx) replyError(r replier, code int, msg string, resp *amiproto.Respons
 
 func (p *pbx) send(r replier, hdr nats.Header, body []byte) {
 	if err := r.reply(hdr, body); err != nil && !errors.Is(err, nats.ErrMsgNoReply) {
-		p.log.Warn().Err(err).Msg("send action reply")
+		p.log.Warn("send action reply", "error", err)
 	}
 }
 

@@ -31,6 +31,18 @@
 // the AMI session does anyway, and concurrency comes from the several
 // sessions. A request the queue group gives to a busy session waits for
 // it, as it would on that AMI session.
+//
+// # Logging
+//
+// Options.Logger is a *slog.Logger from the standard library, so a
+// program that imports bridge takes no logging library with it and keeps
+// its own: any slog.Handler works, and the ami-bridge daemon passes one
+// backed by its zerolog logger (zerolog.NewSlogHandler). A nil Logger
+// discards, as a library should stay silent unless asked; it is not
+// slog.Default(), which would write to the program's standard log.
+// The lines on the event path are rate limited and use LogAttrs, which
+// allocates nothing when their level is disabled (Warn with key-value
+// pairs would box the numbers first).
 package bridge
 
 import (
@@ -38,6 +50,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -46,7 +59,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
-	"github.com/rs/zerolog"
 
 	"github.com/ami-bridge/ami-bridge/amiproto"
 	"github.com/ami-bridge/ami-bridge/subjects"
@@ -98,7 +110,10 @@ type Options struct {
 	JetStream        JetStreamOptions
 	HA               HAOptions // one active bridge per PBX among several; see ha.go
 	Version          string    // micro service version, default "0.0.0"; one that is not SemVer registers as "0.0.0" with the raw string in the metadata
-	Logger           zerolog.Logger
+	// Logger receives the bridge's log lines; nil discards them. Lines
+	// carry the attributes server, ami (the endpoint without its
+	// secret), session and error. See "Logging" in the package doc.
+	Logger *slog.Logger
 	// Topology, when set, tells the bridge how NATS is laid out (see
 	// Topology); it is called for every status, from any goroutine.
 	Topology func() Topology
@@ -166,7 +181,7 @@ const (
 type Bridge struct {
 	ns         *natsSide
 	opts       Options
-	log        zerolog.Logger
+	log        *slog.Logger
 	pbxes      []*pbx
 	life       *lifecycle
 	runCtx     context.Context    // what runs: the PBXes and the status ticker
@@ -326,6 +341,9 @@ func withOptionDefaults(o Options) (Options, error) {
 	if o.Version == "" {
 		o.Version = "0.0.0"
 	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
 	js := &o.JetStream
 	if js.Stream == "" {
 		js.Stream = DefaultStream
@@ -483,7 +501,7 @@ func (b *Bridge) setupJetStream(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("bridge: create stream %s: %w", o.Stream, err)
 		}
-		b.log.Info().Str("stream", o.Stream).Str("subjects", want).Int("replicas", o.Replicas).Msg("created JetStream stream")
+		b.log.Info("created JetStream stream", "stream", o.Stream, "subjects", want, "replicas", o.Replicas)
 	case err != nil:
 		return fmt.Errorf("bridge: look up stream %s: %w", o.Stream, err)
 	default:
@@ -491,16 +509,16 @@ func (b *Bridge) setupJetStream(ctx context.Context) error {
 		// when it will not take the events.
 		cfg := stream.CachedInfo().Config
 		if !contains(cfg.Subjects, want) {
-			b.log.Warn().Str("stream", o.Stream).Strs("stream_subjects", cfg.Subjects).Str("want", want).
-				Msg("existing JetStream stream does not list the event subjects; publishes may fail")
+			b.log.Warn("existing JetStream stream does not list the event subjects; publishes may fail",
+				"stream", o.Stream, "stream_subjects", cfg.Subjects, "want", want)
 		}
 		// Changing replicas moves data between servers: the operator's
 		// call (nats stream edit --replicas), not the bridge's.
 		if cfg.Replicas != o.Replicas {
-			b.log.Warn().Str("stream", o.Stream).Int("replicas", cfg.Replicas).Int("want", o.Replicas).
-				Msg("existing JetStream stream has other replicas than jetstream.replicas; it is used as it is")
+			b.log.Warn("existing JetStream stream has other replicas than jetstream.replicas; it is used as it is",
+				"stream", o.Stream, "replicas", cfg.Replicas, "want", o.Replicas)
 		}
-		b.log.Info().Str("stream", o.Stream).Int("replicas", cfg.Replicas).Msg("using existing JetStream stream")
+		b.log.Info("using existing JetStream stream", "stream", o.Stream, "replicas", cfg.Replicas)
 		replicas = cfg.Replicas
 	}
 	b.ns.js, b.ns.streamReplicas = js, replicas

@@ -1,7 +1,9 @@
 package bridge
 
 import (
+	"context"
 	"errors"
+	"log/slog"
 	"strconv"
 	"time"
 	"unsafe"
@@ -182,8 +184,8 @@ func (p *publisher) publishCore(e *ringEntry) {
 	if err := p.send(&p.msg); err != nil {
 		n := p.p.dropped.Add(1)
 		if p.failLog.allow(time.Second) {
-			p.p.log.Warn().Err(err).Uint64("seq", e.seq).Str("event", name).Uint64("dropped_total", n).
-				Msg("NATS refused an event; it is counted as dropped")
+			p.p.log.LogAttrs(context.Background(), slog.LevelWarn, "NATS refused an event; it is counted as dropped",
+				slog.Any("error", err), slog.Uint64("seq", e.seq), slog.String("event", name), slog.Uint64("dropped_total", n))
 		}
 		return
 	}

@@ -1,7 +1,9 @@
 package bridge
 
 import (
+	"context"
 	"errors"
+	"log/slog"
 	"strconv"
 	"time"
 
@@ -197,8 +199,8 @@ func (p *publisher) settle(window []inflight, acked uint64, cause error, inOrder
 				continue
 			}
 			if p.failLog.allow(time.Second) {
-				p.p.log.Warn().Uint64("seq", w.seq).
-					Msg("JetStream stored an event after one it did not: the stream holds them out of Ami-Seq order")
+				p.p.log.LogAttrs(context.Background(), slog.LevelWarn, "JetStream stored an event after one it did not: the stream holds them out of Ami-Seq order",
+					slog.Uint64("seq", w.seq))
 			}
 		case err := <-w.f.Err():
 			if inOrder {
@@ -216,8 +218,8 @@ func (p *publisher) settle(window []inflight, acked uint64, cause error, inOrder
 	}
 	p.p.stats.jsRetries.Add(uint64(resent))
 	if p.retryLog.allow(time.Second) {
-		p.p.log.Warn().Err(cause).Uint64("from_seq", acked+1).Int("resent", resent).
-			Msg("JetStream did not acknowledge an event: publishing again from it")
+		p.p.log.LogAttrs(context.Background(), slog.LevelWarn, "JetStream did not acknowledge an event: publishing again from it",
+			slog.Any("error", cause), slog.Uint64("from_seq", acked+1), slog.Int("resent", resent))
 	}
 	return acked, true, true
 }
@@ -265,8 +267,8 @@ func (p *publisher) giveUp(err error) {
 		return
 	}
 	total := p.p.jsFailures.Add(uint64(n))
-	p.p.log.Warn().Err(err).Int("events", n).Uint64("js_failures", total).
-		Msg("JetStream did not acknowledge these events before the shutdown deadline")
+	p.p.log.Warn("JetStream did not acknowledge these events before the shutdown deadline",
+		"error", err, "events", n, "js_failures", total)
 }
 
 // publishJS sends one event as Ami-Seq pub with an ack. JetStream keeps

@@ -127,14 +127,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/rs/zerolog"
 
 	"github.com/ami-bridge/ami-bridge/amiproto"
 	"github.com/ami-bridge/ami-bridge/lease"
@@ -391,7 +390,7 @@ type haNode struct {
 	p      *pbx
 	opts   HAOptions
 	bucket *lease.Bucket // set by start
-	log    zerolog.Logger
+	log    *slog.Logger
 
 	wake    chan struct{} // a contention or renewal is due now
 	pubWake chan struct{} // the publisher's: the role changed
@@ -523,7 +522,7 @@ func (h *haNode) watch(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
-		h.log.Debug().Err(err).Msg("HA lease watch ended; watching again")
+		h.log.Debug("HA lease watch ended; watching again", "error", err)
 		if !sleepCtx(ctx, h.opts.CheckpointInterval*10) {
 			return
 		}
@@ -538,7 +537,7 @@ func (h *haNode) stepDown(why string) {
 	h.lease = nil
 	h.mu.Unlock()
 	if was {
-		h.log.Warn().Str("why", why).Msg("HA: no longer active for this PBX")
+		h.log.Warn("HA: no longer active for this PBX", "why", why)
 		h.p.publishStatus()
 	}
 }
@@ -569,7 +568,7 @@ func (h *haNode) renew(ctx context.Context) {
 	case err != nil && !l.Valid():
 		h.stepDown("lease not renewed in time: " + err.Error())
 	case err != nil:
-		h.log.Debug().Err(err).Msg("HA lease renewal failed; retrying")
+		h.log.Debug("HA lease renewal failed; retrying", "error", err)
 	}
 }
 
@@ -586,10 +585,10 @@ func (h *haNode) release(ctx context.Context, why string) {
 		return
 	}
 	if err := l.Release(ctx, data); err != nil {
-		h.log.Warn().Err(err).Msg("HA: releasing the lease failed; a standby takes over when it expires")
+		h.log.Warn("HA: releasing the lease failed; a standby takes over when it expires", "error", err)
 		return
 	}
-	h.log.Info().Str("why", why).RawJSON("checkpoint", data).Msg("HA: lease released")
+	h.log.Info("HA: lease released", "why", why, "checkpoint", json.RawMessage(data))
 	h.p.publishStatus()
 }
 
@@ -605,7 +604,7 @@ func (h *haNode) run(ctx context.Context) {
 			h.bucket = b
 			break
 		}
-		h.log.Warn().Err(err).Msg("HA: lease bucket not ready; this process stays standby")
+		h.log.Warn("HA: lease bucket not ready; this process stays standby", "error", err)
 		if !sleepCtx(ctx, h.opts.LeaseTTL) {
 			return
 		}
@@ -655,7 +654,7 @@ func (h *haNode) tryAcquire(ctx context.Context) {
 		if errors.Is(err, lease.ErrHeld) {
 			holder = strings.TrimPrefix(strings.TrimPrefix(err.Error(), lease.ErrHeld.Error()), ": ")
 		} else {
-			h.log.Debug().Err(err).Msg("HA: acquire failed")
+			h.log.Debug("HA: acquire failed", "error", err)
 		}
 		h.mu.Lock()
 		changed := h.holder != holder
@@ -674,15 +673,15 @@ func (h *haNode) tryAcquire(ctx context.Context) {
 		ck, err = readCheckpoint(st.Data)
 	}
 	if err != nil {
-		h.log.Warn().Err(err).Msg("HA: cannot read the last checkpoint; giving the lease back")
+		h.log.Warn("HA: cannot read the last checkpoint; giving the lease back", "error", err)
 		if rerr := l.Release(ctx, nil); rerr != nil {
-			h.log.Debug().Err(rerr).Msg("HA: release")
+			h.log.Debug("HA: release", "error", rerr)
 		}
 		return
 	}
 	if h.closing.Load() { // Shutdown began meanwhile
 		if err := l.Release(ctx, nil); err != nil {
-			h.log.Debug().Err(err).Msg("HA: release")
+			h.log.Debug("HA: release", "error", err)
 		}
 		return
 	}
@@ -708,11 +707,11 @@ func (h *haNode) tryAcquire(ctx context.Context) {
 	h.active.Store(true)
 	h.mu.Unlock()
 	h.kickPub()
-	ev := h.log.Info().Uint64("from_seq", h.last.From).Int("replayed", pl.replay).Bool("matched", pl.matched).Int64("epoch", pl.epoch)
+	level, attrs := slog.LevelInfo, []any{"from_seq", h.last.From, "replayed", pl.replay, "matched", pl.matched, "epoch", pl.epoch}
 	if pl.gap != nil {
-		ev = h.log.Error().Uint64("gap_from", pl.gap.From).Uint64("gap_to", pl.gap.To)
+		level, attrs = slog.LevelError, append(attrs, "gap_from", pl.gap.From, "gap_to", pl.gap.To)
 	}
-	ev.Msg("HA: took over as the active bridge of this PBX")
+	h.log.Log(context.Background(), level, "HA: took over as the active bridge of this PBX", attrs...)
 	h.p.publishStatus()
 	h.renew(ctx) // the checkpoint now carries this process's epoch
 }
@@ -886,7 +885,7 @@ func (h *haNode) releaseAfterAcks(ctx context.Context, why string) {
 	select {
 	case <-q:
 	case <-t.C:
-		h.log.Warn().Msg("HA: publishes still unacknowledged at the handover; the next active sends them again")
+		h.log.Warn("HA: publishes still unacknowledged at the handover; the next active sends them again")
 	case <-ctx.Done():
 	}
 	h.release(context.WithoutCancel(ctx), why)

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
 	"testing"
@@ -13,7 +14,6 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
-	"github.com/rs/zerolog"
 
 	"github.com/ami-bridge/ami-bridge/amiproto"
 	"github.com/ami-bridge/ami-bridge/amiproto/amitest"
@@ -137,7 +137,8 @@ func fastServer(name string, pbx *amitest.Server) ServerConfig {
 func startBridge(t testing.TB, nc *nats.Conn, servers []ServerConfig, opts Options) (*Bridge, *syncBuffer) {
 	t.Helper()
 	logs := &syncBuffer{}
-	opts.Logger = zerolog.New(logs)
+	// Debug, so that the secret check covers every line the bridge writes.
+	opts.Logger = slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	b, err := New(nc, servers, opts)
 	if err != nil {
 		t.Fatalf("New: %v", err)

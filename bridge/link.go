@@ -6,12 +6,11 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/rs/zerolog"
 
 	"github.com/ami-bridge/ami-bridge/amiproto"
 )
@@ -42,7 +41,7 @@ type link struct {
 	ep       amiproto.Endpoint // holds the secret: never log it, never put it in an error
 	opts     []amiproto.Option
 	min, max time.Duration
-	log      zerolog.Logger
+	log      *slog.Logger
 	changed  func() // called after every state change
 
 	reconnects    atomic.Uint64
@@ -114,7 +113,7 @@ func (l *link) untilEnd(ctx, hard context.Context, c *amiproto.Client) {
 	stop := context.AfterFunc(ctx, func() {
 		defer close(loggedOff)
 		if err := c.Shutdown(hard); err != nil {
-			l.log.Warn().Err(err).Msg("AMI logoff did not finish")
+			l.log.Warn("AMI logoff did not finish", "error", err)
 		}
 	})
 	// Done is closed once c's reader, writer and keepalive have stopped,
@@ -164,12 +163,11 @@ func (l *link) record(state string, err error) {
 		l.lastErr = err.Error()
 	}
 	l.mu.Unlock()
-	ev := l.log.Info()
-	if err != nil {
-		ev = l.log.Warn().Err(err)
-	}
-	if changed || err != nil {
-		ev.Str("state", state).Msg("AMI session " + state)
+	switch {
+	case err != nil:
+		l.log.Warn("AMI session "+state, "error", err, "state", state)
+	case changed:
+		l.log.Info("AMI session "+state, "state", state)
 	}
 }
 

@@ -2,12 +2,11 @@ package bridge
 
 import (
 	"context"
+	"log/slog"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/rs/zerolog"
 
 	"github.com/ami-bridge/ami-bridge/amiproto"
 )
@@ -19,7 +18,7 @@ type pbx struct {
 	cfg    ServerConfig
 	ns     *natsSide
 	life   *lifecycle
-	log    zerolog.Logger
+	log    *slog.Logger
 	filter *eventFilter
 	policy actionPolicy
 
@@ -52,7 +51,7 @@ type pbx struct {
 
 // newPBX returns a PBX; buffered is the byte count its ring shares with
 // the other PBXes' (see ring).
-func newPBX(sc ServerConfig, ns *natsSide, life *lifecycle, opts Options, buffered *atomic.Int64, log zerolog.Logger) (*pbx, error) {
+func newPBX(sc ServerConfig, ns *natsSide, life *lifecycle, opts Options, buffered *atomic.Int64, log *slog.Logger) (*pbx, error) {
 	sc, ep, err := withServerDefaults(sc)
 	if err != nil {
 		return nil, err
@@ -62,7 +61,7 @@ func newPBX(sc ServerConfig, ns *natsSide, life *lifecycle, opts Options, buffer
 		cfg:    sc,
 		ns:     ns,
 		life:   life,
-		log:    log.With().Str("server", sc.Name).Str("ami", ep.String()).Logger(),
+		log:    log.With("server", sc.Name, "ami", ep.String()),
 		filter: newEventFilter(sc.EventsInclude, sc.EventsExclude),
 		policy: newActionPolicy(sc.ActionsAllow, sc.ActionsDeny),
 		ring:   newRing(opts.EventBuffer, opts.EventBufferBytes, buffered),
@@ -95,7 +94,7 @@ func newPBX(sc ServerConfig, ns *natsSide, life *lifecycle, opts Options, buffer
 			opts:    append(append([]amiproto.Option{}, common...), extra...),
 			min:     sc.ReconnectMin,
 			max:     sc.ReconnectMax,
-			log:     p.log.With().Str("session", name).Logger(),
+			log:     p.log.With("session", name),
 			changed: p.linkChanged,
 			state:   StateConnecting,
 			since:   p.since,
@@ -181,7 +180,7 @@ func (p *pbx) fetchVersion(ctx context.Context, c *amiproto.Client) {
 	defer cancel()
 	resp, err := c.Request(ctx, amiproto.NewAction("CoreSettings"))
 	if err != nil {
-		p.log.Debug().Err(err).Msg("CoreSettings failed; the status will not carry the Asterisk version")
+		p.log.Debug("CoreSettings failed; the status will not carry the Asterisk version", "error", err)
 		return
 	}
 	p.mu.Lock()
@@ -217,8 +216,8 @@ func (p *pbx) accept(m *amiproto.Message) {
 		now := time.Now()
 		p.stats.eventRead(now)
 		if p.dropLog.allowAt(now, time.Second) {
-			p.log.Warn().Uint64("seq", p.seq).Str("event", m.EventName()).Uint64("dropped_total", n).
-				Msg("event buffer full: NATS is slow or down, dropping events")
+			p.log.LogAttrs(context.Background(), slog.LevelWarn, "event buffer full: NATS is slow or down, dropping events",
+				slog.Uint64("seq", p.seq), slog.String("event", m.EventName()), slog.Uint64("dropped_total", n))
 		}
 	}
 }
@@ -238,7 +237,7 @@ func (p *pbx) eventsUp() bool { return p.events.status().State == StateConnected
 // goroutine.
 func (p *pbx) report(err error) {
 	if p.reportLog.allow(time.Second) {
-		p.log.Warn().Err(err).Msg("AMI session report")
+		p.log.Warn("AMI session report", "error", err)
 	}
 }
 

@@ -2,12 +2,12 @@ package bridge
 
 import (
 	"context"
+	"log/slog"
 	"strconv"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/rs/zerolog"
 
 	"github.com/ami-bridge/ami-bridge/amiproto"
 	"github.com/ami-bridge/ami-bridge/amiproto/amitest"
@@ -93,7 +93,7 @@ func TestLink_RefusedLoginWaitsTheMaximumBackoff(t *testing.T) {
 		ep:      pbx.Endpoint("admin", "wrong"),
 		min:     time.Millisecond,
 		max:     max,
-		log:     zerolog.Nop(),
+		log:     slog.New(slog.DiscardHandler),
 		changed: func() {},
 	}
 	ctx, cancel := context.WithCancel(context.Background())

@@ -107,11 +107,11 @@ func (p *pbx) publishStatus() {
 	defer p.statusMu.Unlock()
 	data, err := json.Marshal(p.status())
 	if err != nil {
-		p.log.Error().Err(err).Msg("encode status")
+		p.log.Error("encode status", "error", err)
 		return
 	}
 	err = p.ns.nc.Publish(subjects.Status(p.ns.prefix, p.name), data)
 	if err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
-		p.log.Warn().Err(err).Msg("publish status")
+		p.log.Warn("publish status", "error", err)
 	}
 }

@@ -164,7 +164,7 @@ func demo(ctx context.Context, o demoOptions, anyHTTPPort bool, stdout io.Writer
 	}}, bridge.Options{
 		Prefix:  config.DefaultPrefix,
 		Version: serviceVersion(versionString()),
-		Logger:  log,
+		Logger:  bridgeLogger(log),
 	})
 	if err != nil {
 		return fmt.Errorf("bridge: %w", err)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"io"
+	"log/slog"
 	"os"
 	"time"
 
@@ -24,6 +25,13 @@ func newLogger(c config.Log, w io.Writer) zerolog.Logger {
 		level = zerolog.InfoLevel
 	}
 	return zerolog.New(w).Level(level).With().Timestamp().Logger()
+}
+
+// bridgeLogger is log as the *slog.Logger the bridge package takes: the
+// bridge's lines go through the same zerolog writer, level and fields
+// (slog's "error" attribute stays zerolog's "error" field).
+func bridgeLogger(log zerolog.Logger) *slog.Logger {
+	return slog.New(zerolog.NewSlogHandler(log))
 }
 
 // useConsole says whether format selects the human console writer.

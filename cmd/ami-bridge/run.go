@@ -297,6 +297,6 @@ func bridgeOptions(cfg *config.Config, log zerolog.Logger) bridge.Options {
 		},
 		HA:      cfg.HA.Options(),
 		Version: serviceVersion(versionString()),
-		Logger:  log,
+		Logger:  bridgeLogger(log),
 	}
 }
