@@ -51,13 +51,15 @@ func (l ReaderLimits) withDefaults() ReaderLimits {
 }
 
 // Buffer sizes. The buffer starts small, for the many sessions that are
-// mostly idle, and doubles while one message does not fit or, up to
-// busyBufSize, while reads fill it. It goes back to busyBufSize once a
-// message larger than shrinkAbove is done.
+// mostly idle (an idle session's Pings and their answers are ~100 bytes;
+// one process holds thousands of sessions), and doubles while one message
+// does not fit or, up to busyBufSize, while reads fill it: a busy stream
+// reaches busyBufSize within a few reads. It goes back to busyBufSize once
+// a message larger than shrinkAbove is done.
 const (
-	startBufSize = 4 << 10
+	startBufSize = 1 << 10
 	busyBufSize  = 32 << 10
-	minReadSize  = 4 << 10
+	minReadSize  = 1 << 10
 	shrinkAbove  = 1 << 20
 )
 
