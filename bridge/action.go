@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"maps"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -14,7 +13,6 @@ import (
 	"github.com/nats-io/nats.go/micro"
 
 	"github.com/ami-bridge/ami-bridge/amiproto"
-	"github.com/ami-bridge/ami-bridge/subjects"
 )
 
 // The error codes of action replies, as in HTTP.
@@ -32,15 +30,14 @@ const (
 // collection cannot pile up in the client's buffers.
 const streamFlushEvery = 1024
 
-// serveActions runs one login of an action session: it registers the
-// session's micro service, so that the PBX's requests reach it, and stops
-// the service when the session drops or Shutdown stops taking actions.
-// The endpoint leaves the queue group then, and requests go to a bridge
-// whose session is up.
+// serveActions runs one login of an action session: it adds the session
+// to the PBX's micro service, so that the PBX's requests reach it, and
+// takes it out when the session drops or Shutdown stops taking actions.
+// The session's endpoint leaves the queue group then, and requests go to a
+// session, or a bridge, that is up.
 func (p *pbx) serveActions(ctx context.Context, l *link, c *amiproto.Client) {
 	busy := new(atomic.Bool) // an action is running on c
-	svc, err := p.addService(l, c, busy)
-	if err != nil {
+	if err := p.service.join(l, c, busy); err != nil {
 		p.log.Error("register the action service; the session will be retried", "error", err)
 		c.Close()
 		l.untilEnd(ctx, p.life.hard, c)
@@ -48,12 +45,7 @@ func (p *pbx) serveActions(ctx context.Context, l *link, c *amiproto.Client) {
 	}
 	// The endpoint is only in the queue group while the session is up and
 	// the bridge takes actions.
-	stop := func() {
-		if err := svc.Stop(); err != nil {
-			p.log.Warn("stop the action service", "error", err)
-		}
-	}
-	afterIntake := context.AfterFunc(p.life.intake, stop)
+	afterIntake := context.AfterFunc(p.life.intake, func() { p.service.leave(l) })
 	l.setState(StateConnected, nil)
 	pingCtx, stopPing := context.WithCancel(ctx)
 	pingDone := make(chan struct{})
@@ -65,7 +57,7 @@ func (p *pbx) serveActions(ctx context.Context, l *link, c *amiproto.Client) {
 	stopPing()
 	<-pingDone
 	if afterIntake() {
-		stop()
+		p.service.leave(l)
 	}
 }
 
@@ -107,37 +99,6 @@ func (p *pbx) actionKeepalive(ctx context.Context, l *link, c *amiproto.Client, 
 			return
 		}
 	}
-}
-
-// addService registers a micro service instance whose one endpoint, the
-// PBX's action subject, runs every request on c, and makes sure the NATS
-// server has its subscription.
-func (p *pbx) addService(l *link, c *amiproto.Client, busy *atomic.Bool) (micro.Service, error) {
-	cfg := p.ns.service
-	cfg.Metadata = maps.Clone(cfg.Metadata)
-	cfg.Metadata["server"] = p.name
-	cfg.ErrorHandler = func(_ micro.Service, err *micro.NATSError) {
-		p.log.Error("action endpoint subscription error", "subject", err.Subject, "error", err.Description)
-	}
-	svc, err := micro.AddService(p.ns.nc, cfg)
-	if err != nil {
-		return nil, fmt.Errorf("register micro service: %w", err)
-	}
-	err = svc.AddEndpoint(p.name, micro.HandlerFunc(func(req micro.Request) {
-		busy.Store(true)
-		defer busy.Store(false)
-		p.handle(req, c)
-	}),
-		micro.WithEndpointSubject(subjects.Action(p.ns.prefix, p.name)),
-		micro.WithEndpointMetadata(map[string]string{"server": p.name}))
-	if err != nil {
-		_ = svc.Stop()
-		return nil, fmt.Errorf("add endpoint: %w", err)
-	}
-	if err := flush(context.Background(), p.ns.nc); err != nil {
-		l.log.Warn("NATS flush after registering the action service", "error", err)
-	}
-	return svc, nil
 }
 
 // handle serves one request on c, start to end: micro counts a request's

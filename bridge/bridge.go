@@ -20,10 +20,12 @@
 //
 // # Action services
 //
-// Every logged-in action session registers its own micro service instance
-// with one endpoint, the PBX's action subject, in the queue group
-// QueueGroup; the instance stops when the session drops and returns when
-// it is back. A bridge whose PBX cannot serve is thus not in the queue
+// Each PBX registers one micro service instance with one endpoint per
+// logged-in action session, each on the PBX's action subject in the queue
+// group QueueGroup; a session's endpoint leaves when the session drops and
+// returns when it is back (the instance is registered anew with the
+// sessions that are up; see actionService), and the instance stops when
+// no session is up. A bridge whose PBX cannot serve is thus not in the queue
 // group, and NATS hands the requests to a bridge that can (or answers "no
 // responders" when none can). The handler answers before it returns, so
 // micro's stats (requests, errors with their code, processing time) cover
@@ -143,7 +145,7 @@ const MaxReplicas = 5
 // a micro service and an Asterisk thread.
 const MaxActionSessions = 64
 
-// The micro service every action session registers.
+// The micro service every PBX with a logged-in action session registers.
 const (
 	ServiceName = "ami-bridge"
 	// QueueGroup is the queue group of every action endpoint, so that
@@ -168,10 +170,11 @@ const (
 //   - per logged-in action session, its keepalive (pbx.actionKeepalive):
 //     started and waited for by pbx.serveActions; it ends when the
 //     session does.
-//   - per logged-in action session, a micro service whose endpoint
-//     subscription calls the action handler, one request at a time: added
-//     by the action link once logged in, stopped by it when the session
-//     drops or Shutdown starts. Shutdown waits for the handlers still
+//   - per PBX with a logged-in action session, a micro service with one
+//     endpoint per session, whose subscription calls the action handler
+//     on that session, one request at a time: the action link joins it
+//     once logged in and leaves it when the session drops or Shutdown
+//     starts (actionService). Shutdown waits for the handlers still
 //     running through the lifecycle's in-flight count.
 //   - with HA, per PBX, the HA loop (haNode.run) and its lease watch:
 //     started and waited for by pbx.run; they end with the run context,
@@ -204,7 +207,7 @@ type natsSide struct {
 	epoch   int64               // process epoch in Nats-Msg-Id: start time in Unix milliseconds
 	js      jetstream.JetStream // nil unless JetStream is enabled; set by Start
 	jsOpts  JetStreamOptions
-	service micro.Config // template of the per-session action services
+	service micro.Config // template of the PBXes' action services
 
 	topologyFunc   func() Topology // Options.Topology; nil when unset
 	streamReplicas int             // of the stream Start found or created

@@ -566,39 +566,100 @@ func TestBridge_MicroService(t *testing.T) {
 	w1.waitAllUp()
 	w2.waitAllUp()
 
-	// One service instance per logged-in action session.
-	const want = 2 * DefaultActionSessions
-	inbox := nats.NewInbox()
-	replies, err := cc.SubscribeSync(inbox)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cc.PublishRequest("$SRV.INFO."+ServiceName, inbox, nil); err != nil {
-		t.Fatal(err)
-	}
+	// One service instance per PBX, with an endpoint per logged-in action
+	// session.
 	perServer := map[string]int{}
-	for range want {
-		m, err := replies.NextMsg(waitTime)
-		if err != nil {
-			t.Fatalf("after %v service infos: %v", perServer, err)
-		}
-		var info micro.Info
-		if err := json.Unmarshal(m.Data, &info); err != nil {
-			t.Fatal(err)
-		}
+	for _, info := range serviceInfos(t, cc, 2) {
 		name := info.Metadata["server"]
-		if info.Name != ServiceName || info.Version != "1.2.3" || info.Metadata["servers"] != "pbx1,pbx2" || len(info.Endpoints) != 1 {
-			t.Fatalf("service info %s", m.Data)
+		if info.Name != ServiceName || info.Version != "1.2.3" || info.Metadata["servers"] != "pbx1,pbx2" || len(info.Endpoints) != DefaultActionSessions {
+			t.Fatalf("service info %+v", info)
 		}
-		ep := info.Endpoints[0]
-		if ep.Name != name || ep.Subject != subjects.Action("ami", name) || ep.QueueGroup != QueueGroup || ep.Metadata["server"] != name {
-			t.Errorf("endpoint %+v", ep)
+		for _, ep := range info.Endpoints {
+			if ep.Name != name || ep.Subject != subjects.Action("ami", name) || ep.QueueGroup != QueueGroup || ep.Metadata["server"] != name {
+				t.Errorf("endpoint %+v", ep)
+			}
 		}
 		perServer[name]++
 	}
-	if perServer["pbx1"] != DefaultActionSessions || perServer["pbx2"] != DefaultActionSessions {
-		t.Errorf("instances per server %v, want %d each", perServer, DefaultActionSessions)
+	if perServer["pbx1"] != 1 || perServer["pbx2"] != 1 {
+		t.Errorf("instances per server %v, want 1 each", perServer)
 	}
+}
+
+// TestBridge_DroppedActionSessionLeavesTheService checks that the endpoint
+// of a dropped action session leaves the PBX's service, so that requests
+// go to the session still up and none lands on the dead one, and that the
+// service stops with the last session.
+func TestBridge_DroppedActionSessionLeavesTheService(t *testing.T) {
+	ns := startNATS(t, natsOptions{})
+	nc, cc := connect(t, ns), connect(t, ns)
+	pbx := startPBX(t, amitest.Config{})
+	w := watchStatus(t, cc, "ami", "pbx1")
+	sc := fastServer("pbx1", pbx)
+	sc.ActionSessions = 2
+	sc.ReconnectMin, sc.ReconnectMax = time.Hour, time.Hour // a dropped session stays down
+	startBridge(t, nc, []ServerConfig{sc}, Options{})
+	w.waitAllUp()
+	if n := len(serviceInfos(t, cc, 1)[0].Endpoints); n != 2 {
+		t.Fatalf("%d endpoints with 2 sessions up", n)
+	}
+
+	// The session that runs this CoreStatus is cut in its answer.
+	pbx.DropDuring("CoreStatus")
+	if m := request(t, cc, subjects.Action("ami", "pbx1"), `{"Action":"CoreStatus"}`, nil); m.Header.Get(micro.ErrorCodeHeader) != "503" {
+		t.Fatalf("the cut action: %q %s, want a 503", m.Header.Get(micro.ErrorCodeHeader), m.Data)
+	}
+	deadline := time.Now().Add(waitTime)
+	for len(serviceInfos(t, cc, 1)[0].Endpoints) != 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("the dropped session's endpoint is still in the service")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	for i := range 10 {
+		if m := request(t, cc, subjects.Action("ami", "pbx1"), `{"Action":"Ping"}`, nil); m.Header.Get(micro.ErrorCodeHeader) != "" {
+			t.Fatalf("request %d after the drop: %q %s", i, m.Header.Get(micro.ErrorCodeHeader), m.Data)
+		}
+	}
+
+	pbx.DropDuring("CoreStatus")
+	request(t, cc, subjects.Action("ami", "pbx1"), `{"Action":"CoreStatus"}`, nil)
+	deadline = time.Now().Add(waitTime)
+	for {
+		_, err := cc.Request(subjects.Action("ami", "pbx1"), []byte(`{"Action":"Ping"}`), waitTime)
+		if errors.Is(err, nats.ErrNoResponders) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no session up, and the PBX still takes requests: %v", err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// serviceInfos returns the $SRV.INFO answers of n instances of the service.
+func serviceInfos(t *testing.T, nc *nats.Conn, n int) []micro.Info {
+	t.Helper()
+	inbox := nats.NewInbox()
+	replies, err := nc.SubscribeSync(inbox)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer replies.Unsubscribe()
+	if err := nc.PublishRequest("$SRV.INFO."+ServiceName, inbox, nil); err != nil {
+		t.Fatal(err)
+	}
+	infos := make([]micro.Info, n)
+	for i := range infos {
+		m, err := replies.NextMsg(waitTime)
+		if err != nil {
+			t.Fatalf("after %d of %d service infos: %v", i, n, err)
+		}
+		if err := json.Unmarshal(m.Data, &infos[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return infos
 }
 
 func TestBridge_ShutdownFinishesInFlightActions(t *testing.T) {

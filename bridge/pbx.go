@@ -24,6 +24,7 @@ type pbx struct {
 
 	events  *link
 	actions []*link
+	service actionService // the action sessions' micro service; see service.go
 
 	seq  uint64 // last Ami-Seq given; only the event client's reader goroutine touches it
 	ring *ring  // the numbered events, published or waiting; see ring.go
@@ -69,6 +70,7 @@ func newPBX(sc ServerConfig, ns *natsSide, life *lifecycle, opts Options, buffer
 		since:  time.Now(),
 	}
 	p.pub = newPublisher(p)
+	p.service.p = p
 	if opts.HA.Enabled {
 		p.ha = newHANode(p, opts.HA)
 	}

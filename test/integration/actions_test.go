@@ -81,10 +81,11 @@ func TestActions_ReplyShapes(t *testing.T) {
 		}
 	})
 
-	t.Run("MicroServiceOneInstancePerActionSession", func(t *testing.T) {
-		// Every logged-in action session is a service instance with one
-		// endpoint; "down" has none, so it is in no queue group.
-		infos := w.serviceInfos(3 * bridge.DefaultActionSessions)
+	t.Run("MicroServiceOneEndpointPerActionSession", func(t *testing.T) {
+		// Every PBX that is up is a service instance with one endpoint per
+		// logged-in action session; "down" has none, so it is in no queue
+		// group.
+		infos := w.serviceInfos(3)
 		got := map[string]int{}
 		for _, info := range infos {
 			for _, ep := range info.Endpoints {
@@ -96,11 +97,11 @@ func TestActions_ReplyShapes(t *testing.T) {
 		}
 		for _, server := range []string{"p22", "p13", "p22-allow"} {
 			if n := got["ami."+server+".action"]; n != bridge.DefaultActionSessions {
-				t.Errorf("ami.%s.action: %d instances, want %d", server, n, bridge.DefaultActionSessions)
+				t.Errorf("ami.%s.action: %d endpoints, want %d", server, n, bridge.DefaultActionSessions)
 			}
 		}
 		if n := got["ami.down.action"]; n != 0 {
-			t.Errorf("the down PBX has %d instances in the queue group", n)
+			t.Errorf("the down PBX has %d endpoints in the queue group", n)
 		}
 	})
 
