@@ -640,22 +640,9 @@ func TestBridge_DroppedActionSessionLeavesTheService(t *testing.T) {
 // serviceInfos returns the $SRV.INFO answers of n instances of the service.
 func serviceInfos(t *testing.T, nc *nats.Conn, n int) []micro.Info {
 	t.Helper()
-	inbox := nats.NewInbox()
-	replies, err := nc.SubscribeSync(inbox)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer replies.Unsubscribe()
-	if err := nc.PublishRequest("$SRV.INFO."+ServiceName, inbox, nil); err != nil {
-		t.Fatal(err)
-	}
 	infos := make([]micro.Info, n)
-	for i := range infos {
-		m, err := replies.NextMsg(waitTime)
-		if err != nil {
-			t.Fatalf("after %d of %d service infos: %v", i, n, err)
-		}
-		if err := json.Unmarshal(m.Data, &infos[i]); err != nil {
+	for i, data := range serviceAnswers(t, nc, "INFO", n) {
+		if err := json.Unmarshal(data, &infos[i]); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -143,23 +143,10 @@ func TestBridge_MisconfiguredBridgeTakesNoRequests(t *testing.T) {
 // statsOf sums the endpoint stats of every instance of the service.
 func statsOf(t *testing.T, nc *nats.Conn, instances int) micro.EndpointStats {
 	t.Helper()
-	inbox := nats.NewInbox()
-	replies, err := nc.SubscribeSync(inbox)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer replies.Unsubscribe()
-	if err := nc.PublishRequest("$SRV.STATS."+ServiceName, inbox, nil); err != nil {
-		t.Fatal(err)
-	}
 	var sum micro.EndpointStats
-	for range instances {
-		m, err := replies.NextMsg(waitTime)
-		if err != nil {
-			t.Fatal(err)
-		}
+	for _, data := range serviceAnswers(t, nc, "STATS", instances) {
 		var st micro.Stats
-		if err := json.Unmarshal(m.Data, &st); err != nil {
+		if err := json.Unmarshal(data, &st); err != nil {
 			t.Fatal(err)
 		}
 		for _, ep := range st.Endpoints {
@@ -172,6 +159,30 @@ func statsOf(t *testing.T, nc *nats.Conn, instances int) micro.EndpointStats {
 		}
 	}
 	return sum
+}
+
+// serviceAnswers sends the service's $SRV.<verb> request and returns the
+// bodies of n answers, one per instance.
+func serviceAnswers(t *testing.T, nc *nats.Conn, verb string, n int) [][]byte {
+	t.Helper()
+	inbox := nats.NewInbox()
+	replies, err := nc.SubscribeSync(inbox)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer replies.Unsubscribe()
+	if err := nc.PublishRequest("$SRV."+verb+"."+ServiceName, inbox, nil); err != nil {
+		t.Fatal(err)
+	}
+	answers := make([][]byte, n)
+	for i := range answers {
+		m, err := replies.NextMsg(waitTime)
+		if err != nil {
+			t.Fatalf("after %d of %d $SRV.%s answers: %v", i, n, verb, err)
+		}
+		answers[i] = m.Data
+	}
+	return answers
 }
 
 // The service stats count every request from its arrival to its reply:
