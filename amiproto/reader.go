@@ -89,6 +89,7 @@ type Reader struct {
 	filled      bool     // the last read filled the buffer: the stream is busy
 
 	msgSlab   []Message // ReadMessage's Messages are cut from it
+	slabSize  int       // the size of the latest slab
 	chunk     []byte    // the free part of the chunk messages' text is cut from
 	chunkSize int       // the size of the latest chunk
 }
@@ -167,7 +168,10 @@ func BannerVersion(banner string) string {
 // neighbours by far.
 func (r *Reader) ReadMessage() (*Message, error) {
 	if len(r.msgSlab) == 0 {
-		r.msgSlab = make([]Message, msgSlabSize)
+		// Like the chunks: small for an idle session, doubling while
+		// messages keep coming.
+		r.slabSize = min(max(2*r.slabSize, minMsgSlab), msgSlabSize)
+		r.msgSlab = make([]Message, r.slabSize)
 	}
 	m := &r.msgSlab[0]
 	if err := r.ReadMessageInto(m); err != nil {
@@ -481,8 +485,9 @@ func valueStart(line []byte, colon int) int {
 
 // Sizes of the memory that read messages are cut from; see alloc.
 const (
+	minMsgSlab  = 4
 	msgSlabSize = 64
-	minChunk    = 2 << 10
+	minChunk    = 512
 	maxChunk    = 16 << 10
 )
 
