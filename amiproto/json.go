@@ -199,7 +199,6 @@ func needsEscape(x uint64) bool {
 // The loads read little-endian integers from a string at i. They go
 // through a []byte view of the string, which the compiler turns into one
 // load and one bounds check; the bytes are only read.
-func load16(s string, i int) uint16 { return binary.LittleEndian.Uint16(bytesOf(s)[i:]) }
 func load32(s string, i int) uint32 { return binary.LittleEndian.Uint32(bytesOf(s)[i:]) }
 func load64(s string, i int) uint64 { return binary.LittleEndian.Uint64(bytesOf(s)[i:]) }
 

@@ -24,11 +24,9 @@ import (
 //	AMI_CHAOS=1 go test -race -count=1 -run TestChaos -v ./test/integration/
 func chaosFull() bool { return os.Getenv("AMI_CHAOS") == "1" }
 
-// chaosEventsPerCall is how many events one amitest call plays.
-const chaosEventsPerCall = 22
-
-// loginEvents are the events of an AMI session that are not a call's:
-// FullyBooted with the Login answer, and the session's SuccessfulAuth.
+// loginEvents is the least number of login events a bridge's event
+// session publishes besides the calls: FullyBooted with its Login answer and
+// its own SuccessfulAuth (the action sessions' logins may add more).
 const loginEvents = 2
 
 // storeStall bounds how long a stream may stop growing before its events
