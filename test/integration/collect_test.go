@@ -157,12 +157,35 @@ func (w *world) statesOf(server string, from int) []string {
 // stream only after answering its Login, so "connected" alone does not
 // promise that an event emitted next reaches the bridge; the session's own
 // SuccessfulAuth event, sent once it is in the stream, does.
+//
+// A PBX is "connected" once its event session and one action session are
+// up; waitReady also waits for every action session, because each login
+// sends the event session a SuccessfulAuth, and a late one would land among
+// the events a test counts. amitest sends it before the login's answer, so
+// once the status shows every session up, any event emitted next comes
+// after them all.
 func (w *world) waitReady(servers ...string) {
 	w.t.Helper()
 	w.waitConnected(servers...)
 	for _, name := range servers {
+		w.status.waitFor(w.t, 0, readyTimeout, "every AMI session of "+name+" up", func(m *nats.Msg) bool {
+			s, err := parseStatus(m)
+			return m.Subject == "ami."+name+".status" && err == nil && allSessionsUp(s)
+		})
 		w.waitEvent(0, "ami."+name+".event.SuccessfulAuth")
 	}
+}
+
+// allSessionsUp reports whether every AMI session the status lists is
+// connected.
+func allSessionsUp(s status) bool {
+	sessions, _ := s.raw["sessions"].([]any)
+	for _, x := range sessions {
+		if st, _ := x.(map[string]any); st["state"] != "connected" {
+			return false
+		}
+	}
+	return len(sessions) > 0
 }
 
 // waitEvent waits for an event on subject, at or after index from of the
