@@ -438,6 +438,9 @@ func (c *Client) readLoop() {
 		close(c.stopped)
 	}()
 	for {
+		if c.opts.skipEvent != nil && c.mayskip() && c.rd.SkipEvent(c.opts.skipEvent) {
+			continue
+		}
 		m, err := c.rd.ReadMessage()
 		if err != nil {
 			if pe := (*ProtocolError)(nil); errors.As(err, &pe) {
@@ -453,6 +456,14 @@ func (c *Client) readLoop() {
 		}
 		c.dispatch(m)
 	}
+}
+
+// mayskip reports whether an event may be skipped unread: no request
+// waits for an answer, nor for list entries (given up or not).
+func (c *Client) mayskip() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.pending) == 0 && c.gaveUp.lists == 0
 }
 
 // dispatch routes one message: a response to its request, a list entry or

@@ -831,3 +831,59 @@ func TestDial_RefusesAServerThatIsNotAsterisk(t *testing.T) {
 		t.Fatalf("the client sent %q to a server that is not Asterisk", b)
 	}
 }
+
+// WithEventSkip drops the events it is asked about unparsed, and never a
+// list entry: while a request waits, every event is read as usual.
+func TestClient_EventSkipLeavesOutEventsButNoListEntry(t *testing.T) {
+	srv := startPBX(t, amitest.Config{Channels: 20})
+	var delivered []string // only the reader goroutine appends
+	skipped := 0           // the same
+	marker := make(chan struct{})
+	dial(t, srv.URL("admin", "s3cret!"),
+		amiproto.WithEventSkip(func(name string) bool {
+			if name == "UserEvent" {
+				skipped++
+				return true
+			}
+			return false
+		}),
+		amiproto.WithEventFunc(func(ev *amiproto.Message) {
+			switch ev.Name() {
+			case "UserEvent":
+				delivered = append(delivered, ev.Get("N"))
+			case "Marker":
+				close(marker)
+			}
+		}))
+	// One write, so that the reader finds many events in its buffer.
+	var burst []byte
+	for i := range 200 {
+		var err error
+		if burst, err = amiproto.AppendMessage(burst, userEvent(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	srv.EmitRaw(append(burst, "Event: Marker\r\n\r\n"...))
+	<-marker
+	if skipped == 0 || skipped+len(delivered) != 200 {
+		t.Fatalf("%d skipped, %d delivered; want some skipped, 200 in all", skipped, len(delivered))
+	}
+	last := -1
+	for _, n := range delivered {
+		i, _ := strconv.Atoi(n)
+		if i <= last {
+			t.Fatalf("event %d after %d", i, last)
+		}
+		last = i
+	}
+
+	// Every entry of a list reaches its request, though skip would take them.
+	skipAll := func(string) bool { return true }
+	c2 := dial(t, srv.URL("admin", "s3cret!"), amiproto.WithEventSkip(skipAll), amiproto.WithEventFunc(func(*amiproto.Message) {}))
+	for range 20 {
+		resp, err := c2.CoreShowChannels(ctx10s(t))
+		if err != nil || len(resp.Events) != 20 || resp.Complete == nil {
+			t.Fatalf("CoreShowChannels: %v, %d entries", err, len(resp.Events))
+		}
+	}
+}

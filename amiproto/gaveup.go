@@ -13,6 +13,7 @@ const gaveUpGeneration = 4096
 // ones. The value is true once the ID's answer started a list.
 type gaveUpSet struct {
 	cur, old map[string]bool
+	lists    int // IDs held whose list started
 }
 
 // get reports whether id was given up, and whether its list started.
@@ -26,20 +27,39 @@ func (g *gaveUpSet) get(id string) (listing, ok bool) {
 
 // set records id, or updates it in the generation that holds it.
 func (g *gaveUpSet) set(id string, listing bool) {
-	if _, ok := g.old[id]; ok {
+	if was, ok := g.old[id]; ok {
+		g.count(was, listing)
 		g.old[id] = listing
 		return
 	}
-	if g.cur == nil || len(g.cur) >= gaveUpGeneration {
-		if _, ok := g.cur[id]; !ok {
-			g.old, g.cur = g.cur, make(map[string]bool)
+	was, ok := g.cur[id]
+	if !ok && (g.cur == nil || len(g.cur) >= gaveUpGeneration) {
+		for _, l := range g.old {
+			g.count(l, false)
 		}
+		g.old, g.cur = g.cur, make(map[string]bool)
 	}
+	g.count(was, listing)
 	g.cur[id] = listing
+}
+
+// count keeps lists when an ID's listing changes from was to is.
+func (g *gaveUpSet) count(was, is bool) {
+	switch {
+	case is && !was:
+		g.lists++
+	case was && !is:
+		g.lists--
+	}
 }
 
 // del forgets id.
 func (g *gaveUpSet) del(id string) {
+	l, ok := g.cur[id]
+	if !ok {
+		l = g.old[id]
+	}
+	g.count(l, false)
 	delete(g.cur, id)
 	delete(g.old, id)
 }

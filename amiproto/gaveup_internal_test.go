@@ -30,3 +30,42 @@ func TestGaveUpSet_BoundedKeepsRecent(t *testing.T) {
 		t.Error("deleted ID still held")
 	}
 }
+
+// lists counts the IDs held whose list started, through updates,
+// deletions and generations dropped: while it is above 0 the client
+// skips no event (mayskip), so a wrong count either loses list entries or
+// turns skipping off for good.
+func TestGaveUpSet_CountsLists(t *testing.T) {
+	var g gaveUpSet
+	count := func() int {
+		n := 0
+		for _, m := range []map[string]bool{g.cur, g.old} {
+			for _, l := range m {
+				if l {
+					n++
+				}
+			}
+		}
+		return n
+	}
+	for i := range 3*gaveUpGeneration + 5 {
+		id := strconv.Itoa(i)
+		g.set(id, false)
+		switch i % 4 {
+		case 1:
+			g.set(id, true) // its list started
+		case 2:
+			g.set(id, true)
+			g.set(id, true) // counted once
+		case 3:
+			g.set(id, true)
+			g.del(id) // the list's Complete came
+		}
+		if i > 10 && i%97 == 0 {
+			g.set(strconv.Itoa(i-10), true) // an older ID, maybe in the old generation
+		}
+		if g.lists != count() {
+			t.Fatalf("after ID %d: lists = %d, %d held", i, g.lists, count())
+		}
+	}
+}

@@ -20,6 +20,7 @@ type options struct {
 	limits       ReaderLimits
 	onReport     func(error)
 	onEvent      func(*Message)
+	skipEvent    func(name string) bool
 	dial         func(ctx context.Context, network, addr string) (net.Conn, error)
 	ids          *ActionIDs // nil: the client's own
 }
@@ -97,6 +98,17 @@ func (o *options) keepaliveTimeout() time.Duration {
 // closed once the reader has stopped, so ranging over it still waits for
 // the last call of f.
 func WithEventFunc(f func(*Message)) Option { return func(o *options) { o.onEvent = f } }
+
+// WithEventSkip lets a consumer that sheds load drop events for a fraction
+// of their cost: skip is called on the reader goroutine with the name of an
+// event before it is parsed, and an event it returns true for is skipped,
+// unparsed: neither Events nor the WithEventFunc handler sees it. It is
+// only asked while no request of the client waits for an answer, so that
+// no response or list entry is ever skipped; the other events are read as
+// usual. name is valid only during the call, and skip must not block.
+func WithEventSkip(skip func(name string) bool) Option {
+	return func(o *options) { o.skipEvent = skip }
+}
 
 // WithDialer makes the connection with dial instead of a net.Dialer, as
 // nats.go's SetCustomDialer does: to reach the PBX through an SSH tunnel or

@@ -425,6 +425,7 @@ func (h *haNode) kick() { signal(h.wake) }
 // kickPub asks the publisher to look at its terms again at once.
 func (h *haNode) kickPub() { signal(h.pubWake) }
 
+// signal makes c, of capacity 1, ready without blocking.
 func signal(c chan struct{}) {
 	select {
 	case c <- struct{}{}:

@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -48,6 +49,7 @@ type pbx struct {
 
 	dropLog   rateLimit
 	reportLog rateLimit
+	room      roomWait // only the event client's reader goroutine touches it
 }
 
 // newPBX returns a PBX; buffered is the byte count its ring shares with
@@ -104,7 +106,7 @@ func newPBX(sc ServerConfig, ns *natsSide, life *lifecycle, opts Options, buffer
 	}
 	// Events go from the client's reader straight into the PBX's ring:
 	// no hand-off, and Ami-Seq numbers them in the order they were read.
-	events := []amiproto.Option{amiproto.WithEventFunc(p.accept)}
+	events := []amiproto.Option{amiproto.WithEventFunc(p.accept), amiproto.WithEventSkip(p.shed)}
 	if sc.PingInterval > 0 {
 		// The event session runs no requested action, so nothing but a
 		// dead link holds its Ping back. Action sessions have their own
@@ -209,17 +211,45 @@ func (p *pbx) accept(m *amiproto.Message) {
 	}
 	p.seq++
 	p.lastSeq.Store(p.seq)
-	if at, ok := p.ring.appendNow(m, p.seq); ok {
+	at, ok := p.ring.appendNow(m, p.seq)
+	if !ok && p.room.wait(p.ring) {
+		at, ok = p.ring.appendNow(m, p.seq)
+	}
+	if ok {
 		p.stats.eventRead(at)
 		return
 	}
+	p.drop(m.EventName())
+}
+
+// shed is the event session's WithEventSkip: while the ring refuses
+// events, one that passes the filter is numbered and dropped before it is
+// parsed, as accept would have dropped it after, for a fraction of the
+// cost. That keeps an overloaded bridge publishing: parsing the events it
+// drops would take the CPU its publisher needs. Filtered events go the
+// usual way.
+func (p *pbx) shed(name string) bool {
+	if !p.ring.refusing() || !p.filter.pass(name) || (p.ha != nil && sessionOnly(name)) {
+		return false
+	}
+	p.seq++
+	p.lastSeq.Store(p.seq)
+	p.drop(name)
+	return true
+}
+
+// drop counts the event numbered p.seq as dropped, and logs the drops at
+// most once a second.
+func (p *pbx) drop(name string) {
 	n := p.dropped.Add(1)
 	if n%dropEvery == 1 {
 		now := time.Now()
 		p.stats.eventRead(now)
 		if p.dropLog.allowAt(now, time.Second) {
+			// shed's name is a view of the reader's buffer: the clone
+			// lets a handler keep the record.
 			p.log.LogAttrs(context.Background(), slog.LevelWarn, "event buffer full: NATS is slow or down, dropping events",
-				slog.Uint64("seq", p.seq), slog.String("event", m.EventName()), slog.Uint64("dropped_total", n))
+				slog.Uint64("seq", p.seq), slog.String("event", strings.Clone(name)), slog.Uint64("dropped_total", n))
 		}
 	}
 }

@@ -84,8 +84,14 @@ type ring struct {
 	unacked int         // bytes held by the entries above the mark
 	waiting bool        // a reader found nothing new and waits on ready
 	closed  bool
-	ready   chan struct{} // capacity 1
-	chunk   []byte        // where the next event's bytes go; see ringMaxChunk
+	// refused is set by a drop and cleared when the acknowledged mark
+	// moves: once full, the ring refuses every event until the publisher
+	// frees room, so refusing can be read without the lock (see refusing).
+	refused  atomic.Bool
+	refusals atomic.Uint64 // times refused was set
+	room     chan struct{} // capacity 1: refused was cleared, or the ring closed
+	ready    chan struct{} // capacity 1
+	chunk    []byte        // where the next event's bytes go; see ringMaxChunk
 }
 
 // newRing returns an empty ring; shared, if not nil, is the byte count it
@@ -94,14 +100,17 @@ func newRing(maxEvents, maxBytes int, shared *atomic.Int64) *ring {
 	if shared == nil {
 		shared = new(atomic.Int64)
 	}
-	return &ring{maxEvents: maxEvents, maxBytes: maxBytes, shared: shared, ready: make(chan struct{}, 1)}
+	return &ring{maxEvents: maxEvents, maxBytes: maxBytes, shared: shared, ready: make(chan struct{}, 1), room: make(chan struct{}, 1)}
 }
 
 // append keeps a clone of m as event seq, read at at (Unix nanoseconds).
 // It evicts acknowledged entries, oldest first, to stay within the bounds;
 // when the unacknowledged entries alone leave no room, it keeps nothing
-// and returns false. It decides that before copying anything, so a
-// dropped event costs a lock and a few compares.
+// and returns false, and so does every append after it until ack moves
+// the mark: a full ring takes no smaller event in between, so that
+// refusing can tell a reader what an append would do. It decides that
+// before copying anything, so a dropped event costs a lock and a few
+// compares.
 func (r *ring) append(m *amiproto.Message, seq uint64, at int64) bool {
 	_, ok := r.add(m, seq, at, false)
 	return ok
@@ -116,7 +125,10 @@ func (r *ring) appendNow(m *amiproto.Message, seq uint64) (time.Time, bool) {
 func (r *ring) add(m *amiproto.Message, seq uint64, at int64, now bool) (t time.Time, ok bool) {
 	size := m.Size()
 	r.mu.Lock()
-	if int(r.next-r.ackPos) >= r.maxEvents || r.unacked+size > r.maxBytes || r.closed {
+	if r.refused.Load() || int(r.next-r.ackPos) >= r.maxEvents || r.unacked+size > r.maxBytes || r.closed {
+		if !r.closed && !r.refused.Swap(true) {
+			r.refusals.Add(1)
+		}
 		r.mu.Unlock()
 		return t, false
 	}
@@ -204,6 +216,16 @@ func (r *ring) readAfter(seq uint64, dst []ringEntry) ([]ringEntry, bool) {
 	return dst, closed
 }
 
+// refusing reports whether the ring refuses events: an append would
+// drop the event. It takes no lock, for a caller that sheds events before
+// it has read them.
+func (r *ring) refusing() bool { return r.refused.Load() }
+
+// refusal returns how many times the ring started refusing, and a channel
+// that is ready once it stops (or closes). A ready channel may be stale:
+// drain it, then check refusing.
+func (r *ring) refusal() (uint64, chan struct{}) { return r.refusals.Load(), r.room }
+
 // wait returns a channel that is ready after an append or close that
 // follows a readAfter that found nothing.
 func (r *ring) wait() <-chan struct{} { return r.ready }
@@ -214,6 +236,9 @@ func (r *ring) ack(seq uint64) {
 	r.mu.Lock()
 	if seq > r.ackSeq {
 		r.ackSeq = seq
+		if r.refused.Swap(false) {
+			signal(r.room)
+		}
 		for r.ackPos < r.next && r.buf[r.ackPos&uint64(len(r.buf)-1)].seq <= seq {
 			r.unacked -= r.buf[r.ackPos&uint64(len(r.buf)-1)].msg.Size()
 			r.ackPos++
@@ -227,10 +252,8 @@ func (r *ring) close() {
 	r.mu.Lock()
 	r.closed = true
 	r.mu.Unlock()
-	select {
-	case r.ready <- struct{}{}:
-	default:
-	}
+	signal(r.ready)
+	signal(r.room)
 }
 
 // oldest returns the seq of the oldest entry held, 0 when empty.

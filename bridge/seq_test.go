@@ -37,11 +37,22 @@ func TestSeq_NoGapAndGapsEqualDrops(t *testing.T) {
 			}
 			p := b.pbxes[0]
 			done := make(chan struct{})
-			go func() { // what pbx.run does for its publisher
-				defer close(done)
-				p.pub.loop()
-			}()
+			start := func() {
+				go func() { // what pbx.run does for its publisher
+					defer close(done)
+					p.pub.loop()
+				}()
+			}
+			if !tc.drops {
+				start()
+			}
 			for i := 1; i <= n; i++ {
+				if tc.drops && i == n/2 {
+					// The reader waits a little for room (roomWait), so
+					// only a publisher that is not there yet forces drops;
+					// from here on it runs with them.
+					start()
+				}
 				p.accept(userEvent("seq", i))
 			}
 			p.ring.close()
