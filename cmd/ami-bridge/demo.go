@@ -44,7 +44,7 @@ type demoOptions struct {
 // demoCommand runs a fake PBX making calls, the embedded NATS server and
 // the bridge between them, and prints what is published until ctx ends or
 // --duration passes.
-func demoCommand(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+func demoCommand(ctx context.Context, args, environ []string, stdout, stderr io.Writer) int {
 	var o demoOptions
 	fs := pflag.NewFlagSet("ami-bridge demo", pflag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -102,21 +102,22 @@ func demoCommand(ctx context.Context, args []string, stdout, stderr io.Writer) i
 		ctx, cancel = context.WithTimeout(ctx, o.duration)
 		defer cancel()
 	}
-	if err := demo(ctx, o, !fs.Changed("http-listen"), stdout, log); err != nil {
+	if err := demo(ctx, o, !fs.Changed("http-listen"), environ, stdout, log); err != nil {
 		fmt.Fprintf(stderr, "ami-bridge demo: %v\n", err)
 		return exitFailed
 	}
 	return exitOK
 }
 
-func demo(ctx context.Context, o demoOptions, anyHTTPPort bool, stdout io.Writer, log zerolog.Logger) error {
+func demo(ctx context.Context, o demoOptions, anyHTTPPort bool, environ []string, stdout io.Writer, log zerolog.Logger) error {
+	cfg := demoConfig()
 	ops, err := startDemoOps(o.http, anyHTTPPort, log)
 	if err != nil {
 		return err
 	}
 	defer ops.close(log)
 	o.metrics = ops.URL() + "/metrics"
-	ns, err := startEmbedded(embeddedOptions{Listen: o.listen}, log)
+	ns, err := startEmbedded(embeddedOptions{Listen: o.listen, MaxPending: int64(cfg.NATS.Embedded.MaxPending)}, log)
 	if err != nil {
 		if errors.Is(err, ErrAddrInUse) {
 			return fmt.Errorf("%w\n  another NATS server may be running there; pick a free port with:\n    ami-bridge demo --listen 127.0.0.1:0", err)
@@ -161,18 +162,14 @@ func demo(ctx context.Context, o demoOptions, anyHTTPPort bool, stdout io.Writer
 	b, err := bridge.New(nc.Conn, []bridge.ServerConfig{{
 		Name: demoServer,
 		URL:  pbx.URL("bridge", secret),
-	}}, bridge.Options{
-		Prefix:  config.DefaultPrefix,
-		Version: serviceVersion(versionString()),
-		Logger:  bridgeLogger(log),
-	})
+	}}, bridgeOptions(cfg, log))
 	if err != nil {
 		return fmt.Errorf("bridge: %w", err)
 	}
 	var calls *amitest.Calls
-	err = serveBridge(ctx, b, nc, demoShutdownTimeout, log, func() {
+	err = serveBridge(ctx, b, nc, cfg, environ, log, func(ready *zerolog.Event) {
 		ops.attach(b, nc.Conn)
-		log.Info().Str("nats_url", natsURL).Str("pbx", pbx.Addr()).Msg("ready")
+		ready.Str("nats_url", natsURL).Str("pbx", pbx.Addr()).Msg("ready")
 		// Calls start once the bridge is logged in, so the feed shows the
 		// first call from its first event.
 		select {
@@ -205,6 +202,17 @@ func demo(ctx context.Context, o demoOptions, anyHTTPPort bool, stdout io.Writer
 // demoShutdownTimeout bounds the demo's shutdown: its PBX and NATS server
 // are in the process, so it is quick.
 const demoShutdownTimeout = 5 * time.Second
+
+// demoConfig is what the demo runs, as run would read it: one PBX, the
+// embedded server without JetStream, every other key at its default. The
+// two commands then share the embedded server's max_pending, the bridge's
+// options and the memory limit.
+func demoConfig() *config.Config {
+	cfg := config.Default()
+	cfg.Servers = []config.Server{{Name: demoServer}}
+	cfg.ShutdownTimeout = demoShutdownTimeout
+	return &cfg
+}
 
 func randomSecret() string {
 	b := make([]byte, 16)

@@ -49,7 +49,7 @@ func mainCommand(ctx context.Context, args, environ []string, stdout, stderr io.
 	case "run":
 		return runCommand(ctx, args, environ, stdout, stderr)
 	case "demo":
-		return demoCommand(ctx, args, stdout, stderr)
+		return demoCommand(ctx, args, environ, stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, versionString())
 		return exitOK

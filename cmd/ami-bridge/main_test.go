@@ -102,10 +102,16 @@ func eventLine(name string) func(string) bool {
 }
 
 // runMain runs mainCommand in the background and returns its exit code
-// channel.
+// channel. The command sets the runtime's memory limit, which the tests
+// share: it is put back before the exit code is sent.
 func runMain(ctx context.Context, args, environ []string, stdout, stderr *output) <-chan int {
 	code := make(chan int, 1)
-	go func() { code <- mainCommand(ctx, args, environ, stdout, stderr) }()
+	go func() {
+		prev := debug.SetMemoryLimit(-1)
+		c := mainCommand(ctx, args, environ, stdout, stderr)
+		debug.SetMemoryLimit(prev)
+		code <- c
+	}()
 	return code
 }
 
@@ -422,6 +428,13 @@ log: {level: debug, format: json}
 		t.Fatal(err)
 	}
 	defer nc.Close()
+	// memory_limit auto for one PBX with the default buffers: 73 MiB.
+	if !strings.Contains(stderr.String(), `"memory_limit":76546048,"memory_limit_source":"auto"`) {
+		t.Errorf("the ready line lacks the memory limit:\n%s", stderr.String())
+	}
+	if got := debug.SetMemoryLimit(-1); got != 73<<20 {
+		t.Errorf("the runtime's memory limit is %d while the bridge runs, want 73 MiB", got)
+	}
 	status, err := nc.SubscribeSync("ami.pbx1.status")
 	if err != nil {
 		t.Fatal(err)
@@ -587,6 +600,9 @@ func TestDemo_ShowsLiveEventsAndStopsCleanly(t *testing.T) {
 		}
 	}
 	stdout.waitFor(t, "Hangup line", eventLine("Hangup"))
+	if got := debug.SetMemoryLimit(-1); got != 73<<20 {
+		t.Errorf("the runtime's memory limit is %d while the demo runs, want 73 MiB (auto for one PBX)", got)
+	}
 	stop()
 	if c := waitExit(t, code); c != exitOK {
 		t.Errorf("exit %d, want 0; stderr:\n%s", c, stderr.String())

@@ -35,6 +35,9 @@ type embeddedOptions struct {
 	User      string
 	Password  string
 	Token     string
+	// MaxPending is the bytes the server queues for one client before it
+	// cuts it as a slow consumer; 0 for nats-server's default, 64 MiB.
+	MaxPending int64
 	// Leafnodes are the hubs the server connects to as a leaf node. Their
 	// URLs hold the passwords: they go to nats-server and nowhere else.
 	Leafnodes []*server.RemoteLeafOpts
@@ -43,13 +46,14 @@ type embeddedOptions struct {
 func embeddedFromConfig(c *config.Config) (embeddedOptions, error) {
 	e := c.NATS.Embedded
 	o := embeddedOptions{
-		Listen:    e.Listen,
-		StoreDir:  e.StoreDir,
-		JetStream: c.JetStream.Enabled,
-		Domain:    e.Domain,
-		User:      c.NATS.User,
-		Password:  c.NATS.Password.Reveal(),
-		Token:     c.NATS.Token.Reveal(),
+		Listen:     e.Listen,
+		StoreDir:   e.StoreDir,
+		JetStream:  c.JetStream.Enabled,
+		Domain:     e.Domain,
+		User:       c.NATS.User,
+		Password:   c.NATS.Password.Reveal(),
+		Token:      c.NATS.Token.Reveal(),
+		MaxPending: int64(e.MaxPending),
 	}
 	for _, r := range e.Leafnodes.Remotes {
 		urls, err := r.ParseURLs()
@@ -94,6 +98,7 @@ func startEmbedded(o embeddedOptions, log zerolog.Logger) (*server.Server, error
 		Username:        o.User,
 		Password:        o.Password,
 		Authorization:   o.Token,
+		MaxPending:      o.MaxPending,
 		LeafNode:        server.LeafNodeOpts{Remotes: o.Leafnodes},
 	}
 	if o.Listen == "" {

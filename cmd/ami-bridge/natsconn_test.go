@@ -122,3 +122,29 @@ func wantTopology(t *testing.T, got bridge.Topology, domain string, connected in
 		t.Errorf("topology = %+v (leafnodes %+v), want leafnode in domain %s with %d of 1 connected", got, got.Leafnodes, domain, connected)
 	}
 }
+
+// TestStartEmbedded_MaxPending: the embedded server runs with
+// nats.embedded.max_pending, 8 MiB by default, not nats-server's 64 MiB.
+func TestStartEmbedded_MaxPending(t *testing.T) {
+	for _, maxPending := range []int{config.DefaultEmbeddedMaxPending, 16 << 20} {
+		cfg := config.Default()
+		cfg.NATS.Embedded.Listen = ""
+		cfg.NATS.Embedded.MaxPending = maxPending
+		o, err := embeddedFromConfig(&cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ns, err := startEmbedded(o, zerolog.Nop())
+		if err != nil {
+			t.Fatal(err)
+		}
+		v, err := ns.Varz(nil)
+		ns.Shutdown()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if v.MaxPending != int64(maxPending) {
+			t.Errorf("nats.embedded.max_pending %d: the server runs with %d", maxPending, v.MaxPending)
+		}
+	}
+}

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/rs/zerolog"
@@ -52,15 +51,16 @@ func runCommand(ctx context.Context, args []string, environ []string, stdout, st
 		return exitUsage
 	}
 	log := newLogger(cfg.Log, stderr)
-	if err := run(ctx, cfg, log); err != nil {
+	if err := run(ctx, cfg, environ, log); err != nil {
 		log.Error().Err(err).Msg("ami-bridge failed")
 		return exitFailed
 	}
 	return exitOK
 }
 
-// run is the life of the process once its configuration is valid.
-func run(ctx context.Context, cfg *config.Config, log zerolog.Logger) error {
+// run is the life of the process once its configuration is valid;
+// environ is the process's environment.
+func run(ctx context.Context, cfg *config.Config, environ []string, log zerolog.Logger) error {
 	log.Info().Str("version", versionString()).Int("servers", len(cfg.Servers)).Msg("starting")
 	for _, s := range cfg.Servers {
 		log.Info().Str("server", s.Name).Str("url", s.Endpoint).Str("auth", s.Auth).Msg("PBX configured")
@@ -88,12 +88,12 @@ func run(ctx context.Context, cfg *config.Config, log zerolog.Logger) error {
 		st.nc.Close()
 		return fmt.Errorf("bridge: %w", err)
 	}
-	err = serveBridge(ctx, b, st.nc, cfg.ShutdownTimeout, log, func() {
+	err = serveBridge(ctx, b, st.nc, cfg, environ, log, func(ready *zerolog.Event) {
 		// Subscribers that lost NATS with the bridge see every PBX's state
 		// at once when it is back, not at the next interval.
 		st.nc.onReconnect(b.PublishStatus)
 		ops.attach(b, st.nc.Conn)
-		logTopology(log.Info().Str("nats_url", st.url).Str("prefix", cfg.NATS.Prefix), b.Topology()).Msg("ready")
+		logTopology(ready.Str("nats_url", st.url).Str("prefix", cfg.NATS.Prefix), b.Topology()).Msg("ready")
 		<-ctx.Done()
 	})
 	if err != nil {
@@ -108,15 +108,20 @@ func run(ctx context.Context, cfg *config.Config, log zerolog.Logger) error {
 	return nil
 }
 
-// serveBridge is the one life of a bridge for run and demo: start b, run
-// hold (which returns once ctx has ended), then shut b down and drain nc
-// within timeout. ctx bounds Start's setup only: Shutdown still needs the
-// AMI sessions to answer the actions in flight and log off.
-func serveBridge(ctx context.Context, b *bridge.Bridge, nc *natsConn, timeout time.Duration, log zerolog.Logger, hold func()) error {
+// serveBridge is the one life of a bridge for run and demo: set the
+// process's memory limit for cfg (see applyMemoryLimit) before the event
+// buffers fill, start b, run hold (which returns once ctx has ended),
+// then shut b down and drain nc within cfg.ShutdownTimeout. hold gets the
+// "ready" log line with the memory limit in it, to add its own fields
+// and send. ctx bounds Start's setup only: Shutdown still needs the AMI
+// sessions to answer the actions in flight and log off.
+func serveBridge(ctx context.Context, b *bridge.Bridge, nc *natsConn, cfg *config.Config, environ []string, log zerolog.Logger, hold func(ready *zerolog.Event)) error {
+	limit, source := applyMemoryLimit(cfg, environ)
 	if err := b.Start(ctx); err != nil {
 		return fmt.Errorf("bridge: %w", err)
 	}
-	hold()
+	hold(logMemoryLimit(log.Info(), limit, source))
+	timeout := cfg.ShutdownTimeout
 	log.Info().Stringer("timeout", timeout).Msg("shutting down")
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
 	defer cancel()

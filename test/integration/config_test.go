@@ -3,6 +3,7 @@ package integration
 import (
 	"net"
 	"os/exec"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -116,6 +117,42 @@ func TestConfig_LayersFileEnvFlags(t *testing.T) {
 	for _, m := range statuses.snapshot() {
 		if !strings.HasPrefix(m.Subject, "flagged.layered.") {
 			t.Errorf("status on %s: the file's servers list should have been replaced", m.Subject)
+		}
+	}
+}
+
+// TestConfig_MemoryLimit runs the daemon with memory_limit at its
+// default and with a size: its ready line gives the limit the Go runtime
+// runs under, auto's 73 MiB for one PBX, or GOMEMLIMIT's when the process
+// has that variable, whatever memory_limit says.
+func TestConfig_MemoryLimit(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, natsOptions{})
+	var env []string
+	for _, kv := range processEnv() {
+		if !strings.HasPrefix(kv, "GOMEMLIMIT=") {
+			env = append(env, kv)
+		}
+	}
+	tests := []struct {
+		name, memoryLimit, gomemlimit, want string
+	}{
+		{"auto", "", "", `"memory_limit":76546048,"memory_limit_source":"auto"`},
+		{"gomemlimit", "256MiB", "100MiB", `"memory_limit":104857600,"memory_limit_source":"GOMEMLIMIT"`},
+	}
+	for _, tt := range tests {
+		cfg := w.config(w.serverAt(tt.name, deadAddr(t), w.newSecret(tt.name), viaURL))
+		cfg.MemoryLimit = tt.memoryLimit
+		procEnv := env
+		if tt.gomemlimit != "" {
+			procEnv = append(slices.Clip(env), "GOMEMLIMIT="+tt.gomemlimit)
+		}
+		b := w.runBridge(procEnv, "--config", w.writeConfig(cfg))
+		b.log.waitFor(t, `"message":"ready"`, readyTimeout, b.done)
+		for _, line := range strings.Split(string(b.log.Bytes()), "\n") {
+			if strings.Contains(line, `"message":"ready"`) && !strings.Contains(line, tt.want) {
+				t.Errorf("%s: the ready line lacks %s:\n%s", tt.name, tt.want, line)
+			}
 		}
 	}
 }

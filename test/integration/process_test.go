@@ -27,6 +27,7 @@ type bridgeConfig struct {
 	JetStream       *jetStreamConf `yaml:"jetstream,omitempty"`
 	HA              *haConf        `yaml:"ha,omitempty"`
 	ShutdownTimeout string         `yaml:"shutdown_timeout,omitempty"`
+	MemoryLimit     string         `yaml:"memory_limit,omitempty"`
 
 	extraEnv []string // NAME=value entries added to the process environment
 }

@@ -55,6 +55,7 @@ func (c *Config) check(p *problems, lookupEnv func(string) (string, bool)) {
 	if c.EventBufferBytes <= 0 {
 		p.add("event_buffer_bytes: must be positive")
 	}
+	c.checkMemoryLimit(p)
 }
 
 func (n *NATS) check(p *problems) {

@@ -28,6 +28,10 @@ type Config struct {
 	// are dropped and counted.
 	EventBuffer      int `koanf:"event_buffer"`
 	EventBufferBytes int `koanf:"event_buffer_bytes"`
+
+	// MemoryLimit is the Go runtime's soft memory limit: auto, off, or a
+	// size (see memory.go).
+	MemoryLimit MemoryLimit `koanf:"memory_limit"`
 }
 
 // NATS says where to publish: an external server at URL, or the embedded
@@ -59,6 +63,11 @@ type Embedded struct {
 	// Leafnodes makes the embedded server a leaf node of a hub (see
 	// nats_embedded.go).
 	Leafnodes Leafnodes `koanf:"leafnodes"`
+	// MaxPending is nats-server's max_pending: the bytes the server
+	// queues for one client before it cuts it as a slow consumer. At 75 %
+	// of it the server stalls the publisher, so the bridge's bounded and
+	// counted event buffer takes an overload instead of the server.
+	MaxPending int `koanf:"max_pending"`
 }
 
 // TLS names the files and checks of a TLS client connection.
@@ -215,7 +224,7 @@ const (
 func Default() Config {
 	return Config{
 		NATS: NATS{
-			Embedded: Embedded{Listen: DefaultListen},
+			Embedded: Embedded{Listen: DefaultListen, MaxPending: DefaultEmbeddedMaxPending},
 			Prefix:   DefaultPrefix,
 		},
 		JetStream: JetStream{
@@ -231,6 +240,7 @@ func Default() Config {
 		ShutdownTimeout:  DefaultShutdownTimeout,
 		EventBuffer:      DefaultEventBuffer,
 		EventBufferBytes: DefaultEventBufferBytes,
+		MemoryLimit:      DefaultMemoryLimit,
 	}
 }
 

@@ -89,6 +89,9 @@ func TestLoad_Defaults(t *testing.T) {
 	if cfg.EventBuffer != 65536 || cfg.EventBufferBytes != 32<<20 {
 		t.Errorf("event_buffer = %d, event_buffer_bytes = %d; want 65536, 32 MiB", cfg.EventBuffer, cfg.EventBufferBytes)
 	}
+	if cfg.MemoryLimit != "auto" || cfg.NATS.Embedded.MaxPending != 8<<20 {
+		t.Errorf("memory_limit = %q, nats.embedded.max_pending = %d; want auto, 8 MiB", cfg.MemoryLimit, cfg.NATS.Embedded.MaxPending)
+	}
 	s := cfg.Servers[0]
 	if s.Auth != "plain" || s.ActionTimeout != 10*time.Second || s.MaxActionTimeout != 5*time.Minute ||
 		s.PingInterval != 30*time.Second || s.Reconnect != (Backoff{Min: 500 * time.Millisecond, Max: 30 * time.Second}) {
@@ -583,7 +586,8 @@ func TestExampleConfig(t *testing.T) {
 	}
 	def := Default()
 	if cfg.NATS.URL != def.NATS.URL || !reflect.DeepEqual(cfg.NATS.Embedded, def.NATS.Embedded) || cfg.NATS.Prefix != def.NATS.Prefix ||
-		cfg.JetStream != def.JetStream || cfg.Log != def.Log || cfg.HTTP != def.HTTP || cfg.ShutdownTimeout != def.ShutdownTimeout {
+		cfg.JetStream != def.JetStream || cfg.Log != def.Log || cfg.HTTP != def.HTTP || cfg.ShutdownTimeout != def.ShutdownTimeout ||
+		cfg.EventBuffer != def.EventBuffer || cfg.EventBufferBytes != def.EventBufferBytes || cfg.MemoryLimit != def.MemoryLimit {
 		t.Errorf("example differs from the defaults:\n got %+v\nwant %+v", cfg, def)
 	}
 	pbx1, ds := cfg.Servers[0], DefaultServer()

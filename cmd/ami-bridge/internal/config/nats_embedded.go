@@ -32,6 +32,15 @@ type LeafRemote struct {
 	ClientTLS *tls.Config `koanf:"-" json:"-"`
 }
 
+// Bounds of nats.embedded.max_pending. The default is 8 MiB, not
+// nats-server's 64 MiB: a slow subscriber then holds at most that much of
+// the process's memory. nats-server refuses a max_pending below its
+// max_payload (1 MiB), since one message must fit.
+const (
+	DefaultEmbeddedMaxPending = 8 << 20
+	MinEmbeddedMaxPending     = 1 << 20
+)
+
 // checkTopology checks the keys that say how the bridge's NATS is laid
 // out: stream replicas, and the embedded server's domain and leaf nodes.
 func (c *Config) checkTopology(p *problems) {
@@ -49,7 +58,15 @@ func (c *Config) checkTopology(p *problems) {
 		if e.Domain != "" || len(remotes) > 0 {
 			p.add("nats.embedded: domain and leafnodes configure the embedded server; nats.url must be empty")
 		}
+		// Only a value other than the default tells that the key was
+		// set, as an empty domain does.
+		if e.MaxPending != DefaultEmbeddedMaxPending {
+			p.add("nats.embedded.max_pending: configures the embedded server; nats.url must be empty (set max_pending on that server)")
+		}
 		return
+	}
+	if e.MaxPending < MinEmbeddedMaxPending {
+		p.add("nats.embedded.max_pending: %d must be at least %d (1 MiB), the largest message nats-server takes", e.MaxPending, MinEmbeddedMaxPending)
 	}
 	switch {
 	case e.Domain != "" && !streamRE.MatchString(e.Domain):

@@ -87,6 +87,10 @@ func TestLoad_TopologyProblems(t *testing.T) {
 		{"unreadable creds", "nats: {embedded: {leafnodes: {remotes: [{url: nats-leaf://hub, creds_file: /nonexistent}]}}}", "remotes[0].creds_file: open /nonexistent"},
 		{"credentials twice", "nats: {embedded: {leafnodes: {remotes: [{url: 'nats-leaf://a:b@hub', user: u, password: p}]}}}", "credentials given twice"},
 		{"tls half a key pair", "nats: {embedded: {leafnodes: {remotes: [{url: tls://hub, tls: {cert_file: c}}]}}}", "remotes[0].tls: cert_file and key_file go together"},
+		{"max_pending with an external server", "nats: {url: nats://h, embedded: {max_pending: 16777216}}", "nats.embedded.max_pending: configures the embedded server; nats.url must be empty"},
+		{"max_pending 0", "nats: {embedded: {max_pending: 0}}", "nats.embedded.max_pending: 0 must be at least 1048576 (1 MiB)"},
+		{"max_pending negative", "nats: {embedded: {max_pending: -1}}", "nats.embedded.max_pending: -1 must be at least 1048576 (1 MiB)"},
+		{"max_pending below max_payload", "nats: {embedded: {max_pending: 1048575}}", "nats.embedded.max_pending: 1048575 must be at least 1048576 (1 MiB)"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -112,5 +116,25 @@ func TestLoad_LeafnodeSecretsNeverLeak(t *testing.T) {
 		if f, ok := leaked(err.Error(), "Leaf\rSecret-3"); ok {
 			t.Errorf("the error holds %q:\n%s", f, err)
 		}
+	}
+}
+
+// TestLoad_EmbeddedMaxPending: 8 MiB by default; any value from the
+// server's max_payload up, from the file or the environment.
+func TestLoad_EmbeddedMaxPending(t *testing.T) {
+	if got := mustLoad(t, onePBX, nil).NATS.Embedded.MaxPending; got != 8<<20 {
+		t.Errorf("default max_pending = %d, want 8 MiB", got)
+	}
+	if got := mustLoad(t, onePBX+"nats: {embedded: {max_pending: 1048576}}\n", nil).NATS.Embedded.MaxPending; got != 1<<20 {
+		t.Errorf("max_pending: 1048576 loaded as %d", got)
+	}
+	env := []string{"AMI_BRIDGE_NATS__EMBEDDED__MAX_PENDING=67108864"}
+	if got := mustLoad(t, onePBX, env).NATS.Embedded.MaxPending; got != 64<<20 {
+		t.Errorf("max_pending from the environment = %d, want 64 MiB", got)
+	}
+	// An external server with the key left at its default is fine: the
+	// example config writes every key.
+	if _, err := load(t, onePBX+"nats: {url: nats://h, embedded: {max_pending: 8388608}}\n", nil); err != nil {
+		t.Errorf("the default max_pending with nats.url: %v", err)
 	}
 }
