@@ -197,8 +197,9 @@ func (p *pbx) fetchVersion(ctx context.Context, c *amiproto.Client) {
 }
 
 // accept numbers an event that passes the filter and appends it to the
-// ring for the publisher. It never blocks: when the events the publisher
-// has not finished fill the ring's bounds, the event is dropped, and
+// ring for the publisher. When the events the publisher has not finished
+// fill the ring's bounds, it waits briefly for room (roomWait: at most
+// 5 ms, once per refusal); if none comes the event is dropped, and
 // counted, and the gap in Ami-Seq shows it. A dropped event costs no
 // copy and, but once in dropEvery, no clock read. With HA, the events of
 // the session alone (sessionOnly) are left out like filtered ones: they

@@ -51,6 +51,6 @@ func TestSmoke(t *testing.T) {
 		t.Errorf("fan-in lost events or has Ami-Seq gaps: %+v", rep.FanIn)
 	}
 	if rep.IdleRSS <= rep.IdleBase {
-		t.Errorf("idle sessions: VmRSS %d KiB, not above the one-session %d KiB", rep.IdleRSS, rep.IdleBase)
+		t.Errorf("idle PBXes: VmRSS %d KiB, not above the one-PBX %d KiB", rep.IdleRSS, rep.IdleBase)
 	}
 }

@@ -8,7 +8,7 @@
 // It reports the highest paced rate at which a run of -events events loses
 // nothing (an RFC 2544 binary search), the unpaced flood's delivered rate,
 // the daemon's CPU time per event and peak RSS, 100 PBXes fanned in at
-// 1,000 events/s each, and the memory of idle sessions. Loss is what the
+// 1,000 events/s each, and the memory of idle PBXes. Loss is what the
 // fake PBX sent minus what the subscriber got; the bridge's own counters
 // are not trusted for it. Every run stops by itself.
 //
@@ -80,7 +80,7 @@ type options struct {
 	FanPBX     int           // PBXes of the fan-in run (0: none)
 	FanRate    float64       // events/s per PBX
 	FanSeconds float64       // length of the fan-in run
-	Idle       int           // idle sessions whose memory is measured (0: none)
+	Idle       int           // idle PBXes whose memory is measured (0: none)
 	Perf       string        // when set, perf record the daemon under the flood into this file
 	Settle     time.Duration // wait before reading an idle daemon's memory
 }
@@ -94,7 +94,7 @@ func parseFlags(args []string) (options, error) {
 		o = smokeOptions("")
 	}
 	fs := flag.NewFlagSet("amiload", flag.ContinueOnError)
-	fs.Bool("smoke", false, "a run of a few seconds: small trials, one fixed rate, 10 PBXes, 50 idle sessions")
+	fs.Bool("smoke", false, "a run of a few seconds: small trials, one fixed rate, 10 PBXes, 50 idle PBXes")
 	fs.StringVar(&o.Repo, "repo", "", "ami-bridge repository (default: found above the working directory)")
 	fs.IntVar(&o.Events, "events", o.Events, "events per trial (880,000: 200 passes over the burst's 4,400)")
 	fs.IntVar(&o.Steps, "steps", o.Steps, "paced trials of the zero-loss search, at most")
@@ -103,7 +103,7 @@ func parseFlags(args []string) (options, error) {
 	fs.IntVar(&o.FanPBX, "fan-pbx", o.FanPBX, "PBXes fanned in (0: skip)")
 	fs.Float64Var(&o.FanRate, "fan-rate", o.FanRate, "events/s per fanned-in PBX")
 	fs.Float64Var(&o.FanSeconds, "fan-seconds", o.FanSeconds, "seconds of the fan-in run")
-	fs.IntVar(&o.Idle, "idle", o.Idle, "idle sessions whose memory is measured (0: skip)")
+	fs.IntVar(&o.Idle, "idle", o.Idle, "idle PBXes whose memory is measured, each with the daemon's default 3 AMI sessions (0: skip)")
 	fs.DurationVar(&o.Settle, "settle", o.Settle, "wait before reading an idle daemon's memory")
 	fs.StringVar(&o.Perf, "perf", "", "perf record the daemon during the flood into `file` and print where its time goes")
 	if err := fs.Parse(args); err != nil {

@@ -44,7 +44,7 @@ var flagKeys = map[string]string{
 // by secret_env.
 var (
 	envSections = []string{"nats", "jetstream", "ha", "log", "http"}
-	envScalars  = []string{"servers", "shutdown_timeout", "memory_limit"}
+	envScalars  = []string{"servers", "shutdown_timeout", "memory_limit", "event_buffer", "event_buffer_bytes"}
 )
 
 // AddFlags defines the configuration flags on fs: --config and one flag

@@ -85,3 +85,12 @@ func TestLoad_MemoryLimit(t *testing.T) {
 		}
 	}
 }
+
+// The event buffer's bounds, which memory_limit auto is derived from, can
+// be set from the environment like the other top-level keys.
+func TestLoad_EventBufferFromTheEnvironment(t *testing.T) {
+	cfg := mustLoad(t, onePBX, []string{"AMI_BRIDGE_EVENT_BUFFER=1000", "AMI_BRIDGE_EVENT_BUFFER_BYTES=1048576"})
+	if cfg.EventBuffer != 1000 || cfg.EventBufferBytes != 1<<20 {
+		t.Errorf("event_buffer %d, event_buffer_bytes %d; want 1000, 1048576", cfg.EventBuffer, cfg.EventBufferBytes)
+	}
+}
