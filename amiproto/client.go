@@ -438,7 +438,7 @@ func (c *Client) readLoop() {
 		close(c.stopped)
 	}()
 	for {
-		if c.opts.skipEvent != nil && c.mayskip() && c.rd.SkipEvent(c.opts.skipEvent) {
+		if c.opts.shedding != nil && c.opts.shedding() && c.mayskip() && c.rd.SkipEvent(c.opts.skipEvent) {
 			continue
 		}
 		m, err := c.rd.ReadMessage()

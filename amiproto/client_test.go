@@ -839,8 +839,9 @@ func TestClient_EventSkipLeavesOutEventsButNoListEntry(t *testing.T) {
 	var delivered []string // only the reader goroutine appends
 	skipped := 0           // the same
 	marker := make(chan struct{})
+	always := func() bool { return true }
 	dial(t, srv.URL("admin", "s3cret!"),
-		amiproto.WithEventSkip(func(name string) bool {
+		amiproto.WithEventSkip(always, func(name string) bool {
 			if name == "UserEvent" {
 				skipped++
 				return true
@@ -877,9 +878,27 @@ func TestClient_EventSkipLeavesOutEventsButNoListEntry(t *testing.T) {
 		last = i
 	}
 
+	// Not shedding, the client offers nothing: every event is read.
+	offered, n := 0, 0
+	marker2 := make(chan struct{})
+	dial(t, srv.URL("admin", "s3cret!"),
+		amiproto.WithEventSkip(func() bool { return false }, func(string) bool { offered++; return true }),
+		amiproto.WithEventFunc(func(ev *amiproto.Message) {
+			if ev.Name() == "Marker2" {
+				close(marker2)
+			} else if ev.Name() == "UserEvent" {
+				n++
+			}
+		}))
+	srv.EmitRaw(append(burst, "Event: Marker2\r\n\r\n"...)) // to the first client too
+	<-marker2
+	if offered != 0 || n != 200 {
+		t.Fatalf("not shedding: %d offered, %d of 200 read", offered, n)
+	}
+
 	// Every entry of a list reaches its request, though skip would take them.
 	skipAll := func(string) bool { return true }
-	c2 := dial(t, srv.URL("admin", "s3cret!"), amiproto.WithEventSkip(skipAll), amiproto.WithEventFunc(func(*amiproto.Message) {}))
+	c2 := dial(t, srv.URL("admin", "s3cret!"), amiproto.WithEventSkip(always, skipAll), amiproto.WithEventFunc(func(*amiproto.Message) {}))
 	for range 20 {
 		resp, err := c2.CoreShowChannels(ctx10s(t))
 		if err != nil || len(resp.Events) != 20 || resp.Complete == nil {

@@ -20,6 +20,7 @@ type options struct {
 	limits       ReaderLimits
 	onReport     func(error)
 	onEvent      func(*Message)
+	shedding     func() bool
 	skipEvent    func(name string) bool
 	dial         func(ctx context.Context, network, addr string) (net.Conn, error)
 	ids          *ActionIDs // nil: the client's own
@@ -100,14 +101,16 @@ func (o *options) keepaliveTimeout() time.Duration {
 func WithEventFunc(f func(*Message)) Option { return func(o *options) { o.onEvent = f } }
 
 // WithEventSkip lets a consumer that sheds load drop events for a fraction
-// of their cost: skip is called on the reader goroutine with the name of an
-// event before it is parsed, and an event it returns true for is skipped,
-// unparsed: neither Events nor the WithEventFunc handler sees it. It is
-// only asked while no request of the client waits for an answer, so that
-// no response or list entry is ever skipped; the other events are read as
-// usual. name is valid only during the call, and skip must not block.
-func WithEventSkip(skip func(name string) bool) Option {
-	return func(o *options) { o.skipEvent = skip }
+// of their cost. Before each message the reader asks shedding, which must
+// be cheap (an atomic load); while it returns true, each event is offered
+// by name to skip before it is parsed, and an event skip returns true for
+// is skipped, unparsed: neither Events nor the WithEventFunc handler sees
+// it. Events are only offered while no request of the client waits for an
+// answer, so that no response or list entry is ever skipped; other events
+// are read as usual. name is valid only during the call, and neither
+// function may block.
+func WithEventSkip(shedding func() bool, skip func(name string) bool) Option {
+	return func(o *options) { o.shedding, o.skipEvent = shedding, skip }
 }
 
 // WithDialer makes the connection with dial instead of a net.Dialer, as

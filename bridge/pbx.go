@@ -106,7 +106,7 @@ func newPBX(sc ServerConfig, ns *natsSide, life *lifecycle, opts Options, buffer
 	}
 	// Events go from the client's reader straight into the PBX's ring:
 	// no hand-off, and Ami-Seq numbers them in the order they were read.
-	events := []amiproto.Option{amiproto.WithEventFunc(p.accept), amiproto.WithEventSkip(p.shed)}
+	events := []amiproto.Option{amiproto.WithEventFunc(p.accept), amiproto.WithEventSkip(p.ring.refusing, p.shed)}
 	if sc.PingInterval > 0 {
 		// The event session runs no requested action, so nothing but a
 		// dead link holds its Ping back. Action sessions have their own
