@@ -46,9 +46,10 @@ func reportPerMessage(b *testing.B, msgs int, before *runtime.MemStats) {
 	b.ReportMetric(float64(after.Mallocs-before.Mallocs)/total, "allocs/msg")
 }
 
-// BenchmarkReader_Burst14a parses the whole burst capture with ReadMessage:
-// every message is a new *Message that the caller may keep.
-func BenchmarkReader_Burst14a(b *testing.B) {
+// benchBurst reads the whole burst capture b.N times with a new Reader
+// each time, calling next until it returns io.EOF, and reports the cost
+// per message.
+func benchBurst(b *testing.B, next func(r *amiproto.Reader) error) {
 	data, msgs := loadBurst(b)
 	b.SetBytes(int64(len(data)))
 	b.ReportAllocs()
@@ -61,7 +62,7 @@ func BenchmarkReader_Burst14a(b *testing.B) {
 			b.Fatal(err)
 		}
 		for {
-			if _, err := r.ReadMessage(); err != nil {
+			if err := next(r); err != nil {
 				if errors.Is(err, io.EOF) {
 					break
 				}
@@ -73,32 +74,20 @@ func BenchmarkReader_Burst14a(b *testing.B) {
 	reportPerMessage(b, msgs, &ms)
 }
 
+// BenchmarkReader_Burst14a parses the whole burst capture with ReadMessage:
+// every message is a new *Message that the caller may keep.
+func BenchmarkReader_Burst14a(b *testing.B) {
+	benchBurst(b, func(r *amiproto.Reader) error {
+		_, err := r.ReadMessage()
+		return err
+	})
+}
+
 // BenchmarkReader_Burst14aInto parses the burst into one reused Message, the
 // way a loop that handles each message before reading the next can.
 func BenchmarkReader_Burst14aInto(b *testing.B) {
-	data, msgs := loadBurst(b)
-	b.SetBytes(int64(len(data)))
-	b.ReportAllocs()
-	var ms runtime.MemStats
-	runtime.ReadMemStats(&ms)
-	b.ResetTimer()
 	var m amiproto.Message
-	for range b.N {
-		r := amiproto.NewReader(bytes.NewReader(data))
-		if _, err := r.ReadBanner(); err != nil {
-			b.Fatal(err)
-		}
-		for {
-			if err := r.ReadMessageInto(&m); err != nil {
-				if errors.Is(err, io.EOF) {
-					break
-				}
-				b.Fatal(err)
-			}
-		}
-	}
-	b.StopTimer()
-	reportPerMessage(b, msgs, &ms)
+	benchBurst(b, func(r *amiproto.Reader) error { return r.ReadMessageInto(&m) })
 }
 
 // BenchmarkReader_Burst14aSkip reads the burst as an overloaded consumer
@@ -107,36 +96,18 @@ func BenchmarkReader_Burst14aInto(b *testing.B) {
 // against BenchmarkReader_Burst14aInto, it is what dropping an event
 // unparsed saves.
 func BenchmarkReader_Burst14aSkip(b *testing.B) {
-	data, msgs := loadBurst(b)
-	b.SetBytes(int64(len(data)))
-	b.ReportAllocs()
-	var ms runtime.MemStats
-	runtime.ReadMemStats(&ms)
-	b.ResetTimer()
 	var m amiproto.Message
 	skip := func(string) bool { return true }
-	skipped := 0
-	for range b.N {
-		r := amiproto.NewReader(bytes.NewReader(data))
-		if _, err := r.ReadBanner(); err != nil {
-			b.Fatal(err)
+	skipped, messages := 0, 0
+	benchBurst(b, func(r *amiproto.Reader) error {
+		messages++
+		if r.SkipEvent(skip) {
+			skipped++
+			return nil
 		}
-		for {
-			if r.SkipEvent(skip) {
-				skipped++
-				continue
-			}
-			if err := r.ReadMessageInto(&m); err != nil {
-				if errors.Is(err, io.EOF) {
-					break
-				}
-				b.Fatal(err)
-			}
-		}
-	}
-	b.StopTimer()
-	reportPerMessage(b, msgs, &ms)
-	b.ReportMetric(float64(skipped)/float64(b.N)/float64(msgs), "skipped/msg")
+		return r.ReadMessageInto(&m)
+	})
+	b.ReportMetric(float64(skipped)/float64(messages), "skipped/msg")
 }
 
 // BenchmarkWriter appends an Originate with channel variables, as the bridge
