@@ -201,17 +201,14 @@ func (p *pbx) fetchVersion(ctx context.Context, c *amiproto.Client) {
 // fill the ring's bounds, it waits briefly for room (roomWait: at most
 // 5 ms, once per refusal); if none comes the event is dropped, and
 // counted, and the gap in Ami-Seq shows it. A dropped event costs no
-// copy and, but once in dropEvery, no clock read. With HA, the events of
-// the session alone (sessionOnly) are left out like filtered ones: they
-// would number the stream differently in each process.
+// copy and, but once in dropEvery, no clock read.
 func (p *pbx) accept(m *amiproto.Message) {
-	if !p.filter.pass(m.EventName()) || (p.ha != nil && sessionOnly(m.EventName())) {
+	if !p.numbers(m.EventName()) {
 		p.stats.eventRead(time.Now())
 		p.stats.filtered.Add(1)
 		return
 	}
-	p.seq++
-	p.lastSeq.Store(p.seq)
+	p.nextSeq()
 	at, ok := p.ring.appendNow(m, p.seq)
 	if !ok && p.room.wait(p.ring) {
 		at, ok = p.ring.appendNow(m, p.seq)
@@ -230,13 +227,26 @@ func (p *pbx) accept(m *amiproto.Message) {
 // drops would take the CPU its publisher needs. Filtered events go the
 // usual way.
 func (p *pbx) shed(name string) bool {
-	if !p.ring.refusing() || !p.filter.pass(name) || (p.ha != nil && sessionOnly(name)) {
+	if !p.ring.refusing() || !p.numbers(name) {
 		return false
 	}
-	p.seq++
-	p.lastSeq.Store(p.seq)
+	p.nextSeq()
 	p.drop(name)
 	return true
+}
+
+// numbers reports whether the event called name gets an Ami-Seq: it
+// passes the filter and, with HA, is not one of the session's own
+// (sessionOnly), which would number the stream differently in each
+// process.
+func (p *pbx) numbers(name string) bool {
+	return p.filter.pass(name) && (p.ha == nil || !sessionOnly(name))
+}
+
+// nextSeq gives the next Ami-Seq, p.seq.
+func (p *pbx) nextSeq() {
+	p.seq++
+	p.lastSeq.Store(p.seq)
 }
 
 // drop counts the event numbered p.seq as dropped, and logs the drops at
