@@ -62,21 +62,18 @@ type report struct {
 }
 
 // FloodRate is the mean delivered rate of the floods.
-func (r *report) FloodRate() float64 {
-	s := 0.0
-	for _, t := range r.Floods {
-		s += t.Rcvd
-	}
-	return s / float64(max(1, len(r.Floods)))
-}
+func (r *report) FloodRate() float64 { return meanRcvd(r.Floods) }
 
 // CeilingRate is the mean delivered rate of the raw publishes.
-func (r *report) CeilingRate() float64 {
+func (r *report) CeilingRate() float64 { return meanRcvd(r.Ceiling) }
+
+// meanRcvd is the mean rate at the subscriber of ts, 0 for none.
+func meanRcvd(ts []trial) float64 {
 	s := 0.0
-	for _, t := range r.Ceiling {
+	for _, t := range ts {
 		s += t.Rcvd
 	}
-	return s / float64(max(1, len(r.Ceiling)))
+	return s / float64(max(1, len(ts)))
 }
 
 // sessionsPerPBX is how many AMI sessions the daemon keeps with each PBX
