@@ -63,6 +63,7 @@ import (
 	"github.com/nats-io/nats.go/micro"
 
 	"github.com/ami-bridge/ami-bridge/amiproto"
+	"github.com/ami-bridge/ami-bridge/lease"
 	"github.com/ami-bridge/ami-bridge/subjects"
 )
 
@@ -211,6 +212,7 @@ type natsSide struct {
 
 	topologyFunc   func() Topology // Options.Topology; nil when unset
 	streamReplicas int             // of the stream Start found or created
+	leases         *lease.Bucket   // with HA, when Start could open it; else each HA loop opens it
 }
 
 // lifecycle is the Bridge's shutdown as its PBXes see it. Shutdown ends
@@ -525,6 +527,16 @@ func (b *Bridge) setupJetStream(ctx context.Context) error {
 		replicas = cfg.Replicas
 	}
 	b.ns.js, b.ns.streamReplicas = js, replicas
+	if b.opts.HA.Enabled {
+		// Refused at start rather than retried by every PBX's HA loop: a
+		// bucket with fewer replicas than the stream stays wrong until an
+		// operator edits it. NATS not answering yet is retried there.
+		leases, err := openLeases(ctx, b.ns, b.opts.HA)
+		if errors.Is(err, lease.ErrFewReplicas) {
+			return fmt.Errorf("bridge: ha.bucket: %w", err)
+		}
+		b.ns.leases = leases
+	}
 	return nil
 }
 

@@ -195,8 +195,8 @@ func withHADefaults(o HAOptions, js JetStreamOptions) (HAOptions, error) {
 		host, _ := os.Hostname()
 		o.Holder = host + ":" + strconv.Itoa(os.Getpid())
 	}
-	if o.LeaseTTL < time.Second {
-		errs = append(errs, fmt.Errorf("ha lease ttl %v: want at least 1s", o.LeaseTTL))
+	if err := lease.CheckTTL(o.LeaseTTL); err != nil {
+		errs = append(errs, fmt.Errorf("ha lease ttl %v: want whole seconds, at least 1s: the server keeps a key's TTL in whole seconds", o.LeaseTTL))
 	}
 	if o.CheckpointInterval <= 0 || o.CheckpointInterval > o.LeaseTTL/4 {
 		errs = append(errs, fmt.Errorf("ha checkpoint interval %v: want above 0 and at most a quarter of the lease ttl %v", o.CheckpointInterval, o.LeaseTTL))
@@ -205,6 +205,13 @@ func withHADefaults(o HAOptions, js JetStreamOptions) (HAOptions, error) {
 		errs = append(errs, errors.New("ha standby buffer age and bytes must be positive"))
 	}
 	return o, errors.Join(errs...)
+}
+
+// openLeases opens the lease bucket with as many replicas as the event
+// stream: leases on fewer servers than the stream would be lost, and HA
+// with them, where the stream survives.
+func openLeases(ctx context.Context, ns *natsSide, o HAOptions) (*lease.Bucket, error) {
+	return lease.Open(ctx, ns.js, lease.Config{Bucket: o.Bucket, TTL: o.LeaseTTL, Replicas: max(ns.jsOpts.Replicas, ns.streamReplicas)})
 }
 
 // sessionOnly reports whether an event belongs to the session that reads
@@ -599,8 +606,9 @@ func (h *haNode) release(ctx context.Context, why string) {
 // pbx.run starts it and waits for it; it ends with ctx. Its watch
 // goroutine is its own: started here, waited for before run returns.
 func (h *haNode) run(ctx context.Context) {
+	h.bucket = h.p.ns.leases
 	for h.bucket == nil {
-		b, err := lease.Open(ctx, h.p.ns.js, lease.Config{Bucket: h.opts.Bucket, TTL: h.opts.LeaseTTL, Replicas: h.p.ns.jsOpts.Replicas})
+		b, err := openLeases(ctx, h.p.ns, h.opts)
 		if err == nil {
 			h.bucket = b
 			break

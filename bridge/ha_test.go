@@ -316,3 +316,42 @@ func TestNew_HANeedsJetStream(t *testing.T) {
 		t.Fatalf("New = %v, want the two HA problems named", err)
 	}
 }
+
+// nats-server keeps a key's TTL in whole seconds, so 1500ms would fence
+// by 1.5 s a key the server drops after 1 s.
+func TestNew_HARefusesAFractionalLeaseTTL(t *testing.T) {
+	ns := startNATS(t, natsOptions{})
+	_, err := New(connect(t, ns), []ServerConfig{{Name: "pbx1", URL: "tcp://admin:x@127.0.0.1:5038"}},
+		Options{JetStream: JetStreamOptions{Enabled: true}, HA: HAOptions{Enabled: true, LeaseTTL: 1500 * time.Millisecond, CheckpointInterval: 100 * time.Millisecond}})
+	if err == nil || !strings.Contains(err.Error(), "ha lease ttl 1.5s: want whole seconds") {
+		t.Fatalf("New = %v, want the fractional TTL refused", err)
+	}
+}
+
+// A lease bucket with fewer replicas than the stream would lose the leases
+// where the stream survives: Start refuses it, naming the bucket.
+func TestStart_HARefusesABucketWithFewerReplicasThanTheStream(t *testing.T) {
+	ns := startNATS(t, natsOptions{jetStream: true})
+	nc := connect(t, ns)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := lease.Open(t.Context(), js, lease.Config{Bucket: "leases"}); err != nil { // R1
+		t.Fatal(err)
+	}
+	// jetstream.replicas 3 (a single server keeps the existing R1 stream
+	// from being created): the bucket must have 3 as well.
+	if _, err := js.CreateStream(t.Context(), jetstream.StreamConfig{Name: DefaultStream, Subjects: []string{"ami.*.event.>"}}); err != nil {
+		t.Fatal(err)
+	}
+	b, err := New(nc, []ServerConfig{{Name: "pbx1", URL: "tcp://admin:x@127.0.0.1:1"}},
+		Options{JetStream: JetStreamOptions{Enabled: true, Replicas: 3}, HA: HAOptions{Enabled: true, Bucket: "leases"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = b.Start(t.Context())
+	if !errors.Is(err, lease.ErrFewReplicas) || !strings.Contains(err.Error(), "ha.bucket") {
+		t.Fatalf("Start = %v, want ErrFewReplicas for ha.bucket", err)
+	}
+}

@@ -20,7 +20,22 @@ var (
 	// ErrLost is returned by Renew and Release when the key is no longer
 	// the caller's: it expired, or another holder took it.
 	ErrLost = errors.New("lease: lost")
+	// ErrFewReplicas is returned by Open when the bucket exists with
+	// fewer replicas than asked: the leases would not survive the loss of
+	// a server that the stream they guard survives.
+	ErrFewReplicas = errors.New("lease: the bucket has too few replicas")
 )
+
+// CheckTTL reports whether the server can keep ttl as it is: at least a
+// second, and whole seconds, since nats-server keeps a per-message TTL in
+// whole seconds. A key written with 1.5s would expire after 1s while its
+// holder counted on 1.5s, and another could take it in between.
+func CheckTTL(ttl time.Duration) error {
+	if ttl < time.Second || ttl%time.Second != 0 {
+		return fmt.Errorf("lease: ttl %v: want whole seconds, at least 1s: the server keeps a key's TTL in whole seconds", ttl)
+	}
+	return nil
+}
 
 // Defaults of the zero values in Config.
 const (
@@ -32,7 +47,7 @@ const (
 type Config struct {
 	Bucket   string        // KV bucket name, default DefaultBucket
 	TTL      time.Duration // a lease's time to live after its last renewal, default DefaultTTL
-	Replicas int           // stream replicas of the bucket, default 1
+	Replicas int           // stream replicas of the bucket, default 1; an existing bucket must have at least as many
 }
 
 // Bucket is an open lease bucket. It is safe for concurrent use.
@@ -54,10 +69,8 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Bucket, err
 	if cfg.TTL == 0 {
 		cfg.TTL = DefaultTTL
 	}
-	if cfg.TTL < time.Second {
-		// The server's TTL resolution is a second for markers; a shorter
-		// lease would expire unevenly.
-		return nil, fmt.Errorf("lease: ttl %v: want at least 1s", cfg.TTL)
+	if err := CheckTTL(cfg.TTL); err != nil {
+		return nil, err
 	}
 	if cfg.Replicas == 0 {
 		cfg.Replicas = 1
@@ -84,6 +97,12 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Bucket, err
 	}
 	if st.LimitMarkerTTL() == 0 {
 		return nil, fmt.Errorf("lease: bucket %s has no limit marker TTL, so keys cannot expire one by one; delete it or create it with one", cfg.Bucket)
+	}
+	if bs, ok := st.(*jetstream.KeyValueBucketStatus); ok {
+		if have := bs.StreamInfo().Config.Replicas; have < cfg.Replicas {
+			return nil, fmt.Errorf("%w: bucket %s has %d, want at least %d; raise them with nats stream edit KV_%s --replicas %d",
+				ErrFewReplicas, cfg.Bucket, have, cfg.Replicas, cfg.Bucket, cfg.Replicas)
+		}
 	}
 	return &Bucket{
 		js:     js,

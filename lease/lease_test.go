@@ -244,6 +244,36 @@ func TestOpen_RefusesBucketWithoutMarkers(t *testing.T) {
 	}
 }
 
+// nats-server keeps a key's TTL in whole seconds: a key written with 1.9s
+// expired after 1s while its holder counted on 1.9s.
+func TestOpen_RefusesAFractionalTTL(t *testing.T) {
+	js := startJetStream(t)
+	for _, ttl := range []time.Duration{1500 * time.Millisecond, 1900 * time.Millisecond, 2*time.Second + time.Nanosecond} {
+		if _, err := lease.Open(t.Context(), js, lease.Config{Bucket: "leases", TTL: ttl}); err == nil {
+			t.Errorf("TTL %v was accepted", ttl)
+		}
+	}
+	if _, err := lease.Open(t.Context(), js, lease.Config{Bucket: "leases", TTL: 3 * time.Second}); err != nil {
+		t.Errorf("TTL 3s: %v", err)
+	}
+}
+
+// A bucket with fewer replicas than the stream it guards would lose the
+// leases where the stream survives: an existing one is refused.
+func TestOpen_RefusesABucketWithFewerReplicas(t *testing.T) {
+	js := startJetStream(t)
+	if _, err := lease.Open(t.Context(), js, lease.Config{Bucket: "leases"}); err != nil { // created with 1
+		t.Fatal(err)
+	}
+	_, err := lease.Open(t.Context(), js, lease.Config{Bucket: "leases", Replicas: 3})
+	if !errors.Is(err, lease.ErrFewReplicas) {
+		t.Fatalf("an R1 bucket for 3 replicas: %v, want ErrFewReplicas", err)
+	}
+	if _, err := lease.Open(t.Context(), js, lease.Config{Bucket: "leases", Replicas: 1}); err != nil {
+		t.Fatalf("R1 for 1 replica: %v", err)
+	}
+}
+
 func TestAcquire_RefusesNonJSONData(t *testing.T) {
 	b := open(t, startJetStream(t), time.Second)
 	if _, err := b.Acquire(t.Context(), "pbx1", "a", []byte("not json")); err == nil {

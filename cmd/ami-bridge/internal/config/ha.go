@@ -55,8 +55,14 @@ func (c *Config) checkHA(p *problems) {
 	if !streamRE.MatchString(h.Bucket) {
 		p.add("ha.bucket: %q must be non-empty, without spaces, '.', '*', '>', '/' or '\\'", h.Bucket)
 	}
-	if h.LeaseTTL < time.Second {
-		p.add("ha.lease_ttl: %s must be at least 1s, the server's TTL resolution", h.LeaseTTL)
+	if c.NATS.URL == "" {
+		// Each embedded server has its own bucket, so every process would
+		// hold its own lease and publish; at a leaf site the hub would
+		// then source every event twice.
+		p.add("ha.enabled: needs nats.url: with only the embedded NATS server each bridge has its own lease bucket and every one becomes active; point every bridge of the group at the same NATS server or cluster")
+	}
+	if h.LeaseTTL < time.Second || h.LeaseTTL%time.Second != 0 {
+		p.add("ha.lease_ttl: %s must be whole seconds, at least 1s: the server keeps a key's TTL in whole seconds, and a fractional lease would outlive its key", h.LeaseTTL)
 	}
 	if h.CheckpointInterval <= 0 || h.CheckpointInterval > h.LeaseTTL/4 {
 		p.add("ha.checkpoint_interval: %s must be positive and at most a quarter of ha.lease_ttl", h.CheckpointInterval)

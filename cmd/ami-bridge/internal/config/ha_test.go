@@ -7,7 +7,7 @@ import (
 )
 
 func TestHA_DefaultsAndEnvironment(t *testing.T) {
-	cfg := mustLoad(t, onePBX+"jetstream:\n  enabled: true\nha:\n  enabled: true\n",
+	cfg := mustLoad(t, onePBX+"nats:\n  url: nats://127.0.0.1:4222\njetstream:\n  enabled: true\nha:\n  enabled: true\n",
 		[]string{"AMI_BRIDGE_HA__STANDBY_BUFFER__BYTES=1048576", "AMI_BRIDGE_HA__LEASE_TTL=3s"})
 	want := HA{Enabled: true, Bucket: "ami_bridge_leases", LeaseTTL: 3 * time.Second,
 		CheckpointInterval: 100 * time.Millisecond, StandbyBuffer: StandbyBuffer{Age: 10 * time.Second, Bytes: 1 << 20}}
@@ -34,13 +34,39 @@ func TestHA_Problems(t *testing.T) {
 	for _, want := range []string{
 		"ha.enabled: needs jetstream.enabled",
 		`ha.bucket: "a.b" must be`,
-		"ha.lease_ttl: 500ms must be at least 1s",
+		"ha.enabled: needs nats.url: with only the embedded NATS server each bridge has its own lease bucket",
+		"ha.lease_ttl: 500ms must be whole seconds, at least 1s",
 		"ha.checkpoint_interval: 1s must be positive and at most a quarter of ha.lease_ttl",
 		"ha.standby_buffer.age: -1s must be more than twice ha.lease_ttl",
 		"ha.standby_buffer.bytes: must not be negative",
 	} {
 		if !strings.Contains(got, want) {
 			t.Errorf("problems lack %q:\n%s", want, got)
+		}
+	}
+}
+
+// nats-server keeps a key's TTL in whole seconds: 1500ms would fence by
+// 1.5 s a key that expires after 1 s.
+func TestHA_FractionalLeaseTTLRefused(t *testing.T) {
+	_, err := load(t, onePBX+"nats:\n  url: nats://127.0.0.1:4222\njetstream:\n  enabled: true\nha:\n  enabled: true\n  lease_ttl: 1500ms\n  checkpoint_interval: 100ms\n  standby_buffer:\n    age: 10s\n", nil)
+	got := problemsOf(t, err)
+	if len(got) != 1 || !strings.Contains(got[0], "ha.lease_ttl: 1.5s must be whole seconds") {
+		t.Fatalf("problems = %q, want only the fractional lease_ttl", got)
+	}
+}
+
+// Each embedded server has its own bucket, so every process would be
+// active; at a leaf site the hub would source every event twice.
+func TestHA_EmbeddedOnlyRefused(t *testing.T) {
+	for name, extra := range map[string]string{
+		"alone":     "",
+		"leaf site": "nats:\n  embedded:\n    domain: paris\n    leafnodes:\n      remotes:\n        - url: nats-leaf://127.0.0.1:7422\n",
+	} {
+		_, err := load(t, onePBX+extra+"jetstream:\n  enabled: true\nha:\n  enabled: true\n", nil)
+		got := problemsOf(t, err)
+		if len(got) != 1 || !strings.Contains(got[0], "ha.enabled: needs nats.url") {
+			t.Errorf("%s: problems = %q, want only ha.enabled needing nats.url", name, got)
 		}
 	}
 }
