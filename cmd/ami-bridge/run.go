@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -142,6 +143,7 @@ type natsStack struct {
 	url string // for the "ready" line: the connected URL (redacted), the embedded server's client URL, or "in-process"
 
 	stopWatch func() // stops the leafnode watcher and waits for it; nil when none runs
+	unlock    func() // releases the JetStream store; nil when none is held
 }
 
 // topologyOf names the NATS layout of cfg for the "ready" line: the
@@ -199,8 +201,15 @@ func startNATS(ctx context.Context, cfg *config.Config, log zerolog.Logger) (*na
 		if err != nil {
 			return nil, err
 		}
+		if eo.JetStream {
+			eo.StoreDir = cmp.Or(eo.StoreDir, defaultStoreDir())
+			if st.unlock, err = lockStore(eo.StoreDir); err != nil {
+				return nil, err
+			}
+		}
 		ns, err := startEmbedded(eo, log)
 		if err != nil {
+			st.stopServer(log)
 			if errors.Is(err, ErrAddrInUse) {
 				err = fmt.Errorf("%w; set nats.embedded.listen (--nats-listen) to a free address, 127.0.0.1:0 for any, or \"\" for in-process only, or nats.url to use that server", err)
 			}
@@ -254,13 +263,16 @@ func (st *natsStack) stopServer(log zerolog.Logger) {
 		st.stopWatch()
 		st.stopWatch = nil
 	}
-	if st.ns == nil {
-		return
+	if st.ns != nil {
+		st.ns.Shutdown()
+		st.ns.WaitForShutdown()
+		st.ns = nil
+		log.Debug().Msg("embedded NATS server stopped")
 	}
-	st.ns.Shutdown()
-	st.ns.WaitForShutdown()
-	st.ns = nil
-	log.Debug().Msg("embedded NATS server stopped")
+	if st.unlock != nil {
+		st.unlock()
+		st.unlock = nil
+	}
 }
 
 func bridgeServers(servers []config.Server) []bridge.ServerConfig {

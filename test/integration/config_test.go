@@ -168,3 +168,37 @@ func TestVersion_Prints(t *testing.T) {
 		t.Errorf("ami-bridge version printed %q, want one line", out)
 	}
 }
+
+// Two bridges on one host with embedded JetStream on the same store_dir:
+// nats-server takes no lock, and the second opened the first one's live
+// stream files. The second must stop with a clear error and leave the
+// first running.
+func TestEmbeddedStore_SecondBridgeOnTheSameStoreDirRefused(t *testing.T) {
+	t.Parallel()
+	w := newWorldNoEvents(t, natsOptions{})
+	p := w.startPBX("store", amitest.Config{})
+	store := t.TempDir()
+	embedded := func() bridgeConfig {
+		cfg := w.config(w.serverFor("store", p, viaURL))
+		cfg.NATS = natsConfig{Embedded: &embeddedConfig{Listen: deadAddr(t), StoreDir: store}}
+		cfg.JetStream = &jetStreamConf{Enabled: true}
+		return cfg
+	}
+	first := w.startBridge(embedded())
+	first.log.waitFor(t, `"message":"ready"`, readyTimeout, first.done)
+
+	second := w.startBridge(embedded())
+	code := second.wait(exitTimeout)
+	out := string(second.log.Bytes())
+	if code == 0 {
+		t.Fatalf("the second bridge on store_dir %s exited 0:\n%s", store, out)
+	}
+	for _, want := range []string{"nats.embedded.store_dir " + store, "in use by another process", "store_dir each"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("the error lacks %q:\n%s", want, out)
+		}
+	}
+	if first.exited() {
+		t.Fatal("the first bridge exited")
+	}
+}
