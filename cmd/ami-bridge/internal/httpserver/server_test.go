@@ -156,6 +156,21 @@ func TestHealthz_StuckBridge(t *testing.T) {
 	want(t, s, "/healthz", 200, "ok")
 }
 
+// /healthz fails once a publisher has sat still with events waiting
+// and NATS connected for StallAfter, and recovers when it moves.
+func TestHealthz_StalledPublisher(t *testing.T) {
+	s := start(t, Options{StallAfter: time.Microsecond})
+	b, nc := &fakeBridge{}, &fakeConn{status: nats.CONNECTED}
+	waiting := bridge.Stats{Server: "pbx1", EventsPublished: 10, BufferEvents: 5}
+	b.set(waiting)
+	s.Attach(b, nc)
+	want(t, s, "/healthz", 200, "ok") // the first look starts the window
+	want(t, s, "/healthz", 503, "pbx1: the publisher has not moved")
+	waiting.EventsPublished++
+	b.set(waiting)
+	want(t, s, "/healthz", 200, "ok")
+}
+
 func TestLiveness_StalledPublisher(t *testing.T) {
 	l := newLiveness(time.Minute, time.Second)
 	t0 := time.Now()
