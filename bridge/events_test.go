@@ -18,3 +18,25 @@ func TestTimeStamp_MatchesRFC3339Nano(t *testing.T) {
 		}
 	}
 }
+
+// The core NATS publisher moves the ring's mark to the last event it
+// published: nothing it published stays waiting (BufferEvents 0).
+func TestPublisher_CoreAcknowledgesUpToTheLastPublished(t *testing.T) {
+	const n = 20
+	b, p := idlePBX(t, ServerConfig{}, Options{})
+	for i := 1; i <= n; i++ {
+		p.accept(userEvent("core", i))
+	}
+	done := make(chan struct{})
+	go func() { // owned by the test: it ends once the closed ring is drained
+		defer close(done)
+		p.pub.loop()
+	}()
+	p.ring.close()
+	<-done
+	st := b.Stats()[0]
+	if a := p.ring.acked(); a != n || st.BufferEvents != 0 || st.BufferBytes != 0 || st.EventsPublished != n {
+		t.Fatalf("acknowledged up to %d, %d events (%d bytes) waiting, %d published; want %d, 0, 0, %d",
+			a, st.BufferEvents, st.BufferBytes, st.EventsPublished, n, n)
+	}
+}

@@ -3,6 +3,7 @@ package bridge
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"runtime/pprof"
@@ -186,5 +187,163 @@ func TestBridge_JetStreamReplicas(t *testing.T) {
 
 	if _, err := New(nc, []ServerConfig{fastServer("pbx1", pbx)}, Options{JetStream: JetStreamOptions{Replicas: MaxReplicas + 1}}); err == nil {
 		t.Errorf("New took %d replicas", MaxReplicas+1)
+	}
+}
+
+// fakeJS is a JetStream that stores nothing and acknowledges nothing by
+// itself: the test answers each publish, in the order it chooses. The
+// publisher calls PublishMsgAsync only; the embedded nil JetStream makes
+// any other call fail the test with a panic.
+type fakeJS struct {
+	jetstream.JetStream
+	b    *Bridge
+	sent chan *fakePub // every publish, in the order sent
+}
+
+// fakePub is one publish in flight and its ack future.
+type fakePub struct {
+	js  *fakeJS
+	msg *nats.Msg
+	ok  chan *jetstream.PubAck
+	err chan error
+}
+
+func (j *fakeJS) PublishMsgAsync(m *nats.Msg, _ ...jetstream.PublishOpt) (jetstream.PubAckFuture, error) {
+	f := &fakePub{js: j, msg: m, ok: make(chan *jetstream.PubAck, 1), err: make(chan error, 1)}
+	j.sent <- f
+	return f, nil
+}
+
+func (f *fakePub) Ok() <-chan *jetstream.PubAck { return f.ok }
+func (f *fakePub) Err() <-chan error            { return f.err }
+func (f *fakePub) Msg() *nats.Msg               { return f.msg }
+
+func (f *fakePub) seq() string { return f.msg.Header.Get(HeaderSeq) }
+
+// ack is the stream storing the message.
+func (f *fakePub) ack() { f.ok <- &jetstream.PubAck{Stream: DefaultStream} }
+
+// fail is the publish failing as nats.go reports it: on the future, then
+// to the handler the bridge gives it (WithPublishAsyncErrHandler).
+func (f *fakePub) fail() {
+	err := errors.New("fake: no ack")
+	f.err <- err
+	f.js.b.jsPublishFailed(f.js, f.msg, err)
+}
+
+// fakeJSPublisher returns an idle PBX whose publisher runs on a fakeJS
+// with a window of maxPending; the publisher starts once the test has
+// accepted the events it wants read in the first batch. The test owns
+// the publisher's goroutine: it ends when the ring is closed and drained,
+// or at cleanup, at the shutdown deadline.
+func fakeJSPublisher(t *testing.T, maxPending int) (b *Bridge, p *pbx, js *fakeJS, start func() <-chan struct{}) {
+	b, p = idlePBX(t, ServerConfig{}, Options{JetStream: JetStreamOptions{Enabled: true, MaxPending: maxPending}})
+	js = &fakeJS{b: b, sent: make(chan *fakePub, 100)}
+	b.ns.js = js
+	start = func() <-chan struct{} {
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			p.pub.loop()
+		}()
+		t.Cleanup(func() {
+			b.stopHard()
+			<-done
+		})
+		return done
+	}
+	return b, p, js, start
+}
+
+// next returns the next publish, which must be of Ami-Seq seq.
+func (j *fakeJS) next(t *testing.T, done <-chan struct{}, seq int) *fakePub {
+	t.Helper()
+	select {
+	case f := <-j.sent:
+		if f.seq() != strconv.Itoa(seq) {
+			t.Fatalf("published Ami-Seq %s, want %d", f.seq(), seq)
+		}
+		return f
+	case <-done:
+		t.Fatalf("the publisher stopped; want Ami-Seq %d published", seq)
+	case <-time.After(waitTime):
+		t.Fatalf("Ami-Seq %d not published", seq)
+	}
+	return nil
+}
+
+// TestPublisherJS_ResendsFromTheFirstFailure: publish 1 fails and 2 and 3
+// after it succeed. The publisher settles the window and sends again from
+// 1, not from 4, with the same Nats-Msg-Id; the ring's mark moves only
+// past what the stream stored in order.
+func TestPublisherJS_ResendsFromTheFirstFailure(t *testing.T) {
+	b, p, js, start := fakeJSPublisher(t, 8)
+	for i := 1; i <= 3; i++ {
+		p.accept(userEvent("js", i))
+	}
+	done := start()
+	first := []*fakePub{js.next(t, done, 1), js.next(t, done, 2), js.next(t, done, 3)}
+	p.ring.close() // the publisher returns once 1 to 3 are acknowledged
+	first[0].fail()
+	first[1].ack()
+	first[2].ack()
+	if a := p.ring.acked(); a != 0 {
+		t.Fatalf("the ring's mark is at %d while 1 is not stored", a)
+	}
+	for i := 1; i <= 3; i++ {
+		f := js.next(t, done, i)
+		if id, want := f.msg.Header.Get(HeaderMsgID), first[i-1].msg.Header.Get(HeaderMsgID); id != want {
+			t.Fatalf("resent Ami-Seq %d with Nats-Msg-Id %s, want %s", i, id, want)
+		}
+		f.ack()
+	}
+	<-done
+	st := b.Stats()[0]
+	if a := p.ring.acked(); a != 3 || st.EventsPublished != 3 || st.JSRetries != 3 || st.BufferEvents != 0 {
+		t.Fatalf("mark %d, %d published, %d retries, %d waiting; want 3, 3, 3, 0", a, st.EventsPublished, st.JSRetries, st.BufferEvents)
+	}
+}
+
+// TestPublisherJS_FailureBehindTheOldestStopsNewSends: publish 2 fails
+// while 1 still waits for its ack. The publisher sends nothing new (not
+// 3 and 4, which arrive meanwhile) until 1 is settled, then sends again
+// from 2: the stream stores 1, 2, 3, 4 in Ami-Seq order.
+func TestPublisherJS_FailureBehindTheOldestStopsNewSends(t *testing.T) {
+	_, p, js, start := fakeJSPublisher(t, 8)
+	p.accept(userEvent("js", 1))
+	p.accept(userEvent("js", 2))
+	done := start()
+	f1, f2 := js.next(t, done, 1), js.next(t, done, 2)
+	f2.fail()
+	p.accept(userEvent("js", 3))
+	p.accept(userEvent("js", 4))
+	f1.ack()
+	for i := 2; i <= 4; i++ {
+		js.next(t, done, i).ack()
+	}
+	p.ring.close()
+	<-done
+	if a := p.ring.acked(); a != 4 {
+		t.Fatalf("the ring's mark is at %d, want 4", a)
+	}
+}
+
+// TestPublisherJS_ShutdownCountsTheUnacknowledged: at the shutdown
+// deadline, the events the stream has not acknowledged count in
+// js_failures.
+func TestPublisherJS_ShutdownCountsTheUnacknowledged(t *testing.T) {
+	const n = 3
+	b, p, js, start := fakeJSPublisher(t, 8)
+	for i := 1; i <= n; i++ {
+		p.accept(userEvent("js", i))
+	}
+	done := start()
+	for i := 1; i <= n; i++ {
+		js.next(t, done, i) // in flight, never answered
+	}
+	b.stopHard()
+	<-done
+	if st := b.Stats()[0]; st.JSFailures != n || st.EventsPublished != 0 {
+		t.Fatalf("js_failures %d, %d published; want %d, 0", st.JSFailures, st.EventsPublished, n)
 	}
 }

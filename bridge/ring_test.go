@@ -181,6 +181,36 @@ func TestRing_WaitWakesOnAppendAndClose(t *testing.T) {
 	}
 }
 
+// Once full, the ring refuses every event, a smaller one too, until the
+// publisher acknowledges: refusing then says what an append would do,
+// without the lock.
+func TestRing_RefusesFromTheFirstDropUntilAnAck(t *testing.T) {
+	big, small := ringEvent(1, 40), ringEvent(3, 1)
+	// Room for big and small, not for the event in between: small would
+	// fit, and is refused only because the ring refuses.
+	r := newRing(1000, big.Size()+small.Size(), nil)
+	if !r.append(big, 1, 0) || r.refusing() {
+		t.Fatal("the first event was refused")
+	}
+	n0, _ := r.refusal()
+	if r.append(ringEvent(2, 80), 2, 0) {
+		t.Fatal("an event over the byte bound was kept")
+	}
+	if u := r.usage(); u.pendingBytes+small.Size() > r.maxBytes {
+		t.Fatalf("setup: %d bytes pending leave no room for %d in %d", u.pendingBytes, small.Size(), r.maxBytes)
+	}
+	if !r.refusing() || r.append(small, 3, 0) {
+		t.Fatal("a small event that fits was kept after a refusal, before any ack")
+	}
+	if n, _ := r.refusal(); n != n0+1 {
+		t.Fatalf("%d refusals counted, want 1", n-n0)
+	}
+	r.ack(1)
+	if r.refusing() || !r.append(small, 3, 0) {
+		t.Fatal("still refusing after an ack")
+	}
+}
+
 // BenchmarkRing measures the buffer's two event paths: an append that
 // keeps a clone (evicting an acknowledged entry, as a ring that is always
 // full does), and a drop when unacknowledged events fill it, which must

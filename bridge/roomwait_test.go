@@ -2,32 +2,8 @@ package bridge
 
 import (
 	"testing"
+	"time"
 )
-
-// Once full, the ring refuses every event, a smaller one too, until the
-// publisher acknowledges: refusing then says what an append would do,
-// without the lock.
-func TestRing_RefusesFromTheFirstDropUntilAnAck(t *testing.T) {
-	r := newRing(1000, 100, nil)
-	big, small := ringEvent(1, 40), ringEvent(3, 1)
-	if !r.append(big, 1, 0) || r.refusing() {
-		t.Fatal("the first event was refused")
-	}
-	n0, _ := r.refusal()
-	if r.append(ringEvent(2, 80), 2, 0) {
-		t.Fatal("an event over the byte bound was kept")
-	}
-	if !r.refusing() || r.append(small, 3, 0) {
-		t.Fatal("a small event was kept after a refusal, before any ack")
-	}
-	if n, _ := r.refusal(); n != n0+1 {
-		t.Fatalf("%d refusals counted, want 1", n-n0)
-	}
-	r.ack(1)
-	if r.refusing() || !r.append(small, 3, 0) {
-		t.Fatal("still refusing after an ack")
-	}
-}
 
 // The reader's wait for room ends with the ack that makes room, whether
 // the ack comes before the wait or during it, and happens once per
@@ -70,6 +46,40 @@ func TestRoomWait_OncePerRefusal(t *testing.T) {
 	r.close()
 	if w.wait(r) {
 		t.Fatal("room in a closed ring")
+	}
+}
+
+// The reader waits at most roomWaitRatio times as long as it has read
+// since its last wait, and a wait pays for itself: a reader whose waits
+// took more than that (here 9 s owed, 0.5 s of reading since) drops the
+// event at once, without waiting for an ack that may be coming; one that
+// has read long enough since (1.5 s) waits again, up to maxRoomWait.
+func TestRoomWait_BudgetIsNineTimesTheReading(t *testing.T) {
+	refused := func() *ring {
+		r := newRing(1, 1<<20, nil)
+		fillRing(t, r, 1, 1, 1)
+		if r.append(ringEvent(2, 1), 2, 0) {
+			t.Fatal("a full ring kept an event")
+		}
+		return r
+	}
+	owed := -roomWaitRatio * time.Second
+
+	w := roomWait{budget: owed, end: time.Now().Add(-time.Second / 2)}
+	if w.wait(refused()) {
+		t.Fatal("room without an ack")
+	}
+	if w.timer != nil {
+		t.Fatal("the reader waited with its budget used up")
+	}
+
+	w = roomWait{budget: owed, end: time.Now().Add(-3 * time.Second / 2)}
+	start := time.Now()
+	if w.wait(refused()) {
+		t.Fatal("room without an ack")
+	}
+	if d := time.Since(start); w.timer == nil || d < maxRoomWait {
+		t.Fatalf("waited %v with a budget of 4.5 s, want %v", d, maxRoomWait)
 	}
 }
 

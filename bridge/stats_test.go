@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -143,5 +144,24 @@ func TestActionMeter_UnknownCode(t *testing.T) {
 	m.replied(nil) // a later streamed part is not counted
 	if n := st.actions[actionIndex("Ping")][codeIndex(CodeUnavailable)].Load(); n != 1 {
 		t.Errorf("count %d, want 1 under 503", n)
+	}
+}
+
+// BufferBytes is the AMI text of the events waiting for the publisher,
+// not of those it acknowledged, which the ring keeps for replay.
+func TestStats_BufferBytesAreTheUnacknowledged(t *testing.T) {
+	b, p := idlePBX(t, ServerConfig{}, Options{})
+	waiting := 0
+	for i := 1; i <= 6; i++ {
+		ev := userEvent(strings.Repeat("x", 10*i), i)
+		p.accept(ev)
+		if i > 2 {
+			waiting += ev.Size()
+		}
+	}
+	p.ring.ack(2)
+	st := b.Stats()[0]
+	if st.BufferEvents != 4 || st.BufferBytes != waiting {
+		t.Fatalf("%d events, %d bytes waiting; want 4, %d", st.BufferEvents, st.BufferBytes, waiting)
 	}
 }

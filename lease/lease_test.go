@@ -280,3 +280,30 @@ func TestAcquire_RefusesNonJSONData(t *testing.T) {
 		t.Fatal("non-JSON data accepted")
 	}
 }
+
+// ValidUntil is the send time of the last successful write plus the TTL
+// less a tenth: the margin by which a holder stops publishing before the
+// server can expire its key and hand it to another.
+func TestValidUntil_TTLLessATenthFromTheWrite(t *testing.T) {
+	const ttl = 2 * time.Second
+	b := open(t, startJetStream(t), ttl)
+	within := func(what string, l *lease.Lease, before, after time.Time) {
+		t.Helper()
+		margin := ttl - ttl/10
+		if got := l.ValidUntil(); got.Before(before.Add(margin)) || got.After(after.Add(margin)) {
+			t.Fatalf("after %s, ValidUntil is %v after the call began, want between %v and %v",
+				what, got.Sub(before), margin, after.Add(margin).Sub(before))
+		}
+	}
+	before := time.Now()
+	l, err := b.Acquire(t.Context(), "pbx1", "a", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	within("Acquire", l, before, time.Now())
+	before = time.Now()
+	if err := l.Renew(t.Context(), nil); err != nil {
+		t.Fatal(err)
+	}
+	within("Renew", l, before, time.Now())
+}

@@ -59,6 +59,20 @@ func TestEmbeddedFromConfig_Leafnode(t *testing.T) {
 	}
 }
 
+// The leaf's deny follows nats.prefix: a site with its own prefix keeps
+// its own events, not the default prefix's.
+func TestEmbeddedFromConfig_LeafDenyFollowsThePrefix(t *testing.T) {
+	cfg := leafConfig("nats-leaf://hub:7422", true)
+	cfg.NATS.Prefix = "pbxs"
+	o, err := embeddedFromConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(o.Leafnodes[0].DenyImports, []string{"pbxs.*.event.>"}) {
+		t.Errorf("deny imports %q with prefix pbxs, want pbxs.*.event.>", o.Leafnodes[0].DenyImports)
+	}
+}
+
 // TestStartEmbedded_LeafnodeOfAHub: the embedded server links to a hub
 // that requires the leafnode user, in its own JetStream domain, and
 // watchLeafnodes logs the link as it comes and goes.

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -35,12 +36,33 @@ type Options struct {
 	// one that does not come means a lock held for good. Default
 	// DefaultSnapshotTimeout.
 	SnapshotTimeout time.Duration
+
+	// The listener's bounds against slow or many clients; zero means the
+	// default. A connection is cut when its request's header takes longer
+	// than ReadHeaderTimeout to arrive, or the whole request (a body it
+	// announced and does not send included) longer than ReadTimeout, or
+	// writing the answer longer than WriteTimeout, or when it idles
+	// between requests for IdleTimeout. MaxHeaderBytes bounds a request's
+	// header (net/http allows 4 KiB more). Past MaxConns connections open
+	// at once, new ones wait in the kernel's backlog for a free one.
+	ReadHeaderTimeout, ReadTimeout, WriteTimeout, IdleTimeout time.Duration
+	MaxHeaderBytes                                            int
+	MaxConns                                                  int
 }
 
-// Defaults of the zero Options.
+// Defaults of the zero Options. The endpoints answer in milliseconds
+// (/healthz and /readyz wait DefaultSnapshotTimeout at most), and a
+// request is a GET with a few headers: a few seconds and a few KiB are
+// plenty for a probe or a scrape, and what a slow client may hold.
 const (
-	DefaultStallAfter      = time.Minute
-	DefaultSnapshotTimeout = 2 * time.Second
+	DefaultStallAfter        = time.Minute
+	DefaultSnapshotTimeout   = 2 * time.Second
+	DefaultReadHeaderTimeout = 5 * time.Second
+	DefaultReadTimeout       = 10 * time.Second
+	DefaultWriteTimeout      = 10 * time.Second
+	DefaultIdleTimeout       = 30 * time.Second
+	DefaultMaxHeaderBytes    = 8 << 10
+	DefaultMaxConns          = 32 // probes and scrapers: a handful
 )
 
 // Server serves the operations endpoints.
@@ -67,6 +89,12 @@ func Start(o Options, log zerolog.Logger) (*Server, error) {
 	if o.SnapshotTimeout == 0 {
 		o.SnapshotTimeout = DefaultSnapshotTimeout
 	}
+	orDefault(&o.ReadHeaderTimeout, DefaultReadHeaderTimeout)
+	orDefault(&o.ReadTimeout, DefaultReadTimeout)
+	orDefault(&o.WriteTimeout, DefaultWriteTimeout)
+	orDefault(&o.IdleTimeout, DefaultIdleTimeout)
+	orDefault(&o.MaxHeaderBytes, DefaultMaxHeaderBytes)
+	orDefault(&o.MaxConns, DefaultMaxConns)
 	ln, err := net.Listen("tcp", o.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("http listener: %w", err)
@@ -83,15 +111,18 @@ func Start(o Options, log zerolog.Logger) (*Server, error) {
 	mux.HandleFunc("GET /readyz", s.readyz)
 	s.http = &http.Server{
 		Handler:           mux,
-		ReadHeaderTimeout: 5 * time.Second,
-		WriteTimeout:      30 * time.Second,
-		IdleTimeout:       2 * time.Minute,
+		ReadHeaderTimeout: o.ReadHeaderTimeout,
+		ReadTimeout:       o.ReadTimeout,
+		WriteTimeout:      o.WriteTimeout,
+		IdleTimeout:       o.IdleTimeout,
+		MaxHeaderBytes:    o.MaxHeaderBytes,
 	}
+	limited := newLimitListener(ln, o.MaxConns)
 	// The Server owns the serving goroutine: Start starts it, Close stops
 	// it and waits for it.
 	go func() {
 		defer close(s.served)
-		if err := s.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := s.http.Serve(limited); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error().Err(err).Msg("http listener stopped")
 		}
 	}()
@@ -142,3 +173,60 @@ func (s *Server) Close(ctx context.Context) error {
 type promLogger struct{ l zerolog.Logger }
 
 func (p promLogger) Println(v ...any) { p.l.Warn().Msg(fmt.Sprint(v...)) }
+
+func orDefault[T comparable](v *T, def T) {
+	var zero T
+	if *v == zero {
+		*v = def
+	}
+}
+
+// limitListener lets at most cap(sem) connections be open at once: Accept
+// takes a slot before it takes a connection, and the connection's Close
+// gives it back, so the connections over the cap wait in the kernel's
+// backlog and cost the process nothing. It is what
+// golang.org/x/net/netutil.LimitListener does; x/net is not a dependency
+// of this module, and these few lines are all of it that would be used.
+type limitListener struct {
+	net.Listener
+	sem       chan struct{}
+	done      chan struct{} // closed by Close: a waiting Accept returns
+	closeOnce sync.Once
+}
+
+func newLimitListener(l net.Listener, n int) *limitListener {
+	return &limitListener{Listener: l, sem: make(chan struct{}, n), done: make(chan struct{})}
+}
+
+func (l *limitListener) Accept() (net.Conn, error) {
+	select {
+	case l.sem <- struct{}{}:
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+	c, err := l.Listener.Accept()
+	if err != nil {
+		<-l.sem
+		return nil, err
+	}
+	return &limitConn{Conn: c, sem: l.sem}, nil
+}
+
+func (l *limitListener) Close() error {
+	err := l.Listener.Close()
+	l.closeOnce.Do(func() { close(l.done) })
+	return err
+}
+
+// limitConn gives its slot back once, however often it is closed.
+type limitConn struct {
+	net.Conn
+	sem         chan struct{}
+	releaseOnce sync.Once
+}
+
+func (c *limitConn) Close() error {
+	err := c.Conn.Close()
+	c.releaseOnce.Do(func() { <-c.sem })
+	return err
+}

@@ -1,8 +1,11 @@
 package httpserver
 
 import (
+	"bufio"
 	"context"
+	"errors"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -156,6 +159,21 @@ func TestHealthz_StuckBridge(t *testing.T) {
 	want(t, s, "/healthz", 200, "ok")
 }
 
+// /healthz fails once a publisher has sat still with events waiting
+// and NATS connected for StallAfter, and recovers when it moves.
+func TestHealthz_StalledPublisher(t *testing.T) {
+	s := start(t, Options{StallAfter: time.Microsecond})
+	b, nc := &fakeBridge{}, &fakeConn{status: nats.CONNECTED}
+	waiting := bridge.Stats{Server: "pbx1", EventsPublished: 10, BufferEvents: 5}
+	b.set(waiting)
+	s.Attach(b, nc)
+	want(t, s, "/healthz", 200, "ok") // the first look starts the window
+	want(t, s, "/healthz", 503, "pbx1: the publisher has not moved")
+	waiting.EventsPublished++
+	b.set(waiting)
+	want(t, s, "/healthz", 200, "ok")
+}
+
 func TestLiveness_StalledPublisher(t *testing.T) {
 	l := newLiveness(time.Minute, time.Second)
 	t0 := time.Now()
@@ -199,5 +217,114 @@ func TestServer_URLShowsLoopbackForWildcard(t *testing.T) {
 	defer s.Close(context.Background())
 	if !strings.HasPrefix(s.URL(), "http://127.0.0.1:") {
 		t.Errorf("URL %s", s.URL())
+	}
+}
+
+// waitTime bounds the waits for what must happen; things take
+// milliseconds.
+const waitTime = 5 * time.Second
+
+// dialRaw opens a connection to s that the test writes by hand.
+func dialRaw(t *testing.T, s *Server) net.Conn {
+	t.Helper()
+	c, err := net.Dial("tcp", s.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+const healthzRequest = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+
+// readOK reads a response from r, which must come within waitTime and be
+// /healthz's 200.
+func readOK(t *testing.T, c net.Conn, r *bufio.Reader) {
+	t.Helper()
+	c.SetReadDeadline(time.Now().Add(waitTime))
+	resp, err := http.ReadResponse(r, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != 200 || string(body) != "ok: starting, waiting for NATS\n" {
+		t.Fatalf("GET /healthz: %d %q, %v", resp.StatusCode, body, err)
+	}
+}
+
+// A client that announces a body and never sends it, or never finishes
+// its header, is cut after ReadTimeout or ReadHeaderTimeout instead of
+// holding its connection for good.
+func TestServer_CutsSlowClients(t *testing.T) {
+	const limit = 100 * time.Millisecond
+	s := start(t, Options{ReadHeaderTimeout: limit, ReadTimeout: limit})
+	for what, req := range map[string]string{
+		"a body announced, none sent": "GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n",
+		"a header never finished":     "GET /healthz HTTP/1.1\r\nHost: x\r\n",
+	} {
+		c := dialRaw(t, s)
+		if _, err := io.WriteString(c, req); err != nil {
+			t.Fatal(err)
+		}
+		c.SetReadDeadline(time.Now().Add(waitTime))
+		start := time.Now()
+		if _, err := io.ReadAll(c); isTimeout(err) {
+			t.Errorf("%s: the server still holds the connection after %v", what, time.Since(start).Round(time.Millisecond))
+		}
+	}
+}
+
+// Past MaxConns open connections, a new one waits, unserved, until one
+// closes; then it is served.
+func TestServer_ConnectionCap(t *testing.T) {
+	const maxConns = 2
+	s := start(t, Options{MaxConns: maxConns})
+	var held []net.Conn
+	for range maxConns { // served, then kept alive: each holds a slot
+		c := dialRaw(t, s)
+		if _, err := io.WriteString(c, healthzRequest); err != nil {
+			t.Fatal(err)
+		}
+		readOK(t, c, bufio.NewReader(c))
+		held = append(held, c)
+	}
+	extra := dialRaw(t, s)
+	if _, err := io.WriteString(extra, healthzRequest); err != nil {
+		t.Fatal(err)
+	}
+	r := bufio.NewReader(extra)
+	// What must not happen gets a short while to happen.
+	extra.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+	if resp, err := http.ReadResponse(r, nil); err == nil {
+		t.Fatalf("a connection over the cap of %d was served: %s", maxConns, resp.Status)
+	} else if !isTimeout(err) {
+		t.Fatal(err)
+	}
+	held[0].Close()
+	readOK(t, extra, r)
+}
+
+// A request's header over MaxHeaderBytes (and net/http's 4 KiB of slack)
+// is refused.
+func TestServer_RefusesAnOversizedHeader(t *testing.T) {
+	s := start(t, Options{MaxHeaderBytes: 1 << 10})
+	req, err := http.NewRequest("GET", s.URL()+"/healthz", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("X-Big", strings.Repeat("x", 8<<10))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
+		t.Fatalf("GET /healthz with an 8 KiB header: %d, want 431", resp.StatusCode)
 	}
 }
