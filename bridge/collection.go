@@ -98,13 +98,21 @@ func (l *listReply) head(m *amiproto.Message) bool {
 }
 
 // sendPart streams l.part, flushing every streamFlushEvery messages so
-// that the entries cannot pile up in the NATS client; the flush waits for
-// the server, on the session's reader, until the action's deadline at
-// most.
+// that the entries cannot pile up in the NATS client. This is the
+// backpressure of a stream: it runs on the session's reader, which waits
+// for NATS (a publish at most nats.go's FlusherTimeout, a flush until the
+// action's deadline) and meanwhile reads nothing more from Asterisk. Only
+// this session waits, one action at a time, and never without bound. A
+// part NATS refuses ends the stream at once rather than publish the rest
+// in vain.
 func (l *listReply) sendPart() bool {
-	if !l.p.sendPart(l.r, l.part, l.maxPayload) {
+	if len(l.part) > l.maxPayload {
+		l.p.sendPart(l.r, l.part, l.maxPayload) // the 413 and the terminator
 		l.answered = true
 		return false
+	}
+	if err := l.r.reply(nil, l.part); err != nil {
+		return l.cut(CodeUnavailable, fmt.Sprintf("streaming the list failed: %v", err))
 	}
 	if l.sent++; l.sent < streamFlushEvery {
 		return true
