@@ -316,21 +316,16 @@ func (c *Client) requestWith(ctx context.Context, action *Message, internal bool
 	if err != nil {
 		return nil, err
 	}
-	if each != nil {
-		defer func() {
-			cl.eachMu.Lock() // waits for a call of each in progress
-			cl.eachOff = true
-			cl.eachMu.Unlock()
-		}()
-	}
 	select {
 	case <-cl.done:
 	case <-ctx.Done():
 		if c.abandon(id, cl) {
+			cl.stopEach()
 			return nil, ctx.Err()
 		}
 		<-cl.done // answered while we gave up: take the answer
 	}
+	cl.stopEach() // before reading resp, which feed may be writing
 	if cl.resp != nil {
 		cl.restoreID()
 	}
@@ -406,12 +401,29 @@ func (cl *call) fixID(m *Message) {
 	}
 }
 
+// stopEach waits for a call of each in progress and keeps each from
+// being called again. The request is over: done is closed, or the call
+// was abandoned.
+func (cl *call) stopEach() {
+	if cl.each == nil {
+		return
+	}
+	cl.eachMu.Lock()
+	cl.eachOff = true
+	cl.eachMu.Unlock()
+}
+
 // feed hands one message of cl's list to its each func, outside c.mu, and
 // gives the list up when each returns false. Only the reader calls it.
+// Close may end the request meanwhile: eachMu keeps m, which the
+// requester may read once it is over, and each, to before stopEach.
 func (c *Client) feed(cl *call, m *Message) {
-	cl.fixID(m)
+	more := true
 	cl.eachMu.Lock()
-	more := cl.eachOff || cl.each(m)
+	if !cl.eachOff {
+		cl.fixID(m)
+		more = cl.each(m)
+	}
 	cl.eachMu.Unlock()
 	if more {
 		return

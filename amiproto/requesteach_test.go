@@ -2,6 +2,7 @@ package amiproto_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -130,50 +131,70 @@ func TestClient_RequestEachStopsAndTheSessionStaysInStep(t *testing.T) {
 	}
 }
 
-// A request that ends while each runs returns only once each has, and
-// each is not called again.
+// A request that ends while each runs, by its context or by Close,
+// returns only once each has, and each is not called again.
 func TestClient_RequestEachNeverOutlivesItsFunc(t *testing.T) {
-	srv := startPBX(t, amitest.Config{})
-	_, release := heldList(t, srv, "Listing", 100)
-	c := dial(t, srv.URL("admin", "s3cret!"), amiproto.WithEvents(false))
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	inEach, unblock := make(chan struct{}), make(chan struct{})
-	var running, after atomic.Bool
-	var calls atomic.Int64
-	returned := make(chan error, 1)
-	go func() {
-		_, err := c.RequestEach(ctx, amiproto.NewAction("Listing"), func(*amiproto.Message) bool {
-			if after.Load() {
-				t.Error("each called after RequestEach returned")
+	for _, end := range []string{"ctx", "Close"} {
+		t.Run(end, func(t *testing.T) {
+			srv := startPBX(t, amitest.Config{})
+			_, release := heldList(t, srv, "Listing", 100)
+			c := dial(t, srv.URL("admin", "s3cret!"), amiproto.WithEvents(false))
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			inEach, unblock := make(chan struct{}), make(chan struct{})
+			var running, after atomic.Bool
+			var calls atomic.Int64
+			type result struct {
+				resp *amiproto.Response
+				err  error
 			}
-			if calls.Add(1) == 2 {
-				running.Store(true)
-				close(inEach)
-				<-unblock
-				running.Store(false)
+			returned := make(chan result, 1)
+			go func() {
+				resp, err := c.RequestEach(ctx, amiproto.NewAction("Listing", "ActionID", "mine"), func(*amiproto.Message) bool {
+					if after.Load() {
+						t.Error("each called after RequestEach returned")
+					}
+					if calls.Add(1) == 2 {
+						running.Store(true)
+						close(inEach)
+						<-unblock
+						running.Store(false)
+					}
+					return true
+				})
+				if running.Load() {
+					t.Error("RequestEach returned while each was running")
+				}
+				after.Store(true)
+				if resp != nil {
+					_ = resp.ActionID() // read what the reader wrote: the race detector checks the hand-over
+				}
+				returned <- result{resp, err}
+			}()
+			<-inEach
+			if end == "ctx" {
+				cancel()
+			} else {
+				c.Close()
 			}
-			return true
+			select {
+			case r := <-returned:
+				t.Fatalf("returned while each was blocked: %v", r.err)
+			case <-time.After(50 * time.Millisecond): // a bound on what must not happen
+			}
+			close(unblock)
+			r := <-returned
+			if end == "ctx" {
+				if r.err != context.Canceled {
+					t.Fatalf("err %v, want context.Canceled", r.err)
+				}
+				release()
+				if _, err := c.Request(ctx10s(t), amiproto.NewAction("Ping")); err != nil {
+					t.Fatal(err)
+				}
+			} else if !errors.Is(r.err, amiproto.ErrClosed) {
+				t.Fatalf("err %v, want ErrClosed", r.err)
+			}
 		})
-		if running.Load() {
-			t.Error("RequestEach returned while each was running")
-		}
-		after.Store(true)
-		returned <- err
-	}()
-	<-inEach
-	cancel()
-	select {
-	case err := <-returned:
-		t.Fatalf("returned while each was blocked: %v", err)
-	case <-time.After(50 * time.Millisecond): // a bound on what must not happen
-	}
-	close(unblock)
-	if err := <-returned; err != context.Canceled {
-		t.Fatalf("err %v, want context.Canceled", err)
-	}
-	release()
-	if _, err := c.Request(ctx10s(t), amiproto.NewAction("Ping")); err != nil {
-		t.Fatal(err)
 	}
 }
