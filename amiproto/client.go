@@ -69,12 +69,20 @@ type Client struct {
 // call is one request waiting for its answer.
 type call struct {
 	action   string
+	wireID   string
 	callerID string
 	hasID    bool
 	resp     *Response
 	listing  bool // the response started an EventList
 	done     chan struct{}
 	err      error
+
+	// each, when set (RequestEach), takes the list's messages instead of
+	// resp.Events. The reader calls it under eachMu; eachOff, set under
+	// eachMu once RequestEach returns, keeps it from being called later.
+	each    func(*Message) bool
+	eachMu  sync.Mutex
+	eachOff bool
 }
 
 // actionIDs are unique in the process and never reused, so a late answer
@@ -275,8 +283,36 @@ func (c *Client) Request(ctx context.Context, action *Message) (*Response, error
 	return c.request(ctx, action, false)
 }
 
+// RequestEach is Request for a list action whose entries are handled as
+// they are read instead of collected, so that a list of any length takes
+// no memory in the client. each is called on the client's reader
+// goroutine, in order: first with the leading response, when it starts a
+// list ("EventList: start"), then with each entry event, ActionIDs
+// restored as Request does. The Response returned holds the leading
+// response and the complete event, and no Events. A response that starts
+// no list is returned as Request returns it, and each is not called.
+//
+// When each returns false the list is given up: RequestEach returns at
+// once with the leading response, no Complete and a nil error, and the
+// client reads and discards the rest of the list up to its complete
+// event, so the session stays in step.
+//
+// While each runs nothing else is read from the socket: the session's
+// other answers and events wait, and Asterisk drops a session it cannot
+// write to for long. each may wait for its consumer a little (the bridge
+// waits for NATS), never without bound. RequestEach returns only once
+// each has returned, and each is never called after that, whatever ended
+// the request (ctx, Close, a lost connection).
+func (c *Client) RequestEach(ctx context.Context, action *Message, each func(*Message) bool) (*Response, error) {
+	return c.requestWith(ctx, action, false, each)
+}
+
 func (c *Client) request(ctx context.Context, action *Message, internal bool) (*Response, error) {
-	id, cl, err := c.begin(action, internal)
+	return c.requestWith(ctx, action, internal, nil)
+}
+
+func (c *Client) requestWith(ctx context.Context, action *Message, internal bool, each func(*Message) bool) (*Response, error) {
+	id, cl, err := c.begin(action, internal, each)
 	if err != nil {
 		return nil, err
 	}
@@ -284,10 +320,12 @@ func (c *Client) request(ctx context.Context, action *Message, internal bool) (*
 	case <-cl.done:
 	case <-ctx.Done():
 		if c.abandon(id, cl) {
+			cl.stopEach()
 			return nil, ctx.Err()
 		}
 		<-cl.done // answered while we gave up: take the answer
 	}
+	cl.stopEach() // before reading resp, which feed may be writing
 	if cl.resp != nil {
 		cl.restoreID()
 	}
@@ -296,16 +334,16 @@ func (c *Client) request(ctx context.Context, action *Message, internal bool) (*
 
 // begin registers action under a fresh ActionID and queues it. Internal
 // requests (Logoff, keepalive Pings) are allowed during Shutdown.
-func (c *Client) begin(action *Message, internal bool) (string, *call, error) {
+func (c *Client) begin(action *Message, internal bool, each func(*Message) bool) (string, *call, error) {
 	if err := ValidateMessage(action); err != nil {
 		return "", nil, err
 	}
 	if action.Kind() != KindAction || action.Name() == "" {
 		return "", nil, &ActionError{Key: action.Field(0).Key, Reason: `the first field must be "Action: <name>"`}
 	}
-	cl := &call{action: action.Name(), done: make(chan struct{})}
-	cl.callerID, cl.hasID = action.Lookup("ActionID")
 	id := nextActionID()
+	cl := &call{action: action.Name(), wireID: id, done: make(chan struct{}), each: each}
+	cl.callerID, cl.hasID = action.Lookup("ActionID")
 
 	c.mu.Lock()
 	switch {
@@ -345,20 +383,60 @@ func (c *Client) abandon(id string, cl *call) bool {
 // restoreID puts the caller's ActionID back on every part of the answer,
 // or takes the client's off when the caller gave none.
 func (cl *call) restoreID() {
-	fix := func(m *Message) {
-		switch {
-		case m == nil || !m.Has("ActionID"):
-		case cl.hasID:
-			m.Set("ActionID", cl.callerID)
-		default:
-			m.Del("ActionID")
-		}
-	}
-	fix(cl.resp.Message)
+	cl.fixID(cl.resp.Message)
 	for _, ev := range cl.resp.Events {
-		fix(ev)
+		cl.fixID(ev)
 	}
-	fix(cl.resp.Complete)
+	cl.fixID(cl.resp.Complete)
+}
+
+// fixID restores the caller's ActionID on one message of the answer.
+func (cl *call) fixID(m *Message) {
+	switch {
+	case m == nil || !m.Has("ActionID"):
+	case cl.hasID:
+		m.Set("ActionID", cl.callerID)
+	default:
+		m.Del("ActionID")
+	}
+}
+
+// stopEach waits for a call of each in progress and keeps each from
+// being called again. The request is over: done is closed, or the call
+// was abandoned.
+func (cl *call) stopEach() {
+	if cl.each == nil {
+		return
+	}
+	cl.eachMu.Lock()
+	cl.eachOff = true
+	cl.eachMu.Unlock()
+}
+
+// feed hands one message of cl's list to its each func, outside c.mu, and
+// gives the list up when each returns false. Only the reader calls it.
+// Close may end the request meanwhile: eachMu keeps m, which the
+// requester may read once it is over, and each, to before stopEach.
+func (c *Client) feed(cl *call, m *Message) {
+	more := true
+	cl.eachMu.Lock()
+	if !cl.eachOff {
+		cl.fixID(m)
+		more = cl.each(m)
+	}
+	cl.eachMu.Unlock()
+	if more {
+		return
+	}
+	c.mu.Lock()
+	if _, still := c.pending[cl.wireID]; !still {
+		c.mu.Unlock()
+		return
+	}
+	c.removePending(cl.wireID, cl)
+	c.forget(cl.wireID, true) // swallow the rest up to the complete event
+	c.mu.Unlock()
+	close(cl.done)
 }
 
 // send queues action, with ActionID id, for the writer goroutine. It never
@@ -514,6 +592,9 @@ func (c *Client) dispatchResponse(m *Message) {
 			c.orphanLists++
 		}
 		c.mu.Unlock()
+		if cl.each != nil {
+			c.feed(cl, m)
+		}
 		return
 	}
 	c.removePending(id, cl)
@@ -524,12 +605,11 @@ func (c *Client) dispatchResponse(m *Message) {
 	close(cl.done)
 }
 
-// dispatchListEvent adds m to its open collection and reports whether it
-// did.
+// dispatchListEvent adds m to its open collection, or hands it to the
+// collection's each func, and reports whether it did.
 func (c *Client) dispatchListEvent(m *Message) bool {
 	id := m.ActionID()
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	cl, ok := c.pending[id]
 	if id == "" && c.orphanLists > 0 {
 		cl, ok = c.orphanOwner(m.Name())
@@ -538,6 +618,7 @@ func (c *Client) dispatchListEvent(m *Message) bool {
 		if strings.EqualFold(m.Get("EventList"), "Complete") {
 			c.gaveUp.del(id)
 		}
+		c.mu.Unlock()
 		return true
 	}
 	if !ok || !cl.listing {
@@ -548,14 +629,22 @@ func (c *Client) dispatchListEvent(m *Message) bool {
 		} else if callerID, mine := c.answered.get(id); mine {
 			m.Set("ActionID", callerID)
 		}
+		c.mu.Unlock()
 		return false
 	}
 	if !strings.EqualFold(m.Get("EventList"), "Complete") {
+		if cl.each != nil {
+			c.mu.Unlock()
+			c.feed(cl, m)
+			return true
+		}
 		cl.resp.Events = append(cl.resp.Events, m)
+		c.mu.Unlock()
 		return true
 	}
 	cl.resp.Complete = m
-	c.removePending(id, cl)
+	c.removePending(cl.wireID, cl)
+	c.mu.Unlock()
 	close(cl.done)
 	return true
 }
@@ -793,7 +882,7 @@ func (c *Client) keepalive() {
 // (capture 17).
 func (c *Client) ping() bool {
 	ttl := c.opts.keepaliveTimeout()
-	id, cl, err := c.begin(NewAction("Ping"), true)
+	id, cl, err := c.begin(NewAction("Ping"), true, nil)
 	if err != nil {
 		return true // the session has ended: nothing left to detect
 	}

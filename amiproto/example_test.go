@@ -85,6 +85,46 @@ func ExampleClient_Request_collection() {
 	// CoreShowChannelsComplete 4
 }
 
+// RequestEach handles a list entry by entry as it is read, holding none,
+// and may stop it: here after 2 entries of 5; the client discards the
+// rest and the session goes on.
+func ExampleClient_RequestEach() {
+	srv := pbx(amitest.Config{Channels: 5})
+	defer srv.Close()
+	ctx := context.Background()
+	c, err := amiproto.Dial(ctx, srv.URL("admin", "s3cret!"))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+
+	entries := 0
+	resp, err := c.RequestEach(ctx, amiproto.NewAction("CoreShowChannels"), func(m *amiproto.Message) bool {
+		if m.Kind() == amiproto.KindResponse {
+			fmt.Println(m.Get("Message"))
+			return true
+		}
+		entries++
+		fmt.Println(m.EventName(), m.Get("ChannelStateDesc"))
+		return entries < 2
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("complete:", resp.Complete != nil)
+	pong, err := c.Request(ctx, amiproto.NewAction("Ping"))
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(pong.Get("Ping"))
+	// Output:
+	// Channels will follow
+	// CoreShowChannel Up
+	// CoreShowChannel Up
+	// complete: false
+	// Pong
+}
+
 func ExampleClient_Command() {
 	// Asterisk 13 answers Command with the legacy "Response: Follows"
 	// block; Asterisk 14 and later with "Output:" lines. Command reads both.

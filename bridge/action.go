@@ -19,15 +19,15 @@ import (
 const (
 	CodeBadRequest  = 400 // not JSON, no Action, a value of the wrong type, CR/LF/NUL
 	CodeForbidden   = 403 // the action policy refused it
-	CodeTooLarge    = 413 // the reply exceeds the NATS max payload and no streaming was asked
+	CodeTooLarge    = 413 // the reply exceeds the NATS max payload and no streaming was asked, or a list exceeds MaxReplyEntries or MaxReplyBytes
 	CodeAMIError    = 422 // Asterisk answered "Response: Error"
 	CodeUnavailable = 503 // the PBX is not connected, the connection was lost, or the bridge is stopping
 	CodeTimeout     = 504 // no answer in time
 )
 
 // streamFlushEvery is how many streamed messages go out between flushes:
-// a flush waits for the server to have taken them, so a 20,000-entry
-// collection cannot pile up in the client's buffers.
+// a flush waits for the server to have taken them, so a long collection
+// cannot pile up in the client's buffers.
 const streamFlushEvery = 1024
 
 // serveActions runs one login of an action session: it adds the session
@@ -137,14 +137,20 @@ func (p *pbx) handle(req micro.Request, c *amiproto.Client) {
 	p.execute(c, r, action, timeout, stream)
 }
 
-// execute sends action to Asterisk and answers the requester.
+// execute sends action to Asterisk and answers the requester. A
+// Collection is answered by a listReply while it is read (see
+// collection.go), anything else once it is whole.
 func (p *pbx) execute(c *amiproto.Client, r replier, action *amiproto.Message, timeout time.Duration, stream bool) {
 	ctx, cancel := context.WithTimeout(p.life.hard, timeout)
-	resp, err := c.Request(ctx, action)
+	deadline, _ := ctx.Deadline()
+	list := listReply{p: p, r: r, stream: stream, maxPayload: int(p.ns.nc.MaxPayload()), deadline: deadline}
+	resp, err := c.RequestEach(ctx, action, list.each)
 	cancel()
 	var re *amiproto.ResponseError
 	var ae *amiproto.ActionError
 	switch {
+	case err == nil && list.started:
+		list.finish(resp)
 	case err == nil:
 		p.replyOK(r, resp, stream)
 	case errors.As(err, &re):
@@ -197,6 +203,7 @@ func asteriskMessage(resp *amiproto.Response) string {
 	return "Asterisk answered Response: Error"
 }
 
+// replyOK answers a response that is not a Collection.
 func (p *pbx) replyOK(r replier, resp *amiproto.Response, stream bool) {
 	maxPayload := int(p.ns.nc.MaxPayload())
 	if !stream {
@@ -217,26 +224,6 @@ func (p *pbx) replyOK(r replier, resp *amiproto.Response, stream bool) {
 	}
 	if hasOutput && !p.streamOutput(r, output, maxPayload) {
 		return
-	}
-	if resp.IsCollection() {
-		var buf []byte
-		for i, ev := range resp.Events {
-			buf = ev.AppendJSON(buf[:0])
-			if !p.sendPart(r, buf, maxPayload) {
-				return
-			}
-			if (i+1)%streamFlushEvery == 0 {
-				if err := p.ns.nc.FlushTimeout(p.cfg.ActionTimeout); err != nil {
-					p.log.Warn("flush while streaming a reply", "error", err)
-				}
-			}
-		}
-		if resp.Complete != nil {
-			buf = resp.Complete.AppendJSON(buf[:0])
-			if !p.sendPart(r, buf, maxPayload) {
-				return
-			}
-		}
 	}
 	p.send(r, nil, nil) // the empty terminator
 }

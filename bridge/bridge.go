@@ -84,6 +84,8 @@ type ServerConfig struct {
 	ReconnectMin     time.Duration // default 500ms
 	ReconnectMax     time.Duration // default 30s
 	ActionSessions   int           // AMI sessions that carry actions, besides the one for events; default 2
+	MaxReplyEntries  int           // entries of one Collection, streamed or not, default DefaultMaxReplyEntries; more is a 413
+	MaxReplyBytes    int           // JSON bytes of one Collection's entries, default DefaultMaxReplyBytes; more is a 413
 }
 
 // JetStreamOptions makes events go into a JetStream stream with acks.
@@ -430,6 +432,15 @@ func withServerDefaults(sc ServerConfig) (ServerConfig, amiproto.Endpoint, error
 	}
 	if sc.PingInterval < 0 {
 		errs = append(errs, errors.New("ping interval must not be negative"))
+	}
+	if sc.MaxReplyEntries == 0 {
+		sc.MaxReplyEntries = DefaultMaxReplyEntries
+	}
+	if sc.MaxReplyBytes == 0 {
+		sc.MaxReplyBytes = DefaultMaxReplyBytes
+	}
+	if sc.MaxReplyEntries < 0 || sc.MaxReplyBytes < 0 {
+		errs = append(errs, errors.New("max reply entries and bytes must be positive"))
 	}
 	if sc.ActionTimeout > sc.MaxActionTimeout {
 		errs = append(errs, fmt.Errorf("action timeout %v is above max action timeout %v", sc.ActionTimeout, sc.MaxActionTimeout))

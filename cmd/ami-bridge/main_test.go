@@ -671,3 +671,13 @@ func TestBridgeServers_ActionSessions(t *testing.T) {
 		t.Errorf("ActionSessions = %d, want the configured 5", got)
 	}
 }
+
+// TestBridgeServers_ReplyLimits: servers[].max_reply_entries and
+// max_reply_bytes reach the bridge as loaded.
+func TestBridgeServers_ReplyLimits(t *testing.T) {
+	s := config.DefaultServer()
+	s.Name, s.MaxReplyEntries, s.MaxReplyBytes = "pbx1", 7, 4096
+	if got := bridgeServers([]config.Server{s})[0]; got.MaxReplyEntries != 7 || got.MaxReplyBytes != 4096 {
+		t.Errorf("MaxReplyEntries %d, MaxReplyBytes %d, want the configured 7 and 4096", got.MaxReplyEntries, got.MaxReplyBytes)
+	}
+}

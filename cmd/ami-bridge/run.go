@@ -292,6 +292,8 @@ func bridgeServers(servers []config.Server) []bridge.ServerConfig {
 			MaxActionTimeout: s.MaxActionTimeout,
 			PingInterval:     s.PingInterval,
 			ActionSessions:   s.ActionSessions,
+			MaxReplyEntries:  s.MaxReplyEntries,
+			MaxReplyBytes:    s.MaxReplyBytes,
 			ReconnectMin:     s.Reconnect.Min,
 			ReconnectMax:     s.Reconnect.Max,
 		}

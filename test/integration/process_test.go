@@ -52,6 +52,8 @@ type serverConfig struct {
 	MaxActionTimeout string         `yaml:"max_action_timeout,omitempty"`
 	PingInterval     string         `yaml:"ping_interval,omitempty"`
 	Reconnect        *backoffConfig `yaml:"reconnect,omitempty"`
+	MaxReplyEntries  int            `yaml:"max_reply_entries,omitempty"`
+	MaxReplyBytes    int            `yaml:"max_reply_bytes,omitempty"`
 
 	env []string // NAME=value entries the process needs for this server
 }

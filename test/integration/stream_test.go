@@ -117,6 +117,43 @@ func TestActions_LargeCollection(t *testing.T) {
 	})
 }
 
+// TestActions_ReplyLimits: a PBX's max_reply_entries stops a list of
+// 400 channels at 100, unstreamed with a 413 that names the key, streamed
+// after the first 100 entries with a 413 part and the terminator; the
+// session answers the next request.
+func TestActions_ReplyLimits(t *testing.T) {
+	t.Parallel()
+	const channels, limit = 400, 100
+	w := newWorld(t, natsOptions{})
+	p := w.startPBX("capped", amitest.Config{Profile: amitest.Asterisk22, Channels: channels})
+	sc := w.serverFor("capped", p, viaURL)
+	sc.MaxReplyEntries = limit
+	w.startBridge(w.config(sc))
+	w.waitReady("capped")
+
+	r := w.request("capped", `{"Action":"CoreShowChannels"}`)
+	wantCode(t, r, 413)
+	if !strings.Contains(r.Message, "max_reply_entries") {
+		t.Errorf("the 413 does not name max_reply_entries: %s", r.Message)
+	}
+	wantSuccess(t, w.request("capped", `{"Action":"Ping"}`))
+
+	msgs := w.streamRaw(t, "capped", `{"Action":"CoreShowChannels"}`, limit+3)
+	if len(msgs) != limit+3 {
+		t.Fatalf("%d streamed messages, want envelope + %d entries + 413 + terminator", len(msgs), limit)
+	}
+	for i, m := range msgs[:limit+1] {
+		if m.Header.Get("Nats-Service-Error-Code") != "" {
+			t.Fatalf("streamed message %d is an error: %s", i, m.Data)
+		}
+	}
+	wantCode(t, w.checkReply("capped", msgs[limit+1]), 413)
+	if len(msgs[limit+2].Data) != 0 {
+		t.Errorf("terminator has a body: %s", truncate(msgs[limit+2].Data, 200))
+	}
+	wantSuccess(t, w.request("capped", `{"Action":"Ping"}`))
+}
+
 // streamRequest sends a request with Ami-Stream: true and returns every
 // reply up to and including the empty terminator, reading at most limit
 // messages. An error reply fails the test.

@@ -205,6 +205,12 @@ func (s *Server) check(p *problems, key string, lookupEnv func(string) (string, 
 	if s.PingInterval < 0 {
 		p.add("%s: ping_interval must be 0 (off) or positive", key)
 	}
+	if s.MaxReplyEntries <= 0 {
+		p.add("%s: max_reply_entries must be positive", key)
+	}
+	if s.MaxReplyBytes <= 0 {
+		p.add("%s: max_reply_bytes must be positive", key)
+	}
 	if s.Reconnect.Min <= 0 {
 		p.add("%s: reconnect.min must be positive", key)
 	}

@@ -108,6 +108,10 @@ type Server struct {
 	// ActionSessions is how many AMI sessions carry this PBX's actions,
 	// besides the one for its events: each is one more manager login.
 	ActionSessions int `koanf:"action_sessions"`
+	// MaxReplyEntries and MaxReplyBytes bound one list answer (a
+	// Collection), streamed or not: past either the reply is a 413.
+	MaxReplyEntries int `koanf:"max_reply_entries"`
+	MaxReplyBytes   int `koanf:"max_reply_bytes"`
 
 	// Filled by Load. Endpoint is URL without its secret, in the form
 	// amiproto.Dial takes; Secret comes from the URL, SecretEnv or
@@ -210,6 +214,8 @@ const (
 	DefaultReconnectMin     = bridge.DefaultReconnectMin
 	DefaultReconnectMax     = bridge.DefaultReconnectMax
 	DefaultActionSessions   = bridge.DefaultActionSessions
+	DefaultMaxReplyEntries  = bridge.DefaultMaxReplyEntries
+	DefaultMaxReplyBytes    = bridge.DefaultMaxReplyBytes
 	DefaultLogLevel         = "info"
 	DefaultLogFormat        = "auto"
 	// DefaultShutdownTimeout leaves in-flight actions their default 10 s
@@ -254,5 +260,7 @@ func DefaultServer() Server {
 		PingInterval:     DefaultPingInterval,
 		Reconnect:        Backoff{Min: DefaultReconnectMin, Max: DefaultReconnectMax},
 		ActionSessions:   DefaultActionSessions,
+		MaxReplyEntries:  DefaultMaxReplyEntries,
+		MaxReplyBytes:    DefaultMaxReplyBytes,
 	}
 }

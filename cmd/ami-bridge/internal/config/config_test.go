@@ -269,6 +269,8 @@ servers:
     tls: {insecure_skip_verify: true}
     ping_interval: -1s
     max_action_timeout: 1s
+    max_reply_entries: 0
+    max_reply_bytes: -1
   - url: "host"
 log:
   level: loud
@@ -306,6 +308,8 @@ bogus: 1
 		"servers[2] (pbx2): tls is set but the url is not tls://",
 		"servers[2] (pbx2): max_action_timeout 1s is shorter than action_timeout 10s",
 		"servers[2] (pbx2): ping_interval must be 0 (off) or positive",
+		"servers[2] (pbx2): max_reply_entries must be positive",
+		"servers[2] (pbx2): max_reply_bytes must be positive",
 		"servers[3]: name is required",
 		"servers[3]: url host: has no user",
 		"servers[3]: no secret",
@@ -592,7 +596,8 @@ func TestExampleConfig(t *testing.T) {
 	}
 	pbx1, ds := cfg.Servers[0], DefaultServer()
 	if pbx1.Auth != ds.Auth || pbx1.ActionTimeout != ds.ActionTimeout || pbx1.MaxActionTimeout != ds.MaxActionTimeout ||
-		pbx1.PingInterval != ds.PingInterval || pbx1.Reconnect != ds.Reconnect || pbx1.ActionSessions != ds.ActionSessions {
+		pbx1.PingInterval != ds.PingInterval || pbx1.Reconnect != ds.Reconnect || pbx1.ActionSessions != ds.ActionSessions ||
+		pbx1.MaxReplyEntries != ds.MaxReplyEntries || pbx1.MaxReplyBytes != ds.MaxReplyBytes {
 		t.Errorf("servers[0] differs from the defaults: %+v", pbx1)
 	}
 	if pbx1.Secret.Reveal() != "one" || cfg.Servers[1].Secret.Reveal() != "two" {
