@@ -125,7 +125,7 @@ func (p *pbx) handle(req micro.Request, c *amiproto.Client) {
 		return
 	}
 	r.m.action = action.Name()
-	if why := p.policy.refuse(action.Name()); why != "" {
+	if why := p.policy.refuse(action); why != "" {
 		p.replyError(r, CodeForbidden, why, nil, stream)
 		return
 	}
