@@ -95,6 +95,15 @@ func BenchmarkReplySecretScan(b *testing.B) {
 			buf = appendReply(buf[:0], "pbx1", resp, replyOptions{parts: true})
 		}
 	})
+	b.Run("scan", func(b *testing.B) {
+		b.ReportAllocs()
+		b.SetBytes(int64(len(buf)))
+		for b.Loop() {
+			if s.inJSON(buf) {
+				b.Fatal("found a secret")
+			}
+		}
+	})
 	b.Run("encode+scan", func(b *testing.B) {
 		b.ReportAllocs()
 		b.SetBytes(int64(len(buf)))
