@@ -125,7 +125,7 @@ func (p *pbx) handle(req micro.Request, c *amiproto.Client) {
 		return
 	}
 	r.m.action = action.Name()
-	if why := p.policy.refuse(action.Name()); why != "" {
+	if why := p.policy.refuse(action); why != "" {
 		p.replyError(r, CodeForbidden, why, nil, stream)
 		return
 	}
@@ -157,6 +157,7 @@ func (p *pbx) execute(c *amiproto.Client, r replier, action *amiproto.Message, t
 		if resp == nil {
 			resp = re.Response
 		}
+		resp = p.mask.response(resp) // before asteriskMessage cuts the output, maybe inside the secret
 		p.replyError(r, CodeAMIError, asteriskMessage(resp), resp, stream)
 	case errors.As(err, &ae):
 		p.replyError(r, CodeBadRequest, ae.Error(), nil, stream)
@@ -208,6 +209,10 @@ func (p *pbx) replyOK(r replier, resp *amiproto.Response, stream bool) {
 	maxPayload := int(p.ns.nc.MaxPayload())
 	if !stream {
 		body := appendReply(nil, p.name, resp, replyOptions{parts: true})
+		if p.mask.inJSON(body) {
+			resp = p.mask.response(resp)
+			body = appendReply(body[:0], p.name, resp, replyOptions{parts: true})
+		}
 		if len(body) > maxPayload {
 			msg := fmt.Sprintf("the reply is %d bytes, above the NATS max payload of %d; ask again with the header %s: true", len(body), maxPayload, HeaderStream)
 			p.replyError(r, CodeTooLarge, msg, &amiproto.Response{Message: resp.Message}, false)
@@ -219,13 +224,27 @@ func (p *pbx) replyOK(r replier, resp *amiproto.Response, stream bool) {
 	// Command output streams in parts of its own, after the envelope.
 	_, output, hasOutput := splitOutput(resp.Message)
 	body := appendReply(nil, p.name, resp, replyOptions{noOutput: hasOutput})
+	if p.mask.inJSON(body) {
+		resp = p.mask.response(resp)
+		body = appendReply(body[:0], p.name, resp, replyOptions{noOutput: hasOutput})
+	}
 	if !p.sendPart(r, body, maxPayload) {
 		return
 	}
-	if hasOutput && !p.streamOutput(r, output, maxPayload) {
+	if hasOutput && !p.streamOutput(r, p.mask.text(output), maxPayload) {
 		return
 	}
 	p.send(r, nil, nil) // the empty terminator
+}
+
+// appendMasked appends m as JSON, its secrets masked.
+func (p *pbx) appendMasked(dst []byte, m *amiproto.Message) []byte {
+	n := len(dst)
+	dst = m.AppendJSON(dst)
+	if p.mask.inJSON(dst[n:]) {
+		dst = p.mask.message(m).AppendJSON(dst[:n])
+	}
+	return dst
 }
 
 // outputPartOverhead is the size of {"output":""} around a part's text.
@@ -281,7 +300,8 @@ func (p *pbx) sendPart(r replier, body []byte, maxPayload int) bool {
 // {"server","error","response"} body. A streamed request also gets the
 // empty terminator, so that `nats req --wait-for-empty` ends.
 func (p *pbx) replyError(r replier, code int, msg string, resp *amiproto.Response, stream bool) {
-	msg = oneLine(msg)
+	msg = oneLine(p.mask.text(msg))
+	resp = p.mask.response(resp)
 	body := appendReply(nil, p.name, resp, replyOptions{code: code, message: msg})
 	if resp != nil && len(body) > int(p.ns.nc.MaxPayload()) {
 		body = appendReply(nil, p.name, nil, replyOptions{code: code, message: msg})

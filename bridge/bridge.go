@@ -76,7 +76,7 @@ type ServerConfig struct {
 	TLS              *tls.Config   // for tls:// URLs
 	EventsInclude    []string      // globs on the event name; empty means all
 	EventsExclude    []string      // globs on the event name
-	ActionsAllow     []string      // case-insensitive globs; empty means all
+	ActionsAllow     []string      // case-insensitive globs; empty means all but the safe defaults: GetConfig, GetConfigJSON, UpdateConfig, CreateConfig and a system-class Originate pass only when named as they are (OriginateSystem for the last), never through a glob
 	ActionsDeny      []string      // case-insensitive globs; Login, Logoff, Challenge, Events and Filter are refused whatever they say
 	ActionTimeout    time.Duration // default 10s
 	MaxActionTimeout time.Duration // cap for the Ami-Timeout request header, default 5m

@@ -60,7 +60,7 @@ func (l *listReply) each(m *amiproto.Message) bool {
 		if l.entries > 1 {
 			l.body = append(l.body, ',')
 		}
-		l.body = m.AppendJSON(l.body)
+		l.body = l.p.appendMasked(l.body, m)
 		l.bytes += len(l.body) - n
 		switch {
 		case l.bytes > l.p.cfg.MaxReplyBytes:
@@ -70,7 +70,7 @@ func (l *listReply) each(m *amiproto.Message) bool {
 		}
 		return true
 	}
-	l.part = m.AppendJSON(l.part[:0])
+	l.part = l.p.appendMasked(l.part[:0], m)
 	l.bytes += len(l.part)
 	if l.bytes > l.p.cfg.MaxReplyBytes {
 		return l.cut(CodeTooLarge, l.bytesMessage())
@@ -85,7 +85,7 @@ func (l *listReply) bytesMessage() string {
 // head takes the leading response: streamed, it goes out as the envelope;
 // unstreamed, it opens the reply.
 func (l *listReply) head(m *amiproto.Message) bool {
-	l.body = appendReply(l.body[:0], l.p.name, &amiproto.Response{Message: m}, replyOptions{})
+	l.body = appendReply(l.body[:0], l.p.name, &amiproto.Response{Message: l.p.mask.message(m)}, replyOptions{})
 	if l.stream {
 		ok := l.p.sendPart(l.r, l.body, l.maxPayload)
 		l.answered = !ok
@@ -142,10 +142,10 @@ func (l *listReply) finish(resp *amiproto.Response) {
 	case l.code != 0 && l.stream:
 		l.p.replyError(l.r, l.code, l.message, nil, true)
 	case l.code != 0:
-		l.p.replyError(l.r, l.code, l.message, &amiproto.Response{Message: resp.Message}, false)
+		l.p.replyError(l.r, l.code, l.message, &amiproto.Response{Message: resp.Message}, false) // replyError masks
 	case l.stream:
 		if resp.Complete != nil {
-			l.part = resp.Complete.AppendJSON(l.part[:0])
+			l.part = l.p.appendMasked(l.part[:0], resp.Complete)
 			if !l.p.sendPart(l.r, l.part, l.maxPayload) {
 				return
 			}
@@ -154,7 +154,7 @@ func (l *listReply) finish(resp *amiproto.Response) {
 	default:
 		l.body = append(l.body, `],"complete":`...)
 		if resp.Complete != nil {
-			l.body = resp.Complete.AppendJSON(l.body)
+			l.body = l.p.appendMasked(l.body, resp.Complete)
 		} else {
 			l.body = append(l.body, "null"...)
 		}

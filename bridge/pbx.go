@@ -22,6 +22,7 @@ type pbx struct {
 	log    *slog.Logger
 	filter *eventFilter
 	policy actionPolicy
+	mask   *secretMasker // the bridge's own AMI secret, kept out of replies
 
 	events  *link
 	actions []*link
@@ -52,6 +53,16 @@ type pbx struct {
 	room      roomWait // only the event client's reader goroutine touches it
 }
 
+// urlSecret is the secret in raw's userinfo, "" if none: ServerConfig.Secret
+// overrides it, and both are masked.
+func urlSecret(raw string) string {
+	ep, err := amiproto.ParseURL(raw)
+	if err != nil {
+		return ""
+	}
+	return ep.Secret
+}
+
 // newPBX returns a PBX; buffered is the byte count its ring shares with
 // the other PBXes' (see ring).
 func newPBX(sc ServerConfig, ns *natsSide, life *lifecycle, opts Options, buffered *atomic.Int64, log *slog.Logger) (*pbx, error) {
@@ -67,6 +78,7 @@ func newPBX(sc ServerConfig, ns *natsSide, life *lifecycle, opts Options, buffer
 		log:    log.With("server", sc.Name, "ami", ep.String()),
 		filter: newEventFilter(sc.EventsInclude, sc.EventsExclude),
 		policy: newActionPolicy(sc.ActionsAllow, sc.ActionsDeny),
+		mask:   newSecretMasker(ep.Secret, urlSecret(sc.URL)),
 		ring:   newRing(opts.EventBuffer, opts.EventBufferBytes, buffered),
 		state:  StateConnecting,
 		since:  time.Now(),

@@ -35,8 +35,9 @@ func badRequestf(format string, args ...any) error {
 //     Originate's Variable wants them;
 //   - null, at any level, is left out.
 //
-// The Action key matches case-insensitively and must be a non-empty
-// string. Anything else (not an object, trailing data, arrays or objects
+// The Action key matches case-insensitively and its value must be an
+// action name as Asterisk spells them (amiproto.ValidActionName), so that
+// the policy and Asterisk see the same name. Anything else (not an object, trailing data, arrays or objects
 // nested deeper, CR, LF or NUL anywhere, a key with ':' or whitespace) is
 // a *badRequest.
 func decodeAction(data []byte) (*amiproto.Message, error) {
@@ -109,7 +110,21 @@ func decodeActionName(dec *json.Decoder, seen bool) (string, error) {
 	if name == "" {
 		return "", badRequestf("Action is empty")
 	}
+	if !amiproto.ValidActionName(name) {
+		return "", badRequestf("Action %s is not an action name: want a letter, then letters, digits or '_', with no blank or control character (Asterisk would skip a leading one and run the action under a name the policy never saw)", quoteShort(name))
+	}
 	return name, nil
+}
+
+// maxQuoted bounds what an error message quotes of a requester's value.
+const maxQuoted = 64
+
+// quoteShort quotes s for an error message, cut after maxQuoted bytes.
+func quoteShort(s string) string {
+	if len(s) > maxQuoted {
+		return strconv.Quote(s[:maxQuoted]) + "…"
+	}
+	return strconv.Quote(s)
 }
 
 // appendValue reads the value of key and appends its fields to dst.

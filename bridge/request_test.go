@@ -69,7 +69,24 @@ func TestDecodeAction_BadRequests(t *testing.T) {
 		{"LF in value", `{"Action":"Ping","X":"a\nAction: Logoff"}`, "LF"},
 		{"CR in value", `{"Action":"Ping","X":"a\r"}`, "CR"},
 		{"NUL in value", `{"Action":"Ping","X":"a\u0000"}`, "NUL"},
-		{"CRLF in Action", `{"Action":"Ping\r\nAction: Logoff"}`, "CR"},
+		{"CRLF in Action", `{"Action":"Ping\r\nAction: Logoff"}`, "not an action name"},
+		// Asterisk skips the bytes below 0x21 at the start of a value and
+		// would run these under the name after them (issue 20).
+		{"leading blank in Action", `{"Action":" Originate","Channel":"Local/1@x"}`, `Action " Originate" is not an action name`},
+		{"leading tab in Action", `{"Action":"\tCommand","Command":"core show version"}`, `"\tCommand" is not an action name`},
+		{"leading blank, Logoff", `{"Action":" Logoff"}`, "not an action name"},
+		{"leading blank, Events", `{"Action":" Events","EventMask":"on"}`, "not an action name"},
+		{"control byte in Action", `{"Action":"\u0001Ping"}`, "not an action name"},
+		{"trailing blank in Action", `{"Action":"Ping "}`, "not an action name"},
+		{"punctuation in Action", `{"Action":"Core-Show"}`, "not an action name"},
+		{"leading digit in Action", `{"Action":"1Ping"}`, "not an action name"},
+		{"non-ASCII in Action", `{"Action":"Pi\u00f1g"}`, "not an action name"},
+		// No other key can carry an action: Asterisk reads "Action" only
+		// as a whole key, ASCII case ignored, right before the ':'.
+		{"blank before an Action key", `{"Action":"Ping"," Action":"Logoff"}`, "whitespace"},
+		{"tab after an Action key", `{"Action":"Ping","Action\t":"Logoff"}`, "whitespace"},
+		{"colon in an Action key", `{"Action":"Ping","Action:":"Logoff"}`, "':'"},
+		{"long bad Action quoted short", `{"Action":" ` + strings.Repeat("x", 5000) + `"}`, "…"},
 		{"LF in key", `{"Action":"Ping","X\nY":"a"}`, "control character"},
 		{"LF in array value", `{"Action":"Ping","X":["ok","a\n"]}`, "LF"},
 		{"LF in variable name", `{"Action":"Originate","Variable":{"A\nB":"c"}}`, "LF"},

@@ -3,7 +3,9 @@ package amitest
 import (
 	"crypto/md5"
 	"encoding/hex"
+	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -41,7 +43,64 @@ func init() {
 		"queuesummary":     HandlerFunc(serveQueueSummary),
 		"bridgelist":       HandlerFunc(serveBridgeList),
 		"showdialplan":     HandlerFunc(serveShowDialPlan),
+		"getconfig":        HandlerFunc(serveGetConfig),
 	}
+}
+
+// serveGetConfig answers GetConfig as action_getconfig of Asterisk 22's
+// main/manager.c does, for the one file the fake has: manager.conf, made
+// of a [general] category and one category per user (sorted by name) with
+// its secret and classes. Its fields are "Category-NNNNNN: name" and
+// "Line-NNNNNN-NNNNNN: key=value" after the Success and ActionID lines;
+// a Category header picks one category ("No categories found" when none
+// matches). Any other file is "Config file not found".
+func serveGetConfig(w *ResponseWriter, r *Request) {
+	fn := strings.TrimSpace(r.Get("Filename"))
+	if fn == "" {
+		w.Error("Filename not specified")
+		return
+	}
+	if fn != "manager.conf" {
+		w.Error("Config file not found")
+		return
+	}
+	type category struct {
+		name  string
+		lines []string
+	}
+	cats := []category{{"general", []string{"enabled=yes", "port=5038", "bindaddr=127.0.0.1"}}}
+	users := r.srv.cfg.Users
+	names := make([]string, 0, len(users))
+	for name := range users {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	for _, name := range names {
+		write := ""
+		if users[name].Write {
+			write = "all"
+		}
+		cats = append(cats, category{name, []string{"secret=" + users[name].Secret, "read=all", "write=" + write}})
+	}
+	want := r.Get("Category")
+	w.buf = appendField(w.buf, "Response", "Success")
+	w.appendActionID()
+	n := 0
+	for _, c := range cats {
+		if want != "" && c.name != want {
+			continue
+		}
+		num := fmt.Sprintf("%06d", n)
+		w.buf = appendField(w.buf, "Category-"+num, c.name)
+		for i, l := range c.lines {
+			w.buf = appendField(w.buf, fmt.Sprintf("Line-%s-%06d", num, i), l)
+		}
+		n++
+	}
+	if want != "" && n == 0 {
+		w.buf = append(w.buf, "No categories found\r\n"...)
+	}
+	w.end()
 }
 
 // legacyOnly are the built-in actions only the Asterisk 13 profile has.

@@ -47,9 +47,12 @@
 // Login, Logoff, Challenge, Ping, Command, CoreShowChannels, Status,
 // Originate, Events, Getvar, Setvar, CoreSettings, CoreStatus, UserEvent,
 // ListCommands, Hangup, DBPut, DBGet, DBDel, DBDelTree, QueueRule,
-// QueueStatus, QueueSummary, BridgeList, ShowDialPlan and (Asterisk13
+// QueueStatus, QueueSummary, BridgeList, ShowDialPlan, GetConfig (of a
+// manager.conf made from Config.Users, secrets included) and (Asterisk13
 // only) Queues are built in; any other action answers "Invalid/unknown
-// command". Handle adds or replaces actions.
+// command". Handle adds or replaces actions. As Asterisk does, the bytes
+// below 0x21 at the start of every value are skipped and action names
+// match ignoring case.
 //
 // The queue and dialplan actions list the fixed configuration of the PBX
 // that recorded capture 06c: queue "support" (ringall) with the static

@@ -68,7 +68,11 @@ func (r *actionReader) next() (parsedAction, error) {
 		if !ok || lines > maxInputLines {
 			continue
 		}
-		value = bytes.TrimLeft(value, " \t")
+		// ast_skip_blanks: every byte below 0x21, not only blanks and tabs,
+		// so " Originate" and "\tCommand" run Originate and Command.
+		for len(value) > 0 && value[0] < 0x21 {
+			value = value[1:]
+		}
 		fields = append(fields, amiproto.Field{Key: string(key), Value: string(value)})
 	}
 	switch {

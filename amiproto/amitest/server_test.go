@@ -751,3 +751,56 @@ func TestServer_RequireMD5RefusesAPlainSecretAndRecordsTheWire(t *testing.T) {
 		t.Fatal("Received() records without RecordReceived")
 	}
 }
+
+// TestSession_LeadingBytesBelow0x21AreSkipped: Asterisk's ast_skip_blanks
+// drops every byte below 0x21 at the start of a header value, so an action
+// name behind a blank, a tab or a control byte still runs.
+func TestSession_LeadingBytesBelow0x21AreSkipped(t *testing.T) {
+	srv := start(t, amitest.Config{})
+	c := dialLogin(t, srv)
+	for i, prefix := range []string{" ", "\t", "\x01 \x1f", "\v\f"} {
+		id := strconv.Itoa(i)
+		c.writeRaw("Action: " + prefix + "pInG\r\nActionID: " + id + "\r\n\r\n")
+		if m := c.read(); m.Get("Ping") != "Pong" || m.Get("ActionID") != id {
+			t.Fatalf("prefix %q: got:\n%s", prefix, m)
+		}
+	}
+}
+
+func TestGetConfig_ManagerConfHoldsTheUsersSecrets(t *testing.T) {
+	srv := start(t, amitest.Config{Users: map[string]amitest.User{
+		"admin":    {Secret: "s3cret!", Write: true},
+		"readonly": {Secret: "ro"},
+	}})
+	c := dialLogin(t, srv)
+	c.send("GetConfig", "ActionID", "g1", "Filename", "manager.conf")
+	m := c.read()
+	want := []amiproto.Field{
+		{Key: "Response", Value: "Success"}, {Key: "ActionID", Value: "g1"},
+		{Key: "Category-000000", Value: "general"},
+		{Key: "Line-000000-000000", Value: "enabled=yes"},
+		{Key: "Line-000000-000001", Value: "port=5038"},
+		{Key: "Line-000000-000002", Value: "bindaddr=127.0.0.1"},
+		{Key: "Category-000001", Value: "admin"},
+		{Key: "Line-000001-000000", Value: "secret=s3cret!"},
+		{Key: "Line-000001-000001", Value: "read=all"},
+		{Key: "Line-000001-000002", Value: "write=all"},
+		{Key: "Category-000002", Value: "readonly"},
+		{Key: "Line-000002-000000", Value: "secret=ro"},
+		{Key: "Line-000002-000001", Value: "read=all"},
+		{Key: "Line-000002-000002", Value: "write="},
+	}
+	if !slices.Equal(m.Fields(), want) {
+		t.Fatalf("got:\n%s", m)
+	}
+	c.send("GetConfig", "Filename", "manager.conf", "Category", "readonly")
+	if m := c.read(); m.Get("Category-000000") != "readonly" || m.Get("Line-000000-000000") != "secret=ro" || m.Has("Category-000001") {
+		t.Fatalf("one category:\n%s", m)
+	}
+	for file, msg := range map[string]string{"": "Filename not specified", "sip.conf": "Config file not found"} {
+		c.send("GetConfig", "Filename", file)
+		if m := c.read(); m.Name() != "Error" || m.Get("Message") != msg {
+			t.Fatalf("Filename %q: got:\n%s", file, m)
+		}
+	}
+}
