@@ -49,7 +49,8 @@ type pbx struct {
 
 	dropLog   rateLimit
 	reportLog rateLimit
-	room      roomWait // only the event client's reader goroutine touches it
+	replyLog  rateLimit // requests dropped for their reply subject
+	room      roomWait  // only the event client's reader goroutine touches it
 }
 
 // newPBX returns a PBX; buffered is the byte count its ring shares with
