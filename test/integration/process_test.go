@@ -52,6 +52,7 @@ type serverConfig struct {
 	MaxActionTimeout string         `yaml:"max_action_timeout,omitempty"`
 	PingInterval     string         `yaml:"ping_interval,omitempty"`
 	Reconnect        *backoffConfig `yaml:"reconnect,omitempty"`
+	ActionSessions   int            `yaml:"action_sessions,omitempty"`
 
 	env []string // NAME=value entries the process needs for this server
 }
