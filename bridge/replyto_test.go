@@ -218,3 +218,19 @@ func TestAction_ReplyNotAnInboxIsDroppedUnanswered(t *testing.T) {
 		t.Errorf("no warning in the log:\n%s", logs)
 	}
 }
+
+// BenchmarkReplyRule_Allows is the check every request pays before
+// anything else.
+func BenchmarkReplyRule_Allows(b *testing.B) {
+	r, err := newReplyRule([]string{"crm_inbox"}, "ami", InboxPrefix)
+	if err != nil {
+		b.Fatal(err)
+	}
+	reply := "crm_inbox.1xCwrXsWJFAaaNkhMK1n3L.7f3Jk2Lq"
+	b.ReportAllocs()
+	for b.Loop() {
+		if !r.allows(reply) {
+			b.Fatal("refused")
+		}
+	}
+}
