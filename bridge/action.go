@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -107,6 +108,10 @@ func (p *pbx) actionKeepalive(ctx context.Context, l *link, c *amiproto.Client, 
 // action holds only this session's requests; the others are served by
 // the PBX's other action sessions, and events by the event session.
 func (p *pbx) handle(req micro.Request, c *amiproto.Client) {
+	if reply := req.Reply(); reply != "" && !p.ns.replies.allows(reply) {
+		p.refuseReply(reply)
+		return
+	}
 	r := replier{req: req, m: p.stats.meter()}
 	if !p.life.enter() {
 		p.replyError(r, CodeUnavailable, "the bridge is shutting down", nil, false)
@@ -135,6 +140,25 @@ func (p *pbx) handle(req micro.Request, c *amiproto.Client) {
 		return
 	}
 	p.execute(c, r, action, timeout, stream)
+}
+
+// maxLoggedReply bounds the reply subject quoted in the log: the
+// requester chose it.
+const maxLoggedReply = 128
+
+// refuseReply drops a request whose reply subject is not an inbox, with
+// no answer: any answer would go to that subject. It is counted, and
+// logged at most once a second.
+func (p *pbx) refuseReply(reply string) {
+	n := p.stats.repliesRefused.Add(1)
+	if p.replyLog.allow(time.Second) {
+		if len(reply) > maxLoggedReply {
+			reply = strings.ToValidUTF8(reply[:maxLoggedReply], "") + "…"
+		}
+		p.log.LogAttrs(context.Background(), slog.LevelWarn,
+			"action request dropped unanswered: its reply subject is not an inbox (see nats.reply_prefixes)",
+			slog.String("reply", reply), slog.Uint64("replies_refused_total", n))
+	}
 }
 
 // execute sends action to Asterisk and answers the requester. A

@@ -122,6 +122,11 @@ type Options struct {
 	// Topology, when set, tells the bridge how NATS is laid out (see
 	// Topology); it is called for every status, from any goroutine.
 	Topology func() Topology
+	// ReplyPrefixes are inbox prefixes, as nats.CustomInboxPrefix takes
+	// them, on which the bridge answers besides _INBOX.: a request whose
+	// reply subject lies under none of them, or under the connection's
+	// own inbox prefix, is dropped unanswered (see replyto.go).
+	ReplyPrefixes []string
 }
 
 // Defaults of the zero values in ServerConfig, JetStreamOptions and Options.
@@ -211,6 +216,7 @@ type natsSide struct {
 	js      jetstream.JetStream // nil unless JetStream is enabled; set by Start
 	jsOpts  JetStreamOptions
 	service micro.Config // template of the PBXes' action services
+	replies *replyRule   // where the action services may answer
 
 	topologyFunc   func() Topology // Options.Topology; nil when unset
 	streamReplicas int             // of the stream Start found or created
@@ -256,6 +262,12 @@ func New(nc *nats.Conn, servers []ServerConfig, opts Options) (*Bridge, error) {
 	if len(servers) == 0 {
 		errs = append(errs, errors.New("no servers configured"))
 	}
+	var replies *replyRule
+	if nc != nil {
+		if replies, err = newReplyRule(opts.ReplyPrefixes, opts.Prefix, nc.Opts.InboxPrefix); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	seen := map[string]bool{}
 	for i, sc := range servers {
 		label := sc.Name
@@ -288,6 +300,7 @@ func New(nc *nats.Conn, servers []ServerConfig, opts Options) (*Bridge, error) {
 			epoch:        time.Now().UnixMilli(),
 			jsOpts:       opts.JetStream,
 			topologyFunc: opts.Topology,
+			replies:      replies,
 			service: micro.Config{
 				Name:        ServiceName,
 				Version:     version,

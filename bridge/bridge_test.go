@@ -737,7 +737,7 @@ func TestNew_InvalidConfigNamesEveryProblem(t *testing.T) {
 	msg := err.Error()
 	for _, want := range []string{
 		"server ok: name used twice", `name "bad.name"`, "server nouser: url: no user", "server scheme: url:",
-		`auth "sha1"`, "above max action timeout", "reconnect min", "server #8", `prefix "a.>"`, "event buffer",
+		`auth "sha1"`, "above max action timeout", "reconnect min", "server #8", `prefix "a.>"`, "event buffer", "default inbox prefix _INBOX",
 	} {
 		if !strings.Contains(msg, want) {
 			t.Errorf("error does not mention %q:\n%s", want, msg)

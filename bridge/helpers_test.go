@@ -61,7 +61,10 @@ func startNATS(t testing.TB, o natsOptions) *server.Server {
 
 func connect(t testing.TB, ns *server.Server) *nats.Conn {
 	t.Helper()
-	nc, err := nats.Connect(ns.ClientURL())
+	// An inbox prefix of its own, as New wants of the bridge's
+	// connection; the test's clients, which use the same helper, reply
+	// on inboxes under _INBOX., as requesters do.
+	nc, err := nats.Connect(ns.ClientURL(), nats.CustomInboxPrefix(nats.NewInbox()))
 	if err != nil {
 		t.Fatalf("connect to NATS: %v", err)
 	}

@@ -50,7 +50,8 @@ type pbx struct {
 
 	dropLog   rateLimit
 	reportLog rateLimit
-	room      roomWait // only the event client's reader goroutine touches it
+	replyLog  rateLimit // requests dropped for their reply subject
+	room      roomWait  // only the event client's reader goroutine touches it
 }
 
 // urlSecret is the secret in raw's userinfo, "" if none: ServerConfig.Secret

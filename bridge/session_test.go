@@ -12,7 +12,7 @@ import (
 )
 
 func TestSession_FullBufferDropsCountedWithSeqGap(t *testing.T) {
-	b, err := New(&nats.Conn{}, []ServerConfig{{Name: "pbx1", URL: "admin:x@127.0.0.1"}}, Options{EventBuffer: 4})
+	b, err := New(&nats.Conn{Opts: nats.Options{InboxPrefix: InboxPrefix}}, []ServerConfig{{Name: "pbx1", URL: "admin:x@127.0.0.1"}}, Options{EventBuffer: 4})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -146,7 +146,7 @@ func TestBridge_NATSOutageBuffersThenCountsDrops(t *testing.T) {
 	disconnected, reconnected := make(chan struct{}, 1), make(chan struct{}, 1)
 	// A reconnect buffer of one byte: the bridge's own buffer must take
 	// the events while NATS is away.
-	nc, err := nats.Connect(ns.ClientURL(), nats.ReconnectBufSize(1), nats.MaxReconnects(-1), nats.ReconnectWait(10*time.Millisecond),
+	nc, err := nats.Connect(ns.ClientURL(), nats.CustomInboxPrefix(InboxPrefix), nats.ReconnectBufSize(1), nats.MaxReconnects(-1), nats.ReconnectWait(10*time.Millisecond),
 		nats.DisconnectErrHandler(func(*nats.Conn, error) { disconnected <- struct{}{} }),
 		nats.ReconnectHandler(func(*nats.Conn) { reconnected <- struct{}{} }))
 	if err != nil {

@@ -50,8 +50,11 @@ type Stats struct {
 	Takeovers uint64 // times this process became active
 	Gaps      uint64 // Ami-Seq ranges found lost at this process's takeovers
 
-	Actions       []ActionCount // the requests answered, by action and code; only counts above zero
-	ActionLatency Histogram     // request to first reply
+	Actions []ActionCount // the requests answered, by action and code; only counts above zero
+	// RepliesRefused counts the requests dropped unanswered because their
+	// reply subject is not an inbox (see Options.ReplyPrefixes).
+	RepliesRefused uint64
+	ActionLatency  Histogram // request to first reply
 }
 
 // ActionCount is how many requests for Action were answered with Code.
@@ -135,12 +138,13 @@ func codeIndex(code int) int {
 // pbxStats are the counters of a PBX that only Stats reads; the status
 // shares the others (published, dropped, …) with Stats.
 type pbxStats struct {
-	filtered      atomic.Uint64
-	lastEvent     atomic.Int64 // Unix seconds of the last event read, 0 before the first
-	jsRetries     atomic.Uint64
-	jsLatency     latencyHistogram
-	actions       [len(KnownActions) + 1][len(actionCodes)]atomic.Uint64 // [actionIndex][codeIndex]
-	actionLatency latencyHistogram
+	filtered       atomic.Uint64
+	lastEvent      atomic.Int64 // Unix seconds of the last event read, 0 before the first
+	jsRetries      atomic.Uint64
+	jsLatency      latencyHistogram
+	actions        [len(KnownActions) + 1][len(actionCodes)]atomic.Uint64 // [actionIndex][codeIndex]
+	actionLatency  latencyHistogram
+	repliesRefused atomic.Uint64
 }
 
 // eventRead records the time of an event read from AMI, filtered or not,
@@ -216,6 +220,7 @@ func (st *pbxStats) snapshot(p *pbx) Stats {
 		Reconnects:          p.events.reconnects.Load(), // as the status: event sessions, where events may be lost
 		JetStream:           p.ns.jsOpts.Enabled,
 		ActionLatency:       st.actionLatency.snapshot(),
+		RepliesRefused:      st.repliesRefused.Load(),
 	}
 	out.LoginFailures = p.events.loginFailures.Load()
 	for _, l := range p.actions {

@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/rs/zerolog"
 
+	"github.com/ami-bridge/ami-bridge/bridge"
 	"github.com/ami-bridge/ami-bridge/cmd/ami-bridge/internal/config"
 	"github.com/ami-bridge/ami-bridge/subjects"
 )
@@ -234,6 +235,9 @@ func connectNATS(ctx context.Context, c config.NATS, drainTimeout time.Duration,
 
 	opts := []nats.Option{
 		nats.Name("ami-bridge"),
+		// Its own inbox prefix: the bridge answers no request on it, so a
+		// requester cannot aim a reply at its JetStream acks or KV requests.
+		nats.CustomInboxPrefix(bridge.InboxPrefix),
 		nats.MaxReconnects(-1),
 		nats.RetryOnFailedConnect(true),
 		nats.PingInterval(natsPingInterval),

@@ -304,6 +304,7 @@ func bridgeServers(servers []config.Server) []bridge.ServerConfig {
 func bridgeOptions(cfg *config.Config, log zerolog.Logger) bridge.Options {
 	return bridge.Options{
 		Prefix:           cfg.NATS.Prefix,
+		ReplyPrefixes:    cfg.NATS.ReplyPrefixes,
 		EventBuffer:      cfg.EventBuffer,
 		EventBufferBytes: cfg.EventBufferBytes,
 		JetStream: bridge.JetStreamOptions{

@@ -50,7 +50,15 @@ func TestRun(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := bridge.New(nc, []bridge.ServerConfig{{Name: "pbx1", URL: pbx.URL("bridge", "example-secret")}},
+	// The bridge has a connection of its own, with the inbox prefix New
+	// wants: it answers no request on its own inboxes, and the example's
+	// requests come on nc, as from another program.
+	bnc, err := nats.Connect(ns.ClientURL(), nats.CustomInboxPrefix(bridge.InboxPrefix))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(bnc.Close)
+	b, err := bridge.New(bnc, []bridge.ServerConfig{{Name: "pbx1", URL: pbx.URL("bridge", "example-secret")}},
 		bridge.Options{JetStream: bridge.JetStreamOptions{Enabled: true}})
 	if err != nil {
 		t.Fatal(err)

@@ -39,6 +39,9 @@ type natsOptions struct {
 	// users, when set, are the server's users, and user, pass only
 	// authenticate the test's client (as one of them).
 	users []*server.User
+	// inboxPrefix, when set, is the client's inbox prefix
+	// (nats.CustomInboxPrefix), as a user of docs/security.md has.
+	inboxPrefix string
 }
 
 // world is what one test runs against: an embedded NATS server, a client
@@ -81,6 +84,9 @@ func newWorldNoEvents(t *testing.T, o natsOptions) *world {
 	if o.user != "" {
 		opts = append(opts, nats.UserInfo(o.user, o.pass))
 		w.addSecret(o.pass)
+	}
+	if o.inboxPrefix != "" {
+		opts = append(opts, nats.CustomInboxPrefix(o.inboxPrefix))
 	}
 	nc, err := nats.Connect(w.ns.ClientURL(), opts...)
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -20,48 +21,41 @@ import (
 	"github.com/nats-io/nats.go/micro"
 
 	"github.com/ami-bridge/ami-bridge/amiproto/amitest"
+	"github.com/ami-bridge/ami-bridge/bridge"
 )
 
 // permChannels is the size of the collection streamed through the
-// README's permissions: enough messages that a one-reply limit shows.
+// recipe's permissions: enough messages that a one-reply limit shows.
 const permChannels = 50
 
-// readmeUsers returns the users of the nats-server authorization block
-// that README.md shows under "### Permissions", read by nats-server's own
-// configuration parser, so that the tests below fail when the README
-// drifts. Each "$<NAME>_PASS" placeholder becomes passwords[<name>] (name
-// in lower case); the README's users must be exactly the keys of
-// passwords.
-func readmeUsers(t *testing.T, passwords map[string]string) []*server.User {
+// securityDoc is the page that holds the permissions recipe, from this
+// package's directory.
+var securityDoc = filepath.Join("..", "..", "docs", "security.md")
+
+// permissionsHeading is the section of securityDoc with the recipe.
+const permissionsHeading = "## Permissions"
+
+// recipeUsers returns the users of the nats-server authorization block
+// that docs/security.md shows under "## Permissions", read by
+// nats-server's own configuration parser, so that the tests below fail
+// when the page drifts. Each "$<NAME>_PASS" placeholder becomes
+// passwords[<name>] (name in lower case); the page's users must be
+// exactly the keys of passwords.
+func recipeUsers(t *testing.T, passwords map[string]string) []*server.User {
 	t.Helper()
-	data, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
-	if err != nil {
-		t.Fatal(err)
+	blocks := docBlocks(t, securityDoc, permissionsHeading)
+	if len(blocks) == 0 {
+		t.Fatalf("%s: no code block in the %q section", securityDoc, permissionsHeading)
 	}
-	_, section, ok := strings.Cut(string(data), "\n### Permissions\n")
-	if !ok {
-		t.Fatal(`README.md has no "### Permissions" section`)
-	}
-	before, rest, ok := strings.Cut(section, "\n```")
-	if !ok || strings.Contains(before, "\n#") {
-		t.Fatal(`README.md: no code block in the "### Permissions" section`)
-	}
-	// Skip the rest of the opening fence's line (a language, if any).
-	if _, rest, ok = strings.Cut(rest, "\n"); !ok {
-		t.Fatal("README.md: the permissions code block is not closed")
-	}
-	block, _, ok := strings.Cut(rest, "\n```")
-	if !ok {
-		t.Fatal("README.md: the permissions code block is not closed")
-	}
-	// Quoted or not, so that the test keeps reading the README if it
+	block := blocks[0]
+	// Quoted or not, so that the test keeps reading the page if it
 	// switches to nats-server's unquoted environment references.
 	placeholder := regexp.MustCompile(`"?\$([A-Z]+)_PASS"?`)
 	block = placeholder.ReplaceAllStringFunc(block, func(s string) string {
 		name := strings.ToLower(placeholder.FindStringSubmatch(s)[1])
 		pass, ok := passwords[name]
 		if !ok {
-			t.Errorf("README.md permissions: unexpected password placeholder %s", s)
+			t.Errorf("docs/security.md permissions: unexpected password placeholder %s", s)
 		}
 		return strconv.Quote(pass)
 	})
@@ -71,13 +65,13 @@ func readmeUsers(t *testing.T, passwords map[string]string) []*server.User {
 	}
 	opts, err := server.ProcessConfigFile(conf)
 	if err != nil {
-		t.Fatalf("nats-server does not accept the README's permissions block: %v\n%s", err, block)
+		t.Fatalf("nats-server does not accept the permissions block of docs/security.md: %v\n%s", err, block)
 	}
 	var names []string
 	for _, u := range opts.Users {
 		names = append(names, u.Username)
 		if want, ok := passwords[u.Username]; ok && u.Password != want {
-			t.Errorf("README.md permissions: user %s does not take its password from $%s_PASS", u.Username, strings.ToUpper(u.Username))
+			t.Errorf("docs/security.md permissions: user %s does not take its password from $%s_PASS", u.Username, strings.ToUpper(u.Username))
 		}
 	}
 	var want []string
@@ -87,26 +81,37 @@ func readmeUsers(t *testing.T, passwords map[string]string) []*server.User {
 	slices.Sort(names)
 	slices.Sort(want)
 	if !slices.Equal(names, want) {
-		t.Fatalf("README.md permissions: users %v, want %v", names, want)
+		t.Fatalf("docs/security.md permissions: users %v, want %v", names, want)
 	}
 	return opts.Users
 }
 
-// readmeUserNames are the users of the README's authorization block.
-var readmeUserNames = []string{"bridge", "reader", "operator", "analytics"}
+// recipeUserNames are the users of the recipe's authorization block.
+var recipeUserNames = []string{"bridge", "reader", "operator", "crm", "analytics"}
+
+// inboxOf is the inbox prefix of a user of the recipe: the one its
+// subscribe allow names.
+func inboxOf(user string) string { return "_INBOX." + user }
 
 // readmeBlocks returns the fenced code blocks of the README.md section
 // under heading (a whole line, such as "### JetStream"), up to the next
 // heading.
 func readmeBlocks(t *testing.T, heading string) []string {
 	t.Helper()
-	data, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
+	return docBlocks(t, filepath.Join("..", "..", "README.md"), heading)
+}
+
+// docBlocks returns the fenced code blocks of the section of the
+// Markdown file path under heading, up to the next heading.
+func docBlocks(t *testing.T, path, heading string) []string {
+	t.Helper()
+	data, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	_, section, ok := strings.Cut(string(data), "\n"+heading+"\n")
 	if !ok {
-		t.Fatalf("README.md has no %q section", heading)
+		t.Fatalf("%s has no %q section", path, heading)
 	}
 	var blocks []string
 	var cur []string
@@ -185,14 +190,14 @@ func expandVars(t *testing.T, s string, vars map[string]string) string {
 	})
 }
 
-// readmeBridgeLogin returns the environment of the README's command that
+// recipeBridgeLogin returns the environment of the recipe's command that
 // runs the bridge as the user "bridge" (the second block of
-// "### Permissions"), with $BRIDGE_PASS from pass.
-func readmeBridgeLogin(t *testing.T, pass map[string]string) []string {
+// "## Permissions" in docs/security.md), with $BRIDGE_PASS from pass.
+func recipeBridgeLogin(t *testing.T, pass map[string]string) []string {
 	t.Helper()
-	blocks := readmeBlocks(t, "### Permissions")
+	blocks := docBlocks(t, securityDoc, permissionsHeading)
 	if len(blocks) < 2 {
-		t.Fatal(`README.md: no command block after the authorization block in "### Permissions"`)
+		t.Fatal(`docs/security.md: no command block after the authorization block in "## Permissions"`)
 	}
 	words := shellWords(t, strings.TrimSpace(blocks[1]), map[string]string{"BRIDGE_PASS": pass["bridge"]})
 	var env []string
@@ -200,30 +205,30 @@ func readmeBridgeLogin(t *testing.T, pass map[string]string) []string {
 		env, words = append(env, words[0]), words[1:]
 	}
 	if len(words) < 3 || words[0] != "ami-bridge" || words[1] != "--config" {
-		t.Fatalf("README.md: the bridge's login command runs %q, want ami-bridge --config FILE", words)
+		t.Fatalf("docs/security.md: the bridge's login command runs %q, want ami-bridge --config FILE", words)
 	}
 	want := []string{"AMI_BRIDGE_NATS__USER=bridge", "AMI_BRIDGE_NATS__PASSWORD=" + pass["bridge"]}
 	if !slices.Equal(env, want) {
-		t.Fatalf("README.md: the bridge's login sets %q, want the user and password variables", env)
+		t.Fatalf("docs/security.md: the bridge's login sets %q, want the user and password variables", env)
 	}
 	return env
 }
 
 // TestPermissions_READMEJetStreamRecipe runs the bridge with JetStream
-// as the README's "bridge" user, and the README's JetStream commands,
+// as the recipe's "bridge" user, and the README's JetStream commands,
 // verbatim, with the nats CLI as its "analytics" user.
 func TestPermissions_READMEJetStreamRecipe(t *testing.T) {
 	t.Parallel()
-	pass := newPasswords(readmeUserNames...)
-	users := readmeUsers(t, pass)
-	w := newWorld(t, natsOptions{users: users, user: "operator", pass: pass["operator"], jetStream: true})
-	for _, n := range readmeUserNames {
+	pass := newPasswords(recipeUserNames...)
+	users := recipeUsers(t, pass)
+	w := newWorld(t, natsOptions{users: users, user: "operator", pass: pass["operator"], inboxPrefix: inboxOf("operator"), jetStream: true})
+	for _, n := range recipeUserNames {
 		w.addSecret(pass[n])
 	}
 	p := w.startPBX("pbx1", amitest.Config{Profile: amitest.Asterisk22})
 	cfg := w.config(w.serverFor("pbx1", p, viaURL))
 	cfg.JetStream = &jetStreamConf{Enabled: true} // the default stream, AMI_EVENTS
-	cfg.extraEnv = readmeBridgeLogin(t, pass)
+	cfg.extraEnv = recipeBridgeLogin(t, pass)
 	b := w.startBridge(cfg)
 	w.waitReady("pbx1")
 	// More events than the recipe reads; the last one published means
@@ -247,7 +252,7 @@ func TestPermissions_READMEJetStreamRecipe(t *testing.T) {
 		if len(words) == 0 || words[0] != "nats" {
 			t.Fatalf("README.md JetStream: %q is not a nats command", line)
 		}
-		outs = append(outs, c.run(t, append([]string{"--user", "analytics", "--password", pass["analytics"]}, words[1:]...)...))
+		outs = append(outs, c.run(t, append([]string{"--user", "analytics", "--password", pass["analytics"], "--inbox-prefix", inboxOf("analytics")}, words[1:]...)...))
 	}
 	// "consumer next --count 10" printed ten stored events of pbx1.
 	last := outs[len(outs)-1]
@@ -255,9 +260,9 @@ func TestPermissions_READMEJetStreamRecipe(t *testing.T) {
 		t.Errorf("the last README command printed %d events of pbx1, want 10:\n%s", got, last)
 	}
 	// The CLI acked them: the acks are fire-and-forget, so only the
-	// consumer's ack floor (asked as the bridge, which may) shows that the
-	// analytics user may send them.
-	bc, err := nats.Connect(w.ns.ClientURL(), nats.UserInfo("bridge", pass["bridge"]))
+	// consumer's ack floor (asked as the analytics user, which may) shows
+	// that it may send them.
+	bc, err := nats.Connect(w.ns.ClientURL(), nats.UserInfo("analytics", pass["analytics"]), nats.CustomInboxPrefix(inboxOf("analytics")))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -317,23 +322,23 @@ func subscribeInbox(t *testing.T, nc *nats.Conn, subject string) *inbox {
 	return in
 }
 
-// TestPermissions_READMEExampleWorks runs the bridge as the user "bridge"
-// of the README's authorization block (parsed from README.md), with the
-// test's client as "operator" and a second client as "reader", and checks
-// that every user can do what the README says and the reader no more:
+// TestPermissions_RecipeWorks runs the bridge as the user "bridge" of the
+// authorization block of docs/security.md, with the test's client as
+// "operator" and a second client as "reader", and checks that every user
+// can do what the page says and the reader no more:
 // the reader sees events and statuses but cannot send an action; the
 // operator sees them too, runs actions, gets a streamed Collection whole
 // (many replies to one request) and discovers the micro service.
-func TestPermissions_READMEExampleWorks(t *testing.T) {
+func TestPermissions_RecipeWorks(t *testing.T) {
 	t.Parallel()
-	pass := newPasswords(readmeUserNames...)
-	users := readmeUsers(t, pass)
+	pass := newPasswords(recipeUserNames...)
+	users := recipeUsers(t, pass)
 	// The world's own client, which collects statuses and events and sends
 	// the requests, is the operator.
-	w := newWorld(t, natsOptions{users: users, user: "operator", pass: pass["operator"]})
-	w.addSecret(pass["bridge"])
-	w.addSecret(pass["reader"])
-	w.addSecret(pass["analytics"])
+	w := newWorld(t, natsOptions{users: users, user: "operator", pass: pass["operator"], inboxPrefix: inboxOf("operator")})
+	for _, n := range recipeUserNames {
+		w.addSecret(pass[n])
+	}
 	p := w.startPBX("perm", amitest.Config{Profile: amitest.Asterisk22, Channels: permChannels})
 
 	readerErrs := make(chan error, 16)
@@ -353,7 +358,7 @@ func TestPermissions_READMEExampleWorks(t *testing.T) {
 	readerEvents := subscribeInbox(t, rc, "ami.*.event.>")
 
 	cfg := w.config(w.serverFor("perm", p, viaURL))
-	cfg.extraEnv = readmeBridgeLogin(t, pass)
+	cfg.extraEnv = recipeBridgeLogin(t, pass)
 	b := w.startBridge(cfg)
 	// The operator receives statuses and events.
 	w.waitReady("perm")
@@ -446,7 +451,7 @@ func TestPermissions_READMEExampleWorks(t *testing.T) {
 		}
 		// And the CLI the README points to, as the operator.
 		c := newCLI(w)
-		out := c.run(t, "--user", "operator", "--password", pass["operator"], "micro", "ls", "--json")
+		out := c.run(t, "--user", "operator", "--password", pass["operator"], "--inbox-prefix", inboxOf("operator"), "micro", "ls", "--json")
 		if !strings.Contains(out, `"ami-bridge"`) {
 			t.Errorf("nats micro ls as the operator does not list ami-bridge:\n%s", out)
 		}
@@ -462,13 +467,13 @@ func TestPermissions_READMEExampleWorks(t *testing.T) {
 	}
 }
 
-// TestPermissions_StreamedRepliesNeedAllowResponsesOrInbox checks the
-// README's note under its authorization block: a streamed Collection is
-// many replies to one request, so the bridge's user needs either
-// allow_responses {max: -1} or a publish allow on _INBOX.>, and
-// allow_responses alone (one reply) cuts the stream short. Each case is
-// the README's block with the bridge's permissions changed.
-func TestPermissions_StreamedRepliesNeedAllowResponsesOrInbox(t *testing.T) {
+// TestPermissions_StreamedRepliesNeedTheInboxAllow checks the page's
+// note on allow_responses: a streamed Collection is many replies to one
+// request; the recipe's publish allow on _INBOX.> passes them all (as
+// would allow_responses {max: -1}, which the recipe leaves out for the
+// hole it opens), and allow_responses alone (one reply) cuts the stream
+// short. Each case is the recipe with the bridge's permissions changed.
+func TestPermissions_StreamedRepliesNeedTheInboxAllow(t *testing.T) {
 	t.Parallel()
 	withoutInbox := func(p *server.Permissions) {
 		p.Publish.Allow = slices.DeleteFunc(p.Publish.Allow, func(s string) bool { return s == "_INBOX.>" })
@@ -478,8 +483,15 @@ func TestPermissions_StreamedRepliesNeedAllowResponsesOrInbox(t *testing.T) {
 		change func(*server.Permissions)
 		whole  bool
 	}{
-		{"AllowResponsesUnlimitedAlone", withoutInbox, true},
-		{"InboxAllowAlone", func(p *server.Permissions) { p.Response = nil }, true},
+		{"TheRecipe", func(p *server.Permissions) {
+			if p.Response != nil {
+				t.Errorf("the recipe gives the bridge allow_responses %+v", p.Response)
+			}
+		}, true},
+		{"AllowResponsesUnlimitedAlone", func(p *server.Permissions) {
+			withoutInbox(p)
+			p.Response = &server.ResponsePermission{MaxMsgs: -1}
+		}, true},
 		{"AllowResponsesDefaultCutsShort", func(p *server.Permissions) {
 			withoutInbox(p)
 			// What `allow_responses: true` gives.
@@ -489,17 +501,17 @@ func TestPermissions_StreamedRepliesNeedAllowResponsesOrInbox(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			pass := newPasswords(readmeUserNames...)
-			users := readmeUsers(t, pass)
+			pass := newPasswords(recipeUserNames...)
+			users := recipeUsers(t, pass)
 			for _, u := range users {
 				if u.Username == "bridge" {
 					tc.change(u.Permissions)
 				}
 			}
-			w := newWorld(t, natsOptions{users: users, user: "operator", pass: pass["operator"]})
-			w.addSecret(pass["bridge"])
-			w.addSecret(pass["reader"])
-			w.addSecret(pass["analytics"])
+			w := newWorld(t, natsOptions{users: users, user: "operator", pass: pass["operator"], inboxPrefix: inboxOf("operator")})
+			for _, n := range recipeUserNames {
+				w.addSecret(pass[n])
+			}
 			p := w.startPBX("perm", amitest.Config{Profile: amitest.Asterisk22, Channels: permChannels})
 			cfg := w.config(w.serverFor("perm", p, viaURL))
 			cfg.NATS.User, cfg.NATS.Password = "bridge", pass["bridge"]
@@ -538,5 +550,211 @@ func TestPermissions_StreamedRepliesNeedAllowResponsesOrInbox(t *testing.T) {
 				t.Errorf("the bridge's permissions violation is not for a reply subject:\n%s", truncate(b.log.Bytes(), 8192))
 			}
 		})
+	}
+}
+
+// recipeSubjectCount returns how many messages of the stream AMI_EVENTS
+// are on subject, and the stream's total, asked as the recipe's bridge
+// user (which may look the stream up, unlike the operator).
+func recipeSubjectCount(t *testing.T, w *world, pass map[string]string, subject string) (onSubject, total uint64) {
+	t.Helper()
+	bc, err := nats.Connect(w.ns.ClientURL(), nats.UserInfo("bridge", pass["bridge"]), nats.CustomInboxPrefix(bridge.InboxPrefix))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bc.Close()
+	js, err := jetstream.New(bc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), replyTimeout)
+	defer cancel()
+	s, err := js.Stream(ctx, "AMI_EVENTS")
+	if err != nil {
+		t.Errorf("stream AMI_EVENTS: %v", err)
+		return 0, 0
+	}
+	info, err := s.Info(ctx, jetstream.WithSubjectFilter(subject))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info.State.Subjects[subject], info.State.Msgs
+}
+
+// TestPermissions_HijacksChangeNothing runs the recipe of
+// docs/security.md, the bridge with JetStream, and tries, as the
+// operator, what a requester limited to ami.*.action and $SRV.> could do
+// with the bridge's permissions before: aim a reply at the JetStream API
+// (purge, delete the stream), at an event subject (a forged event), at the
+// inbox of the bridge's own publish acks (read off an event), and make
+// micro's $SRV.PING answer on the JetStream API. The stream keeps every
+// message, no event is forged, and the bridge's log shows why. The
+// operator also tries to read the other operator's replies: NATS refuses
+// the subscription, and the other operator's request, run as the page
+// shows it, gets its answer.
+func TestPermissions_HijacksChangeNothing(t *testing.T) {
+	t.Parallel()
+	pass := newPasswords(recipeUserNames...)
+	users := recipeUsers(t, pass)
+	w := newWorld(t, natsOptions{users: users, user: "operator", pass: pass["operator"], inboxPrefix: inboxOf("operator"), jetStream: true})
+	for _, n := range recipeUserNames {
+		w.addSecret(pass[n])
+	}
+	// pbx1, the name in the page's commands.
+	p := w.startPBX("pbx1", amitest.Config{Profile: amitest.Asterisk22})
+	sc := w.serverFor("pbx1", p, viaURL)
+	sc.ActionSessions = 1 // one queue: a request answered means the ones sent before were handled
+	cfg := w.config(sc)
+	cfg.JetStream = &jetStreamConf{Enabled: true} // the recipe's stream, AMI_EVENTS
+	cfg.extraEnv = recipeBridgeLogin(t, pass)
+	b := w.startBridge(cfg)
+	w.waitReady("pbx1")
+	for i := range 12 {
+		p.emit("ItStored", "Index", strconv.Itoa(i))
+	}
+	_, last := w.events.waitFor(t, 0, eventTimeout, "the last ItStored", func(m *nats.Msg) bool {
+		f, err := parseFields(m.Data)
+		return err == nil && f.value("Index") == "11"
+	})
+	ackInbox := last.Reply
+	if !strings.HasPrefix(ackInbox, bridge.InboxPrefix+".") {
+		t.Fatalf("an event's reply subject is %q, want the bridge's ack inbox under %s", ackInbox, bridge.InboxPrefix)
+	}
+	const forged = "ami.pbx1.event.Hangup"
+	_, stored := recipeSubjectCount(t, w, pass, forged)
+	if stored < 12 {
+		t.Fatalf("the stream holds %d messages, want at least the 12 ItStored", stored)
+	}
+
+	c := newCLI(w)
+	op := []string{"--user", "operator", "--password", pass["operator"], "--inbox-prefix", inboxOf("operator")}
+	for _, reply := range []string{"$JS.API.STREAM.PURGE.AMI_EVENTS", "$JS.API.STREAM.DELETE.AMI_EVENTS", forged, ackInbox} {
+		c.run(t, append(op, "pub", "ami.pbx1.action", `{"Action":"Ping"}`, "--reply", reply, "-H", "Ami-Stream:true")...)
+	}
+	// Sent after the hijacks, on the one action session.
+	wantSuccess(t, w.request("pbx1", `{"Action":"Ping"}`))
+	checkStream := func(after string) {
+		t.Helper()
+		onForged, total := recipeSubjectCount(t, w, pass, forged)
+		if total < stored || onForged != 0 {
+			t.Errorf("after %s, the stream holds %d messages (%d on %s), want the %d stored and none forged", after, total, onForged, forged, stored)
+		}
+	}
+	checkStream("the hijacking requests")
+	for _, m := range w.events.snapshot() {
+		if m.Subject == forged {
+			t.Errorf("a message was published on %s: %s", forged, truncate(m.Data, 512))
+		}
+	}
+	t.Run("OperatorCannotReadAnotherOperatorsReplies", func(t *testing.T) {
+		errs := make(chan error, 16)
+		oc, err := nats.Connect(w.ns.ClientURL(), nats.UserInfo("operator", pass["operator"]), nats.CustomInboxPrefix(inboxOf("operator")),
+			nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+				select {
+				case errs <- err:
+				default:
+				}
+			}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer oc.Close()
+		spied := make(chan *nats.Msg, 16)
+		for _, subject := range []string{inboxOf("crm") + ".>", "_INBOX.>"} {
+			if _, err := oc.ChanSubscribe(subject, spied); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case err := <-errs:
+				if !errors.Is(err, nats.ErrPermissionViolation) || !strings.Contains(err.Error(), subject) {
+					t.Errorf("subscribe %s as the operator: %v, want a permissions violation", subject, err)
+				}
+			case <-time.After(replyTimeout):
+				t.Fatalf("the operator's subscription to %s was not refused", subject)
+			}
+		}
+		// The page's commands, as each operator runs them.
+		blocks := docBlocks(t, securityDoc, permissionsHeading)
+		if len(blocks) < 3 {
+			t.Fatal(`docs/security.md: no block of the operators' commands in "## Permissions"`)
+		}
+		vars := map[string]string{"OPERATOR_PASS": pass["operator"], "CRM_PASS": pass["crm"]}
+		ran := 0
+		for _, line := range strings.Split(strings.TrimSpace(blocks[2]), "\n") {
+			words := shellWords(t, line, vars)
+			if len(words) == 0 || words[0] != "nats" {
+				t.Fatalf("docs/security.md: %q is not a nats command", line)
+			}
+			out := c.run(t, words[1:]...)
+			if !strings.Contains(out, `"server":"pbx1"`) || strings.Contains(out, `"error"`) {
+				t.Errorf("%s: the answer is not a success of pbx1:\n%s", line, out)
+			}
+			ran++
+		}
+		if ran < 2 {
+			t.Errorf("docs/security.md: %d operator commands, want one per operator", ran)
+		}
+		if len(spied) != 0 {
+			t.Errorf("the operator read %d messages of another inbox", len(spied))
+		}
+	})
+
+	// micro answers $SRV.PING on any subject: only the bridge's
+	// permissions stop these, and the bridge logs NATS's refusal.
+	for _, reply := range []string{"$JS.API.STREAM.PURGE.AMI_EVENTS", "$JS.API.STREAM.DELETE.AMI_EVENTS"} {
+		c.run(t, append(op, "pub", "$SRV.PING", "{}", "--reply", reply)...)
+		b.log.waitFor(t, `Permissions Violation for Publish to \"`+reply+`\"`, replyTimeout, b.done)
+	}
+	checkStream("$SRV.PING")
+
+	if code := b.terminate(); code != 0 {
+		t.Errorf("exit code %d after SIGTERM, want 0", code)
+	}
+	if !strings.Contains(string(b.log.Bytes()), "its reply subject is not an inbox") {
+		t.Error("the bridge did not log the requests it dropped for their reply subject")
+	}
+	// The only permissions violations are the two $SRV.PING answers.
+	for _, line := range strings.Split(string(b.log.Bytes()), "\n") {
+		if strings.Contains(strings.ToLower(line), "permissions violation") && !strings.Contains(line, "$SRV") &&
+			!strings.Contains(line, "$JS.API.STREAM.PURGE.AMI_EVENTS") && !strings.Contains(line, "$JS.API.STREAM.DELETE.AMI_EVENTS") {
+			t.Errorf("the bridge hit another permissions violation: %s", line)
+		}
+	}
+}
+
+// TestPermissions_HAUnderTheRecipe runs two bridges with HA as the
+// recipe's bridge user: one is active, the other stands by, and after a
+// SIGTERM of the active the other takes over and answers, without any
+// permissions violation: the lease bucket's subjects of the recipe are
+// all HA needs.
+func TestPermissions_HAUnderTheRecipe(t *testing.T) {
+	t.Parallel()
+	pass := newPasswords(recipeUserNames...)
+	users := recipeUsers(t, pass)
+	w := newWorld(t, natsOptions{users: users, user: "operator", pass: pass["operator"], inboxPrefix: inboxOf("operator"), jetStream: true})
+	for _, n := range recipeUserNames {
+		w.addSecret(pass[n])
+	}
+	p := w.startPBX("ha1", amitest.Config{Profile: amitest.Asterisk22, WriteTimeout: time.Second})
+	cfg := w.config(w.serverFor("ha1", p, viaURL))
+	cfg.Log.Level = "info"
+	cfg.JetStream = &jetStreamConf{Enabled: true}
+	cfg.HA = &haConf{Enabled: true}
+	cfg.extraEnv = recipeBridgeLogin(t, pass)
+	r := &haRig{w: w, pbx: p, cfg: cfg}
+	a, b := r.startPair()
+	a.signal(syscall.SIGTERM)
+	if code := a.wait(exitTimeout); code != 0 {
+		t.Errorf("the active exited %d after SIGTERM, want 0", code)
+	}
+	r.waitHA(b, 0, "active", func(s haStatus) bool { return s.Role == "active" && s.LastTakeover != nil })
+	wantSuccess(t, w.request("ha1", `{"Action":"Ping"}`))
+	if code := b.terminate(); code != 0 {
+		t.Errorf("exit code %d after SIGTERM, want 0", code)
+	}
+	for _, x := range []*haBridge{a, b} {
+		if out := x.log.Bytes(); strings.Contains(strings.ToLower(string(out)), "permissions violation") {
+			t.Errorf("bridge %s hit a permissions violation:\n%s", x.self, truncate(out, 8192))
+		}
 	}
 }

@@ -54,6 +54,7 @@ type serverConfig struct {
 	Reconnect        *backoffConfig `yaml:"reconnect,omitempty"`
 	MaxReplyEntries  int            `yaml:"max_reply_entries,omitempty"`
 	MaxReplyBytes    int            `yaml:"max_reply_bytes,omitempty"`
+	ActionSessions   int            `yaml:"action_sessions,omitempty"`
 
 	env []string // NAME=value entries the process needs for this server
 }

@@ -79,6 +79,11 @@ func (n *NATS) check(p *problems) {
 	if !subjects.ValidPrefix(n.Prefix) {
 		p.add("nats.prefix: %q must be dot-separated tokens of printable ASCII, without spaces, '*' or '>'", n.Prefix)
 	}
+	for i, rp := range n.ReplyPrefixes {
+		if err := bridge.CheckReplyPrefix(rp, n.Prefix, bridge.InboxPrefix); err != nil {
+			p.add("nats.reply_prefixes[%d]: %q: %v", i, rp, err)
+		}
+	}
 
 	methods := 0
 	for _, set := range []bool{n.User != "" || n.Password != "", n.Token != "", n.NkeySeedFile != "", n.CredsFile != ""} {

@@ -46,6 +46,9 @@ type NATS struct {
 	NkeySeedFile string   `koanf:"nkey_seed_file"`
 	CredsFile    string   `koanf:"creds_file"`
 	TLS          TLS      `koanf:"tls"`
+	// ReplyPrefixes are the inbox prefixes, besides _INBOX, on which the
+	// bridge answers action requests (bridge.Options.ReplyPrefixes).
+	ReplyPrefixes []string `koanf:"reply_prefixes"`
 
 	// ClientTLS is built from TLS by Load; nil when TLS is unset.
 	ClientTLS *tls.Config `koanf:"-"`

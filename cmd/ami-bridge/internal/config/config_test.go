@@ -641,3 +641,40 @@ func TestLoad_ActionSessions(t *testing.T) {
 		}
 	}
 }
+
+// TestLoad_ReplyPrefixes: nats.reply_prefixes takes inbox prefixes and
+// refuses, by key, one that would let a requester aim the bridge's reply
+// at NATS's subjects ($JS, $KV, $SYS, $SRV), the bridge's own subjects or
+// its own inboxes.
+func TestLoad_ReplyPrefixes(t *testing.T) {
+	cfg, err := load(t, "nats:\n  reply_prefixes: [crm_inbox, _INBOX.crm]\nservers:\n  - {name: pbx1, url: \"tcp://admin:pw@h\"}\n", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(cfg.NATS.ReplyPrefixes, []string{"crm_inbox", "_INBOX.crm"}) {
+		t.Errorf("reply_prefixes = %q", cfg.NATS.ReplyPrefixes)
+	}
+	_, err = load(t, `nats:
+  reply_prefixes: ["", "$", "ami.", "ami", "$JS.API", "_INBOX.>", "_INBOX.ami_bridge", ok_inbox]
+servers:
+  - {name: pbx1, url: "tcp://admin:pw@h"}
+`, nil)
+	got := problemsOf(t, err)
+	want := []string{
+		`nats.reply_prefixes[0]: "": empty`,
+		`nats.reply_prefixes[1]: "$": subjects starting with $ belong to NATS`,
+		`nats.reply_prefixes[2]: "ami.": an empty token`,
+		`nats.reply_prefixes[3]: "ami": it covers or lies under the bridge's own subjects ami.>`,
+		`nats.reply_prefixes[4]: "$JS.API": subjects starting with $ belong to NATS`,
+		`nats.reply_prefixes[5]: "_INBOX.>": a wildcard`,
+		`nats.reply_prefixes[6]: "_INBOX.ami_bridge": it lies under the bridge's own inbox prefix`,
+	}
+	for _, w := range want {
+		if !slices.ContainsFunc(got, func(p string) bool { return strings.HasPrefix(p, w) }) {
+			t.Errorf("missing problem %q in:\n%s", w, strings.Join(got, "\n"))
+		}
+	}
+	if len(got) != len(want) {
+		t.Errorf("got %d problems, want %d:\n%s", len(got), len(want), strings.Join(got, "\n"))
+	}
+}

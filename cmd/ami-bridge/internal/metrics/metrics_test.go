@@ -50,7 +50,7 @@ func fullStats(now time.Time) fakeBridge {
 		JetStream: true, JSRetries: 4, JSFailures: 3, JSPublishLatency: hist(1, 2, 9),
 		HA: true, HAActive: true, Takeovers: 2, Gaps: 1,
 		Actions:       []bridge.ActionCount{{Action: "Ping", Code: 200, Count: 6}, {Action: bridge.OtherAction, Code: 403, Count: 1}},
-		ActionLatency: hist(0, 0, 0, 7),
+		ActionLatency: hist(0, 0, 0, 7), RepliesRefused: 2,
 	}, {
 		Server: "pbx2", State: bridge.StateAuthFailed, LoginFailures: 9, BufferCapacity: 1000,
 	}}
@@ -68,6 +68,10 @@ ami_bridge_events_dropped_total{server="pbx2"} 0
 # TYPE ami_bridge_actions_total counter
 ami_bridge_actions_total{action="Ping",code="200",server="pbx1"} 6
 ami_bridge_actions_total{action="other",code="403",server="pbx1"} 1
+# HELP ami_bridge_action_replies_refused_total Action requests dropped unanswered because their reply subject is not an inbox (see nats.reply_prefixes).
+# TYPE ami_bridge_action_replies_refused_total counter
+ami_bridge_action_replies_refused_total{server="pbx1"} 2
+ami_bridge_action_replies_refused_total{server="pbx2"} 0
 # HELP ami_bridge_session_state 1 for the AMI session's current state, 0 for the others.
 # TYPE ami_bridge_session_state gauge
 ami_bridge_session_state{server="pbx1",state="auth_failed"} 0
@@ -91,7 +95,7 @@ ami_bridge_buffer_bytes{server="pbx2"} 0
 # TYPE ami_bridge_jetstream_publish_retries_total counter
 ami_bridge_jetstream_publish_retries_total{server="pbx1"} 4
 `
-	names := []string{"ami_bridge_events_dropped_total", "ami_bridge_buffer_bytes", "ami_bridge_actions_total", "ami_bridge_session_state", "ami_bridge_nats_reconnects_total", "ami_bridge_jetstream_publish_retries_total"}
+	names := []string{"ami_bridge_events_dropped_total", "ami_bridge_buffer_bytes", "ami_bridge_actions_total", "ami_bridge_action_replies_refused_total", "ami_bridge_session_state", "ami_bridge_nats_reconnects_total", "ami_bridge_jetstream_publish_retries_total"}
 	if err := testutil.CollectAndCompare(c, strings.NewReader(want), names...); err != nil {
 		t.Error(err)
 	}
