@@ -83,6 +83,10 @@ type ServerConfig struct {
 	ReconnectMin     time.Duration // default 500ms
 	ReconnectMax     time.Duration // default 30s
 	ActionSessions   int           // AMI sessions that carry actions, besides the one for events; default 2
+	// MaxPendingRequests bounds the requests one action session holds,
+	// the running one included, default 128 (DefaultMaxPendingRequests);
+	// more are dropped, unanswered, and counted in Stats.RequestsOverLimit.
+	MaxPendingRequests int
 }
 
 // JetStreamOptions makes events go into a JetStream stream with acks.
@@ -136,7 +140,15 @@ const (
 	DefaultMaxPending       = 4096
 	DefaultReplicas         = 1
 	DefaultActionSessions   = 2
+	// DefaultMaxPendingRequests: a healthy Asterisk answers a Ping in
+	// about a millisecond, so 128 waiting requests clear well within the
+	// default action timeout; a longer queue only holds requests that
+	// would expire, and up to 128 KiB each of memory.
+	DefaultMaxPendingRequests = 128
 )
+
+// MaxMaxPendingRequests bounds ServerConfig.MaxPendingRequests.
+const MaxMaxPendingRequests = 65536
 
 // MaxReplicas is the most replicas JetStream gives a stream.
 const MaxReplicas = 5
@@ -429,6 +441,12 @@ func withServerDefaults(sc ServerConfig) (ServerConfig, amiproto.Endpoint, error
 	if sc.PingInterval < 0 {
 		errs = append(errs, errors.New("ping interval must not be negative"))
 	}
+	if sc.MaxPendingRequests == 0 {
+		sc.MaxPendingRequests = DefaultMaxPendingRequests
+	}
+	if err := ValidateMaxPendingRequests(sc.MaxPendingRequests); err != nil {
+		errs = append(errs, fmt.Errorf("max pending requests: %w", err))
+	}
 	if sc.ActionTimeout > sc.MaxActionTimeout {
 		errs = append(errs, fmt.Errorf("action timeout %v is above max action timeout %v", sc.ActionTimeout, sc.MaxActionTimeout))
 	}
@@ -463,6 +481,7 @@ func (b *Bridge) Start(ctx context.Context) error {
 		}
 	}
 	b.started = true
+	b.watchDrops()
 	for _, p := range b.pbxes {
 		b.wg.Add(1)
 		go func() {
@@ -476,6 +495,28 @@ func (b *Bridge) Start(ctx context.Context) error {
 		b.statusTicker(b.runCtx)
 	}()
 	return nil
+}
+
+// watchDrops chains onto the connection's async error handler, before
+// any action service is added, so that the bridge learns which endpoint
+// subscription drops requests over its pending limit: micro's
+// ErrorHandler names only the subject, and nats.go reports a run of drops
+// once, so the count is read from the subscription itself. micro chains
+// to this handler as it finds it; a handler set on the connection later
+// replaces both.
+func (b *Bridge) watchDrops() {
+	nc := b.ns.nc
+	prev := nc.ErrorHandler()
+	nc.SetErrorHandler(func(c *nats.Conn, sub *nats.Subscription, err error) {
+		if sub != nil && errors.Is(err, nats.ErrSlowConsumer) {
+			for _, p := range b.pbxes {
+				p.service.slowConsumer(sub)
+			}
+		}
+		if prev != nil {
+			prev(c, sub, err)
+		}
+	})
 }
 
 func (b *Bridge) setupJetStream(ctx context.Context) error {

@@ -50,6 +50,13 @@ type Stats struct {
 	Takeovers uint64 // times this process became active
 	Gaps      uint64 // Ami-Seq ranges found lost at this process's takeovers
 
+	// Requests dropped, never sent to Asterisk: over an action session's
+	// MaxPendingRequests (no reply; the requester times out), or found
+	// past their requester's deadline when their session was free (a
+	// 504, which Actions counts too).
+	RequestsOverLimit uint64
+	RequestsExpired   uint64
+
 	Actions       []ActionCount // the requests answered, by action and code; only counts above zero
 	ActionLatency Histogram     // request to first reply
 }
@@ -141,6 +148,7 @@ type pbxStats struct {
 	jsLatency     latencyHistogram
 	actions       [len(KnownActions) + 1][len(actionCodes)]atomic.Uint64 // [actionIndex][codeIndex]
 	actionLatency latencyHistogram
+	expired       atomic.Uint64 // requests dropped past their deadline
 }
 
 // eventRead records the time of an event read from AMI, filtered or not,
@@ -216,6 +224,8 @@ func (st *pbxStats) snapshot(p *pbx) Stats {
 		Reconnects:          p.events.reconnects.Load(), // as the status: event sessions, where events may be lost
 		JetStream:           p.ns.jsOpts.Enabled,
 		ActionLatency:       st.actionLatency.snapshot(),
+		RequestsOverLimit:   p.service.dropped(),
+		RequestsExpired:     st.expired.Load(),
 	}
 	out.LoginFailures = p.events.loginFailures.Load()
 	for _, l := range p.actions {
