@@ -176,3 +176,41 @@ func TestBridge_PendingLimitDropsAndCounts(t *testing.T) {
 		t.Errorf("stats: %d over the limit, %d expired; want %d and 0", st.RequestsOverLimit, st.RequestsExpired, wantDropped)
 	}
 }
+
+// What is left of a request's deadline, after its wait for the session,
+// bounds its wait for Asterisk: the requester gets its 504 when its own
+// Ami-Timeout ends, not that long after the session was free.
+func TestBridge_QueuedRequestKeepsItsDeadline(t *testing.T) {
+	r := newRig(t, amitest.Config{})
+	nc, cc, pbx, w := r.nc, r.cc, r.pbx, r.w
+	sc := fastServer("pbx1", pbx)
+	sc.ActionSessions = 1
+	startBridge(t, nc, []ServerConfig{sc}, Options{})
+	w.waitAllUp()
+	pbx.NeverAnswer("Getvar")
+	answer, release := holdAction(t)
+	held := heldRequest(t, cc, pbx, "Hold", answer)
+
+	const timeout, queued = time.Second, 600 * time.Millisecond
+	start := time.Now()
+	reply := make(chan *nats.Msg, 1)
+	go func() {
+		m, err := cc.RequestMsg(&nats.Msg{Subject: subjects.Action("ami", "pbx1"), Data: []byte(`{"Action":"Getvar","Variable":"X"}`),
+			Header: nats.Header{HeaderTimeout: {timeout.String()}}}, waitTime)
+		if err != nil {
+			t.Errorf("request: %v", err)
+		}
+		reply <- m
+	}()
+	time.Sleep(queued) // the scenario: the request waits this long behind Hold
+	release()
+	<-held
+	m := <-reply
+	took := time.Since(start)
+	if m == nil || m.Header.Get(micro.ErrorCodeHeader) != "504" {
+		t.Fatalf("reply %v, want a 504", m)
+	}
+	if took > timeout+queued/2 {
+		t.Errorf("the 504 came %v after the request, want about its Ami-Timeout of %v", took, timeout)
+	}
+}
