@@ -181,7 +181,11 @@ const (
 //     reader, writer and keepalive; the link waits for the reader.
 //   - per logged-in action session, its keepalive (pbx.actionKeepalive):
 //     started and waited for by pbx.serveActions; it ends when the
-//     session does.
+//     session does. It also runs the overdue check a handler asks for
+//     after an action passed its deadline.
+//   - per PBX with an action service, the nats.go goroutine of the side
+//     subscription that stamps request arrivals (arrivals.listen): started
+//     when the service gets an instance, unsubscribed when it has none.
 //   - per PBX with a logged-in action session, a micro service with one
 //     endpoint per session, whose subscription calls the action handler
 //     on that session, one request at a time: the action link joins it
