@@ -122,11 +122,18 @@ func (p *pbx) actionKeepalive(ctx context.Context, s *actionSession) {
 		case done := <-s.check:
 			d := overdueDeadline(p.cfg.PingInterval)
 			err := p.ping(ctx, s.c, d)
-			close(done)
 			if errors.Is(err, context.DeadlineExceeded) {
+				// Out of the queue group first, then closed: the requests
+				// queued here get their 503 once new ones no longer come
+				// here. A request sent as an endpoint leaves can be lost
+				// in NATS, and a requester that retries at once would
+				// send it just then.
+				p.service.leave(s.l)
 				s.l.lost(s.c, fmt.Errorf("%w: an action passed its deadline and a Ping behind it went unanswered for %v; the session is replaced", amiproto.ErrConnLost, d))
+				close(done)
 				return
 			}
+			close(done)
 		case <-tick:
 			if s.busy.Load() {
 				continue
