@@ -23,7 +23,11 @@ import (
 // subject; the handler takes the stamp. Its callback does nothing else,
 // so it never lags behind the endpoints' queues by more than a scheduling
 // delay. It costs one more copy of each request on the bridge's
-// connection.
+// connection, and one trade: a request that NATS routes to no endpoint
+// while the service swaps instances (a rare race when a session drops)
+// still reaches this subscription, so its requester times out instead of
+// getting no responders at once. The bridge permissions need a plain
+// subscribe on the action subject, not only a queue one.
 //
 // The store is bounded: entries older than the longest deadline
 // (MaxActionTimeout) go, and past max entries the oldest go. A request

@@ -97,8 +97,11 @@ func TestBridge_RequestPastItsDeadlineIsNotSent(t *testing.T) {
 	held := heldRequest(t, cc, pbx, "Hold", answer)
 
 	const late = `{"Action":"UserEvent","UserEvent":"too-late"}`
+	// The requester waits a little longer than its Ami-Timeout, so that
+	// the deadline has surely passed in the bridge too (its arrival stamp
+	// may lag the publish by a scheduling delay).
 	_, err := cc.RequestMsg(&nats.Msg{Subject: subjects.Action("ami", "pbx1"), Data: []byte(late),
-		Header: nats.Header{HeaderTimeout: {"200ms"}}}, 200*time.Millisecond)
+		Header: nats.Header{HeaderTimeout: {"100ms"}}}, 300*time.Millisecond)
 	if !errors.Is(err, nats.ErrTimeout) {
 		t.Fatalf("request behind the held action: %v, want the requester's timeout", err)
 	}
