@@ -213,7 +213,7 @@ func (s *actionSession) awaitCheck(deadline time.Time) bool {
 // up. What is left of it bounds the wait for Asterisk's answer.
 func (p *pbx) handle(req micro.Request, s *actionSession) {
 	arrived := p.service.arrivals.take(req.Reply(), time.Now())
-	r := replier{req: req, m: p.stats.meter()}
+	r := replier{req: req, m: p.stats.meter(arrived)}
 	if !p.life.enter() {
 		p.replyError(r, CodeUnavailable, "the bridge is shutting down", nil, false)
 		return

@@ -189,7 +189,7 @@ func TestBridge_QueuedRequestKeepsItsDeadline(t *testing.T) {
 	nc, cc, pbx, w := r.nc, r.cc, r.pbx, r.w
 	sc := fastServer("pbx1", pbx)
 	sc.ActionSessions = 1
-	startBridge(t, nc, []ServerConfig{sc}, Options{})
+	b, _ := startBridge(t, nc, []ServerConfig{sc}, Options{})
 	w.waitAllUp()
 	pbx.NeverAnswer("Getvar")
 	answer, release := holdAction(t)
@@ -216,5 +216,10 @@ func TestBridge_QueuedRequestKeepsItsDeadline(t *testing.T) {
 	}
 	if took > timeout+queued/2 {
 		t.Errorf("the 504 came %v after the request, want about its Ami-Timeout of %v", took, timeout)
+	}
+	// The latency counts from arrival: Hold's at least queued, the
+	// Getvar's at least its timeout, its wait for the session included.
+	if h := b.Stats()[0].ActionLatency; h.Count != 2 || h.Sum < (timeout+queued).Seconds() {
+		t.Errorf("action latency: %d requests, %.3fs in all; want 2 and at least %v", h.Count, h.Sum, timeout+queued)
 	}
 }

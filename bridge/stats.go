@@ -269,9 +269,10 @@ type actionMeter struct {
 	done   bool
 }
 
-// meter starts timing a request.
-func (st *pbxStats) meter() *actionMeter {
-	return &actionMeter{st: st, start: time.Now()}
+// meter starts timing a request that arrived at start: its wait for a
+// free session counts.
+func (st *pbxStats) meter(start time.Time) *actionMeter {
+	return &actionMeter{st: st, start: start}
 }
 
 func (m *actionMeter) replied(hdr nats.Header) {
