@@ -115,6 +115,7 @@ func (s *actionService) stop() {
 	if s.svc == nil {
 		return
 	}
+	s.dropped() // read the drop counts while the subscriptions are open
 	if err := s.svc.Stop(); err != nil {
 		s.p.log.Warn("stop the action service", "error", err)
 	}
