@@ -267,22 +267,23 @@ func bridgeServers(servers []config.Server) []bridge.ServerConfig {
 	out := make([]bridge.ServerConfig, len(servers))
 	for i, s := range servers {
 		out[i] = bridge.ServerConfig{
-			Name:               s.Name,
-			URL:                s.Endpoint, // never holds the secret
-			Secret:             s.Secret.Reveal(),
-			Auth:               s.Auth,
-			TLS:                s.ClientTLS,
-			EventsInclude:      s.Events.Include,
-			EventsExclude:      s.Events.Exclude,
-			ActionsAllow:       s.Actions.Allow,
-			ActionsDeny:        s.Actions.Deny,
-			ActionTimeout:      s.ActionTimeout,
-			MaxActionTimeout:   s.MaxActionTimeout,
-			PingInterval:       s.PingInterval,
-			ActionSessions:     s.ActionSessions,
+			Name:             s.Name,
+			URL:              s.Endpoint, // never holds the secret
+			Secret:           s.Secret.Reveal(),
+			Auth:             s.Auth,
+			TLS:              s.ClientTLS,
+			EventsInclude:    s.Events.Include,
+			EventsExclude:    s.Events.Exclude,
+			ActionsAllow:     s.Actions.Allow,
+			ActionsDeny:      s.Actions.Deny,
+			ActionTimeout:    s.ActionTimeout,
+			MaxActionTimeout: s.MaxActionTimeout,
+			PingInterval:     s.PingInterval,
+			ActionSessions:   s.ActionSessions,
+			ReconnectMin:     s.Reconnect.Min,
+			ReconnectMax:     s.Reconnect.Max,
+
 			MaxPendingRequests: s.MaxPendingRequests,
-			ReconnectMin:       s.Reconnect.Min,
-			ReconnectMax:       s.Reconnect.Max,
 		}
 	}
 	return out

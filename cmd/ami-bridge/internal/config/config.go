@@ -199,23 +199,22 @@ func (u NATSURL) MarshalText() ([]byte, error) { return []byte(u.String()), nil 
 // Defaults. Those the bridge also applies are the bridge's own, so the two
 // cannot drift apart.
 const (
-	DefaultListen             = "127.0.0.1:4222"
-	DefaultPrefix             = bridge.DefaultPrefix
-	DefaultStream             = bridge.DefaultStream
-	DefaultMaxAge             = bridge.DefaultStreamMaxAge
-	DefaultDuplicates         = bridge.DefaultDuplicates
-	DefaultMaxPending         = bridge.DefaultMaxPending
-	DefaultReplicas           = bridge.DefaultReplicas
-	DefaultAuth               = "plain"
-	DefaultActionTimeout      = bridge.DefaultActionTimeout
-	DefaultMaxActionTimeout   = bridge.DefaultMaxActionTimeout
-	DefaultPingInterval       = 30 * time.Second
-	DefaultReconnectMin       = bridge.DefaultReconnectMin
-	DefaultReconnectMax       = bridge.DefaultReconnectMax
-	DefaultActionSessions     = bridge.DefaultActionSessions
-	DefaultMaxPendingRequests = bridge.DefaultMaxPendingRequests
-	DefaultLogLevel           = "info"
-	DefaultLogFormat          = "auto"
+	DefaultListen           = "127.0.0.1:4222"
+	DefaultPrefix           = bridge.DefaultPrefix
+	DefaultStream           = bridge.DefaultStream
+	DefaultMaxAge           = bridge.DefaultStreamMaxAge
+	DefaultDuplicates       = bridge.DefaultDuplicates
+	DefaultMaxPending       = bridge.DefaultMaxPending
+	DefaultReplicas         = bridge.DefaultReplicas
+	DefaultAuth             = "plain"
+	DefaultActionTimeout    = bridge.DefaultActionTimeout
+	DefaultMaxActionTimeout = bridge.DefaultMaxActionTimeout
+	DefaultPingInterval     = 30 * time.Second
+	DefaultReconnectMin     = bridge.DefaultReconnectMin
+	DefaultReconnectMax     = bridge.DefaultReconnectMax
+	DefaultActionSessions   = bridge.DefaultActionSessions
+	DefaultLogLevel         = "info"
+	DefaultLogFormat        = "auto"
 	// DefaultShutdownTimeout leaves in-flight actions their default 10 s
 	// and still ends before Docker's SIGKILL (stop_grace_period 20s in
 	// docker-compose.yml).
@@ -248,16 +247,20 @@ func Default() Config {
 	}
 }
 
+// DefaultMaxPendingRequests is the bridge's, as the defaults above.
+const DefaultMaxPendingRequests = bridge.DefaultMaxPendingRequests
+
 // DefaultServer returns a PBX entry with every default set; the entries of
 // servers[] are decoded over it, so a key written as 0 stays 0.
 func DefaultServer() Server {
 	return Server{
-		Auth:               DefaultAuth,
-		ActionTimeout:      DefaultActionTimeout,
-		MaxActionTimeout:   DefaultMaxActionTimeout,
-		PingInterval:       DefaultPingInterval,
-		Reconnect:          Backoff{Min: DefaultReconnectMin, Max: DefaultReconnectMax},
-		ActionSessions:     DefaultActionSessions,
+		Auth:             DefaultAuth,
+		ActionTimeout:    DefaultActionTimeout,
+		MaxActionTimeout: DefaultMaxActionTimeout,
+		PingInterval:     DefaultPingInterval,
+		Reconnect:        Backoff{Min: DefaultReconnectMin, Max: DefaultReconnectMax},
+		ActionSessions:   DefaultActionSessions,
+
 		MaxPendingRequests: DefaultMaxPendingRequests,
 	}
 }
