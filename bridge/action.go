@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -31,14 +32,30 @@ const (
 // cannot pile up in the client's buffers.
 const streamFlushEvery = 1024
 
+// actionSession is one logged-in action session, as its endpoint's
+// handler and its keepalive share it.
+type actionSession struct {
+	l    *link
+	c    *amiproto.Client
+	busy atomic.Bool // an action is running on c; see actionKeepalive
+
+	// check carries a request for an overdue check (see overdue) from the
+	// handler to the keepalive; the channel in it is closed when the check
+	// is over, answered or not.
+	check chan chan struct{}
+
+	mu       sync.Mutex    // guards checking: while the service is registered anew, two instances' endpoints may serve s at once
+	checking chan struct{} // the check's channel while it runs
+}
+
 // serveActions runs one login of an action session: it adds the session
 // to the PBX's micro service, so that the PBX's requests reach it, and
 // takes it out when the session drops or Shutdown stops taking actions.
 // The session's endpoint leaves the queue group then, and requests go to a
 // session, or a bridge, that is up.
 func (p *pbx) serveActions(ctx context.Context, l *link, c *amiproto.Client) {
-	busy := new(atomic.Bool) // an action is running on c
-	if err := p.service.join(l, c, busy); err != nil {
+	s := &actionSession{l: l, c: c, check: make(chan chan struct{}, 1)}
+	if err := p.service.join(l, s); err != nil {
 		p.log.Error("register the action service; the session will be retried", "error", err)
 		c.Close()
 		l.untilEnd(ctx, p.life.hard, c)
@@ -52,7 +69,7 @@ func (p *pbx) serveActions(ctx context.Context, l *link, c *amiproto.Client) {
 	pingDone := make(chan struct{})
 	go func() { // owned here: stopped and waited for below
 		defer close(pingDone)
-		p.actionKeepalive(pingCtx, l, c, busy)
+		p.actionKeepalive(pingCtx, s)
 	}()
 	l.untilEnd(ctx, p.life.hard, c)
 	stopPing()
@@ -66,53 +83,142 @@ func (p *pbx) serveActions(ctx context.Context, l *link, c *amiproto.Client) {
 // the interval, so that one late answer is not a dead link.
 func keepaliveDeadline(interval time.Duration) time.Duration { return 2 * interval }
 
+// overdueGrace bounds how long a session whose action passed its deadline
+// may take to answer a Ping sent behind that action: Asterisk runs a
+// session's actions one at a time, so until the overdue action ends every
+// request on the session waits behind it. Nobody waits for that action
+// any more; a second past the requester's deadline is grace enough, and a
+// new login costs less than the requests queued behind it.
+const overdueGrace = time.Second
+
+// overdueDeadline is overdueGrace, or the keepalive's own deadline when
+// that is shorter.
+func overdueDeadline(interval time.Duration) time.Duration {
+	if interval > 0 {
+		return min(overdueGrace, keepaliveDeadline(interval))
+	}
+	return overdueGrace
+}
+
 // actionKeepalive pings an idle action session every PingInterval and
 // ends it as lost when a Ping goes unanswered. A session busy with an
 // action is not pinged: Asterisk runs a session's actions one at a time,
 // so the Ping would wait behind the action and a slow action would look
-// like a dead link. The action's own timeout bounds that wait. After a
-// 504 the action may still run in Asterisk: the next Ping waits behind it
-// and, past the deadline, the session is replaced, so that requests do not
-// queue behind an action nobody waits for.
-func (p *pbx) actionKeepalive(ctx context.Context, l *link, c *amiproto.Client, busy *atomic.Bool) {
-	interval := p.cfg.PingInterval
-	if interval <= 0 {
-		return
+// like a dead link. The action's own deadline bounds that wait: once it
+// passes, the handler asks for an overdue check (see overdue), which
+// runs here even while requests keep coming.
+func (p *pbx) actionKeepalive(ctx context.Context, s *actionSession) {
+	var tick <-chan time.Time
+	if interval := p.cfg.PingInterval; interval > 0 {
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		tick = t.C
 	}
-	t := time.NewTicker(interval)
-	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-c.Done():
+		case <-s.c.Done():
 			return
-		case <-t.C:
-		}
-		if busy.Load() {
-			continue
-		}
-		pctx, cancel := context.WithTimeout(ctx, keepaliveDeadline(interval))
-		_, err := c.Request(pctx, amiproto.NewAction("Ping"))
-		cancel()
-		if errors.Is(err, context.DeadlineExceeded) {
-			l.lost(c, fmt.Errorf("%w: keepalive Ping unanswered for %v", amiproto.ErrConnLost, keepaliveDeadline(interval)))
-			return
+		case done := <-s.check:
+			d := overdueDeadline(p.cfg.PingInterval)
+			err := p.ping(ctx, s.c, d)
+			if errors.Is(err, context.DeadlineExceeded) {
+				// Out of the queue group first, then closed: the requests
+				// queued here get their 503 once new ones no longer come
+				// here. A request sent as an endpoint leaves can be lost
+				// in NATS, and a requester that retries at once would
+				// send it just then.
+				p.service.leave(s.l)
+				s.l.lost(s.c, fmt.Errorf("%w: an action passed its deadline and a Ping behind it went unanswered for %v; the session is replaced", amiproto.ErrConnLost, d))
+				close(done)
+				return
+			}
+			close(done)
+		case <-tick:
+			if s.busy.Load() {
+				continue
+			}
+			d := keepaliveDeadline(p.cfg.PingInterval)
+			if err := p.ping(ctx, s.c, d); errors.Is(err, context.DeadlineExceeded) {
+				s.l.lost(s.c, fmt.Errorf("%w: keepalive Ping unanswered for %v", amiproto.ErrConnLost, d))
+				return
+			}
 		}
 	}
 }
 
-// handle serves one request on c, start to end: micro counts a request's
+func (p *pbx) ping(ctx context.Context, c *amiproto.Client, d time.Duration) error {
+	pctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	_, err := c.Request(pctx, amiproto.NewAction("Ping"))
+	return err
+}
+
+// overdue has the keepalive check s after an action passed its deadline
+// unanswered: the session may be stuck behind it. The next request on s
+// waits for the check (see awaitCheck); a session that fails it is
+// replaced, and the requests queued behind it get a quick 503.
+func (s *actionSession) overdue() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.checking != nil {
+		select {
+		case <-s.checking: // over; nobody waited for it
+		default:
+			return // one runs already
+		}
+	}
+	done := make(chan struct{})
+	select {
+	case s.check <- done:
+		s.checking = done
+	default:
+	}
+}
+
+// awaitCheck waits for the overdue check of s, if one runs, until
+// deadline. It reports false when deadline passed first.
+func (s *actionSession) awaitCheck(deadline time.Time) bool {
+	s.mu.Lock()
+	checking := s.checking
+	s.mu.Unlock()
+	if checking == nil {
+		return true
+	}
+	t := time.NewTimer(time.Until(deadline))
+	defer t.Stop()
+	select {
+	case <-checking:
+	case <-s.c.Done():
+	case <-t.C:
+		return false
+	}
+	s.mu.Lock()
+	if s.checking == checking {
+		s.checking = nil
+	}
+	s.mu.Unlock()
+	return true
+}
+
+// handle serves one request on s, start to end: micro counts a request's
 // stats when its handler returns, and its errors from req.Error, so every
 // reply, errors included, is sent from here before returning. A slow
 // action holds only this session's requests; the others are served by
 // the PBX's other action sessions, and events by the event session.
-func (p *pbx) handle(req micro.Request, c *amiproto.Client) {
+//
+// A request carries its requester's deadline: its arrival (see arrivals)
+// plus its Ami-Timeout or the PBX's action timeout. One that waited past
+// it behind a slow action is dropped, not sent: its requester has given
+// up. What is left of it bounds the wait for Asterisk's answer.
+func (p *pbx) handle(req micro.Request, s *actionSession) {
+	arrived := p.service.arrivals.take(req.Reply(), time.Now())
 	if reply := req.Reply(); reply != "" && !p.ns.replies.allows(reply) {
 		p.refuseReply(reply)
 		return
 	}
-	r := replier{req: req, m: p.stats.meter()}
+	r := replier{req: req, m: p.stats.meter(arrived)}
 	if !p.life.enter() {
 		p.replyError(r, CodeUnavailable, "the bridge is shutting down", nil, false)
 		return
@@ -139,7 +245,13 @@ func (p *pbx) handle(req micro.Request, c *amiproto.Client) {
 		p.replyError(r, CodeBadRequest, err.Error(), nil, stream)
 		return
 	}
-	p.execute(c, r, action, timeout, stream)
+	deadline := arrived.Add(timeout)
+	if !s.awaitCheck(deadline) || !time.Now().Before(deadline) {
+		p.stats.expired.Add(1)
+		p.replyError(r, CodeTimeout, fmt.Sprintf("the request waited %v for a free session of PBX %s, past its deadline of %v; it was not sent", time.Since(arrived).Round(time.Millisecond), p.name, timeout), nil, stream)
+		return
+	}
+	p.execute(s, r, action, deadline, timeout, stream)
 }
 
 // maxLoggedReply bounds the reply subject quoted in the log: the
@@ -164,11 +276,10 @@ func (p *pbx) refuseReply(reply string) {
 // execute sends action to Asterisk and answers the requester. A
 // Collection is answered by a listReply while it is read (see
 // collection.go), anything else once it is whole.
-func (p *pbx) execute(c *amiproto.Client, r replier, action *amiproto.Message, timeout time.Duration, stream bool) {
-	ctx, cancel := context.WithTimeout(p.life.hard, timeout)
-	deadline, _ := ctx.Deadline()
+func (p *pbx) execute(s *actionSession, r replier, action *amiproto.Message, deadline time.Time, timeout time.Duration, stream bool) {
+	ctx, cancel := context.WithDeadline(p.life.hard, deadline)
 	list := listReply{p: p, r: r, stream: stream, maxPayload: int(p.ns.nc.MaxPayload()), deadline: deadline}
-	resp, err := c.RequestEach(ctx, action, list.each)
+	resp, err := s.c.RequestEach(ctx, action, list.each)
 	cancel()
 	var re *amiproto.ResponseError
 	var ae *amiproto.ActionError
@@ -188,6 +299,7 @@ func (p *pbx) execute(c *amiproto.Client, r replier, action *amiproto.Message, t
 	case p.life.hard.Err() != nil:
 		p.replyError(r, CodeUnavailable, "the bridge is shutting down", nil, stream)
 	case errors.Is(err, context.DeadlineExceeded):
+		s.overdue()
 		p.replyError(r, CodeTimeout, fmt.Sprintf("no answer from PBX %s within %v", p.name, timeout), nil, stream)
 	case errors.Is(err, amiproto.ErrConnLost), errors.Is(err, amiproto.ErrClosed):
 		p.replyError(r, CodeUnavailable, fmt.Sprintf("the connection to PBX %s ended before the answer", p.name), nil, stream)

@@ -86,6 +86,10 @@ type ServerConfig struct {
 	ActionSessions   int           // AMI sessions that carry actions, besides the one for events; default 2
 	MaxReplyEntries  int           // entries of one Collection, streamed or not, default DefaultMaxReplyEntries; more is a 413
 	MaxReplyBytes    int           // JSON bytes of one Collection's entries, default DefaultMaxReplyBytes; more is a 413
+	// MaxPendingRequests bounds the requests one action session holds,
+	// the running one included, default 128 (DefaultMaxPendingRequests);
+	// more are dropped, unanswered, and counted in Stats.RequestsOverLimit.
+	MaxPendingRequests int
 }
 
 // JetStreamOptions makes events go into a JetStream stream with acks.
@@ -144,7 +148,15 @@ const (
 	DefaultMaxPending       = 4096
 	DefaultReplicas         = 1
 	DefaultActionSessions   = 2
+	// DefaultMaxPendingRequests: a healthy Asterisk answers a Ping in
+	// about a millisecond, so 128 waiting requests clear well within the
+	// default action timeout; a longer queue only holds requests that
+	// would expire, and up to 128 KiB each of memory.
+	DefaultMaxPendingRequests = 128
 )
+
+// MaxMaxPendingRequests bounds ServerConfig.MaxPendingRequests.
+const MaxMaxPendingRequests = 65536
 
 // MaxReplicas is the most replicas JetStream gives a stream.
 const MaxReplicas = 5
@@ -177,7 +189,11 @@ const (
 //     reader, writer and keepalive; the link waits for the reader.
 //   - per logged-in action session, its keepalive (pbx.actionKeepalive):
 //     started and waited for by pbx.serveActions; it ends when the
-//     session does.
+//     session does. It also runs the overdue check a handler asks for
+//     after an action passed its deadline.
+//   - per PBX with an action service, the nats.go goroutine of the side
+//     subscription that stamps request arrivals (arrivals.listen): started
+//     when the service gets an instance, unsubscribed when it has none.
 //   - per PBX with a logged-in action session, a micro service with one
 //     endpoint per session, whose subscription calls the action handler
 //     on that session, one request at a time: the action link joins it
@@ -455,6 +471,12 @@ func withServerDefaults(sc ServerConfig) (ServerConfig, amiproto.Endpoint, error
 	if sc.MaxReplyEntries < 0 || sc.MaxReplyBytes < 0 {
 		errs = append(errs, errors.New("max reply entries and bytes must be positive"))
 	}
+	if sc.MaxPendingRequests == 0 {
+		sc.MaxPendingRequests = DefaultMaxPendingRequests
+	}
+	if err := ValidateMaxPendingRequests(sc.MaxPendingRequests); err != nil {
+		errs = append(errs, fmt.Errorf("max pending requests: %w", err))
+	}
 	if sc.ActionTimeout > sc.MaxActionTimeout {
 		errs = append(errs, fmt.Errorf("action timeout %v is above max action timeout %v", sc.ActionTimeout, sc.MaxActionTimeout))
 	}
@@ -489,6 +511,7 @@ func (b *Bridge) Start(ctx context.Context) error {
 		}
 	}
 	b.started = true
+	b.watchDrops()
 	for _, p := range b.pbxes {
 		b.wg.Add(1)
 		go func() {
@@ -502,6 +525,28 @@ func (b *Bridge) Start(ctx context.Context) error {
 		b.statusTicker(b.runCtx)
 	}()
 	return nil
+}
+
+// watchDrops chains onto the connection's async error handler, before
+// any action service is added, so that the bridge learns which endpoint
+// subscription drops requests over its pending limit: micro's
+// ErrorHandler names only the subject, and nats.go reports a run of drops
+// once, so the count is read from the subscription itself. micro chains
+// to this handler as it finds it; a handler set on the connection later
+// replaces both.
+func (b *Bridge) watchDrops() {
+	nc := b.ns.nc
+	prev := nc.ErrorHandler()
+	nc.SetErrorHandler(func(c *nats.Conn, sub *nats.Subscription, err error) {
+		if sub != nil && errors.Is(err, nats.ErrSlowConsumer) {
+			for _, p := range b.pbxes {
+				p.service.slowConsumer(sub)
+			}
+		}
+		if prev != nil {
+			prev(c, sub, err)
+		}
+	})
 }
 
 func (b *Bridge) setupJetStream(ctx context.Context) error {

@@ -86,6 +86,7 @@ func newPBX(sc ServerConfig, ns *natsSide, life *lifecycle, opts Options, buffer
 	}
 	p.pub = newPublisher(p)
 	p.service.p = p
+	p.service.arrivals = newArrivals(max(4096, 8*sc.ActionSessions*sc.MaxPendingRequests), sc.MaxActionTimeout)
 	if opts.HA.Enabled {
 		p.ha = newHANode(p, opts.HA)
 	}

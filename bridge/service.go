@@ -5,11 +5,10 @@ import (
 	"fmt"
 	"maps"
 	"sync"
-	"sync/atomic"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
 
-	"github.com/ami-bridge/ami-bridge/amiproto"
 	"github.com/ami-bridge/ami-bridge/subjects"
 )
 
@@ -28,26 +27,25 @@ import (
 type actionService struct {
 	p *pbx
 
+	arrivals *arrivals // when requests arrived; set by newPBX
+
 	mu       sync.Mutex // guards the fields below and serializes instance changes
 	svc      micro.Service
-	sessions map[*link]actionEndpoint // the logged-in action sessions
+	sessions map[*link]*actionSession // the logged-in action sessions
+
+	dropMu    sync.Mutex                 // guards the fields below
+	slowSubs  map[*nats.Subscription]int // endpoint subscriptions that dropped requests, with the count last read
+	dropsGone uint64                     // drops of those since closed
 }
 
-// actionEndpoint is what one session's endpoint runs requests on.
-type actionEndpoint struct {
-	c    *amiproto.Client
-	busy *atomic.Bool // set while a request runs on c; see actionKeepalive
-}
-
-// join adds l's session, logged in as c, to the service. After Shutdown
+// join adds the session ep, of link l, to the service. After Shutdown
 // has stopped taking actions, it adds nothing and returns nil.
-func (s *actionService) join(l *link, c *amiproto.Client, busy *atomic.Bool) error {
+func (s *actionService) join(l *link, ep *actionSession) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.sessions == nil {
-		s.sessions = make(map[*link]actionEndpoint)
+		s.sessions = make(map[*link]*actionSession)
 	}
-	ep := actionEndpoint{c: c, busy: busy}
 	s.sessions[l] = ep
 	var err error
 	if s.svc != nil && s.p.life.intake.Err() == nil {
@@ -76,6 +74,7 @@ func (s *actionService) leave(l *link) {
 	delete(s.sessions, l)
 	if err := s.replace(); err != nil {
 		s.p.log.Error("register the action service without a dropped session; it is left out of the queue group", "error", err)
+		s.stopArrivals()
 		s.stop()
 	}
 }
@@ -89,10 +88,26 @@ func (s *actionService) replace() error {
 		if next, err = s.register(); err != nil {
 			return err
 		}
+		if err := s.arrivals.listen(s.p.ns.nc, subjects.Action(s.p.ns.prefix, s.p.name)); err != nil {
+			_ = next.Stop()
+			return fmt.Errorf("subscribe to stamp request arrivals: %w", err)
+		}
+	}
+	if next == nil {
+		s.stopArrivals()
 	}
 	s.stop()
 	s.svc = next
 	return nil
+}
+
+// stopArrivals ends the arrival stamps before the last instance stops:
+// with no endpoint up, a requester must get no responders at once, not a
+// timeout. Lock held.
+func (s *actionService) stopArrivals() {
+	if err := s.arrivals.stop(); err != nil {
+		s.p.log.Warn("unsubscribe the arrival stamps", "error", err)
+	}
 }
 
 // stop stops the current instance. Lock held.
@@ -100,6 +115,7 @@ func (s *actionService) stop() {
 	if s.svc == nil {
 		return
 	}
+	s.dropped() // read the drop counts while the subscriptions are open
 	if err := s.svc.Stop(); err != nil {
 		s.p.log.Warn("stop the action service", "error", err)
 	}
@@ -134,17 +150,65 @@ func (s *actionService) register() (micro.Service, error) {
 }
 
 // addEndpoint adds the endpoint that runs requests on ep's session.
-func (s *actionService) addEndpoint(svc micro.Service, ep actionEndpoint) error {
+func (s *actionService) addEndpoint(svc micro.Service, ep *actionSession) error {
 	p := s.p
 	err := svc.AddEndpoint(p.name, micro.HandlerFunc(func(req micro.Request) {
 		ep.busy.Store(true)
 		defer ep.busy.Store(false)
-		p.handle(req, ep.c)
+		p.handle(req, ep)
 	}),
 		micro.WithEndpointSubject(subjects.Action(p.ns.prefix, p.name)),
-		micro.WithEndpointMetadata(map[string]string{"server": p.name}))
+		micro.WithEndpointMetadata(map[string]string{"server": p.name}),
+		micro.WithEndpointPendingLimits(p.cfg.MaxPendingRequests, p.cfg.MaxPendingRequests*maxRequestBytes))
 	if err != nil {
 		return fmt.Errorf("add endpoint: %w", err)
 	}
 	return nil
+}
+
+// maxRequestBytes is the room an endpoint's queue keeps per pending
+// request: Asterisk takes no action above 128 lines of 1,024 bytes.
+const maxRequestBytes = 128 << 10
+
+// slowConsumer learns of an endpoint subscription that drops requests over
+// its pending limit. nats.go reports a subscription once per run of drops,
+// so the count is read from the subscription (see dropped).
+func (s *actionService) slowConsumer(sub *nats.Subscription) {
+	if sub.Subject != subjects.Action(s.p.ns.prefix, s.p.name) || sub.Queue != QueueGroup {
+		return
+	}
+	s.dropMu.Lock()
+	defer s.dropMu.Unlock()
+	if s.slowSubs == nil {
+		s.slowSubs = make(map[*nats.Subscription]int)
+	}
+	if _, ok := s.slowSubs[sub]; !ok {
+		s.slowSubs[sub] = 0
+	}
+	s.refreshDrops()
+}
+
+// dropped returns the requests the endpoints' pending limits dropped.
+func (s *actionService) dropped() uint64 {
+	s.dropMu.Lock()
+	defer s.dropMu.Unlock()
+	return s.refreshDrops()
+}
+
+// refreshDrops reads the drop counts of the subscriptions that dropped
+// requests; one closed since keeps its last count. dropMu held.
+func (s *actionService) refreshDrops() uint64 {
+	n := s.dropsGone
+	for sub, last := range s.slowSubs {
+		d, err := sub.Dropped()
+		if err != nil { // closed
+			s.dropsGone += uint64(last)
+			n += uint64(last)
+			delete(s.slowSubs, sub)
+			continue
+		}
+		s.slowSubs[sub] = d
+		n += uint64(d)
+	}
+	return n
 }

@@ -50,11 +50,19 @@ type Stats struct {
 	Takeovers uint64 // times this process became active
 	Gaps      uint64 // Ami-Seq ranges found lost at this process's takeovers
 
-	Actions []ActionCount // the requests answered, by action and code; only counts above zero
+	// Requests dropped, never sent to Asterisk: over an action session's
+	// MaxPendingRequests (no reply; the requester times out), or found
+	// past their requester's deadline when their session was free (a
+	// 504, which Actions counts too).
+	RequestsOverLimit uint64
+	RequestsExpired   uint64
+
 	// RepliesRefused counts the requests dropped unanswered because their
 	// reply subject is not an inbox (see Options.ReplyPrefixes).
 	RepliesRefused uint64
-	ActionLatency  Histogram // request to first reply
+
+	Actions       []ActionCount // the requests answered, by action and code; only counts above zero
+	ActionLatency Histogram     // request to first reply
 }
 
 // ActionCount is how many requests for Action were answered with Code.
@@ -144,6 +152,7 @@ type pbxStats struct {
 	jsLatency      latencyHistogram
 	actions        [len(KnownActions) + 1][len(actionCodes)]atomic.Uint64 // [actionIndex][codeIndex]
 	actionLatency  latencyHistogram
+	expired        atomic.Uint64 // requests dropped past their deadline
 	repliesRefused atomic.Uint64
 }
 
@@ -221,6 +230,8 @@ func (st *pbxStats) snapshot(p *pbx) Stats {
 		JetStream:           p.ns.jsOpts.Enabled,
 		ActionLatency:       st.actionLatency.snapshot(),
 		RepliesRefused:      st.repliesRefused.Load(),
+		RequestsOverLimit:   p.service.dropped(),
+		RequestsExpired:     st.expired.Load(),
 	}
 	out.LoginFailures = p.events.loginFailures.Load()
 	for _, l := range p.actions {
@@ -264,9 +275,10 @@ type actionMeter struct {
 	done   bool
 }
 
-// meter starts timing a request.
-func (st *pbxStats) meter() *actionMeter {
-	return &actionMeter{st: st, start: time.Now()}
+// meter starts timing a request that arrived at start: its wait for a
+// free session counts.
+func (st *pbxStats) meter(start time.Time) *actionMeter {
+	return &actionMeter{st: st, start: start}
 }
 
 func (m *actionMeter) replied(hdr nats.Header) {

@@ -83,7 +83,7 @@ func BenchmarkStatsHooks(b *testing.B) {
 	b.Run("path=action", func(b *testing.B) {
 		b.ReportAllocs()
 		for i := 0; i < b.N; i++ {
-			m := st.meter()
+			m := st.meter(time.Now())
 			meterSink = m // escapes, as into the request's replier
 			m.action = "Ping"
 			m.replied(nil)

@@ -138,7 +138,7 @@ func TestActionIndex_BoundedLabels(t *testing.T) {
 // An action reply with an unexpected code still lands in a bounded cell.
 func TestActionMeter_UnknownCode(t *testing.T) {
 	var st pbxStats
-	m := st.meter()
+	m := st.meter(time.Now())
 	m.action = "Ping"
 	m.replied(nats.Header{"Nats-Service-Error-Code": {"599"}})
 	m.replied(nil) // a later streamed part is not counted

@@ -41,6 +41,15 @@ func ValidateActionSessions(n int) error {
 	return nil
 }
 
+// ValidateMaxPendingRequests checks ServerConfig.MaxPendingRequests, for
+// configuration checkers that report before New.
+func ValidateMaxPendingRequests(n int) error {
+	if n < 1 || n > MaxMaxPendingRequests {
+		return fmt.Errorf("%d: want 1 to %d", n, MaxMaxPendingRequests)
+	}
+	return nil
+}
+
 // validateGlobs checks every glob list of sc, naming each bad pattern.
 func validateGlobs(sc ServerConfig) error {
 	var errs []error

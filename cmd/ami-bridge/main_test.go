@@ -662,6 +662,16 @@ func TestDemo_BadFlagsAreUsageErrors(t *testing.T) {
 	}
 }
 
+// TestBridgeServers_MaxPendingRequests: servers[].max_pending_requests
+// reaches the bridge.
+func TestBridgeServers_MaxPendingRequests(t *testing.T) {
+	s := config.DefaultServer()
+	s.Name, s.MaxPendingRequests = "pbx1", 9
+	if got := bridgeServers([]config.Server{s})[0].MaxPendingRequests; got != 9 {
+		t.Errorf("MaxPendingRequests = %d, want the configured 9", got)
+	}
+}
+
 // TestBridgeServers_ActionSessions: servers[].action_sessions reaches the
 // bridge as loaded.
 func TestBridgeServers_ActionSessions(t *testing.T) {

@@ -296,6 +296,8 @@ func bridgeServers(servers []config.Server) []bridge.ServerConfig {
 			MaxReplyBytes:    s.MaxReplyBytes,
 			ReconnectMin:     s.Reconnect.Min,
 			ReconnectMax:     s.Reconnect.Max,
+
+			MaxPendingRequests: s.MaxPendingRequests,
 		}
 	}
 	return out

@@ -225,6 +225,9 @@ func (s *Server) check(p *problems, key string, lookupEnv func(string) (string, 
 	if err := bridge.ValidateActionSessions(s.ActionSessions); err != nil {
 		p.add("%s: action_sessions %v", key, err)
 	}
+	if err := bridge.ValidateMaxPendingRequests(s.MaxPendingRequests); err != nil {
+		p.add("%s: max_pending_requests %v", key, err)
+	}
 }
 
 // resolveSecret returns the one secret given by the URL, secret_env or

@@ -115,6 +115,9 @@ type Server struct {
 	// Collection), streamed or not: past either the reply is a 413.
 	MaxReplyEntries int `koanf:"max_reply_entries"`
 	MaxReplyBytes   int `koanf:"max_reply_bytes"`
+	// MaxPendingRequests bounds the requests each action session holds,
+	// the running one included; more are dropped.
+	MaxPendingRequests int `koanf:"max_pending_requests"`
 
 	// Filled by Load. Endpoint is URL without its secret, in the form
 	// amiproto.Dial takes; Secret comes from the URL, SecretEnv or
@@ -253,17 +256,21 @@ func Default() Config {
 	}
 }
 
+// DefaultMaxPendingRequests is the bridge's, as the defaults above.
+const DefaultMaxPendingRequests = bridge.DefaultMaxPendingRequests
+
 // DefaultServer returns a PBX entry with every default set; the entries of
 // servers[] are decoded over it, so a key written as 0 stays 0.
 func DefaultServer() Server {
 	return Server{
-		Auth:             DefaultAuth,
-		ActionTimeout:    DefaultActionTimeout,
-		MaxActionTimeout: DefaultMaxActionTimeout,
-		PingInterval:     DefaultPingInterval,
-		Reconnect:        Backoff{Min: DefaultReconnectMin, Max: DefaultReconnectMax},
-		ActionSessions:   DefaultActionSessions,
-		MaxReplyEntries:  DefaultMaxReplyEntries,
-		MaxReplyBytes:    DefaultMaxReplyBytes,
+		Auth:               DefaultAuth,
+		ActionTimeout:      DefaultActionTimeout,
+		MaxActionTimeout:   DefaultMaxActionTimeout,
+		PingInterval:       DefaultPingInterval,
+		Reconnect:          Backoff{Min: DefaultReconnectMin, Max: DefaultReconnectMax},
+		ActionSessions:     DefaultActionSessions,
+		MaxReplyEntries:    DefaultMaxReplyEntries,
+		MaxReplyBytes:      DefaultMaxReplyBytes,
+		MaxPendingRequests: DefaultMaxPendingRequests,
 	}
 }

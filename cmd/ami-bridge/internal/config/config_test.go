@@ -615,6 +615,25 @@ func TestLoad_EmptyDenyListStaysEmptyNotAbsent(t *testing.T) {
 	}
 }
 
+// TestLoad_MaxPendingRequests checks servers[].max_pending_requests: the
+// bridge's default when absent, a value in bounds, and a problem naming
+// the key outside them.
+func TestLoad_MaxPendingRequests(t *testing.T) {
+	if got := mustLoad(t, onePBX, nil).Servers[0].MaxPendingRequests; got != bridge.DefaultMaxPendingRequests {
+		t.Errorf("absent max_pending_requests = %d, want the bridge's default %d", got, bridge.DefaultMaxPendingRequests)
+	}
+	if got := mustLoad(t, onePBX+"    max_pending_requests: 7\n", nil).Servers[0].MaxPendingRequests; got != 7 {
+		t.Errorf("max_pending_requests: 7 loaded as %d", got)
+	}
+	for _, n := range []int{0, -1, bridge.MaxMaxPendingRequests + 1} {
+		_, err := load(t, onePBX+fmt.Sprintf("    max_pending_requests: %d\n", n), nil)
+		want := fmt.Sprintf("servers[0] (pbx1): max_pending_requests %d: want 1 to %d", n, bridge.MaxMaxPendingRequests)
+		if probs := problemsOf(t, err); !slices.Contains(probs, want) {
+			t.Errorf("max_pending_requests: %d gave problems %q, want %q", n, probs, want)
+		}
+	}
+}
+
 // TestLoad_ActionSessions checks servers[].action_sessions: the bridge's
 // default when absent, any value in the bridge's bounds, and a problem
 // naming the key outside them.

@@ -64,6 +64,7 @@ var (
 	loginFailures   = desc("login_failures_total", "AMI logins the PBX refused.", server)
 	actions         = desc("actions_total", "Action requests answered, by action name (names outside a fixed list are \"other\") and reply code (200 for success).", server, "action", "code")
 	repliesRefused  = desc("action_replies_refused_total", "Action requests dropped unanswered because their reply subject is not an inbox (see nats.reply_prefixes).", server)
+	requestsDropped = desc("action_requests_dropped_total", "Action requests dropped, never sent to the PBX: over an action session's max_pending_requests (reason pending_limit, unanswered) or past their requester's deadline when a session was free (reason expired, a 504).", server, "reason")
 	actionDuration  = desc("action_duration_seconds", "Action requests from arrival to the first reply.", server)
 	jsDuration      = desc("jetstream_publish_duration_seconds", "JetStream publishes from send to ack.", server)
 	jsRetries       = desc("jetstream_publish_retries_total", "JetStream publishes sent again, with the same Nats-Msg-Id, after a failure or a lost ack.", server)
@@ -76,7 +77,7 @@ var (
 
 	all = []*prometheus.Desc{
 		eventsReceived, eventsFiltered, eventsPublished, eventsDropped, lastSeq, lastEventAge, bufferEvents, bufferCapacity, bufferBytes, bufferCapBytes,
-		sessionState, reconnects, loginFailures, actions, repliesRefused, actionDuration, jsDuration, jsRetries, jsFailures,
+		sessionState, reconnects, loginFailures, actions, repliesRefused, requestsDropped, actionDuration, jsDuration, jsRetries, jsFailures,
 		haActive, haTakeovers, haGaps, natsState, natsReconnects,
 	}
 )
@@ -136,6 +137,8 @@ func (c *Collector) collectServer(ch chan<- prometheus.Metric, st bridge.Stats, 
 	for _, a := range st.Actions {
 		counter(actions, a.Count, a.Action, strconv.Itoa(a.Code))
 	}
+	counter(requestsDropped, st.RequestsOverLimit, "pending_limit")
+	counter(requestsDropped, st.RequestsExpired, "expired")
 	ch <- gauge(lastSeq, float64(st.LastSeq), st.Server)
 	last := st.LastEvent
 	if last.IsZero() {

@@ -49,8 +49,9 @@ func fullStats(now time.Time) fakeBridge {
 		BufferEvents: 7, BufferCapacity: 1000, BufferBytes: 3500, BufferCapacityBytes: 1 << 20, Reconnects: 2, LoginFailures: 1,
 		JetStream: true, JSRetries: 4, JSFailures: 3, JSPublishLatency: hist(1, 2, 9),
 		HA: true, HAActive: true, Takeovers: 2, Gaps: 1,
-		Actions:       []bridge.ActionCount{{Action: "Ping", Code: 200, Count: 6}, {Action: bridge.OtherAction, Code: 403, Count: 1}},
-		ActionLatency: hist(0, 0, 0, 7), RepliesRefused: 2,
+		Actions:           []bridge.ActionCount{{Action: "Ping", Code: 200, Count: 6}, {Action: bridge.OtherAction, Code: 403, Count: 1}},
+		RequestsOverLimit: 8, RequestsExpired: 2, RepliesRefused: 2,
+		ActionLatency: hist(0, 0, 0, 7),
 	}, {
 		Server: "pbx2", State: bridge.StateAuthFailed, LoginFailures: 9, BufferCapacity: 1000,
 	}}
@@ -72,6 +73,12 @@ ami_bridge_actions_total{action="other",code="403",server="pbx1"} 1
 # TYPE ami_bridge_action_replies_refused_total counter
 ami_bridge_action_replies_refused_total{server="pbx1"} 2
 ami_bridge_action_replies_refused_total{server="pbx2"} 0
+# HELP ami_bridge_action_requests_dropped_total Action requests dropped, never sent to the PBX: over an action session's max_pending_requests (reason pending_limit, unanswered) or past their requester's deadline when a session was free (reason expired, a 504).
+# TYPE ami_bridge_action_requests_dropped_total counter
+ami_bridge_action_requests_dropped_total{reason="expired",server="pbx1"} 2
+ami_bridge_action_requests_dropped_total{reason="pending_limit",server="pbx1"} 8
+ami_bridge_action_requests_dropped_total{reason="expired",server="pbx2"} 0
+ami_bridge_action_requests_dropped_total{reason="pending_limit",server="pbx2"} 0
 # HELP ami_bridge_session_state 1 for the AMI session's current state, 0 for the others.
 # TYPE ami_bridge_session_state gauge
 ami_bridge_session_state{server="pbx1",state="auth_failed"} 0
@@ -95,7 +102,7 @@ ami_bridge_buffer_bytes{server="pbx2"} 0
 # TYPE ami_bridge_jetstream_publish_retries_total counter
 ami_bridge_jetstream_publish_retries_total{server="pbx1"} 4
 `
-	names := []string{"ami_bridge_events_dropped_total", "ami_bridge_buffer_bytes", "ami_bridge_actions_total", "ami_bridge_action_replies_refused_total", "ami_bridge_session_state", "ami_bridge_nats_reconnects_total", "ami_bridge_jetstream_publish_retries_total"}
+	names := []string{"ami_bridge_events_dropped_total", "ami_bridge_buffer_bytes", "ami_bridge_actions_total", "ami_bridge_action_replies_refused_total", "ami_bridge_action_requests_dropped_total", "ami_bridge_session_state", "ami_bridge_nats_reconnects_total", "ami_bridge_jetstream_publish_retries_total"}
 	if err := testutil.CollectAndCompare(c, strings.NewReader(want), names...); err != nil {
 		t.Error(err)
 	}
