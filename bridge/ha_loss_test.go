@@ -1,0 +1,226 @@
+package bridge
+
+import (
+	"bytes"
+	"context"
+	"net"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/ami-bridge/ami-bridge/amiproto"
+	"github.com/ami-bridge/ami-bridge/amiproto/amitest"
+)
+
+// startJSAt runs an embedded JetStream server on port (0: a random one)
+// with its store in dir, so that a test can stop it and start it again
+// where it was, as a restarted nats-server. Stop it with stopServer.
+func startJSAt(t testing.TB, port int, dir string) *server.Server {
+	t.Helper()
+	if port == 0 {
+		port = server.RANDOM_PORT
+	}
+	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: port, NoLog: true, NoSigs: true,
+		JetStream: true, StoreDir: dir})
+	if err != nil {
+		t.Fatalf("nats-server: %v", err)
+	}
+	ns.Start()
+	if !ns.ReadyForConnections(waitTime) {
+		t.Fatal("nats-server not ready")
+	}
+	t.Cleanup(func() { stopServer(ns) })
+	return ns
+}
+
+func stopServer(ns *server.Server) {
+	ns.Shutdown()
+	ns.WaitForShutdown()
+}
+
+// reconnecting is a connection that comes back soon after a restart of
+// the server, for ever.
+func reconnecting(t testing.TB, url string) *nats.Conn {
+	t.Helper()
+	nc, err := nats.Connect(url, nats.MaxReconnects(-1), nats.ReconnectWait(20*time.Millisecond))
+	if err != nil {
+		t.Fatalf("connect to NATS: %v", err)
+	}
+	t.Cleanup(nc.Close)
+	return nc
+}
+
+// refEvents is an AMI session of the test's own: what it reads is what
+// amitest sent, the events the stream must hold. The session events,
+// which the bridges leave out with HA, are left out.
+type refEvents struct {
+	mu     sync.Mutex
+	events [][]byte // JSON, as the bridge publishes it
+}
+
+func (r *refEvents) add(m *amiproto.Message) {
+	if sessionOnly(m.EventName()) {
+		return
+	}
+	b := m.AppendJSON(nil)
+	r.mu.Lock()
+	r.events = append(r.events, b)
+	r.mu.Unlock()
+}
+
+func (r *refEvents) snapshot() [][]byte {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([][]byte(nil), r.events...)
+}
+
+func referenceSession(t testing.TB, pbx *amitest.Server) *refEvents {
+	t.Helper()
+	ref := &refEvents{}
+	ctx, cancel := context.WithTimeout(context.Background(), waitTime)
+	defer cancel()
+	c, err := amiproto.DialEndpoint(ctx, pbx.Endpoint("admin", testSecret), amiproto.WithEventFunc(ref.add))
+	if err != nil {
+		t.Fatalf("reference session: %v", err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return ref
+}
+
+// storedEvent is a message of the stream.
+type storedEvent struct {
+	seq  uint64
+	id   string
+	data []byte
+}
+
+// streamEvents returns every message of the event stream, in order.
+func streamEvents(t testing.TB, js jetstream.JetStream) []storedEvent {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), waitTime)
+	defer cancel()
+	s, err := js.Stream(ctx, DefaultStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	total := int(s.CachedInfo().State.Msgs)
+	cons, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []storedEvent
+	for len(out) < total {
+		batch, err := cons.Fetch(1000, jetstream.FetchMaxWait(time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for m := range batch.Messages() {
+			seq, _ := strconv.ParseUint(m.Headers().Get(HeaderSeq), 10, 64)
+			out = append(out, storedEvent{seq: seq, id: m.Headers().Get(HeaderMsgID), data: m.Data()})
+		}
+		if err := batch.Error(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return out
+}
+
+// checkStreamHolds fails unless the stream holds want, each event once,
+// in order, numbered 1, 2, 3… It waits (polls, within a deadline) for the
+// stream to hold as many.
+func checkStreamHolds(t testing.TB, js jetstream.JetStream, want [][]byte) {
+	t.Helper()
+	deadline := time.Now().Add(3 * waitTime)
+	for {
+		s, err := js.Stream(t.Context(), DefaultStream)
+		if err == nil && s.CachedInfo().State.Msgs >= uint64(len(want)) || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	got := streamEvents(t, js)
+	ids := map[string]bool{}
+	for i := range min(len(got), len(want)) {
+		if !bytes.Equal(got[i].data, want[i]) {
+			t.Fatalf("stream event %d (Ami-Seq %d) is not the PBX's event %d:\n got %s\nwant %s", i+1, got[i].seq, i+1, got[i].data, want[i])
+		}
+		if got[i].seq != uint64(i+1) || ids[got[i].id] {
+			t.Fatalf("stream event %d has Ami-Seq %d, Nats-Msg-Id %s (seen before: %v)", i+1, got[i].seq, got[i].id, ids[got[i].id])
+		}
+		ids[got[i].id] = true
+	}
+	if len(got) != len(want) {
+		t.Fatalf("the stream holds %d events, the PBX sent %d", len(got), len(want))
+	}
+}
+
+func haBridgeOptions(holder string) Options {
+	return Options{
+		JetStream: JetStreamOptions{Enabled: true},
+		HA:        HAOptions{Enabled: true, LeaseTTL: time.Second, CheckpointInterval: 100 * time.Millisecond, Holder: holder},
+	}
+}
+
+// TestHA_NATSOutageLosesNothing: two bridges with HA, a PBX making calls,
+// and the NATS server down for 3 s, three lease TTLs: the active loses its
+// lease, and the standby keeps reading. Once NATS is back, whichever
+// takes the lease goes on from the last checkpoint: the stream holds every
+// event the PBX sent, once, in order, as it does without HA (issue 16:
+// losing the lease acknowledged the active's unpublished events, and a
+// standby kept only the last 10 s, so a longer outage lost events).
+func TestHA_NATSOutageLosesNothing(t *testing.T) {
+	dir := t.TempDir()
+	ns := startJSAt(t, 0, dir)
+	port, url := ns.Addr().(*net.TCPAddr).Port, ns.ClientURL()
+	pbx := startPBX(t, amitest.Config{Profile: amitest.Asterisk22, WriteTimeout: time.Second})
+	ref := referenceSession(t, pbx)
+	servers := []ServerConfig{fastServer("pbx1", pbx)}
+	a, _ := startBridge(t, reconnecting(t, url), servers, haBridgeOptions("a"))
+	waitStatus(t, a, func(st Status) bool { return st.HA.Role == RoleActive && allUp(st) })
+	b, _ := startBridge(t, reconnecting(t, url), servers, haBridgeOptions("b"))
+	waitStatus(t, b, func(st Status) bool { return st.HA.Role == RoleStandby && st.HA.Holder == "a" && allUp(st) })
+	cc := reconnecting(t, url)
+	js, err := jetstream.New(cc)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// About 440 events/s for 5 s; NATS goes down once the active has
+	// published some.
+	calls := pbx.StartCalls(context.Background(), 20, 100)
+	waitFor(t, func() uint64 { return a.Status()[0].LastSeq }, func(n uint64) bool { return n >= 200 })
+	stopServer(ns)
+	time.Sleep(3 * time.Second) // the outage: the test's own schedule
+	ns = startJSAt(t, port, dir)
+	t.Cleanup(func() { // before the server's own cleanup stops it
+		for _, br := range []*Bridge{a, b} {
+			ctx, cancel := context.WithTimeout(context.Background(), waitTime)
+			if err := br.Shutdown(ctx); err != nil {
+				t.Errorf("Shutdown: %v", err)
+			}
+			cancel()
+		}
+	})
+	if err := calls.Wait(); err != nil {
+		t.Fatalf("calls: %v", err)
+	}
+	_, sent, _ := calls.Count()
+	want := waitFor(t, ref.snapshot, func(e [][]byte) bool { return int64(len(e)) >= sent })
+	checkStreamHolds(t, js, want)
+
+	for _, br := range []*Bridge{a, b} {
+		st := br.Status()[0]
+		if len(st.HA.Gaps) > 0 || st.EventsDropped > 0 {
+			t.Errorf("%s: gaps %v, %d events dropped; want none", st.HA.Self, st.HA.Gaps, st.EventsDropped)
+		}
+		if lt := st.HA.LastTakeover; lt != nil {
+			t.Logf("%s: last takeover from Ami-Seq %d, %d replayed, matched %v", st.HA.Self, lt.From, lt.Replayed, lt.Matched)
+		}
+	}
+	t.Logf("the stream holds all %d events the PBX sent, once each, in order", len(want))
+}
