@@ -6,6 +6,7 @@ import (
 	"net"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 
 	"github.com/ami-bridge/ami-bridge/amiproto"
 	"github.com/ami-bridge/ami-bridge/amiproto/amitest"
+	"github.com/ami-bridge/ami-bridge/lease"
 )
 
 // startJSAt runs an embedded JetStream server on port (0: a random one)
@@ -223,4 +225,166 @@ func TestHA_NATSOutageLosesNothing(t *testing.T) {
 		}
 	}
 	t.Logf("the stream holds all %d events the PBX sent, once each, in order", len(want))
+}
+
+// leaseJS is a JetStream whose PublishMsg (the lease's compare-and-set
+// renewal) the test can hold, or whose ack it can drop after the server
+// stored the write.
+type leaseJS struct {
+	jetstream.JetStream
+	dropAck atomic.Bool
+	hold    chan struct{} // non-nil: a write waits until it closes or ctx ends
+	entered chan struct{} // a held write began
+}
+
+func (j *leaseJS) PublishMsg(ctx context.Context, m *nats.Msg, opts ...jetstream.PublishOpt) (*jetstream.PubAck, error) {
+	if j.hold != nil {
+		j.entered <- struct{}{}
+		select {
+		case <-j.hold:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	ack, err := j.JetStream.PublishMsg(ctx, m, opts...)
+	if err == nil && j.dropAck.CompareAndSwap(true, false) {
+		return nil, nats.ErrTimeout
+	}
+	return ack, err
+}
+
+// activeNode returns an HA node of p (or of an idle PBX when p is nil)
+// that holds the lease of pbx1 in a bucket with ttl, on its own JetStream
+// server, reached through js.
+func activeNode(t *testing.T, p *pbx, js *leaseJS, ttl time.Duration) (*haNode, *lease.Lease) {
+	t.Helper()
+	ns := startNATS(t, natsOptions{jetStream: true})
+	real, err := jetstream.New(connect(t, ns))
+	if err != nil {
+		t.Fatal(err)
+	}
+	js.JetStream = real
+	bkt, err := lease.Open(t.Context(), js, lease.Config{Bucket: "leases", TTL: ttl})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := bkt.Acquire(t.Context(), "pbx1", "me", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p == nil {
+		_, p = idlePBX(t, ServerConfig{}, Options{})
+	}
+	h := newHANode(p, HAOptions{Enabled: true, LeaseTTL: ttl, CheckpointInterval: ttl / 10, Holder: "me"})
+	h.bucket, h.lease, h.holder, h.limit, h.gen, h.epoch = bkt, l, "me", 1<<20, 1, 42
+	h.active.Store(true)
+	return h, l
+}
+
+// A renewal stuck in NATS (its ctx allows it 5 s) holds up neither the
+// publisher's check nor the status nor the metrics: they take no lock
+// that lease I/O holds.
+func TestHA_BlockedRenewalBlocksNeitherPublisherNorStatus(t *testing.T) {
+	js := &leaseJS{}
+	h, _ := activeNode(t, nil, js, 10*time.Second)
+	js.hold, js.entered = make(chan struct{}), make(chan struct{}, 1)
+	renewed := make(chan struct{})
+	go func() { // the test's: waited for at cleanup
+		defer close(renewed)
+		h.renew(context.Background())
+	}()
+	t.Cleanup(func() {
+		close(js.hold)
+		<-renewed
+	})
+	<-js.entered
+	answered := make(chan bool, 1)
+	go func() {
+		_, ok := h.mayPublish()
+		_ = h.status()
+		_, _, _ = h.counts()
+		answered <- ok
+	}()
+	select {
+	case ok := <-answered:
+		if !ok {
+			t.Fatal("publishing not allowed while a valid lease is being renewed")
+		}
+	case <-time.After(time.Second):
+		t.Fatal("mayPublish, status or counts waited for a renewal held in NATS")
+	}
+}
+
+// A renewal the server stored but whose ack was lost does not end the
+// active role: the next renewal adopts it.
+func TestHA_LostRenewalAckKeepsTheActive(t *testing.T) {
+	js := &leaseJS{}
+	h, l := activeNode(t, nil, js, 2*time.Second)
+	js.dropAck.Store(true)
+	h.renew(t.Context())
+	if js.dropAck.Load() {
+		t.Fatal("the renewal did not reach the server")
+	}
+	before := time.Now()
+	h.renew(t.Context())
+	if _, ok := h.mayPublish(); !ok || !h.active.Load() || l.ValidUntil().Before(before) {
+		t.Fatal("the active stepped down after a renewal whose ack was lost")
+	}
+}
+
+// freezeJS is a fakeJS whose first publish stands for a process frozen
+// (GC pause, SIGSTOP) in the middle of a batch: it returns only once the
+// lease's deadline has passed.
+type freezeJS struct {
+	*fakeJS
+	l    *lease.Lease
+	once sync.Once
+}
+
+func (j *freezeJS) PublishMsgAsync(m *nats.Msg, opts ...jetstream.PublishOpt) (jetstream.PubAckFuture, error) {
+	j.once.Do(func() {
+		time.Sleep(time.Until(j.l.ValidUntil()) + time.Millisecond) // the freeze itself
+	})
+	return j.fakeJS.PublishMsgAsync(m, opts...)
+}
+
+// The fence is checked before every message handed to NATS, not once per
+// batch: after a freeze that outlived the lease in the middle of a batch,
+// nothing more of it goes out, and what did not go out is kept.
+func TestPublisherJS_FenceBeforeEveryMessage(t *testing.T) {
+	b, p, js, start := fakeJSPublisher(t, 8)
+	h, l := activeNode(t, p, &leaseJS{}, time.Second)
+	p.ha = h
+	b.ns.js = &freezeJS{fakeJS: js, l: l}
+	for i := 1; i <= 3; i++ {
+		p.accept(userEvent("js", i))
+	}
+	done := start()
+	js.next(t, done, 1).ack()
+	if l.Valid() {
+		t.Fatal("the lease outlived the freeze")
+	}
+	// The renewal loop has not stepped down yet: the publisher alone
+	// finds the lease over. quiet closes once it stands by.
+	quiet := make(chan struct{})
+	h.mu.Lock()
+	h.quiet = quiet
+	h.mu.Unlock()
+	h.kickPub()
+	for {
+		select {
+		case f := <-js.sent:
+			t.Errorf("Ami-Seq %s handed to NATS after the lease's deadline", f.seq())
+			f.ack()
+			continue
+		case <-quiet:
+		case <-time.After(waitTime):
+			t.Fatal("the publisher did not stand by")
+		}
+		break
+	}
+	// Losing the lease is no ack: 2 and 3 wait in the ring.
+	if a := p.ring.acked(); a != 1 {
+		t.Fatalf("ring mark %d, want 1: only the published event acknowledged", a)
+	}
 }
