@@ -406,6 +406,7 @@ type haNode struct {
 
 	mu        sync.Mutex // guards the fields below
 	lease     *lease.Lease
+	token     string // of the last lease this process held
 	holder    string
 	epoch     int64
 	offset    int64         // Ami-Seq published = local seq + offset
@@ -717,15 +718,29 @@ func (h *haNode) tryAcquire(ctx context.Context) {
 		}
 		return
 	}
-	pl := h.plan(ck)
+	// Back after losing the lease, with the last checkpoint still its
+	// own: nobody published since (an active writes its checkpoint
+	// before it may publish), so this process goes on from what its
+	// ring had acknowledged, with its own numbers.
 	h.mu.Lock()
-	h.lease, h.holder = l, h.opts.Holder
+	own := h.keep.Load() && ck != nil && h.token != "" && st.DataToken == h.token && ck.Epoch == h.epoch
+	h.mu.Unlock()
+	var pl takeoverPlan
+	if own {
+		pl = h.resume()
+	} else {
+		pl = h.plan(ck)
+	}
+	h.mu.Lock()
+	h.lease, h.holder, h.token = l, h.opts.Holder, l.Token()
 	h.epoch, h.offset, h.after = pl.epoch, pl.offset, pl.after
 	h.gen++
-	h.recent = runBuf{}
 	h.limit = 0 // nothing until the first renewal
-	if ck != nil {
-		h.recent.seed(ck.Seq, ck.Run)
+	if !own {
+		h.recent = runBuf{}
+		if ck != nil {
+			h.recent.seed(ck.Seq, ck.Run)
+		}
 	}
 	h.takeovers++
 	h.keep.Store(false) // active again: the publisher goes on from the plan
@@ -757,6 +772,17 @@ type takeoverPlan struct {
 	replay  int    // entries held above after
 	matched bool
 	gap     *Gap
+}
+
+// resume is the plan of a process that lost the lease and takes it back
+// with nobody having held it between: it publishes from its ring's
+// acknowledged mark under the same numbers. The ring kept those entries
+// (keep), so nothing is replayed twice and nothing skipped.
+func (h *haNode) resume() takeoverPlan {
+	after := h.p.ring.acked()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return takeoverPlan{epoch: h.epoch, offset: h.offset, after: after, replay: h.p.ring.usage().pending, matched: true}
 }
 
 // plan lines the ring up with ck (nil for the first active ever).

@@ -162,6 +162,9 @@ type State struct {
 	Holder   string // "" when nobody holds the key
 	Revision uint64 // of the lease key; 0 when nobody holds it
 	Data     []byte // the payload of the last write by any holder, even after its lease ended
+	// DataToken is the token of the Lease that wrote Data: a holder that
+	// finds its own (Lease.Token) knows nobody wrote since.
+	DataToken string
 }
 
 // Get returns who holds key now and the last payload written for it.
@@ -185,7 +188,7 @@ func (b *Bucket) Get(ctx context.Context, key string) (State, error) {
 		if err := json.Unmarshal(last.Value(), &r); err != nil {
 			return st, fmt.Errorf("lease: key %s: %w", lastKey(key), err)
 		}
-		st.Data = r.Data
+		st.Data, st.DataToken = r.Data, r.Token
 	case !errors.Is(err, jetstream.ErrKeyNotFound):
 		return st, fmt.Errorf("lease: get %s: %w", lastKey(key), err)
 	}
@@ -276,6 +279,9 @@ func (l *Lease) setDeadline(sent time.Time) {
 
 // Key returns the key held.
 func (l *Lease) Key() string { return l.key }
+
+// Token returns the token unique to this lease that its writes carry.
+func (l *Lease) Token() string { return l.token }
 
 // Valid reports whether the lease is still certainly this process's: no
 // renewal has failed for a lost key, and ValidUntil has not passed.
