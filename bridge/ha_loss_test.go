@@ -446,3 +446,30 @@ func TestPublisherJS_FenceBeforeEveryMessage(t *testing.T) {
 		t.Fatalf("ring mark %d, want 1: only the published event acknowledged", a)
 	}
 }
+
+// BenchmarkHAFence is what the fence adds to every JetStream publish with
+// HA: atomic loads and a monotonic clock read, no allocation.
+func BenchmarkHAFence(b *testing.B) {
+	ns := startNATS(b, natsOptions{jetStream: true})
+	js, err := jetstream.New(connect(b, ns))
+	if err != nil {
+		b.Fatal(err)
+	}
+	bkt, err := lease.Open(b.Context(), js, lease.Config{Bucket: "leases", TTL: time.Hour})
+	if err != nil {
+		b.Fatal(err)
+	}
+	l, err := bkt.Acquire(b.Context(), "pbx1", "me", nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	h := &haNode{}
+	h.active.Store(true)
+	terms := pubTerms{lease: l}
+	b.ReportAllocs()
+	for b.Loop() {
+		if h.fenced(&terms) {
+			b.Fatal("fenced")
+		}
+	}
+}
