@@ -70,6 +70,12 @@ package bridge
 // core NATS subscriber may see an Ami-Seq twice, never a gap), then the
 // events it never published.
 //
+// A process that lost the lease and takes it back while the last
+// checkpoint is still its own (written under its lease's token, and no
+// other holder seen since) needs no fingerprints: nobody published since,
+// since an active writes a checkpoint before it may publish. It goes on
+// from its ring's acknowledged mark under its own numbers (resume).
+//
 // When the ring does not reach back to the checkpoint (the standby was
 // down too, or logged in after it), the events between are lost. The old
 // active may have published past its checkpoint, up to the checkpoint's
@@ -98,15 +104,15 @@ package bridge
 //
 // # Fencing
 //
-// The publisher asks mayPublish before each batch, and the fence before
-// each message it hands to NATS, which hold only while the lease is Valid
-// (an atomic load and a monotonic clock read, no lock): lease.Lease counts its deadline on the monotonic
-// clock from the sending of its last successful renewal, less a guard, so
-// an active that cannot renew (NATS lost, process frozen) stops before the
-// server can expire its key and a standby take it. A batch already handed
-// to NATS when the process froze is the one thing fencing cannot stop; it
-// carries the same Nats-Msg-Ids the new active uses, so the stream drops
-// it.
+// The publisher asks mayPublish before each batch, and fenced before each
+// message it hands to NATS (an atomic load and a monotonic clock read, no
+// lock, no I/O). Both hold only while the lease is Valid: lease.Lease
+// counts its deadline on the monotonic clock from the sending of its last
+// successful renewal, less a guard, so an active that cannot renew (NATS
+// lost, process frozen) stops before the server can expire its key and a
+// standby take it. A message already handed to NATS when the process
+// froze is the one thing fencing cannot stop; it carries the same
+// Nats-Msg-Id the new active uses, so the stream drops it.
 //
 // # Giving the lease up
 //
