@@ -84,6 +84,11 @@ func (p *publisher) loopJS() {
 			for i := range batch {
 				pub := batch[i].seq
 				if ha != nil {
+					// Fencing covers every message handed to NATS.
+					if ha.fenced(&terms) {
+						allowed = false
+						break
+					}
 					pub = uint64(int64(pub) + terms.offset)
 					if pub > terms.limit {
 						limited = true

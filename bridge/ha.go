@@ -70,6 +70,12 @@ package bridge
 // core NATS subscriber may see an Ami-Seq twice, never a gap), then the
 // events it never published.
 //
+// A process that lost the lease and takes it back while the last
+// checkpoint is still its own (written under its lease's token, and no
+// other holder seen since) needs no fingerprints: nobody published since,
+// since an active writes a checkpoint before it may publish. It goes on
+// from its ring's acknowledged mark under its own numbers (resume).
+//
 // When the ring does not reach back to the checkpoint (the standby was
 // down too, or logged in after it), the events between are lost. The old
 // active may have published past its checkpoint, up to the checkpoint's
@@ -80,11 +86,15 @@ package bridge
 // reports the gap checkpoint+1 to limit+1 in its status (Status.HA.Gaps)
 // and in the ha_gaps_total metric. It never hides one.
 //
-// A standby's publisher acknowledges every event as the ring takes it and
-// trims the ring to StandbyAge and StandbyBytes, so the ring holds the
-// newest events for a takeover and never refuses one. The events read
-// before the event session's last login are never lined up with a
-// checkpoint: the login lost what came between.
+// A standby's publisher acknowledges every event as the ring takes it, so
+// the ring holds the newest events for a takeover, up to the ring's own
+// bounds (EventBuffer, EventBufferBytes), evicting the oldest rather than
+// refusing one. An active that loses its lease (NATS lost, a renewal too
+// late) acknowledges nothing: its ring keeps what it has not published,
+// and refuses and counts new events when full, as without HA, until it is
+// active again or sees another process hold the lease. Losing the lease
+// is not an ack. The events read before the event session's last login
+// are never lined up with a checkpoint: the login lost what came between.
 //
 // Numbering agrees between processes as long as neither ring dropped an
 // event between the checkpoint and the takeover (a ring drops only when
@@ -94,14 +104,15 @@ package bridge
 //
 // # Fencing
 //
-// The publisher asks mayPublish before each batch, which holds only while
-// the lease is Valid: lease.Lease counts its deadline on the monotonic
-// clock from the sending of its last successful renewal, less a guard, so
-// an active that cannot renew (NATS lost, process frozen) stops before the
-// server can expire its key and a standby take it. A batch already handed
-// to NATS when the process froze is the one thing fencing cannot stop; it
-// carries the same Nats-Msg-Ids the new active uses, so the stream drops
-// it.
+// The publisher asks mayPublish before each batch, and fenced before each
+// message it hands to NATS (an atomic load and a monotonic clock read, no
+// lock, no I/O). Both hold only while the lease is Valid: lease.Lease
+// counts its deadline on the monotonic clock from the sending of its last
+// successful renewal, less a guard, so an active that cannot renew (NATS
+// lost, process frozen) stops before the server can expire its key and a
+// standby take it. A message already handed to NATS when the process
+// froze is the one thing fencing cannot stop; it carries the same
+// Nats-Msg-Id the new active uses, so the stream drops it.
 //
 // # Giving the lease up
 //
@@ -130,7 +141,6 @@ import (
 	"log/slog"
 	"os"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -153,10 +163,6 @@ type HAOptions struct {
 	// default 100ms; at most LeaseTTL/4 so that a lost renewal or two does
 	// not end the lease.
 	CheckpointInterval time.Duration
-	// StandbyAge and StandbyBytes bound what a standby keeps to line up
-	// with a checkpoint: default 10s, and the ring's own byte bound.
-	StandbyAge   time.Duration
-	StandbyBytes int
 	// Holder names this process in the lease, default "<hostname>:<pid>".
 	Holder string
 }
@@ -166,7 +172,6 @@ const (
 	DefaultHABucket           = lease.DefaultBucket
 	DefaultLeaseTTL           = lease.DefaultTTL
 	DefaultCheckpointInterval = 100 * time.Millisecond
-	DefaultStandbyAge         = 10 * time.Second
 )
 
 // FingerprintRun is how many runs of identical events a checkpoint's
@@ -190,7 +195,6 @@ func withHADefaults(o HAOptions, js JetStreamOptions) (HAOptions, error) {
 	o.Bucket = cmp.Or(o.Bucket, DefaultHABucket)
 	o.LeaseTTL = cmp.Or(o.LeaseTTL, DefaultLeaseTTL)
 	o.CheckpointInterval = cmp.Or(o.CheckpointInterval, DefaultCheckpointInterval)
-	o.StandbyAge = cmp.Or(o.StandbyAge, DefaultStandbyAge)
 	if o.Holder == "" {
 		host, _ := os.Hostname()
 		o.Holder = host + ":" + strconv.Itoa(os.Getpid())
@@ -200,9 +204,6 @@ func withHADefaults(o HAOptions, js JetStreamOptions) (HAOptions, error) {
 	}
 	if o.CheckpointInterval <= 0 || o.CheckpointInterval > o.LeaseTTL/4 {
 		errs = append(errs, fmt.Errorf("ha checkpoint interval %v: want above 0 and at most a quarter of the lease ttl %v", o.CheckpointInterval, o.LeaseTTL))
-	}
-	if o.StandbyAge < 0 || o.StandbyBytes < 0 {
-		errs = append(errs, errors.New("ha standby buffer age and bytes must be positive"))
 	}
 	return o, errors.Join(errs...)
 }
@@ -404,9 +405,14 @@ type haNode struct {
 
 	active  atomic.Bool // mirrors role for the publisher's fast check
 	closing atomic.Bool // Shutdown's handover started: contend no more
+	// keep is set when the lease is lost while active: the ring keeps
+	// what was not published (no ack) until this process is active again
+	// or sees another hold the lease. Set before active is cleared.
+	keep atomic.Bool
 
 	mu        sync.Mutex // guards the fields below
 	lease     *lease.Lease
+	token     string // of the last lease this process held
 	holder    string
 	epoch     int64
 	offset    int64         // Ami-Seq published = local seq + offset
@@ -447,6 +453,7 @@ type pubTerms struct {
 	gen    uint64 // changes at each takeover
 	after  uint64 // local seq: at a new gen, publish the entries above it
 	limit  uint64 // the highest Ami-Seq the last renewal allows
+	lease  *lease.Lease
 }
 
 // mayPublish reports whether this process may publish now, and on what
@@ -461,7 +468,21 @@ func (h *haNode) mayPublish() (pubTerms, bool) {
 	if h.lease == nil || !h.lease.Valid() {
 		return pubTerms{}, false
 	}
-	return pubTerms{offset: h.offset, epoch: h.epoch, gen: h.gen, after: h.after, limit: h.limit}, true
+	return pubTerms{offset: h.offset, epoch: h.epoch, gen: h.gen, after: h.after, limit: h.limit, lease: h.lease}, true
+}
+
+// fenced reports whether the publisher must hand nothing more to NATS
+// under terms: it checks before every message, so that a process frozen
+// or cut off in the middle of a batch stops there. No lock: an atomic
+// load or two and a monotonic clock read.
+func (h *haNode) fenced(terms *pubTerms) bool {
+	return !h.active.Load() || !terms.lease.Valid()
+}
+
+// mayAck reports whether a publisher standing by may acknowledge what
+// its ring holds: only as a standby that owes the stream nothing.
+func (h *haNode) mayAck() bool {
+	return !h.active.Load() && !h.keep.Load()
 }
 
 // acked records an event the publisher has published and NATS
@@ -541,6 +562,9 @@ func (h *haNode) watch(ctx context.Context) {
 // stops at its next batch.
 func (h *haNode) stepDown(why string) {
 	h.mu.Lock()
+	if h.active.Load() {
+		h.keep.Store(true) // before active is cleared: see mayAck
+	}
 	was := h.active.Swap(false)
 	h.lease = nil
 	h.mu.Unlock()
@@ -660,10 +684,16 @@ func (h *haNode) tryAcquire(ctx context.Context) {
 	l, err := h.bucket.Acquire(ctx, h.p.name, h.opts.Holder, nil)
 	if err != nil {
 		holder := ""
-		if errors.Is(err, lease.ErrHeld) {
-			holder = strings.TrimPrefix(strings.TrimPrefix(err.Error(), lease.ErrHeld.Error()), ": ")
+		if held := (*lease.HeldError)(nil); errors.As(err, &held) {
+			holder = held.Holder
 		} else {
 			h.log.Debug("HA: acquire failed", "error", err)
+		}
+		if holder != "" && holder != h.opts.Holder && h.keep.Swap(false) {
+			// Another process is active: it publishes from the last
+			// checkpoint, so what this ring kept is the standby's again.
+			h.log.Info("HA: another process holds the lease; the events kept since losing it are left to it", "holder", holder)
+			h.kickPub()
 		}
 		h.mu.Lock()
 		changed := h.holder != holder
@@ -694,17 +724,32 @@ func (h *haNode) tryAcquire(ctx context.Context) {
 		}
 		return
 	}
-	pl := h.plan(ck)
+	// Back after losing the lease, with the last checkpoint still its
+	// own: nobody published since (an active writes its checkpoint
+	// before it may publish), so this process goes on from what its
+	// ring had acknowledged, with its own numbers.
 	h.mu.Lock()
-	h.lease, h.holder = l, h.opts.Holder
+	own := h.keep.Load() && ck != nil && h.token != "" && st.DataToken == h.token && ck.Epoch == h.epoch
+	h.mu.Unlock()
+	var pl takeoverPlan
+	if own {
+		pl = h.resume()
+	} else {
+		pl = h.plan(ck)
+	}
+	h.mu.Lock()
+	h.lease, h.holder, h.token = l, h.opts.Holder, l.Token()
 	h.epoch, h.offset, h.after = pl.epoch, pl.offset, pl.after
 	h.gen++
-	h.recent = runBuf{}
 	h.limit = 0 // nothing until the first renewal
-	if ck != nil {
-		h.recent.seed(ck.Seq, ck.Run)
+	if !own {
+		h.recent = runBuf{}
+		if ck != nil {
+			h.recent.seed(ck.Seq, ck.Run)
+		}
 	}
 	h.takeovers++
+	h.keep.Store(false) // active again: the publisher goes on from the plan
 	h.last = &Takeover{At: time.Now().UTC(), From: uint64(int64(pl.after) + pl.offset + 1), Replayed: pl.replay, Matched: pl.matched}
 	if pl.gap != nil {
 		h.gapsTotal++
@@ -733,6 +778,17 @@ type takeoverPlan struct {
 	replay  int    // entries held above after
 	matched bool
 	gap     *Gap
+}
+
+// resume is the plan of a process that lost the lease and takes it back
+// with nobody having held it between: it publishes from its ring's
+// acknowledged mark under the same numbers. The ring kept those entries
+// (keep), so nothing is replayed twice and nothing skipped.
+func (h *haNode) resume() takeoverPlan {
+	after := h.p.ring.acked()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return takeoverPlan{epoch: h.epoch, offset: h.offset, after: after, replay: h.p.ring.usage().pending, matched: true}
 }
 
 // plan lines the ring up with ck (nil for the first active ever).
@@ -825,21 +881,6 @@ func (r *ring) unack(seq uint64) {
 	}
 }
 
-// trim evicts acknowledged entries read before the Unix nanosecond
-// before, and the oldest acknowledged ones while the ring holds more than
-// maxBytes (0: no such bound): a standby's bounds.
-func (r *ring) trim(before int64, maxBytes int) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for r.first < r.ackPos {
-		e := &r.buf[r.first&uint64(len(r.buf)-1)]
-		if e.at >= before && (maxBytes == 0 || r.bytes <= maxBytes) {
-			return
-		}
-		r.evict()
-	}
-}
-
 // counts returns what Stats reports of HA.
 func (h *haNode) counts() (active bool, takeovers, gaps uint64) {
 	h.mu.Lock()
@@ -908,17 +949,17 @@ func (h *haNode) handover(ctx context.Context) {
 }
 
 // standBy is the publisher's turn while it may not publish: as a standby
-// (idle true) it acknowledges whatever the ring holds, so the ring keeps
-// the newest events within the standby bounds, and waits for a change of
-// role; waiting for a renewal's limit, it only waits. It returns false
-// when the ring is closed.
+// (idle true) it acknowledges whatever the ring holds, unless the lease was
+// lost with events unpublished (mayAck), so the ring keeps the newest
+// events within its own bounds, and waits for a change of role; waiting
+// for a renewal's limit, it only waits. It returns false when the ring is
+// closed.
 func (p *publisher) standBy(h *haNode, idle bool) bool {
 	r := p.p.ring
 	if idle {
-		if n := r.newest(); n > 0 {
+		if n := r.newest(); n > 0 && h.mayAck() {
 			r.ack(n)
 		}
-		r.trim(time.Now().Add(-h.opts.StandbyAge).UnixNano(), h.opts.StandbyBytes)
 		h.pubQuiet()
 	}
 	if r.isClosed() {

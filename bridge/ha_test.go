@@ -170,31 +170,35 @@ func TestPlan_EqualEventsLineUpByTheirCount(t *testing.T) {
 	}
 }
 
-func TestRing_UnackProtectsTheReplayAndTrimDropsOld(t *testing.T) {
+// A standby's ring, everything acknowledged, keeps the newest events up to
+// its own bounds, evicting the oldest rather than refusing; unack then
+// protects a new active's replay from eviction.
+func TestRing_StandbyKeepsTheNewestAndUnackProtectsTheReplay(t *testing.T) {
 	r := newRing(8, 1<<20, nil)
 	now := time.Now().UnixNano()
-	for i := uint64(1); i <= 8; i++ {
-		r.append(callEvent(int(i)), i, now-int64(9-i)*int64(time.Second))
+	for i := uint64(1); i <= 12; i++ {
+		if !r.append(callEvent(int(i)), i, now) {
+			t.Fatalf("a standby's ring refused event %d", i)
+		}
+		r.ack(i) // as standBy does
 	}
-	r.ack(8)
-	r.trim(now-3*int64(time.Second)-1, 0) // keeps the events of the last 3 s: 6, 7, 8
-	if o := r.oldest(); o != 6 {
-		t.Fatalf("oldest after trim = %d, want 6", o)
+	if o, n := r.oldest(), r.newest(); o != 5 || n != 12 {
+		t.Fatalf("ring holds %d..%d, want the newest 8: 5..12", o, n)
 	}
-	r.unack(5)
+	r.unack(9)
 	if u := r.usage(); u.pending != 3 {
-		t.Fatalf("pending after unack(5) = %d, want 3", u.pending)
+		t.Fatalf("pending after unack(9) = %d, want 3", u.pending)
 	}
 	// The unacknowledged entries cannot be evicted: the ring takes 5 more,
-	// then 6..8 and those fill it.
+	// then 10..12 and those fill it.
 	kept := 0
-	for i := uint64(9); i <= 20; i++ {
+	for i := uint64(13); i <= 20; i++ {
 		if r.append(callEvent(int(i)), i, now) {
 			kept++
 		}
 	}
-	if kept != 5 || r.oldest() != 6 {
-		t.Fatalf("kept %d, oldest %d; want 5 kept and 6..8 still held", kept, r.oldest())
+	if kept != 5 || r.oldest() != 10 {
+		t.Fatalf("kept %d, oldest %d; want 5 kept and 10..12 still held", kept, r.oldest())
 	}
 }
 

@@ -10,7 +10,10 @@
 //   - Renew rewrites the key with the revision the holder last wrote as the
 //     expected last sequence of the key (the same compare-and-set as the
 //     bucket's Update) and a fresh per-message TTL. A holder whose key was
-//     taken or expired meanwhile fails with ErrLost.
+//     taken or expired meanwhile fails with ErrLost. Every write of a
+//     Lease carries a token unique to it, so a renewal whose ack was lost
+//     (the server stored it) is recognised by the next one, which adopts
+//     its revision instead of failing.
 //   - When the holder stops renewing, the server removes the key when its
 //     TTL runs out and leaves a delete marker, which a contender's Create
 //     accepts. Watchers see the marker at once.

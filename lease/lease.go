@@ -2,10 +2,12 @@ package lease
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -14,8 +16,8 @@ import (
 
 // Errors a caller branches on.
 var (
-	// ErrHeld is returned by Acquire when another holder has the key; the
-	// error's text names the holder.
+	// ErrHeld is what Acquire's *HeldError matches (errors.Is) when
+	// another holder has the key.
 	ErrHeld = errors.New("lease: held by another")
 	// ErrLost is returned by Renew and Release when the key is no longer
 	// the caller's: it expired, or another holder took it.
@@ -25,6 +27,23 @@ var (
 	// a server that the stream they guard survives.
 	ErrFewReplicas = errors.New("lease: the bucket has too few replicas")
 )
+
+// HeldError is Acquire's error when someone holds the key: Holder names
+// them, "" when the key was held but could not be read.
+type HeldError struct {
+	Key    string
+	Holder string
+}
+
+func (e *HeldError) Error() string {
+	if e.Holder == "" {
+		return ErrHeld.Error()
+	}
+	return ErrHeld.Error() + ": " + e.Holder
+}
+
+// Is makes errors.Is(err, ErrHeld) hold.
+func (e *HeldError) Is(target error) bool { return target == ErrHeld }
 
 // CheckTTL reports whether the server can keep ttl as it is: at least a
 // second, and whole seconds, since nats-server keeps a per-message TTL in
@@ -116,17 +135,26 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Bucket, err
 // TTL returns the lease time to live.
 func (b *Bucket) TTL() time.Duration { return b.ttl }
 
-// record is what every write of a key holds.
+// record is what every write of a key holds. Token is unique to one
+// Lease, so that a holder can tell its own write from anyone else's,
+// even from its own earlier lease's.
 type record struct {
 	Holder string          `json:"holder"`
+	Token  string          `json:"token,omitempty"`
 	Data   json.RawMessage `json:"data,omitempty"`
 }
 
-func encode(holder string, data []byte) ([]byte, error) {
+func encode(holder, token string, data []byte) ([]byte, error) {
 	if len(data) > 0 && !json.Valid(data) {
 		return nil, errors.New("lease: data must be JSON")
 	}
-	return json.Marshal(record{Holder: holder, Data: data})
+	return json.Marshal(record{Holder: holder, Token: token, Data: data})
+}
+
+// newToken returns a token no other Lease has: the holder's name and 128
+// random bits.
+func newToken(holder string) string {
+	return holder + "/" + rand.Text()
 }
 
 // State is what a key shows to someone who does not hold it.
@@ -134,6 +162,9 @@ type State struct {
 	Holder   string // "" when nobody holds the key
 	Revision uint64 // of the lease key; 0 when nobody holds it
 	Data     []byte // the payload of the last write by any holder, even after its lease ended
+	// DataToken is the token of the Lease that wrote Data: a holder that
+	// finds its own (Lease.Token) knows nobody wrote since.
+	DataToken string
 }
 
 // Get returns who holds key now and the last payload written for it.
@@ -157,7 +188,7 @@ func (b *Bucket) Get(ctx context.Context, key string) (State, error) {
 		if err := json.Unmarshal(last.Value(), &r); err != nil {
 			return st, fmt.Errorf("lease: key %s: %w", lastKey(key), err)
 		}
-		st.Data = r.Data
+		st.Data, st.DataToken = r.Data, r.Token
 	case !errors.Is(err, jetstream.ErrKeyNotFound):
 		return st, fmt.Errorf("lease: get %s: %w", lastKey(key), err)
 	}
@@ -169,23 +200,25 @@ func lastKey(key string) string { return key + ".last" }
 // Acquire takes key for holder if nobody holds it, writing data as the
 // first payload. It fails with ErrHeld when someone does.
 func (b *Bucket) Acquire(ctx context.Context, key, holder string, data []byte) (*Lease, error) {
-	v, err := encode(holder, data)
+	token := newToken(holder)
+	v, err := encode(holder, token, data)
 	if err != nil {
 		return nil, err
 	}
 	sent := time.Now()
 	rev, err := b.kv.Create(ctx, key, v, jetstream.KeyTTL(b.ttl))
 	if errors.Is(err, jetstream.ErrKeyExists) {
-		st, gerr := b.Get(ctx, key)
-		if gerr == nil && st.Holder != "" {
-			return nil, fmt.Errorf("%w: %s", ErrHeld, st.Holder)
+		held := &HeldError{Key: key}
+		if st, gerr := b.Get(ctx, key); gerr == nil {
+			held.Holder = st.Holder
 		}
-		return nil, ErrHeld
+		return nil, held
 	}
 	if err != nil {
 		return nil, fmt.Errorf("lease: acquire %s: %w", key, err)
 	}
-	l := &Lease{b: b, key: key, holder: holder, rev: rev, validUntil: sent.Add(b.ttl - b.guard)}
+	l := &Lease{b: b, key: key, holder: holder, token: token, rev: rev, base: sent}
+	l.setDeadline(sent)
 	if len(data) > 0 {
 		if _, err := b.kv.Put(ctx, lastKey(key), v); err != nil {
 			return l, fmt.Errorf("lease: acquire %s: write data: %w", key, err)
@@ -220,73 +253,116 @@ func (b *Bucket) Watch(ctx context.Context, key string, fn func(held bool)) erro
 }
 
 // Lease is a key held by this process. Its methods are safe for concurrent
-// use; Renew calls are serialised.
+// use. Valid and ValidUntil take no lock and do no I/O, so a caller's hot
+// path never waits behind a renewal; Renew and Release are serialised.
 type Lease struct {
 	b      *Bucket
 	key    string
 	holder string
+	token  string // in every write of this lease; see record
 
-	mu         sync.Mutex
-	rev        uint64
-	validUntil time.Time // on the monotonic clock
-	lost       bool
+	// The deadline is kept as nanoseconds after base, on the monotonic
+	// clock, so that Valid is an atomic load and a clock read.
+	base     time.Time
+	deadline atomic.Int64
+	lost     atomic.Bool
+
+	mu  sync.Mutex // serialises Renew and Release, and guards rev
+	rev uint64
+}
+
+// setDeadline makes the lease valid until the TTL less the guard after
+// sent, the moment its last successful write was sent.
+func (l *Lease) setDeadline(sent time.Time) {
+	l.deadline.Store(int64(sent.Sub(l.base) + l.b.ttl - l.b.guard))
 }
 
 // Key returns the key held.
 func (l *Lease) Key() string { return l.key }
 
+// Token returns the token unique to this lease that its writes carry.
+func (l *Lease) Token() string { return l.token }
+
 // Valid reports whether the lease is still certainly this process's: no
 // renewal has failed for a lost key, and ValidUntil has not passed.
 func (l *Lease) Valid() bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return !l.lost && time.Now().Before(l.validUntil)
+	return !l.lost.Load() && time.Since(l.base) < time.Duration(l.deadline.Load())
 }
 
 // ValidUntil returns when the lease stops being certainly this process's
 // unless a renewal succeeds before.
 func (l *Lease) ValidUntil() time.Time {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.validUntil
+	return l.base.Add(time.Duration(l.deadline.Load()))
 }
 
 // Renew extends the lease by the TTL from now and writes data as its
 // payload. It fails with ErrLost when the key is no longer this process's;
 // any other error (a timeout, NATS down) leaves the lease as it was, valid
 // until ValidUntil, and the caller may retry.
+//
+// A renewal whose write the server stored but whose ack was lost leaves
+// the key at a newer revision than the lease knows. The next Renew finds
+// its own token there, adopts that revision and writes again, rather than
+// taking the lease for lost.
 func (l *Lease) Renew(ctx context.Context, data []byte) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.lost {
+	return l.renewLocked(ctx, data)
+}
+
+func (l *Lease) renewLocked(ctx context.Context, data []byte) error {
+	if l.lost.Load() {
 		return ErrLost
 	}
-	v, err := encode(l.holder, data)
+	v, err := encode(l.holder, l.token, data)
 	if err != nil {
 		return err
 	}
-	sent := time.Now()
-	if !sent.Before(l.validUntil) {
-		// The server may have expired the key already and someone else
-		// taken it; a write now could only succeed by luck.
-		l.lost = true
-		return fmt.Errorf("%w: not renewed before %v", ErrLost, l.validUntil.Format(time.RFC3339Nano))
-	}
-	// The bucket's Update cannot set a TTL, so this is Update's own
-	// compare-and-set write with the TTL header added.
-	ack, err := l.b.js.PublishMsg(ctx, &nats.Msg{Subject: l.b.prefix + l.key, Data: v},
-		jetstream.WithExpectLastSequencePerSubject(l.rev), jetstream.WithMsgTTL(l.b.ttl))
-	if err != nil {
+	for adopted := false; ; adopted = true {
+		sent := time.Now()
+		if !sent.Before(l.ValidUntil()) {
+			// The server may have expired the key already and someone
+			// else taken it; a write now could only succeed by luck.
+			l.lost.Store(true)
+			return fmt.Errorf("%w: not renewed before %v", ErrLost, l.ValidUntil().Format(time.RFC3339Nano))
+		}
+		// The bucket's Update cannot set a TTL, so this is Update's own
+		// compare-and-set write with the TTL header added.
+		ack, err := l.b.js.PublishMsg(ctx, &nats.Msg{Subject: l.b.prefix + l.key, Data: v},
+			jetstream.WithExpectLastSequencePerSubject(l.rev), jetstream.WithMsgTTL(l.b.ttl))
+		if err == nil {
+			l.rev = ack.Sequence
+			l.setDeadline(sent)
+			break
+		}
 		var apiErr *jetstream.APIError
-		if errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
-			apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant) {
-			l.lost = true
+		if !errors.As(err, &apiErr) || (apiErr.ErrorCode != jetstream.JSErrCodeStreamWrongLastSequence &&
+			apiErr.ErrorCode != jetstream.JSErrCodeStreamWrongLastSequenceConstant) {
+			return fmt.Errorf("lease: renew %s: %w", l.key, err)
+		}
+		if adopted {
+			l.lost.Store(true)
 			return fmt.Errorf("%w: %s was written by someone else", ErrLost, l.key)
 		}
-		return fmt.Errorf("lease: renew %s: %w", l.key, err)
+		// Someone wrote the key after our last known write: it may be our
+		// own renewal whose ack was lost.
+		e, gerr := l.b.kv.Get(ctx, l.key)
+		switch {
+		case gerr == nil:
+			var r record
+			if json.Unmarshal(e.Value(), &r) != nil || r.Token != l.token || e.Revision() <= l.rev {
+				l.lost.Store(true)
+				return fmt.Errorf("%w: %s was written by someone else", ErrLost, l.key)
+			}
+			l.rev = e.Revision()
+		case errors.Is(gerr, jetstream.ErrKeyNotFound):
+			l.lost.Store(true)
+			return fmt.Errorf("%w: %s expired or was deleted", ErrLost, l.key)
+		default:
+			// Cannot tell yet: the lease stays as it was.
+			return fmt.Errorf("lease: renew %s: %w", l.key, gerr)
+		}
 	}
-	l.rev = ack.Sequence
-	l.validUntil = sent.Add(l.b.ttl - l.b.guard)
 	if len(data) > 0 {
 		if _, err := l.b.kv.Put(ctx, lastKey(l.key), v); err != nil {
 			return fmt.Errorf("lease: renew %s: write data: %w", l.key, err)
@@ -298,12 +374,12 @@ func (l *Lease) Renew(ctx context.Context, data []byte) error {
 // Release writes data as the last payload and gives the key up, so that a
 // contender can take it at once. After Release the lease is not valid.
 func (l *Lease) Release(ctx context.Context, data []byte) error {
-	if err := l.Renew(ctx, data); err != nil {
-		return err
-	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.lost = true
+	if err := l.renewLocked(ctx, data); err != nil {
+		return err
+	}
+	l.lost.Store(true)
 	if err := l.b.kv.Delete(ctx, l.key, jetstream.LastRevision(l.rev)); err != nil {
 		return fmt.Errorf("lease: release %s: %w", l.key, err)
 	}

@@ -86,6 +86,10 @@ func TestAcquire_HeldErrorNamesHolder(t *testing.T) {
 	if !errors.Is(err, lease.ErrHeld) || err.Error() != "lease: held by another: node-a" {
 		t.Fatalf("err = %v", err)
 	}
+	var held *lease.HeldError
+	if !errors.As(err, &held) || held.Holder != "node-a" || held.Key != "pbx1" {
+		t.Fatalf("err = %#v, want a *HeldError naming node-a", err)
+	}
 }
 
 func TestRenew_KeepsTheLeasePastItsTTL(t *testing.T) {
@@ -306,4 +310,111 @@ func TestValidUntil_TTLLessATenthFromTheWrite(t *testing.T) {
 		t.Fatal(err)
 	}
 	within("Renew", l, before, time.Now())
+}
+
+// interceptJS is a JetStream whose PublishMsg (the lease's compare-and-set
+// renewal) the test can hold or whose ack it can drop.
+type interceptJS struct {
+	jetstream.JetStream
+	dropAck atomic.Bool   // the next write is stored, its ack reported lost
+	hold    chan struct{} // non-nil: writes wait until ctx ends or hold closes
+	entered chan struct{} // a held write began
+}
+
+func (j *interceptJS) PublishMsg(ctx context.Context, m *nats.Msg, opts ...jetstream.PublishOpt) (*jetstream.PubAck, error) {
+	if j.hold != nil {
+		j.entered <- struct{}{}
+		select {
+		case <-j.hold:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	ack, err := j.JetStream.PublishMsg(ctx, m, opts...)
+	if err == nil && j.dropAck.CompareAndSwap(true, false) {
+		return nil, nats.ErrTimeout // as when the reply is lost on the way back
+	}
+	return ack, err
+}
+
+// A renewal the server stored but whose ack never came back must not end
+// the lease: the next renewal finds its own write at the newer revision
+// and goes on from it.
+func TestRenew_LostAckKeepsTheLease(t *testing.T) {
+	js := &interceptJS{JetStream: startJetStream(t)}
+	b := open(t, js, 2*time.Second)
+	l, err := b.Acquire(t.Context(), "pbx1", "a", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	js.dropAck.Store(true)
+	if err := l.Renew(t.Context(), []byte(`{"seq":1}`)); err == nil || errors.Is(err, lease.ErrLost) {
+		t.Fatalf("renew with its ack lost: %v, want a plain error", err)
+	}
+	if js.dropAck.Load() {
+		t.Fatal("the renewal did not reach the server")
+	}
+	before := time.Now()
+	if err := l.Renew(t.Context(), []byte(`{"seq":2}`)); err != nil {
+		t.Fatalf("renew after a lost ack: %v, want the lease kept", err)
+	}
+	if !l.Valid() || l.ValidUntil().Before(before) {
+		t.Fatal("the lease is not valid after its renewal")
+	}
+	if _, err := b.Acquire(t.Context(), "pbx1", "b", nil); !errors.Is(err, lease.ErrHeld) {
+		t.Fatalf("contender: %v, want ErrHeld", err)
+	}
+	st, err := b.Get(t.Context(), "pbx1")
+	if err != nil || st.Holder != "a" || string(st.Data) != `{"seq":2}` {
+		t.Fatalf("state %+v (%v), want a holding with seq 2", st, err)
+	}
+	// Another lease of the same holder name is someone else: its write
+	// ends this one.
+	if err := l.Release(t.Context(), nil); err != nil {
+		t.Fatal(err)
+	}
+	l2, err := b.Acquire(t.Context(), "pbx1", "a", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l2.Renew(t.Context(), nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Renew(t.Context(), nil); !errors.Is(err, lease.ErrLost) {
+		t.Fatalf("released lease renewed: %v, want ErrLost", err)
+	}
+}
+
+// Valid and ValidUntil are what a publisher asks before every message:
+// they must not wait for a renewal stuck in NATS.
+func TestValid_DoesNotWaitForARenewal(t *testing.T) {
+	js := &interceptJS{JetStream: startJetStream(t)}
+	b := open(t, js, 10*time.Second)
+	l, err := b.Acquire(t.Context(), "pbx1", "a", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	js.hold, js.entered = make(chan struct{}), make(chan struct{}, 1)
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	renewed := make(chan error, 1)
+	go func() { renewed <- l.Renew(ctx, nil) }()
+	<-js.entered
+	answered := make(chan bool, 1)
+	go func() {
+		_ = l.ValidUntil()
+		answered <- l.Valid()
+	}()
+	select {
+	case ok := <-answered:
+		if !ok {
+			t.Fatal("lease not valid during its renewal")
+		}
+	case <-time.After(time.Second):
+		t.Fatal("Valid waited for the renewal held in NATS")
+	}
+	close(js.hold)
+	if err := <-renewed; err != nil {
+		t.Fatal(err)
+	}
 }

@@ -22,8 +22,8 @@ const (
 // than it must.
 //
 // The event buffers are the only large live memory the bridge keeps, and
-// configuration bounds them: event_buffer_bytes per PBX, and with HA the
-// standby buffer per PBX too (its bytes, 0 meaning event_buffer_bytes).
+// configuration bounds them: event_buffer_bytes per PBX, with HA or
+// without (a standby keeps its events in the same buffer).
 // The rest is small and covered by a fixed part: 1 MiB per PBX for its
 // sessions (an idle PBX holds about 170 KiB), 40 MiB for the embedded
 // server (nats.embedded.max_pending per slow subscriber) and the runtime,
@@ -38,13 +38,6 @@ func autoMemoryLimit(cfg *config.Config) int64 {
 	)
 	servers := int64(len(cfg.Servers))
 	perPBX := int64(cfg.EventBufferBytes) + perServer
-	if cfg.HA.Enabled {
-		standby := int64(cfg.HA.StandbyBuffer.Bytes)
-		if standby == 0 {
-			standby = int64(cfg.EventBufferBytes)
-		}
-		perPBX += standby
-	}
 	limit := servers*perPBX + base
 	if cfg.NATS.URL == "" && cfg.JetStream.Enabled {
 		limit += jetStream

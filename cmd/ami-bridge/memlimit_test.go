@@ -20,10 +20,9 @@ func servers(n int) *config.Config {
 }
 
 func TestAutoMemoryLimit(t *testing.T) {
-	haJS := func(n int, external bool, standbyBytes int) *config.Config {
+	haJS := func(n int, external bool) *config.Config {
 		cfg := servers(n)
 		cfg.JetStream.Enabled, cfg.HA.Enabled = true, true
-		cfg.HA.StandbyBuffer.Bytes = standbyBytes
 		if external {
 			cfg.NATS.URL = "nats://h"
 		}
@@ -46,11 +45,9 @@ func TestAutoMemoryLimit(t *testing.T) {
 		{"smaller buffers", smallBuffers, 2*(4*mib+1*mib) + 40*mib},
 		{"JetStream on an external server", externalJS, 32*mib + 1*mib + 40*mib},
 		{"JetStream on the embedded server", embeddedJS, 32*mib + 1*mib + 40*mib + 32*mib},
-		// With HA each PBX has a standby buffer too, by default as large
-		// as its event buffer.
-		{"3 PBXes, HA, external", haJS(3, true, 0), 3*(32*mib+32*mib+1*mib) + 40*mib},
-		{"3 PBXes, HA, embedded", haJS(3, false, 0), 3*(32*mib+32*mib+1*mib) + 40*mib + 32*mib},
-		{"3 PBXes, HA, 8 MiB standby buffers", haJS(3, true, 8*mib), 3*(32*mib+8*mib+1*mib) + 40*mib},
+		// A standby keeps its events in the same buffer: HA adds nothing.
+		{"3 PBXes, HA, external", haJS(3, true), 3*(32*mib+1*mib) + 40*mib},
+		{"3 PBXes, HA, embedded", haJS(3, false), 3*(32*mib+1*mib) + 40*mib + 32*mib},
 	}
 	for _, tt := range tests {
 		if got := autoMemoryLimit(tt.cfg); got != tt.want {

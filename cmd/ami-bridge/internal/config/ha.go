@@ -15,15 +15,9 @@ type HA struct {
 	Bucket             string        `koanf:"bucket"`
 	LeaseTTL           time.Duration `koanf:"lease_ttl"`
 	CheckpointInterval time.Duration `koanf:"checkpoint_interval"`
-	StandbyBuffer      StandbyBuffer `koanf:"standby_buffer"`
-}
-
-// StandbyBuffer bounds what a standby keeps to line up with the active's
-// last checkpoint: the newest Age of events, within Bytes of AMI text (0:
-// the event buffer's own byte bound).
-type StandbyBuffer struct {
-	Age   time.Duration `koanf:"age"`
-	Bytes int           `koanf:"bytes"`
+	// StandbyBuffer is a removed key, read only to refuse it with a
+	// message that says what replaced it.
+	StandbyBuffer any `koanf:"standby_buffer"`
 }
 
 // Defaults of the ha section.
@@ -31,7 +25,6 @@ const (
 	DefaultHABucket           = bridge.DefaultHABucket
 	DefaultLeaseTTL           = bridge.DefaultLeaseTTL
 	DefaultCheckpointInterval = bridge.DefaultCheckpointInterval
-	DefaultStandbyAge         = bridge.DefaultStandbyAge
 )
 
 // DefaultHA returns the ha section used where no layer sets a key.
@@ -40,12 +33,16 @@ func DefaultHA() HA {
 		Bucket:             DefaultHABucket,
 		LeaseTTL:           DefaultLeaseTTL,
 		CheckpointInterval: DefaultCheckpointInterval,
-		StandbyBuffer:      StandbyBuffer{Age: DefaultStandbyAge},
 	}
 }
 
 func (c *Config) checkHA(p *problems) {
 	h := c.HA
+	if h.StandbyBuffer != nil {
+		// It trimmed a standby's buffer by age, so an outage longer than
+		// that lost events with HA that the same process kept without.
+		p.add("ha.standby_buffer: removed: a standby now keeps what event_buffer and event_buffer_bytes allow, the newest first, as the ring does without HA; delete the key")
+	}
 	if !h.Enabled {
 		return
 	}
@@ -67,14 +64,6 @@ func (c *Config) checkHA(p *problems) {
 	if h.CheckpointInterval <= 0 || h.CheckpointInterval > h.LeaseTTL/4 {
 		p.add("ha.checkpoint_interval: %s must be positive and at most a quarter of ha.lease_ttl", h.CheckpointInterval)
 	}
-	if h.StandbyBuffer.Age <= 2*h.LeaseTTL {
-		// After a crash the checkpoint is up to a lease TTL old when the
-		// standby takes over.
-		p.add("ha.standby_buffer.age: %s must be more than twice ha.lease_ttl, or a crash loses events", h.StandbyBuffer.Age)
-	}
-	if h.StandbyBuffer.Bytes < 0 {
-		p.add("ha.standby_buffer.bytes: must not be negative")
-	}
 }
 
 // Options returns the bridge's HA options.
@@ -84,7 +73,5 @@ func (h HA) Options() bridge.HAOptions {
 		Bucket:             h.Bucket,
 		LeaseTTL:           h.LeaseTTL,
 		CheckpointInterval: h.CheckpointInterval,
-		StandbyAge:         h.StandbyBuffer.Age,
-		StandbyBytes:       h.StandbyBuffer.Bytes,
 	}
 }

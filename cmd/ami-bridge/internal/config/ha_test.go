@@ -8,14 +8,14 @@ import (
 
 func TestHA_DefaultsAndEnvironment(t *testing.T) {
 	cfg := mustLoad(t, onePBX+"nats:\n  url: nats://127.0.0.1:4222\njetstream:\n  enabled: true\nha:\n  enabled: true\n",
-		[]string{"AMI_BRIDGE_HA__STANDBY_BUFFER__BYTES=1048576", "AMI_BRIDGE_HA__LEASE_TTL=3s"})
+		[]string{"AMI_BRIDGE_HA__LEASE_TTL=3s"})
 	want := HA{Enabled: true, Bucket: "ami_bridge_leases", LeaseTTL: 3 * time.Second,
-		CheckpointInterval: 100 * time.Millisecond, StandbyBuffer: StandbyBuffer{Age: 10 * time.Second, Bytes: 1 << 20}}
+		CheckpointInterval: 100 * time.Millisecond}
 	if cfg.HA != want {
 		t.Fatalf("ha = %+v, want %+v", cfg.HA, want)
 	}
 	o := cfg.HA.Options()
-	if !o.Enabled || o.StandbyAge != 10*time.Second || o.StandbyBytes != 1<<20 || o.LeaseTTL != 3*time.Second {
+	if !o.Enabled || o.LeaseTTL != 3*time.Second {
 		t.Errorf("bridge options = %+v", o)
 	}
 }
@@ -26,9 +26,6 @@ func TestHA_Problems(t *testing.T) {
   bucket: "a.b"
   lease_ttl: 500ms
   checkpoint_interval: 1s
-  standby_buffer:
-    age: -1s
-    bytes: -1
 `, nil)
 	got := strings.Join(problemsOf(t, err), "\n")
 	for _, want := range []string{
@@ -37,8 +34,6 @@ func TestHA_Problems(t *testing.T) {
 		"ha.enabled: needs nats.url: with only the embedded NATS server each bridge has its own lease bucket",
 		"ha.lease_ttl: 500ms must be whole seconds, at least 1s",
 		"ha.checkpoint_interval: 1s must be positive and at most a quarter of ha.lease_ttl",
-		"ha.standby_buffer.age: -1s must be more than twice ha.lease_ttl",
-		"ha.standby_buffer.bytes: must not be negative",
 	} {
 		if !strings.Contains(got, want) {
 			t.Errorf("problems lack %q:\n%s", want, got)
@@ -49,7 +44,7 @@ func TestHA_Problems(t *testing.T) {
 // nats-server keeps a key's TTL in whole seconds: 1500ms would fence by
 // 1.5 s a key that expires after 1 s.
 func TestHA_FractionalLeaseTTLRefused(t *testing.T) {
-	_, err := load(t, onePBX+"nats:\n  url: nats://127.0.0.1:4222\njetstream:\n  enabled: true\nha:\n  enabled: true\n  lease_ttl: 1500ms\n  checkpoint_interval: 100ms\n  standby_buffer:\n    age: 10s\n", nil)
+	_, err := load(t, onePBX+"nats:\n  url: nats://127.0.0.1:4222\njetstream:\n  enabled: true\nha:\n  enabled: true\n  lease_ttl: 1500ms\n  checkpoint_interval: 100ms\n", nil)
 	got := problemsOf(t, err)
 	if len(got) != 1 || !strings.Contains(got[0], "ha.lease_ttl: 1.5s must be whole seconds") {
 		t.Fatalf("problems = %q, want only the fractional lease_ttl", got)
@@ -75,5 +70,23 @@ func TestHA_OffChecksNothing(t *testing.T) {
 	cfg := mustLoad(t, onePBX+"ha:\n  lease_ttl: 1ms\n", nil)
 	if cfg.HA.Enabled {
 		t.Fatal("ha enabled by default")
+	}
+}
+
+// standby_buffer trimmed a standby's buffer by age; a configuration that
+// still sets it, in the file or the environment, is told what replaced it.
+func TestHA_StandbyBufferRemoved(t *testing.T) {
+	for name, c := range map[string]struct {
+		yaml string
+		env  []string
+	}{
+		"file":        {"ha:\n  standby_buffer:\n    age: 30s\n", nil},
+		"environment": {"", []string{"AMI_BRIDGE_HA__STANDBY_BUFFER__BYTES=1048576"}},
+	} {
+		_, err := load(t, onePBX+c.yaml, c.env)
+		got := problemsOf(t, err)
+		if len(got) != 1 || !strings.Contains(got[0], "ha.standby_buffer: removed: a standby now keeps what event_buffer and event_buffer_bytes allow") {
+			t.Errorf("%s: problems = %q, want standby_buffer named as removed", name, got)
+		}
 	}
 }
