@@ -49,7 +49,7 @@ func stopServer(ns *server.Server) {
 // the server, for ever.
 func reconnecting(t testing.TB, url string) *nats.Conn {
 	t.Helper()
-	nc, err := nats.Connect(url, nats.MaxReconnects(-1), nats.ReconnectWait(20*time.Millisecond))
+	nc, err := nats.Connect(url, nats.MaxReconnects(-1), nats.ReconnectWait(20*time.Millisecond), nats.CustomInboxPrefix(nats.NewInbox()))
 	if err != nil {
 		t.Fatalf("connect to NATS: %v", err)
 	}
