@@ -564,7 +564,7 @@ func (b *Bridge) Start(ctx context.Context) error {
 	return nil
 }
 
-// watchDrops chains onto the connection's async error handler, before
+// watchDrops chains onto the service connection's async error handler, before
 // any action service is added, so that the bridge learns which endpoint
 // subscription drops requests over its pending limit: micro's
 // ErrorHandler names only the subject, and nats.go reports a run of drops
