@@ -898,3 +898,62 @@ func TestPermissions_HAUnderTheRecipe(t *testing.T) {
 		checkOnlySRVViolations(t, x.bridgeProc, srvReplies)
 	}
 }
+
+// TestPermissions_EmbeddedServiceUser runs the bridge on its embedded
+// server with nats.user and nats.service from the environment: the
+// server knows both users, requests are answered, events flow, and
+// micro's $SRV answers aimed at an event subject, the status subject or
+// the lease bucket are refused on the service connection.
+func TestPermissions_EmbeddedServiceUser(t *testing.T) {
+	t.Parallel()
+	w := newWorldNoEvents(t, natsOptions{})
+	p := w.startPBX("emb", amitest.Config{Profile: amitest.Asterisk22})
+	pass := newPasswords("bridge", "bridge-service")
+	for _, s := range pass {
+		w.addSecret(s)
+	}
+	listen := deadAddr(t)
+	cfg := w.config(w.serverFor("emb", p, viaURL))
+	cfg.NATS = natsConfig{Embedded: &embeddedConfig{Listen: listen}}
+	cfg.extraEnv = []string{"AMI_BRIDGE_NATS__USER=bridge", "AMI_BRIDGE_NATS__PASSWORD=" + pass["bridge"],
+		"AMI_BRIDGE_NATS__SERVICE__USER=bridge-service", "AMI_BRIDGE_NATS__SERVICE__PASSWORD=" + pass["bridge-service"]}
+	b := w.startBridge(cfg)
+	b.log.waitFor(t, `"message":"ready"`, readyTimeout, b.done)
+
+	// A client as the main user, which may do all.
+	nc, err := nats.Connect("nats://"+listen, nats.UserInfo("bridge", pass["bridge"]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	seen := subscribeInbox(t, nc, ">")
+	m, err := nc.Request("ami.emb.action", []byte(`{"Action":"Ping"}`), replyTimeout)
+	if err != nil {
+		t.Fatalf("Ping: %v", err)
+	}
+	if !strings.Contains(string(m.Data), `"Pong"`) {
+		t.Fatalf("Ping reply %s", m.Data)
+	}
+	p.emit("ItEmbedded")
+	seen.waitFor(t, 0, eventTimeout, "the event", func(m *nats.Msg) bool { return m.Subject == "ami.emb.event.ItEmbedded" })
+
+	replies := []string{"ami.emb.event.Hangup", "ami.emb.status", "$KV.ami_bridge_leases.emb"}
+	for _, reply := range replies {
+		if err := nc.PublishMsg(&nats.Msg{Subject: "$SRV.PING", Reply: reply}); err != nil {
+			t.Fatal(err)
+		}
+		b.log.waitFor(t, `Permissions Violation for Publish to \"`+reply+`\"`, replyTimeout, b.done)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range seen.snapshot() {
+		if strings.Contains(string(m.Data), `"io.nats.micro.`) && slices.Contains(replies, m.Subject) {
+			t.Errorf("micro's answer reached %s: %s", m.Subject, truncate(m.Data, 200))
+		}
+	}
+	if code := b.terminate(); code != 0 {
+		t.Errorf("exit code %d after SIGTERM, want 0", code)
+	}
+	checkOnlySRVViolations(t, b, replies)
+}
