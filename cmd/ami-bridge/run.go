@@ -97,7 +97,8 @@ func run(ctx context.Context, cfg *config.Config, environ []string, log zerolog.
 		// at once when it is back, not at the next interval.
 		st.nc.onReconnect(b.PublishStatus)
 		ops.attach(b, st.nc.Conn)
-		logTopology(ready.Str("nats_url", st.url).Str("prefix", cfg.NATS.Prefix), b.Topology()).Msg("ready")
+		ready = ready.Str("nats_url", st.url).Str("prefix", cfg.NATS.Prefix).Bool("nats_service_connection", st.svc != nil)
+		logTopology(ready, b.Topology()).Msg("ready")
 		<-ctx.Done()
 	})
 	if err != nil {

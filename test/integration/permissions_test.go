@@ -919,6 +919,11 @@ func TestPermissions_EmbeddedServiceUser(t *testing.T) {
 		"AMI_BRIDGE_NATS__SERVICE__USER=bridge-service", "AMI_BRIDGE_NATS__SERVICE__PASSWORD=" + pass["bridge-service"]}
 	b := w.startBridge(cfg)
 	b.log.waitFor(t, `"message":"ready"`, readyTimeout, b.done)
+	if !strings.Contains(string(b.log.Bytes()), `"nats_service_connection":true`) {
+		t.Error(`the "ready" line does not say that a service connection runs`)
+	}
+	// An action session logs "connected" once its endpoint has joined.
+	b.log.waitFor(t, `"session":"action-1","state":"connected"`, readyTimeout, b.done)
 
 	// A client as the main user, which may do all.
 	nc, err := nats.Connect("nats://"+listen, nats.UserInfo("bridge", pass["bridge"]))
