@@ -379,6 +379,14 @@ func (n *NATS) checkService(p *problems) {
 	}
 	checkReadable(p, "nats.service.nkey_seed_file", s.NkeySeedFile)
 	checkReadable(p, "nats.service.creds_file", s.CredsFile)
+	// nats.go logs in with a URL's own credentials over any option, so
+	// the service connection would be the main user's.
+	for _, u := range strings.Split(string(n.URL), ",") {
+		if _, _, ok := userinfoBounds(strings.TrimSpace(u)); ok {
+			p.add("nats.service: nats.url %s holds credentials, which NATS would use for the service connection too; give them as nats.user/password or nats.token", RedactNATSURL(strings.TrimSpace(u)))
+			break
+		}
+	}
 	if n.URL == "" {
 		if s.User == "" || n.User == "" {
 			p.add("nats.service: with the embedded server, both nats.user/password and nats.service.user/password are needed: the server then knows the two users")

@@ -720,6 +720,8 @@ func TestLoad_NATSService(t *testing.T) {
 		{name: "embedded, same user", nats: "user: bridge\n  password: p\n  service: {user: bridge, password: q}", problem: "must differ from nats.user"},
 		{name: "external, same user", nats: "url: nats://h\n  user: bridge\n  password: p\n  service: {user: bridge, password: p}", problem: "the same user as nats.user"},
 		{name: "unknown key", nats: "url: nats://h\n  service: {usr: s}", problem: "usr"},
+		{name: "credentials in the url", nats: "url: nats://h1,nats://bob:Url-Pass-9@h2\n  service: {user: s, password: q}", problem: "nats.url nats://bob:xxxxx@h2 holds credentials"},
+		{name: "token in the url", nats: "url: nats://Url-Token-8@h\n  service: {user: s, password: q}", problem: "holds credentials"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
