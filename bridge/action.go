@@ -278,7 +278,7 @@ func (p *pbx) refuseReply(reply string) {
 // collection.go), anything else once it is whole.
 func (p *pbx) execute(s *actionSession, r replier, action *amiproto.Message, deadline time.Time, timeout time.Duration, stream bool) {
 	ctx, cancel := context.WithDeadline(p.life.hard, deadline)
-	list := listReply{p: p, r: r, stream: stream, maxPayload: int(p.ns.nc.MaxPayload()), deadline: deadline}
+	list := listReply{p: p, r: r, stream: stream, maxPayload: int(p.ns.svc.MaxPayload()), deadline: deadline}
 	resp, err := s.c.RequestEach(ctx, action, list.each)
 	cancel()
 	var re *amiproto.ResponseError
@@ -342,7 +342,7 @@ func asteriskMessage(resp *amiproto.Response) string {
 
 // replyOK answers a response that is not a Collection.
 func (p *pbx) replyOK(r replier, resp *amiproto.Response, stream bool) {
-	maxPayload := int(p.ns.nc.MaxPayload())
+	maxPayload := int(p.ns.svc.MaxPayload())
 	if !stream {
 		body := appendReply(nil, p.name, resp, replyOptions{parts: true})
 		if p.mask.inJSON(body) {
@@ -439,7 +439,7 @@ func (p *pbx) replyError(r replier, code int, msg string, resp *amiproto.Respons
 	msg = oneLine(p.mask.text(msg))
 	resp = p.mask.response(resp)
 	body := appendReply(nil, p.name, resp, replyOptions{code: code, message: msg})
-	if resp != nil && len(body) > int(p.ns.nc.MaxPayload()) {
+	if resp != nil && len(body) > int(p.ns.svc.MaxPayload()) {
 		body = appendReply(nil, p.name, nil, replyOptions{code: code, message: msg})
 	}
 	hdr := nats.Header{

@@ -34,6 +34,23 @@
 // sessions. A request the queue group gives to a busy session waits for
 // it, as it would on that AMI session.
 //
+// # Connections
+//
+// A Bridge uses one or two NATS connections, both owned by the caller,
+// who drains and closes them after Shutdown (the service connection
+// first). The main connection, given to New, carries what the bridge
+// publishes on its own: events, statuses, JetStream (stream lookup and
+// publish acks) and the HA lease bucket. Options.ServiceConn, when set,
+// carries what a requester can trigger: the micro services (their action
+// endpoints and micro's own $SRV.PING, INFO and STATS handlers), the side
+// subscription that stamps request arrivals, and every reply. micro
+// answers a $SRV request on whatever reply subject it names, so with one
+// connection whoever may publish to $SRV.> makes the bridge publish
+// micro's JSON with the main connection's permissions, on a lease key
+// or the JetStream API; a service connection whose NATS user may publish
+// only to inboxes closes that. Its nats.go goroutines (the subscriptions'
+// callbacks) belong to the action services, as listed under Bridge.
+//
 // # Logging
 //
 // Options.Logger is a *slog.Logger from the standard library, so a
@@ -131,6 +148,17 @@ type Options struct {
 	// reply subject lies under none of them, or under the connection's
 	// own inbox prefix, is dropped unanswered (see replyto.go).
 	ReplyPrefixes []string
+	// ServiceConn, when set, is the connection that serves requests: the
+	// micro services (their endpoints and $SRV handlers), the arrival
+	// stamps and every reply. Events, statuses, JetStream and the HA
+	// lease bucket stay on the connection given to New. micro answers
+	// $SRV requests on any reply subject they name, which the bridge
+	// cannot filter, so a ServiceConn logged in as a NATS user that may
+	// publish only to inboxes keeps requesters away from the main
+	// connection's permissions (see "Connections" in the package doc). nil
+	// serves on the main connection. It needs an inbox prefix of its own
+	// too, and the bridge neither drains nor closes it.
+	ServiceConn *nats.Conn
 }
 
 // Defaults of the zero values in ServerConfig, JetStreamOptions and Options.
@@ -173,7 +201,8 @@ const (
 	QueueGroup = "ami-bridge"
 )
 
-// Bridge runs every configured PBX against one NATS connection.
+// Bridge runs every configured PBX against one NATS connection, or two
+// (see "Connections" in the package doc).
 //
 // Its goroutines, each with one owner:
 //
@@ -192,10 +221,12 @@ const (
 //     session does. It also runs the overdue check a handler asks for
 //     after an action passed its deadline.
 //   - per PBX with an action service, the nats.go goroutine of the side
-//     subscription that stamps request arrivals (arrivals.listen): started
+//     subscription, on the service connection, that stamps request
+//     arrivals (arrivals.listen): started
 //     when the service gets an instance, unsubscribed when it has none.
-//   - per PBX with a logged-in action session, a micro service with one
-//     endpoint per session, whose subscription calls the action handler
+//   - per PBX with a logged-in action session, a micro service, on the
+//     service connection, with one endpoint per session, whose
+//     subscription calls the action handler
 //     on that session, one request at a time: the action link joins it
 //     once logged in and leaves it when the session drops or Shutdown
 //     starts (actionService). Shutdown waits for the handlers still
@@ -226,7 +257,8 @@ type Bridge struct {
 // natsSide is the NATS end every PBX of a Bridge shares. It is fixed
 // before any PBX runs.
 type natsSide struct {
-	nc      *nats.Conn
+	nc      *nats.Conn // events, statuses, JetStream, the lease bucket
+	svc     *nats.Conn // the action services and their replies: Options.ServiceConn, or nc
 	prefix  string
 	epoch   int64               // process epoch in Nats-Msg-Id: start time in Unix milliseconds
 	js      jetstream.JetStream // nil unless JetStream is enabled; set by Start
@@ -279,8 +311,12 @@ func New(nc *nats.Conn, servers []ServerConfig, opts Options) (*Bridge, error) {
 		errs = append(errs, errors.New("no servers configured"))
 	}
 	var replies *replyRule
+	svc := opts.ServiceConn
+	if svc == nil {
+		svc = nc
+	}
 	if nc != nil {
-		if replies, err = newReplyRule(opts.ReplyPrefixes, opts.Prefix, nc.Opts.InboxPrefix); err != nil {
+		if replies, err = newReplyRule(opts.ReplyPrefixes, opts.Prefix, nc.Opts.InboxPrefix, svc.Opts.InboxPrefix); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -312,6 +348,7 @@ func New(nc *nats.Conn, servers []ServerConfig, opts Options) (*Bridge, error) {
 		log:  opts.Logger,
 		ns: &natsSide{
 			nc:           nc,
+			svc:          svc,
 			prefix:       opts.Prefix,
 			epoch:        time.Now().UnixMilli(),
 			jsOpts:       opts.JetStream,
@@ -527,7 +564,7 @@ func (b *Bridge) Start(ctx context.Context) error {
 	return nil
 }
 
-// watchDrops chains onto the connection's async error handler, before
+// watchDrops chains onto the service connection's async error handler, before
 // any action service is added, so that the bridge learns which endpoint
 // subscription drops requests over its pending limit: micro's
 // ErrorHandler names only the subject, and nats.go reports a run of drops
@@ -535,7 +572,7 @@ func (b *Bridge) Start(ctx context.Context) error {
 // to this handler as it finds it; a handler set on the connection later
 // replaces both.
 func (b *Bridge) watchDrops() {
-	nc := b.ns.nc
+	nc := b.ns.svc
 	prev := nc.ErrorHandler()
 	nc.SetErrorHandler(func(c *nats.Conn, sub *nats.Subscription, err error) {
 		if sub != nil && errors.Is(err, nats.ErrSlowConsumer) {
@@ -634,7 +671,7 @@ func contains(list []string, s string) bool {
 // Shutdown stops taking actions (every action service leaves its queue
 // group), hands over every HA lease it holds (ha.go), lets the actions in flight finish until ctx ends, logs every AMI
 // session off, publishes the final status and flushes what is left to
-// NATS. It does not close nc. Actions still waiting when ctx ends are
+// NATS. It does not close nc, nor Options.ServiceConn. Actions still waiting when ctx ends are
 // answered 503.
 func (b *Bridge) Shutdown(ctx context.Context) error {
 	b.mu.Lock()
@@ -661,6 +698,11 @@ func (b *Bridge) Shutdown(ctx context.Context) error {
 		p.stopped()
 	}
 	var errs []error
+	if b.ns.svc != b.ns.nc {
+		if err := flush(ctx, b.ns.svc); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
+			errs = append(errs, fmt.Errorf("flush the NATS service connection: %w", err))
+		}
+	}
 	if err := flush(ctx, b.ns.nc); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
 		errs = append(errs, fmt.Errorf("flush NATS: %w", err))
 	}

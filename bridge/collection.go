@@ -122,7 +122,7 @@ func (l *listReply) sendPart() bool {
 	if wait <= 0 {
 		return l.cut(CodeTimeout, fmt.Sprintf("the list from PBX %s was not streamed within the action timeout", l.p.name))
 	}
-	if err := l.p.ns.nc.FlushTimeout(wait); err != nil {
+	if err := l.p.ns.svc.FlushTimeout(wait); err != nil {
 		return l.cut(CodeUnavailable, fmt.Sprintf("NATS did not take the streamed reply: %v", err))
 	}
 	return true

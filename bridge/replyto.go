@@ -3,6 +3,7 @@ package bridge
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 )
 
@@ -15,8 +16,10 @@ import (
 // inbox prefix. Every event the bridge publishes into JetStream carries
 // the inbox of its publish ack as its reply subject, seen by every
 // subscriber of the events: answered there, a request would forge or
-// break an ack. The bridge's connection therefore needs an inbox prefix
-// of its own (nats.CustomInboxPrefix), which New checks.
+// break an ack. The bridge's connections (the main one and
+// Options.ServiceConn) therefore need an inbox prefix of their own
+// (nats.CustomInboxPrefix), which New checks, and no reply goes under
+// either.
 
 // InboxPrefix is the inbox prefix of the ami-bridge daemon's NATS
 // connection, as nats.CustomInboxPrefix takes it: under _INBOX., so that
@@ -31,26 +34,34 @@ const defaultReplyPrefix = "_INBOX"
 // replyRule decides whether the bridge may answer on a reply subject.
 type replyRule struct {
 	allowed []string // "_INBOX." and each of Options.ReplyPrefixes, with a trailing dot
-	own     string   // the connection's inbox prefix, with a trailing dot
+	own     []string // the connections' inbox prefixes, each with a trailing dot
 	prefix  string   // the bridge's subject prefix, with a trailing dot
 }
 
 // newReplyRule checks the reply prefixes against the bridge's subject
-// prefix and its connection's inbox prefix (nc.Opts.InboxPrefix, "" for
-// nats.go's default).
-func newReplyRule(replyPrefixes []string, subjectPrefix, ownInbox string) (*replyRule, error) {
-	if ownInbox == "" {
-		ownInbox = defaultReplyPrefix
+// prefix and the inbox prefix of each of its connections
+// (nc.Opts.InboxPrefix, "" for nats.go's default).
+func newReplyRule(replyPrefixes []string, subjectPrefix string, ownInboxes ...string) (*replyRule, error) {
+	r := &replyRule{prefix: subjectPrefix + "."}
+	for _, own := range ownInboxes {
+		if own == "" || own == defaultReplyPrefix {
+			return nil, fmt.Errorf("a NATS connection of the bridge uses nats.go's default inbox prefix %s, as requesters do: "+
+				"a request could aim its reply at the bridge's own JetStream acks and KV requests; "+
+				"connect with nats.CustomInboxPrefix(bridge.InboxPrefix)", defaultReplyPrefix)
+		}
+		if !slices.Contains(r.own, own+".") {
+			r.own = append(r.own, own+".")
+		}
 	}
-	if ownInbox == defaultReplyPrefix {
-		return nil, fmt.Errorf("the NATS connection uses nats.go's default inbox prefix %s, as requesters do: "+
-			"a request could aim its reply at the bridge's own JetStream acks and KV requests; "+
-			"connect with nats.CustomInboxPrefix(bridge.InboxPrefix)", defaultReplyPrefix)
-	}
-	r := &replyRule{own: ownInbox + ".", prefix: subjectPrefix + "."}
 	var errs []error
 	for _, p := range append([]string{defaultReplyPrefix}, replyPrefixes...) {
-		if err := CheckReplyPrefix(p, subjectPrefix, ownInbox); err != nil {
+		var err error
+		for _, own := range ownInboxes {
+			if err = CheckReplyPrefix(p, subjectPrefix, own); err != nil {
+				break
+			}
+		}
+		if err != nil {
 			errs = append(errs, fmt.Errorf("reply prefix %q: %w", p, err))
 			continue
 		}
@@ -108,9 +119,13 @@ func overlaps(a, b string) bool {
 // allows reports whether the bridge may answer on reply, a non-empty
 // reply subject.
 func (r *replyRule) allows(reply string) bool {
-	if checkSubject(reply) != nil || reply[0] == '$' ||
-		strings.HasPrefix(reply, r.own) || strings.HasPrefix(reply, r.prefix) {
+	if checkSubject(reply) != nil || reply[0] == '$' || strings.HasPrefix(reply, r.prefix) {
 		return false
+	}
+	for _, own := range r.own {
+		if strings.HasPrefix(reply, own) {
+			return false
+		}
 	}
 	for _, p := range r.allowed {
 		if len(reply) > len(p) && strings.HasPrefix(reply, p) {

@@ -57,7 +57,7 @@ func (s *actionService) join(l *link, ep *actionSession) error {
 		delete(s.sessions, l)
 		return err
 	}
-	if err := flush(context.Background(), s.p.ns.nc); err != nil {
+	if err := flush(context.Background(), s.p.ns.svc); err != nil {
 		l.log.Warn("NATS flush after registering the action service", "error", err)
 	}
 	return nil
@@ -88,7 +88,7 @@ func (s *actionService) replace() error {
 		if next, err = s.register(); err != nil {
 			return err
 		}
-		if err := s.arrivals.listen(s.p.ns.nc, subjects.Action(s.p.ns.prefix, s.p.name)); err != nil {
+		if err := s.arrivals.listen(s.p.ns.svc, subjects.Action(s.p.ns.prefix, s.p.name)); err != nil {
 			_ = next.Stop()
 			return fmt.Errorf("subscribe to stamp request arrivals: %w", err)
 		}
@@ -132,7 +132,7 @@ func (s *actionService) register() (micro.Service, error) {
 	cfg.ErrorHandler = func(_ micro.Service, err *micro.NATSError) {
 		p.log.Error("action endpoint subscription error", "subject", err.Subject, "error", err.Description)
 	}
-	svc, err := micro.AddService(p.ns.nc, cfg)
+	svc, err := micro.AddService(p.ns.svc, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("register micro service: %w", err)
 	}

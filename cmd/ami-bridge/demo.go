@@ -147,7 +147,7 @@ func demo(ctx context.Context, o demoOptions, anyHTTPPort bool, environ []string
 	}
 	defer pbx.Close()
 
-	nc, err := connectNATS(ctx, config.NATS{}, 5*time.Second, ns, log)
+	nc, err := connectNATS(ctx, config.NATS{}, mainLogin(config.NATS{}), 5*time.Second, ns, log)
 	if err != nil {
 		return err
 	}
@@ -167,7 +167,7 @@ func demo(ctx context.Context, o demoOptions, anyHTTPPort bool, environ []string
 		return fmt.Errorf("bridge: %w", err)
 	}
 	var calls *amitest.Calls
-	err = serveBridge(ctx, b, nc, cfg, environ, log, func(ready *zerolog.Event) {
+	err = serveBridge(ctx, b, []*natsConn{nc}, cfg, environ, log, func(ready *zerolog.Event) {
 		ops.attach(b, nc.Conn)
 		ready.Str("nats_url", natsURL).Str("pbx", pbx.Addr()).Msg("ready")
 		// Calls start once the bridge is logged in, so the feed shows the

@@ -36,6 +36,10 @@ type embeddedOptions struct {
 	User      string
 	Password  string
 	Token     string
+	// Service is the user of the service connection (nats.service), nil
+	// when none: the server then knows two users, User with every right
+	// and Service with servicePermissions.
+	Service *server.User
 	// MaxPending is the bytes the server queues for one client before it
 	// cuts it as a slow consumer; 0 for nats-server's default, 64 MiB.
 	MaxPending int64
@@ -55,6 +59,10 @@ func embeddedFromConfig(c *config.Config) (embeddedOptions, error) {
 		Password:   c.NATS.Password.Reveal(),
 		Token:      c.NATS.Token.Reveal(),
 		MaxPending: int64(e.MaxPending),
+	}
+	if sv := c.NATS.Service; sv.IsSet() { // config.check: user/password for both
+		o.Service = &server.User{Username: sv.User, Password: sv.Password.Reveal(),
+			Permissions: servicePermissions(c.NATS.Prefix, c.NATS.ReplyPrefixes)}
 	}
 	for _, r := range e.Leafnodes.Remotes {
 		urls, err := r.ParseURLs()
@@ -78,6 +86,22 @@ func embeddedFromConfig(c *config.Config) (embeddedOptions, error) {
 	return o, nil
 }
 
+// servicePermissions are the service user's on the embedded server, as
+// docs/security.md gives them to bridge-service: receive the action
+// requests (queue and plain) and micro's $SRV requests, publish only to
+// requesters' inboxes, never to the bridge's own. micro answers a $SRV
+// request on any reply subject; these make NATS refuse all but inboxes.
+func servicePermissions(prefix string, replyPrefixes []string) *server.Permissions {
+	allow := []string{"_INBOX.>"}
+	for _, p := range replyPrefixes {
+		allow = append(allow, p+".>")
+	}
+	return &server.Permissions{
+		Publish:   &server.SubjectPermission{Allow: allow, Deny: []string{bridge.InboxPrefix + ".>"}},
+		Subscribe: &server.SubjectPermission{Allow: []string{subjects.Action(prefix, "*"), "$SRV.>"}},
+	}
+}
+
 // embeddedServerName names the embedded server after its domain: the
 // servers of one NATS system, hub and leaf nodes, should differ by name.
 func embeddedServerName(domain string) string {
@@ -99,8 +123,12 @@ func startEmbedded(o embeddedOptions, log zerolog.Logger) (*server.Server, error
 		Username:        o.User,
 		Password:        o.Password,
 		Authorization:   o.Token,
+		Users:           o.users(),
 		MaxPending:      o.MaxPending,
 		LeafNode:        server.LeafNodeOpts{Remotes: o.Leafnodes},
+	}
+	if opts.Users != nil {
+		opts.Username, opts.Password = "", "" // nats-server takes one or the other
 	}
 	if o.Listen == "" {
 		opts.DontListen = true
@@ -135,6 +163,15 @@ func startEmbedded(o embeddedOptions, log zerolog.Logger) (*server.Server, error
 		return nil, fmt.Errorf("embedded NATS server on %q not ready after %s", o.Listen, embeddedReadyTimeout)
 	}
 	return ns, nil
+}
+
+// users are the embedded server's users when there is a service user:
+// the bridge's, with every right, and the service user; nil otherwise.
+func (o embeddedOptions) users() []*server.User {
+	if o.Service == nil {
+		return nil
+	}
+	return []*server.User{{Username: o.User, Password: o.Password}, o.Service}
 }
 
 // probeListen reports whether addr can be listened on right now.
@@ -224,19 +261,57 @@ type natsConn struct {
 // onReconnect runs f after every reconnect from now on.
 func (nc *natsConn) onReconnect(f func()) { nc.reconnected.Store(&f) }
 
+// natsLogin is how one connection logs in: at most one method set.
+type natsLogin struct {
+	key          string // the config section, for errors: nats or nats.service
+	name         string // the connection's name, as the server lists it
+	user         string
+	password     string
+	token        string
+	nkeySeedFile string
+	credsFile    string
+}
+
+// mainLogin is the login of the main connection (nats.*).
+func mainLogin(c config.NATS) natsLogin {
+	return natsLogin{key: "nats", name: "ami-bridge", user: c.User, password: c.Password.Reveal(), token: c.Token.Reveal(),
+		nkeySeedFile: c.NkeySeedFile, credsFile: c.CredsFile}
+}
+
+// serviceLogin is the login of the service connection (nats.service.*).
+func serviceLogin(c config.NATS) natsLogin {
+	s := c.Service
+	return natsLogin{key: "nats.service", name: "ami-bridge-service", user: s.User, password: s.Password.Reveal(), token: s.Token.Reveal(),
+		nkeySeedFile: s.NkeySeedFile, credsFile: s.CredsFile}
+}
+
+// where names url, redacted, and the connection when it is not the main
+// one, for errors.
+func (l natsLogin) where(url string) string {
+	if l.key == "nats" {
+		return config.RedactNATSURL(url)
+	}
+	return config.RedactNATSURL(url) + " (" + l.key + ")"
+}
+
 // connectNATS connects to the embedded server ns when it is not nil, else
-// to c.URL, with reconnects forever. When the server is not up yet it
-// keeps trying until ctx ends, so the bridge can start before NATS.
-func connectNATS(ctx context.Context, c config.NATS, drainTimeout time.Duration, ns *server.Server, log zerolog.Logger) (*natsConn, error) {
+// to c.URL (with c.TLS), as login, with reconnects forever. When the
+// server is not up yet it keeps trying until ctx ends, so the bridge can
+// start before NATS.
+func connectNATS(ctx context.Context, c config.NATS, login natsLogin, drainTimeout time.Duration, ns *server.Server, log zerolog.Logger) (*natsConn, error) {
+	if login.key != "nats" {
+		log = log.With().Str("nats_connection", login.key).Logger()
+	}
 	nc := &natsConn{closed: make(chan struct{})}
 	connected := make(chan struct{})
 	var once sync.Once
 	markConnected := func() { once.Do(func() { close(connected) }) }
 
 	opts := []nats.Option{
-		nats.Name("ami-bridge"),
+		nats.Name(login.name),
 		// Its own inbox prefix: the bridge answers no request on it, so a
 		// requester cannot aim a reply at its JetStream acks or KV requests.
+		// The service connection sends no request, and takes the same.
 		nats.CustomInboxPrefix(bridge.InboxPrefix),
 		nats.MaxReconnects(-1),
 		nats.RetryOnFailedConnect(true),
@@ -275,18 +350,18 @@ func connectNATS(ctx context.Context, c config.NATS, drainTimeout time.Duration,
 		url = ns.ClientURL()
 	}
 	switch {
-	case c.User != "":
-		opts = append(opts, nats.UserInfo(c.User, c.Password.Reveal()))
-	case c.Token != "":
-		opts = append(opts, nats.Token(c.Token.Reveal()))
-	case c.NkeySeedFile != "":
-		o, err := nats.NkeyOptionFromSeed(c.NkeySeedFile)
+	case login.user != "":
+		opts = append(opts, nats.UserInfo(login.user, login.password))
+	case login.token != "":
+		opts = append(opts, nats.Token(login.token))
+	case login.nkeySeedFile != "":
+		o, err := nats.NkeyOptionFromSeed(login.nkeySeedFile)
 		if err != nil {
-			return nil, fmt.Errorf("nats.nkey_seed_file: %w", err)
+			return nil, fmt.Errorf("%s.nkey_seed_file: %w", login.key, err)
 		}
 		opts = append(opts, o)
-	case c.CredsFile != "":
-		opts = append(opts, nats.UserCredentials(c.CredsFile))
+	case login.credsFile != "":
+		opts = append(opts, nats.UserCredentials(login.credsFile))
 	}
 	if c.ClientTLS != nil {
 		opts = append(opts, nats.Secure(c.ClientTLS))
@@ -294,7 +369,7 @@ func connectNATS(ctx context.Context, c config.NATS, drainTimeout time.Duration,
 
 	conn, err := nats.Connect(url, opts...)
 	if err != nil {
-		return nil, fmt.Errorf("NATS %s: %w", config.RedactNATSURL(url), err)
+		return nil, fmt.Errorf("NATS %s: %w", login.where(url), err)
 	}
 	nc.Conn = conn
 	if conn.IsConnected() {
@@ -307,7 +382,7 @@ func connectNATS(ctx context.Context, c config.NATS, drainTimeout time.Duration,
 		return nc, nil
 	case <-ctx.Done():
 		conn.Close()
-		return nil, fmt.Errorf("NATS %s: gave up waiting: %w", config.RedactNATSURL(url), ctx.Err())
+		return nil, fmt.Errorf("NATS %s: gave up waiting: %w", login.where(url), ctx.Err())
 	}
 }
 

@@ -1,13 +1,16 @@
 package main
 
 import (
+	"context"
 	"net"
 	"slices"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
 	"github.com/rs/zerolog"
 
 	"github.com/ami-bridge/ami-bridge/bridge"
@@ -160,5 +163,81 @@ func TestStartEmbedded_MaxPending(t *testing.T) {
 		if v.MaxPending != int64(maxPending) {
 			t.Errorf("nats.embedded.max_pending %d: the server runs with %d", maxPending, v.MaxPending)
 		}
+	}
+}
+
+// TestEmbedded_ServiceUser: with nats.service, the embedded server knows
+// both users; the main one may do all, the service one receives the
+// requests and $SRV requests and may publish to requesters' inboxes
+// only, so micro's answers cannot reach a lease key, an event, a status
+// or the bridge's own inboxes.
+func TestEmbedded_ServiceUser(t *testing.T) {
+	cfg := config.Default()
+	cfg.NATS.Embedded.Listen = ""
+	cfg.NATS.User, cfg.NATS.Password = "bridge", "Main-Pass-1"
+	cfg.NATS.Service = config.NATSService{User: "bridge-service", Password: "Svc-Pass-2"}
+	cfg.NATS.ReplyPrefixes = []string{"crm_inbox"}
+	o, err := embeddedFromConfig(&cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns, err := startEmbedded(o, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ns.Shutdown()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st := &natsStack{ns: ns}
+	if err := st.connect(ctx, &cfg, zerolog.Nop()); err != nil {
+		t.Fatal(err)
+	}
+	defer st.closeConns()
+	if st.svc == nil || len(st.conns()) != 2 || st.conns()[0] != st.svc {
+		t.Fatal("no service connection, or not drained first")
+	}
+	refused := []string{"$KV.ami_bridge_leases.pbx1", "$JS.API.STREAM.PURGE.AMI_EVENTS", "ami.pbx1.event.Hangup", "ami.pbx1.status", bridge.InboxPrefix + ".x"}
+	allowed := []string{"_INBOX.crm.x", "crm_inbox.y"}
+	seen := make(chan *nats.Msg, 16)
+	for _, s := range append(slices.Clone(refused), allowed...) {
+		if _, err := st.nc.ChanSubscribe(s, seen); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := st.nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []string{"ami.*.action", "$SRV.>"} {
+		if _, err := st.svc.SubscribeSync(s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, s := range append(slices.Clone(refused), allowed...) {
+		if err := st.svc.Publish(s, []byte("x")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := st.svc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	// The service connection's publishes are handled in order: once the
+	// allowed ones arrived, the refused ones would have.
+	var got []string
+	for range allowed {
+		select {
+		case m := <-seen:
+			got = append(got, m.Subject)
+		case <-ctx.Done():
+			t.Fatalf("the service user could not publish to %v", allowed)
+		}
+	}
+	if err := st.nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	for len(seen) > 0 {
+		got = append(got, (<-seen).Subject)
+	}
+	if !slices.Equal(got, allowed) {
+		t.Errorf("the service user published to %v, want only %v", got, allowed)
 	}
 }

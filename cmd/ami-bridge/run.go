@@ -84,21 +84,25 @@ func run(ctx context.Context, cfg *config.Config, environ []string, log zerolog.
 
 	opts := bridgeOptions(cfg, log)
 	opts.Topology = st.topology(cfg)
+	if st.svc != nil {
+		opts.ServiceConn = st.svc.Conn
+	}
 	b, err := bridge.New(st.nc.Conn, bridgeServers(cfg.Servers), opts)
 	if err != nil {
-		st.nc.Close()
+		st.closeConns()
 		return fmt.Errorf("bridge: %w", err)
 	}
-	err = serveBridge(ctx, b, st.nc, cfg, environ, log, func(ready *zerolog.Event) {
+	err = serveBridge(ctx, b, st.conns(), cfg, environ, log, func(ready *zerolog.Event) {
 		// Subscribers that lost NATS with the bridge see every PBX's state
 		// at once when it is back, not at the next interval.
 		st.nc.onReconnect(b.PublishStatus)
 		ops.attach(b, st.nc.Conn)
-		logTopology(ready.Str("nats_url", st.url).Str("prefix", cfg.NATS.Prefix), b.Topology()).Msg("ready")
+		ready = ready.Str("nats_url", st.url).Str("prefix", cfg.NATS.Prefix).Bool("nats_service_connection", st.svc != nil)
+		logTopology(ready, b.Topology()).Msg("ready")
 		<-ctx.Done()
 	})
 	if err != nil {
-		st.nc.Close()
+		st.closeConns()
 		if ctx.Err() != nil {
 			log.Info().Msg("stopped while the bridge was starting")
 			return nil
@@ -112,11 +116,12 @@ func run(ctx context.Context, cfg *config.Config, environ []string, log zerolog.
 // serveBridge is the one life of a bridge for run and demo: set the
 // process's memory limit for cfg (see applyMemoryLimit) before the event
 // buffers fill, start b, run hold (which returns once ctx has ended),
-// then shut b down and drain nc within cfg.ShutdownTimeout. hold gets the
+// then shut b down and drain conns, in their order, within
+// cfg.ShutdownTimeout. hold gets the
 // "ready" log line with the memory limit in it, to add its own fields
 // and send. ctx bounds Start's setup only: Shutdown still needs the AMI
 // sessions to answer the actions in flight and log off.
-func serveBridge(ctx context.Context, b *bridge.Bridge, nc *natsConn, cfg *config.Config, environ []string, log zerolog.Logger, hold func(ready *zerolog.Event)) error {
+func serveBridge(ctx context.Context, b *bridge.Bridge, conns []*natsConn, cfg *config.Config, environ []string, log zerolog.Logger, hold func(ready *zerolog.Event)) error {
 	limit, source := applyMemoryLimit(cfg, environ)
 	if err := b.Start(ctx); err != nil {
 		return fmt.Errorf("bridge: %w", err)
@@ -129,8 +134,10 @@ func serveBridge(ctx context.Context, b *bridge.Bridge, nc *natsConn, cfg *confi
 	if err := b.Shutdown(sctx); err != nil {
 		log.Warn().Err(err).Msg("bridge shutdown incomplete")
 	}
-	if err := nc.drain(sctx); err != nil {
-		log.Warn().Err(err).Msg("NATS drain incomplete")
+	for _, nc := range conns {
+		if err := nc.drain(sctx); err != nil {
+			log.Warn().Err(err).Msg("NATS drain incomplete")
+		}
 	}
 	return nil
 }
@@ -140,10 +147,29 @@ func serveBridge(ctx context.Context, b *bridge.Bridge, nc *natsConn, cfg *confi
 type natsStack struct {
 	ns  *server.Server // nil when NATS is external
 	nc  *natsConn
-	url string // for the "ready" line: the connected URL (redacted), the embedded server's client URL, or "in-process"
+	svc *natsConn // the service connection (nats.service); nil when unset
+	url string    // for the "ready" line: the connected URL (redacted), the embedded server's client URL, or "in-process"
 
 	stopWatch func() // stops the leafnode watcher and waits for it; nil when none runs
 	unlock    func() // releases the JetStream store; nil when none is held
+}
+
+// conns are the connections in the order they are drained: the service
+// connection first, which stops micro's answers and the replies once the
+// bridge has stopped taking actions, then the main one, which carries
+// the last events, the final status and the lease handover.
+func (st *natsStack) conns() []*natsConn {
+	if st.svc == nil {
+		return []*natsConn{st.nc}
+	}
+	return []*natsConn{st.svc, st.nc}
+}
+
+// closeConns closes the connections at once, when the bridge never ran.
+func (st *natsStack) closeConns() {
+	for _, nc := range st.conns() {
+		nc.Close()
+	}
 }
 
 // topologyOf names the NATS layout of cfg for the "ready" line: the
@@ -224,21 +250,36 @@ func startNATS(ctx context.Context, cfg *config.Config, log zerolog.Logger) (*na
 		if len(eo.Leafnodes) > 0 {
 			st.watchLeafnodes(len(eo.Leafnodes), log)
 		}
-		nc, err := connectNATS(ctx, cfg.NATS, cfg.ShutdownTimeout, ns, log)
-		if err != nil {
+		if err := st.connect(ctx, cfg, log); err != nil {
 			st.stopServer(log)
 			return nil, err
 		}
-		st.nc = nc
 		return st, nil
 	}
-	nc, err := connectNATS(ctx, cfg.NATS, cfg.ShutdownTimeout, nil, log)
-	if err != nil {
+	if err := st.connect(ctx, cfg, log); err != nil {
 		return nil, err
 	}
-	st.nc = nc
-	st.url = config.RedactNATSURL(nc.ConnectedUrlRedacted())
+	st.url = config.RedactNATSURL(st.nc.ConnectedUrlRedacted())
 	return st, nil
+}
+
+// connect opens the main connection and, with nats.service, the service
+// connection, to st.ns when it runs, else to nats.url.
+func (st *natsStack) connect(ctx context.Context, cfg *config.Config, log zerolog.Logger) error {
+	nc, err := connectNATS(ctx, cfg.NATS, mainLogin(cfg.NATS), cfg.ShutdownTimeout, st.ns, log)
+	if err != nil {
+		return err
+	}
+	if cfg.NATS.Service.IsSet() {
+		svc, err := connectNATS(ctx, cfg.NATS, serviceLogin(cfg.NATS), cfg.ShutdownTimeout, st.ns, log)
+		if err != nil {
+			nc.Close()
+			return err
+		}
+		st.svc = svc
+	}
+	st.nc = nc
+	return nil
 }
 
 // watchLeafnodes logs the leafnode links of the embedded server as they

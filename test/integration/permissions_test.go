@@ -39,8 +39,9 @@ const permissionsHeading = "## Permissions"
 // that docs/security.md shows under "## Permissions", read by
 // nats-server's own configuration parser, so that the tests below fail
 // when the page drifts. Each "$<NAME>_PASS" placeholder becomes
-// passwords[<name>] (name in lower case); the page's users must be
-// exactly the keys of passwords.
+// passwords[<name>] (name in lower case, "_" as "-": $BRIDGE_SERVICE_PASS
+// is bridge-service's); the page's users must be exactly the keys of
+// passwords.
 func recipeUsers(t *testing.T, passwords map[string]string) []*server.User {
 	t.Helper()
 	blocks := docBlocks(t, securityDoc, permissionsHeading)
@@ -50,9 +51,9 @@ func recipeUsers(t *testing.T, passwords map[string]string) []*server.User {
 	block := blocks[0]
 	// Quoted or not, so that the test keeps reading the page if it
 	// switches to nats-server's unquoted environment references.
-	placeholder := regexp.MustCompile(`"?\$([A-Z]+)_PASS"?`)
+	placeholder := regexp.MustCompile(`"?\$([A-Z][A-Z_]*)_PASS"?`)
 	block = placeholder.ReplaceAllStringFunc(block, func(s string) string {
-		name := strings.ToLower(placeholder.FindStringSubmatch(s)[1])
+		name := strings.ReplaceAll(strings.ToLower(placeholder.FindStringSubmatch(s)[1]), "_", "-")
 		pass, ok := passwords[name]
 		if !ok {
 			t.Errorf("docs/security.md permissions: unexpected password placeholder %s", s)
@@ -71,7 +72,7 @@ func recipeUsers(t *testing.T, passwords map[string]string) []*server.User {
 	for _, u := range opts.Users {
 		names = append(names, u.Username)
 		if want, ok := passwords[u.Username]; ok && u.Password != want {
-			t.Errorf("docs/security.md permissions: user %s does not take its password from $%s_PASS", u.Username, strings.ToUpper(u.Username))
+			t.Errorf("docs/security.md permissions: user %s does not take its password from $%s", u.Username, passVar(u.Username))
 		}
 	}
 	var want []string
@@ -86,8 +87,13 @@ func recipeUsers(t *testing.T, passwords map[string]string) []*server.User {
 	return opts.Users
 }
 
+// passVar is the environment variable of user's password in the recipe.
+func passVar(user string) string {
+	return strings.ToUpper(strings.ReplaceAll(user, "-", "_")) + "_PASS"
+}
+
 // recipeUserNames are the users of the recipe's authorization block.
-var recipeUserNames = []string{"bridge", "reader", "operator", "crm", "analytics"}
+var recipeUserNames = []string{"bridge", "bridge-service", "reader", "operator", "crm", "analytics"}
 
 // inboxOf is the inbox prefix of a user of the recipe: the one its
 // subscribe allow names.
@@ -191,15 +197,16 @@ func expandVars(t *testing.T, s string, vars map[string]string) string {
 }
 
 // recipeBridgeLogin returns the environment of the recipe's command that
-// runs the bridge as the user "bridge" (the second block of
-// "## Permissions" in docs/security.md), with $BRIDGE_PASS from pass.
+// runs the bridge as the users "bridge" and "bridge-service" (the second
+// block of "## Permissions" in docs/security.md), with $BRIDGE_PASS and
+// $BRIDGE_SERVICE_PASS from pass.
 func recipeBridgeLogin(t *testing.T, pass map[string]string) []string {
 	t.Helper()
 	blocks := docBlocks(t, securityDoc, permissionsHeading)
 	if len(blocks) < 2 {
 		t.Fatal(`docs/security.md: no command block after the authorization block in "## Permissions"`)
 	}
-	words := shellWords(t, strings.TrimSpace(blocks[1]), map[string]string{"BRIDGE_PASS": pass["bridge"]})
+	words := shellWords(t, strings.TrimSpace(blocks[1]), map[string]string{"BRIDGE_PASS": pass["bridge"], "BRIDGE_SERVICE_PASS": pass["bridge-service"]})
 	var env []string
 	for len(words) > 0 && strings.Contains(words[0], "=") {
 		env, words = append(env, words[0]), words[1:]
@@ -207,9 +214,10 @@ func recipeBridgeLogin(t *testing.T, pass map[string]string) []string {
 	if len(words) < 3 || words[0] != "ami-bridge" || words[1] != "--config" {
 		t.Fatalf("docs/security.md: the bridge's login command runs %q, want ami-bridge --config FILE", words)
 	}
-	want := []string{"AMI_BRIDGE_NATS__USER=bridge", "AMI_BRIDGE_NATS__PASSWORD=" + pass["bridge"]}
+	want := []string{"AMI_BRIDGE_NATS__USER=bridge", "AMI_BRIDGE_NATS__PASSWORD=" + pass["bridge"],
+		"AMI_BRIDGE_NATS__SERVICE__USER=bridge-service", "AMI_BRIDGE_NATS__SERVICE__PASSWORD=" + pass["bridge-service"]}
 	if !slices.Equal(env, want) {
-		t.Fatalf("docs/security.md: the bridge's login sets %q, want the user and password variables", env)
+		t.Fatalf("docs/security.md: the bridge's login sets %q, want the user and password variables of both connections", env)
 	}
 	return env
 }
@@ -471,8 +479,9 @@ func TestPermissions_RecipeWorks(t *testing.T) {
 // note on allow_responses: a streamed Collection is many replies to one
 // request; the recipe's publish allow on _INBOX.> passes them all (as
 // would allow_responses {max: -1}, which the recipe leaves out for the
-// hole it opens), and allow_responses alone (one reply) cuts the stream
-// short. Each case is the recipe with the bridge's permissions changed.
+// hole it opens), and allow_responses alone (one reply) lets no reply
+// through at all. Each case is the recipe with the permissions of the bridge's
+// service user, which sends the replies, changed.
 func TestPermissions_StreamedRepliesNeedTheInboxAllow(t *testing.T) {
 	t.Parallel()
 	withoutInbox := func(p *server.Permissions) {
@@ -492,7 +501,7 @@ func TestPermissions_StreamedRepliesNeedTheInboxAllow(t *testing.T) {
 			withoutInbox(p)
 			p.Response = &server.ResponsePermission{MaxMsgs: -1}
 		}, true},
-		{"AllowResponsesDefaultCutsShort", func(p *server.Permissions) {
+		{"AllowResponsesDefaultAnswersNothing", func(p *server.Permissions) {
 			withoutInbox(p)
 			// What `allow_responses: true` gives.
 			p.Response = &server.ResponsePermission{MaxMsgs: server.DEFAULT_ALLOW_RESPONSE_MAX_MSGS, Expires: server.DEFAULT_ALLOW_RESPONSE_EXPIRATION}
@@ -504,7 +513,7 @@ func TestPermissions_StreamedRepliesNeedTheInboxAllow(t *testing.T) {
 			pass := newPasswords(recipeUserNames...)
 			users := recipeUsers(t, pass)
 			for _, u := range users {
-				if u.Username == "bridge" {
+				if u.Username == "bridge-service" { // the connection that replies
 					tc.change(u.Permissions)
 				}
 			}
@@ -514,7 +523,7 @@ func TestPermissions_StreamedRepliesNeedTheInboxAllow(t *testing.T) {
 			}
 			p := w.startPBX("perm", amitest.Config{Profile: amitest.Asterisk22, Channels: permChannels})
 			cfg := w.config(w.serverFor("perm", p, viaURL))
-			cfg.NATS.User, cfg.NATS.Password = "bridge", pass["bridge"]
+			cfg.extraEnv = recipeBridgeLogin(t, pass)
 			b := w.startBridge(cfg)
 			w.waitReady("perm")
 			body := `{"Action":"CoreShowChannels"}`
@@ -524,9 +533,12 @@ func TestPermissions_StreamedRepliesNeedTheInboxAllow(t *testing.T) {
 				}
 				return
 			}
-			// One reply gets through (the envelope); the bridge is refused
-			// the next and logs it. The requester waits in vain: nothing
-			// to wait on but a timeout, so that is not checked.
+			// No reply gets through: the bridge receives each request
+			// twice (its endpoint and its arrival stamps, see
+			// bridge/arrivals.go), and nats-server counts the second
+			// delivery against the one response allowed. The bridge is
+			// refused its first reply and logs it; then a round trip of
+			// the requester's connection shows that nothing reached it.
 			sub, err := w.nc.SubscribeSync(w.nc.NewRespInbox())
 			if err != nil {
 				t.Fatal(err)
@@ -538,16 +550,13 @@ func TestPermissions_StreamedRepliesNeedTheInboxAllow(t *testing.T) {
 			if err := w.nc.PublishMsg(m); err != nil {
 				t.Fatal(err)
 			}
-			first, err := sub.NextMsg(replyTimeout)
-			if err != nil {
-				t.Fatalf("no first streamed message: %v", err)
+			b.log.waitFor(t, `Permissions Violation for Publish to \"`+sub.Subject+`\"`, replyTimeout, b.done)
+			if err := w.nc.Flush(); err != nil {
+				t.Fatal(err)
 			}
-			if r := w.checkReply("perm", first); r.Response.value("EventList") != "start" {
-				t.Errorf("first streamed message %s, want the envelope", r)
-			}
-			b.log.waitFor(t, "Permissions Violation for Publish to", replyTimeout, b.done)
-			if !strings.Contains(string(b.log.Bytes()), "Publish to \\\"_INBOX.") {
-				t.Errorf("the bridge's permissions violation is not for a reply subject:\n%s", truncate(b.log.Bytes(), 8192))
+			if n, _, _ := sub.Pending(); n != 0 {
+				first, _ := sub.NextMsg(0)
+				t.Errorf("%d replies got through allow_responses, the first %s; want none", n, truncate(first.Data, 200))
 			}
 		})
 	}
@@ -699,13 +708,14 @@ func TestPermissions_HijacksChangeNothing(t *testing.T) {
 		}
 	})
 
-	// micro answers $SRV.PING on any subject: only the bridge's
-	// permissions stop these, and the bridge logs NATS's refusal.
-	for _, reply := range []string{"$JS.API.STREAM.PURGE.AMI_EVENTS", "$JS.API.STREAM.DELETE.AMI_EVENTS"} {
-		c.run(t, append(op, "pub", "$SRV.PING", "{}", "--reply", reply)...)
-		b.log.waitFor(t, `Permissions Violation for Publish to \"`+reply+`\"`, replyTimeout, b.done)
-	}
-	checkStream("$SRV.PING")
+	// micro answers $SRV requests on any reply subject: only the
+	// permissions of the service user stop these, and the bridge logs
+	// NATS's refusal.
+	srvReplies := []string{"$JS.API.STREAM.PURGE.AMI_EVENTS", "$JS.API.STREAM.DELETE.AMI_EVENTS", forged, "ami.pbx1.status",
+		"$KV.ami_bridge_leases.pbx1"}
+	srvHijack(t, w, srvReplies, b)
+	checkStream("micro's $SRV answers")
+	checkNoMicroJSON(t, w, forged)
 
 	if code := b.terminate(); code != 0 {
 		t.Errorf("exit code %d after SIGTERM, want 0", code)
@@ -713,20 +723,79 @@ func TestPermissions_HijacksChangeNothing(t *testing.T) {
 	if !strings.Contains(string(b.log.Bytes()), "its reply subject is not an inbox") {
 		t.Error("the bridge did not log the requests it dropped for their reply subject")
 	}
-	// The only permissions violations are the two $SRV.PING answers.
-	for _, line := range strings.Split(string(b.log.Bytes()), "\n") {
-		if strings.Contains(strings.ToLower(line), "permissions violation") && !strings.Contains(line, "$SRV") &&
-			!strings.Contains(line, "$JS.API.STREAM.PURGE.AMI_EVENTS") && !strings.Contains(line, "$JS.API.STREAM.DELETE.AMI_EVENTS") {
+	checkOnlySRVViolations(t, b, srvReplies)
+}
+
+// srvBarrier is a reply subject no user of the recipe may publish to:
+// micro's answer there, refused and logged, is the last of srvHijack's.
+const srvBarrier = "$JS.API.STREAM.DELETE.SRV_HIJACK_BARRIER"
+
+// srvHijack has the operator (the world's client) send micro's
+// $SRV.PING, $SRV.INFO and $SRV.STATS requests, with and without the
+// service name, each aimed at every one of replies, and waits until
+// every bridge of bs has logged NATS's refusal of each, and of a last one
+// aimed at srvBarrier: NATS answers a connection's publishes in order,
+// so then every answer has been refused or let through.
+func srvHijack(t *testing.T, w *world, replies []string, bs ...*bridgeProc) {
+	t.Helper()
+	for _, verb := range []string{"PING", "INFO", "STATS"} {
+		for _, subject := range []string{"$SRV." + verb, "$SRV." + verb + "." + bridge.ServiceName} {
+			for _, reply := range replies {
+				if err := w.nc.PublishMsg(&nats.Msg{Subject: subject, Reply: reply, Data: []byte("{}")}); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+	}
+	if err := w.nc.PublishMsg(&nats.Msg{Subject: "$SRV.PING", Reply: srvBarrier}); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range bs {
+		for _, reply := range append(slices.Clone(replies), srvBarrier) {
+			p.log.waitFor(t, `Permissions Violation for Publish to \"`+reply+`\"`, replyTimeout, p.done)
+		}
+	}
+}
+
+// checkNoMicroJSON fails if micro's answer reached the event subject
+// forged or any status subject, as the world's client sees them.
+func checkNoMicroJSON(t *testing.T, w *world, forged string) {
+	t.Helper()
+	for _, m := range append(w.events.snapshot(), w.status.snapshot()...) {
+		if m.Subject == forged || strings.Contains(string(m.Data), `"io.nats.micro.`) {
+			t.Errorf("micro's answer was published on %s: %s", m.Subject, truncate(m.Data, 512))
+		}
+	}
+}
+
+// checkOnlySRVViolations fails on a permissions violation in the
+// bridge's log other than those for micro's answers to srvHijack.
+func checkOnlySRVViolations(t *testing.T, p *bridgeProc, replies []string) {
+	t.Helper()
+	refused := append(slices.Clone(replies), srvBarrier)
+	for _, line := range strings.Split(string(p.log.Bytes()), "\n") {
+		if !strings.Contains(strings.ToLower(line), "permissions violation") {
+			continue
+		}
+		if !slices.ContainsFunc(refused, func(r string) bool { return strings.Contains(line, `Publish to \"`+r+`\"`) }) {
 			t.Errorf("the bridge hit another permissions violation: %s", line)
+		} else if !strings.Contains(line, `"nats_connection":"nats.service"`) {
+			t.Errorf("a refused answer of micro's was not the service connection's: %s", line)
 		}
 	}
 }
 
 // TestPermissions_HAUnderTheRecipe runs two bridges with HA as the
-// recipe's bridge user: one is active, the other stands by, and after a
-// SIGTERM of the active the other takes over and answers, without any
-// permissions violation: the lease bucket's subjects of the recipe are
-// all HA needs.
+// recipe's bridge and bridge-service users: one is active, the other
+// stands by. micro's $SRV answers aimed at the lease key, an event
+// subject, the status subject and the JetStream API change nothing: the
+// active keeps renewing its lease, its events keep going into the stream,
+// nothing is forged. After a SIGTERM of the active the other takes over
+// and answers, with no permissions violation but micro's refused
+// answers: the lease bucket's subjects of the recipe are all HA needs.
 func TestPermissions_HAUnderTheRecipe(t *testing.T) {
 	t.Parallel()
 	pass := newPasswords(recipeUserNames...)
@@ -743,6 +812,79 @@ func TestPermissions_HAUnderTheRecipe(t *testing.T) {
 	cfg.extraEnv = recipeBridgeLogin(t, pass)
 	r := &haRig{w: w, pbx: p, cfg: cfg}
 	a, b := r.startPair()
+
+	// The lease key, watched as the bridge's user from before the hijack.
+	bc, err := nats.Connect(w.ns.ClientURL(), nats.UserInfo("bridge", pass["bridge"]), nats.CustomInboxPrefix(bridge.InboxPrefix))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bc.Close()
+	js, err := jetstream.New(bc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	kv, err := js.KeyValue(ctx, bridge.DefaultHABucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	watch, err := kv.Watch(ctx, "ha1", jetstream.UpdatesOnly())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer watch.Stop()
+	_, before := recipeSubjectCount(t, w, pass, "ami.ha1.event.Hangup")
+
+	const forged = "ami.ha1.event.Hangup"
+	srvReplies := []string{"$KV." + bridge.DefaultHABucket + ".ha1", forged, "ami.ha1.status",
+		"$JS.API.STREAM.PURGE.AMI_EVENTS", "$JS.API.STREAM.DELETE.AMI_EVENTS"}
+	srvHijack(t, w, srvReplies, a.bridgeProc, b.bridgeProc)
+
+	// Every write of the key, before and after the hijack, is the
+	// active's own, and it goes on renewing: micro's JSON never got in.
+	isActives := func(value []byte, op jetstream.KeyValueOp) {
+		t.Helper()
+		var rec struct{ Holder string }
+		if err := json.Unmarshal(value, &rec); err != nil || rec.Holder != a.self || op != jetstream.KeyValuePut {
+			t.Fatalf("the lease key holds %s (%v), not the active %s's lease", truncate(value, 512), op, a.self)
+		}
+	}
+	now, err := kv.Get(ctx, "ha1")
+	if err != nil {
+		t.Fatalf("the lease key after the hijack: %v", err)
+	}
+	isActives(now.Value(), now.Operation())
+	renewals := 0
+	deadline := time.After(readyTimeout)
+	for renewals < 2 {
+		select {
+		case e := <-watch.Updates():
+			if e == nil {
+				continue
+			}
+			isActives(e.Value(), e.Operation())
+			if e.Revision() > now.Revision() {
+				renewals++
+			}
+		case <-deadline:
+			t.Fatalf("the active %s renewed its lease %d times after the hijack, want 2", a.self, renewals)
+		}
+	}
+	// Its events keep going into the stream.
+	for i := range 3 {
+		p.emit("ItAfterSRV", "Index", strconv.Itoa(i))
+	}
+	w.events.waitFor(t, 0, eventTimeout, "the events after the hijack", func(m *nats.Msg) bool {
+		f, err := parseFields(m.Data)
+		return err == nil && f.value("Event") == "ItAfterSRV" && f.value("Index") == "2"
+	})
+	waitStreamMsgs(t, js, "AMI_EVENTS", before+3, eventTimeout)
+	if onForged, _ := recipeSubjectCount(t, w, pass, forged); onForged != 0 {
+		t.Errorf("%d messages on %s in the stream, want none", onForged, forged)
+	}
+	checkNoMicroJSON(t, w, forged)
+
 	a.signal(syscall.SIGTERM)
 	if code := a.wait(exitTimeout); code != 0 {
 		t.Errorf("the active exited %d after SIGTERM, want 0", code)
@@ -753,8 +895,70 @@ func TestPermissions_HAUnderTheRecipe(t *testing.T) {
 		t.Errorf("exit code %d after SIGTERM, want 0", code)
 	}
 	for _, x := range []*haBridge{a, b} {
-		if out := x.log.Bytes(); strings.Contains(strings.ToLower(string(out)), "permissions violation") {
-			t.Errorf("bridge %s hit a permissions violation:\n%s", x.self, truncate(out, 8192))
+		checkOnlySRVViolations(t, x.bridgeProc, srvReplies)
+	}
+}
+
+// TestPermissions_EmbeddedServiceUser runs the bridge on its embedded
+// server with nats.user and nats.service from the environment: the
+// server knows both users, requests are answered, events flow, and
+// micro's $SRV answers aimed at an event subject, the status subject or
+// the lease bucket are refused on the service connection.
+func TestPermissions_EmbeddedServiceUser(t *testing.T) {
+	t.Parallel()
+	w := newWorldNoEvents(t, natsOptions{})
+	p := w.startPBX("emb", amitest.Config{Profile: amitest.Asterisk22})
+	pass := newPasswords("bridge", "bridge-service")
+	for _, s := range pass {
+		w.addSecret(s)
+	}
+	listen := deadAddr(t)
+	cfg := w.config(w.serverFor("emb", p, viaURL))
+	cfg.NATS = natsConfig{Embedded: &embeddedConfig{Listen: listen}}
+	cfg.extraEnv = []string{"AMI_BRIDGE_NATS__USER=bridge", "AMI_BRIDGE_NATS__PASSWORD=" + pass["bridge"],
+		"AMI_BRIDGE_NATS__SERVICE__USER=bridge-service", "AMI_BRIDGE_NATS__SERVICE__PASSWORD=" + pass["bridge-service"]}
+	b := w.startBridge(cfg)
+	b.log.waitFor(t, `"message":"ready"`, readyTimeout, b.done)
+	if !strings.Contains(string(b.log.Bytes()), `"nats_service_connection":true`) {
+		t.Error(`the "ready" line does not say that a service connection runs`)
+	}
+	// An action session logs "connected" once its endpoint has joined.
+	b.log.waitFor(t, `"session":"action-1","state":"connected"`, readyTimeout, b.done)
+
+	// A client as the main user, which may do all.
+	nc, err := nats.Connect("nats://"+listen, nats.UserInfo("bridge", pass["bridge"]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	seen := subscribeInbox(t, nc, ">")
+	m, err := nc.Request("ami.emb.action", []byte(`{"Action":"Ping"}`), replyTimeout)
+	if err != nil {
+		t.Fatalf("Ping: %v", err)
+	}
+	if !strings.Contains(string(m.Data), `"Pong"`) {
+		t.Fatalf("Ping reply %s", m.Data)
+	}
+	p.emit("ItEmbedded")
+	seen.waitFor(t, 0, eventTimeout, "the event", func(m *nats.Msg) bool { return m.Subject == "ami.emb.event.ItEmbedded" })
+
+	replies := []string{"ami.emb.event.Hangup", "ami.emb.status", "$KV.ami_bridge_leases.emb"}
+	for _, reply := range replies {
+		if err := nc.PublishMsg(&nats.Msg{Subject: "$SRV.PING", Reply: reply}); err != nil {
+			t.Fatal(err)
+		}
+		b.log.waitFor(t, `Permissions Violation for Publish to \"`+reply+`\"`, replyTimeout, b.done)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range seen.snapshot() {
+		if strings.Contains(string(m.Data), `"io.nats.micro.`) && slices.Contains(replies, m.Subject) {
+			t.Errorf("micro's answer reached %s: %s", m.Subject, truncate(m.Data, 200))
 		}
 	}
+	if code := b.terminate(); code != 0 {
+		t.Errorf("exit code %d after SIGTERM, want 0", code)
+	}
+	checkOnlySRVViolations(t, b, replies)
 }

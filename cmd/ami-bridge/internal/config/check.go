@@ -99,6 +99,7 @@ func (n *NATS) check(p *problems) {
 	}
 	checkReadable(p, "nats.nkey_seed_file", n.NkeySeedFile)
 	checkReadable(p, "nats.creds_file", n.CredsFile)
+	n.checkService(p)
 	if n.TLS.isSet() {
 		// An empty ServerName lets nats.go take it from each server URL.
 		n.ClientTLS = buildTLS(p, "nats.tls", n.TLS, "")
@@ -353,5 +354,46 @@ func (l *Log) check(p *problems) {
 	case "auto", "json", "console":
 	default:
 		p.add("log.format: %q must be auto, json or console", l.Format)
+	}
+}
+
+// checkService checks nats.service: one login, as for nats.*, and with
+// the embedded server (which then holds both users, see
+// cmd/ami-bridge/natsconn.go) user/password for both connections.
+func (n *NATS) checkService(p *problems) {
+	s := n.Service
+	if !s.IsSet() {
+		return
+	}
+	methods := 0
+	for _, set := range []bool{s.User != "" || s.Password != "", s.Token != "", s.NkeySeedFile != "", s.CredsFile != ""} {
+		if set {
+			methods++
+		}
+	}
+	if methods > 1 {
+		p.add("nats.service: set only one of user/password, token, nkey_seed_file, creds_file")
+	}
+	if (s.User == "") != (s.Password == "") {
+		p.add("nats.service: user and password go together")
+	}
+	checkReadable(p, "nats.service.nkey_seed_file", s.NkeySeedFile)
+	checkReadable(p, "nats.service.creds_file", s.CredsFile)
+	// nats.go logs in with a URL's own credentials over any option, so
+	// the service connection would be the main user's.
+	for _, u := range strings.Split(string(n.URL), ",") {
+		if _, _, ok := userinfoBounds(strings.TrimSpace(u)); ok {
+			p.add("nats.service: nats.url %s holds credentials, which NATS would use for the service connection too; give them as nats.user/password or nats.token", RedactNATSURL(strings.TrimSpace(u)))
+			break
+		}
+	}
+	if n.URL == "" {
+		if s.User == "" || n.User == "" {
+			p.add("nats.service: with the embedded server, both nats.user/password and nats.service.user/password are needed: the server then knows the two users")
+		} else if s.User == n.User {
+			p.add("nats.service.user: must differ from nats.user")
+		}
+	} else if s.User != "" && s.User == n.User {
+		p.add("nats.service.user: the same user as nats.user gives the service connection the bridge's permissions; use a user that may publish only to inboxes")
 	}
 }

@@ -49,10 +49,27 @@ type NATS struct {
 	// ReplyPrefixes are the inbox prefixes, besides _INBOX, on which the
 	// bridge answers action requests (bridge.Options.ReplyPrefixes).
 	ReplyPrefixes []string `koanf:"reply_prefixes"`
+	// Service, when set, logs in a second connection, with its own NATS
+	// user, that serves the action requests and micro's $SRV requests
+	// (bridge.Options.ServiceConn); see docs/security.md.
+	Service NATSService `koanf:"service"`
 
 	// ClientTLS is built from TLS by Load; nil when TLS is unset.
 	ClientTLS *tls.Config `koanf:"-"`
 }
+
+// NATSService is the login of the service connection: one of
+// user/password, token, nkey_seed_file, creds_file, as for NATS.
+type NATSService struct {
+	User         string `koanf:"user"`
+	Password     Secret `koanf:"password"`
+	Token        Secret `koanf:"token"`
+	NkeySeedFile string `koanf:"nkey_seed_file"`
+	CredsFile    string `koanf:"creds_file"`
+}
+
+// IsSet reports whether a service connection is configured.
+func (s NATSService) IsSet() bool { return s != NATSService{} }
 
 // Embedded configures the in-process nats-server used when NATS.URL is
 // empty.

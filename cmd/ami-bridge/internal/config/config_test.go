@@ -697,3 +697,95 @@ servers:
 		t.Errorf("got %d problems, want %d:\n%s", len(got), len(want), strings.Join(got, "\n"))
 	}
 }
+
+// TestLoad_NATSService: nats.service takes the login shapes of nats.*,
+// from the file or the environment, with the same rules, and the
+// embedded server needs user/password for both connections.
+func TestLoad_NATSService(t *testing.T) {
+	creds := writeFile(t, "svc.creds", "creds")
+	tests := []struct {
+		name, nats string
+		problem    string
+	}{
+		{name: "user and password, external", nats: "url: nats://h\n  user: bridge\n  password: p\n  service: {user: bridge-service, password: q}"},
+		{name: "token, external", nats: "url: nats://h\n  service: {token: t}"},
+		{name: "creds, external", nats: "url: nats://h\n  service: {creds_file: " + creds + "}"},
+		{name: "users, embedded", nats: "user: bridge\n  password: p\n  service: {user: bridge-service, password: q}"},
+		{name: "two methods", nats: "url: nats://h\n  service: {token: t, creds_file: " + creds + "}", problem: "nats.service: set only one of"},
+		{name: "user without password", nats: "url: nats://h\n  service: {user: s}", problem: "nats.service: user and password go together"},
+		{name: "missing creds file", nats: "url: nats://h\n  service: {creds_file: /nonexistent.creds}", problem: "nats.service.creds_file: open /nonexistent.creds"},
+		{name: "missing seed file", nats: "url: nats://h\n  service: {nkey_seed_file: /nonexistent.nk}", problem: "nats.service.nkey_seed_file: open /nonexistent.nk"},
+		{name: "embedded, token", nats: "user: bridge\n  password: p\n  service: {token: t}", problem: "with the embedded server, both"},
+		{name: "embedded, no main user", nats: "service: {user: s, password: q}", problem: "with the embedded server, both"},
+		{name: "embedded, same user", nats: "user: bridge\n  password: p\n  service: {user: bridge, password: q}", problem: "must differ from nats.user"},
+		{name: "external, same user", nats: "url: nats://h\n  user: bridge\n  password: p\n  service: {user: bridge, password: p}", problem: "the same user as nats.user"},
+		{name: "unknown key", nats: "url: nats://h\n  service: {usr: s}", problem: "usr"},
+		{name: "credentials in the url", nats: "url: nats://h1,nats://bob:Url-Pass-9@h2\n  service: {user: s, password: q}", problem: "nats.url nats://bob:xxxxx@h2 holds credentials"},
+		{name: "token in the url", nats: "url: nats://Url-Token-8@h\n  service: {user: s, password: q}", problem: "holds credentials"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := load(t, onePBX+"nats:\n  "+tt.nats+"\n", nil)
+			if tt.problem == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			got := problemsOf(t, err)
+			if len(got) != 1 || !strings.Contains(got[0], tt.problem) {
+				t.Errorf("problems = %q, want one with %q", got, tt.problem)
+			}
+		})
+	}
+
+	t.Run("from the environment", func(t *testing.T) {
+		cfg := mustLoad(t, onePBX, []string{
+			"AMI_BRIDGE_NATS__URL=nats://h",
+			"AMI_BRIDGE_NATS__SERVICE__USER=bridge-service",
+			"AMI_BRIDGE_NATS__SERVICE__PASSWORD=Svc-Pass-1",
+		})
+		s := cfg.NATS.Service
+		if !s.IsSet() || s.User != "bridge-service" || s.Password.Reveal() != "Svc-Pass-1" {
+			t.Errorf("nats.service = %#v", s)
+		}
+		cfg = mustLoad(t, onePBX, []string{"AMI_BRIDGE_NATS__URL=nats://h", "AMI_BRIDGE_NATS__SERVICE__TOKEN=Svc-Token-2",
+			"AMI_BRIDGE_NATS__SERVICE__CREDS_FILE=", "AMI_BRIDGE_NATS__SERVICE__NKEY_SEED_FILE="})
+		if cfg.NATS.Service.Token.Reveal() != "Svc-Token-2" {
+			t.Errorf("nats.service.token = %q", cfg.NATS.Service.Token.Reveal())
+		}
+		if mustLoad(t, onePBX, nil).NATS.Service.IsSet() {
+			t.Error("nats.service is set with no key given")
+		}
+	})
+
+	t.Run("secrets never print nor leak", func(t *testing.T) {
+		cfg := mustLoad(t, onePBX, []string{"AMI_BRIDGE_NATS__URL=nats://h", "AMI_BRIDGE_NATS__SERVICE__USER=s", "AMI_BRIDGE_NATS__SERVICE__PASSWORD=Svc-Pass-3"})
+		js, err := json.Marshal(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, out := range []string{fmt.Sprintf("%v", cfg), fmt.Sprintf("%+v", *cfg), fmt.Sprintf("%#v", cfg.NATS), string(js)} {
+			if strings.Contains(out, "Svc-Pass-3") {
+				t.Errorf("printed config holds the service password: %s", out)
+			}
+		}
+		// A problem elsewhere that quotes the service password or token.
+		for _, env := range [][]string{
+			{"AMI_BRIDGE_NATS__SERVICE__USER=s", "AMI_BRIDGE_NATS__SERVICE__PASSWORD=Svc\r\nPass-4", "AMI_BRIDGE_LOG__LEVEL=Svc\r\nPass-4"},
+			{"AMI_BRIDGE_NATS__SERVICE__TOKEN=Svc\tToken-5", "AMI_BRIDGE_LOG__LEVEL=Svc\tToken-5"},
+		} {
+			_, err := load(t, onePBX, append(env, "AMI_BRIDGE_NATS__URL=nats://h"))
+			got := problemsOf(t, err)
+			secret := strings.TrimPrefix(env[len(env)-1], "AMI_BRIDGE_LOG__LEVEL=")
+			for _, form := range escapedForms(secret) {
+				if strings.Contains(strings.Join(got, "\n"), form) {
+					t.Errorf("problems %q hold the service secret as %q", got, form)
+				}
+			}
+			if !strings.Contains(strings.Join(got, "\n"), `log.level: "xxxxx"`) {
+				t.Errorf("problems %q: want log.level's, with the secret masked", got)
+			}
+		}
+	})
+}

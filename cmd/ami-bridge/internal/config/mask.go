@@ -10,11 +10,11 @@ import (
 )
 
 // secretsOf lists every secret c holds, resolved or not, for masking:
-// NATS password and token, the secrets of every URL, each server's
+// NATS passwords and tokens (nats.* and nats.service.*), the secrets of every URL, each server's
 // resolved secret, and the value of every secret_env variable, even one
 // that was refused (a secret given twice is not resolved).
 func secretsOf(c *Config, lookupEnv func(string) (string, bool)) []string {
-	out := []string{string(c.NATS.Password), string(c.NATS.Token)}
+	out := []string{string(c.NATS.Password), string(c.NATS.Token), string(c.NATS.Service.Password), string(c.NATS.Service.Token)}
 	for _, u := range strings.Split(string(c.NATS.URL), ",") {
 		out = append(out, userinfoSecret(u, true))
 	}
