@@ -22,8 +22,17 @@ import (
 // same subject stamps every request's arrival, keyed by its reply
 // subject; the handler takes the stamp. Its callback does nothing else,
 // so it never lags behind the endpoints' queues by more than a scheduling
-// delay. It costs one more copy of each request on the bridge's
-// connection, and one trade: a request that NATS routes to no endpoint
+// delay.
+//
+// The stamps need a connection other than the service's (the main one,
+// with Options.ServiceConn): nats-server counts a second delivery of a
+// request to the same connection against the replies that
+// `allow_responses` grants, so with the default of one reply no reply
+// would get through. With one connection nothing is stamped, and a
+// request's deadline counts from when its session takes it.
+//
+// It costs one more copy of each request on the main connection, and one
+// trade: a request that NATS routes to no endpoint
 // while the service swaps instances (a rare race when a session drops)
 // still reaches this subscription, so its requester times out instead of
 // getting no responders at once. The bridge permissions need a plain

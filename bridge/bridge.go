@@ -42,8 +42,11 @@
 // publishes on its own: events, statuses, JetStream (stream lookup and
 // publish acks) and the HA lease bucket. Options.ServiceConn, when set,
 // carries what a requester can trigger: the micro services (their action
-// endpoints and micro's own $SRV.PING, INFO and STATS handlers), the side
-// subscription that stamps request arrivals, and every reply. micro
+// endpoints and micro's own $SRV.PING, INFO and STATS handlers) and every
+// reply, while the main connection's side subscription stamps the
+// requests' arrivals (see arrivals.go: with one connection the bridge
+// cannot stamp them, and a request's deadline counts from when its
+// session takes it). micro
 // answers a $SRV request on whatever reply subject it names, so with one
 // connection whoever may publish to $SRV.> makes the bridge publish
 // micro's JSON with the main connection's permissions, on a lease key
@@ -149,8 +152,9 @@ type Options struct {
 	// own inbox prefix, is dropped unanswered (see replyto.go).
 	ReplyPrefixes []string
 	// ServiceConn, when set, is the connection that serves requests: the
-	// micro services (their endpoints and $SRV handlers), the arrival
-	// stamps and every reply. Events, statuses, JetStream and the HA
+	// micro services (their endpoints and $SRV handlers) and every reply;
+	// the main connection then stamps the requests' arrivals, so that one
+	// that waited past its requester's deadline is dropped, not run. Events, statuses, JetStream and the HA
 	// lease bucket stay on the connection given to New. micro answers
 	// $SRV requests on any reply subject they name, which the bridge
 	// cannot filter, so a ServiceConn logged in as a NATS user that may
@@ -220,9 +224,9 @@ const (
 //     started and waited for by pbx.serveActions; it ends when the
 //     session does. It also runs the overdue check a handler asks for
 //     after an action passed its deadline.
-//   - per PBX with an action service, the nats.go goroutine of the side
-//     subscription, on the service connection, that stamps request
-//     arrivals (arrivals.listen): started
+//   - per PBX with an action service and a ServiceConn, the nats.go
+//     goroutine of the side subscription, on the main connection, that
+//     stamps request arrivals (arrivals.listen): started
 //     when the service gets an instance, unsubscribed when it has none.
 //   - per PBX with a logged-in action session, a micro service, on the
 //     service connection, with one endpoint per session, whose

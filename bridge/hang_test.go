@@ -91,7 +91,8 @@ func TestBridge_RequestPastItsDeadlineIsNotSent(t *testing.T) {
 	nc, cc, pbx, w := r.nc, r.cc, r.pbx, r.w
 	sc := fastServer("pbx1", pbx)
 	sc.ActionSessions = 1 // so that the late request queues behind the held one
-	b, _ := startBridge(t, nc, []ServerConfig{sc}, Options{})
+	// A service connection of its own, so that the main one stamps arrivals.
+	b, _ := startBridge(t, nc, []ServerConfig{sc}, Options{ServiceConn: connect(t, r.ns)})
 	w.waitAllUp()
 	answer, release := holdAction(t)
 	held := heldRequest(t, cc, pbx, "Hold", answer)
@@ -189,7 +190,8 @@ func TestBridge_QueuedRequestKeepsItsDeadline(t *testing.T) {
 	nc, cc, pbx, w := r.nc, r.cc, r.pbx, r.w
 	sc := fastServer("pbx1", pbx)
 	sc.ActionSessions = 1
-	b, _ := startBridge(t, nc, []ServerConfig{sc}, Options{})
+	// A service connection of its own, so that the main one stamps arrivals.
+	b, _ := startBridge(t, nc, []ServerConfig{sc}, Options{ServiceConn: connect(t, r.ns)})
 	w.waitAllUp()
 	pbx.NeverAnswer("Getvar")
 	answer, release := holdAction(t)

@@ -88,7 +88,7 @@ func (s *actionService) replace() error {
 		if next, err = s.register(); err != nil {
 			return err
 		}
-		if err := s.arrivals.listen(s.p.ns.svc, subjects.Action(s.p.ns.prefix, s.p.name)); err != nil {
+		if err := s.listenArrivals(); err != nil {
 			_ = next.Stop()
 			return fmt.Errorf("subscribe to stamp request arrivals: %w", err)
 		}
@@ -99,6 +99,16 @@ func (s *actionService) replace() error {
 	s.stop()
 	s.svc = next
 	return nil
+}
+
+// listenArrivals stamps the requests' arrivals on the main connection,
+// when the service has one of its own (see arrivals). Lock held.
+func (s *actionService) listenArrivals() error {
+	ns := s.p.ns
+	if ns.svc == ns.nc {
+		return nil
+	}
+	return s.arrivals.listen(ns.nc, subjects.Action(ns.prefix, s.p.name))
 }
 
 // stopArrivals ends the arrival stamps before the last instance stops:

@@ -278,8 +278,14 @@ func mainLogin(c config.NATS) natsLogin {
 		nkeySeedFile: c.NkeySeedFile, credsFile: c.CredsFile}
 }
 
-// serviceLogin is the login of the service connection (nats.service.*).
+// serviceLogin is the login of the service connection: nats.service.*,
+// or without them the main connection's own (see natsStack.connect).
 func serviceLogin(c config.NATS) natsLogin {
+	if !c.Service.IsSet() {
+		l := mainLogin(c)
+		l.name = "ami-bridge-service"
+		return l
+	}
 	s := c.Service
 	return natsLogin{key: "nats.service", name: "ami-bridge-service", user: s.User, password: s.Password.Reveal(), token: s.Token.Reveal(),
 		nkeySeedFile: s.NkeySeedFile, credsFile: s.CredsFile}

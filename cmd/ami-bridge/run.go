@@ -97,7 +97,7 @@ func run(ctx context.Context, cfg *config.Config, environ []string, log zerolog.
 		// at once when it is back, not at the next interval.
 		st.nc.onReconnect(b.PublishStatus)
 		ops.attach(b, st.nc.Conn)
-		ready = ready.Str("nats_url", st.url).Str("prefix", cfg.NATS.Prefix).Bool("nats_service_connection", st.svc != nil)
+		ready = ready.Str("nats_url", st.url).Str("prefix", cfg.NATS.Prefix).Bool("nats_service_user", cfg.NATS.Service.IsSet())
 		logTopology(ready, b.Topology()).Msg("ready")
 		<-ctx.Done()
 	})
@@ -263,22 +263,22 @@ func startNATS(ctx context.Context, cfg *config.Config, log zerolog.Logger) (*na
 	return st, nil
 }
 
-// connect opens the main connection and, with nats.service, the service
-// connection, to st.ns when it runs, else to nats.url.
+// connect opens the main connection and the service connection, to st.ns
+// when it runs, else to nats.url. The service connection logs in as
+// nats.service, or as the main user when that is not set: even then it
+// is a connection of its own, so that the main one can stamp the
+// requests' arrivals (see bridge.Options.ServiceConn).
 func (st *natsStack) connect(ctx context.Context, cfg *config.Config, log zerolog.Logger) error {
 	nc, err := connectNATS(ctx, cfg.NATS, mainLogin(cfg.NATS), cfg.ShutdownTimeout, st.ns, log)
 	if err != nil {
 		return err
 	}
-	if cfg.NATS.Service.IsSet() {
-		svc, err := connectNATS(ctx, cfg.NATS, serviceLogin(cfg.NATS), cfg.ShutdownTimeout, st.ns, log)
-		if err != nil {
-			nc.Close()
-			return err
-		}
-		st.svc = svc
+	svc, err := connectNATS(ctx, cfg.NATS, serviceLogin(cfg.NATS), cfg.ShutdownTimeout, st.ns, log)
+	if err != nil {
+		nc.Close()
+		return err
 	}
-	st.nc = nc
+	st.nc, st.svc = nc, svc
 	return nil
 }
 
