@@ -227,12 +227,7 @@ func recipeBridgeLogin(t *testing.T, pass map[string]string) []string {
 // verbatim, with the nats CLI as its "analytics" user.
 func TestPermissions_READMEJetStreamRecipe(t *testing.T) {
 	t.Parallel()
-	pass := newPasswords(recipeUserNames...)
-	users := recipeUsers(t, pass)
-	w := newWorld(t, natsOptions{users: users, user: "operator", pass: pass["operator"], inboxPrefix: inboxOf("operator"), jetStream: true})
-	for _, n := range recipeUserNames {
-		w.addSecret(pass[n])
-	}
+	w, pass := recipeWorld(t, true, nil)
 	p := w.startPBX("pbx1", amitest.Config{Profile: amitest.Asterisk22})
 	cfg := w.config(w.serverFor("pbx1", p, viaURL))
 	cfg.JetStream = &jetStreamConf{Enabled: true} // the default stream, AMI_EVENTS
@@ -339,14 +334,9 @@ func subscribeInbox(t *testing.T, nc *nats.Conn, subject string) *inbox {
 // (many replies to one request) and discovers the micro service.
 func TestPermissions_RecipeWorks(t *testing.T) {
 	t.Parallel()
-	pass := newPasswords(recipeUserNames...)
-	users := recipeUsers(t, pass)
 	// The world's own client, which collects statuses and events and sends
 	// the requests, is the operator.
-	w := newWorld(t, natsOptions{users: users, user: "operator", pass: pass["operator"], inboxPrefix: inboxOf("operator")})
-	for _, n := range recipeUserNames {
-		w.addSecret(pass[n])
-	}
+	w, pass := recipeWorld(t, false, nil)
 	p := w.startPBX("perm", amitest.Config{Profile: amitest.Asterisk22, Channels: permChannels})
 
 	readerErrs := make(chan error, 16)
@@ -510,17 +500,13 @@ func TestPermissions_StreamedRepliesNeedTheInboxAllow(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			pass := newPasswords(recipeUserNames...)
-			users := recipeUsers(t, pass)
-			for _, u := range users {
-				if u.Username == "bridge-service" { // the connection that replies
-					tc.change(u.Permissions)
+			w, pass := recipeWorld(t, false, func(users []*server.User) {
+				for _, u := range users {
+					if u.Username == "bridge-service" { // the connection that replies
+						tc.change(u.Permissions)
+					}
 				}
-			}
-			w := newWorld(t, natsOptions{users: users, user: "operator", pass: pass["operator"], inboxPrefix: inboxOf("operator")})
-			for _, n := range recipeUserNames {
-				w.addSecret(pass[n])
-			}
+			})
 			p := w.startPBX("perm", amitest.Config{Profile: amitest.Asterisk22, Channels: permChannels})
 			cfg := w.config(w.serverFor("perm", p, viaURL))
 			cfg.extraEnv = recipeBridgeLogin(t, pass)
@@ -601,12 +587,7 @@ func recipeSubjectCount(t *testing.T, w *world, pass map[string]string, subject 
 // shows it, gets its answer.
 func TestPermissions_HijacksChangeNothing(t *testing.T) {
 	t.Parallel()
-	pass := newPasswords(recipeUserNames...)
-	users := recipeUsers(t, pass)
-	w := newWorld(t, natsOptions{users: users, user: "operator", pass: pass["operator"], inboxPrefix: inboxOf("operator"), jetStream: true})
-	for _, n := range recipeUserNames {
-		w.addSecret(pass[n])
-	}
+	w, pass := recipeWorld(t, true, nil)
 	// pbx1, the name in the page's commands.
 	p := w.startPBX("pbx1", amitest.Config{Profile: amitest.Asterisk22})
 	sc := w.serverFor("pbx1", p, viaURL)
@@ -796,12 +777,7 @@ func checkOnlySRVViolations(t *testing.T, p *bridgeProc, replies []string) {
 // answers: the lease bucket's subjects of the recipe are all HA needs.
 func TestPermissions_HAUnderTheRecipe(t *testing.T) {
 	t.Parallel()
-	pass := newPasswords(recipeUserNames...)
-	users := recipeUsers(t, pass)
-	w := newWorld(t, natsOptions{users: users, user: "operator", pass: pass["operator"], inboxPrefix: inboxOf("operator"), jetStream: true})
-	for _, n := range recipeUserNames {
-		w.addSecret(pass[n])
-	}
+	w, pass := recipeWorld(t, true, nil)
 	p := w.startPBX("ha1", amitest.Config{Profile: amitest.Asterisk22, WriteTimeout: time.Second})
 	cfg := w.config(w.serverFor("ha1", p, viaURL))
 	cfg.Log.Level = "info"
@@ -959,4 +935,21 @@ func TestPermissions_EmbeddedServiceUser(t *testing.T) {
 		t.Errorf("exit code %d after SIGTERM, want 0", code)
 	}
 	checkOnlySRVViolations(t, b, replies)
+}
+
+// recipeWorld is a world whose NATS server has the users of the recipe in
+// docs/security.md (change, when not nil, may alter them first), whose own
+// client is the operator, and whose secret checks know every password.
+func recipeWorld(t *testing.T, jetStream bool, change func([]*server.User)) (*world, map[string]string) {
+	t.Helper()
+	pass := newPasswords(recipeUserNames...)
+	users := recipeUsers(t, pass)
+	if change != nil {
+		change(users)
+	}
+	w := newWorld(t, natsOptions{users: users, user: "operator", pass: pass["operator"], inboxPrefix: inboxOf("operator"), jetStream: jetStream})
+	for _, n := range recipeUserNames {
+		w.addSecret(pass[n])
+	}
+	return w, pass
 }
