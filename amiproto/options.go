@@ -95,9 +95,8 @@ func (o *options) keepaliveTimeout() time.Duration {
 // instead of queueing it for Events. f must not block: while it runs nothing
 // is read from the socket, and Asterisk drops a client that stops reading
 // for about 100 ms. It suits a consumer with its own bounded buffer, and
-// saves a goroutine hand-off per event. Events then delivers nothing and is
-// closed once the reader has stopped, so ranging over it still waits for
-// the last call of f.
+// saves a goroutine hand-off per event. Events then returns nil; Done
+// closes once the reader has stopped, after the last call of f.
 func WithEventFunc(f func(*Message)) Option { return func(o *options) { o.onEvent = f } }
 
 // WithEventSkip lets a consumer that sheds load drop events for a fraction
