@@ -570,12 +570,27 @@ func (h *haNode) plan(tail ha.Tail, v ha.Value) ha.Decision {
 	h.mu.Unlock()
 	newEpoch := max(time.Now().UnixMilli(), v.Epoch+1)
 	var d ha.Decision
-	h.p.ring.holdFor(boundary, func(entries ringView) uint64 {
-		d = ha.Plan(tail, entries, own, v.Limit, max(boundary, h.p.lastSeq.Load()), newEpoch)
-		return d.After
-	})
-	return d
+	for try := 0; ; try++ {
+		h.p.ring.holdFor(boundary, func(entries ringView) uint64 {
+			d = ha.Plan(tail, entries, own, v.Limit, max(boundary, h.p.lastSeq.Load()), newEpoch)
+			return d.After
+		})
+		// This process's reader may not have read the tail's event yet:
+		// it reads its own session, a little behind the old active's at
+		// times. A gap is final only once it had a moment to.
+		if d.Gap == nil || try == planRetries || h.closing.Load() {
+			return d
+		}
+		time.Sleep(planRetryWait)
+	}
 }
+
+// A plan that finds a gap is made again planRetries times, planRetryWait
+// apart.
+const (
+	planRetries   = 5
+	planRetryWait = 20 * time.Millisecond
+)
 
 // sessionEnded records that the event session's login ended after local
 // seq last: a plan never continues from an event up to it, since the

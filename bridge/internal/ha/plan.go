@@ -66,11 +66,19 @@ type Decision struct {
 //     from the next entry with the tail's numbers and epoch; what the old
 //     active stored after the read carries the same Nats-Msg-Ids, and
 //     JetStream drops it.
-//   - Otherwise (the ring does not reach back, the rings differ, or the
-//     chain is in the ring more than once: a run of more than W equal
-//     events, where no place can be proven), the numbers from Seq+1 to
-//     limit+1 are a gap, and the oldest held entry becomes limit+2: it
-//     never publishes under new numbers what the stream may hold.
+//   - Otherwise (the ring does not reach back, the rings differ, the
+//     process read fewer than W events before the tail, or the chain is
+//     in the ring more than once: a run of more than W equal events),
+//     no place is proven. The numbers from Seq+1 to limit+1 are a gap,
+//     and the oldest entry held becomes limit+2, so that no number the
+//     old active may have given is used again. The entries held go out
+//     under these new numbers: where the ring does not reach back they
+//     are all newer than the tail; where it does but cannot prove it (a
+//     process that read fewer than W events before the tail, rings that
+//     differ, a run of equal events), some may be in the stream already.
+//     Equal payloads are no proof: Asterisk repeats them (a
+//     DeviceStateChange per call), and skipping to the last equal one
+//     loses what follows the true tail.
 //
 // newest is the last local seq numbered, for a ring that holds nothing
 // since the login.

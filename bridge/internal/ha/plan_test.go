@@ -133,6 +133,29 @@ func TestPlan_GapWhenTheRingDoesNotReachBack(t *testing.T) {
 	}
 }
 
+// A standby that read only a few events before the tail (it logged in
+// during a quiet spell) cannot prove its place by the chain, although the
+// tail is in its ring: it reports the gap, and publishes what it holds
+// under numbers above it (some of it may be in the stream already, under
+// the old numbers; see Plan).
+func TestPlan_ShortHistoryIsUnproven(t *testing.T) {
+	fp := func(i int) uint64 {
+		if i >= 30 {
+			return 5 // equal UserEvents after a call
+		}
+		return distinct(i)
+	}
+	fps, chains := pbxEvents(36, fp)
+	standby := read(fps, 30, 36, 1) // logged in during the silence
+	d := Plan(tailAt(fps, chains, 32), standby, Own{}, 700, 6, 99)
+	if d.Matched || d.Gap == nil || *d.Gap != (Gap{From: 34, To: 701}) {
+		t.Fatalf("plan %+v gap %v: want unmatched, gap 34..701", d, d.Gap)
+	}
+	if d.After != 0 || d.Replay != 6 || int64(1)+d.Offset != 702 {
+		t.Fatalf("plan %+v: want everything held published from 702", d)
+	}
+}
+
 // More than W equal events in a row: the chain is the same at several
 // places, and no place is proven. The plan reports a gap rather than
 // skip or repeat some of them. Fewer equal events, inside a window that
