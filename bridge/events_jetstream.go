@@ -301,3 +301,31 @@ func (p *publisher) timeString(at int64) string {
 	p.scratch = p.stamp.append(p.scratch[:0], at)
 	return string(p.scratch)
 }
+
+// standBy is the publisher's turn while it may not publish: as a standby
+// (idle true) it acknowledges whatever the ring holds, unless the lease was
+// lost with events unpublished (mayAck), so the ring keeps the newest
+// events within its own bounds, and waits for a change of role; waiting
+// for a renewal's limit, it only waits. It returns false when the ring is
+// closed.
+func (p *publisher) standBy(h *haNode, idle bool) bool {
+	r := p.p.ring
+	if idle {
+		if n := r.newest(); n > 0 && h.mayAck() {
+			r.ack(n)
+		}
+		h.pubQuiet()
+	}
+	if r.isClosed() {
+		return false
+	}
+	t := time.NewTimer(h.opts.CheckpointInterval)
+	defer t.Stop()
+	select {
+	case <-h.pubWake:
+	case <-t.C:
+	case <-p.p.life.hard.Done():
+		return false
+	}
+	return true
+}

@@ -149,7 +149,6 @@ type haNode struct {
 
 	mu        sync.Mutex // guards the fields below
 	lease     *lease.Lease
-	token     string // of the last lease this process held
 	holder    string
 	epoch     int64
 	offset    int64         // Ami-Seq published = local seq + offset
@@ -310,10 +309,15 @@ func (h *haNode) renew(ctx context.Context) {
 	err := l.Renew(ctx, data)
 	if err == nil {
 		h.mu.Lock()
+		first := false
 		if h.lease == l {
+			first = h.limit == 0
 			h.limit = max(h.limit, limit)
 		}
 		h.mu.Unlock()
+		if first { // a new active's publisher waits for it
+			h.kickPub()
+		}
 	}
 	switch {
 	case errors.Is(err, lease.ErrLost):
@@ -464,7 +468,7 @@ func (h *haNode) tryAcquire(ctx context.Context) {
 		return
 	}
 	h.mu.Lock()
-	h.lease, h.token = l, l.Token()
+	h.lease = l
 	h.epoch, h.offset, h.after = pl.Epoch, pl.Offset, pl.After
 	h.gen++
 	h.limit = 0 // nothing until the first renewal
@@ -668,32 +672,4 @@ func (h *haNode) releaseAfterAcks(ctx context.Context, why string) {
 func (h *haNode) handover(ctx context.Context) {
 	h.closing.Store(true)
 	h.releaseAfterAcks(ctx, "shutdown")
-}
-
-// standBy is the publisher's turn while it may not publish: as a standby
-// (idle true) it acknowledges whatever the ring holds, unless the lease was
-// lost with events unpublished (mayAck), so the ring keeps the newest
-// events within its own bounds, and waits for a change of role; waiting
-// for a renewal's limit, it only waits. It returns false when the ring is
-// closed.
-func (p *publisher) standBy(h *haNode, idle bool) bool {
-	r := p.p.ring
-	if idle {
-		if n := r.newest(); n > 0 && h.mayAck() {
-			r.ack(n)
-		}
-		h.pubQuiet()
-	}
-	if r.isClosed() {
-		return false
-	}
-	t := time.NewTimer(h.opts.CheckpointInterval)
-	defer t.Stop()
-	select {
-	case <-h.pubWake:
-	case <-t.C:
-	case <-p.p.life.hard.Done():
-		return false
-	}
-	return true
 }
