@@ -451,7 +451,7 @@ func (h *haNode) tryAcquire(ctx context.Context) {
 		tail, err = h.readTail(ctx)
 	}
 	if err == nil && !h.closing.Load() { // Shutdown may have begun meanwhile
-		pl = h.plan(tail, v)
+		pl = h.plan(ctx, tail, v)
 	}
 	if err != nil || h.closing.Load() {
 		if err != nil {
@@ -511,7 +511,9 @@ func (h *haNode) readTail(ctx context.Context) (ha.Tail, error) {
 	if err != nil {
 		return t, fmt.Errorf("last event of %s: %w", h.p.name, err)
 	}
-	return parseTail(m.Header, m.Data)
+	t, err = parseTail(m.Header, m.Data)
+	t.StreamSeq = m.Sequence
+	return t, err
 }
 
 // parseTail reads a stored event's place. An event without Ami-Chain was
@@ -551,7 +553,7 @@ func parseTail(hd nats.Header, data []byte) (ha.Tail, error) {
 // standby's publisher acknowledges nothing from here on (keep, and a
 // wait for it to stand still), so nothing moves the mark up again before
 // the publisher starts from the plan.
-func (h *haNode) plan(tail ha.Tail, v ha.Value) ha.Decision {
+func (h *haNode) plan(ctx context.Context, tail ha.Tail, v ha.Value) ha.Decision {
 	if !h.keep.Swap(true) {
 		h.mu.Lock()
 		h.own = ha.Own{} // not kept since it was acknowledged
@@ -573,20 +575,98 @@ func (h *haNode) plan(tail ha.Tail, v ha.Value) ha.Decision {
 	boundary, own := h.boundary, h.own
 	h.mu.Unlock()
 	newEpoch := max(time.Now().UnixMilli(), v.Epoch+1)
-	var d ha.Decision
+	var (
+		d        ha.Decision
+		back     []ha.Stored
+		readBack bool
+	)
 	for try := 0; ; try++ {
 		h.p.ring.holdFor(boundary, func(entries ringView) uint64 {
-			d = ha.Plan(tail, entries, own, v.Limit, max(boundary, h.p.lastSeq.Load()), newEpoch)
+			d = ha.Plan(tail, entries, own, back, v.Limit, max(boundary, h.p.lastSeq.Load()), newEpoch)
 			return d.After
 		})
+		if d.Gap == nil || h.closing.Load() {
+			return d
+		}
+		// A process that read few events since its login: the stream's
+		// events since before it may prove its place (ha.Overlap).
+		if !readBack && d.Replay > 0 && d.Replay <= maxReadBack {
+			readBack = true
+			var err error
+			if back, err = h.readBack(ctx, tail, boundary); err != nil {
+				h.log.Warn("HA: cannot read the stream back to line up", "error", err)
+			}
+			if back != nil {
+				continue
+			}
+		}
 		// This process's reader may not have read the tail's event yet:
 		// it reads its own session, a little behind the old active's at
 		// times. A gap is final only once it had a moment to.
-		if d.Gap == nil || try == planRetries || h.closing.Load() {
+		if try >= planRetries {
 			return d
 		}
 		time.Sleep(planRetryWait)
 	}
+}
+
+// maxReadBack bounds the events a takeover reads back from the stream:
+// beyond a few windows the chain decides.
+const maxReadBack = 4 * ha.W
+
+// readBackMargin is how far before its first event a process reads the
+// stream back: more than the clocks of the bridges and the NATS servers
+// may differ.
+const readBackMargin = 10 * time.Second
+
+// readBack returns the stream's events of this PBX from readBackMargin
+// before the first event this process read since its login up to the
+// tail, oldest first; nil when there are more than maxReadBack or none.
+func (h *haNode) readBack(ctx context.Context, tail ha.Tail, boundary uint64) ([]ha.Stored, error) {
+	first, _ := h.p.ring.readAfter(boundary, make([]ringEntry, 0, 1))
+	if len(first) == 0 || tail.StreamSeq == 0 {
+		return nil, nil
+	}
+	ns, filter := h.p.ns, subjects.ServerEvents(h.p.ns.prefix, h.p.name)
+	// STREAM.MSG.GET finds the first message from a time; nats.go's
+	// GetMsg does not offer it.
+	since := first[0].Time().Add(-readBackMargin).UTC()
+	req, _ := json.Marshal(struct {
+		StartTime time.Time `json:"start_time"`
+		NextFor   string    `json:"next_by_subj"`
+	}{since, filter})
+	resp, err := ns.nc.RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET."+ns.jsOpts.Stream, req)
+	if err != nil {
+		return nil, err
+	}
+	var got struct {
+		Message *struct {
+			Seq uint64 `json:"seq"`
+		} `json:"message"`
+	}
+	if err := json.Unmarshal(resp.Data, &got); err != nil || got.Message == nil {
+		return nil, nil // nothing from then on: nothing to line up with
+	}
+	s, err := ns.js.Stream(ctx, ns.jsOpts.Stream)
+	if err != nil {
+		return nil, err
+	}
+	var back []ha.Stored
+	for seq := got.Message.Seq; seq <= tail.StreamSeq; {
+		if len(back) == maxReadBack+ha.W {
+			return nil, nil
+		}
+		m, err := s.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(filter))
+		if err != nil {
+			return nil, err
+		}
+		if m.Sequence > tail.StreamSeq {
+			break
+		}
+		back = append(back, ha.Stored{Event: m.Header.Get(HeaderEvent), Data: m.Data})
+		seq = m.Sequence + 1
+	}
+	return back, nil
 }
 
 // A plan that finds a gap is made again planRetries times, planRetryWait

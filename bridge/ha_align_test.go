@@ -92,6 +92,35 @@ func TestHA_QuietPBXHandover(t *testing.T) {
 	}
 }
 
+// A standby that logged in during the silence read too few events to
+// prove its place by the chain: it reads the stream back from before its
+// login, finds its first events as the stream's last ones, and continues
+// exactly: no event twice, no gap (issue 16: the ring's events went out
+// again under new numbers, 9 UserEvents for 6).
+func TestHA_StandbyThatLoggedInDuringTheSilence(t *testing.T) {
+	r := newQuietRig(t)
+	a := r.bridge("a")
+	waitStatus(t, a, func(st Status) bool { return st.HA.Role == RoleActive && allUp(st) })
+	r.call()
+	b := r.bridge("b")
+	waitStatus(t, b, func(st Status) bool { return st.HA.Role == RoleStandby && st.HA.Holder == "a" && allUp(st) })
+	first := r.emit(userEvent("quiet", 1), userEvent("quiet", 2), userEvent("quiet", 3))
+	waitFor(t, func() uint64 { return a.Status()[0].LastSeq }, func(n uint64) bool { return n >= uint64(len(first)) })
+	ctx, cancel := context.WithTimeout(context.Background(), waitTime)
+	defer cancel()
+	if err := a.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitStatus(t, b, func(st Status) bool { return st.HA.Role == RoleActive })
+	want := r.emit(userEvent("quiet", 4), userEvent("quiet", 5), userEvent("quiet", 6))
+	checkOnceInOrder(t, streamUpTo(t, r.js, want[len(want)-1]), want)
+	checkStreamHolds(t, r.js, want)
+	st := b.Status()[0]
+	if lt := st.HA.LastTakeover; len(st.HA.Gaps) > 0 || lt == nil || !lt.Matched {
+		t.Fatalf("b: gaps %v, last takeover %+v; want none, matched", st.HA.Gaps, lt)
+	}
+}
+
 // streamUpTo returns the stream once it holds the PBX's last event last:
 // the publisher sends in order, so anything sent twice before it is
 // stored by then.

@@ -104,7 +104,7 @@ func TestHA_PlanHoldsTheReplayWhileTheRingTurns(t *testing.T) {
 	}
 	p.ring.ack(p.ring.newest()) // a standby acknowledges all
 	// The old active stored up to event 40 (local seq 40).
-	d := p.ha.plan(storedTail(callEvent(39), 40, chains[39]), ha.Value{Epoch: 7, Limit: 1 << 16})
+	d := p.ha.plan(t.Context(), storedTail(callEvent(39), 40, chains[39]), ha.Value{Epoch: 7, Limit: 1 << 16})
 	if !d.Matched || d.After != 40 || d.Offset != 0 {
 		t.Fatalf("plan %+v: want matched after local seq 40", d)
 	}

@@ -9,6 +9,39 @@ type Tail struct {
 	Chain uint64 // its Ami-Chain
 	Event string // its Ami-Event, for the cross-check (Ring.Same)
 	Data  []byte // its payload, for the cross-check
+	// StreamSeq is its sequence in the stream, for reading back (Back).
+	StreamSeq uint64
+}
+
+// Stored is an event the stream holds, as read back for Overlap.
+type Stored struct {
+	Event string
+	Data  []byte
+}
+
+// Overlap finds how many of the ring's oldest entries are the newest
+// events of back (the stream's events up to its tail, oldest first): the
+// k >= 1 for which ring[0, k) equals back's last k events, entry by
+// entry (Ring.Same). The ring is what a process read since its login, so
+// k is how far the stream already has it. ok is false when more than one
+// k fits (repeating events), and k is then 0; k == 0 with ok: none fits.
+func Overlap(ring Ring, back []Stored) (k int, ok bool) {
+	for c := 1; c <= min(ring.Len(), len(back)); c++ {
+		fits := true
+		for i := range c {
+			if b := back[len(back)-c+i]; !ring.Same(i, b.Event, b.Data) {
+				fits = false
+				break
+			}
+		}
+		if fits {
+			if k > 0 {
+				return 0, false
+			}
+			k = c
+		}
+	}
+	return k, true
 }
 
 // Ring is what a process holds of the events read since its event
@@ -80,9 +113,14 @@ type Decision struct {
 //     DeviceStateChange per call), and skipping to the last equal one
 //     loses what follows the true tail.
 //
+// back, when not nil, is the stream's events up to the tail since before
+// the process's login, read back for a process that read fewer than W
+// events before the tail: where Overlap finds exactly one place, that
+// proves it, event by event.
+//
 // newest is the last local seq numbered, for a ring that holds nothing
 // since the login.
-func Plan(tail Tail, ring Ring, own Own, limit uint64, newest uint64, newEpoch int64) Decision {
+func Plan(tail Tail, ring Ring, own Own, back []Stored, limit uint64, newest uint64, newEpoch int64) Decision {
 	n := ring.Len()
 	start := newest // publish after it when the ring holds nothing
 	if n > 0 {
@@ -109,6 +147,11 @@ func Plan(tail Tail, ring Ring, own Own, limit uint64, newest uint64, newEpoch i
 			break
 		}
 		found = i
+	}
+	if found == -1 && back != nil {
+		if k, ok := Overlap(ring, back); ok && k > 0 {
+			found = k - 1
+		}
 	}
 	if found >= 0 {
 		l := ring.Seq(found)

@@ -88,7 +88,7 @@ func TestPlan_QuietPBXContinuesExactly(t *testing.T) {
 	fps, chains := pbxEvents(6, distinct) // one call's few events, then 3 UserEvents
 	standby := read(fps, 0, 6, 1)
 	for last := range 6 { // the old active stored up to event last+1
-		d := Plan(tailAt(fps, chains, last), standby, Own{}, 1<<16, 6, 99)
+		d := Plan(tailAt(fps, chains, last), standby, Own{}, nil, 1<<16, 6, 99)
 		if last == 5 {
 			continues(t, d, standby, 6, 0)
 			if d.Replay != 0 {
@@ -109,11 +109,11 @@ func TestPlan_QuietPBXContinuesExactly(t *testing.T) {
 func TestPlan_StandbyThatLoggedInLaterMatchesOnceItsWindowIsFull(t *testing.T) {
 	fps, chains := pbxEvents(3*W, distinct)
 	standby := read(fps, 10, 3*W, 501)
-	d := Plan(tailAt(fps, chains, 10+W-2), standby, Own{}, 1<<16, 0, 99)
+	d := Plan(tailAt(fps, chains, 10+W-2), standby, Own{}, nil, 1<<16, 0, 99)
 	if d.Matched || d.Gap == nil {
 		t.Fatalf("plan %+v matched with a window the active did not have", d)
 	}
-	d = Plan(tailAt(fps, chains, 10+W-1), standby, Own{}, 1<<16, 0, 99)
+	d = Plan(tailAt(fps, chains, 10+W-1), standby, Own{}, nil, 1<<16, 0, 99)
 	continues(t, d, standby, 10+W, 10)
 }
 
@@ -124,7 +124,7 @@ func TestPlan_StandbyThatLoggedInLaterMatchesOnceItsWindowIsFull(t *testing.T) {
 func TestPlan_GapWhenTheRingDoesNotReachBack(t *testing.T) {
 	fps, chains := pbxEvents(200, distinct)
 	standby := read(fps, 0, 200, 1).since(150) // trimmed: holds 151..200
-	d := Plan(tailAt(fps, chains, 99), standby, Own{}, 600, 200, 99)
+	d := Plan(tailAt(fps, chains, 99), standby, Own{}, nil, 600, 200, 99)
 	if d.Matched || d.Gap == nil || *d.Gap != (Gap{From: 101, To: 601}) {
 		t.Fatalf("plan %+v gap %v; want gap 101..601", d, d.Gap)
 	}
@@ -147,12 +147,53 @@ func TestPlan_ShortHistoryIsUnproven(t *testing.T) {
 	}
 	fps, chains := pbxEvents(36, fp)
 	standby := read(fps, 30, 36, 1) // logged in during the silence
-	d := Plan(tailAt(fps, chains, 32), standby, Own{}, 700, 6, 99)
+	d := Plan(tailAt(fps, chains, 32), standby, Own{}, nil, 700, 6, 99)
 	if d.Matched || d.Gap == nil || *d.Gap != (Gap{From: 34, To: 701}) {
 		t.Fatalf("plan %+v gap %v: want unmatched, gap 34..701", d, d.Gap)
 	}
 	if d.After != 0 || d.Replay != 6 || int64(1)+d.Offset != 702 {
 		t.Fatalf("plan %+v: want everything held published from 702", d)
+	}
+}
+
+// storedUpTo is what the stream holds of the PBX's events from index from
+// to index last, as read back.
+func storedUpTo(fps []uint64, from, last int) []Stored {
+	var out []Stored
+	for i := from; i <= last; i++ {
+		out = append(out, Stored{Event: "E", Data: []byte(strconv.FormatUint(fps[i], 10))})
+	}
+	return out
+}
+
+// The same standby, with the stream read back from before its login:
+// its first events are the stream's last ones in exactly one way, which
+// proves its place event by event, equal UserEvents included.
+func TestPlan_ShortHistoryProvenByReadingBack(t *testing.T) {
+	fp := func(i int) uint64 {
+		if i >= 30 {
+			return 5
+		}
+		return distinct(i)
+	}
+	fps, chains := pbxEvents(36, fp)
+	standby := read(fps, 28, 36, 1) // logged in just before the UserEvents
+	d := Plan(tailAt(fps, chains, 32), standby, Own{}, storedUpTo(fps, 20, 32), 700, 8, 99)
+	continues(t, d, standby, 33, 28)
+	if d.Replay != 3 {
+		t.Fatalf("replay %d, want 3", d.Replay)
+	}
+	// Only equal events since the login: they fit in several ways, and
+	// nothing is proven.
+	standby = read(fps, 31, 36, 1)
+	if d := Plan(tailAt(fps, chains, 32), standby, Own{}, storedUpTo(fps, 20, 32), 700, 5, 99); d.Matched || d.Gap == nil {
+		t.Fatalf("plan %+v matched among equal events", d)
+	}
+	// A ring that starts after the tail: nothing fits, a gap, and all of
+	// it is published.
+	standby = read(fps, 34, 36, 1)
+	if d := Plan(tailAt(fps, chains, 32), standby, Own{}, storedUpTo(fps, 20, 32), 700, 2, 99); d.Matched || d.Gap == nil || d.Replay != 2 {
+		t.Fatalf("plan %+v: want a gap, everything held published", d)
 	}
 }
 
@@ -171,14 +212,14 @@ func TestPlan_RunsOfEqualEvents(t *testing.T) {
 	fps, chains := pbxEvents(20+run+10, fp)
 	standby := read(fps, 0, len(fps), 1)
 	for _, last := range []int{20, 20 + W/2, 20 + W - 2} { // inside the run, less than W in
-		continues(t, Plan(tailAt(fps, chains, last), standby, Own{}, 1<<16, 0, 99), standby, last+1, 0)
+		continues(t, Plan(tailAt(fps, chains, last), standby, Own{}, nil, 1<<16, 0, 99), standby, last+1, 0)
 	}
-	d := Plan(tailAt(fps, chains, 20+run-1), standby, Own{}, 1<<16, 0, 99)
+	d := Plan(tailAt(fps, chains, 20+run-1), standby, Own{}, nil, 1<<16, 0, 99)
 	if d.Matched || d.Gap == nil {
 		t.Fatalf("plan %+v matched inside a run of %d equal events", d, run)
 	}
 	// After the run, distinct events prove the place again.
-	continues(t, Plan(tailAt(fps, chains, 20+run+5), standby, Own{}, 1<<16, 0, 99), standby, 20+run+6, 0)
+	continues(t, Plan(tailAt(fps, chains, 20+run+5), standby, Own{}, nil, 1<<16, 0, 99), standby, 20+run+6, 0)
 }
 
 // An event that differs between the rings (one process dropped it, or
@@ -188,10 +229,10 @@ func TestPlan_ADifferentEventIsNoMatch(t *testing.T) {
 	other := append([]uint64(nil), fps...)
 	other[50] = 1 // read differently by the standby
 	standby := read(other, 0, 200, 1)
-	if d := Plan(tailAt(fps, chains, 60), standby, Own{}, 1<<16, 0, 99); d.Matched {
+	if d := Plan(tailAt(fps, chains, 60), standby, Own{}, nil, 1<<16, 0, 99); d.Matched {
 		t.Fatalf("plan %+v matched across an event the rings do not share", d)
 	}
-	continues(t, Plan(tailAt(fps, chains, 50+W), standby, Own{}, 1<<16, 0, 99), standby, 51+W, 0)
+	continues(t, Plan(tailAt(fps, chains, 50+W), standby, Own{}, nil, 1<<16, 0, 99), standby, 51+W, 0)
 }
 
 // The cross-check: a chain found whose entry is not the stored event is
@@ -201,7 +242,7 @@ func TestPlan_CrossCheckRefusesAnEntryWithTheChainButNotTheEvent(t *testing.T) {
 	standby := read(fps, 0, 10, 1)
 	tail := tailAt(fps, chains, 4)
 	tail.Data = []byte("something else")
-	if d := Plan(tail, standby, Own{}, 1<<16, 0, 99); d.Matched || d.Gap == nil {
+	if d := Plan(tail, standby, Own{}, nil, 1<<16, 0, 99); d.Matched || d.Gap == nil {
 		t.Fatalf("plan %+v matched an entry whose payload differs", d)
 	}
 }
@@ -213,11 +254,11 @@ func TestPlan_CrossCheckRefusesAnEntryWithTheChainButNotTheEvent(t *testing.T) {
 func TestPlan_EmptyStreamStartsANewEpochAtOne(t *testing.T) {
 	fps, _ := pbxEvents(10, distinct)
 	standby := read(fps, 0, 10, 31)
-	d := Plan(Tail{}, standby, Own{}, 1<<16, 40, 1234)
+	d := Plan(Tail{}, standby, Own{}, nil, 1<<16, 40, 1234)
 	if d.Epoch != 1234 || d.After != 30 || int64(31)+d.Offset != 1 || d.Gap != nil || d.Replay != 10 {
 		t.Fatalf("plan %+v: want epoch 1234, local 31 as Ami-Seq 1, no gap", d)
 	}
-	d = Plan(Tail{}, &process{}, Own{}, 0, 40, 1234)
+	d = Plan(Tail{}, &process{}, Own{}, nil, 0, 40, 1234)
 	if d.After != 40 || int64(41)+d.Offset != 1 {
 		t.Fatalf("plan %+v on an empty ring: want the next event (local 41) as Ami-Seq 1", d)
 	}
@@ -230,13 +271,13 @@ func TestPlan_ReacquireFromItsOwnLastAck(t *testing.T) {
 	fps, chains := pbxEvents(300, distinct)
 	self := read(fps, 0, 300, 1).since(250) // 201..250 evicted
 	own := Own{Valid: true, Local: 200, Seq: 200, Epoch: 7, Chain: chains[199]}
-	d := Plan(tailAt(fps, chains, 199), self, own, 1<<16, 300, 99)
+	d := Plan(tailAt(fps, chains, 199), self, own, nil, 1<<16, 300, 99)
 	if !d.Matched || d.After != 200 || d.Offset != 0 || d.Gap != nil || d.Replay != 50 {
 		t.Fatalf("plan %+v: want from local 201 under the same numbers", d)
 	}
 	// Someone else published since: its own record is not the tail, and
 	// the ring decides.
-	d = Plan(tailAt(fps, chains, 259), self, own, 1<<16, 300, 99)
+	d = Plan(tailAt(fps, chains, 259), self, own, nil, 1<<16, 300, 99)
 	continues(t, d, self, 260, 250)
 }
 
@@ -248,7 +289,7 @@ func TestPlan_NoPollutionAfterAGap(t *testing.T) {
 	fps, chains := pbxEvents(400, distinct)
 	// A took over with a gap: it published PBX events 151.. as limit+2..
 	a := read(fps, 150, 400, 1)
-	d := Plan(tailAt(fps, chains, 99), a, Own{}, 600, 250, 99)
+	d := Plan(tailAt(fps, chains, 99), a, Own{}, nil, 600, 250, 99)
 	if d.Gap == nil {
 		t.Fatal("no gap")
 	}
@@ -257,7 +298,7 @@ func TestPlan_NoPollutionAfterAGap(t *testing.T) {
 	i := 300 - 151 // its index in a
 	stored := Tail{Found: true, Seq: uint64(int64(a.seqs[i]) + d.Offset), Epoch: 7, Chain: a.chains[i], Event: "E", Data: []byte(strconv.FormatUint(fps[299], 10))}
 	b := read(fps, 0, 400, 1001) // B read everything
-	d2 := Plan(stored, b, Own{}, 1<<16, 1400, 99)
+	d2 := Plan(stored, b, Own{}, nil, 1<<16, 1400, 99)
 	if !d2.Matched || d2.Gap != nil {
 		t.Fatalf("second plan %+v gap %v: want matched", d2, d2.Gap)
 	}
