@@ -24,7 +24,8 @@ type Stored struct {
 // k >= 1 for which ring[0, k) equals back's last k events, entry by
 // entry (Ring.Same). The ring is what a process read since its login, so
 // k is how far the stream already has it. ok is false when more than one
-// k fits (repeating events), and k is then 0; k == 0 with ok: none fits.
+// k fits (repeating events), or the one that fits holds no payload that
+// back holds only once, and k is then 0; k == 0 with ok: none fits.
 func Overlap(ring Ring, back []Stored) (k int, ok bool) {
 	for c := 1; c <= min(ring.Len(), len(back)); c++ {
 		fits := true
@@ -41,7 +42,23 @@ func Overlap(ring Ring, back []Stored) (k int, ok bool) {
 			k = c
 		}
 	}
-	return k, true
+	if k == 0 {
+		return 0, true
+	}
+	// A fit made only of payloads the stream repeats may be chance: a
+	// process that logged in after the tail whose first event repeats the
+	// tail's (a DeviceStateChange per call). One payload that the read
+	// back holds once pins the place.
+	seen := make(map[string]int, len(back))
+	for _, b := range back {
+		seen[string(b.Data)]++
+	}
+	for _, b := range back[len(back)-k:] {
+		if seen[string(b.Data)] == 1 {
+			return k, true
+		}
+	}
+	return 0, false
 }
 
 // Ring is what a process holds of the events read since its event

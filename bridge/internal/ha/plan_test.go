@@ -189,6 +189,12 @@ func TestPlan_ShortHistoryProvenByReadingBack(t *testing.T) {
 	if d := Plan(tailAt(fps, chains, 32), standby, Own{}, storedUpTo(fps, 20, 32), 700, 5, 99); d.Matched || d.Gap == nil {
 		t.Fatalf("plan %+v matched among equal events", d)
 	}
+	// A ring that starts after the tail, whose first event repeats the
+	// tail's payload: the fit is chance, and proves nothing.
+	standby = read(append(append([]uint64(nil), fps[:33]...), fps[32], 77, 78), 33, 36, 1)
+	if d := Plan(tailAt(fps, chains, 32), standby, Own{}, storedUpTo(fps, 20, 32), 700, 3, 99); d.Matched || d.Gap == nil || d.Replay != 3 {
+		t.Fatalf("plan %+v: a repeated payload taken for the tail", d)
+	}
 	// A ring that starts after the tail: nothing fits, a gap, and all of
 	// it is published.
 	standby = read(fps, 34, 36, 1)
