@@ -720,7 +720,7 @@ func (b *Bridge) Shutdown(ctx context.Context) error {
 	return nil
 }
 
-// handover gives up, with a final checkpoint, every HA lease this
+// handover gives up, once its publishes are acknowledged, every HA lease this
 // process holds, in parallel, so that the standbys take over at once.
 func (b *Bridge) handover(ctx context.Context) {
 	var wg sync.WaitGroup

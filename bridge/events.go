@@ -21,6 +21,10 @@ const (
 	HeaderSeq    = "Ami-Seq"     // per PBX 1, 2, 3… for the process's life (with HA, for the PBX's, across takeovers); a gap is a lost event
 	HeaderTime   = "Ami-Time"    // when the bridge read the event, RFC 3339 with nanoseconds, UTC
 	HeaderMsgID  = "Nats-Msg-Id" // "<server>:<epoch>:<seq>", for JetStream dedupe
+	// HeaderChain, only with HA, is a hash over the last events up to
+	// this one (ha.Chain, hex): a new active finds the stream's last
+	// event in its own buffer by it. Consumers may ignore it.
+	HeaderChain = "Ami-Chain"
 )
 
 // jsAckTimeout bounds the wait for one JetStream ack: a publish whose ack

@@ -13,11 +13,11 @@ import (
 
 // inflight is a JetStream publish waiting for its ack.
 type inflight struct {
-	seq  uint64 // in the ring
-	f    jetstream.PubAckFuture
-	sent time.Time
-	pub  uint64 // the Ami-Seq published: seq, or with HA seq + offset
-	fp   uint64 // with HA, the event's fingerprint for the checkpoint
+	seq   uint64 // in the ring
+	f     jetstream.PubAckFuture
+	sent  time.Time
+	pub   uint64 // the Ami-Seq published: seq, or with HA seq + offset
+	chain uint64 // with HA, the event's Ami-Chain
 }
 
 // noRetries turns nats.go's own resend after "no responders" off: it
@@ -65,7 +65,8 @@ func (p *publisher) loopJS() {
 				} else {
 					gen = terms.gen
 					p.idPrefix = p.p.name + ":" + strconv.FormatInt(terms.epoch, 10) + ":"
-					r.unack(terms.after)
+					// The takeover held the ring's entries above
+					// after (ring.hold) for this.
 					sent, acked = terms.after, terms.after
 				}
 			}
@@ -100,11 +101,7 @@ func (p *publisher) loopJS() {
 					failed, refused = err, true
 					break
 				}
-				in := inflight{seq: batch[i].seq, f: f, sent: now, pub: pub}
-				if ha != nil {
-					in.fp = fingerprint(&batch[i].msg)
-				}
-				window = append(window, in)
+				window = append(window, inflight{seq: batch[i].seq, f: f, sent: now, pub: pub, chain: batch[i].chain})
 				sent = batch[i].seq
 			}
 			clear(batch)
@@ -259,7 +256,7 @@ func (p *publisher) jsAcked(w inflight) uint64 {
 	p.p.stats.jsLatency.observe(time.Since(w.sent))
 	p.p.ring.ack(w.seq)
 	if p.p.ha != nil {
-		p.p.ha.acked(w.pub, w.fp)
+		p.p.ha.acked(w.seq, w.pub, w.chain)
 	}
 	return w.seq
 }
@@ -292,6 +289,9 @@ func (p *publisher) publishJS(e *ringEntry, pub uint64) (jetstream.PubAckFuture,
 			HeaderMsgID:  {p.idPrefix + seq},
 		},
 	}
+	if p.p.ha != nil {
+		m.Header[HeaderChain] = []string{strconv.FormatUint(e.chain, 16)}
+	}
 	p.lastSize = len(m.Data)
 	return p.js.PublishMsgAsync(m, noRetries)
 }
@@ -300,4 +300,32 @@ func (p *publisher) publishJS(e *ringEntry, pub uint64) (jetstream.PubAckFuture,
 func (p *publisher) timeString(at int64) string {
 	p.scratch = p.stamp.append(p.scratch[:0], at)
 	return string(p.scratch)
+}
+
+// standBy is the publisher's turn while it may not publish: as a standby
+// (idle true) it acknowledges whatever the ring holds, unless the lease was
+// lost with events unpublished (mayAck), so the ring keeps the newest
+// events within its own bounds, and waits for a change of role; waiting
+// for a renewal's limit, it only waits. It returns false when the ring is
+// closed.
+func (p *publisher) standBy(h *haNode, idle bool) bool {
+	r := p.p.ring
+	if idle {
+		if n := r.newest(); n > 0 && h.mayAck() {
+			r.ack(n)
+		}
+		h.pubQuiet()
+	}
+	if r.isClosed() {
+		return false
+	}
+	t := time.NewTimer(h.opts.CheckpointInterval)
+	defer t.Stop()
+	select {
+	case <-h.pubWake:
+	case <-t.C:
+	case <-p.p.life.hard.Done():
+		return false
+	}
+	return true
 }

@@ -1,136 +1,10 @@
 package bridge
 
-// High availability: two or more bridges per PBX, one publishing.
-//
-// With HAOptions.Enabled, every process that has a PBX in its servers logs
-// its event session in and keeps reading, but only one process per PBX,
-// the active, publishes that PBX's events. The others are hot standbys.
-// Actions are not concerned: every process whose action sessions are up
-// serves them in the queue group, as without HA.
-//
-// # Lease
-//
-// The active holds the PBX's key (its name) in a NATS KV bucket through
-// package lease: Create with a per-key TTL to take it, a compare-and-set
-// write with a fresh TTL to renew it, a delete at the holder's revision to
-// release it. There is no consensus of our own: the bucket's stream orders
-// the writes. A standby contends when it starts, at once whenever the
-// key's Watch shows it deleted or expired, and every quarter lease TTL in
-// case the watch missed it; it contends only while its event session is
-// logged in, since an active without its AMI session has nothing to
-// publish.
-//
-// # One stream, numbered the same everywhere
-//
-// Asterisk sends every session of a user the same bytes of a broadcast
-// event in the same order (capture 18), except what belongs to one session:
-// the FullyBooted at its own login and the SuccessfulAuth of every login
-// after its own. With HA on those session events (sessionOnly) are left out
-// of the stream before numbering: they take no Ami-Seq and are not
-// published, so that every process sees the same numbered sequence. A
-// consumer that needs logins sees them in the security log of Asterisk,
-// not on NATS.
-//
-// Each process numbers its events with its own counter (local seq, the
-// ring's Ami-Seq). The active publishes local seq + offset: zero for the
-// first active ever, and for a process that took over, the offset that
-// gives the event matched in its ring the Ami-Seq the old active gave it.
-// The Nats-Msg-Id epoch belongs to the PBX, not to a process: the first
-// active picks it (its start time), the checkpoint carries it, and every
-// later active keeps it. A JetStream stream therefore deduplicates the
-// events a new active publishes again.
-//
-// # Checkpoints
-//
-// The active renews its lease every CheckpointInterval (100 ms by default)
-// with a checkpoint as the payload (package lease keeps the last payload
-// past the key's expiry): the epoch, the last Ami-Seq it published and
-// that was acknowledged, and the fingerprints of the events up to it. A
-// fingerprint is the FNV-1a hash of an event's fields in wire order,
-// ActionID left out: the event session of each process gives a request's
-// ActionID back to its own requester (OriginateResponse), so that field
-// alone differs between processes.
-//
-// One fingerprint would match an identical event at the wrong place, and
-// so would a run of eight: Asterisk sends runs of identical events (ten
-// equal DeviceStateChange in a row in capture 18). So the checkpoint
-// carries the events back to the FingerprintRun-th change of fingerprint,
-// run-length encoded as [fingerprint, count] pairs: the newest run's count
-// says where in a run of equal events the checkpoint is, and the older
-// runs reach back to events that name a channel or a call, which do not
-// repeat.
-//
-// # Takeover
-//
-// A standby that acquires the key reads the last checkpoint and looks for
-// its run in its ring, newest occurrence first. Found at local seq L, it
-// sets offset = checkpoint seq − L and publishes from L+1: the events the
-// old active published after its checkpoint go out again under the same
-// Ami-Seq and Nats-Msg-Id (JetStream drops them in its dedupe window; a
-// core NATS subscriber may see an Ami-Seq twice, never a gap), then the
-// events it never published.
-//
-// A process that lost the lease and takes it back while the last
-// checkpoint is still its own (written under its lease's token, and no
-// other holder seen since) needs no fingerprints: nobody published since,
-// since an active writes a checkpoint before it may publish. It goes on
-// from its ring's acknowledged mark under its own numbers (resume).
-//
-// When the ring does not reach back to the checkpoint (the standby was
-// down too, or logged in after it), the events between are lost. The old
-// active may have published past its checkpoint, up to the checkpoint's
-// limit: the highest Ami-Seq it may publish until its next renewal,
-// granted with each renewal (seqBudget above its newest event) and
-// enforced by its publisher. So the new active numbers its oldest
-// buffered event limit+2, never reusing a number or a Nats-Msg-Id, and
-// reports the gap checkpoint+1 to limit+1 in its status (Status.HA.Gaps)
-// and in the ha_gaps_total metric. It never hides one.
-//
-// A standby's publisher acknowledges every event as the ring takes it, so
-// the ring holds the newest events for a takeover, up to the ring's own
-// bounds (EventBuffer, EventBufferBytes), evicting the oldest rather than
-// refusing one. An active that loses its lease (NATS lost, a renewal too
-// late) acknowledges nothing: its ring keeps what it has not published,
-// and refuses and counts new events when full, as without HA, until it is
-// active again or sees another process hold the lease. Losing the lease
-// is not an ack. The events read before the event session's last login
-// are never lined up with a checkpoint: the login lost what came between.
-//
-// Numbering agrees between processes as long as neither ring dropped an
-// event between the checkpoint and the takeover (a ring drops only when
-// NATS is too slow for its bounds). After a takeover, an OriginateResponse
-// of a request sent through another process carries the bridge's own
-// ActionID rather than the requester's.
-//
-// # Fencing
-//
-// The publisher asks mayPublish before each batch, and fenced before each
-// message it hands to NATS (an atomic load and a monotonic clock read, no
-// lock, no I/O). Both hold only while the lease is Valid: lease.Lease
-// counts its deadline on the monotonic clock from the sending of its last
-// successful renewal, less a guard, so an active that cannot renew (NATS
-// lost, process frozen) stops before the server can expire its key and a
-// standby take it. A message already handed to NATS when the process
-// froze is the one thing fencing cannot stop; it carries the same
-// Nats-Msg-Id the new active uses, so the stream drops it.
-//
-// # Giving the lease up
-//
-// The active releases the lease, with a final checkpoint, when its event
-// session drops (a standby with its session up then publishes what this
-// one cannot read) and on Shutdown. Shutdown's order is: stop taking
-// actions; stop the publisher after its current batch and wait for its
-// acks; write the final checkpoint (the last published event) and release
-// the key, at which point a standby takes over with no repeat and no gap;
-// then drain, log off and close NATS as without HA. A standby that gets
-// SIGTERM only stops contending.
-//
-// # Goroutines
-//
-// Per PBX, the HA loop (haNode.run) is started and waited for by pbx.run
-// and ends with the run context; its lease watch is started and waited
-// for by the HA loop. The publisher is the PBX's own, which asks the HA
-// node before each batch.
+// High availability: one process per PBX (the active, holding a lease)
+// publishes its events; the others read them too and stand by. A new
+// active continues from what the event stream stored last for the PBX,
+// found in its own ring by the Ami-Chain header. docs/ha.md is the
+// design; package bridge/internal/ha holds its pure part.
 
 import (
 	"cmp"
@@ -141,27 +15,32 @@ import (
 	"log/slog"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/ami-bridge/ami-bridge/amiproto"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/ami-bridge/ami-bridge/bridge/internal/ha"
 	"github.com/ami-bridge/ami-bridge/lease"
+	"github.com/ami-bridge/ami-bridge/subjects"
 )
 
 // HAOptions make several bridges share each PBX: one publishes its
 // events, the others stand by. They need JetStream for the lease bucket.
 type HAOptions struct {
 	Enabled bool
-	// Bucket is the KV bucket of the leases and checkpoints, default
+	// Bucket is the KV bucket of the leases, default
 	// DefaultHABucket.
 	Bucket string
 	// LeaseTTL is how long a lease lives after its last renewal, default
 	// 2s: a takeover after a crash comes within about that.
 	LeaseTTL time.Duration
-	// CheckpointInterval is how often the active renews with a checkpoint,
-	// default 100ms; at most LeaseTTL/4 so that a lost renewal or two does
-	// not end the lease.
+	// CheckpointInterval is how often the active renews its lease (and
+	// the Ami-Seq limit it carries), default 100ms; at most LeaseTTL/4 so
+	// that a lost renewal or two does not end the lease.
 	CheckpointInterval time.Duration
 	// Holder names this process in the lease, default "<hostname>:<pid>".
 	Holder string
@@ -173,10 +52,6 @@ const (
 	DefaultLeaseTTL           = lease.DefaultTTL
 	DefaultCheckpointInterval = 100 * time.Millisecond
 )
-
-// FingerprintRun is how many runs of identical events a checkpoint's
-// fingerprints cover.
-const FingerprintRun = 8
 
 // The roles of a PBX with HA, as HAStatus.Role reports them.
 const (
@@ -221,144 +96,6 @@ func sessionOnly(name string) bool {
 	return name == "FullyBooted" || name == "SuccessfulAuth"
 }
 
-// FNV-1a, 64 bits.
-const (
-	fnvOffset = 14695981039346656037
-	fnvPrime  = 1099511628211
-)
-
-func fnvString(h uint64, s string) uint64 {
-	for i := 0; i < len(s); i++ {
-		h ^= uint64(s[i])
-		h *= fnvPrime
-	}
-	return h
-}
-
-// fingerprint identifies an event across the sessions of one AMI user:
-// its fields in order, ActionID left out (see the package notes above).
-func fingerprint(m *amiproto.Message) uint64 {
-	h := uint64(fnvOffset)
-	for i := range m.Len() {
-		f := m.Field(i)
-		if len(f.Key) == len("ActionID") && equalFoldASCII(f.Key, "ActionID") {
-			continue
-		}
-		h = fnvString(h, f.Key)
-		h = fnvString(h, ":")
-		h = fnvString(h, f.Value)
-		h = fnvString(h, "\n")
-	}
-	return h
-}
-
-func equalFoldASCII(a, b string) bool {
-	for i := 0; i < len(a); i++ {
-		x, y := a[i]|0x20, b[i]|0x20
-		if x != y {
-			return false
-		}
-	}
-	return true
-}
-
-// checkpoint is the active's payload in the lease.
-type checkpoint struct {
-	Epoch int64     `json:"epoch"` // of Nats-Msg-Id; the PBX keeps it across takeovers
-	Seq   uint64    `json:"seq"`   // the last Ami-Seq published and acknowledged; 0 before the first
-	Run   []segment `json:"run"`   // [fingerprint, count] of the events up to Seq, oldest first
-	// Limit is the highest Ami-Seq the holder may publish until its next
-	// renewal. A new active that cannot line up with Seq starts above it,
-	// so that it never reuses a number (and Nats-Msg-Id) the old one gave.
-	Limit uint64 `json:"limit"`
-	Final bool   `json:"final,omitempty"`
-}
-
-// align returns the index in fps (oldest first) of the last event of the
-// newest occurrence of run, or -1.
-func align(fps, run []uint64) int {
-	if len(run) == 0 {
-		return -1
-	}
-	for end := len(fps) - 1; end >= len(run)-1; end-- {
-		ok := true
-		for k := range run {
-			if fps[end-len(run)+1+k] != run[k] {
-				ok = false
-				break
-			}
-		}
-		if ok {
-			return end
-		}
-	}
-	return -1
-}
-
-// segment is a run of identical events: their fingerprint and how many.
-type segment = [2]uint64
-
-// runBuf is the fingerprints of the last events acknowledged, for the
-// next checkpoint: the last FingerprintRun segments.
-type runBuf struct {
-	segs [FingerprintRun]segment // circular
-	n    int                     // how many of segs are set
-	next int                     // where the next one goes
-	seq  uint64                  // Ami-Seq of the newest event, as published
-}
-
-func (r *runBuf) add(seq, fp uint64) {
-	r.seq = seq
-	if r.n > 0 {
-		if last := &r.segs[(r.next+FingerprintRun-1)%FingerprintRun]; last[0] == fp {
-			last[1]++
-			return
-		}
-	}
-	r.segs[r.next] = segment{fp, 1}
-	r.next = (r.next + 1) % FingerprintRun
-	r.n = min(r.n+1, FingerprintRun)
-}
-
-// seed starts the buffer over with a checkpoint's run, ending at seq.
-func (r *runBuf) seed(seq uint64, run []segment) {
-	*r = runBuf{seq: seq}
-	for _, sg := range run[max(0, len(run)-FingerprintRun):] {
-		r.segs[r.next] = sg
-		r.next = (r.next + 1) % FingerprintRun
-		r.n++
-	}
-}
-
-// run returns the segments, oldest first.
-func (r *runBuf) run() []segment {
-	out := make([]segment, 0, r.n)
-	for i := range r.n {
-		out = append(out, r.segs[(r.next-r.n+i+FingerprintRun)%FingerprintRun])
-	}
-	return out
-}
-
-// expand returns the fingerprints of run event by event, oldest first, or
-// nil when they are more than limit (a buffer that short cannot hold
-// them).
-func expand(run []segment, limit int) []uint64 {
-	var total uint64
-	for _, sg := range run {
-		total += sg[1]
-	}
-	if total > uint64(limit) {
-		return nil
-	}
-	out := make([]uint64, 0, total)
-	for _, sg := range run {
-		for range sg[1] {
-			out = append(out, sg[0])
-		}
-	}
-	return out
-}
-
 // HAStatus is the HA part of a PBX's status.
 type HAStatus struct {
 	Role   string `json:"role"`   // active or standby
@@ -377,11 +114,11 @@ type Takeover struct {
 	At       time.Time `json:"at"`
 	From     uint64    `json:"from_seq"` // the first Ami-Seq it published
 	Replayed int       `json:"replayed"` // events from its buffer published at once, the repeats included
-	Matched  bool      `json:"matched"`  // the checkpoint was found in its buffer; false after a gap or for the first active
+	Matched  bool      `json:"matched"`  // the stream's last event was found in its buffer; false after a gap or for the first active
 }
 
 // Gap is a range of Ami-Seq found at a takeover that could not line up
-// with the last checkpoint. The old active may have published some of its
+// with the stream's last event. The old active may have published some of its
 // numbers (the stream has those); the numbers the stream lacks, and the
 // events read by nobody, are lost. Its last number is never used.
 type Gap struct {
@@ -412,7 +149,6 @@ type haNode struct {
 
 	mu        sync.Mutex // guards the fields below
 	lease     *lease.Lease
-	token     string // of the last lease this process held
 	holder    string
 	epoch     int64
 	offset    int64         // Ami-Seq published = local seq + offset
@@ -420,7 +156,7 @@ type haNode struct {
 	gen       uint64        // counts takeovers, for the publisher to notice one
 	limit     uint64        // the highest Ami-Seq the last successful renewal allows
 	boundary  uint64        // local seq of the last event of the event session's previous login
-	recent    runBuf        // the fingerprints of the last events acknowledged
+	own       ha.Own        // the last event acknowledged while active; Valid while keep holds
 	quiet     chan struct{} // closed by the publisher once it stands still; see stopPublishing
 	last      *Takeover
 	gaps      []Gap
@@ -486,19 +222,16 @@ func (h *haNode) mayAck() bool {
 }
 
 // acked records an event the publisher has published and NATS
-// acknowledged, by its Ami-Seq as published.
-func (h *haNode) acked(seq, fp uint64) {
+// acknowledged: local seq, Ami-Seq as published, Ami-Chain.
+func (h *haNode) acked(local, seq, chain uint64) {
 	h.mu.Lock()
-	h.recent.add(seq, fp)
+	h.own = ha.Own{Valid: true, Local: local, Seq: seq, Epoch: h.epoch, Chain: chain}
 	h.mu.Unlock()
 }
 
-// checkpointLocked returns the checkpoint of what was acknowledged, with
-// the limit the renewal that writes it grants. h.mu is held.
-func (h *haNode) checkpointLocked(final bool, limit uint64) []byte {
-	c := checkpoint{Epoch: h.epoch, Seq: h.recent.seq, Run: h.recent.run(), Final: final, Limit: limit}
-	data, _ := json.Marshal(c) // plain numbers: cannot fail
-	return data
+// valueLocked returns the lease value that grants limit. h.mu is held.
+func (h *haNode) valueLocked(limit uint64) []byte {
+	return ha.Value{Epoch: h.epoch, Limit: limit}.Encode()
 }
 
 // seqBudget is how many Ami-Seq numbers past the newest event read a
@@ -524,19 +257,6 @@ func (h *haNode) status() *HAStatus {
 		st.LastTakeover = &t
 	}
 	return st
-}
-
-// readCheckpoint decodes the last checkpoint of the PBX; nil when there
-// is none.
-func readCheckpoint(data []byte) (*checkpoint, error) {
-	if len(data) == 0 {
-		return nil, nil
-	}
-	var c checkpoint
-	if err := json.Unmarshal(data, &c); err != nil {
-		return nil, fmt.Errorf("ha: checkpoint: %w", err)
-	}
-	return &c, nil
 }
 
 // watch wakes the loop whenever the key changes, until ctx ends; a watch
@@ -574,12 +294,12 @@ func (h *haNode) stepDown(why string) {
 	}
 }
 
-// renew writes a checkpoint with the lease renewal; it steps down when
-// the lease is lost or no longer certainly valid.
+// renew renews the lease with the next limit; it steps down when the
+// lease is lost or no longer certainly valid.
 func (h *haNode) renew(ctx context.Context) {
 	h.mu.Lock()
 	limit := h.nextLimitLocked()
-	l, data := h.lease, h.checkpointLocked(false, limit)
+	l, data := h.lease, h.valueLocked(limit)
 	h.mu.Unlock()
 	if l == nil {
 		return
@@ -589,10 +309,15 @@ func (h *haNode) renew(ctx context.Context) {
 	err := l.Renew(ctx, data)
 	if err == nil {
 		h.mu.Lock()
+		first := false
 		if h.lease == l {
+			first = h.limit == 0
 			h.limit = max(h.limit, limit)
 		}
 		h.mu.Unlock()
+		if first { // a new active's publisher waits for it
+			h.kickPub()
+		}
 	}
 	switch {
 	case errors.Is(err, lease.ErrLost):
@@ -604,12 +329,17 @@ func (h *haNode) renew(ctx context.Context) {
 	}
 }
 
-// release gives the key up with a final checkpoint of what was
-// acknowledged, so that a standby takes over at once. The caller has
-// stopped the publisher and waited for its acks.
-func (h *haNode) release(ctx context.Context, why string) {
+// release gives the key up, so that a standby takes over at once. The
+// caller has stopped the publisher and waited for its acks: settled says
+// they all came, and then the limit it leaves is the last Ami-Seq
+// acknowledged, for a next active that cannot find it in its ring.
+func (h *haNode) release(ctx context.Context, why string, settled bool) {
 	h.mu.Lock()
-	l, data := h.lease, h.checkpointLocked(true, h.nextLimitLocked())
+	limit := h.nextLimitLocked()
+	if settled {
+		limit = h.own.Seq
+	}
+	l, data := h.lease, h.valueLocked(limit)
 	h.active.Store(false)
 	h.lease = nil
 	h.mu.Unlock()
@@ -620,13 +350,12 @@ func (h *haNode) release(ctx context.Context, why string) {
 		h.log.Warn("HA: releasing the lease failed; a standby takes over when it expires", "error", err)
 		return
 	}
-	h.log.Info("HA: lease released", "why", why, "checkpoint", json.RawMessage(data))
+	h.log.Info("HA: lease released", "why", why, "value", json.RawMessage(data))
 	h.p.publishStatus()
 }
 
 // run is the HA loop of one PBX: it contends for the lease while this
-// process is standby with its event session up, renews it with a
-// checkpoint while active, and gives it up when the event session drops.
+// process is standby with its event session up, renews it while active, and gives it up when the event session drops.
 // pbx.run starts it and waits for it; it ends with ctx. Its watch
 // goroutine is its own: started here, waited for before run returns.
 func (h *haNode) run(ctx context.Context) {
@@ -690,8 +419,9 @@ func (h *haNode) tryAcquire(ctx context.Context) {
 			h.log.Debug("HA: acquire failed", "error", err)
 		}
 		if holder != "" && holder != h.opts.Holder && h.keep.Swap(false) {
-			// Another process is active: it publishes from the last
-			// checkpoint, so what this ring kept is the standby's again.
+			// Another process is active: it publishes from what the
+			// stream stored, so what this ring kept is the standby's
+			// again.
 			h.log.Info("HA: another process holds the lease; the events kept since losing it are left to it", "holder", holder)
 			h.kickPub()
 		}
@@ -704,181 +434,256 @@ func (h *haNode) tryAcquire(ctx context.Context) {
 		}
 		return
 	}
-	// The checkpoint is read once the key is ours: nobody can write a
-	// newer one any more.
+	h.mu.Lock()
+	h.holder = h.opts.Holder
+	h.mu.Unlock()
+	// What the stream holds is read once the key is ours: the old active
+	// is fenced, only what it had in flight can still be stored, and that
+	// carries the Nats-Msg-Ids the plan gives the same events.
+	var pl ha.Decision
 	st, err := h.bucket.Get(ctx, h.p.name)
-	var ck *checkpoint
+	var v ha.Value
 	if err == nil {
-		ck, err = readCheckpoint(st.Data)
+		v, err = ha.DecodeValue(st.Data)
 	}
-	if err != nil {
-		h.log.Warn("HA: cannot read the last checkpoint; giving the lease back", "error", err)
+	var tail ha.Tail
+	if err == nil {
+		tail, err = h.readTail(ctx)
+	}
+	if err == nil && !h.closing.Load() { // Shutdown may have begun meanwhile
+		pl = h.plan(ctx, tail, v)
+	}
+	if err != nil || h.closing.Load() {
+		if err != nil {
+			h.log.Warn("HA: cannot read where the stream stands; giving the lease back", "error", err)
+		}
 		if rerr := l.Release(ctx, nil); rerr != nil {
 			h.log.Debug("HA: release", "error", rerr)
 		}
+		h.mu.Lock()
+		h.holder = ""
+		h.mu.Unlock()
+		h.keep.Store(false)
+		h.kickPub()
 		return
 	}
-	if h.closing.Load() { // Shutdown began meanwhile
-		if err := l.Release(ctx, nil); err != nil {
-			h.log.Debug("HA: release", "error", err)
-		}
-		return
-	}
-	// Back after losing the lease, with the last checkpoint still its
-	// own: nobody published since (an active writes its checkpoint
-	// before it may publish), so this process goes on from what its
-	// ring had acknowledged, with its own numbers.
 	h.mu.Lock()
-	own := h.keep.Load() && ck != nil && h.token != "" && st.DataToken == h.token && ck.Epoch == h.epoch
-	h.mu.Unlock()
-	var pl takeoverPlan
-	if own {
-		pl = h.resume()
-	} else {
-		pl = h.plan(ck)
-	}
-	h.mu.Lock()
-	h.lease, h.holder, h.token = l, h.opts.Holder, l.Token()
-	h.epoch, h.offset, h.after = pl.epoch, pl.offset, pl.after
+	h.lease = l
+	h.epoch, h.offset, h.after = pl.Epoch, pl.Offset, pl.After
 	h.gen++
 	h.limit = 0 // nothing until the first renewal
-	if !own {
-		h.recent = runBuf{}
-		if ck != nil {
-			h.recent.seed(ck.Seq, ck.Run)
-		}
-	}
 	h.takeovers++
-	h.keep.Store(false) // active again: the publisher goes on from the plan
-	h.last = &Takeover{At: time.Now().UTC(), From: uint64(int64(pl.after) + pl.offset + 1), Replayed: pl.replay, Matched: pl.matched}
-	if pl.gap != nil {
+	h.last = &Takeover{At: time.Now().UTC(), From: uint64(int64(pl.After) + pl.Offset + 1), Replayed: pl.Replay, Matched: pl.Matched}
+	if pl.Gap != nil {
 		h.gapsTotal++
-		h.gaps = append(h.gaps, *pl.gap)
+		h.gaps = append(h.gaps, Gap{From: pl.Gap.From, To: pl.Gap.To, At: h.last.At})
 		if len(h.gaps) > maxGaps {
 			h.gaps = h.gaps[len(h.gaps)-maxGaps:]
 		}
 	}
-	h.active.Store(true)
+	h.active.Store(true) // before keep is cleared: see mayAck
+	h.keep.Store(false)
 	h.mu.Unlock()
 	h.kickPub()
-	level, attrs := slog.LevelInfo, []any{"from_seq", h.last.From, "replayed", pl.replay, "matched", pl.matched, "epoch", pl.epoch}
-	if pl.gap != nil {
-		level, attrs = slog.LevelError, append(attrs, "gap_from", pl.gap.From, "gap_to", pl.gap.To)
+	level, attrs := slog.LevelInfo, []any{"from_seq", h.last.From, "replayed", pl.Replay, "matched", pl.Matched, "epoch", pl.Epoch}
+	if pl.Gap != nil {
+		level, attrs = slog.LevelError, append(attrs, "gap_from", pl.Gap.From, "gap_to", pl.Gap.To)
 	}
 	h.log.Log(context.Background(), level, "HA: took over as the active bridge of this PBX", attrs...)
 	h.p.publishStatus()
-	h.renew(ctx) // the checkpoint now carries this process's epoch
+	h.renew(ctx) // the first limit
 }
 
-// takeoverPlan is where a new active starts.
-type takeoverPlan struct {
-	epoch   int64
-	offset  int64  // Ami-Seq = local seq + offset
-	after   uint64 // local seq: publish the ring's entries above it
-	replay  int    // entries held above after
-	matched bool
-	gap     *Gap
+// readTail reads the last event the stream holds for this PBX.
+// Direct gets may be answered by a replica that lags: an older tail only
+// makes the new active send some events again under the numbers they
+// have, which the stream drops.
+func (h *haNode) readTail(ctx context.Context) (ha.Tail, error) {
+	var t ha.Tail
+	s, err := h.p.ns.js.Stream(ctx, h.p.ns.jsOpts.Stream)
+	if err != nil {
+		return t, fmt.Errorf("stream %s: %w", h.p.ns.jsOpts.Stream, err)
+	}
+	m, err := s.GetLastMsgForSubject(ctx, subjects.ServerEvents(h.p.ns.prefix, h.p.name))
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return t, nil
+	}
+	if err != nil {
+		return t, fmt.Errorf("last event of %s: %w", h.p.name, err)
+	}
+	t, err = parseTail(m.Header, m.Data)
+	t.StreamSeq = m.Sequence
+	return t, err
 }
 
-// resume is the plan of a process that lost the lease and takes it back
-// with nobody having held it between: it publishes from its ring's
-// acknowledged mark under the same numbers. The ring kept those entries
-// (keep), so nothing is replayed twice and nothing skipped.
-func (h *haNode) resume() takeoverPlan {
-	after := h.p.ring.acked()
+// parseTail reads a stored event's place. An event without Ami-Chain was
+// published without HA, under a process's own epoch: it is no place to
+// continue from, as if the stream held nothing.
+func parseTail(hd nats.Header, data []byte) (ha.Tail, error) {
+	var t ha.Tail
+	chain := hd.Get(HeaderChain)
+	if chain == "" {
+		return t, nil
+	}
+	var err error
+	if t.Chain, err = strconv.ParseUint(chain, 16, 64); err != nil {
+		return t, fmt.Errorf("stored %s %q: %w", HeaderChain, chain, err)
+	}
+	if t.Seq, err = strconv.ParseUint(hd.Get(HeaderSeq), 10, 64); err != nil {
+		return t, fmt.Errorf("stored %s: %w", HeaderSeq, err)
+	}
+	// Nats-Msg-Id is "<server>:<epoch>:<seq>".
+	id := hd.Get(HeaderMsgID)
+	k := strings.LastIndexByte(id, ':')
+	j := strings.LastIndexByte(id[:max(k, 0)], ':')
+	if j < 0 {
+		return t, fmt.Errorf("stored %s %q", HeaderMsgID, id)
+	}
+	if t.Epoch, err = strconv.ParseInt(id[j+1:k], 10, 64); err != nil {
+		return t, fmt.Errorf("stored %s %q: %w", HeaderMsgID, id, err)
+	}
+	t.Found, t.Event, t.Data = true, hd.Get(HeaderEvent), data
+	return t, nil
+}
+
+// plan decides where this process publishes from (ha.Plan) over its
+// ring's entries since the event session's login, and holds the entries
+// above that point (ring.holdFor) until the publisher has them: the plan
+// runs under the ring's lock, so none can be evicted in between. The
+// standby's publisher acknowledges nothing from here on (keep, and a
+// wait for it to stand still), so nothing moves the mark up again before
+// the publisher starts from the plan.
+func (h *haNode) plan(ctx context.Context, tail ha.Tail, v ha.Value) ha.Decision {
+	if !h.keep.Swap(true) {
+		h.mu.Lock()
+		h.own = ha.Own{} // not kept since it was acknowledged
+		h.mu.Unlock()
+	}
+	q := make(chan struct{})
 	h.mu.Lock()
-	defer h.mu.Unlock()
-	return takeoverPlan{epoch: h.epoch, offset: h.offset, after: after, replay: h.p.ring.usage().pending, matched: true}
-}
-
-// plan lines the ring up with ck (nil for the first active ever).
-func (h *haNode) plan(ck *checkpoint) takeoverPlan {
-	h.mu.Lock()
-	boundary := h.boundary
+	h.quiet = q
 	h.mu.Unlock()
-	seqs, fps := h.p.ring.fingerprints(boundary)
-	pl := takeoverPlan{epoch: h.p.ns.epoch, after: boundary}
-	if len(seqs) > 0 {
-		pl.after = seqs[0] - 1
+	h.kickPub()
+	t := time.NewTimer(h.opts.LeaseTTL / 4)
+	select {
+	case <-q:
+	case <-t.C:
+		h.log.Warn("HA: the publisher did not stand still before the takeover's plan")
 	}
-	switch {
-	case ck == nil:
-		// The first active: its ring is the stream from its first event.
-		pl.offset = 0
-	case ck.Seq == 0:
-		// The PBX's stream has not begun: the previous active published
-		// nothing.
-		pl.epoch = ck.Epoch
-		pl.offset = -int64(pl.after)
-	default:
-		pl.epoch = ck.Epoch
-		if i := align(fps, expand(ck.Run, len(fps))); i >= 0 {
-			pl.after, pl.matched = seqs[i], true
-			pl.offset = int64(ck.Seq) - int64(seqs[i])
-			pl.replay = len(seqs) - 1 - i
-			return pl
+	t.Stop()
+	h.mu.Lock()
+	boundary, own := h.boundary, h.own
+	h.mu.Unlock()
+	newEpoch := max(time.Now().UnixMilli(), v.Epoch+1)
+	var (
+		d        ha.Decision
+		back     []ha.Stored
+		readBack bool
+	)
+	for try := 0; ; try++ {
+		h.p.ring.holdFor(boundary, func(entries ringView) uint64 {
+			d = ha.Plan(tail, entries, own, back, v.Limit, max(boundary, h.p.lastSeq.Load()), newEpoch)
+			return d.After
+		})
+		if d.Gap == nil || h.closing.Load() {
+			return d
 		}
-		// The ring does not reach back to the checkpoint: whatever came
-		// between is lost. The old active may have published up to its
-		// limit; the numbers above the checkpoint up to limit+1 are the
-		// gap, limit+1 is never used, and the oldest entry held becomes
-		// limit+2.
-		top := max(ck.Limit, ck.Seq)
-		pl.offset = int64(top) + 1 - int64(pl.after)
-		pl.gap = &Gap{From: ck.Seq + 1, To: top + 1, At: time.Now().UTC()}
+		// A process that read few events since its login: the stream's
+		// events since before it may prove its place (ha.Overlap).
+		if !readBack && d.Replay > 0 && d.Replay <= maxReadBack {
+			readBack = true
+			var err error
+			if back, err = h.readBack(ctx, tail, boundary); err != nil {
+				h.log.Warn("HA: cannot read the stream back to line up", "error", err)
+			}
+			if back != nil {
+				continue
+			}
+		}
+		// This process's reader may not have read the tail's event yet:
+		// it reads its own session, a little behind the old active's at
+		// times. A gap is final only once it had a moment to.
+		if try >= planRetries {
+			return d
+		}
+		time.Sleep(planRetryWait)
 	}
-	pl.replay = len(seqs)
-	return pl
 }
+
+// maxReadBack bounds the events a takeover reads back from the stream:
+// beyond a few windows the chain decides.
+const maxReadBack = 4 * ha.W
+
+// readBackMargin is how far before its first event a process reads the
+// stream back: more than the clocks of the bridges and the NATS servers
+// may differ.
+const readBackMargin = 10 * time.Second
+
+// readBack returns the stream's events of this PBX from readBackMargin
+// before the first event this process read since its login up to the
+// tail, oldest first; nil when there are more than maxReadBack or none.
+func (h *haNode) readBack(ctx context.Context, tail ha.Tail, boundary uint64) ([]ha.Stored, error) {
+	first, _ := h.p.ring.readAfter(boundary, make([]ringEntry, 0, 1))
+	if len(first) == 0 || tail.StreamSeq == 0 {
+		return nil, nil
+	}
+	ns, filter := h.p.ns, subjects.ServerEvents(h.p.ns.prefix, h.p.name)
+	// STREAM.MSG.GET finds the first message from a time; nats.go's
+	// GetMsg does not offer it.
+	since := first[0].Time().Add(-readBackMargin).UTC()
+	req, _ := json.Marshal(struct {
+		StartTime time.Time `json:"start_time"`
+		NextFor   string    `json:"next_by_subj"`
+	}{since, filter})
+	resp, err := ns.nc.RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET."+ns.jsOpts.Stream, req)
+	if err != nil {
+		return nil, err
+	}
+	var got struct {
+		Message *struct {
+			Seq uint64 `json:"seq"`
+		} `json:"message"`
+	}
+	if err := json.Unmarshal(resp.Data, &got); err != nil || got.Message == nil {
+		return nil, nil // nothing from then on: nothing to line up with
+	}
+	s, err := ns.js.Stream(ctx, ns.jsOpts.Stream)
+	if err != nil {
+		return nil, err
+	}
+	var back []ha.Stored
+	for seq := got.Message.Seq; seq <= tail.StreamSeq; {
+		if len(back) == maxReadBack+ha.W {
+			return nil, nil
+		}
+		m, err := s.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(filter))
+		if err != nil {
+			return nil, err
+		}
+		if m.Sequence > tail.StreamSeq {
+			break
+		}
+		back = append(back, ha.Stored{Event: m.Header.Get(HeaderEvent), Data: m.Data})
+		seq = m.Sequence + 1
+	}
+	return back, nil
+}
+
+// A plan that finds a gap is made again planRetries times, planRetryWait
+// apart.
+const (
+	planRetries   = 5
+	planRetryWait = 20 * time.Millisecond
+)
 
 // sessionEnded records that the event session's login ended after local
-// seq last: the events up to it cannot be lined up with a checkpoint
-// taken after. It is called once the session's reader has stopped.
+// seq last: a plan never continues from an event up to it, since the
+// events the PBX sent before the next login are missing after it. It is called once the session's reader has stopped.
 func (h *haNode) sessionEnded(last uint64) {
 	h.mu.Lock()
 	h.boundary = last
 	h.mu.Unlock()
 	h.kick()
-}
-
-// fingerprints returns the local seqs and fingerprints of the entries
-// above seq, oldest first. The hashing happens outside the ring's lock,
-// which the event reader needs.
-func (r *ring) fingerprints(after uint64) (seqs, fps []uint64) {
-	buf := make([]ringEntry, 0, 1024)
-	for {
-		var closed bool
-		buf, closed = r.readAfter(after, buf[:0])
-		for i := range buf {
-			seqs = append(seqs, buf[i].seq)
-			fps = append(fps, fingerprint(&buf[i].msg))
-		}
-		if len(buf) < cap(buf) || closed {
-			return seqs, fps
-		}
-		after = buf[len(buf)-1].seq
-	}
-}
-
-// isClosed reports whether the ring takes no more appends.
-func (r *ring) isClosed() bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.closed
-}
-
-// unack moves the acknowledged mark back to seq, so that a new active's
-// replay cannot be evicted before it is published. A standby acknowledges
-// everything it reads; this undoes that for what it will now publish.
-func (r *ring) unack(seq uint64) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.ackSeq = seq
-	r.ackPos = r.pos(seq)
-	r.unacked = 0
-	for p := r.ackPos; p < r.next; p++ {
-		r.unacked += r.buf[p&uint64(len(r.buf)-1)].msg.Size()
-	}
 }
 
 // counts returns what Stats reports of HA.
@@ -894,7 +699,7 @@ func (h *haNode) counts() (active bool, takeovers, gaps uint64) {
 func (h *haNode) published() (epoch int64, seq uint64) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return h.epoch, h.recent.seq
+	return h.epoch, h.own.Seq
 }
 
 // stopPublishing ends the active role without giving the key up: the
@@ -922,9 +727,8 @@ func (h *haNode) pubQuiet() {
 }
 
 // releaseAfterAcks stops the publisher, waits (at most a lease TTL) for
-// the acks of what it sent, and releases the lease with a checkpoint of
-// the last event acknowledged: a standby goes on from the next one, with
-// no repeat.
+// the acks of what it sent, and releases the lease: a standby goes on
+// from the last event the stream stored, with no repeat.
 func (h *haNode) releaseAfterAcks(ctx context.Context, why string) {
 	if !h.active.Load() {
 		return
@@ -932,13 +736,15 @@ func (h *haNode) releaseAfterAcks(ctx context.Context, why string) {
 	q := h.stopPublishing()
 	t := time.NewTimer(h.opts.LeaseTTL)
 	defer t.Stop()
+	settled := false
 	select {
 	case <-q:
+		settled = true
 	case <-t.C:
 		h.log.Warn("HA: publishes still unacknowledged at the handover; the next active sends them again")
 	case <-ctx.Done():
 	}
-	h.release(context.WithoutCancel(ctx), why)
+	h.release(context.WithoutCancel(ctx), why, settled)
 }
 
 // handover is Shutdown's part: contend no more, and hand the lease over
@@ -946,32 +752,4 @@ func (h *haNode) releaseAfterAcks(ctx context.Context, why string) {
 func (h *haNode) handover(ctx context.Context) {
 	h.closing.Store(true)
 	h.releaseAfterAcks(ctx, "shutdown")
-}
-
-// standBy is the publisher's turn while it may not publish: as a standby
-// (idle true) it acknowledges whatever the ring holds, unless the lease was
-// lost with events unpublished (mayAck), so the ring keeps the newest
-// events within its own bounds, and waits for a change of role; waiting
-// for a renewal's limit, it only waits. It returns false when the ring is
-// closed.
-func (p *publisher) standBy(h *haNode, idle bool) bool {
-	r := p.p.ring
-	if idle {
-		if n := r.newest(); n > 0 && h.mayAck() {
-			r.ack(n)
-		}
-		h.pubQuiet()
-	}
-	if r.isClosed() {
-		return false
-	}
-	t := time.NewTimer(h.opts.CheckpointInterval)
-	defer t.Stop()
-	select {
-	case <-h.pubWake:
-	case <-t.C:
-	case <-p.p.life.hard.Done():
-		return false
-	}
-	return true
 }

@@ -172,7 +172,7 @@ func haBridgeOptions(holder string, eventBuffer int) Options {
 // TestHA_NATSOutage: bridges with HA, a PBX making calls, and the NATS
 // server down for 3 s, three lease TTLs: the active loses its lease, and
 // the standby keeps reading. Once NATS is back, whichever takes the lease
-// goes on from the last checkpoint: the stream holds every event the PBX
+// goes on from the stream's last event: the stream holds every event the PBX
 // sent, once, in order, as it does without HA (issue 16: losing the lease
 // acknowledged the active's unpublished events, and a standby kept only
 // the last 10 s, so a longer outage lost events). With a ring too small

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -16,164 +17,18 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ami-bridge/ami-bridge/amiproto"
+	"github.com/ami-bridge/ami-bridge/bridge/internal/ha"
 	"github.com/ami-bridge/ami-bridge/lease"
 )
-
-func TestFingerprint_SameFieldsSameHashActionIDLeftOut(t *testing.T) {
-	a := newEvent("OriginateResponse", "ActionID", "bridge-1-17", "Response", "Success", "Uniqueid", "1.1")
-	b := newEvent("OriginateResponse", "ActionID", "caller-xyz", "Response", "Success", "Uniqueid", "1.1")
-	c := newEvent("OriginateResponse", "ActionID", "bridge-1-17", "Response", "Success", "Uniqueid", "1.2")
-	d := newEvent("OriginateResponse", "Response", "Success", "Uniqueid:", "1.1") // the separator is hashed
-	if fingerprint(a) != fingerprint(b) {
-		t.Error("events that differ only in ActionID differ in fingerprint")
-	}
-	if fingerprint(a) == fingerprint(c) || fingerprint(a) == fingerprint(d) {
-		t.Error("different events share a fingerprint")
-	}
-}
-
-// haRing returns a ring holding events numbered from first, built by
-// ev(i) for i in [0, n).
-func haRing(first uint64, n int, ev func(i int) *amiproto.Message) *ring {
-	r := newRing(1<<16, 1<<30, nil)
-	for i := range n {
-		if !r.append(ev(i), first+uint64(i), time.Now().UnixNano()) {
-			panic("ring full")
-		}
-	}
-	return r
-}
 
 func callEvent(i int) *amiproto.Message {
 	return newEvent("Newchannel", "Uniqueid", "1700000000."+strconv.Itoa(i))
 }
 
-// runOf returns the checkpoint run of the events ev(i) for i in (end-n, end].
-func runOf(end, n int, ev func(i int) *amiproto.Message) []segment {
-	var r runBuf
-	for i := end - n + 1; i <= end; i++ {
-		r.add(uint64(i), fingerprint(ev(i)))
-	}
-	return r.run()
-}
-
-func planOn(r *ring, boundary uint64, ck *checkpoint) takeoverPlan {
-	p := &pbx{ring: r, ns: &natsSide{epoch: 42}}
-	h := &haNode{p: p, boundary: boundary}
-	return h.plan(ck)
-}
-
-func TestPlan_FindsTheCheckpointAndKeepsTheOldNumbers(t *testing.T) {
-	// This standby numbered event i as 1+i; the old active gave event 57
-	// Ami-Seq 1057.
-	r := haRing(1, 100, callEvent)
-	pl := planOn(r, 0, &checkpoint{Epoch: 7, Seq: 1057, Run: runOf(57, FingerprintRun, callEvent)})
-	if !pl.matched || pl.gap != nil {
-		t.Fatalf("plan = %+v, want a match", pl)
-	}
-	if pl.after != 58 || pl.offset != 999 || pl.replay != 42 || pl.epoch != 7 {
-		t.Errorf("plan = %+v, want after 58 (event 57), offset 999, 42 to replay, epoch 7", pl)
-	}
-}
-
-func TestPlan_RunOfFingerprintsSkipsAnIdenticalEvent(t *testing.T) {
-	// Event 30 has the same bytes as event 57: one fingerprint would line
-	// up on the newer copy when the checkpoint is at the older one.
-	ev := func(i int) *amiproto.Message {
-		if i == 57 {
-			return callEvent(30)
-		}
-		return callEvent(i)
-	}
-	r := haRing(1, 100, ev)
-	pl := planOn(r, 0, &checkpoint{Epoch: 7, Seq: 530, Run: runOf(30, FingerprintRun, ev)})
-	if !pl.matched || pl.after != 31 {
-		t.Fatalf("plan = %+v, want a match at local seq 31 (event 30)", pl)
-	}
-	single := planOn(r, 0, &checkpoint{Epoch: 7, Seq: 530, Run: runOf(30, 1, ev)})
-	if single.after != 58 {
-		t.Fatalf("a run of one fingerprint matched at %d; the test no longer shows why a run is needed", single.after)
-	}
-}
-
-func TestPlan_GapWhenTheRingDoesNotReachBack(t *testing.T) {
-	r := haRing(1, 100, func(i int) *amiproto.Message { return callEvent(i + 1000) })
-	pl := planOn(r, 0, &checkpoint{Epoch: 7, Seq: 500, Limit: 600, Run: runOf(57, FingerprintRun, callEvent)})
-	if pl.matched || pl.gap == nil || pl.gap.From != 501 || pl.gap.To != 601 {
-		t.Fatalf("plan = %+v, want the gap 501-601", pl)
-	}
-	if pl.after != 0 || pl.offset != 601 || pl.replay != 100 {
-		t.Errorf("plan = %+v: want every entry published, the oldest (local 1) as 602", pl)
-	}
-}
-
-func TestPlan_IgnoresTheEventsOfAnEarlierLogin(t *testing.T) {
-	// The checkpoint is in the part of the ring read before the session
-	// dropped at local seq 60: the events after it up to the drop are
-	// lost for this process, so lining up there would hide a gap.
-	r := haRing(1, 100, callEvent)
-	pl := planOn(r, 60, &checkpoint{Epoch: 7, Seq: 1057, Run: runOf(57, FingerprintRun, callEvent)})
-	if pl.matched || pl.gap == nil || pl.after != 60 || pl.offset != 1058-60 {
-		t.Fatalf("plan = %+v, want a gap and publishing from local 61 as 1059", pl)
-	}
-}
-
-func TestPlan_FirstActiveStartsTheStream(t *testing.T) {
-	r := haRing(5, 10, callEvent)
-	pl := planOn(r, 0, nil)
-	if pl.epoch != 42 || pl.after != 4 || pl.offset != 0 || pl.replay != 10 {
-		t.Fatalf("plan = %+v, want this process's epoch and every entry as it is numbered", pl)
-	}
-	pl = planOn(r, 0, &checkpoint{Epoch: 7})
-	if pl.epoch != 7 || pl.after != 4 || pl.offset != -4 || pl.gap != nil {
-		t.Fatalf("plan = %+v, want the epoch kept and the oldest entry as Ami-Seq 1", pl)
-	}
-}
-
-func TestRunBuf_KeepsTheLastEightRunsInOrder(t *testing.T) {
-	var r runBuf
-	for i := uint64(1); i <= 11; i++ {
-		r.add(i, i*10)
-	}
-	r.add(12, 110)
-	r.add(13, 110)
-	got := r.run()
-	if len(got) != FingerprintRun || got[0] != (segment{40, 1}) || got[7] != (segment{110, 3}) || r.seq != 13 {
-		t.Fatalf("run = %v seq %d, want [40 1] … [110 3], seq 13", got, r.seq)
-	}
-	var s runBuf
-	s.seed(13, got)
-	if !slices.Equal(s.run(), got) || s.seq != 13 {
-		t.Fatalf("seeded run = %v, seq %d", s.run(), s.seq)
-	}
-	if e := expand(got[6:], 4); !slices.Equal(e, []uint64{100, 110, 110, 110}) {
-		t.Fatalf("expand = %v", e)
-	}
-	if e := expand(got[6:], 3); e != nil {
-		t.Fatalf("expand past its limit = %v, want nil", e)
-	}
-}
-
-func TestPlan_EqualEventsLineUpByTheirCount(t *testing.T) {
-	// Events 40..49 are equal, as Asterisk's runs of DeviceStateChange
-	// are; the checkpoint is at the 6th of them.
-	ev := func(i int) *amiproto.Message {
-		if i >= 40 && i < 50 {
-			return newEvent("DeviceStateChange", "Device", "Local/burst@test", "State", "INUSE")
-		}
-		return callEvent(i)
-	}
-	r := haRing(1, 100, ev)
-	pl := planOn(r, 0, &checkpoint{Epoch: 7, Seq: 545, Run: runOf(45, 20, ev)})
-	if !pl.matched || pl.after != 46 {
-		t.Fatalf("plan = %+v, want a match at local seq 46 (event 45)", pl)
-	}
-}
-
 // A standby's ring, everything acknowledged, keeps the newest events up to
-// its own bounds, evicting the oldest rather than refusing; unack then
+// its own bounds, evicting the oldest rather than refusing; holdFor then
 // protects a new active's replay from eviction.
-func TestRing_StandbyKeepsTheNewestAndUnackProtectsTheReplay(t *testing.T) {
+func TestRing_StandbyKeepsTheNewestAndHoldForProtectsTheReplay(t *testing.T) {
 	r := newRing(8, 1<<20, nil)
 	now := time.Now().UnixNano()
 	for i := uint64(1); i <= 12; i++ {
@@ -185,12 +40,21 @@ func TestRing_StandbyKeepsTheNewestAndUnackProtectsTheReplay(t *testing.T) {
 	if o, n := r.oldest(), r.newest(); o != 5 || n != 12 {
 		t.Fatalf("ring holds %d..%d, want the newest 8: 5..12", o, n)
 	}
-	r.unack(9)
-	if u := r.usage(); u.pending != 3 {
-		t.Fatalf("pending after unack(9) = %d, want 3", u.pending)
+	var seen []uint64
+	r.holdFor(6, func(v ringView) uint64 {
+		for i := range v.Len() {
+			seen = append(seen, v.Seq(i))
+		}
+		return 9
+	})
+	if !slices.Equal(seen, []uint64{7, 8, 9, 10, 11, 12}) {
+		t.Fatalf("holdFor(6) showed %v, want 7..12", seen)
 	}
-	// The unacknowledged entries cannot be evicted: the ring takes 5 more,
-	// then 10..12 and those fill it.
+	if u := r.usage(); u.pending != 3 {
+		t.Fatalf("pending after holding 9 = %d, want 3", u.pending)
+	}
+	// The held entries cannot be evicted: the ring takes 5 more, then
+	// 10..12 and those fill it.
 	kept := 0
 	for i := uint64(13); i <= 20; i++ {
 		if r.append(callEvent(int(i)), i, now) {
@@ -202,15 +66,55 @@ func TestRing_StandbyKeepsTheNewestAndUnackProtectsTheReplay(t *testing.T) {
 	}
 }
 
-func TestAlign(t *testing.T) {
-	fps := []uint64{1, 2, 3, 1, 2, 3, 4}
-	for _, c := range []struct {
-		run  []uint64
-		want int
-	}{{[]uint64{1, 2, 3}, 5}, {[]uint64{3, 4}, 6}, {[]uint64{2, 3, 1}, 3}, {[]uint64{9}, -1}, {nil, -1}, {[]uint64{1, 2, 3, 1, 2, 3, 4, 5}, -1}} {
-		if got := align(fps, c.run); got != c.want {
-			t.Errorf("align(%v) = %d, want %d", c.run, got, c.want)
-		}
+// standbyPBX is a standby's side of a PBX with HA and no NATS: events
+// numbered and chained as the reader does, acknowledged as a standby's
+// publisher does.
+func standbyPBX(t *testing.T, buffer int) *pbx {
+	t.Helper()
+	p := &pbx{ring: newRing(buffer, 1<<30, nil), ns: &natsSide{epoch: 42}, log: slog.New(slog.DiscardHandler)}
+	p.ha = newHANode(p, HAOptions{Enabled: true, LeaseTTL: 40 * time.Millisecond, CheckpointInterval: 10 * time.Millisecond, Holder: "me"})
+	return p
+}
+
+// readForTest numbers, chains and keeps m as the event reader does, and
+// returns its chain.
+func (p *pbx) readForTest(m *amiproto.Message) uint64 {
+	p.nextSeq()
+	chain := p.chain.Add(ha.Fingerprint(m))
+	p.ring.appendNow(m, p.seq, chain)
+	return chain
+}
+
+// storedTail is the stream's last message for event m, numbered seq by an
+// active whose chain is chain.
+func storedTail(m *amiproto.Message, seq, chain uint64) ha.Tail {
+	return ha.Tail{Found: true, Seq: seq, Epoch: 7, Chain: chain, Event: m.EventName(), Data: m.AppendJSON(nil)}
+}
+
+// The ring turns during a takeover: a busy PBX keeps the reader
+// appending to a standby's full ring, which evicts acknowledged entries
+// (all of a standby's). The entries above the point the plan chose must
+// still be there when the publisher starts (issue 16 item 8: they were
+// skipped, with matched=true).
+func TestHA_PlanHoldsTheReplayWhileTheRingTurns(t *testing.T) {
+	p := standbyPBX(t, 64)
+	var chains []uint64 // as the active, which read the same events, has them
+	for i := range 64 {
+		chains = append(chains, p.readForTest(callEvent(i)))
+	}
+	p.ring.ack(p.ring.newest()) // a standby acknowledges all
+	// The old active stored up to event 40 (local seq 40).
+	d := p.ha.plan(t.Context(), storedTail(callEvent(39), 40, chains[39]), ha.Value{Epoch: 7, Limit: 1 << 16})
+	if !d.Matched || d.After != 40 || d.Offset != 0 {
+		t.Fatalf("plan %+v: want matched after local seq 40", d)
+	}
+	// The reader goes on before the publisher starts.
+	for i := 64; i < 200; i++ {
+		p.readForTest(callEvent(i)) // refused once the held entries fill the ring
+	}
+	got, _ := p.ring.readAfter(d.After, make([]ringEntry, 0, 1))
+	if len(got) != 1 || got[0].seq != 41 {
+		t.Fatalf("the publisher would start at %v, want local seq 41", got)
 	}
 }
 
@@ -247,9 +151,9 @@ func TestMayPublish_FencedBeforeTheLeaseCanExpire(t *testing.T) {
 	}
 }
 
-// captureFingerprints reads a capture of asterisk-22 (gzipped) and returns
-// the fingerprints of its events that belong to the shared stream.
-func captureFingerprints(t *testing.T, name string) []uint64 {
+// captureChains reads a capture of asterisk-22 (gzipped) and returns the
+// chains of its events that belong to the shared stream.
+func captureChains(t *testing.T, name string) []uint64 {
 	t.Helper()
 	f, err := os.Open(filepath.Join("..", "amiproto", "testdata", "captures", "asterisk-22", name+".recv.bin.gz"))
 	if err != nil {
@@ -264,50 +168,43 @@ func captureFingerprints(t *testing.T, name string) []uint64 {
 	if _, err := r.ReadBanner(); err != nil { // the capture has none: the Login response's first line
 		t.Fatal(err)
 	}
-	var fps []uint64
+	var (
+		c      ha.Chain
+		chains []uint64
+	)
 	for {
 		m, err := r.ReadMessage()
 		if errors.Is(err, io.EOF) {
-			return fps
+			return chains
 		}
 		if err != nil {
 			t.Fatal(err)
 		}
 		if m.Kind() == amiproto.KindEvent && !sessionOnly(m.EventName()) {
-			fps = append(fps, fingerprint(m))
+			chains = append(chains, c.Add(ha.Fingerprint(m)))
 		}
 	}
 }
 
-// TestFingerprint_TwoSessionsOfOneUser checks the premise of HA on real
+// TestChain_TwoSessionsOfOneUser checks the premise of HA on real
 // Asterisk bytes (capture 18): without the session events, two sessions
-// of one user see the same events in the same order, so a checkpoint's run
-// taken anywhere in one stream lines up at the same place in the other.
-func TestFingerprint_TwoSessionsOfOneUser(t *testing.T) {
-	a := captureFingerprints(t, "18_two_sessions_same_user_a")
-	b := captureFingerprints(t, "18_two_sessions_same_user_b")
+// of one user see the same events in the same order, so the chain of
+// every event of one is found in the other exactly once, at the same
+// place, inside runs of equal events too.
+func TestChain_TwoSessionsOfOneUser(t *testing.T) {
+	a := captureChains(t, "18_two_sessions_same_user_a")
+	b := captureChains(t, "18_two_sessions_same_user_b")
 	if len(a) != 2100 || len(b) != 2100 {
 		t.Fatalf("%d and %d shared events, want 2100 each", len(a), len(b))
 	}
-	// A checkpoint at every event of a must line up at the same event of
-	// b, inside runs of equal events too.
-	var run runBuf
-	for end, fp := range a {
-		run.add(uint64(end), fp)
-		if got := align(b, expand(run.run(), len(b))); got != end {
-			t.Fatalf("a checkpoint at event %d of session a lines up at %d of session b", end, got)
-		}
+	at := map[uint64][]int{}
+	for i, c := range b {
+		at[c] = append(at[c], i)
 	}
-}
-
-// BenchmarkFingerprint is the cost HA adds to every published event.
-func BenchmarkFingerprint(b *testing.B) {
-	m := newEvent("Newchannel", "Privilege", "call,all", "Channel", "PJSIP/1001-00000001", "ChannelState", "0",
-		"ChannelStateDesc", "Down", "CallerIDNum", "1001", "Context", "default", "Exten", "1002", "Priority", "1",
-		"Uniqueid", "1700000000.1", "Linkedid", "1700000000.1")
-	b.ReportAllocs()
-	for b.Loop() {
-		_ = fingerprint(m)
+	for i, c := range a {
+		if got := at[c]; len(got) != 1 || got[0] != i {
+			t.Fatalf("the chain of event %d of session a is at %v in session b", i, got)
+		}
 	}
 }
 

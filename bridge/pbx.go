@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/ami-bridge/ami-bridge/amiproto"
+	"github.com/ami-bridge/ami-bridge/bridge/internal/ha"
 )
 
 // pbx is one PBX: its event session and event path, its action sessions
@@ -28,10 +29,13 @@ type pbx struct {
 	actions []*link
 	service actionService // the action sessions' micro service; see service.go
 
-	seq  uint64 // last Ami-Seq given; only the event client's reader goroutine touches it
-	ring *ring  // the numbered events, published or waiting; see ring.go
-	pub  *publisher
-	ha   *haNode // nil without HA; see ha.go
+	seq uint64 // last Ami-Seq given; only the event client's reader goroutine touches it
+	// chain is, with HA, the rolling hash of the last numbered events'
+	// fingerprints (Ami-Chain); only the event reader touches it.
+	chain ha.Chain
+	ring  *ring // the numbered events, published or waiting; see ring.go
+	pub   *publisher
+	ha    *haNode // nil without HA; see ha.go
 
 	published  atomic.Uint64
 	dropped    atomic.Uint64 // events that passed the filter and were lost: the ring full, or NATS refused
@@ -223,9 +227,13 @@ func (p *pbx) accept(m *amiproto.Message) {
 		return
 	}
 	p.nextSeq()
-	at, ok := p.ring.appendNow(m, p.seq)
+	var chain uint64
+	if p.ha != nil {
+		chain = p.chain.Add(ha.Fingerprint(m))
+	}
+	at, ok := p.ring.appendNow(m, p.seq, chain)
 	if !ok && p.room.wait(p.ring) {
-		at, ok = p.ring.appendNow(m, p.seq)
+		at, ok = p.ring.appendNow(m, p.seq, chain)
 	}
 	if ok {
 		p.stats.eventRead(at)
@@ -245,6 +253,9 @@ func (p *pbx) shed(name string) bool {
 		return false
 	}
 	p.nextSeq()
+	if p.ha != nil {
+		p.chain.Add(ha.Unknown) // unparsed: no place near it can be proven
+	}
 	p.drop(name)
 	return true
 }

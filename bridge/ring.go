@@ -1,6 +1,7 @@
 package bridge
 
 import (
+	"bytes"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -30,9 +31,10 @@ const (
 // one pointer for the garbage collector: a full ring is 65,536 pointers
 // into a few hundred pointer-free chunks, not a graph to scan.
 type ringEntry struct {
-	seq uint64           // Ami-Seq
-	at  int64            // when the bridge read it, Unix nanoseconds
-	msg amiproto.Message // owned; msg.Size() bytes
+	seq   uint64           // Ami-Seq
+	at    int64            // when the bridge read it, Unix nanoseconds
+	chain uint64           // with HA, its Ami-Chain (ha.Chain); else 0
+	msg   amiproto.Message // owned; msg.Size() bytes
 }
 
 // Seq returns the entry's Ami-Seq.
@@ -62,10 +64,12 @@ func (e *ringEntry) Msg() *amiproto.Message { return &e.msg }
 // The API, safe for concurrent use:
 //
 //	append(m, seq, at) bool     keep a clone of m as seq, read at at (Unix ns); false: dropped, nothing kept
-//	appendNow(m, seq) (t, ok)   the same, read now (t)
+//	appendNow(m, seq, chain) (t, ok)
+//	                            the same, read now (t), with HA's chain
 //	readAfter(seq, dst) (dst, closed)
 //	                            copies of the entries above seq, oldest first, up to cap(dst)
 //	ack(seq)                    acknowledge every entry up to seq (the mark never goes back)
+//	holdFor(seq, choose)        move the mark back to what choose picks over the entries above seq
 //	oldest(), newest(), acked() seqs; 0 when there is none
 //	wait() <-chan struct{}      ready after an append or close that follows an empty readAfter
 //	close()                     no more appends; readers drain and see closed
@@ -112,17 +116,18 @@ func newRing(maxEvents, maxBytes int, shared *atomic.Int64) *ring {
 // before copying anything, so a dropped event costs a lock and a few
 // compares.
 func (r *ring) append(m *amiproto.Message, seq uint64, at int64) bool {
-	_, ok := r.add(m, seq, at, false)
+	_, ok := r.add(m, seq, at, 0, false)
 	return ok
 }
 
 // appendNow is append with the time read now, only for an event kept: a
-// dropped event costs no clock read. It returns that time.
-func (r *ring) appendNow(m *amiproto.Message, seq uint64) (time.Time, bool) {
-	return r.add(m, seq, 0, true)
+// dropped event costs no clock read. It returns that time. chain is the
+// event's Ami-Chain with HA, else 0.
+func (r *ring) appendNow(m *amiproto.Message, seq, chain uint64) (time.Time, bool) {
+	return r.add(m, seq, 0, chain, true)
 }
 
-func (r *ring) add(m *amiproto.Message, seq uint64, at int64, now bool) (t time.Time, ok bool) {
+func (r *ring) add(m *amiproto.Message, seq uint64, at int64, chain uint64, now bool) (t time.Time, ok bool) {
 	size := m.Size()
 	r.mu.Lock()
 	if r.refused.Load() || int(r.next-r.ackPos) >= r.maxEvents || r.unacked+size > r.maxBytes || r.closed {
@@ -147,7 +152,7 @@ func (r *ring) add(m *amiproto.Message, seq uint64, at int64, now bool) (t time.
 		at = t.UnixNano()
 	}
 	e := &r.buf[r.next&uint64(len(r.buf)-1)]
-	e.seq, e.at = seq, at
+	e.seq, e.at, e.chain = seq, at, chain
 	if cap(r.chunk)-len(r.chunk) < size {
 		r.chunk = make([]byte, 0, max(size, min(ringMaxChunk, 2*cap(r.chunk)), ringMinChunk))
 	}
@@ -245,6 +250,55 @@ func (r *ring) ack(seq uint64) {
 		}
 	}
 	r.mu.Unlock()
+}
+
+// holdFor runs choose over the entries above seq, under the ring's lock,
+// and moves the acknowledged mark back to the seq it returns, so that the
+// entries above that stay until they are acknowledged again: a new
+// active's replay. Nothing can be evicted between the choice and the
+// hold. choose must be quick: the event reader waits meanwhile.
+func (r *ring) holdFor(seq uint64, choose func(ringView) uint64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	p := r.pos(seq)
+	seq = choose(ringView{r: r, from: p, n: int(r.next - p)})
+	r.ackSeq = seq
+	r.ackPos = r.pos(seq)
+	r.unacked = 0
+	for p := r.ackPos; p < r.next; p++ {
+		r.unacked += r.buf[p&uint64(len(r.buf)-1)].msg.Size()
+	}
+}
+
+// ringView is the entries of a ring from a position on, as ha.Plan reads
+// them; valid only under the ring's lock (holdFor).
+type ringView struct {
+	r    *ring
+	from uint64
+	n    int
+}
+
+func (v ringView) at(i int) *ringEntry {
+	return &v.r.buf[(v.from+uint64(i))&uint64(len(v.r.buf)-1)]
+}
+
+func (v ringView) Len() int           { return v.n }
+func (v ringView) Seq(i int) uint64   { return v.at(i).seq }
+func (v ringView) Chain(i int) uint64 { return v.at(i).chain }
+
+// Same cross-checks entry i against a stored event: its name, and its
+// payload unless it has an ActionID, which differs between processes
+// (see ha.Fingerprint); the chain covers the rest of such an event.
+func (v ringView) Same(i int, event string, data []byte) bool {
+	m := &v.at(i).msg
+	return m.EventName() == event && (m.Has("ActionID") || bytes.Equal(m.AppendJSON(nil), data))
+}
+
+// isClosed reports whether the ring takes no more appends.
+func (r *ring) isClosed() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.closed
 }
 
 // close ends the appends; readers drain what is left and see closed.

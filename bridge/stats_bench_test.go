@@ -16,13 +16,21 @@ import (
 func BenchmarkAcceptEvent(b *testing.B) {
 	events := burstEvents(b)
 	ns := startNATS(b, natsOptions{})
-	for _, path := range []string{"keep", "drop", "shed"} {
+	for _, path := range []string{"keep", "drop", "shed", "keep-ha"} {
 		b.Run("path="+path, func(b *testing.B) {
-			br, err := New(connect(b, ns), []ServerConfig{{Name: "pbx1", URL: "admin:x@127.0.0.1"}}, Options{EventBuffer: 4096})
+			opts := Options{EventBuffer: 4096}
+			if path == "keep-ha" { // the fingerprint and the chain added (a standby's reader, or the active's)
+				opts.JetStream.Enabled, opts.HA.Enabled = true, true
+				path = "keep"
+			}
+			br, err := New(connect(b, ns), []ServerConfig{{Name: "pbx1", URL: "admin:x@127.0.0.1"}}, opts)
 			if err != nil {
 				b.Fatal(err)
 			}
 			s := br.pbxes[0]
+			if opts.HA.Enabled && s.ha == nil {
+				b.Fatal("no HA")
+			}
 			keep := path == "keep"
 			if path != "keep" {
 				// One more than fits: the ring refuses, and the one wait

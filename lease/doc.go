@@ -37,8 +37,8 @@
 // # Data
 //
 // Every write carries the holder's name and an opaque payload (ami-bridge
-// puts its checkpoint there). The payload of the last write also goes to a
-// second key, "<key>.last", written without a TTL, so that the checkpoint
+// puts its Ami-Seq limit there). The payload of the last write also goes to a
+// second key, "<key>.last", written without a TTL, so that the payload
 // of a holder that died is still there for the one that takes over after
 // the lease expired.
 package lease

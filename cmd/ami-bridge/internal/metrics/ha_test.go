@@ -19,7 +19,7 @@ ami_bridge_ha_active{server="pbx1"} 1
 # HELP ami_bridge_ha_takeovers_total With HA: times this process became the PBX's active bridge.
 # TYPE ami_bridge_ha_takeovers_total counter
 ami_bridge_ha_takeovers_total{server="pbx1"} 2
-# HELP ami_bridge_ha_gaps_total With HA: Ami-Seq ranges this process found lost at a takeover (the standby's buffer did not reach back to the checkpoint).
+# HELP ami_bridge_ha_gaps_total With HA: Ami-Seq ranges this process found lost at a takeover (the new active could not find the stream's last event in its buffer).
 # TYPE ami_bridge_ha_gaps_total counter
 ami_bridge_ha_gaps_total{server="pbx1"} 1
 `

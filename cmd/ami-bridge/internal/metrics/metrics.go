@@ -71,7 +71,7 @@ var (
 	jsFailures      = desc("jetstream_publish_failures_total", "Events JetStream had not acknowledged at the shutdown deadline.", server)
 	haActive        = desc("ha_active", "With HA: 1 while this process is the PBX's active bridge, 0 while standby.", server)
 	haTakeovers     = desc("ha_takeovers_total", "With HA: times this process became the PBX's active bridge.", server)
-	haGaps          = desc("ha_gaps_total", "With HA: Ami-Seq ranges this process found lost at a takeover (the standby's buffer did not reach back to the checkpoint).", server)
+	haGaps          = desc("ha_gaps_total", "With HA: Ami-Seq ranges this process found lost at a takeover (the new active could not find the stream's last event in its buffer).", server)
 	natsState       = desc("nats_connection_state", "1 for the NATS connection's current state, 0 for the others.", "state")
 	natsReconnects  = desc("nats_reconnects_total", "Reconnections of the bridge's NATS connection.")
 

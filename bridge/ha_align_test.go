@@ -1,0 +1,191 @@
+package bridge
+
+import (
+	"context"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/ami-bridge/ami-bridge/amiproto"
+	"github.com/ami-bridge/ami-bridge/amiproto/amitest"
+	"github.com/ami-bridge/ami-bridge/bridge/internal/ha"
+	"github.com/ami-bridge/ami-bridge/lease"
+	"github.com/ami-bridge/ami-bridge/subjects"
+)
+
+// quietRig is a PBX with a reference session and JetStream, for HA tests
+// that drive the PBX's events one by one.
+type quietRig struct {
+	t   *testing.T
+	pbx *amitest.Server
+	ref *refEvents
+	js  jetstream.JetStream
+	url string
+}
+
+func newQuietRig(t *testing.T) *quietRig {
+	ns := startNATS(t, natsOptions{jetStream: true})
+	pbx := startPBX(t, amitest.Config{Profile: amitest.Asterisk22, WriteTimeout: time.Second})
+	js, err := jetstream.New(connect(t, ns))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &quietRig{t: t, pbx: pbx, ref: referenceSession(t, pbx), js: js, url: ns.ClientURL()}
+}
+
+func (r *quietRig) bridge(holder string) *Bridge {
+	r.t.Helper()
+	b, _ := startBridge(r.t, reconnecting(r.t, r.url), []ServerConfig{fastServer("pbx1", r.pbx)}, haBridgeOptions(holder, 0))
+	return b
+}
+
+// emit sends events and waits until the reference session has them all.
+func (r *quietRig) emit(ms ...*amiproto.Message) [][]byte {
+	r.t.Helper()
+	n := len(r.ref.snapshot())
+	for _, m := range ms {
+		r.pbx.Emit(m)
+	}
+	return waitFor(r.t, r.ref.snapshot, func(e [][]byte) bool { return len(e) >= n+len(ms) })
+}
+
+// call plays one call and waits until the reference session has it.
+func (r *quietRig) call() {
+	r.t.Helper()
+	n := len(r.ref.snapshot())
+	calls := r.pbx.StartCalls(context.Background(), 1, 1)
+	if err := calls.Wait(); err != nil {
+		r.t.Fatal(err)
+	}
+	_, sent, _ := calls.Count()
+	waitFor(r.t, r.ref.snapshot, func(e [][]byte) bool { return int64(len(e)) >= int64(n)+sent })
+}
+
+// A quiet PBX and a clean handover (issue 16): one call, a silence, three
+// equal UserEvents, the active shut down a second later, three more. The
+// standby continues exactly: every event once, in order, Ami-Seq 1, 2,
+// 3… with no gap, found by the stream's last event (matched).
+func TestHA_QuietPBXHandover(t *testing.T) {
+	r := newQuietRig(t)
+	a := r.bridge("a")
+	waitStatus(t, a, func(st Status) bool { return st.HA.Role == RoleActive && allUp(st) })
+	b := r.bridge("b")
+	waitStatus(t, b, func(st Status) bool { return st.HA.Role == RoleStandby && st.HA.Holder == "a" && allUp(st) })
+	r.call()
+	time.Sleep(2 * time.Second) // the silence: the test's own schedule
+	r.emit(userEvent("quiet", 1), userEvent("quiet", 1), userEvent("quiet", 1))
+	time.Sleep(time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), waitTime)
+	defer cancel()
+	if err := a.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	st := waitStatus(t, b, func(st Status) bool { return st.HA.Role == RoleActive })
+	want := r.emit(userEvent("quiet", 1), userEvent("quiet", 1), userEvent("quiet", 1))
+	checkStreamHolds(t, r.js, want)
+	st = b.Status()[0]
+	if lt := st.HA.LastTakeover; len(st.HA.Gaps) > 0 || lt == nil || !lt.Matched {
+		t.Fatalf("b: gaps %v, last takeover %+v; want none, matched", st.HA.Gaps, lt)
+	}
+}
+
+// A standby that logged in during the silence read too few events to
+// prove its place by the chain: it reads the stream back from before its
+// login, finds its first events as the stream's last ones, and continues
+// exactly: no event twice, no gap (issue 16: the ring's events went out
+// again under new numbers, 9 UserEvents for 6).
+func TestHA_StandbyThatLoggedInDuringTheSilence(t *testing.T) {
+	r := newQuietRig(t)
+	a := r.bridge("a")
+	waitStatus(t, a, func(st Status) bool { return st.HA.Role == RoleActive && allUp(st) })
+	r.call()
+	b := r.bridge("b")
+	waitStatus(t, b, func(st Status) bool { return st.HA.Role == RoleStandby && st.HA.Holder == "a" && allUp(st) })
+	first := r.emit(userEvent("quiet", 1), userEvent("quiet", 2), userEvent("quiet", 3))
+	waitFor(t, func() uint64 { return a.Status()[0].LastSeq }, func(n uint64) bool { return n >= uint64(len(first)) })
+	ctx, cancel := context.WithTimeout(context.Background(), waitTime)
+	defer cancel()
+	if err := a.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitStatus(t, b, func(st Status) bool { return st.HA.Role == RoleActive })
+	want := r.emit(userEvent("quiet", 4), userEvent("quiet", 5), userEvent("quiet", 6))
+	checkOnceInOrder(t, streamUpTo(t, r.js, want[len(want)-1]), want)
+	checkStreamHolds(t, r.js, want)
+	st := b.Status()[0]
+	if lt := st.HA.LastTakeover; len(st.HA.Gaps) > 0 || lt == nil || !lt.Matched {
+		t.Fatalf("b: gaps %v, last takeover %+v; want none, matched", st.HA.Gaps, lt)
+	}
+}
+
+// streamUpTo returns the stream once it holds the PBX's last event last:
+// the publisher sends in order, so anything sent twice before it is
+// stored by then.
+func streamUpTo(t *testing.T, js jetstream.JetStream, last []byte) []storedEvent {
+	t.Helper()
+	return waitFor(t, func() []storedEvent { return streamEvents(t, js) }, func(s []storedEvent) bool {
+		return len(s) > 0 && string(s[len(s)-1].data) == string(last)
+	})
+}
+
+// checkOnceInOrder fails unless got holds want, each event once, in
+// order, under increasing Ami-Seq and distinct Nats-Msg-Ids.
+func checkOnceInOrder(t *testing.T, got []storedEvent, want [][]byte) {
+	t.Helper()
+	if len(got) != len(want) {
+		t.Fatalf("the stream holds %d events, the PBX sent %d", len(got), len(want))
+	}
+	ids := map[string]bool{}
+	for i := range got {
+		if string(got[i].data) != string(want[i]) || ids[got[i].id] || i > 0 && got[i].seq <= got[i-1].seq {
+			t.Fatalf("stream event %d (Ami-Seq %d, %s): want the PBX's event %d, once, numbered above the one before:\n got %s\nwant %s", i+1, got[i].seq, got[i].id, i+1, got[i].data, want[i])
+		}
+		ids[got[i].id] = true
+	}
+}
+
+// An active that dies before its first ack (issue 16 item 2): the stream
+// holds its first events, its lease left epoch and limit but nothing
+// acknowledged. The next active, which logged in after those events,
+// never reuses their numbers: everything the PBX sent is in the stream
+// once (the old checkpoint had Seq 0, the next active numbered from 1
+// under the same epoch, and JetStream dropped its events as duplicates).
+func TestHA_ActiveDiedBeforeItsFirstAck(t *testing.T) {
+	r := newQuietRig(t)
+	// What the dead active "a" left: the first three events stored as it
+	// published them, and its lease, released by expiry.
+	const epoch = 1700000000000
+	old := []*amiproto.Message{userEvent("early", 1), userEvent("early", 2), userEvent("early", 3)}
+	r.emit(old...)
+	if _, err := r.js.CreateStream(t.Context(), jetstream.StreamConfig{Name: DefaultStream, Subjects: []string{subjects.AllEvents("ami")}, Duplicates: time.Minute}); err != nil {
+		t.Fatal(err)
+	}
+	var c ha.Chain
+	for i, m := range old {
+		seq := strconv.Itoa(i + 1)
+		msg := &nats.Msg{Subject: subjects.Event("ami", "pbx1", m.EventName()), Data: m.AppendJSON(nil), Header: nats.Header{
+			HeaderServer: {"pbx1"}, HeaderEvent: {m.EventName()}, HeaderSeq: {seq}, HeaderMsgID: {"pbx1:" + strconv.Itoa(epoch) + ":" + seq},
+			HeaderChain: {strconv.FormatUint(c.Add(ha.Fingerprint(m)), 16)}}}
+		if _, err := r.js.PublishMsg(t.Context(), msg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	bkt, err := lease.Open(t.Context(), r.js, lease.Config{Bucket: DefaultHABucket, TTL: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := bkt.Acquire(t.Context(), "pbx1", "a", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Release(t.Context(), []byte(`{"epoch":1700000000000,"limit":65539}`)); err != nil {
+		t.Fatal(err)
+	}
+	b := r.bridge("b")
+	waitStatus(t, b, func(st Status) bool { return st.HA.Role == RoleActive && allUp(st) })
+	want := r.emit(userEvent("late", 4), userEvent("late", 5), userEvent("late", 6))
+	checkOnceInOrder(t, streamUpTo(t, r.js, want[len(want)-1]), want)
+}

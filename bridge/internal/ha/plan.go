@@ -1,0 +1,182 @@
+package ha
+
+// Tail is the last message the event stream holds for a PBX, as a new
+// active read it after taking the lease.
+type Tail struct {
+	Found bool   // false: the stream holds nothing of this PBX
+	Seq   uint64 // its Ami-Seq
+	Epoch int64  // of its Nats-Msg-Id
+	Chain uint64 // its Ami-Chain
+	Event string // its Ami-Event, for the cross-check (Ring.Same)
+	Data  []byte // its payload, for the cross-check
+	// StreamSeq is its sequence in the stream, for reading back (Back).
+	StreamSeq uint64
+}
+
+// Stored is an event the stream holds, as read back for Overlap.
+type Stored struct {
+	Event string
+	Data  []byte
+}
+
+// Overlap finds how many of the ring's oldest entries are the newest
+// events of back (the stream's events up to its tail, oldest first): the
+// k >= 1 for which ring[0, k) equals back's last k events, entry by
+// entry (Ring.Same). The ring is what a process read since its login, so
+// k is how far the stream already has it. ok is false when more than one
+// k fits (repeating events), or the one that fits holds no payload that
+// back holds only once, and k is then 0; k == 0 with ok: none fits.
+func Overlap(ring Ring, back []Stored) (k int, ok bool) {
+	for c := 1; c <= min(ring.Len(), len(back)); c++ {
+		fits := true
+		for i := range c {
+			if b := back[len(back)-c+i]; !ring.Same(i, b.Event, b.Data) {
+				fits = false
+				break
+			}
+		}
+		if fits {
+			if k > 0 {
+				return 0, false
+			}
+			k = c
+		}
+	}
+	if k == 0 {
+		return 0, true
+	}
+	// A fit made only of payloads the stream repeats may be chance: a
+	// process that logged in after the tail whose first event repeats the
+	// tail's (a DeviceStateChange per call). One payload that the read
+	// back holds once pins the place.
+	seen := make(map[string]int, len(back))
+	for _, b := range back {
+		seen[string(b.Data)]++
+	}
+	for _, b := range back[len(back)-k:] {
+		if seen[string(b.Data)] == 1 {
+			return k, true
+		}
+	}
+	return 0, false
+}
+
+// Ring is what a process holds of the events read since its event
+// session's last login, oldest first: a snapshot, whose entries above the
+// chosen point the caller keeps (holds) until the publisher has them.
+type Ring interface {
+	Len() int
+	Seq(i int) uint64   // local seq; ascending
+	Chain(i int) uint64 // the chain computed when the event was read
+	// Same cross-checks entry i against the stored message beyond its
+	// chain: the same event, the same payload but for a field that
+	// differs between processes (ActionID).
+	Same(i int, event string, data []byte) bool
+}
+
+// Own is what the planning process itself last had acknowledged while
+// active, when it kept every event since (it lost the lease and nobody
+// else has been seen holding it): it proves its place even when that
+// entry has left its ring.
+type Own struct {
+	Valid bool
+	Local uint64 // local seq of the last event acknowledged
+	Seq   uint64 // its Ami-Seq
+	Epoch int64
+	Chain uint64
+}
+
+// Gap is a range of Ami-Seq, both ends included, that a new active could
+// not prove were published: the old active may have published some (the
+// stream has those), the rest are lost.
+type Gap struct {
+	From, To uint64
+}
+
+// Decision is where a new active starts.
+type Decision struct {
+	Epoch   int64  // the Nats-Msg-Id epoch to publish under
+	After   uint64 // local seq: publish the ring's entries above it
+	Offset  int64  // Ami-Seq = local seq + Offset
+	Matched bool   // the stream's tail was found in the ring (or Own)
+	Replay  int    // entries held above After, published at once
+	Gap     *Gap   // numbers never to be used again; nil when none
+}
+
+// Plan decides where a new active continues the PBX's stream. It reads
+// only its arguments: nothing carries over from an earlier plan.
+//
+//   - No tail: nothing of this PBX is in the stream. It starts a new
+//     epoch (newEpoch) at Ami-Seq 1 from the ring's oldest event, so no
+//     Nats-Msg-Id of an earlier holder (still in flight, or in the dedupe
+//     window after the stream's own limits removed its messages) can
+//     collide with its own.
+//   - The tail proved in the ring: one entry with the tail's chain, which
+//     also passes the cross-check, or Own when it is the tail. It goes on
+//     from the next entry with the tail's numbers and epoch; what the old
+//     active stored after the read carries the same Nats-Msg-Ids, and
+//     JetStream drops it.
+//   - Otherwise (the ring does not reach back, the rings differ, the
+//     process read fewer than W events before the tail, or the chain is
+//     in the ring more than once: a run of more than W equal events),
+//     no place is proven. The numbers from Seq+1 to limit+1 are a gap,
+//     and the oldest entry held becomes limit+2, so that no number the
+//     old active may have given is used again. The entries held go out
+//     under these new numbers: where the ring does not reach back they
+//     are all newer than the tail; where it does but cannot prove it (a
+//     process that read fewer than W events before the tail, rings that
+//     differ, a run of equal events), some may be in the stream already.
+//     Equal payloads are no proof: Asterisk repeats them (a
+//     DeviceStateChange per call), and skipping to the last equal one
+//     loses what follows the true tail.
+//
+// back, when not nil, is the stream's events up to the tail since before
+// the process's login, read back for a process that read fewer than W
+// events before the tail: where Overlap finds exactly one place, that
+// proves it, event by event.
+//
+// newest is the last local seq numbered, for a ring that holds nothing
+// since the login.
+func Plan(tail Tail, ring Ring, own Own, back []Stored, limit uint64, newest uint64, newEpoch int64) Decision {
+	n := ring.Len()
+	start := newest // publish after it when the ring holds nothing
+	if n > 0 {
+		start = ring.Seq(0) - 1
+	}
+	if !tail.Found {
+		return Decision{Epoch: newEpoch, After: start, Offset: -int64(start), Replay: n}
+	}
+	d := Decision{Epoch: tail.Epoch}
+	if own.Valid && own.Seq == tail.Seq && own.Epoch == tail.Epoch && own.Chain == tail.Chain {
+		d.After, d.Offset, d.Matched = own.Local, int64(own.Seq)-int64(own.Local), true
+		for i := n - 1; i >= 0 && ring.Seq(i) > own.Local; i-- {
+			d.Replay++
+		}
+		return d
+	}
+	found := -1
+	for i := n - 1; i >= 0; i-- {
+		if ring.Chain(i) != tail.Chain || !ring.Same(i, tail.Event, tail.Data) {
+			continue
+		}
+		if found >= 0 { // more than one place: none is proven
+			found = -2
+			break
+		}
+		found = i
+	}
+	if found == -1 && back != nil {
+		if k, ok := Overlap(ring, back); ok && k > 0 {
+			found = k - 1
+		}
+	}
+	if found >= 0 {
+		l := ring.Seq(found)
+		d.After, d.Offset, d.Matched, d.Replay = l, int64(tail.Seq)-int64(l), true, n-1-found
+		return d
+	}
+	top := max(limit, tail.Seq)
+	d.After, d.Offset, d.Replay = start, int64(top)+1-int64(start), n
+	d.Gap = &Gap{From: tail.Seq + 1, To: top + 1}
+	return d
+}

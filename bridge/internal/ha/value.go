@@ -1,0 +1,37 @@
+package ha
+
+import (
+	"encoding/json"
+	"fmt"
+)
+
+// Value is what the active writes with each renewal of its lease. The
+// stream itself says what was published; the lease says only how far
+// the holder may have gone.
+type Value struct {
+	// Epoch is the Nats-Msg-Id epoch the holder publishes under.
+	Epoch int64 `json:"epoch"`
+	// Limit is the highest Ami-Seq the holder may publish until its next
+	// renewal: a new active that cannot prove where to continue reports
+	// the numbers up to Limit+1 as a gap and starts above them, so that
+	// it never reuses a number (and Nats-Msg-Id) the old one gave.
+	Limit uint64 `json:"limit"`
+}
+
+// Encode returns v as the lease's JSON payload.
+func (v Value) Encode() []byte {
+	data, _ := json.Marshal(v) // plain numbers: cannot fail
+	return data
+}
+
+// DecodeValue reads a lease payload; an empty one is the zero Value.
+func DecodeValue(data []byte) (Value, error) {
+	var v Value
+	if len(data) == 0 {
+		return v, nil
+	}
+	if err := json.Unmarshal(data, &v); err != nil {
+		return v, fmt.Errorf("ha: lease value: %w", err)
+	}
+	return v, nil
+}
