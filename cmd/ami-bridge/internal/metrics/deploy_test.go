@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"testing"
 
 	"go.yaml.in/yaml/v3"
@@ -67,8 +68,15 @@ func TestDeploy_DashboardMetricsAreExported(t *testing.T) {
 	}
 }
 
+// ruleTests is the suffix of promtool's rule unit-test files, which sit
+// beside the rules they test.
+const ruleTests = ".test.yml"
+
 func TestDeploy_AlertRuleMetricsAreExported(t *testing.T) {
 	for f, data := range deployFiles(t, "prometheus/*.yml") {
+		if strings.HasSuffix(f, ruleTests) {
+			continue
+		}
 		var rules struct {
 			Groups []struct {
 				Rules []struct {
@@ -89,6 +97,31 @@ func TestDeploy_AlertRuleMetricsAreExported(t *testing.T) {
 		}
 		checkNames(t, f, exprs)
 		t.Logf("%s: alerts %q", f, alerts)
+	}
+}
+
+// TestDeploy_RuleTestSeriesAreExported checks that the series the rules'
+// unit tests feed (promtool test rules) are named as the exporter names
+// them, so that a renamed metric cannot pass there and miss in production.
+func TestDeploy_RuleTestSeriesAreExported(t *testing.T) {
+	for f, data := range deployFiles(t, "prometheus/*"+ruleTests) {
+		var tests struct {
+			Tests []struct {
+				InputSeries []struct {
+					Series string `yaml:"series"`
+				} `yaml:"input_series"`
+			} `yaml:"tests"`
+		}
+		if err := yaml.Unmarshal(data, &tests); err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+		var series []string
+		for _, c := range tests.Tests {
+			for _, s := range c.InputSeries {
+				series = append(series, s.Series)
+			}
+		}
+		checkNames(t, f, series)
 	}
 }
 
