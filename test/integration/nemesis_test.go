@@ -550,19 +550,51 @@ func (r *nemRig) reportedGaps() map[[2]uint64]string {
 	return out
 }
 
-// check compares the stream with what the PBX sent and fails the test on
-// any event lost without both bridges down, any event twice or out of
-// order, any Ami-Seq step other than +1 that is not a reported gap, and
-// any gap reported without both bridges down. It logs a summary.
+// check reads the stream, compares it with what the PBX sent (nemHistory's
+// check) and fails the test on every problem found, after a summary.
 func (r *nemRig) check() {
 	t := r.t
 	t.Helper()
-	want, at := r.ref.snapshot()
-	got := r.readAll()
-	gaps := r.reportedGaps()
-	both := r.bothDown()
+	h := nemHistory{seed: nemesisSeed(t), t0: r.t0, got: r.readAll(), gaps: r.reportedGaps(),
+		both: r.bothDown(), ops: r.ops, natsOutages: len(r.nats)}
+	h.want, h.at = r.ref.snapshot()
+	summary, justified, problems := h.check()
+	for _, j := range justified {
+		t.Logf("justified: %s", j)
+	}
+	t.Log(summary)
+	for i, p := range problems {
+		if i == 30 {
+			t.Errorf("… and %d more", len(problems)-30)
+			break
+		}
+		t.Error(p)
+	}
+}
 
-	var problems []string
+// nemHistory is what a nemesis run did and what the stream holds.
+type nemHistory struct {
+	seed        uint64
+	t0          time.Time
+	want        [][]byte    // the PBX's events, from the reference session
+	at          []time.Time // when the reference session read each
+	got         []storedEvent
+	gaps        map[[2]uint64]string // reported gaps, by who reported them
+	both        []interval           // when both bridges were down
+	ops         []nemOp
+	natsOutages int
+}
+
+func (h *nemHistory) since(t time.Time) string { return fmt.Sprintf("+%.2fs", t.Sub(h.t0).Seconds()) }
+
+// check compares the stream with what the PBX sent. A problem is any
+// event lost outside a time both bridges were down or without a jump in
+// Ami-Seq, any event twice or not from the PBX, any Ami-Seq step other
+// than +1 that is not a reported gap (exact bounds) at a time both were
+// down, any reported gap the stream does not show, and a change of
+// epoch. It returns a summary and the lost ranges it found justified.
+func (h *nemHistory) check() (summary string, justifiedLost, problems []string) {
+	want, at, got, gaps, both := h.want, h.at, h.got, h.gaps, h.both
 	bad := func(format string, args ...any) {
 		problems = append(problems, fmt.Sprintf(format, args...))
 	}
@@ -588,9 +620,9 @@ func (r *nemRig) check() {
 	}
 	around := func(from, to time.Time) string {
 		var s []string
-		for _, op := range r.ops {
+		for _, op := range h.ops {
 			if op.end.After(from.Add(-3*time.Second)) && op.start.Before(to.Add(3*time.Second)) {
-				s = append(s, fmt.Sprintf("#%d %s %s %s..%s", op.n, op.kind, op.target, r.since(op.start), r.since(op.end)))
+				s = append(s, fmt.Sprintf("#%d %s %s %s..%s", op.n, op.kind, op.target, h.since(op.start), h.since(op.end)))
 			}
 		}
 		if len(s) == 0 {
@@ -624,7 +656,7 @@ func (r *nemRig) check() {
 			if dups++; dups <= 10 {
 				i := idx[len(idx)-1]
 				bad("stream message %d (Ami-Seq %d, %s) repeats the PBX's event %d, sent %s, stored before (ops: %s)",
-					k+1, e.seq, e.id, i+1, r.since(at[i]), around(at[i], at[i]))
+					k+1, e.seq, e.id, i+1, h.since(at[i]), around(at[i], at[i]))
 			}
 		default:
 			match[k] = -1
@@ -649,7 +681,7 @@ func (r *nemRig) check() {
 				return at[match[k]]
 			}
 		}
-		return r.t0
+		return h.t0
 	}
 	for k, e := range got {
 		if ids[e.id] {
@@ -674,7 +706,7 @@ func (r *nemRig) check() {
 		switch {
 		case e.seq == prev+1:
 		case e.seq <= prev:
-			bad("message %d has Ami-Seq %d after %d (at %s; ops: %s)", k+1, e.seq, prev, r.since(timeOf(k)), around(timeOf(k-1), timeOf(k)))
+			bad("message %d has Ami-Seq %d after %d (at %s; ops: %s)", k+1, e.seq, prev, h.since(timeOf(k)), around(timeOf(k-1), timeOf(k)))
 		default:
 			g := [2]uint64{prev + 1, e.seq - 1}
 			seenGap[g] = true
@@ -691,7 +723,7 @@ func (r *nemRig) check() {
 				}
 			}
 			line := fmt.Sprintf("Ami-Seq jump %d-%d between events sent %s and %s: %s, both bridges down %v (ops: %s)",
-				g[0], g[1], r.since(from), r.since(to), rep, ok, around(from, to))
+				g[0], g[1], h.since(from), h.since(to), rep, ok, around(from, to))
 			jumps = append(jumps, line)
 			if !reported || !ok {
 				bad("%s", line)
@@ -718,40 +750,34 @@ func (r *nemRig) check() {
 		}
 		ok := justified(at[m.from], at[m.to])
 		line := fmt.Sprintf("lost %d events: the PBX's %d-%d, sent %s..%s, between stored Ami-Seq %d and %d; both bridges down %v (ops: %s)",
-			n, m.from+1, m.to+1, r.since(at[m.from]), r.since(at[m.to]), seqBefore, seqAfter, ok, around(at[m.from], at[m.to]))
+			n, m.from+1, m.to+1, h.since(at[m.from]), h.since(at[m.to]), seqBefore, seqAfter, ok, around(at[m.from], at[m.to]))
 		if !ok || (m.before < len(got) && seqAfter == seqBefore+1) {
 			if seqAfter == seqBefore+1 {
 				line += "; Ami-Seq continuous across them: a silent loss"
 			}
 			bad("%s", line)
 		} else {
-			t.Logf("justified: %s", line)
+			justifiedLost = append(justifiedLost, line)
 		}
 	}
 
 	// The summary.
 	var sb strings.Builder
-	fmt.Fprintf(&sb, "nemesis summary (seed %d):\n", nemesisSeed(t))
+	fmt.Fprintf(&sb, "nemesis summary (seed %d):\n", h.seed)
 	fmt.Fprintf(&sb, "  events sent by the PBX %d, stored %d, matched %d, duplicates %d, not from the PBX %d, lost %d in %d ranges\n",
 		len(want), len(got), len(got)-dups-foreign, dups, foreign, nLost, len(lost))
-	fmt.Fprintf(&sb, "  gaps reported %d, Ami-Seq jumps %d, times both bridges down %d, nats-server outages %d\n", len(gaps), len(jumps), len(both), len(r.nats))
+	fmt.Fprintf(&sb, "  gaps reported %d, Ami-Seq jumps %d, times both bridges down %d, nats-server outages %d, problems %d\n",
+		len(gaps), len(jumps), len(both), h.natsOutages, len(problems))
 	for _, iv := range both {
-		fmt.Fprintf(&sb, "  both down %s..%s\n", r.since(iv.from), r.since(iv.to))
+		fmt.Fprintf(&sb, "  both down %s..%s\n", h.since(iv.from), h.since(iv.to))
 	}
 	for _, j := range jumps {
 		fmt.Fprintf(&sb, "  %s\n", j)
 	}
-	for _, op := range r.ops {
-		fmt.Fprintf(&sb, "  op #%d %s %s %s..%s %s\n", op.n, op.kind, op.target, r.since(op.start), r.since(op.end), op.note)
+	for _, op := range h.ops {
+		fmt.Fprintf(&sb, "  op #%d %s %s %s..%s %s\n", op.n, op.kind, op.target, h.since(op.start), h.since(op.end), op.note)
 	}
-	t.Log(sb.String())
-	for i, p := range problems {
-		if i == 30 {
-			t.Errorf("… and %d more", len(problems)-30)
-			break
-		}
-		t.Error(p)
-	}
+	return sb.String(), justifiedLost, problems
 }
 
 // TestNemesis is issue 16's randomized fault test: see nemesisLong.
@@ -959,4 +985,58 @@ func TestNemesis_HandoverTimes(t *testing.T) {
 		t.Errorf("the stream's last message is not the PBX's last event within 30s of the end")
 	}
 	r.check()
+}
+
+// TestNemesisChecker runs the nemesis checker on made-up histories: it
+// must pass an exact stream and a true gap, and catch each way of getting
+// it wrong.
+func TestNemesisChecker(t *testing.T) {
+	t0 := time.Now()
+	sec := func(s float64) time.Time { return t0.Add(time.Duration(s * float64(time.Second))) }
+	want := [][]byte{[]byte(`{"n":1}`), []byte(`{"n":2}`), []byte(`{"n":3}`), []byte(`{"n":4}`), []byte(`{"n":5}`)}
+	at := []time.Time{sec(1), sec(2), sec(10), sec(20), sec(21)}
+	// stored: the PBX's events (1-based) with their Ami-Seq.
+	stored := func(pairs ...int) []storedEvent {
+		var out []storedEvent
+		for i := 0; i < len(pairs); i += 2 {
+			seq := uint64(pairs[i+1])
+			out = append(out, storedEvent{seq: seq, id: fmt.Sprintf("nem:1:%d", seq), data: want[pairs[i]-1]})
+		}
+		return out
+	}
+	downAt10 := []interval{{sec(9), sec(12)}}
+	for _, c := range []struct {
+		name string
+		got  []storedEvent
+		gaps map[[2]uint64]string
+		both []interval
+		want string // a problem must hold it; "" for none
+	}{
+		{name: "exact", got: stored(1, 1, 2, 2, 3, 3, 4, 4, 5, 5)},
+		{name: "true gap", got: stored(1, 1, 2, 2, 4, 10, 5, 11), gaps: map[[2]uint64]string{{3, 9}: "b"}, both: downAt10},
+		{name: "true gap, nothing lost", got: stored(1, 1, 2, 2, 3, 10, 4, 11, 5, 12), gaps: map[[2]uint64]string{{3, 9}: "b"}, both: downAt10},
+		{name: "duplicate", got: stored(1, 1, 2, 2, 3, 3, 3, 4, 4, 5, 5, 6), want: "repeats the PBX's event 3"},
+		{name: "same id twice", got: stored(1, 1, 2, 2, 3, 3, 4, 3, 5, 4), want: "Nats-Msg-Id nem:1:3 stored twice"},
+		{name: "silent loss", got: stored(1, 1, 2, 2, 4, 3, 5, 4), both: downAt10, want: "silent loss"},
+		{name: "loss, one bridge up", got: stored(1, 1, 2, 2, 4, 10, 5, 11), gaps: map[[2]uint64]string{{3, 9}: "b"}, want: "both bridges down false"},
+		{name: "false gap", got: stored(1, 1, 2, 2, 3, 10, 4, 11, 5, 12), gaps: map[[2]uint64]string{{3, 9}: "b"}, want: "Ami-Seq jump 3-9"},
+		{name: "gap bounds off", got: stored(1, 1, 2, 2, 4, 10, 5, 11), gaps: map[[2]uint64]string{{2, 9}: "b"}, both: downAt10, want: "b reported 2-9"},
+		{name: "gap unreported", got: stored(1, 1, 2, 2, 4, 10, 5, 11), both: downAt10, want: "not reported"},
+		{name: "out of order", got: stored(1, 1, 2, 2, 4, 3, 3, 4, 5, 5), want: "repeats"},
+		{name: "not from the PBX", got: append(stored(1, 1, 2, 2, 3, 3, 4, 4, 5, 5), storedEvent{seq: 6, id: "nem:1:6", data: []byte(`{}`)}), want: "no event the PBX sent"},
+		{name: "lost tail", got: stored(1, 1, 2, 2, 3, 3), want: "lost 2 events: the PBX's 4-5"},
+	} {
+		h := nemHistory{t0: t0, want: want, at: at, got: c.got, gaps: c.gaps, both: c.both}
+		summary, _, problems := h.check()
+		found := false
+		for _, p := range problems {
+			found = found || (c.want != "" && strings.Contains(p, c.want))
+		}
+		switch {
+		case c.want == "" && len(problems) > 0:
+			t.Errorf("%s: problems %q\n%s", c.name, problems, summary)
+		case c.want != "" && !found:
+			t.Errorf("%s: no problem holds %q; problems %q\n%s", c.name, c.want, problems, summary)
+		}
+	}
 }
