@@ -398,13 +398,17 @@ func (r *nemRig) nemesis(rng *rand.Rand, until time.Time) {
 			cont := time.Now()
 			// If the PBX dropped the frozen session, the bridge logs in
 			// again: it was cut from the PBX until then. A session that
-			// survived sends no new status.
+			// survived may send no new status: then it was down until
+			// SIGCONT only. Counting it down until its next status (a
+			// role change too) errs on the lenient side.
 			end := cont
 			if _, _, ok := r.waitStatus(mark, 3*time.Second, func(s nemStatus) bool {
 				return s.HA.Self == sl.b.self && s.State == "connected"
 			}); ok {
 				end = time.Now()
-				op.note = "session dropped, logged in again"
+				op.note = fmt.Sprintf("SIGCONT at %s, connected status at %s", r.since(cont), r.since(end))
+			} else {
+				op.note = fmt.Sprintf("SIGCONT at %s, no status within 3s", r.since(cont))
 			}
 			r.down[slot] = append(r.down[slot], interval{op.start, end})
 		case "ami-cut":
