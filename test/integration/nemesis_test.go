@@ -630,7 +630,15 @@ func (h *nemHistory) check() (summary string, justifiedLost, problems []string) 
 			}
 		}
 		if len(s) == 0 {
-			return "no nemesis op within 3s"
+			s = append(s, "none within 3s")
+		}
+		// On a quiet PBX the fault that made a jump comes after the last
+		// event before it, maybe long after: name the next one too.
+		for _, op := range h.ops {
+			if op.start.After(to.Add(3 * time.Second)) {
+				s = append(s, fmt.Sprintf("next: #%d %s %s %s..%s", op.n, op.kind, op.target, h.since(op.start), h.since(op.end)))
+				break
+			}
 		}
 		return strings.Join(s, "; ")
 	}
