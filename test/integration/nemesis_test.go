@@ -39,9 +39,10 @@ import (
 //
 //	AMI_NEMESIS=long AMI_NEMESIS_SEED=7 go test -race -count=1 -run TestNemesis -v -timeout 30m ./test/integration/
 //
-// The schedule (which fault, on which bridge, for how long, the traffic's
-// phases) is a function of the seed; when each fault lands relative to
-// the events is not, since both run on the wall clock.
+// The seed fixes the schedule: each fault's kind, whether it strikes the
+// active or the standby, how long it lasts, the pauses, and the traffic's
+// phases. Which process is active when, and where each fault lands among
+// the events, are not fixed: both run on the wall clock.
 func nemesisLong() bool { return os.Getenv("AMI_NEMESIS") == "long" }
 
 // defaultNemesisSeed is the seed of the default run.
@@ -956,6 +957,18 @@ func TestNemesis_HandoverTimes(t *testing.T) {
 			if !c.busy {
 				r.pbx.emit("UserEvent", "UserEvent", "MeasureQuiet")
 			}
+			_, nst, ok := r.waitStatus(mark, eventTimeout, func(s nemStatus) bool {
+				return s.HA.Self != old.self && s.HA.Role == "active" && s.HA.LastTakeover != nil && s.HA.LastTakeover.At.After(t0)
+			})
+			if !ok {
+				t.Fatalf("%s: the standby did not take over within %v", what, eventTimeout)
+			}
+			if !c.busy {
+				// The old active may have published the lone event
+				// before it let go: one more as soon as the standby says
+				// it took over, which only the new active can publish.
+				r.pbx.emit("UserEvent", "UserEvent", "MeasureQuiet2")
+			}
 			if code := old.wait(exitTimeout); code != 0 {
 				t.Errorf("%s: exit code %d, want 0", what, code)
 			}
@@ -963,22 +976,13 @@ func TestNemesis_HandoverTimes(t *testing.T) {
 			if !ok {
 				t.Fatalf("%s: no stopped status from %s", what, old.self)
 			}
-			if !c.busy {
-				// The old active may have published the lone event: one
-				// more, which only the new active can publish.
-				r.pbx.emit("UserEvent", "UserEvent", "MeasureQuiet2")
-			}
 			at, seq, ok := arr.first(readyTimeout, func(_ time.Time, seq uint64) bool { return seq > st.LastSeq })
 			if !ok {
 				t.Fatalf("%s: no event after Ami-Seq %d (the old active's last) within %v", what, st.LastSeq, readyTimeout)
 			}
 			took = at.Sub(t0)
-			note = fmt.Sprintf("old active's last Ami-Seq %d, first of the new %d; goal 100ms", st.LastSeq, seq)
-			if _, nst, ok := r.waitStatus(mark, eventTimeout, func(s nemStatus) bool {
-				return s.HA.Self != old.self && s.HA.Role == "active" && s.HA.LastTakeover != nil && s.HA.LastTakeover.At.After(t0)
-			}); ok {
-				note += fmt.Sprintf("; the standby's takeover status says %v after the signal", nst.HA.LastTakeover.At.Sub(t0).Round(time.Millisecond))
-			}
+			note = fmt.Sprintf("old active's last Ami-Seq %d, first of the new %d; goal 100ms; the standby's takeover status says %v after the signal",
+				st.LastSeq, seq, nst.HA.LastTakeover.At.Sub(t0).Round(time.Millisecond))
 			if took > 2*time.Second {
 				t.Errorf("%s: the standby's first event came %v after the signal, want well under 2s", what, took)
 			}
