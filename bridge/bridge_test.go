@@ -609,10 +609,25 @@ func TestBridge_DroppedActionSessionLeavesTheService(t *testing.T) {
 	if m := request(t, cc, subjects.Action("ami", "pbx1"), `{"Action":"CoreStatus"}`, nil); m.Header.Get(micro.ErrorCodeHeader) != "503" {
 		t.Fatalf("the cut action: %q %s, want a 503", m.Header.Get(micro.ErrorCodeHeader), m.Data)
 	}
+	// While the instance is registered anew, $SRV.INFO may briefly find
+	// no responder (seen once in about 60 runs under load; see the
+	// trade-off in arrivals.go): wait through it for one endpoint.
 	deadline := time.Now().Add(waitTime)
-	for len(serviceInfos(t, cc, 1)[0].Endpoints) != 1 {
+	for {
+		m, err := cc.Request("$SRV.INFO."+ServiceName, nil, waitTime)
+		var info micro.Info
+		if err == nil {
+			if err := json.Unmarshal(m.Data, &info); err != nil {
+				t.Fatal(err)
+			}
+			if len(info.Endpoints) == 1 {
+				break
+			}
+		} else if !errors.Is(err, nats.ErrNoResponders) {
+			t.Fatal(err)
+		}
 		if time.Now().After(deadline) {
-			t.Fatal("the dropped session's endpoint is still in the service")
+			t.Fatalf("the dropped session's endpoint is still in the service: %d endpoints, %v", len(info.Endpoints), err)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
