@@ -219,11 +219,18 @@ func (r *haRig) stream(want int) []storedEvent {
 	t := r.w.t
 	t.Helper()
 	waitStreamMsgs(t, r.js, haStream, uint64(want), storeStall)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	return storedEvents(t, r.js, haStream, time.Minute)
+}
+
+// storedEvents returns every message the stream holds now, in order, read
+// with an ordered consumer within timeout.
+func storedEvents(t *testing.T, js jetstream.JetStream, name string, timeout time.Duration) []storedEvent {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	s, err := r.js.Stream(ctx, haStream)
+	s, err := js.Stream(ctx, name)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("stream %s: %v", name, err)
 	}
 	total := int(s.CachedInfo().State.Msgs)
 	cons, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})

@@ -521,34 +521,8 @@ func (r *nemRig) settle(timeout time.Duration) bool {
 
 // readAll returns every message of the stream, in order.
 func (r *nemRig) readAll() []storedEvent {
-	t := r.t
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	s, err := r.js.Stream(ctx, nemStream)
-	if err != nil {
-		t.Fatalf("stream %s: %v", nemStream, err)
-	}
-	total := int(s.CachedInfo().State.Msgs)
-	cons, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []storedEvent
-	for len(out) < total {
-		batch, err := cons.Fetch(1000, jetstream.FetchMaxWait(5*time.Second))
-		if err != nil {
-			t.Fatal(err)
-		}
-		for m := range batch.Messages() {
-			seq, _ := strconv.ParseUint(m.Headers().Get("Ami-Seq"), 10, 64)
-			out = append(out, storedEvent{seq: seq, id: m.Headers().Get("Nats-Msg-Id"), data: m.Data()})
-		}
-		if err := batch.Error(); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return out
+	r.t.Helper()
+	return storedEvents(r.t, r.js, nemStream, 2*time.Minute)
 }
 
 // reportedGaps returns every gap any bridge reported in a status.
