@@ -551,15 +551,7 @@ func TestPermissions_StreamedRepliesNeedTheInboxAllow(t *testing.T) {
 // user (which may look the stream up, unlike the operator).
 func recipeSubjectCount(t *testing.T, w *world, pass map[string]string, subject string) (onSubject, total uint64) {
 	t.Helper()
-	bc, err := nats.Connect(w.ns.ClientURL(), nats.UserInfo("bridge", pass["bridge"]), nats.CustomInboxPrefix(bridge.InboxPrefix))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer bc.Close()
-	js, err := jetstream.New(bc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := recipeBridgeJS(t, w, pass)
 	ctx, cancel := context.WithTimeout(context.Background(), replyTimeout)
 	defer cancel()
 	s, err := js.Stream(ctx, "AMI_EVENTS")
@@ -788,15 +780,7 @@ func TestPermissions_HAUnderTheRecipe(t *testing.T) {
 	a, b := r.startPair()
 
 	// The lease key, watched as the bridge's user from before the hijack.
-	bc, err := nats.Connect(w.ns.ClientURL(), nats.UserInfo("bridge", pass["bridge"]), nats.CustomInboxPrefix(bridge.InboxPrefix))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer bc.Close()
-	js, err := jetstream.New(bc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := recipeBridgeJS(t, w, pass)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	kv, err := js.KeyValue(ctx, bridge.DefaultHABucket)
@@ -952,4 +936,21 @@ func recipeWorld(t *testing.T, jetStream bool, change func([]*server.User)) (*wo
 		w.addSecret(pass[n])
 	}
 	return w, pass
+}
+
+// recipeBridgeJS is JetStream as the recipe's bridge user, which may look
+// the stream and the lease bucket up, unlike the operator; the connection
+// closes with the test.
+func recipeBridgeJS(t *testing.T, w *world, pass map[string]string) jetstream.JetStream {
+	t.Helper()
+	bc, err := nats.Connect(w.ns.ClientURL(), nats.UserInfo("bridge", pass["bridge"]), nats.CustomInboxPrefix(bridge.InboxPrefix))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(bc.Close)
+	js, err := jetstream.New(bc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return js
 }
