@@ -213,8 +213,9 @@ func (s *actionSession) awaitCheck(deadline time.Time) bool {
 // it behind a slow action is dropped, not sent: its requester has given
 // up. What is left of it bounds the wait for Asterisk's answer.
 func (p *pbx) handle(req micro.Request, s *actionSession) {
-	arrived := p.service.arrivals.take(req.Reply(), time.Now())
-	if reply := req.Reply(); reply != "" && !p.ns.replies.allows(reply) {
+	reply := req.Reply()
+	arrived := p.service.arrival(reply, time.Now())
+	if reply != "" && !p.ns.replies.allows(reply) {
 		p.refuseReply(reply)
 		return
 	}

@@ -275,6 +275,11 @@ type natsSide struct {
 	leases         *lease.Bucket   // with HA, when Start could open it; else each HA loop opens it
 }
 
+// stampsArrivals reports whether the main connection stamps request
+// arrivals: only when the requests are served on a connection of their
+// own (see arrivals).
+func (ns *natsSide) stampsArrivals() bool { return ns.svc != ns.nc }
+
 // lifecycle is the Bridge's shutdown as its PBXes see it. Shutdown ends
 // intake first (stop taking actions), waits for the actions in flight,
 // and ends hard when its own context ends: what still waits then (an

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"sync"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
@@ -105,10 +106,19 @@ func (s *actionService) replace() error {
 // when the service has one of its own (see arrivals). Lock held.
 func (s *actionService) listenArrivals() error {
 	ns := s.p.ns
-	if ns.svc == ns.nc {
+	if !ns.stampsArrivals() {
 		return nil
 	}
 	return s.arrivals.listen(ns.nc, subjects.Action(ns.prefix, s.p.name))
+}
+
+// arrival is when the request with reply subject reply reached the
+// bridge: its stamp, or now when nothing stamps arrivals.
+func (s *actionService) arrival(reply string, now time.Time) time.Time {
+	if !s.p.ns.stampsArrivals() {
+		return now // no stamp will come; a tombstone would only wait to age out
+	}
+	return s.arrivals.take(reply, now)
 }
 
 // stopArrivals ends the arrival stamps before the last instance stops:
