@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"github.com/ami-bridge/ami-bridge/bridge"
+	"github.com/ami-bridge/ami-bridge/lease"
 )
 
 // HA makes several ami-bridge processes share each PBX: one publishes its
@@ -58,7 +59,7 @@ func (c *Config) checkHA(p *problems) {
 		// then source every event twice.
 		p.add("ha.enabled: needs nats.url: with only the embedded NATS server each bridge has its own lease bucket and every one becomes active; point every bridge of the group at the same NATS server or cluster")
 	}
-	if h.LeaseTTL < time.Second || h.LeaseTTL%time.Second != 0 {
+	if lease.CheckTTL(h.LeaseTTL) != nil {
 		p.add("ha.lease_ttl: %s must be whole seconds, at least 1s: the server keeps a key's TTL in whole seconds, and a fractional lease would outlive its key", h.LeaseTTL)
 	}
 	if h.CheckpointInterval <= 0 || h.CheckpointInterval > h.LeaseTTL/4 {
