@@ -350,12 +350,7 @@ func (p *pbx) replyOK(r replier, resp *amiproto.Response, stream bool) {
 			resp = p.mask.response(resp)
 			body = appendReply(body[:0], p.name, resp, replyOptions{parts: true})
 		}
-		if len(body) > maxPayload {
-			msg := fmt.Sprintf("the reply is %d bytes, above the NATS max payload of %d; ask again with the header %s: true", len(body), maxPayload, HeaderStream)
-			p.replyError(r, CodeTooLarge, msg, &amiproto.Response{Message: resp.Message}, false)
-			return
-		}
-		p.send(r, nil, body)
+		p.sendWhole(r, body, maxPayload, resp)
 		return
 	}
 	// Command output streams in parts of its own, after the envelope.
@@ -382,6 +377,17 @@ func (p *pbx) appendMasked(dst []byte, m *amiproto.Message) []byte {
 		dst = p.mask.message(m).AppendJSON(dst[:n])
 	}
 	return dst
+}
+
+// sendWhole sends body, an unstreamed reply to resp, or a 413 with resp's
+// response when body is over maxPayload.
+func (p *pbx) sendWhole(r replier, body []byte, maxPayload int, resp *amiproto.Response) {
+	if len(body) > maxPayload {
+		msg := fmt.Sprintf("the reply is %d bytes, above the NATS max payload of %d; ask again with the header %s: true", len(body), maxPayload, HeaderStream)
+		p.replyError(r, CodeTooLarge, msg, &amiproto.Response{Message: resp.Message}, false)
+		return
+	}
+	p.send(r, nil, body)
 }
 
 // outputPartOverhead is the size of {"output":""} around a part's text.

@@ -159,11 +159,6 @@ func (l *listReply) finish(resp *amiproto.Response) {
 			l.body = append(l.body, "null"...)
 		}
 		l.body = append(l.body, '}')
-		if len(l.body) > l.maxPayload {
-			msg := fmt.Sprintf("the reply is %d bytes, above the NATS max payload of %d; ask again with the header %s: true", len(l.body), l.maxPayload, HeaderStream)
-			l.p.replyError(l.r, CodeTooLarge, msg, &amiproto.Response{Message: resp.Message}, false)
-			return
-		}
-		l.p.send(l.r, nil, l.body)
+		l.p.sendWhole(l.r, l.body, l.maxPayload, resp)
 	}
 }
