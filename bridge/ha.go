@@ -23,6 +23,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/ami-bridge/ami-bridge/amiproto"
 	"github.com/ami-bridge/ami-bridge/bridge/internal/ha"
 	"github.com/ami-bridge/ami-bridge/lease"
 	"github.com/ami-bridge/ami-bridge/subjects"
@@ -162,10 +163,46 @@ type haNode struct {
 	gaps      []Gap
 	takeovers uint64
 	gapsTotal uint64
+	seqRun    uint64 // the Value.Run this process publishes under while active
+
+	// Marks (see docs/ha.md, "Marks"): what this process sent and read.
+	remark  chan struct{} // the event session's marker: send a new mark now
+	marks   uint64        // counts the marks sent, for their IDs
+	pending string        // the ID of this process's last mark, until it is answered
+	local   uint64        // the local seq of the last event numbered before it
+	read    bool          // local is set: this process has read its own mark
+	answer  *markAnswer   // the holder's answer to pending, once seen
+	mark    ha.Mark       // the proven numbering of this login, once both halves are in
+	markRun uint64        // the run mark belongs to
+	seen    []seenMark    // the marks read in this login, newest last, for answers while active
+	holderT string        // the token of the last lease writer seen by the watch
 }
 
+// markAnswer is a holder's answer to this process's mark.
+type markAnswer struct {
+	seq   uint64
+	epoch int64
+	run   uint64
+}
+
+// seenMark is a mark read from the PBX: its ID and the local seq of the
+// last event numbered before it.
+type seenMark struct {
+	id    string
+	local uint64
+}
+
+// maxSeen bounds the marks an active answers in each lease value.
+const maxSeen = 8
+
+// The UserEvent of a mark: "UserEvent: AmiBridgeMark" and "Mark: <id>".
+const (
+	markEvent  = "AmiBridgeMark"
+	markHeader = "Mark"
+)
+
 func newHANode(p *pbx, opts HAOptions) *haNode {
-	return &haNode{p: p, opts: opts, log: p.log, wake: make(chan struct{}, 1), pubWake: make(chan struct{}, 1)}
+	return &haNode{p: p, opts: opts, log: p.log, wake: make(chan struct{}, 1), pubWake: make(chan struct{}, 1), remark: make(chan struct{}, 1)}
 }
 
 // kick asks the loop to look again at once.
@@ -231,7 +268,101 @@ func (h *haNode) acked(local, seq, chain uint64) {
 
 // valueLocked returns the lease value that grants limit. h.mu is held.
 func (h *haNode) valueLocked(limit uint64) []byte {
-	return ha.Value{Epoch: h.epoch, Limit: limit}.Encode()
+	v := ha.Value{Epoch: h.epoch, Limit: limit, Run: h.seqRun}
+	for _, m := range h.seen {
+		// Every event of this login is numbered local seq + offset: the
+		// answer holds for the events after the mark whatever this
+		// process published of those before it.
+		v.Marks = append(v.Marks, ha.Answer{ID: m.id, Seq: uint64(int64(m.local) + h.offset)})
+	}
+	return v.Encode()
+}
+
+// isMark reports whether m is a mark: a UserEvent AmiBridgeMark.
+func isMark(m *amiproto.Message) bool {
+	return m.EventName() == "UserEvent" && m.Get("UserEvent") == markEvent
+}
+
+// markRead records a mark the event session read after numbering local
+// seq local. The event reader calls it.
+func (h *haNode) markRead(id string, local uint64) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.seen = append(h.seen, seenMark{id: id, local: local})
+	if len(h.seen) > maxSeen {
+		h.seen = h.seen[1:]
+	}
+	if id != "" && id == h.pending {
+		h.local, h.read = local, true
+		h.completeLocked()
+	}
+}
+
+// completeLocked makes the mark valid once this process read its own
+// mark and saw the holder's answer. h.mu is held.
+func (h *haNode) completeLocked() {
+	if !h.read || h.answer == nil {
+		return
+	}
+	h.mark = ha.Mark{Valid: true, Local: h.local, Seq: h.answer.seq, Epoch: h.answer.epoch}
+	h.markRun = h.answer.run
+	h.pending, h.answer, h.read = "", nil, false
+	h.log.Debug("HA: numbering proven by a mark", "local", h.mark.Local, "seq", h.mark.Seq, "epoch", h.mark.Epoch, "run", h.markRun)
+}
+
+// leaseWritten is the watch's: a holder wrote v. It takes the answer to
+// this process's mark, and asks for a new mark when the numbering it
+// proved ended (another run or epoch) or a new holder will never answer
+// the one pending (it may have read it before its own login).
+func (h *haNode) leaseWritten(token string, v ha.Value) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	newHolder := token != h.holderT
+	h.holderT = token
+	if h.mark.Valid && (v.Epoch != h.mark.Epoch || v.Run != h.markRun) {
+		h.mark = ha.Mark{}
+		signal(h.remark)
+	}
+	if h.pending == "" {
+		return
+	}
+	for _, a := range v.Marks {
+		if a.ID == h.pending {
+			h.answer = &markAnswer{seq: a.Seq, epoch: v.Epoch, run: v.Run}
+			h.completeLocked()
+			return
+		}
+	}
+	if h.answer != nil && (h.answer.epoch != v.Epoch || h.answer.run != v.Run) {
+		h.answer = nil
+		signal(h.remark)
+	} else if newHolder && h.answer == nil {
+		signal(h.remark)
+	}
+}
+
+// marker sends a mark through the PBX at once and whenever the HA node
+// asks for one (remark), on c, the event session of one login, until ctx
+// (that login) ends. serveEvents starts it and waits for it.
+func (h *haNode) marker(ctx context.Context, c *amiproto.Client) {
+	for {
+		h.mu.Lock()
+		h.marks++
+		id := h.opts.Holder + "#" + strconv.FormatUint(h.marks, 10)
+		h.pending, h.answer, h.read = id, nil, false
+		h.mu.Unlock()
+		rctx, cancel := context.WithTimeout(ctx, h.p.cfg.ActionTimeout)
+		_, err := c.Request(rctx, amiproto.NewAction("UserEvent", "UserEvent", markEvent, markHeader, id))
+		cancel()
+		if err != nil && ctx.Err() == nil && h.p.reportLog.allow(time.Second) {
+			h.log.Warn("HA: cannot send a mark (UserEvent; the event login needs write class user): a standby that logged in on a quiet PBX may report a gap at its takeover", "error", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-h.remark:
+		}
+	}
 }
 
 // seqBudget is how many Ami-Seq numbers past the newest event read a
@@ -263,9 +394,14 @@ func (h *haNode) status() *HAStatus {
 // that fails is started again after a pause.
 func (h *haNode) watch(ctx context.Context) {
 	for {
-		err := h.bucket.Watch(ctx, h.p.name, func(held bool) {
-			if !held {
+		err := h.bucket.Watch(ctx, h.p.name, func(st lease.State) {
+			if st.Holder == "" {
 				h.kick()
+				return
+			}
+			// A key taken but not renewed yet holds no value.
+			if v, err := ha.DecodeValue(st.Data); err == nil && len(st.Data) > 0 {
+				h.leaseWritten(st.DataToken, v)
 			}
 		})
 		if ctx.Err() != nil {
@@ -470,6 +606,12 @@ func (h *haNode) tryAcquire(ctx context.Context) {
 	h.mu.Lock()
 	h.lease = l
 	h.epoch, h.offset, h.after = pl.Epoch, pl.Offset, pl.After
+	// The run goes on where this process continues the old active's
+	// numbering, and starts again where it cannot.
+	h.seqRun = uint64(int64(pl.After) + pl.Offset + 1)
+	if pl.Matched && v.Epoch == pl.Epoch && v.Run != 0 {
+		h.seqRun = v.Run
+	}
 	h.gen++
 	h.limit = 0 // nothing until the first renewal
 	h.takeovers++
@@ -572,7 +714,10 @@ func (h *haNode) plan(ctx context.Context, tail ha.Tail, v ha.Value) ha.Decision
 	}
 	t.Stop()
 	h.mu.Lock()
-	boundary, own := h.boundary, h.own
+	boundary, own, mark := h.boundary, h.own, h.mark
+	if h.markRun != v.Run || v.Run == 0 { // a mark holds only within its run
+		mark = ha.Mark{}
+	}
 	h.mu.Unlock()
 	newEpoch := max(time.Now().UnixMilli(), v.Epoch+1)
 	var (
@@ -580,12 +725,30 @@ func (h *haNode) plan(ctx context.Context, tail ha.Tail, v ha.Value) ha.Decision
 		back     []ha.Stored
 		readBack bool
 	)
+	behind := time.Now().Add(h.opts.LeaseTTL / 4)
 	for try := 0; ; try++ {
+		in := ha.Input{Tail: tail, Own: own, Mark: mark, Back: back, Limit: v.Limit, NewEpoch: newEpoch}
 		h.p.ring.holdFor(boundary, func(entries ringView) uint64 {
-			d = ha.Plan(tail, entries, own, back, v.Limit, max(boundary, h.p.lastSeq.Load()), newEpoch)
+			in.Ring, in.Newest = entries, max(boundary, h.p.lastSeq.Load())
+			d = ha.Plan(in)
+			if d.Behind {
+				return h.p.ring.ackSeq // unchanged: planned again below
+			}
 			return d.After
 		})
-		if d.Gap == nil || h.closing.Load() {
+		h.log.Debug("HA: plan", "tail_seq", tail.Seq, "tail_epoch", tail.Epoch, "mark", mark, "own", own, "boundary", boundary, "decision", d)
+		if d.Behind {
+			// The old active read further than this process has yet: wait
+			// for the reader, a little.
+			if time.Now().Before(behind) && !h.closing.Load() {
+				time.Sleep(planRetryWait)
+				continue
+			}
+			h.log.Warn("HA: this process has not read the stream's last event yet; planning without the mark")
+			mark = ha.Mark{}
+			continue
+		}
+		if d.Gap == nil || d.Matched || h.closing.Load() {
 			return d
 		}
 		// A process that read few events since its login: the stream's
@@ -682,6 +845,8 @@ const (
 func (h *haNode) sessionEnded(last uint64) {
 	h.mu.Lock()
 	h.boundary = last
+	// A mark holds for the login that read it.
+	h.mark, h.pending, h.answer, h.read, h.seen = ha.Mark{}, "", nil, false, nil
 	h.mu.Unlock()
 	h.kick()
 }

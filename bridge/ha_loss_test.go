@@ -66,7 +66,7 @@ type refEvents struct {
 }
 
 func (r *refEvents) add(m *amiproto.Message) {
-	if sessionOnly(m.EventName()) {
+	if sessionOnly(m.EventName()) || isMark(m) {
 		return
 	}
 	b := m.AppendJSON(nil)

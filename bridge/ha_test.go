@@ -180,7 +180,7 @@ func captureChains(t *testing.T, name string) []uint64 {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if m.Kind() == amiproto.KindEvent && !sessionOnly(m.EventName()) {
+		if m.Kind() == amiproto.KindEvent && !sessionOnly(m.EventName()) && !isMark(m) {
 			chains = append(chains, c.Add(ha.Fingerprint(m)))
 		}
 	}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -156,6 +157,9 @@ func startBridge(t testing.TB, nc *nats.Conn, servers []ServerConfig, opts Optio
 			if err := b.Shutdown(ctx); err != nil {
 				t.Errorf("Shutdown: %v", err)
 			}
+		}
+		if os.Getenv("AMI_DEBUG_LOGS") != "" && t.Failed() {
+			t.Log(logs.String())
 		}
 		if strings.Contains(logs.String(), testSecret) {
 			t.Errorf("the secret appears in the logs:\n%s", logs)

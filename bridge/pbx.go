@@ -188,11 +188,23 @@ func (p *pbx) serveEvents(ctx context.Context, c *amiproto.Client) {
 	p.mu.Unlock()
 	p.events.setState(StateConnected, nil)
 	p.fetchVersion(ctx, c)
-	p.events.untilEnd(ctx, p.life.hard, c)
-	if p.ha != nil {
-		// c's reader has stopped: p.seq is the last event of this login.
-		p.ha.sessionEnded(p.seq)
+	if p.ha == nil {
+		p.events.untilEnd(ctx, p.life.hard, c)
+		return
 	}
+	// The marker sends this login's marks; it is this login's, stopped
+	// and waited for before the login's end is recorded.
+	mctx, stop := context.WithCancel(ctx)
+	marked := make(chan struct{})
+	go func() {
+		defer close(marked)
+		p.ha.marker(mctx, c)
+	}()
+	p.events.untilEnd(ctx, p.life.hard, c)
+	stop()
+	<-marked
+	// c's reader has stopped: p.seq is the last event of this login.
+	p.ha.sessionEnded(p.seq)
 }
 
 // fetchVersion reads the Asterisk version with CoreSettings; a user without
@@ -221,6 +233,13 @@ func (p *pbx) fetchVersion(ctx context.Context, c *amiproto.Client) {
 // counted, and the gap in Ami-Seq shows it. A dropped event costs no
 // copy and, but once in dropEvery, no clock read.
 func (p *pbx) accept(m *amiproto.Message) {
+	if p.ha != nil && isMark(m) {
+		// Not the PBX's: never numbered nor published.
+		p.ha.markRead(m.Get(markHeader), p.seq)
+		p.stats.eventRead(time.Now())
+		p.stats.filtered.Add(1)
+		return
+	}
 	if !p.numbers(m.EventName()) {
 		p.stats.eventRead(time.Now())
 		p.stats.filtered.Add(1)
@@ -249,8 +268,8 @@ func (p *pbx) accept(m *amiproto.Message) {
 // drops would take the CPU its publisher needs. Filtered events go the
 // usual way.
 func (p *pbx) shed(name string) bool {
-	if !p.ring.refusing() || !p.numbers(name) {
-		return false
+	if !p.ring.refusing() || !p.numbers(name) || (p.ha != nil && name == "UserEvent") {
+		return false // a UserEvent may be a mark, which is never numbered
 	}
 	p.nextSeq()
 	if p.ha != nil {

@@ -228,9 +228,10 @@ func (b *Bucket) Acquire(ctx context.Context, key, holder string, data []byte) (
 }
 
 // Watch calls fn with the state of key now and after every change, until
-// ctx ends or the watch fails. A contender uses it to try Acquire as soon
-// as the holder releases the key or its lease expires.
-func (b *Bucket) Watch(ctx context.Context, key string, fn func(held bool)) error {
+// ctx ends or the watch fails: Holder "" once the holder released the key
+// or its lease expired, so that a contender can try Acquire at once; else
+// the holder and what it wrote (Data, DataToken), each renewal's.
+func (b *Bucket) Watch(ctx context.Context, key string, fn func(State)) error {
 	w, err := b.kv.Watch(ctx, key)
 	if err != nil {
 		return fmt.Errorf("lease: watch %s: %w", key, err)
@@ -247,7 +248,15 @@ func (b *Bucket) Watch(ctx context.Context, key string, fn func(held bool)) erro
 			if e == nil { // the end of the initial values
 				continue
 			}
-			fn(e.Operation() == jetstream.KeyValuePut)
+			var st State
+			if e.Operation() == jetstream.KeyValuePut {
+				var r record
+				if err := json.Unmarshal(e.Value(), &r); err != nil {
+					return fmt.Errorf("lease: key %s: %w", key, err)
+				}
+				st = State{Holder: r.Holder, Revision: e.Revision(), Data: r.Data, DataToken: r.Token}
+			}
+			fn(st)
 		}
 	}
 }

@@ -128,12 +128,18 @@ func TestExpiry_ContenderTakesOverAndSeesLastData(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), waitTime)
 	defer cancel()
 	freed := make(chan struct{}, 1)
-	go b.Watch(ctx, "pbx1", func(held bool) {
-		if !held {
+	seen := make(chan lease.State, 1)
+	go b.Watch(ctx, "pbx1", func(st lease.State) {
+		if st.Holder != "" {
 			select {
-			case freed <- struct{}{}:
+			case seen <- st:
 			default:
 			}
+			return
+		}
+		select {
+		case freed <- struct{}{}:
+		default:
 		}
 	})
 	start := time.Now()
@@ -141,6 +147,15 @@ func TestExpiry_ContenderTakesOverAndSeesLastData(t *testing.T) {
 	case <-freed:
 	case <-ctx.Done():
 		t.Fatal("the expiry was never seen")
+	}
+	// Before it expired, the watch showed the holder and its last write.
+	select {
+	case st := <-seen:
+		if st.Holder != "a" || string(st.Data) != `{"seq":42}` || st.DataToken != l.Token() {
+			t.Fatalf("watched %+v, want holder a, its renewal's data and token", st)
+		}
+	default:
+		t.Fatal("the watch never showed the key held")
 	}
 	took := time.Since(start)
 	st, err := b.Get(t.Context(), "pbx1")

@@ -52,15 +52,23 @@ type haRig struct {
 
 // refSession is an AMI session of the test's own on the PBX: what it reads
 // is what amitest sent, the events every bridge must publish, in order.
-// Session events (FullyBooted, SuccessfulAuth) are not part of the shared
-// stream and are left out, as the bridges leave them out with HA.
+// notShared reports whether m is left out of the stream with HA: a
+// session event (FullyBooted, SuccessfulAuth), or a bridge's mark
+// (docs/ha.md, "Marks").
+func notShared(m *amiproto.Message) bool {
+	n := m.EventName()
+	return n == "FullyBooted" || n == "SuccessfulAuth" || (n == "UserEvent" && m.Get("UserEvent") == "AmiBridgeMark")
+}
+
+// refSession is what a session of the test's own read: what the stream
+// must hold, but what notShared leaves out.
 type refSession struct {
 	mu     sync.Mutex
 	events [][]byte // JSON, as the bridge publishes it
 }
 
 func (r *refSession) add(m *amiproto.Message) {
-	if n := m.EventName(); n == "FullyBooted" || n == "SuccessfulAuth" {
+	if notShared(m) {
 		return
 	}
 	b := m.AppendJSON(nil)

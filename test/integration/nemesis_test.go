@@ -96,7 +96,7 @@ type timedRef struct {
 }
 
 func (r *timedRef) add(m *amiproto.Message) {
-	if n := m.EventName(); n == "FullyBooted" || n == "SuccessfulAuth" {
+	if notShared(m) {
 		return
 	}
 	b := m.AppendJSON(nil)

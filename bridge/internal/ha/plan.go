@@ -1,5 +1,7 @@
 package ha
 
+import "sort"
+
 // Tail is the last message the event stream holds for a PBX, as a new
 // active read it after taking the lease.
 type Tail struct {
@@ -101,43 +103,72 @@ type Decision struct {
 	Matched bool   // the stream's tail was found in the ring (or Own)
 	Replay  int    // entries held above After, published at once
 	Gap     *Gap   // numbers never to be used again; nil when none
+	// Behind: the tail is an event this process has not read yet (its
+	// reader lags the old active's); plan again once it has.
+	Behind bool
+}
+
+// Input is what Plan decides from.
+type Input struct {
+	Tail Tail
+	Ring Ring
+	Own  Own
+	Mark Mark
+	// Back, when not nil, is the stream's events up to the tail since
+	// before the process's login, read back for a process that read
+	// fewer than W events before the tail: where Overlap finds exactly
+	// one place, that proves it, event by event.
+	Back []Stored
+	// Limit is the last lease value's: the highest Ami-Seq the old active
+	// may have given.
+	Limit uint64
+	// Newest is the last local seq numbered, for a ring that holds
+	// nothing since the login.
+	Newest   uint64
+	NewEpoch int64
+}
+
+// Mark is how a process's local seqs map to the Ami-Seq of the run it
+// takes over: it sent a mark through the PBX (a UserEvent every session
+// reads at the same place in the PBX's events), and the active of that
+// run answered with the Ami-Seq of the last event it numbered before the
+// mark, Seq; Local is this process's local seq of the same event. Valid
+// for the events of the login that read the mark, in the run and epoch
+// the answer came from.
+type Mark struct {
+	Valid bool
+	Local uint64
+	Seq   uint64
+	Epoch int64
 }
 
 // Plan decides where a new active continues the PBX's stream. It reads
-// only its arguments: nothing carries over from an earlier plan.
+// only its input: nothing carries over from an earlier plan.
 //
 //   - No tail: nothing of this PBX is in the stream. It starts a new
-//     epoch (newEpoch) at Ami-Seq 1 from the ring's oldest event, so no
+//     epoch (NewEpoch) at Ami-Seq 1 from the ring's oldest event, so no
 //     Nats-Msg-Id of an earlier holder (still in flight, or in the dedupe
 //     window after the stream's own limits removed its messages) can
 //     collide with its own.
-//   - The tail proved in the ring: one entry with the tail's chain, which
-//     also passes the cross-check, or Own when it is the tail. It goes on
-//     from the next entry with the tail's numbers and epoch; what the old
-//     active stored after the read carries the same Nats-Msg-Ids, and
-//     JetStream drops it.
-//   - Otherwise (the ring does not reach back, the rings differ, the
-//     process read fewer than W events before the tail, or the chain is
-//     in the ring more than once: a run of more than W equal events),
-//     no place is proven. The numbers from Seq+1 to limit+1 are a gap,
-//     and the oldest entry held becomes limit+2, so that no number the
-//     old active may have given is used again. The entries held go out
-//     under these new numbers: where the ring does not reach back they
-//     are all newer than the tail; where it does but cannot prove it (a
-//     process that read fewer than W events before the tail, rings that
-//     differ, a run of equal events), some may be in the stream already.
-//     Equal payloads are no proof: Asterisk repeats them (a
-//     DeviceStateChange per call), and skipping to the last equal one
-//     loses what follows the true tail.
-//
-// back, when not nil, is the stream's events up to the tail since before
-// the process's login, read back for a process that read fewer than W
-// events before the tail: where Overlap finds exactly one place, that
-// proves it, event by event.
-//
-// newest is the last local seq numbered, for a ring that holds nothing
-// since the login.
-func Plan(tail Tail, ring Ring, own Own, back []Stored, limit uint64, newest uint64, newEpoch int64) Decision {
+//   - Own is the tail, or the Mark places it: the tail's local seq is
+//     known. The entries after it go out with the numbers the old active
+//     gave or would have given; what it stored after the read carries the
+//     same Nats-Msg-Ids, and JetStream drops it. With a Mark, a tail that
+//     came before the first entry held leaves exactly the numbers between
+//     as a gap: events the old active read and never stored, or that
+//     nobody here read.
+//   - The tail proved in the ring by its chain (one entry with the tail's
+//     chain that also passes the cross-check), or by Overlap over Back:
+//     the same.
+//   - Otherwise no place is proven. The numbers from Seq+1 to Limit+1 are
+//     a gap, and the next entry held becomes Limit+2, so that no number
+//     the old active may have given is used again. The entries up to the
+//     newest one that may be the tail (the same event) are left out: the
+//     stream may hold them, and they would be stored twice. Equal payloads
+//     are no proof (Asterisk repeats them: a DeviceStateChange per call),
+//     so what follows an earlier equal event is lost, inside the gap.
+func Plan(in Input) Decision {
+	tail, ring, own, back, limit, newest, newEpoch := in.Tail, in.Ring, in.Own, in.Back, in.Limit, in.Newest, in.NewEpoch
 	n := ring.Len()
 	start := newest // publish after it when the ring holds nothing
 	if n > 0 {
@@ -152,6 +183,9 @@ func Plan(tail Tail, ring Ring, own Own, back []Stored, limit uint64, newest uin
 		for i := n - 1; i >= 0 && ring.Seq(i) > own.Local; i-- {
 			d.Replay++
 		}
+		return d
+	}
+	if d, ok := planByMark(in); ok {
 		return d
 	}
 	found := -1
@@ -175,8 +209,62 @@ func Plan(tail Tail, ring Ring, own Own, back []Stored, limit uint64, newest uin
 		d.After, d.Offset, d.Matched, d.Replay = l, int64(tail.Seq)-int64(l), true, n-1-found
 		return d
 	}
+	// Unproven. Entries up to the newest that may be the tail (the same
+	// event) may be in the stream already: they are left out, inside the
+	// gap, rather than stored twice under new numbers.
+	after, replay := start, n
+	for i := n - 1; i >= 0; i-- {
+		if ring.Same(i, tail.Event, tail.Data) {
+			after, replay = ring.Seq(i), n-1-i
+			break
+		}
+	}
 	top := max(limit, tail.Seq)
-	d.After, d.Offset, d.Replay = start, int64(top)+1-int64(start), n
+	d.After, d.Offset, d.Replay = after, int64(top)+1-int64(after), replay
 	d.Gap = &Gap{From: tail.Seq + 1, To: top + 1}
 	return d
+}
+
+// planByMark places the tail by this process's Mark, when it has one
+// for the tail's epoch: the tail's local seq is its Ami-Seq less the
+// mark's offset. ok is false when the mark proves nothing here (none, or
+// the entry at that place is another event: the rings differ).
+func planByMark(in Input) (d Decision, ok bool) {
+	m, tail, ring := in.Mark, in.Tail, in.Ring
+	if !m.Valid || m.Epoch != tail.Epoch {
+		return d, false
+	}
+	off := int64(m.Seq) - int64(m.Local)
+	at := int64(tail.Seq) - off // the tail's local seq
+	n := ring.Len()
+	start := int64(in.Newest) // the last local seq before the first entry held
+	if n > 0 {
+		start = int64(ring.Seq(0)) - 1
+	}
+	d = Decision{Epoch: tail.Epoch, Offset: off, Matched: true}
+	switch {
+	case at <= start:
+		// The tail came before anything held: what lies between was read
+		// by the old active and never stored, or by nobody here.
+		d.After, d.Replay = uint64(start), n
+		if first := start + 1 + off; int64(tail.Seq)+1 < first {
+			d.Gap = &Gap{From: tail.Seq + 1, To: uint64(first - 1)}
+		}
+		return d, true
+	case at > int64(in.Newest):
+		// The old active read further than this process has yet.
+		d.Behind = true
+		return d, true
+	}
+	i := sort.Search(n, func(i int) bool { return int64(ring.Seq(i)) >= at })
+	if i < n && int64(ring.Seq(i)) == at {
+		if !ring.Same(i, tail.Event, tail.Data) {
+			return Decision{}, false
+		}
+		i++
+	}
+	// The entries from i on come after the tail (held at i-1, or numbered
+	// here and dropped).
+	d.After, d.Replay = uint64(at), n-i
+	return d, true
 }

@@ -88,7 +88,7 @@ func TestPlan_QuietPBXContinuesExactly(t *testing.T) {
 	fps, chains := pbxEvents(6, distinct) // one call's few events, then 3 UserEvents
 	standby := read(fps, 0, 6, 1)
 	for last := range 6 { // the old active stored up to event last+1
-		d := Plan(tailAt(fps, chains, last), standby, Own{}, nil, 1<<16, 6, 99)
+		d := planOf(tailAt(fps, chains, last), standby, Own{}, nil, 1<<16, 6, 99)
 		if last == 5 {
 			continues(t, d, standby, 6, 0)
 			if d.Replay != 0 {
@@ -109,11 +109,11 @@ func TestPlan_QuietPBXContinuesExactly(t *testing.T) {
 func TestPlan_StandbyThatLoggedInLaterMatchesOnceItsWindowIsFull(t *testing.T) {
 	fps, chains := pbxEvents(3*W, distinct)
 	standby := read(fps, 10, 3*W, 501)
-	d := Plan(tailAt(fps, chains, 10+W-2), standby, Own{}, nil, 1<<16, 0, 99)
+	d := planOf(tailAt(fps, chains, 10+W-2), standby, Own{}, nil, 1<<16, 0, 99)
 	if d.Matched || d.Gap == nil {
 		t.Fatalf("plan %+v matched with a window the active did not have", d)
 	}
-	d = Plan(tailAt(fps, chains, 10+W-1), standby, Own{}, nil, 1<<16, 0, 99)
+	d = planOf(tailAt(fps, chains, 10+W-1), standby, Own{}, nil, 1<<16, 0, 99)
 	continues(t, d, standby, 10+W, 10)
 }
 
@@ -124,7 +124,7 @@ func TestPlan_StandbyThatLoggedInLaterMatchesOnceItsWindowIsFull(t *testing.T) {
 func TestPlan_GapWhenTheRingDoesNotReachBack(t *testing.T) {
 	fps, chains := pbxEvents(200, distinct)
 	standby := read(fps, 0, 200, 1).since(150) // trimmed: holds 151..200
-	d := Plan(tailAt(fps, chains, 99), standby, Own{}, nil, 600, 200, 99)
+	d := planOf(tailAt(fps, chains, 99), standby, Own{}, nil, 600, 200, 99)
 	if d.Matched || d.Gap == nil || *d.Gap != (Gap{From: 101, To: 601}) {
 		t.Fatalf("plan %+v gap %v; want gap 101..601", d, d.Gap)
 	}
@@ -134,10 +134,9 @@ func TestPlan_GapWhenTheRingDoesNotReachBack(t *testing.T) {
 }
 
 // A standby that read only a few events before the tail (it logged in
-// during a quiet spell) cannot prove its place by the chain, although the
-// tail is in its ring: it reports the gap, and publishes what it holds
-// under numbers above it (some of it may be in the stream already, under
-// the old numbers; see Plan).
+// during a quiet spell) and has no Mark cannot prove its place by the
+// chain, although the tail is in its ring: it reports the gap, and leaves
+// out what the stream may hold.
 func TestPlan_ShortHistoryIsUnproven(t *testing.T) {
 	fp := func(i int) uint64 {
 		if i >= 30 {
@@ -147,12 +146,14 @@ func TestPlan_ShortHistoryIsUnproven(t *testing.T) {
 	}
 	fps, chains := pbxEvents(36, fp)
 	standby := read(fps, 30, 36, 1) // logged in during the silence
-	d := Plan(tailAt(fps, chains, 32), standby, Own{}, nil, 700, 6, 99)
+	d := planOf(tailAt(fps, chains, 32), standby, Own{}, nil, 700, 6, 99)
 	if d.Matched || d.Gap == nil || *d.Gap != (Gap{From: 34, To: 701}) {
 		t.Fatalf("plan %+v gap %v: want unmatched, gap 34..701", d, d.Gap)
 	}
-	if d.After != 0 || d.Replay != 6 || int64(1)+d.Offset != 702 {
-		t.Fatalf("plan %+v: want everything held published from 702", d)
+	// The tail is one of six equal UserEvents held: all six may be in
+	// the stream, and none goes out again.
+	if d.After != 6 || d.Replay != 0 || int64(7)+d.Offset != 702 {
+		t.Fatalf("plan %+v: want nothing held published, the next event as 702", d)
 	}
 }
 
@@ -178,7 +179,7 @@ func TestPlan_ShortHistoryProvenByReadingBack(t *testing.T) {
 	}
 	fps, chains := pbxEvents(36, fp)
 	standby := read(fps, 28, 36, 1) // logged in just before the UserEvents
-	d := Plan(tailAt(fps, chains, 32), standby, Own{}, storedUpTo(fps, 20, 32), 700, 8, 99)
+	d := planOf(tailAt(fps, chains, 32), standby, Own{}, storedUpTo(fps, 20, 32), 700, 8, 99)
 	continues(t, d, standby, 33, 28)
 	if d.Replay != 3 {
 		t.Fatalf("replay %d, want 3", d.Replay)
@@ -186,19 +187,25 @@ func TestPlan_ShortHistoryProvenByReadingBack(t *testing.T) {
 	// Only equal events since the login: they fit in several ways, and
 	// nothing is proven.
 	standby = read(fps, 31, 36, 1)
-	if d := Plan(tailAt(fps, chains, 32), standby, Own{}, storedUpTo(fps, 20, 32), 700, 5, 99); d.Matched || d.Gap == nil {
+	if d := planOf(tailAt(fps, chains, 32), standby, Own{}, storedUpTo(fps, 20, 32), 700, 5, 99); d.Matched || d.Gap == nil {
 		t.Fatalf("plan %+v matched among equal events", d)
 	}
 	// A ring that starts after the tail, whose first event repeats the
 	// tail's payload: the fit is chance, and proves nothing.
 	standby = read(append(append([]uint64(nil), fps[:33]...), fps[32], 77, 78), 33, 36, 1)
-	if d := Plan(tailAt(fps, chains, 32), standby, Own{}, storedUpTo(fps, 20, 32), 700, 3, 99); d.Matched || d.Gap == nil || d.Replay != 3 {
+	// It is left out all the same (it may be the tail), inside the gap.
+	if d := planOf(tailAt(fps, chains, 32), standby, Own{}, storedUpTo(fps, 20, 32), 700, 3, 99); d.Matched || d.Gap == nil || d.After != 1 || d.Replay != 2 {
 		t.Fatalf("plan %+v: a repeated payload taken for the tail", d)
 	}
-	// A ring that starts after the tail: nothing fits, a gap, and all of
-	// it is published.
+	// A ring that starts after the tail, with events equal to it only:
+	// nothing fits, a gap, and all of it left out (any may be the tail).
 	standby = read(fps, 34, 36, 1)
-	if d := Plan(tailAt(fps, chains, 32), standby, Own{}, storedUpTo(fps, 20, 32), 700, 2, 99); d.Matched || d.Gap == nil || d.Replay != 2 {
+	if d := planOf(tailAt(fps, chains, 32), standby, Own{}, storedUpTo(fps, 20, 32), 700, 2, 99); d.Matched || d.Gap == nil || d.After != 2 || d.Replay != 0 {
+		t.Fatalf("plan %+v: want a gap, everything held left out", d)
+	}
+	// One that starts after the tail with other events: all published.
+	standby = read(append(append([]uint64(nil), fps[:34]...), 77, 78), 34, 36, 1)
+	if d := planOf(tailAt(fps, chains, 32), standby, Own{}, storedUpTo(fps, 20, 32), 700, 2, 99); d.Matched || d.Gap == nil || d.After != 0 || d.Replay != 2 {
 		t.Fatalf("plan %+v: want a gap, everything held published", d)
 	}
 }
@@ -218,14 +225,14 @@ func TestPlan_RunsOfEqualEvents(t *testing.T) {
 	fps, chains := pbxEvents(20+run+10, fp)
 	standby := read(fps, 0, len(fps), 1)
 	for _, last := range []int{20, 20 + W/2, 20 + W - 2} { // inside the run, less than W in
-		continues(t, Plan(tailAt(fps, chains, last), standby, Own{}, nil, 1<<16, 0, 99), standby, last+1, 0)
+		continues(t, planOf(tailAt(fps, chains, last), standby, Own{}, nil, 1<<16, 0, 99), standby, last+1, 0)
 	}
-	d := Plan(tailAt(fps, chains, 20+run-1), standby, Own{}, nil, 1<<16, 0, 99)
+	d := planOf(tailAt(fps, chains, 20+run-1), standby, Own{}, nil, 1<<16, 0, 99)
 	if d.Matched || d.Gap == nil {
 		t.Fatalf("plan %+v matched inside a run of %d equal events", d, run)
 	}
 	// After the run, distinct events prove the place again.
-	continues(t, Plan(tailAt(fps, chains, 20+run+5), standby, Own{}, nil, 1<<16, 0, 99), standby, 20+run+6, 0)
+	continues(t, planOf(tailAt(fps, chains, 20+run+5), standby, Own{}, nil, 1<<16, 0, 99), standby, 20+run+6, 0)
 }
 
 // An event that differs between the rings (one process dropped it, or
@@ -235,10 +242,10 @@ func TestPlan_ADifferentEventIsNoMatch(t *testing.T) {
 	other := append([]uint64(nil), fps...)
 	other[50] = 1 // read differently by the standby
 	standby := read(other, 0, 200, 1)
-	if d := Plan(tailAt(fps, chains, 60), standby, Own{}, nil, 1<<16, 0, 99); d.Matched {
+	if d := planOf(tailAt(fps, chains, 60), standby, Own{}, nil, 1<<16, 0, 99); d.Matched {
 		t.Fatalf("plan %+v matched across an event the rings do not share", d)
 	}
-	continues(t, Plan(tailAt(fps, chains, 50+W), standby, Own{}, nil, 1<<16, 0, 99), standby, 51+W, 0)
+	continues(t, planOf(tailAt(fps, chains, 50+W), standby, Own{}, nil, 1<<16, 0, 99), standby, 51+W, 0)
 }
 
 // The cross-check: a chain found whose entry is not the stored event is
@@ -248,7 +255,7 @@ func TestPlan_CrossCheckRefusesAnEntryWithTheChainButNotTheEvent(t *testing.T) {
 	standby := read(fps, 0, 10, 1)
 	tail := tailAt(fps, chains, 4)
 	tail.Data = []byte("something else")
-	if d := Plan(tail, standby, Own{}, nil, 1<<16, 0, 99); d.Matched || d.Gap == nil {
+	if d := planOf(tail, standby, Own{}, nil, 1<<16, 0, 99); d.Matched || d.Gap == nil {
 		t.Fatalf("plan %+v matched an entry whose payload differs", d)
 	}
 }
@@ -260,11 +267,11 @@ func TestPlan_CrossCheckRefusesAnEntryWithTheChainButNotTheEvent(t *testing.T) {
 func TestPlan_EmptyStreamStartsANewEpochAtOne(t *testing.T) {
 	fps, _ := pbxEvents(10, distinct)
 	standby := read(fps, 0, 10, 31)
-	d := Plan(Tail{}, standby, Own{}, nil, 1<<16, 40, 1234)
+	d := planOf(Tail{}, standby, Own{}, nil, 1<<16, 40, 1234)
 	if d.Epoch != 1234 || d.After != 30 || int64(31)+d.Offset != 1 || d.Gap != nil || d.Replay != 10 {
 		t.Fatalf("plan %+v: want epoch 1234, local 31 as Ami-Seq 1, no gap", d)
 	}
-	d = Plan(Tail{}, &process{}, Own{}, nil, 0, 40, 1234)
+	d = planOf(Tail{}, &process{}, Own{}, nil, 0, 40, 1234)
 	if d.After != 40 || int64(41)+d.Offset != 1 {
 		t.Fatalf("plan %+v on an empty ring: want the next event (local 41) as Ami-Seq 1", d)
 	}
@@ -277,13 +284,13 @@ func TestPlan_ReacquireFromItsOwnLastAck(t *testing.T) {
 	fps, chains := pbxEvents(300, distinct)
 	self := read(fps, 0, 300, 1).since(250) // 201..250 evicted
 	own := Own{Valid: true, Local: 200, Seq: 200, Epoch: 7, Chain: chains[199]}
-	d := Plan(tailAt(fps, chains, 199), self, own, nil, 1<<16, 300, 99)
+	d := planOf(tailAt(fps, chains, 199), self, own, nil, 1<<16, 300, 99)
 	if !d.Matched || d.After != 200 || d.Offset != 0 || d.Gap != nil || d.Replay != 50 {
 		t.Fatalf("plan %+v: want from local 201 under the same numbers", d)
 	}
 	// Someone else published since: its own record is not the tail, and
 	// the ring decides.
-	d = Plan(tailAt(fps, chains, 259), self, own, nil, 1<<16, 300, 99)
+	d = planOf(tailAt(fps, chains, 259), self, own, nil, 1<<16, 300, 99)
 	continues(t, d, self, 260, 250)
 }
 
@@ -295,7 +302,7 @@ func TestPlan_NoPollutionAfterAGap(t *testing.T) {
 	fps, chains := pbxEvents(400, distinct)
 	// A took over with a gap: it published PBX events 151.. as limit+2..
 	a := read(fps, 150, 400, 1)
-	d := Plan(tailAt(fps, chains, 99), a, Own{}, nil, 600, 250, 99)
+	d := planOf(tailAt(fps, chains, 99), a, Own{}, nil, 600, 250, 99)
 	if d.Gap == nil {
 		t.Fatal("no gap")
 	}
@@ -304,7 +311,7 @@ func TestPlan_NoPollutionAfterAGap(t *testing.T) {
 	i := 300 - 151 // its index in a
 	stored := Tail{Found: true, Seq: uint64(int64(a.seqs[i]) + d.Offset), Epoch: 7, Chain: a.chains[i], Event: "E", Data: []byte(strconv.FormatUint(fps[299], 10))}
 	b := read(fps, 0, 400, 1001) // B read everything
-	d2 := Plan(stored, b, Own{}, nil, 1<<16, 1400, 99)
+	d2 := planOf(stored, b, Own{}, nil, 1<<16, 1400, 99)
 	if !d2.Matched || d2.Gap != nil {
 		t.Fatalf("second plan %+v gap %v: want matched", d2, d2.Gap)
 	}
@@ -395,5 +402,71 @@ func BenchmarkChain(b *testing.B) {
 	b.ReportAllocs()
 	for i := uint64(0); b.Loop(); i++ {
 		_ = c.Add(i)
+	}
+}
+
+// planOf is Plan with its inputs in a row, as most tests give them.
+func planOf(tail Tail, ring Ring, own Own, back []Stored, limit, newest uint64, newEpoch int64) Decision {
+	return Plan(Input{Tail: tail, Ring: ring, Own: own, Back: back, Limit: limit, Newest: newest, NewEpoch: newEpoch})
+}
+
+// markFor is the Mark a process gets when it sent a mark right after
+// reading the PBX's event index i (0 based) as local seq local, and the
+// first active answered: that event is its Ami-Seq i+1.
+func markFor(i int, local uint64) Mark {
+	return Mark{Valid: true, Local: local, Seq: uint64(i + 1), Epoch: 7}
+}
+
+// A standby that logged in during a silence, after the stream's last
+// event, holds two events and no history to prove anything by: its Mark
+// places the tail before its ring, and it continues with no gap and no
+// repeat (issue 16: false gaps after a standby's restart).
+func TestPlan_MarkPlacesATailBeforeTheRing(t *testing.T) {
+	fps, chains := pbxEvents(12, func(int) uint64 { return 5 }) // all equal: nothing else could prove it
+	standby := read(fps, 10, 12, 41)                            // logged in after event index 9
+	mark := markFor(9, 40)                                      // marked before reading anything
+	d := Plan(Input{Tail: tailAt(fps, chains, 9), Ring: standby, Mark: mark, Limit: 1 << 16, Newest: 42, NewEpoch: 99})
+	continues(t, d, standby, 10, 10)
+	if d.Replay != 2 {
+		t.Fatalf("replay %d, want 2", d.Replay)
+	}
+	// The old active stored up to index 7: the events index 8 and 9 came
+	// before this login and were never stored, a gap of exactly those.
+	d = Plan(Input{Tail: tailAt(fps, chains, 7), Ring: standby, Mark: mark, Limit: 1 << 16, Newest: 42, NewEpoch: 99})
+	if d.Gap == nil || *d.Gap != (Gap{From: 9, To: 10}) || d.After != 40 || int64(41)+d.Offset != 11 || d.Replay != 2 {
+		t.Fatalf("plan %+v gap %v: want gap 9..10, local 41 as Ami-Seq 11", d, d.Gap)
+	}
+}
+
+// The tail is among equal events held: the Mark says which one.
+func TestPlan_MarkPlacesATailAmongEqualEvents(t *testing.T) {
+	fps, chains := pbxEvents(20, func(int) uint64 { return 5 })
+	standby := read(fps, 10, 20, 1)
+	for last := 10; last < 20; last++ {
+		d := Plan(Input{Tail: tailAt(fps, chains, last), Ring: standby, Mark: markFor(9, 0), Limit: 1 << 16, Newest: 10, NewEpoch: 99})
+		continues(t, d, standby, last+1, 10)
+		if d.Replay != 19-last {
+			t.Fatalf("tail %d: replay %d, want %d", last+1, d.Replay, 19-last)
+		}
+	}
+}
+
+// A tail this process has not read yet: plan again later. A Mark of
+// another epoch, or an entry at the tail's place that is another event,
+// proves nothing.
+func TestPlan_MarkBehindOtherEpochOrOtherEvent(t *testing.T) {
+	fps, chains := pbxEvents(20, distinct)
+	standby := read(fps, 10, 15, 1) // has read up to index 14
+	if d := Plan(Input{Tail: tailAt(fps, chains, 17), Ring: standby, Mark: markFor(9, 0), Limit: 1 << 16, Newest: 5, NewEpoch: 99}); !d.Behind {
+		t.Fatalf("plan %+v: want behind", d)
+	}
+	other := markFor(9, 0)
+	other.Epoch = 6
+	if d := Plan(Input{Tail: tailAt(fps, chains, 12), Ring: standby, Mark: other, Limit: 1 << 16, Newest: 5, NewEpoch: 99}); d.Matched || d.Gap == nil {
+		t.Fatalf("plan %+v: a mark of another epoch was used", d)
+	}
+	wrong := markFor(8, 0) // off by one: the entry at the tail's place differs
+	if d := Plan(Input{Tail: tailAt(fps, chains, 12), Ring: standby, Mark: wrong, Limit: 1 << 16, Newest: 5, NewEpoch: 99}); d.Matched || d.Gap == nil {
+		t.Fatalf("plan %+v: a mark that places the tail on another event was used", d)
 	}
 }

@@ -16,6 +16,19 @@ type Value struct {
 	// the numbers up to Limit+1 as a gap and starts above them, so that
 	// it never reuses a number (and Nats-Msg-Id) the old one gave.
 	Limit uint64 `json:"limit"`
+	// Run is the first Ami-Seq of the numbering the holder continues: it
+	// changes only when a new active cannot continue the old one's (a
+	// gap, a new epoch), and a Mark holds only within its run.
+	Run uint64 `json:"run,omitempty"`
+	// Marks answers the marks the holder read: for each, the Ami-Seq of
+	// the last event it numbered before the mark (see Mark).
+	Marks []Answer `json:"marks,omitempty"`
+}
+
+// Answer is the holder's answer to one mark.
+type Answer struct {
+	ID  string `json:"id"`
+	Seq uint64 `json:"seq"`
 }
 
 // Encode returns v as the lease's JSON payload.
