@@ -70,6 +70,9 @@ type publisher struct {
 	msg                     nats.Msg
 	eventV, seqV, timeV, id []string // the header's value slices, rewritten per event
 
+	// fence is all the publisher sees of HA; nil without HA.
+	fence fence
+
 	jsFailed chan struct{} // capacity 1: a JetStream publish failed; see jsPublishFailed
 	failLog  rateLimit
 	retryLog rateLimit

@@ -44,13 +44,13 @@ func (p *publisher) loopJS() {
 		wait    = retryWait
 		closed  bool
 		pending <-chan struct{} // the ring's wake-up, while it has nothing new
-		ha      = p.p.ha
+		ha      = p.fence
 		terms   pubTerms // with HA, as of the last batch
 		gen     uint64   // with HA, the takeover terms is of
-		haWake  chan struct{}
+		haWake  <-chan struct{}
 	)
 	if ha != nil {
-		haWake = ha.pubWake
+		haWake = ha.pubWakeup()
 	}
 	for {
 		pending = nil
@@ -255,8 +255,8 @@ func (p *publisher) jsAcked(w inflight) uint64 {
 	p.p.published.Add(1)
 	p.p.stats.jsLatency.observe(time.Since(w.sent))
 	p.p.ring.ack(w.seq)
-	if p.p.ha != nil {
-		p.p.ha.acked(w.seq, w.pub, w.chain)
+	if p.fence != nil {
+		p.fence.acked(w.seq, w.pub, w.chain)
 	}
 	return w.seq
 }
@@ -289,7 +289,7 @@ func (p *publisher) publishJS(e *ringEntry, pub uint64) (jetstream.PubAckFuture,
 			HeaderMsgID:  {p.idPrefix + seq},
 		},
 	}
-	if p.p.ha != nil {
+	if p.fence != nil {
 		m.Header[HeaderChain] = []string{strconv.FormatUint(e.chain, 16)}
 	}
 	p.lastSize = len(m.Data)
@@ -302,27 +302,46 @@ func (p *publisher) timeString(at int64) string {
 	return string(p.scratch)
 }
 
+// fence is what the publisher sees of HA (haNode): whether, and on
+// what terms, it may publish; what it may acknowledge while it stands by;
+// and what it reports back.
+type fence interface {
+	// mayPublish is asked before each batch, fenced before each message.
+	mayPublish() (pubTerms, bool)
+	fenced(terms *pubTerms) bool
+	// mayAck: a standby may acknowledge what its ring holds.
+	mayAck() bool
+	// acked reports an event published and acknowledged.
+	acked(local, seq, chain uint64)
+	// pubQuiet reports that the publisher stands still, nothing in flight.
+	pubQuiet()
+	// pubWakeup is ready when the terms may have changed.
+	pubWakeup() <-chan struct{}
+	// recheck is how often a publisher standing by looks again anyway.
+	recheck() time.Duration
+}
+
 // standBy is the publisher's turn while it may not publish: as a standby
 // (idle true) it acknowledges whatever the ring holds, unless the lease was
 // lost with events unpublished (mayAck), so the ring keeps the newest
 // events within its own bounds, and waits for a change of role; waiting
 // for a renewal's limit, it only waits. It returns false when the ring is
 // closed.
-func (p *publisher) standBy(h *haNode, idle bool) bool {
+func (p *publisher) standBy(f fence, idle bool) bool {
 	r := p.p.ring
 	if idle {
-		if n := r.newest(); n > 0 && h.mayAck() {
+		if n := r.newest(); n > 0 && f.mayAck() {
 			r.ack(n)
 		}
-		h.pubQuiet()
+		f.pubQuiet()
 	}
 	if r.isClosed() {
 		return false
 	}
-	t := time.NewTimer(h.opts.CheckpointInterval)
+	t := time.NewTimer(f.recheck())
 	defer t.Stop()
 	select {
-	case <-h.pubWake:
+	case <-f.pubWakeup():
 	case <-t.C:
 	case <-p.p.life.hard.Done():
 		return false

@@ -211,6 +211,10 @@ func (h *haNode) kick() { signal(h.wake) }
 // kickPub asks the publisher to look at its terms again at once.
 func (h *haNode) kickPub() { signal(h.pubWake) }
 
+func (h *haNode) pubWakeup() <-chan struct{} { return h.pubWake }
+
+func (h *haNode) recheck() time.Duration { return h.opts.CheckpointInterval }
+
 // signal makes c, of capacity 1, ready without blocking.
 func signal(c chan struct{}) {
 	select {

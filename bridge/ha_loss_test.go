@@ -412,7 +412,7 @@ func (j *freezeJS) PublishMsgAsync(m *nats.Msg, opts ...jetstream.PublishOpt) (j
 func TestPublisherJS_FenceBeforeEveryMessage(t *testing.T) {
 	b, p, js, start := fakeJSPublisher(t, 8)
 	h, l := activeNode(t, p, &leaseJS{}, time.Second)
-	p.ha = h
+	p.ha, p.pub.fence = h, h
 	b.ns.js = &freezeJS{fakeJS: js, l: l}
 	for i := 1; i <= 3; i++ {
 		p.accept(userEvent("js", i))

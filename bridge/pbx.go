@@ -93,6 +93,7 @@ func newPBX(sc ServerConfig, ns *natsSide, life *lifecycle, opts Options, buffer
 	p.service.arrivals = newArrivals(max(4096, 8*sc.ActionSessions*sc.MaxPendingRequests), sc.MaxActionTimeout)
 	if opts.HA.Enabled {
 		p.ha = newHANode(p, opts.HA)
+		p.pub.fence = p.ha
 	}
 	common := []amiproto.Option{
 		amiproto.WithReportFunc(p.report),
