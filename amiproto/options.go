@@ -43,7 +43,8 @@ func WithTLSConfig(c *tls.Config) Option { return func(o *options) { o.tls = c }
 // the wire.
 func WithMD5Auth() Option { return func(o *options) { o.md5 = true } }
 
-// WithEvents turns events on or off at login.
+// WithEvents turns events on or off at login. It sets the same Login
+// field as WithEventMask: the last of the two given wins.
 func WithEvents(on bool) Option {
 	return func(o *options) {
 		o.events = "off"
@@ -54,12 +55,13 @@ func WithEvents(on bool) Option {
 }
 
 // WithEventMask asks at login only for the given event classes, for
-// example "call,system".
+// example "call,system". The last of WithEvents and WithEventMask wins.
 func WithEventMask(mask string) Option { return func(o *options) { o.events = mask } }
 
 // WithEventQueue bounds the queue between the socket reader and Events.
 // When it is full, further events are counted in Dropped and reported,
 // never blocking the reader: Asterisk cuts a client that stops reading.
+// Under WithEventFunc there is no queue and n is not used.
 func WithEventQueue(n int) Option {
 	return func(o *options) {
 		if n > 0 {

@@ -24,7 +24,7 @@
 // logged-in action session, each on the PBX's action subject in the queue
 // group QueueGroup; a session's endpoint leaves when the session drops and
 // returns when it is back (the instance is registered anew with the
-// sessions that are up; see actionService), and the instance stops when
+// sessions that are up), and the instance stops when
 // no session is up. A bridge whose PBX cannot serve is thus not in the queue
 // group, and NATS hands the requests to a bridge that can (or answers "no
 // responders" when none can). The handler answers before it returns, so
@@ -51,8 +51,7 @@
 // connection whoever may publish to $SRV.> makes the bridge publish
 // micro's JSON with the main connection's permissions, on a lease key
 // or the JetStream API; a service connection whose NATS user may publish
-// only to inboxes closes that. Its nats.go goroutines (the subscriptions'
-// callbacks) belong to the action services, as listed under Bridge.
+// only to inboxes closes that.
 //
 // # Logging
 //
@@ -205,10 +204,8 @@ const (
 	QueueGroup = "ami-bridge"
 )
 
-// Bridge runs every configured PBX against one NATS connection, or two
-// (see "Connections" in the package doc).
-//
-// Its goroutines, each with one owner:
+// The goroutines of a Bridge, each with one owner (not in Bridge's doc:
+// they are how it works, not what it promises):
 //
 //   - per PBX, run (pbx.run): started by Start, waited for by Shutdown; it
 //     ends when Shutdown cancels the run context, after the PBX's links
@@ -240,6 +237,9 @@ const (
 //     after Shutdown has handed the lease over. See ha.go.
 //   - the status ticker: started by Start, waited for by Shutdown; it
 //     ends with the run context.
+
+// Bridge runs every configured PBX against one NATS connection, or two
+// (see "Connections" in the package doc).
 type Bridge struct {
 	ns         *natsSide
 	opts       Options

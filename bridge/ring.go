@@ -68,11 +68,14 @@ func (e *ringEntry) Msg() *amiproto.Message { return &e.msg }
 //	                            the same, read now (t), with HA's chain
 //	readAfter(seq, dst) (dst, closed)
 //	                            copies of the entries above seq, oldest first, up to cap(dst)
-//	ack(seq)                    acknowledge every entry up to seq (the mark never goes back)
-//	holdFor(seq, choose)        move the mark back to what choose picks over the entries above seq
-//	oldest(), newest(), acked() seqs; 0 when there is none
 //	wait() <-chan struct{}      ready after an append or close that follows an empty readAfter
-//	close()                     no more appends; readers drain and see closed
+//	ack(seq)                    acknowledge every entry up to seq (a lower seq changes nothing)
+//	holdFor(seq, choose)        move the mark back to what choose picks over the entries above seq
+//	refusing() bool             whether an append would drop, without the lock
+//	refusal() (n, room)         how many times it started refusing; room is ready once it stops
+//	oldest(), newest(), acked() seqs; 0 when there is none
+//	usage() ringUsage           entries and bytes held, and those above the mark
+//	close(), isClosed()         no more appends; readers drain and see closed
 type ring struct {
 	maxEvents int
 	maxBytes  int

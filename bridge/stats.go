@@ -17,8 +17,10 @@ type Stats struct {
 	Server string
 	State  string // as Status.State
 
-	// Up is true while the PBX's AMI session is logged in, so the bridge
-	// serves that PBX. With HA it will hold for a standby as well.
+	// Up is true while State is connected: the event session and at
+	// least one action session are logged in, so the bridge serves the
+	// PBX's actions. With HA it holds for a standby too, which reads the
+	// events without publishing them (see HAActive).
 	Up bool
 
 	EventsReceived  uint64    // read from AMI: filtered plus numbered

@@ -1,4 +1,4 @@
-// Command consumer is the Go side of the README's JetStream recipe. It
+// Command consumer is the Go side of the JetStream recipe of docs/jetstream.md. It
 // reads the events of one PBX from the bridge's stream with a durable
 // consumer, so that a restart goes on where it stopped, and runs an AMI
 // action by NATS request-reply, decoding the reply.

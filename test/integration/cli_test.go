@@ -101,8 +101,8 @@ func jsonLines(out string) []string {
 	return lines
 }
 
-// TestNATSCLI drives the bridge with the real nats CLI, as the README
-// tells a newcomer to: a Ping request, a streamed collection, an event
+// TestNATSCLI drives the bridge with the real nats CLI, as the README and
+// docs/contract.md tell a newcomer to: a Ping request, a streamed collection, an event
 // subscription, and the micro service discovery commands.
 func TestNATSCLI(t *testing.T) {
 	t.Parallel()

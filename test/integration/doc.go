@@ -1,7 +1,7 @@
 // Package integration holds the end-to-end tests of ami-bridge: they build
 // the ami-bridge binary once, run it against an embedded NATS server and
 // fake Asterisk PBXes (amitest) on random local ports, and check the NATS
-// contract of the README through a NATS client and the real nats CLI.
+// contract of docs/contract.md through a NATS client and the real nats CLI.
 //
 // Run them with
 //

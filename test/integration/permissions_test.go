@@ -100,12 +100,15 @@ var recipeUserNames = []string{"bridge", "bridge-service", "reader", "operator",
 func inboxOf(user string) string { return "_INBOX." + user }
 
 // readmeBlocks returns the fenced code blocks of the README.md section
-// under heading (a whole line, such as "### JetStream"), up to the next
-// heading.
+// under heading (a whole line, such as "### Config and run"), up to the
+// next heading.
 func readmeBlocks(t *testing.T, heading string) []string {
 	t.Helper()
 	return docBlocks(t, filepath.Join("..", "..", "README.md"), heading)
 }
+
+// docPage is the path of the page name (such as "jetstream.md") of docs/.
+func docPage(name string) string { return filepath.Join("..", "..", "docs", name) }
 
 // docBlocks returns the fenced code blocks of the section of the
 // Markdown file path under heading, up to the next heading.
@@ -138,7 +141,7 @@ func docBlocks(t *testing.T, path, heading string) []string {
 	return blocks
 }
 
-// shellWords splits a README command line as sh would: words, single
+// shellWords splits a docs command line as sh would: words, single
 // and double quotes, and "$NAME" replaced from vars (an unknown name
 // fails the test). A trailing "# comment" is dropped.
 func shellWords(t *testing.T, line string, vars map[string]string) []string {
@@ -190,7 +193,7 @@ func expandVars(t *testing.T, s string, vars map[string]string) string {
 	return shellVar.ReplaceAllStringFunc(s, func(v string) string {
 		val, ok := vars[v[1:]]
 		if !ok {
-			t.Errorf("README command uses $%s, which the test does not know", v[1:])
+			t.Errorf("docs command uses $%s, which the test does not know", v[1:])
 		}
 		return val
 	})
@@ -222,10 +225,10 @@ func recipeBridgeLogin(t *testing.T, pass map[string]string) []string {
 	return env
 }
 
-// TestPermissions_READMEJetStreamRecipe runs the bridge with JetStream
-// as the recipe's "bridge" user, and the README's JetStream commands,
-// verbatim, with the nats CLI as its "analytics" user.
-func TestPermissions_READMEJetStreamRecipe(t *testing.T) {
+// TestPermissions_DocsJetStreamRecipe runs the bridge with JetStream
+// as the recipe's "bridge" user, and the durable consumer commands of
+// docs/jetstream.md, verbatim, with the nats CLI as its "analytics" user.
+func TestPermissions_DocsJetStreamRecipe(t *testing.T) {
 	t.Parallel()
 	w, pass := recipeWorld(t, true, nil)
 	p := w.startPBX("pbx1", amitest.Config{Profile: amitest.Asterisk22})
@@ -244,23 +247,23 @@ func TestPermissions_READMEJetStreamRecipe(t *testing.T) {
 		return err == nil && f.value("Index") == "11"
 	})
 
-	blocks := readmeBlocks(t, "### JetStream")
+	blocks := docBlocks(t, docPage("jetstream.md"), "## A durable consumer")
 	if len(blocks) == 0 {
-		t.Fatal(`README.md: no command block in "### JetStream"`)
+		t.Fatal(`docs/jetstream.md: no command block in "## A durable consumer"`)
 	}
 	c := newCLI(w)
 	var outs []string
 	for _, line := range strings.Split(strings.TrimSpace(blocks[0]), "\n") {
 		words := shellWords(t, line, nil)
 		if len(words) == 0 || words[0] != "nats" {
-			t.Fatalf("README.md JetStream: %q is not a nats command", line)
+			t.Fatalf("docs/jetstream.md: %q is not a nats command", line)
 		}
 		outs = append(outs, c.run(t, append([]string{"--user", "analytics", "--password", pass["analytics"], "--inbox-prefix", inboxOf("analytics")}, words[1:]...)...))
 	}
 	// "consumer next --count 10" printed ten stored events of pbx1.
 	last := outs[len(outs)-1]
 	if got := strings.Count(last, "ami.pbx1.event."); got != 10 {
-		t.Errorf("the last README command printed %d events of pbx1, want 10:\n%s", got, last)
+		t.Errorf("the last docs/jetstream.md command printed %d events of pbx1, want 10:\n%s", got, last)
 	}
 	// The CLI acked them: the acks are fire-and-forget, so only the
 	// consumer's ack floor (asked as the analytics user, which may) shows

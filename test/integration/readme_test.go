@@ -22,17 +22,18 @@ import (
 )
 
 // The tests of this file follow README.md's "Using it with a real
-// Asterisk" as a newcomer would, with its own text: they read the
-// manager.conf, config and command blocks from the README and run them
-// against a fake Asterisk, changing only the addresses.
+// Asterisk" as a newcomer would, with its own text, and the pages of docs/
+// it leads to: they read the manager.conf, config and command blocks from
+// the README, docs/contract.md and docs/asterisk.md and run them against a
+// fake Asterisk, changing only the addresses.
 
-// replaceAll replaces each old (a README placeholder address) by its new
-// in s, failing the test when the README no longer holds it.
+// replaceAll replaces each old (a docs placeholder address) by its new
+// in s, failing the test when the block no longer holds it.
 func replaceAll(t *testing.T, s string, oldNew ...string) string {
 	t.Helper()
 	for i := 0; i+1 < len(oldNew); i += 2 {
 		if !strings.Contains(s, oldNew[i]) {
-			t.Fatalf("README.md: the block no longer holds %q:\n%s", oldNew[i], s)
+			t.Fatalf("the docs block no longer holds %q:\n%s", oldNew[i], s)
 		}
 		s = strings.ReplaceAll(s, oldNew[i], oldNew[i+1])
 	}
@@ -120,7 +121,8 @@ func startREADMEBridge(t *testing.T, w *world, p *pbx) *bridgeProc {
 
 // TestREADME_RealAsteriskWalkthrough is "Using it with a real Asterisk":
 // the manager.conf user, the config and its run command, then every nats
-// CLI command of "With the nats CLI", verbatim, against the bridge.
+// CLI command of the README's "Events, actions and status" and of
+// docs/contract.md's "With the nats CLI", verbatim, against the bridge.
 func TestREADME_RealAsteriskWalkthrough(t *testing.T) {
 	t.Parallel()
 	user, secret, _ := managerUser(t)
@@ -130,32 +132,40 @@ func TestREADME_RealAsteriskWalkthrough(t *testing.T) {
 	b := startREADMEBridge(t, w, p)
 	w.waitReady("pbx1")
 
-	blocks := readmeBlocks(t, "### With the nats CLI")
-	if len(blocks) == 0 {
-		t.Fatal(`README.md: no block in "### With the nats CLI"`)
-	}
 	c := newCLI(w)
-	ran := map[string]int{}
-	for _, words := range readmeCommands(t, blocks[0], nil) {
-		if words[0] != "nats" || len(words) < 3 {
-			t.Fatalf("README.md: %q is not a nats command", words)
+	for _, doc := range []struct{ name, heading string }{
+		{"README.md", "### Events, actions and status"},
+		{"docs/contract.md", "## With the nats CLI"},
+	} {
+		blocks := docBlocks(t, filepath.Join("..", "..", doc.name), doc.heading)
+		if len(blocks) == 0 {
+			t.Fatalf("%s: no block in %q", doc.name, doc.heading)
 		}
-		ran[words[1]]++
-		switch words[1] {
-		case "sub":
-			readmeSub(t, w, c, p, words[2])
-		case "req":
-			readmeReq(t, w, c, words)
-		case "micro":
-			if out := c.run(t, words[1:]...); !strings.Contains(out, "ami-bridge") || words[2] == "stats" && !strings.Contains(out, "pbx1") {
-				t.Errorf("%q:\n%s", words, out)
+		ran := map[string]int{}
+		for _, words := range readmeCommands(t, blocks[0], nil) {
+			if words[0] != "nats" || len(words) < 3 {
+				t.Fatalf("%s: %q is not a nats command", doc.name, words)
 			}
-		default:
-			t.Errorf("README.md: no check for %q", words)
+			ran[words[1]]++
+			switch words[1] {
+			case "sub":
+				readmeSub(t, w, c, p, words[2])
+			case "req":
+				readmeReq(t, w, c, words)
+			case "micro":
+				if out := c.run(t, words[1:]...); !strings.Contains(out, "ami-bridge") || words[2] == "stats" && !strings.Contains(out, "pbx1") {
+					t.Errorf("%q:\n%s", words, out)
+				}
+			default:
+				t.Errorf("%s: no check for %q", doc.name, words)
+			}
 		}
-	}
-	if ran["sub"] == 0 || ran["req"] == 0 || ran["micro"] == 0 {
-		t.Errorf("README.md nats commands run: %v", ran)
+		if ran["sub"] == 0 || ran["req"] == 0 {
+			t.Errorf("%s nats commands run: %v", doc.name, ran)
+		}
+		if doc.name != "README.md" && ran["micro"] == 0 {
+			t.Errorf("%s nats commands run: %v, want micro too", doc.name, ran)
+		}
 	}
 	if code := b.terminate(); code != 0 {
 		t.Errorf("exit code %d after SIGTERM, want 0", code)
@@ -226,7 +236,7 @@ func readmeReq(t *testing.T, w *world, c *cli, words []string) {
 	}
 	var req map[string]any
 	if err := json.Unmarshal([]byte(words[3]), &req); err != nil {
-		t.Fatalf("README.md: %q: the request is not JSON: %v", words, err)
+		t.Fatalf("%q: the request is not JSON: %v", words, err)
 	}
 	streamed := slices.Contains(words, "Ami-Stream:true")
 	var output strings.Builder // a streamed Command's output, from its parts
@@ -258,7 +268,7 @@ func readmeReq(t *testing.T, w *world, c *cli, words []string) {
 	}
 	id, _ := req["ActionID"].(string)
 	if id == "" {
-		t.Fatalf("README.md: the Originate has no ActionID: %s", words[3])
+		t.Fatalf("the Originate has no ActionID: %s", words[3])
 	}
 	w.events.waitFor(t, from, eventTimeout, "OriginateResponse with ActionID "+id, func(m *nats.Msg) bool {
 		f, err := parseFields(m.Data)
@@ -266,9 +276,10 @@ func readmeReq(t *testing.T, w *world, c *cli, words []string) {
 	})
 }
 
-// TestREADME_TLS runs the README's TLS config against a fake Asterisk
-// with a self-signed certificate, given by tls.ca_file as the README says.
-func TestREADME_TLS(t *testing.T) {
+// TestDocs_AsteriskTLS runs the TLS config of docs/asterisk.md against a
+// fake Asterisk with a self-signed certificate, given by tls.ca_file as
+// the page says.
+func TestDocs_AsteriskTLS(t *testing.T) {
 	t.Parallel()
 	cert, _, err := amitest.SelfSignedCert()
 	if err != nil {
@@ -281,9 +292,9 @@ func TestREADME_TLS(t *testing.T) {
 	if err := os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Certificate[0]}), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	blocks := readmeBlocks(t, "### TLS")
+	blocks := docBlocks(t, docPage("asterisk.md"), "## TLS")
 	if len(blocks) == 0 {
-		t.Fatal(`README.md: no block in "### TLS"`)
+		t.Fatal(`docs/asterisk.md: no block in "## TLS"`)
 	}
 	cfg := replaceAll(t, blocks[0], "bridge@pbx1.example.com:5039", amiUser+"@"+p.Addr(), "/etc/ami-bridge/pbx1-ca.pem", caFile)
 	path := filepath.Join(w.dir, "tls.yaml")

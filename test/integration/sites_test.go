@@ -174,7 +174,7 @@ func (s *site) localEvents() int64 {
 // embedded server is a leaf node of a hub in its own JetStream domain,
 // with its own PBX and its own stream. The hub holds one stream that
 // sources both sites' streams across domains, created with the nats CLI
-// from the JSON file of README "Deployments". Under load the WAN link
+// from the JSON file of docs/deployments.md. Under load the WAN link
 // between the sites and the hub (a loopback proxy) is cut, then comes
 // back on the same address. Meanwhile a core NATS subscriber at each site
 // keeps receiving its site's events. In the end the hub's stream holds
@@ -217,7 +217,7 @@ func TestChaos_SitesBufferThroughWANCut(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), replyTimeout)
 	defer cancel()
-	// The hub's stream, created as README "Deployments" shows: sources
+	// The hub's stream, created as docs/deployments.md shows: sources
 	// only, no subjects of its own, or it would store what crosses the
 	// leaf links besides what it sources.
 	var sources []string

@@ -39,7 +39,7 @@ func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {
 
 // readyz answers 200 when NATS is connected and the PBX sessions are up:
 // every one, or with ReadyAll unset at least one. A PBX counts as up by
-// Stats.Up, which will hold for an HA standby too.
+// Stats.Up, which holds for an HA standby too.
 func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
 	t := s.target.Load()
 	if t == nil {
