@@ -17,6 +17,7 @@ import (
 
 	"github.com/ami-bridge/ami-bridge/amiproto"
 	"github.com/ami-bridge/ami-bridge/amiproto/amitest"
+	"github.com/ami-bridge/ami-bridge/internal/natstest"
 	"github.com/ami-bridge/ami-bridge/subjects"
 )
 
@@ -36,27 +37,7 @@ type natsOptions struct {
 // startNATS runs an embedded nats-server on a random local port.
 func startNATS(t testing.TB, o natsOptions) *server.Server {
 	t.Helper()
-	opts := &server.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true, MaxPayload: o.maxPayload}
-	if o.port != 0 {
-		opts.Port = o.port
-	}
-	if o.jetStream {
-		opts.JetStream = true
-		opts.StoreDir = t.TempDir()
-	}
-	ns, err := server.NewServer(opts)
-	if err != nil {
-		t.Fatalf("nats-server: %v", err)
-	}
-	ns.Start()
-	if !ns.ReadyForConnections(waitTime) {
-		t.Fatal("nats-server not ready")
-	}
-	t.Cleanup(func() {
-		ns.Shutdown()
-		ns.WaitForShutdown()
-	})
-	return ns
+	return natstest.Start(t, natstest.Options{Port: o.port, JetStream: o.jetStream, MaxPayload: o.maxPayload})
 }
 
 func connect(t testing.TB, ns *server.Server) *nats.Conn {

@@ -14,6 +14,8 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/ami-bridge/ami-bridge/internal/natstest"
 )
 
 // The chaos tests (cluster_test.go, sites_test.go) stop NATS servers under
@@ -74,32 +76,21 @@ type natsNode struct {
 // startNode starts a node with opts; the end of the test stops it.
 func startNode(t *testing.T, opts *server.Options) *natsNode {
 	t.Helper()
-	opts.NoLog, opts.NoSigs = true, true
 	n := &natsNode{t: t, opts: opts}
 	n.start()
-	t.Cleanup(n.stop)
 	return n
 }
 
 func (n *natsNode) start() {
 	n.t.Helper()
-	ns, err := server.NewServer(n.opts.Clone())
-	if err != nil {
-		n.t.Fatalf("nats-server %s: %v", n.opts.ServerName, err)
-	}
-	go ns.Start()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		n.t.Fatalf("nats-server %s did not get ready", n.opts.ServerName)
-	}
-	n.ns = ns
+	n.ns = natstest.Run(n.t, n.opts.Clone())
 }
 
 func (n *natsNode) stop() {
 	if n.ns == nil {
 		return
 	}
-	n.ns.Shutdown()
-	n.ns.WaitForShutdown()
+	natstest.Stop(n.ns)
 	n.ns = nil
 }
 
