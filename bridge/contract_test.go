@@ -289,7 +289,7 @@ func capturedEvents(t *testing.T) []*amiproto.Message {
 // bridge and checks each one the bridge publishes.
 func contractEvents(t *testing.T, ct *contract) {
 	evs := capturedEvents(t)
-	r := newRig(t, amitest.Config{})
+	r := newWorld(t, withoutBridge())
 	got := make(chan *nats.Msg, len(evs)+1)
 	sub, err := r.cc.ChanSubscribe(subjects.ServerEvents("ami", "pbx1"), got)
 	if err != nil {
@@ -370,7 +370,7 @@ func (ct *contract) exchange(t *testing.T, nc *nats.Conn, server, body string, h
 }
 
 func contractReplies(t *testing.T, ct *contract) {
-	r := newRig(t, amitest.Config{Channels: 3})
+	r := newWorld(t, withPBX(amitest.Config{Channels: 3}), withoutBridge())
 	small := fastServer("small", r.pbx)
 	small.MaxReplyEntries = 2
 	ws := watchStatus(t, r.cc, "ami", "small")

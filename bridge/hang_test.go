@@ -37,7 +37,7 @@ func holdAction(t *testing.T) (answer func(*amitest.ResponseWriter), release fun
 // the requests go on succeeding on the other session and on the new one,
 // instead of a 504 each for those that land on the stuck session.
 func TestBridge_StuckActionSessionIsReplacedWhileRequestsKeepComing(t *testing.T) {
-	r := newRig(t, amitest.Config{RecordReceived: true})
+	r := newWorld(t, withPBX(amitest.Config{RecordReceived: true}), withoutBridge())
 	nc, cc, pbx, w := r.nc, r.cc, r.pbx, r.w
 	sc := fastServer("pbx1", pbx)
 	sc.ActionTimeout = 250 * time.Millisecond
@@ -87,7 +87,7 @@ func TestBridge_StuckActionSessionIsReplacedWhileRequestsKeepComing(t *testing.T
 // A request that waited behind a held action until its requester gave up
 // is never sent to Asterisk.
 func TestBridge_RequestPastItsDeadlineIsNotSent(t *testing.T) {
-	r := newRig(t, amitest.Config{RecordReceived: true})
+	r := newWorld(t, withPBX(amitest.Config{RecordReceived: true}), withoutBridge())
 	nc, cc, pbx, w := r.nc, r.cc, r.pbx, r.w
 	sc := fastServer("pbx1", pbx)
 	sc.ActionSessions = 1 // so that the late request queues behind the held one
@@ -131,7 +131,7 @@ func TestBridge_RequestPastItsDeadlineIsNotSent(t *testing.T) {
 // What waits for a session is bounded: past MaxPendingRequests, the
 // running one included, a request is dropped and counted.
 func TestBridge_PendingLimitDropsAndCounts(t *testing.T) {
-	r := newRig(t, amitest.Config{RecordReceived: true})
+	r := newWorld(t, withPBX(amitest.Config{RecordReceived: true}), withoutBridge())
 	nc, cc, pbx, w := r.nc, r.cc, r.pbx, r.w
 	sc := fastServer("pbx1", pbx)
 	sc.ActionSessions = 1
@@ -186,7 +186,7 @@ func TestBridge_PendingLimitDropsAndCounts(t *testing.T) {
 // bounds its wait for Asterisk: the requester gets its 504 when its own
 // Ami-Timeout ends, not that long after the session was free.
 func TestBridge_QueuedRequestKeepsItsDeadline(t *testing.T) {
-	r := newRig(t, amitest.Config{})
+	r := newWorld(t, withoutBridge())
 	nc, cc, pbx, w := r.nc, r.cc, r.pbx, r.w
 	sc := fastServer("pbx1", pbx)
 	sc.ActionSessions = 1

@@ -70,24 +70,6 @@ func startPBX(t testing.TB, cfg amitest.Config) *amitest.Server {
 	return pbx
 }
 
-// rig is the usual setup of a test: a NATS server with a connection for
-// the bridge (nc) and one for the test (cc), a PBX, and a watch on the
-// status of pbx1.
-type rig struct {
-	ns     *server.Server
-	nc, cc *nats.Conn
-	pbx    *amitest.Server
-	w      *statusWatch
-}
-
-func newRig(t testing.TB, cfg amitest.Config) rig {
-	t.Helper()
-	ns := startNATS(t, natsOptions{})
-	r := rig{ns: ns, nc: connect(t, ns), cc: connect(t, ns), pbx: startPBX(t, cfg)}
-	r.w = watchStatus(t, r.cc, "ami", "pbx1")
-	return r
-}
-
 // syncBuffer collects log lines from several goroutines.
 type syncBuffer struct {
 	mu  sync.Mutex

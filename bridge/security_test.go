@@ -44,7 +44,7 @@ func expectCode(t *testing.T, m *nats.Msg, code int, want string) {
 // 20, tried as a requester would. Asterisk skips the bytes below 0x21 at the
 // start of a value, so each of these would run the action after them.
 func TestBridge_NoSpellingOfADeniedActionReachesThePBX(t *testing.T) {
-	r := newRig(t, amitest.Config{RecordReceived: true})
+	r := newWorld(t, withPBX(amitest.Config{RecordReceived: true}), withoutBridge())
 	sc := fastServer("pbx1", r.pbx)
 	sc.ActionsDeny = []string{"Originate", "Command"}
 	startBridge(t, r.nc, []ServerConfig{sc}, Options{})
@@ -123,11 +123,11 @@ func TestBridge_SafeDefaults(t *testing.T) {
 // the bridge's is its to hide.
 func TestBridge_OwnSecretMaskedInEveryReply(t *testing.T) {
 	const urlSecret = "0ld-url-secret"
-	r := newRig(t, amitest.Config{Users: map[string]amitest.User{
+	r := newWorld(t, withPBX(amitest.Config{Users: map[string]amitest.User{
 		"admin": {Secret: testSecret, Write: true},
 		"old":   {Secret: urlSecret},
 		"ops":   {Secret: "ops-pa55word"},
-	}})
+	}}), withoutBridge())
 	sc := fastServer("pbx1", r.pbx)
 	sc.URL = r.pbx.URL("admin", urlSecret)
 	sc.Secret = testSecret

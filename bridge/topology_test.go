@@ -43,7 +43,7 @@ func TestStatus_Topology(t *testing.T) {
 // TestStatus_NoTopology: without Options.Topology and JetStream the status
 // has no topology key at all, as before the field existed.
 func TestStatus_NoTopology(t *testing.T) {
-	r := newRig(t, amitest.Config{})
+	r := newWorld(t, withoutBridge())
 	b, _ := startBridge(t, r.nc, []ServerConfig{fastServer("pbx1", r.pbx)}, Options{})
 	if st := r.w.waitState(StateConnected); st.Topology != nil {
 		t.Errorf("status without a topology to tell has one: %+v", st.Topology)
