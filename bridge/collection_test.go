@@ -270,12 +270,9 @@ func TestBridge_ListMemoryStaysWithinTheLimit(t *testing.T) {
 // long the first entry takes to reach the requester.
 func BenchmarkStreamedList(b *testing.B) {
 	const channels = 5000
-	ns := startNATS(b, natsOptions{})
-	nc, cc := connect(b, ns), connect(b, ns)
-	pbx := startPBX(b, amitest.Config{Channels: channels})
-	w := watchStatus(b, cc, "ami", "pbx1")
-	startBridge(b, nc, []ServerConfig{fastServer("pbx1", pbx)}, Options{})
-	w.waitAllUp()
+	tw := newWorld(b, withPBX(amitest.Config{Channels: channels}))
+	tw.w.waitAllUp()
+	cc := tw.cc
 	inbox := nats.NewInbox()
 	sub, err := cc.SubscribeSync(inbox)
 	if err != nil {

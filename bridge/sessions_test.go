@@ -98,12 +98,11 @@ func TestBridge_SlowActionStallsNeitherEventsNorKeepalive(t *testing.T) {
 // An idle action session that stops answering is found out by its own
 // keepalive and replaced.
 func TestBridge_ActionSessionKeepalive(t *testing.T) {
-	r := newWorld(t, withoutBridge())
-	nc, pbx, w := r.nc, r.pbx, r.w
-	sc := fastServer("pbx1", pbx)
-	sc.PingInterval = 20 * time.Millisecond
-	sc.ActionSessions = 1
-	startBridge(t, nc, []ServerConfig{sc}, Options{})
+	r := newWorld(t, withServer(func(sc *ServerConfig) {
+		sc.PingInterval = 20 * time.Millisecond
+		sc.ActionSessions = 1
+	}))
+	pbx, w := r.pbx, r.w
 	w.waitAllUp()
 	pbx.NeverAnswer("Ping")
 	for {
@@ -189,11 +188,8 @@ func serviceAnswers(t *testing.T, nc *nats.Conn, verb string, n int) [][]byte {
 // errors found at once (400, 403) and errors from the PBX (422) or its
 // silence (504) alike, and the time the PBX took.
 func TestBridge_MicroStatsCoverEveryReply(t *testing.T) {
-	r := newWorld(t, withoutBridge())
-	nc, cc, pbx, w := r.nc, r.cc, r.pbx, r.w
-	sc := fastServer("pbx1", pbx)
-	sc.ActionSessions = 1 // one instance, so the stats are one endpoint's
-	startBridge(t, nc, []ServerConfig{sc}, Options{})
+	r := newWorld(t, withServer(func(sc *ServerConfig) { sc.ActionSessions = 1 })) // one instance, so the stats are one endpoint's
+	cc, pbx, w := r.cc, r.pbx, r.w
 	w.waitAllUp()
 	const slow = 150 * time.Millisecond
 	pbx.HandleFunc("Slow", func(w *amitest.ResponseWriter, _ *amitest.Request) {
@@ -239,9 +235,8 @@ func TestBridge_MicroStatsCoverEveryReply(t *testing.T) {
 // OriginateResponse arrives on the event session: it still carries the
 // requester's ActionID, never the bridge's own.
 func TestBridge_OriginateResponseCarriesTheRequestersActionID(t *testing.T) {
-	r := newWorld(t, withoutBridge())
-	nc, cc, pbx, w := r.nc, r.cc, r.pbx, r.w
-	startBridge(t, nc, []ServerConfig{fastServer("pbx1", pbx)}, Options{})
+	r := newWorld(t)
+	cc, pbx, w := r.cc, r.pbx, r.w
 	w.waitAllUp()
 	waitSessions(t, pbx, perPBX)
 	sub, err := cc.SubscribeSync(subjects.Event("ami", "pbx1", "OriginateResponse"))

@@ -33,6 +33,7 @@ type worldConfig struct {
 	opts     Options
 	watching []string
 	events   bool
+	svcConn  bool
 	noBridge bool
 }
 
@@ -66,6 +67,10 @@ func watching(servers ...string) worldOption {
 
 // withEvents subscribes to every event before the bridge starts.
 func withEvents() worldOption { return func(c *worldConfig) { c.events = true } }
+
+// withServiceConn gives the bridge a service connection of its own
+// (Options.ServiceConn), so that the main one stamps arrivals.
+func withServiceConn() worldOption { return func(c *worldConfig) { c.svcConn = true } }
 
 // withoutBridge leaves the bridge to the test.
 func withoutBridge() worldOption { return func(c *worldConfig) { c.noBridge = true } }
@@ -101,6 +106,9 @@ func newWorld(t testing.TB, opts ...worldOption) *world {
 			c.server(&sc)
 		}
 		servers = []ServerConfig{sc}
+	}
+	if c.svcConn {
+		c.opts.ServiceConn = connect(t, ns)
 	}
 	w.b, w.logs = startBridge(t, w.nc, servers, c.opts)
 	return w
