@@ -55,10 +55,7 @@ func BenchmarkPublishEvent(b *testing.B) {
 	events := burstEvents(b)
 	ns := startNATS(b, natsOptions{})
 	nc := connect(b, ns)
-	br, err := New(nc, []ServerConfig{{Name: "pbx1", URL: "admin:x@127.0.0.1"}}, Options{})
-	if err != nil {
-		b.Fatal(err)
-	}
+	br := unstarted(b, nc, Options{})
 	p := br.pbxes[0].pub
 	at := time.Now().UnixNano()
 	es := make([]ringEntry, len(events))
@@ -87,10 +84,7 @@ func BenchmarkPublishBatch(b *testing.B) {
 	events := burstEvents(b)
 	ns := startNATS(b, natsOptions{})
 	nc := connect(b, ns)
-	br, err := New(nc, []ServerConfig{{Name: "pbx1", URL: "admin:x@127.0.0.1"}}, Options{EventBuffer: 8192})
-	if err != nil {
-		b.Fatal(err)
-	}
+	br := unstarted(b, nc, Options{EventBuffer: 8192})
 	x := br.pbxes[0]
 	var done uint64
 	b.ReportAllocs()

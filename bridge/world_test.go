@@ -138,3 +138,15 @@ func (w *world) up() Status {
 func twoEntries(w *world) []ServerConfig {
 	return []ServerConfig{fastServer("pbx1", w.pbx), fastServer("pbx2", w.pbx)}
 }
+
+// unstarted returns a bridge made by New and never started, with one
+// entry pbx1 that nothing dials: for the tests that drive its parts (the
+// reader's accept, the publisher) by hand.
+func unstarted(t testing.TB, nc *nats.Conn, opts Options) *Bridge {
+	t.Helper()
+	b, err := New(nc, []ServerConfig{{Name: "pbx1", URL: "admin:x@127.0.0.1"}}, opts)
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	return b
+}
