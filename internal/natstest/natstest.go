@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // ReadyTimeout bounds the wait for a server to accept connections; it
@@ -93,4 +95,20 @@ func Run(t testing.TB, opts *server.Options) *server.Server {
 func Stop(ns *server.Server) {
 	ns.Shutdown()
 	ns.WaitForShutdown()
+}
+
+// ConnectJS connects to ns, for the rest of the test, and returns its
+// JetStream.
+func ConnectJS(t testing.TB, ns *server.Server) jetstream.JetStream {
+	t.Helper()
+	nc, err := nats.Connect(ns.ClientURL())
+	if err != nil {
+		t.Fatalf("connect to NATS: %v", err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return js
 }

@@ -12,26 +12,12 @@ import (
 	"github.com/ami-bridge/ami-bridge/internal/natstest"
 )
 
-func connectJS(t *testing.T, url string) jetstream.JetStream {
-	t.Helper()
-	nc, err := nats.Connect(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return js
-}
-
 // A server started again on its port and store holds what the first one
 // stored, as a restarted nats-server does.
 func TestStart_AgainOnTheSamePortAndStore(t *testing.T) {
 	o := natstest.Options{JetStream: true, StoreDir: t.TempDir()}
 	ns := natstest.Start(t, o)
-	kv, err := connectJS(t, ns.ClientURL()).CreateKeyValue(t.Context(), jetstream.KeyValueConfig{Bucket: "b"})
+	kv, err := natstest.ConnectJS(t, ns).CreateKeyValue(t.Context(), jetstream.KeyValueConfig{Bucket: "b"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -46,7 +32,7 @@ func TestStart_AgainOnTheSamePortAndStore(t *testing.T) {
 	if got := ns.Addr().(*net.TCPAddr).Port; got != o.Port {
 		t.Fatalf("port %d, want %d", got, o.Port)
 	}
-	kv, err = connectJS(t, ns.ClientURL()).KeyValue(t.Context(), "b")
+	kv, err = natstest.ConnectJS(t, ns).KeyValue(t.Context(), "b")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,7 +43,7 @@ func TestStart_AgainOnTheSamePortAndStore(t *testing.T) {
 
 func TestInterceptJS_DropsOneAckAndHolds(t *testing.T) {
 	ns := natstest.Start(t, natstest.Options{JetStream: true})
-	js := &natstest.InterceptJS{JetStream: connectJS(t, ns.ClientURL())}
+	js := &natstest.InterceptJS{JetStream: natstest.ConnectJS(t, ns)}
 	kv, err := js.CreateKeyValue(t.Context(), jetstream.KeyValueConfig{Bucket: "b"})
 	if err != nil {
 		t.Fatal(err)
