@@ -55,10 +55,7 @@ func BenchmarkPublishEvent(b *testing.B) {
 	events := burstEvents(b)
 	ns := startNATS(b, natsOptions{})
 	nc := connect(b, ns)
-	br, err := New(nc, []ServerConfig{{Name: "pbx1", URL: "admin:x@127.0.0.1"}}, Options{})
-	if err != nil {
-		b.Fatal(err)
-	}
+	br := unstarted(b, nc, Options{})
 	p := br.pbxes[0].pub
 	at := time.Now().UnixNano()
 	es := make([]ringEntry, len(events))
@@ -87,10 +84,7 @@ func BenchmarkPublishBatch(b *testing.B) {
 	events := burstEvents(b)
 	ns := startNATS(b, natsOptions{})
 	nc := connect(b, ns)
-	br, err := New(nc, []ServerConfig{{Name: "pbx1", URL: "admin:x@127.0.0.1"}}, Options{EventBuffer: 8192})
-	if err != nil {
-		b.Fatal(err)
-	}
+	br := unstarted(b, nc, Options{EventBuffer: 8192})
 	x := br.pbxes[0]
 	var done uint64
 	b.ReportAllocs()
@@ -154,15 +148,9 @@ func benchEventsAMIToNATS(b *testing.B, burst int, send func(*amitest.Server) fu
 	bursts := max(1, b.N/burst)
 	n := bursts * burst
 
-	ns := startNATS(b, natsOptions{})
-	nc, cc := connect(b, ns), connect(b, ns)
-	pbx := startPBX(b, amitest.Config{})
-	w := watchStatus(b, cc, "ami", "pbx1")
-	sc := fastServer("pbx1", pbx)
-	sc.EventsExclude = []string{"FullyBooted", "SuccessfulAuth"}
-	br, _ := startBridge(b, nc, []ServerConfig{sc}, Options{})
-	w.waitState(StateConnected)
-	waitSessions(b, pbx, perPBX)
+	tw := newWorld(b, withServer(func(sc *ServerConfig) { sc.EventsExclude = []string{"FullyBooted", "SuccessfulAuth"} }))
+	tw.up()
+	cc, pbx, br := tw.cc, tw.pbx, tw.b
 
 	// The subscriber keeps a sample of the messages to replay them raw.
 	const sampleSize = 704
@@ -216,7 +204,7 @@ func benchEventsAMIToNATS(b *testing.B, burst int, send func(*amitest.Server) fu
 
 	// The ceiling: the same messages, published raw from one goroutine,
 	// in bursts of the same size.
-	rawConn := connect(b, ns)
+	rawConn := connect(b, tw.ns)
 	raw := slices.Clone(sample)
 	got.Store(0)
 	var ceiling time.Duration
@@ -262,12 +250,9 @@ func cpuTime(b *testing.B) time.Duration {
 func BenchmarkActionRoundTrip(b *testing.B) {
 	for _, conc := range []int{1, 16} {
 		b.Run(map[int]string{1: "requesters=1", 16: "requesters=16"}[conc], func(b *testing.B) {
-			ns := startNATS(b, natsOptions{})
-			nc, cc := connect(b, ns), connect(b, ns)
-			pbx := startPBX(b, amitest.Config{})
-			w := watchStatus(b, cc, "ami", "pbx1")
-			startBridge(b, nc, []ServerConfig{fastServer("pbx1", pbx)}, Options{})
-			w.waitState(StateConnected)
+			tw := newWorld(b)
+			tw.w.waitState(StateConnected)
+			cc := tw.cc
 
 			subject := subjects.Action("ami", "pbx1")
 			body := []byte(`{"Action":"Ping"}`)

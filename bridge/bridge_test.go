@@ -60,17 +60,14 @@ func (c *seqChecker) check(m *nats.Msg) uint64 {
 }
 
 func TestBridge_EventsFromTwoPBXes(t *testing.T) {
-	ns := startNATS(t, natsOptions{})
-	nc, cc := connect(t, ns), connect(t, ns)
-	pbx1 := startPBX(t, amitest.Config{})
 	pbx2 := startPBX(t, amitest.Config{Profile: amitest.Asterisk13})
-	w1, w2 := watchStatus(t, cc, "ami", "pbx1"), watchStatus(t, cc, "ami", "pbx-2")
-	sub := eventSub(t, cc, "ami")
 	start := time.Now()
-	startBridge(t, nc, []ServerConfig{fastServer("pbx1", pbx1), fastServer("pbx-2", pbx2)}, Options{})
-	st := w1.waitState(StateConnected)
-	w2.waitState(StateConnected)
-	waitSessions(t, pbx1, perPBX)
+	tw := newWorld(t, withEvents(), watching("pbx-2"), withServers(func(tw *world) []ServerConfig {
+		return []ServerConfig{fastServer("pbx1", tw.pbx), fastServer("pbx-2", pbx2)}
+	}))
+	pbx1, sub := tw.pbx, tw.events
+	st := tw.up()
+	tw.watch("pbx-2").waitState(StateConnected)
 	waitSessions(t, pbx2, perPBX)
 
 	const n = 300
@@ -115,17 +112,12 @@ func TestBridge_EventsFromTwoPBXes(t *testing.T) {
 }
 
 func TestBridge_EventFilterNumbersOnlyWhatPasses(t *testing.T) {
-	ns := startNATS(t, natsOptions{})
-	nc, cc := connect(t, ns), connect(t, ns)
-	pbx := startPBX(t, amitest.Config{})
-	w := watchStatus(t, cc, "ami", "pbx1")
-	sub := eventSub(t, cc, "ami")
-	sc := fastServer("pbx1", pbx)
-	sc.EventsInclude = []string{"userevent", "Var*"}
-	sc.EventsExclude = []string{"VarSet"}
-	startBridge(t, nc, []ServerConfig{sc}, Options{})
-	w.waitState(StateConnected)
-	waitSessions(t, pbx, perPBX)
+	tw := newWorld(t, withEvents(), withServer(func(sc *ServerConfig) {
+		sc.EventsInclude = []string{"userevent", "Var*"}
+		sc.EventsExclude = []string{"VarSet"}
+	}))
+	tw.up()
+	pbx, sub := tw.pbx, tw.events
 
 	pbx.Emit(userEvent("A", 1))
 	pbx.Emit(newEvent("Newchannel", "Channel", "x"))
@@ -152,16 +144,10 @@ func TestBridge_EventFilterNumbersOnlyWhatPasses(t *testing.T) {
 }
 
 func TestBridge_EventNameEscapedInSubject(t *testing.T) {
-	ns := startNATS(t, natsOptions{})
-	nc, cc := connect(t, ns), connect(t, ns)
-	pbx := startPBX(t, amitest.Config{})
-	w := watchStatus(t, cc, "acme.ami", "pbx1")
-	sub := eventSub(t, cc, "acme.ami")
-	sc := fastServer("pbx1", pbx)
-	sc.EventsInclude = []string{"My.*"}
-	startBridge(t, nc, []ServerConfig{sc}, Options{Prefix: "acme.ami"})
-	w.waitState(StateConnected)
-	waitSessions(t, pbx, perPBX)
+	tw := newWorld(t, withEvents(), withOptions(Options{Prefix: "acme.ami"}),
+		withServer(func(sc *ServerConfig) { sc.EventsInclude = []string{"My.*"} }))
+	tw.up()
+	pbx, sub := tw.pbx, tw.events
 
 	pbx.Emit(newEvent("My.Event *>", "K", "v"))
 	m, err := sub.NextMsg(waitTime)
@@ -177,18 +163,14 @@ func TestBridge_EventNameEscapedInSubject(t *testing.T) {
 }
 
 func TestBridge_ReconnectKeepsSeqAndStatus(t *testing.T) {
-	ns := startNATS(t, natsOptions{})
-	nc, cc := connect(t, ns), connect(t, ns)
-	pbx := startPBX(t, amitest.Config{})
-	w := watchStatus(t, cc, "ami", "pbx1")
-	sub := eventSub(t, cc, "ami")
+	tw := newWorld(t, withEvents())
+	pbx, w, sub, b := tw.pbx, tw.w, tw.events, tw.b
 	loggedOff := make(chan struct{}, 2*perPBX)
 	pbx.HandleFunc("Logoff", func(w *amitest.ResponseWriter, r *amitest.Request) {
 		loggedOff <- struct{}{}
 		w.Respond("Goodbye", "Message", "Thanks for all the fish.")
 		w.CloseAfter()
 	})
-	b, _ := startBridge(t, nc, []ServerConfig{fastServer("pbx1", pbx)}, Options{})
 
 	if st := w.next(); st.State != StateConnecting || st.Server != "pbx1" {
 		t.Fatalf("first status %+v, want connecting", st)
@@ -260,21 +242,19 @@ func TestBridge_ReconnectKeepsSeqAndStatus(t *testing.T) {
 }
 
 func TestBridge_AuthFailedAndSecretOverride(t *testing.T) {
-	ns := startNATS(t, natsOptions{})
-	nc, cc := connect(t, ns), connect(t, ns)
-	pbx := startPBX(t, amitest.Config{})
 	const wrong = "Wrong-Secret-42"
+	tw := newWorld(t, watching("bad", "fixed"), withServers(func(tw *world) []ServerConfig {
+		bad := fastServer("bad", tw.pbx)
+		bad.URL = tw.pbx.URL("admin", wrong)
+		fixed := fastServer("fixed", tw.pbx)
+		fixed.URL = tw.pbx.URL("admin", wrong)
+		fixed.Secret = testSecret // from secret_env or secret_file: wins over the URL's
+		return []ServerConfig{bad, fixed}
+	}))
+	cc, logs := tw.cc, tw.logs
 
-	bad := fastServer("bad", pbx)
-	bad.URL = pbx.URL("admin", wrong)
-	fixed := fastServer("fixed", pbx)
-	fixed.URL = pbx.URL("admin", wrong)
-	fixed.Secret = testSecret // from secret_env or secret_file: wins over the URL's
-	wb, wf := watchStatus(t, cc, "ami", "bad"), watchStatus(t, cc, "ami", "fixed")
-	_, logs := startBridge(t, nc, []ServerConfig{bad, fixed}, Options{})
-
-	wf.waitState(StateConnected)
-	st := wb.waitState(StateAuthFailed)
+	tw.watch("fixed").waitState(StateConnected)
+	st := tw.watch("bad").waitState(StateAuthFailed)
 	if !strings.Contains(st.Error, "Authentication failed") {
 		t.Errorf("auth_failed error %q", st.Error)
 	}
@@ -289,21 +269,16 @@ func TestBridge_AuthFailedAndSecretOverride(t *testing.T) {
 }
 
 func TestBridge_OnePBXDownWhileAnotherFlows(t *testing.T) {
-	ns := startNATS(t, natsOptions{})
-	nc, cc := connect(t, ns), connect(t, ns)
-	up := startPBX(t, amitest.Config{})
 	gone := startPBX(t, amitest.Config{})
-	goneURL := gone.URL("admin", testSecret)
-	gone.Close() // nothing listens there any more
-
-	wu, wd := watchStatus(t, cc, "ami", "up"), watchStatus(t, cc, "ami", "down")
-	sub := eventSub(t, cc, "ami")
 	down := fastServer("down", gone)
-	down.URL = goneURL
-	startBridge(t, nc, []ServerConfig{down, fastServer("up", up)}, Options{})
-	wu.waitState(StateConnected)
+	gone.Close() // nothing listens there any more
+	tw := newWorld(t, withEvents(), watching("up", "down"), withServers(func(tw *world) []ServerConfig {
+		return []ServerConfig{down, fastServer("up", tw.pbx)}
+	}))
+	cc, up, sub := tw.cc, tw.pbx, tw.events
+	tw.watch("up").waitState(StateConnected)
 	waitSessions(t, up, perPBX)
-	st := wd.waitState(StateDisconnected)
+	st := tw.watch("down").waitState(StateDisconnected)
 	if !strings.Contains(st.Error, "connect") {
 		t.Errorf("down PBX error %q", st.Error)
 	}
@@ -333,14 +308,13 @@ func TestBridge_OnePBXDownWhileAnotherFlows(t *testing.T) {
 }
 
 func TestBridge_ReplyShapes(t *testing.T) {
-	ns := startNATS(t, natsOptions{})
-	nc, cc := connect(t, ns), connect(t, ns)
-	pbx22 := startPBX(t, amitest.Config{Channels: 4})
 	pbx13 := startPBX(t, amitest.Config{Profile: amitest.Asterisk13})
-	w1, w2 := watchStatus(t, cc, "ami", "a22"), watchStatus(t, cc, "ami", "a13")
-	startBridge(t, nc, []ServerConfig{fastServer("a22", pbx22), fastServer("a13", pbx13)}, Options{})
-	w1.waitState(StateConnected)
-	w2.waitState(StateConnected)
+	tw := newWorld(t, withPBX(amitest.Config{Channels: 4}), watching("a22", "a13"), withServers(func(tw *world) []ServerConfig {
+		return []ServerConfig{fastServer("a22", tw.pbx), fastServer("a13", pbx13)}
+	}))
+	cc := tw.cc
+	tw.watch("a22").waitState(StateConnected)
+	tw.watch("a13").waitState(StateConnected)
 
 	t.Run("simple", func(t *testing.T) {
 		m := request(t, cc, subjects.Action("ami", "a22"), `{"Action":"Ping"}`, nil)
@@ -401,15 +375,12 @@ func TestBridge_ReplyShapes(t *testing.T) {
 }
 
 func TestBridge_ErrorCodes(t *testing.T) {
-	ns := startNATS(t, natsOptions{maxPayload: 16 << 10})
-	nc, cc := connect(t, ns), connect(t, ns)
-	pbx := startPBX(t, amitest.Config{Channels: 200})
-	w := watchStatus(t, cc, "ami", "pbx1")
-	sc := fastServer("pbx1", pbx)
-	sc.ActionsDeny = []string{"Orig*"} // a custom list that names neither Events nor Filter
-	sc.MaxActionTimeout = 30 * time.Second
-	startBridge(t, nc, []ServerConfig{sc}, Options{})
-	w.waitState(StateConnected)
+	tw := newWorld(t, withNATS(natsOptions{maxPayload: 16 << 10}), withPBX(amitest.Config{Channels: 200}), withServer(func(sc *ServerConfig) {
+		sc.ActionsDeny = []string{"Orig*"} // a custom list that names neither Events nor Filter
+		sc.MaxActionTimeout = 30 * time.Second
+	}))
+	tw.w.waitState(StateConnected)
+	cc, pbx := tw.cc, tw.pbx
 	pbx.NeverAnswer("Getvar")
 
 	tests := []struct {
@@ -462,12 +433,9 @@ func TestBridge_ErrorCodes(t *testing.T) {
 }
 
 func TestBridge_ConnectionLostBeforeTheAnswer(t *testing.T) {
-	ns := startNATS(t, natsOptions{})
-	nc, cc := connect(t, ns), connect(t, ns)
-	pbx := startPBX(t, amitest.Config{})
-	w := watchStatus(t, cc, "ami", "pbx1")
-	startBridge(t, nc, []ServerConfig{fastServer("pbx1", pbx)}, Options{})
-	w.waitState(StateConnected)
+	tw := newWorld(t)
+	tw.w.waitState(StateConnected)
+	cc, pbx := tw.cc, tw.pbx
 
 	reply := heldRequest(t, cc, pbx, "Hold", nil) // no answer: the connection drops first
 	pbx.DropConnections()
@@ -483,12 +451,9 @@ func TestBridge_ConnectionLostBeforeTheAnswer(t *testing.T) {
 
 func TestBridge_Streaming(t *testing.T) {
 	const channels = 3000
-	ns := startNATS(t, natsOptions{maxPayload: 64 << 10})
-	nc, cc := connect(t, ns), connect(t, ns)
-	pbx := startPBX(t, amitest.Config{Channels: channels})
-	w := watchStatus(t, cc, "ami", "pbx1")
-	startBridge(t, nc, []ServerConfig{fastServer("pbx1", pbx)}, Options{})
-	w.waitState(StateConnected)
+	tw := newWorld(t, withNATS(natsOptions{maxPayload: 64 << 10}), withPBX(amitest.Config{Channels: channels}))
+	tw.w.waitState(StateConnected)
+	cc := tw.cc
 
 	parts := streamed(t, cc, `{"Action":"CoreShowChannels","ActionID":"s1"}`)
 	if len(parts) != channels+2 {
@@ -523,12 +488,9 @@ func TestBridge_Streaming(t *testing.T) {
 }
 
 func TestBridge_StreamingSimpleAndErrorsEndWithTerminator(t *testing.T) {
-	ns := startNATS(t, natsOptions{})
-	nc, cc := connect(t, ns), connect(t, ns)
-	pbx := startPBX(t, amitest.Config{})
-	w := watchStatus(t, cc, "ami", "pbx1")
-	startBridge(t, nc, []ServerConfig{fastServer("pbx1", pbx)}, Options{})
-	w.waitState(StateConnected)
+	tw := newWorld(t)
+	tw.w.waitState(StateConnected)
+	cc := tw.cc
 
 	for _, tt := range []struct{ body, code string }{
 		{`{"Action":"Ping"}`, ""},
@@ -558,13 +520,10 @@ func TestBridge_StreamingSimpleAndErrorsEndWithTerminator(t *testing.T) {
 }
 
 func TestBridge_MicroService(t *testing.T) {
-	ns := startNATS(t, natsOptions{})
-	nc, cc := connect(t, ns), connect(t, ns)
-	pbx := startPBX(t, amitest.Config{})
-	w1, w2 := watchStatus(t, cc, "ami", "pbx1"), watchStatus(t, cc, "ami", "pbx2")
-	startBridge(t, nc, []ServerConfig{fastServer("pbx1", pbx), fastServer("pbx2", pbx)}, Options{Version: "1.2.3"})
-	w1.waitAllUp()
-	w2.waitAllUp()
+	tw := newWorld(t, withOptions(Options{Version: "1.2.3"}), watching("pbx2"), withServers(twoEntries))
+	tw.w.waitAllUp()
+	tw.watch("pbx2").waitAllUp()
+	cc := tw.cc
 
 	// One service instance per PBX, with an endpoint per logged-in action
 	// session.
@@ -591,15 +550,12 @@ func TestBridge_MicroService(t *testing.T) {
 // go to the session still up and none lands on the dead one, and that the
 // service stops with the last session.
 func TestBridge_DroppedActionSessionLeavesTheService(t *testing.T) {
-	ns := startNATS(t, natsOptions{})
-	nc, cc := connect(t, ns), connect(t, ns)
-	pbx := startPBX(t, amitest.Config{})
-	w := watchStatus(t, cc, "ami", "pbx1")
-	sc := fastServer("pbx1", pbx)
-	sc.ActionSessions = 2
-	sc.ReconnectMin, sc.ReconnectMax = time.Hour, time.Hour // a dropped session stays down
-	startBridge(t, nc, []ServerConfig{sc}, Options{})
-	w.waitAllUp()
+	tw := newWorld(t, withServer(func(sc *ServerConfig) {
+		sc.ActionSessions = 2
+		sc.ReconnectMin, sc.ReconnectMax = time.Hour, time.Hour // a dropped session stays down
+	}))
+	tw.w.waitAllUp()
+	cc, pbx := tw.cc, tw.pbx
 	if n := len(serviceInfos(t, cc, 1)[0].Endpoints); n != 2 {
 		t.Fatalf("%d endpoints with 2 sessions up", n)
 	}
@@ -665,12 +621,9 @@ func serviceInfos(t *testing.T, nc *nats.Conn, n int) []micro.Info {
 }
 
 func TestBridge_ShutdownFinishesInFlightActions(t *testing.T) {
-	ns := startNATS(t, natsOptions{})
-	nc, cc := connect(t, ns), connect(t, ns)
-	pbx := startPBX(t, amitest.Config{})
-	w := watchStatus(t, cc, "ami", "pbx1")
-	b, _ := startBridge(t, nc, []ServerConfig{fastServer("pbx1", pbx)}, Options{})
-	w.waitState(StateConnected)
+	tw := newWorld(t)
+	tw.w.waitState(StateConnected)
+	cc, pbx, w, b := tw.cc, tw.pbx, tw.w, tw.b
 
 	release := make(chan struct{})
 	reply := heldRequest(t, cc, pbx, "Slow", func(w *amitest.ResponseWriter) {
@@ -714,12 +667,9 @@ func TestBridge_ShutdownFinishesInFlightActions(t *testing.T) {
 }
 
 func TestBridge_ShutdownDeadlineAnswers503(t *testing.T) {
-	ns := startNATS(t, natsOptions{})
-	nc, cc := connect(t, ns), connect(t, ns)
-	pbx := startPBX(t, amitest.Config{})
-	w := watchStatus(t, cc, "ami", "pbx1")
-	b, _ := startBridge(t, nc, []ServerConfig{fastServer("pbx1", pbx)}, Options{})
-	w.waitState(StateConnected)
+	tw := newWorld(t)
+	tw.w.waitState(StateConnected)
+	cc, pbx, w, b := tw.cc, tw.pbx, tw.w, tw.b
 	reply := heldRequest(t, cc, pbx, "Hold", nil) // never answered
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
@@ -764,11 +714,8 @@ func TestNew_InvalidConfigNamesEveryProblem(t *testing.T) {
 }
 
 func TestBridge_PublishStatusNowForEveryPBX(t *testing.T) {
-	ns := startNATS(t, natsOptions{})
-	nc, cc := connect(t, ns), connect(t, ns)
-	pbx := startPBX(t, amitest.Config{})
-	w1, w2 := watchStatus(t, cc, "ami", "pbx1"), watchStatus(t, cc, "ami", "pbx2")
-	b, _ := startBridge(t, nc, []ServerConfig{fastServer("pbx1", pbx), fastServer("pbx2", pbx)}, Options{})
+	tw := newWorld(t, watching("pbx2"), withServers(twoEntries))
+	w1, w2, b := tw.w, tw.watch("pbx2"), tw.b
 	for _, w := range []*statusWatch{w1, w2} {
 		// By itself each session sends connecting and connected, and the
 		// event session the Asterisk version; after that, only the 30 s

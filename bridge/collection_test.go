@@ -45,7 +45,7 @@ func heldList(t testing.TB, pbx *amitest.Server, action string, n int) (written 
 
 // oneSession runs a bridge on pbx with a single action session, so that
 // a Ping after a request goes to the session that served it.
-func oneSession(t *testing.T, r rig, sc ServerConfig) {
+func oneSession(t *testing.T, r *world, sc ServerConfig) {
 	t.Helper()
 	sc.ActionSessions = 1
 	startBridge(t, r.nc, []ServerConfig{sc}, Options{})
@@ -66,7 +66,7 @@ func pingOK(t *testing.T, cc *nats.Conn) {
 // goes on.
 func TestBridge_ListOverTheEntryLimitIs413(t *testing.T) {
 	const channels = 300
-	r := newRig(t, amitest.Config{Channels: channels})
+	r := newWorld(t, withPBX(amitest.Config{Channels: channels}), withoutBridge())
 	sc := fastServer("pbx1", r.pbx)
 	sc.MaxReplyEntries = channels - 1
 	oneSession(t, r, sc)
@@ -85,7 +85,7 @@ func TestBridge_ListOverTheEntryLimitIs413(t *testing.T) {
 
 func TestBridge_ListAtTheEntryLimitIsWhole(t *testing.T) {
 	const channels = 300
-	r := newRig(t, amitest.Config{Channels: channels})
+	r := newWorld(t, withPBX(amitest.Config{Channels: channels}), withoutBridge())
 	sc := fastServer("pbx1", r.pbx)
 	sc.MaxReplyEntries = channels
 	oneSession(t, r, sc)
@@ -102,7 +102,7 @@ func TestBridge_ListAtTheEntryLimitIsWhole(t *testing.T) {
 // byte limit, even below the NATS max payload.
 func TestBridge_ListOverTheByteLimitIs413(t *testing.T) {
 	const channels, limit = 300, 20 << 10
-	r := newRig(t, amitest.Config{Channels: channels})
+	r := newWorld(t, withPBX(amitest.Config{Channels: channels}), withoutBridge())
 	sc := fastServer("pbx1", r.pbx)
 	sc.MaxReplyBytes = limit
 	oneSession(t, r, sc)
@@ -157,7 +157,7 @@ func expectEntry(t *testing.T, m *nats.Msg, i int) {
 // envelope and every entry while the PBX still holds the complete event.
 func TestBridge_StreamedEntriesArriveBeforeTheListEnds(t *testing.T) {
 	const n = 50
-	r := newRig(t, amitest.Config{})
+	r := newWorld(t, withoutBridge())
 	_, letGo := heldList(t, r.pbx, "BigList", n)
 	oneSession(t, r, fastServer("pbx1", r.pbx))
 
@@ -183,7 +183,7 @@ func TestBridge_StreamedEntriesArriveBeforeTheListEnds(t *testing.T) {
 // of the list is discarded and the session goes on.
 func TestBridge_StreamedListOverTheLimitEndsWith413(t *testing.T) {
 	const n, limit = 5000, 100
-	r := newRig(t, amitest.Config{})
+	r := newWorld(t, withoutBridge())
 	_, letGo := heldList(t, r.pbx, "BigList", n)
 	sc := fastServer("pbx1", r.pbx)
 	sc.MaxReplyEntries = limit
@@ -218,7 +218,7 @@ func TestBridge_ListMemoryStaysWithinTheLimit(t *testing.T) {
 	const n, limit, fixedPart = 100_000, 1000, 8 << 20
 	for _, stream := range []bool{false, true} {
 		t.Run(fmt.Sprintf("stream=%v", stream), func(t *testing.T) {
-			r := newRig(t, amitest.Config{MaxQueue: 256 << 10})
+			r := newWorld(t, withPBX(amitest.Config{MaxQueue: 256 << 10}), withoutBridge())
 			written, letGo := heldList(t, r.pbx, "BigList", n)
 			sc := fastServer("pbx1", r.pbx)
 			sc.MaxReplyEntries = limit
@@ -270,12 +270,9 @@ func TestBridge_ListMemoryStaysWithinTheLimit(t *testing.T) {
 // long the first entry takes to reach the requester.
 func BenchmarkStreamedList(b *testing.B) {
 	const channels = 5000
-	ns := startNATS(b, natsOptions{})
-	nc, cc := connect(b, ns), connect(b, ns)
-	pbx := startPBX(b, amitest.Config{Channels: channels})
-	w := watchStatus(b, cc, "ami", "pbx1")
-	startBridge(b, nc, []ServerConfig{fastServer("pbx1", pbx)}, Options{})
-	w.waitAllUp()
+	tw := newWorld(b, withPBX(amitest.Config{Channels: channels}))
+	tw.w.waitAllUp()
+	cc := tw.cc
 	inbox := nats.NewInbox()
 	sub, err := cc.SubscribeSync(inbox)
 	if err != nil {

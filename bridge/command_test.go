@@ -47,11 +47,10 @@ func streamed(t *testing.T, nc *nats.Conn, body string) []*nats.Msg {
 // whole lines; joined, they are the output Asterisk sent.
 func TestBridge_CommandOutputStreamsInParts(t *testing.T) {
 	const maxPayload = 4 << 10
-	ns := startNATS(t, natsOptions{maxPayload: maxPayload})
-	nc, cc := connect(t, ns), connect(t, ns)
 	for _, profile := range []amitest.Profile{amitest.Asterisk22, amitest.Asterisk13} {
 		t.Run(profile.String(), func(t *testing.T) {
-			pbx := startPBX(t, amitest.Config{Profile: profile, Channels: 100})
+			tw := newWorld(t, withNATS(natsOptions{maxPayload: maxPayload}), withPBX(amitest.Config{Profile: profile, Channels: 100}), withoutBridge())
+			cc, pbx := tw.cc, tw.pbx
 			const command = `{"Action":"Command","Command":"core show channels"}`
 			// What the PBX sends, read without the bridge.
 			c, err := amiproto.Dial(context.Background(), pbx.URL("admin", testSecret), amiproto.WithEvents(false))
@@ -68,9 +67,8 @@ func TestBridge_CommandOutputStreamsInParts(t *testing.T) {
 				t.Fatalf("output of %d bytes: too small for the test", len(want))
 			}
 
-			w := watchStatus(t, cc, "ami", "pbx1")
-			b, _ := startBridge(t, nc, []ServerConfig{fastServer("pbx1", pbx)}, Options{})
-			w.waitState(StateConnected)
+			b, _ := startBridge(t, tw.nc, []ServerConfig{fastServer("pbx1", pbx)}, Options{})
+			tw.w.waitState(StateConnected)
 			m := request(t, cc, subjects.Action("ami", "pbx1"), command, nil)
 			if m.Header.Get(micro.ErrorCodeHeader) != "413" {
 				t.Fatalf("unstreamed: %v %.200s", m.Header, m.Data)

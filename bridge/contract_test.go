@@ -289,7 +289,7 @@ func capturedEvents(t *testing.T) []*amiproto.Message {
 // bridge and checks each one the bridge publishes.
 func contractEvents(t *testing.T, ct *contract) {
 	evs := capturedEvents(t)
-	r := newRig(t, amitest.Config{})
+	r := newWorld(t, withoutBridge())
 	got := make(chan *nats.Msg, len(evs)+1)
 	sub, err := r.cc.ChanSubscribe(subjects.ServerEvents("ami", "pbx1"), got)
 	if err != nil {
@@ -370,13 +370,14 @@ func (ct *contract) exchange(t *testing.T, nc *nats.Conn, server, body string, h
 }
 
 func contractReplies(t *testing.T, ct *contract) {
-	r := newRig(t, amitest.Config{Channels: 3})
-	small := fastServer("small", r.pbx)
-	small.MaxReplyEntries = 2
-	ws := watchStatus(t, r.cc, "ami", "small")
-	b, _ := startBridge(t, r.nc, []ServerConfig{fastServer("pbx1", r.pbx), small}, Options{})
+	r := newWorld(t, withPBX(amitest.Config{Channels: 3}), watching("small"), withServers(func(r *world) []ServerConfig {
+		small := fastServer("small", r.pbx)
+		small.MaxReplyEntries = 2
+		return []ServerConfig{fastServer("pbx1", r.pbx), small}
+	}))
+	b := r.b
 	r.w.waitAllUp()
-	ws.waitAllUp()
+	r.watch("small").waitAllUp()
 	streamed := nats.Header{HeaderStream: {"true"}}
 
 	codeOf := func(m *nats.Msg) string { return m.Header.Get(micro.ErrorCodeHeader) }
@@ -432,23 +433,23 @@ func contractReplies(t *testing.T, ct *contract) {
 // contractStatuses: connected and auth_failed, then disconnected, with
 // JetStream and a topology, so that every optional part appears.
 func contractStatuses(t *testing.T, ct *contract) {
-	ns := startNATS(t, natsOptions{jetStream: true})
-	nc, cc := connect(t, ns), connect(t, ns)
-	pbx := startPBX(t, amitest.Config{})
-	seen := ct.watchStatuses(t, cc)
-	bad := fastServer("bad", pbx)
-	bad.URL = pbx.URL("admin", "Wrong-Secret-42")
-	stays := fastServer("pbx1", pbx)
-	stays.ReconnectMin, stays.ReconnectMax = time.Hour, time.Hour // a dropped session stays down
-	w := watchStatus(t, cc, "ami", "pbx1")
-	startBridge(t, nc, []ServerConfig{stays, bad}, Options{
+	var seen func() []Status
+	r := newWorld(t, withNATS(natsOptions{jetStream: true}), watching("bad"), withServers(func(r *world) []ServerConfig {
+		seen = ct.watchStatuses(t, r.cc)
+		bad := fastServer("bad", r.pbx)
+		bad.URL = r.pbx.URL("admin", "Wrong-Secret-42")
+		stays := fastServer("pbx1", r.pbx)
+		stays.ReconnectMin, stays.ReconnectMax = time.Hour, time.Hour // a dropped session stays down
+		return []ServerConfig{stays, bad}
+	}), withOptions(Options{
 		JetStream: JetStreamOptions{Enabled: true},
 		Topology: func() Topology {
 			return Topology{NATS: "leafnode", Domain: "paris", Leafnodes: &Leafnodes{Remotes: 1, Connected: 1}}
 		},
-	})
+	}))
+	pbx, w := r.pbx, r.w
 	w.waitAllUp()
-	watchStatus(t, cc, "ami", "bad").waitState(StateAuthFailed)
+	r.watch("bad").waitState(StateAuthFailed)
 	pbx.DropConnections()
 	w.waitState(StateDisconnected)
 	waitFor(t, seen, func(sts []Status) bool {

@@ -37,12 +37,11 @@ func holdAction(t *testing.T) (answer func(*amitest.ResponseWriter), release fun
 // the requests go on succeeding on the other session and on the new one,
 // instead of a 504 each for those that land on the stuck session.
 func TestBridge_StuckActionSessionIsReplacedWhileRequestsKeepComing(t *testing.T) {
-	r := newRig(t, amitest.Config{RecordReceived: true})
-	nc, cc, pbx, w := r.nc, r.cc, r.pbx, r.w
-	sc := fastServer("pbx1", pbx)
-	sc.ActionTimeout = 250 * time.Millisecond
-	sc.PingInterval = 100 * time.Millisecond // overdue check: 200 ms
-	startBridge(t, nc, []ServerConfig{sc}, Options{})
+	r := newWorld(t, withPBX(amitest.Config{RecordReceived: true}), withServer(func(sc *ServerConfig) {
+		sc.ActionTimeout = 250 * time.Millisecond
+		sc.PingInterval = 100 * time.Millisecond // overdue check: 200 ms
+	}))
+	cc, pbx, w := r.cc, r.pbx, r.w
 	w.waitAllUp()
 	waitSessions(t, pbx, perPBX)
 	before := logins(pbx)
@@ -87,12 +86,9 @@ func TestBridge_StuckActionSessionIsReplacedWhileRequestsKeepComing(t *testing.T
 // A request that waited behind a held action until its requester gave up
 // is never sent to Asterisk.
 func TestBridge_RequestPastItsDeadlineIsNotSent(t *testing.T) {
-	r := newRig(t, amitest.Config{RecordReceived: true})
-	nc, cc, pbx, w := r.nc, r.cc, r.pbx, r.w
-	sc := fastServer("pbx1", pbx)
-	sc.ActionSessions = 1 // so that the late request queues behind the held one
-	// A service connection of its own, so that the main one stamps arrivals.
-	b, _ := startBridge(t, nc, []ServerConfig{sc}, Options{ServiceConn: connect(t, r.ns)})
+	r := newWorld(t, withPBX(amitest.Config{RecordReceived: true}), withServiceConn(),
+		withServer(func(sc *ServerConfig) { sc.ActionSessions = 1 })) // so that the late request queues behind the held one
+	cc, pbx, w, b := r.cc, r.pbx, r.w, r.b
 	w.waitAllUp()
 	answer, release := holdAction(t)
 	held := heldRequest(t, cc, pbx, "Hold", answer)
@@ -131,12 +127,12 @@ func TestBridge_RequestPastItsDeadlineIsNotSent(t *testing.T) {
 // What waits for a session is bounded: past MaxPendingRequests, the
 // running one included, a request is dropped and counted.
 func TestBridge_PendingLimitDropsAndCounts(t *testing.T) {
-	r := newRig(t, amitest.Config{RecordReceived: true})
-	nc, cc, pbx, w := r.nc, r.cc, r.pbx, r.w
-	sc := fastServer("pbx1", pbx)
-	sc.ActionSessions = 1
-	sc.MaxPendingRequests = 3
-	b, _ := startBridge(t, nc, []ServerConfig{sc}, Options{})
+	const maxPending = 3
+	r := newWorld(t, withPBX(amitest.Config{RecordReceived: true}), withServer(func(sc *ServerConfig) {
+		sc.ActionSessions = 1
+		sc.MaxPendingRequests = maxPending
+	}))
+	cc, pbx, w, b := r.cc, r.pbx, r.w, r.b
 	w.waitAllUp()
 	answer, release := holdAction(t)
 	held := heldRequest(t, cc, pbx, "Hold", answer)
@@ -155,7 +151,7 @@ func TestBridge_PendingLimitDropsAndCounts(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The held request counts: nats.go holds it until its handler returns.
-	kept := sc.MaxPendingRequests - 1
+	kept := maxPending - 1
 	wantDropped := uint64(sent - kept)
 	waitStats(t, b, 0, func(st Stats) bool { return st.RequestsOverLimit >= wantDropped })
 	release()
@@ -186,12 +182,8 @@ func TestBridge_PendingLimitDropsAndCounts(t *testing.T) {
 // bounds its wait for Asterisk: the requester gets its 504 when its own
 // Ami-Timeout ends, not that long after the session was free.
 func TestBridge_QueuedRequestKeepsItsDeadline(t *testing.T) {
-	r := newRig(t, amitest.Config{})
-	nc, cc, pbx, w := r.nc, r.cc, r.pbx, r.w
-	sc := fastServer("pbx1", pbx)
-	sc.ActionSessions = 1
-	// A service connection of its own, so that the main one stamps arrivals.
-	b, _ := startBridge(t, nc, []ServerConfig{sc}, Options{ServiceConn: connect(t, r.ns)})
+	r := newWorld(t, withServiceConn(), withServer(func(sc *ServerConfig) { sc.ActionSessions = 1 }))
+	cc, pbx, w, b := r.cc, r.pbx, r.w, r.b
 	w.waitAllUp()
 	pbx.NeverAnswer("Getvar")
 	answer, release := holdAction(t)

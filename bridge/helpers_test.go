@@ -18,6 +18,7 @@ import (
 
 	"github.com/ami-bridge/ami-bridge/amiproto"
 	"github.com/ami-bridge/ami-bridge/amiproto/amitest"
+	"github.com/ami-bridge/ami-bridge/internal/natstest"
 	"github.com/ami-bridge/ami-bridge/subjects"
 )
 
@@ -37,27 +38,7 @@ type natsOptions struct {
 // startNATS runs an embedded nats-server on a random local port.
 func startNATS(t testing.TB, o natsOptions) *server.Server {
 	t.Helper()
-	opts := &server.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true, MaxPayload: o.maxPayload}
-	if o.port != 0 {
-		opts.Port = o.port
-	}
-	if o.jetStream {
-		opts.JetStream = true
-		opts.StoreDir = t.TempDir()
-	}
-	ns, err := server.NewServer(opts)
-	if err != nil {
-		t.Fatalf("nats-server: %v", err)
-	}
-	ns.Start()
-	if !ns.ReadyForConnections(waitTime) {
-		t.Fatal("nats-server not ready")
-	}
-	t.Cleanup(func() {
-		ns.Shutdown()
-		ns.WaitForShutdown()
-	})
-	return ns
+	return natstest.Start(t, natstest.Options{Port: o.port, JetStream: o.jetStream, MaxPayload: o.maxPayload})
 }
 
 func connect(t testing.TB, ns *server.Server) *nats.Conn {
@@ -88,24 +69,6 @@ func startPBX(t testing.TB, cfg amitest.Config) *amitest.Server {
 	}
 	t.Cleanup(func() { pbx.Close() })
 	return pbx
-}
-
-// rig is the usual setup of a test: a NATS server with a connection for
-// the bridge (nc) and one for the test (cc), a PBX, and a watch on the
-// status of pbx1.
-type rig struct {
-	ns     *server.Server
-	nc, cc *nats.Conn
-	pbx    *amitest.Server
-	w      *statusWatch
-}
-
-func newRig(t testing.TB, cfg amitest.Config) rig {
-	t.Helper()
-	ns := startNATS(t, natsOptions{})
-	r := rig{ns: ns, nc: connect(t, ns), cc: connect(t, ns), pbx: startPBX(t, cfg)}
-	r.w = watchStatus(t, r.cc, "ami", "pbx1")
-	return r
 }
 
 // syncBuffer collects log lines from several goroutines.

@@ -15,7 +15,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/ami-bridge/ami-bridge/amiproto/amitest"
 	"github.com/ami-bridge/ami-bridge/subjects"
 )
 
@@ -44,13 +43,10 @@ func waitFor[T any](t testing.TB, get func() T, ok func(T) bool) T {
 }
 
 func TestBridge_JetStream(t *testing.T) {
-	ns := startNATS(t, natsOptions{jetStream: true})
-	nc, cc := connect(t, ns), connect(t, ns)
-	pbx := startPBX(t, amitest.Config{})
-	w := watchStatus(t, cc, "ami", "pbx1")
-	sc := fastServer("pbx1", pbx)
-	sc.EventsInclude = []string{"UserEvent"}
-	b, _ := startBridge(t, nc, []ServerConfig{sc}, Options{JetStream: JetStreamOptions{Enabled: true, MaxAge: time.Hour, Duplicates: time.Minute}})
+	tw := newWorld(t, withNATS(natsOptions{jetStream: true}),
+		withServer(func(sc *ServerConfig) { sc.EventsInclude = []string{"UserEvent"} }),
+		withOptions(Options{JetStream: JetStreamOptions{Enabled: true, MaxAge: time.Hour, Duplicates: time.Minute}}))
+	cc, pbx, w, b := tw.cc, tw.pbx, tw.w, tw.b
 	st := w.waitState(StateConnected)
 	if st.JSFailures == nil || *st.JSFailures != 0 {
 		t.Fatalf("status with JetStream lacks js_failures: %+v", st)
@@ -151,9 +147,8 @@ func TestBridge_JetStream(t *testing.T) {
 // JetStreamOptions.Replicas, which a single server refuses for 3; an
 // existing stream with other replicas is used as it is, with a warning.
 func TestBridge_JetStreamReplicas(t *testing.T) {
-	ns := startNATS(t, natsOptions{jetStream: true})
-	nc, cc := connect(t, ns), connect(t, ns)
-	pbx := startPBX(t, amitest.Config{})
+	tw := newWorld(t, withNATS(natsOptions{jetStream: true}), withoutBridge())
+	nc, cc, pbx := tw.nc, tw.cc, tw.pbx
 	opts := Options{JetStream: JetStreamOptions{Enabled: true, Replicas: 3}}
 
 	b, err := New(nc, []ServerConfig{fastServer("pbx1", pbx)}, opts)

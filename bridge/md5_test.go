@@ -12,14 +12,10 @@ import (
 // receives: the session connects and answers an action, and the secret
 // never crossed the wire.
 func TestBridge_MD5AuthNeverPutsTheSecretOnTheWire(t *testing.T) {
-	ns := startNATS(t, natsOptions{})
-	nc, cc := connect(t, ns), connect(t, ns)
-	pbx := startPBX(t, amitest.Config{RequireMD5: true, RecordReceived: true})
-	w := watchStatus(t, cc, "ami", "pbx1")
-	sc := fastServer("pbx1", pbx)
-	sc.Auth = "md5"
-	startBridge(t, nc, []ServerConfig{sc}, Options{})
-	w.waitState(StateConnected)
+	tw := newWorld(t, withPBX(amitest.Config{RequireMD5: true, RecordReceived: true}),
+		withServer(func(sc *ServerConfig) { sc.Auth = "md5" }))
+	tw.w.waitState(StateConnected)
+	cc, pbx := tw.cc, tw.pbx
 	if m := request(t, cc, "ami.pbx1.action", `{"Action":"Ping"}`, nil); !strings.Contains(string(m.Data), `"Pong"`) {
 		t.Fatalf("Ping reply %s", m.Data)
 	}

@@ -118,13 +118,11 @@ func TestNew_RefusesTheDefaultInboxPrefix(t *testing.T) {
 // answer shows on those subjects, the stream keeps its messages, and
 // Stats counts each one.
 func TestAction_ReplyNotAnInboxIsDroppedUnanswered(t *testing.T) {
-	ns := startNATS(t, natsOptions{jetStream: true})
-	nc, cc := connect(t, ns), connect(t, ns)
-	pbx := startPBX(t, amitest.Config{RecordReceived: true})
-	sc := fastServer("pbx1", pbx)
-	sc.EventsInclude = []string{"UserEvent"}
-	sc.ActionSessions = 1 // one queue: a request answered means the ones before were handled
-	b, logs := startBridge(t, nc, []ServerConfig{sc}, Options{JetStream: JetStreamOptions{Enabled: true}})
+	tw := newWorld(t, withNATS(natsOptions{jetStream: true}), withPBX(amitest.Config{RecordReceived: true}), withServer(func(sc *ServerConfig) {
+		sc.EventsInclude = []string{"UserEvent"}
+		sc.ActionSessions = 1 // one queue: a request answered means the ones before were handled
+	}), withOptions(Options{JetStream: JetStreamOptions{Enabled: true}}))
+	nc, cc, pbx, b, logs := tw.nc, tw.cc, tw.pbx, tw.b, tw.logs
 	waitStats(t, b, 0, func(st Stats) bool { return st.Up })
 	waitSessions(t, pbx, 2)
 

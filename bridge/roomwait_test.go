@@ -91,10 +91,7 @@ func TestShed_NumbersAndCountsAsDrops(t *testing.T) {
 	ns := startNATS(t, natsOptions{})
 	nc, cc := connect(t, ns), connect(t, ns)
 	sub := eventSub(t, cc, "ami")
-	b, err := New(nc, []ServerConfig{{Name: "pbx1", URL: "admin:x@127.0.0.1"}}, Options{EventBuffer: room})
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := unstarted(t, nc, Options{EventBuffer: room})
 	p := b.pbxes[0]
 	shed := 0
 	for i := 1; i <= n; i++ { // what the event client does, the publisher not running

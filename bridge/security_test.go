@@ -44,10 +44,8 @@ func expectCode(t *testing.T, m *nats.Msg, code int, want string) {
 // 20, tried as a requester would. Asterisk skips the bytes below 0x21 at the
 // start of a value, so each of these would run the action after them.
 func TestBridge_NoSpellingOfADeniedActionReachesThePBX(t *testing.T) {
-	r := newRig(t, amitest.Config{RecordReceived: true})
-	sc := fastServer("pbx1", r.pbx)
-	sc.ActionsDeny = []string{"Originate", "Command"}
-	startBridge(t, r.nc, []ServerConfig{sc}, Options{})
+	r := newWorld(t, withPBX(amitest.Config{RecordReceived: true}),
+		withServer(func(sc *ServerConfig) { sc.ActionsDeny = []string{"Originate", "Command"} }))
 	r.w.waitAllUp()
 	subject := subjects.Action("ami", "pbx1")
 	for _, body := range []string{
@@ -78,16 +76,15 @@ func TestBridge_NoSpellingOfADeniedActionReachesThePBX(t *testing.T) {
 // configuration actions and an Originate that needs the system class never
 // reach the PBX; named, they do.
 func TestBridge_SafeDefaults(t *testing.T) {
-	ns := startNATS(t, natsOptions{})
-	nc, cc := connect(t, ns), connect(t, ns)
-	pbx1 := startPBX(t, amitest.Config{RecordReceived: true})
 	pbx2 := startPBX(t, amitest.Config{RecordReceived: true})
-	w1, w2 := watchStatus(t, cc, "ami", "pbx1"), watchStatus(t, cc, "ami", "pbx2")
 	named := fastServer("pbx2", pbx2)
 	named.ActionsAllow = []string{"*", "GetConfig", OriginateSystem}
-	startBridge(t, nc, []ServerConfig{fastServer("pbx1", pbx1), named}, Options{})
-	w1.waitAllUp()
-	w2.waitAllUp()
+	r := newWorld(t, withPBX(amitest.Config{RecordReceived: true}), watching("pbx2"), withServers(func(r *world) []ServerConfig {
+		return []ServerConfig{fastServer("pbx1", r.pbx), named}
+	}))
+	r.w.waitAllUp()
+	r.watch("pbx2").waitAllUp()
+	cc, pbx1 := r.cc, r.pbx
 
 	getConfig := `{"Action":"GetConfig","Filename":"manager.conf"}`
 	system := `{"Action":"Originate","Channel":"Local/100@default","Application":"System","Data":"touch /tmp/x","Async":true}`
@@ -123,16 +120,17 @@ func TestBridge_SafeDefaults(t *testing.T) {
 // the bridge's is its to hide.
 func TestBridge_OwnSecretMaskedInEveryReply(t *testing.T) {
 	const urlSecret = "0ld-url-secret"
-	r := newRig(t, amitest.Config{Users: map[string]amitest.User{
+	r := newWorld(t, withPBX(amitest.Config{Users: map[string]amitest.User{
 		"admin": {Secret: testSecret, Write: true},
 		"old":   {Secret: urlSecret},
 		"ops":   {Secret: "ops-pa55word"},
-	}})
-	sc := fastServer("pbx1", r.pbx)
-	sc.URL = r.pbx.URL("admin", urlSecret)
-	sc.Secret = testSecret
-	sc.ActionsAllow = []string{"*", "GetConfig"}
-	startBridge(t, r.nc, []ServerConfig{sc}, Options{})
+	}}), withServers(func(r *world) []ServerConfig {
+		sc := fastServer("pbx1", r.pbx)
+		sc.URL = r.pbx.URL("admin", urlSecret)
+		sc.Secret = testSecret
+		sc.ActionsAllow = []string{"*", "GetConfig"}
+		return []ServerConfig{sc}
+	}))
 	r.w.waitAllUp()
 
 	r.pbx.HandleFunc("SecretList", func(w *amitest.ResponseWriter, _ *amitest.Request) {

@@ -31,10 +31,7 @@ func TestSeq_NoGapAndGapsEqualDrops(t *testing.T) {
 			ns := startNATS(t, natsOptions{})
 			nc, cc := connect(t, ns), connect(t, ns)
 			sub := eventSub(t, cc, "ami")
-			b, err := New(nc, []ServerConfig{{Name: "pbx1", URL: "admin:x@127.0.0.1"}}, Options{EventBuffer: tc.buffer})
-			if err != nil {
-				t.Fatal(err)
-			}
+			b := unstarted(t, nc, Options{EventBuffer: tc.buffer})
 			p := b.pbxes[0]
 			done := make(chan struct{})
 			start := func() {

@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/micro"
 
 	"github.com/ami-bridge/ami-bridge/amiproto/amitest"
+	"github.com/ami-bridge/ami-bridge/internal/natstest"
 	"github.com/ami-bridge/ami-bridge/subjects"
 )
 
@@ -33,20 +34,7 @@ func twoUsersNATS(t *testing.T) *server.Server {
 		}},
 		{Username: "client", Password: "client-pass"},
 	}
-	opts := &server.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true, Users: users}
-	ns, err := server.NewServer(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ns.Start()
-	if !ns.ReadyForConnections(waitTime) {
-		t.Fatal("nats-server not ready")
-	}
-	t.Cleanup(func() {
-		ns.Shutdown()
-		ns.WaitForShutdown()
-	})
-	return ns
+	return natstest.Start(t, natstest.Options{Users: users})
 }
 
 // connectAs connects as user, with an inbox prefix of _INBOX.<user>, and

@@ -82,15 +82,12 @@ func TestServerDefaults_SecretOverridesTheURLsAsItIs(t *testing.T) {
 }
 
 func TestBridge_MD5LoginKeepaliveAndPeriodicStatus(t *testing.T) {
-	ns := startNATS(t, natsOptions{})
-	nc, cc := connect(t, ns), connect(t, ns)
-	pbx := startPBX(t, amitest.Config{})
-	w := watchStatus(t, cc, "ami", "pbx1")
-	sc := fastServer("pbx1", pbx)
-	sc.Auth = "md5"
-	sc.PingInterval = 50 * time.Millisecond
-	startBridge(t, nc, []ServerConfig{sc}, Options{StatusInterval: 20 * time.Millisecond})
-	w.waitState(StateConnected)
+	tw := newWorld(t, withServer(func(sc *ServerConfig) {
+		sc.Auth = "md5"
+		sc.PingInterval = 50 * time.Millisecond
+	}), withOptions(Options{StatusInterval: 20 * time.Millisecond}))
+	tw.w.waitState(StateConnected)
+	pbx, w := tw.pbx, tw.w
 
 	// Unchanged state is published again at every interval.
 	for range 3 {

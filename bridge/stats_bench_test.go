@@ -23,10 +23,7 @@ func BenchmarkAcceptEvent(b *testing.B) {
 				opts.JetStream.Enabled, opts.HA.Enabled = true, true
 				path = "keep"
 			}
-			br, err := New(connect(b, ns), []ServerConfig{{Name: "pbx1", URL: "admin:x@127.0.0.1"}}, opts)
-			if err != nil {
-				b.Fatal(err)
-			}
+			br := unstarted(b, connect(b, ns), opts)
 			s := br.pbxes[0]
 			if opts.HA.Enabled && s.ha == nil {
 				b.Fatal("no HA")
@@ -99,10 +96,7 @@ func BenchmarkStatsHooks(b *testing.B) {
 	})
 	b.Run("path=scrape", func(b *testing.B) {
 		ns := startNATS(b, natsOptions{})
-		br, err := New(connect(b, ns), []ServerConfig{{Name: "pbx1", URL: "admin:x@127.0.0.1"}}, Options{})
-		if err != nil {
-			b.Fatal(err)
-		}
+		br := unstarted(b, connect(b, ns), Options{})
 		b.ReportAllocs()
 		b.ResetTimer()
 		for i := 0; i < b.N; i++ {

@@ -28,19 +28,17 @@ func TestStats_EventsActionsAndLogins(t *testing.T) {
 }
 
 func testStats(t *testing.T, js bool) {
-	ns := startNATS(t, natsOptions{jetStream: js})
-	nc, cc := connect(t, ns), connect(t, ns)
-	pbx := startPBX(t, amitest.Config{})
-	pbx.HandleFunc("MyOwnAction", func(w *amitest.ResponseWriter, _ *amitest.Request) { w.Success() })
 	wrong := startPBX(t, amitest.Config{AuthFailDelay: -1})
-	w := watchStatus(t, cc, "ami", "pbx1")
-	sc := fastServer("pbx1", pbx)
-	sc.EventsInclude = []string{"UserEvent"}
 	bad := fastServer("pbx2", wrong)
 	bad.URL = wrong.URL("admin", "not-the-secret")
-	b, _ := startBridge(t, nc, []ServerConfig{sc, bad}, Options{EventBuffer: 100, JetStream: JetStreamOptions{Enabled: js}})
-	w.waitState(StateConnected)
-	waitSessions(t, pbx, 1+DefaultActionSessions) // events and actions
+	tw := newWorld(t, withNATS(natsOptions{jetStream: js}), withServers(func(tw *world) []ServerConfig {
+		tw.pbx.HandleFunc("MyOwnAction", func(w *amitest.ResponseWriter, _ *amitest.Request) { w.Success() })
+		sc := fastServer("pbx1", tw.pbx)
+		sc.EventsInclude = []string{"UserEvent"}
+		return []ServerConfig{sc, bad}
+	}), withOptions(Options{EventBuffer: 100, JetStream: JetStreamOptions{Enabled: js}}))
+	tw.up() // the event session and the action sessions
+	cc, pbx, b := tw.cc, tw.pbx, tw.b
 	// The logins' SuccessfulAuth events reach the event session in its
 	// stream, before a marker sent now: once the marker is published the
 	// counters hold them all.

@@ -26,14 +26,10 @@ func TestStatus_TLSVerificationHint(t *testing.T) {
 		{"other name", &tls.Config{RootCAs: pool, ServerName: "pbx.example"}, []string{"pbx.example", "set tls.server_name"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			ns := startNATS(t, natsOptions{})
-			nc, cc := connect(t, ns), connect(t, ns)
-			pbx := startPBX(t, amitest.Config{TLS: &tls.Config{Certificates: []tls.Certificate{cert}}})
-			w := watchStatus(t, cc, "ami", "pbx1")
-			sc := fastServer("pbx1", pbx)
-			sc.TLS = tc.client
-			_, logs := startBridge(t, nc, []ServerConfig{sc}, Options{})
-			st := w.waitState(StateDisconnected)
+			tw := newWorld(t, withPBX(amitest.Config{TLS: &tls.Config{Certificates: []tls.Certificate{cert}}}),
+				withServer(func(sc *ServerConfig) { sc.TLS = tc.client }))
+			logs := tw.logs
+			st := tw.w.waitState(StateDisconnected)
 			for _, want := range tc.want {
 				if !strings.Contains(st.Error, want) {
 					t.Errorf("status error %q lacks %q", st.Error, want)

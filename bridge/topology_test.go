@@ -3,28 +3,23 @@ package bridge
 import (
 	"sync/atomic"
 	"testing"
-
-	"github.com/ami-bridge/ami-bridge/amiproto/amitest"
 )
 
 // TestStatus_Topology: the status carries what Options.Topology says, read
 // afresh for every status (a leaf link that drops shows at the next one),
 // with the stream and the replicas Start created it with.
 func TestStatus_Topology(t *testing.T) {
-	ns := startNATS(t, natsOptions{jetStream: true})
-	nc, cc := connect(t, ns), connect(t, ns)
-	pbx := startPBX(t, amitest.Config{})
-	w := watchStatus(t, cc, "ami", "pbx1")
 	var linked atomic.Int64
 	linked.Store(1)
 	topo := func() Topology {
 		return Topology{NATS: "leafnode", Domain: "paris", Leafnodes: &Leafnodes{Remotes: 1, Connected: int(linked.Load())}}
 	}
-	b, _ := startBridge(t, nc, []ServerConfig{fastServer("pbx1", pbx)}, Options{
+	tw := newWorld(t, withNATS(natsOptions{jetStream: true}), withOptions(Options{
 		JetStream: JetStreamOptions{Enabled: true},
 		Topology:  topo,
-	})
-	st := w.waitState(StateConnected)
+	}))
+	b := tw.b
+	st := tw.w.waitState(StateConnected)
 	want := Topology{NATS: "leafnode", Domain: "paris", Leafnodes: &Leafnodes{Remotes: 1, Connected: 1}, Stream: DefaultStream, Replicas: DefaultReplicas}
 	if st.Topology == nil || !sameTopology(*st.Topology, want) {
 		t.Fatalf("published status topology = %+v, want %+v", st.Topology, want)
@@ -43,8 +38,8 @@ func TestStatus_Topology(t *testing.T) {
 // TestStatus_NoTopology: without Options.Topology and JetStream the status
 // has no topology key at all, as before the field existed.
 func TestStatus_NoTopology(t *testing.T) {
-	r := newRig(t, amitest.Config{})
-	b, _ := startBridge(t, r.nc, []ServerConfig{fastServer("pbx1", r.pbx)}, Options{})
+	r := newWorld(t)
+	b := r.b
 	if st := r.w.waitState(StateConnected); st.Topology != nil {
 		t.Errorf("status without a topology to tell has one: %+v", st.Topology)
 	}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/ami-bridge/ami-bridge/bridge"
 	"github.com/ami-bridge/ami-bridge/cmd/ami-bridge/internal/config"
+	"github.com/ami-bridge/ami-bridge/internal/natstest"
 )
 
 // leafConfig is a site whose embedded server is a leaf node of the hub
@@ -86,18 +87,9 @@ func TestStartEmbedded_LeafnodeOfAHub(t *testing.T) {
 	}
 	leafPort := l.Addr().(*net.TCPAddr).Port
 	l.Close()
-	hub, err := server.NewServer(&server.Options{
-		Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true,
-		LeafNode: server.LeafNodeOpts{Host: "127.0.0.1", Port: leafPort, Username: "site", Password: "Leaf-Pass-1"},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go hub.Start()
-	if !hub.ReadyForConnections(testTimeout) {
-		t.Fatal("hub not ready")
-	}
-	defer hub.Shutdown()
+	hub := natstest.Start(t, natstest.Options{Configure: func(o *server.Options) {
+		o.LeafNode = server.LeafNodeOpts{Host: "127.0.0.1", Port: leafPort, Username: "site", Password: "Leaf-Pass-1"}
+	}})
 	hubURL := "nats-leaf://127.0.0.1:" + strconv.Itoa(leafPort)
 
 	cfg := leafConfig(hubURL, true)

@@ -8,12 +8,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 
 	"github.com/ami-bridge/ami-bridge/amiproto"
 	"github.com/ami-bridge/ami-bridge/amiproto/amitest"
 	"github.com/ami-bridge/ami-bridge/bridge"
+	"github.com/ami-bridge/ami-bridge/internal/natstest"
 )
 
 // TestRun runs the example against an embedded NATS server with
@@ -21,16 +21,7 @@ import (
 // PBX sent, in Ami-Seq order, then again from where it stopped (the
 // consumer is durable), and decodes the CoreStatus reply.
 func TestRun(t *testing.T) {
-	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true,
-		JetStream: true, StoreDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ns.Start()
-	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server not ready")
-	}
+	ns := natstest.Start(t, natstest.Options{JetStream: true})
 	nc, err := nats.Connect(ns.ClientURL())
 	if err != nil {
 		t.Fatal(err)

@@ -191,7 +191,7 @@ func TestChaos_ClusterNodeStops(t *testing.T) {
 	t.Logf("%.1fs: the PBX sent %d call events", time.Since(begin).Seconds(), sent)
 
 	waitStreamMsgs(t, js, "IT_CLUSTER", uint64(sent+loginEvents), storeStall)
-	st := readStream(t, js, "IT_CLUSTER")
+	st := tallyStream(t, js, "IT_CLUSTER")
 	st.checkIDs(t)
 	st.check(t, "c1", sent)
 	t.Log(finalStatus(w, b, "c1"))

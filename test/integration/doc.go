@@ -8,9 +8,12 @@
 //	go test -race -count=1 ./test/integration/
 //
 // Each test builds a world (harness_test.go): its own NATS server, a client
-// collecting every status and event (collect_test.go), amitest PBXes, and
-// the bridge process with its YAML file and captured log (process_test.go).
-// Replies are read by reply_test.go. At the end of every test the process
+// collecting every status and event (harness_inbox_test.go), amitest
+// PBXes, and the bridge process with its YAML file and captured log
+// (harness_process_test.go). Replies are read by harness_reply_test.go,
+// JetStream streams by harness_stream_test.go; the chaos tests' servers,
+// load and WAN link are in harness_chaos_test.go. The harness_* files hold
+// no test. At the end of every test the process
 // must exit 0 on SIGTERM, and no secret of the world may appear in its
 // log, in a reply or in a status.
 //

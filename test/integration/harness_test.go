@@ -16,6 +16,7 @@ import (
 
 	"github.com/ami-bridge/ami-bridge/amiproto"
 	"github.com/ami-bridge/ami-bridge/amiproto/amitest"
+	"github.com/ami-bridge/ami-bridge/internal/natstest"
 )
 
 // Bounds on every wait. They are generous because the machine running the
@@ -104,8 +105,7 @@ func newWorldNoEvents(t *testing.T, o natsOptions) *world {
 func (w *world) restartNATS() (start func()) {
 	w.t.Helper()
 	port := w.ns.Addr().(*net.TCPAddr).Port
-	w.ns.Shutdown()
-	w.ns.WaitForShutdown()
+	natstest.Stop(w.ns)
 	return func() {
 		w.t.Helper()
 		w.ns = startNATSOn(w.t, w.natsOpts, port)
@@ -115,41 +115,17 @@ func (w *world) restartNATS() (start func()) {
 // startNATS starts an in-process nats-server on a random local port.
 func startNATS(t testing.TB, o natsOptions) *server.Server {
 	t.Helper()
-	return startNATSOn(t, o, server.RANDOM_PORT)
+	return startNATSOn(t, o, 0)
 }
 
 func startNATSOn(t testing.TB, o natsOptions, port int) *server.Server {
 	t.Helper()
-	opts := &server.Options{
-		Host:       "127.0.0.1",
-		Port:       port,
-		NoLog:      true,
-		NoSigs:     true,
-		MaxPayload: o.maxPayload,
-		Username:   o.user,
-		Password:   o.pass,
-	}
+	opts := natstest.Options{Port: port, JetStream: o.jetStream, MaxPayload: o.maxPayload, Username: o.user, Password: o.pass}
 	if o.users != nil {
 		opts.Username, opts.Password = "", ""
 		opts.Users = o.users
 	}
-	if o.jetStream {
-		opts.JetStream = true
-		opts.StoreDir = t.TempDir()
-	}
-	ns, err := server.NewServer(opts)
-	if err != nil {
-		t.Fatalf("nats-server: %v", err)
-	}
-	go ns.Start()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server did not get ready")
-	}
-	t.Cleanup(func() {
-		ns.Shutdown()
-		ns.WaitForShutdown()
-	})
-	return ns
+	return natstest.Start(t, opts)
 }
 
 func (w *world) addSecret(s string) {

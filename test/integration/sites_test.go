@@ -278,7 +278,7 @@ func TestChaos_SitesBufferThroughWANCut(t *testing.T) {
 	t.Logf("%.1fs: the PBXes sent %v call events", time.Since(begin).Seconds(), sent)
 	waitStreamMsgs(t, js, hubStream, want, sourceStall)
 	t.Logf("%.1fs: the hub's stream holds them", time.Since(begin).Seconds())
-	st := readStream(t, js, hubStream)
+	st := tallyStream(t, js, hubStream)
 	st.checkIDs(t)
 	for _, s := range sites {
 		st.check(t, s.name, sent[s.name])

@@ -60,6 +60,16 @@ func (in *inbox) len() int {
 // and its index. It fails the test after timeout.
 func (in *inbox) waitFor(t testing.TB, from int, timeout time.Duration, what string, match func(*nats.Msg) bool) (int, *nats.Msg) {
 	t.Helper()
+	i, m, ok := in.find(from, timeout, match)
+	if !ok {
+		t.Fatalf("timed out after %v waiting for %s", timeout, what)
+	}
+	return i, m
+}
+
+// find returns the first message at index from or later that matches,
+// and its index; false after timeout.
+func (in *inbox) find(from int, timeout time.Duration, match func(*nats.Msg) bool) (int, *nats.Msg, bool) {
 	deadline := time.NewTimer(timeout)
 	defer deadline.Stop()
 	for i := from; ; {
@@ -68,13 +78,13 @@ func (in *inbox) waitFor(t testing.TB, from int, timeout time.Duration, what str
 		in.mu.Unlock()
 		for ; i < len(msgs); i++ {
 			if match(msgs[i]) {
-				return i, msgs[i]
+				return i, msgs[i], true
 			}
 		}
 		select {
 		case <-changed:
 		case <-deadline.C:
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
+			return i, nil, false
 		}
 	}
 }

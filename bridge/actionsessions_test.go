@@ -24,7 +24,7 @@ import (
 // Asterisk does (capture 17), so a bridge that ran actions on its event
 // session would publish none of the markers while the action is held.
 func TestBridge_SlowActionStallsNeitherEventsNorKeepalive(t *testing.T) {
-	r := newRig(t, amitest.Config{})
+	r := newWorld(t, withoutBridge())
 	nc, cc, pbx, w := r.nc, r.cc, r.pbx, r.w
 	pings := make(chan struct{}, 1024)
 	pbx.HandleFunc("Ping", func(w *amitest.ResponseWriter, _ *amitest.Request) {
@@ -98,12 +98,11 @@ func TestBridge_SlowActionStallsNeitherEventsNorKeepalive(t *testing.T) {
 // An idle action session that stops answering is found out by its own
 // keepalive and replaced.
 func TestBridge_ActionSessionKeepalive(t *testing.T) {
-	r := newRig(t, amitest.Config{})
-	nc, pbx, w := r.nc, r.pbx, r.w
-	sc := fastServer("pbx1", pbx)
-	sc.PingInterval = 20 * time.Millisecond
-	sc.ActionSessions = 1
-	startBridge(t, nc, []ServerConfig{sc}, Options{})
+	r := newWorld(t, withServer(func(sc *ServerConfig) {
+		sc.PingInterval = 20 * time.Millisecond
+		sc.ActionSessions = 1
+	}))
+	pbx, w := r.pbx, r.w
 	w.waitAllUp()
 	pbx.NeverAnswer("Ping")
 	for {
@@ -124,7 +123,7 @@ func TestBridge_ActionSessionKeepalive(t *testing.T) {
 // Two bridges for one PBX, one with a wrong secret: the misconfigured one
 // never joins the queue group, so every request reaches the good one.
 func TestBridge_MisconfiguredBridgeTakesNoRequests(t *testing.T) {
-	r := newRig(t, amitest.Config{})
+	r := newWorld(t, withoutBridge())
 	good, bad, cc, pbx, w := r.nc, connect(t, r.ns), r.cc, r.pbx, r.w
 	wrong := fastServer("pbx1", pbx)
 	wrong.URL = pbx.URL("admin", "Wrong-Secret")
@@ -189,11 +188,8 @@ func serviceAnswers(t *testing.T, nc *nats.Conn, verb string, n int) [][]byte {
 // errors found at once (400, 403) and errors from the PBX (422) or its
 // silence (504) alike, and the time the PBX took.
 func TestBridge_MicroStatsCoverEveryReply(t *testing.T) {
-	r := newRig(t, amitest.Config{})
-	nc, cc, pbx, w := r.nc, r.cc, r.pbx, r.w
-	sc := fastServer("pbx1", pbx)
-	sc.ActionSessions = 1 // one instance, so the stats are one endpoint's
-	startBridge(t, nc, []ServerConfig{sc}, Options{})
+	r := newWorld(t, withServer(func(sc *ServerConfig) { sc.ActionSessions = 1 })) // one instance, so the stats are one endpoint's
+	cc, pbx, w := r.cc, r.pbx, r.w
 	w.waitAllUp()
 	const slow = 150 * time.Millisecond
 	pbx.HandleFunc("Slow", func(w *amitest.ResponseWriter, _ *amitest.Request) {
@@ -239,9 +235,8 @@ func TestBridge_MicroStatsCoverEveryReply(t *testing.T) {
 // OriginateResponse arrives on the event session: it still carries the
 // requester's ActionID, never the bridge's own.
 func TestBridge_OriginateResponseCarriesTheRequestersActionID(t *testing.T) {
-	r := newRig(t, amitest.Config{})
-	nc, cc, pbx, w := r.nc, r.cc, r.pbx, r.w
-	startBridge(t, nc, []ServerConfig{fastServer("pbx1", pbx)}, Options{})
+	r := newWorld(t)
+	cc, pbx, w := r.cc, r.pbx, r.w
 	w.waitAllUp()
 	waitSessions(t, pbx, perPBX)
 	sub, err := cc.SubscribeSync(subjects.Event("ami", "pbx1", "OriginateResponse"))
@@ -277,7 +272,7 @@ func TestBridge_ShutdownLeavesNoGoroutine(t *testing.T) {
 	// Without JetStream: its async-publish reply subscription lives with
 	// the NATS connection, which the caller owns, and the stream's
 	// goroutines are the server's.
-	r := newRig(t, amitest.Config{})
+	r := newWorld(t, withoutBridge())
 	nc, cc, pbx, w := r.nc, r.cc, r.pbx, r.w
 	sc := fastServer("pbx1", pbx)
 	sc.PingInterval = 10 * time.Millisecond
