@@ -1,6 +1,7 @@
 package ha
 
 import (
+	"reflect"
 	"strconv"
 	"testing"
 
@@ -363,12 +364,12 @@ func TestChain_DependsOnlyOnTheWindow(t *testing.T) {
 }
 
 func TestValue_RoundTrip(t *testing.T) {
-	v := Value{Epoch: 1700000000123, Limit: 65541}
+	v := Value{Epoch: 1700000000123, Limit: 65541, Run: 12, Marks: []Answer{{ID: "a:1#2", Seq: 40}}}
 	got, err := DecodeValue(v.Encode())
-	if err != nil || got != v {
+	if err != nil || !reflect.DeepEqual(got, v) {
 		t.Fatalf("DecodeValue = %+v, %v", got, err)
 	}
-	if got, err := DecodeValue(nil); err != nil || got != (Value{}) {
+	if got, err := DecodeValue(nil); err != nil || !reflect.DeepEqual(got, Value{}) {
 		t.Fatalf("DecodeValue(nil) = %+v, %v", got, err)
 	}
 	if _, err := DecodeValue([]byte("{")); err == nil {
