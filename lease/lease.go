@@ -220,7 +220,9 @@ func (b *Bucket) Acquire(ctx context.Context, key, holder string, data []byte) (
 	l := &Lease{b: b, key: key, holder: holder, token: token, rev: rev, base: sent}
 	l.setDeadline(sent)
 	if len(data) > 0 {
-		if _, err := b.kv.Put(ctx, lastKey(key), v); err != nil {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		if err := l.writeLastLocked(ctx, v); err != nil {
 			return l, fmt.Errorf("lease: acquire %s: write data: %w", key, err)
 		}
 	}
@@ -276,8 +278,9 @@ type Lease struct {
 	deadline atomic.Int64
 	lost     atomic.Bool
 
-	mu  sync.Mutex // serialises Renew and Release, and guards rev
-	rev uint64
+	mu      sync.Mutex // serialises Renew and Release, and guards rev and lastRev
+	rev     uint64
+	lastRev uint64 // of the .last key, as this lease last wrote or read it
 }
 
 // setDeadline makes the lease valid until the TTL less the guard after
@@ -344,9 +347,7 @@ func (l *Lease) renewLocked(ctx context.Context, data []byte) error {
 			l.setDeadline(sent)
 			break
 		}
-		var apiErr *jetstream.APIError
-		if !errors.As(err, &apiErr) || (apiErr.ErrorCode != jetstream.JSErrCodeStreamWrongLastSequence &&
-			apiErr.ErrorCode != jetstream.JSErrCodeStreamWrongLastSequenceConstant) {
+		if !wrongLast(err) {
 			return fmt.Errorf("lease: renew %s: %w", l.key, err)
 		}
 		if adopted {
@@ -373,11 +374,60 @@ func (l *Lease) renewLocked(ctx context.Context, data []byte) error {
 		}
 	}
 	if len(data) > 0 {
-		if _, err := l.b.kv.Put(ctx, lastKey(l.key), v); err != nil {
+		if err := l.writeLastLocked(ctx, v); err != nil {
 			return fmt.Errorf("lease: renew %s: write data: %w", l.key, err)
 		}
 	}
 	return nil
+}
+
+// writeLastLocked writes v to the .last key by compare-and-set, so that a
+// holder whose write is late (its lease ended meanwhile) cannot overwrite
+// what a later holder wrote. When the key moved since this lease last saw
+// it, the writer is this lease (an ack lost), or an earlier holder if this
+// lease still holds the key: either way v goes on top. Otherwise a later
+// holder wrote it, and the lease is lost. l.mu is held.
+func (l *Lease) writeLastLocked(ctx context.Context, v []byte) error {
+	for range 3 {
+		rev, err := l.b.kv.Update(ctx, lastKey(l.key), v, l.lastRev)
+		if err == nil {
+			l.lastRev = rev
+			return nil
+		}
+		if !wrongLast(err) {
+			return err
+		}
+		e, err := l.b.kv.Get(ctx, lastKey(l.key))
+		switch {
+		case errors.Is(err, jetstream.ErrKeyNotFound):
+			l.lastRev = 0
+			continue
+		case err != nil:
+			return err
+		}
+		var r record
+		if json.Unmarshal(e.Value(), &r) != nil || r.Token != l.token {
+			k, err := l.b.kv.Get(ctx, l.key)
+			if err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+				return err
+			}
+			var kr record
+			if err != nil || json.Unmarshal(k.Value(), &kr) != nil || kr.Token != l.token {
+				l.lost.Store(true)
+				return fmt.Errorf("%w: %s was taken by someone else", ErrLost, l.key)
+			}
+		}
+		l.lastRev = e.Revision()
+	}
+	return fmt.Errorf("lease: %s keeps changing", lastKey(l.key))
+}
+
+// wrongLast reports whether err is JetStream's refusal of a
+// compare-and-set: the subject moved past the revision given.
+func wrongLast(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
 }
 
 // Release writes data as the last payload and gives the key up, so that a

@@ -433,3 +433,45 @@ func TestValid_DoesNotWaitForARenewal(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// The .last key is written by compare-and-set. A write there by an
+// earlier holder, late, while this lease holds the key, is overwritten by
+// the next renewal; a later holder's write ends this lease rather than
+// being overwritten.
+func TestLast_CompareAndSet(t *testing.T) {
+	js := startJetStream(t)
+	b := open(t, js, 2*time.Second)
+	l, err := b.Acquire(t.Context(), "pbx1", "a", []byte(`{"seq":1}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv, err := js.KeyValue(t.Context(), "leases")
+	if err != nil {
+		t.Fatal(err)
+	}
+	late := []byte(`{"holder":"old","token":"old/1","data":{"seq":0}}`)
+	if _, err := kv.Put(t.Context(), "pbx1.last", late); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Renew(t.Context(), []byte(`{"seq":2}`)); err != nil {
+		t.Fatalf("renew after an earlier holder's late write: %v", err)
+	}
+	if st, err := b.Get(t.Context(), "pbx1"); err != nil || string(st.Data) != `{"seq":2}` || st.DataToken != l.Token() {
+		t.Fatalf("last data %s by %s (%v), want this lease's {\"seq\":2}", st.Data, st.DataToken, err)
+	}
+	// A later holder took the key and wrote .last: this lease's next
+	// write must not land there.
+	if _, err := kv.Put(t.Context(), "pbx1", []byte(`{"holder":"b","token":"b/1"}`)); err != nil {
+		t.Fatal(err)
+	}
+	later := []byte(`{"holder":"b","token":"b/1","data":{"seq":9}}`)
+	if _, err := kv.Put(t.Context(), "pbx1.last", later); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Renew(t.Context(), []byte(`{"seq":3}`)); !errors.Is(err, lease.ErrLost) {
+		t.Fatalf("renew after a later holder: %v, want ErrLost", err)
+	}
+	if st, err := b.Get(t.Context(), "pbx1"); err != nil || string(st.Data) != `{"seq":9}` {
+		t.Fatalf("last data %s (%v), want the later holder's", st.Data, err)
+	}
+}
