@@ -143,6 +143,11 @@ type haNode struct {
 
 	active  atomic.Bool // mirrors role for the publisher's fast check
 	closing atomic.Bool // Shutdown's handover started: contend no more
+	// ended is set when the event session's login ends while active: the
+	// events the PBX sends until the next login are missing from this
+	// process's, so it publishes nothing more and hands over, even if the
+	// session is back before the HA loop looks (a slow renewal).
+	ended atomic.Bool
 	// keep is set when the lease is lost while active: the ring keeps
 	// what was not published (no ack) until this process is active again
 	// or sees another hold the lease. Set before active is cleared.
@@ -242,7 +247,7 @@ func (h *haNode) mayPublish() (pubTerms, bool) {
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.lease == nil || !h.lease.Valid() {
+	if h.lease == nil || !h.lease.Valid() || h.ended.Load() {
 		return pubTerms{}, false
 	}
 	return pubTerms{offset: h.offset, epoch: h.epoch, gen: h.gen, after: h.after, limit: h.limit, lease: h.lease}, true
@@ -253,7 +258,13 @@ func (h *haNode) mayPublish() (pubTerms, bool) {
 // or cut off in the middle of a batch stops there. No lock: an atomic
 // load or two and a monotonic clock read.
 func (h *haNode) fenced(terms *pubTerms) bool {
-	return !h.active.Load() || !terms.lease.Valid()
+	return !h.active.Load() || h.ended.Load() || !terms.lease.Valid()
+}
+
+// mustRelease reports whether the active must hand over: its event
+// session is down, or came back after missing events.
+func (h *haNode) mustRelease() bool {
+	return h.active.Load() && (h.ended.Load() || !h.p.eventsUp())
 }
 
 // mayAck reports whether a publisher standing by may acknowledge what
@@ -266,7 +277,9 @@ func (h *haNode) mayAck() bool {
 // acknowledged: local seq, Ami-Seq as published, Ami-Chain.
 func (h *haNode) acked(local, seq, chain uint64) {
 	h.mu.Lock()
-	h.own = ha.Own{Valid: true, Local: local, Seq: seq, Epoch: h.epoch, Chain: chain}
+	// After the login ended, the ring misses what the PBX sent until the
+	// next: no proof to take the lease back by (see ha.Own).
+	h.own = ha.Own{Valid: !h.ended.Load(), Local: local, Seq: seq, Epoch: h.epoch, Chain: chain}
 	h.mu.Unlock()
 }
 
@@ -532,7 +545,7 @@ func (h *haNode) run(ctx context.Context) {
 		}
 		switch {
 		case h.closing.Load():
-		case h.active.Load() && !h.p.eventsUp():
+		case h.mustRelease():
 			h.releaseAfterAcks(ctx, "AMI event session lost")
 		case h.active.Load():
 			h.renew(ctx)
@@ -627,6 +640,7 @@ func (h *haNode) tryAcquire(ctx context.Context) {
 			h.gaps = h.gaps[len(h.gaps)-maxGaps:]
 		}
 	}
+	h.ended.Store(false)
 	h.active.Store(true) // before keep is cleared: see mayAck
 	h.keep.Store(false)
 	h.mu.Unlock()
@@ -849,6 +863,10 @@ const (
 func (h *haNode) sessionEnded(last uint64) {
 	h.mu.Lock()
 	h.boundary = last
+	if h.active.Load() {
+		h.ended.Store(true)
+	}
+	h.own.Valid = false // see acked
 	// A mark holds for the login that read it.
 	h.mark, h.pending, h.answer, h.read, h.seen = ha.Mark{}, "", nil, false, nil
 	h.mu.Unlock()
