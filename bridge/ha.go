@@ -541,6 +541,11 @@ func (h *haNode) run(ctx context.Context) {
 			return
 		case <-h.wake:
 			contend = time.Time{}
+			if !h.canProve() {
+				// A standby that can prove its place takes the free lease
+				// first; this one would have to report a gap.
+				contend = time.Now().Add(h.opts.LeaseTTL / 2)
+			}
 		case <-t.C:
 		}
 		switch {
@@ -557,6 +562,15 @@ func (h *haNode) run(ctx context.Context) {
 			contend = time.Now().Add(h.opts.LeaseTTL / 4)
 		}
 	}
+}
+
+// canProve reports whether this process would likely prove its place at
+// a takeover: its mark is answered, it had the last ack itself, or it
+// read more events since its login than the chain needs.
+func (h *haNode) canProve() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.mark.Valid || h.own.Valid || h.p.lastSeq.Load() > h.boundary+ha.W
 }
 
 // tryAcquire takes the lease if it is free and becomes active.
