@@ -783,12 +783,13 @@ func (h *haNode) plan(ctx context.Context, tail ha.Tail, v ha.Value) ha.Decision
 		if d.Gap == nil || d.Matched || h.closing.Load() {
 			return d
 		}
-		// A process that read few events since its login: the stream's
-		// events since before it may prove its place (ha.Overlap).
-		if !readBack && d.Replay > 0 && d.Replay <= maxReadBack {
+		// The stream's last events may prove the place of a process that
+		// read few events before the tail (ha.Overlap), and say which of
+		// its entries the stream may hold.
+		if !readBack && d.Replay > 0 {
 			readBack = true
 			var err error
-			if back, err = h.readBack(ctx, tail, boundary); err != nil {
+			if back, err = h.readBack(ctx, tail); err != nil {
 				h.log.Warn("HA: cannot read the stream back to line up", "error", err)
 			}
 			if back != nil {
@@ -805,53 +806,32 @@ func (h *haNode) plan(ctx context.Context, tail ha.Tail, v ha.Value) ha.Decision
 	}
 }
 
-// maxReadBack bounds the events a takeover reads back from the stream:
-// beyond a few windows the chain decides.
-const maxReadBack = 4 * ha.W
+// readBackWindow is how many of the stream's messages up to its tail an
+// unproven takeover reads back: the PBX's among them are what the ring's
+// oldest entries are lined up with (ha.Overlap, and what the stream may
+// hold of them). Beyond W entries the chain decides.
+const readBackWindow = 4 * ha.W
 
-// readBackMargin is how far before its first event a process reads the
-// stream back: more than the clocks of the bridges and the NATS servers
-// may differ.
-const readBackMargin = 10 * time.Second
-
-// readBack returns the stream's events of this PBX from readBackMargin
-// before the first event this process read since its login up to the
-// tail, oldest first; nil when there are more than maxReadBack or none.
-func (h *haNode) readBack(ctx context.Context, tail ha.Tail, boundary uint64) ([]ha.Stored, error) {
-	first, _ := h.p.ring.readAfter(boundary, make([]ringEntry, 0, 1))
-	if len(first) == 0 || tail.StreamSeq == 0 {
+// readBack returns the stream's events of this PBX among the last
+// readBackWindow messages up to the tail, oldest first; nil when there
+// are W or fewer of them while the stream holds older messages (other
+// PBXes' events in between): too few to decide by.
+func (h *haNode) readBack(ctx context.Context, tail ha.Tail) ([]ha.Stored, error) {
+	if tail.StreamSeq == 0 {
 		return nil, nil
 	}
 	ns, filter := h.p.ns, subjects.ServerEvents(h.p.ns.prefix, h.p.name)
-	// STREAM.MSG.GET finds the first message from a time; nats.go's
-	// GetMsg does not offer it.
-	since := first[0].Time().Add(-readBackMargin).UTC()
-	req, _ := json.Marshal(struct {
-		StartTime time.Time `json:"start_time"`
-		NextFor   string    `json:"next_by_subj"`
-	}{since, filter})
-	resp, err := ns.nc.RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET."+ns.jsOpts.Stream, req)
-	if err != nil {
-		return nil, err
-	}
-	var got struct {
-		Message *struct {
-			Seq uint64 `json:"seq"`
-		} `json:"message"`
-	}
-	if err := json.Unmarshal(resp.Data, &got); err != nil || got.Message == nil {
-		return nil, nil // nothing from then on: nothing to line up with
-	}
 	s, err := ns.js.Stream(ctx, ns.jsOpts.Stream)
 	if err != nil {
 		return nil, err
 	}
+	from := max(tail.StreamSeq, readBackWindow) - readBackWindow + 1
 	var back []ha.Stored
-	for seq := got.Message.Seq; seq <= tail.StreamSeq; {
-		if len(back) == maxReadBack+ha.W {
-			return nil, nil
-		}
+	for seq := from; seq <= tail.StreamSeq; {
 		m, err := s.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(filter))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			break
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -860,6 +840,9 @@ func (h *haNode) readBack(ctx context.Context, tail ha.Tail, boundary uint64) ([
 		}
 		back = append(back, ha.Stored{Event: m.Header.Get(HeaderEvent), Data: m.Data})
 		seq = m.Sequence + 1
+	}
+	if len(back) <= ha.W && from > s.CachedInfo().State.FirstSeq {
+		return nil, nil
 	}
 	return back, nil
 }

@@ -21,31 +21,42 @@ type Stored struct {
 	Data  []byte
 }
 
-// Overlap finds how many of the ring's oldest entries are the newest
-// events of back (the stream's events up to its tail, oldest first): the
-// k >= 1 for which ring[0, k) equals back's last k events, entry by
-// entry (Ring.Same). The ring is what a process read since its login, so
-// k is how far the stream already has it. ok is false when more than one
-// k fits (repeating events), or the one that fits holds no payload that
-// back holds only once, and k is then 0; k == 0 with ok: none fits.
-func Overlap(ring Ring, back []Stored) (k int, ok bool) {
+// fits returns every k >= 1, ascending, for which ring[0, k) equals
+// back's last k events, entry by entry (Ring.Same): the ways the ring's
+// oldest entries can be the newest events of back.
+func fits(ring Ring, back []Stored) []int {
+	var ks []int
 	for c := 1; c <= min(ring.Len(), len(back)); c++ {
-		fits := true
+		fit := true
 		for i := range c {
 			if b := back[len(back)-c+i]; !ring.Same(i, b.Event, b.Data) {
-				fits = false
+				fit = false
 				break
 			}
 		}
-		if fits {
-			if k > 0 {
-				return 0, false
-			}
-			k = c
+		if fit {
+			ks = append(ks, c)
 		}
 	}
-	if k == 0 {
+	return ks
+}
+
+// Overlap finds how many of the ring's oldest entries are the newest
+// events of back (the stream's events up to its tail, oldest first): the
+// k >= 1 for which ring[0, k) equals back's last k events (fits). The
+// ring is what a process read since its login, so k is how far the
+// stream already has it. ok is false when more than one k fits
+// (repeating events), or the one that fits holds no payload that back
+// holds only once, and k is then 0; k == 0 with ok: none fits.
+func Overlap(ring Ring, back []Stored) (k int, ok bool) {
+	ks := fits(ring, back)
+	switch len(ks) {
+	case 0:
 		return 0, true
+	case 1:
+		k = ks[0]
+	default:
+		return 0, false
 	}
 	// A fit made only of payloads the stream repeats may be chance: a
 	// process that logged in after the tail whose first event repeats the
@@ -61,6 +72,33 @@ func Overlap(ring Ring, back []Stored) (k int, ok bool) {
 		}
 	}
 	return 0, false
+}
+
+// mayHold returns how many of the ring's oldest entries the stream may
+// hold when no place is proven: up to the newest entry that may be the
+// tail. An entry with W entries before it in the ring has a chain of its
+// own events only, so it may be the tail only where its chain is the
+// tail's; an earlier one, only where the ring up to it fits the stream
+// read back (back), or, without it, where it is the same event.
+func mayHold(ring Ring, tail Tail, back []Stored) int {
+	n := ring.Len()
+	for i := n - 1; i >= W; i-- {
+		if ring.Chain(i) == tail.Chain && ring.Same(i, tail.Event, tail.Data) {
+			return i + 1
+		}
+	}
+	if back != nil {
+		if ks := fits(ring, back); len(ks) > 0 {
+			return ks[len(ks)-1]
+		}
+		return 0
+	}
+	for i := min(n, W) - 1; i >= 0; i-- {
+		if ring.Same(i, tail.Event, tail.Data) {
+			return i + 1
+		}
+	}
+	return 0
 }
 
 // Ring is what a process holds of the events read since its event
@@ -114,10 +152,10 @@ type Input struct {
 	Ring Ring
 	Own  Own
 	Mark Mark
-	// Back, when not nil, is the stream's events up to the tail since
-	// before the process's login, read back for a process that read
-	// fewer than W events before the tail: where Overlap finds exactly
-	// one place, that proves it, event by event.
+	// Back, when not nil, is the stream's last events of the PBX up to
+	// the tail, oldest first, more than W of them (or all it holds): where
+	// Overlap finds exactly one place, that proves it, event by event;
+	// else it bounds what the stream may hold of the ring (mayHold).
 	Back []Stored
 	// Limit is the last lease value's: the highest Ami-Seq the old active
 	// may have given.
@@ -163,10 +201,10 @@ type Mark struct {
 //   - Otherwise no place is proven. The numbers from Seq+1 to Limit+1 are
 //     a gap, and the next entry held becomes Limit+2, so that no number
 //     the old active may have given is used again. The entries up to the
-//     newest one that may be the tail (the same event) are left out: the
-//     stream may hold them, and they would be stored twice. Equal payloads
-//     are no proof (Asterisk repeats them: a DeviceStateChange per call),
-//     so what follows an earlier equal event is lost, inside the gap.
+//     newest one that may be the tail (mayHold) are left out: the stream
+//     may hold them, and they would be stored twice. Equal payloads are no
+//     proof (Asterisk repeats them: a DeviceStateChange per call), so what
+//     follows an earlier equal event may be lost, inside the gap.
 func Plan(in Input) Decision {
 	tail, ring, own, back, limit, newest, newEpoch := in.Tail, in.Ring, in.Own, in.Back, in.Limit, in.Newest, in.NewEpoch
 	n := ring.Len()
@@ -209,15 +247,12 @@ func Plan(in Input) Decision {
 		d.After, d.Offset, d.Matched, d.Replay = l, int64(tail.Seq)-int64(l), true, n-1-found
 		return d
 	}
-	// Unproven. Entries up to the newest that may be the tail (the same
-	// event) may be in the stream already: they are left out, inside the
-	// gap, rather than stored twice under new numbers.
+	// Unproven. Entries up to the newest that may be the tail may be in
+	// the stream already: they are left out, inside the gap, rather than
+	// stored twice under new numbers.
 	after, replay := start, n
-	for i := n - 1; i >= 0; i-- {
-		if ring.Same(i, tail.Event, tail.Data) {
-			after, replay = ring.Seq(i), n-1-i
-			break
-		}
+	if k := mayHold(ring, tail, back); k > 0 {
+		after, replay = ring.Seq(k-1), n-k
 	}
 	top := max(limit, tail.Seq)
 	d.After, d.Offset, d.Replay = after, int64(top)+1-int64(after), replay

@@ -471,3 +471,32 @@ func TestPlan_MarkBehindOtherEpochOrOtherEvent(t *testing.T) {
 		t.Fatalf("plan %+v: a mark that places the tail on another event was used", d)
 	}
 }
+
+// No place proven, and entries of the ring equal to the tail by chance:
+// only those that may really be the tail keep what precedes them out of
+// the stream (nemesis seed 16, long run: a process that logged in after
+// both bridges were killed left out 1,782 events up to a repeat of the
+// tail's payload).
+func TestPlan_UnprovenLeavesOutOnlyWhatTheStreamMayHold(t *testing.T) {
+	fp := func(i int) uint64 {
+		if i%50 == 7 {
+			return 5 // a payload the PBX repeats
+		}
+		return distinct(i)
+	}
+	fps, chains := pbxEvents(400, fp)
+	tail := tailAt(fps, chains, 207) // a repeat: fps[207] == 5
+	// Logged in after the tail: the repeats at events 258, 308 and 358
+	// are ring entries 7, 57 and 107.
+	standby := read(fps, 250, 400, 1)
+	d := planOf(tail, standby, Own{}, storedUpTo(fps, 150, 207), 700, 150, 99)
+	if d.Matched || d.Gap == nil || d.After != 0 || d.Replay != 150 {
+		t.Fatalf("plan %+v: want every entry published (none fits the stream), a gap", d)
+	}
+	// Without the stream read back, only a repeat among the first W
+	// entries may be the tail (entry 107 has a chain of its own events).
+	d = planOf(tail, standby, Own{}, nil, 700, 150, 99)
+	if d.Matched || d.After != 58 || d.Replay != 92 {
+		t.Fatalf("plan %+v: want the entries up to entry 57 (local 58) left out", d)
+	}
+}
