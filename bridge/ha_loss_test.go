@@ -6,44 +6,17 @@ import (
 	"net"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ami-bridge/ami-bridge/amiproto"
 	"github.com/ami-bridge/ami-bridge/amiproto/amitest"
+	"github.com/ami-bridge/ami-bridge/internal/natstest"
 	"github.com/ami-bridge/ami-bridge/lease"
 )
-
-// startJSAt runs an embedded JetStream server on port (0: a random one)
-// with its store in dir, so that a test can stop it and start it again
-// where it was, as a restarted nats-server. Stop it with stopServer.
-func startJSAt(t testing.TB, port int, dir string) *server.Server {
-	t.Helper()
-	if port == 0 {
-		port = server.RANDOM_PORT
-	}
-	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: port, NoLog: true, NoSigs: true,
-		JetStream: true, StoreDir: dir})
-	if err != nil {
-		t.Fatalf("nats-server: %v", err)
-	}
-	ns.Start()
-	if !ns.ReadyForConnections(waitTime) {
-		t.Fatal("nats-server not ready")
-	}
-	t.Cleanup(func() { stopServer(ns) })
-	return ns
-}
-
-func stopServer(ns *server.Server) {
-	ns.Shutdown()
-	ns.WaitForShutdown()
-}
 
 // reconnecting is a connection that comes back soon after a restart of
 // the server, for ever.
@@ -185,9 +158,10 @@ func TestHA_NATSOutage(t *testing.T) {
 }
 
 func haOutage(t *testing.T, bridges, eventBuffer int) {
-	dir := t.TempDir()
-	ns := startJSAt(t, 0, dir)
-	port, url := ns.Addr().(*net.TCPAddr).Port, ns.ClientURL()
+	o := natstest.Options{JetStream: true, StoreDir: t.TempDir()}
+	ns := natstest.Start(t, o)
+	o.Port = ns.Addr().(*net.TCPAddr).Port // to start it again where it was
+	url := ns.ClientURL()
 	pbx := startPBX(t, amitest.Config{Profile: amitest.Asterisk22, WriteTimeout: time.Second})
 	ref := referenceSession(t, pbx)
 	servers := []ServerConfig{fastServer("pbx1", pbx)}
@@ -211,9 +185,9 @@ func haOutage(t *testing.T, bridges, eventBuffer int) {
 	// published some.
 	calls := pbx.StartCalls(context.Background(), 20, 100)
 	waitFor(t, func() uint64 { return bs[0].Status()[0].LastSeq }, func(n uint64) bool { return n >= 200 })
-	stopServer(ns)
+	natstest.Stop(ns)
 	time.Sleep(3 * time.Second) // the outage: the test's own schedule
-	ns = startJSAt(t, port, dir)
+	ns = natstest.Start(t, o)
 	t.Cleanup(func() { // before the server's own cleanup stops it
 		for _, br := range bs {
 			ctx, cancel := context.WithTimeout(context.Background(), waitTime)
@@ -285,36 +259,10 @@ func checkStreamHoldsAllBut(t testing.TB, js jetstream.JetStream, want [][]byte,
 	t.Logf("the stream holds %d of the %d events the PBX sent, in order under their numbers; the %d others are counted dropped", len(got), len(want), dropped)
 }
 
-// leaseJS is a JetStream whose PublishMsg (the lease's compare-and-set
-// renewal) the test can hold, or whose ack it can drop after the server
-// stored the write.
-type leaseJS struct {
-	jetstream.JetStream
-	dropAck atomic.Bool
-	hold    chan struct{} // non-nil: a write waits until it closes or ctx ends
-	entered chan struct{} // a held write began
-}
-
-func (j *leaseJS) PublishMsg(ctx context.Context, m *nats.Msg, opts ...jetstream.PublishOpt) (*jetstream.PubAck, error) {
-	if j.hold != nil {
-		j.entered <- struct{}{}
-		select {
-		case <-j.hold:
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
-	}
-	ack, err := j.JetStream.PublishMsg(ctx, m, opts...)
-	if err == nil && j.dropAck.CompareAndSwap(true, false) {
-		return nil, nats.ErrTimeout
-	}
-	return ack, err
-}
-
 // activeNode returns an HA node of p (or of an idle PBX when p is nil)
 // that holds the lease of pbx1 in a bucket with ttl, on its own JetStream
 // server, reached through js.
-func activeNode(t *testing.T, p *pbx, js *leaseJS, ttl time.Duration) (*haNode, *lease.Lease) {
+func activeNode(t *testing.T, p *pbx, js *natstest.InterceptJS, ttl time.Duration) (*haNode, *lease.Lease) {
 	t.Helper()
 	ns := startNATS(t, natsOptions{jetStream: true})
 	real, err := jetstream.New(connect(t, ns))
@@ -343,19 +291,19 @@ func activeNode(t *testing.T, p *pbx, js *leaseJS, ttl time.Duration) (*haNode, 
 // publisher's check nor the status nor the metrics: they take no lock
 // that lease I/O holds.
 func TestHA_BlockedRenewalBlocksNeitherPublisherNorStatus(t *testing.T) {
-	js := &leaseJS{}
+	js := &natstest.InterceptJS{}
 	h, _ := activeNode(t, nil, js, 10*time.Second)
-	js.hold, js.entered = make(chan struct{}), make(chan struct{}, 1)
+	js.Hold, js.Entered = make(chan struct{}), make(chan struct{}, 1)
 	renewed := make(chan struct{})
 	go func() { // the test's: waited for at cleanup
 		defer close(renewed)
 		h.renew(context.Background())
 	}()
 	t.Cleanup(func() {
-		close(js.hold)
+		close(js.Hold)
 		<-renewed
 	})
-	<-js.entered
+	<-js.Entered
 	answered := make(chan bool, 1)
 	go func() {
 		_, ok := h.mayPublish()
@@ -376,11 +324,11 @@ func TestHA_BlockedRenewalBlocksNeitherPublisherNorStatus(t *testing.T) {
 // A renewal the server stored but whose ack was lost does not end the
 // active role: the next renewal adopts it.
 func TestHA_LostRenewalAckKeepsTheActive(t *testing.T) {
-	js := &leaseJS{}
+	js := &natstest.InterceptJS{}
 	h, l := activeNode(t, nil, js, 2*time.Second)
-	js.dropAck.Store(true)
+	js.DropAck.Store(true)
 	h.renew(t.Context())
-	if js.dropAck.Load() {
+	if js.DropAck.Load() {
 		t.Fatal("the renewal did not reach the server")
 	}
 	before := time.Now()
@@ -411,7 +359,7 @@ func (j *freezeJS) PublishMsgAsync(m *nats.Msg, opts ...jetstream.PublishOpt) (j
 // nothing more of it goes out, and what did not go out is kept.
 func TestPublisherJS_FenceBeforeEveryMessage(t *testing.T) {
 	b, p, js, start := fakeJSPublisher(t, 8)
-	h, l := activeNode(t, p, &leaseJS{}, time.Second)
+	h, l := activeNode(t, p, &natstest.InterceptJS{}, time.Second)
 	p.ha, p.pub.fence = h, h
 	b.ns.js = &freezeJS{fakeJS: js, l: l}
 	for i := 1; i <= 3; i++ {

@@ -9,37 +9,18 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/ami-bridge/ami-bridge/internal/natstest"
 	"github.com/ami-bridge/ami-bridge/lease"
 )
 
 const waitTime = 10 * time.Second
 
+// startJetStream connects to a JetStream server of the test's own.
 func startJetStream(t *testing.T) jetstream.JetStream {
 	t.Helper()
-	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true,
-		JetStream: true, StoreDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ns.Start()
-	if !ns.ReadyForConnections(waitTime) {
-		t.Fatal("nats-server not ready")
-	}
-	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return js
+	return natstest.ConnectJS(t, natstest.Start(t, natstest.Options{JetStream: true}))
 }
 
 func open(t *testing.T, js jetstream.JetStream, ttl time.Duration) *lease.Bucket {
@@ -327,46 +308,21 @@ func TestValidUntil_TTLLessATenthFromTheWrite(t *testing.T) {
 	within("Renew", l, before, time.Now())
 }
 
-// interceptJS is a JetStream whose PublishMsg (the lease's compare-and-set
-// renewal) the test can hold or whose ack it can drop.
-type interceptJS struct {
-	jetstream.JetStream
-	dropAck atomic.Bool   // the next write is stored, its ack reported lost
-	hold    chan struct{} // non-nil: writes wait until ctx ends or hold closes
-	entered chan struct{} // a held write began
-}
-
-func (j *interceptJS) PublishMsg(ctx context.Context, m *nats.Msg, opts ...jetstream.PublishOpt) (*jetstream.PubAck, error) {
-	if j.hold != nil {
-		j.entered <- struct{}{}
-		select {
-		case <-j.hold:
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
-	}
-	ack, err := j.JetStream.PublishMsg(ctx, m, opts...)
-	if err == nil && j.dropAck.CompareAndSwap(true, false) {
-		return nil, nats.ErrTimeout // as when the reply is lost on the way back
-	}
-	return ack, err
-}
-
 // A renewal the server stored but whose ack never came back must not end
 // the lease: the next renewal finds its own write at the newer revision
 // and goes on from it.
 func TestRenew_LostAckKeepsTheLease(t *testing.T) {
-	js := &interceptJS{JetStream: startJetStream(t)}
+	js := &natstest.InterceptJS{JetStream: startJetStream(t)}
 	b := open(t, js, 2*time.Second)
 	l, err := b.Acquire(t.Context(), "pbx1", "a", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	js.dropAck.Store(true)
+	js.DropAck.Store(true)
 	if err := l.Renew(t.Context(), []byte(`{"seq":1}`)); err == nil || errors.Is(err, lease.ErrLost) {
 		t.Fatalf("renew with its ack lost: %v, want a plain error", err)
 	}
-	if js.dropAck.Load() {
+	if js.DropAck.Load() {
 		t.Fatal("the renewal did not reach the server")
 	}
 	before := time.Now()
@@ -403,18 +359,18 @@ func TestRenew_LostAckKeepsTheLease(t *testing.T) {
 // Valid and ValidUntil are what a publisher asks before every message:
 // they must not wait for a renewal stuck in NATS.
 func TestValid_DoesNotWaitForARenewal(t *testing.T) {
-	js := &interceptJS{JetStream: startJetStream(t)}
+	js := &natstest.InterceptJS{JetStream: startJetStream(t)}
 	b := open(t, js, 10*time.Second)
 	l, err := b.Acquire(t.Context(), "pbx1", "a", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	js.hold, js.entered = make(chan struct{}), make(chan struct{}, 1)
+	js.Hold, js.Entered = make(chan struct{}), make(chan struct{}, 1)
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
 	defer cancel()
 	renewed := make(chan error, 1)
 	go func() { renewed <- l.Renew(ctx, nil) }()
-	<-js.entered
+	<-js.Entered
 	answered := make(chan bool, 1)
 	go func() {
 		_ = l.ValidUntil()
@@ -428,7 +384,7 @@ func TestValid_DoesNotWaitForARenewal(t *testing.T) {
 	case <-time.After(time.Second):
 		t.Fatal("Valid waited for the renewal held in NATS")
 	}
-	close(js.hold)
+	close(js.Hold)
 	if err := <-renewed; err != nil {
 		t.Fatal(err)
 	}

@@ -231,34 +231,14 @@ func (r *haRig) stream(want int) []storedEvent {
 }
 
 // storedEvents returns every message the stream holds now, in order, read
-// with an ordered consumer within timeout.
+// within timeout.
 func storedEvents(t *testing.T, js jetstream.JetStream, name string, timeout time.Duration) []storedEvent {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	s, err := js.Stream(ctx, name)
-	if err != nil {
-		t.Fatalf("stream %s: %v", name, err)
-	}
-	total := int(s.CachedInfo().State.Msgs)
-	cons, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
 	var out []storedEvent
-	for len(out) < total {
-		batch, err := cons.Fetch(1000, jetstream.FetchMaxWait(5*time.Second))
-		if err != nil {
-			t.Fatal(err)
-		}
-		for m := range batch.Messages() {
-			seq, _ := strconv.ParseUint(m.Headers().Get("Ami-Seq"), 10, 64)
-			out = append(out, storedEvent{seq: seq, id: m.Headers().Get("Nats-Msg-Id"), data: m.Data()})
-		}
-		if err := batch.Error(); err != nil {
-			t.Fatal(err)
-		}
-	}
+	readStream(t, js, name, timeout, func(m jetstream.Msg) {
+		seq, _ := strconv.ParseUint(m.Headers().Get("Ami-Seq"), 10, 64)
+		out = append(out, storedEvent{seq: seq, id: m.Headers().Get("Nats-Msg-Id"), data: m.Data()})
+	})
 	return out
 }
 

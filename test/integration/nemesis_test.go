@@ -206,24 +206,16 @@ func parseNemStatus(m *nats.Msg) (nemStatus, bool) {
 // waitStatus waits for a status at index from or later that ok accepts,
 // and returns its index; false after timeout.
 func (r *nemRig) waitStatus(from int, timeout time.Duration, ok func(nemStatus) bool) (int, nemStatus, bool) {
-	in := r.w.status
-	deadline := time.NewTimer(timeout)
-	defer deadline.Stop()
-	for i := from; ; {
-		in.mu.Lock()
-		msgs, changed := in.msgs, in.changed
-		in.mu.Unlock()
-		for ; i < len(msgs); i++ {
-			if s, is := parseNemStatus(msgs[i]); is && ok(s) {
-				return i, s, true
-			}
+	var got nemStatus
+	i, _, found := r.w.status.find(from, timeout, func(m *nats.Msg) bool {
+		s, is := parseNemStatus(m)
+		if !is || !ok(s) {
+			return false
 		}
-		select {
-		case <-changed:
-		case <-deadline.C:
-			return 0, nemStatus{}, false
-		}
-	}
+		got = s
+		return true
+	})
+	return i, got, found
 }
 
 // up waits until b, from status index from on, has its AMI session and a
