@@ -1,6 +1,10 @@
 package bridge
 
-import "testing"
+import (
+	"testing"
+
+	"github.com/ami-bridge/ami-bridge/internal/natstest"
+)
 
 // The active's event session drops and is back before the HA loop looks
 // (a renewal was slow): the events the PBX sent in between are missing
@@ -9,7 +13,7 @@ import "testing"
 // lease back by its own last ack (issue 16 item 7: the events missed went
 // out nowhere, under contiguous Ami-Seq, although the standby had them).
 func TestHA_LoginEndedWhileActiveHandsOver(t *testing.T) {
-	h, _ := activeNode(t, nil, &leaseJS{}, 10e9)
+	h, _ := activeNode(t, nil, &natstest.InterceptJS{}, 10e9)
 	h.p.events.setState(StateConnected, nil)
 	terms, ok := h.mayPublish()
 	if !ok || h.fenced(&terms) || h.mustRelease() {
