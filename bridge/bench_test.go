@@ -161,7 +161,7 @@ func benchEventsAMIToNATS(b *testing.B, burst int, send func(*amitest.Server) fu
 	sc := fastServer("pbx1", pbx)
 	sc.EventsExclude = []string{"FullyBooted", "SuccessfulAuth"}
 	br, _ := startBridge(b, nc, []ServerConfig{sc}, Options{})
-	w.waitState(StateConnected)
+	w.waitState(subjects.StateConnected)
 	waitSessions(b, pbx, perPBX)
 
 	// The subscriber keeps a sample of the messages to replay them raw.
@@ -267,7 +267,7 @@ func BenchmarkActionRoundTrip(b *testing.B) {
 			pbx := startPBX(b, amitest.Config{})
 			w := watchStatus(b, cc, "ami", "pbx1")
 			startBridge(b, nc, []ServerConfig{fastServer("pbx1", pbx)}, Options{})
-			w.waitState(StateConnected)
+			w.waitState(subjects.StateConnected)
 
 			subject := subjects.Action("ami", "pbx1")
 			body := []byte(`{"Action":"Ping"}`)

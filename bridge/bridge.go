@@ -22,7 +22,7 @@
 //
 // Each PBX registers one micro service instance with one endpoint per
 // logged-in action session, each on the PBX's action subject in the queue
-// group QueueGroup; a session's endpoint leaves when the session drops and
+// group subjects.QueueGroup; a session's endpoint leaves when the session drops and
 // returns when it is back (the instance is registered anew with the
 // sessions that are up; see actionService), and the instance stops when
 // no session is up. A bridge whose PBX cannot serve is thus not in the queue
@@ -144,8 +144,8 @@ type Options struct {
 	// secret), session and error. See "Logging" in the package doc.
 	Logger *slog.Logger
 	// Topology, when set, tells the bridge how NATS is laid out (see
-	// Topology); it is called for every status, from any goroutine.
-	Topology func() Topology
+	// subjects.Topology); it is called for every status, from any goroutine.
+	Topology func() subjects.Topology
 	// ReplyPrefixes are inbox prefixes, as nats.CustomInboxPrefix takes
 	// them, on which the bridge answers besides _INBOX.: a request whose
 	// reply subject lies under none of them, or under the connection's
@@ -196,14 +196,6 @@ const MaxReplicas = 5
 // MaxActionSessions bounds ServerConfig.ActionSessions: each is a login,
 // a micro service and an Asterisk thread.
 const MaxActionSessions = 64
-
-// The micro service every PBX with a logged-in action session registers.
-const (
-	ServiceName = "ami-bridge"
-	// QueueGroup is the queue group of every action endpoint, so that
-	// several bridges for the same PBXes share the requests.
-	QueueGroup = "ami-bridge"
-)
 
 // Bridge runs every configured PBX against one NATS connection, or two
 // (see "Connections" in the package doc).
@@ -270,9 +262,9 @@ type natsSide struct {
 	service micro.Config // template of the PBXes' action services
 	replies *replyRule   // where the action services may answer
 
-	topologyFunc   func() Topology // Options.Topology; nil when unset
-	streamReplicas int             // of the stream Start found or created
-	leases         *lease.Bucket   // with HA, when Start could open it; else each HA loop opens it
+	topologyFunc   func() subjects.Topology // Options.Topology; nil when unset
+	streamReplicas int                      // of the stream Start found or created
+	leases         *lease.Bucket            // with HA, when Start could open it; else each HA loop opens it
 }
 
 // stampsArrivals reports whether the main connection stamps request
@@ -364,11 +356,11 @@ func New(nc *nats.Conn, servers []ServerConfig, opts Options) (*Bridge, error) {
 			topologyFunc: opts.Topology,
 			replies:      replies,
 			service: micro.Config{
-				Name:        ServiceName,
+				Name:        subjects.ServiceName,
 				Version:     version,
 				Description: "Asterisk Manager Interface actions by NATS request-reply, one endpoint per PBX",
 				Metadata:    meta,
-				QueueGroup:  QueueGroup,
+				QueueGroup:  subjects.QueueGroup,
 			},
 		},
 		life: &lifecycle{},
@@ -772,8 +764,8 @@ func (b *Bridge) isClosing() bool {
 }
 
 // Status returns the current status of every PBX, in configuration order.
-func (b *Bridge) Status() []Status {
-	out := make([]Status, len(b.pbxes))
+func (b *Bridge) Status() []subjects.PBXStatus {
+	out := make([]subjects.PBXStatus, len(b.pbxes))
 	for i, p := range b.pbxes {
 		out[i] = p.status()
 	}

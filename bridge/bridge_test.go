@@ -47,10 +47,10 @@ func newSeqChecker(t testing.TB) *seqChecker {
 
 func (c *seqChecker) check(m *nats.Msg) uint64 {
 	c.t.Helper()
-	server := m.Header.Get(HeaderServer)
-	seq, err := strconv.ParseUint(m.Header.Get(HeaderSeq), 10, 64)
+	server := m.Header.Get(subjects.HeaderServer)
+	seq, err := strconv.ParseUint(m.Header.Get(subjects.HeaderSeq), 10, 64)
 	if err != nil {
-		c.t.Fatalf("Ami-Seq %q: %v", m.Header.Get(HeaderSeq), err)
+		c.t.Fatalf("Ami-Seq %q: %v", m.Header.Get(subjects.HeaderSeq), err)
 	}
 	if want := c.last[server] + 1; seq != want {
 		c.t.Fatalf("%s: Ami-Seq %d after %d: want %d", server, seq, c.last[server], want)
@@ -68,8 +68,8 @@ func TestBridge_EventsFromTwoPBXes(t *testing.T) {
 	sub := eventSub(t, cc, "ami")
 	start := time.Now()
 	startBridge(t, nc, []ServerConfig{fastServer("pbx1", pbx1), fastServer("pbx-2", pbx2)}, Options{})
-	st := w1.waitState(StateConnected)
-	w2.waitState(StateConnected)
+	st := w1.waitState(subjects.StateConnected)
+	w2.waitState(subjects.StateConnected)
 	waitSessions(t, pbx1, perPBX)
 	waitSessions(t, pbx2, perPBX)
 
@@ -85,17 +85,17 @@ func TestBridge_EventsFromTwoPBXes(t *testing.T) {
 		if err != nil {
 			t.Fatalf("after %v UserEvents: %v", got, err)
 		}
-		server, event := m.Header.Get(HeaderServer), m.Header.Get(HeaderEvent)
+		server, event := m.Header.Get(subjects.HeaderServer), m.Header.Get(subjects.HeaderEvent)
 		seq := seqs.check(m)
 		if m.Subject != subjects.Event("ami", server, event) {
 			t.Fatalf("subject %q for event %q of %q", m.Subject, event, server)
 		}
-		if want := fmt.Sprintf("%s:%d:%d", server, st.Epoch, seq); m.Header.Get(HeaderMsgID) != want {
-			t.Fatalf("Nats-Msg-Id %q, want %q", m.Header.Get(HeaderMsgID), want)
+		if want := fmt.Sprintf("%s:%d:%d", server, st.Epoch, seq); m.Header.Get(subjects.HeaderMsgID) != want {
+			t.Fatalf("Nats-Msg-Id %q, want %q", m.Header.Get(subjects.HeaderMsgID), want)
 		}
-		at, err := time.Parse(time.RFC3339Nano, m.Header.Get(HeaderTime))
+		at, err := time.Parse(time.RFC3339Nano, m.Header.Get(subjects.HeaderTime))
 		if err != nil || at.Before(start) || at.After(time.Now()) {
-			t.Fatalf("Ami-Time %q: %v", m.Header.Get(HeaderTime), err)
+			t.Fatalf("Ami-Time %q: %v", m.Header.Get(subjects.HeaderTime), err)
 		}
 		if event != "UserEvent" {
 			continue
@@ -124,7 +124,7 @@ func TestBridge_EventFilterNumbersOnlyWhatPasses(t *testing.T) {
 	sc.EventsInclude = []string{"userevent", "Var*"}
 	sc.EventsExclude = []string{"VarSet"}
 	startBridge(t, nc, []ServerConfig{sc}, Options{})
-	w.waitState(StateConnected)
+	w.waitState(subjects.StateConnected)
 	waitSessions(t, pbx, perPBX)
 
 	pbx.Emit(userEvent("A", 1))
@@ -142,7 +142,7 @@ func TestBridge_EventFilterNumbersOnlyWhatPasses(t *testing.T) {
 		if seq := seqs.check(m); seq != uint64(i+1) {
 			t.Fatalf("seq %d, want %d: events that do not pass take no number", seq, i+1)
 		}
-		if got := m.Header.Get(HeaderEvent); got != name {
+		if got := m.Header.Get(subjects.HeaderEvent); got != name {
 			t.Fatalf("event %d is %s, want %s", i, got, name)
 		}
 	}
@@ -160,7 +160,7 @@ func TestBridge_EventNameEscapedInSubject(t *testing.T) {
 	sc := fastServer("pbx1", pbx)
 	sc.EventsInclude = []string{"My.*"}
 	startBridge(t, nc, []ServerConfig{sc}, Options{Prefix: "acme.ami"})
-	w.waitState(StateConnected)
+	w.waitState(subjects.StateConnected)
 	waitSessions(t, pbx, perPBX)
 
 	pbx.Emit(newEvent("My.Event *>", "K", "v"))
@@ -171,7 +171,7 @@ func TestBridge_EventNameEscapedInSubject(t *testing.T) {
 	if want := "acme.ami.pbx1.event.My%2EEvent%20%2A%3E"; m.Subject != want {
 		t.Errorf("subject %q, want %q", m.Subject, want)
 	}
-	if got := m.Header.Get(HeaderEvent); got != "My.Event *>" {
+	if got := m.Header.Get(subjects.HeaderEvent); got != "My.Event *>" {
 		t.Errorf("Ami-Event %q, want the name unescaped", got)
 	}
 }
@@ -190,17 +190,17 @@ func TestBridge_ReconnectKeepsSeqAndStatus(t *testing.T) {
 	})
 	b, _ := startBridge(t, nc, []ServerConfig{fastServer("pbx1", pbx)}, Options{})
 
-	if st := w.next(); st.State != StateConnecting || st.Server != "pbx1" {
+	if st := w.next(); st.State != subjects.StateConnecting || st.Server != "pbx1" {
 		t.Fatalf("first status %+v, want connecting", st)
 	}
-	st := w.waitState(StateConnected)
+	st := w.waitState(subjects.StateConnected)
 	if st.Banner != "Asterisk Call Manager/11.0.0" || st.AMIVersion != "11.0.0" || st.Error != "" {
 		t.Fatalf("connected status %+v", st)
 	}
 	for st.Version == "" { // CoreSettings answers right after the connect
 		st = w.next()
 	}
-	if st.Version != "22.10.1" || st.State != StateConnected {
+	if st.Version != "22.10.1" || st.State != subjects.StateConnected {
 		t.Fatalf("status after CoreSettings %+v", st)
 	}
 
@@ -223,12 +223,12 @@ func TestBridge_ReconnectKeepsSeqAndStatus(t *testing.T) {
 	received(`"before"`)
 
 	pbx.DropConnections()
-	st = w.waitState(StateDisconnected)
+	st = w.waitState(subjects.StateDisconnected)
 	if st.Error == "" {
 		t.Error("disconnected status without an error")
 	}
 	waitSessions(t, pbx, 0)
-	st = w.waitState(StateConnected)
+	st = w.waitState(subjects.StateConnected)
 	if st.Reconnects != 1 {
 		t.Errorf("reconnects = %d, want 1", st.Reconnects)
 	}
@@ -241,7 +241,7 @@ func TestBridge_ReconnectKeepsSeqAndStatus(t *testing.T) {
 	if err := b.Shutdown(ctx); err != nil {
 		t.Fatalf("Shutdown: %v", err)
 	}
-	st = w.waitState(StateStopped)
+	st = w.waitState(subjects.StateStopped)
 	// NATS keeps one connection's messages in order: every event came
 	// before the final status.
 	for n, _, _ := sub.Pending(); n > 0; n-- {
@@ -273,8 +273,8 @@ func TestBridge_AuthFailedAndSecretOverride(t *testing.T) {
 	wb, wf := watchStatus(t, cc, "ami", "bad"), watchStatus(t, cc, "ami", "fixed")
 	_, logs := startBridge(t, nc, []ServerConfig{bad, fixed}, Options{})
 
-	wf.waitState(StateConnected)
-	st := wb.waitState(StateAuthFailed)
+	wf.waitState(subjects.StateConnected)
+	st := wb.waitState(subjects.StateAuthFailed)
 	if !strings.Contains(st.Error, "Authentication failed") {
 		t.Errorf("auth_failed error %q", st.Error)
 	}
@@ -301,9 +301,9 @@ func TestBridge_OnePBXDownWhileAnotherFlows(t *testing.T) {
 	down := fastServer("down", gone)
 	down.URL = goneURL
 	startBridge(t, nc, []ServerConfig{down, fastServer("up", up)}, Options{})
-	wu.waitState(StateConnected)
+	wu.waitState(subjects.StateConnected)
 	waitSessions(t, up, perPBX)
-	st := wd.waitState(StateDisconnected)
+	st := wd.waitState(subjects.StateDisconnected)
 	if !strings.Contains(st.Error, "connect") {
 		t.Errorf("down PBX error %q", st.Error)
 	}
@@ -317,11 +317,11 @@ func TestBridge_OnePBXDownWhileAnotherFlows(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if m.Header.Get(HeaderServer) != "up" {
-			t.Fatalf("event from %q", m.Header.Get(HeaderServer))
+		if m.Header.Get(subjects.HeaderServer) != "up" {
+			t.Fatalf("event from %q", m.Header.Get(subjects.HeaderServer))
 		}
 		seqs.check(m)
-		if m.Header.Get(HeaderEvent) == "UserEvent" {
+		if m.Header.Get(subjects.HeaderEvent) == "UserEvent" {
 			n++
 		}
 	}
@@ -339,8 +339,8 @@ func TestBridge_ReplyShapes(t *testing.T) {
 	pbx13 := startPBX(t, amitest.Config{Profile: amitest.Asterisk13})
 	w1, w2 := watchStatus(t, cc, "ami", "a22"), watchStatus(t, cc, "ami", "a13")
 	startBridge(t, nc, []ServerConfig{fastServer("a22", pbx22), fastServer("a13", pbx13)}, Options{})
-	w1.waitState(StateConnected)
-	w2.waitState(StateConnected)
+	w1.waitState(subjects.StateConnected)
+	w2.waitState(subjects.StateConnected)
 
 	t.Run("simple", func(t *testing.T) {
 		m := request(t, cc, subjects.Action("ami", "a22"), `{"Action":"Ping"}`, nil)
@@ -409,7 +409,7 @@ func TestBridge_ErrorCodes(t *testing.T) {
 	sc.ActionsDeny = []string{"Orig*"} // a custom list that names neither Events nor Filter
 	sc.MaxActionTimeout = 30 * time.Second
 	startBridge(t, nc, []ServerConfig{sc}, Options{})
-	w.waitState(StateConnected)
+	w.waitState(subjects.StateConnected)
 	pbx.NeverAnswer("Getvar")
 
 	tests := []struct {
@@ -454,7 +454,7 @@ func TestBridge_ErrorCodes(t *testing.T) {
 			if (r.Response != nil) != tt.resp || (r.Output != nil) != tt.output {
 				t.Errorf("response attached %v, output attached %v: %s", r.Response != nil, r.Output != nil, m.Data)
 			}
-			if tt.code == CodeAMIError && r.Response["Response"] != "Error" {
+			if tt.code == subjects.CodeAMIError && r.Response["Response"] != "Error" {
 				t.Errorf("422 without Asterisk's response: %s", m.Data)
 			}
 		})
@@ -467,7 +467,7 @@ func TestBridge_ConnectionLostBeforeTheAnswer(t *testing.T) {
 	pbx := startPBX(t, amitest.Config{})
 	w := watchStatus(t, cc, "ami", "pbx1")
 	startBridge(t, nc, []ServerConfig{fastServer("pbx1", pbx)}, Options{})
-	w.waitState(StateConnected)
+	w.waitState(subjects.StateConnected)
 
 	reply := heldRequest(t, cc, pbx, "Hold", nil) // no answer: the connection drops first
 	pbx.DropConnections()
@@ -476,7 +476,7 @@ func TestBridge_ConnectionLostBeforeTheAnswer(t *testing.T) {
 		return
 	}
 	r, _ := decodeReply(t, m)
-	if r.Error == nil || r.Error.Code != CodeUnavailable || !strings.Contains(r.Error.Message, "ended before the answer") {
+	if r.Error == nil || r.Error.Code != subjects.CodeUnavailable || !strings.Contains(r.Error.Message, "ended before the answer") {
 		t.Errorf("reply %s", m.Data)
 	}
 }
@@ -488,7 +488,7 @@ func TestBridge_Streaming(t *testing.T) {
 	pbx := startPBX(t, amitest.Config{Channels: channels})
 	w := watchStatus(t, cc, "ami", "pbx1")
 	startBridge(t, nc, []ServerConfig{fastServer("pbx1", pbx)}, Options{})
-	w.waitState(StateConnected)
+	w.waitState(subjects.StateConnected)
 
 	parts := streamed(t, cc, `{"Action":"CoreShowChannels","ActionID":"s1"}`)
 	if len(parts) != channels+2 {
@@ -528,7 +528,7 @@ func TestBridge_StreamingSimpleAndErrorsEndWithTerminator(t *testing.T) {
 	pbx := startPBX(t, amitest.Config{})
 	w := watchStatus(t, cc, "ami", "pbx1")
 	startBridge(t, nc, []ServerConfig{fastServer("pbx1", pbx)}, Options{})
-	w.waitState(StateConnected)
+	w.waitState(subjects.StateConnected)
 
 	for _, tt := range []struct{ body, code string }{
 		{`{"Action":"Ping"}`, ""},
@@ -571,11 +571,11 @@ func TestBridge_MicroService(t *testing.T) {
 	perServer := map[string]int{}
 	for _, info := range serviceInfos(t, cc, 2) {
 		name := info.Metadata["server"]
-		if info.Name != ServiceName || info.Version != "1.2.3" || info.Metadata["servers"] != "pbx1,pbx2" || len(info.Endpoints) != DefaultActionSessions {
+		if info.Name != subjects.ServiceName || info.Version != "1.2.3" || info.Metadata["servers"] != "pbx1,pbx2" || len(info.Endpoints) != DefaultActionSessions {
 			t.Fatalf("service info %+v", info)
 		}
 		for _, ep := range info.Endpoints {
-			if ep.Name != name || ep.Subject != subjects.Action("ami", name) || ep.QueueGroup != QueueGroup || ep.Metadata["server"] != name {
+			if ep.Name != name || ep.Subject != subjects.Action("ami", name) || ep.QueueGroup != subjects.QueueGroup || ep.Metadata["server"] != name {
 				t.Errorf("endpoint %+v", ep)
 			}
 		}
@@ -614,7 +614,7 @@ func TestBridge_DroppedActionSessionLeavesTheService(t *testing.T) {
 	// trade-off in arrivals.go): wait through it for one endpoint.
 	deadline := time.Now().Add(waitTime)
 	for {
-		m, err := cc.Request("$SRV.INFO."+ServiceName, nil, waitTime)
+		m, err := cc.Request("$SRV.INFO."+subjects.ServiceName, nil, waitTime)
 		var info micro.Info
 		if err == nil {
 			if err := json.Unmarshal(m.Data, &info); err != nil {
@@ -670,7 +670,7 @@ func TestBridge_ShutdownFinishesInFlightActions(t *testing.T) {
 	pbx := startPBX(t, amitest.Config{})
 	w := watchStatus(t, cc, "ami", "pbx1")
 	b, _ := startBridge(t, nc, []ServerConfig{fastServer("pbx1", pbx)}, Options{})
-	w.waitState(StateConnected)
+	w.waitState(subjects.StateConnected)
 
 	release := make(chan struct{})
 	reply := heldRequest(t, cc, pbx, "Slow", func(w *amitest.ResponseWriter) {
@@ -710,7 +710,7 @@ func TestBridge_ShutdownFinishesInFlightActions(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatalf("Shutdown: %v", err)
 	}
-	w.waitState(StateStopped)
+	w.waitState(subjects.StateStopped)
 }
 
 func TestBridge_ShutdownDeadlineAnswers503(t *testing.T) {
@@ -719,7 +719,7 @@ func TestBridge_ShutdownDeadlineAnswers503(t *testing.T) {
 	pbx := startPBX(t, amitest.Config{})
 	w := watchStatus(t, cc, "ami", "pbx1")
 	b, _ := startBridge(t, nc, []ServerConfig{fastServer("pbx1", pbx)}, Options{})
-	w.waitState(StateConnected)
+	w.waitState(subjects.StateConnected)
 	reply := heldRequest(t, cc, pbx, "Hold", nil) // never answered
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
@@ -731,7 +731,7 @@ func TestBridge_ShutdownDeadlineAnswers503(t *testing.T) {
 	if m == nil || m.Header.Get(micro.ErrorCodeHeader) != "503" {
 		t.Fatalf("in-flight action at the deadline: %v", m)
 	}
-	w.waitState(StateStopped)
+	w.waitState(subjects.StateStopped)
 }
 
 func TestNew_InvalidConfigNamesEveryProblem(t *testing.T) {
@@ -773,7 +773,7 @@ func TestBridge_PublishStatusNowForEveryPBX(t *testing.T) {
 		// By itself each session sends connecting and connected, and the
 		// event session the Asterisk version; after that, only the 30 s
 		// interval would send another.
-		var st Status
+		var st subjects.PBXStatus
 		for range 2*perPBX + 1 {
 			st = w.next()
 		}
@@ -786,7 +786,7 @@ func TestBridge_PublishStatusNowForEveryPBX(t *testing.T) {
 	}
 	b.PublishStatus()
 	for name, w := range map[string]*statusWatch{"pbx1": w1, "pbx2": w2} {
-		if st := w.next(); st.Server != name || st.State != StateConnected {
+		if st := w.next(); st.Server != name || st.State != subjects.StateConnected {
 			t.Errorf("status %+v, want %s connected", st, name)
 		}
 	}

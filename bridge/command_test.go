@@ -26,7 +26,7 @@ func streamed(t *testing.T, nc *nats.Conn, body string) []*nats.Msg {
 	defer sub.Unsubscribe()
 	sub.SetPendingLimits(-1, -1)
 	err = nc.PublishMsg(&nats.Msg{Subject: subjects.Action("ami", "pbx1"), Reply: inbox,
-		Header: nats.Header{HeaderStream: {"true"}}, Data: []byte(body)})
+		Header: nats.Header{subjects.HeaderStream: {"true"}}, Data: []byte(body)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -70,7 +70,7 @@ func TestBridge_CommandOutputStreamsInParts(t *testing.T) {
 
 			w := watchStatus(t, cc, "ami", "pbx1")
 			b, _ := startBridge(t, nc, []ServerConfig{fastServer("pbx1", pbx)}, Options{})
-			w.waitState(StateConnected)
+			w.waitState(subjects.StateConnected)
 			m := request(t, cc, subjects.Action("ami", "pbx1"), command, nil)
 			if m.Header.Get(micro.ErrorCodeHeader) != "413" {
 				t.Fatalf("unstreamed: %v %.200s", m.Header, m.Data)

@@ -21,9 +21,9 @@ import (
 
 // waitStatus polls b's status until ok holds: the counters it waits for
 // change without a status message of their own.
-func waitStatus(t testing.TB, b *Bridge, ok func(Status) bool) Status {
+func waitStatus(t testing.TB, b *Bridge, ok func(subjects.PBXStatus) bool) subjects.PBXStatus {
 	t.Helper()
-	return waitFor(t, func() Status { return b.Status()[0] }, ok)
+	return waitFor(t, func() subjects.PBXStatus { return b.Status()[0] }, ok)
 }
 
 // waitFor polls get until ok holds for what it returns.
@@ -51,7 +51,7 @@ func TestBridge_JetStream(t *testing.T) {
 	sc := fastServer("pbx1", pbx)
 	sc.EventsInclude = []string{"UserEvent"}
 	b, _ := startBridge(t, nc, []ServerConfig{sc}, Options{JetStream: JetStreamOptions{Enabled: true, MaxAge: time.Hour, Duplicates: time.Minute}})
-	st := w.waitState(StateConnected)
+	st := w.waitState(subjects.StateConnected)
 	if st.JSFailures == nil || *st.JSFailures != 0 {
 		t.Fatalf("status with JetStream lacks js_failures: %+v", st)
 	}
@@ -76,7 +76,7 @@ func TestBridge_JetStream(t *testing.T) {
 	for i := 1; i <= n; i++ {
 		pbx.Emit(userEvent("js", i))
 	}
-	waitStatus(t, b, func(st Status) bool { return st.EventsPublished == n })
+	waitStatus(t, b, func(st subjects.PBXStatus) bool { return st.EventsPublished == n })
 
 	cons, err := stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
 	if err != nil {
@@ -92,8 +92,8 @@ func TestBridge_JetStream(t *testing.T) {
 		i++
 		h := m.Headers()
 		want := fmt.Sprintf("pbx1:%d:%d", st.Epoch, i)
-		if h.Get(HeaderSeq) != strconv.Itoa(i) || h.Get(nats.MsgIdHdr) != want {
-			t.Fatalf("stored message %d: seq %q, id %q", i, h.Get(HeaderSeq), h.Get(nats.MsgIdHdr))
+		if h.Get(subjects.HeaderSeq) != strconv.Itoa(i) || h.Get(nats.MsgIdHdr) != want {
+			t.Fatalf("stored message %d: seq %q, id %q", i, h.Get(subjects.HeaderSeq), h.Get(nats.MsgIdHdr))
 		}
 		var body map[string]string
 		if err := json.Unmarshal(m.Data(), &body); err != nil || body["N"] != strconv.Itoa(i) {
@@ -127,7 +127,7 @@ func TestBridge_JetStream(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitStatus(t, b, func(st Status) bool { return st.EventsPublished == n+2 })
+	waitStatus(t, b, func(st subjects.PBXStatus) bool { return st.EventsPublished == n+2 })
 	// Each once, in order, whatever was tried before the stream came back.
 	info, err := stream.Info(ctx)
 	if err != nil {
@@ -141,7 +141,7 @@ func TestBridge_JetStream(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got, want := m.Header.Get(HeaderSeq), strconv.Itoa(n+int(i)); got != want {
+		if got, want := m.Header.Get(subjects.HeaderSeq), strconv.Itoa(n+int(i)); got != want {
 			t.Fatalf("stream message %d has Ami-Seq %s, want %s", i, got, want)
 		}
 	}
@@ -218,7 +218,7 @@ func (f *fakePub) Ok() <-chan *jetstream.PubAck { return f.ok }
 func (f *fakePub) Err() <-chan error            { return f.err }
 func (f *fakePub) Msg() *nats.Msg               { return f.msg }
 
-func (f *fakePub) seq() string { return f.msg.Header.Get(HeaderSeq) }
+func (f *fakePub) seq() string { return f.msg.Header.Get(subjects.HeaderSeq) }
 
 // ack is the stream storing the message.
 func (f *fakePub) ack() { f.ok <- &jetstream.PubAck{Stream: DefaultStream} }
@@ -292,7 +292,7 @@ func TestPublisherJS_ResendsFromTheFirstFailure(t *testing.T) {
 	}
 	for i := 1; i <= 3; i++ {
 		f := js.next(t, done, i)
-		if id, want := f.msg.Header.Get(HeaderMsgID), first[i-1].msg.Header.Get(HeaderMsgID); id != want {
+		if id, want := f.msg.Header.Get(subjects.HeaderMsgID), first[i-1].msg.Header.Get(subjects.HeaderMsgID); id != want {
 			t.Fatalf("resent Ami-Seq %d with Nats-Msg-Id %s, want %s", i, id, want)
 		}
 		f.ack()

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/ami-bridge/ami-bridge/amiproto/amitest"
+	"github.com/ami-bridge/ami-bridge/subjects"
 )
 
 // TestBridge_MD5AuthNeverPutsTheSecretOnTheWire runs a bridge with Auth
@@ -19,7 +20,7 @@ func TestBridge_MD5AuthNeverPutsTheSecretOnTheWire(t *testing.T) {
 	sc := fastServer("pbx1", pbx)
 	sc.Auth = "md5"
 	startBridge(t, nc, []ServerConfig{sc}, Options{})
-	w.waitState(StateConnected)
+	w.waitState(subjects.StateConnected)
 	if m := request(t, cc, "ami.pbx1.action", `{"Action":"Ping"}`, nil); !strings.Contains(string(m.Data), `"Pong"`) {
 		t.Fatalf("Ping reply %s", m.Data)
 	}

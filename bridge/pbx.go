@@ -11,6 +11,7 @@ import (
 
 	"github.com/ami-bridge/ami-bridge/amiproto"
 	"github.com/ami-bridge/ami-bridge/bridge/internal/ha"
+	"github.com/ami-bridge/ami-bridge/subjects"
 )
 
 // pbx is one PBX: its event session and event path, its action sessions
@@ -85,7 +86,7 @@ func newPBX(sc ServerConfig, ns *natsSide, life *lifecycle, opts Options, buffer
 		policy: newActionPolicy(sc.ActionsAllow, sc.ActionsDeny),
 		mask:   newSecretMasker(ep.Secret, urlSecret(sc.URL)),
 		ring:   newRing(opts.EventBuffer, opts.EventBufferBytes, buffered),
-		state:  StateConnecting,
+		state:  subjects.StateConnecting,
 		since:  time.Now(),
 	}
 	p.pub = newPublisher(p)
@@ -118,7 +119,7 @@ func newPBX(sc ServerConfig, ns *natsSide, life *lifecycle, opts Options, buffer
 			max:     sc.ReconnectMax,
 			log:     p.log.With("session", name),
 			changed: p.linkChanged,
-			state:   StateConnecting,
+			state:   subjects.StateConnecting,
 			since:   p.since,
 		}
 	}
@@ -131,14 +132,14 @@ func newPBX(sc ServerConfig, ns *natsSide, life *lifecycle, opts Options, buffer
 		// keepalive (actionKeepalive).
 		events = append(events, amiproto.WithKeepalive(sc.PingInterval, keepaliveDeadline(sc.PingInterval)))
 	}
-	p.events = newLink(RoleEvents, RoleEvents, events...)
+	p.events = newLink(subjects.RoleEvents, subjects.RoleEvents, events...)
 	for i := range sc.ActionSessions {
-		name := RoleAction + "-" + strconv.Itoa(i+1)
+		name := subjects.RoleAction + "-" + strconv.Itoa(i+1)
 		// An action session logs in with Events: off. What Asterisk sends
 		// there as an event anyway is not the PBX's event stream (the event
 		// session has that): it is left, and no 64k-event queue is made for
 		// it, which would be most of an idle session's memory.
-		p.actions = append(p.actions, newLink(RoleAction, name, amiproto.WithEvents(false), amiproto.WithEventFunc(ignoreEvent)))
+		p.actions = append(p.actions, newLink(subjects.RoleAction, name, amiproto.WithEvents(false), amiproto.WithEventFunc(ignoreEvent)))
 	}
 	return p, nil
 }
@@ -186,7 +187,7 @@ func (p *pbx) serveEvents(ctx context.Context, c *amiproto.Client) {
 		p.amiVersion = v
 	}
 	p.mu.Unlock()
-	p.events.setState(StateConnected, nil)
+	p.events.setState(subjects.StateConnected, nil)
 	p.fetchVersion(ctx, c)
 	p.events.untilEnd(ctx, p.life.hard, c)
 	if p.ha != nil {
@@ -298,7 +299,7 @@ func ignoreEvent(*amiproto.Message) {}
 const dropEvery = 1024
 
 // eventsUp reports whether the event session is logged in.
-func (p *pbx) eventsUp() bool { return p.events.status().State == StateConnected }
+func (p *pbx) eventsUp() bool { return p.events.status().State == subjects.StateConnected }
 
 // report receives what an amiproto client survives: stray responses,
 // malformed lines, messages over a limit. It runs on that client's reader
@@ -313,22 +314,22 @@ func (p *pbx) report(err error) {
 // publishes the status.
 func (p *pbx) linkChanged() {
 	state := p.events.status().State
-	if state == StateConnected {
-		state = StateConnecting
+	if state == subjects.StateConnected {
+		state = subjects.StateConnecting
 		for i, l := range p.actions {
 			st := l.status().State
-			if st == StateConnected {
+			if st == subjects.StateConnected {
 				state = st
 				break
 			}
-			if i == 0 || st == StateAuthFailed {
+			if i == 0 || st == subjects.StateAuthFailed {
 				state = st
 			}
 		}
 	}
 	p.mu.Lock()
 	if p.stopping {
-		state = StateStopped
+		state = subjects.StateStopped
 	}
 	if state != p.state {
 		p.state, p.since = state, time.Now()
@@ -343,9 +344,9 @@ func (p *pbx) stopped() {
 	p.mu.Lock()
 	p.stopping = true
 	p.mu.Unlock()
-	p.events.record(StateStopped, nil)
+	p.events.record(subjects.StateStopped, nil)
 	for _, l := range p.actions {
-		l.record(StateStopped, nil)
+		l.record(subjects.StateStopped, nil)
 	}
 	p.linkChanged()
 }

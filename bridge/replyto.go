@@ -21,12 +21,6 @@ import (
 // (nats.CustomInboxPrefix), which New checks, and no reply goes under
 // either.
 
-// InboxPrefix is the inbox prefix of the ami-bridge daemon's NATS
-// connection, as nats.CustomInboxPrefix takes it: under _INBOX., so that
-// a subscribe allow on _INBOX.> still covers it, and apart from every
-// requester's inbox. A program that runs a Bridge can use it too.
-const InboxPrefix = "_INBOX.ami_bridge"
-
 // defaultReplyPrefix is nats.go's inbox prefix, as nats.CustomInboxPrefix
 // would take it: replies under "_INBOX." are always allowed.
 const defaultReplyPrefix = "_INBOX"
@@ -47,7 +41,7 @@ func newReplyRule(replyPrefixes []string, subjectPrefix string, ownInboxes ...st
 		if own == "" || own == defaultReplyPrefix {
 			return nil, fmt.Errorf("a NATS connection of the bridge uses nats.go's default inbox prefix %s, as requesters do: "+
 				"a request could aim its reply at the bridge's own JetStream acks and KV requests; "+
-				"connect with nats.CustomInboxPrefix(bridge.InboxPrefix)", defaultReplyPrefix)
+				"connect with nats.CustomInboxPrefix(subjects.InboxPrefix)", defaultReplyPrefix)
 		}
 		if !slices.Contains(r.own, own+".") {
 			r.own = append(r.own, own+".")

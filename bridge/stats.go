@@ -8,6 +8,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
+
+	"github.com/ami-bridge/ami-bridge/subjects"
 )
 
 // Stats is a snapshot of one PBX's counters and gauges, plain numbers for
@@ -15,7 +17,7 @@ import (
 // operations for them; the status subject reads the same counters.
 type Stats struct {
 	Server string
-	State  string // as Status.State
+	State  string // as subjects.PBXStatus.State
 
 	// Up is true while the PBX's AMI session is logged in, so the bridge
 	// serves that PBX. With HA it will hold for a standby as well.
@@ -23,8 +25,8 @@ type Stats struct {
 
 	EventsReceived  uint64    // read from AMI: filtered plus numbered
 	EventsFiltered  uint64    // left out by the event filter; they take no Ami-Seq
-	EventsPublished uint64    // as Status.EventsPublished
-	EventsDropped   uint64    // as Status.EventsDropped
+	EventsPublished uint64    // as subjects.PBXStatus.EventsPublished
+	EventsDropped   uint64    // as subjects.PBXStatus.EventsDropped
 	LastSeq         uint64    // the last Ami-Seq given
 	LastEvent       time.Time // to the second; zero before the first event
 
@@ -110,7 +112,7 @@ const OtherAction = "other"
 
 // actionCodes are the reply codes counted, 200 first; a code outside
 // them is counted as the last, 503.
-var actionCodes = [...]int{200, CodeBadRequest, CodeForbidden, CodeTooLarge, CodeAMIError, CodeTimeout, CodeUnavailable}
+var actionCodes = [...]int{200, subjects.CodeBadRequest, subjects.CodeForbidden, subjects.CodeTooLarge, subjects.CodeAMIError, subjects.CodeTimeout, subjects.CodeUnavailable}
 
 var knownActionIndex = func() map[string]int {
 	m := make(map[string]int, len(KnownActions))
@@ -217,7 +219,7 @@ func (st *pbxStats) snapshot(p *pbx) Stats {
 	out := Stats{
 		Server:              p.name,
 		State:               state,
-		Up:                  state == StateConnected,
+		Up:                  state == subjects.StateConnected,
 		EventsFiltered:      st.filtered.Load(),
 		EventsPublished:     p.published.Load(),
 		EventsDropped:       p.dropped.Load(),

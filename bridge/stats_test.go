@@ -39,7 +39,7 @@ func testStats(t *testing.T, js bool) {
 	bad := fastServer("pbx2", wrong)
 	bad.URL = wrong.URL("admin", "not-the-secret")
 	b, _ := startBridge(t, nc, []ServerConfig{sc, bad}, Options{EventBuffer: 100, JetStream: JetStreamOptions{Enabled: js}})
-	w.waitState(StateConnected)
+	w.waitState(subjects.StateConnected)
 	waitSessions(t, pbx, 1+DefaultActionSessions) // events and actions
 	// The logins' SuccessfulAuth events reach the event session in its
 	// stream, before a marker sent now: once the marker is published the
@@ -48,7 +48,7 @@ func testStats(t *testing.T, js bool) {
 	waitStats(t, b, 0, func(s Stats) bool { return s.EventsPublished == 1 })
 
 	before := b.Stats()[0]
-	if !before.Up || before.State != StateConnected || before.BufferCapacity != 100 {
+	if !before.Up || before.State != subjects.StateConnected || before.BufferCapacity != 100 {
 		t.Fatalf("stats after connecting: %+v", before)
 	}
 	const passed, filtered = 30, 12
@@ -85,11 +85,11 @@ func testStats(t *testing.T, js bool) {
 	}
 	st = b.Stats()[0]
 	want := []ActionCount{
-		{"Events", CodeForbidden, 1},
+		{"Events", subjects.CodeForbidden, 1},
 		{"Ping", 200, 2},
 		{OtherAction, 200, 1},
-		{OtherAction, CodeBadRequest, 1},
-		{OtherAction, CodeAMIError, 1},
+		{OtherAction, subjects.CodeBadRequest, 1},
+		{OtherAction, subjects.CodeAMIError, 1},
 	}
 	if !slices.Equal(st.Actions, want) {
 		t.Errorf("actions %+v\nwant    %+v", st.Actions, want)
@@ -104,7 +104,7 @@ func testStats(t *testing.T, js bool) {
 	// Each of pbx2's sessions counts its refused logins; the state is the
 	// event session's, which may still be connecting when the action
 	// sessions have failed twice.
-	st2 := waitStats(t, b, 1, func(s Stats) bool { return s.LoginFailures >= 2 && s.State == StateAuthFailed })
+	st2 := waitStats(t, b, 1, func(s Stats) bool { return s.LoginFailures >= 2 && s.State == subjects.StateAuthFailed })
 	if st2.Up || st2.Server != "pbx2" {
 		t.Errorf("stats of the PBX refusing the login: %+v", st2)
 	}
@@ -145,7 +145,7 @@ func TestActionMeter_UnknownCode(t *testing.T) {
 	m.action = "Ping"
 	m.replied(nats.Header{"Nats-Service-Error-Code": {"599"}})
 	m.replied(nil) // a later streamed part is not counted
-	if n := st.actions[actionIndex("Ping")][codeIndex(CodeUnavailable)].Load(); n != 1 {
+	if n := st.actions[actionIndex("Ping")][codeIndex(subjects.CodeUnavailable)].Load(); n != 1 {
 		t.Errorf("count %d, want 1 under 503", n)
 	}
 }

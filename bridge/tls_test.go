@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/ami-bridge/ami-bridge/amiproto/amitest"
+	"github.com/ami-bridge/ami-bridge/subjects"
 )
 
 // TestStatus_TLSVerificationHint: a PBX whose certificate the bridge cannot
@@ -33,7 +34,7 @@ func TestStatus_TLSVerificationHint(t *testing.T) {
 			sc := fastServer("pbx1", pbx)
 			sc.TLS = tc.client
 			_, logs := startBridge(t, nc, []ServerConfig{sc}, Options{})
-			st := w.waitState(StateDisconnected)
+			st := w.waitState(subjects.StateDisconnected)
 			for _, want := range tc.want {
 				if !strings.Contains(st.Error, want) {
 					t.Errorf("status error %q lacks %q", st.Error, want)

@@ -20,6 +20,7 @@ import (
 	"github.com/ami-bridge/ami-bridge/amiproto/amitest"
 	"github.com/ami-bridge/ami-bridge/bridge"
 	"github.com/ami-bridge/ami-bridge/cmd/ami-bridge/internal/config"
+	"github.com/ami-bridge/ami-bridge/subjects"
 )
 
 // testTimeout bounds every wait of these tests.
@@ -77,9 +78,9 @@ func (o *output) waitFor(t *testing.T, what string, match func(line string) bool
 // the queue group. One "connected" line alone may be an action session's.
 func waitSessionsUp(t *testing.T, stderr *output) {
 	t.Helper()
-	sessions := []string{bridge.RoleEvents}
+	sessions := []string{subjects.RoleEvents}
 	for i := range bridge.DefaultActionSessions {
-		sessions = append(sessions, fmt.Sprintf("%s-%d", bridge.RoleAction, i+1))
+		sessions = append(sessions, fmt.Sprintf("%s-%d", subjects.RoleAction, i+1))
 	}
 	for _, s := range sessions {
 		stderr.waitFor(t, s+" session connected", func(l string) bool {

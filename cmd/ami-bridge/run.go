@@ -13,6 +13,7 @@ import (
 
 	"github.com/ami-bridge/ami-bridge/bridge"
 	"github.com/ami-bridge/ami-bridge/cmd/ami-bridge/internal/config"
+	"github.com/ami-bridge/ami-bridge/subjects"
 )
 
 // Exit codes.
@@ -98,7 +99,7 @@ func run(ctx context.Context, cfg *config.Config, environ []string, log zerolog.
 		st.nc.onReconnect(b.PublishStatus)
 		ops.attach(b, st.nc.Conn)
 		ready = ready.Str("nats_url", st.url).Str("prefix", cfg.NATS.Prefix).Bool("nats_service_user", cfg.NATS.Service.IsSet())
-		logTopology(ready, b.Topology()).Msg("ready")
+		logTopology(ready, b.Status()).Msg("ready")
 		<-ctx.Done()
 	})
 	if err != nil {
@@ -188,25 +189,29 @@ func topologyOf(cfg *config.Config) string {
 // topology returns the bridge's Options.Topology: the layout of cfg, the
 // embedded server's JetStream domain and, for a leaf node, how many of its
 // links to the hub are up at the time of each call.
-func (st *natsStack) topology(cfg *config.Config) func() bridge.Topology {
+func (st *natsStack) topology(cfg *config.Config) func() subjects.Topology {
 	kind, ns := topologyOf(cfg), st.ns
 	remotes := len(cfg.NATS.Embedded.Leafnodes.Remotes)
 	var domain string
 	if ns != nil {
 		domain = cfg.NATS.Embedded.Domain
 	}
-	return func() bridge.Topology {
-		t := bridge.Topology{NATS: kind, Domain: domain}
+	return func() subjects.Topology {
+		t := subjects.Topology{NATS: kind, Domain: domain}
 		if kind == "leafnode" {
-			t.Leafnodes = &bridge.Leafnodes{Remotes: remotes, Connected: ns.NumLeafNodes()}
+			t.Leafnodes = &subjects.Leafnodes{Remotes: remotes, Connected: ns.NumLeafNodes()}
 		}
 		return t
 	}
 }
 
-// logTopology adds t to a log line: the "ready" line says which layout
-// runs.
-func logTopology(ev *zerolog.Event, t bridge.Topology) *zerolog.Event {
+// logTopology adds the topology the statuses carry (the same for every
+// PBX) to a log line: the "ready" line says which layout runs.
+func logTopology(ev *zerolog.Event, sts []subjects.PBXStatus) *zerolog.Event {
+	var t subjects.Topology
+	if len(sts) > 0 && sts[0].Topology != nil {
+		t = *sts[0].Topology
+	}
 	ev = ev.Str("topology", t.NATS)
 	if t.Domain != "" {
 		ev = ev.Str("jetstream_domain", t.Domain)

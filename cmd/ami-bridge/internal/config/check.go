@@ -80,7 +80,7 @@ func (n *NATS) check(p *problems) {
 		p.add("nats.prefix: %q must be dot-separated tokens of printable ASCII, without spaces, '*' or '>'", n.Prefix)
 	}
 	for i, rp := range n.ReplyPrefixes {
-		if err := bridge.CheckReplyPrefix(rp, n.Prefix, bridge.InboxPrefix); err != nil {
+		if err := bridge.CheckReplyPrefix(rp, n.Prefix, subjects.InboxPrefix); err != nil {
 			p.add("nats.reply_prefixes[%d]: %q: %v", i, rp, err)
 		}
 	}

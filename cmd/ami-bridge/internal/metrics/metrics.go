@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/ami-bridge/ami-bridge/bridge"
+	"github.com/ami-bridge/ami-bridge/subjects"
 )
 
 // Bridge is what the collector reads of the bridge: *bridge.Bridge.
@@ -33,7 +34,7 @@ type Source func() (Bridge, Conn)
 
 // SessionStates are the values of the state label of
 // ami_bridge_session_state, one gauge each.
-var SessionStates = []string{bridge.StateConnecting, bridge.StateConnected, bridge.StateDisconnected, bridge.StateAuthFailed, bridge.StateStopped}
+var SessionStates = []string{subjects.StateConnecting, subjects.StateConnected, subjects.StateDisconnected, subjects.StateAuthFailed, subjects.StateStopped}
 
 // NATSStates are the values of the state label of
 // ami_bridge_nats_connection_state.

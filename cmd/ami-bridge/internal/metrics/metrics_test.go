@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 
 	"github.com/ami-bridge/ami-bridge/bridge"
+	"github.com/ami-bridge/ami-bridge/subjects"
 )
 
 type fakeBridge []bridge.Stats
@@ -43,7 +44,7 @@ func hist(counts ...uint64) bridge.Histogram {
 // family appears.
 func fullStats(now time.Time) fakeBridge {
 	return fakeBridge{{
-		Server: "pbx1", State: bridge.StateConnected, Up: true,
+		Server: "pbx1", State: subjects.StateConnected, Up: true,
 		EventsReceived: 110, EventsFiltered: 10, EventsPublished: 95, EventsDropped: 5, LastSeq: 100,
 		LastEvent:    now.Add(-3 * time.Second),
 		BufferEvents: 7, BufferCapacity: 1000, BufferBytes: 3500, BufferCapacityBytes: 1 << 20, Reconnects: 2, LoginFailures: 1,
@@ -53,7 +54,7 @@ func fullStats(now time.Time) fakeBridge {
 		RequestsOverLimit: 8, RequestsExpired: 2, RepliesRefused: 2,
 		ActionLatency: hist(0, 0, 0, 7),
 	}, {
-		Server: "pbx2", State: bridge.StateAuthFailed, LoginFailures: 9, BufferCapacity: 1000,
+		Server: "pbx2", State: subjects.StateAuthFailed, LoginFailures: 9, BufferCapacity: 1000,
 	}}
 }
 
