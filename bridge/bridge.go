@@ -772,16 +772,6 @@ func (b *Bridge) Status() []subjects.PBXStatus {
 	return out
 }
 
-// Servers returns the names of the configured PBXes, in configuration
-// order.
-func (b *Bridge) Servers() []string {
-	out := make([]string, len(b.pbxes))
-	for i, p := range b.pbxes {
-		out[i] = p.name
-	}
-	return out
-}
-
 // PublishStatus publishes the status of every PBX now. The bridge does so
 // on every change and every StatusInterval by itself; a caller that sees
 // NATS come back calls it so subscribers need not wait for the interval.

@@ -1,6 +1,7 @@
 package bridge
 
 import (
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -68,8 +69,10 @@ type Stats struct {
 }
 
 // ActionCount is how many requests for Action were answered with Code.
-// Action is a name of KnownActions, or "other"; Code is 200 for a
-// success, else the error code of the reply.
+// Action is one of some sixty common action names, as Asterisk spells
+// them, or "other" for any other name, so that the label set of a metric
+// stays bounded whatever requesters send; Code is 200 for a success,
+// else the error code of the reply.
 type ActionCount struct {
 	Action string
 	Code   int
@@ -80,21 +83,21 @@ type ActionCount struct {
 // of observations at or below Bounds[i]; Count includes those above the
 // last bound.
 type Histogram struct {
-	Bounds []float64 // upper bounds in seconds, ascending; shared, do not modify
+	Bounds []float64 // upper bounds in seconds, ascending; the same for every histogram
 	Counts []uint64  // cumulative
 	Count  uint64
 	Sum    float64 // seconds
 }
 
-// LatencyBounds are the upper bounds, in seconds, of every latency
+// latencyBounds are the upper bounds, in seconds, of every latency
 // histogram: from a JetStream ack on loopback to an action near its
 // default timeout.
-var LatencyBounds = [...]float64{0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30}
+var latencyBounds = [...]float64{0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30}
 
-// KnownActions are the action names that metrics count by name; any other
-// counts as OtherAction, which keeps the label set bounded whatever
+// knownActions are the action names that metrics count by name; any other
+// counts as otherAction, which keeps the label set bounded whatever
 // requesters send. Matching ignores case, as Asterisk does.
-var KnownActions = [...]string{
+var knownActions = [...]string{
 	"AbsoluteTimeout", "AgentLogoff", "Agents", "Atxfer", "BlindTransfer", "Bridge", "BridgeInfo", "BridgeList",
 	"Challenge", "Command", "ConfbridgeKick", "ConfbridgeList", "ConfbridgeListRooms", "ConfbridgeMute",
 	"ConfbridgeUnmute", "CoreSettings", "CoreShowChannels", "CoreStatus", "DBDel", "DBGet", "DBPut",
@@ -106,34 +109,34 @@ var KnownActions = [...]string{
 	"UserEvent", "VoicemailUsersList",
 }
 
-// OtherAction is the action label of every name outside KnownActions,
+// otherAction is the action label of every name outside knownActions,
 // and of a request too malformed to name one.
-const OtherAction = "other"
+const otherAction = "other"
 
 // actionCodes are the reply codes counted, 200 first; a code outside
 // them is counted as the last, 503.
 var actionCodes = [...]int{200, subjects.CodeBadRequest, subjects.CodeForbidden, subjects.CodeTooLarge, subjects.CodeAMIError, subjects.CodeTimeout, subjects.CodeUnavailable}
 
 var knownActionIndex = func() map[string]int {
-	m := make(map[string]int, len(KnownActions))
-	for i, a := range &KnownActions {
+	m := make(map[string]int, len(knownActions))
+	for i, a := range &knownActions {
 		m[a] = i
 	}
 	return m
 }()
 
 // actionIndex returns the row of name in the action counters: its index
-// in KnownActions, or len(KnownActions) for "other".
+// in knownActions, or len(knownActions) for "other".
 func actionIndex(name string) int {
 	if i, ok := knownActionIndex[name]; ok {
 		return i
 	}
-	for i, a := range &KnownActions { // a name spelt in another case
+	for i, a := range &knownActions { // a name spelt in another case
 		if strings.EqualFold(a, name) {
 			return i
 		}
 	}
-	return len(KnownActions)
+	return len(knownActions)
 }
 
 func codeIndex(code int) int {
@@ -152,7 +155,7 @@ type pbxStats struct {
 	lastEvent      atomic.Int64 // Unix seconds of the last event read, 0 before the first
 	jsRetries      atomic.Uint64
 	jsLatency      latencyHistogram
-	actions        [len(KnownActions) + 1][len(actionCodes)]atomic.Uint64 // [actionIndex][codeIndex]
+	actions        [len(knownActions) + 1][len(actionCodes)]atomic.Uint64 // [actionIndex][codeIndex]
 	actionLatency  latencyHistogram
 	expired        atomic.Uint64 // requests dropped past their deadline
 	repliesRefused atomic.Uint64
@@ -167,15 +170,15 @@ func (st *pbxStats) eventRead(at time.Time) {
 	}
 }
 
-// latencyHistogram counts durations into LatencyBounds with atomic adds.
+// latencyHistogram counts durations into latencyBounds with atomic adds.
 type latencyHistogram struct {
-	buckets [len(LatencyBounds) + 1]atomic.Uint64 // per bucket, not cumulative; the last is above every bound
+	buckets [len(latencyBounds) + 1]atomic.Uint64 // per bucket, not cumulative; the last is above every bound
 	sum     atomic.Int64                          // nanoseconds
 }
 
 var latencyBoundsNanos = func() []int64 {
-	out := make([]int64, len(LatencyBounds))
-	for i, s := range LatencyBounds {
+	out := make([]int64, len(latencyBounds))
+	for i, s := range latencyBounds {
 		out[i] = int64(s * float64(time.Second))
 	}
 	return out
@@ -191,7 +194,7 @@ func (h *latencyHistogram) observe(d time.Duration) {
 }
 
 func (h *latencyHistogram) snapshot() Histogram {
-	out := Histogram{Bounds: LatencyBounds[:], Counts: make([]uint64, len(LatencyBounds))}
+	out := Histogram{Bounds: slices.Clone(latencyBounds[:]), Counts: make([]uint64, len(latencyBounds))}
 	for i := range h.buckets {
 		out.Count += h.buckets[i].Load()
 		if i < len(out.Counts) {
@@ -256,9 +259,9 @@ func (st *pbxStats) snapshot(p *pbx) Stats {
 		row := &st.actions[a]
 		for c := range row {
 			if n := row[c].Load(); n > 0 {
-				name := OtherAction
-				if a < len(KnownActions) {
-					name = KnownActions[a]
+				name := otherAction
+				if a < len(knownActions) {
+					name = knownActions[a]
 				}
 				out.Actions = append(out.Actions, ActionCount{Action: name, Code: actionCodes[c], Count: n})
 			}

@@ -87,9 +87,9 @@ func testStats(t *testing.T, js bool) {
 	want := []ActionCount{
 		{"Events", subjects.CodeForbidden, 1},
 		{"Ping", 200, 2},
-		{OtherAction, 200, 1},
-		{OtherAction, subjects.CodeBadRequest, 1},
-		{OtherAction, subjects.CodeAMIError, 1},
+		{otherAction, 200, 1},
+		{otherAction, subjects.CodeBadRequest, 1},
+		{otherAction, subjects.CodeAMIError, 1},
 	}
 	if !slices.Equal(st.Actions, want) {
 		t.Errorf("actions %+v\nwant    %+v", st.Actions, want)
@@ -126,11 +126,11 @@ func TestLatencyHistogram_CumulativeBuckets(t *testing.T) {
 }
 
 func TestActionIndex_BoundedLabels(t *testing.T) {
-	for name, want := range map[string]string{"Ping": "Ping", "PING": "Ping", "originate": "Originate", "": OtherAction, "Nope": OtherAction} {
+	for name, want := range map[string]string{"Ping": "Ping", "PING": "Ping", "originate": "Originate", "": otherAction, "Nope": otherAction} {
 		i := actionIndex(name)
-		got := OtherAction
-		if i < len(KnownActions) {
-			got = KnownActions[i]
+		got := otherAction
+		if i < len(knownActions) {
+			got = knownActions[i]
 		}
 		if got != want {
 			t.Errorf("actionIndex(%q) is %q, want %q", name, got, want)
@@ -166,5 +166,17 @@ func TestStats_BufferBytesAreTheUnacknowledged(t *testing.T) {
 	st := b.Stats()[0]
 	if st.BufferEvents != 4 || st.BufferBytes != waiting {
 		t.Fatalf("%d events, %d bytes waiting; want 4, %d", st.BufferEvents, st.BufferBytes, waiting)
+	}
+}
+
+// TestStats_BoundsAreACopy: a snapshot's histogram bounds are its own, so
+// an importer that changes them changes no later snapshot's.
+func TestStats_BoundsAreACopy(t *testing.T) {
+	b, _ := idlePBX(t, ServerConfig{}, Options{})
+	st := b.Stats()[0]
+	want := st.ActionLatency.Bounds[0]
+	st.ActionLatency.Bounds[0] = 99
+	if got := b.Stats()[0].ActionLatency.Bounds[0]; got != want {
+		t.Errorf("after a caller changed a snapshot's bound, the next snapshot's is %v, want %v", got, want)
 	}
 }
