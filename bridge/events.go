@@ -180,6 +180,7 @@ func (p *publisher) publishCore(e *ringEntry) {
 		}
 		return
 	}
+	p.p.stats.lastPublished.Store(e.seq)
 	p.p.published.Add(1)
 }
 

@@ -254,6 +254,8 @@ func (b *Bridge) jsPublishFailed(_ jetstream.JetStream, m *nats.Msg, _ error) {
 
 // jsAcked records an acknowledged publish and moves the ring's mark.
 func (p *publisher) jsAcked(w inflight) uint64 {
+	// The Ami-Seq first, so that whoever sees the count sees it too.
+	p.p.stats.lastPublished.Store(w.pub)
 	p.p.published.Add(1)
 	p.p.stats.jsLatency.observe(time.Since(w.sent))
 	p.p.ring.ack(w.seq)

@@ -169,7 +169,8 @@ func TestBridge_NATSOutageBuffersThenCountsDrops(t *testing.T) {
 		pbx.Emit(userEvent("outage", i))
 	}
 	// Reading goes on while NATS is away: every event gets its number.
-	st := waitStatus(t, b, func(st subjects.PBXStatus) bool { return st.LastSeq == n })
+	waitFor(t, func() Stats { return b.Stats()[0] }, func(s Stats) bool { return s.EventsReceived-s.EventsFiltered == n })
+	st := b.Status()[0]
 	if st.EventsDropped == 0 || st.EventsDropped > n-buffer {
 		t.Fatalf("dropped %d of %d with a buffer of %d", st.EventsDropped, n, buffer)
 	}

@@ -28,7 +28,7 @@ type Stats struct {
 	EventsFiltered  uint64    // left out by the event filter; they take no Ami-Seq
 	EventsPublished uint64    // as subjects.PBXStatus.EventsPublished
 	EventsDropped   uint64    // as subjects.PBXStatus.EventsDropped
-	LastSeq         uint64    // the last Ami-Seq given
+	LastSeq         uint64    // as subjects.PBXStatus.LastSeq: the Ami-Seq of the last event this process published
 	LastEvent       time.Time // to the second; zero before the first event
 
 	BufferEvents        int // events waiting for the publisher (with JetStream: for their ack)
@@ -159,6 +159,10 @@ type pbxStats struct {
 	actionLatency  latencyHistogram
 	expired        atomic.Uint64 // requests dropped past their deadline
 	repliesRefused atomic.Uint64
+	// lastPublished is the Ami-Seq of the last event published (with
+	// JetStream: acknowledged), as the event carries it. The publisher
+	// stores it before it counts the event published.
+	lastPublished atomic.Uint64
 }
 
 // eventRead records the time of an event read from AMI, filtered or not,
@@ -226,7 +230,6 @@ func (st *pbxStats) snapshot(p *pbx) Stats {
 		EventsFiltered:      st.filtered.Load(),
 		EventsPublished:     p.published.Load(),
 		EventsDropped:       p.dropped.Load(),
-		LastSeq:             p.lastSeq.Load(),
 		BufferEvents:        u.pending,
 		BufferCapacity:      p.ring.maxEvents,
 		BufferBytes:         u.pendingBytes,
@@ -242,7 +245,10 @@ func (st *pbxStats) snapshot(p *pbx) Stats {
 	for _, l := range p.actions {
 		out.LoginFailures += l.loginFailures.Load()
 	}
-	out.EventsReceived = out.EventsFiltered + out.LastSeq
+	// The events numbered, by this process's own count: with HA it
+	// differs from the PBX's Ami-Seq, which goes on across takeovers.
+	out.EventsReceived = out.EventsFiltered + p.lastSeq.Load()
+	_, out.LastSeq = p.lastPublished()
 	if sec := st.lastEvent.Load(); sec != 0 {
 		out.LastEvent = time.Unix(sec, 0)
 	}

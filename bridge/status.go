@@ -35,19 +35,28 @@ func (p *pbx) status() subjects.PBXStatus {
 	st.EventsPublished = p.published.Load()
 	st.EventsDropped = p.dropped.Load()
 	st.Reconnects = st.Sessions[0].Reconnects
-	st.LastSeq = p.lastSeq.Load()
-	st.Epoch = p.ns.epoch
+	st.Epoch, st.LastSeq = p.lastPublished()
 	st.Topology = p.ns.topology()
 	if p.ha != nil {
 		st.HA = p.ha.status()
-		// The numbers of the PBX's stream, not this process's own count.
-		st.Epoch, st.LastSeq = p.ha.published()
 	}
 	if p.ns.jsOpts.Enabled {
 		n := p.jsFailures.Load()
 		st.JSFailures = &n
 	}
 	return st
+}
+
+// lastPublished returns the Ami-Seq of the last event this process
+// published (with JetStream: acknowledged), with the epoch of its
+// Nats-Msg-Id: what the status's last_seq and epoch and Stats.LastSeq
+// give. With HA they are the PBX's numbers, kept across takeovers, not
+// this process's own count of the events it read.
+func (p *pbx) lastPublished() (epoch int64, seq uint64) {
+	if p.ha != nil {
+		return p.ha.published()
+	}
+	return p.ns.epoch, p.stats.lastPublished.Load()
 }
 
 // publishStatus publishes a fresh snapshot. Failures are logged only: the
