@@ -138,7 +138,7 @@ type Options struct {
 	StatusInterval   time.Duration // default 30s
 	JetStream        JetStreamOptions
 	HA               HAOptions // one active bridge per PBX among several; see ha.go
-	Version          string    // micro service version, default "0.0.0"; one that is not SemVer registers as "0.0.0" with the raw string in the metadata
+	Version          string    // micro service version: "v1.2.3" registers as 1.2.3, one that is no semantic version as 0.0.0-<it> ("dev": 0.0.0-dev), the raw string then in the metadata
 	// Logger receives the bridge's log lines; nil discards them. Lines
 	// carry the attributes server, ami (the endpoint without its
 	// secret), session and error. See "Logging" in the package doc.
@@ -338,11 +338,10 @@ func New(nc *nats.Conn, servers []ServerConfig, opts Options) (*Bridge, error) {
 	if len(errs) > 0 {
 		return nil, fmt.Errorf("bridge: invalid configuration: %w", errors.Join(errs...))
 	}
-	version := opts.Version
+	version := serviceVersion(opts.Version)
 	meta := map[string]string{"servers": strings.Join(names(servers), ","), "prefix": opts.Prefix}
-	if !SemVer(version) {
-		meta["version"] = version
-		version = "0.0.0"
+	if version != opts.Version {
+		meta["version"] = opts.Version
 	}
 	b := &Bridge{
 		opts: opts,
@@ -411,9 +410,6 @@ func withOptionDefaults(o Options) (Options, error) {
 	}
 	if o.StatusInterval < 0 {
 		errs = append(errs, errors.New("status interval must be positive"))
-	}
-	if o.Version == "" {
-		o.Version = "0.0.0"
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)

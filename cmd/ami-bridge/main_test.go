@@ -183,22 +183,6 @@ func TestNewLogger_Console(t *testing.T) {
 	}
 }
 
-func TestServiceVersion(t *testing.T) {
-	tests := map[string]string{
-		"v1.2.3":        "1.2.3",
-		"1.2.3-rc.1":    "1.2.3-rc.1",
-		"dev":           "0.0.0-dev",
-		"v1.2.3-4-gabc": "1.2.3-4-gabc",
-		"abc123 dirty":  "0.0.0-abc123-dirty",
-		"":              "0.0.0",
-	}
-	for in, want := range tests {
-		if got := serviceVersion(in); got != want {
-			t.Errorf("serviceVersion(%q) = %q, want %q", in, got, want)
-		}
-	}
-}
-
 func TestVersionFrom(t *testing.T) {
 	vcs := func(kv ...string) []debug.BuildSetting {
 		var out []debug.BuildSetting

@@ -364,7 +364,7 @@ func bridgeOptions(cfg *config.Config, log zerolog.Logger) bridge.Options {
 			Replicas:   cfg.JetStream.Replicas,
 		},
 		HA:      cfg.HA.Options(),
-		Version: serviceVersion(versionString()),
+		Version: versionString(),
 		Logger:  bridgeLogger(log),
 	}
 }
