@@ -54,7 +54,7 @@ func TestBridge_CommandOutputStreamsInParts(t *testing.T) {
 			pbx := startPBX(t, amitest.Config{Profile: profile, Channels: 100})
 			const command = `{"Action":"Command","Command":"core show channels"}`
 			// What the PBX sends, read without the bridge.
-			c, err := amiproto.Dial(context.Background(), pbx.URL("admin", testSecret), amiproto.WithEvents(false))
+			c, err := amiproto.Dial(context.Background(), pbx.URL("admin", testSecret), amiproto.WithEvents(amiproto.EventDelivery{Mask: "off"}))
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -87,7 +87,7 @@ func referenceSession(t testing.TB, pbx *amitest.Server) *refEvents {
 	ref := &refEvents{}
 	ctx, cancel := context.WithTimeout(context.Background(), waitTime)
 	defer cancel()
-	c, err := amiproto.DialEndpoint(ctx, pbx.Endpoint("admin", testSecret), amiproto.WithEventFunc(ref.add))
+	c, err := amiproto.DialEndpoint(ctx, pbx.Endpoint("admin", testSecret), amiproto.WithEvents(amiproto.EventDelivery{Func: ref.add}))
 	if err != nil {
 		t.Fatalf("reference session: %v", err)
 	}

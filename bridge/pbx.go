@@ -125,7 +125,7 @@ func newPBX(sc ServerConfig, ns *natsSide, life *lifecycle, opts Options, buffer
 	}
 	// Events go from the client's reader straight into the PBX's ring:
 	// no hand-off, and Ami-Seq numbers them in the order they were read.
-	events := []amiproto.Option{amiproto.WithEventFunc(p.accept), amiproto.WithEventSkip(p.ring.refusing, p.shed)}
+	events := []amiproto.Option{amiproto.WithEvents(amiproto.EventDelivery{Func: p.accept, Shedding: p.ring.refusing, Skip: p.shed})}
 	if sc.PingInterval > 0 {
 		// The event session runs no requested action, so nothing but a
 		// dead link holds its Ping back. Action sessions have their own
@@ -139,7 +139,7 @@ func newPBX(sc ServerConfig, ns *natsSide, life *lifecycle, opts Options, buffer
 		// there as an event anyway is not the PBX's event stream (the event
 		// session has that): it is left, and no 64k-event queue is made for
 		// it, which would be most of an idle session's memory.
-		p.actions = append(p.actions, newLink(subjects.RoleAction, name, amiproto.WithEvents(false), amiproto.WithEventFunc(ignoreEvent)))
+		p.actions = append(p.actions, newLink(subjects.RoleAction, name, amiproto.WithEvents(amiproto.EventDelivery{Mask: "off", Func: ignoreEvent})))
 	}
 	return p, nil
 }
