@@ -187,16 +187,6 @@ const (
 	DefaultMaxPendingRequests = 128
 )
 
-// MaxMaxPendingRequests bounds ServerConfig.MaxPendingRequests.
-const MaxMaxPendingRequests = 65536
-
-// MaxReplicas is the most replicas JetStream gives a stream.
-const MaxReplicas = 5
-
-// MaxActionSessions bounds ServerConfig.ActionSessions: each is a login,
-// a micro service and an Asterisk thread.
-const MaxActionSessions = 64
-
 // Bridge runs every configured PBX against one NATS connection, or two
 // (see "Connections" in the package doc).
 //
@@ -304,36 +294,26 @@ func New(nc *nats.Conn, servers []ServerConfig, opts Options) (*Bridge, error) {
 	if nc == nil {
 		errs = append(errs, errors.New("no NATS connection"))
 	}
-	opts, err := withOptionDefaults(opts)
-	if err != nil {
-		errs = append(errs, err)
+	prefixesChecked := true // by Check, against what New adds below
+	for _, p := range Check(servers, opts) {
+		errs = append(errs, p)
+		if strings.HasPrefix(p.Field, "ReplyPrefixes") {
+			prefixesChecked = false
+		}
 	}
-	if len(servers) == 0 {
-		errs = append(errs, errors.New("no servers configured"))
-	}
-	var replies *replyRule
+	opts, _ = checkOptions(opts)
 	svc := opts.ServiceConn
 	if svc == nil {
 		svc = nc
 	}
+	var replies *replyRule
 	if nc != nil {
-		if replies, err = newReplyRule(opts.ReplyPrefixes, opts.Prefix, nc.Opts.InboxPrefix, svc.Opts.InboxPrefix); err != nil {
+		var err error
+		// Once Check found a reply prefix wrong, the same problem again
+		// would only repeat it.
+		if replies, err = newReplyRule(opts.ReplyPrefixes, opts.Prefix, nc.Opts.InboxPrefix, svc.Opts.InboxPrefix); err != nil && prefixesChecked {
 			errs = append(errs, err)
 		}
-	}
-	seen := map[string]bool{}
-	for i, sc := range servers {
-		label := sc.Name
-		if label == "" {
-			label = fmt.Sprintf("#%d", i+1)
-		}
-		if _, _, err := withServerDefaults(sc); err != nil {
-			errs = append(errs, fmt.Errorf("server %s: %w", label, err))
-		}
-		if sc.Name != "" && seen[sc.Name] {
-			errs = append(errs, fmt.Errorf("server %s: name used twice", sc.Name))
-		}
-		seen[sc.Name] = true
 	}
 	if len(errs) > 0 {
 		return nil, fmt.Errorf("bridge: invalid configuration: %w", errors.Join(errs...))
@@ -385,31 +365,34 @@ func names(servers []ServerConfig) []string {
 	return out
 }
 
-func withOptionDefaults(o Options) (Options, error) {
-	var errs []error
+// checkOptions fills the zero values of o and returns it with the
+// problems found.
+func checkOptions(o Options) (Options, []Problem) {
+	var ps problems
 	if o.Prefix == "" {
 		o.Prefix = DefaultPrefix
 	}
 	if !subjects.ValidPrefix(o.Prefix) {
-		errs = append(errs, fmt.Errorf("prefix %q: want dot-separated tokens without spaces, '*' or '>'", o.Prefix))
+		ps.add("Prefix", "%q: want dot-separated tokens without spaces, '*' or '>'", o.Prefix)
 	}
+	checkReplyPrefixes(&ps, o)
 	if o.EventBuffer == 0 {
 		o.EventBuffer = DefaultEventBuffer
 	}
 	if o.EventBuffer < 0 {
-		errs = append(errs, errors.New("event buffer must be positive"))
+		ps.add("EventBuffer", "must be positive")
 	}
 	if o.EventBufferBytes == 0 {
 		o.EventBufferBytes = DefaultEventBufferBytes
 	}
 	if o.EventBufferBytes < 0 {
-		errs = append(errs, errors.New("event buffer bytes must be positive"))
+		ps.add("EventBufferBytes", "must be positive")
 	}
 	if o.StatusInterval == 0 {
 		o.StatusInterval = DefaultStatusInterval
 	}
 	if o.StatusInterval < 0 {
-		errs = append(errs, errors.New("status interval must be positive"))
+		ps.add("StatusInterval", "must be positive")
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
@@ -419,7 +402,7 @@ func withOptionDefaults(o Options) (Options, error) {
 		js.Stream = DefaultStream
 	}
 	if strings.ContainsAny(js.Stream, ".*> \t\r\n/\\") {
-		errs = append(errs, fmt.Errorf("jetstream stream name %q: no '.', '*', '>', '/', '\\' or whitespace", js.Stream))
+		ps.add("JetStream.Stream", "%q: no '.', '*', '>', '/', '\\' or whitespace", js.Stream)
 	}
 	if js.MaxAge == 0 {
 		js.MaxAge = DefaultStreamMaxAge
@@ -433,36 +416,65 @@ func withOptionDefaults(o Options) (Options, error) {
 	if js.Replicas == 0 {
 		js.Replicas = DefaultReplicas
 	}
-	if js.MaxAge < 0 || js.Duplicates < 0 || js.MaxPending < 0 {
-		errs = append(errs, errors.New("jetstream max age, duplicates window and max pending must be positive"))
+	for _, f := range []struct {
+		field string
+		neg   bool
+	}{{"JetStream.MaxAge", js.MaxAge < 0}, {"JetStream.Duplicates", js.Duplicates < 0}, {"JetStream.MaxPending", js.MaxPending < 0}} {
+		if f.neg {
+			ps.add(f.field, "must be positive")
+		}
 	}
-	if js.Replicas < 0 || js.Replicas > MaxReplicas {
-		errs = append(errs, fmt.Errorf("jetstream replicas %d: want 1 to %d", js.Replicas, MaxReplicas))
+	if js.Replicas < 0 || js.Replicas > maxReplicas {
+		ps.add("JetStream.Replicas", "%d: want 1 to %d", js.Replicas, maxReplicas)
 	}
 	if js.Enabled && js.Duplicates > js.MaxAge {
-		errs = append(errs, fmt.Errorf("jetstream duplicates window %v is longer than max age %v", js.Duplicates, js.MaxAge))
+		ps.add("JetStream.Duplicates", "%v is longer than max age %v", js.Duplicates, js.MaxAge)
+	}
+	if o.HA.Enabled && o.HA.Bucket != "" && strings.ContainsAny(o.HA.Bucket, ".*> \t\r\n/\\") {
+		ps.add("HA.Bucket", "%q: no '.', '*', '>', '/', '\\' or whitespace", o.HA.Bucket)
 	}
 	ha, err := withHADefaults(o.HA, o.JetStream)
-	if err != nil {
-		errs = append(errs, err)
+	var joined interface{ Unwrap() []error }
+	switch {
+	case err == nil:
+	case errors.As(err, &joined):
+		for _, e := range joined.Unwrap() {
+			ps = append(ps, haProblem(e))
+		}
+	default:
+		ps = append(ps, haProblem(err))
 	}
 	o.HA = ha
-	return o, errors.Join(errs...)
+	return o, ps
 }
 
 // withServerDefaults checks sc, fills its zero values and returns the
 // endpoint to dial, secret included. Nothing it returns as an error holds
 // the secret.
 func withServerDefaults(sc ServerConfig) (ServerConfig, amiproto.Endpoint, error) {
-	var errs []error
-	if !subjects.ValidServerName(sc.Name) {
-		errs = append(errs, fmt.Errorf("name %q: want [A-Za-z0-9_-]+", sc.Name))
+	sc, ep, ps := checkServer(sc)
+	errs := make([]error, len(ps))
+	for i, p := range ps {
+		errs[i] = errors.New(p.Field + ": " + p.Msg)
+	}
+	return sc, ep, errors.Join(errs...)
+}
+
+// checkServer is withServerDefaults with the problems by field, their
+// Server left to the caller.
+func checkServer(sc ServerConfig) (ServerConfig, amiproto.Endpoint, []Problem) {
+	var ps problems
+	switch {
+	case sc.Name == "":
+		ps.add("Name", "missing: every PBX needs one, [A-Za-z0-9_-]+")
+	case !subjects.ValidServerName(sc.Name):
+		ps.add("Name", "%q: want [A-Za-z0-9_-]+", sc.Name)
 	}
 	ep, err := amiproto.ParseURL(sc.URL)
 	if err != nil {
-		errs = append(errs, fmt.Errorf("url: %w", err))
+		ps.add("URL", "%v", err)
 	} else if ep.User == "" {
-		errs = append(errs, errors.New("url: no user; the bridge must log in (user:secret@host:port, or the secret from secret_env/secret_file)"))
+		ps.add("URL", "no user; the bridge must log in (user:secret@host:port, or the secret in Secret)")
 	}
 	if sc.Secret != "" {
 		ep.Secret = sc.Secret
@@ -473,57 +485,55 @@ func withServerDefaults(sc ServerConfig) (ServerConfig, amiproto.Endpoint, error
 	case "md5":
 		sc.Auth = "md5"
 	default:
-		errs = append(errs, fmt.Errorf("auth %q: want plain or md5", sc.Auth))
+		ps.add("Auth", "%q: want plain or md5", sc.Auth)
 	}
-	def := func(d *time.Duration, v time.Duration, name string) {
+	def := func(d *time.Duration, v time.Duration, field string) {
 		if *d == 0 {
 			*d = v
 		}
 		if *d < 0 {
-			errs = append(errs, fmt.Errorf("%s must be positive", name))
+			ps.add(field, "must be positive")
 		}
 	}
-	def(&sc.ActionTimeout, DefaultActionTimeout, "action timeout")
-	def(&sc.MaxActionTimeout, DefaultMaxActionTimeout, "max action timeout")
-	def(&sc.ReconnectMin, DefaultReconnectMin, "reconnect min")
-	def(&sc.ReconnectMax, DefaultReconnectMax, "reconnect max")
+	def(&sc.ActionTimeout, DefaultActionTimeout, "ActionTimeout")
+	def(&sc.MaxActionTimeout, DefaultMaxActionTimeout, "MaxActionTimeout")
+	def(&sc.ReconnectMin, DefaultReconnectMin, "ReconnectMin")
+	def(&sc.ReconnectMax, DefaultReconnectMax, "ReconnectMax")
 	if sc.ActionSessions == 0 {
 		sc.ActionSessions = DefaultActionSessions
 	}
-	if err := ValidateActionSessions(sc.ActionSessions); err != nil {
-		errs = append(errs, fmt.Errorf("action sessions: %w", err))
+	if sc.ActionSessions < 1 || sc.ActionSessions > maxActionSessions {
+		ps.add("ActionSessions", "%d: want 1 to %d", sc.ActionSessions, maxActionSessions)
 	}
 	if sc.PingInterval < 0 {
-		errs = append(errs, errors.New("ping interval must not be negative"))
+		ps.add("PingInterval", "must be 0 (off) or positive")
 	}
 	if sc.MaxReplyEntries == 0 {
 		sc.MaxReplyEntries = DefaultMaxReplyEntries
 	}
+	if sc.MaxReplyEntries < 0 {
+		ps.add("MaxReplyEntries", "must be positive")
+	}
 	if sc.MaxReplyBytes == 0 {
 		sc.MaxReplyBytes = DefaultMaxReplyBytes
 	}
-	if sc.MaxReplyEntries < 0 || sc.MaxReplyBytes < 0 {
-		errs = append(errs, errors.New("max reply entries and bytes must be positive"))
+	if sc.MaxReplyBytes < 0 {
+		ps.add("MaxReplyBytes", "must be positive")
 	}
 	if sc.MaxPendingRequests == 0 {
 		sc.MaxPendingRequests = DefaultMaxPendingRequests
 	}
-	if err := ValidateMaxPendingRequests(sc.MaxPendingRequests); err != nil {
-		errs = append(errs, fmt.Errorf("max pending requests: %w", err))
+	if sc.MaxPendingRequests < 1 || sc.MaxPendingRequests > maxMaxPendingRequests {
+		ps.add("MaxPendingRequests", "%d: want 1 to %d", sc.MaxPendingRequests, maxMaxPendingRequests)
 	}
 	if sc.ActionTimeout > sc.MaxActionTimeout {
-		errs = append(errs, fmt.Errorf("action timeout %v is above max action timeout %v", sc.ActionTimeout, sc.MaxActionTimeout))
+		ps.add("MaxActionTimeout", "%v is shorter than the action timeout %v", sc.MaxActionTimeout, sc.ActionTimeout)
 	}
 	if sc.ReconnectMin > sc.ReconnectMax {
-		errs = append(errs, fmt.Errorf("reconnect min %v is above reconnect max %v", sc.ReconnectMin, sc.ReconnectMax))
+		ps.add("ReconnectMax", "%v is shorter than the reconnect min %v", sc.ReconnectMax, sc.ReconnectMin)
 	}
-	if err := validateGlobs(sc); err != nil {
-		errs = append(errs, err)
-	}
-	if err := errors.Join(errs...); err != nil {
-		return sc, ep, err
-	}
-	return sc, ep, nil
+	checkGlobs(&ps, sc)
+	return sc, ep, ps
 }
 
 // Start starts every PBX: its AMI sessions connect in the background and

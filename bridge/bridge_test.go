@@ -751,8 +751,10 @@ func TestNew_InvalidConfigNamesEveryProblem(t *testing.T) {
 	}
 	msg := err.Error()
 	for _, want := range []string{
-		"server ok: name used twice", `name "bad.name"`, "server nouser: url: no user", "server scheme: url:",
-		`auth "sha1"`, "above max action timeout", "reconnect min", "server #8", `prefix "a.>"`, "event buffer", "default inbox prefix _INBOX",
+		`servers[1].Name: "ok" is already the name of servers[0]`, `servers[2].Name: "bad.name"`, "servers[3].URL: no user", "servers[4].URL:",
+		`servers[5].Auth: "sha1"`, "servers[6].MaxActionTimeout: 5m0s is shorter than the action timeout 1h0m0s",
+		"servers[6].ReconnectMax: 1s is shorter than the reconnect min 1m0s", "servers[7].Name: missing",
+		`Prefix: "a.>"`, "EventBuffer: must be positive", "default inbox prefix _INBOX",
 	} {
 		if !strings.Contains(msg, want) {
 			t.Errorf("error does not mention %q:\n%s", want, msg)

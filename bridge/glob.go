@@ -16,7 +16,7 @@ import "strings"
 // semantics: '*' crosses '/' and '.'.
 
 // globMatch reports whether name matches pattern. A malformed pattern
-// (see ValidateGlob) never matches.
+// (see checkGlob) never matches.
 func globMatch(pattern, name string) bool {
 	p, n := 0, 0
 	starP, starN := -1, 0

@@ -185,8 +185,8 @@ func TestBridge_JetStreamReplicas(t *testing.T) {
 		t.Errorf("the existing stream has %d replicas after Start, want its own 1", r)
 	}
 
-	if _, err := New(nc, []ServerConfig{fastServer("pbx1", pbx)}, Options{JetStream: JetStreamOptions{Replicas: MaxReplicas + 1}}); err == nil {
-		t.Errorf("New took %d replicas", MaxReplicas+1)
+	if _, err := New(nc, []ServerConfig{fastServer("pbx1", pbx)}, Options{JetStream: JetStreamOptions{Replicas: maxReplicas + 1}}); err == nil {
+		t.Errorf("New took %d replicas", maxReplicas+1)
 	}
 }
 

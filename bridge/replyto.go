@@ -51,7 +51,7 @@ func newReplyRule(replyPrefixes []string, subjectPrefix string, ownInboxes ...st
 	for _, p := range append([]string{defaultReplyPrefix}, replyPrefixes...) {
 		var err error
 		for _, own := range ownInboxes {
-			if err = CheckReplyPrefix(p, subjectPrefix, own); err != nil {
+			if err = checkReplyPrefix(p, subjectPrefix, own); err != nil {
 				break
 			}
 		}
@@ -64,12 +64,12 @@ func newReplyRule(replyPrefixes []string, subjectPrefix string, ownInboxes ...st
 	return r, errors.Join(errs...)
 }
 
-// CheckReplyPrefix tells why the bridge may not answer on the subjects
+// checkReplyPrefix tells why the bridge may not answer on the subjects
 // under prefix, an inbox prefix as nats.CustomInboxPrefix and
 // `nats --inbox-prefix` take it: nil when it may. subjectPrefix is the
 // bridge's subject prefix (Options.Prefix), ownInbox the inbox prefix of
 // the bridge's NATS connection.
-func CheckReplyPrefix(prefix, subjectPrefix, ownInbox string) error {
+func checkReplyPrefix(prefix, subjectPrefix, ownInbox string) error {
 	if err := checkSubject(prefix); err != nil {
 		return err
 	}

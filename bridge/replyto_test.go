@@ -43,12 +43,12 @@ func TestCheckReplyPrefix(t *testing.T) {
 		{subjects.InboxPrefix, "ami", "own inbox prefix"},
 		{subjects.InboxPrefix + ".x", "ami", "own inbox prefix"},
 	} {
-		err := CheckReplyPrefix(tc.prefix, tc.subjectPrefix, subjects.InboxPrefix)
+		err := checkReplyPrefix(tc.prefix, tc.subjectPrefix, subjects.InboxPrefix)
 		switch {
 		case tc.why == "" && err != nil:
-			t.Errorf("CheckReplyPrefix(%q, %q): %v, want nil", tc.prefix, tc.subjectPrefix, err)
+			t.Errorf("checkReplyPrefix(%q, %q): %v, want nil", tc.prefix, tc.subjectPrefix, err)
 		case tc.why != "" && (err == nil || !strings.Contains(err.Error(), tc.why)):
-			t.Errorf("CheckReplyPrefix(%q, %q): %v, want an error saying %q", tc.prefix, tc.subjectPrefix, err, tc.why)
+			t.Errorf("checkReplyPrefix(%q, %q): %v, want an error saying %q", tc.prefix, tc.subjectPrefix, err, tc.why)
 		}
 	}
 }
@@ -104,7 +104,7 @@ func TestNew_RefusesTheDefaultInboxPrefix(t *testing.T) {
 		t.Errorf("New with the default inbox prefix: %v, want an error naming nats.CustomInboxPrefix", err)
 	}
 	_, err = New(connect(t, ns), sc, Options{ReplyPrefixes: []string{"crm_inbox", "$JS.API", "ami.pbx1"}})
-	if err == nil || !strings.Contains(err.Error(), `reply prefix "$JS.API"`) || !strings.Contains(err.Error(), `reply prefix "ami.pbx1"`) ||
+	if err == nil || !strings.Contains(err.Error(), `ReplyPrefixes[1]: "$JS.API"`) || !strings.Contains(err.Error(), `ReplyPrefixes[2]: "ami.pbx1"`) ||
 		strings.Contains(err.Error(), "crm_inbox") {
 		t.Errorf("New with reply prefixes $JS.API and ami.pbx1: %v, want both named, and only them", err)
 	}

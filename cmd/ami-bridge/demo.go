@@ -154,7 +154,7 @@ func demo(ctx context.Context, o demoOptions, anyHTTPPort bool, environ []string
 	defer nc.Close() // after drain, a no-op
 
 	feed := newFeed(stdout, o.summary)
-	if err := feed.subscribe(nc.Conn, config.DefaultPrefix); err != nil {
+	if err := feed.subscribe(nc.Conn, bridge.DefaultPrefix); err != nil {
 		return err
 	}
 	feed.intro(natsURL, o, profile)
@@ -269,8 +269,8 @@ func (f *feed) intro(natsURL string, o demoOptions, profile amitest.Profile) {
 	} else {
 		fmt.Fprintf(f.w, "the bridge publishes to the embedded NATS server at %s.\n\n", natsURL)
 		fmt.Fprintf(f.w, "Try from a second terminal (go install github.com/nats-io/natscli/nats@v0.5.0):\n")
-		events := subjects.ServerEvents(config.DefaultPrefix, demoServer)
-		action := subjects.Action(config.DefaultPrefix, demoServer)
+		events := subjects.ServerEvents(bridge.DefaultPrefix, demoServer)
+		action := subjects.Action(bridge.DefaultPrefix, demoServer)
 		fmt.Fprintf(f.w, "  nats %ssub '%s'\n", server, events)
 		fmt.Fprintf(f.w, "  nats %sreq %s '{\"Action\":\"Ping\"}'\n", server, action)
 		fmt.Fprintf(f.w, "  nats %sreq %s '{\"Action\":\"Command\",\"Command\":\"core show channels\"}'\n", server, action)

@@ -253,7 +253,7 @@ log:
 		t.Errorf("exit %d, want %d", code, exitUsage)
 	}
 	msg := stderr.String()
-	for _, want := range []string{"5 problems", "name must match", "invalid port", "PBX_SECRET is not set", `log.format: "xml"`, `log.level: "loud"`} {
+	for _, want := range []string{"5 problems", `name: "bad name": want`, "invalid port", "PBX_SECRET is not set", `log.format: "xml"`, `log.level: "loud"`} {
 		if !strings.Contains(msg, want) {
 			t.Errorf("stderr lacks %q:\n%s", want, msg)
 		}
@@ -644,35 +644,5 @@ func TestDemo_BadFlagsAreUsageErrors(t *testing.T) {
 		if code := mainCommand(context.Background(), args, nil, stdout, stderr); code != exitUsage {
 			t.Errorf("%v: exit %d, want %d", args, code, exitUsage)
 		}
-	}
-}
-
-// TestBridgeServers_MaxPendingRequests: servers[].max_pending_requests
-// reaches the bridge.
-func TestBridgeServers_MaxPendingRequests(t *testing.T) {
-	s := config.DefaultServer()
-	s.Name, s.MaxPendingRequests = "pbx1", 9
-	if got := bridgeServers([]config.Server{s})[0].MaxPendingRequests; got != 9 {
-		t.Errorf("MaxPendingRequests = %d, want the configured 9", got)
-	}
-}
-
-// TestBridgeServers_ActionSessions: servers[].action_sessions reaches the
-// bridge as loaded.
-func TestBridgeServers_ActionSessions(t *testing.T) {
-	s := config.DefaultServer()
-	s.Name, s.ActionSessions = "pbx1", 5
-	if got := bridgeServers([]config.Server{s})[0].ActionSessions; got != 5 {
-		t.Errorf("ActionSessions = %d, want the configured 5", got)
-	}
-}
-
-// TestBridgeServers_ReplyLimits: servers[].max_reply_entries and
-// max_reply_bytes reach the bridge as loaded.
-func TestBridgeServers_ReplyLimits(t *testing.T) {
-	s := config.DefaultServer()
-	s.Name, s.MaxReplyEntries, s.MaxReplyBytes = "pbx1", 7, 4096
-	if got := bridgeServers([]config.Server{s})[0]; got.MaxReplyEntries != 7 || got.MaxReplyBytes != 4096 {
-		t.Errorf("MaxReplyEntries %d, MaxReplyBytes %d, want the configured 7 and 4096", got.MaxReplyEntries, got.MaxReplyBytes)
 	}
 }

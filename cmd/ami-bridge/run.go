@@ -88,7 +88,8 @@ func run(ctx context.Context, cfg *config.Config, environ []string, log zerolog.
 	if st.svc != nil {
 		opts.ServiceConn = st.svc.Conn
 	}
-	b, err := bridge.New(st.nc.Conn, bridgeServers(cfg.Servers), opts)
+	servers, _ := cfg.Bridge()
+	b, err := bridge.New(st.nc.Conn, servers, opts)
 	if err != nil {
 		st.closeConns()
 		return fmt.Errorf("bridge: %w", err)
@@ -321,50 +322,11 @@ func (st *natsStack) stopServer(log zerolog.Logger) {
 	}
 }
 
-func bridgeServers(servers []config.Server) []bridge.ServerConfig {
-	out := make([]bridge.ServerConfig, len(servers))
-	for i, s := range servers {
-		out[i] = bridge.ServerConfig{
-			Name:             s.Name,
-			URL:              s.Endpoint, // never holds the secret
-			Secret:           s.Secret.Reveal(),
-			Auth:             s.Auth,
-			TLS:              s.ClientTLS,
-			EventsInclude:    s.Events.Include,
-			EventsExclude:    s.Events.Exclude,
-			ActionsAllow:     s.Actions.Allow,
-			ActionsDeny:      s.Actions.Deny,
-			ActionTimeout:    s.ActionTimeout,
-			MaxActionTimeout: s.MaxActionTimeout,
-			PingInterval:     s.PingInterval,
-			ActionSessions:   s.ActionSessions,
-			MaxReplyEntries:  s.MaxReplyEntries,
-			MaxReplyBytes:    s.MaxReplyBytes,
-			ReconnectMin:     s.Reconnect.Min,
-			ReconnectMax:     s.Reconnect.Max,
-
-			MaxPendingRequests: s.MaxPendingRequests,
-		}
-	}
-	return out
-}
-
+// bridgeOptions returns the bridge's options from cfg, with what the
+// daemon sets itself.
 func bridgeOptions(cfg *config.Config, log zerolog.Logger) bridge.Options {
-	return bridge.Options{
-		Prefix:           cfg.NATS.Prefix,
-		ReplyPrefixes:    cfg.NATS.ReplyPrefixes,
-		EventBuffer:      cfg.EventBuffer,
-		EventBufferBytes: cfg.EventBufferBytes,
-		JetStream: bridge.JetStreamOptions{
-			Enabled:    cfg.JetStream.Enabled,
-			Stream:     cfg.JetStream.Stream,
-			MaxAge:     cfg.JetStream.MaxAge,
-			Duplicates: cfg.JetStream.Duplicates,
-			MaxPending: cfg.JetStream.MaxPending,
-			Replicas:   cfg.JetStream.Replicas,
-		},
-		HA:      cfg.HA.Options(),
-		Version: versionString(),
-		Logger:  bridgeLogger(log),
-	}
+	_, opts := cfg.Bridge()
+	opts.Version = versionString()
+	opts.Logger = bridgeLogger(log)
+	return opts
 }
