@@ -501,7 +501,7 @@ func TestClient_EventFuncGetsEveryEventInOrderOnTheReader(t *testing.T) {
 	c.Close()
 	<-c.Done() // the reader has stopped: no call of the func is left
 	if c.Events() != nil {
-		t.Fatal("Events is not nil under WithEventFunc")
+		t.Fatal("Events is not nil with an EventDelivery.Func")
 	}
 	if len(got) != 100 {
 		t.Fatalf("%d events, want 100", len(got))
@@ -832,7 +832,7 @@ func TestDial_RefusesAServerThatIsNotAsterisk(t *testing.T) {
 	}
 }
 
-// WithEventSkip drops the events it is asked about unparsed, and never a
+// EventDelivery.Skip drops the events it is asked about unparsed, and never a
 // list entry: while a request waits, every event is read as usual.
 func TestClient_EventSkipLeavesOutEventsButNoListEntry(t *testing.T) {
 	srv := startPBX(t, amitest.Config{Channels: 20})

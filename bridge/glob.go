@@ -3,7 +3,7 @@ package bridge
 import "strings"
 
 // The glob syntax of events.include/exclude and actions.allow/deny, the
-// only one in the project (config validates with ValidateGlob):
+// only one in the project (Check validates it, with checkGlob):
 //
 //   - '*' matches any run of bytes, the empty one included;
 //   - '?' matches exactly one byte;
