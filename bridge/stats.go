@@ -36,7 +36,7 @@ type Stats struct {
 	BufferBytes         int // the bytes of AMI text of BufferEvents
 	BufferCapacityBytes int // the buffer's bound, in bytes
 
-	Reconnects    uint64 // sessions established after the first
+	Reconnects    uint64 // as subjects.PBXStatus.Reconnects: event sessions established after the first
 	LoginFailures uint64 // logins Asterisk refused
 
 	// JetStream is set when events go into a stream; the JS fields are
@@ -50,8 +50,8 @@ type Stats struct {
 	// otherwise.
 	HA        bool
 	HAActive  bool   // this process publishes the PBX's events
-	Takeovers uint64 // times this process became active
-	Gaps      uint64 // Ami-Seq ranges found lost at this process's takeovers
+	Takeovers uint64 // as subjects.HAStatus.Takeovers
+	Gaps      uint64 // Ami-Seq ranges found lost at this process's takeovers, all of them (subjects.HAStatus.Gaps lists the newest)
 
 	// Requests dropped, never sent to Asterisk: over an action session's
 	// MaxPendingRequests (no reply; the requester times out), or found
