@@ -13,7 +13,7 @@ import (
 func TestClient_SharedActionIDsAcrossSessions(t *testing.T) {
 	srv := startPBX(t, amitest.Config{})
 	ids := amiproto.NewActionIDs()
-	actions := dial(t, srv.URL("admin", "s3cret!"), amiproto.WithEvents(false), amiproto.WithActionIDs(ids))
+	actions := dial(t, srv.URL("admin", "s3cret!"), amiproto.WithEvents(amiproto.EventDelivery{Mask: "off"}), amiproto.WithActionIDs(ids))
 	events := dial(t, srv.URL("admin", "s3cret!"), amiproto.WithActionIDs(ids))
 	other := dial(t, srv.URL("admin", "s3cret!")) // its own map
 	o := amiproto.Originate{Channel: "Local/echo@test", Application: "Echo", Async: true}

@@ -8,10 +8,10 @@ import (
 // The helpers below build the actions clue/reactphp-ami offers and the ones
 // used most today. As in pgproto3, an action with parameters is a struct
 // whose Action method builds its Message, so no two strings can be
-// swapped by mistake; Do sends it. Actions whose answer comes down to one
-// value or to success (Getvar, DBGet, Setvar, DBPut, UserEvent) also have
-// a Client method of their name that returns just that. Any other action
-// works through Request with no change to the library.
+// swapped by mistake; Do sends it, the one way to send a typed action, and
+// Response.Value reads an answer that comes down to one value (Getvar's
+// Value, DBGet's Val). Any other action works through Request with no
+// change to the library.
 
 // Actioner is an action with typed parameters, such as Originate or
 // Redirect.
@@ -216,11 +216,6 @@ func (a Getvar) Action() *Message {
 	return addSet(NewAction("Getvar", "Variable", a.Variable), "Channel", a.Channel)
 }
 
-// Getvar reads a variable and returns its value.
-func (c *Client) Getvar(ctx context.Context, a Getvar) (string, error) {
-	return c.value(ctx, a, "Value")
-}
-
 // Setvar sets a channel variable; an empty Channel sets a global one.
 type Setvar struct {
 	Channel  string
@@ -231,12 +226,6 @@ type Setvar struct {
 // Action returns the Setvar action.
 func (a Setvar) Action() *Message {
 	return addSet(NewAction("Setvar", "Variable", a.Variable, "Value", a.Value), "Channel", a.Channel)
-}
-
-// Setvar sets a variable.
-func (c *Client) Setvar(ctx context.Context, a Setvar) error {
-	_, err := c.Request(ctx, a.Action())
-	return err
 }
 
 // Status lists channels with their state: a Collection of Status events.
@@ -286,7 +275,9 @@ func (c *Client) PJSIPShowEndpoints(ctx context.Context) (*Response, error) {
 	return c.Request(ctx, NewAction("PJSIPShowEndpoints"))
 }
 
-// DBGet reads a value from the Asterisk database.
+// DBGet reads a value from the Asterisk database. Asterisk answers with a
+// one-entry Collection whose DBGetResponse event holds it:
+// resp.Value("Val").
 type DBGet struct {
 	Family string
 	Key    string
@@ -294,27 +285,6 @@ type DBGet struct {
 
 // Action returns the DBGet action.
 func (a DBGet) Action() *Message { return NewAction("DBGet", "Family", a.Family, "Key", a.Key) }
-
-// DBGet reads a value from the Asterisk database. Asterisk answers with a
-// one-entry Collection whose DBGetResponse event holds Val.
-func (c *Client) DBGet(ctx context.Context, a DBGet) (string, error) {
-	return c.value(ctx, a, "Val")
-}
-
-// value runs a and returns the field key of the first of its answer's
-// events that has it, or else of the answer itself.
-func (c *Client) value(ctx context.Context, a Actioner, key string) (string, error) {
-	resp, err := c.Do(ctx, a)
-	if err != nil {
-		return "", err
-	}
-	for _, ev := range resp.Events {
-		if v, ok := ev.Lookup(key); ok {
-			return v, nil
-		}
-	}
-	return resp.Get(key), nil
-}
 
 // DBPut writes a value to the Asterisk database.
 type DBPut struct {
@@ -326,12 +296,6 @@ type DBPut struct {
 // Action returns the DBPut action.
 func (a DBPut) Action() *Message {
 	return NewAction("DBPut", "Family", a.Family, "Key", a.Key, "Val", a.Val)
-}
-
-// DBPut writes a value to the Asterisk database.
-func (c *Client) DBPut(ctx context.Context, a DBPut) error {
-	_, err := c.Request(ctx, a.Action())
-	return err
 }
 
 // UserEvent sends a user event named Name with Headers, in order; repeated
@@ -346,12 +310,6 @@ func (a UserEvent) Action() *Message {
 	m := NewAction("UserEvent", "UserEvent", a.Name)
 	m.AddFields(a.Headers...)
 	return m
-}
-
-// UserEvent sends a user event.
-func (c *Client) UserEvent(ctx context.Context, a UserEvent) error {
-	_, err := c.Request(ctx, a.Action())
-	return err
 }
 
 // addSet adds the key, value pairs of kv whose value is not empty: the

@@ -80,13 +80,13 @@ func TestHelpers_SendTheActionAsteriskExpects(t *testing.T) {
 		},
 			[]string{"Action: Redirect", "Channel: PJSIP/100-1", "Context: default", "Exten: 300", "Priority: 1"}},
 		{"Getvar", func() error {
-			v, err := c.Getvar(ctx, amiproto.Getvar{Channel: "PJSIP/100-1", Variable: "FOO"})
-			if err == nil && v != "v1" {
+			resp, err := c.Do(ctx, amiproto.Getvar{Channel: "PJSIP/100-1", Variable: "FOO"})
+			if v := resp.Value("Value"); err == nil && v != "v1" {
 				t.Errorf("Getvar = %q, want the Value field v1", v)
 			}
 			return err
 		}, []string{"Action: Getvar", "Variable: FOO", "Channel: PJSIP/100-1"}},
-		{"Setvar global", func() error { return c.Setvar(ctx, amiproto.Setvar{Variable: "G", Value: "x"}) },
+		{"Setvar global", func() error { return ignore(c.Do(ctx, amiproto.Setvar{Variable: "G", Value: "x"})) },
 			[]string{"Action: Setvar", "Variable: G", "Value: x"}},
 		{"Status", func() error {
 			return ignore(c.Do(ctx, amiproto.Status{Channel: "PJSIP/100-1", Variables: "FOO,BAR"}))
@@ -98,12 +98,12 @@ func TestHelpers_SendTheActionAsteriskExpects(t *testing.T) {
 			[]string{"Action: QueueStatus", "Queue: support"}},
 		{"QueueSummary all", func() error { return ignore(c.Do(ctx, amiproto.QueueSummary{})) }, []string{"Action: QueueSummary"}},
 		{"PJSIPShowEndpoints", func() error { return ignore(c.PJSIPShowEndpoints(ctx)) }, []string{"Action: PJSIPShowEndpoints"}},
-		{"DBGet", func() error { _, err := c.DBGet(ctx, amiproto.DBGet{Family: "fam", Key: "key"}); return err },
+		{"DBGet", func() error { return ignore(c.Do(ctx, amiproto.DBGet{Family: "fam", Key: "key"})) },
 			[]string{"Action: DBGet", "Family: fam", "Key: key"}},
-		{"DBPut", func() error { return c.DBPut(ctx, amiproto.DBPut{Family: "fam", Key: "key", Val: "val"}) },
+		{"DBPut", func() error { return ignore(c.Do(ctx, amiproto.DBPut{Family: "fam", Key: "key", Val: "val"})) },
 			[]string{"Action: DBPut", "Family: fam", "Key: key", "Val: val"}},
 		{"UserEvent", func() error {
-			return c.UserEvent(ctx, amiproto.UserEvent{Name: "Ping", Headers: []amiproto.Field{{Key: "H", Value: "1"}, {Key: "H", Value: "2"}}})
+			return ignore(c.Do(ctx, amiproto.UserEvent{Name: "Ping", Headers: []amiproto.Field{{Key: "H", Value: "1"}, {Key: "H", Value: "2"}}}))
 		}, []string{"Action: UserEvent", "UserEvent: Ping", "H: 1", "H: 2"}},
 	} {
 		if err := tc.call(); err != nil {
@@ -122,19 +122,19 @@ func TestHelpers_AgainstTheFakePBX(t *testing.T) {
 	srv := startPBX(t, amitest.Config{})
 	c := dial(t, srv.URL("admin", "s3cret!"))
 	ctx := ctx10s(t)
-	if err := c.DBPut(ctx, amiproto.DBPut{Family: "cidname", Key: "5551234", Val: "Alice: Smith"}); err != nil {
+	if _, err := c.Do(ctx, amiproto.DBPut{Family: "cidname", Key: "5551234", Val: "Alice: Smith"}); err != nil {
 		t.Fatal(err)
 	}
-	if v, err := c.DBGet(ctx, amiproto.DBGet{Family: "cidname", Key: "5551234"}); err != nil || v != "Alice: Smith" {
-		t.Fatalf("DBGet = %q, %v", v, err)
+	if resp, err := c.Do(ctx, amiproto.DBGet{Family: "cidname", Key: "5551234"}); err != nil || resp.Value("Val") != "Alice: Smith" {
+		t.Fatalf("DBGet = %v, %v", resp, err)
 	}
-	if err := c.Setvar(ctx, amiproto.Setvar{Variable: "GLOBALX", Value: "42"}); err != nil {
+	if _, err := c.Do(ctx, amiproto.Setvar{Variable: "GLOBALX", Value: "42"}); err != nil {
 		t.Fatal(err)
 	}
-	if v, err := c.Getvar(ctx, amiproto.Getvar{Variable: "GLOBALX"}); err != nil || v != "42" {
-		t.Fatalf("Getvar = %q, %v", v, err)
+	if resp, err := c.Do(ctx, amiproto.Getvar{Variable: "GLOBALX"}); err != nil || resp.Value("Value") != "42" {
+		t.Fatalf("Getvar = %v, %v", resp, err)
 	}
-	if _, err := c.Getvar(ctx, amiproto.Getvar{Channel: "PJSIP/nobody-1", Variable: "FOO"}); err == nil {
+	if _, err := c.Do(ctx, amiproto.Getvar{Channel: "PJSIP/nobody-1", Variable: "FOO"}); err == nil {
 		t.Fatal("Getvar on a missing channel succeeded")
 	}
 	st, err := c.CoreSettings(ctx)

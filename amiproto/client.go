@@ -61,7 +61,7 @@ type Client struct {
 	created time.Time    // the keepalive's clock starts here
 	lastRx  atomic.Int64 // when bytes last arrived, as a sinceStart Duration
 
-	events    chan *Message // nil under WithEventFunc
+	events    chan *Message // nil with an EventDelivery.Func
 	dropped   atomic.Uint64
 	loggedOff atomic.Bool // Logoff sent: the close that follows is ours
 }
@@ -135,6 +135,9 @@ func DialEndpoint(ctx context.Context, ep Endpoint, opts ...Option) (*Client, er
 	for _, opt := range opts {
 		opt(&o)
 	}
+	if err := o.events.check(); err != nil {
+		return nil, &DialError{Op: "options", Err: err}
+	}
 	if ep.Addr == "" {
 		return nil, &DialError{Op: "url", Err: errors.New("missing host")}
 	}
@@ -181,7 +184,7 @@ func DialEndpoint(ctx context.Context, ep Endpoint, opts ...Option) (*Client, er
 		if err := c.login(ctx, ep.User, ep.Secret); err != nil {
 			c.Close()
 			// Wait for the goroutines to stop, so no event reaches the
-			// caller's WithEventFunc after Dial has failed.
+			// caller's EventDelivery.Func after Dial has failed.
 			<-c.stopped
 			return nil, &DialError{Op: "login", Addr: ep.Addr, Err: ctxErr(ctx, err)}
 		}
@@ -231,8 +234,8 @@ func newClient(conn net.Conn, ep Endpoint, o options) *Client {
 		wake:     make(chan struct{}, 1),
 		answered: cmp.Or(o.ids, NewActionIDs()),
 	}
-	if o.onEvent == nil {
-		c.events = make(chan *Message, o.eventQueue)
+	if o.events.Func == nil {
+		c.events = make(chan *Message, o.events.queue())
 	}
 	var r io.Reader = conn
 	if o.keepalive > 0 {
@@ -254,7 +257,7 @@ func (c *Client) login(ctx context.Context, user, secret string) error {
 	} else {
 		login.Add("Secret", secret)
 	}
-	login.Add("Events", c.opts.events)
+	login.Add("Events", c.opts.events.loginEvents())
 	resp, err := c.Request(ctx, login)
 	if err != nil {
 		if re := (*ResponseError)(nil); errors.As(err, &re) {
@@ -516,7 +519,7 @@ func (c *Client) readLoop() {
 		close(c.stopped)
 	}()
 	for {
-		if c.opts.shedding != nil && c.opts.shedding() && c.mayskip() && c.rd.SkipEvent(c.opts.skipEvent) {
+		if c.opts.events.Shedding != nil && c.opts.events.Shedding() && c.mayskip() && c.rd.SkipEvent(c.opts.events.Skip) {
 			continue
 		}
 		m, err := c.rd.ReadMessage()
@@ -713,8 +716,8 @@ func (c *Client) forget(id string, listing bool) {
 
 // deliver queues an event without ever blocking the reader.
 func (c *Client) deliver(m *Message) {
-	if c.opts.onEvent != nil {
-		c.opts.onEvent(m)
+	if c.opts.events.Func != nil {
+		c.opts.events.Func(m)
 		return
 	}
 	select {
@@ -763,8 +766,8 @@ func (c *Client) terminate(cause error) {
 // Events returns the event stream: every Event that is not part of a
 // Collection, in the order Asterisk sent them, including events that carry
 // an ActionID such as OriginateResponse. It is closed after the connection
-// ends, once the last event is queued. Under WithEventFunc the events go to
-// the func and Events returns nil; wait on Done instead.
+// ends, once the last event is queued. With an EventDelivery.Func the
+// events go to the func and Events returns nil; wait on Done instead.
 func (c *Client) Events() <-chan *Message { return c.events }
 
 // Dropped returns how many events were dropped because the event queue was
@@ -773,7 +776,7 @@ func (c *Client) Dropped() uint64 { return c.dropped.Load() }
 
 // Done is closed when the client has fully stopped, by Close, Shutdown or
 // the loss of the connection: its reader, writer and keepalive goroutines
-// have returned, so no WithEventFunc or WithReportFunc call is running or
+// have returned, so no EventDelivery.Func or WithReportFunc call is running or
 // will run. Err then says why.
 func (c *Client) Done() <-chan struct{} { return c.stopped }
 
@@ -794,7 +797,7 @@ func (c *Client) Pending() int {
 
 // Close ends the connection at once and fails every pending request,
 // Collections included, with ErrClosed. It does not wait for the client's
-// goroutines, so it may be called from a WithEventFunc; Done says when they
+// goroutines, so it may be called from an EventDelivery.Func; Done says when they
 // have returned. Calling it again does nothing.
 func (c *Client) Close() error {
 	c.terminate(ErrClosed)
@@ -806,7 +809,7 @@ func (c *Client) Close() error {
 // (Done). It returns ctx's error when that did not finish in time; pending
 // requests then fail with ErrClosed. Any number of calls may run at once:
 // one sends the Logoff, and each returns when the client has stopped or its
-// own ctx has ended. It must not be called from a WithEventFunc or
+// own ctx has ended. It must not be called from an EventDelivery.Func or
 // WithReportFunc, which run on the reader it waits for.
 func (c *Client) Shutdown(ctx context.Context) error {
 	c.mu.Lock()

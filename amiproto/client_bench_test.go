@@ -12,7 +12,7 @@ import (
 // loopback: the latency floor of a request.
 func BenchmarkClient_RequestRoundTrip(b *testing.B) {
 	srv := startPBX(b, amitest.Config{})
-	c := dial(b, srv.URL("admin", "s3cret!"), amiproto.WithEvents(false))
+	c := dial(b, srv.URL("admin", "s3cret!"), amiproto.WithEvents(amiproto.EventDelivery{Mask: "off"}))
 	ctx := context.Background()
 	ping := amiproto.NewAction("Ping")
 	b.ReportAllocs()
@@ -28,7 +28,7 @@ func BenchmarkClient_RequestRoundTrip(b *testing.B) {
 // are in flight.
 func BenchmarkClient_RequestPipelined(b *testing.B) {
 	srv := startPBX(b, amitest.Config{})
-	c := dial(b, srv.URL("admin", "s3cret!"), amiproto.WithEvents(false))
+	c := dial(b, srv.URL("admin", "s3cret!"), amiproto.WithEvents(amiproto.EventDelivery{Mask: "off"}))
 	ctx := context.Background()
 	b.ReportAllocs()
 	b.SetParallelism(16)

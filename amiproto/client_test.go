@@ -59,7 +59,7 @@ func TestClient_10000ActionsFrom50GoroutinesAnsweredOutOfOrder(t *testing.T) {
 	srv := startPBX(t, amitest.Config{})
 	srv.HandleFunc("Echo", echo)
 	srv.AnswerOutOfOrder(64, true)
-	c := dial(t, srv.URL("admin", "s3cret!"), amiproto.WithEvents(false))
+	c := dial(t, srv.URL("admin", "s3cret!"), amiproto.WithEvents(amiproto.EventDelivery{Mask: "off"}))
 	ctx := ctx10s(t)
 	const goroutines, each = 50, 200
 	var wg sync.WaitGroup
@@ -241,7 +241,7 @@ func TestClient_SlowConsumerLosesNothingUpToTheBoundAndCountsTheRest(t *testing.
 	const bound = 1000
 	srv := startPBX(t, amitest.Config{})
 	var reported sync.Map
-	c := dial(t, srv.URL("admin", "s3cret!"), amiproto.WithEventQueue(bound), amiproto.WithEventMask("user"),
+	c := dial(t, srv.URL("admin", "s3cret!"), amiproto.WithEvents(amiproto.EventDelivery{Queue: bound, Mask: "user"}),
 		amiproto.WithReportFunc(func(err error) {
 			if de := (*amiproto.DroppedEventsError)(nil); errors.As(err, &de) {
 				reported.Store(de.Total, true)
@@ -294,7 +294,7 @@ func TestClient_KeepaliveDetectsAHalfOpenConnection(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			srv := startPBX(t, amitest.Config{})
-			c := dial(t, srv.URL("admin", "s3cret!"), amiproto.WithEvents(false),
+			c := dial(t, srv.URL("admin", "s3cret!"), amiproto.WithEvents(amiproto.EventDelivery{Mask: "off"}),
 				amiproto.WithKeepalive(20*time.Millisecond, 100*time.Millisecond))
 			tc.fault(srv)
 			testKeepaliveEnds(t, c)
@@ -326,7 +326,7 @@ func testKeepaliveEnds(t *testing.T, c *amiproto.Client) {
 // runs) is not dead; the default timeout is well above the interval.
 func TestClient_KeepaliveOutlastsAStallLongerThanItsInterval(t *testing.T) {
 	srv := startPBX(t, amitest.Config{})
-	c := dial(t, srv.URL("admin", "s3cret!"), amiproto.WithEvents(false), amiproto.WithKeepalive(5*time.Millisecond, 0))
+	c := dial(t, srv.URL("admin", "s3cret!"), amiproto.WithEvents(amiproto.EventDelivery{Mask: "off"}), amiproto.WithKeepalive(5*time.Millisecond, 0))
 	srv.Stall(300 * time.Millisecond) // 60 intervals
 	if err := c.Ping(ctx10s(t)); err != nil {
 		t.Fatalf("Ping after the stall: %v", err)
@@ -346,7 +346,7 @@ func TestClient_KeepaliveCountsEveryByteAsLife(t *testing.T) {
 	// would not do: amitest, as Asterisk, holds a session's events while
 	// one of its actions runs.)
 	srv.NeverAnswer("Ping")
-	c := dial(t, srv.URL("admin", "s3cret!"), amiproto.WithEventMask("user"), amiproto.WithKeepalive(time.Millisecond, timeout))
+	c := dial(t, srv.URL("admin", "s3cret!"), amiproto.WithEvents(amiproto.EventDelivery{Mask: "user"}), amiproto.WithKeepalive(time.Millisecond, timeout))
 	tick := time.NewTicker(timeout / 30) // paces the events, waits for nothing
 	defer tick.Stop()
 	for i := range 90 { // 3 timeouts
@@ -490,8 +490,8 @@ func TestClient_InvalidActionSendsNothing(t *testing.T) {
 func TestClient_EventFuncGetsEveryEventInOrderOnTheReader(t *testing.T) {
 	srv := startPBX(t, amitest.Config{})
 	var got []string // only the reader goroutine appends
-	c := dial(t, srv.URL("admin", "s3cret!"), amiproto.WithEventMask("user"),
-		amiproto.WithEventFunc(func(ev *amiproto.Message) { got = append(got, ev.Get("N")) }))
+	c := dial(t, srv.URL("admin", "s3cret!"), amiproto.WithEvents(amiproto.EventDelivery{Mask: "user",
+		Func: func(ev *amiproto.Message) { got = append(got, ev.Get("N")) }}))
 	for i := range 100 {
 		srv.Emit(userEvent(i))
 	}
@@ -501,7 +501,7 @@ func TestClient_EventFuncGetsEveryEventInOrderOnTheReader(t *testing.T) {
 	c.Close()
 	<-c.Done() // the reader has stopped: no call of the func is left
 	if c.Events() != nil {
-		t.Fatal("Events is not nil under WithEventFunc")
+		t.Fatal("Events is not nil with an EventDelivery.Func")
 	}
 	if len(got) != 100 {
 		t.Fatalf("%d events, want 100", len(got))
@@ -516,7 +516,7 @@ func TestClient_EventFuncGetsEveryEventInOrderOnTheReader(t *testing.T) {
 func TestClient_SurvivesGarbageSlowWritesAndStalls(t *testing.T) {
 	srv := startPBX(t, amitest.Config{Channels: 20})
 	var reports atomic.Int32
-	c := dial(t, srv.URL("admin", "s3cret!"), amiproto.WithEventMask("user"),
+	c := dial(t, srv.URL("admin", "s3cret!"), amiproto.WithEvents(amiproto.EventDelivery{Mask: "user"}),
 		amiproto.WithReportFunc(func(error) { reports.Add(1) }))
 	ctx := ctx10s(t)
 
@@ -689,7 +689,7 @@ func TestClient_CloseStopsEveryGoroutine(t *testing.T) {
 		opts []amiproto.Option
 	}{
 		{"events", nil},
-		{"event func", []amiproto.Option{amiproto.WithEventFunc(func(*amiproto.Message) {})}},
+		{"event func", []amiproto.Option{amiproto.WithEvents(amiproto.EventDelivery{Func: func(*amiproto.Message) {}})}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			base := runtime.NumGoroutine()
@@ -832,7 +832,7 @@ func TestDial_RefusesAServerThatIsNotAsterisk(t *testing.T) {
 	}
 }
 
-// WithEventSkip drops the events it is asked about unparsed, and never a
+// EventDelivery.Skip drops the events it is asked about unparsed, and never a
 // list entry: while a request waits, every event is read as usual.
 func TestClient_EventSkipLeavesOutEventsButNoListEntry(t *testing.T) {
 	srv := startPBX(t, amitest.Config{Channels: 20})
@@ -841,21 +841,20 @@ func TestClient_EventSkipLeavesOutEventsButNoListEntry(t *testing.T) {
 	marker := make(chan struct{})
 	always := func() bool { return true }
 	dial(t, srv.URL("admin", "s3cret!"),
-		amiproto.WithEventSkip(always, func(name string) bool {
+		amiproto.WithEvents(amiproto.EventDelivery{Shedding: always, Skip: func(name string) bool {
 			if name == "UserEvent" {
 				skipped++
 				return true
 			}
 			return false
-		}),
-		amiproto.WithEventFunc(func(ev *amiproto.Message) {
+		}, Func: func(ev *amiproto.Message) {
 			switch ev.Name() {
 			case "UserEvent":
 				delivered = append(delivered, ev.Get("N"))
 			case "Marker":
 				close(marker)
 			}
-		}))
+		}}))
 	// One write, so that the reader finds many events in its buffer.
 	var burst []byte
 	for i := range 200 {
@@ -882,14 +881,14 @@ func TestClient_EventSkipLeavesOutEventsButNoListEntry(t *testing.T) {
 	offered, n := 0, 0
 	marker2 := make(chan struct{})
 	dial(t, srv.URL("admin", "s3cret!"),
-		amiproto.WithEventSkip(func() bool { return false }, func(string) bool { offered++; return true }),
-		amiproto.WithEventFunc(func(ev *amiproto.Message) {
-			if ev.Name() == "Marker2" {
-				close(marker2)
-			} else if ev.Name() == "UserEvent" {
-				n++
-			}
-		}))
+		amiproto.WithEvents(amiproto.EventDelivery{Shedding: func() bool { return false }, Skip: func(string) bool { offered++; return true },
+			Func: func(ev *amiproto.Message) {
+				if ev.Name() == "Marker2" {
+					close(marker2)
+				} else if ev.Name() == "UserEvent" {
+					n++
+				}
+			}}))
 	srv.EmitRaw(append(burst, "Event: Marker2\r\n\r\n"...)) // to the first client too
 	<-marker2
 	if offered != 0 || n != 200 {
@@ -898,7 +897,7 @@ func TestClient_EventSkipLeavesOutEventsButNoListEntry(t *testing.T) {
 
 	// Every entry of a list reaches its request, though skip would take them.
 	skipAll := func(string) bool { return true }
-	c2 := dial(t, srv.URL("admin", "s3cret!"), amiproto.WithEventSkip(always, skipAll), amiproto.WithEventFunc(func(*amiproto.Message) {}))
+	c2 := dial(t, srv.URL("admin", "s3cret!"), amiproto.WithEvents(amiproto.EventDelivery{Shedding: always, Skip: skipAll, Func: func(*amiproto.Message) {}}))
 	for range 20 {
 		resp, err := c2.CoreShowChannels(ctx10s(t))
 		if err != nil || len(resp.Events) != 20 || resp.Complete == nil {

@@ -88,7 +88,7 @@ func (e *AuthError) Error() string {
 }
 
 // DialError is returned by Dial for every failure before the session is up.
-// Op says which step failed: "url", "connect", "tls", "banner" or "login".
+// Op says which step failed: "options", "url", "connect", "tls", "banner" or "login".
 type DialError struct {
 	Op   string
 	Addr string // host:port, never with credentials

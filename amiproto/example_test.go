@@ -152,7 +152,7 @@ func ExampleClient_Events() {
 	srv := pbx(amitest.Config{})
 	defer srv.Close()
 	ctx := context.Background()
-	c, err := amiproto.Dial(ctx, srv.URL("admin", "s3cret!"), amiproto.WithEventMask("call"))
+	c, err := amiproto.Dial(ctx, srv.URL("admin", "s3cret!"), amiproto.WithEvents(amiproto.EventDelivery{Mask: "call"}))
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -171,7 +171,7 @@ func ExampleClient_Events() {
 // loggedIn starts a fake Asterisk and logs in to it with events off.
 func loggedIn(cfg amitest.Config) (*amitest.Server, *amiproto.Client) {
 	srv := pbx(cfg)
-	c, err := amiproto.Dial(context.Background(), srv.URL("admin", "s3cret!"), amiproto.WithEvents(false))
+	c, err := amiproto.Dial(context.Background(), srv.URL("admin", "s3cret!"), amiproto.WithEvents(amiproto.EventDelivery{Mask: "off"}))
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -26,7 +26,7 @@ func TestClient_LateAnswersOfManyGivenUpRequestsAreSwallowed(t *testing.T) {
 	})
 	var mu sync.Mutex
 	var reports []error
-	c := dial(t, srv.URL("admin", "s3cret!"), amiproto.WithEvents(false), amiproto.WithReportFunc(func(err error) {
+	c := dial(t, srv.URL("admin", "s3cret!"), amiproto.WithEvents(amiproto.EventDelivery{Mask: "off"}), amiproto.WithReportFunc(func(err error) {
 		mu.Lock()
 		reports = append(reports, err)
 		mu.Unlock()

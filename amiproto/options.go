@@ -1,9 +1,13 @@
 package amiproto
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
+	"errors"
+	"fmt"
 	"net"
+	"strings"
 	"time"
 )
 
@@ -13,22 +17,18 @@ type Option func(*options)
 type options struct {
 	tls          *tls.Config
 	md5          bool
-	events       string // "on", "off" or an event mask; sent as Login's Events
-	eventQueue   int
+	events       EventDelivery
 	keepalive    time.Duration
 	keepaliveTTL time.Duration
 	limits       ReaderLimits
 	onReport     func(error)
-	onEvent      func(*Message)
-	shedding     func() bool
-	skipEvent    func(name string) bool
 	dial         func(ctx context.Context, network, addr string) (net.Conn, error)
 	ids          *ActionIDs // nil: the client's own
 }
 
 func defaultOptions() options {
 	var d net.Dialer
-	return options{events: "on", eventQueue: DefaultEventQueue, dial: d.DialContext}
+	return options{dial: d.DialContext}
 }
 
 // DefaultEventQueue is the default bound of the event queue.
@@ -43,32 +43,65 @@ func WithTLSConfig(c *tls.Config) Option { return func(o *options) { o.tls = c }
 // the wire.
 func WithMD5Auth() Option { return func(o *options) { o.md5 = true } }
 
-// WithEvents turns events on or off at login. It sets the same Login
-// field as WithEventMask: the last of the two given wins.
-func WithEvents(on bool) Option {
-	return func(o *options) {
-		o.events = "off"
-		if on {
-			o.events = "on"
-		}
-	}
+// EventDelivery says which events a session asks Asterisk for at login
+// and how the client hands them over. The zero value asks for every event
+// and queues up to DefaultEventQueue of them for Events.
+type EventDelivery struct {
+	// Mask is sent as Login's Events: "" or "on" for every event, "off"
+	// for none, or event classes such as "call,system".
+	Mask string
+
+	// Queue bounds the queue between the socket reader and Events,
+	// default DefaultEventQueue. When it is full, further events are
+	// counted in Dropped and reported, never blocking the reader:
+	// Asterisk cuts a client that stops reading.
+	Queue int
+
+	// Func, when set, receives every event on the reader goroutine, in
+	// order, instead of the queue, which saves a goroutine hand-off per
+	// event: Events then returns nil, and Queue must be 0. Func must not
+	// block: while it runs nothing is read from the socket, and Asterisk
+	// drops a client that stops reading for about 100 ms. Done closes
+	// once the reader has stopped, after the last call of Func.
+	Func func(*Message)
+
+	// Shedding and Skip, set together, let a consumer that sheds load
+	// drop events for a fraction of their cost. Before each message the
+	// reader asks Shedding, which must be cheap (an atomic load); while it
+	// returns true, each event is offered by name to Skip before it is
+	// parsed, and an event Skip returns true for is skipped, unparsed:
+	// neither Events nor Func sees it. Events are only offered while no
+	// request of the client waits for an answer, so that no response or
+	// list entry is ever skipped. name is valid only during the call, and
+	// neither function may block.
+	Shedding func() bool
+	Skip     func(name string) bool
 }
 
-// WithEventMask asks at login only for the given event classes, for
-// example "call,system". The last of WithEvents and WithEventMask wins.
-func WithEventMask(mask string) Option { return func(o *options) { o.events = mask } }
+// WithEvents sets which events the session asks for and how they are
+// delivered; see EventDelivery.
+func WithEvents(d EventDelivery) Option { return func(o *options) { o.events = d } }
 
-// WithEventQueue bounds the queue between the socket reader and Events.
-// When it is full, further events are counted in Dropped and reported,
-// never blocking the reader: Asterisk cuts a client that stops reading.
-// Under WithEventFunc there is no queue and n is not used.
-func WithEventQueue(n int) Option {
-	return func(o *options) {
-		if n > 0 {
-			o.eventQueue = n
-		}
+// check returns why d cannot be used, or nil.
+func (d EventDelivery) check() error {
+	switch {
+	case d.Queue < 0:
+		return fmt.Errorf("event queue %d: want 0 (the default) or more", d.Queue)
+	case d.Func != nil && d.Queue != 0:
+		return errors.New("an event Func and an event Queue exclude each other: Func takes the events the queue would hold")
+	case (d.Shedding == nil) != (d.Skip == nil):
+		return errors.New("event Shedding and Skip go together")
+	case strings.ContainsAny(d.Mask, "\r\n"):
+		return errors.New("event mask: CR or LF")
 	}
+	return nil
 }
+
+// loginEvents is the value of Login's Events.
+func (d EventDelivery) loginEvents() string { return cmp.Or(d.Mask, "on") }
+
+// queue is the bound of the event queue.
+func (d EventDelivery) queue() int { return cmp.Or(d.Queue, DefaultEventQueue) }
 
 // WithKeepalive sends a Ping every interval, which catches half-open TCP:
 // when a Ping is unanswered and nothing at all has come from the PBX for
@@ -91,27 +124,6 @@ func (o *options) keepaliveTimeout() time.Duration {
 		return o.keepaliveTTL
 	}
 	return max(DefaultKeepaliveTimeout, 3*o.keepalive)
-}
-
-// WithEventFunc hands every event to f on the reader goroutine, in order,
-// instead of queueing it for Events. f must not block: while it runs nothing
-// is read from the socket, and Asterisk drops a client that stops reading
-// for about 100 ms. It suits a consumer with its own bounded buffer, and
-// saves a goroutine hand-off per event. Events then returns nil; Done
-// closes once the reader has stopped, after the last call of f.
-func WithEventFunc(f func(*Message)) Option { return func(o *options) { o.onEvent = f } }
-
-// WithEventSkip lets a consumer that sheds load drop events for a fraction
-// of their cost. Before each message the reader asks shedding, which must
-// be cheap (an atomic load); while it returns true, each event is offered
-// by name to skip before it is parsed, and an event skip returns true for
-// is skipped, unparsed: neither Events nor the WithEventFunc handler sees
-// it. Events are only offered while no request of the client waits for an
-// answer, so that no response or list entry is ever skipped; other events
-// are read as usual. name is valid only during the call, and neither
-// function may block.
-func WithEventSkip(shedding func() bool, skip func(name string) bool) Option {
-	return func(o *options) { o.shedding, o.skipEvent = shedding, skip }
 }
 
 // WithDialer makes the connection with dial instead of a net.Dialer, as

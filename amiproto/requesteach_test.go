@@ -44,7 +44,7 @@ func TestClient_RequestEachHandsEntriesAsTheyArrive(t *testing.T) {
 	const n = 3
 	srv := startPBX(t, amitest.Config{})
 	_, release := heldList(t, srv, "Listing", n)
-	c := dial(t, srv.URL("admin", "s3cret!"), amiproto.WithEvents(false))
+	c := dial(t, srv.URL("admin", "s3cret!"), amiproto.WithEvents(amiproto.EventDelivery{Mask: "off"}))
 	got := make(chan *amiproto.Message, n+1)
 	type result struct {
 		resp *amiproto.Response
@@ -101,11 +101,11 @@ func TestClient_RequestEachStopsAndTheSessionStaysInStep(t *testing.T) {
 	var leaked atomic.Int64
 	c := dial(t, srv.URL("admin", "s3cret!"),
 		amiproto.WithReportFunc(func(error) { reports.Add(1) }),
-		amiproto.WithEventFunc(func(m *amiproto.Message) {
+		amiproto.WithEvents(amiproto.EventDelivery{Func: func(m *amiproto.Message) {
 			if name := m.EventName(); name == "Entry" || name == "EntryComplete" {
 				leaked.Add(1)
 			}
-		}))
+		}}))
 	calls := 0
 	resp, err := c.RequestEach(ctx10s(t), amiproto.NewAction("Listing"), func(*amiproto.Message) bool {
 		calls++
@@ -138,7 +138,7 @@ func TestClient_RequestEachNeverOutlivesItsFunc(t *testing.T) {
 		t.Run(end, func(t *testing.T) {
 			srv := startPBX(t, amitest.Config{})
 			_, release := heldList(t, srv, "Listing", 100)
-			c := dial(t, srv.URL("admin", "s3cret!"), amiproto.WithEvents(false))
+			c := dial(t, srv.URL("admin", "s3cret!"), amiproto.WithEvents(amiproto.EventDelivery{Mask: "off"}))
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
 			inEach, unblock := make(chan struct{}), make(chan struct{})

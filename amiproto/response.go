@@ -20,3 +20,22 @@ func (r *Response) IsCollection() bool {
 func (r *Response) IsError() bool {
 	return r != nil && r.Message != nil && r.Kind() == KindResponse && strings.EqualFold(r.Name(), "Error")
 }
+
+// Value returns the field key of the first of the response's entry
+// events that has it, or else of the response itself: the one value an
+// action such as Getvar (key "Value") or DBGet ("Val", in a one-entry
+// Collection) answers with. It returns "" when no message has the field.
+func (r *Response) Value(key string) string {
+	if r == nil {
+		return ""
+	}
+	for _, ev := range r.Events {
+		if v, ok := ev.Lookup(key); ok {
+			return v
+		}
+	}
+	if r.Message == nil {
+		return ""
+	}
+	return r.Get(key)
+}

@@ -15,16 +15,7 @@ import (
 	"github.com/nats-io/nats.go/micro"
 
 	"github.com/ami-bridge/ami-bridge/amiproto"
-)
-
-// The error codes of action replies, as in HTTP.
-const (
-	CodeBadRequest  = 400 // not JSON, no Action, a value of the wrong type, CR/LF/NUL
-	CodeForbidden   = 403 // the action policy refused it
-	CodeTooLarge    = 413 // the reply exceeds the NATS max payload and no streaming was asked, or a list exceeds MaxReplyEntries or MaxReplyBytes
-	CodeAMIError    = 422 // Asterisk answered "Response: Error"
-	CodeUnavailable = 503 // the PBX is not connected, the connection was lost, or the bridge is stopping
-	CodeTimeout     = 504 // no answer in time
+	"github.com/ami-bridge/ami-bridge/subjects"
 )
 
 // streamFlushEvery is how many streamed messages go out between flushes:
@@ -64,7 +55,7 @@ func (p *pbx) serveActions(ctx context.Context, l *link, c *amiproto.Client) {
 	// The endpoint is only in the queue group while the session is up and
 	// the bridge takes actions.
 	afterIntake := context.AfterFunc(p.life.intake, func() { p.service.leave(l) })
-	l.setState(StateConnected, nil)
+	l.setState(subjects.StateConnected, nil)
 	pingCtx, stopPing := context.WithCancel(ctx)
 	pingDone := make(chan struct{})
 	go func() { // owned here: stopped and waited for below
@@ -221,35 +212,35 @@ func (p *pbx) handle(req micro.Request, s *actionSession) {
 	}
 	r := replier{req: req, m: p.stats.meter(arrived)}
 	if !p.life.enter() {
-		p.replyError(r, CodeUnavailable, "the bridge is shutting down", nil, false)
+		p.replyError(r, subjects.CodeUnavailable, "the bridge is shutting down", nil, false)
 		return
 	}
 	defer p.life.leave()
 	h := map[string][]string(req.Headers())
 	stream, err := requestStream(h)
 	if err != nil {
-		p.replyError(r, CodeBadRequest, err.Error(), nil, false)
+		p.replyError(r, subjects.CodeBadRequest, err.Error(), nil, false)
 		return
 	}
 	action, err := decodeAction(req.Data())
 	if err != nil {
-		p.replyError(r, CodeBadRequest, err.Error(), nil, stream)
+		p.replyError(r, subjects.CodeBadRequest, err.Error(), nil, stream)
 		return
 	}
 	r.m.action = action.Name()
 	if why := p.policy.refuse(action); why != "" {
-		p.replyError(r, CodeForbidden, why, nil, stream)
+		p.replyError(r, subjects.CodeForbidden, why, nil, stream)
 		return
 	}
 	timeout, err := requestTimeout(h, p.cfg.ActionTimeout, p.cfg.MaxActionTimeout)
 	if err != nil {
-		p.replyError(r, CodeBadRequest, err.Error(), nil, stream)
+		p.replyError(r, subjects.CodeBadRequest, err.Error(), nil, stream)
 		return
 	}
 	deadline := arrived.Add(timeout)
 	if !s.awaitCheck(deadline) || !time.Now().Before(deadline) {
 		p.stats.expired.Add(1)
-		p.replyError(r, CodeTimeout, fmt.Sprintf("the request waited %v for a free session of PBX %s, past its deadline of %v; it was not sent", time.Since(arrived).Round(time.Millisecond), p.name, timeout), nil, stream)
+		p.replyError(r, subjects.CodeTimeout, fmt.Sprintf("the request waited %v for a free session of PBX %s, past its deadline of %v; it was not sent", time.Since(arrived).Round(time.Millisecond), p.name, timeout), nil, stream)
 		return
 	}
 	p.execute(s, r, action, deadline, timeout, stream)
@@ -294,18 +285,18 @@ func (p *pbx) execute(s *actionSession, r replier, action *amiproto.Message, dea
 			resp = re.Response
 		}
 		resp = p.mask.response(resp) // before asteriskMessage cuts the output, maybe inside the secret
-		p.replyError(r, CodeAMIError, asteriskMessage(resp), resp, stream)
+		p.replyError(r, subjects.CodeAMIError, asteriskMessage(resp), resp, stream)
 	case errors.As(err, &ae):
-		p.replyError(r, CodeBadRequest, ae.Error(), nil, stream)
+		p.replyError(r, subjects.CodeBadRequest, ae.Error(), nil, stream)
 	case p.life.hard.Err() != nil:
-		p.replyError(r, CodeUnavailable, "the bridge is shutting down", nil, stream)
+		p.replyError(r, subjects.CodeUnavailable, "the bridge is shutting down", nil, stream)
 	case errors.Is(err, context.DeadlineExceeded):
 		s.overdue()
-		p.replyError(r, CodeTimeout, fmt.Sprintf("no answer from PBX %s within %v", p.name, timeout), nil, stream)
+		p.replyError(r, subjects.CodeTimeout, fmt.Sprintf("no answer from PBX %s within %v", p.name, timeout), nil, stream)
 	case errors.Is(err, amiproto.ErrConnLost), errors.Is(err, amiproto.ErrClosed):
-		p.replyError(r, CodeUnavailable, fmt.Sprintf("the connection to PBX %s ended before the answer", p.name), nil, stream)
+		p.replyError(r, subjects.CodeUnavailable, fmt.Sprintf("the connection to PBX %s ended before the answer", p.name), nil, stream)
 	default:
-		p.replyError(r, CodeUnavailable, fmt.Sprintf("PBX %s: %v", p.name, err), nil, stream)
+		p.replyError(r, subjects.CodeUnavailable, fmt.Sprintf("PBX %s: %v", p.name, err), nil, stream)
 	}
 }
 
@@ -383,8 +374,8 @@ func (p *pbx) appendMasked(dst []byte, m *amiproto.Message) []byte {
 // response when body is over maxPayload.
 func (p *pbx) sendWhole(r replier, body []byte, maxPayload int, resp *amiproto.Response) {
 	if len(body) > maxPayload {
-		msg := fmt.Sprintf("the reply is %d bytes, above the NATS max payload of %d; ask again with the header %s: true", len(body), maxPayload, HeaderStream)
-		p.replyError(r, CodeTooLarge, msg, &amiproto.Response{Message: resp.Message}, false)
+		msg := fmt.Sprintf("the reply is %d bytes, above the NATS max payload of %d; ask again with the header %s: true", len(body), maxPayload, subjects.HeaderStream)
+		p.replyError(r, subjects.CodeTooLarge, msg, &amiproto.Response{Message: resp.Message}, false)
 		return
 	}
 	p.send(r, nil, body)
@@ -432,7 +423,7 @@ func (p *pbx) streamOutput(r replier, output string, maxPayload int) bool {
 func (p *pbx) sendPart(r replier, body []byte, maxPayload int) bool {
 	if len(body) > maxPayload {
 		msg := fmt.Sprintf("one part of the streamed reply is %d bytes, above the NATS max payload of %d", len(body), maxPayload)
-		p.replyError(r, CodeTooLarge, msg, nil, true)
+		p.replyError(r, subjects.CodeTooLarge, msg, nil, true)
 		return false
 	}
 	p.send(r, nil, body)

@@ -59,7 +59,7 @@ func TestBridge_SlowActionStallsNeitherEventsNorKeepalive(t *testing.T) {
 			t.Fatalf("%d of %d events published while the action is held: %v", got, n, err)
 		}
 		seqs.check(m)
-		if m.Header.Get(HeaderEvent) == "UserEvent" {
+		if m.Header.Get(subjects.HeaderEvent) == "UserEvent" {
 			got++
 		}
 	}
@@ -76,7 +76,7 @@ func TestBridge_SlowActionStallsNeitherEventsNorKeepalive(t *testing.T) {
 		}
 	}
 	for len(w.ch) > 0 {
-		if st := w.next(); st.State != StateConnected {
+		if st := w.next(); st.State != subjects.StateConnected {
 			t.Fatalf("status while the action is held: %+v", st)
 		}
 	}
@@ -89,7 +89,7 @@ func TestBridge_SlowActionStallsNeitherEventsNorKeepalive(t *testing.T) {
 		t.Fatalf("slow action reply %s", m.Data)
 	}
 	for _, ss := range b.Status()[0].Sessions {
-		if ss.Reconnects != 0 || ss.State != StateConnected {
+		if ss.Reconnects != 0 || ss.State != subjects.StateConnected {
 			t.Errorf("session %+v: the slow action cost a reconnect", ss)
 		}
 	}
@@ -107,7 +107,7 @@ func TestBridge_ActionSessionKeepalive(t *testing.T) {
 	pbx.NeverAnswer("Ping")
 	for {
 		st := w.next()
-		if st.Sessions[1].State == StateDisconnected {
+		if st.Sessions[1].State == subjects.StateDisconnected {
 			if e := st.Sessions[1].Error; !strings.Contains(e, "keepalive") {
 				t.Errorf("action session error %q", e)
 			}
@@ -128,7 +128,7 @@ func TestBridge_MisconfiguredBridgeTakesNoRequests(t *testing.T) {
 	wrong := fastServer("pbx1", pbx)
 	wrong.URL = pbx.URL("admin", "Wrong-Secret")
 	startBridge(t, bad, []ServerConfig{wrong}, Options{})
-	w.waitState(StateAuthFailed)
+	w.waitState(subjects.StateAuthFailed)
 	startBridge(t, good, []ServerConfig{fastServer("pbx1", pbx)}, Options{})
 	w.waitAllUp()
 	for i := range 10 {
@@ -170,7 +170,7 @@ func serviceAnswers(t *testing.T, nc *nats.Conn, verb string, n int) [][]byte {
 		t.Fatal(err)
 	}
 	defer replies.Unsubscribe()
-	if err := nc.PublishRequest("$SRV."+verb+"."+ServiceName, inbox, nil); err != nil {
+	if err := nc.PublishRequest("$SRV."+verb+"."+subjects.ServiceName, inbox, nil); err != nil {
 		t.Fatal(err)
 	}
 	answers := make([][]byte, n)
@@ -207,7 +207,7 @@ func TestBridge_MicroStatsCoverEveryReply(t *testing.T) {
 		{`not json`, nil, 400},
 		{`{"Action":"Logoff"}`, nil, 403},
 		{`{"Action":"NoSuchThing"}`, nil, 422},
-		{`{"Action":"Getvar","Variable":"X"}`, nats.Header{HeaderTimeout: {"50ms"}}, 504},
+		{`{"Action":"Getvar","Variable":"X"}`, nats.Header{subjects.HeaderTimeout: {"50ms"}}, 504},
 	}
 	errs := 0
 	for _, rq := range reqs {
@@ -223,7 +223,7 @@ func TestBridge_MicroStatsCoverEveryReply(t *testing.T) {
 	if st.NumRequests != len(reqs) || st.NumErrors != errs {
 		t.Errorf("stats: %d requests, %d errors; want %d and %d", st.NumRequests, st.NumErrors, len(reqs), errs)
 	}
-	if want := fmt.Sprint(CodeTimeout); len(st.LastError) < 3 || st.LastError[:3] != want {
+	if want := fmt.Sprint(subjects.CodeTimeout); len(st.LastError) < 3 || st.LastError[:3] != want {
 		t.Errorf("last error %q, want the 504", st.LastError)
 	}
 	if st.ProcessingTime < slow+50*time.Millisecond {

@@ -251,7 +251,7 @@ func BenchmarkActionRoundTrip(b *testing.B) {
 	for _, conc := range []int{1, 16} {
 		b.Run(map[int]string{1: "requesters=1", 16: "requesters=16"}[conc], func(b *testing.B) {
 			tw := newWorld(b)
-			tw.w.waitState(StateConnected)
+			tw.w.waitState(subjects.StateConnected)
 			cc := tw.cc
 
 			subject := subjects.Action("ami", "pbx1")

@@ -22,7 +22,7 @@
 //
 // Each PBX registers one micro service instance with one endpoint per
 // logged-in action session, each on the PBX's action subject in the queue
-// group QueueGroup; a session's endpoint leaves when the session drops and
+// group subjects.QueueGroup; a session's endpoint leaves when the session drops and
 // returns when it is back (the instance is registered anew with the
 // sessions that are up), and the instance stops when
 // no session is up. A bridge whose PBX cannot serve is thus not in the queue
@@ -137,14 +137,14 @@ type Options struct {
 	StatusInterval   time.Duration // default 30s
 	JetStream        JetStreamOptions
 	HA               HAOptions // one active bridge per PBX among several; see ha.go
-	Version          string    // micro service version, default "0.0.0"; one that is not SemVer registers as "0.0.0" with the raw string in the metadata
+	Version          string    // micro service version: "v1.2.3" registers as 1.2.3, one that is no semantic version as 0.0.0-<it> ("dev": 0.0.0-dev), the raw string then in the metadata
 	// Logger receives the bridge's log lines; nil discards them. Lines
 	// carry the attributes server, ami (the endpoint without its
 	// secret), session and error. See "Logging" in the package doc.
 	Logger *slog.Logger
 	// Topology, when set, tells the bridge how NATS is laid out (see
-	// Topology); it is called for every status, from any goroutine.
-	Topology func() Topology
+	// subjects.Topology); it is called for every status, from any goroutine.
+	Topology func() subjects.Topology
 	// ReplyPrefixes are inbox prefixes, as nats.CustomInboxPrefix takes
 	// them, on which the bridge answers besides _INBOX.: a request whose
 	// reply subject lies under none of them, or under the connection's
@@ -184,24 +184,6 @@ const (
 	// default action timeout; a longer queue only holds requests that
 	// would expire, and up to 128 KiB each of memory.
 	DefaultMaxPendingRequests = 128
-)
-
-// MaxMaxPendingRequests bounds ServerConfig.MaxPendingRequests.
-const MaxMaxPendingRequests = 65536
-
-// MaxReplicas is the most replicas JetStream gives a stream.
-const MaxReplicas = 5
-
-// MaxActionSessions bounds ServerConfig.ActionSessions: each is a login,
-// a micro service and an Asterisk thread.
-const MaxActionSessions = 64
-
-// The micro service every PBX with a logged-in action session registers.
-const (
-	ServiceName = "ami-bridge"
-	// QueueGroup is the queue group of every action endpoint, so that
-	// several bridges for the same PBXes share the requests.
-	QueueGroup = "ami-bridge"
 )
 
 // The goroutines of a Bridge, each with one owner (not in Bridge's doc:
@@ -270,9 +252,9 @@ type natsSide struct {
 	service micro.Config // template of the PBXes' action services
 	replies *replyRule   // where the action services may answer
 
-	topologyFunc   func() Topology // Options.Topology; nil when unset
-	streamReplicas int             // of the stream Start found or created
-	leases         *lease.Bucket   // with HA, when Start could open it; else each HA loop opens it
+	topologyFunc   func() subjects.Topology // Options.Topology; nil when unset
+	streamReplicas int                      // of the stream Start found or created
+	leases         *lease.Bucket            // with HA, when Start could open it; else each HA loop opens it
 }
 
 // stampsArrivals reports whether the main connection stamps request
@@ -312,45 +294,34 @@ func New(nc *nats.Conn, servers []ServerConfig, opts Options) (*Bridge, error) {
 	if nc == nil {
 		errs = append(errs, errors.New("no NATS connection"))
 	}
-	opts, err := withOptionDefaults(opts)
-	if err != nil {
-		errs = append(errs, err)
+	prefixesChecked := true // by Check, against what New adds below
+	for _, p := range Check(servers, opts) {
+		errs = append(errs, p)
+		if strings.HasPrefix(p.Field, "ReplyPrefixes") {
+			prefixesChecked = false
+		}
 	}
-	if len(servers) == 0 {
-		errs = append(errs, errors.New("no servers configured"))
-	}
-	var replies *replyRule
+	opts, _ = checkOptions(opts)
 	svc := opts.ServiceConn
 	if svc == nil {
 		svc = nc
 	}
+	var replies *replyRule
 	if nc != nil {
-		if replies, err = newReplyRule(opts.ReplyPrefixes, opts.Prefix, nc.Opts.InboxPrefix, svc.Opts.InboxPrefix); err != nil {
+		var err error
+		// Once Check found a reply prefix wrong, the same problem again
+		// would only repeat it.
+		if replies, err = newReplyRule(opts.ReplyPrefixes, opts.Prefix, nc.Opts.InboxPrefix, svc.Opts.InboxPrefix); err != nil && prefixesChecked {
 			errs = append(errs, err)
 		}
-	}
-	seen := map[string]bool{}
-	for i, sc := range servers {
-		label := sc.Name
-		if label == "" {
-			label = fmt.Sprintf("#%d", i+1)
-		}
-		if _, _, err := withServerDefaults(sc); err != nil {
-			errs = append(errs, fmt.Errorf("server %s: %w", label, err))
-		}
-		if sc.Name != "" && seen[sc.Name] {
-			errs = append(errs, fmt.Errorf("server %s: name used twice", sc.Name))
-		}
-		seen[sc.Name] = true
 	}
 	if len(errs) > 0 {
 		return nil, fmt.Errorf("bridge: invalid configuration: %w", errors.Join(errs...))
 	}
-	version := opts.Version
+	version := serviceVersion(opts.Version)
 	meta := map[string]string{"servers": strings.Join(names(servers), ","), "prefix": opts.Prefix}
-	if !SemVer(version) {
-		meta["version"] = version
-		version = "0.0.0"
+	if version != opts.Version {
+		meta["version"] = opts.Version
 	}
 	b := &Bridge{
 		opts: opts,
@@ -364,11 +335,11 @@ func New(nc *nats.Conn, servers []ServerConfig, opts Options) (*Bridge, error) {
 			topologyFunc: opts.Topology,
 			replies:      replies,
 			service: micro.Config{
-				Name:        ServiceName,
+				Name:        subjects.ServiceName,
 				Version:     version,
 				Description: "Asterisk Manager Interface actions by NATS request-reply, one endpoint per PBX",
 				Metadata:    meta,
-				QueueGroup:  QueueGroup,
+				QueueGroup:  subjects.QueueGroup,
 			},
 		},
 		life: &lifecycle{},
@@ -394,34 +365,34 @@ func names(servers []ServerConfig) []string {
 	return out
 }
 
-func withOptionDefaults(o Options) (Options, error) {
-	var errs []error
+// checkOptions fills the zero values of o and returns it with the
+// problems found.
+func checkOptions(o Options) (Options, []Problem) {
+	var ps problems
 	if o.Prefix == "" {
 		o.Prefix = DefaultPrefix
 	}
 	if !subjects.ValidPrefix(o.Prefix) {
-		errs = append(errs, fmt.Errorf("prefix %q: want dot-separated tokens without spaces, '*' or '>'", o.Prefix))
+		ps.add("Prefix", "%q: want dot-separated tokens without spaces, '*' or '>'", o.Prefix)
 	}
+	checkReplyPrefixes(&ps, o)
 	if o.EventBuffer == 0 {
 		o.EventBuffer = DefaultEventBuffer
 	}
 	if o.EventBuffer < 0 {
-		errs = append(errs, errors.New("event buffer must be positive"))
+		ps.add("EventBuffer", "must be positive")
 	}
 	if o.EventBufferBytes == 0 {
 		o.EventBufferBytes = DefaultEventBufferBytes
 	}
 	if o.EventBufferBytes < 0 {
-		errs = append(errs, errors.New("event buffer bytes must be positive"))
+		ps.add("EventBufferBytes", "must be positive")
 	}
 	if o.StatusInterval == 0 {
 		o.StatusInterval = DefaultStatusInterval
 	}
 	if o.StatusInterval < 0 {
-		errs = append(errs, errors.New("status interval must be positive"))
-	}
-	if o.Version == "" {
-		o.Version = "0.0.0"
+		ps.add("StatusInterval", "must be positive")
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
@@ -431,7 +402,7 @@ func withOptionDefaults(o Options) (Options, error) {
 		js.Stream = DefaultStream
 	}
 	if strings.ContainsAny(js.Stream, ".*> \t\r\n/\\") {
-		errs = append(errs, fmt.Errorf("jetstream stream name %q: no '.', '*', '>', '/', '\\' or whitespace", js.Stream))
+		ps.add("JetStream.Stream", "%q: no '.', '*', '>', '/', '\\' or whitespace", js.Stream)
 	}
 	if js.MaxAge == 0 {
 		js.MaxAge = DefaultStreamMaxAge
@@ -445,36 +416,65 @@ func withOptionDefaults(o Options) (Options, error) {
 	if js.Replicas == 0 {
 		js.Replicas = DefaultReplicas
 	}
-	if js.MaxAge < 0 || js.Duplicates < 0 || js.MaxPending < 0 {
-		errs = append(errs, errors.New("jetstream max age, duplicates window and max pending must be positive"))
+	for _, f := range []struct {
+		field string
+		neg   bool
+	}{{"JetStream.MaxAge", js.MaxAge < 0}, {"JetStream.Duplicates", js.Duplicates < 0}, {"JetStream.MaxPending", js.MaxPending < 0}} {
+		if f.neg {
+			ps.add(f.field, "must be positive")
+		}
 	}
-	if js.Replicas < 0 || js.Replicas > MaxReplicas {
-		errs = append(errs, fmt.Errorf("jetstream replicas %d: want 1 to %d", js.Replicas, MaxReplicas))
+	if js.Replicas < 0 || js.Replicas > maxReplicas {
+		ps.add("JetStream.Replicas", "%d: want 1 to %d", js.Replicas, maxReplicas)
 	}
 	if js.Enabled && js.Duplicates > js.MaxAge {
-		errs = append(errs, fmt.Errorf("jetstream duplicates window %v is longer than max age %v", js.Duplicates, js.MaxAge))
+		ps.add("JetStream.Duplicates", "%v is longer than max age %v", js.Duplicates, js.MaxAge)
+	}
+	if o.HA.Enabled && o.HA.Bucket != "" && strings.ContainsAny(o.HA.Bucket, ".*> \t\r\n/\\") {
+		ps.add("HA.Bucket", "%q: no '.', '*', '>', '/', '\\' or whitespace", o.HA.Bucket)
 	}
 	ha, err := withHADefaults(o.HA, o.JetStream)
-	if err != nil {
-		errs = append(errs, err)
+	var joined interface{ Unwrap() []error }
+	switch {
+	case err == nil:
+	case errors.As(err, &joined):
+		for _, e := range joined.Unwrap() {
+			ps = append(ps, haProblem(e))
+		}
+	default:
+		ps = append(ps, haProblem(err))
 	}
 	o.HA = ha
-	return o, errors.Join(errs...)
+	return o, ps
 }
 
 // withServerDefaults checks sc, fills its zero values and returns the
 // endpoint to dial, secret included. Nothing it returns as an error holds
 // the secret.
 func withServerDefaults(sc ServerConfig) (ServerConfig, amiproto.Endpoint, error) {
-	var errs []error
-	if !subjects.ValidServerName(sc.Name) {
-		errs = append(errs, fmt.Errorf("name %q: want [A-Za-z0-9_-]+", sc.Name))
+	sc, ep, ps := checkServer(sc)
+	errs := make([]error, len(ps))
+	for i, p := range ps {
+		errs[i] = errors.New(p.Field + ": " + p.Msg)
+	}
+	return sc, ep, errors.Join(errs...)
+}
+
+// checkServer is withServerDefaults with the problems by field, their
+// Server left to the caller.
+func checkServer(sc ServerConfig) (ServerConfig, amiproto.Endpoint, []Problem) {
+	var ps problems
+	switch {
+	case sc.Name == "":
+		ps.add("Name", "missing: every PBX needs one, [A-Za-z0-9_-]+")
+	case !subjects.ValidServerName(sc.Name):
+		ps.add("Name", "%q: want [A-Za-z0-9_-]+", sc.Name)
 	}
 	ep, err := amiproto.ParseURL(sc.URL)
 	if err != nil {
-		errs = append(errs, fmt.Errorf("url: %w", err))
+		ps.add("URL", "%v", err)
 	} else if ep.User == "" {
-		errs = append(errs, errors.New("url: no user; the bridge must log in (user:secret@host:port, or the secret from secret_env/secret_file)"))
+		ps.add("URL", "no user; the bridge must log in (user:secret@host:port, or the secret in Secret)")
 	}
 	if sc.Secret != "" {
 		ep.Secret = sc.Secret
@@ -485,57 +485,55 @@ func withServerDefaults(sc ServerConfig) (ServerConfig, amiproto.Endpoint, error
 	case "md5":
 		sc.Auth = "md5"
 	default:
-		errs = append(errs, fmt.Errorf("auth %q: want plain or md5", sc.Auth))
+		ps.add("Auth", "%q: want plain or md5", sc.Auth)
 	}
-	def := func(d *time.Duration, v time.Duration, name string) {
+	def := func(d *time.Duration, v time.Duration, field string) {
 		if *d == 0 {
 			*d = v
 		}
 		if *d < 0 {
-			errs = append(errs, fmt.Errorf("%s must be positive", name))
+			ps.add(field, "must be positive")
 		}
 	}
-	def(&sc.ActionTimeout, DefaultActionTimeout, "action timeout")
-	def(&sc.MaxActionTimeout, DefaultMaxActionTimeout, "max action timeout")
-	def(&sc.ReconnectMin, DefaultReconnectMin, "reconnect min")
-	def(&sc.ReconnectMax, DefaultReconnectMax, "reconnect max")
+	def(&sc.ActionTimeout, DefaultActionTimeout, "ActionTimeout")
+	def(&sc.MaxActionTimeout, DefaultMaxActionTimeout, "MaxActionTimeout")
+	def(&sc.ReconnectMin, DefaultReconnectMin, "ReconnectMin")
+	def(&sc.ReconnectMax, DefaultReconnectMax, "ReconnectMax")
 	if sc.ActionSessions == 0 {
 		sc.ActionSessions = DefaultActionSessions
 	}
-	if err := ValidateActionSessions(sc.ActionSessions); err != nil {
-		errs = append(errs, fmt.Errorf("action sessions: %w", err))
+	if sc.ActionSessions < 1 || sc.ActionSessions > maxActionSessions {
+		ps.add("ActionSessions", "%d: want 1 to %d", sc.ActionSessions, maxActionSessions)
 	}
 	if sc.PingInterval < 0 {
-		errs = append(errs, errors.New("ping interval must not be negative"))
+		ps.add("PingInterval", "must be 0 (off) or positive")
 	}
 	if sc.MaxReplyEntries == 0 {
 		sc.MaxReplyEntries = DefaultMaxReplyEntries
 	}
+	if sc.MaxReplyEntries < 0 {
+		ps.add("MaxReplyEntries", "must be positive")
+	}
 	if sc.MaxReplyBytes == 0 {
 		sc.MaxReplyBytes = DefaultMaxReplyBytes
 	}
-	if sc.MaxReplyEntries < 0 || sc.MaxReplyBytes < 0 {
-		errs = append(errs, errors.New("max reply entries and bytes must be positive"))
+	if sc.MaxReplyBytes < 0 {
+		ps.add("MaxReplyBytes", "must be positive")
 	}
 	if sc.MaxPendingRequests == 0 {
 		sc.MaxPendingRequests = DefaultMaxPendingRequests
 	}
-	if err := ValidateMaxPendingRequests(sc.MaxPendingRequests); err != nil {
-		errs = append(errs, fmt.Errorf("max pending requests: %w", err))
+	if sc.MaxPendingRequests < 1 || sc.MaxPendingRequests > maxMaxPendingRequests {
+		ps.add("MaxPendingRequests", "%d: want 1 to %d", sc.MaxPendingRequests, maxMaxPendingRequests)
 	}
 	if sc.ActionTimeout > sc.MaxActionTimeout {
-		errs = append(errs, fmt.Errorf("action timeout %v is above max action timeout %v", sc.ActionTimeout, sc.MaxActionTimeout))
+		ps.add("MaxActionTimeout", "%v is shorter than the action timeout %v", sc.MaxActionTimeout, sc.ActionTimeout)
 	}
 	if sc.ReconnectMin > sc.ReconnectMax {
-		errs = append(errs, fmt.Errorf("reconnect min %v is above reconnect max %v", sc.ReconnectMin, sc.ReconnectMax))
+		ps.add("ReconnectMax", "%v is shorter than the reconnect min %v", sc.ReconnectMax, sc.ReconnectMin)
 	}
-	if err := validateGlobs(sc); err != nil {
-		errs = append(errs, err)
-	}
-	if err := errors.Join(errs...); err != nil {
-		return sc, ep, err
-	}
-	return sc, ep, nil
+	checkGlobs(&ps, sc)
+	return sc, ep, ps
 }
 
 // Start starts every PBX: its AMI sessions connect in the background and
@@ -772,20 +770,10 @@ func (b *Bridge) isClosing() bool {
 }
 
 // Status returns the current status of every PBX, in configuration order.
-func (b *Bridge) Status() []Status {
-	out := make([]Status, len(b.pbxes))
+func (b *Bridge) Status() []subjects.PBXStatus {
+	out := make([]subjects.PBXStatus, len(b.pbxes))
 	for i, p := range b.pbxes {
 		out[i] = p.status()
-	}
-	return out
-}
-
-// Servers returns the names of the configured PBXes, in configuration
-// order.
-func (b *Bridge) Servers() []string {
-	out := make([]string, len(b.pbxes))
-	for i, p := range b.pbxes {
-		out[i] = p.name
 	}
 	return out
 }

@@ -47,10 +47,10 @@ func newSeqChecker(t testing.TB) *seqChecker {
 
 func (c *seqChecker) check(m *nats.Msg) uint64 {
 	c.t.Helper()
-	server := m.Header.Get(HeaderServer)
-	seq, err := strconv.ParseUint(m.Header.Get(HeaderSeq), 10, 64)
+	server := m.Header.Get(subjects.HeaderServer)
+	seq, err := strconv.ParseUint(m.Header.Get(subjects.HeaderSeq), 10, 64)
 	if err != nil {
-		c.t.Fatalf("Ami-Seq %q: %v", m.Header.Get(HeaderSeq), err)
+		c.t.Fatalf("Ami-Seq %q: %v", m.Header.Get(subjects.HeaderSeq), err)
 	}
 	if want := c.last[server] + 1; seq != want {
 		c.t.Fatalf("%s: Ami-Seq %d after %d: want %d", server, seq, c.last[server], want)
@@ -67,7 +67,7 @@ func TestBridge_EventsFromTwoPBXes(t *testing.T) {
 	}))
 	pbx1, sub := tw.pbx, tw.events
 	st := tw.up()
-	tw.watch("pbx-2").waitState(StateConnected)
+	tw.watch("pbx-2").waitState(subjects.StateConnected)
 	waitSessions(t, pbx2, perPBX)
 
 	const n = 300
@@ -82,17 +82,17 @@ func TestBridge_EventsFromTwoPBXes(t *testing.T) {
 		if err != nil {
 			t.Fatalf("after %v UserEvents: %v", got, err)
 		}
-		server, event := m.Header.Get(HeaderServer), m.Header.Get(HeaderEvent)
+		server, event := m.Header.Get(subjects.HeaderServer), m.Header.Get(subjects.HeaderEvent)
 		seq := seqs.check(m)
 		if m.Subject != subjects.Event("ami", server, event) {
 			t.Fatalf("subject %q for event %q of %q", m.Subject, event, server)
 		}
-		if want := fmt.Sprintf("%s:%d:%d", server, st.Epoch, seq); m.Header.Get(HeaderMsgID) != want {
-			t.Fatalf("Nats-Msg-Id %q, want %q", m.Header.Get(HeaderMsgID), want)
+		if want := fmt.Sprintf("%s:%d:%d", server, st.Epoch, seq); m.Header.Get(subjects.HeaderMsgID) != want {
+			t.Fatalf("Nats-Msg-Id %q, want %q", m.Header.Get(subjects.HeaderMsgID), want)
 		}
-		at, err := time.Parse(time.RFC3339Nano, m.Header.Get(HeaderTime))
+		at, err := time.Parse(time.RFC3339Nano, m.Header.Get(subjects.HeaderTime))
 		if err != nil || at.Before(start) || at.After(time.Now()) {
-			t.Fatalf("Ami-Time %q: %v", m.Header.Get(HeaderTime), err)
+			t.Fatalf("Ami-Time %q: %v", m.Header.Get(subjects.HeaderTime), err)
 		}
 		if event != "UserEvent" {
 			continue
@@ -134,7 +134,7 @@ func TestBridge_EventFilterNumbersOnlyWhatPasses(t *testing.T) {
 		if seq := seqs.check(m); seq != uint64(i+1) {
 			t.Fatalf("seq %d, want %d: events that do not pass take no number", seq, i+1)
 		}
-		if got := m.Header.Get(HeaderEvent); got != name {
+		if got := m.Header.Get(subjects.HeaderEvent); got != name {
 			t.Fatalf("event %d is %s, want %s", i, got, name)
 		}
 	}
@@ -157,7 +157,7 @@ func TestBridge_EventNameEscapedInSubject(t *testing.T) {
 	if want := "acme.ami.pbx1.event.My%2EEvent%20%2A%3E"; m.Subject != want {
 		t.Errorf("subject %q, want %q", m.Subject, want)
 	}
-	if got := m.Header.Get(HeaderEvent); got != "My.Event *>" {
+	if got := m.Header.Get(subjects.HeaderEvent); got != "My.Event *>" {
 		t.Errorf("Ami-Event %q, want the name unescaped", got)
 	}
 }
@@ -172,17 +172,17 @@ func TestBridge_ReconnectKeepsSeqAndStatus(t *testing.T) {
 		w.CloseAfter()
 	})
 
-	if st := w.next(); st.State != StateConnecting || st.Server != "pbx1" {
+	if st := w.next(); st.State != subjects.StateConnecting || st.Server != "pbx1" {
 		t.Fatalf("first status %+v, want connecting", st)
 	}
-	st := w.waitState(StateConnected)
+	st := w.waitState(subjects.StateConnected)
 	if st.Banner != "Asterisk Call Manager/11.0.0" || st.AMIVersion != "11.0.0" || st.Error != "" {
 		t.Fatalf("connected status %+v", st)
 	}
 	for st.Version == "" { // CoreSettings answers right after the connect
 		st = w.next()
 	}
-	if st.Version != "22.10.1" || st.State != StateConnected {
+	if st.Version != "22.10.1" || st.State != subjects.StateConnected {
 		t.Fatalf("status after CoreSettings %+v", st)
 	}
 
@@ -205,12 +205,12 @@ func TestBridge_ReconnectKeepsSeqAndStatus(t *testing.T) {
 	received(`"before"`)
 
 	pbx.DropConnections()
-	st = w.waitState(StateDisconnected)
+	st = w.waitState(subjects.StateDisconnected)
 	if st.Error == "" {
 		t.Error("disconnected status without an error")
 	}
 	waitSessions(t, pbx, 0)
-	st = w.waitState(StateConnected)
+	st = w.waitState(subjects.StateConnected)
 	if st.Reconnects != 1 {
 		t.Errorf("reconnects = %d, want 1", st.Reconnects)
 	}
@@ -223,7 +223,7 @@ func TestBridge_ReconnectKeepsSeqAndStatus(t *testing.T) {
 	if err := b.Shutdown(ctx); err != nil {
 		t.Fatalf("Shutdown: %v", err)
 	}
-	st = w.waitState(StateStopped)
+	st = w.waitState(subjects.StateStopped)
 	// NATS keeps one connection's messages in order: every event came
 	// before the final status.
 	for n, _, _ := sub.Pending(); n > 0; n-- {
@@ -253,8 +253,8 @@ func TestBridge_AuthFailedAndSecretOverride(t *testing.T) {
 	}))
 	cc, logs := tw.cc, tw.logs
 
-	tw.watch("fixed").waitState(StateConnected)
-	st := tw.watch("bad").waitState(StateAuthFailed)
+	tw.watch("fixed").waitState(subjects.StateConnected)
+	st := tw.watch("bad").waitState(subjects.StateAuthFailed)
 	if !strings.Contains(st.Error, "Authentication failed") {
 		t.Errorf("auth_failed error %q", st.Error)
 	}
@@ -276,9 +276,9 @@ func TestBridge_OnePBXDownWhileAnotherFlows(t *testing.T) {
 		return []ServerConfig{down, fastServer("up", tw.pbx)}
 	}))
 	cc, up, sub := tw.cc, tw.pbx, tw.events
-	tw.watch("up").waitState(StateConnected)
+	tw.watch("up").waitState(subjects.StateConnected)
 	waitSessions(t, up, perPBX)
-	st := tw.watch("down").waitState(StateDisconnected)
+	st := tw.watch("down").waitState(subjects.StateDisconnected)
 	if !strings.Contains(st.Error, "connect") {
 		t.Errorf("down PBX error %q", st.Error)
 	}
@@ -292,11 +292,11 @@ func TestBridge_OnePBXDownWhileAnotherFlows(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if m.Header.Get(HeaderServer) != "up" {
-			t.Fatalf("event from %q", m.Header.Get(HeaderServer))
+		if m.Header.Get(subjects.HeaderServer) != "up" {
+			t.Fatalf("event from %q", m.Header.Get(subjects.HeaderServer))
 		}
 		seqs.check(m)
-		if m.Header.Get(HeaderEvent) == "UserEvent" {
+		if m.Header.Get(subjects.HeaderEvent) == "UserEvent" {
 			n++
 		}
 	}
@@ -313,8 +313,8 @@ func TestBridge_ReplyShapes(t *testing.T) {
 		return []ServerConfig{fastServer("a22", tw.pbx), fastServer("a13", pbx13)}
 	}))
 	cc := tw.cc
-	tw.watch("a22").waitState(StateConnected)
-	tw.watch("a13").waitState(StateConnected)
+	tw.watch("a22").waitState(subjects.StateConnected)
+	tw.watch("a13").waitState(subjects.StateConnected)
 
 	t.Run("simple", func(t *testing.T) {
 		m := request(t, cc, subjects.Action("ami", "a22"), `{"Action":"Ping"}`, nil)
@@ -379,7 +379,7 @@ func TestBridge_ErrorCodes(t *testing.T) {
 		sc.ActionsDeny = []string{"Orig*"} // a custom list that names neither Events nor Filter
 		sc.MaxActionTimeout = 30 * time.Second
 	}))
-	tw.w.waitState(StateConnected)
+	tw.w.waitState(subjects.StateConnected)
 	cc, pbx := tw.cc, tw.pbx
 	pbx.NeverAnswer("Getvar")
 
@@ -425,7 +425,7 @@ func TestBridge_ErrorCodes(t *testing.T) {
 			if (r.Response != nil) != tt.resp || (r.Output != nil) != tt.output {
 				t.Errorf("response attached %v, output attached %v: %s", r.Response != nil, r.Output != nil, m.Data)
 			}
-			if tt.code == CodeAMIError && r.Response["Response"] != "Error" {
+			if tt.code == subjects.CodeAMIError && r.Response["Response"] != "Error" {
 				t.Errorf("422 without Asterisk's response: %s", m.Data)
 			}
 		})
@@ -434,7 +434,7 @@ func TestBridge_ErrorCodes(t *testing.T) {
 
 func TestBridge_ConnectionLostBeforeTheAnswer(t *testing.T) {
 	tw := newWorld(t)
-	tw.w.waitState(StateConnected)
+	tw.w.waitState(subjects.StateConnected)
 	cc, pbx := tw.cc, tw.pbx
 
 	reply := heldRequest(t, cc, pbx, "Hold", nil) // no answer: the connection drops first
@@ -444,7 +444,7 @@ func TestBridge_ConnectionLostBeforeTheAnswer(t *testing.T) {
 		return
 	}
 	r, _ := decodeReply(t, m)
-	if r.Error == nil || r.Error.Code != CodeUnavailable || !strings.Contains(r.Error.Message, "ended before the answer") {
+	if r.Error == nil || r.Error.Code != subjects.CodeUnavailable || !strings.Contains(r.Error.Message, "ended before the answer") {
 		t.Errorf("reply %s", m.Data)
 	}
 }
@@ -452,7 +452,7 @@ func TestBridge_ConnectionLostBeforeTheAnswer(t *testing.T) {
 func TestBridge_Streaming(t *testing.T) {
 	const channels = 3000
 	tw := newWorld(t, withNATS(natsOptions{maxPayload: 64 << 10}), withPBX(amitest.Config{Channels: channels}))
-	tw.w.waitState(StateConnected)
+	tw.w.waitState(subjects.StateConnected)
 	cc := tw.cc
 
 	parts := streamed(t, cc, `{"Action":"CoreShowChannels","ActionID":"s1"}`)
@@ -489,7 +489,7 @@ func TestBridge_Streaming(t *testing.T) {
 
 func TestBridge_StreamingSimpleAndErrorsEndWithTerminator(t *testing.T) {
 	tw := newWorld(t)
-	tw.w.waitState(StateConnected)
+	tw.w.waitState(subjects.StateConnected)
 	cc := tw.cc
 
 	for _, tt := range []struct{ body, code string }{
@@ -530,11 +530,11 @@ func TestBridge_MicroService(t *testing.T) {
 	perServer := map[string]int{}
 	for _, info := range serviceInfos(t, cc, 2) {
 		name := info.Metadata["server"]
-		if info.Name != ServiceName || info.Version != "1.2.3" || info.Metadata["servers"] != "pbx1,pbx2" || len(info.Endpoints) != DefaultActionSessions {
+		if info.Name != subjects.ServiceName || info.Version != "1.2.3" || info.Metadata["servers"] != "pbx1,pbx2" || len(info.Endpoints) != DefaultActionSessions {
 			t.Fatalf("service info %+v", info)
 		}
 		for _, ep := range info.Endpoints {
-			if ep.Name != name || ep.Subject != subjects.Action("ami", name) || ep.QueueGroup != QueueGroup || ep.Metadata["server"] != name {
+			if ep.Name != name || ep.Subject != subjects.Action("ami", name) || ep.QueueGroup != subjects.QueueGroup || ep.Metadata["server"] != name {
 				t.Errorf("endpoint %+v", ep)
 			}
 		}
@@ -570,7 +570,7 @@ func TestBridge_DroppedActionSessionLeavesTheService(t *testing.T) {
 	// trade-off in arrivals.go): wait through it for one endpoint.
 	deadline := time.Now().Add(waitTime)
 	for {
-		m, err := cc.Request("$SRV.INFO."+ServiceName, nil, waitTime)
+		m, err := cc.Request("$SRV.INFO."+subjects.ServiceName, nil, waitTime)
 		var info micro.Info
 		if err == nil {
 			if err := json.Unmarshal(m.Data, &info); err != nil {
@@ -622,7 +622,7 @@ func serviceInfos(t *testing.T, nc *nats.Conn, n int) []micro.Info {
 
 func TestBridge_ShutdownFinishesInFlightActions(t *testing.T) {
 	tw := newWorld(t)
-	tw.w.waitState(StateConnected)
+	tw.w.waitState(subjects.StateConnected)
 	cc, pbx, w, b := tw.cc, tw.pbx, tw.w, tw.b
 
 	release := make(chan struct{})
@@ -663,12 +663,12 @@ func TestBridge_ShutdownFinishesInFlightActions(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatalf("Shutdown: %v", err)
 	}
-	w.waitState(StateStopped)
+	w.waitState(subjects.StateStopped)
 }
 
 func TestBridge_ShutdownDeadlineAnswers503(t *testing.T) {
 	tw := newWorld(t)
-	tw.w.waitState(StateConnected)
+	tw.w.waitState(subjects.StateConnected)
 	cc, pbx, w, b := tw.cc, tw.pbx, tw.w, tw.b
 	reply := heldRequest(t, cc, pbx, "Hold", nil) // never answered
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
@@ -681,7 +681,7 @@ func TestBridge_ShutdownDeadlineAnswers503(t *testing.T) {
 	if m == nil || m.Header.Get(micro.ErrorCodeHeader) != "503" {
 		t.Fatalf("in-flight action at the deadline: %v", m)
 	}
-	w.waitState(StateStopped)
+	w.waitState(subjects.StateStopped)
 }
 
 func TestNew_InvalidConfigNamesEveryProblem(t *testing.T) {
@@ -701,8 +701,10 @@ func TestNew_InvalidConfigNamesEveryProblem(t *testing.T) {
 	}
 	msg := err.Error()
 	for _, want := range []string{
-		"server ok: name used twice", `name "bad.name"`, "server nouser: url: no user", "server scheme: url:",
-		`auth "sha1"`, "above max action timeout", "reconnect min", "server #8", `prefix "a.>"`, "event buffer", "default inbox prefix _INBOX",
+		`servers[1].Name: "ok" is already the name of servers[0]`, `servers[2].Name: "bad.name"`, "servers[3].URL: no user", "servers[4].URL:",
+		`servers[5].Auth: "sha1"`, "servers[6].MaxActionTimeout: 5m0s is shorter than the action timeout 1h0m0s",
+		"servers[6].ReconnectMax: 1s is shorter than the reconnect min 1m0s", "servers[7].Name: missing",
+		`Prefix: "a.>"`, "EventBuffer: must be positive", "default inbox prefix _INBOX",
 	} {
 		if !strings.Contains(msg, want) {
 			t.Errorf("error does not mention %q:\n%s", want, msg)
@@ -720,7 +722,7 @@ func TestBridge_PublishStatusNowForEveryPBX(t *testing.T) {
 		// By itself each session sends connecting and connected, and the
 		// event session the Asterisk version; after that, only the 30 s
 		// interval would send another.
-		var st Status
+		var st subjects.PBXStatus
 		for range 2*perPBX + 1 {
 			st = w.next()
 		}
@@ -733,7 +735,7 @@ func TestBridge_PublishStatusNowForEveryPBX(t *testing.T) {
 	}
 	b.PublishStatus()
 	for name, w := range map[string]*statusWatch{"pbx1": w1, "pbx2": w2} {
-		if st := w.next(); st.Server != name || st.State != StateConnected {
+		if st := w.next(); st.Server != name || st.State != subjects.StateConnected {
 			t.Errorf("status %+v, want %s connected", st, name)
 		}
 	}

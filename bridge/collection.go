@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/ami-bridge/ami-bridge/amiproto"
+	"github.com/ami-bridge/ami-bridge/subjects"
 )
 
 // Defaults of ServerConfig.MaxReplyEntries and MaxReplyBytes. They leave
@@ -53,7 +54,7 @@ func (l *listReply) each(m *amiproto.Message) bool {
 	}
 	l.entries++
 	if l.entries > l.p.cfg.MaxReplyEntries {
-		return l.cut(CodeTooLarge, fmt.Sprintf("the list has more than %d entries, the limit of PBX %s: narrow the action with its filters, or raise the server's max_reply_entries", l.p.cfg.MaxReplyEntries, l.p.name))
+		return l.cut(subjects.CodeTooLarge, fmt.Sprintf("the list has more than %d entries, the limit of PBX %s: narrow the action with its filters, or raise the server's max_reply_entries", l.p.cfg.MaxReplyEntries, l.p.name))
 	}
 	if !l.stream {
 		n := len(l.body)
@@ -64,16 +65,16 @@ func (l *listReply) each(m *amiproto.Message) bool {
 		l.bytes += len(l.body) - n
 		switch {
 		case l.bytes > l.p.cfg.MaxReplyBytes:
-			return l.cut(CodeTooLarge, l.bytesMessage())
+			return l.cut(subjects.CodeTooLarge, l.bytesMessage())
 		case len(l.body) > l.maxPayload:
-			return l.cut(CodeTooLarge, fmt.Sprintf("the reply is over %d bytes, the NATS max payload; ask again with the header %s: true", l.maxPayload, HeaderStream))
+			return l.cut(subjects.CodeTooLarge, fmt.Sprintf("the reply is over %d bytes, the NATS max payload; ask again with the header %s: true", l.maxPayload, subjects.HeaderStream))
 		}
 		return true
 	}
 	l.part = l.p.appendMasked(l.part[:0], m)
 	l.bytes += len(l.part)
 	if l.bytes > l.p.cfg.MaxReplyBytes {
-		return l.cut(CodeTooLarge, l.bytesMessage())
+		return l.cut(subjects.CodeTooLarge, l.bytesMessage())
 	}
 	return l.sendPart()
 }
@@ -112,7 +113,7 @@ func (l *listReply) sendPart() bool {
 		return false
 	}
 	if err := l.r.reply(nil, l.part); err != nil {
-		return l.cut(CodeUnavailable, fmt.Sprintf("streaming the list failed: %v", err))
+		return l.cut(subjects.CodeUnavailable, fmt.Sprintf("streaming the list failed: %v", err))
 	}
 	if l.sent++; l.sent < streamFlushEvery {
 		return true
@@ -120,10 +121,10 @@ func (l *listReply) sendPart() bool {
 	l.sent = 0
 	wait := time.Until(l.deadline)
 	if wait <= 0 {
-		return l.cut(CodeTimeout, fmt.Sprintf("the list from PBX %s was not streamed within the action timeout", l.p.name))
+		return l.cut(subjects.CodeTimeout, fmt.Sprintf("the list from PBX %s was not streamed within the action timeout", l.p.name))
 	}
 	if err := l.p.ns.svc.FlushTimeout(wait); err != nil {
-		return l.cut(CodeUnavailable, fmt.Sprintf("NATS did not take the streamed reply: %v", err))
+		return l.cut(subjects.CodeUnavailable, fmt.Sprintf("NATS did not take the streamed reply: %v", err))
 	}
 	return true
 }

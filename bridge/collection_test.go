@@ -128,7 +128,7 @@ func streamSub(t *testing.T, cc *nats.Conn, body string) *nats.Subscription {
 	sub.SetPendingLimits(-1, -1)
 	t.Cleanup(func() { sub.Unsubscribe() })
 	err = cc.PublishMsg(&nats.Msg{Subject: subjects.Action("ami", "pbx1"), Reply: inbox,
-		Header: nats.Header{HeaderStream: {"true"}}, Data: []byte(body)})
+		Header: nats.Header{subjects.HeaderStream: {"true"}}, Data: []byte(body)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -280,7 +280,7 @@ func BenchmarkStreamedList(b *testing.B) {
 	}
 	sub.SetPendingLimits(-1, -1)
 	req := &nats.Msg{Subject: subjects.Action("ami", "pbx1"), Reply: inbox,
-		Header: nats.Header{HeaderStream: {"true"}}, Data: []byte(`{"Action":"CoreShowChannels"}`)}
+		Header: nats.Header{subjects.HeaderStream: {"true"}}, Data: []byte(`{"Action":"CoreShowChannels"}`)}
 	var toFirst time.Duration // request to the first entry, summed
 	b.ReportAllocs()
 	b.ResetTimer()

@@ -26,7 +26,7 @@ func streamed(t *testing.T, nc *nats.Conn, body string) []*nats.Msg {
 	defer sub.Unsubscribe()
 	sub.SetPendingLimits(-1, -1)
 	err = nc.PublishMsg(&nats.Msg{Subject: subjects.Action("ami", "pbx1"), Reply: inbox,
-		Header: nats.Header{HeaderStream: {"true"}}, Data: []byte(body)})
+		Header: nats.Header{subjects.HeaderStream: {"true"}}, Data: []byte(body)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -53,7 +53,7 @@ func TestBridge_CommandOutputStreamsInParts(t *testing.T) {
 			cc, pbx := tw.cc, tw.pbx
 			const command = `{"Action":"Command","Command":"core show channels"}`
 			// What the PBX sends, read without the bridge.
-			c, err := amiproto.Dial(context.Background(), pbx.URL("admin", testSecret), amiproto.WithEvents(false))
+			c, err := amiproto.Dial(context.Background(), pbx.URL("admin", testSecret), amiproto.WithEvents(amiproto.EventDelivery{Mask: "off"}))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -68,7 +68,7 @@ func TestBridge_CommandOutputStreamsInParts(t *testing.T) {
 			}
 
 			b, _ := startBridge(t, tw.nc, []ServerConfig{fastServer("pbx1", pbx)}, Options{})
-			tw.w.waitState(StateConnected)
+			tw.w.waitState(subjects.StateConnected)
 			m := request(t, cc, subjects.Action("ami", "pbx1"), command, nil)
 			if m.Header.Get(micro.ErrorCodeHeader) != "413" {
 				t.Fatalf("unstreamed: %v %.200s", m.Header, m.Data)

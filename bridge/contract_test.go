@@ -168,11 +168,11 @@ func (ct *contract) checkReplyMsg(t testing.TB, m *nats.Msg, first bool) {
 
 // watchStatuses checks every status published until the test ends, and
 // returns those seen so far on demand.
-func (ct *contract) watchStatuses(t *testing.T, nc *nats.Conn) func() []Status {
+func (ct *contract) watchStatuses(t *testing.T, nc *nats.Conn) func() []subjects.PBXStatus {
 	t.Helper()
 	var (
 		mu   sync.Mutex
-		seen []Status
+		seen []subjects.PBXStatus
 	)
 	ch := make(chan *nats.Msg, 1024)
 	sub, err := nc.ChanSubscribe(subjects.AllStatus("ami"), ch)
@@ -193,7 +193,7 @@ func (ct *contract) watchStatuses(t *testing.T, nc *nats.Conn) func() []Status {
 			select {
 			case m := <-ch:
 				ct.check(t, "Status", m.Header, m.Data, false)
-				var st Status
+				var st subjects.PBXStatus
 				if err := json.Unmarshal(m.Data, &st); err != nil {
 					t.Errorf("status: %v", err)
 				}
@@ -210,7 +210,7 @@ func (ct *contract) watchStatuses(t *testing.T, nc *nats.Conn) func() []Status {
 		close(done)
 		<-stopped
 	})
-	return func() []Status {
+	return func() []subjects.PBXStatus {
 		mu.Lock()
 		defer mu.Unlock()
 		return slices.Clone(seen)
@@ -332,7 +332,7 @@ func contractEvents(t *testing.T, ct *contract) {
 			t.Fatalf("%d of %d events published", i, len(sent))
 		}
 		ct.check(t, "Event", m.Header, m.Data, false)
-		if name := m.Header.Get(HeaderEvent); name != ev.EventName() || m.Subject != subjects.Event("ami", "pbx1", name) {
+		if name := m.Header.Get(subjects.HeaderEvent); name != ev.EventName() || m.Subject != subjects.Event("ami", "pbx1", name) {
 			t.Fatalf("event %d: %s on %s, the PBX sent %s", i, name, m.Subject, ev.EventName())
 		}
 	}
@@ -354,7 +354,7 @@ func (ct *contract) exchange(t *testing.T, nc *nats.Conn, server, body string, h
 	if err := nc.PublishMsg(&nats.Msg{Subject: subjects.Action("ami", server), Reply: inbox, Header: hdr, Data: []byte(body)}); err != nil {
 		t.Fatal(err)
 	}
-	stream := hdr.Get(HeaderStream) == "true"
+	stream := hdr.Get(subjects.HeaderStream) == "true"
 	var msgs []*nats.Msg
 	for {
 		m, err := sub.NextMsg(waitTime)
@@ -378,7 +378,7 @@ func contractReplies(t *testing.T, ct *contract) {
 	b := r.b
 	r.w.waitAllUp()
 	r.watch("small").waitAllUp()
-	streamed := nats.Header{HeaderStream: {"true"}}
+	streamed := nats.Header{subjects.HeaderStream: {"true"}}
 
 	codeOf := func(m *nats.Msg) string { return m.Header.Get(micro.ErrorCodeHeader) }
 	tests := []struct {
@@ -400,7 +400,7 @@ func contractReplies(t *testing.T, ct *contract) {
 		{"413 streamed", "small", `{"Action":"CoreShowChannels"}`, streamed, []string{"", "", "", "413", "end"}, "server response"},
 		{"422", "pbx1", `{"Action":"NoSuchAction"}`, nil, []string{"422"}, "server error response"},
 		{"422 command", "pbx1", `{"Action":"Command","Command":"core show nothing"}`, nil, []string{"422"}, "server error response output"},
-		{"504", "pbx1", `{"Action":"Getvar","Variable":"X"}`, nats.Header{HeaderTimeout: {"200ms"}}, []string{"504"}, "server error"},
+		{"504", "pbx1", `{"Action":"Getvar","Variable":"X"}`, nats.Header{subjects.HeaderTimeout: {"200ms"}}, []string{"504"}, "server error"},
 		{"503", "pbx1", `{"Action":"CoreStatus"}`, nil, []string{"503"}, "server error"},
 	}
 	for _, tc := range tests {
@@ -433,7 +433,7 @@ func contractReplies(t *testing.T, ct *contract) {
 // contractStatuses: connected and auth_failed, then disconnected, with
 // JetStream and a topology, so that every optional part appears.
 func contractStatuses(t *testing.T, ct *contract) {
-	var seen func() []Status
+	var seen func() []subjects.PBXStatus
 	r := newWorld(t, withNATS(natsOptions{jetStream: true}), watching("bad"), withServers(func(r *world) []ServerConfig {
 		seen = ct.watchStatuses(t, r.cc)
 		bad := fastServer("bad", r.pbx)
@@ -443,21 +443,21 @@ func contractStatuses(t *testing.T, ct *contract) {
 		return []ServerConfig{stays, bad}
 	}), withOptions(Options{
 		JetStream: JetStreamOptions{Enabled: true},
-		Topology: func() Topology {
-			return Topology{NATS: "leafnode", Domain: "paris", Leafnodes: &Leafnodes{Remotes: 1, Connected: 1}}
+		Topology: func() subjects.Topology {
+			return subjects.Topology{NATS: "leafnode", Domain: "paris", Leafnodes: &subjects.Leafnodes{Remotes: 1, Connected: 1}}
 		},
 	}))
 	pbx, w := r.pbx, r.w
 	w.waitAllUp()
-	r.watch("bad").waitState(StateAuthFailed)
+	r.watch("bad").waitState(subjects.StateAuthFailed)
 	pbx.DropConnections()
-	w.waitState(StateDisconnected)
-	waitFor(t, seen, func(sts []Status) bool {
+	w.waitState(subjects.StateDisconnected)
+	waitFor(t, seen, func(sts []subjects.PBXStatus) bool {
 		states := map[string]bool{}
 		for _, st := range sts {
 			states[st.State] = true
 		}
-		return states[StateConnected] && states[StateAuthFailed] && states[StateDisconnected]
+		return states[subjects.StateConnected] && states[subjects.StateAuthFailed] && states[subjects.StateDisconnected]
 	})
 	if st := seen()[0]; st.Topology == nil || st.Topology.Leafnodes == nil || st.JSFailures == nil {
 		t.Errorf("a status without topology, leafnodes or js_failures: %+v", st)
@@ -473,9 +473,9 @@ func contractHA(t *testing.T, ct *contract) {
 	seen := ct.watchStatuses(t, cc)
 	servers := []ServerConfig{fastServer("pbx1", pbx)}
 	a, _ := startBridge(t, connect(t, ns), servers, haBridgeOptions("a", 0))
-	waitStatus(t, a, func(st Status) bool { return st.HA.Role == RoleActive && allUp(st) })
+	waitStatus(t, a, func(st subjects.PBXStatus) bool { return st.HA.Role == subjects.RoleActive && allUp(st) })
 	b, _ := startBridge(t, connect(t, ns), servers, haBridgeOptions("b", 0))
-	waitStatus(t, b, func(st Status) bool { return st.HA.Role == RoleStandby && allUp(st) })
+	waitStatus(t, b, func(st subjects.PBXStatus) bool { return st.HA.Role == subjects.RoleStandby && allUp(st) })
 	waitSessions(t, pbx, 2*perPBX)
 
 	got := make(chan *nats.Msg, 4)
@@ -490,8 +490,8 @@ func contractHA(t *testing.T, ct *contract) {
 	pbx.Emit(userEvent("contract", 1))
 	select {
 	case m := <-got:
-		if m.Header.Get(HeaderChain) == "" {
-			t.Errorf("an HA event without %s: %v", HeaderChain, m.Header)
+		if m.Header.Get(subjects.HeaderChain) == "" {
+			t.Errorf("an HA event without %s: %v", subjects.HeaderChain, m.Header)
 		}
 		ct.check(t, "Event", m.Header, m.Data, false)
 	case <-time.After(waitTime):
@@ -501,14 +501,16 @@ func contractHA(t *testing.T, ct *contract) {
 	if err := a.Shutdown(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	waitStatus(t, b, func(st Status) bool { return st.HA.Role == RoleActive && st.HA.LastTakeover != nil })
-	waitFor(t, seen, func(sts []Status) bool {
+	waitStatus(t, b, func(st subjects.PBXStatus) bool {
+		return st.HA.Role == subjects.RoleActive && st.HA.LastTakeover != nil
+	})
+	waitFor(t, seen, func(sts []subjects.PBXStatus) bool {
 		var standby, takeover bool
 		for _, st := range sts {
 			if st.HA == nil {
 				continue
 			}
-			standby = standby || st.HA.Role == RoleStandby
+			standby = standby || st.HA.Role == subjects.RoleStandby
 			takeover = takeover || st.HA.Self == "b" && st.HA.LastTakeover != nil
 		}
 		return standby && takeover

@@ -14,19 +14,6 @@ import (
 	"github.com/ami-bridge/ami-bridge/subjects"
 )
 
-// Headers of every event message.
-const (
-	HeaderServer = "Ami-Server"  // the PBX's name
-	HeaderEvent  = "Ami-Event"   // the event name, unescaped
-	HeaderSeq    = "Ami-Seq"     // per PBX 1, 2, 3… for the process's life (with HA, for the PBX's, across takeovers); a gap is a lost event
-	HeaderTime   = "Ami-Time"    // when the bridge read the event, RFC 3339 with nanoseconds, UTC
-	HeaderMsgID  = "Nats-Msg-Id" // "<server>:<epoch>:<seq>", for JetStream dedupe
-	// HeaderChain, only with HA, is a hash over the last events up to
-	// this one (ha.Chain, hex): a new active finds the stream's last
-	// event in its own buffer by it. Consumers may ignore it.
-	HeaderChain = "Ami-Chain"
-)
-
 // jsAckTimeout bounds the wait for one JetStream ack: a publish whose ack
 // is lost with its connection is sent again after it.
 const jsAckTimeout = 5 * time.Second
@@ -92,11 +79,11 @@ func newPublisher(x *pbx) *publisher {
 		id:       []string{""},
 	}
 	p.msg.Header = nats.Header{
-		HeaderServer: {x.name},
-		HeaderEvent:  p.eventV,
-		HeaderSeq:    p.seqV,
-		HeaderTime:   p.timeV,
-		HeaderMsgID:  p.id,
+		subjects.HeaderServer: {x.name},
+		subjects.HeaderEvent:  p.eventV,
+		subjects.HeaderSeq:    p.seqV,
+		subjects.HeaderTime:   p.timeV,
+		subjects.HeaderMsgID:  p.id,
 	}
 	return p
 }
@@ -196,6 +183,7 @@ func (p *publisher) publishCore(e *ringEntry) {
 		}
 		return
 	}
+	p.p.stats.lastPublished.Store(e.seq)
 	p.p.published.Add(1)
 }
 

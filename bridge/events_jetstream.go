@@ -9,6 +9,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/ami-bridge/ami-bridge/subjects"
 )
 
 // inflight is a JetStream publish waiting for its ack.
@@ -238,7 +240,7 @@ var errFailedInFlight = errors.New("a JetStream publish in flight failed")
 // leader takes jsAckTimeout) would let newer events be stored first, out
 // of Ami-Seq order, once a new leader is up.
 func (b *Bridge) jsPublishFailed(_ jetstream.JetStream, m *nats.Msg, _ error) {
-	name := m.Header.Get(HeaderServer)
+	name := m.Header.Get(subjects.HeaderServer)
 	for _, p := range b.pbxes {
 		if p.name == name {
 			select {
@@ -252,6 +254,8 @@ func (b *Bridge) jsPublishFailed(_ jetstream.JetStream, m *nats.Msg, _ error) {
 
 // jsAcked records an acknowledged publish and moves the ring's mark.
 func (p *publisher) jsAcked(w inflight) uint64 {
+	// The Ami-Seq first, so that whoever sees the count sees it too.
+	p.p.stats.lastPublished.Store(w.pub)
 	p.p.published.Add(1)
 	p.p.stats.jsLatency.observe(time.Since(w.sent))
 	p.p.ring.ack(w.seq)
@@ -282,15 +286,15 @@ func (p *publisher) publishJS(e *ringEntry, pub uint64) (jetstream.PubAckFuture,
 		Subject: p.subject(name),
 		Data:    e.msg.AppendJSON(make([]byte, 0, p.lastSize+p.lastSize/4)),
 		Header: nats.Header{
-			HeaderServer: {p.p.name},
-			HeaderEvent:  {name},
-			HeaderSeq:    {seq},
-			HeaderTime:   {p.timeString(e.at)},
-			HeaderMsgID:  {p.idPrefix + seq},
+			subjects.HeaderServer: {p.p.name},
+			subjects.HeaderEvent:  {name},
+			subjects.HeaderSeq:    {seq},
+			subjects.HeaderTime:   {p.timeString(e.at)},
+			subjects.HeaderMsgID:  {p.idPrefix + seq},
 		},
 	}
 	if p.fence != nil {
-		m.Header[HeaderChain] = []string{strconv.FormatUint(e.chain, 16)}
+		m.Header[subjects.HeaderChain] = []string{strconv.FormatUint(e.chain, 16)}
 	}
 	p.lastSize = len(m.Data)
 	return p.js.PublishMsgAsync(m, noRetries)

@@ -3,7 +3,7 @@ package bridge
 import "strings"
 
 // The glob syntax of events.include/exclude and actions.allow/deny, the
-// only one in the project (config validates with ValidateGlob):
+// only one in the project (Check validates it, with checkGlob):
 //
 //   - '*' matches any run of bytes, the empty one included;
 //   - '?' matches exactly one byte;
@@ -16,7 +16,7 @@ import "strings"
 // semantics: '*' crosses '/' and '.'.
 
 // globMatch reports whether name matches pattern. A malformed pattern
-// (see ValidateGlob) never matches.
+// (see checkGlob) never matches.
 func globMatch(pattern, name string) bool {
 	p, n := 0, 0
 	starP, starN := -1, 0

@@ -69,15 +69,15 @@ func TestGlobMatch(t *testing.T) {
 	}
 }
 
-func TestValidateGlob(t *testing.T) {
+func TestCheckGlob(t *testing.T) {
 	for _, good := range []string{"*", "?", "New*", "Queue[A-Z]*", "[!a-z]", "[^0-9]x", "a-b", "]", `back\slash`, " VarSet "} {
-		if err := ValidateGlob(good); err != nil {
-			t.Errorf("ValidateGlob(%q) = %v", good, err)
+		if err := checkGlob(good); err != nil {
+			t.Errorf("checkGlob(%q) = %v", good, err)
 		}
 	}
 	for _, bad := range []string{"", "  ", "Var[Set", "[", "x[]", "[!]", "[z-a]*", "ok[a-z]then[bad"} {
-		if err := ValidateGlob(bad); err == nil {
-			t.Errorf("ValidateGlob(%q) = nil, want an error", bad)
+		if err := checkGlob(bad); err == nil {
+			t.Errorf("checkGlob(%q) = nil, want an error", bad)
 		}
 	}
 }
@@ -89,7 +89,7 @@ func TestNew_RefusesMalformedGlobs(t *testing.T) {
 	if err == nil {
 		t.Fatal("no error")
 	}
-	for _, want := range []string{"events include[0]", `"Queue[A-Z"`, "actions deny[0]: empty pattern"} {
+	for _, want := range []string{"EventsInclude[0]", `"Queue[A-Z"`, "ActionsDeny[0]: empty pattern"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q lacks %q", err, want)
 		}

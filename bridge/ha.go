@@ -54,12 +54,6 @@ const (
 	DefaultCheckpointInterval = 100 * time.Millisecond
 )
 
-// The roles of a PBX with HA, as HAStatus.Role reports them.
-const (
-	RoleActive  = "active"
-	RoleStandby = "standby"
-)
-
 func withHADefaults(o HAOptions, js JetStreamOptions) (HAOptions, error) {
 	if !o.Enabled {
 		return o, nil
@@ -95,37 +89,6 @@ func openLeases(ctx context.Context, ns *natsSide, o HAOptions) (*lease.Bucket, 
 // it rather than to the stream every session of the user shares.
 func sessionOnly(name string) bool {
 	return name == "FullyBooted" || name == "SuccessfulAuth"
-}
-
-// HAStatus is the HA part of a PBX's status.
-type HAStatus struct {
-	Role   string `json:"role"`   // active or standby
-	Self   string `json:"self"`   // this process's holder name
-	Holder string `json:"holder"` // who holds the lease, as last seen; "" when nobody
-	// LastTakeover is this process's last takeover, nil before one.
-	LastTakeover *Takeover `json:"last_takeover,omitempty"`
-	// Gaps are the Ami-Seq ranges this process found lost at a takeover.
-	Gaps []Gap `json:"gaps,omitempty"`
-	// Takeovers counts the times this process became active.
-	Takeovers uint64 `json:"takeovers"`
-}
-
-// Takeover describes one time a process became active.
-type Takeover struct {
-	At       time.Time `json:"at"`
-	From     uint64    `json:"from_seq"` // the first Ami-Seq it published
-	Replayed int       `json:"replayed"` // events from its buffer published at once, the repeats included
-	Matched  bool      `json:"matched"`  // the stream's last event was found in its buffer; false after a gap or for the first active
-}
-
-// Gap is a range of Ami-Seq found at a takeover that could not line up
-// with the stream's last event. The old active may have published some of its
-// numbers (the stream has those); the numbers the stream lacks, and the
-// events read by nobody, are lost. Its last number is never used.
-type Gap struct {
-	From uint64    `json:"from_seq"`
-	To   uint64    `json:"to_seq"` // inclusive
-	At   time.Time `json:"at"`
 }
 
 // maxGaps bounds HAStatus.Gaps: the newest are kept.
@@ -164,8 +127,8 @@ type haNode struct {
 	boundary  uint64        // local seq of the last event of the event session's previous login
 	own       ha.Own        // the last event acknowledged while active; Valid while keep holds
 	quiet     chan struct{} // closed by the publisher once it stands still; see stopPublishing
-	last      *Takeover
-	gaps      []Gap
+	last      *subjects.Takeover
+	gaps      []subjects.Gap
 	takeovers uint64
 	gapsTotal uint64
 	seqRun    uint64 // the Value.Run this process publishes under while active
@@ -393,12 +356,12 @@ func (h *haNode) nextLimitLocked() uint64 {
 }
 
 // status returns the HA part of the PBX status.
-func (h *haNode) status() *HAStatus {
+func (h *haNode) status() *subjects.HAStatus {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	st := &HAStatus{Role: RoleStandby, Self: h.opts.Holder, Holder: h.holder, Takeovers: h.takeovers, Gaps: append([]Gap(nil), h.gaps...)}
+	st := &subjects.HAStatus{Role: subjects.RoleStandby, Self: h.opts.Holder, Holder: h.holder, Takeovers: h.takeovers, Gaps: append([]subjects.Gap(nil), h.gaps...)}
 	if h.active.Load() {
-		st.Role = RoleActive
+		st.Role = subjects.RoleActive
 	}
 	if h.last != nil {
 		t := *h.last
@@ -646,10 +609,10 @@ func (h *haNode) tryAcquire(ctx context.Context) {
 	h.gen++
 	h.limit = 0 // nothing until the first renewal
 	h.takeovers++
-	h.last = &Takeover{At: time.Now().UTC(), From: uint64(int64(pl.After) + pl.Offset + 1), Replayed: pl.Replay, Matched: pl.Matched}
+	h.last = &subjects.Takeover{At: time.Now().UTC(), From: uint64(int64(pl.After) + pl.Offset + 1), Replayed: pl.Replay, Matched: pl.Matched}
 	if pl.Gap != nil {
 		h.gapsTotal++
-		h.gaps = append(h.gaps, Gap{From: pl.Gap.From, To: pl.Gap.To, At: h.last.At})
+		h.gaps = append(h.gaps, subjects.Gap{From: pl.Gap.From, To: pl.Gap.To, At: h.last.At})
 		if len(h.gaps) > maxGaps {
 			h.gaps = h.gaps[len(h.gaps)-maxGaps:]
 		}
@@ -695,28 +658,28 @@ func (h *haNode) readTail(ctx context.Context) (ha.Tail, error) {
 // continue from, as if the stream held nothing.
 func parseTail(hd nats.Header, data []byte) (ha.Tail, error) {
 	var t ha.Tail
-	chain := hd.Get(HeaderChain)
+	chain := hd.Get(subjects.HeaderChain)
 	if chain == "" {
 		return t, nil
 	}
 	var err error
 	if t.Chain, err = strconv.ParseUint(chain, 16, 64); err != nil {
-		return t, fmt.Errorf("stored %s %q: %w", HeaderChain, chain, err)
+		return t, fmt.Errorf("stored %s %q: %w", subjects.HeaderChain, chain, err)
 	}
-	if t.Seq, err = strconv.ParseUint(hd.Get(HeaderSeq), 10, 64); err != nil {
-		return t, fmt.Errorf("stored %s: %w", HeaderSeq, err)
+	if t.Seq, err = strconv.ParseUint(hd.Get(subjects.HeaderSeq), 10, 64); err != nil {
+		return t, fmt.Errorf("stored %s: %w", subjects.HeaderSeq, err)
 	}
 	// Nats-Msg-Id is "<server>:<epoch>:<seq>".
-	id := hd.Get(HeaderMsgID)
+	id := hd.Get(subjects.HeaderMsgID)
 	k := strings.LastIndexByte(id, ':')
 	j := strings.LastIndexByte(id[:max(k, 0)], ':')
 	if j < 0 {
-		return t, fmt.Errorf("stored %s %q", HeaderMsgID, id)
+		return t, fmt.Errorf("stored %s %q", subjects.HeaderMsgID, id)
 	}
 	if t.Epoch, err = strconv.ParseInt(id[j+1:k], 10, 64); err != nil {
-		return t, fmt.Errorf("stored %s %q: %w", HeaderMsgID, id, err)
+		return t, fmt.Errorf("stored %s %q: %w", subjects.HeaderMsgID, id, err)
 	}
-	t.Found, t.Event, t.Data = true, hd.Get(HeaderEvent), data
+	t.Found, t.Event, t.Data = true, hd.Get(subjects.HeaderEvent), data
 	return t, nil
 }
 
@@ -838,7 +801,7 @@ func (h *haNode) readBack(ctx context.Context, tail ha.Tail) ([]ha.Stored, error
 		if m.Sequence > tail.StreamSeq {
 			break
 		}
-		back = append(back, ha.Stored{Event: m.Header.Get(HeaderEvent), Data: m.Data})
+		back = append(back, ha.Stored{Event: m.Header.Get(subjects.HeaderEvent), Data: m.Data})
 		seq = m.Sequence + 1
 	}
 	if len(back) <= ha.W && from > s.CachedInfo().State.FirstSeq {

@@ -71,9 +71,11 @@ func (r *quietRig) call() {
 func TestHA_QuietPBXHandover(t *testing.T) {
 	r := newQuietRig(t)
 	a := r.bridge("a")
-	waitStatus(t, a, func(st Status) bool { return st.HA.Role == RoleActive && allUp(st) })
+	waitStatus(t, a, func(st subjects.PBXStatus) bool { return st.HA.Role == subjects.RoleActive && allUp(st) })
 	b := r.bridge("b")
-	waitStatus(t, b, func(st Status) bool { return st.HA.Role == RoleStandby && st.HA.Holder == "a" && allUp(st) })
+	waitStatus(t, b, func(st subjects.PBXStatus) bool {
+		return st.HA.Role == subjects.RoleStandby && st.HA.Holder == "a" && allUp(st)
+	})
 	r.call()
 	time.Sleep(2 * time.Second) // the silence: the test's own schedule
 	r.emit(userEvent("quiet", 1), userEvent("quiet", 1), userEvent("quiet", 1))
@@ -83,7 +85,7 @@ func TestHA_QuietPBXHandover(t *testing.T) {
 	if err := a.Shutdown(ctx); err != nil {
 		t.Fatal(err)
 	}
-	st := waitStatus(t, b, func(st Status) bool { return st.HA.Role == RoleActive })
+	st := waitStatus(t, b, func(st subjects.PBXStatus) bool { return st.HA.Role == subjects.RoleActive })
 	want := r.emit(userEvent("quiet", 1), userEvent("quiet", 1), userEvent("quiet", 1))
 	checkStreamHolds(t, r.js, want)
 	st = b.Status()[0]
@@ -100,10 +102,12 @@ func TestHA_QuietPBXHandover(t *testing.T) {
 func TestHA_StandbyThatLoggedInDuringTheSilence(t *testing.T) {
 	r := newQuietRig(t)
 	a := r.bridge("a")
-	waitStatus(t, a, func(st Status) bool { return st.HA.Role == RoleActive && allUp(st) })
+	waitStatus(t, a, func(st subjects.PBXStatus) bool { return st.HA.Role == subjects.RoleActive && allUp(st) })
 	r.call()
 	b := r.bridge("b")
-	waitStatus(t, b, func(st Status) bool { return st.HA.Role == RoleStandby && st.HA.Holder == "a" && allUp(st) })
+	waitStatus(t, b, func(st subjects.PBXStatus) bool {
+		return st.HA.Role == subjects.RoleStandby && st.HA.Holder == "a" && allUp(st)
+	})
 	first := r.emit(userEvent("quiet", 1), userEvent("quiet", 2), userEvent("quiet", 3))
 	waitFor(t, func() uint64 { return a.Status()[0].LastSeq }, func(n uint64) bool { return n >= uint64(len(first)) })
 	ctx, cancel := context.WithTimeout(context.Background(), waitTime)
@@ -111,7 +115,7 @@ func TestHA_StandbyThatLoggedInDuringTheSilence(t *testing.T) {
 	if err := a.Shutdown(ctx); err != nil {
 		t.Fatal(err)
 	}
-	waitStatus(t, b, func(st Status) bool { return st.HA.Role == RoleActive })
+	waitStatus(t, b, func(st subjects.PBXStatus) bool { return st.HA.Role == subjects.RoleActive })
 	want := r.emit(userEvent("quiet", 4), userEvent("quiet", 5), userEvent("quiet", 6))
 	checkOnceInOrder(t, streamUpTo(t, r.js, want[len(want)-1]), want)
 	checkStreamHolds(t, r.js, want)
@@ -167,8 +171,8 @@ func TestHA_ActiveDiedBeforeItsFirstAck(t *testing.T) {
 	for i, m := range old {
 		seq := strconv.Itoa(i + 1)
 		msg := &nats.Msg{Subject: subjects.Event("ami", "pbx1", m.EventName()), Data: m.AppendJSON(nil), Header: nats.Header{
-			HeaderServer: {"pbx1"}, HeaderEvent: {m.EventName()}, HeaderSeq: {seq}, HeaderMsgID: {"pbx1:" + strconv.Itoa(epoch) + ":" + seq},
-			HeaderChain: {strconv.FormatUint(c.Add(ha.Fingerprint(m)), 16)}}}
+			subjects.HeaderServer: {"pbx1"}, subjects.HeaderEvent: {m.EventName()}, subjects.HeaderSeq: {seq}, subjects.HeaderMsgID: {"pbx1:" + strconv.Itoa(epoch) + ":" + seq},
+			subjects.HeaderChain: {strconv.FormatUint(c.Add(ha.Fingerprint(m)), 16)}}}
 		if _, err := r.js.PublishMsg(t.Context(), msg); err != nil {
 			t.Fatal(err)
 		}
@@ -185,7 +189,7 @@ func TestHA_ActiveDiedBeforeItsFirstAck(t *testing.T) {
 		t.Fatal(err)
 	}
 	b := r.bridge("b")
-	waitStatus(t, b, func(st Status) bool { return st.HA.Role == RoleActive && allUp(st) })
+	waitStatus(t, b, func(st subjects.PBXStatus) bool { return st.HA.Role == subjects.RoleActive && allUp(st) })
 	want := r.emit(userEvent("late", 4), userEvent("late", 5), userEvent("late", 6))
 	checkOnceInOrder(t, streamUpTo(t, r.js, want[len(want)-1]), want)
 }
@@ -209,17 +213,19 @@ func TestHA_MarkPlacesAFreshStandby(t *testing.T) {
 	r := newQuietRig(t)
 	nc := reconnecting(t, r.url)
 	a, _ := startBridge(t, nc, []ServerConfig{fastServer("pbx1", r.pbx)}, haBridgeOptions("a", 0))
-	waitStatus(t, a, func(st Status) bool { return st.HA.Role == RoleActive && allUp(st) })
+	waitStatus(t, a, func(st subjects.PBXStatus) bool { return st.HA.Role == subjects.RoleActive && allUp(st) })
 	same := func() *amiproto.Message { return userEvent("quiet", 1) }
 	first := r.emit(same(), same(), same())
 	streamUpTo(t, r.js, first[len(first)-1])
 	b := r.bridge("b")
-	waitStatus(t, b, func(st Status) bool { return st.HA.Role == RoleStandby && st.HA.Holder == "a" && allUp(st) })
+	waitStatus(t, b, func(st subjects.PBXStatus) bool {
+		return st.HA.Role == subjects.RoleStandby && st.HA.Holder == "a" && allUp(st)
+	})
 	waitFor(t, func() bool { return markProven(b) }, func(ok bool) bool { return ok })
 	more := r.emit(same(), same())
 	waitFor(t, func() int { return len(streamEvents(t, r.js)) }, func(n int) bool { return n == len(more) })
 	nc.Close() // a crashes: it publishes and renews no more
-	waitStatus(t, b, func(st Status) bool { return st.HA.Role == RoleActive })
+	waitStatus(t, b, func(st subjects.PBXStatus) bool { return st.HA.Role == subjects.RoleActive })
 	want := r.emit(same())
 	checkOnceInOrder(t, streamUpTo(t, r.js, want[len(want)-1]), want)
 	st := b.Status()[0]
@@ -237,19 +243,21 @@ func TestHA_ProvenStandbyTakesTheFreeLeaseFirst(t *testing.T) {
 	r := newQuietRig(t)
 	nc := reconnecting(t, r.url)
 	a, _ := startBridge(t, nc, []ServerConfig{fastServer("pbx1", r.pbx)}, haBridgeOptions("a", 0))
-	waitStatus(t, a, func(st Status) bool { return st.HA.Role == RoleActive && allUp(st) })
+	waitStatus(t, a, func(st subjects.PBXStatus) bool { return st.HA.Role == subjects.RoleActive && allUp(st) })
 	first := r.emit(userEvent("quiet", 1), userEvent("quiet", 2))
 	streamUpTo(t, r.js, first[len(first)-1])
 	b := r.bridge("b")
-	waitStatus(t, b, func(st Status) bool { return st.HA.Role == RoleStandby && st.HA.Holder == "a" && allUp(st) })
+	waitStatus(t, b, func(st subjects.PBXStatus) bool {
+		return st.HA.Role == subjects.RoleStandby && st.HA.Holder == "a" && allUp(st)
+	})
 	waitFor(t, func() bool { return markProven(b) }, func(ok bool) bool { return ok })
 	nc.Close() // a crashes
 	c := r.bridge("c")
-	waitStatus(t, c, func(st Status) bool { return allUp(st) })
+	waitStatus(t, c, func(st subjects.PBXStatus) bool { return allUp(st) })
 	if markProven(c) {
 		t.Fatal("c's mark was answered: the test needs a process that cannot prove its place")
 	}
-	st := waitStatus(t, b, func(st Status) bool { return st.HA.Holder != "a" && st.HA.Holder != "" })
+	st := waitStatus(t, b, func(st subjects.PBXStatus) bool { return st.HA.Holder != "a" && st.HA.Holder != "" })
 	if st.HA.Holder != "b" {
 		t.Fatalf("%s took the lease, want b (proven by its mark)", st.HA.Holder)
 	}

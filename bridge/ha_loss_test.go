@@ -16,6 +16,7 @@ import (
 	"github.com/ami-bridge/ami-bridge/amiproto/amitest"
 	"github.com/ami-bridge/ami-bridge/internal/natstest"
 	"github.com/ami-bridge/ami-bridge/lease"
+	"github.com/ami-bridge/ami-bridge/subjects"
 )
 
 // reconnecting is a connection that comes back soon after a restart of
@@ -59,7 +60,7 @@ func referenceSession(t testing.TB, pbx *amitest.Server) *refEvents {
 	ref := &refEvents{}
 	ctx, cancel := context.WithTimeout(context.Background(), waitTime)
 	defer cancel()
-	c, err := amiproto.DialEndpoint(ctx, pbx.Endpoint("admin", testSecret), amiproto.WithEventFunc(ref.add))
+	c, err := amiproto.DialEndpoint(ctx, pbx.Endpoint("admin", testSecret), amiproto.WithEvents(amiproto.EventDelivery{Func: ref.add}))
 	if err != nil {
 		t.Fatalf("reference session: %v", err)
 	}
@@ -95,8 +96,8 @@ func streamEvents(t testing.TB, js jetstream.JetStream) []storedEvent {
 			t.Fatal(err)
 		}
 		for m := range batch.Messages() {
-			seq, _ := strconv.ParseUint(m.Headers().Get(HeaderSeq), 10, 64)
-			out = append(out, storedEvent{seq: seq, id: m.Headers().Get(HeaderMsgID), data: m.Data()})
+			seq, _ := strconv.ParseUint(m.Headers().Get(subjects.HeaderSeq), 10, 64)
+			out = append(out, storedEvent{seq: seq, id: m.Headers().Get(subjects.HeaderMsgID), data: m.Data()})
 		}
 		if err := batch.Error(); err != nil {
 			t.Fatal(err)
@@ -169,9 +170,11 @@ func haOutage(t *testing.T, bridges, eventBuffer int) {
 	for i := range bridges {
 		b, _ := startBridge(t, reconnecting(t, url), servers, haBridgeOptions(string(rune('a'+i)), eventBuffer))
 		if i == 0 {
-			waitStatus(t, b, func(st Status) bool { return st.HA.Role == RoleActive && allUp(st) })
+			waitStatus(t, b, func(st subjects.PBXStatus) bool { return st.HA.Role == subjects.RoleActive && allUp(st) })
 		} else {
-			waitStatus(t, b, func(st Status) bool { return st.HA.Role == RoleStandby && st.HA.Holder == "a" && allUp(st) })
+			waitStatus(t, b, func(st subjects.PBXStatus) bool {
+				return st.HA.Role == subjects.RoleStandby && st.HA.Holder == "a" && allUp(st)
+			})
 		}
 		bs = append(bs, b)
 	}

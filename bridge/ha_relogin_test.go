@@ -1,6 +1,7 @@
 package bridge
 
 import (
+	"github.com/ami-bridge/ami-bridge/subjects"
 	"testing"
 
 	"github.com/ami-bridge/ami-bridge/internal/natstest"
@@ -14,14 +15,14 @@ import (
 // out nowhere, under contiguous Ami-Seq, although the standby had them).
 func TestHA_LoginEndedWhileActiveHandsOver(t *testing.T) {
 	h, _ := activeNode(t, nil, &natstest.InterceptJS{}, 10e9)
-	h.p.events.setState(StateConnected, nil)
+	h.p.events.setState(subjects.StateConnected, nil)
 	terms, ok := h.mayPublish()
 	if !ok || h.fenced(&terms) || h.mustRelease() {
 		t.Fatal("a healthy active may not publish")
 	}
 	h.acked(10, 52, 7)
-	h.sessionEnded(12)                       // the login ended after local seq 12…
-	h.p.events.setState(StateConnected, nil) // …and the next is up before the loop looks
+	h.sessionEnded(12)                                // the login ended after local seq 12…
+	h.p.events.setState(subjects.StateConnected, nil) // …and the next is up before the loop looks
 	if _, ok := h.mayPublish(); ok {
 		t.Fatal("the active may still publish after its login ended")
 	}

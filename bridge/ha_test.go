@@ -212,8 +212,8 @@ func TestNew_HANeedsJetStream(t *testing.T) {
 	ns := startNATS(t, natsOptions{})
 	_, err := New(connect(t, ns), []ServerConfig{{Name: "pbx1", URL: "tcp://admin:x@127.0.0.1:5038"}},
 		Options{HA: HAOptions{Enabled: true, CheckpointInterval: time.Second}})
-	if err == nil || !strings.Contains(err.Error(), "ha needs jetstream enabled") ||
-		!strings.Contains(err.Error(), "ha checkpoint interval 1s: want above 0 and at most a quarter of the lease ttl 2s") {
+	if err == nil || !strings.Contains(err.Error(), "HA.Enabled: needs jetstream enabled") ||
+		!strings.Contains(err.Error(), "HA.CheckpointInterval: 1s: want above 0 and at most a quarter of the lease ttl 2s") {
 		t.Fatalf("New = %v, want the two HA problems named", err)
 	}
 }
@@ -224,7 +224,7 @@ func TestNew_HARefusesAFractionalLeaseTTL(t *testing.T) {
 	ns := startNATS(t, natsOptions{})
 	_, err := New(connect(t, ns), []ServerConfig{{Name: "pbx1", URL: "tcp://admin:x@127.0.0.1:5038"}},
 		Options{JetStream: JetStreamOptions{Enabled: true}, HA: HAOptions{Enabled: true, LeaseTTL: 1500 * time.Millisecond, CheckpointInterval: 100 * time.Millisecond}})
-	if err == nil || !strings.Contains(err.Error(), "ha lease ttl 1.5s: want whole seconds") {
+	if err == nil || !strings.Contains(err.Error(), "HA.LeaseTTL: 1.5s: want whole seconds") {
 		t.Fatalf("New = %v, want the fractional TTL refused", err)
 	}
 }

@@ -49,7 +49,7 @@ func TestBridge_StuckActionSessionIsReplacedWhileRequestsKeepComing(t *testing.T
 	answer, _ := holdAction(t)
 	held := heldRequest(t, cc, pbx, "Hold", answer)
 	const run = 2 * time.Second
-	hdr := nats.Header{HeaderTimeout: {"3s"}} // far above the check: a Ping behind Hold fails by it
+	hdr := nats.Header{subjects.HeaderTimeout: {"3s"}} // far above the check: a Ping behind Hold fails by it
 	ok, failed := 0, 0
 	for end := time.Now().Add(run); time.Now().Before(end); {
 		m, err := cc.RequestMsg(&nats.Msg{Subject: subjects.Action("ami", "pbx1"), Data: []byte(`{"Action":"Ping"}`), Header: hdr}, waitTime)
@@ -98,7 +98,7 @@ func TestBridge_RequestPastItsDeadlineIsNotSent(t *testing.T) {
 	// the deadline has surely passed in the bridge too (its arrival stamp
 	// may lag the publish by a scheduling delay).
 	_, err := cc.RequestMsg(&nats.Msg{Subject: subjects.Action("ami", "pbx1"), Data: []byte(late),
-		Header: nats.Header{HeaderTimeout: {"100ms"}}}, 300*time.Millisecond)
+		Header: nats.Header{subjects.HeaderTimeout: {"100ms"}}}, 300*time.Millisecond)
 	if !errors.Is(err, nats.ErrTimeout) {
 		t.Fatalf("request behind the held action: %v, want the requester's timeout", err)
 	}
@@ -194,7 +194,7 @@ func TestBridge_QueuedRequestKeepsItsDeadline(t *testing.T) {
 	reply := make(chan *nats.Msg, 1)
 	go func() {
 		m, err := cc.RequestMsg(&nats.Msg{Subject: subjects.Action("ami", "pbx1"), Data: []byte(`{"Action":"Getvar","Variable":"X"}`),
-			Header: nats.Header{HeaderTimeout: {timeout.String()}}}, waitTime)
+			Header: nats.Header{subjects.HeaderTimeout: {timeout.String()}}}, waitTime)
 		if err != nil {
 			t.Errorf("request: %v", err)
 		}

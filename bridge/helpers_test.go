@@ -152,23 +152,23 @@ func watchStatus(t testing.TB, nc *nats.Conn, prefix, server string) *statusWatc
 }
 
 // next returns the next status message.
-func (w *statusWatch) next() Status {
+func (w *statusWatch) next() subjects.PBXStatus {
 	w.t.Helper()
 	select {
 	case m := <-w.ch:
-		var st Status
+		var st subjects.PBXStatus
 		if err := json.Unmarshal(m.Data, &st); err != nil {
 			w.t.Fatalf("status is not JSON: %v: %s", err, m.Data)
 		}
 		return st
 	case <-time.After(waitTime):
 		w.t.Fatal("no status message in time")
-		return Status{}
+		return subjects.PBXStatus{}
 	}
 }
 
 // waitState returns the first status in state, skipping the others.
-func (w *statusWatch) waitState(state string) Status {
+func (w *statusWatch) waitState(state string) subjects.PBXStatus {
 	w.t.Helper()
 	deadline := time.Now().Add(waitTime)
 	for time.Now().Before(deadline) {
@@ -177,21 +177,21 @@ func (w *statusWatch) waitState(state string) Status {
 		}
 	}
 	w.t.Fatalf("no status %q in time", state)
-	return Status{}
+	return subjects.PBXStatus{}
 }
 
 // allUp reports whether every AMI session of st is logged in.
-func allUp(st Status) bool {
+func allUp(st subjects.PBXStatus) bool {
 	for _, ss := range st.Sessions {
-		if ss.State != StateConnected {
+		if ss.State != subjects.StateConnected {
 			return false
 		}
 	}
-	return st.State == StateConnected && len(st.Sessions) > 0
+	return st.State == subjects.StateConnected && len(st.Sessions) > 0
 }
 
 // waitAllUp returns the first status with every AMI session logged in.
-func (w *statusWatch) waitAllUp() Status {
+func (w *statusWatch) waitAllUp() subjects.PBXStatus {
 	w.t.Helper()
 	deadline := time.Now().Add(waitTime)
 	for time.Now().Before(deadline) {
@@ -200,7 +200,7 @@ func (w *statusWatch) waitAllUp() Status {
 		}
 	}
 	w.t.Fatal("not every session up in time")
-	return Status{}
+	return subjects.PBXStatus{}
 }
 
 // expectNoResponders checks that no endpoint of server is in the queue

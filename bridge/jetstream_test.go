@@ -20,9 +20,9 @@ import (
 
 // waitStatus polls b's status until ok holds: the counters it waits for
 // change without a status message of their own.
-func waitStatus(t testing.TB, b *Bridge, ok func(Status) bool) Status {
+func waitStatus(t testing.TB, b *Bridge, ok func(subjects.PBXStatus) bool) subjects.PBXStatus {
 	t.Helper()
-	return waitFor(t, func() Status { return b.Status()[0] }, ok)
+	return waitFor(t, func() subjects.PBXStatus { return b.Status()[0] }, ok)
 }
 
 // waitFor polls get until ok holds for what it returns.
@@ -47,7 +47,7 @@ func TestBridge_JetStream(t *testing.T) {
 		withServer(func(sc *ServerConfig) { sc.EventsInclude = []string{"UserEvent"} }),
 		withOptions(Options{JetStream: JetStreamOptions{Enabled: true, MaxAge: time.Hour, Duplicates: time.Minute}}))
 	cc, pbx, w, b := tw.cc, tw.pbx, tw.w, tw.b
-	st := w.waitState(StateConnected)
+	st := w.waitState(subjects.StateConnected)
 	if st.JSFailures == nil || *st.JSFailures != 0 {
 		t.Fatalf("status with JetStream lacks js_failures: %+v", st)
 	}
@@ -72,7 +72,7 @@ func TestBridge_JetStream(t *testing.T) {
 	for i := 1; i <= n; i++ {
 		pbx.Emit(userEvent("js", i))
 	}
-	waitStatus(t, b, func(st Status) bool { return st.EventsPublished == n })
+	waitStatus(t, b, func(st subjects.PBXStatus) bool { return st.EventsPublished == n })
 
 	cons, err := stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
 	if err != nil {
@@ -88,8 +88,8 @@ func TestBridge_JetStream(t *testing.T) {
 		i++
 		h := m.Headers()
 		want := fmt.Sprintf("pbx1:%d:%d", st.Epoch, i)
-		if h.Get(HeaderSeq) != strconv.Itoa(i) || h.Get(nats.MsgIdHdr) != want {
-			t.Fatalf("stored message %d: seq %q, id %q", i, h.Get(HeaderSeq), h.Get(nats.MsgIdHdr))
+		if h.Get(subjects.HeaderSeq) != strconv.Itoa(i) || h.Get(nats.MsgIdHdr) != want {
+			t.Fatalf("stored message %d: seq %q, id %q", i, h.Get(subjects.HeaderSeq), h.Get(nats.MsgIdHdr))
 		}
 		var body map[string]string
 		if err := json.Unmarshal(m.Data(), &body); err != nil || body["N"] != strconv.Itoa(i) {
@@ -123,7 +123,7 @@ func TestBridge_JetStream(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitStatus(t, b, func(st Status) bool { return st.EventsPublished == n+2 })
+	waitStatus(t, b, func(st subjects.PBXStatus) bool { return st.EventsPublished == n+2 })
 	// Each once, in order, whatever was tried before the stream came back.
 	info, err := stream.Info(ctx)
 	if err != nil {
@@ -137,7 +137,7 @@ func TestBridge_JetStream(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got, want := m.Header.Get(HeaderSeq), strconv.Itoa(n+int(i)); got != want {
+		if got, want := m.Header.Get(subjects.HeaderSeq), strconv.Itoa(n+int(i)); got != want {
 			t.Fatalf("stream message %d has Ami-Seq %s, want %s", i, got, want)
 		}
 	}
@@ -180,8 +180,8 @@ func TestBridge_JetStreamReplicas(t *testing.T) {
 		t.Errorf("the existing stream has %d replicas after Start, want its own 1", r)
 	}
 
-	if _, err := New(nc, []ServerConfig{fastServer("pbx1", pbx)}, Options{JetStream: JetStreamOptions{Replicas: MaxReplicas + 1}}); err == nil {
-		t.Errorf("New took %d replicas", MaxReplicas+1)
+	if _, err := New(nc, []ServerConfig{fastServer("pbx1", pbx)}, Options{JetStream: JetStreamOptions{Replicas: maxReplicas + 1}}); err == nil {
+		t.Errorf("New took %d replicas", maxReplicas+1)
 	}
 }
 
@@ -213,7 +213,7 @@ func (f *fakePub) Ok() <-chan *jetstream.PubAck { return f.ok }
 func (f *fakePub) Err() <-chan error            { return f.err }
 func (f *fakePub) Msg() *nats.Msg               { return f.msg }
 
-func (f *fakePub) seq() string { return f.msg.Header.Get(HeaderSeq) }
+func (f *fakePub) seq() string { return f.msg.Header.Get(subjects.HeaderSeq) }
 
 // ack is the stream storing the message.
 func (f *fakePub) ack() { f.ok <- &jetstream.PubAck{Stream: DefaultStream} }
@@ -287,7 +287,7 @@ func TestPublisherJS_ResendsFromTheFirstFailure(t *testing.T) {
 	}
 	for i := 1; i <= 3; i++ {
 		f := js.next(t, done, i)
-		if id, want := f.msg.Header.Get(HeaderMsgID), first[i-1].msg.Header.Get(HeaderMsgID); id != want {
+		if id, want := f.msg.Header.Get(subjects.HeaderMsgID), first[i-1].msg.Header.Get(subjects.HeaderMsgID); id != want {
 			t.Fatalf("resent Ami-Seq %d with Nats-Msg-Id %s, want %s", i, id, want)
 		}
 		f.ack()

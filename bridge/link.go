@@ -13,21 +13,7 @@ import (
 	"time"
 
 	"github.com/ami-bridge/ami-bridge/amiproto"
-)
-
-// The states of an AMI session, and of a PBX, as Status reports them.
-const (
-	StateConnecting   = "connecting"
-	StateConnected    = "connected"
-	StateDisconnected = "disconnected"
-	StateAuthFailed   = "auth_failed"
-	StateStopped      = "stopped"
-)
-
-// The roles of a PBX's AMI sessions, as SessionStatus.Role reports them.
-const (
-	RoleEvents = "events"
-	RoleAction = "action"
+	"github.com/ami-bridge/ami-bridge/subjects"
 )
 
 // dialTimeout bounds one connect-and-login attempt; Asterisk takes about a
@@ -61,7 +47,7 @@ func (l *link) run(ctx context.Context, serve func(context.Context, *amiproto.Cl
 	bo := backoff{min: l.min, max: l.max}
 	everConnected := false
 	for {
-		l.setState(StateConnecting, nil)
+		l.setState(subjects.StateConnecting, nil)
 		c, err := l.dial(ctx)
 		if err != nil {
 			if ctx.Err() != nil {
@@ -72,9 +58,9 @@ func (l *link) run(ctx context.Context, serve func(context.Context, *amiproto.Cl
 				// security log.
 				bo.toMax()
 				l.loginFailures.Add(1)
-				l.setState(StateAuthFailed, err)
+				l.setState(subjects.StateAuthFailed, err)
 			} else {
-				l.setState(StateDisconnected, withTLSHint(err))
+				l.setState(subjects.StateDisconnected, withTLSHint(err))
 			}
 			if !sleepCtx(ctx, bo.next()) {
 				return
@@ -93,7 +79,7 @@ func (l *link) run(ctx context.Context, serve func(context.Context, *amiproto.Cl
 		if ctx.Err() != nil {
 			return
 		}
-		l.setState(StateDisconnected, l.takeWhy(c))
+		l.setState(subjects.StateDisconnected, l.takeWhy(c))
 		if !sleepCtx(ctx, bo.next()) {
 			return
 		}
@@ -172,10 +158,10 @@ func (l *link) record(state string, err error) {
 }
 
 // status returns the session's part of the PBX status.
-func (l *link) status() SessionStatus {
+func (l *link) status() subjects.SessionStatus {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return SessionStatus{
+	return subjects.SessionStatus{
 		Role:       l.role,
 		State:      l.state,
 		Since:      l.since.UTC(),

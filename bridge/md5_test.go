@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/ami-bridge/ami-bridge/amiproto/amitest"
+	"github.com/ami-bridge/ami-bridge/subjects"
 )
 
 // TestBridge_MD5AuthNeverPutsTheSecretOnTheWire runs a bridge with Auth
@@ -14,7 +15,7 @@ import (
 func TestBridge_MD5AuthNeverPutsTheSecretOnTheWire(t *testing.T) {
 	tw := newWorld(t, withPBX(amitest.Config{RequireMD5: true, RecordReceived: true}),
 		withServer(func(sc *ServerConfig) { sc.Auth = "md5" }))
-	tw.w.waitState(StateConnected)
+	tw.w.waitState(subjects.StateConnected)
 	cc, pbx := tw.cc, tw.pbx
 	if m := request(t, cc, "ami.pbx1.action", `{"Action":"Ping"}`, nil); !strings.Contains(string(m.Data), `"Pong"`) {
 		t.Fatalf("Ping reply %s", m.Data)

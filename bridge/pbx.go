@@ -11,6 +11,7 @@ import (
 
 	"github.com/ami-bridge/ami-bridge/amiproto"
 	"github.com/ami-bridge/ami-bridge/bridge/internal/ha"
+	"github.com/ami-bridge/ami-bridge/subjects"
 )
 
 // pbx is one PBX: its event session and event path, its action sessions
@@ -85,7 +86,7 @@ func newPBX(sc ServerConfig, ns *natsSide, life *lifecycle, opts Options, buffer
 		policy: newActionPolicy(sc.ActionsAllow, sc.ActionsDeny),
 		mask:   newSecretMasker(ep.Secret, urlSecret(sc.URL)),
 		ring:   newRing(opts.EventBuffer, opts.EventBufferBytes, buffered),
-		state:  StateConnecting,
+		state:  subjects.StateConnecting,
 		since:  time.Now(),
 	}
 	p.pub = newPublisher(p)
@@ -119,27 +120,27 @@ func newPBX(sc ServerConfig, ns *natsSide, life *lifecycle, opts Options, buffer
 			max:     sc.ReconnectMax,
 			log:     p.log.With("session", name),
 			changed: p.linkChanged,
-			state:   StateConnecting,
+			state:   subjects.StateConnecting,
 			since:   p.since,
 		}
 	}
 	// Events go from the client's reader straight into the PBX's ring:
 	// no hand-off, and Ami-Seq numbers them in the order they were read.
-	events := []amiproto.Option{amiproto.WithEventFunc(p.accept), amiproto.WithEventSkip(p.ring.refusing, p.shed)}
+	events := []amiproto.Option{amiproto.WithEvents(amiproto.EventDelivery{Func: p.accept, Shedding: p.ring.refusing, Skip: p.shed})}
 	if sc.PingInterval > 0 {
 		// The event session runs no requested action, so nothing but a
 		// dead link holds its Ping back. Action sessions have their own
 		// keepalive (actionKeepalive).
 		events = append(events, amiproto.WithKeepalive(sc.PingInterval, keepaliveDeadline(sc.PingInterval)))
 	}
-	p.events = newLink(RoleEvents, RoleEvents, events...)
+	p.events = newLink(subjects.RoleEvents, subjects.RoleEvents, events...)
 	for i := range sc.ActionSessions {
-		name := RoleAction + "-" + strconv.Itoa(i+1)
+		name := subjects.RoleAction + "-" + strconv.Itoa(i+1)
 		// An action session logs in with Events: off. What Asterisk sends
 		// there as an event anyway is not the PBX's event stream (the event
 		// session has that): it is left, and no 64k-event queue is made for
 		// it, which would be most of an idle session's memory.
-		p.actions = append(p.actions, newLink(RoleAction, name, amiproto.WithEvents(false), amiproto.WithEventFunc(ignoreEvent)))
+		p.actions = append(p.actions, newLink(subjects.RoleAction, name, amiproto.WithEvents(amiproto.EventDelivery{Mask: "off", Func: ignoreEvent})))
 	}
 	return p, nil
 }
@@ -187,7 +188,7 @@ func (p *pbx) serveEvents(ctx context.Context, c *amiproto.Client) {
 		p.amiVersion = v
 	}
 	p.mu.Unlock()
-	p.events.setState(StateConnected, nil)
+	p.events.setState(subjects.StateConnected, nil)
 	p.fetchVersion(ctx, c)
 	if p.ha == nil {
 		p.events.untilEnd(ctx, p.life.hard, c)
@@ -262,7 +263,7 @@ func (p *pbx) accept(m *amiproto.Message) {
 	p.drop(m.EventName())
 }
 
-// shed is the event session's WithEventSkip: while the ring refuses
+// shed is the event session's EventDelivery.Skip: while the ring refuses
 // events, one that passes the filter is numbered and dropped before it is
 // parsed, as accept would have dropped it after, for a fraction of the
 // cost. That keeps an overloaded bridge publishing: parsing the events it
@@ -318,7 +319,7 @@ func ignoreEvent(*amiproto.Message) {}
 const dropEvery = 1024
 
 // eventsUp reports whether the event session is logged in.
-func (p *pbx) eventsUp() bool { return p.events.status().State == StateConnected }
+func (p *pbx) eventsUp() bool { return p.events.status().State == subjects.StateConnected }
 
 // report receives what an amiproto client survives: stray responses,
 // malformed lines, messages over a limit. It runs on that client's reader
@@ -333,22 +334,22 @@ func (p *pbx) report(err error) {
 // publishes the status.
 func (p *pbx) linkChanged() {
 	state := p.events.status().State
-	if state == StateConnected {
-		state = StateConnecting
+	if state == subjects.StateConnected {
+		state = subjects.StateConnecting
 		for i, l := range p.actions {
 			st := l.status().State
-			if st == StateConnected {
+			if st == subjects.StateConnected {
 				state = st
 				break
 			}
-			if i == 0 || st == StateAuthFailed {
+			if i == 0 || st == subjects.StateAuthFailed {
 				state = st
 			}
 		}
 	}
 	p.mu.Lock()
 	if p.stopping {
-		state = StateStopped
+		state = subjects.StateStopped
 	}
 	if state != p.state {
 		p.state, p.since = state, time.Now()
@@ -363,9 +364,9 @@ func (p *pbx) stopped() {
 	p.mu.Lock()
 	p.stopping = true
 	p.mu.Unlock()
-	p.events.record(StateStopped, nil)
+	p.events.record(subjects.StateStopped, nil)
 	for _, l := range p.actions {
-		l.record(StateStopped, nil)
+		l.record(subjects.StateStopped, nil)
 	}
 	p.linkChanged()
 }

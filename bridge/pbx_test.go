@@ -68,8 +68,10 @@ func TestShed_LeavesFilteredEventsToTheFilter(t *testing.T) {
 	if !p.shed("UserEvent") {
 		t.Fatal("an event that passes the filter was not shed")
 	}
+	mid := st
 	st = b.Stats()[0]
-	if st.LastSeq != before.LastSeq+1 || st.EventsDropped != before.EventsDropped+1 {
-		t.Fatalf("after a shed event: last seq %d, dropped %d; want %d, %d", st.LastSeq, st.EventsDropped, before.LastSeq+1, before.EventsDropped+1)
+	if st.EventsReceived != mid.EventsReceived+1 || st.EventsDropped != mid.EventsDropped+1 || st.LastSeq != mid.LastSeq {
+		t.Fatalf("after a shed event: received %d, dropped %d, last seq published %d; want %d, %d, %d",
+			st.EventsReceived, st.EventsDropped, st.LastSeq, mid.EventsReceived+1, mid.EventsDropped+1, mid.LastSeq)
 	}
 }

@@ -1,12 +1,14 @@
 package bridge
 
 import (
+	"bytes"
 	"encoding/json"
 	"slices"
 	"strings"
 	"testing"
 
 	"github.com/ami-bridge/ami-bridge/amiproto"
+	"github.com/ami-bridge/ami-bridge/subjects"
 )
 
 func TestAppendReply_LegacyCommandOutput(t *testing.T) {
@@ -46,5 +48,44 @@ func TestAppendReply_ErrorKeysInContractOrder(t *testing.T) {
 	}
 	if !strings.Contains(string(body), `"error":{"code":422,"message":"No such channel"}`) {
 		t.Errorf("error member: %s", body)
+	}
+}
+
+// TestAppendReply_DecodesAsSubjectsReply: subjects.Reply, the type a
+// consumer decodes replies with, has a field for every key the bridge
+// writes, and reads back what it wrote.
+func TestAppendReply_DecodesAsSubjectsReply(t *testing.T) {
+	list := &amiproto.Response{
+		Message:  amiproto.NewAction("x").Del("Action").Add("Response", "Success").Add("EventList", "start"),
+		Events:   []*amiproto.Message{amiproto.NewMessage(amiproto.Field{Key: "Event", Value: "Entry"}, amiproto.Field{Key: "N", Value: "1"})},
+		Complete: amiproto.NewMessage(amiproto.Field{Key: "Event", Value: "ListComplete"}),
+	}
+	command := &amiproto.Response{Message: amiproto.NewMessage(
+		amiproto.Field{Key: "Response", Value: "Follows"}, amiproto.Field{Key: "Output", Value: "line"})}
+	for _, tc := range []struct {
+		name string
+		body []byte
+		want func(r subjects.Reply) bool
+	}{
+		{"list", appendReply(nil, "pbx1", list, replyOptions{parts: true}), func(r subjects.Reply) bool {
+			return r.Server == "pbx1" && r.Error == nil && len(r.Events) == 1 && string(r.Events[0]) == `{"Event":"Entry","N":"1"}` &&
+				string(r.Complete) == `{"Event":"ListComplete"}` && string(r.Response) == `{"Response":"Success","EventList":"start"}`
+		}},
+		{"command", appendReply(nil, "pbx1", command, replyOptions{}), func(r subjects.Reply) bool {
+			return r.Output != nil && *r.Output == "line" && string(r.Response) == `{"Response":"Follows"}`
+		}},
+		{"error", appendReply(nil, "pbx1", nil, replyOptions{code: subjects.CodeForbidden, message: "no"}), func(r subjects.Reply) bool {
+			return r.Error != nil && *r.Error == subjects.ReplyError{Code: subjects.CodeForbidden, Message: "no"} && r.Response == nil
+		}},
+	} {
+		var r subjects.Reply
+		dec := json.NewDecoder(bytes.NewReader(tc.body))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&r); err != nil {
+			t.Fatalf("%s: %v: %s", tc.name, err, tc.body)
+		}
+		if !tc.want(r) {
+			t.Errorf("%s: decoded %+v from %s", tc.name, r, tc.body)
+		}
 	}
 }

@@ -21,12 +21,6 @@ import (
 // (nats.CustomInboxPrefix), which New checks, and no reply goes under
 // either.
 
-// InboxPrefix is the inbox prefix of the ami-bridge daemon's NATS
-// connection, as nats.CustomInboxPrefix takes it: under _INBOX., so that
-// a subscribe allow on _INBOX.> still covers it, and apart from every
-// requester's inbox. A program that runs a Bridge can use it too.
-const InboxPrefix = "_INBOX.ami_bridge"
-
 // defaultReplyPrefix is nats.go's inbox prefix, as nats.CustomInboxPrefix
 // would take it: replies under "_INBOX." are always allowed.
 const defaultReplyPrefix = "_INBOX"
@@ -47,7 +41,7 @@ func newReplyRule(replyPrefixes []string, subjectPrefix string, ownInboxes ...st
 		if own == "" || own == defaultReplyPrefix {
 			return nil, fmt.Errorf("a NATS connection of the bridge uses nats.go's default inbox prefix %s, as requesters do: "+
 				"a request could aim its reply at the bridge's own JetStream acks and KV requests; "+
-				"connect with nats.CustomInboxPrefix(bridge.InboxPrefix)", defaultReplyPrefix)
+				"connect with nats.CustomInboxPrefix(subjects.InboxPrefix)", defaultReplyPrefix)
 		}
 		if !slices.Contains(r.own, own+".") {
 			r.own = append(r.own, own+".")
@@ -57,7 +51,7 @@ func newReplyRule(replyPrefixes []string, subjectPrefix string, ownInboxes ...st
 	for _, p := range append([]string{defaultReplyPrefix}, replyPrefixes...) {
 		var err error
 		for _, own := range ownInboxes {
-			if err = CheckReplyPrefix(p, subjectPrefix, own); err != nil {
+			if err = checkReplyPrefix(p, subjectPrefix, own); err != nil {
 				break
 			}
 		}
@@ -70,12 +64,12 @@ func newReplyRule(replyPrefixes []string, subjectPrefix string, ownInboxes ...st
 	return r, errors.Join(errs...)
 }
 
-// CheckReplyPrefix tells why the bridge may not answer on the subjects
+// checkReplyPrefix tells why the bridge may not answer on the subjects
 // under prefix, an inbox prefix as nats.CustomInboxPrefix and
 // `nats --inbox-prefix` take it: nil when it may. subjectPrefix is the
 // bridge's subject prefix (Options.Prefix), ownInbox the inbox prefix of
 // the bridge's NATS connection.
-func CheckReplyPrefix(prefix, subjectPrefix, ownInbox string) error {
+func checkReplyPrefix(prefix, subjectPrefix, ownInbox string) error {
 	if err := checkSubject(prefix); err != nil {
 		return err
 	}

@@ -40,21 +40,21 @@ func TestCheckReplyPrefix(t *testing.T) {
 		{"_INBOX.*", "ami", "wildcard"},
 		{"_INBOX.>", "ami", "wildcard"},
 		{"_INBOX crm", "ami", "blank"},
-		{InboxPrefix, "ami", "own inbox prefix"},
-		{InboxPrefix + ".x", "ami", "own inbox prefix"},
+		{subjects.InboxPrefix, "ami", "own inbox prefix"},
+		{subjects.InboxPrefix + ".x", "ami", "own inbox prefix"},
 	} {
-		err := CheckReplyPrefix(tc.prefix, tc.subjectPrefix, InboxPrefix)
+		err := checkReplyPrefix(tc.prefix, tc.subjectPrefix, subjects.InboxPrefix)
 		switch {
 		case tc.why == "" && err != nil:
-			t.Errorf("CheckReplyPrefix(%q, %q): %v, want nil", tc.prefix, tc.subjectPrefix, err)
+			t.Errorf("checkReplyPrefix(%q, %q): %v, want nil", tc.prefix, tc.subjectPrefix, err)
 		case tc.why != "" && (err == nil || !strings.Contains(err.Error(), tc.why)):
-			t.Errorf("CheckReplyPrefix(%q, %q): %v, want an error saying %q", tc.prefix, tc.subjectPrefix, err, tc.why)
+			t.Errorf("checkReplyPrefix(%q, %q): %v, want an error saying %q", tc.prefix, tc.subjectPrefix, err, tc.why)
 		}
 	}
 }
 
 func TestReplyRule_Allows(t *testing.T) {
-	r, err := newReplyRule([]string{"crm_inbox"}, "ami", InboxPrefix)
+	r, err := newReplyRule([]string{"crm_inbox"}, "ami", subjects.InboxPrefix)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,7 +66,7 @@ func TestReplyRule_Allows(t *testing.T) {
 		"_INBOX.":                          false,
 		"crm_inbox":                        false,
 		"crm_inboxes.abc":                  false,
-		InboxPrefix + ".abc.1":             false, // the bridge's own: its JetStream acks
+		subjects.InboxPrefix + ".abc.1":    false, // the bridge's own: its JetStream acks
 		"$JS.API.STREAM.PURGE.AMI_EVENTS":  false,
 		"$JS.API.STREAM.DELETE.AMI_EVENTS": false,
 		"$KV.ami_bridge_leases.pbx1":       false,
@@ -100,11 +100,11 @@ func TestNew_RefusesTheDefaultInboxPrefix(t *testing.T) {
 	}
 	defer plain.Close()
 	sc := []ServerConfig{{Name: "pbx1", URL: "admin:x@127.0.0.1"}}
-	if _, err := New(plain, sc, Options{}); err == nil || !strings.Contains(err.Error(), "nats.CustomInboxPrefix(bridge.InboxPrefix)") {
+	if _, err := New(plain, sc, Options{}); err == nil || !strings.Contains(err.Error(), "nats.CustomInboxPrefix(subjects.InboxPrefix)") {
 		t.Errorf("New with the default inbox prefix: %v, want an error naming nats.CustomInboxPrefix", err)
 	}
 	_, err = New(connect(t, ns), sc, Options{ReplyPrefixes: []string{"crm_inbox", "$JS.API", "ami.pbx1"}})
-	if err == nil || !strings.Contains(err.Error(), `reply prefix "$JS.API"`) || !strings.Contains(err.Error(), `reply prefix "ami.pbx1"`) ||
+	if err == nil || !strings.Contains(err.Error(), `ReplyPrefixes[1]: "$JS.API"`) || !strings.Contains(err.Error(), `ReplyPrefixes[2]: "ami.pbx1"`) ||
 		strings.Contains(err.Error(), "crm_inbox") {
 		t.Errorf("New with reply prefixes $JS.API and ami.pbx1: %v, want both named, and only them", err)
 	}
@@ -168,7 +168,7 @@ func TestAction_ReplyNotAnInboxIsDroppedUnanswered(t *testing.T) {
 		m := nats.NewMsg(subjects.Action("ami", "pbx1"))
 		m.Reply = reply
 		m.Data = []byte(`{"Action":"UserEvent","UserEvent":"hijack` + strings.Repeat("x", i) + `"}`)
-		m.Header.Set(HeaderStream, "true") // the empty terminator is a valid purge request
+		m.Header.Set(subjects.HeaderStream, "true") // the empty terminator is a valid purge request
 		if err := cc.PublishMsg(m); err != nil {
 			t.Fatal(err)
 		}
@@ -220,7 +220,7 @@ func TestAction_ReplyNotAnInboxIsDroppedUnanswered(t *testing.T) {
 // BenchmarkReplyRule_Allows is the check every request pays before
 // anything else.
 func BenchmarkReplyRule_Allows(b *testing.B) {
-	r, err := newReplyRule([]string{"crm_inbox"}, "ami", InboxPrefix)
+	r, err := newReplyRule([]string{"crm_inbox"}, "ami", subjects.InboxPrefix)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/ami-bridge/ami-bridge/amiproto"
+	"github.com/ami-bridge/ami-bridge/subjects"
 )
 
 // badRequest is a request the bridge refuses before anything reaches
@@ -249,22 +250,6 @@ func skipComposite(dec *json.Decoder, tok json.Token) {
 	}
 }
 
-// Request headers the action endpoint reads. Their names match
-// case-insensitively.
-const (
-	// HeaderTimeout overrides the PBX's action timeout for one request: a
-	// Go duration ("2s", "1500ms") or a number of seconds ("2", "0.5"). It
-	// is capped at the PBX's MaxActionTimeout.
-	HeaderTimeout = "Ami-Timeout"
-	// HeaderStream asks for a streamed reply when "true": the response
-	// envelope, one message per entry event, the complete event, then an
-	// empty message. Command output follows the envelope (which then has
-	// no "output") as {"output":"…"} messages, each cut after a newline,
-	// whose outputs joined are the output. Any other reply streams as its
-	// one message and the empty one; so does an error.
-	HeaderStream = "Ami-Stream"
-)
-
 // headerValue returns the first value of key, whose case is ignored:
 // nats.Header is case-sensitive, people typing `nats req -H` are not.
 func headerValue(h map[string][]string, key string) (string, bool) {
@@ -282,7 +267,7 @@ func headerValue(h map[string][]string, key string) (string, bool) {
 // requestTimeout returns the wait for one request: def, or the
 // Ami-Timeout header capped at max.
 func requestTimeout(h map[string][]string, def, max time.Duration) (time.Duration, error) {
-	v, ok := headerValue(h, HeaderTimeout)
+	v, ok := headerValue(h, subjects.HeaderTimeout)
 	if !ok {
 		return def, nil
 	}
@@ -291,7 +276,7 @@ func requestTimeout(h map[string][]string, def, max time.Duration) (time.Duratio
 	if err != nil {
 		secs, ferr := strconv.ParseFloat(v, 64)
 		if ferr != nil || secs != secs { // NaN
-			return 0, badRequestf("%s: %q is not a duration such as 2s or 1500ms", HeaderTimeout, v)
+			return 0, badRequestf("%s: %q is not a duration such as 2s or 1500ms", subjects.HeaderTimeout, v)
 		}
 		if secs*float64(time.Second) > float64(max) {
 			return max, nil
@@ -299,20 +284,20 @@ func requestTimeout(h map[string][]string, def, max time.Duration) (time.Duratio
 		d = time.Duration(secs * float64(time.Second))
 	}
 	if d <= 0 {
-		return 0, badRequestf("%s: %q is not a positive duration", HeaderTimeout, v)
+		return 0, badRequestf("%s: %q is not a positive duration", subjects.HeaderTimeout, v)
 	}
 	return min(d, max), nil
 }
 
 // requestStream reports whether the Ami-Stream header asks for streaming.
 func requestStream(h map[string][]string) (bool, error) {
-	v, ok := headerValue(h, HeaderStream)
+	v, ok := headerValue(h, subjects.HeaderStream)
 	if !ok {
 		return false, nil
 	}
 	on, err := strconv.ParseBool(strings.TrimSpace(v))
 	if err != nil {
-		return false, badRequestf("%s: %q is not true or false", HeaderStream, v)
+		return false, badRequestf("%s: %q is not true or false", subjects.HeaderStream, v)
 	}
 	return on, nil
 }

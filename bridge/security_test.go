@@ -55,7 +55,7 @@ func TestBridge_NoSpellingOfADeniedActionReachesThePBX(t *testing.T) {
 		`{"Action":" Events","EventMask":"on"}`,
 		`{"Action":"\u0001originate","Channel":"Local/100@default","Application":"Echo"}`,
 	} {
-		expectCode(t, request(t, r.cc, subject, body, nil), CodeBadRequest, "is not an action name")
+		expectCode(t, request(t, r.cc, subject, body, nil), subjects.CodeBadRequest, "is not an action name")
 	}
 	// The PBX still answers, and what it received is recorded.
 	if m := request(t, r.cc, subject, `{"Action":"Ping"}`, nil); !strings.Contains(string(m.Data), `"Pong"`) {
@@ -90,8 +90,8 @@ func TestBridge_SafeDefaults(t *testing.T) {
 	system := `{"Action":"Originate","Channel":"Local/100@default","Application":"System","Data":"touch /tmp/x","Async":true}`
 	dial := `{"Action":"Originate","Channel":"Local/100@default","Application":"Dial","Data":"PJSIP/200,30","Async":true}`
 
-	expectCode(t, request(t, cc, subjects.Action("ami", "pbx1"), getConfig, nil), CodeForbidden, "name GetConfig in the allow list")
-	expectCode(t, request(t, cc, subjects.Action("ami", "pbx1"), system, nil), CodeForbidden, `add "Originate/system" to the allow list`)
+	expectCode(t, request(t, cc, subjects.Action("ami", "pbx1"), getConfig, nil), subjects.CodeForbidden, "name GetConfig in the allow list")
+	expectCode(t, request(t, cc, subjects.Action("ami", "pbx1"), system, nil), subjects.CodeForbidden, `add "Originate/system" to the allow list`)
 	if m := request(t, cc, subjects.Action("ami", "pbx1"), dial, nil); !strings.Contains(string(m.Data), "Originate successfully queued") {
 		t.Fatalf("Originate of Dial: %s", m.Data)
 	}
@@ -149,7 +149,7 @@ func TestBridge_OwnSecretMaskedInEveryReply(t *testing.T) {
 		w.Respond("Success", "Message", "Command output follows", "Output", "secret = "+testSecret, "Output", "old = "+urlSecret, "Output", "done")
 	})
 	subject := subjects.Action("ami", "pbx1")
-	stream := nats.Header{HeaderStream: {"true"}}
+	stream := nats.Header{subjects.HeaderStream: {"true"}}
 	check := func(what string, parts ...[]byte) {
 		t.Helper()
 		all := string(joinParts(parts))
@@ -176,7 +176,7 @@ func TestBridge_OwnSecretMaskedInEveryReply(t *testing.T) {
 	check("Command output", request(t, r.cc, subject, `{"Action":"Command","Command":"show"}`, nil).Data)
 	check("Command output streamed", streamParts(t, r.cc, subject, `{"Action":"Command","Command":"show"}`, stream)...)
 	m = request(t, r.cc, subject, `{"Action":"Command","Command":"fail"}`, nil)
-	expectCode(t, m, CodeAMIError, "aaaa")
+	expectCode(t, m, subjects.CodeAMIError, "aaaa")
 	check("error quoting the output", m.Data, []byte(m.Header.Get(micro.ErrorHeader)))
 }
 

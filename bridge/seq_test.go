@@ -11,6 +11,7 @@ import (
 
 	"github.com/ami-bridge/ami-bridge/amiproto"
 	"github.com/ami-bridge/ami-bridge/amiproto/amitest"
+	"github.com/ami-bridge/ami-bridge/subjects"
 )
 
 // Several thousand events go from the AMI reader's side (accept) through
@@ -97,7 +98,7 @@ func TestLink_RefusedLoginWaitsTheMaximumBackoff(t *testing.T) {
 	})
 	const max = 200 * time.Millisecond
 	l := &link{
-		role:    RoleEvents,
+		role:    subjects.RoleEvents,
 		ep:      pbx.Endpoint("admin", "wrong"),
 		min:     time.Millisecond,
 		max:     max,
@@ -124,7 +125,7 @@ func TestLink_RefusedLoginWaitsTheMaximumBackoff(t *testing.T) {
 	if gap := second.Sub(first); gap < max*3/4 {
 		t.Errorf("second login %v after a refused one, want about the max backoff %v", gap, max)
 	}
-	if st := l.status(); st.State != StateAuthFailed && st.State != StateConnecting {
+	if st := l.status(); st.State != subjects.StateAuthFailed && st.State != subjects.StateConnecting {
 		t.Errorf("state %q", st.State)
 	}
 }
@@ -132,9 +133,9 @@ func TestLink_RefusedLoginWaitsTheMaximumBackoff(t *testing.T) {
 // seqOf returns the Ami-Seq of an event message.
 func seqOf(t testing.TB, m *nats.Msg) uint64 {
 	t.Helper()
-	n, err := strconv.ParseUint(m.Header.Get(HeaderSeq), 10, 64)
+	n, err := strconv.ParseUint(m.Header.Get(subjects.HeaderSeq), 10, 64)
 	if err != nil {
-		t.Fatalf("Ami-Seq %q: %v", m.Header.Get(HeaderSeq), err)
+		t.Fatalf("Ami-Seq %q: %v", m.Header.Get(subjects.HeaderSeq), err)
 	}
 	return n
 }

@@ -194,7 +194,7 @@ const maxRequestBytes = 128 << 10
 // its pending limit. nats.go reports a subscription once per run of drops,
 // so the count is read from the subscription (see dropped).
 func (s *actionService) slowConsumer(sub *nats.Subscription) {
-	if sub.Subject != subjects.Action(s.p.ns.prefix, s.p.name) || sub.Queue != QueueGroup {
+	if sub.Subject != subjects.Action(s.p.ns.prefix, s.p.name) || sub.Queue != subjects.QueueGroup {
 		return
 	}
 	s.dropMu.Lock()

@@ -103,7 +103,7 @@ func TestServiceConn_EndpointsOnServiceEventsOnMain(t *testing.T) {
 	}
 
 	// micro's $SRV handlers aimed where the service user may not publish.
-	for _, subj := range []string{"$SRV.PING", "$SRV.INFO." + ServiceName, "$SRV.STATS"} {
+	for _, subj := range []string{"$SRV.PING", "$SRV.INFO." + subjects.ServiceName, "$SRV.STATS"} {
 		for _, reply := range []string{"ami.pbx1.event.Hangup", "_INBOX.main.hijack"} {
 			if err := cc.PublishMsg(&nats.Msg{Subject: subj, Reply: reply}); err != nil {
 				t.Fatal(err)
@@ -112,12 +112,12 @@ func TestServiceConn_EndpointsOnServiceEventsOnMain(t *testing.T) {
 	}
 	// Sent after them, answered on the client's inbox by the same
 	// connection: the refused answers went out before it.
-	m, err = cc.Request("$SRV.PING."+ServiceName, nil, waitTime)
+	m, err = cc.Request("$SRV.PING."+subjects.ServiceName, nil, waitTime)
 	if err != nil {
 		t.Fatalf("$SRV.PING: %v", err)
 	}
 	var ping micro.Ping
-	if err := json.Unmarshal(m.Data, &ping); err != nil || ping.Name != ServiceName {
+	if err := json.Unmarshal(m.Data, &ping); err != nil || ping.Name != subjects.ServiceName {
 		t.Fatalf("$SRV.PING reply %s (%v)", m.Data, err)
 	}
 	for _, s := range []*nats.Subscription{sniff, sniffMain} {
@@ -162,7 +162,7 @@ func TestServiceConn_RepliesNeverUnderEitherInbox(t *testing.T) {
 			t.Errorf("allows(%q) = %v, want %v", reply, got, want)
 		}
 	}
-	main := &nats.Conn{Opts: nats.Options{InboxPrefix: InboxPrefix}}
+	main := &nats.Conn{Opts: nats.Options{InboxPrefix: subjects.InboxPrefix}}
 	plain := &nats.Conn{}
 	sc := []ServerConfig{{Name: "pbx1", URL: "admin:x@127.0.0.1"}}
 	if _, err := New(main, sc, Options{ServiceConn: plain}); err == nil || !strings.Contains(err.Error(), "nats.CustomInboxPrefix") {

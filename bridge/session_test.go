@@ -9,10 +9,11 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/ami-bridge/ami-bridge/amiproto/amitest"
+	"github.com/ami-bridge/ami-bridge/subjects"
 )
 
 func TestSession_FullBufferDropsCountedWithSeqGap(t *testing.T) {
-	b, err := New(&nats.Conn{Opts: nats.Options{InboxPrefix: InboxPrefix}}, []ServerConfig{{Name: "pbx1", URL: "admin:x@127.0.0.1"}}, Options{EventBuffer: 4})
+	b, err := New(&nats.Conn{Opts: nats.Options{InboxPrefix: subjects.InboxPrefix}}, []ServerConfig{{Name: "pbx1", URL: "admin:x@127.0.0.1"}}, Options{EventBuffer: 4})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,19 +87,19 @@ func TestBridge_MD5LoginKeepaliveAndPeriodicStatus(t *testing.T) {
 		sc.Auth = "md5"
 		sc.PingInterval = 50 * time.Millisecond
 	}), withOptions(Options{StatusInterval: 20 * time.Millisecond}))
-	tw.w.waitState(StateConnected)
+	tw.w.waitState(subjects.StateConnected)
 	pbx, w := tw.pbx, tw.w
 
 	// Unchanged state is published again at every interval.
 	for range 3 {
-		if st := w.next(); st.State != StateConnected {
+		if st := w.next(); st.State != subjects.StateConnected {
 			t.Fatalf("periodic status %+v", st)
 		}
 	}
 	// A PBX that stops answering is found out by every session's
 	// keepalive, each session on its own.
 	pbx.HalfOpen()
-	w.waitState(StateDisconnected)
+	w.waitState(subjects.StateDisconnected)
 	for deadline := time.Now().Add(waitTime); ; {
 		st := w.next()
 		if allUp(st) && st.Reconnects == 1 && reconnectedOnce(st) {
@@ -111,7 +112,7 @@ func TestBridge_MD5LoginKeepaliveAndPeriodicStatus(t *testing.T) {
 }
 
 // reconnectedOnce reports whether every session of st reconnected once.
-func reconnectedOnce(st Status) bool {
+func reconnectedOnce(st subjects.PBXStatus) bool {
 	for _, ss := range st.Sessions {
 		if ss.Reconnects != 1 {
 			return false
@@ -143,7 +144,7 @@ func TestBridge_NATSOutageBuffersThenCountsDrops(t *testing.T) {
 	disconnected, reconnected := make(chan struct{}, 1), make(chan struct{}, 1)
 	// A reconnect buffer of one byte: the bridge's own buffer must take
 	// the events while NATS is away.
-	nc, err := nats.Connect(ns.ClientURL(), nats.CustomInboxPrefix(InboxPrefix), nats.ReconnectBufSize(1), nats.MaxReconnects(-1), nats.ReconnectWait(10*time.Millisecond),
+	nc, err := nats.Connect(ns.ClientURL(), nats.CustomInboxPrefix(subjects.InboxPrefix), nats.ReconnectBufSize(1), nats.MaxReconnects(-1), nats.ReconnectWait(10*time.Millisecond),
 		nats.DisconnectErrHandler(func(*nats.Conn, error) { disconnected <- struct{}{} }),
 		nats.ReconnectHandler(func(*nats.Conn) { reconnected <- struct{}{} }))
 	if err != nil {
@@ -155,7 +156,7 @@ func TestBridge_NATSOutageBuffersThenCountsDrops(t *testing.T) {
 	sc.EventsInclude = []string{"UserEvent"}
 	const buffer = 16
 	b, _ := startBridge(t, nc, []ServerConfig{sc}, Options{EventBuffer: buffer})
-	waitStatus(t, b, func(st Status) bool { return st.State == StateConnected })
+	waitStatus(t, b, func(st subjects.PBXStatus) bool { return st.State == subjects.StateConnected })
 	waitSessions(t, pbx, perPBX)
 
 	ns.Shutdown()
@@ -165,14 +166,15 @@ func TestBridge_NATSOutageBuffersThenCountsDrops(t *testing.T) {
 		pbx.Emit(userEvent("outage", i))
 	}
 	// Reading goes on while NATS is away: every event gets its number.
-	st := waitStatus(t, b, func(st Status) bool { return st.LastSeq == n })
+	waitFor(t, func() Stats { return b.Stats()[0] }, func(s Stats) bool { return s.EventsReceived-s.EventsFiltered == n })
+	st := b.Status()[0]
 	if st.EventsDropped == 0 || st.EventsDropped > n-buffer {
 		t.Fatalf("dropped %d of %d with a buffer of %d", st.EventsDropped, n, buffer)
 	}
 
 	ns2 := startNATS(t, natsOptions{port: port})
 	<-reconnected
-	st = waitStatus(t, b, func(st Status) bool { return st.EventsPublished+st.EventsDropped == n })
+	st = waitStatus(t, b, func(st subjects.PBXStatus) bool { return st.EventsPublished+st.EventsDropped == n })
 	if st.EventsPublished < buffer {
 		t.Errorf("only %d events published after the outage; the buffer held %d", st.EventsPublished, buffer)
 	}
@@ -183,7 +185,7 @@ func TestBridge_NATSOutageBuffersThenCountsDrops(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if m.Header.Get(HeaderSeq) != "101" {
-		t.Errorf("after the outage Ami-Seq %s, want 101", m.Header.Get(HeaderSeq))
+	if m.Header.Get(subjects.HeaderSeq) != "101" {
+		t.Errorf("after the outage Ami-Seq %s, want 101", m.Header.Get(subjects.HeaderSeq))
 	}
 }

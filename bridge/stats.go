@@ -1,6 +1,7 @@
 package bridge
 
 import (
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -8,6 +9,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
+
+	"github.com/ami-bridge/ami-bridge/subjects"
 )
 
 // Stats is a snapshot of one PBX's counters and gauges, plain numbers for
@@ -15,7 +18,7 @@ import (
 // operations for them; the status subject reads the same counters.
 type Stats struct {
 	Server string
-	State  string // as Status.State
+	State  string // as subjects.PBXStatus.State
 
 	// Up is true while State is connected: the event session and at
 	// least one action session are logged in, so the bridge serves the
@@ -25,9 +28,9 @@ type Stats struct {
 
 	EventsReceived  uint64    // read from AMI: filtered plus numbered
 	EventsFiltered  uint64    // left out by the event filter; they take no Ami-Seq
-	EventsPublished uint64    // as Status.EventsPublished
-	EventsDropped   uint64    // as Status.EventsDropped
-	LastSeq         uint64    // the last Ami-Seq given
+	EventsPublished uint64    // as subjects.PBXStatus.EventsPublished
+	EventsDropped   uint64    // as subjects.PBXStatus.EventsDropped
+	LastSeq         uint64    // as subjects.PBXStatus.LastSeq: the Ami-Seq of the last event this process published
 	LastEvent       time.Time // to the second; zero before the first event
 
 	BufferEvents        int // events waiting for the publisher (with JetStream: for their ack)
@@ -35,7 +38,7 @@ type Stats struct {
 	BufferBytes         int // the bytes of AMI text of BufferEvents
 	BufferCapacityBytes int // the buffer's bound, in bytes
 
-	Reconnects    uint64 // sessions established after the first
+	Reconnects    uint64 // as subjects.PBXStatus.Reconnects: event sessions established after the first
 	LoginFailures uint64 // logins Asterisk refused
 
 	// JetStream is set when events go into a stream; the JS fields are
@@ -49,8 +52,8 @@ type Stats struct {
 	// otherwise.
 	HA        bool
 	HAActive  bool   // this process publishes the PBX's events
-	Takeovers uint64 // times this process became active
-	Gaps      uint64 // Ami-Seq ranges found lost at this process's takeovers
+	Takeovers uint64 // as subjects.HAStatus.Takeovers
+	Gaps      uint64 // Ami-Seq ranges found lost at this process's takeovers, all of them (subjects.HAStatus.Gaps lists the newest)
 
 	// Requests dropped, never sent to Asterisk: over an action session's
 	// MaxPendingRequests (no reply; the requester times out), or found
@@ -68,8 +71,10 @@ type Stats struct {
 }
 
 // ActionCount is how many requests for Action were answered with Code.
-// Action is a name of KnownActions, or "other"; Code is 200 for a
-// success, else the error code of the reply.
+// Action is one of some sixty common action names, as Asterisk spells
+// them, or "other" for any other name, so that the label set of a metric
+// stays bounded whatever requesters send; Code is 200 for a success,
+// else the error code of the reply.
 type ActionCount struct {
 	Action string
 	Code   int
@@ -80,21 +85,21 @@ type ActionCount struct {
 // of observations at or below Bounds[i]; Count includes those above the
 // last bound.
 type Histogram struct {
-	Bounds []float64 // upper bounds in seconds, ascending; shared, do not modify
+	Bounds []float64 // upper bounds in seconds, ascending; the same for every histogram
 	Counts []uint64  // cumulative
 	Count  uint64
 	Sum    float64 // seconds
 }
 
-// LatencyBounds are the upper bounds, in seconds, of every latency
+// latencyBounds are the upper bounds, in seconds, of every latency
 // histogram: from a JetStream ack on loopback to an action near its
 // default timeout.
-var LatencyBounds = [...]float64{0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30}
+var latencyBounds = [...]float64{0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30}
 
-// KnownActions are the action names that metrics count by name; any other
-// counts as OtherAction, which keeps the label set bounded whatever
+// knownActions are the action names that metrics count by name; any other
+// counts as otherAction, which keeps the label set bounded whatever
 // requesters send. Matching ignores case, as Asterisk does.
-var KnownActions = [...]string{
+var knownActions = [...]string{
 	"AbsoluteTimeout", "AgentLogoff", "Agents", "Atxfer", "BlindTransfer", "Bridge", "BridgeInfo", "BridgeList",
 	"Challenge", "Command", "ConfbridgeKick", "ConfbridgeList", "ConfbridgeListRooms", "ConfbridgeMute",
 	"ConfbridgeUnmute", "CoreSettings", "CoreShowChannels", "CoreStatus", "DBDel", "DBGet", "DBPut",
@@ -106,34 +111,34 @@ var KnownActions = [...]string{
 	"UserEvent", "VoicemailUsersList",
 }
 
-// OtherAction is the action label of every name outside KnownActions,
+// otherAction is the action label of every name outside knownActions,
 // and of a request too malformed to name one.
-const OtherAction = "other"
+const otherAction = "other"
 
 // actionCodes are the reply codes counted, 200 first; a code outside
 // them is counted as the last, 503.
-var actionCodes = [...]int{200, CodeBadRequest, CodeForbidden, CodeTooLarge, CodeAMIError, CodeTimeout, CodeUnavailable}
+var actionCodes = [...]int{200, subjects.CodeBadRequest, subjects.CodeForbidden, subjects.CodeTooLarge, subjects.CodeAMIError, subjects.CodeTimeout, subjects.CodeUnavailable}
 
 var knownActionIndex = func() map[string]int {
-	m := make(map[string]int, len(KnownActions))
-	for i, a := range &KnownActions {
+	m := make(map[string]int, len(knownActions))
+	for i, a := range &knownActions {
 		m[a] = i
 	}
 	return m
 }()
 
 // actionIndex returns the row of name in the action counters: its index
-// in KnownActions, or len(KnownActions) for "other".
+// in knownActions, or len(knownActions) for "other".
 func actionIndex(name string) int {
 	if i, ok := knownActionIndex[name]; ok {
 		return i
 	}
-	for i, a := range &KnownActions { // a name spelt in another case
+	for i, a := range &knownActions { // a name spelt in another case
 		if strings.EqualFold(a, name) {
 			return i
 		}
 	}
-	return len(KnownActions)
+	return len(knownActions)
 }
 
 func codeIndex(code int) int {
@@ -152,10 +157,14 @@ type pbxStats struct {
 	lastEvent      atomic.Int64 // Unix seconds of the last event read, 0 before the first
 	jsRetries      atomic.Uint64
 	jsLatency      latencyHistogram
-	actions        [len(KnownActions) + 1][len(actionCodes)]atomic.Uint64 // [actionIndex][codeIndex]
+	actions        [len(knownActions) + 1][len(actionCodes)]atomic.Uint64 // [actionIndex][codeIndex]
 	actionLatency  latencyHistogram
 	expired        atomic.Uint64 // requests dropped past their deadline
 	repliesRefused atomic.Uint64
+	// lastPublished is the Ami-Seq of the last event published (with
+	// JetStream: acknowledged), as the event carries it. The publisher
+	// stores it before it counts the event published.
+	lastPublished atomic.Uint64
 }
 
 // eventRead records the time of an event read from AMI, filtered or not,
@@ -167,15 +176,15 @@ func (st *pbxStats) eventRead(at time.Time) {
 	}
 }
 
-// latencyHistogram counts durations into LatencyBounds with atomic adds.
+// latencyHistogram counts durations into latencyBounds with atomic adds.
 type latencyHistogram struct {
-	buckets [len(LatencyBounds) + 1]atomic.Uint64 // per bucket, not cumulative; the last is above every bound
+	buckets [len(latencyBounds) + 1]atomic.Uint64 // per bucket, not cumulative; the last is above every bound
 	sum     atomic.Int64                          // nanoseconds
 }
 
 var latencyBoundsNanos = func() []int64 {
-	out := make([]int64, len(LatencyBounds))
-	for i, s := range LatencyBounds {
+	out := make([]int64, len(latencyBounds))
+	for i, s := range latencyBounds {
 		out[i] = int64(s * float64(time.Second))
 	}
 	return out
@@ -191,7 +200,7 @@ func (h *latencyHistogram) observe(d time.Duration) {
 }
 
 func (h *latencyHistogram) snapshot() Histogram {
-	out := Histogram{Bounds: LatencyBounds[:], Counts: make([]uint64, len(LatencyBounds))}
+	out := Histogram{Bounds: slices.Clone(latencyBounds[:]), Counts: make([]uint64, len(latencyBounds))}
 	for i := range h.buckets {
 		out.Count += h.buckets[i].Load()
 		if i < len(out.Counts) {
@@ -219,11 +228,10 @@ func (st *pbxStats) snapshot(p *pbx) Stats {
 	out := Stats{
 		Server:              p.name,
 		State:               state,
-		Up:                  state == StateConnected,
+		Up:                  state == subjects.StateConnected,
 		EventsFiltered:      st.filtered.Load(),
 		EventsPublished:     p.published.Load(),
 		EventsDropped:       p.dropped.Load(),
-		LastSeq:             p.lastSeq.Load(),
 		BufferEvents:        u.pending,
 		BufferCapacity:      p.ring.maxEvents,
 		BufferBytes:         u.pendingBytes,
@@ -239,7 +247,10 @@ func (st *pbxStats) snapshot(p *pbx) Stats {
 	for _, l := range p.actions {
 		out.LoginFailures += l.loginFailures.Load()
 	}
-	out.EventsReceived = out.EventsFiltered + out.LastSeq
+	// The events numbered, by this process's own count: with HA it
+	// differs from the PBX's Ami-Seq, which goes on across takeovers.
+	out.EventsReceived = out.EventsFiltered + p.lastSeq.Load()
+	_, out.LastSeq = p.lastPublished()
 	if sec := st.lastEvent.Load(); sec != 0 {
 		out.LastEvent = time.Unix(sec, 0)
 	}
@@ -256,9 +267,9 @@ func (st *pbxStats) snapshot(p *pbx) Stats {
 		row := &st.actions[a]
 		for c := range row {
 			if n := row[c].Load(); n > 0 {
-				name := OtherAction
-				if a < len(KnownActions) {
-					name = KnownActions[a]
+				name := otherAction
+				if a < len(knownActions) {
+					name = knownActions[a]
 				}
 				out.Actions = append(out.Actions, ActionCount{Action: name, Code: actionCodes[c], Count: n})
 			}

@@ -46,7 +46,7 @@ func testStats(t *testing.T, js bool) {
 	waitStats(t, b, 0, func(s Stats) bool { return s.EventsPublished == 1 })
 
 	before := b.Stats()[0]
-	if !before.Up || before.State != StateConnected || before.BufferCapacity != 100 {
+	if !before.Up || before.State != subjects.StateConnected || before.BufferCapacity != 100 {
 		t.Fatalf("stats after connecting: %+v", before)
 	}
 	const passed, filtered = 30, 12
@@ -83,11 +83,11 @@ func testStats(t *testing.T, js bool) {
 	}
 	st = b.Stats()[0]
 	want := []ActionCount{
-		{"Events", CodeForbidden, 1},
+		{"Events", subjects.CodeForbidden, 1},
 		{"Ping", 200, 2},
-		{OtherAction, 200, 1},
-		{OtherAction, CodeBadRequest, 1},
-		{OtherAction, CodeAMIError, 1},
+		{otherAction, 200, 1},
+		{otherAction, subjects.CodeBadRequest, 1},
+		{otherAction, subjects.CodeAMIError, 1},
 	}
 	if !slices.Equal(st.Actions, want) {
 		t.Errorf("actions %+v\nwant    %+v", st.Actions, want)
@@ -102,7 +102,7 @@ func testStats(t *testing.T, js bool) {
 	// Each of pbx2's sessions counts its refused logins; the state is the
 	// event session's, which may still be connecting when the action
 	// sessions have failed twice.
-	st2 := waitStats(t, b, 1, func(s Stats) bool { return s.LoginFailures >= 2 && s.State == StateAuthFailed })
+	st2 := waitStats(t, b, 1, func(s Stats) bool { return s.LoginFailures >= 2 && s.State == subjects.StateAuthFailed })
 	if st2.Up || st2.Server != "pbx2" {
 		t.Errorf("stats of the PBX refusing the login: %+v", st2)
 	}
@@ -124,11 +124,11 @@ func TestLatencyHistogram_CumulativeBuckets(t *testing.T) {
 }
 
 func TestActionIndex_BoundedLabels(t *testing.T) {
-	for name, want := range map[string]string{"Ping": "Ping", "PING": "Ping", "originate": "Originate", "": OtherAction, "Nope": OtherAction} {
+	for name, want := range map[string]string{"Ping": "Ping", "PING": "Ping", "originate": "Originate", "": otherAction, "Nope": otherAction} {
 		i := actionIndex(name)
-		got := OtherAction
-		if i < len(KnownActions) {
-			got = KnownActions[i]
+		got := otherAction
+		if i < len(knownActions) {
+			got = knownActions[i]
 		}
 		if got != want {
 			t.Errorf("actionIndex(%q) is %q, want %q", name, got, want)
@@ -143,7 +143,7 @@ func TestActionMeter_UnknownCode(t *testing.T) {
 	m.action = "Ping"
 	m.replied(nats.Header{"Nats-Service-Error-Code": {"599"}})
 	m.replied(nil) // a later streamed part is not counted
-	if n := st.actions[actionIndex("Ping")][codeIndex(CodeUnavailable)].Load(); n != 1 {
+	if n := st.actions[actionIndex("Ping")][codeIndex(subjects.CodeUnavailable)].Load(); n != 1 {
 		t.Errorf("count %d, want 1 under 503", n)
 	}
 }
@@ -164,5 +164,17 @@ func TestStats_BufferBytesAreTheUnacknowledged(t *testing.T) {
 	st := b.Stats()[0]
 	if st.BufferEvents != 4 || st.BufferBytes != waiting {
 		t.Fatalf("%d events, %d bytes waiting; want 4, %d", st.BufferEvents, st.BufferBytes, waiting)
+	}
+}
+
+// TestStats_BoundsAreACopy: a snapshot's histogram bounds are its own, so
+// an importer that changes them changes no later snapshot's.
+func TestStats_BoundsAreACopy(t *testing.T) {
+	b, _ := idlePBX(t, ServerConfig{}, Options{})
+	st := b.Stats()[0]
+	want := st.ActionLatency.Bounds[0]
+	st.ActionLatency.Bounds[0] = 99
+	if got := b.Stats()[0].ActionLatency.Bounds[0]; got != want {
+		t.Errorf("after a caller changed a snapshot's bound, the next snapshot's is %v, want %v", got, want)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/ami-bridge/ami-bridge/amiproto/amitest"
+	"github.com/ami-bridge/ami-bridge/subjects"
 )
 
 // TestStatus_TLSVerificationHint: a PBX whose certificate the bridge cannot
@@ -29,7 +30,7 @@ func TestStatus_TLSVerificationHint(t *testing.T) {
 			tw := newWorld(t, withPBX(amitest.Config{TLS: &tls.Config{Certificates: []tls.Certificate{cert}}}),
 				withServer(func(sc *ServerConfig) { sc.TLS = tc.client }))
 			logs := tw.logs
-			st := tw.w.waitState(StateDisconnected)
+			st := tw.w.waitState(subjects.StateDisconnected)
 			for _, want := range tc.want {
 				if !strings.Contains(st.Error, want) {
 					t.Errorf("status error %q lacks %q", st.Error, want)

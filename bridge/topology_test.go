@@ -1,6 +1,7 @@
 package bridge
 
 import (
+	"github.com/ami-bridge/ami-bridge/subjects"
 	"sync/atomic"
 	"testing"
 )
@@ -11,16 +12,16 @@ import (
 func TestStatus_Topology(t *testing.T) {
 	var linked atomic.Int64
 	linked.Store(1)
-	topo := func() Topology {
-		return Topology{NATS: "leafnode", Domain: "paris", Leafnodes: &Leafnodes{Remotes: 1, Connected: int(linked.Load())}}
+	topo := func() subjects.Topology {
+		return subjects.Topology{NATS: "leafnode", Domain: "paris", Leafnodes: &subjects.Leafnodes{Remotes: 1, Connected: int(linked.Load())}}
 	}
 	tw := newWorld(t, withNATS(natsOptions{jetStream: true}), withOptions(Options{
 		JetStream: JetStreamOptions{Enabled: true},
 		Topology:  topo,
 	}))
 	b := tw.b
-	st := tw.w.waitState(StateConnected)
-	want := Topology{NATS: "leafnode", Domain: "paris", Leafnodes: &Leafnodes{Remotes: 1, Connected: 1}, Stream: DefaultStream, Replicas: DefaultReplicas}
+	st := tw.w.waitState(subjects.StateConnected)
+	want := subjects.Topology{NATS: "leafnode", Domain: "paris", Leafnodes: &subjects.Leafnodes{Remotes: 1, Connected: 1}, Stream: DefaultStream, Replicas: DefaultReplicas}
 	if st.Topology == nil || !sameTopology(*st.Topology, want) {
 		t.Fatalf("published status topology = %+v, want %+v", st.Topology, want)
 	}
@@ -30,9 +31,6 @@ func TestStatus_Topology(t *testing.T) {
 	if got := b.Status()[0].Topology; got == nil || !sameTopology(*got, want) {
 		t.Errorf("after the link dropped, status topology = %+v, want %+v", got, want)
 	}
-	if got := b.Topology(); !sameTopology(got, want) {
-		t.Errorf("Bridge.Topology() = %+v, want %+v", got, want)
-	}
 }
 
 // TestStatus_NoTopology: without Options.Topology and JetStream the status
@@ -40,15 +38,15 @@ func TestStatus_Topology(t *testing.T) {
 func TestStatus_NoTopology(t *testing.T) {
 	r := newWorld(t)
 	b := r.b
-	if st := r.w.waitState(StateConnected); st.Topology != nil {
+	if st := r.w.waitState(subjects.StateConnected); st.Topology != nil {
 		t.Errorf("status without a topology to tell has one: %+v", st.Topology)
 	}
-	if got := b.Topology(); got != (Topology{}) {
-		t.Errorf("Bridge.Topology() = %+v, want the zero Topology", got)
+	if got := b.Status()[0].Topology; got != nil {
+		t.Errorf("Bridge.Status() topology = %+v, want none", got)
 	}
 }
 
-func sameTopology(a, b Topology) bool {
+func sameTopology(a, b subjects.Topology) bool {
 	if (a.Leafnodes == nil) != (b.Leafnodes == nil) || a.Leafnodes != nil && *a.Leafnodes != *b.Leafnodes {
 		return false
 	}

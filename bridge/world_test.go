@@ -1,6 +1,7 @@
 package bridge
 
 import (
+	"github.com/ami-bridge/ami-bridge/subjects"
 	"testing"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -126,9 +127,9 @@ func (w *world) watch(server string) *statusWatch {
 
 // up waits until pbx1 is connected with every AMI session logged in at
 // the PBX, so that an event emitted next reaches the bridge.
-func (w *world) up() Status {
+func (w *world) up() subjects.PBXStatus {
 	w.t.Helper()
-	st := w.w.waitState(StateConnected)
+	st := w.w.waitState(subjects.StateConnected)
 	waitSessions(w.t, w.pbx, perPBX)
 	return st
 }

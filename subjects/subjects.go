@@ -1,5 +1,8 @@
-// Package subjects is the one place that names a NATS subject of the AMI
-// bridge. Every subject has the form
+// Package subjects names the NATS contract of ami-bridge, for the bridge
+// and its consumers alike: the subjects, the headers (headers.go), the
+// error codes and the reply's JSON (reply.go), and the status's JSON
+// (status.go). It depends on the standard library only. Every subject has
+// the form
 //
 //	<prefix>.<server>.event.<Event>   one AMI event
 //	<prefix>.<server>.action          the action endpoint of one PBX

@@ -19,7 +19,7 @@ func Example() {
 	defer srv.Close()
 
 	ctx := context.Background()
-	c, err := amiproto.Dial(ctx, srv.URL("admin", "s3cret!"), amiproto.WithEvents(false))
+	c, err := amiproto.Dial(ctx, srv.URL("admin", "s3cret!"), amiproto.WithEvents(amiproto.EventDelivery{Mask: "off"}))
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -47,7 +47,7 @@ func ExampleServer_PlayCall() {
 	defer srv.Close()
 
 	ctx := context.Background()
-	c, err := amiproto.Dial(ctx, srv.URL("admin", "s3cret!"), amiproto.WithEventMask("cdr"))
+	c, err := amiproto.Dial(ctx, srv.URL("admin", "s3cret!"), amiproto.WithEvents(amiproto.EventDelivery{Mask: "cdr"}))
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -75,7 +75,7 @@ func ExampleConfig_legacy() {
 	defer srv.Close()
 
 	ctx := context.Background()
-	c, err := amiproto.Dial(ctx, srv.URL("admin", "s3cret!"), amiproto.WithEvents(false))
+	c, err := amiproto.Dial(ctx, srv.URL("admin", "s3cret!"), amiproto.WithEvents(amiproto.EventDelivery{Mask: "off"}))
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -154,7 +154,7 @@ func demo(ctx context.Context, o demoOptions, anyHTTPPort bool, environ []string
 	defer nc.Close() // after drain, a no-op
 
 	feed := newFeed(stdout, o.summary)
-	if err := feed.subscribe(nc.Conn, config.DefaultPrefix); err != nil {
+	if err := feed.subscribe(nc.Conn, bridge.DefaultPrefix); err != nil {
 		return err
 	}
 	feed.intro(natsURL, o, profile)
@@ -269,8 +269,8 @@ func (f *feed) intro(natsURL string, o demoOptions, profile amitest.Profile) {
 	} else {
 		fmt.Fprintf(f.w, "the bridge publishes to the embedded NATS server at %s.\n\n", natsURL)
 		fmt.Fprintf(f.w, "Try from a second terminal (go install github.com/nats-io/natscli/nats@v0.5.0):\n")
-		events := subjects.ServerEvents(config.DefaultPrefix, demoServer)
-		action := subjects.Action(config.DefaultPrefix, demoServer)
+		events := subjects.ServerEvents(bridge.DefaultPrefix, demoServer)
+		action := subjects.Action(bridge.DefaultPrefix, demoServer)
 		fmt.Fprintf(f.w, "  nats %ssub '%s'\n", server, events)
 		fmt.Fprintf(f.w, "  nats %sreq %s '{\"Action\":\"Ping\"}'\n", server, action)
 		fmt.Fprintf(f.w, "  nats %sreq %s '{\"Action\":\"Command\",\"Command\":\"core show channels\"}'\n", server, action)
@@ -288,7 +288,7 @@ func (f *feed) intro(natsURL string, o demoOptions, profile amitest.Profile) {
 var eventFields = []string{"Channel", "ChannelStateDesc", "Exten", "DestChannel", "DialStatus", "Cause-txt", "Uniqueid"}
 
 func (f *feed) onEvent(m *nats.Msg) {
-	name := m.Header.Get("Ami-Event")
+	name := m.Header.Get(subjects.HeaderEvent)
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.events++
@@ -299,8 +299,8 @@ func (f *feed) onEvent(m *nats.Msg) {
 	var body map[string]json.RawMessage
 	_ = json.Unmarshal(m.Data, &body) // a bad body still gets its line
 	var b strings.Builder
-	fmt.Fprintf(&b, "%s %-6s #%-6s %-18s", feedTime(m.Header.Get("Ami-Time")),
-		m.Header.Get("Ami-Server"), m.Header.Get("Ami-Seq"), name)
+	fmt.Fprintf(&b, "%s %-6s #%-6s %-18s", feedTime(m.Header.Get(subjects.HeaderTime)),
+		m.Header.Get(subjects.HeaderServer), m.Header.Get(subjects.HeaderSeq), name)
 	for _, k := range eventFields {
 		if v, ok := firstString(body[k]); ok {
 			fmt.Fprintf(&b, " %s=%s", k, v)
@@ -310,7 +310,7 @@ func (f *feed) onEvent(m *nats.Msg) {
 }
 
 func (f *feed) onStatus(m *nats.Msg) {
-	var st bridge.Status
+	var st subjects.PBXStatus
 	if err := json.Unmarshal(m.Data, &st); err != nil {
 		return
 	}
@@ -326,7 +326,7 @@ func (f *feed) onStatus(m *nats.Msg) {
 	f.mu.Lock()
 	fmt.Fprintln(f.w, b.String())
 	f.mu.Unlock()
-	if st.State == "connected" {
+	if st.State == subjects.StateConnected {
 		f.connectedOnce.Do(func() { close(f.connected) })
 	}
 }

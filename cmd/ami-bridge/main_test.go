@@ -20,6 +20,7 @@ import (
 	"github.com/ami-bridge/ami-bridge/amiproto/amitest"
 	"github.com/ami-bridge/ami-bridge/bridge"
 	"github.com/ami-bridge/ami-bridge/cmd/ami-bridge/internal/config"
+	"github.com/ami-bridge/ami-bridge/subjects"
 )
 
 // testTimeout bounds every wait of these tests.
@@ -77,9 +78,9 @@ func (o *output) waitFor(t *testing.T, what string, match func(line string) bool
 // the queue group. One "connected" line alone may be an action session's.
 func waitSessionsUp(t *testing.T, stderr *output) {
 	t.Helper()
-	sessions := []string{bridge.RoleEvents}
+	sessions := []string{subjects.RoleEvents}
 	for i := range bridge.DefaultActionSessions {
-		sessions = append(sessions, fmt.Sprintf("%s-%d", bridge.RoleAction, i+1))
+		sessions = append(sessions, fmt.Sprintf("%s-%d", subjects.RoleAction, i+1))
 	}
 	for _, s := range sessions {
 		stderr.waitFor(t, s+" session connected", func(l string) bool {
@@ -182,22 +183,6 @@ func TestNewLogger_Console(t *testing.T) {
 	}
 }
 
-func TestServiceVersion(t *testing.T) {
-	tests := map[string]string{
-		"v1.2.3":        "1.2.3",
-		"1.2.3-rc.1":    "1.2.3-rc.1",
-		"dev":           "0.0.0-dev",
-		"v1.2.3-4-gabc": "1.2.3-4-gabc",
-		"abc123 dirty":  "0.0.0-abc123-dirty",
-		"":              "0.0.0",
-	}
-	for in, want := range tests {
-		if got := serviceVersion(in); got != want {
-			t.Errorf("serviceVersion(%q) = %q, want %q", in, got, want)
-		}
-	}
-}
-
 func TestVersionFrom(t *testing.T) {
 	vcs := func(kv ...string) []debug.BuildSetting {
 		var out []debug.BuildSetting
@@ -268,7 +253,7 @@ log:
 		t.Errorf("exit %d, want %d", code, exitUsage)
 	}
 	msg := stderr.String()
-	for _, want := range []string{"5 problems", "name must match", "invalid port", "PBX_SECRET is not set", `log.format: "xml"`, `log.level: "loud"`} {
+	for _, want := range []string{"5 problems", `name: "bad name": want`, "invalid port", "PBX_SECRET is not set", `log.format: "xml"`, `log.level: "loud"`} {
 		if !strings.Contains(msg, want) {
 			t.Errorf("stderr lacks %q:\n%s", want, msg)
 		}
@@ -659,35 +644,5 @@ func TestDemo_BadFlagsAreUsageErrors(t *testing.T) {
 		if code := mainCommand(context.Background(), args, nil, stdout, stderr); code != exitUsage {
 			t.Errorf("%v: exit %d, want %d", args, code, exitUsage)
 		}
-	}
-}
-
-// TestBridgeServers_MaxPendingRequests: servers[].max_pending_requests
-// reaches the bridge.
-func TestBridgeServers_MaxPendingRequests(t *testing.T) {
-	s := config.DefaultServer()
-	s.Name, s.MaxPendingRequests = "pbx1", 9
-	if got := bridgeServers([]config.Server{s})[0].MaxPendingRequests; got != 9 {
-		t.Errorf("MaxPendingRequests = %d, want the configured 9", got)
-	}
-}
-
-// TestBridgeServers_ActionSessions: servers[].action_sessions reaches the
-// bridge as loaded.
-func TestBridgeServers_ActionSessions(t *testing.T) {
-	s := config.DefaultServer()
-	s.Name, s.ActionSessions = "pbx1", 5
-	if got := bridgeServers([]config.Server{s})[0].ActionSessions; got != 5 {
-		t.Errorf("ActionSessions = %d, want the configured 5", got)
-	}
-}
-
-// TestBridgeServers_ReplyLimits: servers[].max_reply_entries and
-// max_reply_bytes reach the bridge as loaded.
-func TestBridgeServers_ReplyLimits(t *testing.T) {
-	s := config.DefaultServer()
-	s.Name, s.MaxReplyEntries, s.MaxReplyBytes = "pbx1", 7, 4096
-	if got := bridgeServers([]config.Server{s})[0]; got.MaxReplyEntries != 7 || got.MaxReplyBytes != 4096 {
-		t.Errorf("MaxReplyEntries %d, MaxReplyBytes %d, want the configured 7 and 4096", got.MaxReplyEntries, got.MaxReplyBytes)
 	}
 }

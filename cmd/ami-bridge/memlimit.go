@@ -1,12 +1,14 @@
 package main
 
 import (
+	"cmp"
 	"math"
 	"runtime/debug"
 	"strings"
 
 	"github.com/rs/zerolog"
 
+	"github.com/ami-bridge/ami-bridge/bridge"
 	"github.com/ami-bridge/ami-bridge/cmd/ami-bridge/internal/config"
 )
 
@@ -37,7 +39,7 @@ func autoMemoryLimit(cfg *config.Config) int64 {
 		jetStream = 32 << 20
 	)
 	servers := int64(len(cfg.Servers))
-	perPBX := int64(cfg.EventBufferBytes) + perServer
+	perPBX := int64(cmp.Or(cfg.EventBufferBytes, bridge.DefaultEventBufferBytes)) + perServer // 0 takes the bridge's default
 	limit := servers*perPBX + base
 	if cfg.NATS.URL == "" && cfg.JetStream.Enabled {
 		limit += jetStream

@@ -15,7 +15,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/rs/zerolog"
 
-	"github.com/ami-bridge/ami-bridge/bridge"
 	"github.com/ami-bridge/ami-bridge/cmd/ami-bridge/internal/config"
 	"github.com/ami-bridge/ami-bridge/subjects"
 )
@@ -97,7 +96,7 @@ func servicePermissions(prefix string, replyPrefixes []string) *server.Permissio
 		allow = append(allow, p+".>")
 	}
 	return &server.Permissions{
-		Publish:   &server.SubjectPermission{Allow: allow, Deny: []string{bridge.InboxPrefix + ".>"}},
+		Publish:   &server.SubjectPermission{Allow: allow, Deny: []string{subjects.InboxPrefix + ".>"}},
 		Subscribe: &server.SubjectPermission{Allow: []string{subjects.Action(prefix, "*"), "$SRV.>"}},
 	}
 }
@@ -318,7 +317,7 @@ func connectNATS(ctx context.Context, c config.NATS, login natsLogin, drainTimeo
 		// Its own inbox prefix: the bridge answers no request on it, so a
 		// requester cannot aim a reply at its JetStream acks or KV requests.
 		// The service connection sends no request, and takes the same.
-		nats.CustomInboxPrefix(bridge.InboxPrefix),
+		nats.CustomInboxPrefix(subjects.InboxPrefix),
 		nats.MaxReconnects(-1),
 		nats.RetryOnFailedConnect(true),
 		nats.PingInterval(natsPingInterval),

@@ -13,9 +13,9 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/rs/zerolog"
 
-	"github.com/ami-bridge/ami-bridge/bridge"
 	"github.com/ami-bridge/ami-bridge/cmd/ami-bridge/internal/config"
 	"github.com/ami-bridge/ami-bridge/internal/natstest"
+	"github.com/ami-bridge/ami-bridge/subjects"
 )
 
 // leafConfig is a site whose embedded server is a leaf node of the hub
@@ -124,10 +124,10 @@ func TestStartEmbedded_LeafnodeOfAHub(t *testing.T) {
 
 // wantTopology checks what run gives the bridge as Options.Topology for a
 // leaf node with one remote.
-func wantTopology(t *testing.T, got bridge.Topology, domain string, connected int) {
+func wantTopology(t *testing.T, got subjects.Topology, domain string, connected int) {
 	t.Helper()
 	if got.NATS != "leafnode" || got.Domain != domain || got.Leafnodes == nil ||
-		*got.Leafnodes != (bridge.Leafnodes{Remotes: 1, Connected: connected}) {
+		*got.Leafnodes != (subjects.Leafnodes{Remotes: 1, Connected: connected}) {
 		t.Errorf("topology = %+v (leafnodes %+v), want leafnode in domain %s with %d of 1 connected", got, got.Leafnodes, domain, connected)
 	}
 }
@@ -188,7 +188,7 @@ func TestEmbedded_ServiceUser(t *testing.T) {
 	if st.svc == nil || len(st.conns()) != 2 || st.conns()[0] != st.svc {
 		t.Fatal("no service connection, or not drained first")
 	}
-	refused := []string{"$KV.ami_bridge_leases.pbx1", "$JS.API.STREAM.PURGE.AMI_EVENTS", "ami.pbx1.event.Hangup", "ami.pbx1.status", bridge.InboxPrefix + ".x"}
+	refused := []string{"$KV.ami_bridge_leases.pbx1", "$JS.API.STREAM.PURGE.AMI_EVENTS", "ami.pbx1.event.Hangup", "ami.pbx1.status", subjects.InboxPrefix + ".x"}
 	allowed := []string{"_INBOX.crm.x", "crm_inbox.y"}
 	seen := make(chan *nats.Msg, 16)
 	for _, s := range append(slices.Clone(refused), allowed...) {

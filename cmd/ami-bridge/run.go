@@ -13,6 +13,7 @@ import (
 
 	"github.com/ami-bridge/ami-bridge/bridge"
 	"github.com/ami-bridge/ami-bridge/cmd/ami-bridge/internal/config"
+	"github.com/ami-bridge/ami-bridge/subjects"
 )
 
 // Exit codes.
@@ -87,7 +88,8 @@ func run(ctx context.Context, cfg *config.Config, environ []string, log zerolog.
 	if st.svc != nil {
 		opts.ServiceConn = st.svc.Conn
 	}
-	b, err := bridge.New(st.nc.Conn, bridgeServers(cfg.Servers), opts)
+	servers, _ := cfg.Bridge()
+	b, err := bridge.New(st.nc.Conn, servers, opts)
 	if err != nil {
 		st.closeConns()
 		return fmt.Errorf("bridge: %w", err)
@@ -98,7 +100,7 @@ func run(ctx context.Context, cfg *config.Config, environ []string, log zerolog.
 		st.nc.onReconnect(b.PublishStatus)
 		ops.attach(b, st.nc.Conn)
 		ready = ready.Str("nats_url", st.url).Str("prefix", cfg.NATS.Prefix).Bool("nats_service_user", cfg.NATS.Service.IsSet())
-		logTopology(ready, b.Topology()).Msg("ready")
+		logTopology(ready, b.Status()).Msg("ready")
 		<-ctx.Done()
 	})
 	if err != nil {
@@ -188,25 +190,29 @@ func topologyOf(cfg *config.Config) string {
 // topology returns the bridge's Options.Topology: the layout of cfg, the
 // embedded server's JetStream domain and, for a leaf node, how many of its
 // links to the hub are up at the time of each call.
-func (st *natsStack) topology(cfg *config.Config) func() bridge.Topology {
+func (st *natsStack) topology(cfg *config.Config) func() subjects.Topology {
 	kind, ns := topologyOf(cfg), st.ns
 	remotes := len(cfg.NATS.Embedded.Leafnodes.Remotes)
 	var domain string
 	if ns != nil {
 		domain = cfg.NATS.Embedded.Domain
 	}
-	return func() bridge.Topology {
-		t := bridge.Topology{NATS: kind, Domain: domain}
+	return func() subjects.Topology {
+		t := subjects.Topology{NATS: kind, Domain: domain}
 		if kind == "leafnode" {
-			t.Leafnodes = &bridge.Leafnodes{Remotes: remotes, Connected: ns.NumLeafNodes()}
+			t.Leafnodes = &subjects.Leafnodes{Remotes: remotes, Connected: ns.NumLeafNodes()}
 		}
 		return t
 	}
 }
 
-// logTopology adds t to a log line: the "ready" line says which layout
-// runs.
-func logTopology(ev *zerolog.Event, t bridge.Topology) *zerolog.Event {
+// logTopology adds the topology the statuses carry (the same for every
+// PBX) to a log line: the "ready" line says which layout runs.
+func logTopology(ev *zerolog.Event, sts []subjects.PBXStatus) *zerolog.Event {
+	var t subjects.Topology
+	if len(sts) > 0 && sts[0].Topology != nil {
+		t = *sts[0].Topology
+	}
 	ev = ev.Str("topology", t.NATS)
 	if t.Domain != "" {
 		ev = ev.Str("jetstream_domain", t.Domain)
@@ -316,50 +322,11 @@ func (st *natsStack) stopServer(log zerolog.Logger) {
 	}
 }
 
-func bridgeServers(servers []config.Server) []bridge.ServerConfig {
-	out := make([]bridge.ServerConfig, len(servers))
-	for i, s := range servers {
-		out[i] = bridge.ServerConfig{
-			Name:             s.Name,
-			URL:              s.Endpoint, // never holds the secret
-			Secret:           s.Secret.Reveal(),
-			Auth:             s.Auth,
-			TLS:              s.ClientTLS,
-			EventsInclude:    s.Events.Include,
-			EventsExclude:    s.Events.Exclude,
-			ActionsAllow:     s.Actions.Allow,
-			ActionsDeny:      s.Actions.Deny,
-			ActionTimeout:    s.ActionTimeout,
-			MaxActionTimeout: s.MaxActionTimeout,
-			PingInterval:     s.PingInterval,
-			ActionSessions:   s.ActionSessions,
-			MaxReplyEntries:  s.MaxReplyEntries,
-			MaxReplyBytes:    s.MaxReplyBytes,
-			ReconnectMin:     s.Reconnect.Min,
-			ReconnectMax:     s.Reconnect.Max,
-
-			MaxPendingRequests: s.MaxPendingRequests,
-		}
-	}
-	return out
-}
-
+// bridgeOptions returns the bridge's options from cfg, with what the
+// daemon sets itself.
 func bridgeOptions(cfg *config.Config, log zerolog.Logger) bridge.Options {
-	return bridge.Options{
-		Prefix:           cfg.NATS.Prefix,
-		ReplyPrefixes:    cfg.NATS.ReplyPrefixes,
-		EventBuffer:      cfg.EventBuffer,
-		EventBufferBytes: cfg.EventBufferBytes,
-		JetStream: bridge.JetStreamOptions{
-			Enabled:    cfg.JetStream.Enabled,
-			Stream:     cfg.JetStream.Stream,
-			MaxAge:     cfg.JetStream.MaxAge,
-			Duplicates: cfg.JetStream.Duplicates,
-			MaxPending: cfg.JetStream.MaxPending,
-			Replicas:   cfg.JetStream.Replicas,
-		},
-		HA:      cfg.HA.Options(),
-		Version: serviceVersion(versionString()),
-		Logger:  bridgeLogger(log),
-	}
+	_, opts := cfg.Bridge()
+	opts.Version = versionString()
+	opts.Logger = bridgeLogger(log)
+	return opts
 }

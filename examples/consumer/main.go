@@ -54,19 +54,6 @@ type config struct {
 	Count   int    // events to read
 }
 
-// reply is the body of the bridge's answer to an action.
-type reply struct {
-	Server   string            `json:"server"`
-	Response map[string]any    `json:"response"`
-	Error    *replyError       `json:"error,omitempty"`
-	Events   []json.RawMessage `json:"events,omitempty"`
-}
-
-type replyError struct {
-	Code    int    `json:"code"`
-	Message string `json:"message"`
-}
-
 // run prints cfg.Count events of the PBX, acknowledging each, then the
 // PBX's CoreStatus.
 func run(ctx context.Context, nc *nats.Conn, cfg config, out io.Writer) error {
@@ -94,7 +81,7 @@ func run(ctx context.Context, nc *nats.Conn, cfg config, out io.Writer) error {
 				return fmt.Errorf("event %s: %w", msg.Subject(), err)
 			}
 			h := msg.Headers()
-			fmt.Fprintf(out, "%s #%s %s (%d fields)\n", h.Get("Ami-Server"), h.Get("Ami-Seq"), h.Get("Ami-Event"), len(fields))
+			fmt.Fprintf(out, "%s #%s %s (%d fields)\n", h.Get(subjects.HeaderServer), h.Get(subjects.HeaderSeq), h.Get(subjects.HeaderEvent), len(fields))
 			if err := msg.Ack(); err != nil {
 				return err
 			}
@@ -112,21 +99,25 @@ func run(ctx context.Context, nc *nats.Conn, cfg config, out io.Writer) error {
 	// the action causes, such as an async OriginateResponse).
 	req := nats.NewMsg(subjects.Action(cfg.Prefix, cfg.PBX))
 	req.Data = []byte(`{"Action":"CoreStatus","ActionID":"consumer-1"}`)
-	req.Header.Set("Ami-Timeout", "5s")
+	req.Header.Set(subjects.HeaderTimeout, "5s")
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	m, err := nc.RequestMsgWithContext(ctx, req)
 	if err != nil {
 		return fmt.Errorf("CoreStatus: %w", err)
 	}
-	var r reply
+	var r subjects.Reply
 	if err := json.Unmarshal(m.Data, &r); err != nil {
 		return fmt.Errorf("CoreStatus reply: %w", err)
 	}
-	if r.Error != nil { // also in the Nats-Service-Error-Code header
+	if r.Error != nil { // also in the subjects.HeaderErrorCode header
 		return fmt.Errorf("CoreStatus: %d %s", r.Error.Code, r.Error.Message)
 	}
+	var resp map[string]any
+	if err := json.Unmarshal(r.Response, &resp); err != nil {
+		return fmt.Errorf("CoreStatus response: %w", err)
+	}
 	fmt.Fprintf(out, "%s CoreStatus: %v, ActionID %v, %v current calls\n",
-		r.Server, r.Response["Response"], r.Response["ActionID"], r.Response["CoreCurrentCalls"])
+		r.Server, resp["Response"], resp["ActionID"], resp["CoreCurrentCalls"])
 	return nil
 }

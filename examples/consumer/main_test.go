@@ -14,6 +14,7 @@ import (
 	"github.com/ami-bridge/ami-bridge/amiproto/amitest"
 	"github.com/ami-bridge/ami-bridge/bridge"
 	"github.com/ami-bridge/ami-bridge/internal/natstest"
+	"github.com/ami-bridge/ami-bridge/subjects"
 )
 
 // TestRun runs the example against an embedded NATS server with
@@ -44,7 +45,7 @@ func TestRun(t *testing.T) {
 	// The bridge has a connection of its own, with the inbox prefix New
 	// wants: it answers no request on its own inboxes, and the example's
 	// requests come on nc, as from another program.
-	bnc, err := nats.Connect(ns.ClientURL(), nats.CustomInboxPrefix(bridge.InboxPrefix))
+	bnc, err := nats.Connect(ns.ClientURL(), nats.CustomInboxPrefix(subjects.InboxPrefix))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -54,7 +54,7 @@ func TestCommand_OutputStreamsWithTheNATSCLI(t *testing.T) {
 	// What the PBX sends, read without the bridge.
 	ctx, cancel := context.WithTimeout(context.Background(), replyTimeout)
 	defer cancel()
-	c, err := amiproto.Dial(ctx, p.URL(amiUser, p.secret), amiproto.WithEvents(false))
+	c, err := amiproto.Dial(ctx, p.URL(amiUser, p.secret), amiproto.WithEvents(amiproto.EventDelivery{Mask: "off"}))
 	if err != nil {
 		t.Fatal(err)
 	}

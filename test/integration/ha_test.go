@@ -92,7 +92,7 @@ func newHARig(t *testing.T) *haRig {
 	ref := &refSession{}
 	ctx, cancel := context.WithTimeout(context.Background(), readyTimeout)
 	defer cancel()
-	c, err := amiproto.DialEndpoint(ctx, p.Endpoint(amiUser, p.secret), amiproto.WithEventFunc(ref.add))
+	c, err := amiproto.DialEndpoint(ctx, p.Endpoint(amiUser, p.secret), amiproto.WithEvents(amiproto.EventDelivery{Func: ref.add}))
 	if err != nil {
 		t.Fatalf("reference session: %v", err)
 	}

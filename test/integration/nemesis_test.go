@@ -169,7 +169,7 @@ func newNemRig(t *testing.T) *nemRig {
 	r.pbx = w.startPBX(nemPBX, amitest.Config{Profile: amitest.Asterisk22, WriteTimeout: time.Second})
 	ctx, cancel := context.WithTimeout(context.Background(), readyTimeout)
 	defer cancel()
-	c, err := amiproto.DialEndpoint(ctx, r.pbx.Endpoint(amiUser, r.pbx.secret), amiproto.WithEventFunc(r.ref.add))
+	c, err := amiproto.DialEndpoint(ctx, r.pbx.Endpoint(amiUser, r.pbx.secret), amiproto.WithEvents(amiproto.EventDelivery{Func: r.ref.add}))
 	if err != nil {
 		t.Fatalf("reference session: %v", err)
 	}

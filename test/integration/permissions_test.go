@@ -22,6 +22,7 @@ import (
 
 	"github.com/ami-bridge/ami-bridge/amiproto/amitest"
 	"github.com/ami-bridge/ami-bridge/bridge"
+	"github.com/ami-bridge/ami-bridge/subjects"
 )
 
 // permChannels is the size of the collection streamed through the
@@ -600,8 +601,8 @@ func TestPermissions_HijacksChangeNothing(t *testing.T) {
 		return err == nil && f.value("Index") == "11"
 	})
 	ackInbox := last.Reply
-	if !strings.HasPrefix(ackInbox, bridge.InboxPrefix+".") {
-		t.Fatalf("an event's reply subject is %q, want the bridge's ack inbox under %s", ackInbox, bridge.InboxPrefix)
+	if !strings.HasPrefix(ackInbox, subjects.InboxPrefix+".") {
+		t.Fatalf("an event's reply subject is %q, want the bridge's ack inbox under %s", ackInbox, subjects.InboxPrefix)
 	}
 	const forged = "ami.pbx1.event.Hangup"
 	_, stored := recipeSubjectCount(t, w, pass, forged)
@@ -713,7 +714,7 @@ const srvBarrier = "$JS.API.STREAM.DELETE.SRV_HIJACK_BARRIER"
 func srvHijack(t *testing.T, w *world, replies []string, bs ...*bridgeProc) {
 	t.Helper()
 	for _, verb := range []string{"PING", "INFO", "STATS"} {
-		for _, subject := range []string{"$SRV." + verb, "$SRV." + verb + "." + bridge.ServiceName} {
+		for _, subject := range []string{"$SRV." + verb, "$SRV." + verb + "." + subjects.ServiceName} {
 			for _, reply := range replies {
 				if err := w.nc.PublishMsg(&nats.Msg{Subject: subject, Reply: reply, Data: []byte("{}")}); err != nil {
 					t.Fatal(err)
@@ -946,7 +947,7 @@ func recipeWorld(t *testing.T, jetStream bool, change func([]*server.User)) (*wo
 // closes with the test.
 func recipeBridgeJS(t *testing.T, w *world, pass map[string]string) jetstream.JetStream {
 	t.Helper()
-	bc, err := nats.Connect(w.ns.ClientURL(), nats.UserInfo("bridge", pass["bridge"]), nats.CustomInboxPrefix(bridge.InboxPrefix))
+	bc, err := nats.Connect(w.ns.ClientURL(), nats.UserInfo("bridge", pass["bridge"]), nats.CustomInboxPrefix(subjects.InboxPrefix))
 	if err != nil {
 		t.Fatal(err)
 	}

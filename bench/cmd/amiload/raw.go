@@ -56,7 +56,7 @@ func runRaw(args []string) error {
 		// publisher does: PublishMsg copies them out before it returns.
 		evV, seqV, timeV, idV := []string{""}, []string{""}, []string{""}, []string{""}
 		msg := &nats.Msg{Header: nats.Header{
-			"Ami-Server": {server}, "Ami-Event": evV, "Ami-Seq": seqV, "Ami-Time": timeV, "Nats-Msg-Id": idV,
+			subjects.HeaderServer: {server}, subjects.HeaderEvent: evV, subjects.HeaderSeq: seqV, subjects.HeaderTime: timeV, subjects.HeaderMsgID: idV,
 		}}
 		idPrefix := server + ":" + epoch + ":"
 		start := time.Now()

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+
+	"github.com/ami-bridge/ami-bridge/subjects"
 )
 
 // subRequest is a request to the subscriber child: "report" returns the
@@ -59,8 +61,8 @@ func runSub(args []string) error {
 	rep := subReport{Servers: map[string]*serverCount{}}
 	sub, err := nc.Subscribe(*subject, func(m *nats.Msg) {
 		now := time.Now().UnixNano()
-		server := m.Header.Get("Ami-Server")
-		seq, _ := strconv.ParseUint(m.Header.Get("Ami-Seq"), 10, 64)
+		server := m.Header.Get(subjects.HeaderServer)
+		seq, _ := strconv.ParseUint(m.Header.Get(subjects.HeaderSeq), 10, 64)
 		mu.Lock()
 		defer mu.Unlock()
 		c := rep.Servers[server]

@@ -13,8 +13,6 @@ import (
 	"strings"
 
 	"github.com/ami-bridge/ami-bridge/amiproto"
-	"github.com/ami-bridge/ami-bridge/bridge"
-	"github.com/ami-bridge/ami-bridge/subjects"
 )
 
 // streamRE follows nats-server's rules for stream names, which become
@@ -25,35 +23,18 @@ var streamRE = regexp.MustCompile(`^[^.*>/\\\s]+$`)
 // and records every problem in p.
 func (c *Config) check(p *problems, lookupEnv func(string) (string, bool)) {
 	c.NATS.check(p)
-	c.JetStream.check(p)
 	c.checkHA(p)
 	c.checkTopology(p)
-	if len(c.Servers) == 0 {
-		p.add("servers: at least one PBX is required")
-	}
-	seen := make(map[string]int, len(c.Servers))
 	for i := range c.Servers {
 		s := &c.Servers[i]
-		key := fmt.Sprintf("servers[%d]", i)
-		if s.Name != "" {
-			key = fmt.Sprintf("servers[%d] (%s)", i, s.Name)
-			if j, dup := seen[s.Name]; dup {
-				p.add("%s: name is already used by servers[%d]", key, j)
-			}
-			seen[s.Name] = i
-		}
-		s.check(p, key, lookupEnv)
+		s.check(p, serverKey(i, s.Name), lookupEnv)
 	}
+	// After the servers' own checks, which read their secrets.
+	c.checkBridge(p)
 	c.Log.check(p)
 	c.HTTP.check(p)
 	if c.ShutdownTimeout <= 0 {
 		p.add("shutdown_timeout: must be positive")
-	}
-	if c.EventBuffer <= 0 {
-		p.add("event_buffer: must be positive")
-	}
-	if c.EventBufferBytes <= 0 {
-		p.add("event_buffer_bytes: must be positive")
 	}
 	c.checkMemoryLimit(p)
 }
@@ -76,15 +57,6 @@ func (n *NATS) check(p *problems) {
 			p.add("nats.tls: needs an external nats.url; the embedded server does not serve TLS")
 		}
 	}
-	if !subjects.ValidPrefix(n.Prefix) {
-		p.add("nats.prefix: %q must be dot-separated tokens of printable ASCII, without spaces, '*' or '>'", n.Prefix)
-	}
-	for i, rp := range n.ReplyPrefixes {
-		if err := bridge.CheckReplyPrefix(rp, n.Prefix, bridge.InboxPrefix); err != nil {
-			p.add("nats.reply_prefixes[%d]: %q: %v", i, rp, err)
-		}
-	}
-
 	methods := 0
 	for _, set := range []bool{n.User != "" || n.Password != "", n.Token != "", n.NkeySeedFile != "", n.CredsFile != ""} {
 		if set {
@@ -145,31 +117,7 @@ func ParseListen(hostport string) (int, error) {
 	return n, nil
 }
 
-func (j *JetStream) check(p *problems) {
-	if !streamRE.MatchString(j.Stream) {
-		p.add("jetstream.stream: %q must be non-empty, without spaces, '.', '*', '>', '/' or '\\'", j.Stream)
-	}
-	if j.MaxAge <= 0 {
-		p.add("jetstream.max_age: must be positive, the stream stays bounded")
-	}
-	if j.Duplicates <= 0 {
-		p.add("jetstream.duplicates: must be positive")
-	} else if j.MaxAge > 0 && j.Duplicates > j.MaxAge {
-		p.add("jetstream.duplicates: %s is longer than max_age %s", j.Duplicates, j.MaxAge)
-	}
-	if j.MaxPending <= 0 {
-		p.add("jetstream.max_pending: must be positive")
-	}
-}
-
 func (s *Server) check(p *problems, key string, lookupEnv func(string) (string, bool)) {
-	switch {
-	case s.Name == "":
-		p.add("%s: name is required", key)
-	case !subjects.ValidServerName(s.Name):
-		p.add("%s: name must match [A-Za-z0-9_-]+", key)
-	}
-
 	var ep amiproto.Endpoint
 	if s.URL == "" {
 		p.add("%s: url is required", key)
@@ -185,9 +133,6 @@ func (s *Server) check(p *problems, key string, lookupEnv func(string) (string, 
 	}
 
 	s.Auth = strings.ToLower(s.Auth)
-	if s.Auth != "plain" && s.Auth != "md5" {
-		p.add("%s: auth must be plain or md5", key)
-	}
 
 	if s.TLS.isSet() {
 		if s.URL != "" && ep.Addr != "" && !ep.TLS {
@@ -195,39 +140,6 @@ func (s *Server) check(p *problems, key string, lookupEnv func(string) (string, 
 		}
 		host, _, _ := net.SplitHostPort(ep.Addr)
 		s.ClientTLS = buildTLS(p, key+".tls", s.TLS, host)
-	}
-
-	checkGlobs(p, key+".events.include", s.Events.Include)
-	checkGlobs(p, key+".events.exclude", s.Events.Exclude)
-	checkGlobs(p, key+".actions.allow", s.Actions.Allow)
-	checkGlobs(p, key+".actions.deny", s.Actions.Deny)
-
-	if s.ActionTimeout <= 0 {
-		p.add("%s: action_timeout must be positive", key)
-	}
-	if s.MaxActionTimeout < s.ActionTimeout {
-		p.add("%s: max_action_timeout %s is shorter than action_timeout %s", key, s.MaxActionTimeout, s.ActionTimeout)
-	}
-	if s.PingInterval < 0 {
-		p.add("%s: ping_interval must be 0 (off) or positive", key)
-	}
-	if s.MaxReplyEntries <= 0 {
-		p.add("%s: max_reply_entries must be positive", key)
-	}
-	if s.MaxReplyBytes <= 0 {
-		p.add("%s: max_reply_bytes must be positive", key)
-	}
-	if s.Reconnect.Min <= 0 {
-		p.add("%s: reconnect.min must be positive", key)
-	}
-	if s.Reconnect.Max < s.Reconnect.Min {
-		p.add("%s: reconnect.max %s is shorter than reconnect.min %s", key, s.Reconnect.Max, s.Reconnect.Min)
-	}
-	if err := bridge.ValidateActionSessions(s.ActionSessions); err != nil {
-		p.add("%s: action_sessions %v", key, err)
-	}
-	if err := bridge.ValidateMaxPendingRequests(s.MaxPendingRequests); err != nil {
-		p.add("%s: max_pending_requests %v", key, err)
 	}
 }
 
@@ -274,16 +186,6 @@ func (s *Server) resolveSecret(p *problems, key string, fromURL Secret, lookupEn
 		p.add("%s: the secret holds a CR, LF or NUL, which AMI cannot carry", key)
 	}
 	return secret
-}
-
-// checkGlobs checks patterns with the bridge's own rules, so that what
-// passes here is what the bridge matches.
-func checkGlobs(p *problems, key string, globs []string) {
-	for i, g := range globs {
-		if err := bridge.ValidateGlob(g); err != nil {
-			p.add("%s[%d]: %v", key, i, err)
-		}
-	}
 }
 
 func checkReadable(p *problems, key, file string) {

@@ -220,33 +220,18 @@ func (u NATSURL) GoString() string { return `"` + u.String() + `"` }
 // MarshalText masks the secrets in JSON and YAML.
 func (u NATSURL) MarshalText() ([]byte, error) { return []byte(u.String()), nil }
 
-// Defaults. Those the bridge also applies are the bridge's own, so the two
-// cannot drift apart.
+// Defaults of the daemon's own keys. Those of the keys the bridge takes
+// are the bridge's (bridge.Default*), declared there only.
 const (
-	DefaultListen           = "127.0.0.1:4222"
-	DefaultPrefix           = bridge.DefaultPrefix
-	DefaultStream           = bridge.DefaultStream
-	DefaultMaxAge           = bridge.DefaultStreamMaxAge
-	DefaultDuplicates       = bridge.DefaultDuplicates
-	DefaultMaxPending       = bridge.DefaultMaxPending
-	DefaultReplicas         = bridge.DefaultReplicas
-	DefaultAuth             = "plain"
-	DefaultActionTimeout    = bridge.DefaultActionTimeout
-	DefaultMaxActionTimeout = bridge.DefaultMaxActionTimeout
-	DefaultPingInterval     = 30 * time.Second
-	DefaultReconnectMin     = bridge.DefaultReconnectMin
-	DefaultReconnectMax     = bridge.DefaultReconnectMax
-	DefaultActionSessions   = bridge.DefaultActionSessions
-	DefaultMaxReplyEntries  = bridge.DefaultMaxReplyEntries
-	DefaultMaxReplyBytes    = bridge.DefaultMaxReplyBytes
-	DefaultLogLevel         = "info"
-	DefaultLogFormat        = "auto"
+	DefaultListen       = "127.0.0.1:4222"
+	DefaultAuth         = "plain"
+	DefaultPingInterval = 30 * time.Second
+	DefaultLogLevel     = "info"
+	DefaultLogFormat    = "auto"
 	// DefaultShutdownTimeout leaves in-flight actions their default 10 s
 	// and still ends before Docker's SIGKILL (stop_grace_period 20s in
 	// docker-compose.yml).
-	DefaultShutdownTimeout  = 15 * time.Second
-	DefaultEventBuffer      = bridge.DefaultEventBuffer
-	DefaultEventBufferBytes = bridge.DefaultEventBufferBytes
+	DefaultShutdownTimeout = 15 * time.Second
 )
 
 // Default returns the configuration used where no layer sets a key.
@@ -254,40 +239,37 @@ func Default() Config {
 	return Config{
 		NATS: NATS{
 			Embedded: Embedded{Listen: DefaultListen, MaxPending: DefaultEmbeddedMaxPending},
-			Prefix:   DefaultPrefix,
+			Prefix:   bridge.DefaultPrefix,
 		},
 		JetStream: JetStream{
-			Stream:     DefaultStream,
-			MaxAge:     DefaultMaxAge,
-			Duplicates: DefaultDuplicates,
-			MaxPending: DefaultMaxPending,
-			Replicas:   DefaultReplicas,
+			Stream:     bridge.DefaultStream,
+			MaxAge:     bridge.DefaultStreamMaxAge,
+			Duplicates: bridge.DefaultDuplicates,
+			MaxPending: bridge.DefaultMaxPending,
+			Replicas:   bridge.DefaultReplicas,
 		},
 		HA:               DefaultHA(),
 		Log:              Log{Level: DefaultLogLevel, Format: DefaultLogFormat},
 		HTTP:             HTTP{Ready: DefaultHTTPReady},
 		ShutdownTimeout:  DefaultShutdownTimeout,
-		EventBuffer:      DefaultEventBuffer,
-		EventBufferBytes: DefaultEventBufferBytes,
+		EventBuffer:      bridge.DefaultEventBuffer,
+		EventBufferBytes: bridge.DefaultEventBufferBytes,
 		MemoryLimit:      DefaultMemoryLimit,
 	}
 }
-
-// DefaultMaxPendingRequests is the bridge's, as the defaults above.
-const DefaultMaxPendingRequests = bridge.DefaultMaxPendingRequests
 
 // DefaultServer returns a PBX entry with every default set; the entries of
 // servers[] are decoded over it, so a key written as 0 stays 0.
 func DefaultServer() Server {
 	return Server{
 		Auth:               DefaultAuth,
-		ActionTimeout:      DefaultActionTimeout,
-		MaxActionTimeout:   DefaultMaxActionTimeout,
+		ActionTimeout:      bridge.DefaultActionTimeout,
+		MaxActionTimeout:   bridge.DefaultMaxActionTimeout,
 		PingInterval:       DefaultPingInterval,
-		Reconnect:          Backoff{Min: DefaultReconnectMin, Max: DefaultReconnectMax},
-		ActionSessions:     DefaultActionSessions,
-		MaxReplyEntries:    DefaultMaxReplyEntries,
-		MaxReplyBytes:      DefaultMaxReplyBytes,
-		MaxPendingRequests: DefaultMaxPendingRequests,
+		Reconnect:          Backoff{Min: bridge.DefaultReconnectMin, Max: bridge.DefaultReconnectMax},
+		ActionSessions:     bridge.DefaultActionSessions,
+		MaxReplyEntries:    bridge.DefaultMaxReplyEntries,
+		MaxReplyBytes:      bridge.DefaultMaxReplyBytes,
+		MaxPendingRequests: bridge.DefaultMaxPendingRequests,
 	}
 }

@@ -229,7 +229,7 @@ func TestLoad_ServersEnvReplacesTheList(t *testing.T) {
 		t.Fatalf("servers = %d, want 2", len(cfg.Servers))
 	}
 	a, b := cfg.Servers[0], cfg.Servers[1]
-	if a.Name != "a" || a.Secret.Reveal() != "alpha" || a.ActionTimeout != DefaultActionTimeout {
+	if a.Name != "a" || a.Secret.Reveal() != "alpha" || a.ActionTimeout != bridge.DefaultActionTimeout {
 		t.Errorf("servers[0] = %+v", a)
 	}
 	if b.Name != "b" || b.Secret.Reveal() != "bravo" || b.ActionTimeout != 2*time.Second || b.Endpoint != "tls://u@h2:5039" {
@@ -244,10 +244,11 @@ nats:
   prefix: "ami.x y"
   user: bob
 jetstream:
+  enabled: true
   stream: a.b
   max_age: 1m
   duplicates: 2m
-  max_pending: 0
+  max_pending: -1
 servers:
   - name: "pbx 1"
     url: "tcp://admin:pw@host:99999"
@@ -269,14 +270,14 @@ servers:
     tls: {insecure_skip_verify: true}
     ping_interval: -1s
     max_action_timeout: 1s
-    max_reply_entries: 0
+    max_reply_entries: -1
     max_reply_bytes: -1
   - url: "host"
 log:
   level: loud
   format: xml
 shutdown_timeout: 0s
-event_buffer: 0
+event_buffer: -1
 event_buffer_bytes: -1
 bogus: 1
 `
@@ -290,27 +291,27 @@ bogus: 1
 		"servers[0]: unknown key(s): actoin_timeout",
 		"unknown key(s): bogus",
 		"nats.url nats://u:xxxxx@[bad: malformed URL",
-		`nats.prefix: "ami.x y" must be`,
+		`nats.prefix: "ami.x y": want dot-separated tokens`,
 		"nats: user and password go together",
-		`jetstream.stream: "a.b" must be`,
-		"jetstream.duplicates: 2m0s is longer than max_age 1m0s",
+		`jetstream.stream: "a.b": no`,
+		"jetstream.duplicates: 2m0s is longer than max age 1m0s",
 		"jetstream.max_pending: must be positive",
-		"servers[0] (pbx 1): name must match [A-Za-z0-9_-]+",
+		`servers[0] (pbx 1): name: "pbx 1": want [A-Za-z0-9_-]+`,
 		"servers[0] (pbx 1): url tcp://admin:xxxxx@host:99999: invalid port",
-		"servers[0] (pbx 1): auth must be plain or md5",
-		`servers[0] (pbx 1).events.include[0]: "[bad" is not a valid glob`,
-		`servers[0] (pbx 1).events.exclude[0]: "Queue[z-a]*" is not a valid glob`, // path.Match accepted it
-		"servers[0] (pbx 1).actions.deny[0]: empty pattern",
+		`servers[0] (pbx 1): auth: "sha1": want plain or md5`,
+		`servers[0] (pbx 1): events.include[0]: "[bad" is not a valid glob`,
+		`servers[0] (pbx 1): events.exclude[0]: "Queue[z-a]*" is not a valid glob`, // path.Match accepted it
+		"servers[0] (pbx 1): actions.deny[0]: empty pattern",
 		"servers[1] (pbx2): secret_env: environment variable UNSET_VAR is not set",
 		"servers[1] (pbx2).tls: cert_file and key_file go together",
-		"servers[1] (pbx2): reconnect.max 1s is shorter than reconnect.min 2s",
-		"servers[2] (pbx2): name is already used by servers[1]",
+		"servers[1] (pbx2): reconnect.max: 1s is shorter than the reconnect min 2s",
+		`servers[2] (pbx2): name: "pbx2" is already the name of servers[1]`,
 		"servers[2] (pbx2): tls is set but the url is not tls://",
-		"servers[2] (pbx2): max_action_timeout 1s is shorter than action_timeout 10s",
-		"servers[2] (pbx2): ping_interval must be 0 (off) or positive",
-		"servers[2] (pbx2): max_reply_entries must be positive",
-		"servers[2] (pbx2): max_reply_bytes must be positive",
-		"servers[3]: name is required",
+		"servers[2] (pbx2): max_action_timeout: 1s is shorter than the action timeout 10s",
+		"servers[2] (pbx2): ping_interval: must be 0 (off) or positive",
+		"servers[2] (pbx2): max_reply_entries: must be positive",
+		"servers[2] (pbx2): max_reply_bytes: must be positive",
+		"servers[3]: name: missing",
 		"servers[3]: url host: has no user",
 		"servers[3]: no secret",
 		`log.level: "loud" must be`,
@@ -625,9 +626,10 @@ func TestLoad_MaxPendingRequests(t *testing.T) {
 	if got := mustLoad(t, onePBX+"    max_pending_requests: 7\n", nil).Servers[0].MaxPendingRequests; got != 7 {
 		t.Errorf("max_pending_requests: 7 loaded as %d", got)
 	}
-	for _, n := range []int{0, -1, bridge.MaxMaxPendingRequests + 1} {
+	// 0 takes the bridge's default, as an absent key does.
+	for _, n := range []int{-1, 65536 + 1} {
 		_, err := load(t, onePBX+fmt.Sprintf("    max_pending_requests: %d\n", n), nil)
-		want := fmt.Sprintf("servers[0] (pbx1): max_pending_requests %d: want 1 to %d", n, bridge.MaxMaxPendingRequests)
+		want := fmt.Sprintf("servers[0] (pbx1): max_pending_requests: %d: want 1 to 65536", n)
 		if probs := problemsOf(t, err); !slices.Contains(probs, want) {
 			t.Errorf("max_pending_requests: %d gave problems %q, want %q", n, probs, want)
 		}
@@ -641,7 +643,7 @@ func TestLoad_ActionSessions(t *testing.T) {
 	if got := mustLoad(t, onePBX, nil).Servers[0].ActionSessions; got != bridge.DefaultActionSessions {
 		t.Errorf("absent action_sessions = %d, want the bridge's default %d", got, bridge.DefaultActionSessions)
 	}
-	for _, n := range []int{1, 4, bridge.MaxActionSessions} {
+	for _, n := range []int{1, 4, 64} {
 		cfg := mustLoad(t, onePBX+fmt.Sprintf("    action_sessions: %d\n", n), nil)
 		if got := cfg.Servers[0].ActionSessions; got != n {
 			t.Errorf("action_sessions: %d loaded as %d", n, got)
@@ -651,10 +653,10 @@ func TestLoad_ActionSessions(t *testing.T) {
 	if got := mustLoad(t, "", env).Servers[0].ActionSessions; got != 3 {
 		t.Errorf("action_sessions from AMI_BRIDGE_SERVERS = %d, want 3", got)
 	}
-	for _, n := range []int{0, -1, bridge.MaxActionSessions + 1} {
+	for _, n := range []int{-1, 64 + 1} {
 		_, err := load(t, onePBX+fmt.Sprintf("    action_sessions: %d\n", n), nil)
 		probs := problemsOf(t, err)
-		want := fmt.Sprintf("servers[0] (pbx1): action_sessions %d: want 1 to %d", n, bridge.MaxActionSessions)
+		want := fmt.Sprintf("servers[0] (pbx1): action_sessions: %d: want 1 to 64", n)
 		if !slices.Contains(probs, want) {
 			t.Errorf("action_sessions: %d gave problems %q, want %q", n, probs, want)
 		}

@@ -4,7 +4,6 @@ import (
 	"time"
 
 	"github.com/ami-bridge/ami-bridge/bridge"
-	"github.com/ami-bridge/ami-bridge/lease"
 )
 
 // HA makes several ami-bridge processes share each PBX: one publishes its
@@ -21,19 +20,12 @@ type HA struct {
 	StandbyBuffer any `koanf:"standby_buffer"`
 }
 
-// Defaults of the ha section.
-const (
-	DefaultHABucket           = bridge.DefaultHABucket
-	DefaultLeaseTTL           = bridge.DefaultLeaseTTL
-	DefaultCheckpointInterval = bridge.DefaultCheckpointInterval
-)
-
 // DefaultHA returns the ha section used where no layer sets a key.
 func DefaultHA() HA {
 	return HA{
-		Bucket:             DefaultHABucket,
-		LeaseTTL:           DefaultLeaseTTL,
-		CheckpointInterval: DefaultCheckpointInterval,
+		Bucket:             bridge.DefaultHABucket,
+		LeaseTTL:           bridge.DefaultLeaseTTL,
+		CheckpointInterval: bridge.DefaultCheckpointInterval,
 	}
 }
 
@@ -47,23 +39,12 @@ func (c *Config) checkHA(p *problems) {
 	if !h.Enabled {
 		return
 	}
-	if !c.JetStream.Enabled {
-		p.add("ha.enabled: needs jetstream.enabled: the leases and checkpoints live in a JetStream KV bucket")
-	}
-	if !streamRE.MatchString(h.Bucket) {
-		p.add("ha.bucket: %q must be non-empty, without spaces, '.', '*', '>', '/' or '\\'", h.Bucket)
-	}
+	// The bridge checks the other keys (checkBridge).
 	if c.NATS.URL == "" {
 		// Each embedded server has its own bucket, so every process would
 		// hold its own lease and publish; at a leaf site the hub would
 		// then source every event twice.
 		p.add("ha.enabled: needs nats.url: with only the embedded NATS server each bridge has its own lease bucket and every one becomes active; point every bridge of the group at the same NATS server or cluster")
-	}
-	if lease.CheckTTL(h.LeaseTTL) != nil {
-		p.add("ha.lease_ttl: %s must be whole seconds, at least 1s: the server keeps a key's TTL in whole seconds, and a fractional lease would outlive its key", h.LeaseTTL)
-	}
-	if h.CheckpointInterval <= 0 || h.CheckpointInterval > h.LeaseTTL/4 {
-		p.add("ha.checkpoint_interval: %s must be positive and at most a quarter of ha.lease_ttl", h.CheckpointInterval)
 	}
 }
 

@@ -29,11 +29,11 @@ func TestHA_Problems(t *testing.T) {
 `, nil)
 	got := strings.Join(problemsOf(t, err), "\n")
 	for _, want := range []string{
-		"ha.enabled: needs jetstream.enabled",
-		`ha.bucket: "a.b" must be`,
+		"ha.enabled: needs jetstream enabled",
+		`ha.bucket: "a.b": no`,
 		"ha.enabled: needs nats.url: with only the embedded NATS server each bridge has its own lease bucket",
-		"ha.lease_ttl: 500ms must be whole seconds, at least 1s",
-		"ha.checkpoint_interval: 1s must be positive and at most a quarter of ha.lease_ttl",
+		"ha.lease_ttl: 500ms: want whole seconds, at least 1s",
+		"ha.checkpoint_interval: 1s: want above 0 and at most a quarter of the lease ttl 500ms",
 	} {
 		if !strings.Contains(got, want) {
 			t.Errorf("problems lack %q:\n%s", want, got)
@@ -46,7 +46,7 @@ func TestHA_Problems(t *testing.T) {
 func TestHA_FractionalLeaseTTLRefused(t *testing.T) {
 	_, err := load(t, onePBX+"nats:\n  url: nats://127.0.0.1:4222\njetstream:\n  enabled: true\nha:\n  enabled: true\n  lease_ttl: 1500ms\n  checkpoint_interval: 100ms\n", nil)
 	got := problemsOf(t, err)
-	if len(got) != 1 || !strings.Contains(got[0], "ha.lease_ttl: 1.5s must be whole seconds") {
+	if len(got) != 1 || !strings.Contains(got[0], "ha.lease_ttl: 1.5s: want whole seconds") {
 		t.Fatalf("problems = %q, want only the fractional lease_ttl", got)
 	}
 }

@@ -16,6 +16,8 @@ import (
 	"github.com/knadh/koanf/v2"
 	"github.com/spf13/pflag"
 	yamlv3 "go.yaml.in/yaml/v3"
+
+	"github.com/ami-bridge/ami-bridge/bridge"
 )
 
 // EnvPrefix starts every environment variable Load reads.
@@ -55,7 +57,7 @@ func AddFlags(fs *pflag.FlagSet) {
 	fs.String("nats-url", "", "NATS server `url`s, comma-separated; empty starts the embedded server (nats.url)")
 	fs.String("nats-listen", DefaultListen, "`host:port` of the embedded NATS server; empty: in-process only (nats.embedded.listen)")
 	fs.String("store-dir", "", "JetStream storage `dir` of the embedded NATS server (nats.embedded.store_dir)")
-	fs.String("prefix", DefaultPrefix, "subject `prefix` (nats.prefix)")
+	fs.String("prefix", bridge.DefaultPrefix, "subject `prefix` (nats.prefix)")
 	fs.Bool("jetstream", false, "publish events into a JetStream stream (jetstream.enabled)")
 	fs.String("log-level", DefaultLogLevel, "log `level`: trace, debug, info, warn, error (log.level)")
 	fs.String("log-format", DefaultLogFormat, "log `format`: auto, json, console (log.format)")

@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"net/url"
 	"strings"
-
-	"github.com/ami-bridge/ami-bridge/bridge"
 )
 
 // Leafnodes makes the embedded server a leaf node: it keeps its own
@@ -46,9 +44,7 @@ const (
 func (c *Config) checkTopology(p *problems) {
 	external := c.NATS.URL != ""
 	js := c.JetStream
-	if js.Replicas < 1 || js.Replicas > bridge.MaxReplicas {
-		p.add("jetstream.replicas: %d must be 1 to %d", js.Replicas, bridge.MaxReplicas)
-	} else if js.Replicas > 1 && !external {
+	if js.Replicas > 1 && !external {
 		p.add("jetstream.replicas: %d needs a NATS cluster at nats.url; the embedded server is a single node", js.Replicas)
 	}
 

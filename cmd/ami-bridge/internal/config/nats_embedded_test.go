@@ -70,8 +70,8 @@ func TestLoad_TopologyProblems(t *testing.T) {
 	tests := []struct {
 		name, yaml, problem string
 	}{
-		{"replicas 0", "jetstream: {replicas: 0}", "jetstream.replicas: 0 must be 1 to 5"},
-		{"replicas 6", "nats: {url: nats://h}\njetstream: {replicas: 6}", "jetstream.replicas: 6 must be 1 to 5"},
+		{"replicas -1", "jetstream: {replicas: -1}", "jetstream.replicas: -1: want 1 to 5"},
+		{"replicas 6", "nats: {url: nats://h}\njetstream: {replicas: 6}", "jetstream.replicas: 6: want 1 to 5"},
 		{"replicas on the embedded server", "jetstream: {replicas: 3}", "needs a NATS cluster at nats.url"},
 		{"domain with an external server", "nats: {url: nats://h, embedded: {domain: d}}\njetstream: {enabled: true}", "nats.url must be empty"},
 		{"leafnodes with an external server", "nats: {url: nats://h, embedded: {leafnodes: {remotes: [{url: nats-leaf://hub}]}}}", "nats.url must be empty"},

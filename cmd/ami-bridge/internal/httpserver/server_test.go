@@ -16,6 +16,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/ami-bridge/ami-bridge/bridge"
+	"github.com/ami-bridge/ami-bridge/subjects"
 )
 
 // fakeBridge returns stats set by the test; while block is set, Stats
@@ -101,11 +102,11 @@ func want(t *testing.T, s *Server, path string, code int, substr string) {
 }
 
 func up(name string) bridge.Stats {
-	return bridge.Stats{Server: name, State: bridge.StateConnected, Up: true}
+	return bridge.Stats{Server: name, State: subjects.StateConnected, Up: true}
 }
 
 func down(name string) bridge.Stats {
-	return bridge.Stats{Server: name, State: bridge.StateDisconnected}
+	return bridge.Stats{Server: name, State: subjects.StateDisconnected}
 }
 
 func TestServer_BeforeAttach(t *testing.T) {

@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/ami-bridge/ami-bridge/bridge"
+	"github.com/ami-bridge/ami-bridge/subjects"
 )
 
 // Bridge is what the collector reads of the bridge: *bridge.Bridge.
@@ -33,7 +34,7 @@ type Source func() (Bridge, Conn)
 
 // SessionStates are the values of the state label of
 // ami_bridge_session_state, one gauge each.
-var SessionStates = []string{bridge.StateConnecting, bridge.StateConnected, bridge.StateDisconnected, bridge.StateAuthFailed, bridge.StateStopped}
+var SessionStates = []string{subjects.StateConnecting, subjects.StateConnected, subjects.StateDisconnected, subjects.StateAuthFailed, subjects.StateStopped}
 
 // NATSStates are the values of the state label of
 // ami_bridge_nats_connection_state.
@@ -53,7 +54,7 @@ var (
 	eventsFiltered  = desc("events_filtered_total", "Events left out by the event filter; they take no Ami-Seq.", server)
 	eventsPublished = desc("events_published_total", "Events handed to NATS (with JetStream: acknowledged).", server)
 	eventsDropped   = desc("events_dropped_total", "Events lost after the filter: the buffer was full or NATS refused them. Each leaves a gap in Ami-Seq.", server)
-	lastSeq         = desc("last_seq", "The last Ami-Seq given; it restarts at 1 with the process.", server)
+	lastSeq         = desc("last_seq", "The Ami-Seq of the last event this process published (JetStream: acknowledged), as the status's last_seq; with HA in the PBX's numbering.", server)
 	lastEventAge    = desc("seconds_since_last_event", "Seconds since the PBX's last event, or since the process started when none came yet.", server)
 	bufferEvents    = desc("buffer_events", "Events waiting in the buffer for the publisher (with JetStream: for their ack).", server)
 	bufferCapacity  = desc("buffer_capacity_events", "The event buffer's bound in events; past it events are dropped.", server)

@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 
 	"github.com/ami-bridge/ami-bridge/bridge"
+	"github.com/ami-bridge/ami-bridge/subjects"
 )
 
 type fakeBridge []bridge.Stats
@@ -27,8 +28,11 @@ func (f fakeConn) Stats() nats.Statistics {
 	return nats.Statistics{Reconnects: f.reconnects}
 }
 
+// bounds are the bridge's latency bounds as far as the tests below look.
+var bounds = []float64{0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01}
+
 func hist(counts ...uint64) bridge.Histogram {
-	h := bridge.Histogram{Bounds: bridge.LatencyBounds[:], Counts: make([]uint64, len(bridge.LatencyBounds))}
+	h := bridge.Histogram{Bounds: bounds, Counts: make([]uint64, len(bounds))}
 	for i := range h.Counts {
 		if i < len(counts) {
 			h.Count = counts[i]
@@ -43,17 +47,17 @@ func hist(counts ...uint64) bridge.Histogram {
 // family appears.
 func fullStats(now time.Time) fakeBridge {
 	return fakeBridge{{
-		Server: "pbx1", State: bridge.StateConnected, Up: true,
+		Server: "pbx1", State: subjects.StateConnected, Up: true,
 		EventsReceived: 110, EventsFiltered: 10, EventsPublished: 95, EventsDropped: 5, LastSeq: 100,
 		LastEvent:    now.Add(-3 * time.Second),
 		BufferEvents: 7, BufferCapacity: 1000, BufferBytes: 3500, BufferCapacityBytes: 1 << 20, Reconnects: 2, LoginFailures: 1,
 		JetStream: true, JSRetries: 4, JSFailures: 3, JSPublishLatency: hist(1, 2, 9),
 		HA: true, HAActive: true, Takeovers: 2, Gaps: 1,
-		Actions:           []bridge.ActionCount{{Action: "Ping", Code: 200, Count: 6}, {Action: bridge.OtherAction, Code: 403, Count: 1}},
+		Actions:           []bridge.ActionCount{{Action: "Ping", Code: 200, Count: 6}, {Action: "other", Code: 403, Count: 1}},
 		RequestsOverLimit: 8, RequestsExpired: 2, RepliesRefused: 2,
 		ActionLatency: hist(0, 0, 0, 7),
 	}, {
-		Server: "pbx2", State: bridge.StateAuthFailed, LoginFailures: 9, BufferCapacity: 1000,
+		Server: "pbx2", State: subjects.StateAuthFailed, LoginFailures: 9, BufferCapacity: 1000,
 	}}
 }
 
