@@ -883,13 +883,25 @@ func (h *haNode) releaseAfterAcks(ctx context.Context, why string) {
 	q := h.stopPublishing()
 	t := time.NewTimer(h.opts.LeaseTTL)
 	defer t.Stop()
+	// The lease is renewed while the acks come, so that it cannot expire
+	// under publishes still in flight.
+	tick := time.NewTicker(h.opts.CheckpointInterval)
+	defer tick.Stop()
 	settled := false
-	select {
-	case <-q:
-		settled = true
-	case <-t.C:
-		h.log.Warn("HA: publishes still unacknowledged at the handover; the next active sends them again")
-	case <-ctx.Done():
+wait:
+	for {
+		select {
+		case <-q:
+			settled = true
+			break wait
+		case <-tick.C:
+			h.renew(ctx)
+		case <-t.C:
+			h.log.Warn("HA: publishes still unacknowledged at the handover; the next active sends them again")
+			break wait
+		case <-ctx.Done():
+			break wait
+		}
 	}
 	h.release(context.WithoutCancel(ctx), why, settled)
 }
