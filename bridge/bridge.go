@@ -109,6 +109,11 @@ type ServerConfig struct {
 	// the running one included, default 128 (DefaultMaxPendingRequests);
 	// more are dropped, unanswered, and counted in Stats.RequestsOverLimit.
 	MaxPendingRequests int
+	// NamedActionsOnly serves actions only on the per-action subjects,
+	// <prefix>.<server>.action.<Action>, and not on the generic
+	// <prefix>.<server>.action: NATS permissions on those subjects are
+	// then the only way in.
+	NamedActionsOnly bool
 }
 
 // JetStreamOptions makes events go into a JetStream stream with acks.
