@@ -98,8 +98,7 @@ func (p *pbx) actionNames(s *actionSession) map[string]string {
 // spelled as the session's names spell it, with the body's Action
 // left out or the same.
 func (p *pbx) namedAction(s *actionSession, subject string, data []byte) (*amiproto.Message, error) {
-	generic := subjects.Action(p.ns.prefix, p.name)
-	token, named := strings.CutPrefix(subject, generic+".")
+	token, named := namedToken(subject, p.ns.prefix, p.name)
 	if !named {
 		return decodeAction(data)
 	}
@@ -111,4 +110,17 @@ func (p *pbx) namedAction(s *actionSession, subject string, data []byte) (*amipr
 		return nil, badRequestf("%s is not how PBX %s spells the action: use %s (NATS permissions are case-sensitive, so each action has one subject)", quoteShort(token), p.name, subjects.NamedAction(p.ns.prefix, p.name, name))
 	}
 	return decodeActionAs(data, name)
+}
+
+// namedToken returns the action token of subject when it is a per-action
+// subject of server, without allocating.
+func namedToken(subject, prefix, server string) (string, bool) {
+	rest, ok := strings.CutPrefix(subject, prefix)
+	for _, part := range []string{".", server, ".action."} {
+		if !ok {
+			break
+		}
+		rest, ok = strings.CutPrefix(rest, part)
+	}
+	return rest, ok
 }

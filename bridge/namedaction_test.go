@@ -207,3 +207,23 @@ func TestBuiltInActionNames_AreTheCaptures(t *testing.T) {
 		}
 	}
 }
+
+func TestNamedToken(t *testing.T) {
+	for _, tc := range []struct {
+		subject, token string
+		ok             bool
+	}{
+		{"ami.pbx1.action.Ping", "Ping", true},
+		{"ami.pbx1.action", "", false},
+		{"ami.pbx12.action.Ping", "", false},
+		{"amix.pbx1.action.Ping", "", false},
+		{"ami.pbx1.actions.Ping", "", false},
+	} {
+		if token, ok := namedToken(tc.subject, "ami", "pbx1"); token != tc.token && ok || ok != tc.ok {
+			t.Errorf("namedToken(%q) = %q, %v", tc.subject, token, ok)
+		}
+	}
+	if n := testing.AllocsPerRun(100, func() { namedToken("ami.pbx1.action.Ping", "ami", "pbx1") }); n != 0 {
+		t.Errorf("namedToken allocates %v times", n)
+	}
+}
