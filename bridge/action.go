@@ -29,9 +29,13 @@ type actionSession struct {
 	l    *link
 	c    *amiproto.Client
 	busy atomic.Bool // an action is running on c; see actionKeepalive
-	run  sync.Mutex  // held by the endpoint handlers: the generic and the per-action one take turns on c
-	// names are the spellings of the per-action subjects (actionnames.go).
-	names actionNames
+	// run is held by the endpoint handlers: the generic and the
+	// per-action one, of one instance or of two while the service is
+	// registered anew, take turns on c.
+	run sync.Mutex
+	// names are the spellings of the per-action subjects (actionnames.go),
+	// nil until read; guarded by run.
+	names map[string]string
 
 	// check carries a request for an overdue check (see overdue) from the
 	// handler to the keepalive; the channel in it is closed when the check

@@ -63,20 +63,12 @@ func listedActions(resp *amiproto.Response) map[string]string {
 	return out
 }
 
-// actionNames are the spellings a session serves on the per-action
-// subjects, read once per session.
-type actionNames struct {
-	mu    sync.Mutex // held while reading: two endpoints may serve the session at once
-	names map[string]string
-}
-
-// actionNames returns s's names: its PBX's ListCommands, read on the first call,
-// or the built-in names when that fails.
+// actionNames returns the spellings s serves on the per-action subjects:
+// its PBX's ListCommands, read on the first call, or the built-in names
+// when that fails. s.run held.
 func (p *pbx) actionNames(s *actionSession) map[string]string {
-	s.names.mu.Lock()
-	defer s.names.mu.Unlock()
-	if s.names.names != nil {
-		return s.names.names
+	if s.names != nil {
+		return s.names
 	}
 	ctx, cancel := context.WithTimeout(p.life.hard, p.cfg.ActionTimeout)
 	resp, err := s.c.ListCommands(ctx)
@@ -89,7 +81,7 @@ func (p *pbx) actionNames(s *actionSession) map[string]string {
 		s.l.log.Warn("ListCommands failed: the per-action subjects take the built-in spellings of Asterisk 22 and 13", "error", err)
 		names = builtinActionNames()
 	}
-	s.names.names = names
+	s.names = names
 	return names
 }
 
