@@ -94,12 +94,18 @@ func (p *pbx) namedAction(s *actionSession, subject string, data []byte) (*amipr
 	if !named {
 		return decodeAction(data)
 	}
-	name, ok := p.actionNames(s)[strings.ToLower(token)]
+	return decodeNamed(data, token, p.actionNames(s), p.ns.prefix, p.name)
+}
+
+// decodeNamed decodes a request on the per-action subject of token, which
+// must be spelled as names (by lower-cased name) spell it.
+func decodeNamed(data []byte, token string, names map[string]string, prefix, server string) (*amiproto.Message, error) {
+	name, ok := names[strings.ToLower(token)]
 	switch {
 	case !ok:
-		return nil, badRequestf("PBX %s lists no action %s in its ListCommands; per-action subjects are case-sensitive", p.name, quoteShort(token))
+		return nil, badRequestf("PBX %s lists no action %s in its ListCommands; per-action subjects are case-sensitive", server, quoteShort(token))
 	case name != token:
-		return nil, badRequestf("%s is not how PBX %s spells the action: use %s (NATS permissions are case-sensitive, so each action has one subject)", quoteShort(token), p.name, subjects.NamedAction(p.ns.prefix, p.name, name))
+		return nil, badRequestf("%s is not how PBX %s spells the action: use %s (NATS permissions are case-sensitive, so each action has one subject)", quoteShort(token), server, subjects.NamedAction(prefix, server, name))
 	}
 	return decodeActionAs(data, name)
 }
