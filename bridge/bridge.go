@@ -20,9 +20,10 @@
 //
 // # Action services
 //
-// Each PBX registers one micro service instance with one endpoint per
-// logged-in action session, each on the PBX's action subject in the queue
-// group subjects.QueueGroup; a session's endpoint leaves when the session drops and
+// Each PBX registers one micro service instance with two endpoints per
+// logged-in action session, on the PBX's action subject and on its
+// per-action subjects (subjects.NamedAction; see actionnames.go), in the
+// queue group subjects.QueueGroup; a session's endpoint leaves when the session drops and
 // returns when it is back (the instance is registered anew with the
 // sessions that are up), and the instance stops when
 // no session is up. A bridge whose PBX cannot serve is thus not in the queue
