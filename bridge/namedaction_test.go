@@ -227,3 +227,18 @@ func TestNamedToken(t *testing.T) {
 		t.Errorf("namedToken allocates %v times", n)
 	}
 }
+
+// TestNamedAction_OnlyWhatTheUserMayRun: ListCommands lists only the
+// actions of the AMI user's write classes (and those that need none), so
+// the per-action subject of another is a 400 that never reaches Asterisk;
+// the generic subject sends it, and Asterisk refuses it.
+func TestNamedAction_OnlyWhatTheUserMayRun(t *testing.T) {
+	r := newWorld(t, withPBX(amitest.Config{Users: map[string]amitest.User{"admin": {Secret: testSecret}}}))
+	r.w.waitAllUp()
+	m := request(t, r.cc, subjects.NamedAction("ami", "pbx1", "Ping"), "", nil)
+	if rb, _ := decodeReply(t, m); rb.Error != nil {
+		t.Fatalf("named Ping: %s", m.Data)
+	}
+	expectCode(t, request(t, r.cc, subjects.NamedAction("ami", "pbx1", "Originate"), `{"Channel":"Local/1@x","Application":"Echo"}`, nil), subjects.CodeBadRequest, "lists no action")
+	expectCode(t, request(t, r.cc, subjects.Action("ami", "pbx1"), `{"Action":"Originate","Channel":"Local/1@x","Application":"Echo"}`, nil), subjects.CodeAMIError, "Permission denied")
+}
