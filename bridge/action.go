@@ -29,6 +29,13 @@ type actionSession struct {
 	l    *link
 	c    *amiproto.Client
 	busy atomic.Bool // an action is running on c; see actionKeepalive
+	// run is held by the endpoint handlers: the generic and the
+	// per-action one, of one instance or of two while the service is
+	// registered anew, take turns on c.
+	run sync.Mutex
+	// names are the spellings of the per-action subjects (actionnames.go),
+	// nil until read; guarded by run.
+	names map[string]string
 
 	// check carries a request for an overdue check (see overdue) from the
 	// handler to the keepalive; the channel in it is closed when the check
@@ -222,7 +229,7 @@ func (p *pbx) handle(req micro.Request, s *actionSession) {
 		p.replyError(r, subjects.CodeBadRequest, err.Error(), nil, false)
 		return
 	}
-	action, err := decodeAction(req.Data())
+	action, err := p.namedAction(s, req.Subject(), req.Data())
 	if err != nil {
 		p.replyError(r, subjects.CodeBadRequest, err.Error(), nil, stream)
 		return

@@ -1,6 +1,7 @@
 package bridge
 
 import (
+	"errors"
 	"sync"
 	"time"
 
@@ -55,7 +56,7 @@ type arrivals struct {
 	order []arrivalKey // in stamp order, for eviction; order[head:] is live
 	head  int
 	seq   uint64
-	sub   *nats.Subscription // the side subscription while the service runs
+	subs  []*nats.Subscription // the side subscriptions while the service runs
 }
 
 type arrival struct {
@@ -132,39 +133,49 @@ func (a *arrivals) put(key string, e arrival, now time.Time) {
 	a.order = append(a.order, arrivalKey{key: key, seq: e.seq})
 }
 
-// listen starts the side subscription on subject unless it runs. Its
+// listen starts the side subscriptions on subjs unless they run. Their
 // owner is the action service: started when the service gets an
 // instance, ended by stop when it has none, so that with no endpoint up a
 // requester gets no responders at once rather than a timeout.
-func (a *arrivals) listen(nc *nats.Conn, subject string) error {
+func (a *arrivals) listen(nc *nats.Conn, subjs ...string) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if a.sub != nil {
+	if a.subs != nil {
 		return nil
 	}
-	sub, err := nc.Subscribe(subject, func(m *nats.Msg) { a.stamp(m.Reply, time.Now()) })
-	if err != nil {
-		return err
+	var subs []*nats.Subscription
+	for _, subject := range subjs {
+		sub, err := nc.Subscribe(subject, func(m *nats.Msg) { a.stamp(m.Reply, time.Now()) })
+		if err == nil {
+			// As many pending stamps as the store keeps: past that,
+			// stamps are dropped and those requests count as just
+			// arrived.
+			if err = sub.SetPendingLimits(a.max, -1); err != nil {
+				_ = sub.Unsubscribe()
+			}
+		}
+		if err != nil {
+			for _, s := range subs {
+				_ = s.Unsubscribe()
+			}
+			return err
+		}
+		subs = append(subs, sub)
 	}
-	// As many pending stamps as the store keeps: past that, stamps are
-	// dropped and those requests count as just arrived.
-	if err := sub.SetPendingLimits(a.max, -1); err != nil {
-		_ = sub.Unsubscribe()
-		return err
-	}
-	a.sub = sub
+	a.subs = subs
 	return nil
 }
 
-// stop ends the side subscription; the stamps stay for the requests the
+// stop ends the side subscriptions; the stamps stay for the requests the
 // endpoints still drain.
 func (a *arrivals) stop() error {
 	a.mu.Lock()
-	sub := a.sub
-	a.sub = nil
+	subs := a.subs
+	a.subs = nil
 	a.mu.Unlock()
-	if sub == nil {
-		return nil
+	var errs []error
+	for _, sub := range subs {
+		errs = append(errs, sub.Unsubscribe())
 	}
-	return sub.Unsubscribe()
+	return errors.Join(errs...)
 }

@@ -246,16 +246,28 @@ func cpuTime(b *testing.B) time.Duration {
 
 // BenchmarkActionRoundTrip measures a Ping from a NATS requester through
 // the bridge to an AMI PBX and back, with 1 and 16 requesters at once,
-// and reports the latency percentiles.
+// and reports the latency percentiles; on the generic subject, and on
+// the per-action one (named-).
 func BenchmarkActionRoundTrip(b *testing.B) {
-	for _, conc := range []int{1, 16} {
-		b.Run(map[int]string{1: "requesters=1", 16: "requesters=16"}[conc], func(b *testing.B) {
+	for _, tc := range []struct {
+		name          string
+		conc          int
+		subject, body string
+	}{
+		{"requesters=1", 1, subjects.Action("ami", "pbx1"), `{"Action":"Ping"}`},
+		{"requesters=16", 16, subjects.Action("ami", "pbx1"), `{"Action":"Ping"}`},
+		{"named-requesters=1", 1, subjects.NamedAction("ami", "pbx1", "Ping"), ``},
+		{"named-requesters=16", 16, subjects.NamedAction("ami", "pbx1", "Ping"), ``},
+	} {
+		conc := tc.conc
+		b.Run(tc.name, func(b *testing.B) {
+			b.ReportAllocs()
 			tw := newWorld(b)
 			tw.w.waitState(subjects.StateConnected)
 			cc := tw.cc
 
-			subject := subjects.Action("ami", "pbx1")
-			body := []byte(`{"Action":"Ping"}`)
+			subject := tc.subject
+			body := []byte(tc.body)
 			lat := make([][]time.Duration, conc)
 			var next atomic.Int64
 			var wg sync.WaitGroup

@@ -20,9 +20,10 @@
 //
 // # Action services
 //
-// Each PBX registers one micro service instance with one endpoint per
-// logged-in action session, each on the PBX's action subject in the queue
-// group subjects.QueueGroup; a session's endpoint leaves when the session drops and
+// Each PBX registers one micro service instance with two endpoints per
+// logged-in action session, on the PBX's action subject and on its
+// per-action subjects (subjects.NamedAction; see actionnames.go), in the
+// queue group subjects.QueueGroup; a session's endpoint leaves when the session drops and
 // returns when it is back (the instance is registered anew with the
 // sessions that are up), and the instance stops when
 // no session is up. A bridge whose PBX cannot serve is thus not in the queue
@@ -109,6 +110,11 @@ type ServerConfig struct {
 	// the running one included, default 128 (DefaultMaxPendingRequests);
 	// more are dropped, unanswered, and counted in Stats.RequestsOverLimit.
 	MaxPendingRequests int
+	// NamedActionsOnly serves actions only on the per-action subjects,
+	// <prefix>.<server>.action.<Action>, and not on the generic
+	// <prefix>.<server>.action: NATS permissions on those subjects are
+	// then the only way in.
+	NamedActionsOnly bool
 }
 
 // JetStreamOptions makes events go into a JetStream stream with acks.

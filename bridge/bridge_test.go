@@ -525,16 +525,20 @@ func TestBridge_MicroService(t *testing.T) {
 	tw.watch("pbx2").waitAllUp()
 	cc := tw.cc
 
-	// One service instance per PBX, with an endpoint per logged-in action
-	// session.
+	// One service instance per PBX, with two endpoints per logged-in
+	// action session: the generic subject and the per-action ones.
 	perServer := map[string]int{}
 	for _, info := range serviceInfos(t, cc, 2) {
 		name := info.Metadata["server"]
-		if info.Name != subjects.ServiceName || info.Version != "1.2.3" || info.Metadata["servers"] != "pbx1,pbx2" || len(info.Endpoints) != DefaultActionSessions {
+		if info.Name != subjects.ServiceName || info.Version != "1.2.3" || info.Metadata["servers"] != "pbx1,pbx2" || len(info.Endpoints) != 2*DefaultActionSessions {
 			t.Fatalf("service info %+v", info)
 		}
-		for _, ep := range info.Endpoints {
-			if ep.Name != name || ep.Subject != subjects.Action("ami", name) || ep.QueueGroup != subjects.QueueGroup || ep.Metadata["server"] != name {
+		for i, ep := range info.Endpoints {
+			wantName, wantSubject := name, subjects.Action("ami", name)
+			if i%2 == 1 {
+				wantName, wantSubject = name+"-by-action", subjects.NamedActions("ami", name)
+			}
+			if ep.Name != wantName || ep.Subject != wantSubject || ep.QueueGroup != subjects.QueueGroup || ep.Metadata["server"] != name {
 				t.Errorf("endpoint %+v", ep)
 			}
 		}
@@ -556,8 +560,8 @@ func TestBridge_DroppedActionSessionLeavesTheService(t *testing.T) {
 	}))
 	tw.w.waitAllUp()
 	cc, pbx := tw.cc, tw.pbx
-	if n := len(serviceInfos(t, cc, 1)[0].Endpoints); n != 2 {
-		t.Fatalf("%d endpoints with 2 sessions up", n)
+	if n := len(serviceInfos(t, cc, 1)[0].Endpoints); n != 2*2 {
+		t.Fatalf("%d endpoints with 2 sessions up, want 2 each", n)
 	}
 
 	// The session that runs this CoreStatus is cut in its answer.
@@ -576,7 +580,7 @@ func TestBridge_DroppedActionSessionLeavesTheService(t *testing.T) {
 			if err := json.Unmarshal(m.Data, &info); err != nil {
 				t.Fatal(err)
 			}
-			if len(info.Endpoints) == 1 {
+			if len(info.Endpoints) == 2 { // the generic and the per-action one of the session up
 				break
 			}
 		} else if !errors.Is(err, nats.ErrNoResponders) {

@@ -342,8 +342,15 @@ func contractEvents(t *testing.T, ct *contract) {
 // or with Ami-Stream: true all up to the empty terminator. Each is checked.
 func (ct *contract) exchange(t *testing.T, nc *nats.Conn, server, body string, hdr nats.Header) []*nats.Msg {
 	t.Helper()
+	return ct.exchangeOn(t, nc, subjects.Action("ami", server), "ActionRequest", body, hdr)
+}
+
+// exchangeOn is exchange on subject, whose request is the document's
+// message request.
+func (ct *contract) exchangeOn(t *testing.T, nc *nats.Conn, subject, request, body string, hdr nats.Header) []*nats.Msg {
+	t.Helper()
 	if json.Valid([]byte(body)) { // not the 400 for a body that is not JSON
-		ct.check(t, "ActionRequest", hdr, []byte(body), false)
+		ct.check(t, request, hdr, []byte(body), false)
 	}
 	inbox := nats.NewInbox()
 	sub, err := nc.SubscribeSync(inbox)
@@ -351,7 +358,7 @@ func (ct *contract) exchange(t *testing.T, nc *nats.Conn, server, body string, h
 		t.Fatal(err)
 	}
 	defer sub.Unsubscribe()
-	if err := nc.PublishMsg(&nats.Msg{Subject: subjects.Action("ami", server), Reply: inbox, Header: hdr, Data: []byte(body)}); err != nil {
+	if err := nc.PublishMsg(&nats.Msg{Subject: subject, Reply: inbox, Header: hdr, Data: []byte(body)}); err != nil {
 		t.Fatal(err)
 	}
 	stream := hdr.Get(subjects.HeaderStream) == "true"
@@ -400,6 +407,9 @@ func contractReplies(t *testing.T, ct *contract) {
 		{"413 streamed", "small", `{"Action":"CoreShowChannels"}`, streamed, []string{"", "", "", "413", "end"}, "server response"},
 		{"422", "pbx1", `{"Action":"NoSuchAction"}`, nil, []string{"422"}, "server error response"},
 		{"422 command", "pbx1", `{"Action":"Command","Command":"core show nothing"}`, nil, []string{"422"}, "server error response output"},
+		{"named", "pbx1.action.Ping", `{"ActionID":"mine"}`, nil, []string{""}, "server response"},
+		{"named streamed", "pbx1.action.CoreShowChannels", `{"Action":"CoreShowChannels"}`, streamed, []string{"", "", "", "", "", "end"}, "server response"},
+		{"named 400", "pbx1.action.ping", `{}`, nil, []string{"400"}, "server error"},
 		{"504", "pbx1", `{"Action":"Getvar","Variable":"X"}`, nats.Header{subjects.HeaderTimeout: {"200ms"}}, []string{"504"}, "server error"},
 		{"503", "pbx1", `{"Action":"CoreStatus"}`, nil, []string{"503"}, "server error"},
 	}
@@ -412,7 +422,12 @@ func contractReplies(t *testing.T, ct *contract) {
 			waitStatus(t, b, allUp) // the session stuck by the 504 was replaced
 			r.pbx.DropDuring("CoreStatus")
 		}
-		msgs := ct.exchange(t, r.cc, tc.server, tc.body, tc.hdr)
+		var msgs []*nats.Msg
+		if server, action, named := strings.Cut(tc.server, ".action."); named { // a per-action subject
+			msgs = ct.exchangeOn(t, r.cc, subjects.NamedAction("ami", server, action), "NamedActionRequest", tc.body, tc.hdr)
+		} else {
+			msgs = ct.exchange(t, r.cc, tc.server, tc.body, tc.hdr)
+		}
 		var got []string
 		for _, m := range msgs {
 			if len(m.Data) == 0 {

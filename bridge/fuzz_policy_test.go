@@ -167,3 +167,35 @@ func TestParseAsterisk(t *testing.T) {
 		t.Errorf("a key that is not Action read as one: %q", got)
 	}
 }
+
+// FuzzNamedAction feeds requests through decodeNamed, as on the subject
+// ami.pbx1.action.<token>, and reads the wire bytes as Asterisk would:
+// what runs is the token's action, and the token is its one spelling, so
+// a NATS permission on that subject covers every way to run it.
+func FuzzNamedAction(f *testing.F) {
+	f.Add("Originate", []byte(`{"Channel":"Local/1@x"}`))
+	f.Add("originate", []byte(``))
+	f.Add("Ping", []byte(`{"Action":"Originate"}`))
+	f.Add("Ping", []byte(`{"action":" Ping"}`))
+	names := builtinActionNames()
+	f.Fuzz(func(t *testing.T, token string, body []byte) {
+		m, err := decodeNamed(body, token, names, "ami", "pbx1")
+		if err != nil {
+			return
+		}
+		if names[strings.ToLower(token)] != token {
+			t.Fatalf("token %q accepted, not the one spelling %q", token, names[strings.ToLower(token)])
+		}
+		wire, err := amiproto.AppendMessage(nil, m)
+		if err != nil {
+			t.Fatalf("decodeNamed(%q, %q) gave an action the writer refuses: %v", token, body, err)
+		}
+		msgs, ok := parseAsterisk(wire)
+		if len(msgs) != 1 {
+			t.Fatalf("decodeNamed(%q, %q) writes %d messages:\n%q", token, body, len(msgs), wire)
+		}
+		if ran := msgs[0].header("Action", true); ok[0] && !strings.EqualFold(ran, token) {
+			t.Fatalf("subject token %q, Asterisk runs %q, from %q", token, ran, body)
+		}
+	})
+}

@@ -84,20 +84,32 @@ func TestBridge_StuckActionSessionIsReplacedWhileRequestsKeepComing(t *testing.T
 }
 
 // A request that waited behind a held action until its requester gave up
-// is never sent to Asterisk.
+// is never sent to Asterisk: on the generic subject, and on a per-action
+// one, whose endpoint takes turns with the generic one on the session.
 func TestBridge_RequestPastItsDeadlineIsNotSent(t *testing.T) {
+	for _, tc := range []struct{ name, subject, late string }{
+		{"Generic", subjects.Action("ami", "pbx1"), `{"Action":"UserEvent","UserEvent":"too-late"}`},
+		{"PerAction", subjects.NamedAction("ami", "pbx1", "UserEvent"), `{"UserEvent":"too-late"}`},
+	} {
+		t.Run(tc.name, func(t *testing.T) { requestPastItsDeadline(t, tc.subject, tc.late) })
+	}
+}
+
+func requestPastItsDeadline(t *testing.T, subject, late string) {
 	r := newWorld(t, withPBX(amitest.Config{RecordReceived: true}), withServiceConn(),
 		withServer(func(sc *ServerConfig) { sc.ActionSessions = 1 })) // so that the late request queues behind the held one
 	cc, pbx, w, b := r.cc, r.pbx, r.w, r.b
 	w.waitAllUp()
+	// The session has read its ListCommands, so a named request does not
+	// wait behind Hold for that.
+	request(t, cc, subjects.NamedAction("ami", "pbx1", "Ping"), "", nil)
 	answer, release := holdAction(t)
 	held := heldRequest(t, cc, pbx, "Hold", answer)
 
-	const late = `{"Action":"UserEvent","UserEvent":"too-late"}`
 	// The requester waits a little longer than its Ami-Timeout, so that
 	// the deadline has surely passed in the bridge too (its arrival stamp
 	// may lag the publish by a scheduling delay).
-	_, err := cc.RequestMsg(&nats.Msg{Subject: subjects.Action("ami", "pbx1"), Data: []byte(late),
+	_, err := cc.RequestMsg(&nats.Msg{Subject: subject, Data: []byte(late),
 		Header: nats.Header{subjects.HeaderTimeout: {"100ms"}}}, 300*time.Millisecond)
 	if !errors.Is(err, nats.ErrTimeout) {
 		t.Fatalf("request behind the held action: %v, want the requester's timeout", err)

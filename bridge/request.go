@@ -41,8 +41,16 @@ func badRequestf(format string, args ...any) error {
 // the policy and Asterisk see the same name. Anything else (not an object, trailing data, arrays or objects
 // nested deeper, CR, LF or NUL anywhere, a key with ':' or whitespace) is
 // a *badRequest.
-func decodeAction(data []byte) (*amiproto.Message, error) {
+func decodeAction(data []byte) (*amiproto.Message, error) { return decodeActionAs(data, "") }
+
+// decodeActionAs is decodeAction for a request on the per-action subject
+// of named: the body may be empty or leave Action out, and an Action it
+// gives must be named exactly.
+func decodeActionAs(data []byte, named string) (*amiproto.Message, error) {
 	if len(bytes.TrimSpace(data)) == 0 {
+		if named != "" {
+			return amiproto.NewAction(named), nil
+		}
 		return nil, badRequestf("empty request: send a JSON object with an Action")
 	}
 	dec := json.NewDecoder(bytes.NewReader(data))
@@ -67,6 +75,9 @@ func decodeAction(data []byte) (*amiproto.Message, error) {
 			if err != nil {
 				return nil, err
 			}
+			if named != "" && name != named {
+				return nil, badRequestf("the body's Action %s differs from the subject's %s", quoteShort(name), named)
+			}
 			fs[0] = amiproto.Field{Key: "Action", Value: name}
 			haveAction = true
 			continue
@@ -81,7 +92,9 @@ func decodeAction(data []byte) (*amiproto.Message, error) {
 	if _, err := dec.Token(); err != io.EOF {
 		return nil, badRequestf("request is not JSON: data after the object")
 	}
-	if !haveAction {
+	if !haveAction && named != "" {
+		fs[0] = amiproto.Field{Key: "Action", Value: named}
+	} else if !haveAction {
 		return nil, badRequestf("request has no Action")
 	}
 	m := amiproto.NewMessage(fs...)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"slices"
 	"sync"
 	"time"
 
@@ -14,7 +15,8 @@ import (
 )
 
 // actionService is a PBX's micro service instance: one endpoint, in the
-// queue group, per logged-in action session. One instance per PBX, rather
+// queue group, per logged-in action session (two with the per-action
+// subjects; see addEndpoint). One instance per PBX, rather
 // than one per session, because each instance costs nine $SRV
 // subscriptions, each with its own nats.go goroutine, on the bridge and in
 // the server: about a third of an idle PBX's memory per instance.
@@ -109,7 +111,7 @@ func (s *actionService) listenArrivals() error {
 	if !ns.stampsArrivals() {
 		return nil
 	}
-	return s.arrivals.listen(ns.nc, subjects.Action(ns.prefix, s.p.name))
+	return s.arrivals.listen(ns.nc, s.endpointSubjects()...)
 }
 
 // arrival is when the request with reply subject reply reached the
@@ -169,21 +171,50 @@ func (s *actionService) register() (micro.Service, error) {
 	return svc, nil
 }
 
-// addEndpoint adds the endpoint that runs requests on ep's session.
+// addEndpoint adds the endpoints that run requests on ep's session: the
+// generic one, <server> on <prefix>.<server>.action (unless
+// NamedActionsOnly), and <server>-by-action on <prefix>.<server>.action.*,
+// one subscription for every per-action subject. They take turns on the
+// session, as Asterisk runs its actions one at a time anyway.
 func (s *actionService) addEndpoint(svc micro.Service, ep *actionSession) error {
 	p := s.p
-	err := svc.AddEndpoint(p.name, micro.HandlerFunc(func(req micro.Request) {
+	handler := micro.HandlerFunc(func(req micro.Request) {
+		ep.run.Lock()
+		defer ep.run.Unlock()
 		ep.busy.Store(true)
 		defer ep.busy.Store(false)
 		p.handle(req, ep)
-	}),
-		micro.WithEndpointSubject(subjects.Action(p.ns.prefix, p.name)),
-		micro.WithEndpointMetadata(map[string]string{"server": p.name}),
-		micro.WithEndpointPendingLimits(p.cfg.MaxPendingRequests, p.cfg.MaxPendingRequests*maxRequestBytes))
+	})
+	limits := micro.WithEndpointPendingLimits(p.cfg.MaxPendingRequests, p.cfg.MaxPendingRequests*maxRequestBytes)
+	if !p.cfg.NamedActionsOnly {
+		err := svc.AddEndpoint(p.name, handler,
+			micro.WithEndpointSubject(subjects.Action(p.ns.prefix, p.name)),
+			micro.WithEndpointMetadata(map[string]string{"server": p.name}),
+			limits)
+		if err != nil {
+			return fmt.Errorf("add endpoint: %w", err)
+		}
+	}
+	err := svc.AddEndpoint(p.name+namedEndpointSuffix, handler,
+		micro.WithEndpointSubject(subjects.NamedActions(p.ns.prefix, p.name)),
+		micro.WithEndpointMetadata(map[string]string{"server": p.name, "actions": "one subject per action, spelled as the PBX's ListCommands spells it"}),
+		limits)
 	if err != nil {
-		return fmt.Errorf("add endpoint: %w", err)
+		return fmt.Errorf("add per-action endpoint: %w", err)
 	}
 	return nil
+}
+
+// namedEndpointSuffix ends the name of a session's per-action endpoint.
+const namedEndpointSuffix = "-by-action"
+
+// endpointSubjects are the subjects of the PBX's endpoints.
+func (s *actionService) endpointSubjects() []string {
+	named := subjects.NamedActions(s.p.ns.prefix, s.p.name)
+	if s.p.cfg.NamedActionsOnly {
+		return []string{named}
+	}
+	return []string{subjects.Action(s.p.ns.prefix, s.p.name), named}
 }
 
 // maxRequestBytes is the room an endpoint's queue keeps per pending
@@ -194,7 +225,7 @@ const maxRequestBytes = 128 << 10
 // its pending limit. nats.go reports a subscription once per run of drops,
 // so the count is read from the subscription (see dropped).
 func (s *actionService) slowConsumer(sub *nats.Subscription) {
-	if sub.Subject != subjects.Action(s.p.ns.prefix, s.p.name) || sub.Queue != subjects.QueueGroup {
+	if !slices.Contains(s.endpointSubjects(), sub.Subject) || sub.Queue != subjects.QueueGroup {
 		return
 	}
 	s.dropMu.Lock()

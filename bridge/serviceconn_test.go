@@ -26,11 +26,11 @@ func twoUsersNATS(t *testing.T) *server.Server {
 	users := []*server.User{
 		{Username: "main", Password: "main-pass", Permissions: &server.Permissions{
 			Publish:   &server.SubjectPermission{Allow: []string{"ami.*.event.>", "ami.*.status"}},
-			Subscribe: &server.SubjectPermission{Allow: []string{"_INBOX.main.>", "ami.*.action"}},
+			Subscribe: &server.SubjectPermission{Allow: []string{"_INBOX.main.>", "ami.*.action", "ami.*.action.*"}},
 		}},
 		{Username: "svc", Password: "svc-pass", Permissions: &server.Permissions{
 			Publish:   &server.SubjectPermission{Allow: []string{"_INBOX.>"}, Deny: []string{"_INBOX.main.>"}},
-			Subscribe: &server.SubjectPermission{Allow: []string{"ami.*.action", "$SRV.>"}},
+			Subscribe: &server.SubjectPermission{Allow: []string{"ami.*.action", "ami.*.action.*", "$SRV.>"}},
 		}},
 		{Username: "client", Password: "client-pass"},
 	}

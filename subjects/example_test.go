@@ -21,3 +21,11 @@ func ExampleUnescapeToken() {
 	fmt.Println(name, err)
 	// Output: My.Event <nil>
 }
+
+func ExampleNamedAction() {
+	fmt.Println(subjects.NamedAction("ami", "pbx1", "Originate"))
+	fmt.Println(subjects.NamedActions("ami", "*"))
+	// Output:
+	// ami.pbx1.action.Originate
+	// ami.*.action.*
+}

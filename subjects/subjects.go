@@ -6,6 +6,7 @@
 //
 //	<prefix>.<server>.event.<Event>   one AMI event
 //	<prefix>.<server>.action          the action endpoint of one PBX
+//	<prefix>.<server>.action.<Action> the endpoint of one action of one PBX
 //	<prefix>.<server>.status          the status of one PBX
 //
 // NATS gives '.', '*', '>' and whitespace a meaning inside a subject, and
@@ -85,6 +86,21 @@ func AllEvents(prefix string) string {
 // <prefix>.<server>.action.
 func Action(prefix, server string) string {
 	return prefix + "." + server + "." + actionToken
+}
+
+// NamedAction returns the subject of one action of server:
+// <prefix>.<server>.action.<Action>, the name escaped as an event's is.
+// The bridge serves an action there under one spelling only, the one
+// Asterisk's ListCommands gives, so that a NATS permission on it cannot
+// be passed by another case.
+func NamedAction(prefix, server, action string) string {
+	return Action(prefix, server) + "." + EscapeToken(action)
+}
+
+// NamedActions returns the subject that matches every NamedAction of
+// server: <prefix>.<server>.action.*; server may be "*".
+func NamedActions(prefix, server string) string {
+	return Action(prefix, server) + ".*"
 }
 
 // Status returns the subject of server's status: <prefix>.<server>.status.

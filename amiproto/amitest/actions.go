@@ -493,10 +493,16 @@ func serveUserEvent(w *ResponseWriter, r *Request) {
 	w.ss.srv.broadcastOne(append(ev, '\r', '\n'), classUser)
 }
 
+// serveListCommands lists the actions the user may run, as Asterisk's
+// action_listcommands does: those of its write classes, and those that
+// need none.
 func serveListCommands(w *ResponseWriter, _ *Request) {
 	w.buf = appendField(w.buf, "Response", "Success")
 	w.appendActionID()
 	for line := range strings.Lines(w.ss.srv.cli.listCommands) {
+		if !w.ss.userWrite && !strings.Contains(line, "(Priv: <none>)") {
+			continue
+		}
 		w.buf = append(w.buf, strings.TrimSuffix(line, "\n")...)
 		w.buf = append(w.buf, '\r', '\n')
 	}

@@ -804,3 +804,27 @@ func TestGetConfig_ManagerConfHoldsTheUsersSecrets(t *testing.T) {
 		}
 	}
 }
+
+// TestListCommands_OnlyWhatTheUserMayRun: as Asterisk's
+// action_listcommands, a user without write classes sees only the
+// actions that need none; one with them sees every action.
+func TestListCommands_OnlyWhatTheUserMayRun(t *testing.T) {
+	srv := start(t, amitest.Config{})
+	for _, tc := range []struct {
+		user, secret string
+		originate    bool
+	}{{"admin", "s3cret!", true}, {"readonly", "ro", false}} {
+		c := dial(t, srv.Addr())
+		c.login(tc.user, tc.secret, "off")
+		c.send("ListCommands", "ActionID", "l")
+		m := c.readResponse()
+		if m.Get("Ping") == "" || m.Has("Originate") != tc.originate {
+			t.Errorf("%s: Ping %q, Originate listed %v, want %v", tc.user, m.Get("Ping"), m.Has("Originate"), tc.originate)
+		}
+		for _, f := range m.Fields() {
+			if f.Key != "Response" && f.Key != "ActionID" && !tc.originate && !strings.Contains(f.Value, "(Priv: <none>)") {
+				t.Errorf("%s: %s listed: %s", tc.user, f.Key, f.Value)
+			}
+		}
+	}
+}

@@ -97,7 +97,7 @@ func servicePermissions(prefix string, replyPrefixes []string) *server.Permissio
 	}
 	return &server.Permissions{
 		Publish:   &server.SubjectPermission{Allow: allow, Deny: []string{subjects.InboxPrefix + ".>"}},
-		Subscribe: &server.SubjectPermission{Allow: []string{subjects.Action(prefix, "*"), "$SRV.>"}},
+		Subscribe: &server.SubjectPermission{Allow: []string{subjects.Action(prefix, "*"), subjects.NamedActions(prefix, "*"), "$SRV.>"}},
 	}
 }
 

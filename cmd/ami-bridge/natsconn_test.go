@@ -199,7 +199,7 @@ func TestEmbedded_ServiceUser(t *testing.T) {
 	if err := st.nc.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	for _, s := range []string{"ami.*.action", "$SRV.>"} {
+	for _, s := range []string{"ami.*.action", "ami.*.action.*", "$SRV.>"} {
 		if _, err := st.svc.SubscribeSync(s); err != nil {
 			t.Fatal(err)
 		}

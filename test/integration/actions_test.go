@@ -99,8 +99,11 @@ func TestActions_ReplyShapes(t *testing.T) {
 			if n := got["ami."+server+".action"]; n != bridge.DefaultActionSessions {
 				t.Errorf("ami.%s.action: %d endpoints, want %d", server, n, bridge.DefaultActionSessions)
 			}
+			if n := got["ami."+server+".action.*"]; n != bridge.DefaultActionSessions {
+				t.Errorf("ami.%s.action.*: %d endpoints, want %d", server, n, bridge.DefaultActionSessions)
+			}
 		}
-		if n := got["ami.down.action"]; n != 0 {
+		if n := got["ami.down.action"] + got["ami.down.action.*"]; n != 0 {
 			t.Errorf("the down PBX has %d endpoints in the queue group", n)
 		}
 	})

@@ -208,10 +208,27 @@ func TestNATSCLI(t *testing.T) {
 
 	t.Run("MicroInfo", func(t *testing.T) {
 		out := c.run(t, "micro", "info", "ami-bridge")
-		for _, want := range []string{"ami-bridge", "ami.cli.action", "Queue Group: ami-bridge"} {
+		for _, want := range []string{"ami-bridge", "Queue Group: ami-bridge"} {
 			if !strings.Contains(out, want) {
 				t.Errorf("nats micro info lacks %q:\n%s", want, out)
 			}
+		}
+		// Per action session, the generic endpoint and the per-action one.
+		for _, re := range []string{`Name: cli\s+Subject: ami\.cli\.action\s`, `Name: cli-by-action\s+Subject: ami\.cli\.action\.\*\s`} {
+			if n := len(regexp.MustCompile(re).FindAllString(out, -1)); n != 2 {
+				t.Errorf("nats micro info shows %d endpoints matching %s, want one per action session:\n%s", n, re, out)
+			}
+		}
+	})
+
+	t.Run("ReqPerAction", func(t *testing.T) {
+		out := c.run(t, "req", "ami.cli.action.Ping", "")
+		if lines := jsonLines(out); len(lines) != 1 || !strings.Contains(lines[0], `"Ping":"Pong"`) {
+			t.Errorf("nats req ami.cli.action.Ping '': %s", out)
+		}
+		out = c.run(t, "req", "ami.cli.action.ping", "")
+		if !strings.Contains(out, `"code":400`) || !strings.Contains(out, "ami.cli.action.Ping") {
+			t.Errorf("nats req ami.cli.action.ping '': want a 400 naming ami.cli.action.Ping: %s", out)
 		}
 	})
 

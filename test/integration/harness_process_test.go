@@ -65,8 +65,9 @@ type eventsConfig struct {
 }
 
 type actionsConfig struct {
-	Allow []string `yaml:"allow,omitempty"`
-	Deny  []string `yaml:"deny,omitempty"`
+	Allow          []string `yaml:"allow,omitempty"`
+	Deny           []string `yaml:"deny,omitempty"`
+	GenericSubject *bool    `yaml:"generic_subject,omitempty"`
 }
 
 type backoffConfig struct {

@@ -94,7 +94,7 @@ func passVar(user string) string {
 }
 
 // recipeUserNames are the users of the recipe's authorization block.
-var recipeUserNames = []string{"bridge", "bridge-service", "reader", "operator", "crm", "analytics"}
+var recipeUserNames = []string{"bridge", "bridge-service", "reader", "operator", "crm", "analytics", "dialer", "dashboard", "supervisor"}
 
 // inboxOf is the inbox prefix of a user of the recipe: the one its
 // subscribe allow names.

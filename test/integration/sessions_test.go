@@ -186,6 +186,9 @@ func TestTwoDaemons_MisconfiguredOneTakesNoRequests(t *testing.T) {
 	var lastErrors []string
 	for _, s := range stats {
 		for _, ep := range s.Endpoints {
+			if ep.Subject == "ami.ha.action.*" && ep.NumRequests == 0 { // the per-action endpoint, unused here
+				continue
+			}
 			if ep.Subject != "ami.ha.action" {
 				t.Errorf("endpoint %+v", ep)
 			}

@@ -33,6 +33,7 @@ func (c *Config) Bridge() ([]bridge.ServerConfig, bridge.Options) {
 			ReconnectMax:     s.Reconnect.Max,
 
 			MaxPendingRequests: s.MaxPendingRequests,
+			NamedActionsOnly:   !s.Actions.GenericSubject,
 		}
 	}
 	return servers, bridge.Options{
@@ -109,6 +110,7 @@ var serverKeys = map[string]string{
 	"MaxReplyEntries":    "max_reply_entries",
 	"MaxReplyBytes":      "max_reply_bytes",
 	"MaxPendingRequests": "max_pending_requests",
+	"NamedActionsOnly":   "actions.generic_subject",
 }
 
 // optionKeys are the keys by bridge.Options field.

@@ -72,3 +72,13 @@ func TestCheckBridge_EveryFieldHasAKey(t *testing.T) {
 		}
 	}
 }
+
+// TestLoad_GenericSubject: servers[].actions.generic_subject is on by
+// default; false reaches the bridge as NamedActionsOnly.
+func TestLoad_GenericSubject(t *testing.T) {
+	cfg := mustLoad(t, onePBX+"  - name: pbx2\n    url: tcp://a:b@h\n    actions: {generic_subject: false, deny: [Command]}\n", nil)
+	got, _ := cfg.Bridge()
+	if got[0].NamedActionsOnly || !got[1].NamedActionsOnly || len(got[1].ActionsDeny) != 1 {
+		t.Errorf("NamedActionsOnly %v, %v (deny %v), want false by default and true for generic_subject: false", got[0].NamedActionsOnly, got[1].NamedActionsOnly, got[1].ActionsDeny)
+	}
+}

@@ -151,10 +151,14 @@ type EventFilter struct {
 }
 
 // ActionPolicy selects the actions a requester may send, with
-// case-insensitive globs.
+// case-insensitive globs, and the subjects they come on.
 type ActionPolicy struct {
 	Allow []string `koanf:"allow"`
 	Deny  []string `koanf:"deny"`
+	// GenericSubject serves <prefix>.<server>.action besides the
+	// per-action subjects; false leaves NATS permissions on those the only
+	// way in. Default true.
+	GenericSubject bool `koanf:"generic_subject"`
 }
 
 // Backoff bounds the delay between reconnect attempts.
@@ -263,6 +267,7 @@ func Default() Config {
 func DefaultServer() Server {
 	return Server{
 		Auth:               DefaultAuth,
+		Actions:            ActionPolicy{GenericSubject: true},
 		ActionTimeout:      bridge.DefaultActionTimeout,
 		MaxActionTimeout:   bridge.DefaultMaxActionTimeout,
 		PingInterval:       DefaultPingInterval,

@@ -598,7 +598,7 @@ func TestExampleConfig(t *testing.T) {
 	pbx1, ds := cfg.Servers[0], DefaultServer()
 	if pbx1.Auth != ds.Auth || pbx1.ActionTimeout != ds.ActionTimeout || pbx1.MaxActionTimeout != ds.MaxActionTimeout ||
 		pbx1.PingInterval != ds.PingInterval || pbx1.Reconnect != ds.Reconnect || pbx1.ActionSessions != ds.ActionSessions ||
-		pbx1.MaxReplyEntries != ds.MaxReplyEntries || pbx1.MaxReplyBytes != ds.MaxReplyBytes {
+		pbx1.MaxReplyEntries != ds.MaxReplyEntries || pbx1.MaxReplyBytes != ds.MaxReplyBytes || pbx1.Actions.GenericSubject != ds.Actions.GenericSubject {
 		t.Errorf("servers[0] differs from the defaults: %+v", pbx1)
 	}
 	if pbx1.Secret.Reveal() != "one" || cfg.Servers[1].Secret.Reveal() != "two" {
