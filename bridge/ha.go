@@ -3,8 +3,10 @@ package bridge
 // High availability: one process per PBX (the active, holding a lease)
 // publishes its events; the others read them too and stand by. A new
 // active continues from what the event stream stored last for the PBX,
-// found in its own ring by the Ami-Chain header. docs/ha.md is the
-// design; package bridge/internal/ha holds its pure part.
+// found in its own ring by its mark (a UserEvent every session reads at
+// the same place), the Ami-Chain header or the stream read back.
+// docs/ha.md is the design; package bridge/internal/ha holds its pure
+// part.
 
 import (
 	"cmp"
