@@ -1,0 +1,260 @@
+package bridge
+
+import (
+	"fmt"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/ami-bridge/ami-bridge/amiproto/amitest"
+	"github.com/ami-bridge/ami-bridge/subjects"
+)
+
+// onceAction is the action the idempotency tests run: amitest counts
+// each execution by its Round field, and answers with that count, so a
+// reply tells which execution it came from.
+const onceAction = "PlaceCall"
+
+// counter counts, on the PBX's side, the executions of onceAction by
+// Round, and can hold them until released.
+type counter struct {
+	mu      sync.Mutex
+	n       map[string]int
+	arrived chan string   // each execution's Round, as it starts
+	release chan struct{} // nil: answer at once; else answer once closed
+}
+
+func countOn(pbx *amitest.Server, hold bool) *counter {
+	c := &counter{n: map[string]int{}, arrived: make(chan string, 64)}
+	if hold {
+		c.release = make(chan struct{})
+	}
+	pbx.HandleFunc(onceAction, func(w *amitest.ResponseWriter, r *amitest.Request) {
+		round := r.Get("Round")
+		c.mu.Lock()
+		c.n[round]++
+		n := c.n[round]
+		c.mu.Unlock()
+		c.arrived <- round
+		if c.release != nil {
+			<-c.release
+		}
+		w.Success("Message", "placed", "Execution", strconv.Itoa(n))
+	})
+	return c
+}
+
+func (c *counter) count(round string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.n[round]
+}
+
+func keyed(key string) nats.Header {
+	return nats.Header{subjects.HeaderIdempotencyKey: {key}}
+}
+
+func onceBody(round string) string {
+	return `{"Action":"` + onceAction + `","Round":"` + round + `"}`
+}
+
+// waitServing waits until every action session of b's PBX is logged in,
+// and so in the queue group.
+func waitServing(t *testing.T, b *Bridge) {
+	t.Helper()
+	waitStatus(t, b, allUp)
+}
+
+// answered is how many requests b's PBX answered.
+func answered(b *Bridge) uint64 {
+	var n uint64
+	for _, a := range b.Stats()[0].Actions {
+		n += a.Count
+	}
+	return n
+}
+
+// TestIdempotency_TwoProcessesRunTheActionOnce sends concurrent retries
+// with one key to two bridges on one NATS with JetStream: the PBX runs
+// the action once per key, and every retry gets its reply. Rounds go on
+// until one round's requests were answered by both bridges (the queue
+// group picks at random), so the claim was contended across processes.
+func TestIdempotency_TwoProcessesRunTheActionOnce(t *testing.T) {
+	ns := startNATS(t, natsOptions{jetStream: true})
+	pbx := startPBX(t, amitest.Config{})
+	c := countOn(pbx, false)
+	opts := Options{JetStream: JetStreamOptions{Enabled: true}}
+	b1, _ := startBridge(t, connect(t, ns), []ServerConfig{fastServer("pbx1", pbx)}, opts)
+	b2, _ := startBridge(t, connect(t, ns), []ServerConfig{fastServer("pbx1", pbx)}, opts)
+	waitServing(t, b1)
+	waitServing(t, b2)
+	cc := connect(t, ns)
+
+	const retries = 4 // as many as the two bridges have action sessions
+	for round := 1; round <= 30; round++ {
+		r := strconv.Itoa(round)
+		before1, before2 := answered(b1), answered(b2)
+		var wg sync.WaitGroup
+		replies := make([]*nats.Msg, retries)
+		for i := range retries {
+			wg.Go(func() {
+				replies[i] = request(t, cc, subjects.Action("ami", "pbx1"), onceBody(r), keyed("call-"+r))
+			})
+		}
+		wg.Wait()
+		if n := c.count(r); n != 1 {
+			t.Fatalf("round %s: the PBX ran the action %d times, want 1", r, n)
+		}
+		for i, m := range replies {
+			rb, _ := decodeReply(t, m)
+			if rb.Error != nil || rb.Response["Execution"] != "1" {
+				t.Fatalf("round %s: reply %d: %s", r, i, m.Data)
+			}
+		}
+		if answered(b1) > before1 && answered(b2) > before2 {
+			return
+		}
+	}
+	t.Fatal("no round reached both bridges")
+}
+
+// TestIdempotency_RetryAfterTheRequesterTimedOut: a requester gives up
+// while the action runs; its retry with the same key gets the first
+// reply, and the PBX ran the action once.
+func TestIdempotency_RetryAfterTheRequesterTimedOut(t *testing.T) {
+	for _, js := range []bool{false, true} {
+		t.Run(fmt.Sprintf("jetstream=%v", js), func(t *testing.T) {
+			ns := startNATS(t, natsOptions{jetStream: js})
+			pbx := startPBX(t, amitest.Config{})
+			c := countOn(pbx, true)
+			b, _ := startBridge(t, connect(t, ns), []ServerConfig{fastServer("pbx1", pbx)}, Options{JetStream: JetStreamOptions{Enabled: js}})
+			waitServing(t, b)
+			cc := connect(t, ns)
+			subj := subjects.Action("ami", "pbx1")
+
+			_, err := cc.RequestMsg(&nats.Msg{Subject: subj, Data: []byte(onceBody("1")), Header: keyed("k1")}, 100*time.Millisecond)
+			if err != nats.ErrTimeout {
+				t.Fatalf("first request: %v, want a timeout", err)
+			}
+			<-c.arrived
+			done := make(chan *nats.Msg, 1)
+			go func() { done <- request(t, cc, subj, onceBody("1"), keyed("k1")) }() // waits for the running one
+			close(c.release)
+			m := <-done
+			again := request(t, cc, subj, onceBody("1"), keyed("k1")) // finds it done
+			for _, m := range []*nats.Msg{m, again} {
+				if rb, _ := decodeReply(t, m); rb.Error != nil || rb.Response["Execution"] != "1" {
+					t.Fatalf("retry got %s", m.Data)
+				}
+			}
+			if n := c.count("1"); n != 1 {
+				t.Fatalf("the PBX ran the action %d times, want 1", n)
+			}
+			// Another key runs it again.
+			if rb, _ := decodeReply(t, request(t, cc, subj, onceBody("1"), keyed("k2"))); rb.Response["Execution"] != "2" {
+				t.Fatalf("another key: %+v", rb)
+			}
+		})
+	}
+}
+
+// TestIdempotency_SameKeyOtherBodyIsAConflict: a key reused with another
+// body gets a 409, never the first reply, and runs nothing.
+func TestIdempotency_SameKeyOtherBodyIsAConflict(t *testing.T) {
+	for _, js := range []bool{false, true} {
+		t.Run(fmt.Sprintf("jetstream=%v", js), func(t *testing.T) {
+			ns := startNATS(t, natsOptions{jetStream: js})
+			pbx := startPBX(t, amitest.Config{})
+			c := countOn(pbx, false)
+			b, _ := startBridge(t, connect(t, ns), []ServerConfig{fastServer("pbx1", pbx)}, Options{JetStream: JetStreamOptions{Enabled: js}})
+			waitServing(t, b)
+			cc := connect(t, ns)
+			subj := subjects.Action("ami", "pbx1")
+			request(t, cc, subj, onceBody("1"), keyed("k"))
+			m := request(t, cc, subj, onceBody("2"), keyed("k"))
+			if code := m.Header.Get(subjects.HeaderErrorCode); code != strconv.Itoa(subjects.CodeConflict) {
+				t.Fatalf("same key, other body: code %q, reply %s", code, m.Data)
+			}
+			if rb, _ := decodeReply(t, m); rb.Response != nil {
+				t.Fatalf("the conflict carries a response: %s", m.Data)
+			}
+			if n1, n2 := c.count("1"), c.count("2"); n1 != 1 || n2 != 0 {
+				t.Fatalf("executions: round 1 %d, round 2 %d; want 1 and 0", n1, n2)
+			}
+		})
+	}
+}
+
+// TestIdempotency_OneProcessWithoutJetStream: without JetStream,
+// concurrent retries at one bridge run the action once.
+func TestIdempotency_OneProcessWithoutJetStream(t *testing.T) {
+	ns := startNATS(t, natsOptions{})
+	pbx := startPBX(t, amitest.Config{})
+	c := countOn(pbx, false)
+	b, _ := startBridge(t, connect(t, ns), []ServerConfig{fastServer("pbx1", pbx)}, Options{})
+	waitServing(t, b)
+	cc := connect(t, ns)
+	for round := range 10 {
+		r := strconv.Itoa(round)
+		var wg sync.WaitGroup
+		for range DefaultActionSessions + 1 {
+			wg.Go(func() {
+				m := request(t, cc, subjects.Action("ami", "pbx1"), onceBody(r), keyed(r))
+				if rb, _ := decodeReply(t, m); rb.Error != nil || rb.Response["Execution"] != "1" {
+					t.Errorf("round %s: %s", r, m.Data)
+				}
+			})
+		}
+		wg.Wait()
+		if n := c.count(r); n != 1 {
+			t.Fatalf("round %s: the PBX ran the action %d times, want 1", r, n)
+		}
+	}
+}
+
+// TestIdempotency_BadKeys: an empty key, or a key with a streamed reply,
+// is a 400 and runs nothing.
+func TestIdempotency_BadKeys(t *testing.T) {
+	ns := startNATS(t, natsOptions{})
+	pbx := startPBX(t, amitest.Config{})
+	c := countOn(pbx, false)
+	b, _ := startBridge(t, connect(t, ns), []ServerConfig{fastServer("pbx1", pbx)}, Options{})
+	waitServing(t, b)
+	cc := connect(t, ns)
+	for name, hdr := range map[string]nats.Header{
+		"empty":  keyed(" "),
+		"stream": {subjects.HeaderIdempotencyKey: {"k"}, subjects.HeaderStream: {"true"}},
+	} {
+		sub, _ := cc.SubscribeSync(nats.NewInbox())
+		if err := cc.PublishMsg(&nats.Msg{Subject: subjects.Action("ami", "pbx1"), Reply: sub.Subject, Data: []byte(onceBody("1")), Header: hdr}); err != nil {
+			t.Fatal(err)
+		}
+		m, err := sub.NextMsg(waitTime)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if code := m.Header.Get(subjects.HeaderErrorCode); code != "400" {
+			t.Fatalf("%s: code %q, reply %s", name, code, m.Data)
+		}
+		sub.Unsubscribe()
+	}
+	if n := c.count("1"); n != 0 {
+		t.Fatalf("the PBX ran the action %d times, want 0", n)
+	}
+}
+
+func TestCheck_IdempotencyWindow(t *testing.T) {
+	servers := []ServerConfig{{Name: "pbx1", URL: "admin:x@127.0.0.1"}}
+	for _, o := range []IdempotencyOptions{{Window: 1500 * time.Millisecond}, {Window: -time.Second}, {Bucket: "a.b"}} {
+		ps := Check(servers, Options{Idempotency: o})
+		if len(ps) != 1 || (ps[0].Field != "Idempotency.Window" && ps[0].Field != "Idempotency.Bucket") {
+			t.Errorf("%+v: %v", o, ps)
+		}
+	}
+	if ps := Check(servers, Options{Idempotency: IdempotencyOptions{Window: time.Minute, Bucket: "reqs"}}); len(ps) != 0 {
+		t.Errorf("good options: %v", ps)
+	}
+}
