@@ -180,7 +180,7 @@ func (p *pbx) idempotent(r replier, key string, body []byte, stream bool, deadli
 	for {
 		c, rec, err := ks.claim(ctx, k, sum, deadline)
 		if err != nil {
-			p.replyKeyError(r, ctx, err)
+			p.replyKeyError(r, ctx, err, false)
 			return
 		}
 		if c != nil {
@@ -201,12 +201,14 @@ func (p *pbx) idempotent(r replier, key string, body []byte, stream bool, deadli
 			p.replyError(r, subjects.CodeConflict, fmt.Sprintf("%s was used with another request body within the idempotency window; use a new key", subjects.HeaderIdempotencyKey), nil, false)
 			return
 		}
-		if rec, err = ks.wait(ctx, k); err != nil {
-			p.replyKeyError(r, ctx, err)
-			return
-		}
-		if rec == nil {
-			continue // the key expired: claim it anew
+		if rec.State != keyDone {
+			if rec, err = ks.wait(ctx, k); err != nil {
+				p.replyKeyError(r, ctx, err, true)
+				return
+			}
+			if rec == nil {
+				continue // the key expired: claim it anew
+			}
 		}
 		if rec.Body != sum {
 			p.replyError(r, subjects.CodeConflict, fmt.Sprintf("%s was used with another request body within the idempotency window; use a new key", subjects.HeaderIdempotencyKey), nil, false)
@@ -225,12 +227,15 @@ func (p *pbx) idempotent(r replier, key string, body []byte, stream bool, deadli
 	}
 }
 
-// replyKeyError answers a request whose key could not be claimed or whose
-// first reply did not come: nothing was sent to Asterisk for it.
-func (p *pbx) replyKeyError(r replier, ctx context.Context, err error) {
+// replyKeyError answers a request whose key could not be claimed, or
+// whose first request's reply did not come while it was waiting: nothing
+// was sent to Asterisk for it.
+func (p *pbx) replyKeyError(r replier, ctx context.Context, err error, waiting bool) {
 	switch {
 	case p.life.hard.Err() != nil:
 		p.replyError(r, subjects.CodeUnavailable, "the bridge is shutting down", nil, false)
+	case ctx.Err() != nil && !waiting:
+		p.replyError(r, subjects.CodeTimeout, "the idempotency store did not answer within the request's deadline; the action was not sent", nil, false)
 	case ctx.Err() != nil:
 		p.replyError(r, subjects.CodeTimeout, fmt.Sprintf("the first request with this %s has not answered within this request's deadline; it was not run again", subjects.HeaderIdempotencyKey), nil, false)
 	default:
