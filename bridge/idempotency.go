@@ -188,8 +188,9 @@ func (p *pbx) idempotent(r replier, key string, body []byte, stream bool, deadli
 			rr.rec = &recorded{}
 			run(rr)
 			// The reply is out: keeping it may take a round trip, which
-			// the requester need not wait for, but a retry does.
-			sctx, scancel := context.WithTimeout(context.WithoutCancel(ctx), flushTimeout)
+			// the requester need not wait for, but a retry does. Past the
+			// request's deadline too, until the bridge's hard stop.
+			sctx, scancel := context.WithTimeout(p.life.hard, flushTimeout)
 			err := ks.finish(sctx, c, sum, rr.rec, int(p.ns.nc.MaxPayload()))
 			scancel()
 			if err != nil {

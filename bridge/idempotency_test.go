@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -25,13 +26,18 @@ type counter struct {
 	mu      sync.Mutex
 	n       map[string]int
 	arrived chan string   // each execution's Round, as it starts
-	release chan struct{} // nil: answer at once; else answer once closed
+	release chan struct{} // nil: answer at once; else answer once closed (see free)
+	once    sync.Once
 }
 
-func countOn(pbx *amitest.Server, hold bool) *counter {
+// countOn counts on pbx; with hold, each execution waits for free, which
+// the test's cleanup calls too, so that a failed test does not leave the
+// PBX's handler blocked.
+func countOn(t *testing.T, pbx *amitest.Server, hold bool) *counter {
 	c := &counter{n: map[string]int{}, arrived: make(chan string, 64)}
 	if hold {
 		c.release = make(chan struct{})
+		t.Cleanup(c.free)
 	}
 	pbx.HandleFunc(onceAction, func(w *amitest.ResponseWriter, r *amitest.Request) {
 		round := r.Get("Round")
@@ -47,6 +53,9 @@ func countOn(pbx *amitest.Server, hold bool) *counter {
 	})
 	return c
 }
+
+// free lets the held executions answer.
+func (c *counter) free() { c.once.Do(func() { close(c.release) }) }
 
 func (c *counter) count(round string) int {
 	c.mu.Lock()
@@ -86,7 +95,7 @@ func answered(b *Bridge) uint64 {
 func TestIdempotency_TwoProcessesRunTheActionOnce(t *testing.T) {
 	ns := startNATS(t, natsOptions{jetStream: true})
 	pbx := startPBX(t, amitest.Config{})
-	c := countOn(pbx, false)
+	c := countOn(t, pbx, false)
 	opts := Options{JetStream: JetStreamOptions{Enabled: true}}
 	b1, _ := startBridge(t, connect(t, ns), []ServerConfig{fastServer("pbx1", pbx)}, opts)
 	b2, _ := startBridge(t, connect(t, ns), []ServerConfig{fastServer("pbx1", pbx)}, opts)
@@ -130,7 +139,7 @@ func TestIdempotency_RetryAfterTheRequesterTimedOut(t *testing.T) {
 		t.Run(fmt.Sprintf("jetstream=%v", js), func(t *testing.T) {
 			ns := startNATS(t, natsOptions{jetStream: js})
 			pbx := startPBX(t, amitest.Config{})
-			c := countOn(pbx, true)
+			c := countOn(t, pbx, true)
 			b, _ := startBridge(t, connect(t, ns), []ServerConfig{fastServer("pbx1", pbx)}, Options{JetStream: JetStreamOptions{Enabled: js}})
 			waitServing(t, b)
 			cc := connect(t, ns)
@@ -143,7 +152,7 @@ func TestIdempotency_RetryAfterTheRequesterTimedOut(t *testing.T) {
 			<-c.arrived
 			done := make(chan *nats.Msg, 1)
 			go func() { done <- request(t, cc, subj, onceBody("1"), keyed("k1")) }() // waits for the running one
-			close(c.release)
+			c.free()
 			m := <-done
 			again := request(t, cc, subj, onceBody("1"), keyed("k1")) // finds it done
 			for _, m := range []*nats.Msg{m, again} {
@@ -169,7 +178,7 @@ func TestIdempotency_SameKeyOtherBodyIsAConflict(t *testing.T) {
 		t.Run(fmt.Sprintf("jetstream=%v", js), func(t *testing.T) {
 			ns := startNATS(t, natsOptions{jetStream: js})
 			pbx := startPBX(t, amitest.Config{})
-			c := countOn(pbx, false)
+			c := countOn(t, pbx, false)
 			b, _ := startBridge(t, connect(t, ns), []ServerConfig{fastServer("pbx1", pbx)}, Options{JetStream: JetStreamOptions{Enabled: js}})
 			waitServing(t, b)
 			cc := connect(t, ns)
@@ -194,7 +203,7 @@ func TestIdempotency_SameKeyOtherBodyIsAConflict(t *testing.T) {
 func TestIdempotency_OneProcessWithoutJetStream(t *testing.T) {
 	ns := startNATS(t, natsOptions{})
 	pbx := startPBX(t, amitest.Config{})
-	c := countOn(pbx, false)
+	c := countOn(t, pbx, false)
 	b, _ := startBridge(t, connect(t, ns), []ServerConfig{fastServer("pbx1", pbx)}, Options{})
 	waitServing(t, b)
 	cc := connect(t, ns)
@@ -221,7 +230,7 @@ func TestIdempotency_OneProcessWithoutJetStream(t *testing.T) {
 func TestIdempotency_BadKeys(t *testing.T) {
 	ns := startNATS(t, natsOptions{})
 	pbx := startPBX(t, amitest.Config{})
-	c := countOn(pbx, false)
+	c := countOn(t, pbx, false)
 	b, _ := startBridge(t, connect(t, ns), []ServerConfig{fastServer("pbx1", pbx)}, Options{})
 	waitServing(t, b)
 	cc := connect(t, ns)
@@ -306,6 +315,94 @@ func BenchmarkIdempotentRequest(b *testing.B) {
 			}
 			b.ReportMetric(pct(0.50), "p50-µs")
 			b.ReportMetric(pct(0.99), "p99-µs")
+		})
+	}
+}
+
+// TestIdempotency_KeyExpiresAfterTheWindow: once the window has passed
+// since the first reply, the key is free and the same request runs
+// again; the bucket's expiry marker does not block the new claim.
+func TestIdempotency_KeyExpiresAfterTheWindow(t *testing.T) {
+	for _, js := range []bool{false, true} {
+		t.Run(fmt.Sprintf("jetstream=%v", js), func(t *testing.T) {
+			ns := startNATS(t, natsOptions{jetStream: js})
+			pbx := startPBX(t, amitest.Config{})
+			c := countOn(t, pbx, false)
+			opts := Options{JetStream: JetStreamOptions{Enabled: js}, Idempotency: IdempotencyOptions{Window: time.Second}}
+			b, _ := startBridge(t, connect(t, ns), []ServerConfig{fastServer("pbx1", pbx)}, opts)
+			waitServing(t, b)
+			cc := connect(t, ns)
+			subj := subjects.Action("ami", "pbx1")
+			start := time.Now()
+			request(t, cc, subj, onceBody("1"), keyed("k"))
+			// Retries within the window get the first reply; the first
+			// one after it runs the action again. Expiry has nothing to
+			// wait on but the clock.
+			for {
+				rb, _ := decodeReply(t, request(t, cc, subj, onceBody("1"), keyed("k")))
+				if rb.Response["Execution"] == "2" {
+					break
+				}
+				if rb.Response["Execution"] != "1" {
+					t.Fatalf("retry: %+v", rb)
+				}
+				if time.Since(start) > waitTime {
+					t.Fatal("the key never expired")
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+			if time.Since(start) < time.Second {
+				t.Errorf("the key expired after %v, within the window of 1s", time.Since(start))
+			}
+			if n := c.count("1"); n != 2 {
+				t.Errorf("the PBX ran the action %d times, want 2", n)
+			}
+		})
+	}
+}
+
+// TestIdempotency_RetryGivesUpAtItsDeadline: a retry whose first request
+// is still running past the retry's own deadline gets a 504, and the
+// action is not run again.
+func TestIdempotency_RetryGivesUpAtItsDeadline(t *testing.T) {
+	for _, js := range []bool{false, true} {
+		t.Run(fmt.Sprintf("jetstream=%v", js), func(t *testing.T) {
+			ns := startNATS(t, natsOptions{jetStream: js})
+			pbx := startPBX(t, amitest.Config{})
+			c := countOn(t, pbx, true)
+			b, _ := startBridge(t, connect(t, ns), []ServerConfig{fastServer("pbx1", pbx)}, Options{JetStream: JetStreamOptions{Enabled: js}})
+			waitServing(t, b)
+			cc := connect(t, ns)
+			subj := subjects.Action("ami", "pbx1")
+			first := make(chan *nats.Msg, 1)
+			go func() { first <- request(t, cc, subj, onceBody("1"), keyed("k")) }()
+			<-c.arrived
+			// A retry that NATS gives to the session busy with the first
+			// request waits behind it, unanswered; the one given to the
+			// free session waits for the first's reply, until its
+			// deadline.
+			hdr := keyed("k")
+			hdr.Set(subjects.HeaderTimeout, "200ms")
+			for i := 0; ; i++ {
+				m, err := cc.RequestMsg(&nats.Msg{Subject: subj, Data: []byte(onceBody("1")), Header: hdr}, time.Second)
+				if err == nats.ErrTimeout && i < 20 {
+					continue
+				}
+				if err != nil {
+					t.Fatalf("retry: %v", err)
+				}
+				if code := m.Header.Get(subjects.HeaderErrorCode); code != "504" || !strings.Contains(string(m.Data), "not run again") {
+					t.Fatalf("retry past its deadline: code %q, reply %s", code, m.Data)
+				}
+				break
+			}
+			c.free()
+			if rb, _ := decodeReply(t, <-first); rb.Response["Execution"] != "1" {
+				t.Fatalf("first request: %+v", rb)
+			}
+			if n := c.count("1"); n != 1 {
+				t.Fatalf("the PBX ran the action %d times, want 1", n)
+			}
 		})
 	}
 }
