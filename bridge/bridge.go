@@ -646,7 +646,7 @@ func (b *Bridge) setupJetStream(ctx context.Context) error {
 		replicas = cfg.Replicas
 	}
 	b.ns.js, b.ns.streamReplicas = js, replicas
-	b.ns.keys.js = js
+	b.ns.keys.js, b.ns.keys.replicas = js, replicas
 	if b.opts.HA.Enabled {
 		// Refused at start rather than retried by every PBX's HA loop: a
 		// bucket with fewer replicas than the stream stays wrong until an

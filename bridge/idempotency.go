@@ -120,6 +120,9 @@ type keyStore struct {
 	window time.Duration
 	bucket string
 	js     jetstream.JetStream // set by Start with JetStream; nil: in memory
+	// replicas of the bucket when created: the stream's, so that the keys
+	// survive what the events survive; set by Start.
+	replicas int
 
 	mu       sync.Mutex // guards the fields below
 	kv       jetstream.KeyValue
@@ -372,6 +375,7 @@ func (ks *keyStore) open(ctx context.Context) (jetstream.KeyValue, error) {
 			Bucket:         ks.bucket,
 			Description:    "ami-bridge idempotency keys and the replies they got",
 			History:        1,
+			Replicas:       max(ks.replicas, 1),
 			Storage:        jetstream.FileStorage,
 			LimitMarkerTTL: ks.window, // allows per-key TTLs; markers wake the watchers of an expired key
 		})
