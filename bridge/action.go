@@ -250,6 +250,10 @@ func (p *pbx) handle(req micro.Request, s *actionSession) {
 		p.replyError(r, subjects.CodeTimeout, fmt.Sprintf("the request waited %v for a free session of PBX %s, past its deadline of %v; it was not sent", time.Since(arrived).Round(time.Millisecond), p.name, timeout), nil, stream)
 		return
 	}
+	if key, ok := headerValue(h, subjects.HeaderIdempotencyKey); ok {
+		p.idempotent(r, key, req.Data(), stream, deadline, func(r replier) { p.execute(s, r, action, deadline, timeout, stream) })
+		return
+	}
 	p.execute(s, r, action, deadline, timeout, stream)
 }
 
@@ -478,9 +482,13 @@ func oneLine(msg string) string {
 type replier struct {
 	req micro.Request
 	m   *actionMeter // nil: not counted
+	rec *recorded    // nil: not kept; else what was sent is kept for retries (idempotency.go)
 }
 
 func (r replier) reply(hdr nats.Header, body []byte) error {
+	if r.rec != nil {
+		r.rec.record(hdr, body)
+	}
 	if r.m != nil {
 		r.m.replied(hdr)
 	}

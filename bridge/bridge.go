@@ -168,6 +168,9 @@ type Options struct {
 	// serves on the main connection. It needs an inbox prefix of its own
 	// too, and the bridge neither drains nor closes it.
 	ServiceConn *nats.Conn
+	// Idempotency keeps the keys of requests with the
+	// Ami-Idempotency-Key header; see idempotency.go.
+	Idempotency IdempotencyOptions
 }
 
 // Defaults of the zero values in ServerConfig, JetStreamOptions and Options.
@@ -261,6 +264,7 @@ type natsSide struct {
 	topologyFunc   func() subjects.Topology // Options.Topology; nil when unset
 	streamReplicas int                      // of the stream Start found or created
 	leases         *lease.Bucket            // with HA, when Start could open it; else each HA loop opens it
+	keys           *keyStore                // of idempotent requests; its js is set by Start
 }
 
 // stampsArrivals reports whether the main connection stamps request
@@ -340,6 +344,7 @@ func New(nc *nats.Conn, servers []ServerConfig, opts Options) (*Bridge, error) {
 			jsOpts:       opts.JetStream,
 			topologyFunc: opts.Topology,
 			replies:      replies,
+			keys:         &keyStore{window: opts.Idempotency.Window, bucket: opts.Idempotency.Bucket},
 			service: micro.Config{
 				Name:        subjects.ServiceName,
 				Version:     version,
@@ -439,6 +444,7 @@ func checkOptions(o Options) (Options, []Problem) {
 	if o.HA.Enabled && o.HA.Bucket != "" && strings.ContainsAny(o.HA.Bucket, ".*> \t\r\n/\\") {
 		ps.add("HA.Bucket", "%q: no '.', '*', '>', '/', '\\' or whitespace", o.HA.Bucket)
 	}
+	checkIdempotency(&ps, &o.Idempotency)
 	ha, err := withHADefaults(o.HA, o.JetStream)
 	var joined interface{ Unwrap() []error }
 	switch {
@@ -646,6 +652,7 @@ func (b *Bridge) setupJetStream(ctx context.Context) error {
 		replicas = cfg.Replicas
 	}
 	b.ns.js, b.ns.streamReplicas = js, replicas
+	b.ns.keys.js, b.ns.keys.replicas = js, replicas
 	if b.opts.HA.Enabled {
 		// Refused at start rather than retried by every PBX's HA loop: a
 		// bucket with fewer replicas than the stream stays wrong until an

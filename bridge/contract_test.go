@@ -232,7 +232,7 @@ func TestContract(t *testing.T) {
 			t.Errorf("no real message checked against %s", name)
 		}
 	}
-	for _, code := range []string{"400", "403", "413", "422", "503", "504"} {
+	for _, code := range []string{"400", "403", "409", "413", "422", "503", "504"} {
 		if !ct.codes[code] {
 			t.Errorf("no error %s checked", code)
 		}
@@ -403,6 +403,8 @@ func contractReplies(t *testing.T, ct *contract) {
 		{"400", "pbx1", `not json`, nil, []string{"400"}, "server error"},
 		{"400 streamed", "pbx1", `{"Action":"Ping","X":"a\r\nb"}`, streamed, []string{"400", "end"}, "server error"},
 		{"403", "pbx1", `{"Action":"Login","Username":"x"}`, nil, []string{"403"}, "server error"},
+		{"keyed", "pbx1", `{"Action":"Ping"}`, nats.Header{subjects.HeaderIdempotencyKey: {"contract"}}, []string{""}, "server response"},
+		{"409", "pbx1", `{"Action":"Ping","ActionID":"other"}`, nats.Header{subjects.HeaderIdempotencyKey: {"contract"}}, []string{"409"}, "server error"},
 		{"413", "small", `{"Action":"CoreShowChannels"}`, nil, []string{"413"}, "server error response"},
 		{"413 streamed", "small", `{"Action":"CoreShowChannels"}`, streamed, []string{"", "", "", "413", "end"}, "server response"},
 		{"422", "pbx1", `{"Action":"NoSuchAction"}`, nil, []string{"422"}, "server error response"},

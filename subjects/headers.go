@@ -27,6 +27,12 @@ const (
 	// whose outputs joined are the output. Any other reply streams as its
 	// one message and the empty one; so does an error.
 	HeaderStream = "Ami-Stream"
+	// HeaderIdempotencyKey makes a retry safe: a request with the key of
+	// an earlier one, for the same PBX and with the same body, within the
+	// idempotency window, gets the earlier request's reply (waiting for it
+	// while that request runs) and runs nothing. The same key with
+	// another body is a CodeConflict. It cannot go with HeaderStream.
+	HeaderIdempotencyKey = "Ami-Idempotency-Key"
 )
 
 // Reply headers set on an error reply, as nats.go's micro sets them

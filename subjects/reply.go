@@ -7,6 +7,7 @@ import "encoding/json"
 const (
 	CodeBadRequest  = 400 // not JSON, no Action, a value of the wrong type, CR/LF/NUL
 	CodeForbidden   = 403 // the action policy refused it
+	CodeConflict    = 409 // an Ami-Idempotency-Key already used with another request body
 	CodeTooLarge    = 413 // the reply exceeds the NATS max payload and no streaming was asked, or a list exceeds the reply's entry or byte bound
 	CodeAMIError    = 422 // Asterisk answered "Response: Error"
 	CodeUnavailable = 503 // the PBX is not connected, the connection was lost, or the bridge is stopping

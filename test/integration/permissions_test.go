@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -957,4 +958,49 @@ func recipeBridgeJS(t *testing.T, w *world, pass map[string]string) jetstream.Je
 		t.Fatal(err)
 	}
 	return js
+}
+
+// TestPermissions_IdempotencyUnderTheRecipe: with JetStream, the bridge
+// as the recipe's "bridge" user creates and uses the idempotency bucket;
+// the operator's retry with the same key, from the nats CLI, gets the
+// first reply and the PBX runs the action once.
+func TestPermissions_IdempotencyUnderTheRecipe(t *testing.T) {
+	t.Parallel()
+	w, pass := recipeWorld(t, true, nil)
+	p := w.startPBX("pbx1", amitest.Config{})
+	var mu sync.Mutex
+	runs := 0
+	p.HandleFunc("PlaceCall", func(rw *amitest.ResponseWriter, _ *amitest.Request) {
+		mu.Lock()
+		runs++
+		n := runs
+		mu.Unlock()
+		rw.Success("Message", "placed", "Execution", strconv.Itoa(n))
+	})
+	cfg := w.config(w.serverFor("pbx1", p, viaURL))
+	cfg.JetStream = &jetStreamConf{Enabled: true}
+	cfg.extraEnv = recipeBridgeLogin(t, pass)
+	b := w.startBridge(cfg)
+	w.waitReady("pbx1")
+
+	first := w.request("pbx1", `{"Action":"PlaceCall"}`, "Ami-Idempotency-Key", "order-42")
+	if first.has("error") || first.Response.value("Execution") != "1" {
+		t.Fatalf("first request: %s", first)
+	}
+	out := newCLI(w).run(t, "--user", "operator", "--password", pass["operator"], "--inbox-prefix", inboxOf("operator"),
+		"req", "ami.pbx1.action", `{"Action":"PlaceCall"}`, "-H", "Ami-Idempotency-Key:order-42", "--raw")
+	if !strings.Contains(out, `"Execution":"1"`) {
+		t.Errorf("the retry from the nats CLI got %s", out)
+	}
+	mu.Lock()
+	if runs != 1 {
+		t.Errorf("the PBX ran the action %d times, want 1", runs)
+	}
+	mu.Unlock()
+	if code := b.terminate(); code != 0 {
+		t.Errorf("exit code %d after SIGTERM, want 0", code)
+	}
+	if out := b.log.Bytes(); strings.Contains(strings.ToLower(string(out)), "permissions violation") {
+		t.Errorf("the bridge hit a permissions violation:\n%s", truncate(out, 8192))
+	}
 }

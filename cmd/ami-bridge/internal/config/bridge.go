@@ -50,6 +50,10 @@ func (c *Config) Bridge() ([]bridge.ServerConfig, bridge.Options) {
 			Replicas:   c.JetStream.Replicas,
 		},
 		HA: c.HA.Options(),
+		Idempotency: bridge.IdempotencyOptions{
+			Window: c.Idempotency.Window,
+			Bucket: c.Idempotency.Bucket,
+		},
 	}
 }
 
@@ -129,4 +133,6 @@ var optionKeys = map[string]string{
 	"HA.Bucket":             "ha.bucket",
 	"HA.LeaseTTL":           "ha.lease_ttl",
 	"HA.CheckpointInterval": "ha.checkpoint_interval",
+	"Idempotency.Window":    "idempotency.window",
+	"Idempotency.Bucket":    "idempotency.bucket",
 }

@@ -59,7 +59,7 @@ func TestCheckBridge_EveryFieldHasAKey(t *testing.T) {
 	for _, sub := range []struct {
 		prefix string
 		typ    reflect.Type
-	}{{"JetStream.", reflect.TypeFor[bridge.JetStreamOptions]()}, {"HA.", reflect.TypeFor[bridge.HAOptions]()}} {
+	}{{"JetStream.", reflect.TypeFor[bridge.JetStreamOptions]()}, {"HA.", reflect.TypeFor[bridge.HAOptions]()}, {"Idempotency.", reflect.TypeFor[bridge.IdempotencyOptions]()}} {
 		for f := range sub.typ.Fields() {
 			if _, ok := optionKeys[sub.prefix+f.Name]; !ok && !unnamed[sub.prefix+f.Name] {
 				t.Errorf("bridge.Options.%s%s has no key in optionKeys", sub.prefix, f.Name)

@@ -17,6 +17,7 @@ type Config struct {
 	NATS            NATS          `koanf:"nats"`
 	JetStream       JetStream     `koanf:"jetstream"`
 	HA              HA            `koanf:"ha"`
+	Idempotency     Idempotency   `koanf:"idempotency"`
 	Servers         []Server      `koanf:"servers"`
 	Log             Log           `koanf:"log"`
 	HTTP            HTTP          `koanf:"http"`
@@ -109,6 +110,14 @@ type JetStream struct {
 	Duplicates time.Duration `koanf:"duplicates"`
 	MaxPending int           `koanf:"max_pending"`
 	Replicas   int           `koanf:"replicas"` // of the stream the bridge creates; more than 1 needs a cluster
+}
+
+// Idempotency says how long, and where with JetStream, the keys of
+// requests with the Ami-Idempotency-Key header are kept
+// (bridge.IdempotencyOptions).
+type Idempotency struct {
+	Window time.Duration `koanf:"window"`
+	Bucket string        `koanf:"bucket"`
 }
 
 // Server is one PBX.
@@ -253,6 +262,7 @@ func Default() Config {
 			Replicas:   bridge.DefaultReplicas,
 		},
 		HA:               DefaultHA(),
+		Idempotency:      Idempotency{Window: bridge.DefaultIdempotencyWindow, Bucket: bridge.DefaultIdempotencyBucket},
 		Log:              Log{Level: DefaultLogLevel, Format: DefaultLogFormat},
 		HTTP:             HTTP{Ready: DefaultHTTPReady},
 		ShutdownTimeout:  DefaultShutdownTimeout,

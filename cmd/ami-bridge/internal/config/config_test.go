@@ -591,7 +591,7 @@ func TestExampleConfig(t *testing.T) {
 	}
 	def := Default()
 	if cfg.NATS.URL != def.NATS.URL || !reflect.DeepEqual(cfg.NATS.Embedded, def.NATS.Embedded) || cfg.NATS.Prefix != def.NATS.Prefix ||
-		cfg.JetStream != def.JetStream || cfg.Log != def.Log || cfg.HTTP != def.HTTP || cfg.ShutdownTimeout != def.ShutdownTimeout ||
+		cfg.JetStream != def.JetStream || cfg.Idempotency != def.Idempotency || cfg.Log != def.Log || cfg.HTTP != def.HTTP || cfg.ShutdownTimeout != def.ShutdownTimeout ||
 		cfg.EventBuffer != def.EventBuffer || cfg.EventBufferBytes != def.EventBufferBytes || cfg.MemoryLimit != def.MemoryLimit {
 		t.Errorf("example differs from the defaults:\n got %+v\nwant %+v", cfg, def)
 	}
@@ -790,4 +790,17 @@ func TestLoad_NATSService(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestLoad_Idempotency: idempotency.window and bucket reach the bridge as
+// loaded, and a window the server cannot keep is a problem naming the key.
+func TestLoad_Idempotency(t *testing.T) {
+	cfg := mustLoad(t, onePBX+"idempotency: {window: 30s, bucket: reqs}\n", nil)
+	if _, o := cfg.Bridge(); o.Idempotency.Window != 30*time.Second || o.Idempotency.Bucket != "reqs" {
+		t.Errorf("idempotency options %+v", o.Idempotency)
+	}
+	_, err := load(t, onePBX+"idempotency: {window: 1500ms}\n", nil)
+	if err == nil || !strings.Contains(err.Error(), "idempotency.window: 1.5s: want whole seconds") {
+		t.Errorf("window 1500ms: %v", err)
+	}
 }
