@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"bytes"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -168,5 +169,31 @@ func TestOriginateWait_BadRequests(t *testing.T) {
 	}
 	if bytes.Contains(r.pbx.Received(), []byte("Originate")) {
 		t.Errorf("a refused Originate reached the PBX:\n%s", r.pbx.Received())
+	}
+}
+
+// TestOriginateWait_HA: with HA, every process's event session reads the
+// PBX's events, so the active and the standby alike answer an Originate
+// with its outcome. Requests go to the queue group until each process
+// has served some.
+func TestOriginateWait_HA(t *testing.T) {
+	ns := startNATS(t, natsOptions{jetStream: true})
+	cc := connect(t, ns)
+	pbx := startPBX(t, amitest.Config{AnswerDelay: 20 * time.Millisecond})
+	servers := []ServerConfig{fastServer("pbx1", pbx)}
+	a, _ := startBridge(t, connect(t, ns), servers, haBridgeOptions("a", 0))
+	waitStatus(t, a, func(st subjects.PBXStatus) bool { return st.HA.Role == subjects.RoleActive && allUp(st) })
+	b, _ := startBridge(t, connect(t, ns), servers, haBridgeOptions("b", 0))
+	waitStatus(t, b, func(st subjects.PBXStatus) bool { return st.HA.Role == subjects.RoleStandby && allUp(st) })
+	served := func(b *Bridge) uint64 { return b.Stats()[0].ActionLatency.Count }
+	for i := 0; served(a) == 0 || served(b) == 0; i++ {
+		if i == 64 {
+			t.Fatalf("64 requests and a process served none: active %d, standby %d", served(a), served(b))
+		}
+		id := "ha-" + strconv.Itoa(i)
+		m := request(t, cc, subjects.NamedAction("ami", "pbx1", "Originate"), `{"Channel":"Local/echo@test","Application":"Echo","ActionID":"`+id+`"}`, waitHeader())
+		if rb, _ := decodeReply(t, m); rb.Error != nil || len(rb.Events) != 1 || rb.Events[0]["ActionID"] != id || rb.Events[0]["Response"] != "Success" {
+			t.Fatalf("request %d: %s", i, m.Data)
+		}
 	}
 }
