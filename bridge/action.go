@@ -202,7 +202,8 @@ func (s *actionSession) awaitCheck(deadline time.Time) bool {
 
 // handle serves one request on s, start to end: micro counts a request's
 // stats when its handler returns, and its errors from req.Error, so every
-// reply, errors included, is sent from here before returning. A slow
+// reply, errors included, is sent from here before returning; only an
+// Ami-Wait Originate's is sent later (executeWait). A slow
 // action holds only this session's requests; the others are served by
 // the PBX's other action sessions, and events by the event session.
 //
