@@ -315,7 +315,17 @@ func (c *Client) request(ctx context.Context, action *Message, internal bool) (*
 }
 
 func (c *Client) requestWith(ctx context.Context, action *Message, internal bool, each func(*Message) bool) (*Response, error) {
-	id, cl, err := c.begin(action, internal, each)
+	return c.await(ctx, action, internal, each, nil)
+}
+
+func (c *Client) requestExpect(ctx context.Context, action *Message, e *Expect) (*Response, error) {
+	return c.await(ctx, action, false, nil, e)
+}
+
+// await sends action, with e, if not nil, registered before, and waits
+// for the answer.
+func (c *Client) await(ctx context.Context, action *Message, internal bool, each func(*Message) bool, e *Expect) (*Response, error) {
+	id, cl, err := c.begin(action, internal, each, e)
 	if err != nil {
 		return nil, err
 	}
@@ -337,7 +347,7 @@ func (c *Client) requestWith(ctx context.Context, action *Message, internal bool
 
 // begin registers action under a fresh ActionID and queues it. Internal
 // requests (Logoff, keepalive Pings) are allowed during Shutdown.
-func (c *Client) begin(action *Message, internal bool, each func(*Message) bool) (string, *call, error) {
+func (c *Client) begin(action *Message, internal bool, each func(*Message) bool, e *Expect) (string, *call, error) {
 	if err := ValidateMessage(action); err != nil {
 		return "", nil, err
 	}
@@ -364,6 +374,9 @@ func (c *Client) begin(action *Message, internal bool, each func(*Message) bool)
 		// Recorded before the request leaves: another client sharing the
 		// map may read the event before this one reads the response.
 		c.answered.put(id, cl.callerID)
+	}
+	if e != nil {
+		c.answered.register(id, e)
 	}
 
 	c.send(action, id)
@@ -627,9 +640,10 @@ func (c *Client) dispatchListEvent(m *Message) bool {
 	if !ok || !cl.listing {
 		// Not a list entry. Events that carry the ActionID of an answered
 		// request (OriginateResponse, UserEvent) get the caller's back.
+		callerID, mine := c.answered.resolve(id, m) // an Expect may wait for m
 		if ok && cl.hasID {
 			m.Set("ActionID", cl.callerID)
-		} else if callerID, mine := c.answered.get(id); mine {
+		} else if mine {
 			m.Set("ActionID", callerID)
 		}
 		c.mu.Unlock()
@@ -885,7 +899,7 @@ func (c *Client) keepalive() {
 // (capture 17).
 func (c *Client) ping() bool {
 	ttl := c.opts.keepaliveTimeout()
-	id, cl, err := c.begin(NewAction("Ping"), true, nil)
+	id, cl, err := c.begin(NewAction("Ping"), true, nil, nil)
 	if err != nil {
 		return true // the session has ended: nothing left to detect
 	}

@@ -202,7 +202,8 @@ func (s *actionSession) awaitCheck(deadline time.Time) bool {
 
 // handle serves one request on s, start to end: micro counts a request's
 // stats when its handler returns, and its errors from req.Error, so every
-// reply, errors included, is sent from here before returning. A slow
+// reply, errors included, is sent from here before returning; only an
+// Ami-Wait Originate's is sent later (executeWait). A slow
 // action holds only this session's requests; the others are served by
 // the PBX's other action sessions, and events by the event session.
 //
@@ -244,17 +245,26 @@ func (p *pbx) handle(req micro.Request, s *actionSession) {
 		p.replyError(r, subjects.CodeBadRequest, err.Error(), nil, stream)
 		return
 	}
+	wait, err := originateWait(h, action)
+	if err != nil {
+		p.replyError(r, subjects.CodeBadRequest, err.Error(), nil, stream)
+		return
+	}
 	deadline := arrived.Add(timeout)
 	if !s.awaitCheck(deadline) || !time.Now().Before(deadline) {
 		p.stats.expired.Add(1)
 		p.replyError(r, subjects.CodeTimeout, fmt.Sprintf("the request waited %v for a free session of PBX %s, past its deadline of %v; it was not sent", time.Since(arrived).Round(time.Millisecond), p.name, timeout), nil, stream)
 		return
 	}
+	run := func(r replier) { p.execute(s, r, action, deadline, timeout, stream) }
+	if wait {
+		run = func(r replier) { p.executeWait(s, r, action, deadline, timeout, stream) } // originatewait.go
+	}
 	if key, ok := headerValue(h, subjects.HeaderIdempotencyKey); ok {
-		p.idempotent(r, key, req.Data(), stream, deadline, func(r replier) { p.execute(s, r, action, deadline, timeout, stream) })
+		p.idempotent(r, key, req.Data(), stream, deadline, run)
 		return
 	}
-	p.execute(s, r, action, deadline, timeout, stream)
+	run(r)
 }
 
 // maxLoggedReply bounds the reply subject quoted in the log: the
@@ -284,13 +294,21 @@ func (p *pbx) execute(s *actionSession, r replier, action *amiproto.Message, dea
 	list := listReply{p: p, r: r, stream: stream, maxPayload: int(p.ns.svc.MaxPayload()), deadline: deadline}
 	resp, err := s.c.RequestEach(ctx, action, list.each)
 	cancel()
-	var re *amiproto.ResponseError
-	var ae *amiproto.ActionError
 	switch {
 	case err == nil && list.started:
 		list.finish(resp)
 	case err == nil:
 		p.replyOK(r, resp, stream)
+	default:
+		p.replyFailure(s, r, resp, err, timeout, stream)
+	}
+}
+
+// replyFailure answers a request on s that failed with err.
+func (p *pbx) replyFailure(s *actionSession, r replier, resp *amiproto.Response, err error, timeout time.Duration, stream bool) {
+	var re *amiproto.ResponseError
+	var ae *amiproto.ActionError
+	switch {
 	case errors.As(err, &re):
 		if resp == nil {
 			resp = re.Response
@@ -483,6 +501,9 @@ type replier struct {
 	req micro.Request
 	m   *actionMeter // nil: not counted
 	rec *recorded    // nil: not kept; else what was sent is kept for retries (idempotency.go)
+	// late, once the handler has returned (executeWait), sends the reply
+	// itself: micro's request then is micro's again.
+	late *nats.Conn
 }
 
 func (r replier) reply(hdr nats.Header, body []byte) error {
@@ -494,6 +515,9 @@ func (r replier) reply(hdr nats.Header, body []byte) error {
 	}
 	if r.req.Reply() == "" {
 		return nats.ErrMsgNoReply
+	}
+	if r.late != nil {
+		return r.late.PublishMsg(&nats.Msg{Subject: r.req.Reply(), Header: hdr, Data: body})
 	}
 	if code := hdr.Get(micro.ErrorCodeHeader); code != "" {
 		return r.req.Error(code, hdr.Get(micro.ErrorHeader), body)

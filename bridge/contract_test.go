@@ -412,6 +412,7 @@ func contractReplies(t *testing.T, ct *contract) {
 		{"named", "pbx1.action.Ping", `{"ActionID":"mine"}`, nil, []string{""}, "server response"},
 		{"named streamed", "pbx1.action.CoreShowChannels", `{"Action":"CoreShowChannels"}`, streamed, []string{"", "", "", "", "", "end"}, "server response"},
 		{"named 400", "pbx1.action.ping", `{}`, nil, []string{"400"}, "server error"},
+		{"originate wait", "pbx1.action.Originate", `{"Channel":"Local/echo@test","Application":"Echo","ActionID":"mine"}`, nats.Header{subjects.HeaderWait: {subjects.WaitOriginateResponse}}, []string{""}, "server response events"},
 		{"504", "pbx1", `{"Action":"Getvar","Variable":"X"}`, nats.Header{subjects.HeaderTimeout: {"200ms"}}, []string{"504"}, "server error"},
 		{"503", "pbx1", `{"Action":"CoreStatus"}`, nil, []string{"503"}, "server error"},
 	}

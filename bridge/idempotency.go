@@ -104,15 +104,40 @@ type keyRecord struct {
 
 // recorded captures the reply a replier sends, to keep it for retries.
 type recorded struct {
+	mu      sync.Mutex // the reply may come after the handler returned (Ami-Wait)
 	code    int
 	message string
 	body    []byte
+	got     bool
+	then    func() // runs once the reply is recorded; see afterRecord
 }
 
 func (rc *recorded) record(hdr nats.Header, body []byte) {
+	rc.mu.Lock()
 	rc.code, _ = strconv.Atoi(hdr.Get(micro.ErrorCodeHeader))
 	rc.message = hdr.Get(micro.ErrorHeader)
 	rc.body = append(rc.body[:0], body...)
+	first := !rc.got
+	rc.got = true
+	then := rc.then
+	rc.mu.Unlock()
+	if first && then != nil {
+		then()
+	}
+}
+
+// afterRecord runs f once the reply is recorded: at once if it is, else
+// on the goroutine that sends it (an Ami-Wait reply, after the handler
+// returned).
+func (rc *recorded) afterRecord(f func()) {
+	rc.mu.Lock()
+	if rc.got {
+		rc.mu.Unlock()
+		f()
+		return
+	}
+	rc.then = f
+	rc.mu.Unlock()
 }
 
 // keyStore keeps the keys: in a KV bucket with JetStream, else in memory.
@@ -190,15 +215,18 @@ func (p *pbx) idempotent(r replier, key string, body []byte, stream bool, deadli
 			rr := r
 			rr.rec = &recorded{}
 			run(rr)
-			// The reply is out: keeping it may take a round trip, which
-			// the requester need not wait for, but a retry does. Past the
-			// request's deadline too, until the bridge's hard stop.
-			sctx, scancel := context.WithTimeout(p.life.hard, flushTimeout)
-			err := ks.finish(sctx, c, sum, rr.rec, int(p.ns.nc.MaxPayload()))
-			scancel()
-			if err != nil {
-				p.log.Warn("keep the reply of an idempotent request; its retries get a 504 until the key expires", "error", err)
-			}
+			// The reply is out, or will be (Ami-Wait): keeping it may take
+			// a round trip, which the requester need not wait for, but a
+			// retry does. Past the request's deadline too, until the
+			// bridge's hard stop.
+			rr.rec.afterRecord(func() {
+				sctx, scancel := context.WithTimeout(p.life.hard, flushTimeout)
+				err := ks.finish(sctx, c, sum, rr.rec, int(p.ns.nc.MaxPayload()))
+				scancel()
+				if err != nil {
+					p.log.Warn("keep the reply of an idempotent request; its retries get a 504 until the key expires", "error", err)
+				}
+			})
 			return
 		}
 		if rec.Body != sum {

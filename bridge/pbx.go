@@ -273,6 +273,9 @@ func (p *pbx) shed(name string) bool {
 	if !p.ring.refusing() || !p.numbers(name) || (p.ha != nil && name == "UserEvent") {
 		return false // a UserEvent may be a mark, which is never numbered
 	}
+	if name == originateResponse {
+		return false // an Ami-Wait request may wait for it (originatewait.go)
+	}
 	p.nextSeq()
 	if p.ha != nil {
 		p.chain.Add(ha.Unknown) // unparsed: no place near it can be proven

@@ -11,7 +11,8 @@ import (
 //	{"server":…,"error":{"code":N,"message":…},"response":{…},"events":[…],"complete":{…},"output":"…"}
 //
 // "error" only on failure; "response" whenever Asterisk answered; "events"
-// and "complete" only for a Collection; "output" only for Command output,
+// and "complete" only for a Collection, "events" alone for the event an
+// Ami-Wait request waited for (see originatewait.go); "output" only for Command output,
 // whose Output fields are then left out of "response". Messages are
 // encoded by (*amiproto.Message).AppendJSON, as events are.
 
@@ -40,7 +41,7 @@ func appendReply(dst []byte, server string, resp *amiproto.Response, o replyOpti
 	head, output, hasOutput := splitOutput(resp.Message)
 	dst = append(dst, `,"response":`...)
 	dst = head.AppendJSON(dst)
-	if o.parts && resp.IsCollection() {
+	if collection := resp.IsCollection(); o.parts && (collection || len(resp.Events) > 0) {
 		dst = append(dst, `,"events":[`...)
 		for i, ev := range resp.Events {
 			if i > 0 {
@@ -48,11 +49,14 @@ func appendReply(dst []byte, server string, resp *amiproto.Response, o replyOpti
 			}
 			dst = ev.AppendJSON(dst)
 		}
-		dst = append(dst, `],"complete":`...)
-		if resp.Complete != nil {
-			dst = resp.Complete.AppendJSON(dst)
-		} else {
-			dst = append(dst, "null"...)
+		dst = append(dst, ']')
+		if collection {
+			dst = append(dst, `,"complete":`...)
+			if resp.Complete != nil {
+				dst = resp.Complete.AppendJSON(dst)
+			} else {
+				dst = append(dst, "null"...)
+			}
 		}
 	}
 	if hasOutput && !o.noOutput {

@@ -33,7 +33,17 @@ const (
 	// while that request runs) and runs nothing. The same key with
 	// another body is a CodeConflict. It cannot go with HeaderStream.
 	HeaderIdempotencyKey = "Ami-Idempotency-Key"
+	// HeaderWait, set to WaitOriginateResponse on an Originate, sends it
+	// with Async true and answers once the call's OriginateResponse event
+	// has come, within the request's timeout: the reply is a collection
+	// whose one entry is that event, with the requester's ActionID. The
+	// action session is free again as soon as Asterisk has queued the
+	// call. No event in time is a 504; the call may still be placed.
+	HeaderWait = "Ami-Wait"
 )
+
+// WaitOriginateResponse is the one value of HeaderWait.
+const WaitOriginateResponse = "OriginateResponse"
 
 // Reply headers set on an error reply, as nats.go's micro sets them
 // (micro.ErrorCodeHeader and micro.ErrorHeader): the code, as decimal

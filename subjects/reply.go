@@ -29,7 +29,8 @@ type Reply struct {
 	// Response is set whenever Asterisk answered.
 	Response json.RawMessage `json:"response,omitempty"`
 	// Events and Complete are set only for a list (a Collection): its
-	// entry events in order, and its completing event.
+	// entry events in order, and its completing event. With HeaderWait,
+	// Events alone holds the awaited event.
 	Events   []json.RawMessage `json:"events,omitempty"`
 	Complete json.RawMessage   `json:"complete,omitempty"`
 	// Output is set only for Command output, whose Output fields are then

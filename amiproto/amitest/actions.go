@@ -281,7 +281,8 @@ func serveStatus(w *ResponseWriter, r *Request) {
 // Originate answers "Originate successfully queued" at once and plays the
 // call afterwards, with an OriginateResponse event that carries the
 // ActionID; a sync one plays it without OriginateResponse, and a failing
-// sync one answers "Originate failed".
+// sync one answers "Originate failed". Config.AnswerDelay delays the
+// sync answer, and the async OriginateResponse.
 func serveOriginate(w *ResponseWriter, r *Request) {
 	srv := w.ss.srv
 	channel, ok := needField(w, r, "Channel", "Channel not specified")
@@ -303,6 +304,9 @@ func serveOriginate(w *ResponseWriter, r *Request) {
 		w.Error("Originate failed")
 		return
 	}
+	if spec.Sync && !sleepCtx(srv.cfg.AnswerDelay, w.ss.done) {
+		return
+	}
 	if spec.Sync && resolveCall(spec).failReason != 0 {
 		w.Error("Originate failed")
 	} else {
@@ -317,8 +321,25 @@ func serveOriginate(w *ResponseWriter, r *Request) {
 	srv.wg.Add(1)
 	go func() {
 		defer srv.wg.Done()
-		srv.PlayCall(spec)
+		if sleepCtx(srv.cfg.AnswerDelay, srv.ctx.Done()) {
+			srv.PlayCall(spec)
+		}
 	}()
+}
+
+// sleepCtx waits d, or until done is closed; it reports whether d passed.
+func sleepCtx(d time.Duration, done <-chan struct{}) bool {
+	if d <= 0 {
+		return true
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-done:
+		return false
+	}
 }
 
 func isTrue(v string) bool {

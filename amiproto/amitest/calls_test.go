@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ami-bridge/ami-bridge/amiproto"
 	"github.com/ami-bridge/ami-bridge/amiproto/amitest"
@@ -226,5 +227,40 @@ func TestPlayCall_ReturnsNames(t *testing.T) {
 	}
 	if ev := c.readEvent("Newchannel"); ev.Get("Channel") != info.Channel || ev.Get("Uniqueid") != info.Uniqueid {
 		t.Errorf("Newchannel:\n%s\nwant %+v", ev, info)
+	}
+}
+
+// AnswerDelay holds a sync Originate's answer, and its session, for the
+// call's answer time; an async one is queued at once and its
+// OriginateResponse, failing ones included, comes after the delay.
+func TestOriginate_AnswerDelay(t *testing.T) {
+	const delay = 200 * time.Millisecond
+	srv := start(t, amitest.Config{AnswerDelay: delay})
+	c := dial(t, srv.Addr())
+	c.login("admin", "s3cret!", "call")
+
+	sent := time.Now()
+	c.send("Originate", "Channel", "Local/busy@test", "Application", "Wait", "Data", "1", "Async", "true", "ActionID", "late-busy")
+	if m := c.readResponse(); m.Get("Message") != "Originate successfully queued" {
+		t.Fatalf("async response:\n%s", m)
+	}
+	if d := time.Since(sent); d >= delay {
+		t.Errorf("async Originate answered after %v, want at once", d)
+	}
+	or := c.readEvent("OriginateResponse")
+	if d := time.Since(sent); d < delay {
+		t.Errorf("OriginateResponse after %v, want at least %v", d, delay)
+	}
+	if or.ActionID() != "late-busy" || or.Get("Response") != "Failure" || or.Get("Reason") != "5" {
+		t.Errorf("OriginateResponse:\n%s", or)
+	}
+
+	sent = time.Now()
+	c.send("Originate", "Channel", "Local/echo@test", "Application", "Wait", "Data", "1", "ActionID", "sync")
+	if m := c.readResponse(); m.Get("Message") != "Originate successfully queued" {
+		t.Fatalf("sync response:\n%s", m)
+	}
+	if d := time.Since(sent); d < delay {
+		t.Errorf("sync Originate answered after %v, want at least %v", d, delay)
 	}
 }

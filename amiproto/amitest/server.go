@@ -109,6 +109,11 @@ type Config struct {
 	// ChannelVars lists manager.conf's channelvars, shown as ChanVariable
 	// lines. Nil means FOO and BAR, as in the captures.
 	ChannelVars []string
+	// AnswerDelay is how long an originated call takes to be answered, or
+	// to fail: a synchronous Originate's response, which holds its session
+	// as on Asterisk, and an async one's OriginateResponse come that much
+	// later. Zero means at once.
+	AnswerDelay time.Duration
 	// Logf, when set, receives debug lines. Secrets are never logged.
 	Logf func(format string, args ...any)
 }

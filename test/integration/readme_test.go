@@ -225,7 +225,7 @@ func subscribed(t *testing.T, ns *server.Server, name, subject string) bool {
 
 // readmeReq runs a "nats req" command and checks that every reply is the
 // bridge's, without an error; an Originate's ActionID must come back on
-// its OriginateResponse event.
+// its OriginateResponse event, and in the reply with Ami-Wait.
 func readmeReq(t *testing.T, w *world, c *cli, words []string) {
 	t.Helper()
 	from := w.events.len()
@@ -265,12 +265,26 @@ func readmeReq(t *testing.T, w *world, c *cli, words []string) {
 			t.Errorf("%q: the streamed parts' output is not the whole help:\n%s", words, out)
 		}
 	}
-	if req["Action"] != "Originate" {
+	action, _ := req["Action"].(string)
+	if _, named, ok := strings.Cut(words[2], ".action."); ok {
+		action = named
+	}
+	if action != "Originate" {
 		return
 	}
 	id, _ := req["ActionID"].(string)
 	if id == "" {
 		t.Fatalf("the Originate has no ActionID: %s", words[3])
+	}
+	if slices.Contains(words, "Ami-Wait:OriginateResponse") {
+		// The reply carries the call's outcome, with the ActionID.
+		var r struct {
+			Events []map[string]any `json:"events"`
+		}
+		if err := json.Unmarshal([]byte(lines[0]), &r); err != nil || len(r.Events) != 1 ||
+			r.Events[0]["Event"] != "OriginateResponse" || r.Events[0]["ActionID"] != id || r.Events[0]["Response"] != "Success" {
+			t.Errorf("%q: the reply does not carry the OriginateResponse: %s", words, lines[0])
+		}
 	}
 	w.events.waitFor(t, from, eventTimeout, "OriginateResponse with ActionID "+id, func(m *nats.Msg) bool {
 		f, err := parseFields(m.Data)
