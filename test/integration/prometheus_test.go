@@ -76,16 +76,15 @@ func startPrometheus(t *testing.T, targets ...string) *promServer {
 	for i, tg := range targets {
 		quoted[i] = strconv.Quote(tg)
 	}
+	// The scrape job is docs/operations.md's, with the test's targets.
+	job := replaceAll(t, operationsBlocks(t)[3], `"bridge-host:7038"`, strings.Join(quoted, ", "))
 	cfg := fmt.Sprintf(`global:
   scrape_interval: 1s
   scrape_timeout: 1s
   evaluation_interval: 1s
 rule_files: [%q]
-scrape_configs:
-  - job_name: ami-bridge
-    static_configs:
-      - targets: [%s]
-`, rules, strings.Join(quoted, ", "))
+%s
+`, rules, job)
 	cfgFile := filepath.Join(dir, "prometheus.yml")
 	if err := os.WriteFile(cfgFile, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
