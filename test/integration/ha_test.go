@@ -7,6 +7,7 @@ import (
 	"errors"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -318,8 +319,15 @@ func (r *haRig) coreSeqs() (seqs []uint64, times []time.Time) {
 	return seqs, times
 }
 
+// TestHA_KillActive runs both bridges with the config of docs/ha.md's
+// "Enable it", whose lease_ttl 2s the takeover is held to.
 func TestHA_KillActive(t *testing.T) {
 	r := newHARig(t)
+	blocks := docBlocks(t, docPage("ha.md"), "## Enable it")
+	if len(blocks) == 0 || !strings.Contains(blocks[0], "lease_ttl: 2s ") {
+		t.Fatal(`docs/ha.md: "## Enable it" has no config block with lease_ttl 2s`)
+	}
+	r.cfg.docYAML = blocks[0]
 	a, b := r.startPair()
 	var killed time.Time
 	r.load(func() {
