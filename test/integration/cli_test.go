@@ -289,10 +289,53 @@ func TestDemo_RunsWithNoSetup(t *testing.T) {
 	if !strings.Contains(out, `"Ping":"Pong"`) {
 		t.Errorf("the demo's Ping:\n%s", out)
 	}
+	m = regexp.MustCompile(`Metrics for Prometheus: http://(127\.0\.0\.1:\d+)/metrics`).FindSubmatch(b.log.Bytes())
+	if m == nil {
+		t.Fatalf("the demo does not say where its metrics are:\n%s", b.log.Bytes())
+	}
+	runCurlSession(t, operationsBlocks(t)[1], string(m[1]))
 	if code := b.terminate(); code != 0 {
 		t.Errorf("demo exit code %d after SIGTERM, want 0", code)
 	}
 	if !bytes.Contains(b.log.Bytes(), []byte("stopped")) {
 		t.Errorf("the demo did not say it stopped:\n%s", truncate(b.log.Bytes(), 4096))
+	}
+}
+
+// runCurlSession runs the "$ " commands of a docs console block with sh,
+// its address 127.0.0.1:7038 replaced by addr, and compares each output
+// with the lines the block shows after the command, numbers at the end of
+// a line being any number.
+func runCurlSession(t *testing.T, block, addr string) {
+	t.Helper()
+	type step struct {
+		cmd  string
+		want []string
+	}
+	var steps []step
+	for _, line := range strings.Split(block, "\n") {
+		if cmd, ok := strings.CutPrefix(line, "$ "); ok {
+			steps = append(steps, step{cmd: replaceAll(t, cmd, "127.0.0.1:7038", addr)})
+		} else if len(steps) > 0 && line != "" {
+			steps[len(steps)-1].want = append(steps[len(steps)-1].want, line)
+		}
+	}
+	if len(steps) == 0 {
+		t.Fatalf("no command in the console block:\n%s", block)
+	}
+	number := regexp.MustCompile(`\d+$`)
+	for _, s := range steps {
+		out, err := exec.Command("sh", "-c", s.cmd).Output()
+		if err != nil {
+			t.Fatalf("%s: %v\n%s", s.cmd, err, out)
+		}
+		got := strings.Split(strings.TrimRight(string(out), "\n"), "\n")
+		ok := len(got) == len(s.want)
+		for i := 0; ok && i < len(got); i++ {
+			ok = regexp.MustCompile("^" + number.ReplaceAllString(regexp.QuoteMeta(s.want[i]), `\d+`) + "$").MatchString(got[i])
+		}
+		if !ok {
+			t.Errorf("%s:\n%s\nthe docs show:\n%s", s.cmd, out, strings.Join(s.want, "\n"))
+		}
 	}
 }

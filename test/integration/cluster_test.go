@@ -4,8 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/url"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -29,26 +29,39 @@ type natsCluster struct {
 	nodes []*natsNode
 }
 
-func startCluster(t *testing.T, size int) *natsCluster {
+// The docs/deployments.md section of the cluster, whose blocks are, in
+// order: a node's nats-server config, the bridge's config and the nats
+// commands.
+const clusterHeading = "## 2. A 3-node cluster"
+
+// startCluster starts three nodes n1, n2 and n3, each with the node
+// config of docs/deployments.md (n1's, named for each), its addresses
+// and store replaced.
+func startCluster(t *testing.T, conf string) *natsCluster {
 	t.Helper()
+	const size = 3
 	type ports struct{ client, cluster int }
 	all := make([]ports, size)
-	var routes []*url.URL
+	var names []string
 	for i := range all {
 		all[i] = ports{freePort(t), freePort(t)}
-		routes = append(routes, &url.URL{Scheme: "nats-route", Host: fmt.Sprintf("127.0.0.1:%d", all[i].cluster)})
+		names = append(names, fmt.Sprintf("nats-route://n%d:6222", i+1), fmt.Sprintf("nats-route://127.0.0.1:%d", all[i].cluster))
 	}
+	dir := t.TempDir()
 	c := &natsCluster{}
 	for i, p := range all {
-		c.nodes = append(c.nodes, startNode(t, &server.Options{
-			ServerName: fmt.Sprintf("n%d", i+1),
-			Host:       "127.0.0.1",
-			Port:       p.client,
-			JetStream:  true,
-			StoreDir:   t.TempDir(),
-			Cluster:    server.ClusterOpts{Name: "it", Host: "127.0.0.1", Port: p.cluster},
-			Routes:     routes,
-		}))
+		path := filepath.Join(dir, fmt.Sprintf("n%d.conf", i+1))
+		node := replaceAll(t, conf, append(names, "server_name: n1", fmt.Sprintf("server_name: n%d", i+1),
+			"0.0.0.0:4222", fmt.Sprintf("127.0.0.1:%d", p.client), "0.0.0.0:6222", fmt.Sprintf("127.0.0.1:%d", p.cluster),
+			"/var/lib/nats", t.TempDir())...)
+		if err := os.WriteFile(path, []byte(node), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		opts, err := server.ProcessConfigFile(path)
+		if err != nil {
+			t.Fatalf("docs/deployments.md's node config: %v", err)
+		}
+		c.nodes = append(c.nodes, startNode(t, opts))
 	}
 	return c
 }
@@ -154,13 +167,21 @@ func TestChaos_ClusterNodeStops(t *testing.T) {
 	if v := os.Getenv("AMI_CHAOS_VICTIM"); v != "" {
 		kind = v
 	}
-	c := startCluster(t, 3)
+	blocks := docBlocks(t, docPage("deployments.md"), clusterHeading)
+	if len(blocks) < 3 {
+		t.Fatalf("docs/deployments.md: %q needs the node config, the bridge's config and the commands", clusterHeading)
+	}
+	c := startCluster(t, blocks[0])
 	w := newClusterWorld(t, c)
 	p := w.startPBX("c1", amitest.Config{Profile: amitest.Asterisk22})
 	cfg := w.config(w.serverFor("c1", p, viaURL))
-	cfg.NATS.URL = c.urls()
 	cfg.Log.Level = "info"
-	cfg.JetStream = &jetStreamConf{Enabled: true, Stream: "IT_CLUSTER", Replicas: 3}
+	cfg.JetStream = &jetStreamConf{Stream: "IT_CLUSTER"}
+	var urls []string
+	for i, n := range c.nodes {
+		urls = append(urls, fmt.Sprintf("nats://n%d:4222", i+1), n.url())
+	}
+	cfg.docYAML = replaceAll(t, blocks[1], urls...) // nats.url, jetstream.enabled and replicas
 	b := w.startBridge(cfg)
 	w.waitReady("c1")
 	b.log.waitFor(t, `"topology":"external","stream":"IT_CLUSTER","replicas":3`, readyTimeout, b.done)
@@ -195,6 +216,63 @@ func TestChaos_ClusterNodeStops(t *testing.T) {
 	st.checkIDs(t)
 	st.check(t, "c1", sent)
 	t.Log(finalStatus(w, b, "c1"))
+
+	// The page's commands create the stream themselves, on the subjects
+	// of the bridge's: that one goes first.
+	ctx, cancel := context.WithTimeout(context.Background(), replyTimeout)
+	defer cancel()
+	if err := js.DeleteStream(ctx, "IT_CLUSTER"); err != nil {
+		t.Fatal(err)
+	}
+	clusterCommands(t, w, blocks[2])
+}
+
+// clusterCommands runs the nats commands of docs/deployments.md's cluster
+// (lines joined where they end in a backslash) against the cluster.
+func clusterCommands(t *testing.T, w *world, block string) {
+	t.Helper()
+	c := newCLI(w)
+	cmds := readmeCommands(t, strings.ReplaceAll(block, "\\\n", " "), nil)
+	for _, words := range cmds {
+		if words[0] != "nats" || len(words) < 3 {
+			t.Fatalf("docs/deployments.md: %q is not a nats command", words)
+		}
+		if words[1] == "stream" && words[2] == "edit" {
+			// "an existing R1 stream": the one added above, made R1.
+			js, err := jetstream.New(w.nc)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), replyTimeout)
+			s, err := js.Stream(ctx, words[3])
+			if err == nil {
+				cfg := s.CachedInfo().Config
+				cfg.Replicas = 1
+				_, err = js.UpdateStream(ctx, cfg)
+			}
+			cancel()
+			if err != nil {
+				t.Fatalf("make %s R1: %v", words[3], err)
+			}
+		}
+		out := c.run(t, words[1:]...)
+		switch words[1] + " " + words[2] {
+		case "account info":
+			if !strings.Contains(out, "Connected Cluster: ami\n") || !strings.Contains(out, "JetStream Account Information") {
+				t.Errorf("%q:\n%s", words, out)
+			}
+		case "stream add", "stream edit":
+			if !strings.Contains(out, "Replicas: 3") {
+				t.Errorf("%q:\n%s", words, out)
+			}
+		case "stream info":
+			if !strings.Contains(out, "Leader: ") || strings.Count(out, "current") != 2 {
+				t.Errorf("%q: not a leader and two current replicas:\n%s", words, out)
+			}
+		default:
+			t.Errorf("docs/deployments.md: no check for %q", words)
+		}
+	}
 }
 
 // streamWithLeader returns the info of stream once it has a leader: a

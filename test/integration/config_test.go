@@ -3,12 +3,15 @@ package integration
 import (
 	"net"
 	"os/exec"
+	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ami-bridge/ami-bridge/amiproto/amitest"
 )
@@ -172,22 +175,29 @@ func TestVersion_Prints(t *testing.T) {
 // Two bridges on one host with embedded JetStream on the same store_dir:
 // nats-server takes no lock, and the second opened the first one's live
 // stream files. The second must stop with a clear error and leave the
-// first running.
+// first running. Both run docs/deployments.md's single-node config, and
+// the page's nats commands run against the first.
 func TestEmbeddedStore_SecondBridgeOnTheSameStoreDirRefused(t *testing.T) {
 	t.Parallel()
 	w := newWorldNoEvents(t, natsOptions{})
 	p := w.startPBX("store", amitest.Config{})
 	store := t.TempDir()
-	embedded := func() bridgeConfig {
+	blocks := docBlocks(t, docPage("deployments.md"), "## 1. Single node")
+	if len(blocks) < 2 {
+		t.Fatal(`docs/deployments.md: "## 1. Single node" needs the config block and the command block`)
+	}
+	embedded := func(listen string) bridgeConfig {
 		cfg := w.config(w.serverFor("store", p, viaURL))
-		cfg.NATS = natsConfig{Embedded: &embeddedConfig{Listen: deadAddr(t), StoreDir: store}}
-		cfg.JetStream = &jetStreamConf{Enabled: true}
+		cfg.NATS = natsConfig{}
+		cfg.docYAML = replaceAll(t, blocks[0], "127.0.0.1:4222", listen, "/var/lib/ami-bridge", store)
 		return cfg
 	}
-	first := w.startBridge(embedded())
+	listen := deadAddr(t)
+	first := w.startBridge(embedded(listen))
 	first.log.waitFor(t, `"message":"ready"`, readyTimeout, first.done)
+	singleNodeCommands(t, w, p, "nats://"+listen, blocks[1])
 
-	second := w.startBridge(embedded())
+	second := w.startBridge(embedded(deadAddr(t)))
 	code := second.wait(exitTimeout)
 	out := string(second.log.Bytes())
 	if code == 0 {
@@ -200,5 +210,60 @@ func TestEmbeddedStore_SecondBridgeOnTheSameStoreDirRefused(t *testing.T) {
 	}
 	if first.exited() {
 		t.Fatal("the first bridge exited")
+	}
+}
+
+// singleNodeCommands runs the nats commands of docs/deployments.md's
+// single node against the bridge's embedded server at url, once the
+// stream holds more events than the consumer reads.
+func singleNodeCommands(t *testing.T, w *world, p *pbx, url, block string) {
+	t.Helper()
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The session takes events once its login events are stored.
+	waitStreamMsgs(t, js, "AMI_EVENTS", loginEvents, storeStall)
+	const emitted = 12
+	for i := range emitted {
+		p.emit("ItStored", "Index", strconv.Itoa(i))
+	}
+	waitStreamMsgs(t, js, "AMI_EVENTS", loginEvents+emitted, storeStall)
+	c := newCLI(w)
+	c.server = url
+	cmds := readmeCommands(t, block, nil)
+	for _, words := range cmds {
+		if words[0] != "nats" || len(words) < 3 {
+			t.Fatalf("docs/deployments.md: %q is not a nats command", words)
+		}
+		out := c.run(t, words[1:]...)
+		switch words[1] + " " + words[2] {
+		case "stream info":
+			var n int // more than the test sent: Asterisk's own events count too
+			if m := regexp.MustCompile(`Messages: (\d+)\n`).FindStringSubmatch(out); m != nil {
+				n, _ = strconv.Atoi(m[1])
+			}
+			if !strings.Contains(out, "Replicas: 1\n") || n < loginEvents+emitted {
+				t.Errorf("%q:\n%s", words, out)
+			}
+		case "consumer add":
+			if !strings.Contains(out, "Pull Mode: true") {
+				t.Errorf("%q:\n%s", words, out)
+			}
+		case "consumer next":
+			if n := strings.Count(out, "Acknowledged message"); n != 10 {
+				t.Errorf("%q: %d messages acknowledged, want 10:\n%s", words, n, out)
+			}
+		default:
+			t.Errorf("docs/deployments.md: no check for %q", words)
+		}
+	}
+	if len(cmds) != 3 {
+		t.Errorf("docs/deployments.md: %d single-node commands, want stream info, consumer add and consumer next", len(cmds))
 	}
 }

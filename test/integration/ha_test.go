@@ -6,7 +6,9 @@ import (
 	"encoding/json"
 	"errors"
 	"os"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -318,8 +320,15 @@ func (r *haRig) coreSeqs() (seqs []uint64, times []time.Time) {
 	return seqs, times
 }
 
+// TestHA_KillActive runs both bridges with the config of docs/ha.md's
+// "Enable it", whose lease_ttl 2s the takeover is held to.
 func TestHA_KillActive(t *testing.T) {
 	r := newHARig(t)
+	blocks := docBlocks(t, docPage("ha.md"), "## Enable it")
+	if len(blocks) == 0 || !strings.Contains(blocks[0], "lease_ttl: 2s ") {
+		t.Fatal(`docs/ha.md: "## Enable it" has no config block with lease_ttl 2s`)
+	}
+	r.cfg.docYAML = blocks[0]
 	a, b := r.startPair()
 	var killed time.Time
 	r.load(func() {
@@ -410,7 +419,8 @@ func TestHA_BothKilledGapReported(t *testing.T) {
 		}
 		c = r.start()
 	})
-	_, st := r.waitHA(c, 0, "active with a gap", func(s haStatus) bool { return s.Role == "active" && len(s.Gaps) > 0 })
+	i, st := r.waitHA(c, 0, "active with a gap", func(s haStatus) bool { return s.Role == "active" && len(s.Gaps) > 0 })
+	checkDocsHAStatus(t, r.w.status.snapshot()[i].Data)
 	gap := st.Gaps[0]
 	t.Logf("both bridges killed: the next one reports the gap Ami-Seq %d-%d and publishes from %d", gap.From, gap.To, st.LastTakeover.From)
 
@@ -467,4 +477,43 @@ func TestHA_ActiveLosesItsAMISession(t *testing.T) {
 	}
 	r.waitHA(a, 0, "standby", func(s haStatus) bool { return s.Role == "standby" })
 	r.checkExactlyOnce()
+}
+
+// checkDocsHAStatus compares the "ha" object of a status with the sample
+// of docs/ha.md's "Status and metrics": the same keys, at every level.
+func checkDocsHAStatus(t *testing.T, status []byte) {
+	t.Helper()
+	blocks := docBlocks(t, docPage("ha.md"), "## Status and metrics")
+	if len(blocks) == 0 {
+		t.Fatal(`docs/ha.md: no block in "## Status and metrics"`)
+	}
+	var doc, got map[string]any
+	if err := json.Unmarshal([]byte("{"+blocks[0]+"}"), &doc); err != nil {
+		t.Fatalf("docs/ha.md's status sample is not JSON: %v\n%s", err, blocks[0])
+	}
+	if err := json.Unmarshal(status, &got); err != nil {
+		t.Fatal(err)
+	}
+	if d, g := jsonKeys("", doc["ha"]), jsonKeys("", got["ha"]); !slices.Equal(d, g) {
+		t.Errorf("docs/ha.md's status sample has the keys %q, the bridge's %q:\n%s", d, g, status)
+	}
+}
+
+// jsonKeys returns the sorted paths of the keys of v, a decoded JSON
+// value; a list's paths are its first element's.
+func jsonKeys(path string, v any) []string {
+	var keys []string
+	switch v := v.(type) {
+	case map[string]any:
+		for k, e := range v {
+			keys = append(keys, path+k)
+			keys = append(keys, jsonKeys(path+k+".", e)...)
+		}
+	case []any:
+		if len(v) > 0 {
+			keys = jsonKeys(path, v[0])
+		}
+	}
+	slices.Sort(keys)
+	return keys
 }

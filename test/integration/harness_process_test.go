@@ -30,6 +30,10 @@ type bridgeConfig struct {
 	MemoryLimit     string         `yaml:"memory_limit,omitempty"`
 
 	extraEnv []string // NAME=value entries added to the process environment
+	// docYAML is a config block of the docs, its addresses replaced:
+	// writeConfig lays its keys over the ones above, so that the daemon's
+	// loader reads every key the page shows.
+	docYAML string
 }
 
 type natsConfig struct {
@@ -177,11 +181,38 @@ func (w *world) writeConfig(cfg bridgeConfig) string {
 	if err != nil {
 		w.t.Fatal(err)
 	}
+	if cfg.docYAML != "" {
+		var base, doc map[string]any
+		if err := yaml.Unmarshal(data, &base); err != nil {
+			w.t.Fatal(err)
+		}
+		if err := yaml.Unmarshal([]byte(cfg.docYAML), &doc); err != nil {
+			w.t.Fatalf("the docs config block is not YAML: %v\n%s", err, cfg.docYAML)
+		}
+		if data, err = yaml.Marshal(overlay(base, doc)); err != nil {
+			w.t.Fatal(err)
+		}
+	}
 	path := filepath.Join(w.dir, fmt.Sprintf("ami-bridge-%d.yaml", time.Now().UnixNano()))
 	if err := os.WriteFile(path, data, 0o600); err != nil {
 		w.t.Fatal(err)
 	}
 	return path
+}
+
+// overlay lays top's keys over base's, merging nested maps; any other
+// value of top, a list included, replaces base's.
+func overlay(base, top map[string]any) map[string]any {
+	for k, v := range top {
+		if tm, ok := v.(map[string]any); ok {
+			if bm, ok := base[k].(map[string]any); ok {
+				base[k] = overlay(bm, tm)
+				continue
+			}
+		}
+		base[k] = v
+	}
+	return base
 }
 
 // processEnv is the test's environment without AMI_BRIDGE_ variables,

@@ -227,16 +227,32 @@ func TestMetrics_CountersMatchUnderLoad(t *testing.T) {
 	t.Logf("sent %d events (%d from %d calls), received %d, %d actions", sent, genEvents, calls, received, rounds*len(actions))
 }
 
+// operationsBlocks returns the blocks of docs/operations.md's "Endpoints
+// and probes": the http config, the curl session, the Kubernetes probes
+// and the Prometheus scrape job.
+func operationsBlocks(t *testing.T) []string {
+	t.Helper()
+	blocks := docBlocks(t, docPage("operations.md"), "## Endpoints and probes")
+	if len(blocks) < 4 {
+		t.Fatal(`docs/operations.md: "## Endpoints and probes" needs the http config, the curl session, the probes and the scrape job`)
+	}
+	return blocks
+}
+
 // TestReadyz_FlipsWithAPBX stops a PBX and starts it again on the same
 // port: /readyz of a bridge that needs every PBX goes 503 and back to 200,
-// one that needs any stays 200, and /healthz stays 200 throughout.
+// one that needs any stays 200, and /healthz stays 200 throughout. The
+// first is configured with docs/operations.md's http block.
 func TestReadyz_FlipsWithAPBX(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t, natsOptions{})
 	p1 := w.startPBX("r1", amitest.Config{Profile: amitest.Asterisk22})
 	p2 := w.startPBX("r2", amitest.Config{Profile: amitest.Asterisk13})
 	cfg := w.config(w.serverFor("r1", p1, viaEnv), w.serverFor("r2", p2, viaFile))
-	all := w.startBridge(withHTTP(cfg)).httpBase(t)
+	// ready: all is docs/operations.md's http block, on a free port.
+	docCfg := cfg
+	docCfg.docYAML = replaceAll(t, operationsBlocks(t)[0], "127.0.0.1:7038", "127.0.0.1:0")
+	all := w.startBridge(docCfg).httpBase(t)
 	anyOne := w.startBridge(withHTTP(cfg, "AMI_BRIDGE_HTTP__READY=any")).httpBase(t)
 	w.waitConnected("r1", "r2")
 

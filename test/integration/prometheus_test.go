@@ -10,10 +10,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"go.yaml.in/yaml/v3"
 )
 
 // The deploy files are checked against a real Prometheus here: it scrapes
@@ -76,16 +79,16 @@ func startPrometheus(t *testing.T, targets ...string) *promServer {
 	for i, tg := range targets {
 		quoted[i] = strconv.Quote(tg)
 	}
+	checkDocsAlerts(t, rules)
+	// The scrape job is docs/operations.md's, with the test's targets.
+	job := replaceAll(t, operationsBlocks(t)[3], `"bridge-host:7038"`, strings.Join(quoted, ", "))
 	cfg := fmt.Sprintf(`global:
   scrape_interval: 1s
   scrape_timeout: 1s
   evaluation_interval: 1s
 rule_files: [%q]
-scrape_configs:
-  - job_name: ami-bridge
-    static_configs:
-      - targets: [%s]
-`, rules, strings.Join(quoted, ", "))
+%s
+`, rules, job)
 	cfgFile := filepath.Join(dir, "prometheus.yml")
 	if err := os.WriteFile(cfgFile, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
@@ -348,5 +351,52 @@ func TestPrometheus_DashboardAndRules(t *testing.T) {
 	}
 	if len(res) != 2 || roles[targets[0]] != "1" || roles[targets[1]] != "0" {
 		t.Errorf("ha_active by instance: %v; want %s active (1), %s standby (0)", roles, targets[0], targets[1])
+	}
+}
+
+// alertRule is what docs/operations.md shows of an alerting rule.
+type alertRule struct {
+	Alert string `yaml:"alert"`
+	Expr  string `yaml:"expr"`
+	For   string `yaml:"for"`
+}
+
+// checkDocsAlerts compares the rules of docs/operations.md's "Alerts and
+// dashboard" with those of the rules file Prometheus loads: the same
+// alerts, expressions and durations.
+func checkDocsAlerts(t *testing.T, rulesFile string) {
+	t.Helper()
+	blocks := docBlocks(t, docPage("operations.md"), "## Alerts and dashboard")
+	if len(blocks) == 0 {
+		t.Fatal(`docs/operations.md: no block in "## Alerts and dashboard"`)
+	}
+	var doc []alertRule
+	if err := yaml.Unmarshal([]byte(blocks[0]), &doc); err != nil {
+		t.Fatalf("docs/operations.md's rules: %v", err)
+	}
+	data, err := os.ReadFile(rulesFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var file struct {
+		Groups []struct {
+			Rules []alertRule `yaml:"rules"`
+		} `yaml:"groups"`
+	}
+	if err := yaml.Unmarshal(data, &file); err != nil {
+		t.Fatal(err)
+	}
+	var rules []alertRule
+	for _, g := range file.Groups {
+		rules = append(rules, g.Rules...)
+	}
+	norm := func(rs []alertRule) []alertRule {
+		for i := range rs {
+			rs[i].Expr = strings.TrimSpace(rs[i].Expr)
+		}
+		return rs
+	}
+	if d, f := norm(doc), norm(rules); !slices.Equal(d, f) {
+		t.Errorf("docs/operations.md's rules differ from %s:\n%+v\n%+v", rulesFile, d, f)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -21,20 +22,7 @@ import (
 
 // The configuration of the embedded server: nats.embedded.
 type embeddedConfig struct {
-	Listen    string           `yaml:"listen"`
-	StoreDir  string           `yaml:"store_dir,omitempty"`
-	Domain    string           `yaml:"domain,omitempty"`
-	Leafnodes *leafnodesConfig `yaml:"leafnodes,omitempty"`
-}
-
-type leafnodesConfig struct {
-	Remotes []leafRemoteConfig `yaml:"remotes"`
-}
-
-type leafRemoteConfig struct {
-	URL      string `yaml:"url"`
-	User     string `yaml:"user,omitempty"`
-	Password string `yaml:"password,omitempty"`
+	Listen string `yaml:"listen"`
 }
 
 // The sites chaos runs: two sites of about 1,000 events/s each; the full
@@ -51,43 +39,42 @@ var (
 const (
 	hubStream  = "AMI_ALL"
 	siteStream = "AMI_EVENTS"
-	leafUser   = "site"
 )
 
 // site is one PBX site: its PBX, its bridge with the embedded server as
 // a leaf node of the hub, and a core NATS subscriber on that server.
 type site struct {
-	name, domain string
+	name, domain string // the PBX's name, the site's JetStream domain
 	pbx          *pbx
 	bridge       *bridgeProc
 	local        *liveTally // the subscriber at the site, on ami.*.event.>
 	gen          *amitest.Calls
 }
 
-// startSite starts a site whose embedded server is a leaf node of the
-// hub's leafnode port, in its own JetStream domain.
-func (w *world) startSite(name, hubAddr, leafPass string) *site {
+// The docs/deployments.md section of the hub and sites, whose blocks are,
+// in order: hub.conf, the site's config, ami-all.json and the commands.
+const sitesHeading = "## 3. Hub and sites with leaf nodes"
+
+// startSite starts the site of domain, which docs/deployments.md calls
+// paris, with the page's site config: its embedded server a leaf node of
+// the hub's leafnode port, its PBX <domain>-pbx1.
+func (w *world) startSite(domain, hubAddr, leafPass string, blocks []string) *site {
 	w.t.Helper()
-	s := &site{name: name, domain: "dom-" + name, local: newLiveTally()}
-	s.pbx = w.startPBX(name, amitest.Config{Profile: amitest.Asterisk22})
+	s := &site{name: domain + "-pbx1", domain: domain, local: newLiveTally()}
+	s.pbx = w.startPBX(s.name, amitest.Config{Profile: amitest.Asterisk22})
 	listen := deadAddr(w.t)
-	cfg := w.config(w.serverFor(name, s.pbx, viaEnv))
-	cfg.NATS = natsConfig{Embedded: &embeddedConfig{
-		Listen:   listen,
-		StoreDir: w.t.TempDir(),
-		Domain:   s.domain,
-		Leafnodes: &leafnodesConfig{Remotes: []leafRemoteConfig{{
-			URL: "nats-leaf://" + hubAddr, User: leafUser, Password: leafPass,
-		}}},
-	}}
-	cfg.JetStream = &jetStreamConf{Enabled: true, Stream: siteStream}
+	cfg := w.config()
+	cfg.docYAML = replaceAll(w.t, blocks[1], "paris", domain, "127.0.0.1:4222", listen,
+		"/var/lib/ami-bridge", w.t.TempDir(), "hub.example.com:7422", hubAddr,
+		`password: ""`, `password: "`+leafPass+`"`, "tcp://"+amiUser+"@10.1.0.5:5038", "tcp://"+amiUser+"@"+s.pbx.Addr())
+	cfg.extraEnv = []string{"PBX1_SECRET=" + s.pbx.secret}
 	s.bridge = w.startBridge(cfg)
 	s.bridge.log.waitFor(w.t, `"topology":"leafnode","jetstream_domain":"`+s.domain+`","leafnode_remotes":1`, readyTimeout, s.bridge.done)
 	s.bridge.log.waitFor(w.t, `"leafnode connected"`, readyTimeout, s.bridge.done)
 
 	nc, err := nats.Connect("nats://"+listen, nats.Name("site-subscriber"))
 	if err != nil {
-		w.t.Fatalf("connect to site %s: %v", name, err)
+		w.t.Fatalf("connect to site %s: %v", domain, err)
 	}
 	w.t.Cleanup(nc.Close)
 	sub, err := nc.Subscribe("ami.*.event.>", s.local.add)
@@ -173,10 +160,11 @@ func (s *site) localEvents() int64 {
 // TestChaos_SitesBufferThroughWANCut runs two sites, each a bridge whose
 // embedded server is a leaf node of a hub in its own JetStream domain,
 // with its own PBX and its own stream. The hub holds one stream that
-// sources both sites' streams across domains, created with the nats CLI
-// from the JSON file of docs/deployments.md. Under load the WAN link
-// between the sites and the hub (a loopback proxy) is cut, then comes
-// back on the same address. Meanwhile a core NATS subscriber at each site
+// sources both sites' streams across domains. The hub's nats-server
+// config, the sites' bridge config, the hub stream's JSON file and the
+// nats commands are docs/deployments.md's, verbatim but for addresses.
+// Under load the WAN link between the sites and the hub (a loopback
+// proxy) is cut, then comes back on the same address. Meanwhile a core NATS subscriber at each site
 // keeps receiving its site's events. In the end the hub's stream holds
 // every call event both PBXes sent, each once, in Ami-Seq order per PBX.
 //
@@ -189,15 +177,24 @@ func TestChaos_SitesBufferThroughWANCut(t *testing.T) {
 	}
 	w := &world{t: t, dir: t.TempDir()}
 	leafPass := w.newSecret("leaf")
-	hub := startNode(t, &server.Options{
-		ServerName:      "hub",
-		Host:            "127.0.0.1",
-		Port:            freePort(t),
-		JetStream:       true,
-		JetStreamDomain: "hub",
-		StoreDir:        t.TempDir(),
-		LeafNode:        server.LeafNodeOpts{Host: "127.0.0.1", Port: freePort(t), Username: leafUser, Password: leafPass},
-	})
+	blocks := docBlocks(t, docPage("deployments.md"), sitesHeading)
+	if len(blocks) < 4 {
+		t.Fatalf("docs/deployments.md: %q needs hub.conf, the site's config, ami-all.json and the commands", sitesHeading)
+	}
+	// The hub runs the page's hub.conf, its addresses and store replaced;
+	// nats-server reads $LEAF_PASSWORD from the environment.
+	t.Setenv("LEAF_PASSWORD", leafPass)
+	hubConf := filepath.Join(w.dir, "hub.conf")
+	clientPort, leafPort := freePort(t), freePort(t)
+	if err := os.WriteFile(hubConf, []byte(replaceAll(t, blocks[0], "0.0.0.0:4222", fmt.Sprintf("127.0.0.1:%d", clientPort),
+		"0.0.0.0:7422", fmt.Sprintf("127.0.0.1:%d", leafPort), "/var/lib/nats", t.TempDir())), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	opts, err := server.ProcessConfigFile(hubConf)
+	if err != nil {
+		t.Fatalf("docs/deployments.md's hub.conf: %v", err)
+	}
+	hub := startNode(t, opts)
 	w.ns = hub.ns
 	nc, err := nats.Connect(hub.url(), nats.Name("integration-test"), nats.MaxReconnects(-1), nats.ReconnectWait(20*time.Millisecond))
 	if err != nil {
@@ -208,8 +205,8 @@ func TestChaos_SitesBufferThroughWANCut(t *testing.T) {
 	w.status = w.collect("ami.*.status")
 	t.Cleanup(w.checkStatusesHoldNoSecret)
 
-	wan := startWANLink(t, fmt.Sprintf("127.0.0.1:%d", hub.opts.LeafNode.Port))
-	sites := []*site{w.startSite("siteA", wan.addr, leafPass), w.startSite("siteB", wan.addr, leafPass)}
+	wan := startWANLink(t, fmt.Sprintf("127.0.0.1:%d", leafPort))
+	sites := []*site{w.startSite("paris", wan.addr, leafPass, blocks), w.startSite("lyon", wan.addr, leafPass, blocks)}
 
 	js, err := jetstream.New(nc)
 	if err != nil {
@@ -217,27 +214,19 @@ func TestChaos_SitesBufferThroughWANCut(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), replyTimeout)
 	defer cancel()
-	// The hub's stream, created as docs/deployments.md shows: sources
+	// The hub's stream, created with the page's file and command: sources
 	// only, no subjects of its own, or it would store what crosses the
 	// leaf links besides what it sources.
-	var sources []string
-	for _, s := range sites {
-		sources = append(sources, fmt.Sprintf(`{"name": %q, "external": {"api": "$JS.%s.API"}}`, siteStream, s.domain))
-	}
 	hubConfig := filepath.Join(w.dir, "ami-all.json")
-	if err := os.WriteFile(hubConfig, []byte(fmt.Sprintf(`{
-  "name": %q,
-  "storage": "file",
-  "retention": "limits",
-  "discard": "old",
-  "max_age": 604800000000000,
-  "duplicate_window": 120000000000,
-  "num_replicas": 1,
-  "sources": [%s]
-}`, hubStream, strings.Join(sources, ", "))), 0o600); err != nil {
+	if err := os.WriteFile(hubConfig, []byte(blocks[2]), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	newCLI(w).run(t, "--js-domain", "hub", "stream", "add", hubStream, "--config", hubConfig)
+	c := newCLI(w)
+	cmds := sitesCommands(t, blocks[3], hubConfig)
+	if len(cmds) == 0 || !slices.Equal(cmds[0][len(cmds[0])-4:], []string{"add", hubStream, "--config", hubConfig}) {
+		t.Fatalf("docs/deployments.md: the first command does not create %s from ami-all.json: %q", hubStream, cmds)
+	}
+	c.run(t, cmds[0][1:]...)
 	if s, err := js.Stream(ctx, hubStream); err != nil || len(s.CachedInfo().Config.Sources) != len(sites) {
 		t.Fatalf("the hub's stream after nats stream add: %v", err)
 	}
@@ -284,4 +273,51 @@ func TestChaos_SitesBufferThroughWANCut(t *testing.T) {
 		st.check(t, s.name, sent[s.name])
 		s.local.waitSeq(t, s.name, uint64(sent[s.name]+loginEvents))
 	}
+	for _, words := range cmds[1:] {
+		out := c.run(t, words[1:]...)
+		switch {
+		case slices.Contains(words, "info") && slices.Contains(words, siteStream):
+			if !strings.Contains(out, "Subjects: ami.*.event.>") {
+				t.Errorf("%q:\n%s", words, out)
+			}
+		case slices.Contains(words, "info") && slices.Contains(words, hubStream):
+			if n := strings.Count(out, "Stream Name: "+siteStream); n != len(sites) {
+				t.Errorf("%q: %d sources, want %d:\n%s", words, n, len(sites), out)
+			}
+		case slices.Contains(words, "edit"):
+			if !strings.Contains(out, "Stream "+hubStream+" was updated") {
+				t.Errorf("%q:\n%s", words, out)
+			}
+		default:
+			t.Errorf("docs/deployments.md: no check for %q", words)
+		}
+	}
+}
+
+// sitesCommands returns the nats commands of the hub and sites (lines
+// joined where they end in a backslash), with the path of the hub's
+// stream file for ami-all.json. "--server hub.example.com" is left out:
+// the test's CLI gives the hub's address itself, and the CLI refuses a
+// second --server.
+func sitesCommands(t *testing.T, block, hubConfig string) [][]string {
+	t.Helper()
+	cmds := readmeCommands(t, strings.ReplaceAll(block, "\\\n", " "), nil)
+	for i, words := range cmds {
+		if words[0] != "nats" {
+			t.Fatalf("docs/deployments.md: %q is not a nats command", words)
+		}
+		if j := slices.Index(words, "--server"); j >= 0 {
+			if j+1 == len(words) || words[j+1] != "hub.example.com" {
+				t.Fatalf("docs/deployments.md: %q names a server other than the hub", words)
+			}
+			words = slices.Delete(words, j, j+2)
+		}
+		for k, word := range words {
+			if word == "ami-all.json" {
+				words[k] = hubConfig
+			}
+		}
+		cmds[i] = words
+	}
+	return cmds
 }
