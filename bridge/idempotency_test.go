@@ -73,6 +73,20 @@ func onceBody(round string) string {
 
 // waitServing waits until every action session of b's PBX is logged in,
 // and so in the queue group.
+// keyedWorld starts NATS (with JetStream when opts asks), a PBX whose
+// Ping-like action counts its runs (countOn), and a bridge on it: the
+// opening of the idempotency tests. It returns the requester's
+// connection, the action subject and the counter.
+func keyedWorld(t *testing.T, hold bool, opts Options) (*nats.Conn, string, *counter) {
+	t.Helper()
+	ns := startNATS(t, natsOptions{jetStream: opts.JetStream.Enabled})
+	pbx := startPBX(t, amitest.Config{})
+	c := countOn(t, pbx, hold)
+	b, _ := startBridge(t, connect(t, ns), []ServerConfig{fastServer("pbx1", pbx)}, opts)
+	waitServing(t, b)
+	return connect(t, ns), subjects.Action("ami", "pbx1"), c
+}
+
 func waitServing(t *testing.T, b *Bridge) {
 	t.Helper()
 	waitStatus(t, b, allUp)
@@ -137,13 +151,7 @@ func TestIdempotency_TwoProcessesRunTheActionOnce(t *testing.T) {
 func TestIdempotency_RetryAfterTheRequesterTimedOut(t *testing.T) {
 	for _, js := range []bool{false, true} {
 		t.Run(fmt.Sprintf("jetstream=%v", js), func(t *testing.T) {
-			ns := startNATS(t, natsOptions{jetStream: js})
-			pbx := startPBX(t, amitest.Config{})
-			c := countOn(t, pbx, true)
-			b, _ := startBridge(t, connect(t, ns), []ServerConfig{fastServer("pbx1", pbx)}, Options{JetStream: JetStreamOptions{Enabled: js}})
-			waitServing(t, b)
-			cc := connect(t, ns)
-			subj := subjects.Action("ami", "pbx1")
+			cc, subj, c := keyedWorld(t, true, Options{JetStream: JetStreamOptions{Enabled: js}})
 
 			_, err := cc.RequestMsg(&nats.Msg{Subject: subj, Data: []byte(onceBody("1")), Header: keyed("k1")}, 100*time.Millisecond)
 			if err != nats.ErrTimeout {
@@ -176,13 +184,7 @@ func TestIdempotency_RetryAfterTheRequesterTimedOut(t *testing.T) {
 func TestIdempotency_SameKeyOtherBodyIsAConflict(t *testing.T) {
 	for _, js := range []bool{false, true} {
 		t.Run(fmt.Sprintf("jetstream=%v", js), func(t *testing.T) {
-			ns := startNATS(t, natsOptions{jetStream: js})
-			pbx := startPBX(t, amitest.Config{})
-			c := countOn(t, pbx, false)
-			b, _ := startBridge(t, connect(t, ns), []ServerConfig{fastServer("pbx1", pbx)}, Options{JetStream: JetStreamOptions{Enabled: js}})
-			waitServing(t, b)
-			cc := connect(t, ns)
-			subj := subjects.Action("ami", "pbx1")
+			cc, subj, c := keyedWorld(t, false, Options{JetStream: JetStreamOptions{Enabled: js}})
 			request(t, cc, subj, onceBody("1"), keyed("k"))
 			m := request(t, cc, subj, onceBody("2"), keyed("k"))
 			if code := m.Header.Get(subjects.HeaderErrorCode); code != strconv.Itoa(subjects.CodeConflict) {
@@ -201,12 +203,7 @@ func TestIdempotency_SameKeyOtherBodyIsAConflict(t *testing.T) {
 // TestIdempotency_OneProcessWithoutJetStream: without JetStream,
 // concurrent retries at one bridge run the action once.
 func TestIdempotency_OneProcessWithoutJetStream(t *testing.T) {
-	ns := startNATS(t, natsOptions{})
-	pbx := startPBX(t, amitest.Config{})
-	c := countOn(t, pbx, false)
-	b, _ := startBridge(t, connect(t, ns), []ServerConfig{fastServer("pbx1", pbx)}, Options{})
-	waitServing(t, b)
-	cc := connect(t, ns)
+	cc, _, c := keyedWorld(t, false, Options{})
 	for round := range 10 {
 		r := strconv.Itoa(round)
 		var wg sync.WaitGroup
@@ -228,12 +225,7 @@ func TestIdempotency_OneProcessWithoutJetStream(t *testing.T) {
 // TestIdempotency_BadKeys: an empty key, or a key with a streamed reply,
 // is a 400 and runs nothing.
 func TestIdempotency_BadKeys(t *testing.T) {
-	ns := startNATS(t, natsOptions{})
-	pbx := startPBX(t, amitest.Config{})
-	c := countOn(t, pbx, false)
-	b, _ := startBridge(t, connect(t, ns), []ServerConfig{fastServer("pbx1", pbx)}, Options{})
-	waitServing(t, b)
-	cc := connect(t, ns)
+	cc, _, c := keyedWorld(t, false, Options{})
 	for name, hdr := range map[string]nats.Header{
 		"empty":  keyed(" "),
 		"stream": {subjects.HeaderIdempotencyKey: {"k"}, subjects.HeaderStream: {"true"}},
@@ -325,14 +317,7 @@ func BenchmarkIdempotentRequest(b *testing.B) {
 func TestIdempotency_KeyExpiresAfterTheWindow(t *testing.T) {
 	for _, js := range []bool{false, true} {
 		t.Run(fmt.Sprintf("jetstream=%v", js), func(t *testing.T) {
-			ns := startNATS(t, natsOptions{jetStream: js})
-			pbx := startPBX(t, amitest.Config{})
-			c := countOn(t, pbx, false)
-			opts := Options{JetStream: JetStreamOptions{Enabled: js}, Idempotency: IdempotencyOptions{Window: time.Second}}
-			b, _ := startBridge(t, connect(t, ns), []ServerConfig{fastServer("pbx1", pbx)}, opts)
-			waitServing(t, b)
-			cc := connect(t, ns)
-			subj := subjects.Action("ami", "pbx1")
+			cc, subj, c := keyedWorld(t, false, Options{JetStream: JetStreamOptions{Enabled: js}, Idempotency: IdempotencyOptions{Window: time.Second}})
 			start := time.Now()
 			request(t, cc, subj, onceBody("1"), keyed("k"))
 			// Retries within the window get the first reply; the first
@@ -367,13 +352,7 @@ func TestIdempotency_KeyExpiresAfterTheWindow(t *testing.T) {
 func TestIdempotency_RetryGivesUpAtItsDeadline(t *testing.T) {
 	for _, js := range []bool{false, true} {
 		t.Run(fmt.Sprintf("jetstream=%v", js), func(t *testing.T) {
-			ns := startNATS(t, natsOptions{jetStream: js})
-			pbx := startPBX(t, amitest.Config{})
-			c := countOn(t, pbx, true)
-			b, _ := startBridge(t, connect(t, ns), []ServerConfig{fastServer("pbx1", pbx)}, Options{JetStream: JetStreamOptions{Enabled: js}})
-			waitServing(t, b)
-			cc := connect(t, ns)
-			subj := subjects.Action("ami", "pbx1")
+			cc, subj, c := keyedWorld(t, true, Options{JetStream: JetStreamOptions{Enabled: js}})
 			first := make(chan *nats.Msg, 1)
 			go func() { first <- request(t, cc, subj, onceBody("1"), keyed("k")) }()
 			<-c.arrived

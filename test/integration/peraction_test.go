@@ -41,16 +41,7 @@ func TestPermissions_PerActionRecipe(t *testing.T) {
 	}
 	vars := map[string]string{"DIALER_PASS": pass["dialer"], "DASHBOARD_PASS": pass["dashboard"], "SUPERVISOR_PASS": pass["supervisor"]}
 	c := newCLI(w)
-	for _, line := range strings.Split(strings.TrimSpace(blocks[0]), "\n") {
-		words := shellWords(t, line, vars)
-		if len(words) == 0 || words[0] != "nats" {
-			t.Fatalf("docs/security.md: %q is not a nats command", line)
-		}
-		out := c.run(t, words[1:]...)
-		if !strings.Contains(out, `"server":"pbx1"`) || strings.Contains(out, `"error"`) {
-			t.Errorf("%s: the answer is not a success of pbx1:\n%s", line, out)
-		}
-	}
+	runDocSuccesses(t, c, blocks[0], vars)
 	if n := len(originates.FindAll(p.Received(), -1)); n != 1 {
 		t.Fatalf("the PBX read %d Originate after the dialer's, want 1", n)
 	}

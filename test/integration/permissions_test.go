@@ -664,19 +664,7 @@ func TestPermissions_HijacksChangeNothing(t *testing.T) {
 			t.Fatal(`docs/security.md: no block of the operators' commands in "## Permissions"`)
 		}
 		vars := map[string]string{"OPERATOR_PASS": pass["operator"], "CRM_PASS": pass["crm"]}
-		ran := 0
-		for _, line := range strings.Split(strings.TrimSpace(blocks[2]), "\n") {
-			words := shellWords(t, line, vars)
-			if len(words) == 0 || words[0] != "nats" {
-				t.Fatalf("docs/security.md: %q is not a nats command", line)
-			}
-			out := c.run(t, words[1:]...)
-			if !strings.Contains(out, `"server":"pbx1"`) || strings.Contains(out, `"error"`) {
-				t.Errorf("%s: the answer is not a success of pbx1:\n%s", line, out)
-			}
-			ran++
-		}
-		if ran < 2 {
+		if ran := runDocSuccesses(t, c, blocks[2], vars); ran < 2 {
 			t.Errorf("docs/security.md: %d operator commands, want one per operator", ran)
 		}
 		if len(spied) != 0 {
@@ -1003,4 +991,25 @@ func TestPermissions_IdempotencyUnderTheRecipe(t *testing.T) {
 	if out := b.log.Bytes(); strings.Contains(strings.ToLower(string(out)), "permissions violation") {
 		t.Errorf("the bridge hit a permissions violation:\n%s", truncate(out, 8192))
 	}
+}
+
+// runDocSuccesses runs each line of block, a docs/security.md block of
+// nats commands (vars filled in), as the CLI c, and fails the test for a
+// line that is not a nats command or whose answer is not a success of
+// pbx1. It returns how many it ran.
+func runDocSuccesses(t *testing.T, c *cli, block string, vars map[string]string) int {
+	t.Helper()
+	ran := 0
+	for _, line := range strings.Split(strings.TrimSpace(block), "\n") {
+		words := shellWords(t, line, vars)
+		if len(words) == 0 || words[0] != "nats" {
+			t.Fatalf("docs/security.md: %q is not a nats command", line)
+		}
+		out := c.run(t, words[1:]...)
+		if !strings.Contains(out, `"server":"pbx1"`) || strings.Contains(out, `"error"`) {
+			t.Errorf("%s: the answer is not a success of pbx1:\n%s", line, out)
+		}
+		ran++
+	}
+	return ran
 }
