@@ -455,7 +455,10 @@ func (h *haNode) release(ctx context.Context, why string, settled bool) {
 	h.mu.Lock()
 	limit := h.nextLimitLocked()
 	if settled {
-		limit = h.own.Seq
+		// The last Ami-Seq acknowledged, or, when this run published
+		// nothing yet, the last number before it: the numbers a gap at its
+		// start reported stay unused.
+		limit = max(h.own.Seq, h.seqRun-1)
 	}
 	l, data := h.lease, h.valueLocked(limit)
 	h.active.Store(false)
@@ -505,12 +508,7 @@ func (h *haNode) run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-h.wake:
-			contend = time.Time{}
-			if !h.canProve() {
-				// A standby that can prove its place takes the free lease
-				// first; this one would have to report a gap.
-				contend = time.Now().Add(h.opts.LeaseTTL / 2)
-			}
+			contend = h.contendAfter(time.Now())
 		case <-t.C:
 		}
 		switch {
@@ -529,13 +527,29 @@ func (h *haNode) run(ctx context.Context) {
 	}
 }
 
-// canProve reports whether this process would likely prove its place at
-// a takeover: its mark is answered, it had the last ack itself, or it
-// read more events since its login than the chain needs.
-func (h *haNode) canProve() bool {
+// contendAfter returns when to try for a lease seen free at now. The
+// process that read the PBX's events the longest without a break goes
+// first: a later login may have missed events the old active read and
+// never stored, and would report a gap the other avoids. So the wait
+// shrinks from half a lease TTL for a session logged in just now to none
+// for one logged in two TTLs ago or more; the process that had the last
+// ack itself tries at once.
+func (h *haNode) contendAfter(now time.Time) time.Time {
 	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.mark.Valid || h.own.Valid || h.p.lastSeq.Load() > h.boundary+ha.W
+	own := h.own.Valid
+	h.mu.Unlock()
+	if own {
+		return now
+	}
+	var age time.Duration
+	if st := h.p.events.status(); st.State == subjects.StateConnected {
+		age = now.Sub(st.Since)
+	}
+	full := 2 * h.opts.LeaseTTL
+	if age >= full {
+		return now
+	}
+	return now.Add(time.Duration(float64(h.opts.LeaseTTL/2) * float64(full-max(age, 0)) / float64(full)))
 }
 
 // tryAcquire takes the lease if it is free and becomes active.

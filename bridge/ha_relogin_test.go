@@ -4,6 +4,7 @@ import (
 	"github.com/ami-bridge/ami-bridge/subjects"
 	"testing"
 
+	"github.com/ami-bridge/ami-bridge/bridge/internal/ha"
 	"github.com/ami-bridge/ami-bridge/internal/natstest"
 )
 
@@ -38,5 +39,26 @@ func TestHA_LoginEndedWhileActiveHandsOver(t *testing.T) {
 	h.mu.Unlock()
 	if own.Valid || own.Seq != 53 {
 		t.Fatalf("own %+v: want the last ack's Ami-Seq kept (for the limit), not valid as a proof", own)
+	}
+}
+
+// An active that took over with a gap and published nothing before it
+// hands the lease over leaves a limit at least below its run's first
+// number, not an older ack: the next active never reuses the numbers the
+// gap reported (nemesis seed 16 short: a gap 1211-66725 reported, then
+// the next active numbered from 1212).
+func TestHA_ReleaseKeepsTheRunsNumbers(t *testing.T) {
+	h, l := activeNode(t, nil, &natstest.InterceptJS{}, 10e9)
+	h.mu.Lock()
+	h.seqRun, h.own = 66727, ha.Own{Seq: 1210}
+	h.mu.Unlock()
+	h.release(t.Context(), "test", true)
+	st, err := h.bucket.Get(t.Context(), l.Key())
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := ha.DecodeValue(st.Data)
+	if err != nil || v.Limit < 66726 {
+		t.Fatalf("released with %s (%v): want a limit of at least 66726", st.Data, err)
 	}
 }
