@@ -146,6 +146,9 @@ type haNode struct {
 	markRun uint64        // the run mark belongs to
 	seen    []seenMark    // the marks read in this login, newest last, for answers while active
 	holderT string        // the token of the last lease writer seen by the watch
+	// handedOver: the last value the watch saw was a shutdown's release
+	// (Value.Final): take the lease at once.
+	handedOver bool
 }
 
 // markAnswer is a holder's answer to this process's mark.
@@ -250,6 +253,11 @@ func (h *haNode) acked(local, seq, chain uint64) {
 
 // valueLocked returns the lease value that grants limit. h.mu is held.
 func (h *haNode) valueLocked(limit uint64) []byte {
+	return h.value(limit).Encode()
+}
+
+// value is the lease value that grants limit. h.mu is held.
+func (h *haNode) value(limit uint64) ha.Value {
 	v := ha.Value{Epoch: h.epoch, Limit: limit, Run: h.seqRun}
 	for _, m := range h.seen {
 		// Every event of this login is numbered local seq + offset: the
@@ -257,7 +265,7 @@ func (h *haNode) valueLocked(limit uint64) []byte {
 		// process published of those before it.
 		v.Marks = append(v.Marks, ha.Answer{ID: m.id, Seq: uint64(int64(m.local) + h.offset)})
 	}
-	return v.Encode()
+	return v
 }
 
 // isMark reports whether m is a mark: a UserEvent AmiBridgeMark.
@@ -301,6 +309,7 @@ func (h *haNode) leaseWritten(token string, v ha.Value) {
 	defer h.mu.Unlock()
 	newHolder := token != h.holderT
 	h.holderT = token
+	h.handedOver = v.Final
 	if h.mark.Valid && (v.Epoch != h.mark.Epoch || v.Run != h.markRun) {
 		h.mark = ha.Mark{}
 		signal(h.remark)
@@ -460,7 +469,9 @@ func (h *haNode) release(ctx context.Context, why string, settled bool) {
 		// start reported stay unused.
 		limit = max(h.own.Seq, h.seqRun-1)
 	}
-	l, data := h.lease, h.valueLocked(limit)
+	v := h.value(limit)
+	v.Final = settled && h.closing.Load()
+	l, data := h.lease, v.Encode()
 	h.active.Store(false)
 	h.lease = nil
 	h.mu.Unlock()
@@ -536,9 +547,9 @@ func (h *haNode) run(ctx context.Context) {
 // ack itself tries at once.
 func (h *haNode) contendAfter(now time.Time) time.Time {
 	h.mu.Lock()
-	own := h.own.Valid
+	own, handedOver := h.own.Valid, h.handedOver
 	h.mu.Unlock()
-	if own {
+	if own || handedOver {
 		return now
 	}
 	var age time.Duration

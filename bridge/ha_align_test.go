@@ -298,6 +298,11 @@ func TestHA_FreshLoginWaitsForAFreeLease(t *testing.T) {
 		t.Fatalf("a login of two TTLs tries %v later, want at once", at.Sub(now))
 	}
 	loggedIn(0, now)
+	h.leaseWritten("old", ha.Value{Epoch: 1, Limit: 9, Final: true}) // a shutdown's handover
+	if at := h.contendAfter(now); !at.Equal(now) {
+		t.Fatalf("after a shutdown's handover, a login just now tries %v later, want at once", at.Sub(now))
+	}
+	h.leaseWritten("old", ha.Value{Epoch: 1, Limit: 9})
 	h.mu.Lock()
 	h.own.Valid = true
 	h.mu.Unlock()

@@ -23,6 +23,10 @@ type Value struct {
 	// Marks answers the marks the holder read: for each, the Ami-Seq of
 	// the last event it numbered before the mark (see Mark).
 	Marks []Answer `json:"marks,omitempty"`
+	// Final is set by a holder that shut down and released the lease with
+	// its acks settled: it will not contend, so a standby takes over at
+	// once however recent its login.
+	Final bool `json:"final,omitempty"`
 }
 
 // Answer is the holder's answer to one mark.
