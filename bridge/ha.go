@@ -251,11 +251,6 @@ func (h *haNode) acked(local, seq, chain uint64) {
 	h.mu.Unlock()
 }
 
-// valueLocked returns the lease value that grants limit. h.mu is held.
-func (h *haNode) valueLocked(limit uint64) []byte {
-	return h.value(limit).Encode()
-}
-
 // value is the lease value that grants limit. h.mu is held.
 func (h *haNode) value(limit uint64) ha.Value {
 	v := ha.Value{Epoch: h.epoch, Limit: limit, Run: h.seqRun}
@@ -426,7 +421,7 @@ func (h *haNode) stepDown(why string) {
 func (h *haNode) renew(ctx context.Context) {
 	h.mu.Lock()
 	limit := h.nextLimitLocked()
-	l, data := h.lease, h.valueLocked(limit)
+	l, data := h.lease, h.value(limit).Encode()
 	h.mu.Unlock()
 	if l == nil {
 		return
