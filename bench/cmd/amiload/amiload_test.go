@@ -3,7 +3,9 @@ package main
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -20,21 +22,48 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// TestSmoke is amiload -smoke: every process and measurement of the tool
-// on small trials, with what must hold at any speed: nothing lost at a
-// modest paced rate and fanned in from 10 PBXes, and every event the
-// flood loses counted by a gap in Ami-Seq. Loss is counted from what the
-// fake PBXes sent.
-func TestSmoke(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts the daemon and three other processes")
+const testRepo = "../../.."
+
+// daemonBin builds the daemon once for all the smoke tests.
+var daemonBin = sync.OnceValues(func() (string, error) {
+	dir, err := os.MkdirTemp("", "amiload-test-")
+	if err != nil {
+		return "", err
 	}
+	// The directory outlives the tests: removing it at exit would need a
+	// hook in TestMain for one small binary in the temporary directory.
+	return buildDaemon(testRepo, dir)
+})
+
+// smoke runs the smoke options restricted to modes, and returns the report
+// and what it printed.
+func smoke(t *testing.T, modes string) (*report, string) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("starts the daemon and other processes")
+	}
+	bin, err := daemonBin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := smokeOptions(testRepo)
+	o.Bin, o.Modes = bin, parseModesMust(modes)
 	var out strings.Builder
-	rep, err := run(smokeOptions("../../.."), &out)
+	rep, err := run(o, &out)
 	t.Log("\n" + out.String())
 	if err != nil {
 		t.Fatal(err)
 	}
+	return rep, out.String()
+}
+
+// TestSmoke is the zero-loss search and idle memory of amiload -smoke:
+// every process and measurement of the tool on small trials, with what
+// must hold at any speed: nothing lost at a modest paced rate, and every
+// event the flood loses counted by a gap in Ami-Seq. Loss is counted from
+// what the fake PBXes sent.
+func TestSmoke(t *testing.T) {
+	rep, out := smoke(t, "search,idle")
 	for _, c := range rep.Ceiling {
 		if c.Lost() != 0 || c.Delivered == 0 {
 			t.Errorf("ceiling: %d of %d raw events delivered", c.Delivered, c.Sent)
@@ -51,10 +80,112 @@ func TestSmoke(t *testing.T) {
 			t.Errorf("flood: lost %d, Ami-Seq gaps %d, out of order %d, sessions cut %d: every loss must show as a gap", f.Lost(), f.Gaps, f.Back, f.Cut)
 		}
 	}
-	if rep.FanIn == nil || !rep.FanIn.ok(rep.FanPBX) {
-		t.Errorf("fan-in lost events or has Ami-Seq gaps: %+v", rep.FanIn)
-	}
 	if rep.IdleRSS <= rep.IdleBase {
 		t.Errorf("idle PBXes: VmRSS %d KiB, not above the one-PBX %d KiB", rep.IdleRSS, rep.IdleBase)
+	}
+	for _, want := range []string{"| zero-loss sustained rate / the highest ceiling |", "| memory per idle PBX"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("the summary lacks %q", want)
+		}
+	}
+}
+
+// TestSmokeCeilings: both ceilings without a bridge deliver every event
+// published, and the summary holds the zero-loss rate to the highest.
+func TestSmokeCeilings(t *testing.T) {
+	rep, out := smoke(t, "ceilings")
+	for name, c := range map[string]*trial{"in-process": rep.InProc, "TCP": rep.TCPPlain} {
+		if c == nil || c.Delivered != c.Sent || c.Sent != int64(smokeOptions("").Events) || c.Rcvd <= 0 || c.CPU <= 0 {
+			t.Errorf("%s ceiling: %+v", name, c)
+		}
+	}
+	if !strings.Contains(out, "| ceiling: in-process → an embedded server |") {
+		t.Error("the summary lacks the in-process ceiling")
+	}
+}
+
+// TestSmokePace: at each pace the bridge and the relay deliver every event
+// the fake PBX sent, each with a CPU time measured, and the bridge's
+// latency counts every event it delivered.
+func TestSmokePace(t *testing.T) {
+	rep, out := smoke(t, "pace")
+	o := smokeOptions("")
+	if len(rep.Pace) != len(o.PaceRates) {
+		t.Fatalf("%d paces measured, want %d", len(rep.Pace), len(o.PaceRates))
+	}
+	for i, p := range rep.Pace {
+		want := int64(max(1, int(o.PaceRates[i]*o.PaceSeconds))) + 1 // and the end-of-trial mark
+		for name, tr := range map[string]trial{"bridge": p.Bridge, "relay": p.Relay} {
+			if !tr.lossless() || tr.Sent != want || tr.CPU <= 0 {
+				t.Errorf("%.0f/s, %s: sent %d (want %d), %+v", p.Rate, name, tr.Sent, want, tr)
+			}
+		}
+		if p.Bridge.Lat.N != int(p.Bridge.Delivered) || p.Bridge.Lat.P50 <= 0 || p.Bridge.Lat.Max < p.Bridge.Lat.P99 {
+			t.Errorf("%.0f/s: bridge latency %+v for %d events", p.Rate, p.Bridge.Lat, p.Bridge.Delivered)
+		}
+		if p.Relay.Lat.N != 0 {
+			t.Errorf("%.0f/s: the relay sets no Ami-Time, yet %d latencies", p.Rate, p.Relay.Lat.N)
+		}
+	}
+	for _, want := range []string{"| CPU per event at 12000/s, bridge / relay |", "| latency at 12000/s, Ami-Time → subscriber |"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("the summary lacks %q", want)
+		}
+	}
+}
+
+// TestSmokeReplay: a capture replayed at its recorded timing reaches the
+// subscriber whole: as many events as the capture holds, by the test's
+// own count of its Event: messages.
+func TestSmokeReplay(t *testing.T) {
+	rep, _ := smoke(t, "replay")
+	raw, err := os.ReadFile(filepath.Join(testRepo, smokeReplay+".recv.bin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	events := strings.Count(string(raw), "\r\nEvent: ") + strings.Count(string(raw[:7]), "Event: ") -
+		strings.Count(string(raw), "Event: FullyBooted") - strings.Count(string(raw), "Event: SuccessfulAuth")
+	if rep.Replay == nil {
+		t.Fatal("no replay trial")
+	}
+	if r := rep.Replay; !r.lossless() || r.Sent != int64(events)+1 || r.Lat.N != int(r.Delivered) {
+		t.Errorf("replay: sent %d, want the capture's %d events and the mark; %+v", r.Sent, events, r)
+	}
+}
+
+// TestSmokeJetStream: with JetStream the bridge loses nothing and its
+// send-to-ack histogram counted the trial's publishes.
+func TestSmokeJetStream(t *testing.T) {
+	o := smokeOptions("")
+	rep, out := smoke(t, "jetstream")
+	if len(rep.JS) != len(o.PaceRates) {
+		t.Fatalf("%d JetStream trials, want %d", len(rep.JS), len(o.PaceRates))
+	}
+	for _, tr := range rep.JS {
+		if !tr.lossless() || tr.Ack == nil || tr.Ack.N < 1 || tr.Ack.N > float64(tr.Sent) || tr.Ack.P50 <= 0 {
+			t.Errorf("%.0f/s: %+v, acks %+v", tr.Rate, tr, tr.Ack)
+		}
+	}
+	if !strings.Contains(out, "JetStream send → ack: p50 ≤") {
+		t.Error("no send-to-ack latency printed")
+	}
+}
+
+// TestSmokeFanIn: PBXes fanned in lose nothing and leave no Ami-Seq gap,
+// and the time to deliver is measured.
+func TestSmokeFanIn(t *testing.T) {
+	rep, out := smoke(t, "fanin")
+	o := smokeOptions("")
+	if len(rep.Fans) != len(o.Fans) {
+		t.Fatalf("%d fan-in cases, want %d", len(rep.Fans), len(o.Fans))
+	}
+	for _, f := range rep.Fans {
+		want := int64(f.PBX * (max(1, int(f.Rate*f.Seconds)) + 1))
+		if !f.T.lossless() || f.T.Sent != want || f.T.Within <= 0 || f.T.Lat.N != int(f.T.Delivered) {
+			t.Errorf("fan-in %dx%.0f: sent %d (want %d), %+v", f.PBX, f.Rate, f.T.Sent, want, f.T)
+		}
+	}
+	if !strings.Contains(out, "| fan-in 10 PBXes × 1000/s for 0.5 s: delivered within; lost; PBXes with a gap |") {
+		t.Error("the summary lacks the fan-in row")
 	}
 }

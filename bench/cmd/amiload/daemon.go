@@ -31,19 +31,38 @@ func buildDaemon(repo, dir string) (string, error) {
 }
 
 // daemon is a running ami-bridge with its embedded NATS server listening
-// on natsURL.
+// on natsURL, and with JetStream its operations listener (/metrics) on
+// metricsURL.
 type daemon struct {
-	cmd     *exec.Cmd
-	natsURL string
-	logPath string
+	cmd        *exec.Cmd
+	natsURL    string
+	metricsURL string
+	logPath    string
 }
 
 // startDaemon runs bin bridging the PBXes at addrs, named pbx1, pbx2, ...,
-// with its embedded NATS server on a free local port.
-func startDaemon(bin, dir string, addrs []string) (*daemon, error) {
+// with its embedded NATS server on a free local port; with jetStream, the
+// events also go into a stream of that server, and /metrics is served
+// for the send-to-ack latency.
+func startDaemon(bin, dir string, addrs []string, jetStream bool) (*daemon, error) {
 	port, err := freePort()
 	if err != nil {
 		return nil, err
+	}
+	name := fmt.Sprintf("ami-bridge-%d", len(addrs))
+	embedded := map[string]any{"listen": fmt.Sprintf("127.0.0.1:%d", port)}
+	extra := map[string]any{}
+	var metricsURL string
+	if jetStream {
+		name += "-js"
+		embedded["store_dir"] = filepath.Join(dir, name+"-store")
+		hport, err := freePort()
+		if err != nil {
+			return nil, err
+		}
+		extra["jetstream"] = map[string]any{"enabled": true}
+		extra["http"] = map[string]any{"listen": fmt.Sprintf("127.0.0.1:%d", hport)}
+		metricsURL = fmt.Sprintf("http://127.0.0.1:%d/metrics", hport)
 	}
 	type server struct {
 		Name      string `json:"name"`
@@ -55,15 +74,13 @@ func startDaemon(bin, dir string, addrs []string) (*daemon, error) {
 		servers[i] = server{Name: pbxName(i), URL: amiUser + "@" + a, SecretEnv: secretEnv}
 	}
 	// JSON is YAML, which the daemon reads.
-	cfg, err := json.MarshalIndent(map[string]any{
-		"nats":    map[string]any{"embedded": map[string]any{"listen": fmt.Sprintf("127.0.0.1:%d", port)}},
-		"servers": servers,
-		"log":     map[string]any{"level": "warn", "format": "json"},
-	}, "", "  ")
+	extra["nats"] = map[string]any{"embedded": embedded}
+	extra["servers"] = servers
+	extra["log"] = map[string]any{"level": "warn", "format": "json"}
+	cfg, err := json.MarshalIndent(extra, "", "  ")
 	if err != nil {
 		return nil, err
 	}
-	name := fmt.Sprintf("ami-bridge-%d", len(addrs))
 	cfgPath := filepath.Join(dir, name+".yaml")
 	if err := os.WriteFile(cfgPath, cfg, 0o600); err != nil {
 		return nil, err
@@ -84,7 +101,7 @@ func startDaemon(bin, dir string, addrs []string) (*daemon, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
-	d := &daemon{cmd: cmd, natsURL: fmt.Sprintf("nats://127.0.0.1:%d", port), logPath: logf.Name()}
+	d := &daemon{cmd: cmd, natsURL: fmt.Sprintf("nats://127.0.0.1:%d", port), metricsURL: metricsURL, logPath: logf.Name()}
 	// The NATS port answers once the daemon is up.
 	deadline := time.Now().Add(30 * time.Second)
 	for {

@@ -47,7 +47,7 @@ func loadBurst(path string) (*burst, error) {
 		if err != nil && !errors.Is(err, io.EOF) {
 			return nil, fmt.Errorf("%s: %w", path, err)
 		}
-		if name := m.EventName(); name == "" || name == "FullyBooted" || name == "SuccessfulAuth" {
+		if !isBurstEvent(m) {
 			continue
 		}
 		b.buf = append(b.buf, packet...)
@@ -58,6 +58,19 @@ func loadBurst(path string) (*burst, error) {
 		return nil, fmt.Errorf("%s: no events", path)
 	}
 	return b, nil
+}
+
+// isBurstEvent reports whether m is an event a PBX sends under load: not
+// a response, and not one of the events of a session's login.
+func isBurstEvent(m *amiproto.Message) bool {
+	name := m.EventName()
+	return name != "" && name != "FullyBooted" && name != "SuccessfulAuth"
+}
+
+// burstEvent is isBurstEvent of one message in its wire form.
+func burstEvent(packet []byte) bool {
+	m, err := amiproto.NewReader(bytes.NewReader(packet)).ReadMessage()
+	return (err == nil || errors.Is(err, io.EOF)) && m != nil && isBurstEvent(m)
 }
 
 // len returns the number of events in the burst.

@@ -66,32 +66,98 @@ func runRole(role string, args []string) error {
 		return runSub(args)
 	case "raw":
 		return runRaw(args)
+	case "relay":
+		return runRelay(args)
 	}
 	return fmt.Errorf("unknown role %q", role)
 }
 
 // options is what one run measures.
 type options struct {
-	Repo       string        // the ami-bridge repository
-	Events     int           // events per trial (ceiling, flood, each paced trial)
-	Steps      int           // paced trials of the search, at most
-	Resolution float64       // the search stops when its bounds are this close, relative
-	Rates      []float64     // fixed paced rates, instead of the search
-	FanPBX     int           // PBXes of the fan-in run (0: none)
-	FanRate    float64       // events/s per PBX
-	FanSeconds float64       // length of the fan-in run
-	Idle       int           // idle PBXes whose memory is measured (0: none)
-	Perf       string        // when set, perf record the daemon under the flood into this file
-	Settle     time.Duration // wait before reading an idle daemon's memory
+	Repo        string          // the ami-bridge repository
+	Bin         string          // a daemon already built from it (tests); empty: build one
+	Modes       map[string]bool // the parts of the run (allModes)
+	Events      int             // events per trial (ceilings, flood, each trial of the search)
+	Steps       int             // paced trials of the search, at most
+	Resolution  float64         // the search stops when its bounds are this close, relative
+	Rates       []float64       // fixed paced rates, instead of the search
+	PaceRates   []float64       // the paces of the relay comparison and of the JetStream trials
+	PaceSeconds float64         // length of each of those trials
+	Replay      string          // capture replayed at its recorded timing, relative to Repo
+	ReplaySpeed float64         // replay time runs this many times faster
+	Fans        []fanCase       // fan-in cases
+	Idle        int             // idle PBXes whose memory is measured (0: none)
+	Perf        string          // when set, perf record the daemon under the flood into this file
+	Settle      time.Duration   // wait before reading an idle daemon's memory
+	Quiet       time.Duration   // before a trial, the previous one's tail is over once nothing came for this long
+}
+
+// allModes are the parts of a run, in the order they run: the zero-loss
+// search with the TCP ceiling and the flood (issue 7); the ceilings
+// without a bridge, the bridge against the minimal relay at real paces,
+// the replay at recorded timing, JetStream, fan-in and idle memory (issue
+// 22).
+var allModes = []string{"search", "ceilings", "pace", "replay", "jetstream", "fanin", "idle"}
+
+func parseModes(v string) (map[string]bool, error) {
+	m := map[string]bool{}
+	for _, s := range strings.Split(v, ",") {
+		if s = strings.TrimSpace(s); s == "" {
+			continue
+		}
+		if !slices.Contains(allModes, s) {
+			return nil, fmt.Errorf("-modes: unknown mode %q (known: %s)", s, strings.Join(allModes, ","))
+		}
+		m[s] = true
+	}
+	return m, nil
+}
+
+// parseRates reads comma-separated positive numbers.
+func parseRates(flagName, v string) ([]float64, error) {
+	var out []float64
+	for _, r := range strings.Split(v, ",") {
+		if r = strings.TrimSpace(r); r == "" {
+			continue
+		}
+		f, err := strconv.ParseFloat(r, 64)
+		if err != nil || f <= 0 {
+			return nil, fmt.Errorf("%s: bad rate %q", flagName, r)
+		}
+		out = append(out, f)
+	}
+	return out, nil
+}
+
+// parseFans reads fan-in cases, "PBXESxRATE" comma-separated, each for
+// seconds.
+func parseFans(v string, seconds float64) ([]fanCase, error) {
+	var out []fanCase
+	for _, c := range strings.Split(v, ",") {
+		if c = strings.TrimSpace(c); c == "" {
+			continue
+		}
+		n, r, ok := strings.Cut(c, "x")
+		pbx, err1 := strconv.Atoi(n)
+		rate, err2 := strconv.ParseFloat(r, 64)
+		if !ok || err1 != nil || err2 != nil || pbx < 1 || rate <= 0 {
+			return nil, fmt.Errorf("-fan: bad case %q, want PBXESxRATE such as 500x300", c)
+		}
+		out = append(out, fanCase{PBX: pbx, Rate: rate, Seconds: seconds})
+	}
+	return out, nil
 }
 
 func parseFlags(args []string) (options, error) {
 	// -smoke changes the defaults; flags given with it still apply.
-	o := options{Events: 880_000, Steps: 7, Resolution: 0.03, FanPBX: 100, FanRate: 1000, FanSeconds: 10, Idle: 1000, Settle: 3 * time.Second}
+	o := options{Events: 880_000, Steps: 7, Resolution: 0.03, Idle: 1000, Settle: 3 * time.Second, Quiet: time.Second,
+		PaceRates: []float64{100, 1000, 12000}, PaceSeconds: 10, Replay: capturePath, ReplaySpeed: 1}
+	modes, fans, fanSeconds, paceRates := strings.Join(allModes, ","), "100x1000,500x300,1000x100", 10.0, "100,1000,12000"
 	if slices.ContainsFunc(args, func(a string) bool {
 		return strings.TrimLeft(a, "-") == "smoke" || strings.TrimLeft(a, "-") == "smoke=true"
 	}) {
 		o = smokeOptions("")
+		fans, fanSeconds, paceRates = "10x1000", 0.5, "100,1000,12000"
 	}
 	fs := flag.NewFlagSet("amiload", flag.ContinueOnError)
 	fs.Bool("smoke", false, "a run of a few seconds: small trials, one fixed rate, 10 PBXes, 50 idle PBXes")
@@ -100,30 +166,39 @@ func parseFlags(args []string) (options, error) {
 	fs.IntVar(&o.Steps, "steps", o.Steps, "paced trials of the zero-loss search, at most")
 	fs.Float64Var(&o.Resolution, "resolution", o.Resolution, "stop the search when its bounds are this close, relative")
 	rates := fs.String("rates", "", "comma-separated paced rates (events/s) to try instead of the search")
-	fs.IntVar(&o.FanPBX, "fan-pbx", o.FanPBX, "PBXes fanned in (0: skip)")
-	fs.Float64Var(&o.FanRate, "fan-rate", o.FanRate, "events/s per fanned-in PBX")
-	fs.Float64Var(&o.FanSeconds, "fan-seconds", o.FanSeconds, "seconds of the fan-in run")
+	fs.StringVar(&modes, "modes", modes, "comma-separated parts to run: "+strings.Join(allModes, ","))
+	fs.StringVar(&paceRates, "pace", paceRates, "comma-separated paces (events/s) of the bridge-vs-relay and JetStream trials")
+	fs.Float64Var(&o.PaceSeconds, "pace-seconds", o.PaceSeconds, "seconds of each paced bridge, relay and JetStream trial")
+	fs.StringVar(&o.Replay, "replay", o.Replay, "capture replayed at its recorded timing (needs its .chunks.jsonl), relative to the repository")
+	fs.Float64Var(&o.ReplaySpeed, "replay-speed", o.ReplaySpeed, "replay this many times faster than recorded")
+	fs.StringVar(&fans, "fan", fans, "comma-separated fan-in cases, PBXESxRATE (events/s per PBX)")
+	fs.Float64Var(&fanSeconds, "fan-seconds", fanSeconds, "seconds of each fan-in case")
 	fs.IntVar(&o.Idle, "idle", o.Idle, "idle PBXes whose memory is measured, each with the daemon's default 3 AMI sessions (0: skip)")
+	fs.DurationVar(&o.Quiet, "quiet", o.Quiet, "before each trial, wait until nothing came for this long")
 	fs.DurationVar(&o.Settle, "settle", o.Settle, "wait before reading an idle daemon's memory")
 	fs.StringVar(&o.Perf, "perf", "", "perf record the daemon during the flood into `file` and print where its time goes")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
+	var err error
 	if *rates != "" {
-		o.Rates = nil
+		if o.Rates, err = parseRates("-rates", *rates); err != nil {
+			return o, err
+		}
 	}
-	for _, r := range strings.Split(*rates, ",") {
-		if r = strings.TrimSpace(r); r == "" {
-			continue
-		}
-		v, err := strconv.ParseFloat(r, 64)
-		if err != nil || v <= 0 {
-			return o, fmt.Errorf("-rates: bad rate %q", r)
-		}
-		o.Rates = append(o.Rates, v)
+	if o.PaceRates, err = parseRates("-pace", paceRates); err != nil {
+		return o, err
+	}
+	if o.Modes, err = parseModes(modes); err != nil {
+		return o, err
+	}
+	if o.Fans, err = parseFans(fans, fanSeconds); err != nil {
+		return o, err
+	}
+	if o.PaceSeconds <= 0 || fanSeconds <= 0 || o.ReplaySpeed <= 0 {
+		return o, errors.New("-pace-seconds, -fan-seconds and -replay-speed must be positive")
 	}
 	if o.Repo == "" {
-		var err error
 		if o.Repo, err = findRepo(); err != nil {
 			return o, err
 		}
@@ -132,9 +207,23 @@ func parseFlags(args []string) (options, error) {
 }
 
 // smokeOptions is a run of a few seconds for CI: it checks that every part
-// works and loses nothing at a modest rate, not how fast it is.
+// works and loses nothing at a modest rate, not how fast it is. The replay
+// uses a capture that has its timing (14a has none), 10 times faster.
 func smokeOptions(repo string) options {
-	return options{Repo: repo, Events: 20_000, Rates: []float64{10_000}, FanPBX: 10, FanRate: 1000, FanSeconds: 2, Idle: 50, Settle: time.Second}
+	return options{Repo: repo, Modes: parseModesMust(strings.Join(allModes, ",")), Events: 20_000, Rates: []float64{10_000},
+		PaceRates: []float64{100, 1000, 12000}, PaceSeconds: 0.3, Replay: smokeReplay, ReplaySpeed: 10,
+		Fans: []fanCase{{PBX: 10, Rate: 1000, Seconds: 0.5}}, Idle: 50, Settle: time.Second, Quiet: 200 * time.Millisecond}
+}
+
+// smokeReplay is a capture with its .chunks.jsonl: 41 events over 3.3 s.
+const smokeReplay = "amiproto/testdata/captures/asterisk-22/07b_originate_vars_userevent_getvar_setvar"
+
+func parseModesMust(v string) map[string]bool {
+	m, err := parseModes(v)
+	if err != nil {
+		panic(err)
+	}
+	return m
 }
 
 // findRepo returns the first directory at or above the working directory

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -12,15 +13,18 @@ import (
 
 // pbxRequest is a request to the pbx child.
 type pbxRequest struct {
-	Op     string  `json:"op"`     // "wait": until every PBX has a session; "send": play events
+	Op     string  `json:"op"`     // "wait": until every PBX has a session; "send": play events; "replay": a capture at its recorded timing
 	Rate   float64 `json:"rate"`   // send: events per second per PBX; 0: as fast as the sessions take them
 	Events int     `json:"events"` // send: events per PBX
+	Replay string  `json:"replay"` // replay: the capture, with or without .recv.bin
+	Speed  float64 `json:"speed"`  // replay: time runs this many times faster than recorded (0: 1)
 }
 
 // sendReport is what the pbx child sent, per PBX, and how well it kept
 // the pace.
 type sendReport struct {
 	Sent    []int   `json:"sent"`    // events queued per PBX
+	Start   int64   `json:"start"`   // unix ns when sending began
 	Seconds float64 `json:"seconds"` // from the first event to the last, slowest PBX
 	MaxLag  float64 `json:"max_lag"` // seconds behind the schedule at worst
 	Dropped int     `json:"dropped"` // PBXes whose session the fake Asterisk cut (writetimeout)
@@ -60,7 +64,17 @@ func runPBX(args []string) error {
 		case "wait":
 			return nil, waitSessions(servers, time.Minute)
 		case "send":
-			return sendAll(servers, b, req.Rate, req.Events), nil
+			return sendAll(servers, func(srv *amitest.Server) (int, float64, float64) {
+				return pace(srv, b, req.Rate, req.Events)
+			}), nil
+		case "replay":
+			batches, err := loadTimed(req.Replay)
+			if err != nil {
+				return nil, err
+			}
+			return sendAll(servers, func(srv *amitest.Server) (int, float64, float64) {
+				return replay(srv, batches, max(req.Speed, 0.001))
+			}), nil
 		}
 		return nil, fmt.Errorf("unknown op %q", req.Op)
 	})
@@ -79,17 +93,17 @@ func waitSessions(servers []*amitest.Server, timeout time.Duration) error {
 	return nil
 }
 
-// sendAll plays events on every PBX at once, each paced on its own, and
-// waits for the last. Its goroutines end before it returns.
-func sendAll(servers []*amitest.Server, b *burst, rate float64, events int) sendReport {
-	rep := sendReport{Sent: make([]int, len(servers))}
+// sendAll plays events on every PBX at once, each paced on its own by
+// play, and waits for the last. Its goroutines end before it returns.
+func sendAll(servers []*amitest.Server, play func(*amitest.Server) (sent int, secs, lag float64)) sendReport {
+	rep := sendReport{Sent: make([]int, len(servers)), Start: time.Now().UnixNano()}
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	for i, srv := range servers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			sent, secs, lag := pace(srv, b, rate, events)
+			sent, secs, lag := play(srv)
 			mu.Lock()
 			defer mu.Unlock()
 			rep.Sent[i] = sent
@@ -132,6 +146,79 @@ func pace(srv *amitest.Server, b *burst, rate float64, events int) (sent int, se
 		n = min(n, events-sent)
 		b.span(sent, n, emit)
 		sent += n
+	}
+	return sent, time.Since(start).Seconds(), maxLag
+}
+
+// timedBatch is the events a recorded session's socket read completed, at
+// the read's time.
+type timedBatch struct {
+	At     time.Duration // since the session's connect
+	Bytes  []byte        // the events, back to back, in their wire form
+	Events int
+}
+
+// loadTimed reads a capture's events with the time each one arrived in
+// full: the time of the socket read (NAME.chunks.jsonl) that held its
+// last byte. The login's own events and every response are left out, as
+// in loadBurst.
+func loadTimed(path string) ([]timedBatch, error) {
+	c, err := amitest.LoadCapture(path)
+	if err != nil {
+		return nil, err
+	}
+	if c.Chunks == nil {
+		return nil, fmt.Errorf("%s: no .chunks.jsonl, so no recorded timing to replay", path)
+	}
+	var out []timedBatch
+	var pending []byte
+	banner := true
+	for _, ch := range c.Chunks {
+		if ch.Dir != "recv" {
+			continue
+		}
+		pending = append(pending, ch.Data...)
+		if banner {
+			_, rest, ok := bytes.Cut(pending, []byte("\r\n"))
+			if !ok {
+				continue
+			}
+			pending, banner = rest, false
+		}
+		batch := timedBatch{At: time.Duration(ch.T * float64(time.Second))}
+		for {
+			i := bytes.Index(pending, []byte("\r\n\r\n"))
+			if i < 0 {
+				break
+			}
+			packet := pending[:i+4]
+			if burstEvent(packet) {
+				batch.Bytes = append(batch.Bytes, packet...)
+				batch.Events++
+			}
+			pending = pending[i+4:]
+		}
+		if batch.Events > 0 {
+			out = append(out, batch)
+		}
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("%s: no events", path)
+	}
+	return out, nil
+}
+
+// replay emits batches at their recorded times, speed times faster.
+func replay(srv *amitest.Server, batches []timedBatch, speed float64) (sent int, secs, maxLag float64) {
+	start := time.Now()
+	for _, b := range batches {
+		due := time.Duration(float64(b.At-batches[0].At) / speed)
+		if d := due - time.Since(start); d > 0 {
+			time.Sleep(d)
+		}
+		maxLag = max(maxLag, (time.Since(start) - due).Seconds())
+		srv.EmitRaw(b.Bytes)
+		sent += b.Events
 	}
 	return sent, time.Since(start).Seconds(), maxLag
 }

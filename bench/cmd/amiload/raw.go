@@ -17,8 +17,8 @@ type rawRequest struct {
 	Events int `json:"events"`
 }
 
-// runRaw is the ceiling's publisher: it publishes what the bridge would
-// publish for the burst's events, the same subjects, JSON bodies and
+// runRaw is the ceiling's publisher over TCP: it publishes what the bridge
+// would publish for the burst's events, the same subjects, JSON bodies and
 // headers, straight to NATS as fast as it can, as server "raw".
 func runRaw(args []string) error {
 	fs := flag.NewFlagSet("raw", flag.ContinueOnError)
@@ -31,50 +31,71 @@ func runRaw(args []string) error {
 	if err != nil {
 		return err
 	}
-	const server = "raw"
-	subjs := make([]string, b.len())
-	bodies := make([][]byte, b.len())
-	names := make([]string, b.len())
-	for i, m := range b.msgs {
-		names[i] = m.EventName()
-		subjs[i] = subjects.Event("ami", server, names[i])
-		bodies[i] = m.AppendJSON(nil)
-	}
 	nc, err := nats.Connect(*url, nats.Name("amiload-raw"))
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
-	var seq uint64
-	epoch := strconv.FormatInt(time.Now().UnixNano(), 10)
+	p := newRawPublisher(b, "raw")
 	return serve(nil, func(line json.RawMessage) (any, error) {
 		var req rawRequest
 		if err := json.Unmarshal(line, &req); err != nil {
 			return nil, err
 		}
-		// One message and header, rewritten per event, as the bridge's
-		// publisher does: PublishMsg copies them out before it returns.
-		evV, seqV, timeV, idV := []string{""}, []string{""}, []string{""}, []string{""}
-		msg := &nats.Msg{Header: nats.Header{
-			subjects.HeaderServer: {server}, subjects.HeaderEvent: evV, subjects.HeaderSeq: seqV, subjects.HeaderTime: timeV, subjects.HeaderMsgID: idV,
-		}}
-		idPrefix := server + ":" + epoch + ":"
-		start := time.Now()
-		for i := range req.Events {
-			seq++
-			k := i % b.len()
-			msg.Subject, msg.Data = subjs[k], bodies[k]
-			evV[0] = names[k]
-			seqV[0] = strconv.FormatUint(seq, 10)
-			timeV[0] = time.Now().UTC().Format(time.RFC3339Nano)
-			idV[0] = idPrefix + seqV[0]
-			if err := nc.PublishMsg(msg); err != nil {
-				return nil, fmt.Errorf("publish %d: %w", i, err)
-			}
-		}
-		if err := nc.Flush(); err != nil {
-			return nil, err
-		}
-		return time.Since(start).Seconds(), nil
+		return p.publish(nc, req.Events)
 	})
+}
+
+// rawPublisher publishes the burst's events as the bridge would, as a
+// server of its own name: the ceilings' publisher, over TCP (runRaw, as
+// "raw") or in-process (runRelay, as "raw-inproc"). The names differ so
+// that each keeps its own Ami-Seq at the subscriber.
+type rawPublisher struct {
+	subjs    []string
+	bodies   [][]byte
+	names    []string
+	server   string
+	seq      uint64
+	idPrefix string
+}
+
+func newRawPublisher(b *burst, server string) *rawPublisher {
+	p := &rawPublisher{
+		subjs: make([]string, b.len()), bodies: make([][]byte, b.len()), names: make([]string, b.len()),
+		server: server, idPrefix: server + ":" + strconv.FormatInt(time.Now().UnixNano(), 10) + ":",
+	}
+	for i, m := range b.msgs {
+		p.names[i] = m.EventName()
+		p.subjs[i] = subjects.Event("ami", server, p.names[i])
+		p.bodies[i] = m.AppendJSON(nil)
+	}
+	return p
+}
+
+// publish publishes events events as fast as nc takes them, flushes, and
+// returns the seconds it took.
+func (p *rawPublisher) publish(nc *nats.Conn, events int) (float64, error) {
+	// One message and header, rewritten per event, as the bridge's
+	// publisher does: PublishMsg copies them out before it returns.
+	evV, seqV, timeV, idV := []string{""}, []string{""}, []string{""}, []string{""}
+	msg := &nats.Msg{Header: nats.Header{
+		subjects.HeaderServer: {p.server}, subjects.HeaderEvent: evV, subjects.HeaderSeq: seqV, subjects.HeaderTime: timeV, subjects.HeaderMsgID: idV,
+	}}
+	start := time.Now()
+	for i := range events {
+		p.seq++
+		k := i % len(p.subjs)
+		msg.Subject, msg.Data = p.subjs[k], p.bodies[k]
+		evV[0] = p.names[k]
+		seqV[0] = strconv.FormatUint(p.seq, 10)
+		timeV[0] = time.Now().UTC().Format(time.RFC3339Nano)
+		idV[0] = p.idPrefix + seqV[0]
+		if err := nc.PublishMsg(msg); err != nil {
+			return 0, fmt.Errorf("publish %d: %w", i, err)
+		}
+	}
+	if err := nc.Flush(); err != nil {
+		return 0, err
+	}
+	return time.Since(start).Seconds(), nil
 }

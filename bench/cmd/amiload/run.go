@@ -27,8 +27,17 @@ type trial struct {
 	GapPBX    int     // PBXes that lost an event or have an Ami-Seq gap
 	SendRate  float64 // events/s the fake PBXes achieved, all together
 	Rcvd      float64 // events/s at the subscriber, first event to last
-	CPU       float64 // daemon CPU µs per delivered event
+	CPU       float64 // daemon (or relay) CPU µs per delivered event
 	PeakRSS   int64   // daemon peak VmRSS during the trial, KiB
+	Within    float64 // seconds from the first event sent to the last delivered
+	Lat       latencyReport
+	Ack       *ackLatency // with JetStream: the daemon's send-to-ack histogram over the trial
+}
+
+// lossless reports whether every event arrived, in order, with no Ami-Seq
+// gap and no session cut: what must hold at any speed, unlike the pace.
+func (t trial) lossless() bool {
+	return t.Lost() == 0 && t.Gaps == 0 && t.Back == 0 && t.Cut == 0 && t.Slow == 0 && t.GapPBX == 0
 }
 
 // Lost is what was sent and never arrived.
@@ -49,16 +58,54 @@ func (t trial) ok(pbxes int) bool {
 
 // report is everything one run measured.
 type report struct {
-	Ceiling  []trial // raw publishes: before and after the bridge's trials
+	Ceiling  []trial // raw publishes over TCP to the daemon's server: before and after the bridge's trials
+	InProc   *trial  // raw publishes in-process to an embedded server without a bridge (the relay's)
+	TCPPlain *trial  // raw publishes over TCP to that server
+	Pace     []paceRow
+	Replay   *trial
+	ReplayOf string
+	JS       []trial
+	Fans     []fanRow
 	Floods   []trial // unpaced: before and after the paced trials
 	Search   []trial
 	ZeroLoss *trial // the fastest paced trial that passed
-	FanIn    *trial
-	FanPBX   int
-	IdleBase int64 // VmRSS with one idle PBX, KiB
-	IdleRSS  int64 // VmRSS with Idle idle PBXes, KiB
+	IdleBase int64  // VmRSS with one idle PBX, KiB
+	IdleRSS  int64  // VmRSS with Idle idle PBXes, KiB
 	Idle     int
 	PerfTop  string
+}
+
+// paceRow is one pace of the relay comparison: the bridge and the relay
+// on the same fake PBX pacing, one after the other.
+type paceRow struct {
+	Rate          float64
+	Bridge, Relay trial
+}
+
+// Ratio is the bridge's CPU per event over the relay's.
+func (p paceRow) Ratio() float64 { return p.Bridge.CPU / max(p.Relay.CPU, 1e-9) }
+
+// fanRow is one fan-in case.
+type fanRow struct {
+	PBX     int
+	Rate    float64 // per PBX
+	Seconds float64
+	T       trial
+}
+
+// HighestCeiling is the fastest of every ceiling measured, and its name.
+func (r *report) HighestCeiling() (float64, string) {
+	best, name := r.CeilingRate(), "TCP to the daemon's server"
+	if len(r.Ceiling) == 0 {
+		best = 0
+	}
+	if r.InProc != nil && r.InProc.Rcvd > best {
+		best, name = r.InProc.Rcvd, "in-process to an embedded server"
+	}
+	if r.TCPPlain != nil && r.TCPPlain.Rcvd > best {
+		best, name = r.TCPPlain.Rcvd, "TCP to an embedded server"
+	}
+	return best, name
 }
 
 // FloodRate is the mean delivered rate of the floods.
@@ -85,25 +132,29 @@ func (r *report) IdleKiB() float64 {
 	return float64(r.IdleRSS-r.IdleBase) / float64(max(1, r.Idle-1))
 }
 
-// bench is the processes of one phase: fake PBXes, the daemon, the
-// subscriber and, in the first phase, the raw publisher.
+// bench is the processes of one phase: fake PBXes, the daemon (or the
+// relay), the subscriber and, for a ceiling, the raw publisher.
 type bench struct {
 	pbx, sub, raw *child
 	d             *daemon
+	relay         *child // the relay, in place of the daemon
+	pid           int    // the process measured: the daemon or the relay
 	pbxes         int
+	quiet         time.Duration // how long nothing new must arrive before a trial begins (0: 1 s)
 }
 
-func startBench(bin, dir, capture string, pbxes int, withRaw bool) (*bench, error) {
+func startBench(bin, dir, capture string, pbxes int, withRaw, jetStream bool) (*bench, error) {
 	b := &bench{pbxes: pbxes}
 	var addrs []string
 	var err error
 	if b.pbx, err = startChild("pbx", &addrs, "-n", fmt.Sprint(pbxes), "-capture", capture); err != nil {
 		return nil, err
 	}
-	if b.d, err = startDaemon(bin, dir, addrs); err != nil {
+	if b.d, err = startDaemon(bin, dir, addrs, jetStream); err != nil {
 		b.stop()
 		return nil, err
 	}
+	b.pid = b.d.pid()
 	if b.sub, err = startChild("sub", nil, "-nats", b.d.natsURL); err != nil {
 		b.stop()
 		return nil, err
@@ -121,12 +172,52 @@ func startBench(bin, dir, capture string, pbxes int, withRaw bool) (*bench, erro
 	return b, nil
 }
 
+// startRelayBench is startBench with the minimal relay in place of the
+// daemon. With pbx false it has no fake PBX: a ceiling's bench, with the
+// raw publisher over TCP to the relay's server.
+func startRelayBench(capture string, pbx bool) (*bench, error) {
+	b := &bench{pbxes: 1}
+	args := []string{"-capture", capture}
+	if pbx {
+		var addrs []string
+		var err error
+		if b.pbx, err = startChild("pbx", &addrs, "-n", "1", "-capture", capture); err != nil {
+			return nil, err
+		}
+		args = append(args, "-ami", addrs[0], "-name", pbxName(0))
+	}
+	var ready relayReady
+	var err error
+	if b.relay, err = startChild("relay", &ready, args...); err != nil {
+		b.stop()
+		return nil, err
+	}
+	b.pid = b.relay.cmd.Process.Pid
+	if b.sub, err = startChild("sub", nil, "-nats", ready.URL, "-subject", "relay.>,ami.*.event.>"); err != nil {
+		b.stop()
+		return nil, err
+	}
+	if !pbx {
+		if b.raw, err = startChild("raw", nil, "-nats", ready.URL, "-capture", capture); err != nil {
+			b.stop()
+			return nil, err
+		}
+		return b, nil
+	}
+	if err := b.pbx.call(pbxRequest{Op: "wait"}, nil); err != nil {
+		b.stop()
+		return nil, err
+	}
+	return b, nil
+}
+
 // stop ends the phase's processes, the daemon first so that it logs off
 // from live PBXes.
 func (b *bench) stop() {
 	if b.d != nil {
 		b.d.stop()
 	}
+	b.relay.stop()
 	b.raw.stop()
 	b.sub.stop()
 	b.pbx.stop()
@@ -168,17 +259,21 @@ type meter struct {
 // begin waits for the previous trial's tail, zeroes the subscriber's
 // counts and starts measuring the daemon.
 func (b *bench) begin() (meter, error) {
-	if _, err := b.settle(math.MaxInt64, time.Second); err != nil {
+	quiet := b.quiet
+	if quiet == 0 {
+		quiet = time.Second
+	}
+	if _, err := b.settle(math.MaxInt64, quiet); err != nil {
 		return meter{}, err
 	}
 	if err := b.sub.call(subRequest{Op: "reset"}, nil); err != nil {
 		return meter{}, err
 	}
-	cpu, err := cpuTime(b.d.pid())
+	cpu, err := procCPU(b.pid)
 	if err != nil {
 		return meter{}, err
 	}
-	return meter{cpu: cpu, rss: startRSS(b.d.pid())}, nil
+	return meter{cpu: cpu, rss: startRSS(b.pid)}, nil
 }
 
 // end waits until sent events are accounted for and fills t from the
@@ -189,8 +284,11 @@ func (b *bench) end(m meter, t *trial, sent int64) (subReport, error) {
 	if err != nil {
 		return rep, err
 	}
-	cpu, err := cpuTime(b.d.pid())
+	cpu, err := procCPU(b.pid)
 	if err != nil {
+		return rep, err
+	}
+	if err := b.sub.call(subRequest{Op: "latency"}, &t.Lat); err != nil {
 		return rep, err
 	}
 	t.Sent, t.Delivered, t.Slow = sent, rep.Events, rep.Slow
@@ -198,7 +296,7 @@ func (b *bench) end(m meter, t *trial, sent int64) (subReport, error) {
 		t.Gaps += c.Gaps
 		t.Back += c.Back
 	}
-	t.CPU = float64((cpu - m.cpu).Microseconds()) / float64(max(1, rep.Events))
+	t.CPU = float64(cpu-m.cpu) / 1e3 / float64(max(1, rep.Events))
 	return rep, nil
 }
 
@@ -212,7 +310,20 @@ func rcvdRate(rep subReport) float64 {
 
 // paced runs events per PBX at rate each (0: unpaced) through the daemon.
 func (b *bench) paced(rate float64, events int) (trial, error) {
+	return b.play(pbxRequest{Op: "send", Rate: rate, Events: events})
+}
+
+// play runs what req asks the fake PBXes to send through the daemon (or
+// the relay).
+func (b *bench) play(req pbxRequest) (trial, error) {
 	var t trial
+	var ack0 map[float64]float64
+	if b.d != nil && b.d.metricsURL != "" {
+		var err error
+		if ack0, err = scrapeAck(b.d.metricsURL); err != nil {
+			return t, err
+		}
+	}
 	if err := b.pbx.call(pbxRequest{Op: "wait"}, nil); err != nil { // a cut session is back
 		return t, err
 	}
@@ -220,9 +331,9 @@ func (b *bench) paced(rate float64, events int) (trial, error) {
 	if err != nil {
 		return t, err
 	}
-	send := func(rate float64, events int) (int64, sendReport, error) {
+	send := func(req pbxRequest) (int64, sendReport, error) {
 		var sr sendReport
-		if err := b.pbx.call(pbxRequest{Op: "send", Rate: rate, Events: events}, &sr); err != nil {
+		if err := b.pbx.call(req, &sr); err != nil {
 			return 0, sr, err
 		}
 		var n int64
@@ -231,7 +342,7 @@ func (b *bench) paced(rate float64, events int) (trial, error) {
 		}
 		return n, sr, nil
 	}
-	sent, sr, err := send(rate, events)
+	sent, sr, err := send(req)
 	if err != nil {
 		m.rss.stop()
 		return t, err
@@ -242,10 +353,13 @@ func (b *bench) paced(rate float64, events int) (trial, error) {
 		return t, err
 	}
 	t.Rcvd = rcvdRate(rep)
+	if rep.Last > sr.Start {
+		t.Within = float64(rep.Last-sr.Start) / 1e9
+	}
 	// One more event per PBX, once the bridge has caught up: the gap before
 	// it counts the events it dropped at the end of the trial, which no
 	// later event would show.
-	marks, _, err := send(0, 1)
+	marks, _, err := send(pbxRequest{Op: "send", Events: 1})
 	if err != nil {
 		m.rss.stop()
 		return t, err
@@ -253,7 +367,14 @@ func (b *bench) paced(rate float64, events int) (trial, error) {
 	if rep, err = b.end(m, &t, sent+marks); err != nil {
 		return t, err
 	}
-	t.Rate, t.Cut = rate, sr.Dropped
+	if ack0 != nil {
+		ack1, err := scrapeAck(b.d.metricsURL)
+		if err != nil {
+			return t, err
+		}
+		t.Ack = ackDelta(ack0, ack1)
+	}
+	t.Rate, t.Cut = req.Rate, sr.Dropped
 	if sr.Seconds > 0 {
 		t.SendRate = float64(sent) / sr.Seconds
 	}
@@ -266,27 +387,34 @@ func (b *bench) paced(rate float64, events int) (trial, error) {
 	return t, nil
 }
 
-// ceiling publishes events straight to NATS, unpaced.
-func (b *bench) ceiling(events int) (trial, error) {
+// ceiling publishes events straight to NATS, unpaced, from the raw
+// publisher over TCP.
+func (b *bench) ceiling(events int) (trial, error) { return b.ceilingBy(b.raw, events) }
+
+// ceilingBy is ceiling from publisher: the raw child, or the relay child
+// over its in-process connection.
+func (b *bench) ceilingBy(publisher *child, events int) (trial, error) {
 	var t trial
 	m, err := b.begin()
 	if err != nil {
 		return t, err
 	}
 	var secs float64
-	if err := b.raw.call(rawRequest{Events: events}, &secs); err != nil {
+	if err := publisher.call(rawRequest{Events: events}, &secs); err != nil {
 		m.rss.stop()
 		return t, err
 	}
 	rep, err := b.end(m, &t, int64(events))
 	t.Rcvd = rcvdRate(rep)
+	t.Lat = latencyReport{} // an unpaced publisher's queue, not a latency
 	if secs > 0 {
 		t.SendRate = float64(events) / secs
 	}
 	return t, err
 }
 
-// run measures what o asks for and prints it to w as it goes.
+// run measures what o asks for and prints it to w as it goes, then the
+// summary table.
 func run(o options, w io.Writer) (*report, error) {
 	header(w, o)
 	dir, err := os.MkdirTemp("", "amiload-")
@@ -294,61 +422,42 @@ func run(o options, w io.Writer) (*report, error) {
 		return nil, err
 	}
 	defer os.RemoveAll(dir)
-	bin, err := buildDaemon(o.Repo, dir)
-	if err != nil {
-		return nil, err
+	bin := o.Bin
+	if bin == "" {
+		if bin, err = buildDaemon(o.Repo, dir); err != nil {
+			return nil, err
+		}
 	}
 	capture := filepath.Join(o.Repo, capturePath)
-	rep := &report{Idle: o.Idle, FanPBX: o.FanPBX}
-
-	if err := phaseOne(o, w, rep, bin, dir, capture); err != nil {
-		return rep, err
+	rep := &report{Idle: o.Idle}
+	phases := []struct {
+		mode string
+		f    func(options, io.Writer, *report, string, string, string) error
+	}{
+		{"search", phaseOne}, {"ceilings", phaseCeilings}, {"pace", phasePace}, {"replay", phaseReplay},
+		{"jetstream", phaseJetStream}, {"fanin", phaseFanIn}, {"idle", phaseIdle},
 	}
-	if o.FanPBX > 0 {
-		b, err := startBench(bin, dir, capture, o.FanPBX, false)
-		if err != nil {
-			return rep, err
+	for _, p := range phases {
+		if !o.Modes[p.mode] {
+			continue
 		}
-		events := int(o.FanRate * o.FanSeconds)
-		t, err := b.paced(o.FanRate, events)
-		b.stop()
-		if err != nil {
-			return rep, err
+		if err := p.f(o, w, rep, bin, dir, capture); err != nil {
+			return rep, fmt.Errorf("%s: %w", p.mode, err)
 		}
-		rep.FanIn = &t
-		fmt.Fprintf(w, "\nfan-in: %d PBXes at %.0f events/s each for %.0f s\n", o.FanPBX, o.FanRate, o.FanSeconds)
-		printTrial(w, "  ", t, o.FanPBX)
-		fmt.Fprintf(w, "  PBXes with a loss or an Ami-Seq gap: %d of %d\n", t.GapPBX, o.FanPBX)
 	}
-	if o.Idle > 1 {
-		b, err := startBench(bin, dir, capture, o.Idle, false)
-		if err != nil {
-			return rep, err
-		}
-		time.Sleep(o.Settle) // the sessions' start-up garbage collected
-		rep.IdleRSS, err = memKiB(b.d.pid(), "VmRSS")
-		b.stop()
-		if err != nil {
-			return rep, err
-		}
-		fmt.Fprintf(w, "\nidle: %d PBXes of %d AMI sessions each: VmRSS %.1f MiB, with 1 PBX %.1f MiB: %.1f KiB per idle PBX, %.1f KiB per AMI session\n",
-			o.Idle, sessionsPerPBX, float64(rep.IdleRSS)/1024, float64(rep.IdleBase)/1024, rep.IdleKiB(), rep.IdleKiB()/sessionsPerPBX)
-	}
+	printSummary(w, o, rep)
 	return rep, nil
 }
 
 // phaseOne is one PBX: idle memory, the ceiling, the flood, then the
 // zero-loss search, and the ceiling again.
 func phaseOne(o options, w io.Writer, rep *report, bin, dir, capture string) error {
-	b, err := startBench(bin, dir, capture, 1, true)
+	b, err := startBench(bin, dir, capture, 1, true, false)
 	if err != nil {
 		return err
 	}
 	defer b.stop()
-	time.Sleep(o.Settle)
-	if rep.IdleBase, err = memKiB(b.d.pid(), "VmRSS"); err != nil {
-		return err
-	}
+	b.quiet = o.Quiet
 
 	c, err := b.ceiling(o.Events)
 	if err != nil {
@@ -470,6 +579,12 @@ func printTrial(w io.Writer, indent string, t trial, pbxes int) {
 	}
 	fmt.Fprintf(w, "%s%-10s %s sent %d at %.0f/s, delivered %d at %.0f/s, lost %d, Ami-Seq gaps %d, cut %d, slow %d, CPU %.2f µs/event, peak RSS %.0f MiB\n",
 		indent, rate, verdict, t.Sent, t.SendRate, t.Delivered, t.Rcvd, t.Lost(), t.Gaps, t.Cut, t.Slow, t.CPU, float64(t.PeakRSS)/1024)
+	if t.Lat.N > 0 {
+		fmt.Fprintf(w, "%s%-10s latency Ami-Time → subscriber: %s\n", indent, "", latencyText(t.Lat))
+	}
+	if t.Ack != nil {
+		fmt.Fprintf(w, "%s%-10s JetStream send → ack: %s\n", indent, "", ackText(t.Ack))
+	}
 }
 
 // startPerf starts perf record on pid when path is set. The returned

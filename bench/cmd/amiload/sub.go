@@ -5,7 +5,9 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -16,7 +18,9 @@ import (
 )
 
 // subRequest is a request to the subscriber child: "report" returns the
-// counts since the last "reset", which zeroes them.
+// counts since the last "reset", which zeroes them; "latency" returns the
+// latency percentiles since the last reset (a sort: asked for once per
+// trial, not in settle's polling).
 type subRequest struct {
 	Op string `json:"op"`
 }
@@ -38,12 +42,45 @@ type subReport struct {
 	Slow    int64                   `json:"slow"`  // slow-consumer errors: NATS dropped events for this subscriber
 }
 
+// latencyReport is, over the events that carried Ami-Time since the last
+// reset, the time from the bridge reading each event to this subscriber
+// having it, in nanoseconds.
+type latencyReport struct {
+	N   int   `json:"n"`
+	P50 int64 `json:"p50"`
+	P99 int64 `json:"p99"`
+	Max int64 `json:"max"`
+}
+
+// percentiles sorts lat and reads its median, 99th percentile and maximum.
+func percentiles(lat []int64) latencyReport {
+	if len(lat) == 0 {
+		return latencyReport{}
+	}
+	slices.Sort(lat)
+	at := func(q float64) int64 { return lat[min(len(lat)-1, int(q*float64(len(lat))))] }
+	return latencyReport{N: len(lat), P50: at(0.50), P99: at(0.99), Max: lat[len(lat)-1]}
+}
+
+// serverOf names the PBX a message came from: its Ami-Server header, or
+// for the relay, which sets no header, the subject's second token
+// (relay.<pbx>.event.<name>).
+func serverOf(m *nats.Msg) string {
+	if s := m.Header.Get(subjects.HeaderServer); s != "" {
+		return s
+	}
+	_, rest, _ := strings.Cut(m.Subject, ".")
+	s, _, _ := strings.Cut(rest, ".")
+	return s
+}
+
 // runSub is the subscriber child: it counts the events on the event
-// subjects per PBX and checks each PBX's Ami-Seq.
+// subjects per PBX, checks each PBX's Ami-Seq where there is one, and
+// records each event's latency from its Ami-Time.
 func runSub(args []string) error {
 	fs := flag.NewFlagSet("sub", flag.ContinueOnError)
 	url := fs.String("nats", "", "NATS URL")
-	subject := fs.String("subject", "ami.*.event.>", "subject to count")
+	subject := fs.String("subject", "ami.*.event.>", "comma-separated subjects to count")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -57,44 +94,19 @@ func runSub(args []string) error {
 		return err
 	}
 	defer nc.Close()
-	var mu sync.Mutex
-	rep := subReport{Servers: map[string]*serverCount{}}
-	sub, err := nc.Subscribe(*subject, func(m *nats.Msg) {
-		now := time.Now().UnixNano()
-		server := m.Header.Get(subjects.HeaderServer)
-		seq, _ := strconv.ParseUint(m.Header.Get(subjects.HeaderSeq), 10, 64)
-		mu.Lock()
-		defer mu.Unlock()
-		c := rep.Servers[server]
-		if c == nil {
-			c = &serverCount{}
-			rep.Servers[server] = c
+	var t tally
+	t.reset()
+	handle := func(m *nats.Msg) { t.observe(m, time.Now()) }
+	for _, subj := range strings.Split(*subject, ",") {
+		sub, err := nc.Subscribe(subj, handle)
+		if err != nil {
+			return err
 		}
-		switch {
-		case c.LastSeq == 0:
-			// The first event seen from this PBX: those before it (its
-			// login's) went out before this subscriber was there.
-			c.LastSeq = seq
-		case seq > c.LastSeq:
-			c.Gaps += int64(seq - c.LastSeq - 1)
-			c.LastSeq = seq
-		default:
-			c.Back++
+		// The subscriber must not be the bottleneck: no client-side bound
+		// on what waits for the handler.
+		if err := sub.SetPendingLimits(-1, -1); err != nil {
+			return err
 		}
-		c.Events++
-		rep.Events++
-		if rep.First == 0 {
-			rep.First = now
-		}
-		rep.Last = now
-	})
-	if err != nil {
-		return err
-	}
-	// The subscriber must not be the bottleneck: no client-side bound on
-	// what waits for the handler.
-	if err := sub.SetPendingLimits(-1, -1); err != nil {
-		return err
 	}
 	if err := nc.Flush(); err != nil {
 		return err
@@ -104,20 +116,83 @@ func runSub(args []string) error {
 		if err := json.Unmarshal(line, &req); err != nil {
 			return nil, err
 		}
-		mu.Lock()
-		defer mu.Unlock()
+		t.mu.Lock()
+		defer t.mu.Unlock()
 		switch req.Op {
 		case "report":
-			rep.Slow = slow.Load()
-			return rep, nil
+			// Encoded here, under the lock: the map is the handler's.
+			t.rep.Slow = slow.Load()
+			b, err := json.Marshal(t.rep)
+			return json.RawMessage(b), err
 		case "reset":
-			for _, c := range rep.Servers {
-				c.Events, c.Gaps, c.Back = 0, 0, 0
-			}
-			rep.Events, rep.First, rep.Last = 0, 0, 0
+			t.reset()
 			slow.Store(0)
 			return nil, nil
+		case "latency":
+			return percentiles(slices.Clone(t.lat)), nil
 		}
 		return nil, fmt.Errorf("unknown op %q", req.Op)
 	})
+}
+
+// tally is the subscriber's counts, kept by observe for every message.
+type tally struct {
+	mu  sync.Mutex
+	rep subReport
+	lat []int64 // ns from Ami-Time to arrival, since the last reset
+}
+
+// reset zeroes the counts, keeping each PBX's last Ami-Seq so that a gap
+// across the boundary still counts. The caller holds mu, or is alone.
+func (t *tally) reset() {
+	if t.rep.Servers == nil {
+		t.rep.Servers = map[string]*serverCount{}
+	}
+	for _, c := range t.rep.Servers {
+		c.Events, c.Gaps, c.Back = 0, 0, 0
+	}
+	t.rep.Events, t.rep.First, t.rep.Last = 0, 0, 0
+	t.lat = t.lat[:0]
+}
+
+// observe counts m, which arrived at now: per PBX, its Ami-Seq against
+// the last, and its latency from Ami-Time.
+func (t *tally) observe(m *nats.Msg, now time.Time) {
+	server := serverOf(m)
+	var seq uint64
+	if v := m.Header.Get(subjects.HeaderSeq); v != "" {
+		seq, _ = strconv.ParseUint(v, 10, 64)
+	}
+	var at time.Time
+	if v := m.Header.Get(subjects.HeaderTime); v != "" {
+		at, _ = time.Parse(time.RFC3339Nano, v)
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if !at.IsZero() {
+		t.lat = append(t.lat, now.Sub(at).Nanoseconds())
+	}
+	c := t.rep.Servers[server]
+	if c == nil {
+		c = &serverCount{}
+		t.rep.Servers[server] = c
+	}
+	switch {
+	case seq == 0: // no Ami-Seq: the relay's raw events
+	case c.LastSeq == 0:
+		// The first event seen from this PBX: those before it (its
+		// login's) went out before this subscriber was there.
+		c.LastSeq = seq
+	case seq > c.LastSeq:
+		c.Gaps += int64(seq - c.LastSeq - 1)
+		c.LastSeq = seq
+	default:
+		c.Back++
+	}
+	c.Events++
+	t.rep.Events++
+	if t.rep.First == 0 {
+		t.rep.First = now.UnixNano()
+	}
+	t.rep.Last = now.UnixNano()
 }

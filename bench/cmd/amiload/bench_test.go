@@ -1,0 +1,102 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/ami-bridge/ami-bridge/subjects"
+)
+
+// loopReader serves b over and over, as an endless AMI stream.
+type loopReader struct {
+	b   []byte
+	off int
+}
+
+func (r *loopReader) Read(p []byte) (int, error) {
+	n := copy(p, r.b[r.off:])
+	r.off = (r.off + n) % len(r.b)
+	return n, nil
+}
+
+// errStop ends relayEvents after the benchmark's events.
+type errStop struct{}
+
+func (errStop) Error() string { return "stop" }
+
+// BenchmarkRelayEvents is the relay's own work per event, without NATS:
+// cut the AMI stream into messages, find the event name, look up its
+// subject. One op is one event of capture 14a.
+func BenchmarkRelayEvents(b *testing.B) {
+	burst, err := loadBurst(filepath.Join(testRepo, capturePath))
+	if err != nil {
+		b.Fatal(err)
+	}
+	r := bufio.NewReaderSize(&loopReader{b: burst.buf}, 32<<10)
+	b.SetBytes(int64(len(burst.buf) / burst.len()))
+	b.ReportAllocs()
+	n := 0
+	b.ResetTimer()
+	err = relayEvents(r, "pbx1", func(subject string, data []byte) error {
+		if n++; n >= b.N {
+			return errStop{}
+		}
+		return nil
+	})
+	if _, ok := err.(errStop); !ok && b.N > 0 {
+		b.Fatal(err)
+	}
+}
+
+// TestRelayEvents: the relay publishes every event of the capture, whole
+// and on its name's subject, and nothing else (the login's response).
+func TestRelayEvents(t *testing.T) {
+	burst, err := loadBurst(filepath.Join(testRepo, capturePath))
+	if err != nil {
+		t.Fatal(err)
+	}
+	login := "Response: Success\r\nMessage: Authentication accepted\r\n\r\n"
+	var got int
+	err = relayEvents(bufio.NewReaderSize(bytes.NewReader(append([]byte(login), burst.buf...)), 4096), "pbx1",
+		func(subject string, data []byte) error {
+			want := burst.buf[burst.offs[got]:burst.offs[got+1]]
+			if name := burst.msgs[got].EventName(); subject != subjects.Event("relay", "pbx1", name) || !bytes.Equal(data, want) {
+				t.Fatalf("event %d: %s, %q; want %s", got, subject, data[:min(len(data), 60)], name)
+			}
+			got++
+			return nil
+		})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got != burst.len() {
+		t.Errorf("%d events relayed, want the capture's %d", got, burst.len())
+	}
+}
+
+// BenchmarkSubscriberObserve is the subscriber's work per bridged event:
+// server, Ami-Seq and Ami-Time from the headers, the counts and the
+// latency. The subscriber must stay far below the bridge's cost.
+func BenchmarkSubscriberObserve(b *testing.B) {
+	var t tally
+	t.reset()
+	seq := []string{"1"}
+	m := &nats.Msg{Subject: "ami.pbx1.event.Newchannel", Header: nats.Header{
+		subjects.HeaderServer: {"pbx1"}, subjects.HeaderSeq: seq,
+		subjects.HeaderTime: {time.Now().UTC().Format(time.RFC3339Nano)},
+	}}
+	b.ReportAllocs()
+	for i := range b.N {
+		seq[0] = strconv.Itoa(i + 1)
+		t.observe(m, time.Now())
+		if len(t.lat) >= 1<<20 {
+			t.lat = t.lat[:0]
+		}
+	}
+}

@@ -1,0 +1,278 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// fanCase is one fan-in: PBX fake PBXes, each at Rate events/s, for
+// Seconds.
+type fanCase struct {
+	PBX     int
+	Rate    float64
+	Seconds float64
+}
+
+// phaseCeilings measures the ceilings that need no bridge: the raw
+// payloads published to an embedded nats-server in the relay's process,
+// once over its in-process connection (how the daemon connects to its
+// own server) and once by a plain TCP client in another process; the
+// subscriber is in a third process, as for the daemon.
+func phaseCeilings(o options, w io.Writer, rep *report, _, _, capture string) error {
+	b, err := startRelayBench(capture, false)
+	if err != nil {
+		return err
+	}
+	defer b.stop()
+	b.quiet = o.Quiet
+	fmt.Fprintf(w, "\nceilings without a bridge: the same payloads to an embedded nats-server\n")
+	in, err := b.ceilingBy(b.relay, o.Events)
+	if err != nil {
+		return err
+	}
+	rep.InProc = &in
+	fmt.Fprintf(w, "  in-process connection, publisher in the server's process (as the daemon)\n")
+	printTrial(w, "    ", in, 1)
+	tcp, err := b.ceiling(o.Events)
+	if err != nil {
+		return err
+	}
+	rep.TCPPlain = &tcp
+	fmt.Fprintf(w, "  plain TCP client in another process\n")
+	printTrial(w, "    ", tcp, 1)
+	return nil
+}
+
+// phasePace runs the bridge and the minimal relay side by side at each
+// pace: one fake PBX each, replaying the capture in batches once a
+// millisecond, the same events one trial after the other, and compares
+// their CPU per event; the bridge's trials also give its latency.
+func phasePace(o options, w io.Writer, rep *report, bin, dir, capture string) error {
+	bb, err := startBench(bin, dir, capture, 1, false, false)
+	if err != nil {
+		return err
+	}
+	defer bb.stop()
+	bb.quiet = o.Quiet
+	rb, err := startRelayBench(capture, true)
+	if err != nil {
+		return err
+	}
+	defer rb.stop()
+	rb.quiet = o.Quiet
+	fmt.Fprintf(w, "\npaced: the bridge and the minimal relay (reads AMI lines, finds the event name, publishes the raw text in-process to an embedded nats-server), %g s per trial\n", o.PaceSeconds)
+	for _, rate := range o.PaceRates {
+		events := max(1, int(rate*o.PaceSeconds))
+		row := paceRow{Rate: rate}
+		if row.Bridge, err = bb.paced(rate, events); err != nil {
+			return err
+		}
+		if row.Relay, err = rb.paced(rate, events); err != nil {
+			return err
+		}
+		rep.Pace = append(rep.Pace, row)
+		fmt.Fprintf(w, "  %.0f/s\n", rate)
+		printTrial(w, "    bridge ", row.Bridge, 1)
+		printTrial(w, "    relay  ", row.Relay, 1)
+		fmt.Fprintf(w, "    CPU per event, bridge / relay: %.2f / %.2f µs = %.2f×\n", row.Bridge.CPU, row.Relay.CPU, row.Ratio())
+	}
+	return nil
+}
+
+// phaseReplay replays the capture -replay at its recorded timing,
+// -replay-speed times faster, through the bridge.
+func phaseReplay(o options, w io.Writer, rep *report, bin, dir, capture string) error {
+	path := filepath.Join(o.Repo, strings.TrimSuffix(o.Replay, ".recv.bin"))
+	rep.ReplayOf = filepath.Base(path)
+	fmt.Fprintf(w, "\nreplay: %s at its recorded timing", rep.ReplayOf)
+	if o.ReplaySpeed != 1 {
+		fmt.Fprintf(w, ", %g times faster", o.ReplaySpeed)
+	}
+	fmt.Fprintln(w)
+	if _, err := os.Stat(path + ".chunks.jsonl"); err != nil {
+		fmt.Fprintf(w, "  skipped: %s.chunks.jsonl is missing, so its timing is not known\n", rep.ReplayOf)
+		return nil
+	}
+	b, err := startBench(bin, dir, capture, 1, false, false)
+	if err != nil {
+		return err
+	}
+	defer b.stop()
+	b.quiet = o.Quiet
+	t, err := b.play(pbxRequest{Op: "replay", Replay: path, Speed: o.ReplaySpeed})
+	if err != nil {
+		return err
+	}
+	rep.Replay = &t
+	printTrial(w, "  ", t, 1)
+	return nil
+}
+
+// phaseJetStream runs the paces through a bridge that also stores the
+// events in a JetStream stream of its embedded server, and reads the
+// send-to-ack latency from the daemon's histogram.
+func phaseJetStream(o options, w io.Writer, rep *report, bin, dir, capture string) error {
+	b, err := startBench(bin, dir, capture, 1, false, true)
+	if err != nil {
+		return err
+	}
+	defer b.stop()
+	b.quiet = o.Quiet
+	fmt.Fprintf(w, "\njetstream: the bridge with jetstream.enabled, %g s per trial\n", o.PaceSeconds)
+	for _, rate := range o.PaceRates {
+		t, err := b.paced(rate, max(1, int(rate*o.PaceSeconds)))
+		if err != nil {
+			return err
+		}
+		rep.JS = append(rep.JS, t)
+		printTrial(w, "  ", t, 1)
+	}
+	return nil
+}
+
+// phaseFanIn runs each fan-in case: many PBXes into one daemon.
+func phaseFanIn(o options, w io.Writer, rep *report, bin, dir, capture string) error {
+	for _, c := range o.Fans {
+		b, err := startBench(bin, dir, capture, c.PBX, false, false)
+		if err != nil {
+			return err
+		}
+		b.quiet = o.Quiet
+		t, err := b.paced(c.Rate, max(1, int(c.Rate*c.Seconds)))
+		b.stop()
+		if err != nil {
+			return err
+		}
+		rep.Fans = append(rep.Fans, fanRow{PBX: c.PBX, Rate: c.Rate, Seconds: c.Seconds, T: t})
+		fmt.Fprintf(w, "\nfan-in: %d PBXes at %.0f events/s each for %g s\n", c.PBX, c.Rate, c.Seconds)
+		printTrial(w, "  ", t, c.PBX)
+		fmt.Fprintf(w, "  delivered within %.2f s of the first event sent; PBXes with a loss or an Ami-Seq gap: %d of %d\n", t.Within, t.GapPBX, c.PBX)
+	}
+	return nil
+}
+
+// phaseIdle measures the daemon's memory with one PBX and with -idle
+// idle PBXes.
+func phaseIdle(o options, w io.Writer, rep *report, bin, dir, capture string) error {
+	if o.Idle < 2 {
+		return nil
+	}
+	for _, n := range []int{1, o.Idle} {
+		b, err := startBench(bin, dir, capture, n, false, false)
+		if err != nil {
+			return err
+		}
+		time.Sleep(o.Settle) // the sessions' start-up garbage collected
+		rss, err := memKiB(b.d.pid(), "VmRSS")
+		b.stop()
+		if err != nil {
+			return err
+		}
+		if n == 1 {
+			rep.IdleBase = rss
+		} else {
+			rep.IdleRSS = rss
+		}
+	}
+	fmt.Fprintf(w, "\nidle: %d PBXes of %d AMI sessions each: VmRSS %.1f MiB, with 1 PBX %.1f MiB: %.1f KiB per idle PBX, %.1f KiB per AMI session\n",
+		o.Idle, sessionsPerPBX, float64(rep.IdleRSS)/1024, float64(rep.IdleBase)/1024, rep.IdleKiB(), rep.IdleKiB()/sessionsPerPBX)
+	return nil
+}
+
+// ms formats nanoseconds as milliseconds.
+func ms(ns int64) string { return fmt.Sprintf("%.2f ms", float64(ns)/1e6) }
+
+// latencyText is a trial's latency, Ami-Time to the subscriber.
+func latencyText(l latencyReport) string {
+	if l.N == 0 {
+		return "no Ami-Time"
+	}
+	return fmt.Sprintf("p50 %s, p99 %s, max %s", ms(l.P50), ms(l.P99), ms(l.Max))
+}
+
+// ackText is a trial's send-to-ack latency, as bucket bounds.
+func ackText(a *ackLatency) string {
+	if a == nil || a.N == 0 {
+		return "no acks counted"
+	}
+	f := func(s float64) string {
+		if math.IsInf(s, 1) {
+			return "> 30 s"
+		}
+		return fmt.Sprintf("≤ %g ms", s*1e3)
+	}
+	return fmt.Sprintf("p50 %s, p99 %s, max %s (%.0f acks)", f(a.P50), f(a.P99), f(a.Max), a.N)
+}
+
+// verdict is "ok" or "MISS".
+func verdict(ok bool) string {
+	if ok {
+		return "ok"
+	}
+	return "MISS"
+}
+
+// printSummary prints every figure measured with issue 22's target, as a
+// Markdown table.
+func printSummary(w io.Writer, o options, rep *report) {
+	fmt.Fprintf(w, "\nsummary (issue 22's targets)\n\n| figure | measured | target | |\n|---|---|---|---|\n")
+	row := func(fig, got, target, v string) { fmt.Fprintf(w, "| %s | %s | %s | %s |\n", fig, got, target, v) }
+	for _, p := range rep.Pace {
+		target, v := "≤ 1.5× the relay", verdict(p.Ratio() <= 1.5)
+		if p.Rate < 1000 {
+			target, v = "(reported)", ""
+		}
+		row(fmt.Sprintf("CPU per event at %.0f/s, bridge / relay", p.Rate),
+			fmt.Sprintf("%.2f / %.2f µs = %.2f×", p.Bridge.CPU, p.Relay.CPU, p.Ratio()), target, v)
+	}
+	for _, p := range rep.Pace {
+		target, v := "(reported)", ""
+		if p.Rate >= 12000 {
+			target, v = "p99 ≤ 5 ms", verdict(p.Bridge.Lat.N > 0 && p.Bridge.Lat.P99 <= 5e6)
+		}
+		row(fmt.Sprintf("latency at %.0f/s, Ami-Time → subscriber", p.Rate), latencyText(p.Bridge.Lat), target, v)
+	}
+	if o.Modes["replay"] {
+		got := "not measured: no recorded timing"
+		if rep.Replay != nil {
+			got = latencyText(rep.Replay.Lat) + fmt.Sprintf(", %d events, lost %d", rep.Replay.Sent, rep.Replay.Lost())
+		}
+		row("latency, "+rep.ReplayOf+" at its recorded timing", got, "(reported)", "")
+	}
+	for _, t := range rep.JS {
+		row(fmt.Sprintf("JetStream at %.0f/s: send → ack; Ami-Time → subscriber", t.Rate), ackText(t.Ack)+"; "+latencyText(t.Lat), "(reported)", "")
+	}
+	for _, f := range rep.Fans {
+		within := 1.1 * f.Seconds // issue 22: 10 s of traffic delivered within 11 s
+		row(fmt.Sprintf("fan-in %d PBXes × %.0f/s for %g s: delivered within; lost; PBXes with a gap", f.PBX, f.Rate, f.Seconds),
+			fmt.Sprintf("%.2f s; %d; %d", f.T.Within, f.T.Lost(), f.T.GapPBX),
+			fmt.Sprintf("≤ %g s; 0; 0", within), verdict(f.T.Within <= within && f.T.Lost() == 0 && f.T.GapPBX == 0 && f.T.Gaps == 0))
+	}
+	if rep.Idle > 1 && rep.IdleRSS > 0 {
+		row(fmt.Sprintf("memory per idle PBX (%d sessions), %d PBXes", sessionsPerPBX, rep.Idle), fmt.Sprintf("%.1f KiB", rep.IdleKiB()), "≤ 64 KiB", verdict(rep.IdleKiB() <= 64))
+	}
+	if len(rep.Ceiling) > 0 {
+		row("ceiling: TCP client → the daemon's server (mean of 2)", fmt.Sprintf("%.0f/s", rep.CeilingRate()), "(reported)", "")
+	}
+	if rep.InProc != nil {
+		row("ceiling: in-process → an embedded server", fmt.Sprintf("%.0f/s", rep.InProc.Rcvd), "(reported)", "")
+	}
+	if rep.TCPPlain != nil {
+		row("ceiling: TCP client → an embedded server", fmt.Sprintf("%.0f/s", rep.TCPPlain.Rcvd), "(reported)", "")
+	}
+	if o.Modes["search"] {
+		best, name := rep.HighestCeiling()
+		got := "no paced trial passed"
+		ok := false
+		if z := rep.ZeroLoss; z != nil && best > 0 {
+			got = fmt.Sprintf("%.0f/s = %.0f %% of %.0f/s (%s)", z.Rate, 100*z.Rate/best, best, name)
+			ok = z.Rate >= 0.7*best
+		}
+		row("zero-loss sustained rate / the highest ceiling", got, "≥ 70 %", verdict(ok))
+	}
+}
