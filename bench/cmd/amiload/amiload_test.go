@@ -116,7 +116,7 @@ func TestSmokePace(t *testing.T) {
 	for i, p := range rep.Pace {
 		want := int64(max(1, int(o.PaceRates[i]*o.PaceSeconds))) + 1 // and the end-of-trial mark
 		for name, tr := range map[string]trial{"bridge": p.Bridge, "relay": p.Relay} {
-			if !tr.lossless() || tr.Sent != want || tr.CPU <= 0 {
+			if !tr.lossless() || tr.Sent != want || tr.CPU <= 0 || tr.Wakeups <= 0 {
 				t.Errorf("%.0f/s, %s: sent %d (want %d), %+v", p.Rate, name, tr.Sent, want, tr)
 			}
 		}
@@ -127,7 +127,7 @@ func TestSmokePace(t *testing.T) {
 			t.Errorf("%.0f/s: the relay sets no Ami-Time, yet %d latencies", p.Rate, p.Relay.Lat.N)
 		}
 	}
-	for _, want := range []string{"| CPU per event at 12000/s, bridge / relay |", "| latency at 12000/s, Ami-Time → subscriber |"} {
+	for _, want := range []string{"| CPU per event at 12000/s, bridge / relay (threads scheduled in per event) |", "| latency at 12000/s, Ami-Time → subscriber |"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("the summary lacks %q", want)
 		}

@@ -66,22 +66,43 @@ func phasePace(o options, w io.Writer, rep *report, bin, dir, capture string) er
 	defer rb.stop()
 	rb.quiet = o.Quiet
 	fmt.Fprintf(w, "\npaced: the bridge and the minimal relay (reads AMI lines, finds the event name, publishes the raw text in-process to an embedded nats-server), %g s per trial\n", o.PaceSeconds)
-	for _, rate := range o.PaceRates {
+	for i, rate := range o.PaceRates {
 		events := max(1, int(rate*o.PaceSeconds))
 		row := paceRow{Rate: rate}
-		if row.Bridge, err = bb.paced(rate, events); err != nil {
+		// -perf: where each spends its time at the last pace.
+		perf := ""
+		if o.Perf != "" && i == len(o.PaceRates)-1 {
+			perf = fmt.Sprintf("%s.pace%.0f", o.Perf, rate)
+		}
+		var bridgeTop, relayTop string
+		if row.Bridge, bridgeTop, err = profiled(perf, bb, func() (trial, error) { return bb.paced(rate, events) }); err != nil {
 			return err
 		}
-		if row.Relay, err = rb.paced(rate, events); err != nil {
+		if row.Relay, relayTop, err = profiled(strings.Replace(perf, ".pace", ".relay", 1), rb, func() (trial, error) { return rb.paced(rate, events) }); err != nil {
 			return err
 		}
 		rep.Pace = append(rep.Pace, row)
 		fmt.Fprintf(w, "  %.0f/s\n", rate)
 		printTrial(w, "    bridge ", row.Bridge, 1)
 		printTrial(w, "    relay  ", row.Relay, 1)
-		fmt.Fprintf(w, "    CPU per event, bridge / relay: %.2f / %.2f µs = %.2f×\n", row.Bridge.CPU, row.Relay.CPU, row.Ratio())
+		fmt.Fprintf(w, "    CPU per event, bridge / relay: %.2f / %.2f µs = %.2f×; wake-ups per event %.2f / %.2f\n",
+			row.Bridge.CPU, row.Relay.CPU, row.Ratio(), row.Bridge.Wakeups, row.Relay.Wakeups)
+		if bridgeTop != "" || relayTop != "" {
+			fmt.Fprintf(w, "\n    where the daemon's time goes at %.0f/s (perf, self time):\n%s\n    where the relay's time goes:\n%s", rate, bridgeTop, relayTop)
+		}
 	}
 	return nil
+}
+
+// profiled runs trial under perf record of b's measured process when path
+// is set, and returns perf's top symbols too.
+func profiled(path string, b *bench, run func() (trial, error)) (trial, string, error) {
+	stop, err := startPerf(path, b.pid)
+	if err != nil {
+		return trial{}, "", err
+	}
+	t, err := run()
+	return t, stop(), err
 }
 
 // phaseReplay replays the capture -replay at its recorded timing,
@@ -108,6 +129,7 @@ func phaseReplay(o options, w io.Writer, rep *report, bin, dir, capture string) 
 	if err != nil {
 		return err
 	}
+	t.Label = "recorded"
 	rep.Replay = &t
 	printTrial(w, "  ", t, 1)
 	return nil
@@ -227,8 +249,8 @@ func printSummary(w io.Writer, o options, rep *report) {
 		if p.Rate < 1000 {
 			target, v = "(reported)", ""
 		}
-		row(fmt.Sprintf("CPU per event at %.0f/s, bridge / relay", p.Rate),
-			fmt.Sprintf("%.2f / %.2f µs = %.2f×", p.Bridge.CPU, p.Relay.CPU, p.Ratio()), target, v)
+		row(fmt.Sprintf("CPU per event at %.0f/s, bridge / relay (threads scheduled in per event)", p.Rate),
+			fmt.Sprintf("%.2f / %.2f µs = %.2f× (%.2f / %.2f)", p.Bridge.CPU, p.Relay.CPU, p.Ratio(), p.Bridge.Wakeups, p.Relay.Wakeups), target, v)
 	}
 	for _, p := range rep.Pace {
 		target, v := "(reported)", ""

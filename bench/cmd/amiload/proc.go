@@ -36,39 +36,47 @@ func cpuTime(pid int) (time.Duration, error) {
 	return time.Duration(u+s) * clockTick, nil
 }
 
-// procCPU returns the CPU time process pid has used, to the nanosecond:
-// the sum over its threads of /proc/<pid>/task/*/schedstat, where
-// /proc/<pid>/stat counts in 10 ms ticks, too coarse for a trial of a few
-// hundred events. A thread that exited no longer counts; the Go runtime
-// keeps its threads. Without schedstat it falls back to cpuTime.
-func procCPU(pid int) (time.Duration, error) {
+// procCPU returns the CPU time process pid has used, to the nanosecond,
+// and how many times its threads were scheduled in (each a wake-up, or a
+// preemption's resumption): the sums over its threads of
+// /proc/<pid>/task/*/schedstat, where /proc/<pid>/stat counts in 10 ms
+// ticks, too coarse for a trial of a few hundred events. A thread that
+// exited no longer counts; the Go runtime keeps its threads. Without
+// schedstat it falls back to cpuTime, and no count.
+func procCPU(pid int) (cpu time.Duration, runs int64, err error) {
 	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
-	var sum time.Duration
+	fallback := func() (time.Duration, int64, error) {
+		cpu, err := cpuTime(pid)
+		return cpu, 0, err
+	}
 	for _, t := range tasks {
 		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/schedstat", pid, t.Name()))
 		if err != nil {
 			if os.IsNotExist(err) {
 				continue // the thread exited meanwhile, or no schedstat
 			}
-			return 0, err
+			return 0, 0, err
 		}
+		// on-CPU ns, ns waiting on a run queue, times run
 		f := strings.Fields(string(b))
-		if len(f) == 0 {
-			return cpuTime(pid)
+		if len(f) < 3 {
+			return fallback()
 		}
-		ns, err := strconv.ParseInt(f[0], 10, 64)
-		if err != nil {
-			return cpuTime(pid)
+		ns, err1 := strconv.ParseInt(f[0], 10, 64)
+		n, err2 := strconv.ParseInt(f[2], 10, 64)
+		if err1 != nil || err2 != nil {
+			return fallback()
 		}
-		sum += time.Duration(ns)
+		cpu += time.Duration(ns)
+		runs += n
 	}
-	if sum == 0 {
-		return cpuTime(pid)
+	if cpu == 0 {
+		return fallback()
 	}
-	return sum, nil
+	return cpu, runs, nil
 }
 
 // memKiB returns a "Vm...:" line of /proc/<pid>/status, in KiB: VmRSS for

@@ -18,6 +18,7 @@ import (
 // ceiling, past it).
 type trial struct {
 	Rate      float64 // target events/s per PBX; 0: unpaced
+	Label     string  // printed in place of the rate, when set
 	Sent      int64   // events the fake PBXes sent (or the raw publisher published)
 	Delivered int64   // events the subscriber got
 	Gaps      int64   // Ami-Seq numbers skipped: events the bridge counted as dropped
@@ -28,6 +29,7 @@ type trial struct {
 	SendRate  float64 // events/s the fake PBXes achieved, all together
 	Rcvd      float64 // events/s at the subscriber, first event to last
 	CPU       float64 // daemon (or relay) CPU µs per delivered event
+	Wakeups   float64 // times its threads were scheduled in, per delivered event
 	PeakRSS   int64   // daemon peak VmRSS during the trial, KiB
 	Within    float64 // seconds from the first event sent to the last delivered
 	Lat       latencyReport
@@ -252,8 +254,9 @@ func (b *bench) settle(want int64, quiet time.Duration) (subReport, error) {
 
 // meter holds the daemon's counters at the start of a trial.
 type meter struct {
-	cpu time.Duration
-	rss *rssSampler
+	cpu  time.Duration
+	runs int64
+	rss  *rssSampler
 }
 
 // begin waits for the previous trial's tail, zeroes the subscriber's
@@ -269,11 +272,11 @@ func (b *bench) begin() (meter, error) {
 	if err := b.sub.call(subRequest{Op: "reset"}, nil); err != nil {
 		return meter{}, err
 	}
-	cpu, err := procCPU(b.pid)
+	cpu, runs, err := procCPU(b.pid)
 	if err != nil {
 		return meter{}, err
 	}
-	return meter{cpu: cpu, rss: startRSS(b.pid)}, nil
+	return meter{cpu: cpu, runs: runs, rss: startRSS(b.pid)}, nil
 }
 
 // end waits until sent events are accounted for and fills t from the
@@ -284,7 +287,7 @@ func (b *bench) end(m meter, t *trial, sent int64) (subReport, error) {
 	if err != nil {
 		return rep, err
 	}
-	cpu, err := procCPU(b.pid)
+	cpu, runs, err := procCPU(b.pid)
 	if err != nil {
 		return rep, err
 	}
@@ -297,6 +300,7 @@ func (b *bench) end(m meter, t *trial, sent int64) (subReport, error) {
 		t.Back += c.Back
 	}
 	t.CPU = float64(cpu-m.cpu) / 1e3 / float64(max(1, rep.Events))
+	t.Wakeups = float64(runs-m.runs) / float64(max(1, rep.Events))
 	return rep, nil
 }
 
@@ -570,15 +574,17 @@ func phaseOne(o options, w io.Writer, rep *report, bin, dir, capture string) err
 
 func printTrial(w io.Writer, indent string, t trial, pbxes int) {
 	rate := "unpaced"
-	if t.Rate > 0 {
+	if t.Label != "" {
+		rate = t.Label
+	} else if t.Rate > 0 {
 		rate = fmt.Sprintf("%.0f/s", t.Rate*float64(pbxes))
 	}
 	verdict := "FAIL"
 	if t.ok(pbxes) {
 		verdict = "pass"
 	}
-	fmt.Fprintf(w, "%s%-10s %s sent %d at %.0f/s, delivered %d at %.0f/s, lost %d, Ami-Seq gaps %d, cut %d, slow %d, CPU %.2f µs/event, peak RSS %.0f MiB\n",
-		indent, rate, verdict, t.Sent, t.SendRate, t.Delivered, t.Rcvd, t.Lost(), t.Gaps, t.Cut, t.Slow, t.CPU, float64(t.PeakRSS)/1024)
+	fmt.Fprintf(w, "%s%-10s %s sent %d at %.0f/s, delivered %d at %.0f/s, lost %d, Ami-Seq gaps %d, cut %d, slow %d, CPU %.2f µs/event, %.2f wake-ups/event, peak RSS %.0f MiB\n",
+		indent, rate, verdict, t.Sent, t.SendRate, t.Delivered, t.Rcvd, t.Lost(), t.Gaps, t.Cut, t.Slow, t.CPU, t.Wakeups, float64(t.PeakRSS)/1024)
 	if t.Lat.N > 0 {
 		fmt.Fprintf(w, "%s%-10s latency Ami-Time → subscriber: %s\n", indent, "", latencyText(t.Lat))
 	}
