@@ -293,6 +293,9 @@ func printSummary(w io.Writer, o options, rep *report) {
 		ok := false
 		if z := rep.ZeroLoss; z != nil && best > 0 {
 			got = fmt.Sprintf("%.0f/s = %.0f %% of %.0f/s (%s)", z.Rate, 100*z.Rate/best, best, name)
+			if len(o.Rates) > 0 {
+				got += ", of the fixed -rates, not a search"
+			}
 			ok = z.Rate >= 0.7*best
 		}
 		row("zero-loss sustained rate / the highest ceiling", got, "≥ 70 %", verdict(ok))

@@ -31,7 +31,7 @@ func runRaw(args []string) error {
 	if err != nil {
 		return err
 	}
-	nc, err := nats.Connect(*url, nats.Name("amiload-raw"))
+	nc, err := nats.Connect(*url, nats.Name("amiload-raw"), nats.Timeout(connectTimeout))
 	if err != nil {
 		return err
 	}
@@ -99,3 +99,8 @@ func (p *rawPublisher) publish(nc *nats.Conn, events int) (float64, error) {
 	}
 	return time.Since(start).Seconds(), nil
 }
+
+// connectTimeout bounds a child's NATS handshake: a daemon logging in to
+// a thousand PBXes on a busy machine can take longer than nats.go's
+// default 2 s to answer.
+const connectTimeout = 30 * time.Second

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"sync"
 	"time"
 
@@ -87,7 +88,10 @@ func runRelay(args []string) error {
 		go func() {
 			defer wg.Done()
 			publish := func(subject string, data []byte) error { return nc.Publish(subject, data) }
-			relayEvents(r, *name, publish)
+			if err := relayEvents(r, *name, publish); err != nil {
+				// The trial shows the loss; this says why.
+				fmt.Fprintln(os.Stderr, "amiload relay:", err)
+			}
 		}()
 		defer wg.Wait()
 		defer conn.Close()

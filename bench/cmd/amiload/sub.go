@@ -85,7 +85,7 @@ func runSub(args []string) error {
 		return err
 	}
 	var slow atomic.Int64
-	nc, err := nats.Connect(*url, nats.Name("amiload-sub"), nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+	nc, err := nats.Connect(*url, nats.Name("amiload-sub"), nats.Timeout(connectTimeout), nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
 		if errors.Is(err, nats.ErrSlowConsumer) {
 			slow.Add(1)
 		}
