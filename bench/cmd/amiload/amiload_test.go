@@ -19,20 +19,25 @@ func TestMain(m *testing.M) {
 		}
 		os.Exit(0)
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	if binDir != "" {
+		os.RemoveAll(binDir)
+	}
+	os.Exit(code)
 }
 
 const testRepo = "../../.."
 
+// binDir holds the daemon built for the smoke tests; TestMain removes it.
+var binDir string
+
 // daemonBin builds the daemon once for all the smoke tests.
 var daemonBin = sync.OnceValues(func() (string, error) {
-	dir, err := os.MkdirTemp("", "amiload-test-")
-	if err != nil {
+	var err error
+	if binDir, err = os.MkdirTemp("", "amiload-test-"); err != nil {
 		return "", err
 	}
-	// The directory outlives the tests: removing it at exit would need a
-	// hook in TestMain for one small binary in the temporary directory.
-	return buildDaemon(testRepo, dir)
+	return buildDaemon(testRepo, binDir)
 })
 
 // smoke runs the smoke options restricted to modes, and returns the report

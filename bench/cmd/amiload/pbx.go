@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ami-bridge/ami-bridge/amiproto/amitest"
@@ -28,7 +30,14 @@ type sendReport struct {
 	Seconds float64 `json:"seconds"` // from the first event to the last, slowest PBX
 	MaxLag  float64 `json:"max_lag"` // seconds behind the schedule at worst
 	Dropped int     `json:"dropped"` // PBXes whose session the fake Asterisk cut (writetimeout)
+	// AMI connections the fake PBXes accepted, in all, before and after the
+	// send: a session cut during a trial and opened again shows only here.
+	AcceptedBefore int64 `json:"accepted_before"`
+	Accepted       int64 `json:"accepted"`
 }
+
+// accepted counts the AMI connections the pbx child's PBXes accepted.
+var accepted atomic.Int64
 
 // runPBX is the pbx child: n fake Asterisks, each replaying the burst to
 // its session when told.
@@ -45,6 +54,10 @@ func runPBX(args []string) error {
 	}
 	servers := make([]*amitest.Server, *n)
 	addrs := make([]string, *n)
+	// The accept loops are owned by runPBX: they end when their listeners
+	// close on return, and are waited for.
+	var wg sync.WaitGroup
+	defer wg.Wait()
 	for i := range servers {
 		// Asterisk's writetimeout: a session that stops reading for
 		// 100 ms is cut, and what was queued for it is lost.
@@ -53,7 +66,26 @@ func runPBX(args []string) error {
 			return err
 		}
 		defer srv.Close()
-		servers[i], addrs[i] = srv, srv.Addr()
+		// A listener of our own, to count the connections: a cut session
+		// that the bridge opens again shows as one more.
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return err
+		}
+		defer ln.Close()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				accepted.Add(1)
+				srv.ServeConn(c)
+			}
+		}()
+		servers[i], addrs[i] = srv, ln.Addr().String()
 	}
 	return serve(addrs, func(line json.RawMessage) (any, error) {
 		var req pbxRequest
@@ -96,7 +128,7 @@ func waitSessions(servers []*amitest.Server, timeout time.Duration) error {
 // sendAll plays events on every PBX at once, each paced on its own by
 // play, and waits for the last. Its goroutines end before it returns.
 func sendAll(servers []*amitest.Server, play func(*amitest.Server) (sent int, secs, lag float64)) sendReport {
-	rep := sendReport{Sent: make([]int, len(servers)), Start: time.Now().UnixNano()}
+	rep := sendReport{Sent: make([]int, len(servers)), Start: time.Now().UnixNano(), AcceptedBefore: accepted.Load()}
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	for i, srv := range servers {
@@ -115,6 +147,7 @@ func sendAll(servers []*amitest.Server, play func(*amitest.Server) (sent int, se
 		}()
 	}
 	wg.Wait()
+	rep.Accepted = accepted.Load()
 	return rep
 }
 

@@ -273,7 +273,7 @@ func printSummary(w io.Writer, o options, rep *report) {
 		within := 1.1 * f.Seconds // issue 22: 10 s of traffic delivered within 11 s
 		row(fmt.Sprintf("fan-in %d PBXes × %.0f/s for %g s: delivered within; lost; PBXes with a gap", f.PBX, f.Rate, f.Seconds),
 			fmt.Sprintf("%.2f s; %d; %d", f.T.Within, f.T.Lost(), f.T.GapPBX),
-			fmt.Sprintf("≤ %g s; 0; 0", within), verdict(f.T.Within <= within && f.T.Lost() == 0 && f.T.GapPBX == 0 && f.T.Gaps == 0))
+			fmt.Sprintf("≤ %.3g s; 0; 0", within), verdict(f.T.Within <= within && f.T.Lost() == 0 && f.T.GapPBX == 0 && f.T.Gaps == 0))
 	}
 	if rep.Idle > 1 && rep.IdleRSS > 0 {
 		row(fmt.Sprintf("memory per idle PBX (%d sessions), %d PBXes", sessionsPerPBX, rep.Idle), fmt.Sprintf("%.1f KiB", rep.IdleKiB()), "≤ 64 KiB", verdict(rep.IdleKiB() <= 64))

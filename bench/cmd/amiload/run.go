@@ -24,7 +24,7 @@ type trial struct {
 	Gaps      int64   // Ami-Seq numbers skipped: events the bridge counted as dropped
 	Back      int64   // events whose Ami-Seq did not increase
 	Slow      int64   // slow-consumer errors at the subscriber
-	Cut       int     // sessions the fake PBX cut for not reading (writetimeout)
+	Cut       int     // sessions the fake PBX cut for not reading (writetimeout) and not back, or opened again during the trial
 	GapPBX    int     // PBXes that lost an event or have an Ami-Seq gap
 	SendRate  float64 // events/s the fake PBXes achieved, all together
 	Rcvd      float64 // events/s at the subscriber, first event to last
@@ -363,7 +363,7 @@ func (b *bench) play(req pbxRequest) (trial, error) {
 	// One more event per PBX, once the bridge has caught up: the gap before
 	// it counts the events it dropped at the end of the trial, which no
 	// later event would show.
-	marks, _, err := send(pbxRequest{Op: "send", Events: 1})
+	marks, mr, err := send(pbxRequest{Op: "send", Events: 1})
 	if err != nil {
 		m.rss.stop()
 		return t, err
@@ -378,7 +378,8 @@ func (b *bench) play(req pbxRequest) (trial, error) {
 		}
 		t.Ack = ackDelta(ack0, ack1)
 	}
-	t.Rate, t.Cut = req.Rate, sr.Dropped
+	// Sessions cut and gone at the end, and those opened again meanwhile.
+	t.Rate, t.Cut = req.Rate, sr.Dropped+int(mr.Accepted-sr.AcceptedBefore)
 	if sr.Seconds > 0 {
 		t.SendRate = float64(sent) / sr.Seconds
 	}
