@@ -190,7 +190,7 @@ func TestSmokeFanIn(t *testing.T) {
 			t.Errorf("fan-in %dx%.0f: sent %d (want %d), %+v", f.PBX, f.Rate, f.T.Sent, want, f.T)
 		}
 	}
-	if !strings.Contains(out, "| fan-in 10 PBXes × 1000/s for 0.5 s: delivered within; lost; PBXes with a gap |") {
+	if !strings.Contains(out, "| fan-in 10 PBXes × 1000/s for 0.5 s: delivered within; lost; PBXes with a loss or gap; sessions cut |") {
 		t.Error("the summary lacks the fan-in row")
 	}
 }

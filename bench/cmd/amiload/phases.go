@@ -174,6 +174,9 @@ func phaseFanIn(o options, w io.Writer, rep *report, bin, dir, capture string) e
 		fmt.Fprintf(w, "\nfan-in: %d PBXes at %.0f events/s each for %g s\n", c.PBX, c.Rate, c.Seconds)
 		printTrial(w, "  ", t, c.PBX)
 		fmt.Fprintf(w, "  delivered within %.2f s of the first event sent; PBXes with a loss or an Ami-Seq gap: %d of %d\n", t.Within, t.GapPBX, c.PBX)
+		for _, s := range t.Worst {
+			fmt.Fprintf(w, "    %s\n", s)
+		}
 	}
 	return nil
 }
@@ -271,9 +274,9 @@ func printSummary(w io.Writer, o options, rep *report) {
 	}
 	for _, f := range rep.Fans {
 		within := 1.1 * f.Seconds // issue 22: 10 s of traffic delivered within 11 s
-		row(fmt.Sprintf("fan-in %d PBXes × %.0f/s for %g s: delivered within; lost; PBXes with a gap", f.PBX, f.Rate, f.Seconds),
-			fmt.Sprintf("%.2f s; %d; %d", f.T.Within, f.T.Lost(), f.T.GapPBX),
-			fmt.Sprintf("≤ %.3g s; 0; 0", within), verdict(f.T.Within <= within && f.T.Lost() == 0 && f.T.GapPBX == 0 && f.T.Gaps == 0))
+		row(fmt.Sprintf("fan-in %d PBXes × %.0f/s for %g s: delivered within; lost; PBXes with a loss or gap; sessions cut", f.PBX, f.Rate, f.Seconds),
+			fmt.Sprintf("%.2f s; %d; %d; %d", f.T.Within, f.T.Lost(), f.T.GapPBX, f.T.Cut),
+			fmt.Sprintf("≤ %.3g s; 0; 0; 0", within), verdict(f.T.Within <= within && f.T.lossless()))
 	}
 	if rep.Idle > 1 && rep.IdleRSS > 0 {
 		row(fmt.Sprintf("memory per idle PBX (%d sessions), %d PBXes", sessionsPerPBX, rep.Idle), fmt.Sprintf("%.1f KiB", rep.IdleKiB()), "≤ 64 KiB", verdict(rep.IdleKiB() <= 64))

@@ -17,21 +17,22 @@ import (
 // trial is one measured run of events through the daemon (or, for the
 // ceiling, past it).
 type trial struct {
-	Rate      float64 // target events/s per PBX; 0: unpaced
-	Label     string  // printed in place of the rate, when set
-	Sent      int64   // events the fake PBXes sent (or the raw publisher published)
-	Delivered int64   // events the subscriber got
-	Gaps      int64   // Ami-Seq numbers skipped: events the bridge counted as dropped
-	Back      int64   // events whose Ami-Seq did not increase
-	Slow      int64   // slow-consumer errors at the subscriber
-	Cut       int     // sessions the fake PBX cut for not reading (writetimeout) and not back, or opened again during the trial
-	GapPBX    int     // PBXes that lost an event or have an Ami-Seq gap
-	SendRate  float64 // events/s the fake PBXes achieved, all together
-	Rcvd      float64 // events/s at the subscriber, first event to last
-	CPU       float64 // daemon (or relay) CPU µs per delivered event
-	Wakeups   float64 // times its threads were scheduled in, per delivered event
-	PeakRSS   int64   // daemon peak VmRSS during the trial, KiB
-	Within    float64 // seconds from the first event sent to the last delivered
+	Rate      float64  // target events/s per PBX; 0: unpaced
+	Label     string   // printed in place of the rate, when set
+	Sent      int64    // events the fake PBXes sent (or the raw publisher published)
+	Delivered int64    // events the subscriber got
+	Gaps      int64    // Ami-Seq numbers skipped: events the bridge counted as dropped
+	Back      int64    // events whose Ami-Seq did not increase
+	Slow      int64    // slow-consumer errors at the subscriber
+	Cut       int      // sessions the fake PBX cut for not reading (writetimeout) and not back, or opened again during the trial
+	GapPBX    int      // PBXes that lost an event or have an Ami-Seq gap
+	Worst     []string // the first 10 of those, with their figures
+	SendRate  float64  // events/s the fake PBXes achieved, all together
+	Rcvd      float64  // events/s at the subscriber, first event to last
+	CPU       float64  // daemon (or relay) CPU µs per delivered event
+	Wakeups   float64  // times its threads were scheduled in, per delivered event
+	PeakRSS   int64    // daemon peak VmRSS during the trial, KiB
+	Within    float64  // seconds from the first event sent to the last delivered
 	Lat       latencyReport
 	Ack       *ackLatency // with JetStream: the daemon's send-to-ack histogram over the trial
 }
@@ -385,8 +386,14 @@ func (b *bench) play(req pbxRequest) (trial, error) {
 	}
 	for i, s := range sr.Sent {
 		c := rep.Servers[pbxName(i)]
-		if c == nil || c.Events != int64(s)+1 || c.Gaps > 0 {
+		if c == nil {
+			c = &serverCount{}
+		}
+		if c.Events != int64(s)+1 || c.Gaps > 0 {
 			t.GapPBX++
+			if len(t.Worst) < 10 {
+				t.Worst = append(t.Worst, fmt.Sprintf("%s: %d of %d lost, Ami-Seq gaps %d", pbxName(i), int64(s)+1-c.Events, s+1, c.Gaps))
+			}
 		}
 	}
 	return t, nil
