@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 
 	"github.com/ami-bridge/ami-bridge/subjects"
@@ -98,5 +99,36 @@ func BenchmarkSubscriberObserve(b *testing.B) {
 		if len(t.lat) >= 1<<20 {
 			t.lat = t.lat[:0]
 		}
+	}
+}
+
+// BenchmarkRawPublishInProcess is the in-process ceiling's publisher
+// alone: the bridge's subjects, headers and JSON bodies published over an
+// in-process connection to an embedded nats-server with no subscriber.
+// One op is one event.
+func BenchmarkRawPublishInProcess(b *testing.B) {
+	burst, err := loadBurst(filepath.Join(testRepo, capturePath))
+	if err != nil {
+		b.Fatal(err)
+	}
+	ns, err := server.NewServer(&server.Options{DontListen: true, NoSigs: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ns.Start()
+	defer ns.Shutdown()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		b.Fatal("nats-server not ready")
+	}
+	nc, err := nats.Connect(ns.ClientURL(), nats.InProcessServer(ns))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer nc.Close()
+	p := newRawPublisher(burst, "raw")
+	b.ReportAllocs()
+	b.ResetTimer()
+	if _, err := p.publish(nc, b.N); err != nil {
+		b.Fatal(err)
 	}
 }
