@@ -31,6 +31,7 @@ type trial struct {
 	Rcvd      float64  // events/s at the subscriber, first event to last
 	CPU       float64  // daemon (or relay) CPU µs per delivered event
 	Wakeups   float64  // times its threads were scheduled in, per delivered event
+	PBXCPU    float64  // the fake PBXes' CPU µs per delivered event: what they took from the shared cores
 	PeakRSS   int64    // daemon peak VmRSS during the trial, KiB
 	Within    float64  // seconds from the first event sent to the last delivered
 	Lat       latencyReport
@@ -255,9 +256,10 @@ func (b *bench) settle(want int64, quiet time.Duration) (subReport, error) {
 
 // meter holds the daemon's counters at the start of a trial.
 type meter struct {
-	cpu  time.Duration
-	runs int64
-	rss  *rssSampler
+	cpu    time.Duration
+	runs   int64
+	pbxCPU time.Duration // the fake PBXes' process, which shares the cores
+	rss    *rssSampler
 }
 
 // begin waits for the previous trial's tail, zeroes the subscriber's
@@ -277,7 +279,14 @@ func (b *bench) begin() (meter, error) {
 	if err != nil {
 		return meter{}, err
 	}
-	return meter{cpu: cpu, runs: runs, rss: startRSS(b.pid)}, nil
+	m := meter{cpu: cpu, runs: runs}
+	if b.pbx != nil {
+		if m.pbxCPU, _, err = procCPU(b.pbx.cmd.Process.Pid); err != nil {
+			return meter{}, err
+		}
+	}
+	m.rss = startRSS(b.pid)
+	return m, nil
 }
 
 // end waits until sent events are accounted for and fills t from the
@@ -302,6 +311,13 @@ func (b *bench) end(m meter, t *trial, sent int64) (subReport, error) {
 	}
 	t.CPU = float64(cpu-m.cpu) / 1e3 / float64(max(1, rep.Events))
 	t.Wakeups = float64(runs-m.runs) / float64(max(1, rep.Events))
+	if b.pbx != nil {
+		pcpu, _, err := procCPU(b.pbx.cmd.Process.Pid)
+		if err != nil {
+			return rep, err
+		}
+		t.PBXCPU = float64(pcpu-m.pbxCPU) / 1e3 / float64(max(1, rep.Events))
+	}
 	return rep, nil
 }
 
@@ -593,6 +609,9 @@ func printTrial(w io.Writer, indent string, t trial, pbxes int) {
 	}
 	fmt.Fprintf(w, "%s%-10s %s sent %d at %.0f/s, delivered %d at %.0f/s, lost %d, Ami-Seq gaps %d, cut %d, slow %d, CPU %.2f µs/event, %.2f wake-ups/event, peak RSS %.0f MiB\n",
 		indent, rate, verdict, t.Sent, t.SendRate, t.Delivered, t.Rcvd, t.Lost(), t.Gaps, t.Cut, t.Slow, t.CPU, t.Wakeups, float64(t.PeakRSS)/1024)
+	if t.PBXCPU > 0 {
+		fmt.Fprintf(w, "%s%-10s the fake PBXes' own CPU: %.2f µs/event\n", indent, "", t.PBXCPU)
+	}
 	if t.Lat.N > 0 {
 		fmt.Fprintf(w, "%s%-10s latency Ami-Time → subscriber: %s\n", indent, "", latencyText(t.Lat))
 	}
