@@ -1,0 +1,418 @@
+package callstate
+
+import (
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/ami-bridge/ami-bridge/amiproto"
+	"github.com/ami-bridge/ami-bridge/subjects"
+)
+
+// channel is one live channel.
+type channel struct {
+	v       subjects.StateChannel
+	touched uint64 // Model.gen when an event last addressed it
+	// dialedBy is the Uniqueid of the channel that dialed this one: such a
+	// channel is party B of its caller's CDR and has none of its own.
+	dialedBy string
+	dialed   bool // a dial by this channel (or of it, when originated) ended: its CDR takes the dial's disposition
+}
+
+// snapKeys are the header names of one channel snapshot in an event: the
+// channel's own (no prefix), or a peer's (DestChannel, LocalOneChannel…).
+type snapKeys struct {
+	channel, state, stateDesc, cidNum, cidName, clNum, clName,
+	language, account, context, exten, priority, uniqueid, linkedid, chanVar string
+}
+
+func keysFor(p string) *snapKeys {
+	return &snapKeys{
+		channel: p + "Channel", state: p + "ChannelState", stateDesc: p + "ChannelStateDesc",
+		cidNum: p + "CallerIDNum", cidName: p + "CallerIDName",
+		clNum: p + "ConnectedLineNum", clName: p + "ConnectedLineName",
+		language: p + "Language", account: p + "AccountCode",
+		context: p + "Context", exten: p + "Exten", priority: p + "Priority",
+		uniqueid: p + "Uniqueid", linkedid: p + "Linkedid", chanVar: p + "ChanVariable",
+	}
+}
+
+var (
+	kSelf             = keysFor("")
+	kDest             = keysFor("Dest")
+	kLocalOne         = keysFor("LocalOne")
+	kLocalTwo         = keysFor("LocalTwo")
+	kTransferer       = keysFor("Transferer")
+	kTransferee       = keysFor("Transferee")
+	kOrigTransferer   = keysFor("OrigTransferer")
+	kSecondTransferer = keysFor("SecondTransferer")
+	kTransferTarget   = keysFor("TransferTarget")
+)
+
+// set stores v in *dst when it differs, as a copy: a substring would keep
+// the whole event's text alive as long as the channel.
+func set(dst *string, v string) bool {
+	if *dst == v {
+		return false
+	}
+	*dst = strings.Clone(v)
+	return true
+}
+
+// setIf is set for a header the event may lack.
+func setIf(dst *string, e *amiproto.Message, key string) bool {
+	v, ok := e.Lookup(key)
+	return ok && set(dst, v)
+}
+
+// party is a caller ID as the record keeps it: "<unknown>" is nothing.
+func party(v string) string {
+	if v == "<unknown>" {
+		return ""
+	}
+	return v
+}
+
+func setParty(dst *string, e *amiproto.Message, key string) bool {
+	v, ok := e.Lookup(key)
+	return ok && set(dst, party(v))
+}
+
+func setInt(dst *int, e *amiproto.Message, key string) bool {
+	v, ok := e.Lookup(key)
+	if !ok {
+		return false
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n == *dst {
+		return false
+	}
+	*dst = n
+	return true
+}
+
+// stateUp is AST_STATE_UP.
+const stateUp = 6
+
+// snapshot finds the channel an event's snapshot (keys k) names and
+// updates it. With create, a channel the model lacks is added (it appeared
+// while the bridge was away, or before it started), unless it hung up
+// lately. It returns nil when the event names no channel.
+func (m *Model) snapshot(e *amiproto.Message, k *snapKeys, now time.Time, create bool) *channel {
+	uid := e.Get(k.uniqueid)
+	if uid == "" {
+		return nil
+	}
+	c := m.channels[uid]
+	fresh := false
+	if c == nil {
+		if !create {
+			return nil
+		}
+		if _, gone := m.ended.get(uid); gone {
+			return nil
+		}
+		c = &channel{v: subjects.StateChannel{Uniqueid: strings.Clone(uid), Created: ms(now)}}
+		m.channels[c.v.Uniqueid] = c
+		fresh = true
+	}
+	oldLinked := c.v.Linkedid
+	changed := c.update(e, k, now)
+	c.touched = m.gen
+	if fresh {
+		if c.v.Linkedid == "" {
+			c.v.Linkedid = c.v.Uniqueid
+		}
+		m.attach(c, now)
+	} else if c.v.Linkedid != oldLinked {
+		if c.v.Linkedid == "" {
+			c.v.Linkedid = oldLinked
+		} else {
+			m.relink(c, oldLinked, now)
+		}
+	}
+	if changed || fresh {
+		m.markDirty(subjects.KindChannels, c.v.Uniqueid)
+		if cl := m.calls[c.v.Linkedid]; cl != nil {
+			if cl.originator == c {
+				cl.syncCaller(m, c)
+			}
+			cl.answered(m, c)
+		}
+	}
+	return c
+}
+
+// update copies the snapshot's fields into c and reports whether any
+// changed.
+func (c *channel) update(e *amiproto.Message, k *snapKeys, now time.Time) bool {
+	v := &c.v
+	ch := setIf(&v.Channel, e, k.channel)
+	if setInt(&v.StateCode, e, k.state) {
+		ch = true
+	}
+	ch = setIf(&v.State, e, k.stateDesc) || ch
+	ch = setParty(&v.CallerID.Number, e, k.cidNum) || ch
+	ch = setParty(&v.CallerID.Name, e, k.cidName) || ch
+	ch = setParty(&v.ConnectedLine.Number, e, k.clNum) || ch
+	ch = setParty(&v.ConnectedLine.Name, e, k.clName) || ch
+	ch = setIf(&v.Language, e, k.language) || ch
+	ch = setIf(&v.AccountCode, e, k.account) || ch
+	ch = setIf(&v.Context, e, k.context) || ch
+	ch = setIf(&v.Exten, e, k.exten) || ch
+	ch = setInt(&v.Priority, e, k.priority) || ch
+	ch = setIf(&v.Linkedid, e, k.linkedid) || ch
+	if v.StateCode == stateUp && v.Answered.IsZero() {
+		v.Answered = ms(now)
+		ch = true
+	}
+	for i := range e.Len() {
+		f := e.Field(i)
+		if !isChanVarKey(f.Key, k.chanVar) {
+			continue
+		}
+		name, val, _ := strings.Cut(f.Value, "=")
+		if old, ok := v.Vars[name]; ok && old == val {
+			continue
+		}
+		if v.Vars == nil {
+			v.Vars = map[string]string{}
+		}
+		v.Vars[strings.Clone(name)] = strings.Clone(val)
+		ch = true
+	}
+	return ch
+}
+
+// isChanVarKey: "ChanVariable" or "ChanVariable(<channel>)", with the
+// snapshot's prefix, ignoring case as Asterisk's header names are.
+func isChanVarKey(key, p string) bool {
+	if len(key) < len(p) || !strings.EqualFold(key[:len(p)], p) {
+		return false
+	}
+	return len(key) == len(p) || (key[len(p)] == '(' && key[len(key)-1] == ')')
+}
+
+// ms is t in UTC to the millisecond, as the values carry times.
+func ms(t time.Time) time.Time { return t.UTC().Truncate(time.Millisecond) }
+
+func (m *Model) onSnapshot(e *amiproto.Message, now time.Time) {
+	m.snapshot(e, kSelf, now, true)
+}
+
+func (m *Model) onNewchannel(e *amiproto.Message, now time.Time) {
+	m.snapshot(e, kSelf, now, true)
+}
+
+func (m *Model) onCallerID(e *amiproto.Message, now time.Time) {
+	m.snapshot(e, kSelf, now, true)
+}
+
+func (m *Model) onNewexten(e *amiproto.Message, now time.Time) {
+	c := m.snapshot(e, kSelf, now, true)
+	if c == nil {
+		return
+	}
+	ch := setIf(&c.v.Application, e, "Application")
+	ch = setIf(&c.v.AppData, e, "AppData") || ch
+	if ch {
+		m.markDirty(subjects.KindChannels, c.v.Uniqueid)
+	}
+}
+
+// onVarSet updates one of the channelvars: the variables the channel's
+// events carry as ChanVariable headers. Other variables are not state.
+func (m *Model) onVarSet(e *amiproto.Message, now time.Time) {
+	c := m.channels[e.Get("Uniqueid")]
+	if c == nil {
+		return
+	}
+	name := e.Get("Variable")
+	old, ok := c.v.Vars[name]
+	if !ok {
+		return
+	}
+	if val := e.Get("Value"); val != old {
+		c.v.Vars[name] = strings.Clone(val)
+		c.touched = m.gen
+		m.markDirty(subjects.KindChannels, c.v.Uniqueid)
+	}
+}
+
+func (m *Model) onRename(e *amiproto.Message, now time.Time) {
+	c := m.channels[e.Get("Uniqueid")]
+	if c == nil {
+		return
+	}
+	if setIf(&c.v.Channel, e, "Newname") {
+		c.touched = m.gen
+		m.markDirty(subjects.KindChannels, c.v.Uniqueid)
+	}
+}
+
+func (m *Model) onLocalBridge(e *amiproto.Message, now time.Time) {
+	m.snapshot(e, kLocalOne, now, true)
+	m.snapshot(e, kLocalTwo, now, true)
+}
+
+func (m *Model) onHangup(e *amiproto.Message, now time.Time) {
+	c := m.snapshot(e, kSelf, now, false)
+	if c == nil {
+		return
+	}
+	cause, _ := strconv.Atoi(e.Get("Cause"))
+	m.endChannel(c, now, cause, e.Get("Cause-txt"), true)
+}
+
+// endChannel removes c: its Hangup (seen) or a sync that no longer finds
+// it. The call ends with its last channel.
+func (m *Model) endChannel(c *channel, now time.Time, cause int, causeText string, seen bool) {
+	uid := c.v.Uniqueid
+	if b := m.bridges[c.v.Bridge]; b != nil && b.remove(uid) {
+		b.touched = m.gen
+		m.markDirty(subjects.KindBridges, b.v.BridgeUniqueid)
+	}
+	delete(m.channels, uid)
+	m.removed(subjects.KindChannels, uid)
+	m.ended.put(uid, c.v.Linkedid)
+	cl := m.calls[c.v.Linkedid]
+	if cl == nil {
+		return
+	}
+	cl.legEnd(c, now, cause, seen)
+	if seen && (cl.originator == c || !cl.causeSet) {
+		cl.rec.HangupCause, cl.rec.HangupCauseText = cause, strings.Clone(causeText)
+		cl.causeSet = true
+	}
+	if cl.originator == c {
+		cl.originator = nil
+	}
+	cl.live--
+	if cl.live <= 0 {
+		m.finish(cl, now, seen)
+	}
+}
+
+func (m *Model) onDialBegin(e *amiproto.Message, now time.Time) {
+	caller := m.snapshot(e, kSelf, now, true)
+	dest := m.snapshot(e, kDest, now, true)
+	if caller == nil || dest == nil {
+		return
+	}
+	dest.dialedBy = caller.v.Uniqueid
+	if cl := m.calls[caller.v.Linkedid]; cl != nil {
+		cl.addCallee(m, dest, dialNumber(e.Get("DialString")))
+	}
+}
+
+// dialNumber is what was dialed, from a DialString: "200", "burst@test" → "burst".
+func dialNumber(s string) string {
+	s, _, _ = strings.Cut(s, "@")
+	if i := strings.LastIndexByte(s, '/'); i >= 0 {
+		s = s[i+1:]
+	}
+	return s
+}
+
+func (m *Model) onDialEnd(e *amiproto.Message, now time.Time) {
+	caller := m.snapshot(e, kSelf, now, true)
+	dest := m.snapshot(e, kDest, now, true)
+	// Party A of the dial's CDR: the caller, or the dialed channel itself
+	// when nothing dialed it (Originate).
+	a := caller
+	if a == nil {
+		a = dest
+	}
+	if a == nil {
+		return
+	}
+	status := e.Get("DialStatus")
+	r, final := dialRank(status)
+	if !final {
+		return
+	}
+	a.dialed = true
+	if cl := m.calls[a.v.Linkedid]; cl != nil {
+		cl.fold(r)
+	}
+}
+
+func (m *Model) onBlindTransfer(e *amiproto.Message, now time.Time) {
+	by := m.snapshot(e, kTransferer, now, true)
+	m.snapshot(e, kTransferee, now, true)
+	if by == nil {
+		return
+	}
+	if cl := m.calls[by.v.Linkedid]; cl != nil {
+		to := e.Get("Extension")
+		if ctx := e.Get("Context"); ctx != "" {
+			to += "@" + ctx
+		}
+		cl.rec.Transfers = append(cl.rec.Transfers, subjects.CallTransfer{
+			Kind: subjects.TransferBlind, At: ms(now), By: by.v.Channel, To: strings.Clone(to)})
+		m.markDirty(subjects.KindCalls, cl.rec.Linkedid)
+	}
+}
+
+func (m *Model) onAttendedTransfer(e *amiproto.Message, now time.Time) {
+	orig := m.snapshot(e, kOrigTransferer, now, true)
+	second := m.snapshot(e, kSecondTransferer, now, true)
+	m.snapshot(e, kTransferTarget, now, true)
+	m.snapshot(e, kTransferee, now, true)
+	to := e.Get("TransferTargetChannel")
+	if to == "" {
+		to = e.Get("DestApp")
+	}
+	if to == "" {
+		to = e.Get("DestBridgeUniqueid")
+	}
+	t := subjects.CallTransfer{Kind: subjects.TransferAttended, At: ms(now), To: strings.Clone(to)}
+	var first string
+	for _, c := range []*channel{orig, second} {
+		if c == nil || c.v.Linkedid == first {
+			continue
+		}
+		if first == "" {
+			first = c.v.Linkedid
+		}
+		if cl := m.calls[c.v.Linkedid]; cl != nil {
+			t.By = c.v.Channel
+			cl.rec.Transfers = append(cl.rec.Transfers, t)
+			m.markDirty(subjects.KindCalls, cl.rec.Linkedid)
+		}
+	}
+}
+
+// onCdr keeps Asterisk's own verdict on the call next to the record. The
+// Cdr event names the Uniqueid of its party A only; it often comes after
+// that channel's Hangup, even after the call's end: a finished record
+// still takes it until the Flush that hands it out.
+func (m *Model) onCdr(e *amiproto.Message, now time.Time) {
+	uid := e.Get("UniqueID")
+	var linked string
+	if c := m.channels[uid]; c != nil {
+		linked = c.v.Linkedid
+	} else if l, ok := m.ended.get(uid); ok {
+		linked = l
+	} else {
+		return
+	}
+	bill, _ := strconv.Atoi(e.Get("BillableSeconds"))
+	cdr := subjects.CallCdr{
+		Channel:            strings.Clone(e.Get("Channel")),
+		DestinationChannel: strings.Clone(e.Get("DestinationChannel")),
+		Disposition:        strings.Clone(e.Get("Disposition")),
+		BillableS:          bill,
+	}
+	if cl := m.calls[linked]; cl != nil {
+		cl.rec.Cdr = append(cl.rec.Cdr, cdr)
+		m.markDirty(subjects.KindCalls, linked)
+		return
+	}
+	for i := len(m.done) - 1; i >= 0; i-- {
+		if m.done[i].rec.Linkedid == linked {
+			m.done[i].rec.Cdr = append(m.done[i].rec.Cdr, cdr)
+			return
+		}
+	}
+}
