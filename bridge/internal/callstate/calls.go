@@ -195,21 +195,34 @@ func (cl *call) addBridge(m *Model, id string) {
 	}
 }
 
-// legEnd closes the CDR of a party A channel that ended (seen: its
-// Hangup; else a sync found it gone).
-func (cl *call) legEnd(c *channel, now time.Time, cause int, seen bool) {
-	if c.dialedBy != "" {
+func (c *channel) openPeriod(now time.Time) {
+	c.period, c.pAnswer, c.pDial = true, time.Time{}, rankNone
+	if c.v.StateCode == stateUp {
+		c.pAnswer = now
+	}
+}
+
+// closePeriod ends the open CDR of channel c at end, as party A: its
+// disposition is its dial's, else answered when it was up, else what its
+// hangup cause says (haveCause: the channel hung up).
+func (cl *call) closePeriod(c *channel, end time.Time, cause int, haveCause bool) {
+	if !c.period {
 		return
 	}
-	up := !c.v.Answered.IsZero()
-	if up && now.After(c.v.Answered) {
-		cl.spans = append(cl.spans, span{c.v.Answered, now})
+	c.period = false
+	if c.dialedBy != "" {
+		return // party B of its caller's CDR
+	}
+	up := !c.pAnswer.IsZero()
+	if up && end.After(c.pAnswer) {
+		cl.spans = append(cl.spans, span{c.pAnswer, end})
 	}
 	switch {
-	case c.dialed: // its dial's status was folded at DialEnd
+	case c.pDial != rankNone:
+		cl.fold(c.pDial)
 	case up:
 		cl.fold(rankAnswered)
-	case seen:
+	case haveCause:
 		cl.fold(causeRank(cause))
 	}
 }

@@ -16,7 +16,13 @@ type channel struct {
 	// dialedBy is the Uniqueid of the channel that dialed this one: such a
 	// channel is party B of its caller's CDR and has none of its own.
 	dialedBy string
-	dialed   bool // a dial by this channel (or of it, when originated) ended: its CDR takes the dial's disposition
+	// The channel's current CDR as party A (cdr.c makes a new one after a
+	// failed dial or a bridge, when the channel goes on in the dialplan).
+	period  bool      // a CDR is open
+	pAnswer time.Time // its answer: when the channel was up while it was open
+	pDial   int       // the rank of its dial's status, rankNone before a dial ended
+	dials   int       // dials of this channel under way
+	hAt     time.Time // when it entered the h extension, where its CDR ends (cdr.conf endbeforehexten, on by default)
 }
 
 // snapKeys are the header names of one channel snapshot in an event: the
@@ -131,6 +137,11 @@ func (m *Model) snapshot(e *amiproto.Message, k *snapKeys, now time.Time, create
 			m.relink(c, oldLinked, now)
 		}
 	}
+	if fresh {
+		c.openPeriod(now)
+	} else if c.period && c.pAnswer.IsZero() && c.v.StateCode == stateUp {
+		c.pAnswer = now
+	}
 	if changed || fresh {
 		m.markDirty(subjects.KindChannels, c.v.Uniqueid)
 		if cl := m.calls[c.v.Linkedid]; cl != nil {
@@ -218,6 +229,14 @@ func (m *Model) onNewexten(e *amiproto.Message, now time.Time) {
 	if ch {
 		m.markDirty(subjects.KindChannels, c.v.Uniqueid)
 	}
+	switch {
+	case c.v.Exten == "h":
+		if c.hAt.IsZero() {
+			c.hAt = now
+		}
+	case !c.period:
+		c.openPeriod(now) // a new dialplan step after a closed CDR
+	}
 }
 
 // onVarSet updates one of the channelvars: the variables the channel's
@@ -279,7 +298,11 @@ func (m *Model) endChannel(c *channel, now time.Time, cause int, causeText strin
 	if cl == nil {
 		return
 	}
-	cl.legEnd(c, now, cause, seen)
+	end := now
+	if !c.hAt.IsZero() {
+		end = c.hAt
+	}
+	cl.closePeriod(c, end, cause, seen)
 	if seen && (cl.originator == c || !cl.causeSet) {
 		cl.rec.HangupCause, cl.rec.HangupCauseText = cause, strings.Clone(causeText)
 		cl.causeSet = true
@@ -296,10 +319,17 @@ func (m *Model) endChannel(c *channel, now time.Time, cause int, causeText strin
 func (m *Model) onDialBegin(e *amiproto.Message, now time.Time) {
 	caller := m.snapshot(e, kSelf, now, true)
 	dest := m.snapshot(e, kDest, now, true)
+	if caller == nil && dest != nil {
+		dest.dials++ // an Originate: the dialed channel is party A
+	}
 	if caller == nil || dest == nil {
 		return
 	}
 	dest.dialedBy = caller.v.Uniqueid
+	if !caller.period {
+		caller.openPeriod(now)
+	}
+	caller.dials++
 	if cl := m.calls[caller.v.Linkedid]; cl != nil {
 		cl.addCallee(m, dest, dialNumber(e.Get("DialString")))
 	}
@@ -331,9 +361,19 @@ func (m *Model) onDialEnd(e *amiproto.Message, now time.Time) {
 	if !final {
 		return
 	}
-	a.dialed = true
-	if cl := m.calls[a.v.Linkedid]; cl != nil {
-		cl.fold(r)
+	a.dials = max(a.dials-1, 0)
+	cl := m.calls[a.v.Linkedid]
+	if cl == nil {
+		return
+	}
+	// Each dialed party is a CDR of its own (cdr.c forks them): every
+	// status counts. The caller's CDR ends when its last dial failed.
+	cl.fold(r)
+	if a.pDial != rankAnswered {
+		a.pDial = max(a.pDial, r)
+		if r != rankAnswered && a.dials == 0 {
+			cl.closePeriod(a, now, 0, false)
+		}
 	}
 }
 

@@ -102,6 +102,13 @@ func (m *Model) onBridgeLeave(e *amiproto.Message, now time.Time) {
 		c.v.Bridge = ""
 		m.markDirty(subjects.KindChannels, c.v.Uniqueid)
 	}
+	// Leaving a bridge ends the channel's CDR; a new one starts if it goes
+	// on in the dialplan.
+	if c != nil {
+		if cl := m.calls[c.v.Linkedid]; cl != nil {
+			cl.closePeriod(c, now, 0, false)
+		}
+	}
 }
 
 func (m *Model) onBridgeDestroy(e *amiproto.Message, now time.Time) {

@@ -126,6 +126,7 @@ func (m *Model) syncChannels(s Sync, list []*amiproto.Message, now time.Time, su
 		c := &channel{v: subjects.StateChannel{Uniqueid: strings.Clone(uid), Created: ms(created)}}
 		c.touched = s.gen - 1 // the lists' own, not an event's
 		c.update(e, kSelf, now)
+		c.openPeriod(now)
 		if c.v.Linkedid == "" {
 			c.v.Linkedid = c.v.Uniqueid
 		}
