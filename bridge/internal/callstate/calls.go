@@ -18,8 +18,10 @@ import (
 // CANCEL, CONGESTION and the others map as cdr.c maps them, with cdr.conf's
 // defaults), else ANSWERED when the channel was up, else what its hangup
 // cause says (17 busy, 16 and 19 no answer, others failed). The record's
-// disposition is the best of its CDRs' (answered, then busy, no answer,
-// congestion, failed), its answer the first answer of a party A, and its
+// disposition is the best (answered, then busy, no answer, congestion,
+// failed) of its CDRs that have a party B, its dials; of all its CDRs when
+// it dialed no one (an Originate to an application, a Local pair). Its
+// answer is the first answer of a party A, and its
 // billable seconds the time at least one party A was answered: one CDR's
 // billsec for a simple call, and for a Local pair (two CDRs over the same
 // time) the longer one.
@@ -28,6 +30,7 @@ type call struct {
 	originator *channel            // the channel whose Uniqueid is the Linkedid, while it lives
 	live       int                 // channels of the call alive
 	best       int                 // rank of the best disposition of its CDRs so far
+	bestDial   int                 // the same of its CDRs with a party B: its dials
 	causeSet   bool                // rec.HangupCause was set by a Hangup
 	spans      []span              // answered time of its party A channels that ended
 	joined     time.Time           // when the caller joined rec.Queue
@@ -100,6 +103,9 @@ func (m *Model) attach(c *channel, now time.Time) {
 	}
 	cl.live++
 	cl.rec.Channels = append(cl.rec.Channels, c.v.Channel)
+	if early, ok := m.early.take(c.v.Uniqueid); ok {
+		cl.rec.Cdr = append(cl.rec.Cdr, early...)
+	}
 	if c.v.Uniqueid == id {
 		cl.originator = c
 		cl.syncCaller(m, c)
@@ -152,6 +158,7 @@ func (m *Model) relink(c *channel, old string, now time.Time) {
 	}
 	nc.spans = append(nc.spans, oc.spans...)
 	nc.fold(oc.best)
+	nc.bestDial = max(nc.bestDial, oc.bestDial)
 	delete(m.calls, old)
 	m.removed(subjects.KindCalls, old)
 	m.closed.put(old, c.v.Linkedid)
@@ -242,6 +249,9 @@ func (m *Model) finish(cl *call, now time.Time, seen bool) {
 		if !r.Answer.IsZero() {
 			cl.best = rankAnswered
 		}
+	}
+	if cl.bestDial != rankNone {
+		cl.best = cl.bestDial
 	}
 	r.Disposition = rankNames[cl.best]
 	if r.Queue != nil && r.Queue.Agent == "" && !cl.joined.IsZero() && r.Queue.WaitS == 0 {

@@ -88,12 +88,12 @@ func TestDisposition_FollowsCDREngine(t *testing.T) {
 			hang(4*s, "b", "Busy", "17"), hang(4*s, "a", "Up", "17"),
 		}, subjects.DispositionBusy, 3},
 		{"no dial, Busy(): the hangup cause", []step{newA, {s, chanEv("Newexten", "a", "a", "Ring", "Application", "Busy")}, hang(3*s, "a", "Ring", "17")}, subjects.DispositionBusy, 0},
-		{"no answer, then voicemail answers: the better CDR", []step{newA, newB, begin, end(20*s, "NOANSWER"), hang(20*s, "b", "Ringing", "16"),
+		{"no answer, then voicemail answers: a call that dialed is judged by its dials", []step{newA, newB, begin, end(20*s, "NOANSWER"), hang(20*s, "b", "Ringing", "16"),
 			{20 * s, chanEv("Newexten", "a", "a", "Ring", "Application", "VoiceMail", "Priority", "2")},
 			{21 * s, chanEv("Newstate", "a", "a", "Up")},
 			{21 * s, chanEv("Newexten", "a", "a", "Up", "Exten", "h", "Application", "NoOp")},
 			hang(21*s+900*time.Millisecond, "a", "Up", "16"),
-		}, subjects.DispositionAnswered, 0},
+		}, subjects.DispositionNoAnswer, 0},
 	}
 	for _, tt := range rows {
 		t.Run(tt.name, func(t *testing.T) {

@@ -150,7 +150,7 @@ func replay(t testing.TB, m *Model, msgs []recvMsg, flushEvery int) []subjects.C
 // cdrTruth is what the capture's own Cdr events say of each call, grouped
 // by Linkedid through the Uniqueids of the capture's Newchannel events.
 type cdrTruth struct {
-	disposition string // the best of the call's CDRs, mapped to the record's names
+	disposition string // the best of the call's CDRs with a destination (else of all), mapped to the record's names
 	billable    int    // the union of the CDRs' answered spans, in seconds
 	n           int
 }
@@ -161,11 +161,15 @@ func cdrTruths(t testing.TB, msgs []recvMsg) (linked map[string]string, truth ma
 	linked = map[string]string{}
 	truth = map[string]*cdrTruth{}
 	spans := map[string][]span{}
-	best := map[string]int{}
+	best, bestDial := map[string]int{}, map[string]int{}
+	// Asterisk may send a call's Cdr events before its channel events.
+	for _, rm := range msgs {
+		if rm.m.EventName() == "Newchannel" {
+			linked[rm.m.Get("Uniqueid")] = rm.m.Get("Linkedid")
+		}
+	}
 	for _, rm := range msgs {
 		switch rm.m.EventName() {
-		case "Newchannel":
-			linked[rm.m.Get("Uniqueid")] = rm.m.Get("Linkedid")
 		case "Cdr":
 			l, ok := linked[rm.m.Get("UniqueID")]
 			if !ok {
@@ -177,6 +181,9 @@ func cdrTruths(t testing.TB, msgs []recvMsg) (linked map[string]string, truth ma
 				t.Fatalf("Cdr with disposition %q", d)
 			}
 			best[l] = max(best[l], r)
+			if rm.m.Get("DestinationChannel") != "" {
+				bestDial[l] = max(bestDial[l], r)
+			}
 			bill, _ := strconv.Atoi(rm.m.Get("BillableSeconds"))
 			if at := rm.m.Get("AnswerTime"); at != "" && bill > 0 {
 				a, err := time.Parse(time.DateTime, at)
@@ -193,6 +200,9 @@ func cdrTruths(t testing.TB, msgs []recvMsg) (linked map[string]string, truth ma
 	}
 	for l, tr := range truth {
 		tr.disposition = rankNames[best[l]]
+		if bestDial[l] != rankNone {
+			tr.disposition = rankNames[bestDial[l]]
+		}
 		tr.billable = int(answeredTime(spans[l]) / time.Second)
 	}
 	return linked, truth
@@ -229,6 +239,7 @@ func checkRecords(t *testing.T, msgs []recvMsg, recs []subjects.CallRecord) (exa
 			t.Logf("call %s: no Cdr event in the capture; record says %s", l, r.Disposition)
 			continue
 		}
+		t.Logf("call %s: %d Cdr events: %s, billable %d s; record: %s, billable %d s", l, tr.n, tr.disposition, tr.billable, r.Disposition, r.BillableS)
 		if r.Disposition != tr.disposition {
 			t.Errorf("call %s: disposition %q, its %d Cdr events say %q", l, r.Disposition, tr.n, tr.disposition)
 		}

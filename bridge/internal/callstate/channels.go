@@ -369,6 +369,9 @@ func (m *Model) onDialEnd(e *amiproto.Message, now time.Time) {
 	// Each dialed party is a CDR of its own (cdr.c forks them): every
 	// status counts. The caller's CDR ends when its last dial failed.
 	cl.fold(r)
+	if caller != nil {
+		cl.bestDial = max(cl.bestDial, r)
+	}
 	if a.pDial != rankAnswered {
 		a.pDial = max(a.pDial, r)
 		if r != rankAnswered && a.dials == 0 {
@@ -434,8 +437,6 @@ func (m *Model) onCdr(e *amiproto.Message, now time.Time) {
 		linked = c.v.Linkedid
 	} else if l, ok := m.ended.get(uid); ok {
 		linked = l
-	} else {
-		return
 	}
 	bill, _ := strconv.Atoi(e.Get("BillableSeconds"))
 	cdr := subjects.CallCdr{
@@ -443,6 +444,11 @@ func (m *Model) onCdr(e *amiproto.Message, now time.Time) {
 		DestinationChannel: strings.Clone(e.Get("DestinationChannel")),
 		Disposition:        strings.Clone(e.Get("Disposition")),
 		BillableS:          bill,
+	}
+	if linked == "" {
+		early, _ := m.early.get(uid)
+		m.early.put(strings.Clone(uid), append(early, cdr))
+		return
 	}
 	if cl := m.calls[linked]; cl != nil {
 		cl.rec.Cdr = append(cl.rec.Cdr, cdr)

@@ -42,8 +42,9 @@ type Model struct {
 	dirty map[objKey]struct{} // keys changed since the last Flush
 	done  []*call             // calls finished since the last Flush
 
-	ended  fifo // Uniqueid → Linkedid of channels that hung up lately, for late Cdr events
-	closed fifo // Linkedids closed lately, so that Adopt closes a call once
+	ended  fifo[string]             // Uniqueid → Linkedid of channels that hung up lately, for late Cdr events
+	closed fifo[string]             // Linkedids closed lately (→ the call merged into), so that Adopt closes a call once
+	early  fifo[[]subjects.CallCdr] // Cdr events of Uniqueids not seen yet: Asterisk may send them before the call's channel events
 
 	synced  bool                  // an EndSync has reconciled the channels
 	pending []subjects.CallRecord // adopted before the first sync of the channels
@@ -66,8 +67,9 @@ func New(server string) *Model {
 		calls:    map[string]*call{},
 		tomb:     map[objKey]struct{}{},
 		dirty:    map[objKey]struct{}{},
-		ended:    newFIFO(4096),
-		closed:   newFIFO(4096),
+		ended:    newFIFO[string](4096),
+		closed:   newFIFO[string](4096),
+		early:    newFIFO[[]subjects.CallCdr](1024),
 	}
 }
 
@@ -303,15 +305,15 @@ func (m *Model) countLocked() int {
 }
 
 // fifo is a bounded map that forgets its oldest entries first.
-type fifo struct {
-	m    map[string]string
+type fifo[V any] struct {
+	m    map[string]V
 	ring []string
 	next int
 }
 
-func newFIFO(n int) fifo { return fifo{m: make(map[string]string, n), ring: make([]string, n)} }
+func newFIFO[V any](n int) fifo[V] { return fifo[V]{m: make(map[string]V), ring: make([]string, n)} }
 
-func (f *fifo) put(k, v string) {
+func (f *fifo[V]) put(k string, v V) {
 	if k == "" {
 		return
 	}
@@ -327,7 +329,16 @@ func (f *fifo) put(k, v string) {
 	f.m[k] = v
 }
 
-func (f *fifo) get(k string) (string, bool) {
+func (f *fifo[V]) get(k string) (V, bool) {
 	v, ok := f.m[k]
+	return v, ok
+}
+
+// take returns and forgets k's value.
+func (f *fifo[V]) take(k string) (V, bool) {
+	v, ok := f.m[k]
+	if ok {
+		delete(f.m, k)
+	}
 	return v, ok
 }
