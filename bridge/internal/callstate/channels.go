@@ -28,20 +28,11 @@ type channel struct {
 // snapKeys are the header names of one channel snapshot in an event: the
 // channel's own (no prefix), or a peer's (DestChannel, LocalOneChannel…).
 type snapKeys struct {
-	channel, state, stateDesc, cidNum, cidName, clNum, clName,
-	language, account, context, exten, priority, uniqueid, linkedid, chanVar string
+	p        string // the prefix
+	uniqueid string // p + "Uniqueid"
 }
 
-func keysFor(p string) *snapKeys {
-	return &snapKeys{
-		channel: p + "Channel", state: p + "ChannelState", stateDesc: p + "ChannelStateDesc",
-		cidNum: p + "CallerIDNum", cidName: p + "CallerIDName",
-		clNum: p + "ConnectedLineNum", clName: p + "ConnectedLineName",
-		language: p + "Language", account: p + "AccountCode",
-		context: p + "Context", exten: p + "Exten", priority: p + "Priority",
-		uniqueid: p + "Uniqueid", linkedid: p + "Linkedid", chanVar: p + "ChanVariable",
-	}
-}
+func keysFor(p string) *snapKeys { return &snapKeys{p: p, uniqueid: p + "Uniqueid"} }
 
 var (
 	kSelf             = keysFor("")
@@ -155,50 +146,77 @@ func (m *Model) snapshot(e *amiproto.Message, k *snapKeys, now time.Time, create
 }
 
 // update copies the snapshot's fields into c and reports whether any
-// changed.
+// changed. It reads the event in one pass, matching the header names as
+// Asterisk spells them.
 func (c *channel) update(e *amiproto.Message, k *snapKeys, now time.Time) bool {
 	v := &c.v
-	ch := setIf(&v.Channel, e, k.channel)
-	if setInt(&v.StateCode, e, k.state) {
-		ch = true
-	}
-	ch = setIf(&v.State, e, k.stateDesc) || ch
-	ch = setParty(&v.CallerID.Number, e, k.cidNum) || ch
-	ch = setParty(&v.CallerID.Name, e, k.cidName) || ch
-	ch = setParty(&v.ConnectedLine.Number, e, k.clNum) || ch
-	ch = setParty(&v.ConnectedLine.Name, e, k.clName) || ch
-	ch = setIf(&v.Language, e, k.language) || ch
-	ch = setIf(&v.AccountCode, e, k.account) || ch
-	ch = setIf(&v.Context, e, k.context) || ch
-	ch = setIf(&v.Exten, e, k.exten) || ch
-	ch = setInt(&v.Priority, e, k.priority) || ch
-	ch = setIf(&v.Linkedid, e, k.linkedid) || ch
-	if v.StateCode == stateUp && v.Answered.IsZero() {
-		v.Answered = ms(now)
-		ch = true
-	}
+	ch := false
 	for i := range e.Len() {
 		f := e.Field(i)
-		if !isChanVarKey(f.Key, k.chanVar) {
-			continue
+		key := f.Key
+		if k.p != "" {
+			if len(key) <= len(k.p) || key[:len(k.p)] != k.p {
+				continue
+			}
+			key = key[len(k.p):]
 		}
-		name, val, _ := strings.Cut(f.Value, "=")
-		if old, ok := v.Vars[name]; ok && old == val {
-			continue
+		switch key {
+		case "Channel":
+			ch = set(&v.Channel, f.Value) || ch
+		case "ChannelState":
+			if n, err := strconv.Atoi(f.Value); err == nil && n != v.StateCode {
+				v.StateCode, ch = n, true
+			}
+		case "ChannelStateDesc":
+			ch = set(&v.State, f.Value) || ch
+		case "CallerIDNum":
+			ch = set(&v.CallerID.Number, party(f.Value)) || ch
+		case "CallerIDName":
+			ch = set(&v.CallerID.Name, party(f.Value)) || ch
+		case "ConnectedLineNum":
+			ch = set(&v.ConnectedLine.Number, party(f.Value)) || ch
+		case "ConnectedLineName":
+			ch = set(&v.ConnectedLine.Name, party(f.Value)) || ch
+		case "Language":
+			ch = set(&v.Language, f.Value) || ch
+		case "AccountCode":
+			ch = set(&v.AccountCode, f.Value) || ch
+		case "Context":
+			ch = set(&v.Context, f.Value) || ch
+		case "Exten":
+			ch = set(&v.Exten, f.Value) || ch
+		case "Priority":
+			if n, err := strconv.Atoi(f.Value); err == nil && n != v.Priority {
+				v.Priority, ch = n, true
+			}
+		case "Linkedid":
+			ch = set(&v.Linkedid, f.Value) || ch
+		default:
+			if !isChanVarKey(key) {
+				continue
+			}
+			name, val, _ := strings.Cut(f.Value, "=")
+			if old, ok := v.Vars[name]; ok && old == val {
+				continue
+			}
+			if v.Vars == nil {
+				v.Vars = map[string]string{}
+			}
+			v.Vars[strings.Clone(name)] = strings.Clone(val)
+			ch = true
 		}
-		if v.Vars == nil {
-			v.Vars = map[string]string{}
-		}
-		v.Vars[strings.Clone(name)] = strings.Clone(val)
+	}
+	if v.StateCode == stateUp && v.Answered.IsZero() {
+		v.Answered = ms(now)
 		ch = true
 	}
 	return ch
 }
 
-// isChanVarKey: "ChanVariable" or "ChanVariable(<channel>)", with the
-// snapshot's prefix, ignoring case as Asterisk's header names are.
-func isChanVarKey(key, p string) bool {
-	if len(key) < len(p) || !strings.EqualFold(key[:len(p)], p) {
+// isChanVarKey: "ChanVariable" or "ChanVariable(<channel>)".
+func isChanVarKey(key string) bool {
+	const p = "ChanVariable"
+	if len(key) < len(p) || key[:len(p)] != p {
 		return false
 	}
 	return len(key) == len(p) || (key[len(p)] == '(' && key[len(key)-1] == ')')

@@ -152,7 +152,13 @@ func (m *Model) Apply(e *amiproto.Message) {
 // eventTime is the event's Timestamp header (Unix seconds with
 // microseconds, timestampevents=yes), else the clock's time.
 func (m *Model) eventTime(e *amiproto.Message) time.Time {
-	if ts, ok := e.Lookup("Timestamp"); ok {
+	// Asterisk writes it right after Event and Privilege.
+	for i := 1; i < 4 && i < e.Len(); i++ {
+		f := e.Field(i)
+		if f.Key != "Timestamp" {
+			continue
+		}
+		ts := f.Value
 		sec, frac, _ := strings.Cut(ts, ".")
 		s, err1 := strconv.ParseInt(sec, 10, 64)
 		var ns int64
@@ -166,6 +172,7 @@ func (m *Model) eventTime(e *amiproto.Message) time.Time {
 		if err1 == nil && err2 == nil {
 			return time.Unix(s, ns)
 		}
+		break
 	}
 	return m.clock()
 }

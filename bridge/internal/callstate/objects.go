@@ -64,8 +64,8 @@ func (m *Model) bridgeSnap(e *amiproto.Message, p string, now time.Time) *bridge
 	}
 	ch = setIf(&b.v.Type, e, p+"BridgeType") || ch
 	ch = setIf(&b.v.Technology, e, p+"BridgeTechnology") || ch
-	ch = setIf(&b.v.Creator, e, p+"BridgeCreator") || ch
-	ch = setIf(&b.v.Name, e, p+"BridgeName") || ch
+	ch = setParty(&b.v.Creator, e, p+"BridgeCreator") || ch
+	ch = setParty(&b.v.Name, e, p+"BridgeName") || ch
 	b.touched = m.gen
 	if ch {
 		m.markDirty(subjects.KindBridges, b.v.BridgeUniqueid)

@@ -209,8 +209,8 @@ func (m *Model) syncBridges(s Sync, l *Lists, now time.Time, sum *Summary) {
 		}
 		ch := setIf(&b.v.Type, e, "BridgeType")
 		ch = setIf(&b.v.Technology, e, "BridgeTechnology") || ch
-		ch = setIf(&b.v.Creator, e, "BridgeCreator") || ch
-		ch = setIf(&b.v.Name, e, "BridgeName") || ch
+		ch = setParty(&b.v.Creator, e, "BridgeCreator") || ch
+		ch = setParty(&b.v.Name, e, "BridgeName") || ch
 		if !slices.Equal(members, b.v.Members) {
 			b.v.Members = members
 			ch = true
