@@ -87,6 +87,11 @@ func TestDisposition_FollowsCDREngine(t *testing.T) {
 			{4 * s, dial("DialEnd", "a", "b", "Up", "DialStatus", "BUSY")},
 			hang(4*s, "b", "Busy", "17"), hang(4*s, "a", "Up", "17"),
 		}, subjects.DispositionBusy, 3},
+		{"the CDR ends where the h extension starts (endbeforehexten)", []step{newA,
+			{s, chanEv("Newstate", "a", "a", "Up")},
+			{5 * s, chanEv("Newexten", "a", "a", "Up", "Exten", "h", "Application", "AGI")},
+			hang(9*s, "a", "Up", "16"),
+		}, subjects.DispositionAnswered, 4},
 		{"no dial, Busy(): the hangup cause", []step{newA, {s, chanEv("Newexten", "a", "a", "Ring", "Application", "Busy")}, hang(3*s, "a", "Ring", "17")}, subjects.DispositionBusy, 0},
 		{"no answer, then voicemail answers: a call that dialed is judged by its dials", []step{newA, newB, begin, end(20*s, "NOANSWER"), hang(20*s, "b", "Ringing", "16"),
 			{20 * s, chanEv("Newexten", "a", "a", "Ring", "Application", "VoiceMail", "Priority", "2")},
@@ -176,5 +181,56 @@ func TestQueueCall(t *testing.T) {
 	}
 	if _, ok := bucket["queues.support"]; !ok {
 		t.Error("the queue's key went with its last caller")
+	}
+}
+
+// TestBridge_Members: a bridge's value follows BridgeEnter, BridgeLeave and
+// BridgeDestroy, and each channel says which bridge it is in.
+func TestBridge_Members(t *testing.T) {
+	m, clk := newModel()
+	bucket := map[string][]byte{}
+	m.Apply(chanEv("Newchannel", "a", "a", "Up"))
+	m.Apply(chanEv("Newchannel", "b", "a", "Up"))
+	m.Apply(ev("BridgeCreate", "BridgeUniqueid", "br1", "BridgeType", "basic", "BridgeTechnology", "simple_bridge", "BridgeCreator", "<unknown>", "BridgeName", "<unknown>"))
+	m.Apply(bridgeEv("BridgeEnter", "a", "Up"))
+	m.Apply(bridgeEv("BridgeEnter", "b", "Up"))
+	flushInto(m, bucket)
+	var br subjects.StateBridge
+	var ca, cb subjects.StateChannel
+	read := func() {
+		t.Helper()
+		br, ca, cb = subjects.StateBridge{}, subjects.StateChannel{}, subjects.StateChannel{}
+		for k, v := range map[string]any{"bridges.br1": &br, "channels.a": &ca, "channels.b": &cb} {
+			if b, ok := bucket[k]; ok {
+				if err := json.Unmarshal(b, v); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+	}
+	read()
+	if len(br.Members) != 2 || br.Members[0].Uniqueid != "a" || br.Members[1].Channel != "PJSIP/b" || br.Technology != "simple_bridge" || br.Creator != "" || ca.Bridge != "br1" || cb.Bridge != "br1" {
+		t.Fatalf("bridge %+v, a in %q, b in %q", br, ca.Bridge, cb.Bridge)
+	}
+	clk.tick(time.Second)
+	m.Apply(bridgeEv("BridgeLeave", "b", "Up"))
+	flushInto(m, bucket)
+	read()
+	if len(br.Members) != 1 || br.Members[0].Uniqueid != "a" || cb.Bridge != "" {
+		t.Fatalf("after b left: bridge %+v, b in %q", br, cb.Bridge)
+	}
+	m.Apply(chanEv("Hangup", "b", "a", "Up", "Cause", "16"))
+	m.Apply(bridgeEv("BridgeLeave", "a", "Up"))
+	m.Apply(ev("BridgeDestroy", "BridgeUniqueid", "br1"))
+	recs := flushInto(m, bucket)
+	if _, ok := bucket["bridges.br1"]; ok {
+		t.Error("bridges.br1 still set after BridgeDestroy")
+	}
+	m.Apply(chanEv("Hangup", "a", "a", "Up", "Cause", "16"))
+	// An event about a channel after its Hangup does not bring it back.
+	m.Apply(chanEv("Newexten", "a", "a", "Up", "Exten", "h"))
+	recs = append(recs, flushInto(m, bucket)...)
+	if len(bucket) != 0 || len(recs) != 1 || len(recs[0].Bridges) != 1 || recs[0].Bridges[0] != "br1" {
+		t.Errorf("bucket %q, records %+v", keyList(bucket), recs)
 	}
 }

@@ -151,6 +151,7 @@ func replay(t testing.TB, m *Model, msgs []recvMsg, flushEvery int) []subjects.C
 // by Linkedid through the Uniqueids of the capture's Newchannel events.
 type cdrTruth struct {
 	disposition string // the best of the call's CDRs with a destination (else of all), mapped to the record's names
+	beforeEnd   int    // Cdr events that arrived before the call's last Hangup
 	billable    int    // the union of the CDRs' answered spans, in seconds
 	n           int
 }
@@ -168,8 +169,15 @@ func cdrTruths(t testing.TB, msgs []recvMsg) (linked map[string]string, truth ma
 			linked[rm.m.Get("Uniqueid")] = rm.m.Get("Linkedid")
 		}
 	}
+	live := map[string]int{}
 	for _, rm := range msgs {
 		switch rm.m.EventName() {
+		case "Newchannel":
+			live[rm.m.Get("Linkedid")]++
+		case "Hangup":
+			if l, ok := linked[rm.m.Get("Uniqueid")]; ok {
+				live[l]--
+			}
 		case "Cdr":
 			l, ok := linked[rm.m.Get("UniqueID")]
 			if !ok {
@@ -196,6 +204,9 @@ func cdrTruths(t testing.TB, msgs []recvMsg) (linked map[string]string, truth ma
 				truth[l] = &cdrTruth{}
 			}
 			truth[l].n++
+			if n, started := live[l]; !started || n > 0 {
+				truth[l].beforeEnd++
+			}
 		}
 	}
 	for l, tr := range truth {
@@ -240,6 +251,9 @@ func checkRecords(t *testing.T, msgs []recvMsg, recs []subjects.CallRecord) (exa
 			continue
 		}
 		t.Logf("call %s: %d Cdr events: %s, billable %d s; record: %s, billable %d s", l, tr.n, tr.disposition, tr.billable, r.Disposition, r.BillableS)
+		if len(r.Cdr) < tr.beforeEnd {
+			t.Errorf("call %s: %d Cdr events in the record, %d arrived before its end", l, len(r.Cdr), tr.beforeEnd)
+		}
 		if r.Disposition != tr.disposition {
 			t.Errorf("call %s: disposition %q, its %d Cdr events say %q", l, r.Disposition, tr.n, tr.disposition)
 		}
