@@ -141,6 +141,13 @@ func TestQueueCall(t *testing.T) {
 	clk.tick(7 * time.Second)
 	m.Apply(chanEv("QueueCallerLeave", "w", "w", "Ring", "Queue", "support", "Position", "1", "Count", "1"))
 	m.Apply(chanEv("Hangup", "w", "w", "Ring", "Cause", "16"))
+	recs := flushInto(m, bucket)
+	if err := json.Unmarshal(bucket["queues.support"], &q); err != nil {
+		t.Fatal(err)
+	}
+	if q.Calls != 1 || len(q.Callers) != 1 || q.Callers[0].Uniqueid != "c" || q.Callers[0].Position != 1 {
+		t.Fatalf("queue after the first caller left %+v", q)
+	}
 	clk.tick(5 * time.Second)
 	agentLeg := dial("AgentConnect", "c", "ag", "Up", "Queue", "support", "MemberName", "Agent One", "Interface", "Local/agent@test", "HoldTime", "12", "RingTime", "2")
 	m.Apply(chanEv("Newchannel", "ag", "c", "Down"))
@@ -149,7 +156,7 @@ func TestQueueCall(t *testing.T) {
 	m.Apply(chanEv("QueueCallerLeave", "c", "c", "Up", "Queue", "support", "Position", "1", "Count", "0"))
 	m.Apply(ev("QueueMemberStatus", "Queue", "support", "Interface", "Local/agent@test", "MemberName", "Agent One", "Status", "2", "InCall", "1", "Paused", "0", "CallsTaken", "1", "Penalty", "0"))
 	m.Apply(agentLeg)
-	recs := flushInto(m, bucket)
+	recs = append(recs, flushInto(m, bucket)...)
 	if err := json.Unmarshal(bucket["queues.support"], &q); err != nil {
 		t.Fatal(err)
 	}

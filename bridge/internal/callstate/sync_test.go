@@ -81,11 +81,12 @@ func TestSync_Rules(t *testing.T) {
 		return ev("DeviceStateChange", "Device", name, "State", state)
 	}
 	qlist := []*amiproto.Message{ev("QueueParams", "Queue", "support", "Strategy", "ringall"), ev("QueueMember", "Queue", "support", "Location", "SIP/1", "Name", "One", "Status", "1")}
+	blist := []*amiproto.Message{ev("BridgeListItem", "BridgeUniqueid", "br0", "BridgeType", "basic", "BridgeNumChannels", "0")}
 	rows := []row{
 		{
 			name:      "lists equal to the model change nothing",
-			lists:     Lists{Channels: []*amiproto.Message{listed("1.1", "1.1")}, Bridges: []*amiproto.Message{}, Queues: qlist, Devices: []*amiproto.Message{dev("SIP/1", "INUSE")}},
-			wantKeys:  []string{"calls.1=2E1", "channels.1=2E1", "devices.SIP/1", "queues.support"},
+			lists:     Lists{Channels: []*amiproto.Message{listed("1.1", "1.1")}, Bridges: blist, Queues: qlist, Devices: []*amiproto.Message{dev("SIP/1", "INUSE")}},
+			wantKeys:  []string{"bridges.br0", "calls.1=2E1", "channels.1=2E1", "devices.SIP/1", "queues.support"},
 			wantAdded: map[string]int{}, wantRemoved: map[string]int{},
 		},
 		{
@@ -93,36 +94,36 @@ func TestSync_Rules(t *testing.T) {
 			lists:       Lists{Channels: []*amiproto.Message{}, Bridges: []*amiproto.Message{}, Queues: []*amiproto.Message{}, Devices: []*amiproto.Message{}},
 			wantKeys:    []string{},
 			wantAdded:   map[string]int{},
-			wantRemoved: map[string]int{subjects.KindChannels: 1, subjects.KindDevices: 1, subjects.KindQueues: 1},
+			wantRemoved: map[string]int{subjects.KindChannels: 1, subjects.KindDevices: 1, subjects.KindQueues: 1, subjects.KindBridges: 1},
 			wantClosed:  1,
 		},
 		{
 			name:        "objects the lists have and the model lacks are added",
-			lists:       Lists{Channels: []*amiproto.Message{listed("1.1", "1.1"), listed("2.1", "2.1")}, Bridges: []*amiproto.Message{}, Queues: qlist, Devices: []*amiproto.Message{dev("SIP/1", "INUSE"), dev("SIP/2", "RINGING")}},
-			wantKeys:    []string{"calls.1=2E1", "calls.2=2E1", "channels.1=2E1", "channels.2=2E1", "devices.SIP/1", "devices.SIP/2", "queues.support"},
+			lists:       Lists{Channels: []*amiproto.Message{listed("1.1", "1.1"), listed("2.1", "2.1")}, Bridges: blist, Queues: qlist, Devices: []*amiproto.Message{dev("SIP/1", "INUSE"), dev("SIP/2", "RINGING")}},
+			wantKeys:    []string{"bridges.br0", "calls.1=2E1", "calls.2=2E1", "channels.1=2E1", "channels.2=2E1", "devices.SIP/1", "devices.SIP/2", "queues.support"},
 			wantAdded:   map[string]int{subjects.KindChannels: 1, subjects.KindDevices: 1},
 			wantRemoved: map[string]int{},
 		},
 		{
 			name:        "an object an event touched after BeginSync wins over lists that lack it",
 			during:      []*amiproto.Message{chanEv("Newchannel", "3.1", "3.1", "Down"), dev("SIP/3", "INUSE")},
-			lists:       Lists{Channels: []*amiproto.Message{listed("1.1", "1.1")}, Bridges: []*amiproto.Message{}, Queues: qlist, Devices: []*amiproto.Message{dev("SIP/1", "INUSE")}},
-			wantKeys:    []string{"calls.1=2E1", "calls.3=2E1", "channels.1=2E1", "channels.3=2E1", "devices.SIP/1", "devices.SIP/3", "queues.support"},
+			lists:       Lists{Channels: []*amiproto.Message{listed("1.1", "1.1")}, Bridges: blist, Queues: qlist, Devices: []*amiproto.Message{dev("SIP/1", "INUSE")}},
+			wantKeys:    []string{"bridges.br0", "calls.1=2E1", "calls.3=2E1", "channels.1=2E1", "channels.3=2E1", "devices.SIP/1", "devices.SIP/3", "queues.support"},
 			wantAdded:   map[string]int{},
 			wantRemoved: map[string]int{},
 		},
 		{
 			name:        "an object removed by an event after BeginSync is not brought back by the lists (tombstone)",
 			during:      []*amiproto.Message{chanEv("Hangup", "1.1", "1.1", "Up", "Cause", "16", "Cause-txt", "Normal Clearing")},
-			lists:       Lists{Channels: []*amiproto.Message{listed("1.1", "1.1")}, Bridges: []*amiproto.Message{}, Queues: qlist, Devices: []*amiproto.Message{dev("SIP/1", "INUSE")}},
-			wantKeys:    []string{"devices.SIP/1", "queues.support"},
+			lists:       Lists{Channels: []*amiproto.Message{listed("1.1", "1.1")}, Bridges: blist, Queues: qlist, Devices: []*amiproto.Message{dev("SIP/1", "INUSE")}},
+			wantKeys:    []string{"bridges.br0", "devices.SIP/1", "queues.support"},
 			wantAdded:   map[string]int{},
 			wantRemoved: map[string]int{},
 		},
 		{
 			name:        "a refused list is skipped: that kind stays as it was",
-			lists:       Lists{Channels: nil, Bridges: []*amiproto.Message{}, Queues: nil, Devices: nil},
-			wantKeys:    []string{"calls.1=2E1", "channels.1=2E1", "devices.SIP/1", "queues.support"},
+			lists:       Lists{Channels: nil, Bridges: blist, Queues: nil, Devices: nil},
+			wantKeys:    []string{"bridges.br0", "calls.1=2E1", "channels.1=2E1", "devices.SIP/1", "queues.support"},
 			wantAdded:   map[string]int{},
 			wantRemoved: map[string]int{},
 			wantSkipped: []string{subjects.KindChannels, subjects.KindQueues, subjects.KindDevices},
@@ -130,7 +131,7 @@ func TestSync_Rules(t *testing.T) {
 		{
 			name:        "every list refused: nothing changes",
 			lists:       Lists{},
-			wantKeys:    []string{"calls.1=2E1", "channels.1=2E1", "devices.SIP/1", "queues.support"},
+			wantKeys:    []string{"bridges.br0", "calls.1=2E1", "channels.1=2E1", "devices.SIP/1", "queues.support"},
 			wantAdded:   map[string]int{},
 			wantRemoved: map[string]int{},
 			wantSkipped: []string{subjects.KindChannels, subjects.KindBridges, subjects.KindQueues, subjects.KindDevices},
@@ -142,6 +143,7 @@ func TestSync_Rules(t *testing.T) {
 			bucket := map[string][]byte{}
 			m.Apply(chanEv("Newchannel", "1.1", "1.1", "Ring"))
 			m.Apply(dev("SIP/1", "INUSE"))
+			m.Apply(ev("BridgeCreate", "BridgeUniqueid", "br0", "BridgeType", "basic"))
 			m.Apply(ev("QueueMemberAdded", "Queue", "support", "Interface", "SIP/1", "MemberName", "One", "Status", "1"))
 			flushInto(m, bucket)
 			s := m.BeginSync()
@@ -167,7 +169,7 @@ func TestSync_Rules(t *testing.T) {
 				t.Errorf("%d records with end_seen false, want %d: %+v", closed, tt.wantClosed, recs)
 			}
 			// The model says what the bucket says.
-			if c := m.Counts(); c[subjects.KindChannels]+c[subjects.KindCalls]+c[subjects.KindDevices]+c[subjects.KindQueues] != len(bucket) {
+			if c := m.Counts(); c[subjects.KindChannels]+c[subjects.KindCalls]+c[subjects.KindDevices]+c[subjects.KindQueues]+c[subjects.KindBridges] != len(bucket) {
 				t.Errorf("counts %v, bucket %q", c, keyList(bucket))
 			}
 		})
