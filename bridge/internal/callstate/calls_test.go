@@ -241,3 +241,69 @@ func TestBridge_Members(t *testing.T) {
 		t.Errorf("bucket %q, records %+v", keyList(bucket), recs)
 	}
 }
+
+// TestRelink_MergesCalls: Asterisk gives the channels of a bridge the
+// oldest Linkedid. A call whose channels all moved to another is merged
+// into it: one record, with both calls' channels, and the old key goes.
+func TestRelink_MergesCalls(t *testing.T) {
+	m, clk := newModel()
+	bucket := map[string][]byte{}
+	m.Apply(chanEv("Newchannel", "x1", "x1", "Up"))
+	m.Apply(chanEv("Newchannel", "y1", "y1", "Up"))
+	m.Apply(chanEv("Newchannel", "y2", "y1", "Up"))
+	flushInto(m, bucket)
+	if _, ok := bucket["calls.y1"]; !ok {
+		t.Fatal("no key for call y1")
+	}
+	clk.tick(time.Second)
+	m.Apply(chanEv("BridgeEnter", "y1", "x1", "Up", "BridgeUniqueid", "br1"))
+	m.Apply(chanEv("Newstate", "y2", "x1", "Up"))
+	recs := flushInto(m, bucket)
+	if _, ok := bucket["calls.y1"]; ok || len(recs) != 0 {
+		t.Fatalf("call y1 still has its key or a record: %q %+v", keyList(bucket), recs)
+	}
+	for _, u := range []string{"x1", "y1", "y2"} {
+		clk.tick(time.Second)
+		m.Apply(chanEv("Hangup", u, "x1", "Up", "Cause", "16"))
+	}
+	m.Apply(ev("BridgeDestroy", "BridgeUniqueid", "br1"))
+	recs = append(recs, flushInto(m, bucket)...)
+	if len(recs) != 1 || recs[0].Linkedid != "x1" || len(recs[0].Channels) != 3 || recs[0].BillableS != 4 {
+		t.Errorf("records %+v", recs)
+	}
+	if len(bucket) != 0 {
+		t.Errorf("keys left: %q", keyList(bucket))
+	}
+}
+
+// TestConcurrentUse: Apply on one goroutine, Flush, Counts, BeginSync and
+// EndSync on another, under -race.
+func TestConcurrentUse(t *testing.T) {
+	msgs := loadCapture(t, "22", "14a_burst_200_originates")
+	m := New("pbx1")
+	done := make(chan struct{})
+	var recs int
+	go func() { // owned by this test: it ends when done closes, and the test waits for it below
+		defer close(done)
+		for _, rm := range msgs {
+			if rm.m.Kind() == amiproto.KindEvent {
+				m.Apply(rm.m)
+			}
+		}
+	}()
+	for stop := false; !stop; {
+		select {
+		case <-done:
+			stop = true
+		default:
+		}
+		recs += len(m.Flush(false, func(Change) {}))
+		m.Counts()
+		s := m.BeginSync()
+		m.EndSync(s, &Lists{}, time.Now())
+	}
+	recs += len(m.Flush(false, func(Change) {}))
+	if recs < 200 {
+		t.Errorf("%d records, want at least the 200 calls'", recs)
+	}
+}
