@@ -225,15 +225,9 @@ func isChanVarKey(key string) bool {
 // ms is t in UTC to the millisecond, as the values carry times.
 func ms(t time.Time) time.Time { return t.UTC().Truncate(time.Millisecond) }
 
+// onSnapshot takes the channel's snapshot from an event that carries
+// nothing else the model keeps (Newchannel, Newstate, NewCallerid…).
 func (m *Model) onSnapshot(e *amiproto.Message, now time.Time) {
-	m.snapshot(e, kSelf, now, true)
-}
-
-func (m *Model) onNewchannel(e *amiproto.Message, now time.Time) {
-	m.snapshot(e, kSelf, now, true)
-}
-
-func (m *Model) onCallerID(e *amiproto.Message, now time.Time) {
 	m.snapshot(e, kSelf, now, true)
 }
 

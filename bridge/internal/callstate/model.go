@@ -83,50 +83,45 @@ func (m *Model) SetClock(now func() time.Time) {
 
 type handler func(m *Model, e *amiproto.Message, now time.Time)
 
-// handlers holds every event the model uses; it is filled in init so that
-// the handlers may refer to the map (Uses) without an initialization cycle.
-var handlers map[string]handler
-
-func init() {
-	handlers = map[string]handler{
-		"Newchannel":           (*Model).onNewchannel,
-		"Newstate":             (*Model).onSnapshot,
-		"NewCallerid":          (*Model).onCallerID,
-		"NewConnectedLine":     (*Model).onCallerID,
-		"NewAccountCode":       (*Model).onSnapshot,
-		"Newexten":             (*Model).onNewexten,
-		"VarSet":               (*Model).onVarSet,
-		"Rename":               (*Model).onRename,
-		"HangupRequest":        (*Model).onSnapshot,
-		"Hangup":               (*Model).onHangup,
-		"LocalBridge":          (*Model).onLocalBridge,
-		"DialBegin":            (*Model).onDialBegin,
-		"DialEnd":              (*Model).onDialEnd,
-		"BridgeCreate":         (*Model).onBridgeCreate,
-		"BridgeEnter":          (*Model).onBridgeEnter,
-		"BridgeLeave":          (*Model).onBridgeLeave,
-		"BridgeDestroy":        (*Model).onBridgeDestroy,
-		"BridgeMerge":          (*Model).onBridgeMerge,
-		"BlindTransfer":        (*Model).onBlindTransfer,
-		"AttendedTransfer":     (*Model).onAttendedTransfer,
-		"QueueCallerJoin":      (*Model).onQueueCallerJoin,
-		"QueueCallerLeave":     (*Model).onQueueCallerLeave,
-		"QueueCallerAbandon":   (*Model).onQueueCallerAbandon,
-		"AgentCalled":          (*Model).onAgentSnapshots,
-		"AgentRingNoAnswer":    (*Model).onAgentSnapshots,
-		"AgentComplete":        (*Model).onAgentSnapshots,
-		"AgentDump":            (*Model).onAgentSnapshots,
-		"AgentConnect":         (*Model).onAgentConnect,
-		"QueueMemberAdded":     (*Model).onQueueMember,
-		"QueueMemberStatus":    (*Model).onQueueMember,
-		"QueueMemberPause":     (*Model).onQueueMember,
-		"QueueMemberPaused":    (*Model).onQueueMember, // Asterisk 11's name
-		"QueueMemberPenalty":   (*Model).onQueueMember,
-		"QueueMemberRinginuse": (*Model).onQueueMember,
-		"QueueMemberRemoved":   (*Model).onQueueMemberRemoved,
-		"DeviceStateChange":    (*Model).onDeviceState,
-		"Cdr":                  (*Model).onCdr,
-	}
+// handlers holds every event the model uses.
+var handlers = map[string]handler{
+	"Newchannel":           (*Model).onSnapshot,
+	"Newstate":             (*Model).onSnapshot,
+	"NewCallerid":          (*Model).onSnapshot,
+	"NewConnectedLine":     (*Model).onSnapshot,
+	"NewAccountCode":       (*Model).onSnapshot,
+	"Newexten":             (*Model).onNewexten,
+	"VarSet":               (*Model).onVarSet,
+	"Rename":               (*Model).onRename,
+	"HangupRequest":        (*Model).onSnapshot,
+	"Hangup":               (*Model).onHangup,
+	"LocalBridge":          (*Model).onLocalBridge,
+	"DialBegin":            (*Model).onDialBegin,
+	"DialEnd":              (*Model).onDialEnd,
+	"BridgeCreate":         (*Model).onBridgeCreate,
+	"BridgeEnter":          (*Model).onBridgeEnter,
+	"BridgeLeave":          (*Model).onBridgeLeave,
+	"BridgeDestroy":        (*Model).onBridgeDestroy,
+	"BridgeMerge":          (*Model).onBridgeMerge,
+	"BlindTransfer":        (*Model).onBlindTransfer,
+	"AttendedTransfer":     (*Model).onAttendedTransfer,
+	"QueueCallerJoin":      (*Model).onQueueCallerJoin,
+	"QueueCallerLeave":     (*Model).onQueueCallerLeave,
+	"QueueCallerAbandon":   (*Model).onQueueCallerAbandon,
+	"AgentCalled":          (*Model).onAgentSnapshots,
+	"AgentRingNoAnswer":    (*Model).onAgentSnapshots,
+	"AgentComplete":        (*Model).onAgentSnapshots,
+	"AgentDump":            (*Model).onAgentSnapshots,
+	"AgentConnect":         (*Model).onAgentConnect,
+	"QueueMemberAdded":     (*Model).onQueueMember,
+	"QueueMemberStatus":    (*Model).onQueueMember,
+	"QueueMemberPause":     (*Model).onQueueMember,
+	"QueueMemberPaused":    (*Model).onQueueMember, // Asterisk 11's name
+	"QueueMemberPenalty":   (*Model).onQueueMember,
+	"QueueMemberRinginuse": (*Model).onQueueMember,
+	"QueueMemberRemoved":   (*Model).onQueueMemberRemoved,
+	"DeviceStateChange":    (*Model).onDeviceState,
+	"Cdr":                  (*Model).onCdr,
 }
 
 // Uses reports whether Apply needs events called name: the bridge's
@@ -177,8 +172,7 @@ func (m *Model) eventTime(e *amiproto.Message) time.Time {
 	return m.clock()
 }
 
-// touch marks the object changed by an event: its key goes out at the next
-// Flush, and it wins over the lists of a sync under way.
+// markDirty marks the object's key changed: it goes out at the next Flush.
 func (m *Model) markDirty(kind, id string) {
 	m.dirty[objKey{kind, id}] = struct{}{}
 }

@@ -35,8 +35,7 @@ func (r *observerRun) endSync(now time.Time) {
 	if r.sync == nil {
 		return
 	}
-	for id, entries := range r.info {
-		_ = id
+	for _, entries := range r.info {
 		var bid string
 		var chans []*amiproto.Message
 		for _, e := range entries {

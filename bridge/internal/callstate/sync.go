@@ -97,8 +97,8 @@ func (m *Model) EndSync(s Sync, l *Lists, now time.Time) Summary {
 	return sum
 }
 
-// fresh reports whether an event touched the object since the sync began
-// (it then wins over the lists), and gone whether an event removed it.
+// gone reports whether an event removed the object since the sync began:
+// the lists, which may be older, must not bring it back.
 func (m *Model) gone(kind, id string) bool {
 	_, ok := m.tomb[objKey{kind, id}]
 	return ok
