@@ -25,6 +25,9 @@ type observerRun struct {
 	recs    []subjects.CallRecord
 	keys    map[string][]byte // the bucket
 	checked int               // CoreShowChannels lists compared with the model
+	// late: the bridge starts at the first lists, having seen no event
+	// before them; the model is then not compared with the lists.
+	late bool
 }
 
 func (r *observerRun) flush() {
@@ -61,6 +64,9 @@ func (r *observerRun) endSync(now time.Time) {
 // compareChannels: the model, built from events alone, holds the channels
 // CoreShowChannels lists, with their state, Linkedid and bridge.
 func (r *observerRun) compareChannels(list []*amiproto.Message) {
+	if r.late && len(r.sums) == 0 {
+		return
+	}
 	r.checked++
 	r.m.mu.Lock()
 	defer r.m.mu.Unlock()
@@ -132,6 +138,9 @@ func (r *observerRun) run(msgs []recvMsg) {
 				r.endSync(now)
 			}
 		case e.Kind() == amiproto.KindEvent && id == "":
+			if r.late && r.sync == nil && len(r.sums) == 0 {
+				continue // not connected yet
+			}
 			r.m.Apply(e)
 			r.flush()
 		}
@@ -183,5 +192,81 @@ func TestCapture_Observers19(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestCapture_Observers19_LateStart: the bridge starts during the calls,
+// at the capture's first lists: the sync adds every listed channel and
+// bridge, and the calls, seen only from then on, each give one record
+// with their end seen and nothing is left afterwards.
+func TestCapture_Observers19_LateStart(t *testing.T) {
+	files, _ := filepath.Glob(filepath.Join(captures, "asterisk-*", "19*_observer.recv.bin"))
+	tested := 0
+	for _, f := range files {
+		ver := strings.TrimPrefix(filepath.Base(filepath.Dir(f)), "asterisk-")
+		name := strings.TrimSuffix(filepath.Base(f), ".recv.bin")
+		msgs := loadCapture(t, ver, name)
+		listed := map[string]map[string]bool{} // phase → Uniqueids of its CoreShowChannel
+		bridges := map[string]map[string]bool{}
+		var first string
+		for _, rm := range msgs {
+			phase, _, _ := strings.Cut(rm.m.ActionID(), "-")
+			switch rm.m.EventName() {
+			case "CoreShowChannel":
+				if first == "" {
+					first = phase
+				}
+				if listed[phase] == nil {
+					listed[phase] = map[string]bool{}
+				}
+				listed[phase][rm.m.Get("Linkedid")+" "+rm.m.Get("Uniqueid")] = true
+			case "BridgeListItem":
+				if bridges[phase] == nil {
+					bridges[phase] = map[string]bool{}
+				}
+				bridges[phase][rm.m.Get("BridgeUniqueid")] = true
+			}
+		}
+		if first == "" || len(listed[first]) == 0 {
+			continue
+		}
+		tested++
+		t.Run(ver+"/"+name, func(t *testing.T) {
+			r := &observerRun{t: t, m: New("pbx1"), keys: map[string][]byte{}, late: true}
+			r.run(msgs)
+			if len(r.sums) == 0 {
+				t.Fatal("no sync")
+			}
+			s := r.sums[0]
+			if s.Added[subjects.KindChannels] != len(listed[first]) || s.Added[subjects.KindBridges] != len(bridges[first]) || s.Removed[subjects.KindChannels] != 0 {
+				t.Errorf("first sync %+v, want %d channels and %d bridges added", s, len(listed[first]), len(bridges[first]))
+			}
+			calls := map[string]bool{}
+			for k := range listed[first] {
+				l, _, _ := strings.Cut(k, " ")
+				calls[l] = true
+			}
+			got := map[string]int{}
+			for _, rec := range r.recs {
+				got[rec.Linkedid]++
+				if !rec.EndSeen || rec.End.IsZero() || rec.Disposition == "" {
+					t.Errorf("record %+v", rec)
+				}
+				t.Logf("record %s: %s billable %d bridges %v queue %+v", rec.Linkedid, rec.Disposition, rec.BillableS, rec.Bridges, rec.Queue)
+			}
+			for l := range calls {
+				if got[l] != 1 {
+					t.Errorf("call %s: %d records, want 1", l, got[l])
+				}
+			}
+			for k := range r.keys {
+				if !strings.HasPrefix(k, "devices.") && !strings.HasPrefix(k, "queues.") {
+					t.Errorf("key %s left after the calls", k)
+				}
+			}
+		})
+	}
+	if tested == 0 {
+		t.Fatal("no observer capture lists a channel")
 	}
 }
