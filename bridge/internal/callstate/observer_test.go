@@ -1,6 +1,7 @@
 package callstate
 
 import (
+	"encoding/json"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -27,7 +28,8 @@ type observerRun struct {
 	checked int               // CoreShowChannels lists compared with the model
 	// late: the bridge starts at the first lists, having seen no event
 	// before them; the model is then not compared with the lists.
-	late bool
+	late      bool
+	afterSync func(i int) // called after the i-th sync's Flush
 }
 
 func (r *observerRun) flush() {
@@ -59,6 +61,9 @@ func (r *observerRun) endSync(now time.Time) {
 	r.sums = append(r.sums, r.m.EndSync(*r.sync, r.lists, now))
 	r.sync, r.lists, r.info = nil, nil, nil
 	r.flush()
+	if r.afterSync != nil {
+		r.afterSync(len(r.sums) - 1)
+	}
 }
 
 // compareChannels: the model, built from events alone, holds the channels
@@ -208,6 +213,7 @@ func TestCapture_Observers19_LateStart(t *testing.T) {
 		msgs := loadCapture(t, ver, name)
 		listed := map[string]map[string]bool{} // phase → Uniqueids of its CoreShowChannel
 		bridges := map[string]map[string]bool{}
+		members := map[string][]string{} // phase → Uniqueids of its BridgeInfoChannel
 		var first string
 		for _, rm := range msgs {
 			phase, _, _ := strings.Cut(rm.m.ActionID(), "-")
@@ -225,6 +231,8 @@ func TestCapture_Observers19_LateStart(t *testing.T) {
 					bridges[phase] = map[string]bool{}
 				}
 				bridges[phase][rm.m.Get("BridgeUniqueid")] = true
+			case "BridgeInfoChannel":
+				members[phase] = append(members[phase], rm.m.Get("Uniqueid"))
 			}
 		}
 		if first == "" || len(listed[first]) == 0 {
@@ -233,6 +241,26 @@ func TestCapture_Observers19_LateStart(t *testing.T) {
 		tested++
 		t.Run(ver+"/"+name, func(t *testing.T) {
 			r := &observerRun{t: t, m: New("pbx1"), keys: map[string][]byte{}, late: true}
+			r.afterSync = func(i int) {
+				if i != 0 {
+					return
+				}
+				var in []string
+				for id := range bridges[first] {
+					var b subjects.StateBridge
+					if err := json.Unmarshal(r.keys[subjects.KindBridges+"."+subjects.EscapeKeyToken(id)], &b); err != nil {
+						t.Fatalf("bridge %s: %v", id, err)
+					}
+					for _, x := range b.Members {
+						in = append(in, x.Uniqueid)
+					}
+				}
+				slices.Sort(in)
+				want := slices.Sorted(slices.Values(members[first]))
+				if !slices.Equal(in, want) {
+					t.Errorf("bridge members after the first sync %q, BridgeInfo says %q", in, want)
+				}
+			}
 			r.run(msgs)
 			if len(r.sums) == 0 {
 				t.Fatal("no sync")
