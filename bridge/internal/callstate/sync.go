@@ -33,7 +33,7 @@ type Sync struct{ gen uint64 }
 // Summary is what a reconciliation changed, per kind.
 type Summary struct {
 	Added, Removed map[string]int // by subjects.Kind…
-	Closed         int            // calls closed without their end seen
+	Closed         int            // calls closed without their end seen (by the lists, or adopted before this sync and gone)
 	Skipped        []string       // kinds not reconciled (list refused)
 }
 
@@ -90,9 +90,11 @@ func (m *Model) EndSync(s Sync, l *Lists, now time.Time) Summary {
 		m.synced = true
 		pending := m.pending
 		m.pending = nil
+		n := len(m.done)
 		for _, r := range pending {
 			m.adopt(r, now)
 		}
+		sum.Closed += len(m.done) - n
 	}
 	return sum
 }

@@ -215,7 +215,9 @@ func TestAdopt_ClosesGoneCallsOnce(t *testing.T) {
 		t.Fatalf("closed before any sync: %+v", recs)
 	}
 	s := m.BeginSync()
-	m.EndSync(s, &Lists{Channels: []*amiproto.Message{listed("1.1", "1.1")}}, clk.tick(time.Second))
+	if sum := m.EndSync(s, &Lists{Channels: []*amiproto.Message{listed("1.1", "1.1")}}, clk.tick(time.Second)); sum.Closed != 1 {
+		t.Errorf("the first sync closed %d calls, want the gone one", sum.Closed)
+	}
 	m.Adopt([]subjects.CallRecord{gone}, clk.tick(time.Second)) // a second takeover reads the same key
 	bucket := map[string][]byte{"calls.9=2E1": []byte("{}")}
 	recs := flushInto(m, bucket)
