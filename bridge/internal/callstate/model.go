@@ -197,6 +197,11 @@ type Change struct {
 // call records finished since. With all=true it gives every live key,
 // for a full write after this process becomes the writer.
 //
+// The same Flush that returns a record gives the delete of its
+// calls.<Linkedid> key to put: a writer that publishes a record before it
+// deletes the key (so that a crash in between leaves the key for Adopt)
+// holds those deletes until the records are out.
+//
 // Changes and finished records accumulate until Flush: a process that
 // does not write (an HA standby) still calls it and drops what it gets.
 // put runs after the model's lock is released, so it may block.
