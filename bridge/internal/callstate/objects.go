@@ -115,6 +115,9 @@ func (m *Model) onBridgeDestroy(e *amiproto.Message, now time.Time) {
 	id := e.Get("BridgeUniqueid")
 	b := m.bridges[id]
 	if b == nil {
+		if id != "" && m.syncing {
+			m.tomb[objKey{subjects.KindBridges, strings.Clone(id)}] = struct{}{}
+		}
 		return
 	}
 	for _, x := range b.v.Members {

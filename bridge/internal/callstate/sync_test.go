@@ -121,6 +121,14 @@ func TestSync_Rules(t *testing.T) {
 			wantRemoved: map[string]int{},
 		},
 		{
+			name:        "objects the model never saw that end after BeginSync are not added from the lists",
+			during:      []*amiproto.Message{chanEv("Hangup", "5.1", "5.1", "Up", "Cause", "16"), ev("BridgeDestroy", "BridgeUniqueid", "br5")},
+			lists:       Lists{Channels: []*amiproto.Message{listed("1.1", "1.1"), listed("5.1", "5.1")}, Bridges: append([]*amiproto.Message{ev("BridgeListItem", "BridgeUniqueid", "br5")}, blist...), Queues: qlist, Devices: []*amiproto.Message{dev("SIP/1", "INUSE")}},
+			wantKeys:    []string{"bridges.br0", "calls.1=2E1", "channels.1=2E1", "devices.SIP/1", "queues.support"},
+			wantAdded:   map[string]int{},
+			wantRemoved: map[string]int{},
+		},
+		{
 			name:        "a refused list is skipped: that kind stays as it was",
 			lists:       Lists{Channels: nil, Bridges: blist, Queues: nil, Devices: nil},
 			wantKeys:    []string{"bridges.br0", "calls.1=2E1", "channels.1=2E1", "devices.SIP/1", "queues.support"},
