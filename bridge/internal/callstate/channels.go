@@ -289,6 +289,14 @@ func (m *Model) onLocalBridge(e *amiproto.Message, now time.Time) {
 func (m *Model) onHangup(e *amiproto.Message, now time.Time) {
 	c := m.snapshot(e, kSelf, now, false)
 	if c == nil {
+		// A channel the model never saw (it started before the bridge):
+		// the lists of a sync under way may still have it.
+		if uid := e.Get("Uniqueid"); uid != "" {
+			m.ended.put(strings.Clone(uid), strings.Clone(e.Get("Linkedid")))
+			if m.syncing {
+				m.tomb[objKey{subjects.KindChannels, strings.Clone(uid)}] = struct{}{}
+			}
+		}
 		return
 	}
 	cause, _ := strconv.Atoi(e.Get("Cause"))

@@ -15,9 +15,45 @@ type bridge struct {
 	touched uint64
 }
 
+// queue is one queue. A sync merges its members and callers one by one:
+// touched holds the gen at which an event last changed each live one
+// ("m:"+Interface, "c:"+Uniqueid), removed those an event removed during
+// the sync under way.
 type queue struct {
 	v       subjects.StateQueue
-	touched uint64
+	touched map[string]uint64
+	removed map[string]struct{}
+}
+
+func newQueue(name string) *queue {
+	return &queue{
+		v:       subjects.StateQueue{Queue: strings.Clone(name), Members: []subjects.QueueMember{}, Callers: []subjects.QueueCaller{}},
+		touched: map[string]uint64{},
+		removed: map[string]struct{}{},
+	}
+}
+
+// recent reports whether an event touched one of the queue's members or
+// callers since the sync of generation gen began.
+func (q *queue) recent(gen uint64) bool {
+	for _, g := range q.touched {
+		if g >= gen {
+			return true
+		}
+	}
+	return false
+}
+
+func (m *Model) touchPart(q *queue, key string) {
+	q.touched[key] = m.gen
+	delete(q.removed, key)
+}
+
+func (m *Model) removePart(q *queue, key string) {
+	delete(q.touched, key)
+	if m.syncing {
+		q.removed[key] = struct{}{}
+	}
 }
 
 type device struct {
@@ -164,10 +200,9 @@ func (m *Model) getQueue(e *amiproto.Message) *queue {
 	}
 	q := m.queues[name]
 	if q == nil {
-		q = &queue{v: subjects.StateQueue{Queue: strings.Clone(name), Members: []subjects.QueueMember{}, Callers: []subjects.QueueCaller{}}}
+		q = newQueue(name)
 		m.queues[q.v.Queue] = q
 	}
-	q.touched = m.gen
 	m.markDirty(subjects.KindQueues, q.v.Queue)
 	return q
 }
@@ -180,6 +215,7 @@ func (m *Model) onQueueCallerJoin(e *amiproto.Message, now time.Time) {
 	}
 	pos, _ := strconv.Atoi(e.Get("Position"))
 	setInt(&q.v.Calls, e, "Count")
+	m.touchPart(q, "c:"+c.v.Uniqueid)
 	q.v.Callers = slices.DeleteFunc(q.v.Callers, func(x subjects.QueueCaller) bool { return x.Uniqueid == c.v.Uniqueid })
 	q.v.Callers = append(q.v.Callers, subjects.QueueCaller{
 		Uniqueid: c.v.Uniqueid, Channel: c.v.Channel, Position: pos, CallerID: c.v.CallerID, Joined: ms(now)})
@@ -201,6 +237,7 @@ func (m *Model) onQueueCallerLeave(e *amiproto.Message, now time.Time) {
 	}
 	setInt(&q.v.Calls, e, "Count")
 	uid := e.Get("Uniqueid")
+	m.removePart(q, "c:"+uid)
 	i := slices.IndexFunc(q.v.Callers, func(x subjects.QueueCaller) bool { return x.Uniqueid == uid })
 	if i >= 0 {
 		pos := q.v.Callers[i].Position
@@ -288,6 +325,7 @@ func (m *Model) onQueueMember(e *amiproto.Message, now time.Time) {
 		return
 	}
 	qm := memberFrom(e)
+	m.touchPart(q, "m:"+qm.Interface)
 	for i := range q.v.Members {
 		if q.v.Members[i].Interface == qm.Interface {
 			// A Pause event carries the member's every field in 13 and
@@ -315,6 +353,7 @@ func (m *Model) onQueueMemberRemoved(e *amiproto.Message, now time.Time) {
 		return
 	}
 	iface := e.Get("Interface")
+	m.removePart(q, "m:"+iface)
 	q.v.Members = slices.DeleteFunc(q.v.Members, func(x subjects.QueueMember) bool { return x.Interface == iface })
 }
 

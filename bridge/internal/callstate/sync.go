@@ -86,6 +86,9 @@ func (m *Model) EndSync(s Sync, l *Lists, now time.Time) Summary {
 	}
 	m.syncing = false
 	clear(m.tomb)
+	for _, q := range m.queues {
+		clear(q.removed)
+	}
 	if l.Channels != nil {
 		m.synced = true
 		pending := m.pending
@@ -308,28 +311,75 @@ func (m *Model) syncQueues(s Sync, list []*amiproto.Message, now time.Time, sum 
 	for _, name := range order {
 		v := listed[name]
 		q := m.queues[name]
-		if q != nil && q.touched >= s.gen || q == nil && m.gone(subjects.KindQueues, name) {
-			continue
-		}
 		if q == nil {
-			q = &queue{touched: s.gen - 1}
-			m.queues[v.Queue] = q
+			q = newQueue(name)
+			m.queues[q.v.Queue] = q
 			sum.Added[subjects.KindQueues]++
-		} else {
-			// A caller's join time is the model's when it saw the join.
-			for i := range v.Callers {
-				for _, old := range q.v.Callers {
-					if old.Uniqueid == v.Callers[i].Uniqueid && !old.Joined.IsZero() {
-						v.Callers[i].Joined = old.Joined
-					}
+		}
+		// The list's members and callers, but those an event touched
+		// since BeginSync as the model has them, without those an event
+		// removed, and with those an event added that the list lacks.
+		members := make([]subjects.QueueMember, 0, len(v.Members))
+		for _, lm := range v.Members {
+			key := "m:" + lm.Interface
+			if _, gone := q.removed[key]; gone {
+				continue
+			}
+			if q.touched[key] >= s.gen {
+				if i := slices.IndexFunc(q.v.Members, func(x subjects.QueueMember) bool { return x.Interface == lm.Interface }); i >= 0 {
+					lm = q.v.Members[i]
 				}
+			} else {
+				q.touched[key] = s.gen - 1
+			}
+			members = append(members, lm)
+		}
+		for _, mm := range q.v.Members {
+			if q.touched["m:"+mm.Interface] >= s.gen && !slices.ContainsFunc(members, func(x subjects.QueueMember) bool { return x.Interface == mm.Interface }) {
+				members = append(members, mm)
 			}
 		}
+		callers := make([]subjects.QueueCaller, 0, len(v.Callers))
+		for _, lc := range v.Callers {
+			key := "c:" + lc.Uniqueid
+			if _, gone := q.removed[key]; gone {
+				continue
+			}
+			i := slices.IndexFunc(q.v.Callers, func(x subjects.QueueCaller) bool { return x.Uniqueid == lc.Uniqueid })
+			switch {
+			case i >= 0 && q.touched[key] >= s.gen:
+				lc = q.v.Callers[i]
+			case i >= 0 && !q.v.Callers[i].Joined.IsZero():
+				lc.Joined = q.v.Callers[i].Joined // the model saw the join: more exact than Wait
+			}
+			if q.touched[key] < s.gen {
+				q.touched[key] = s.gen - 1
+			}
+			callers = append(callers, lc)
+		}
+		for _, mc := range q.v.Callers {
+			if q.touched["c:"+mc.Uniqueid] >= s.gen && !slices.ContainsFunc(callers, func(x subjects.QueueCaller) bool { return x.Uniqueid == mc.Uniqueid }) {
+				callers = append(callers, mc)
+			}
+		}
+		slices.SortStableFunc(callers, func(a, b subjects.QueueCaller) int { return a.Position - b.Position })
+		// Forget what neither the list nor a recent event has.
+		for key, gen := range q.touched {
+			if gen >= s.gen {
+				continue
+			}
+			kind, id, _ := strings.Cut(key, ":")
+			if kind == "m" && !slices.ContainsFunc(members, func(x subjects.QueueMember) bool { return x.Interface == id }) ||
+				kind == "c" && !slices.ContainsFunc(callers, func(x subjects.QueueCaller) bool { return x.Uniqueid == id }) {
+				delete(q.touched, key)
+			}
+		}
+		v.Members, v.Callers, v.Calls = members, callers, len(callers)
 		q.v = *v
 		m.markDirty(subjects.KindQueues, v.Queue)
 	}
 	for name, q := range m.queues {
-		if _, ok := listed[name]; !ok && q.touched < s.gen {
+		if _, ok := listed[name]; !ok && !q.recent(s.gen) {
 			delete(m.queues, name)
 			m.markDirty(subjects.KindQueues, name)
 			sum.Removed[subjects.KindQueues]++
