@@ -294,3 +294,70 @@ func TestFlush_Coalesces(t *testing.T) {
 		t.Errorf("Flush(all) gave %v", all)
 	}
 }
+
+// TestSync_QueueMerge: a queue that events touch during a sync takes the
+// list's params, members and callers, except those the events changed,
+// added or removed since BeginSync.
+func TestSync_QueueMerge(t *testing.T) {
+	m, clk := newModel()
+	member := func(name, iface, status string) *amiproto.Message {
+		return ev(name, "Queue", "support", "Interface", iface, "MemberName", iface, "Status", status, "Paused", "0", "CallsTaken", "0", "Penalty", "0")
+	}
+	m.Apply(member("QueueMemberAdded", "SIP/a", "1"))
+	m.Apply(member("QueueMemberAdded", "SIP/old", "1"))
+	m.Apply(chanEv("Newchannel", "y", "y", "Up"))
+	m.Apply(chanEv("QueueCallerJoin", "y", "y", "Up", "Queue", "support", "Position", "1", "Count", "1"))
+	s := m.BeginSync()
+	clk.tick(time.Second)
+	m.Apply(member("QueueMemberStatus", "SIP/a", "2"))
+	m.Apply(chanEv("Newchannel", "x", "x", "Up"))
+	m.Apply(chanEv("QueueCallerJoin", "x", "x", "Up", "Queue", "support", "Position", "3", "Count", "3"))
+	m.Apply(chanEv("QueueCallerLeave", "y", "y", "Up", "Queue", "support", "Position", "1", "Count", "2"))
+	entry := func(uid, pos, wait string) *amiproto.Message {
+		return ev("QueueEntry", "Queue", "support", "Position", pos, "Channel", "PJSIP/"+uid, "Uniqueid", uid, "CallerIDNum", "100", "Wait", wait)
+	}
+	lists := Lists{Queues: []*amiproto.Message{
+		ev("QueueParams", "Queue", "support", "Strategy", "rrmemory", "Calls", "2", "Weight", "3"),
+		ev("QueueMember", "Queue", "support", "Location", "SIP/a", "Name", "A", "Status", "1", "Paused", "0"),
+		ev("QueueMember", "Queue", "support", "Location", "SIP/b", "Name", "B", "Status", "6", "Paused", "1"),
+		entry("y", "1", "30"), entry("z", "2", "20"),
+	}}
+	now := clk.tick(time.Second)
+	m.EndSync(s, &lists, now)
+	bucket := map[string][]byte{}
+	flushInto(m, bucket)
+	var q subjects.StateQueue
+	if err := json.Unmarshal(bucket["queues.support"], &q); err != nil {
+		t.Fatal(err)
+	}
+	if q.Strategy != "rrmemory" || q.Weight != 3 || q.Calls != 2 {
+		t.Errorf("params %+v", q)
+	}
+	var ms []string
+	for _, x := range q.Members {
+		ms = append(ms, x.Interface+"/"+string(rune('0'+x.Status)))
+	}
+	if !slices.Equal(ms, []string{"SIP/a/2", "SIP/b/6"}) {
+		t.Errorf("members %q, want SIP/a as the event left it, SIP/b from the list, not SIP/old", ms)
+	}
+	var cs []string
+	for _, x := range q.Callers {
+		cs = append(cs, x.Uniqueid)
+	}
+	if !slices.Equal(cs, []string{"z", "x"}) {
+		t.Errorf("callers %q, want z from the list and x from its event, not y who left", cs)
+	}
+	if z := q.Callers[0]; !z.Joined.Equal(now.Add(-20 * time.Second)) {
+		t.Errorf("z joined %v, want %v (Wait 20 s)", z.Joined, now.Add(-20*time.Second))
+	}
+	// The next sync, with no event in between, takes the list as it is.
+	s = m.BeginSync()
+	m.EndSync(s, &lists, clk.tick(time.Second))
+	flushInto(m, bucket)
+	if err := json.Unmarshal(bucket["queues.support"], &q); err != nil {
+		t.Fatal(err)
+	}
+	if len(q.Members) != 2 || q.Members[0].Status != 1 || len(q.Callers) != 2 || q.Callers[0].Uniqueid != "y" {
+		t.Errorf("second sync: %+v", q)
+	}
+}
