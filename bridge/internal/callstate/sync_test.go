@@ -310,6 +310,7 @@ func TestSync_QueueMerge(t *testing.T) {
 	s := m.BeginSync()
 	clk.tick(time.Second)
 	m.Apply(member("QueueMemberStatus", "SIP/a", "2"))
+	m.Apply(member("QueueMemberAdded", "SIP/c", "1"))
 	m.Apply(chanEv("Newchannel", "x", "x", "Up"))
 	m.Apply(chanEv("QueueCallerJoin", "x", "x", "Up", "Queue", "support", "Position", "3", "Count", "3"))
 	m.Apply(chanEv("QueueCallerLeave", "y", "y", "Up", "Queue", "support", "Position", "1", "Count", "2"))
@@ -337,8 +338,8 @@ func TestSync_QueueMerge(t *testing.T) {
 	for _, x := range q.Members {
 		ms = append(ms, x.Interface+"/"+string(rune('0'+x.Status)))
 	}
-	if !slices.Equal(ms, []string{"SIP/a/2", "SIP/b/6"}) {
-		t.Errorf("members %q, want SIP/a as the event left it, SIP/b from the list, not SIP/old", ms)
+	if !slices.Equal(ms, []string{"SIP/a/2", "SIP/b/6", "SIP/c/1"}) {
+		t.Errorf("members %q, want SIP/a as the event left it, SIP/b from the list, SIP/c from its event, not SIP/old", ms)
 	}
 	var cs []string
 	for _, x := range q.Callers {
