@@ -11,20 +11,21 @@ import (
 // call is one call in progress: the channels of one Linkedid.
 //
 // Its disposition and billable seconds follow Asterisk's CDR engine
-// (main/cdr.c). Every channel that no one dialed (the caller, an
-// originated channel, each half of a Local pair) is party A of its own
-// CDRs; a dialed channel is only party B of its caller's. A party A's CDR
-// takes the status of its dial when it dialed (ANSWER, BUSY, NOANSWER or
-// CANCEL, CONGESTION and the others map as cdr.c maps them, with cdr.conf's
-// defaults), else ANSWERED when the channel was up, else what its hangup
-// cause says (17 busy, 16 and 19 no answer, others failed). The record's
-// disposition is the best (answered, then busy, no answer, congestion,
-// failed) of its CDRs that have a party B, its dials; of all its CDRs when
-// it dialed no one (an Originate to an application, a Local pair). Its
-// answer is the first answer of a party A, and its
-// billable seconds the time at least one party A was answered: one CDR's
-// billsec for a simple call, and for a Local pair (two CDRs over the same
-// time) the longer one.
+// (main/cdr.c) with cdr.conf's defaults. Every channel that no one dialed
+// (the caller, an originated channel, each half of a Local pair) is party
+// A of its own CDRs; a dialed channel is only party B of its caller's.
+// Each dial is a CDR with the dial's status (ANSWER answered, BUSY busy,
+// NOANSWER and CANCEL no answer, CONGESTION and the rest failed); a party
+// A's CDR without a dial is answered when the channel was up, else what
+// its hangup cause says (17 busy, 16 and 19 no answer, others failed).
+//
+// The record's disposition is the best (answered, busy, no answer,
+// congestion, failed) of its dials' CDRs, those with a DestinationChannel;
+// of all its CDRs when it dialed no one (an Originate to an application).
+// Its answer is the first answer of a party A, and its billable seconds
+// the time during which at least one party A was answered: one CDR's
+// billsec for a simple call, the longer one for a Local pair (two CDRs
+// over the same time), their sum for CDRs one after the other.
 type call struct {
 	rec        subjects.CallRecord // what is known so far; End, Disposition, BillableS are set at the end
 	originator *channel            // the channel whose Uniqueid is the Linkedid, while it lives
