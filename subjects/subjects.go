@@ -8,6 +8,13 @@
 //	<prefix>.<server>.action          the action endpoint of one PBX
 //	<prefix>.<server>.action.<Action> the endpoint of one action of one PBX
 //	<prefix>.<server>.status          the status of one PBX
+//	<prefix>.<server>.call.<Linkedid> the record of one finished call
+//
+// With the live state on, a JetStream KV bucket holds one key per object
+// of each PBX (state.go): <server>.channels.<Uniqueid>,
+// <server>.bridges.<BridgeUniqueid>, <server>.queues.<Queue>,
+// <server>.devices.<Device> and <server>.calls.<Linkedid>, each token
+// escaped with =XX as KV keys require.
 //
 // NATS gives '.', '*', '>' and whitespace a meaning inside a subject, and
 // silently drops or wildcard-matches tokens that hold them. Event names come
