@@ -104,6 +104,18 @@ func waitSynced(t testing.TB, b *Bridge, n uint64) {
 	waitFor(t, func() uint64 { return stateStats(b).Reconciliations }, func(got uint64) bool { return got >= n })
 }
 
+// emitCall sends the events of a two-channel call whose Linkedid is
+// id, and returns id. (amitest's generated calls are not used with
+// Config.Channels: within the second the PBX started, their Uniqueids
+// are those of the long channels.)
+func emitCall(pbx *amitest.Server, id string) string {
+	pbx.Emit(newChannel(id, id, "PJSIP/100-"+id))
+	pbx.Emit(newChannel(id+"1", id, "PJSIP/200-"+id))
+	pbx.Emit(hangup(id+"1", id, "PJSIP/200-"+id))
+	pbx.Emit(hangup(id, id, "PJSIP/100-"+id))
+	return id
+}
+
 func newChannel(uid, linkedid, channel string) *amiproto.Message {
 	return newEvent("Newchannel", "Privilege", "call,all", "Channel", channel, "ChannelState", "0", "CallerIDNum", "100",
 		"Uniqueid", uid, "Linkedid", linkedid)
@@ -145,10 +157,10 @@ func TestState_ChannelsLiveInTheBucketAndOneRecordPerCall(t *testing.T) {
 			tw.pbx.Emit(hangup("9000.1", "9000.1", "PJSIP/100-0001"))
 			waitIDs(t, kv, subjects.KindChannels, long)
 
-			// Calls played by the PBX: one record each, by Linkedid.
+			// More calls: one record each, by Linkedid.
 			want := map[string]bool{"9000.1": true}
-			for range 3 {
-				want[tw.pbx.PlayCall(amitest.CallSpec{}).Uniqueid] = true
+			for _, id := range []string{"8000.1", "8000.2", "8000.3"} {
+				want[emitCall(tw.pbx, id)] = true
 			}
 			got := map[string]int{}
 			for len(got) < len(want) {
@@ -190,9 +202,7 @@ func TestState_ChannelsLiveInTheBucketAndOneRecordPerCall(t *testing.T) {
 					}
 				}
 			}
-			if st := stateStats(tw.b); st.Records != uint64(len(want)) {
-				t.Errorf("Stats: %d records published, want %d", st.Records, len(want))
-			}
+			waitFor(t, func() uint64 { return stateStats(tw.b).Records }, func(n uint64) bool { return n == uint64(len(want)) })
 		})
 	}
 }
@@ -400,4 +410,66 @@ func (px *proxy) resume() {
 	px.mu.Lock()
 	defer px.mu.Unlock()
 	px.open = true
+}
+
+// TestState_HAOnlyTheActiveWrites: of two bridges with HA, only the
+// active writes the bucket and publishes records; the standby keeps its
+// model and, once it takes over, writes the same state and does not
+// publish again the records of calls the active had published.
+func TestState_HAOnlyTheActiveWrites(t *testing.T) {
+	ns := startNATS(t, natsOptions{jetStream: true})
+	pbx := startPBX(t, amitest.Config{Profile: amitest.Asterisk22, Channels: 4, WriteTimeout: time.Second})
+	cc := connect(t, ns)
+	records, err := cc.SubscribeSync("ami.pbx1.call.>")
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := func(holder string) *Bridge {
+		o := haBridgeOptions(holder, 0)
+		o.State = stateOptions(true).State
+		b, _ := startBridge(t, reconnecting(t, ns.ClientURL()), []ServerConfig{fastServer("pbx1", pbx)}, o)
+		return b
+	}
+	a := start("a")
+	waitStatus(t, a, func(st subjects.PBXStatus) bool { return st.HA.Role == subjects.RoleActive && allUp(st) })
+	b := start("b")
+	waitStatus(t, b, func(st subjects.PBXStatus) bool {
+		return st.HA.Role == subjects.RoleStandby && st.HA.Holder == "a" && allUp(st)
+	})
+	waitSynced(t, b, 1)
+	_, kv := stateKV(t, cc)
+	waitIDs(t, kv, subjects.KindChannels, listedUniqueids(t, pbx))
+
+	nextRecord := func(want string) {
+		t.Helper()
+		m, err := records.NextMsg(waitTime)
+		if err != nil {
+			t.Fatalf("record of %s: %v", want, err)
+		}
+		var r subjects.CallRecord
+		if err := json.Unmarshal(m.Data, &r); err != nil || r.Linkedid != want {
+			t.Fatalf("record %s (%v), want the call %s", m.Data, err, want)
+		}
+	}
+	call1 := emitCall(pbx, "8000.1")
+	nextRecord(call1)
+	waitHas(t, kv, subjects.KindCalls, call1, false)
+	if st := stateStats(b); st.Writes != 0 || st.Records != 0 {
+		t.Fatalf("the standby wrote %d keys and published %d records", st.Writes, st.Records)
+	}
+	waitFor(t, func() *StateStats { return stateStats(a) }, func(st *StateStats) bool { return st.Writes > 0 && st.Records == 1 })
+
+	ctx, cancel := context.WithTimeout(context.Background(), waitTime)
+	defer cancel()
+	if err := a.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitStatus(t, b, func(st subjects.PBXStatus) bool { return st.HA.Role == subjects.RoleActive })
+	waitFor(t, func() uint64 { return stateStats(b).Writes }, func(n uint64) bool { return n > 0 })
+	waitIDs(t, kv, subjects.KindChannels, listedUniqueids(t, pbx))
+	call2 := emitCall(pbx, "8000.2")
+	nextRecord(call2) // and not call1 again, which b held as standby
+	if m, err := records.NextMsg(100 * time.Millisecond); err == nil {
+		t.Fatalf("a record more: %s", m.Data)
+	}
 }
