@@ -272,8 +272,19 @@ func (s *stateNode) tick() {
 		s.resync = false
 	} else {
 		var changes []callstate.Change
-		s.hold(s.model.Flush(false, func(c callstate.Change) { changes = append(changes, c) }))
+		recs := s.model.Flush(false, func(c callstate.Change) { changes = append(changes, c) })
+		s.hold(recs)
+		// A finished call's key goes once its record is published
+		// (publishHeld): a crash or takeover before then publishes it
+		// again rather than never.
+		ending := make(map[string]bool, len(recs))
+		for _, r := range recs {
+			ending[strings.TrimPrefix(subjects.StateKey(s.p.name, subjects.KindCalls, r.Linkedid), s.p.name+".")] = true
+		}
 		for _, c := range changes {
+			if c.Value == nil && ending[c.Key] {
+				continue
+			}
 			if err := s.write(ctx, s.p.name+"."+c.Key, c.Value); err != nil {
 				// What this flush did not write is written by the next
 				// full write, from the model: nothing to keep meanwhile.
