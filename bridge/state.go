@@ -85,7 +85,7 @@ const (
 	// those NATS refused. Past it the oldest go, and are counted.
 	maxHeldRecords = 10000
 	// stateOpTimeout bounds one KV or publish round trip of the writer.
-	stateOpTimeout = 5 * time.Second
+	stateOpTimeout = 2 * time.Second
 	// stateMarkerTTL is how long the bucket keeps the marker of a deleted
 	// key, so that deleted channels and calls do not pile up in it.
 	stateMarkerTTL = time.Minute

@@ -17,6 +17,7 @@ import (
 
 	"github.com/ami-bridge/ami-bridge/amiproto"
 	"github.com/ami-bridge/ami-bridge/amiproto/amitest"
+	"github.com/ami-bridge/ami-bridge/internal/natstest"
 	"github.com/ami-bridge/ami-bridge/subjects"
 )
 
@@ -471,5 +472,54 @@ func TestState_HAOnlyTheActiveWrites(t *testing.T) {
 	nextRecord(call2) // and not call1 again, which b held as standby
 	if m, err := records.NextMsg(100 * time.Millisecond); err == nil {
 		t.Fatalf("a record more: %s", m.Data)
+	}
+}
+
+// TestState_NATSOutage: while NATS is down the state goes on changing; the
+// writer fails, retries, and once NATS is back the bucket is the state
+// again (a channel that came, one that went), and the record of the call
+// that ended meanwhile is in the stream.
+func TestState_NATSOutage(t *testing.T) {
+	o := natstest.Options{JetStream: true, StoreDir: t.TempDir()}
+	ns := natstest.Start(t, o)
+	o.Port = ns.Addr().(*net.TCPAddr).Port // to start it again where it was
+	url := ns.ClientURL()
+	pbx := startPBX(t, amitest.Config{Channels: 2})
+	b, _ := startBridge(t, reconnecting(t, url), []ServerConfig{fastServer("pbx1", pbx)}, stateOptions(true))
+	waitSynced(t, b, 1)
+	long := listedUniqueids(t, pbx)
+	pbx.Emit(newChannel("6000.1", "6000.1", "PJSIP/100-0001"))
+	_, kv := stateKV(t, reconnecting(t, url))
+	waitIDs(t, kv, subjects.KindChannels, append([]string{"6000.1"}, long...))
+
+	natstest.Stop(ns)
+	pbx.Emit(hangup("6000.1", "6000.1", "PJSIP/100-0001"))
+	pbx.Emit(newChannel("6000.2", "6000.2", "PJSIP/200-0002"))
+	waitFor(t, func() *StateStats { return stateStats(b) }, func(st *StateStats) bool {
+		return st.Entries[subjects.KindChannels] == len(long)+1 && st.WriteErrors > 0
+	})
+	ns = natstest.Start(t, o)
+	t.Cleanup(func() { // before the server's own cleanup stops it
+		ctx, cancel := context.WithTimeout(context.Background(), waitTime)
+		defer cancel()
+		if err := b.Shutdown(ctx); err != nil {
+			t.Errorf("Shutdown: %v", err)
+		}
+	})
+	cc := reconnecting(t, ns.ClientURL())
+	js, kv := stateKV(t, cc)
+	waitIDs(t, kv, subjects.KindChannels, append([]string{"6000.2"}, long...))
+	waitHas(t, kv, subjects.KindCalls, "6000.1", false)
+	waitHas(t, kv, subjects.KindCalls, "6000.2", true)
+	s, err := js.Stream(context.Background(), DefaultStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := waitFor(t, func() *jetstream.RawStreamMsg {
+		m, _ := s.GetLastMsgForSubject(context.Background(), subjects.CallRecordSubject("ami", "pbx1", "6000.1"))
+		return m
+	}, func(m *jetstream.RawStreamMsg) bool { return m != nil })
+	if !strings.Contains(string(m.Data), `"end_seen":true`) {
+		t.Errorf("record %s", m.Data)
 	}
 }
