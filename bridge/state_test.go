@@ -523,3 +523,35 @@ func TestState_NATSOutage(t *testing.T) {
 		t.Errorf("record %s", m.Data)
 	}
 }
+
+// TestState_RefusedListLoggedOnce: a user without write classes is
+// refused the lists; each refusal is logged once, not at every login, and
+// the events still make the state.
+func TestState_RefusedListLoggedOnce(t *testing.T) {
+	tw := newWorld(t, withNATS(natsOptions{jetStream: true}), withOptions(stateOptions(false)),
+		withPBX(amitest.Config{Channels: 2, Users: map[string]amitest.User{"admin": {Secret: testSecret}}}))
+	_, kv := stateKV(t, tw.cc)
+	waitSynced(t, tw.b, 1)
+	tw.pbx.DropConnections()
+	waitSynced(t, tw.b, 2)
+	refused := map[string]int{} // by action
+	for _, line := range strings.Split(tw.logs.String(), "\n") {
+		var l struct{ Msg, Action string }
+		if json.Unmarshal([]byte(line), &l) == nil && strings.HasPrefix(l.Msg, "the PBX refused a list action") {
+			refused[l.Action]++
+		}
+	}
+	if refused["CoreShowChannels"] != 1 {
+		t.Errorf("CoreShowChannels refused: logged %d times over two logins, want once", refused["CoreShowChannels"])
+	}
+	for a, n := range refused {
+		if n != 1 {
+			t.Errorf("%s refused: logged %d times over two logins, want once", a, n)
+		}
+	}
+	if st := stateStats(tw.b); st.Added[subjects.KindChannels] != 0 {
+		t.Errorf("channels added from a refused list: %v", st.Added)
+	}
+	tw.pbx.Emit(newChannel("4000.1", "4000.1", "PJSIP/100-0001"))
+	waitIDs(t, kv, subjects.KindChannels, []string{"4000.1"})
+}
