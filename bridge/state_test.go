@@ -555,3 +555,51 @@ func TestState_RefusedListLoggedOnce(t *testing.T) {
 	tw.pbx.Emit(newChannel("4000.1", "4000.1", "PJSIP/100-0001"))
 	waitIDs(t, kv, subjects.KindChannels, []string{"4000.1"})
 }
+
+// TestState_TakeoverPublishesOnlyTheRecordsNotYetOut: a process that
+// becomes the writer holding finished records (a standby's) publishes
+// those whose call is still in the bucket, the last writer having
+// published none of them, and drops the others, which it did publish;
+// the call it publishes is not also closed again from the bucket.
+func TestState_TakeoverPublishesOnlyTheRecordsNotYetOut(t *testing.T) {
+	ns := startNATS(t, natsOptions{jetStream: true})
+	nc, cc := connect(t, ns), connect(t, ns)
+	records, err := cc.SubscribeSync("ami.pbx1.call.>")
+	if err != nil {
+		t.Fatal(err)
+	}
+	br := unstarted(t, nc, stateOptions(false))
+	if err := br.setupState(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	s := br.pbxes[0].st
+	if err := s.open(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	rec := func(id string) subjects.CallRecord {
+		return subjects.CallRecord{Server: "pbx1", Linkedid: id, Channels: []string{"PJSIP/1-" + id}}
+	}
+	inBucket, _ := json.Marshal(rec("3000.1"))
+	if _, err := s.kv.Put(context.Background(), subjects.StateKey("pbx1", subjects.KindCalls, "3000.1"), inBucket); err != nil {
+		t.Fatal(err)
+	}
+	held := rec("3000.1")
+	held.EndSeen = true
+	s.hold([]subjects.CallRecord{held, rec("3000.2")}) // 3000.2: its key is gone, the last writer published it
+	s.synced.Store(true)
+	s.tick()
+	m, err := records.NextMsg(waitTime)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r subjects.CallRecord
+	if err := json.Unmarshal(m.Data, &r); err != nil || r.Linkedid != "3000.1" || !r.EndSeen {
+		t.Fatalf("record %s (%v), want the held one of 3000.1", m.Data, err)
+	}
+	if m, err := records.NextMsg(100 * time.Millisecond); err == nil {
+		t.Fatalf("a record more: %s", m.Data)
+	}
+	if ids := stateIDs(t, s.kv, subjects.KindCalls); len(ids) != 0 {
+		t.Errorf("calls left in the bucket: %v", ids)
+	}
+}
