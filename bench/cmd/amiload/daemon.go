@@ -39,8 +39,9 @@ type daemon struct {
 }
 
 // startDaemon runs bin bridging the PBXes at addrs, named pbx1, pbx2, ...,
-// with its embedded NATS server on a free local port.
-func startDaemon(bin, dir string, addrs []string) (*daemon, error) {
+// with its embedded NATS server on a free local port; with state, the
+// live call state on (the embedded server then runs JetStream).
+func startDaemon(bin, dir string, addrs []string, state bool) (*daemon, error) {
 	port, err := freePort()
 	if err != nil {
 		return nil, err
@@ -55,11 +56,17 @@ func startDaemon(bin, dir string, addrs []string) (*daemon, error) {
 		servers[i] = server{Name: pbxName(i), URL: amiUser + "@" + a, SecretEnv: secretEnv}
 	}
 	// JSON is YAML, which the daemon reads.
-	cfg, err := json.MarshalIndent(map[string]any{
-		"nats":    map[string]any{"embedded": map[string]any{"listen": fmt.Sprintf("127.0.0.1:%d", port)}},
+	embedded := map[string]any{"listen": fmt.Sprintf("127.0.0.1:%d", port)}
+	conf := map[string]any{
+		"nats":    map[string]any{"embedded": embedded},
 		"servers": servers,
 		"log":     map[string]any{"level": "warn", "format": "json"},
-	}, "", "  ")
+	}
+	if state {
+		conf["state"] = map[string]any{"enabled": true}
+		embedded["store_dir"] = filepath.Join(dir, fmt.Sprintf("store-%d", len(addrs)))
+	}
+	cfg, err := json.MarshalIndent(conf, "", "  ")
 	if err != nil {
 		return nil, err
 	}

@@ -93,14 +93,14 @@ type bench struct {
 	pbxes         int
 }
 
-func startBench(bin, dir, capture string, pbxes int, withRaw bool) (*bench, error) {
+func startBench(bin, dir, capture string, pbxes int, withRaw, state bool) (*bench, error) {
 	b := &bench{pbxes: pbxes}
 	var addrs []string
 	var err error
 	if b.pbx, err = startChild("pbx", &addrs, "-n", fmt.Sprint(pbxes), "-capture", capture); err != nil {
 		return nil, err
 	}
-	if b.d, err = startDaemon(bin, dir, addrs); err != nil {
+	if b.d, err = startDaemon(bin, dir, addrs, state); err != nil {
 		b.stop()
 		return nil, err
 	}
@@ -305,7 +305,7 @@ func run(o options, w io.Writer) (*report, error) {
 		return rep, err
 	}
 	if o.FanPBX > 0 {
-		b, err := startBench(bin, dir, capture, o.FanPBX, false)
+		b, err := startBench(bin, dir, capture, o.FanPBX, false, o.State)
 		if err != nil {
 			return rep, err
 		}
@@ -321,7 +321,7 @@ func run(o options, w io.Writer) (*report, error) {
 		fmt.Fprintf(w, "  PBXes with a loss or an Ami-Seq gap: %d of %d\n", t.GapPBX, o.FanPBX)
 	}
 	if o.Idle > 1 {
-		b, err := startBench(bin, dir, capture, o.Idle, false)
+		b, err := startBench(bin, dir, capture, o.Idle, false, o.State)
 		if err != nil {
 			return rep, err
 		}
@@ -340,7 +340,7 @@ func run(o options, w io.Writer) (*report, error) {
 // phaseOne is one PBX: idle memory, the ceiling, the flood, then the
 // zero-loss search, and the ceiling again.
 func phaseOne(o options, w io.Writer, rep *report, bin, dir, capture string) error {
-	b, err := startBench(bin, dir, capture, 1, true)
+	b, err := startBench(bin, dir, capture, 1, true, o.State)
 	if err != nil {
 		return err
 	}
