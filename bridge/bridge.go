@@ -229,6 +229,10 @@ const (
 //   - with HA, per PBX, the HA loop (haNode.run) and its lease watch:
 //     started and waited for by pbx.run; they end with the run context,
 //     after Shutdown has handed the lease over. See ha.go.
+//   - with StateOptions, per PBX, the state writer (stateNode.loop):
+//     started and waited for by pbx.run; it ends after the event reader
+//     and the publisher, with a last flush, when run closes its stop
+//     channel. See state.go.
 //   - the status ticker: started by Start, waited for by Shutdown; it
 //     ends with the run context.
 
