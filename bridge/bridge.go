@@ -171,6 +171,9 @@ type Options struct {
 	// Idempotency keeps the keys of requests with the
 	// Ami-Idempotency-Key header; see idempotency.go.
 	Idempotency IdempotencyOptions
+	// State keeps each PBX's live call state in a KV bucket and publishes
+	// call records; see state.go.
+	State StateOptions
 }
 
 // Defaults of the zero values in ServerConfig, JetStreamOptions and Options.
@@ -226,6 +229,10 @@ const (
 //   - with HA, per PBX, the HA loop (haNode.run) and its lease watch:
 //     started and waited for by pbx.run; they end with the run context,
 //     after Shutdown has handed the lease over. See ha.go.
+//   - with StateOptions, per PBX, the state writer (stateNode.loop):
+//     started and waited for by pbx.run; it ends after the event reader
+//     and the publisher, with a last flush, when run closes its stop
+//     channel. See state.go.
 //   - the status ticker: started by Start, waited for by Shutdown; it
 //     ends with the run context.
 
@@ -265,6 +272,7 @@ type natsSide struct {
 	streamReplicas int                      // of the stream Start found or created
 	leases         *lease.Bucket            // with HA, when Start could open it; else each HA loop opens it
 	keys           *keyStore                // of idempotent requests; its js is set by Start
+	stateJS        jetstream.JetStream      // with StateOptions: of the state buckets; set by Start
 }
 
 // stampsArrivals reports whether the main connection stamps request
@@ -445,6 +453,7 @@ func checkOptions(o Options) (Options, []Problem) {
 		ps.add("HA.Bucket", "%q: no '.', '*', '>', '/', '\\' or whitespace", o.HA.Bucket)
 	}
 	checkIdempotency(&ps, &o.Idempotency)
+	checkState(&ps, &o.State)
 	ha, err := withHADefaults(o.HA, o.JetStream)
 	var joined interface{ Unwrap() []error }
 	switch {
@@ -566,6 +575,11 @@ func (b *Bridge) Start(ctx context.Context) error {
 			return err
 		}
 	}
+	if b.opts.State.Enabled {
+		if err := b.setupState(ctx); err != nil {
+			return err
+		}
+	}
 	b.started = true
 	b.watchDrops()
 	for _, p := range b.pbxes {
@@ -615,6 +629,10 @@ func (b *Bridge) setupJetStream(ctx context.Context) error {
 		return fmt.Errorf("bridge: jetstream: %w", err)
 	}
 	want := subjects.AllEvents(b.ns.prefix)
+	wants := []string{want}
+	if rec := recordSubjects(b.ns.prefix, b.opts.State); rec != "" {
+		wants = append(wants, rec)
+	}
 	replicas := o.Replicas
 	stream, err := js.Stream(ctx, o.Stream)
 	switch {
@@ -622,7 +640,7 @@ func (b *Bridge) setupJetStream(ctx context.Context) error {
 		_, err = js.CreateStream(ctx, jetstream.StreamConfig{
 			Name:        o.Stream,
 			Description: "AMI events published by ami-bridge",
-			Subjects:    []string{want},
+			Subjects:    wants,
 			MaxAge:      o.MaxAge,
 			Duplicates:  o.Duplicates,
 			Storage:     jetstream.FileStorage,
@@ -631,16 +649,18 @@ func (b *Bridge) setupJetStream(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("bridge: create stream %s: %w", o.Stream, err)
 		}
-		b.log.Info("created JetStream stream", "stream", o.Stream, "subjects", want, "replicas", o.Replicas)
+		b.log.Info("created JetStream stream", "stream", o.Stream, "subjects", wants, "replicas", o.Replicas)
 	case err != nil:
 		return fmt.Errorf("bridge: look up stream %s: %w", o.Stream, err)
 	default:
 		// An existing stream is the operator's: use it as it is, but say
 		// when it will not take the events.
 		cfg := stream.CachedInfo().Config
-		if !contains(cfg.Subjects, want) {
-			b.log.Warn("existing JetStream stream does not list the event subjects; publishes may fail",
-				"stream", o.Stream, "stream_subjects", cfg.Subjects, "want", want)
+		for _, w := range wants {
+			if !contains(cfg.Subjects, w) {
+				b.log.Warn("existing JetStream stream does not list the event (or call record) subjects; publishes may fail",
+					"stream", o.Stream, "stream_subjects", cfg.Subjects, "want", w)
+			}
 		}
 		// Changing replicas moves data between servers: the operator's
 		// call (nats stream edit --replicas), not the bridge's.

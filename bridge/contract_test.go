@@ -223,6 +223,7 @@ func TestContract(t *testing.T) {
 	t.Run("replies", func(t *testing.T) { contractReplies(t, ct) })
 	t.Run("statuses", func(t *testing.T) { contractStatuses(t, ct) })
 	t.Run("ha", func(t *testing.T) { contractHA(t, ct) })
+	t.Run("records", func(t *testing.T) { contractRecords(t, ct) })
 	if t.Failed() {
 		return
 	}
@@ -533,4 +534,21 @@ func contractHA(t *testing.T, ct *contract) {
 		}
 		return standby && takeover
 	})
+}
+
+// contractRecords checks a call record (StateOptions), from a call's
+// Newchannel to its Hangup.
+func contractRecords(t *testing.T, ct *contract) {
+	tw := newWorld(t, withNATS(natsOptions{jetStream: true}), withOptions(stateOptions(true)))
+	records, err := tw.cc.SubscribeSync("ami.pbx1.call.>")
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitSynced(t, tw.b, 1)
+	emitCall(tw.pbx, "1733600000.12")
+	m, err := records.NextMsg(waitTime)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ct.check(t, "CallRecord", m.Header, m.Data, false)
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/ami-bridge/ami-bridge/amiproto"
+	"github.com/ami-bridge/ami-bridge/bridge/internal/callstate"
 	"github.com/ami-bridge/ami-bridge/bridge/internal/ha"
 	"github.com/ami-bridge/ami-bridge/subjects"
 )
@@ -36,7 +37,8 @@ type pbx struct {
 	chain ha.Chain
 	ring  *ring // the numbered events, published or waiting; see ring.go
 	pub   *publisher
-	ha    *haNode // nil without HA; see ha.go
+	ha    *haNode    // nil without HA; see ha.go
+	st    *stateNode // nil without StateOptions; see state.go
 
 	published  atomic.Uint64
 	dropped    atomic.Uint64 // events that passed the filter and were lost: the ring full, or NATS refused
@@ -90,6 +92,9 @@ func newPBX(sc ServerConfig, ns *natsSide, life *lifecycle, opts Options, buffer
 		since:  time.Now(),
 	}
 	p.pub = newPublisher(p)
+	if opts.State.Enabled {
+		p.st = newStateNode(p, opts.State)
+	}
 	p.service.p = p
 	p.service.arrivals = newArrivals(max(4096, 8*sc.ActionSessions*sc.MaxPendingRequests), sc.MaxActionTimeout)
 	if opts.HA.Enabled {
@@ -175,10 +180,23 @@ func (p *pbx) run(ctx context.Context) {
 			p.ha.run(ctx)
 		}()
 	}
+	stateDone := make(chan struct{})
+	if p.st != nil {
+		// The state writer is run's: it ends after the event reader, with
+		// a last flush, when run closes p.st.stop.
+		go func() {
+			defer close(stateDone)
+			p.st.loop()
+		}()
+	}
 	wg.Wait()
 	// The event reader has stopped: nothing appends to the ring any more.
 	p.ring.close()
 	<-pubDone
+	if p.st != nil {
+		close(p.st.stop)
+		<-stateDone
+	}
 }
 
 // serveEvents runs one login of the event session.
@@ -191,6 +209,9 @@ func (p *pbx) serveEvents(ctx context.Context, c *amiproto.Client) {
 	p.events.setState(subjects.StateConnected, nil)
 	p.fetchVersion(ctx, c)
 	if p.ha == nil {
+		if p.st != nil {
+			p.st.reconcile(ctx, c, p.asteriskVersion())
+		}
 		p.events.untilEnd(ctx, p.life.hard, c)
 		return
 	}
@@ -202,6 +223,9 @@ func (p *pbx) serveEvents(ctx context.Context, c *amiproto.Client) {
 		defer close(marked)
 		p.ha.marker(mctx, c)
 	}()
+	if p.st != nil {
+		p.st.reconcile(ctx, c, p.asteriskVersion())
+	}
 	p.events.untilEnd(ctx, p.life.hard, c)
 	stop()
 	<-marked
@@ -242,6 +266,11 @@ func (p *pbx) accept(m *amiproto.Message) {
 		p.stats.filtered.Add(1)
 		return
 	}
+	if p.st != nil {
+		// Before the filter: the state needs its events whether they are
+		// published or not.
+		p.st.model.Apply(m)
+	}
 	if !p.numbers(m.EventName()) {
 		p.stats.eventRead(time.Now())
 		p.stats.filtered.Add(1)
@@ -272,6 +301,9 @@ func (p *pbx) accept(m *amiproto.Message) {
 func (p *pbx) shed(name string) bool {
 	if !p.ring.refusing() || !p.numbers(name) || (p.ha != nil && name == "UserEvent") {
 		return false // a UserEvent may be a mark, which is never numbered
+	}
+	if p.st != nil && callstate.Uses(name) {
+		return false // the state needs it, published or not
 	}
 	if name == originateResponse {
 		return false // an Ami-Wait request may wait for it (originatewait.go)
@@ -372,4 +404,11 @@ func (p *pbx) stopped() {
 		l.record(subjects.StateStopped, nil)
 	}
 	p.linkChanged()
+}
+
+// asteriskVersion is the version CoreSettings gave, "" if none.
+func (p *pbx) asteriskVersion() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.version
 }

@@ -66,6 +66,9 @@ type Stats struct {
 	// reply subject is not an inbox (see Options.ReplyPrefixes).
 	RepliesRefused uint64
 
+	// LiveState is set with StateOptions; nil otherwise.
+	LiveState *StateStats
+
 	Actions       []ActionCount // the requests answered, by action and code; only counts above zero
 	ActionLatency Histogram     // request to first reply
 }
@@ -257,6 +260,9 @@ func (st *pbxStats) snapshot(p *pbx) Stats {
 	if p.ha != nil {
 		out.HA = true
 		out.HAActive, out.Takeovers, out.Gaps = p.ha.counts()
+	}
+	if p.st != nil {
+		out.LiveState = p.st.stats()
 	}
 	if out.JetStream {
 		out.JSRetries = st.jsRetries.Load()

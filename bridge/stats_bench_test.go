@@ -3,6 +3,8 @@ package bridge
 import (
 	"testing"
 	"time"
+
+	"github.com/ami-bridge/ami-bridge/bridge/internal/callstate"
 )
 
 // BenchmarkAcceptEvent measures the reader's side of the event hot path:
@@ -12,15 +14,21 @@ import (
 // flood's common case, which must cost far less than a publish
 // (BenchmarkPublishEvent); "shed" is the same drop decided by shed
 // before the event is parsed, to add to BenchmarkReader_Burst14aSkip's
-// per-message cost in amiproto. BenchmarkStatsHooks is the metrics' share.
+// per-message cost in amiproto. "keep-state" adds the live state's
+// Apply (StateOptions), the model flushed every 4,096 events as the
+// writer would. BenchmarkStatsHooks is the metrics' share.
 func BenchmarkAcceptEvent(b *testing.B) {
 	events := burstEvents(b)
 	ns := startNATS(b, natsOptions{})
-	for _, path := range []string{"keep", "drop", "shed", "keep-ha"} {
+	for _, path := range []string{"keep", "drop", "shed", "keep-ha", "keep-state"} {
 		b.Run("path="+path, func(b *testing.B) {
 			opts := Options{EventBuffer: 4096}
 			if path == "keep-ha" { // the fingerprint and the chain added (a standby's reader, or the active's)
 				opts.JetStream.Enabled, opts.HA.Enabled = true, true
+				path = "keep"
+			}
+			if path == "keep-state" {
+				opts.State.Enabled = true
 				path = "keep"
 			}
 			br := unstarted(b, connect(b, ns), opts)
@@ -48,6 +56,9 @@ func BenchmarkAcceptEvent(b *testing.B) {
 				s.accept(events[i%len(events)])
 				if keep && s.seq%4096 == 0 { // what the publisher does once a batch
 					s.ring.ack(s.seq)
+					if s.st != nil { // and the state writer every flush_interval
+						s.st.model.Flush(false, func(callstate.Change) {})
+					}
 				}
 			}
 			if d := s.dropped.Load() - before; keep != (d == 0) {

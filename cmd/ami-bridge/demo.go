@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"sort"
 	"strconv"
 	"strings"
@@ -117,7 +118,14 @@ func demo(ctx context.Context, o demoOptions, anyHTTPPort bool, environ []string
 	}
 	defer ops.close(log)
 	o.metrics = ops.URL() + "/metrics"
-	ns, err := startEmbedded(embeddedOptions{Listen: o.listen, MaxPending: int64(cfg.NATS.Embedded.MaxPending)}, log)
+	// JetStream for the live state's KV bucket (state.enabled), in a
+	// store of the demo's own, removed when it stops.
+	store, err := os.MkdirTemp("", "ami-bridge-demo-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(store)
+	ns, err := startEmbedded(embeddedOptions{Listen: o.listen, MaxPending: int64(cfg.NATS.Embedded.MaxPending), JetStream: true, StoreDir: store}, log)
 	if err != nil {
 		if errors.Is(err, ErrAddrInUse) {
 			return fmt.Errorf("%w\n  another NATS server may be running there; pick a free port with:\n    ami-bridge demo --listen 127.0.0.1:0", err)
@@ -204,13 +212,15 @@ func demo(ctx context.Context, o demoOptions, anyHTTPPort bool, environ []string
 const demoShutdownTimeout = 5 * time.Second
 
 // demoConfig is what the demo runs, as run would read it: one PBX, the
-// embedded server without JetStream, every other key at its default. The
+// embedded server with JetStream for the live state (state.enabled) but
+// no event stream, every other key at its default. The
 // two commands then share the embedded server's max_pending, the bridge's
 // options and the memory limit.
 func demoConfig() *config.Config {
 	cfg := config.Default()
 	cfg.Servers = []config.Server{{Name: demoServer}}
 	cfg.ShutdownTimeout = demoShutdownTimeout
+	cfg.State.Enabled = true
 	return &cfg
 }
 
@@ -274,7 +284,10 @@ func (f *feed) intro(natsURL string, o demoOptions, profile amitest.Profile) {
 		fmt.Fprintf(f.w, "  nats %ssub '%s'\n", server, events)
 		fmt.Fprintf(f.w, "  nats %sreq %s '{\"Action\":\"Ping\"}'\n", server, action)
 		fmt.Fprintf(f.w, "  nats %sreq %s '{\"Action\":\"Command\",\"Command\":\"core show channels\"}'\n", server, action)
-		fmt.Fprintf(f.w, "  nats %smicro ls\n\n", server)
+		fmt.Fprintf(f.w, "  nats %smicro ls\n", server)
+		// The live state and the call records (docs/callstate.md).
+		fmt.Fprintf(f.w, "  nats %skv watch %s '%s.%s.>'\n", server, bridge.DefaultStateBucket, demoServer, subjects.KindCalls)
+		fmt.Fprintf(f.w, "  nats %ssub '%s.%s.call.>'\n\n", server, bridge.DefaultPrefix, demoServer)
 	}
 	fmt.Fprintf(f.w, "Metrics for Prometheus: %s (health: /healthz, readiness: /readyz)\n\n", o.metrics)
 	if f.summary {

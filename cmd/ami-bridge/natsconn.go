@@ -52,7 +52,7 @@ func embeddedFromConfig(c *config.Config) (embeddedOptions, error) {
 	o := embeddedOptions{
 		Listen:     e.Listen,
 		StoreDir:   e.StoreDir,
-		JetStream:  c.JetStream.Enabled,
+		JetStream:  c.JetStream.Enabled || c.State.Enabled, // the state's KV bucket needs it too
 		Domain:     e.Domain,
 		User:       c.NATS.User,
 		Password:   c.NATS.Password.Reveal(),

@@ -289,6 +289,19 @@ func TestDemo_RunsWithNoSetup(t *testing.T) {
 	if !strings.Contains(out, `"Ping":"Pong"`) {
 		t.Errorf("the demo's Ping:\n%s", out)
 	}
+	// The live state's recipe: the call records it suggests arrive, and
+	// the bucket it names exists.
+	for _, want := range []string{"nats -s " + url + " kv watch AMI_STATE 'demo.calls.>'", "nats -s " + url + " sub 'ami.demo.call.>'"} {
+		if !bytes.Contains(b.log.Bytes(), []byte(want)) {
+			t.Errorf("the demo does not suggest %q", want)
+		}
+	}
+	if out := c.run(t, "sub", "ami.demo.call.>", "--count", "1"); !strings.Contains(out, `"linkedid"`) {
+		t.Errorf("no call record from the demo:\n%s", out)
+	}
+	if out := c.run(t, "kv", "info", "AMI_STATE"); !strings.Contains(out, "AMI_STATE") {
+		t.Errorf("nats kv info AMI_STATE:\n%s", out)
+	}
 	m = regexp.MustCompile(`Metrics for Prometheus: http://(127\.0\.0\.1:\d+)/metrics`).FindSubmatch(b.log.Bytes())
 	if m == nil {
 		t.Fatalf("the demo does not say where its metrics are:\n%s", b.log.Bytes())

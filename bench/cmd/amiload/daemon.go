@@ -43,8 +43,9 @@ type daemon struct {
 // startDaemon runs bin bridging the PBXes at addrs, named pbx1, pbx2, ...,
 // with its embedded NATS server on a free local port; with jetStream, the
 // events also go into a stream of that server, and /metrics is served
-// for the send-to-ack latency.
-func startDaemon(bin, dir string, addrs []string, jetStream bool) (*daemon, error) {
+// for the send-to-ack latency. With state, the live call state is on too
+// (state.enabled; the embedded server then runs JetStream).
+func startDaemon(bin, dir string, addrs []string, jetStream, state bool) (*daemon, error) {
 	port, err := freePort()
 	if err != nil {
 		return nil, err
@@ -63,6 +64,11 @@ func startDaemon(bin, dir string, addrs []string, jetStream bool) (*daemon, erro
 		extra["jetstream"] = map[string]any{"enabled": true}
 		extra["http"] = map[string]any{"listen": fmt.Sprintf("127.0.0.1:%d", hport)}
 		metricsURL = fmt.Sprintf("http://127.0.0.1:%d/metrics", hport)
+	}
+	if state {
+		name += "-state"
+		embedded["store_dir"] = filepath.Join(dir, name+"-store")
+		extra["state"] = map[string]any{"enabled": true}
 	}
 	type server struct {
 		Name      string `json:"name"`

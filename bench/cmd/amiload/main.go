@@ -89,6 +89,7 @@ type options struct {
 	Idle        int             // idle PBXes whose memory is measured (0: none)
 	Perf        string          // when set, perf record the daemon under the flood into this file
 	Settle      time.Duration   // wait before reading an idle daemon's memory
+	State       bool            // every daemon keeps the live call state and publishes call records (state.enabled)
 	Quiet       time.Duration   // before a trial, the previous one's tail is over once nothing came for this long
 }
 
@@ -176,6 +177,7 @@ func parseFlags(args []string) (options, error) {
 	fs.IntVar(&o.Idle, "idle", o.Idle, "idle PBXes whose memory is measured, each with the daemon's default 3 AMI sessions (0: skip)")
 	fs.DurationVar(&o.Quiet, "quiet", o.Quiet, "before each trial, wait until nothing came for this long")
 	fs.DurationVar(&o.Settle, "settle", o.Settle, "wait before reading an idle daemon's memory")
+	fs.BoolVar(&o.State, "state", o.State, "run every daemon with state.enabled: live call state in KV and call records; compare the CPU per event with a run without")
 	fs.StringVar(&o.Perf, "perf", "", "perf record the daemon during the flood into `file` and print where its time goes")
 	if err := fs.Parse(args); err != nil {
 		return o, err
@@ -254,4 +256,7 @@ func header(w io.Writer, o options) {
 		fmt.Fprintf(w, "load average at start: %s\n", strings.Join(strings.Fields(string(b))[:3], " "))
 	}
 	fmt.Fprintf(w, "burst: %s, %d events per trial\n", capturePath, o.Events)
+	if o.State {
+		fmt.Fprintf(w, "daemon: state.enabled (live call state in KV, call records)\n")
+	}
 }

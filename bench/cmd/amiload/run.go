@@ -154,7 +154,7 @@ func startBench(bin, dir, capture string, pbxes int, withRaw, jetStream bool) (*
 	if b.pbx, err = startChild("pbx", &addrs, "-n", fmt.Sprint(pbxes), "-capture", capture); err != nil {
 		return nil, err
 	}
-	if b.d, err = startDaemon(bin, dir, addrs, jetStream); err != nil {
+	if b.d, err = startDaemon(bin, dir, addrs, jetStream, stateOn); err != nil {
 		b.stop()
 		return nil, err
 	}
@@ -443,7 +443,11 @@ func (b *bench) ceilingBy(publisher *child, events int) (trial, error) {
 
 // run measures what o asks for and prints it to w as it goes, then the
 // summary table.
+// stateOn is options.State for every daemon the run starts.
+var stateOn bool
+
 func run(o options, w io.Writer) (*report, error) {
+	stateOn = o.State
 	header(w, o)
 	dir, err := os.MkdirTemp("", "amiload-")
 	if err != nil {

@@ -54,6 +54,13 @@ func (c *Config) Bridge() ([]bridge.ServerConfig, bridge.Options) {
 			Window: c.Idempotency.Window,
 			Bucket: c.Idempotency.Bucket,
 		},
+		State: bridge.StateOptions{
+			Enabled:       c.State.Enabled,
+			Bucket:        c.State.Bucket,
+			Replicas:      c.State.Replicas,
+			Records:       c.State.Records,
+			FlushInterval: c.State.FlushInterval,
+		},
 	}
 }
 
@@ -135,4 +142,7 @@ var optionKeys = map[string]string{
 	"HA.CheckpointInterval": "ha.checkpoint_interval",
 	"Idempotency.Window":    "idempotency.window",
 	"Idempotency.Bucket":    "idempotency.bucket",
+	"State.Bucket":          "state.bucket",
+	"State.Replicas":        "state.replicas",
+	"State.FlushInterval":   "state.flush_interval",
 }

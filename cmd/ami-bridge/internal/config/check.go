@@ -36,6 +36,14 @@ func (c *Config) check(p *problems, lookupEnv func(string) (string, bool)) {
 	if c.ShutdownTimeout <= 0 {
 		p.add("shutdown_timeout: must be positive")
 	}
+	// The bridge takes 0 as its default; a file that writes 0 means no
+	// flushing at all, which cannot work.
+	if c.State.FlushInterval == 0 {
+		p.add("state.flush_interval: must be positive")
+	}
+	if c.State.Enabled && c.State.Replicas > 1 && c.NATS.URL == "" {
+		p.add("state.replicas: %d needs a NATS cluster at nats.url; the embedded server is a single node", c.State.Replicas)
+	}
 	c.checkMemoryLimit(p)
 }
 

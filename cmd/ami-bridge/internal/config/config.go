@@ -18,6 +18,7 @@ type Config struct {
 	JetStream       JetStream     `koanf:"jetstream"`
 	HA              HA            `koanf:"ha"`
 	Idempotency     Idempotency   `koanf:"idempotency"`
+	State           State         `koanf:"state"`
 	Servers         []Server      `koanf:"servers"`
 	Log             Log           `koanf:"log"`
 	HTTP            HTTP          `koanf:"http"`
@@ -118,6 +119,16 @@ type JetStream struct {
 type Idempotency struct {
 	Window time.Duration `koanf:"window"`
 	Bucket string        `koanf:"bucket"`
+}
+
+// State keeps each PBX's live call state in a KV bucket and publishes
+// call records (bridge.StateOptions); see docs/callstate.md.
+type State struct {
+	Enabled       bool          `koanf:"enabled"`
+	Bucket        string        `koanf:"bucket"`
+	Replicas      int           `koanf:"replicas"`
+	Records       bool          `koanf:"records"`
+	FlushInterval time.Duration `koanf:"flush_interval"`
 }
 
 // Server is one PBX.
@@ -263,6 +274,7 @@ func Default() Config {
 		},
 		HA:               DefaultHA(),
 		Idempotency:      Idempotency{Window: bridge.DefaultIdempotencyWindow, Bucket: bridge.DefaultIdempotencyBucket},
+		State:            State{Bucket: bridge.DefaultStateBucket, Replicas: bridge.DefaultReplicas, Records: true, FlushInterval: bridge.DefaultStateFlushInterval},
 		Log:              Log{Level: DefaultLogLevel, Format: DefaultLogFormat},
 		HTTP:             HTTP{Ready: DefaultHTTPReady},
 		ShutdownTimeout:  DefaultShutdownTimeout,

@@ -591,7 +591,7 @@ func TestExampleConfig(t *testing.T) {
 	}
 	def := Default()
 	if cfg.NATS.URL != def.NATS.URL || !reflect.DeepEqual(cfg.NATS.Embedded, def.NATS.Embedded) || cfg.NATS.Prefix != def.NATS.Prefix ||
-		cfg.JetStream != def.JetStream || cfg.Idempotency != def.Idempotency || cfg.Log != def.Log || cfg.HTTP != def.HTTP || cfg.ShutdownTimeout != def.ShutdownTimeout ||
+		cfg.JetStream != def.JetStream || cfg.Idempotency != def.Idempotency || cfg.State != def.State || cfg.Log != def.Log || cfg.HTTP != def.HTTP || cfg.ShutdownTimeout != def.ShutdownTimeout ||
 		cfg.EventBuffer != def.EventBuffer || cfg.EventBufferBytes != def.EventBufferBytes || cfg.MemoryLimit != def.MemoryLimit {
 		t.Errorf("example differs from the defaults:\n got %+v\nwant %+v", cfg, def)
 	}
@@ -802,5 +802,40 @@ func TestLoad_Idempotency(t *testing.T) {
 	_, err := load(t, onePBX+"idempotency: {window: 1500ms}\n", nil)
 	if err == nil || !strings.Contains(err.Error(), "idempotency.window: 1.5s: want whole seconds") {
 		t.Errorf("window 1500ms: %v", err)
+	}
+}
+
+// TestLoad_State: the state keys reach the bridge with their defaults,
+// from the file, the environment and --state, and a state that cannot
+// work is refused at load.
+func TestLoad_State(t *testing.T) {
+	_, o := mustLoad(t, onePBX, nil).Bridge()
+	want := bridge.StateOptions{Bucket: bridge.DefaultStateBucket, Replicas: 1, Records: true, FlushInterval: bridge.DefaultStateFlushInterval}
+	if o.State != want {
+		t.Errorf("default state options %+v, want %+v", o.State, want)
+	}
+	_, o = mustLoad(t, onePBX+"state: {enabled: true, bucket: calls, records: false, flush_interval: 1s}\n", nil).Bridge()
+	want = bridge.StateOptions{Enabled: true, Bucket: "calls", Replicas: 1, FlushInterval: time.Second}
+	if o.State != want {
+		t.Errorf("state options %+v, want %+v", o.State, want)
+	}
+	if cfg := mustLoad(t, onePBX, []string{"AMI_BRIDGE_STATE__ENABLED=true", "AMI_BRIDGE_STATE__BUCKET=B2"}); !cfg.State.Enabled || cfg.State.Bucket != "B2" {
+		t.Errorf("state from the environment: %+v", cfg.State)
+	}
+	if cfg := mustLoad(t, onePBX, nil, "--state"); !cfg.State.Enabled {
+		t.Errorf("--state: %+v", cfg.State)
+	}
+	for yaml, problem := range map[string]string{
+		"state: {enabled: true, bucket: a.b}\n":          `state.bucket: "a.b": a KV bucket name is [A-Za-z0-9_-]+`,
+		"state: {enabled: true, flush_interval: 0s}\n":   "state.flush_interval: must be positive",
+		"state: {enabled: true, flush_interval: -1s}\n":  "state.flush_interval: must be positive",
+		"state: {enabled: true, replicas: 3}\n":          "state.replicas: 3 needs a NATS cluster at nats.url; the embedded server is a single node",
+		"state: {enabled: true, replicas: 9}\n":          "state.replicas: 9: want 1 to 5",
+		"state: {enabled: true, bucket: 'with space'}\n": `state.bucket: "with space": a KV bucket name is [A-Za-z0-9_-]+`,
+	} {
+		_, err := load(t, onePBX+yaml, nil)
+		if probs := problemsOf(t, err); !slices.Contains(probs, problem) {
+			t.Errorf("%s gave problems %q, want %q", strings.TrimSpace(yaml), probs, problem)
+		}
 	}
 }

@@ -34,6 +34,7 @@ var flagKeys = map[string]string{
 	"store-dir":        "nats.embedded.store_dir",
 	"prefix":           "nats.prefix",
 	"jetstream":        "jetstream.enabled",
+	"state":            "state.enabled",
 	"log-level":        "log.level",
 	"log-format":       "log.format",
 	"shutdown-timeout": "shutdown_timeout",
@@ -45,7 +46,7 @@ var flagKeys = map[string]string{
 // left alone, so a secret can live in AMI_BRIDGE_PBX1_SECRET and be named
 // by secret_env.
 var (
-	envSections = []string{"nats", "jetstream", "ha", "log", "http"}
+	envSections = []string{"nats", "jetstream", "ha", "log", "http", "state"}
 	envScalars  = []string{"servers", "shutdown_timeout", "memory_limit", "event_buffer", "event_buffer_bytes"}
 )
 
@@ -59,6 +60,7 @@ func AddFlags(fs *pflag.FlagSet) {
 	fs.String("store-dir", "", "JetStream storage `dir` of the embedded NATS server (nats.embedded.store_dir)")
 	fs.String("prefix", bridge.DefaultPrefix, "subject `prefix` (nats.prefix)")
 	fs.Bool("jetstream", false, "publish events into a JetStream stream (jetstream.enabled)")
+	fs.Bool("state", false, "keep the live call state in a KV bucket and publish call records (state.enabled)")
 	fs.String("log-level", DefaultLogLevel, "log `level`: trace, debug, info, warn, error (log.level)")
 	fs.String("log-format", DefaultLogFormat, "log `format`: auto, json, console (log.format)")
 	fs.Duration("shutdown-timeout", DefaultShutdownTimeout, "how long shutdown may take (shutdown_timeout)")

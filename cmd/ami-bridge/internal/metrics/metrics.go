@@ -73,6 +73,14 @@ var (
 	haActive        = desc("ha_active", "With HA: 1 while this process is the PBX's active bridge, 0 while standby.", server)
 	haTakeovers     = desc("ha_takeovers_total", "With HA: times this process became the PBX's active bridge.", server)
 	haGaps          = desc("ha_gaps_total", "With HA: Ami-Seq ranges this process found lost at a takeover (the new active could not find the stream's last event in its buffer).", server)
+	stateEntries    = desc("state_entries", "With state: live entries in the state bucket, by kind (channels, bridges, queues, devices, calls).", server, "kind")
+	stateRecons     = desc("state_reconciliations_total", "With state: reconciliations with the PBX's lists, one after each login of the event session.", server)
+	stateReconciled = desc("state_reconciled_total", "With state: entries the reconciliations added (found in the PBX's lists only) or removed (gone from them), by kind.", server, "kind", "change")
+	stateWrites     = desc("state_writes_total", "With state: KV puts and deletes written to the state bucket.", server)
+	stateErrors     = desc("state_write_errors_total", "With state: failed KV writes and call record publishes; each is retried.", server)
+	callRecords     = desc("call_records_total", "With state: call records published.", server)
+	callsUnseen     = desc("calls_closed_unseen_total", "With state: calls closed without their end seen (by a reconciliation or a takeover), published with end_seen false.", server)
+	recordsLost     = desc("call_records_lost_total", "With state: finished call records dropped over the bound the writer holds while NATS is away.", server)
 	natsState       = desc("nats_connection_state", "1 for the NATS connection's current state, 0 for the others.", "state")
 	natsReconnects  = desc("nats_reconnects_total", "Reconnections of the bridge's NATS connection.")
 
@@ -80,6 +88,7 @@ var (
 		eventsReceived, eventsFiltered, eventsPublished, eventsDropped, lastSeq, lastEventAge, bufferEvents, bufferCapacity, bufferBytes, bufferCapBytes,
 		sessionState, reconnects, loginFailures, actions, repliesRefused, requestsDropped, actionDuration, jsDuration, jsRetries, jsFailures,
 		haActive, haTakeovers, haGaps, natsState, natsReconnects,
+		stateEntries, stateRecons, stateReconciled, stateWrites, stateErrors, callRecords, callsUnseen, recordsLost,
 	}
 )
 
@@ -159,12 +168,28 @@ func (c *Collector) collectServer(ch chan<- prometheus.Metric, st bridge.Stats, 
 		counter(jsFailures, st.JSFailures)
 		ch <- histogram(jsDuration, st.JSPublishLatency, st.Server)
 	}
+	if ls := st.LiveState; ls != nil {
+		for _, k := range stateKinds {
+			ch <- gauge(stateEntries, float64(ls.Entries[k]), st.Server, k)
+			counter(stateReconciled, ls.Added[k], k, "added")
+			counter(stateReconciled, ls.Removed[k], k, "removed")
+		}
+		counter(stateRecons, ls.Reconciliations)
+		counter(stateWrites, ls.Writes)
+		counter(stateErrors, ls.WriteErrors)
+		counter(callRecords, ls.Records)
+		counter(callsUnseen, ls.ClosedUnseen)
+		counter(recordsLost, ls.RecordsLost)
+	}
 	if st.HA {
 		ch <- gauge(haActive, boolValue(st.HAActive), st.Server)
 		counter(haTakeovers, st.Takeovers)
 		counter(haGaps, st.Gaps)
 	}
 }
+
+// stateKinds are the values of the kind label of the state metrics.
+var stateKinds = []string{subjects.KindChannels, subjects.KindBridges, subjects.KindQueues, subjects.KindDevices, subjects.KindCalls}
 
 func gauge(d *prometheus.Desc, v float64, labels ...string) prometheus.Metric {
 	return prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)

@@ -56,6 +56,7 @@ func fullStats(now time.Time) fakeBridge {
 		Actions:           []bridge.ActionCount{{Action: "Ping", Code: 200, Count: 6}, {Action: "other", Code: 403, Count: 1}},
 		RequestsOverLimit: 8, RequestsExpired: 2, RepliesRefused: 2,
 		ActionLatency: hist(0, 0, 0, 7),
+		LiveState:     &bridge.StateStats{Entries: map[string]int{subjects.KindChannels: 1}, Added: map[string]uint64{}, Removed: map[string]uint64{}},
 	}, {
 		Server: "pbx2", State: subjects.StateAuthFailed, LoginFailures: 9, BufferCapacity: 1000,
 	}}
@@ -180,3 +181,45 @@ func exportedNames(t *testing.T) map[string]bool {
 }
 
 var _ prometheus.Collector = (*Collector)(nil)
+
+// TestCollector_State: the live state's counters, per kind where they
+// have one, only for a PBX with state on.
+func TestCollector_State(t *testing.T) {
+	b := fakeBridge{{
+		Server: "pbx1", State: subjects.StateConnected, Up: true,
+		LiveState: &bridge.StateStats{
+			Entries:         map[string]int{subjects.KindChannels: 4, subjects.KindCalls: 2},
+			Reconciliations: 3,
+			Added:           map[string]uint64{subjects.KindChannels: 5},
+			Removed:         map[string]uint64{subjects.KindChannels: 1, subjects.KindBridges: 2},
+			ClosedUnseen:    1, Records: 7, RecordsLost: 0, Writes: 40, WriteErrors: 2,
+		},
+	}, {Server: "pbx2", State: subjects.StateConnected}}
+	c := NewCollector(func() (Bridge, Conn) { return b, fakeConn{status: nats.CONNECTED} })
+	got, err := testutil.CollectAndFormat(c, expfmt.TypeTextPlain, "ami_bridge_state_entries", "ami_bridge_state_reconciled_total",
+		"ami_bridge_state_reconciliations_total", "ami_bridge_call_records_total", "ami_bridge_calls_closed_unseen_total",
+		"ami_bridge_state_writes_total", "ami_bridge_state_write_errors_total", "ami_bridge_call_records_lost_total")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range []string{
+		`ami_bridge_state_entries{kind="channels",server="pbx1"} 4`,
+		`ami_bridge_state_entries{kind="calls",server="pbx1"} 2`,
+		`ami_bridge_state_entries{kind="queues",server="pbx1"} 0`,
+		`ami_bridge_state_reconciled_total{change="added",kind="channels",server="pbx1"} 5`,
+		`ami_bridge_state_reconciled_total{change="removed",kind="bridges",server="pbx1"} 2`,
+		`ami_bridge_state_reconciliations_total{server="pbx1"} 3`,
+		`ami_bridge_call_records_total{server="pbx1"} 7`,
+		`ami_bridge_calls_closed_unseen_total{server="pbx1"} 1`,
+		`ami_bridge_state_writes_total{server="pbx1"} 40`,
+		`ami_bridge_state_write_errors_total{server="pbx1"} 2`,
+		`ami_bridge_call_records_lost_total{server="pbx1"} 0`,
+	} {
+		if !strings.Contains(string(got), line+"\n") {
+			t.Errorf("no %s in\n%s", line, got)
+		}
+	}
+	if strings.Contains(string(got), `server="pbx2"`) {
+		t.Errorf("state metrics for a PBX without state:\n%s", got)
+	}
+}
