@@ -109,9 +109,10 @@ func TestSmokeCeilings(t *testing.T) {
 	}
 }
 
-// TestSmokePace: at each pace the bridge and the relay deliver every event
-// the fake PBX sent, each with a CPU time measured, and the bridge's
-// latency counts every event it delivered.
+// TestSmokePace: at each pace the bridge, the relay and the bridge with
+// state deliver every event the fake PBX sent, each with a CPU time
+// measured, and the bridges' latency counts every event they delivered;
+// the bridge with state publishes call records.
 func TestSmokePace(t *testing.T) {
 	rep, out := smoke(t, "pace")
 	o := smokeOptions("")
@@ -120,22 +121,99 @@ func TestSmokePace(t *testing.T) {
 	}
 	for i, p := range rep.Pace {
 		want := int64(max(1, int(o.PaceRates[i]*o.PaceSeconds))) + 1 // and the end-of-trial mark
-		for name, tr := range map[string]trial{"bridge": p.Bridge, "relay": p.Relay} {
+		for name, tr := range map[string]trial{"bridge": p.Bridge, "relay": p.Relay, "bridge+state": p.State} {
 			if !tr.lossless() || tr.Sent != want || tr.CPU <= 0 || tr.Wakeups <= 0 {
 				t.Errorf("%.0f/s, %s: sent %d (want %d), %+v", p.Rate, name, tr.Sent, want, tr)
 			}
 		}
-		if p.Bridge.Lat.N != int(p.Bridge.Delivered) || p.Bridge.Lat.P50 <= 0 || p.Bridge.Lat.Max < p.Bridge.Lat.P99 {
-			t.Errorf("%.0f/s: bridge latency %+v for %d events", p.Rate, p.Bridge.Lat, p.Bridge.Delivered)
+		for name, tr := range map[string]trial{"bridge": p.Bridge, "bridge+state": p.State} {
+			if tr.Lat.N != int(tr.Delivered) || tr.Lat.P50 <= 0 || tr.Lat.Max < tr.Lat.P99 {
+				t.Errorf("%.0f/s: %s latency %+v for %d events", p.Rate, name, tr.Lat, tr.Delivered)
+			}
+		}
+		// The state contender runs the model: at the paces whose events
+		// end calls (12,000/s), their records come.
+		if p.Rate >= 12000 && p.State.Records == 0 {
+			t.Errorf("%.0f/s: bridge+state published no call record", p.Rate)
 		}
 		if p.Relay.Lat.N != 0 {
 			t.Errorf("%.0f/s: the relay sets no Ami-Time, yet %d latencies", p.Rate, p.Relay.Lat.N)
 		}
 	}
-	for _, want := range []string{"| CPU per event at 12000/s, bridge / relay (threads scheduled in per event) |", "| latency at 12000/s, Ami-Time → subscriber |"} {
+	for _, want := range []string{"| CPU per event at 12000/s, bridge / relay (threads scheduled in per event) |", "| latency at 12000/s, Ami-Time → subscriber |",
+		"| bridge+state at 12000/s: CPU per event, / the bridge without state; threads scheduled in per event; latency |"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("the summary lacks %q", want)
 		}
+	}
+}
+
+// TestSmokeStateBurst: with state and records on, a burst at 12,000
+// events/s (a few hundred ms of it) loses no event and gives one call
+// record per call that ends in what the fake PBX sent, counted here from
+// the capture's Newchannel and Hangup events, each with its end seen.
+func TestSmokeStateBurst(t *testing.T) {
+	rep, out := smoke(t, "stateburst")
+	o := smokeOptions("")
+	s := rep.StateBurst
+	if s == nil {
+		t.Fatal("no state burst trial")
+	}
+	burst, err := loadBurst(filepath.Join(testRepo, capturePath))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The test's own count: the capture's calls are one Local pair each,
+	// ended by the Hangup of its second channel; a smoke sends less than
+	// one pass of the capture, then the mark (its first event).
+	sent := int(o.StateBurst * o.PaceSeconds)
+	if sent >= burst.len() {
+		t.Fatalf("the smoke sends %d events, more than one pass of the capture's %d: the count below assumes less", sent, burst.len())
+	}
+	hangups := map[string]int{}
+	want := 0
+	for _, m := range burst.msgs[:sent] {
+		if m.EventName() == "Hangup" {
+			if hangups[m.Get("Linkedid")]++; hangups[m.Get("Linkedid")] == 2 {
+				want++
+			}
+		}
+	}
+	if want == 0 {
+		t.Fatal("no call ends in the events sent: the smoke checks nothing")
+	}
+	if !s.T.lossless() || s.T.Sent != int64(sent)+1 {
+		t.Errorf("events: sent %d (want %d and the mark), %+v", s.T.Sent, sent, s.T)
+	}
+	if s.Want != want || s.Records != int64(want) || s.Unseen != 0 {
+		t.Errorf("call records %d (%d closed unseen), the run expected %d, the capture holds %d", s.Records, s.Unseen, s.Want, want)
+	}
+	if !strings.Contains(out, "| state burst at 12000/s for 0.3 s, state and records on: lost; Ami-Seq gaps; call records / calls ended in the capture; closed unseen |") {
+		t.Error("the summary lacks the state burst row")
+	}
+}
+
+// TestCallsEnded: the capture ends its 200 calls (its Hangups are in its
+// last two fifths); four fifths of it end some, and a pass and four
+// fifths end 200 and those again.
+func TestCallsEnded(t *testing.T) {
+	b, err := loadBurst(filepath.Join(testRepo, capturePath))
+	if err != nil {
+		t.Fatal(err)
+	}
+	part := b.len() * 4 / 5
+	first := callsEnded(b, []int{part})
+	if first == 0 || first >= 200 {
+		t.Fatalf("four fifths of the capture end %d calls", first)
+	}
+	if got := callsEnded(b, []int{b.len()}); got != 200 {
+		t.Errorf("the capture ends %d calls, want its 200", got)
+	}
+	if got := callsEnded(b, []int{b.len() + part}); got != 200+first {
+		t.Errorf("a pass and four fifths end %d calls, want %d", got, 200+first)
+	}
+	if got := callsEnded(b, []int{part, part}); got != 2*first {
+		t.Errorf("two runs of four fifths end %d calls, want %d", got, 2*first)
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -50,7 +51,10 @@ func startDaemon(bin, dir string, addrs []string, jetStream, state bool) (*daemo
 	if err != nil {
 		return nil, err
 	}
-	name := fmt.Sprintf("ami-bridge-%d", len(addrs))
+	// Each start its own name, hence its own store: a daemon with state
+	// must not find the bucket an earlier one left (it would close the
+	// calls in progress there, and publish their records).
+	name := fmt.Sprintf("ami-bridge-%d-%d", daemonSeq.Add(1), len(addrs))
 	embedded := map[string]any{"listen": fmt.Sprintf("127.0.0.1:%d", port)}
 	extra := map[string]any{}
 	var metricsURL string
@@ -123,6 +127,9 @@ func startDaemon(bin, dir string, addrs []string, jetStream, state bool) (*daemo
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// daemonSeq numbers the daemons a run starts.
+var daemonSeq atomic.Int64
 
 func (d *daemon) pid() int { return d.cmd.Process.Pid }
 

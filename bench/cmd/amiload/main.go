@@ -89,16 +89,18 @@ type options struct {
 	Idle        int             // idle PBXes whose memory is measured (0: none)
 	Perf        string          // when set, perf record the daemon under the flood into this file
 	Settle      time.Duration   // wait before reading an idle daemon's memory
+	StateBurst  float64         // the state burst's events/s, for PaceSeconds
 	State       bool            // every daemon keeps the live call state and publishes call records (state.enabled)
 	Quiet       time.Duration   // before a trial, the previous one's tail is over once nothing came for this long
 }
 
 // allModes are the parts of a run, in the order they run: the zero-loss
 // search with the TCP ceiling and the flood (issue 7); the ceilings
-// without a bridge, the bridge against the minimal relay at real paces,
-// the replay at recorded timing, JetStream, fan-in and idle memory (issue
-// 22).
-var allModes = []string{"search", "ceilings", "pace", "replay", "jetstream", "fanin", "idle"}
+// without a bridge, the bridge against the minimal relay (and the bridge
+// with state) at real paces, the replay at recorded timing, JetStream,
+// fan-in and idle memory (issue 22); the burst with state and records
+// (issue 19).
+var allModes = []string{"search", "ceilings", "pace", "replay", "jetstream", "stateburst", "fanin", "idle"}
 
 func parseModes(v string) (map[string]bool, error) {
 	m := map[string]bool{}
@@ -152,7 +154,7 @@ func parseFans(v string, seconds float64) ([]fanCase, error) {
 func parseFlags(args []string) (options, error) {
 	// -smoke changes the defaults; flags given with it still apply.
 	o := options{Events: 880_000, Steps: 7, Resolution: 0.03, Idle: 1000, Settle: 3 * time.Second, Quiet: time.Second,
-		PaceRates: []float64{100, 1000, 12000}, PaceSeconds: 10, Replay: capturePath, ReplaySpeed: 1}
+		PaceRates: []float64{100, 1000, 12000}, PaceSeconds: 10, Replay: capturePath, ReplaySpeed: 1, StateBurst: 12000}
 	modes, fans, fanSeconds, paceRates := strings.Join(allModes, ","), "100x1000,500x300,1000x100", 10.0, "100,1000,12000"
 	if slices.ContainsFunc(args, func(a string) bool {
 		return strings.TrimLeft(a, "-") == "smoke" || strings.TrimLeft(a, "-") == "smoke=true"
@@ -170,6 +172,7 @@ func parseFlags(args []string) (options, error) {
 	fs.StringVar(&modes, "modes", modes, "comma-separated parts to run: "+strings.Join(allModes, ","))
 	fs.StringVar(&paceRates, "pace", paceRates, "comma-separated paces (events/s) of the bridge-vs-relay and JetStream trials")
 	fs.Float64Var(&o.PaceSeconds, "pace-seconds", o.PaceSeconds, "seconds of each paced bridge, relay and JetStream trial")
+	fs.Float64Var(&o.StateBurst, "state-burst", o.StateBurst, "events/s of the stateburst mode's trial, for -pace-seconds, with state.enabled")
 	fs.StringVar(&o.Replay, "replay", o.Replay, "capture replayed at its recorded timing (needs its .chunks.jsonl), relative to the repository")
 	fs.Float64Var(&o.ReplaySpeed, "replay-speed", o.ReplaySpeed, "replay this many times faster than recorded")
 	fs.StringVar(&fans, "fan", fans, "comma-separated fan-in cases, PBXESxRATE (events/s per PBX)")
@@ -177,7 +180,7 @@ func parseFlags(args []string) (options, error) {
 	fs.IntVar(&o.Idle, "idle", o.Idle, "idle PBXes whose memory is measured, each with the daemon's default 3 AMI sessions (0: skip)")
 	fs.DurationVar(&o.Quiet, "quiet", o.Quiet, "before each trial, wait until nothing came for this long")
 	fs.DurationVar(&o.Settle, "settle", o.Settle, "wait before reading an idle daemon's memory")
-	fs.BoolVar(&o.State, "state", o.State, "run every daemon with state.enabled: live call state in KV and call records; compare the CPU per event with a run without")
+	fs.BoolVar(&o.State, "state", o.State, "run every daemon with state.enabled: live call state in KV and call records (the pace mode always compares the bridge with and without state)")
 	fs.StringVar(&o.Perf, "perf", "", "perf record the daemon during the flood into `file` and print where its time goes")
 	if err := fs.Parse(args); err != nil {
 		return o, err
@@ -197,8 +200,8 @@ func parseFlags(args []string) (options, error) {
 	if o.Fans, err = parseFans(fans, fanSeconds); err != nil {
 		return o, err
 	}
-	if o.PaceSeconds <= 0 || fanSeconds <= 0 || o.ReplaySpeed <= 0 {
-		return o, errors.New("-pace-seconds, -fan-seconds and -replay-speed must be positive")
+	if o.PaceSeconds <= 0 || fanSeconds <= 0 || o.ReplaySpeed <= 0 || o.StateBurst <= 0 {
+		return o, errors.New("-pace-seconds, -fan-seconds, -replay-speed and -state-burst must be positive")
 	}
 	if o.Repo == "" {
 		if o.Repo, err = findRepo(); err != nil {
@@ -213,7 +216,7 @@ func parseFlags(args []string) (options, error) {
 // uses a capture that has its timing (14a has none), 10 times faster.
 func smokeOptions(repo string) options {
 	return options{Repo: repo, Modes: parseModesMust(strings.Join(allModes, ",")), Events: 20_000, Rates: []float64{10_000},
-		PaceRates: []float64{100, 1000, 12000}, PaceSeconds: 0.3, Replay: smokeReplay, ReplaySpeed: 10,
+		PaceRates: []float64{100, 1000, 12000}, PaceSeconds: 0.3, Replay: smokeReplay, ReplaySpeed: 10, StateBurst: 12000,
 		Fans: []fanCase{{PBX: 10, Rate: 1000, Seconds: 0.5}}, Idle: 50, Settle: time.Second, Quiet: 200 * time.Millisecond}
 }
 

@@ -52,13 +52,28 @@ func phaseCeilings(o options, w io.Writer, rep *report, _, _, capture string) er
 // pace: one fake PBX each, replaying the capture in batches once a
 // millisecond, the same events one trial after the other, and compares
 // their CPU per event; the bridge's trials also give its latency.
+//
+// A third contender, the bridge with the live call state and records on
+// (state.enabled), runs the same trials in the same run: its CPU per
+// event against the bridge without state is issue 19's cost, and two
+// runs a few minutes apart on a shared machine differ by more than what
+// is measured. The capture's 200 Local-channel calls with their Cdr
+// events drive the model through every event it keeps.
 func phasePace(o options, w io.Writer, rep *report, bin, dir, capture string) error {
-	bb, err := startBench(bin, dir, capture, 1, false, false)
+	// The bridge is the one without state whatever -state says: the
+	// bridge+state contender beside it is the comparison.
+	bb, err := startBenchState(bin, dir, capture, 1, false, false, false)
 	if err != nil {
 		return err
 	}
 	defer bb.stop()
 	bb.quiet = o.Quiet
+	sb, err := startBenchState(bin, dir, capture, 1, false, false, true)
+	if err != nil {
+		return err
+	}
+	defer sb.stop()
+	sb.quiet = o.Quiet
 	rb, err := startRelayBench(capture, true)
 	if err != nil {
 		return err
@@ -81,12 +96,18 @@ func phasePace(o options, w io.Writer, rep *report, bin, dir, capture string) er
 		if row.Relay, relayTop, err = profiled(strings.Replace(perf, ".pace", ".relay", 1), rb, func() (trial, error) { return rb.paced(rate, events) }); err != nil {
 			return err
 		}
+		if row.State, _, err = profiled("", sb, func() (trial, error) { return sb.paced(rate, events) }); err != nil {
+			return err
+		}
 		rep.Pace = append(rep.Pace, row)
 		fmt.Fprintf(w, "  %.0f/s\n", rate)
-		printTrial(w, "    bridge ", row.Bridge, 1)
-		printTrial(w, "    relay  ", row.Relay, 1)
+		printTrial(w, "    bridge       ", row.Bridge, 1)
+		printTrial(w, "    relay        ", row.Relay, 1)
+		printTrial(w, "    bridge+state ", row.State, 1)
 		fmt.Fprintf(w, "    CPU per event, bridge / relay: %.2f / %.2f µs = %.2f×; wake-ups per event %.2f / %.2f\n",
 			row.Bridge.CPU, row.Relay.CPU, row.Ratio(), row.Bridge.Wakeups, row.Relay.Wakeups)
+		fmt.Fprintf(w, "    CPU per event, bridge+state / bridge: %.2f / %.2f µs = %.2f×; wake-ups per event %.2f / %.2f; call records %d\n",
+			row.State.CPU, row.Bridge.CPU, row.StateRatio(), row.State.Wakeups, row.Bridge.Wakeups, row.State.Records)
 		if bridgeTop != "" || relayTop != "" {
 			fmt.Fprintf(w, "\n    where the daemon's time goes at %.0f/s (perf, self time):\n%s\n    where the relay's time goes:\n%s", rate, bridgeTop, relayTop)
 		}
@@ -155,6 +176,77 @@ func phaseJetStream(o options, w io.Writer, rep *report, bin, dir, capture strin
 		printTrial(w, "  ", t, 1)
 	}
 	return nil
+}
+
+// phaseStateBurst is issue 19's "with state and records on, a 12,000
+// events/s burst loses nothing": one trial of -state-burst events/s for
+// -pace-seconds through a fresh daemon with state.enabled. Beside the
+// events' loss and Ami-Seq gaps, the call records that reach the
+// subscriber must be the calls that end in what the fake PBX sent, by
+// this process's own reading of the capture (callsEnded), each with its
+// end seen.
+func phaseStateBurst(o options, w io.Writer, rep *report, bin, dir, capture string) error {
+	burst, err := loadBurst(capture)
+	if err != nil {
+		return err
+	}
+	b, err := startBenchState(bin, dir, capture, 1, false, false, true)
+	if err != nil {
+		return err
+	}
+	defer b.stop()
+	b.quiet = o.Quiet
+	events := max(1, int(o.StateBurst*o.PaceSeconds))
+	t, err := b.paced(o.StateBurst, events)
+	if err != nil {
+		return err
+	}
+	// What was sent: events 0 to events-1 of the repeated capture, then
+	// the end-of-trial mark, event 0 again (see play).
+	want := callsEnded(burst, []int{events, 1})
+	// The records go out at the writer's next flush after each call's
+	// last Hangup: wait for them, or until none came for a while.
+	sr, err := b.waitRecords(int64(want), 3*time.Second)
+	if err != nil {
+		return err
+	}
+	sb := stateBurstRow{T: t, Seconds: o.PaceSeconds, Want: want, Records: sr.Records, Unseen: sr.RecordsUnseen}
+	rep.StateBurst = &sb
+	fmt.Fprintf(w, "\nstate burst: the bridge with state.enabled (live state in KV, call records) at %.0f events/s for %g s\n", o.StateBurst, o.PaceSeconds)
+	printTrial(w, "  ", t, 1)
+	fmt.Fprintf(w, "  call records: %d, calls ended in the events sent (from the capture): %d; closed without their end seen: %d\n",
+		sb.Records, sb.Want, sb.Unseen)
+	return nil
+}
+
+// callsEnded counts the calls that end in the events the fake PBX sends
+// for runs, each a send of that many events from the capture's first
+// (pace loops over it): a call ends at the Hangup of the last live
+// channel of its Linkedid. It reads the capture, not the bridge.
+func callsEnded(b *burst, runs []int) int {
+	live := map[string]map[string]bool{} // Linkedid → its live Uniqueids
+	ended := 0
+	for _, n := range runs {
+		for i := range n {
+			m := b.msgs[i%b.len()]
+			lid, uid := m.Get("Linkedid"), m.Get("Uniqueid")
+			switch m.EventName() {
+			case "Newchannel":
+				if live[lid] == nil {
+					live[lid] = map[string]bool{}
+				}
+				live[lid][uid] = true
+			case "Hangup":
+				if ch := live[lid]; ch[uid] {
+					if delete(ch, uid); len(ch) == 0 {
+						delete(live, lid)
+						ended++
+					}
+				}
+			}
+		}
+	}
+	return ended
 }
 
 // phaseFanIn runs each fan-in case: many PBXes into one daemon.
@@ -245,7 +337,7 @@ func verdict(ok bool) string {
 // printSummary prints every figure measured with issue 22's target, as a
 // Markdown table.
 func printSummary(w io.Writer, o options, rep *report) {
-	fmt.Fprintf(w, "\nsummary (issue 22's targets)\n\n| figure | measured | target | |\n|---|---|---|---|\n")
+	fmt.Fprintf(w, "\nsummary (issue 22's targets, and issue 19's cost)\n\n| figure | measured | target | |\n|---|---|---|---|\n")
 	row := func(fig, got, target, v string) { fmt.Fprintf(w, "| %s | %s | %s | %s |\n", fig, got, target, v) }
 	for _, p := range rep.Pace {
 		target, v := "≤ 1.5× the relay", verdict(p.Ratio() <= 1.5)
@@ -261,6 +353,16 @@ func printSummary(w io.Writer, o options, rep *report) {
 			target, v = "p99 ≤ 5 ms", verdict(p.Bridge.Lat.N > 0 && p.Bridge.Lat.P99 <= 5e6)
 		}
 		row(fmt.Sprintf("latency at %.0f/s, Ami-Time → subscriber", p.Rate), latencyText(p.Bridge.Lat), target, v)
+	}
+	for _, p := range rep.Pace {
+		row(fmt.Sprintf("bridge+state at %.0f/s: CPU per event, / the bridge without state; threads scheduled in per event; latency", p.Rate),
+			fmt.Sprintf("%.2f µs = %.2f× of %.2f µs; %.2f; %s", p.State.CPU, p.StateRatio(), p.Bridge.CPU, p.State.Wakeups, latencyText(p.State.Lat)),
+			"(reported)", "")
+	}
+	if s := rep.StateBurst; s != nil {
+		row(fmt.Sprintf("state burst at %.0f/s for %g s, state and records on: lost; Ami-Seq gaps; call records / calls ended in the capture; closed unseen", s.T.Rate, s.Seconds),
+			fmt.Sprintf("%d; %d; %d / %d; %d (sent at %.0f/s)", s.T.Lost(), s.T.Gaps, s.Records, s.Want, s.Unseen, s.T.SendRate),
+			"0; 0; equal; 0", verdict(s.ok()))
 	}
 	if o.Modes["replay"] {
 		got := "not measured: no recorded timing"

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/ami-bridge/ami-bridge/bridge"
+	"github.com/ami-bridge/ami-bridge/subjects"
 )
 
 // trial is one measured run of events through the daemon (or, for the
@@ -36,6 +37,7 @@ type trial struct {
 	Within    float64  // seconds from the first event sent to the last delivered
 	Lat       latencyReport
 	Ack       *ackLatency // with JetStream: the daemon's send-to-ack histogram over the trial
+	Records   int64       // with state: call records the subscriber got by the trial's end
 }
 
 // lossless reports whether every event arrived, in order, with no Ami-Seq
@@ -62,21 +64,22 @@ func (t trial) ok(pbxes int) bool {
 
 // report is everything one run measured.
 type report struct {
-	Ceiling  []trial // raw publishes over TCP to the daemon's server: before and after the bridge's trials
-	InProc   *trial  // raw publishes in-process to an embedded server without a bridge (the relay's)
-	TCPPlain *trial  // raw publishes over TCP to that server
-	Pace     []paceRow
-	Replay   *trial
-	ReplayOf string
-	JS       []trial
-	Fans     []fanRow
-	Floods   []trial // unpaced: before and after the paced trials
-	Search   []trial
-	ZeroLoss *trial // the fastest paced trial that passed
-	IdleBase int64  // VmRSS with one idle PBX, KiB
-	IdleRSS  int64  // VmRSS with Idle idle PBXes, KiB
-	Idle     int
-	PerfTop  string
+	Ceiling    []trial // raw publishes over TCP to the daemon's server: before and after the bridge's trials
+	InProc     *trial  // raw publishes in-process to an embedded server without a bridge (the relay's)
+	TCPPlain   *trial  // raw publishes over TCP to that server
+	Pace       []paceRow
+	Replay     *trial
+	ReplayOf   string
+	JS         []trial
+	Fans       []fanRow
+	StateBurst *stateBurstRow
+	Floods     []trial // unpaced: before and after the paced trials
+	Search     []trial
+	ZeroLoss   *trial // the fastest paced trial that passed
+	IdleBase   int64  // VmRSS with one idle PBX, KiB
+	IdleRSS    int64  // VmRSS with Idle idle PBXes, KiB
+	Idle       int
+	PerfTop    string
 }
 
 // paceRow is one pace of the relay comparison: the bridge and the relay
@@ -84,6 +87,26 @@ type report struct {
 type paceRow struct {
 	Rate          float64
 	Bridge, Relay trial
+	State         trial // the bridge with state.enabled
+}
+
+// StateRatio is the CPU per event of the bridge with state over the
+// bridge's without.
+func (p paceRow) StateRatio() float64 { return p.State.CPU / max(p.Bridge.CPU, 1e-9) }
+
+// stateBurstRow is the state burst's trial and the call records it gave.
+type stateBurstRow struct {
+	T       trial
+	Seconds float64
+	Want    int   // calls that end in the events sent, from the capture
+	Records int64 // call records the subscriber got
+	Unseen  int64 // of those, closed without their end seen
+}
+
+// ok reports whether the burst lost nothing, kept its pace, and gave one
+// record per call ended, each with its end seen.
+func (s stateBurstRow) ok() bool {
+	return s.T.ok(1) && s.Records == int64(s.Want) && s.Unseen == 0
 }
 
 // Ratio is the bridge's CPU per event over the relay's.
@@ -148,18 +171,29 @@ type bench struct {
 }
 
 func startBench(bin, dir, capture string, pbxes int, withRaw, jetStream bool) (*bench, error) {
+	return startBenchState(bin, dir, capture, pbxes, withRaw, jetStream, stateOn)
+}
+
+// startBenchState is startBench with the live call state on or off
+// whatever -state says; with it on, the subscriber also counts the call
+// records.
+func startBenchState(bin, dir, capture string, pbxes int, withRaw, jetStream, state bool) (*bench, error) {
 	b := &bench{pbxes: pbxes}
 	var addrs []string
 	var err error
 	if b.pbx, err = startChild("pbx", &addrs, "-n", fmt.Sprint(pbxes), "-capture", capture); err != nil {
 		return nil, err
 	}
-	if b.d, err = startDaemon(bin, dir, addrs, jetStream, stateOn); err != nil {
+	if b.d, err = startDaemon(bin, dir, addrs, jetStream, state); err != nil {
 		b.stop()
 		return nil, err
 	}
 	b.pid = b.d.pid()
-	if b.sub, err = startChild("sub", nil, "-nats", b.d.natsURL); err != nil {
+	subArgs := []string{"-nats", b.d.natsURL}
+	if state {
+		subArgs = append(subArgs, "-records", subjects.AllCallRecords("ami"))
+	}
+	if b.sub, err = startChild("sub", nil, subArgs...); err != nil {
 		b.stop()
 		return nil, err
 	}
@@ -254,6 +288,27 @@ func (b *bench) settle(want int64, quiet time.Duration) (subReport, error) {
 	}
 }
 
+// waitRecords waits until want call records have arrived, or none came
+// for quiet, and returns the subscriber's counts.
+func (b *bench) waitRecords(want int64, quiet time.Duration) (subReport, error) {
+	last, since := int64(-1), time.Now()
+	for {
+		var rep subReport
+		if err := b.sub.call(subRequest{Op: "report"}, &rep); err != nil {
+			return rep, err
+		}
+		switch {
+		case rep.Records >= want:
+			return rep, nil
+		case rep.Records != last:
+			last, since = rep.Records, time.Now()
+		case time.Since(since) > quiet:
+			return rep, nil
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 // meter holds the daemon's counters at the start of a trial.
 type meter struct {
 	cpu    time.Duration
@@ -304,7 +359,7 @@ func (b *bench) end(m meter, t *trial, sent int64) (subReport, error) {
 	if err := b.sub.call(subRequest{Op: "latency"}, &t.Lat); err != nil {
 		return rep, err
 	}
-	t.Sent, t.Delivered, t.Slow = sent, rep.Events, rep.Slow
+	t.Sent, t.Delivered, t.Slow, t.Records = sent, rep.Events, rep.Slow, rep.Records
 	for _, c := range rep.Servers {
 		t.Gaps += c.Gaps
 		t.Back += c.Back
@@ -467,7 +522,7 @@ func run(o options, w io.Writer) (*report, error) {
 		f    func(options, io.Writer, *report, string, string, string) error
 	}{
 		{"search", phaseOne}, {"ceilings", phaseCeilings}, {"pace", phasePace}, {"replay", phaseReplay},
-		{"jetstream", phaseJetStream}, {"fanin", phaseFanIn}, {"idle", phaseIdle},
+		{"jetstream", phaseJetStream}, {"stateburst", phaseStateBurst}, {"fanin", phaseFanIn}, {"idle", phaseIdle},
 	}
 	for _, p := range phases {
 		if !o.Modes[p.mode] {

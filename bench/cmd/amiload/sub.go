@@ -40,6 +40,10 @@ type subReport struct {
 	First   int64                   `json:"first"` // unix ns of the first event since the reset
 	Last    int64                   `json:"last"`  // and of the latest
 	Slow    int64                   `json:"slow"`  // slow-consumer errors: NATS dropped events for this subscriber
+	// With -records: the call records that arrived, and those of them
+	// closed without their end seen (end_seen false).
+	Records       int64 `json:"records"`
+	RecordsUnseen int64 `json:"records_unseen"`
 }
 
 // latencyReport is, over the events that carried Ami-Time since the last
@@ -81,6 +85,7 @@ func runSub(args []string) error {
 	fs := flag.NewFlagSet("sub", flag.ContinueOnError)
 	url := fs.String("nats", "", "NATS URL")
 	subject := fs.String("subject", "ami.*.event.>", "comma-separated subjects to count")
+	records := fs.String("records", "", "subject of the call records to count apart from the events (none when empty)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -104,6 +109,15 @@ func runSub(args []string) error {
 		}
 		// The subscriber must not be the bottleneck: no client-side bound
 		// on what waits for the handler.
+		if err := sub.SetPendingLimits(-1, -1); err != nil {
+			return err
+		}
+	}
+	if *records != "" {
+		sub, err := nc.Subscribe(*records, t.observeRecord)
+		if err != nil {
+			return err
+		}
 		if err := sub.SetPendingLimits(-1, -1); err != nil {
 			return err
 		}
@@ -152,6 +166,7 @@ func (t *tally) reset() {
 		c.Events, c.Gaps, c.Back = 0, 0, 0
 	}
 	t.rep.Events, t.rep.First, t.rep.Last = 0, 0, 0
+	t.rep.Records, t.rep.RecordsUnseen = 0, 0
 	t.lat = t.lat[:0]
 }
 
@@ -195,4 +210,19 @@ func (t *tally) observe(m *nats.Msg, now time.Time) {
 		t.rep.First = now.UnixNano()
 	}
 	t.rep.Last = now.UnixNano()
+}
+
+// observeRecord counts one call record (subjects.CallRecord), and those
+// closed without their end seen.
+func (t *tally) observeRecord(m *nats.Msg) {
+	var r struct {
+		EndSeen bool `json:"end_seen"`
+	}
+	bad := json.Unmarshal(m.Data, &r) != nil
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.rep.Records++
+	if bad || !r.EndSeen {
+		t.rep.RecordsUnseen++
+	}
 }
