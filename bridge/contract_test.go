@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -22,6 +23,7 @@ import (
 
 	"github.com/ami-bridge/ami-bridge/amiproto"
 	"github.com/ami-bridge/ami-bridge/amiproto/amitest"
+	"github.com/ami-bridge/ami-bridge/bridge/internal/callstate"
 	"github.com/ami-bridge/ami-bridge/subjects"
 )
 
@@ -224,6 +226,10 @@ func TestContract(t *testing.T) {
 	t.Run("statuses", func(t *testing.T) { contractStatuses(t, ct) })
 	t.Run("ha", func(t *testing.T) { contractHA(t, ct) })
 	t.Run("records", func(t *testing.T) { contractRecords(t, ct) })
+	t.Run("state", func(t *testing.T) { contractStateValues(t, ct) })
+	for _, name := range []string{"CallRecord", "StateChannel", "StateBridge", "StateQueue", "StateDevice", "StateCall", "StateDeleted"} {
+		t.Logf("%s: %d real messages checked", name, ct.met[name])
+	}
 	if t.Failed() {
 		return
 	}
@@ -243,7 +249,14 @@ func TestContract(t *testing.T) {
 // capturedEvents returns every event of every capture, as Asterisk sent it.
 func capturedEvents(t *testing.T) []*amiproto.Message {
 	t.Helper()
-	files, err := filepath.Glob(filepath.Join("..", "amiproto", "testdata", "captures", "*", "*.recv.bin*"))
+	return captureEvents(t, "*.recv.bin*")
+}
+
+// captureEvents returns the events of the captures of every version whose
+// file name matches pattern, as Asterisk sent them.
+func captureEvents(t *testing.T, pattern string) []*amiproto.Message {
+	t.Helper()
+	files, err := filepath.Glob(filepath.Join("..", "amiproto", "testdata", "captures", "*", pattern))
 	if err != nil || len(files) == 0 {
 		t.Fatalf("no captures: %v", err)
 	}
@@ -536,19 +549,167 @@ func contractHA(t *testing.T, ct *contract) {
 	})
 }
 
-// contractRecords checks a call record (StateOptions), from a call's
-// Newchannel to its Hangup.
+// contractRecords checks the call records and the values of the state
+// bucket (StateOptions) that the model makes of the issue-19 captures
+// (a Local pair, a queue call answered by an agent, a blind transfer,
+// busy, no answer; Asterisk 13 and 22) and of one call of its own, the
+// last: every record, and every KV put and delete as a subscriber of the
+// bucket's subjects ($KV.AMI_STATE.pbx1.>) sees them, until the deletion
+// of the last call's key, the writer's last write for it.
 func contractRecords(t *testing.T, ct *contract) {
 	tw := newWorld(t, withNATS(natsOptions{jetStream: true}), withOptions(stateOptions(true)))
 	records, err := tw.cc.SubscribeSync("ami.pbx1.call.>")
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitSynced(t, tw.b, 1)
-	emitCall(tw.pbx, "1733600000.12")
-	m, err := records.NextMsg(waitTime)
+	kv, err := tw.cc.SubscribeSync("$KV." + DefaultStateBucket + ".pbx1.>")
 	if err != nil {
 		t.Fatal(err)
 	}
-	ct.check(t, "CallRecord", m.Header, m.Data, false)
+	waitSynced(t, tw.b, 1)
+	for _, e := range captureEvents(t, "19?_*.recv.bin") {
+		tw.pbx.Emit(e)
+	}
+	last := emitCall(tw.pbx, "1733600000.12")
+	for {
+		m, err := records.NextMsg(waitTime)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ct.check(t, "CallRecord", m.Header, m.Data, false)
+		if m.Subject == subjects.CallRecordSubject("ami", "pbx1", last) {
+			break
+		}
+	}
+	lastKey := "$KV." + DefaultStateBucket + "." + subjects.StateKey("pbx1", subjects.KindCalls, last)
+	for {
+		m, err := kv.NextMsg(waitTime)
+		if err != nil {
+			t.Fatalf("the deletion of %s: %v", lastKey, err)
+		}
+		if len(m.Data) == 0 && m.Header.Get("KV-Operation") != "" {
+			ct.check(t, "StateDeleted", m.Header, m.Data, true)
+			if m.Subject == lastKey {
+				break
+			}
+			continue
+		}
+		// $KV.<bucket>.<server>.<kind>.<id>
+		kind := strings.Split(m.Subject, ".")[3]
+		ct.check(t, stateMessage[kind], m.Header, m.Data, false)
+	}
+}
+
+// stateMessage is the document's message of each kind's values.
+var stateMessage = map[string]string{subjects.KindChannels: "StateChannel", subjects.KindBridges: "StateBridge",
+	subjects.KindQueues: "StateQueue", subjects.KindDevices: "StateDevice", subjects.KindCalls: "StateCall"}
+
+// contractStateValues checks every value the model gives the writer for
+// the issue-19 captures, flushed after each event: the writer coalesces
+// the changes of a flush interval, so the bucket sees only some of them
+// (contractRecords), and a bridge that lives a few milliseconds, none.
+func contractStateValues(t *testing.T, ct *contract) {
+	m := callstate.New("pbx1")
+	for _, e := range captureEvents(t, "19?_*.recv.bin") {
+		m.Apply(e)
+		m.Flush(false, func(c callstate.Change) {
+			if c.Value == nil {
+				return // a delete: no value
+			}
+			kind, _, _ := strings.Cut(c.Key, ".")
+			ct.check(t, stateMessage[kind], nil, c.Value, false)
+		})
+	}
+}
+
+// TestContractSchemasFollowSubjects: the schemas of the state values and
+// of the call record have exactly the JSON fields of their types in
+// subjects, nested types included, and require those always written
+// (no omitempty or omitzero): a field added in subjects without the
+// document fails here even when no real value carries it yet.
+func TestContractSchemasFollowSubjects(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join("..", "docs", "asyncapi.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc struct {
+		Components struct {
+			Schemas map[string]map[string]any `yaml:"schemas"`
+		} `yaml:"components"`
+	}
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		t.Fatal(err)
+	}
+	resolve := func(s map[string]any) map[string]any {
+		for {
+			ref, ok := s["$ref"].(string)
+			if !ok {
+				return s
+			}
+			s = doc.Components.Schemas[strings.TrimPrefix(ref, "#/components/schemas/")]
+		}
+	}
+	var compare func(path string, s map[string]any, typ reflect.Type)
+	compare = func(path string, s map[string]any, typ reflect.Type) {
+		s = resolve(s)
+		if s["type"] == "array" {
+			items, _ := s["items"].(map[string]any)
+			s = resolve(items)
+		}
+		if s["additionalProperties"] != false {
+			t.Errorf("%s: additionalProperties is not false: a value with a field the document lacks would pass", path)
+		}
+		props, _ := s["properties"].(map[string]any)
+		required := map[string]bool{}
+		req, _ := s["required"].([]any)
+		for _, r := range req {
+			if name, ok := r.(string); ok {
+				required[name] = true
+			}
+		}
+		fields := map[string]bool{}
+		for i := range typ.NumField() {
+			f := typ.Field(i)
+			name, opts, _ := strings.Cut(f.Tag.Get("json"), ",")
+			if name == "-" || name == "" {
+				continue
+			}
+			fields[name] = true
+			p, ok := props[name].(map[string]any)
+			if !ok {
+				t.Errorf("%s: the document lacks %s (%s.%s)", path, name, typ.Name(), f.Name)
+				continue
+			}
+			always := !strings.Contains(opts, "omitempty") && !strings.Contains(opts, "omitzero")
+			if always != required[name] {
+				t.Errorf("%s.%s: required %v in the document, always written %v by %s.%s", path, name, required[name], always, typ.Name(), f.Name)
+			}
+			ft := f.Type
+			for ft.Kind() == reflect.Pointer || ft.Kind() == reflect.Slice {
+				ft = ft.Elem()
+			}
+			if ft.Kind() == reflect.Struct && ft != reflect.TypeFor[time.Time]() {
+				compare(path+"."+name, p, ft)
+			}
+		}
+		for name := range props {
+			if !fields[name] {
+				t.Errorf("%s: the document has %s, %s has no such field", path, name, typ.Name())
+			}
+		}
+	}
+	for name, typ := range map[string]reflect.Type{
+		"StateChannel": reflect.TypeFor[subjects.StateChannel](),
+		"StateBridge":  reflect.TypeFor[subjects.StateBridge](),
+		"StateQueue":   reflect.TypeFor[subjects.StateQueue](),
+		"StateDevice":  reflect.TypeFor[subjects.StateDevice](),
+		"CallRecord":   reflect.TypeFor[subjects.CallRecord](),
+	} {
+		s, ok := doc.Components.Schemas[name]
+		if !ok {
+			t.Errorf("docs/asyncapi.yaml has no schema %s", name)
+			continue
+		}
+		compare(name, s, typ)
+	}
 }
