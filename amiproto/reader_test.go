@@ -251,6 +251,19 @@ var replayCases = []struct {
 	// Recorded from the Login on, without the banner (noBanner).
 	{"asterisk-22", "18_two_sessions_same_user_a", 2105, 2104, 0, 1, nil},
 	{"asterisk-22", "18_two_sessions_same_user_b", 2104, 2103, 0, 1, nil},
+	// Issue 19 (captures19_test.go checks their calls, Cdrs and lists).
+	{"asterisk-22", "19a_local_pair_driver", 3, 0, 3, 0, nil},
+	{"asterisk-22", "19a_local_pair_observer", 123, 114, 9, 0, nil},
+	{"asterisk-22", "19b_queue_agent_driver", 5, 0, 5, 0, nil},
+	{"asterisk-22", "19b_queue_agent_observer", 208, 193, 15, 0, nil},
+	{"asterisk-22", "19c_blind_transfer_driver", 4, 0, 4, 0, nil},
+	{"asterisk-22", "19c_blind_transfer_observer", 93, 91, 2, 0, nil},
+	{"asterisk-22", "19d_busy_driver", 3, 0, 3, 0, nil},
+	{"asterisk-22", "19d_busy_observer", 65, 63, 2, 0, nil},
+	{"asterisk-22", "19e_noanswer_driver", 3, 0, 3, 0, nil},
+	{"asterisk-22", "19e_noanswer_observer", 64, 62, 2, 0, nil},
+	{"asterisk-22", "19f_originate_busy_driver", 3, 0, 3, 0, nil},
+	{"asterisk-22", "19f_originate_busy_observer", 28, 26, 2, 0, nil},
 
 	{"asterisk-13", "01_login_logoff", 4, 2, 2, 0, checkLoginLogoff},
 	{"asterisk-13", "02a_login_wrong_secret", 1, 0, 1, 0, checkAuthFailed},
