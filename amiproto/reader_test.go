@@ -298,6 +298,18 @@ var replayCases = []struct {
 	{"asterisk-13", "13_tls_login", 5, 2, 3, 0, checkLoginLogoff},
 	{"asterisk-13", "14a_burst_200_originates", 4613, 4411, 202, 0, checkBurst(1)},
 	{"asterisk-13", "14b_burst_200_observer", 4414, 4412, 2, 0, checkBurst(2)},
+	{"asterisk-13", "19a_local_pair_driver", 3, 0, 3, 0, nil},
+	{"asterisk-13", "19a_local_pair_observer", 122, 113, 9, 0, nil},
+	{"asterisk-13", "19b_queue_agent_driver", 5, 0, 5, 0, nil},
+	{"asterisk-13", "19b_queue_agent_observer", 194, 179, 15, 0, nil},
+	{"asterisk-13", "19c_blind_transfer_driver", 4, 0, 4, 0, nil},
+	{"asterisk-13", "19c_blind_transfer_observer", 92, 90, 2, 0, nil},
+	{"asterisk-13", "19d_busy_driver", 3, 0, 3, 0, nil},
+	{"asterisk-13", "19d_busy_observer", 68, 66, 2, 0, nil},
+	{"asterisk-13", "19e_noanswer_driver", 3, 0, 3, 0, nil},
+	{"asterisk-13", "19e_noanswer_observer", 64, 62, 2, 0, nil},
+	{"asterisk-13", "19f_originate_busy_driver", 3, 0, 3, 0, nil},
+	{"asterisk-13", "19f_originate_busy_observer", 29, 27, 2, 0, nil},
 }
 
 // smallCapture is the size below which a replay also runs one byte per Read.
