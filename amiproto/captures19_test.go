@@ -55,7 +55,7 @@ var captures19 = []capture19{
 		},
 	},
 	{ver: "asterisk-22", name: "19b_queue_agent", linkedid: []string{"1796664805.8"},
-		shape:    "Newchannel=8 Hangup=8 BridgeCreate=1 BridgeEnter=2 BridgeLeave=2 BridgeDestroy=1 DialBegin=4 DialEnd=5 QueueCallerJoin=1 QueueCallerLeave=1 AgentCalled=3 AgentRingNoAnswer=1 AgentConnect=1 AgentComplete=1 OriginateResponse=1 Cdr=5",
+		shape:    "Newchannel=8 Hangup=8 BridgeCreate=1 BridgeEnter=2 BridgeLeave=2 BridgeDestroy=1 DialBegin=4 DialEnd=5 QueueCallerJoin=1 QueueCallerLeave=1 AgentCalled=3 AgentRingNoAnswer=1 AgentConnect=1 AgentComplete=1 QueueMemberStatus=4 QueueMemberPause=2 OriginateResponse=1 Cdr=5",
 		cdrFirst: false,
 		cdrs: []string{
 			"Local/agent@test-00000007;2 >  ANSWERED 3",
@@ -66,7 +66,6 @@ var captures19 = []capture19{
 		},
 		lists: map[string]string{
 			"wait-coreshowchannels": "CoreShowChannel=2",
-			"wait-bridgelist":       "",
 			"wait-queuestatus":      "QueueParams=1 QueueMember=2 QueueEntry=1",
 			"wait-queuesummary":     "QueueSummary=1",
 			"wait-devicestatelist":  "DeviceStateChange=4",
@@ -78,6 +77,7 @@ var captures19 = []capture19{
 			"talk-queuesummary":     "QueueSummary=1",
 			"talk-devicestatelist":  "DeviceStateChange=4",
 			"talk-status":           "Status=4",
+			"wait-bridgelist":       "",
 		},
 	},
 	{ver: "asterisk-22", name: "19c_blind_transfer", linkedid: []string{"1796664812.16"},
@@ -109,7 +109,7 @@ var captures19 = []capture19{
 		},
 	},
 	{ver: "asterisk-22", name: "19f_originate_busy", linkedid: []string{"1796664823.28"},
-		shape:    "Newchannel=2 Hangup=2 DialBegin=1 DialEnd=1 OriginateResponse=1",
+		shape:    "Newchannel=2 Hangup=2 DialBegin=1 DialEnd=1 QueueMemberStatus=2 OriginateResponse=1",
 		cdrFirst: false,
 	},
 
@@ -132,7 +132,7 @@ var captures19 = []capture19{
 		},
 	},
 	{ver: "asterisk-13", name: "19b_queue_agent", linkedid: []string{"1796665727.7"},
-		shape:    "Newchannel=8 Hangup=8 BridgeCreate=1 BridgeEnter=2 BridgeLeave=2 BridgeDestroy=1 DialBegin=4 DialEnd=5 QueueCallerJoin=1 QueueCallerLeave=1 AgentCalled=3 AgentRingNoAnswer=1 AgentConnect=1 AgentComplete=1 OriginateResponse=1 Cdr=5",
+		shape:    "Newchannel=8 Hangup=8 BridgeCreate=1 BridgeEnter=2 BridgeLeave=2 BridgeDestroy=1 DialBegin=4 DialEnd=5 QueueCallerJoin=1 QueueCallerLeave=1 AgentCalled=3 AgentRingNoAnswer=1 AgentConnect=1 AgentComplete=1 QueueMemberStatus=10 QueueMemberPause=2 OriginateResponse=1 Cdr=5",
 		cdrFirst: false,
 		cdrs: []string{
 			"Local/agent@test-00000005;2 >  ANSWERED 3",
@@ -168,7 +168,7 @@ var captures19 = []capture19{
 		},
 	},
 	{ver: "asterisk-13", name: "19d_busy", linkedid: []string{"1796665738.28"},
-		shape:    "Newchannel=4 Hangup=4 DialBegin=2 DialEnd=2 OriginateResponse=1 Cdr=3",
+		shape:    "Newchannel=4 Hangup=4 DialBegin=2 DialEnd=2 QueueMemberStatus=3 OriginateResponse=1 Cdr=3",
 		cdrFirst: false,
 		cdrs: []string{
 			"Local/long@test-00000008;2 >  ANSWERED 0",
@@ -186,7 +186,7 @@ var captures19 = []capture19{
 		},
 	},
 	{ver: "asterisk-13", name: "19f_originate_busy", linkedid: []string{"1796665745.42"},
-		shape:    "Newchannel=2 Hangup=2 DialBegin=1 DialEnd=1 OriginateResponse=1",
+		shape:    "Newchannel=2 Hangup=2 DialBegin=1 DialEnd=1 QueueMemberStatus=3 OriginateResponse=1",
 		cdrFirst: false,
 	},
 }
@@ -196,7 +196,7 @@ var shapeEvents = []string{
 	"Newchannel", "Hangup", "BridgeCreate", "BridgeEnter", "BridgeLeave", "BridgeDestroy",
 	"DialBegin", "DialEnd", "QueueCallerJoin", "QueueCallerLeave", "AgentCalled",
 	"AgentRingNoAnswer", "AgentConnect", "AgentComplete", "BlindTransfer",
-	"OriginateResponse", "Cdr",
+	"QueueMemberStatus", "QueueMemberPause", "OriginateResponse", "Cdr",
 }
 
 // TestCaptures19 keeps the issue-19 captures and LISTS.md honest: each
