@@ -112,6 +112,23 @@ var captures19 = []capture19{
 		shape:    "Newchannel=2 Hangup=2 DialBegin=1 DialEnd=1 QueueMemberStatus=2 OriginateResponse=1",
 		cdrFirst: false,
 	},
+	{ver: "asterisk-22", name: "19g_dial_failed", linkedid: []string{"1796667065.54"},
+		shape:    "Newchannel=4 Hangup=4 DialBegin=1 DialEnd=1 OriginateResponse=1 Cdr=2",
+		cdrFirst: false,
+		cdrs: []string{
+			"Local/long@test-0000001b;2 >  ANSWERED 0",
+			"Local/long@test-0000001b;1 >  ANSWERED 0",
+		},
+	},
+	{ver: "asterisk-22", name: "19h_queue_abandon", linkedid: []string{"1796667067.58"},
+		shape:    "Newchannel=6 Hangup=6 DialBegin=3 DialEnd=3 QueueCallerJoin=1 QueueCallerLeave=1 QueueCallerAbandon=1 AgentCalled=2 AgentRingNoAnswer=2 QueueMemberStatus=2 QueueMemberPause=2 OriginateResponse=1 Cdr=3",
+		cdrFirst: false,
+		cdrs: []string{
+			"Local/queue@test-0000001d;1 >  ANSWERED 1",
+			"Local/queue@test-0000001d;2 > Local/busy@test-0000001e;1 BUSY 0",
+			"Local/queue@test-0000001d;2 > Local/busy@test-0000001f;1 BUSY 0",
+		},
+	},
 
 	{ver: "asterisk-13", name: "19a_local_pair", linkedid: []string{"1796665722.0"},
 		shape:    "Newchannel=4 Hangup=4 BridgeCreate=1 BridgeEnter=2 BridgeLeave=2 BridgeDestroy=1 DialBegin=2 DialEnd=2 OriginateResponse=1 Cdr=3",
@@ -188,6 +205,23 @@ var captures19 = []capture19{
 	{ver: "asterisk-13", name: "19f_originate_busy", linkedid: []string{"1796665745.42"},
 		shape:    "Newchannel=2 Hangup=2 DialBegin=1 DialEnd=1 QueueMemberStatus=3 OriginateResponse=1",
 		cdrFirst: false,
+	},
+	{ver: "asterisk-13", name: "19g_dial_failed", linkedid: []string{"1796667079.44"},
+		shape:    "Newchannel=4 Hangup=4 DialBegin=1 DialEnd=1 OriginateResponse=1 Cdr=2",
+		cdrFirst: false,
+		cdrs: []string{
+			"Local/long@test-0000000d;2 >  ANSWERED 0",
+			"Local/long@test-0000000d;1 >  ANSWERED 0",
+		},
+	},
+	{ver: "asterisk-13", name: "19h_queue_abandon", linkedid: []string{"1796667081.50"},
+		shape:    "Newchannel=6 Hangup=6 DialBegin=3 DialEnd=3 QueueCallerJoin=1 QueueCallerLeave=1 QueueCallerAbandon=1 AgentCalled=2 AgentRingNoAnswer=2 QueueMemberStatus=6 QueueMemberPause=2 OriginateResponse=1 Cdr=3",
+		cdrFirst: false,
+		cdrs: []string{
+			"Local/queue@test-0000000f;1 >  ANSWERED 1",
+			"Local/queue@test-0000000f;2 > Local/busy@test-00000010;1 BUSY 0",
+			"Local/queue@test-0000000f;2 > Local/busy@test-00000011;1 BUSY 0",
+		},
 	},
 
 	{ver: "asterisk-18", name: "19a_local_pair", linkedid: []string{"1796666680.0"},
@@ -284,7 +318,7 @@ var captures19 = []capture19{
 // shapeEvents are the call events counted in capture19.shape.
 var shapeEvents = []string{
 	"Newchannel", "Hangup", "BridgeCreate", "BridgeEnter", "BridgeLeave", "BridgeDestroy",
-	"DialBegin", "DialEnd", "QueueCallerJoin", "QueueCallerLeave", "AgentCalled",
+	"DialBegin", "DialEnd", "QueueCallerJoin", "QueueCallerLeave", "QueueCallerAbandon", "AgentCalled",
 	"AgentRingNoAnswer", "AgentConnect", "AgentComplete", "BlindTransfer",
 	"QueueMemberStatus", "QueueMemberPause", "OriginateResponse", "Cdr",
 }

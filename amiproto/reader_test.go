@@ -264,6 +264,10 @@ var replayCases = []struct {
 	{"asterisk-22", "19e_noanswer_observer", 64, 62, 2, 0, nil},
 	{"asterisk-22", "19f_originate_busy_driver", 3, 0, 3, 0, nil},
 	{"asterisk-22", "19f_originate_busy_observer", 28, 26, 2, 0, nil},
+	{"asterisk-22", "19g_dial_failed_driver", 3, 0, 3, 0, nil},
+	{"asterisk-22", "19g_dial_failed_observer", 55, 53, 2, 0, nil},
+	{"asterisk-22", "19h_queue_abandon_driver", 6, 0, 6, 0, nil},
+	{"asterisk-22", "19h_queue_abandon_observer", 107, 105, 2, 0, nil},
 
 	{"asterisk-13", "01_login_logoff", 4, 2, 2, 0, checkLoginLogoff},
 	{"asterisk-13", "02a_login_wrong_secret", 1, 0, 1, 0, checkAuthFailed},
@@ -310,6 +314,10 @@ var replayCases = []struct {
 	{"asterisk-13", "19e_noanswer_observer", 64, 62, 2, 0, nil},
 	{"asterisk-13", "19f_originate_busy_driver", 3, 0, 3, 0, nil},
 	{"asterisk-13", "19f_originate_busy_observer", 29, 27, 2, 0, nil},
+	{"asterisk-13", "19g_dial_failed_driver", 3, 0, 3, 0, nil},
+	{"asterisk-13", "19g_dial_failed_observer", 55, 53, 2, 0, nil},
+	{"asterisk-13", "19h_queue_abandon_driver", 6, 0, 6, 0, nil},
+	{"asterisk-13", "19h_queue_abandon_observer", 93, 91, 2, 0, nil},
 }
 
 // smallCapture is the size below which a replay also runs one byte per Read.
