@@ -129,6 +129,19 @@ var captures19 = []capture19{
 			"Local/queue@test-0000001d;2 > Local/busy@test-0000001f;1 BUSY 0",
 		},
 	},
+	{ver: "asterisk-22", name: "19i_attended_transfer", linkedid: []string{"1796667261.16"},
+		shape:    "Newchannel=6 Hangup=6 BridgeCreate=2 BridgeEnter=5 BridgeLeave=5 BridgeDestroy=2 DialBegin=2 DialEnd=3 AttendedTransfer=1 OriginateResponse=1 Cdr=7",
+		cdrFirst: false,
+		cdrs: []string{
+			"Local/long@test-00000008;2 >  ANSWERED 0",
+			"Local/long@test-00000008;1 >  ANSWERED 0",
+			"Local/long@test-00000008;1 > Local/long@test-00000009;1 ANSWERED 0",
+			"Local/long@test-00000008;1 > Local/200@test-0000000a;1 ANSWERED 0",
+			"Local/200@test-0000000a;2 >  ANSWERED 2",
+			"Local/200@test-0000000a;1 > Local/long@test-00000009;1 ANSWERED 2",
+			"Local/long@test-00000009;2 >  ANSWERED 2",
+		},
+	},
 
 	{ver: "asterisk-13", name: "19a_local_pair", linkedid: []string{"1796665722.0"},
 		shape:    "Newchannel=4 Hangup=4 BridgeCreate=1 BridgeEnter=2 BridgeLeave=2 BridgeDestroy=1 DialBegin=2 DialEnd=2 OriginateResponse=1 Cdr=3",
@@ -221,6 +234,19 @@ var captures19 = []capture19{
 			"Local/queue@test-0000000f;1 >  ANSWERED 1",
 			"Local/queue@test-0000000f;2 > Local/busy@test-00000010;1 BUSY 0",
 			"Local/queue@test-0000000f;2 > Local/busy@test-00000011;1 BUSY 0",
+		},
+	},
+	{ver: "asterisk-13", name: "19i_attended_transfer", linkedid: []string{"1796667271.0"},
+		shape:    "Newchannel=6 Hangup=6 BridgeCreate=2 BridgeEnter=5 BridgeLeave=5 BridgeDestroy=2 DialBegin=2 DialEnd=2 AttendedTransfer=1 OriginateResponse=1 Cdr=7",
+		cdrFirst: false,
+		cdrs: []string{
+			"Local/long@test-00000000;1 >  ANSWERED 0",
+			"Local/long@test-00000000;1 > Local/long@test-00000001;1 ANSWERED 0",
+			"Local/long@test-00000000;1 > Local/200@test-00000002;1 ANSWERED 0",
+			"Local/long@test-00000000;2 >  ANSWERED 0",
+			"Local/200@test-00000002;2 >  ANSWERED 2",
+			"Local/200@test-00000002;1 > Local/long@test-00000001;1 ANSWERED 2",
+			"Local/long@test-00000001;2 >  ANSWERED 2",
 		},
 	},
 
@@ -319,7 +345,7 @@ var captures19 = []capture19{
 var shapeEvents = []string{
 	"Newchannel", "Hangup", "BridgeCreate", "BridgeEnter", "BridgeLeave", "BridgeDestroy",
 	"DialBegin", "DialEnd", "QueueCallerJoin", "QueueCallerLeave", "QueueCallerAbandon", "AgentCalled",
-	"AgentRingNoAnswer", "AgentConnect", "AgentComplete", "BlindTransfer",
+	"AgentRingNoAnswer", "AgentConnect", "AgentComplete", "BlindTransfer", "AttendedTransfer",
 	"QueueMemberStatus", "QueueMemberPause", "OriginateResponse", "Cdr",
 }
 

@@ -268,6 +268,8 @@ var replayCases = []struct {
 	{"asterisk-22", "19g_dial_failed_observer", 55, 53, 2, 0, nil},
 	{"asterisk-22", "19h_queue_abandon_driver", 6, 0, 6, 0, nil},
 	{"asterisk-22", "19h_queue_abandon_observer", 107, 105, 2, 0, nil},
+	{"asterisk-22", "19i_attended_transfer_driver", 5, 0, 5, 0, nil},
+	{"asterisk-22", "19i_attended_transfer_observer", 147, 145, 2, 0, nil},
 
 	{"asterisk-13", "01_login_logoff", 4, 2, 2, 0, checkLoginLogoff},
 	{"asterisk-13", "02a_login_wrong_secret", 1, 0, 1, 0, checkAuthFailed},
@@ -318,6 +320,8 @@ var replayCases = []struct {
 	{"asterisk-13", "19g_dial_failed_observer", 55, 53, 2, 0, nil},
 	{"asterisk-13", "19h_queue_abandon_driver", 6, 0, 6, 0, nil},
 	{"asterisk-13", "19h_queue_abandon_observer", 93, 91, 2, 0, nil},
+	{"asterisk-13", "19i_attended_transfer_driver", 5, 0, 5, 0, nil},
+	{"asterisk-13", "19i_attended_transfer_observer", 144, 142, 2, 0, nil},
 }
 
 // smallCapture is the size below which a replay also runs one byte per Read.
