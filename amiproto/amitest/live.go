@@ -399,3 +399,104 @@ func appendBridgeState(b []byte, br *liveBridge) []byte {
 	b = append(b, '\r', '\n')
 	return appendField(b, "BridgeVideoSourceMode", br.video)
 }
+
+// Snapshot is the fake PBX's live state at one moment: what its list
+// actions report, for tests that derive "what should be" from the PBX.
+type Snapshot struct {
+	Channels []ChannelState // the Config.Channels ones first, then by creation
+	Bridges  []BridgeState  // by creation
+	Queues   []QueueState
+	Devices  map[string]string // the cached device states, by device
+}
+
+// ChannelState is one live channel.
+type ChannelState struct {
+	Name, Uniqueid, Linkedid            string
+	State                               int
+	CallerIDNum, CallerIDName           string
+	ConnectedLineNum, ConnectedLineName string
+	Context, Exten                      string
+	Priority                            int
+	Application, ApplicationData        string
+	BridgeID                            string   // "" when not bridged
+	ChanVars                            []string // "NAME=value", the channelvars
+	Created                             time.Time
+}
+
+// BridgeState is one live bridge.
+type BridgeState struct {
+	Uniqueid, Type, Technology string
+	Members                    []string // Uniqueids, in entry order
+}
+
+// QueueState is one queue with its members and waiting callers.
+type QueueState struct {
+	Name                 string
+	Completed, Abandoned int
+	Members              []QueueMemberState
+	Callers              []string // the waiting callers' Uniqueids, by position
+}
+
+// QueueMemberState is one member of a queue.
+type QueueMemberState struct {
+	Name, Interface string
+	CallsTaken      int
+	LastCall        int64
+	InCall, Paused  bool
+	Status          int // ast_device_state: 1 not in use, 2 in use, ...
+}
+
+// Live returns the live state. It is consistent in itself; a session's
+// list answer taken at the same time may differ by the events still on
+// their way to that session.
+func (s *Server) Live() Snapshot {
+	var out Snapshot
+	s.liveChannels(func(c fakeChan) bool {
+		vars := make([]string, 0, len(s.cfg.ChannelVars))
+		for n, v := range s.cfg.ChannelVars {
+			vars = append(vars, v+"="+s.chanVarValue(c, n, v))
+		}
+		out.Channels = append(out.Channels, ChannelState{Name: c.name, Uniqueid: c.uniqueid, Linkedid: c.linkedid,
+			State: 6, CallerIDNum: c.cidNum, CallerIDName: c.cidName, ConnectedLineNum: c.cidNum,
+			ConnectedLineName: c.cidName, Context: "test", Exten: "long", Priority: c.side,
+			Application: c.app, ApplicationData: c.appData, ChanVars: vars, Created: s.started})
+		return true
+	})
+	m := &s.live
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, c := range m.channels() {
+		out.Channels = append(out.Channels, ChannelState{Name: c.name, Uniqueid: c.uniqueid, Linkedid: c.linkedid,
+			State: c.state, CallerIDNum: c.cidNum, CallerIDName: c.cidName, ConnectedLineNum: c.conNum,
+			ConnectedLineName: c.conName, Context: c.context, Exten: c.exten, Priority: c.priority,
+			Application: c.app, ApplicationData: c.appData, BridgeID: c.bridge,
+			ChanVars: slices.Clone(c.chanVars), Created: c.created})
+	}
+	for _, b := range m.bridgeList() {
+		out.Bridges = append(out.Bridges, BridgeState{Uniqueid: b.uniqueid, Type: b.typ, Technology: b.tech,
+			Members: slices.Clone(b.members)})
+	}
+	q := QueueState{Name: m.queue.name, Completed: m.queue.completed, Abandoned: m.queue.abandoned}
+	for _, mb := range m.queue.members {
+		q.Members = append(q.Members, QueueMemberState{Name: mb.name, Interface: mb.location,
+			CallsTaken: mb.callsTaken, LastCall: mb.lastCall, InCall: mb.inCall, Paused: mb.paused, Status: mb.status})
+	}
+	for _, c := range m.queue.callers {
+		q.Callers = append(q.Callers, c.uniqueid)
+	}
+	out.Queues = []QueueState{q}
+	out.Devices = make(map[string]string, len(m.devices))
+	for d, st := range m.devices {
+		out.Devices[d] = st
+	}
+	return out
+}
+
+// Cdrs returns the Cdr events the scenarios sent for the call whose
+// Linkedid is linkedid, in the order they were sent. The burst generator
+// (StartCalls, PlayCall) does not record its Cdrs.
+func (s *Server) Cdrs(linkedid string) []*amiproto.Message {
+	s.live.mu.Lock()
+	defer s.live.mu.Unlock()
+	return slices.Clone(s.live.cdrs[linkedid])
+}

@@ -1,0 +1,219 @@
+package amitest_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ami-bridge/ami-bridge/amiproto"
+	"github.com/ami-bridge/ami-bridge/amiproto/amitest"
+)
+
+var profiles = []struct {
+	dir     string
+	profile amitest.Profile
+}{{"asterisk-22", amitest.Asterisk22}, {"asterisk-13", amitest.Asterisk13}}
+
+// scenarioCaptures names, per scenario, the capture its call comes from
+// and what picks that call's events out of the capture (the other calls
+// of the capture interleave with it).
+var scenarioCaptures = map[amitest.ScenarioKind]struct {
+	file string
+	keys []string
+}{
+	amitest.ScenarioQueue: {"06b_setup_originate_long_channels", []string{"queue@test-00000003", "busy@test-00000004",
+		"agent@test-00000005", "Device: Queue:", "Device: Local/queue@test", "Device: Local/agent@test",
+		"Device: Local/busy@test", "QueueMemberStatus", "BridgeCreate", "BridgeDestroy"}},
+	amitest.ScenarioBusy: {"07d_originate_failures_sync", []string{"busy@test-", "Device: Local/busy@test",
+		"QueueMemberStatus", "Channel: Local/busy@test\r\n"}},
+}
+
+// clockKeys hold times, durations and counters that depend on when and
+// how long a call ran, so they differ from the capture's.
+var clockKeys = map[string]bool{"StartTime": true, "AnswerTime": true, "EndTime": true, "Duration": true,
+	"BillableSeconds": true, "HoldTime": true, "TalkTime": true, "RingTime": true, "LoginTime": true,
+	"LastCall": true}
+
+var (
+	chanNumRe = regexp.MustCompile(`(Local/[a-z]+@test)-([0-9a-f]{8})`)
+	uidRe     = regexp.MustCompile(`\b1[0-9]{9}\.[0-9]+\b`)
+	uuidRe    = regexp.MustCompile(`[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}`)
+)
+
+// normaliseCall renders events one per string with channel numbers,
+// Uniqueids and bridge ids numbered by first appearance, and clock values
+// masked, keeping the order: two plays of the same call compare equal.
+func normaliseCall(events []*amiproto.Message) []string {
+	ids := map[string]string{}
+	name := func(kind, v string) string {
+		if n, ok := ids[v]; ok {
+			return n
+		}
+		n := fmt.Sprintf("<%s%d>", kind, len(ids))
+		ids[v] = n
+		return n
+	}
+	norm := func(s string) string {
+		s = chanNumRe.ReplaceAllStringFunc(s, func(m string) string {
+			p := chanNumRe.FindStringSubmatch(m)
+			return p[1] + "-" + name("N", p[2])
+		})
+		s = uidRe.ReplaceAllStringFunc(s, func(m string) string { return name("U", m) })
+		return uuidRe.ReplaceAllStringFunc(s, func(m string) string { return name("B", m) })
+	}
+	var out []string
+	for _, ev := range events {
+		var b strings.Builder
+		variable := ev.Get("Variable")
+		for _, f := range ev.Fields() {
+			if f.Key == "ActionID" {
+				continue // the Originate's, which the scenario has none of
+			}
+			v := norm(f.Value)
+			if clockKeys[f.Key] || (f.Key == "Value" && strings.HasSuffix(variable, "TIME") || f.Key == "Value" && strings.Contains(variable, "TIME_MS") || f.Key == "Value" && strings.HasPrefix(variable, "QUEUEWAIT")) {
+				if _, err := strconv.Atoi(v); err == nil || f.Key == "StartTime" || f.Key == "AnswerTime" || f.Key == "EndTime" {
+					v = "#"
+				}
+			}
+			fmt.Fprintf(&b, "%s: %s\n", norm(f.Key), v)
+		}
+		out = append(out, b.String())
+	}
+	return out
+}
+
+// captureCall picks one call's events out of a capture.
+func captureCall(t *testing.T, dir string, kind amitest.ScenarioKind) []*amiproto.Message {
+	t.Helper()
+	sc := scenarioCaptures[kind]
+	raw := readFile(t, filepath.Join(captures, dir, sc.file+".recv.bin"))
+	_, all, err := readAll(bytes.NewReader(raw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []*amiproto.Message
+	for _, m := range all {
+		if m.Kind() != amiproto.KindEvent {
+			continue
+		}
+		b, _ := amiproto.AppendMessage(nil, m)
+		for _, k := range sc.keys {
+			if bytes.Contains(b, []byte(k)) {
+				out = append(out, m)
+				break
+			}
+		}
+	}
+	if len(out) < 10 {
+		t.Fatalf("picked %d events of %s from %s", len(out), kind, sc.file)
+	}
+	return out
+}
+
+// readEvents reads n events, skipping responses.
+func (c *rawClient) readEvents(n int) []*amiproto.Message {
+	c.t.Helper()
+	var out []*amiproto.Message
+	for len(out) < n {
+		if m := c.read(); m.Kind() == amiproto.KindEvent {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// TestScenario_MatchesCapturedCall plays each scenario and checks that
+// its events are the captured call's, in order and field for field, but
+// for ids and clocks.
+func TestScenario_MatchesCapturedCall(t *testing.T) {
+	for _, p := range profiles {
+		for kind := range scenarioCaptures {
+			t.Run(p.dir+"/"+string(kind), func(t *testing.T) {
+				t.Parallel()
+				want := normaliseCall(captureCall(t, p.dir, kind))
+				srv := start(t, amitest.Config{Profile: p.profile})
+				c := dial(t, srv.Addr())
+				c.login("admin", "s3cret!", "call,agent,dialplan,cdr,system")
+				c.readEvent("FullyBooted")
+				info, err := srv.PlayScenario(context.Background(), kind, amitest.Timing{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				got := normaliseCall(c.readEvents(info.Events))
+				if len(got) != len(want) {
+					t.Errorf("%d events, the capture has %d", len(got), len(want))
+				}
+				for i := range min(len(got), len(want)) {
+					if got[i] != want[i] {
+						t.Fatalf("event %d:\n%s\nthe capture has\n%s", i, got[i], want[i])
+					}
+				}
+			})
+		}
+	}
+}
+
+// TestScenario_Cdr checks each scenario's Cdr events: dispositions as the
+// profile's Asterisk gave them, and durations and billable seconds from
+// the phases' lengths as cdr.c computes them (whole seconds, truncated).
+func TestScenario_Cdr(t *testing.T) {
+	const ring, talk = 300 * time.Millisecond, 1200 * time.Millisecond
+	type cdr struct {
+		channel, disposition string
+		duration, billsec    int
+	}
+	// Queue: the agent's ;2 (ring then talk), the caller's ;2 towards the
+	// busy member (22: BUSY at once; 13: NO ANSWER when the agent
+	// answered), towards the agent, and the caller's ;1.
+	want := map[string]map[amitest.ScenarioKind][]cdr{
+		"asterisk-22": {
+			amitest.ScenarioQueue: {{"agent@test", "ANSWERED", 1, 1}, {"queue@test", "BUSY", 0, 0},
+				{"queue@test", "ANSWERED", 1, 1}, {"queue@test", "ANSWERED", 1, 1}},
+			amitest.ScenarioBusy: nil,
+		},
+		"asterisk-13": {
+			amitest.ScenarioQueue: {{"agent@test", "ANSWERED", 1, 1}, {"queue@test", "NO ANSWER", 0, 0},
+				{"queue@test", "ANSWERED", 1, 1}, {"queue@test", "ANSWERED", 1, 1}},
+			amitest.ScenarioBusy: nil,
+		},
+	}
+	for _, p := range profiles {
+		for kind, cdrs := range want[p.dir] {
+			t.Run(p.dir+"/"+string(kind), func(t *testing.T) {
+				t.Parallel()
+				srv := start(t, amitest.Config{Profile: p.profile})
+				c := dial(t, srv.Addr())
+				c.login("admin", "s3cret!", "cdr")
+				info, err := srv.PlayScenario(context.Background(), kind, amitest.Timing{Ring: ring, Talk: talk})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if len(info.Cdrs) != len(cdrs) {
+					t.Fatalf("%d Cdr events, want %d", len(info.Cdrs), len(cdrs))
+				}
+				sent := srv.Cdrs(info.Linkedid)
+				for i, w := range cdrs {
+					got := c.readEvent("Cdr")
+					if got.String() != sent[i].String() || got.String() != info.Cdrs[i].String() {
+						t.Errorf("Cdr %d on the wire:\n%s\nrecorded:\n%s", i, got, sent[i])
+					}
+					if !strings.Contains(got.Get("Channel"), w.channel) || got.Get("Disposition") != w.disposition ||
+						got.Get("Duration") != strconv.Itoa(w.duration) || got.Get("BillableSeconds") != strconv.Itoa(w.billsec) {
+						t.Errorf("Cdr %d:\n%s\nwant %+v", i, got, w)
+					}
+					start, err1 := time.ParseInLocation("2006-01-02 15:04:05", got.Get("StartTime"), time.Local)
+					end, err2 := time.ParseInLocation("2006-01-02 15:04:05", got.Get("EndTime"), time.Local)
+					if err1 != nil || err2 != nil || end.Before(start) || end.Sub(start) > ring+talk+2*time.Second {
+						t.Errorf("Cdr %d times %q to %q", i, got.Get("StartTime"), got.Get("EndTime"))
+					}
+				}
+			})
+		}
+	}
+}
