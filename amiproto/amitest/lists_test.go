@@ -1,0 +1,277 @@
+package amitest_test
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ami-bridge/ami-bridge/amiproto"
+	"github.com/ami-bridge/ami-bridge/amiproto/amitest"
+)
+
+// tally is the PBX's state as a client rebuilds it from the events it
+// received: a small, separate implementation to check the fake's list
+// answers against.
+type tally struct {
+	chans   map[string]map[string]string // Uniqueid → the CoreShowChannel fields compared
+	bridges map[string][]string          // BridgeUniqueid → member Uniqueids
+	callers []string                     // queue support's waiting callers
+	members map[string]string            // member name → "CallsTaken InCall Status"
+	devices map[string]string
+}
+
+var snapshotKeys = []string{"Channel", "ChannelState", "ChannelStateDesc", "CallerIDNum", "CallerIDName",
+	"ConnectedLineNum", "ConnectedLineName", "Context", "Exten", "Priority", "Linkedid"}
+
+func (t *tally) apply(ev *amiproto.Message) {
+	uid := ev.Get("Uniqueid")
+	switch ev.EventName() {
+	case "Newchannel":
+		t.chans[uid] = map[string]string{"BridgeId": "", "Application": "", "ApplicationData": ""}
+	case "Hangup":
+		delete(t.chans, uid)
+		return
+	}
+	for _, p := range []string{"", "Dest", "LocalOne", "LocalTwo"} {
+		if c := t.chans[ev.Get(p+"Uniqueid")]; c != nil {
+			for _, k := range snapshotKeys {
+				if v, ok := ev.Lookup(p + k); ok {
+					c[k] = v
+				}
+			}
+		}
+	}
+	bid := ev.Get("BridgeUniqueid")
+	switch ev.EventName() {
+	case "Newexten":
+		if c := t.chans[uid]; c != nil {
+			c["Application"] = ev.Get("Application")
+			c["ApplicationData"] = ev.Get("AppData")
+		}
+	case "BridgeCreate":
+		t.bridges[bid] = []string{}
+	case "BridgeEnter":
+		t.bridges[bid] = append(t.bridges[bid], uid)
+		if c := t.chans[uid]; c != nil {
+			c["BridgeId"] = bid
+		}
+	case "BridgeLeave":
+		t.bridges[bid] = slices.DeleteFunc(t.bridges[bid], func(u string) bool { return u == uid })
+		if c := t.chans[uid]; c != nil {
+			c["BridgeId"] = ""
+		}
+	case "BridgeDestroy":
+		delete(t.bridges, bid)
+	case "QueueCallerJoin":
+		t.callers = append(t.callers, uid)
+	case "QueueCallerLeave":
+		t.callers = slices.DeleteFunc(t.callers, func(u string) bool { return u == uid })
+	case "QueueMemberStatus":
+		t.members[ev.Get("MemberName")] = ev.Get("CallsTaken") + " " + ev.Get("InCall") + " " + ev.Get("Status")
+	case "DeviceStateChange":
+		if !strings.HasPrefix(ev.Get("Device"), "Local/") {
+			t.devices[ev.Get("Device")] = ev.Get("State")
+		}
+	}
+}
+
+// listClient sends list actions and reads their answers on a session that
+// also takes every event, applying the events to a tally as they come.
+type listClient struct {
+	*rawClient
+	tally *tally
+	seq   int
+}
+
+// list sends action and reads up to its answer, applying the events in
+// front of it; then it reads the answer's items up to the completing
+// event. No event may come between the Response and its completion.
+func (c *listClient) list(action string, kv ...string) (*amiproto.Message, []*amiproto.Message, *amiproto.Message) {
+	c.t.Helper()
+	c.seq++
+	id := action + "-" + strconv.Itoa(c.seq)
+	c.send(action, append(kv, "ActionID", id)...)
+	for {
+		m := c.read()
+		if m.Kind() == amiproto.KindEvent {
+			c.tally.apply(m)
+			continue
+		}
+		if m.Get("ActionID") != id {
+			c.t.Fatalf("answer to %s:\n%s", id, m)
+		}
+		if m.Get("EventList") != "start" {
+			return m, nil, nil
+		}
+		var items []*amiproto.Message
+		for {
+			it := c.read()
+			if it.Get("ActionID") != id {
+				c.t.Fatalf("%s: a message without its ActionID inside the list:\n%s", id, it)
+			}
+			if it.Get("EventList") == "Complete" {
+				return m, items, it
+			}
+			items = append(items, it)
+		}
+	}
+}
+
+// check asks the fake for its lists and compares each answer with the
+// tally at the answer's place in the stream. With init, it takes the
+// answers as the tally's starting state instead (what was there before
+// the session logged in), as a client does after its login.
+func (c *listClient) check(t *testing.T, init bool) {
+	t.Helper()
+	_, items, _ := c.list("CoreShowChannels")
+	got := map[string]map[string]string{}
+	for _, it := range items {
+		f := map[string]string{"BridgeId": it.Get("BridgeId"), "Application": it.Get("Application"),
+			"ApplicationData": it.Get("ApplicationData")}
+		for _, k := range snapshotKeys {
+			f[k] = it.Get(k)
+		}
+		got[it.Get("Uniqueid")] = f
+	}
+	if init {
+		c.tally.chans = got
+	} else if !maps.EqualFunc(got, c.tally.chans, maps.Equal) {
+		t.Fatalf("CoreShowChannels:\n%v\nthe events say:\n%v", got, c.tally.chans)
+	}
+
+	_, items, _ = c.list("BridgeList")
+	var ids []string
+	for _, it := range items {
+		ids = append(ids, it.Get("BridgeUniqueid"))
+		if !init && it.Get("BridgeNumChannels") != strconv.Itoa(len(c.tally.bridges[it.Get("BridgeUniqueid")])) {
+			t.Fatalf("BridgeListItem:\n%s\nthe events say members %v", it, c.tally.bridges[it.Get("BridgeUniqueid")])
+		}
+	}
+	if init {
+		for _, id := range ids {
+			c.tally.bridges[id] = nil
+		}
+	}
+	if want := slices.Sorted(maps.Keys(c.tally.bridges)); !slices.Equal(slices.Sorted(slices.Values(ids)), want) {
+		t.Fatalf("BridgeList %v, the events say %v", ids, want)
+	}
+	for _, id := range ids {
+		resp, items, done := c.list("BridgeInfo", "BridgeUniqueid", id)
+		members, known := c.tally.bridges[id]
+		if !known {
+			if resp.Get("Message") != "Specified BridgeUniqueid not found" {
+				t.Fatalf("BridgeInfo of a bridge the events destroyed:\n%s", resp)
+			}
+			continue
+		}
+		var got []string
+		for _, it := range items {
+			got = append(got, it.Get("Uniqueid"))
+		}
+		if init {
+			c.tally.bridges[id] = got
+		} else if done.Get("BridgeUniqueid") != id || !slices.Equal(got, members) {
+			t.Fatalf("BridgeInfo %s: members %v (%s), the events say %v", id, got, done, members)
+		}
+	}
+
+	_, items, _ = c.list("QueueStatus")
+	var callers []string
+	members := map[string]string{}
+	for _, it := range items {
+		switch it.EventName() {
+		case "QueueParams":
+			if !init && it.Get("Calls") != strconv.Itoa(len(c.tally.callers)) {
+				t.Fatalf("QueueParams:\n%s\nthe events say callers %v", it, c.tally.callers)
+			}
+		case "QueueMember":
+			members[it.Get("Name")] = it.Get("CallsTaken") + " " + it.Get("InCall") + " " + it.Get("Status")
+		case "QueueEntry":
+			if it.Get("Position") != strconv.Itoa(len(callers)+1) {
+				t.Fatalf("QueueEntry out of order:\n%s", it)
+			}
+			callers = append(callers, it.Get("Uniqueid"))
+		}
+	}
+	if init {
+		c.tally.callers, c.tally.members = callers, members
+	} else {
+		if !slices.Equal(callers, c.tally.callers) {
+			t.Fatalf("QueueStatus callers %v, the events say %v", callers, c.tally.callers)
+		}
+		for name, v := range c.tally.members {
+			if members[name] != v {
+				t.Fatalf("QueueMember %s: %q, the events say %q", name, members[name], v)
+			}
+		}
+	}
+
+	_, items, _ = c.list("DeviceStateList")
+	devices := map[string]string{}
+	for _, it := range items {
+		devices[it.Get("Device")] = it.Get("State")
+	}
+	if init {
+		c.tally.devices = devices
+	} else if !maps.Equal(devices, c.tally.devices) {
+		t.Fatalf("DeviceStateList %v, the events say %v", devices, c.tally.devices)
+	}
+}
+
+// TestLists_AgreeWithEvents plays a random mix of overlapping scenarios
+// and, all along, asks for every list on a session that takes every
+// event: each answer must equal what the events before it built. At the
+// end, with every call over, the lists and Live show no call left and
+// each call's Cdr events are recorded under its Linkedid.
+func TestLists_AgreeWithEvents(t *testing.T) {
+	for _, p := range profiles {
+		t.Run(p.dir, func(t *testing.T) {
+			t.Parallel()
+			srv := start(t, amitest.Config{Profile: p.profile})
+			// The mix starts before the login: the session starts from the
+			// lists, as a client that logs in while calls are up.
+			mix := srv.StartMix(context.Background(), amitest.MixSpec{Seed: 19, Rate: 400, Count: 60,
+				MaxRing: 30 * time.Millisecond, MaxTalk: 60 * time.Millisecond})
+			c := &listClient{rawClient: dial(t, srv.Addr()), tally: &tally{chans: map[string]map[string]string{},
+				bridges: map[string][]string{}, members: map[string]string{}, devices: map[string]string{}}}
+			c.login("admin", "s3cret!", "on")
+			c.check(t, true)
+			rounds := 0
+			for done := false; !done; rounds++ {
+				select {
+				case <-mix.Done():
+					done = true
+				default:
+				}
+				c.check(t, false)
+			}
+			infos, err := mix.Wait()
+			if err != nil || len(infos) != 60 {
+				t.Fatalf("mix: %d scenarios, %v", len(infos), err)
+			}
+			c.check(t, false)
+			t.Logf("%d rounds of lists during the mix", rounds)
+			live := srv.Live()
+			if len(live.Channels) != 0 || len(live.Bridges) != 0 || len(live.Queues[0].Callers) != 0 {
+				t.Errorf("after the mix, Live: %+v", live)
+			}
+			if len(c.tally.chans) != 0 || len(c.tally.bridges) != 0 {
+				t.Errorf("after the mix, the events leave %v and %v", c.tally.chans, c.tally.bridges)
+			}
+			for _, in := range infos {
+				want := map[amitest.ScenarioKind]int{amitest.ScenarioQueue: 4}[in.Kind]
+				if got := srv.Cdrs(in.Linkedid); len(got) != want || len(in.Cdrs) != want {
+					t.Errorf("%s %s: %d Cdrs recorded, %d returned, want %d", in.Kind, in.Linkedid, len(got), len(in.Cdrs), want)
+				}
+			}
+			if calls := fmt.Sprint(live.Queues[0].Members); !strings.Contains(calls, "Agent One") {
+				t.Errorf("queue members %s", calls)
+			}
+		})
+	}
+}
