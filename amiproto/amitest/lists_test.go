@@ -53,6 +53,11 @@ func (t *tally) apply(ev *amiproto.Message) {
 			c["Application"] = ev.Get("Application")
 			c["ApplicationData"] = ev.Get("AppData")
 		}
+	case "OriginateResponse":
+		// The originated channel runs the Originate's application.
+		if c := t.chans[uid]; c != nil && ev.Get("Response") == "Success" && ev.Has("Application") {
+			c["Application"], c["ApplicationData"] = ev.Get("Application"), ev.Get("Data")
+		}
 	case "BridgeCreate":
 		t.bridges[bid] = []string{}
 	case "BridgeEnter":

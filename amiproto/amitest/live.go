@@ -21,15 +21,19 @@ import (
 // outside: the first are fixed, the second's calls begin and end within
 // one batch and change nothing a list reports.
 type liveModel struct {
-	mu      sync.Mutex
-	seq     uint64 // creation order of channels and bridges
-	chans   map[string]*liveChan
-	bridges map[string]*liveBridge
-	queue   liveQueue
-	devices map[string]string // cached device states
-	devSeq  []string          // devices in first-seen order
-	cdrs    map[string][]*amiproto.Message
+	mu       sync.Mutex
+	seq      uint64 // creation order of channels and bridges
+	chans    map[string]*liveChan
+	bridges  map[string]*liveBridge
+	queue    liveQueue
+	devices  map[string]string              // cached device states
+	devSeq   []string                       // devices in first-seen order
+	cdrs     map[string][]*amiproto.Message // by Linkedid
+	cdrOrder []string                       // the Linkedids of cdrs, oldest first
 }
+
+// maxCdrCalls bounds the calls whose Cdr events Cdrs remembers.
+const maxCdrCalls = 100000
 
 // liveChan is one channel as its latest snapshot showed it.
 type liveChan struct {
@@ -132,6 +136,11 @@ func (m *liveModel) apply(fs []field, linkedid string, now time.Time) {
 		m.chans[uid] = &liveChan{seq: m.seq, uniqueid: uid, created: now}
 	}
 	for _, p := range snapshotPrefixes {
+		// Only a channel block carries ChannelState: OriginateResponse's
+		// Channel, Uniqueid and Context are the action's, not a snapshot.
+		if _, ok := get(fs, p+"ChannelState"); !ok {
+			continue
+		}
 		if uid, ok := get(fs, p+"Uniqueid"); ok {
 			if c := m.chans[uid]; c != nil {
 				c.update(fs, p)
@@ -144,6 +153,18 @@ func (m *liveModel) apply(fs []field, linkedid string, now time.Time) {
 		if c := m.chans[uid]; c != nil {
 			c.app, _ = get(fs, "Application")
 			c.appData, _ = get(fs, "AppData")
+		}
+	case "OriginateResponse":
+		// An Originate to an application runs it on the channel with no
+		// Newexten; the lists show it from then on (capture 06c: the ;1
+		// half of an originated Local channel in Wait(20)).
+		uid, _ := get(fs, "Uniqueid")
+		app, ok := get(fs, "Application")
+		if r, _ := get(fs, "Response"); r == "Success" && ok {
+			if c := m.chans[uid]; c != nil {
+				c.app = app
+				c.appData, _ = get(fs, "Data")
+			}
 		}
 	case "Hangup":
 		uid, _ := get(fs, "Uniqueid")
@@ -215,6 +236,13 @@ func (m *liveModel) apply(fs []field, linkedid string, now time.Time) {
 		msg := amiproto.NewMessage()
 		for _, f := range fs {
 			msg.Add(f.key, f.value)
+		}
+		if _, ok := m.cdrs[linkedid]; !ok {
+			m.cdrOrder = append(m.cdrOrder, linkedid)
+			if len(m.cdrOrder) > maxCdrCalls {
+				delete(m.cdrs, m.cdrOrder[0])
+				m.cdrOrder = m.cdrOrder[1:]
+			}
 		}
 		m.cdrs[linkedid] = append(m.cdrs[linkedid], msg)
 	}

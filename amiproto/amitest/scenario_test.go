@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -216,4 +217,82 @@ func TestScenario_Cdr(t *testing.T) {
 			})
 		}
 	}
+}
+
+// TestScenario_QueueListsMatchCapture stops the queue call where capture
+// 06c listed it (the agent in Wait, bridged with the caller) and checks
+// that CoreShowChannels lists its four channels as Asterisk did, field
+// for field but for ids and the Duration clock.
+func TestScenario_QueueListsMatchCapture(t *testing.T) {
+	for _, p := range profiles {
+		t.Run(p.dir, func(t *testing.T) {
+			t.Parallel()
+			_, all, err := readAll(bytes.NewReader(readFile(t, filepath.Join(captures, p.dir, "06c_collections_with_channels.recv.bin"))))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var want []*amiproto.Message
+			for _, m := range all {
+				if m.EventName() == "CoreShowChannel" && m.Get("ActionID") == "csc-n" && !strings.Contains(m.Get("Channel"), "long@") {
+					want = append(want, m)
+				}
+			}
+			if len(want) != 4 {
+				t.Fatalf("%d queue call channels in the capture", len(want))
+			}
+			srv := start(t, amitest.Config{Profile: p.profile})
+			c := dial(t, srv.Addr())
+			c.login("admin", "s3cret!", "on")
+			ctx, cancel := context.WithCancel(context.Background())
+			played := make(chan error, 1)
+			go func() {
+				_, err := srv.PlayScenario(ctx, amitest.ScenarioQueue, amitest.Timing{Talk: time.Hour})
+				played <- err
+			}()
+			for {
+				ev := c.read()
+				if ev.EventName() == "Newexten" && ev.Get("Application") == "Wait" && strings.Contains(ev.Get("Channel"), "agent@") {
+					break
+				}
+			}
+			c.send("CoreShowChannels", "ActionID", "csc-n")
+			var got []*amiproto.Message
+			for m := c.read(); m.EventName() != "CoreShowChannelsComplete"; m = c.read() {
+				if m.EventName() == "CoreShowChannel" {
+					got = append(got, m)
+				}
+			}
+			cancel()
+			if err := <-played; err != context.Canceled {
+				t.Errorf("PlayScenario: %v", err)
+			}
+			// Asterisk lists channels in hash order; compare them by name.
+			byName := func(ms []*amiproto.Message) []*amiproto.Message {
+				out := slices.Clone(ms)
+				slices.SortFunc(out, func(a, b *amiproto.Message) int { return strings.Compare(a.Get("Channel"), b.Get("Channel")) })
+				return out
+			}
+			g, w := normaliseList(byName(got)), normaliseList(byName(want))
+			if !slices.Equal(g, w) {
+				t.Errorf("CoreShowChannels:\n%s\nthe capture has\n%s", strings.Join(g, "\n"), strings.Join(w, "\n"))
+			}
+		})
+	}
+}
+
+// normaliseList is normaliseCall for list items, with the Duration clock
+// masked too.
+func normaliseList(items []*amiproto.Message) []string {
+	var ms []*amiproto.Message
+	for _, it := range items {
+		m := amiproto.NewMessage()
+		for _, f := range it.Fields() {
+			if f.Key == "Duration" {
+				f.Value = "#"
+			}
+			m.Add(f.Key, f.Value)
+		}
+		ms = append(ms, m)
+	}
+	return normaliseCall(ms)
 }
