@@ -269,7 +269,7 @@ func TestLists_AgreeWithEvents(t *testing.T) {
 				t.Errorf("after the mix, the events leave %v and %v", c.tally.chans, c.tally.bridges)
 			}
 			for _, in := range infos {
-				want := map[amitest.ScenarioKind]int{amitest.ScenarioQueue: 4}[in.Kind]
+				want := map[amitest.ScenarioKind]int{amitest.ScenarioQueue: 4, amitest.ScenarioDial: 3}[in.Kind]
 				if got := srv.Cdrs(in.Linkedid); len(got) != want || len(in.Cdrs) != want {
 					t.Errorf("%s %s: %d Cdrs recorded, %d returned, want %d", in.Kind, in.Linkedid, len(got), len(in.Cdrs), want)
 				}

@@ -32,6 +32,17 @@ const (
 	// extension runs Busy, the originate fails with Reason 5 and no Cdr
 	// is sent (cdr.conf's unanswered=no). Capture 07d's busy call.
 	ScenarioBusy ScenarioKind = "busy"
+	// ScenarioDial originates Local/dial@test (caller ID "Dial Caller"
+	// <3000>, Application Wait 20); its ;2 half runs
+	// Dial(Local/echo@test,10), echo answers after Timing.Ring, the two
+	// are bridged for Timing.Talk, then echo hangs up: three Cdrs, all
+	// ANSWERED. From the Asterisk source and the shapes of the captured
+	// events; not yet checked against a capture of its own.
+	ScenarioDial ScenarioKind = "dial"
+	// ScenarioNoAnswer originates Local/noanswer@test, which rings for
+	// Timing.Ring unanswered; the originate fails (Reason 3) and no Cdr is
+	// sent. From the source only.
+	ScenarioNoAnswer ScenarioKind = "noanswer"
 )
 
 // Kinds lists the scenarios the server can play, for mixes.
@@ -45,7 +56,7 @@ func (s *Server) Kinds() []ScenarioKind {
 	return out
 }
 
-var scenarioKinds = []ScenarioKind{ScenarioQueue, ScenarioBusy}
+var scenarioKinds = []ScenarioKind{ScenarioDial, ScenarioQueue, ScenarioBusy, ScenarioNoAnswer}
 
 // Timing sets how long the phases of a scenario last. Zero plays them
 // back to back.
@@ -91,6 +102,9 @@ func parseScenario(text string) (*scenarioTmpl, error) {
 	t := &scenarioTmpl{}
 	for _, block := range strings.Split(strings.TrimSpace(text), "\n\n") {
 		lines := strings.Split(block, "\n")
+		if strings.HasPrefix(lines[0], "#") {
+			continue // a comment: where the template comes from
+		}
 		if strings.HasPrefix(lines[0], "@") {
 			for _, l := range lines {
 				op, name, _ := strings.Cut(l, " ")

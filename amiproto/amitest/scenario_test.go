@@ -164,7 +164,9 @@ func TestScenario_MatchesCapturedCall(t *testing.T) {
 // profile's Asterisk gave them, and durations and billable seconds from
 // the phases' lengths as cdr.c computes them (whole seconds, truncated).
 func TestScenario_Cdr(t *testing.T) {
-	const ring, talk = 300 * time.Millisecond, 1200 * time.Millisecond
+	// A ring over a second tells durations (from the start) from billable
+	// seconds (from the answer).
+	const ring, talk = 1100 * time.Millisecond, 1100 * time.Millisecond
 	type cdr struct {
 		channel, disposition string
 		duration, billsec    int
@@ -174,14 +176,24 @@ func TestScenario_Cdr(t *testing.T) {
 	// answered), towards the agent, and the caller's ;1.
 	want := map[string]map[amitest.ScenarioKind][]cdr{
 		"asterisk-22": {
-			amitest.ScenarioQueue: {{"agent@test", "ANSWERED", 1, 1}, {"queue@test", "BUSY", 0, 0},
-				{"queue@test", "ANSWERED", 1, 1}, {"queue@test", "ANSWERED", 1, 1}},
-			amitest.ScenarioBusy: nil,
+			amitest.ScenarioQueue: {{"agent@test", "ANSWERED", 2, 1}, {"queue@test", "BUSY", 0, 0},
+				{"queue@test", "ANSWERED", 2, 2}, {"queue@test", "ANSWERED", 2, 2}},
+			amitest.ScenarioBusy:     nil,
+			amitest.ScenarioNoAnswer: nil,
+			// Dial: the callee's ;2 (ring then talk), the caller's ;2
+			// that ran Dial, and its ;1.
+			amitest.ScenarioDial: {{"echo@test", "ANSWERED", 2, 1}, {"dial@test", "ANSWERED", 2, 1},
+				{"dial@test", "ANSWERED", 2, 1}},
 		},
 		"asterisk-13": {
-			amitest.ScenarioQueue: {{"agent@test", "ANSWERED", 1, 1}, {"queue@test", "NO ANSWER", 0, 0},
-				{"queue@test", "ANSWERED", 1, 1}, {"queue@test", "ANSWERED", 1, 1}},
-			amitest.ScenarioBusy: nil,
+			amitest.ScenarioQueue: {{"agent@test", "ANSWERED", 2, 1}, {"queue@test", "NO ANSWER", 1, 1},
+				{"queue@test", "ANSWERED", 2, 2}, {"queue@test", "ANSWERED", 2, 2}},
+			amitest.ScenarioBusy:     nil,
+			amitest.ScenarioNoAnswer: nil,
+			// Dial: the callee's ;2 (ring then talk), the caller's ;2
+			// that ran Dial, and its ;1.
+			amitest.ScenarioDial: {{"echo@test", "ANSWERED", 2, 1}, {"dial@test", "ANSWERED", 2, 1},
+				{"dial@test", "ANSWERED", 2, 1}},
 		},
 	}
 	for _, p := range profiles {
