@@ -37,7 +37,7 @@ func (t *tally) apply(ev *amiproto.Message) {
 		delete(t.chans, uid)
 		return
 	}
-	for _, p := range []string{"", "Dest", "LocalOne", "LocalTwo"} {
+	for _, p := range []string{"", "Dest", "LocalOne", "LocalTwo", "Transferer", "Transferee"} {
 		if c := t.chans[ev.Get(p+"Uniqueid")]; c != nil {
 			for _, k := range snapshotKeys {
 				if v, ok := ev.Lookup(p + k); ok {
@@ -228,6 +228,10 @@ func (c *listClient) check(t *testing.T, init bool) {
 	}
 }
 
+// cdrsPerCall is how many Cdr events each scenario sends.
+var cdrsPerCall = map[amitest.ScenarioKind]int{amitest.ScenarioDial: 3, amitest.ScenarioQueue: 4,
+	amitest.ScenarioBlindTransfer: 4, amitest.ScenarioBusy: 3, amitest.ScenarioNoAnswer: 3}
+
 // TestLists_AgreeWithEvents plays a random mix of overlapping scenarios
 // and, all along, asks for every list on a session that takes every
 // event: each answer must equal what the events before it built. At the
@@ -269,7 +273,7 @@ func TestLists_AgreeWithEvents(t *testing.T) {
 				t.Errorf("after the mix, the events leave %v and %v", c.tally.chans, c.tally.bridges)
 			}
 			for _, in := range infos {
-				want := map[amitest.ScenarioKind]int{amitest.ScenarioQueue: 4, amitest.ScenarioDial: 3}[in.Kind]
+				want := cdrsPerCall[in.Kind]
 				if got := srv.Cdrs(in.Linkedid); len(got) != want || len(in.Cdrs) != want {
 					t.Errorf("%s %s: %d Cdrs recorded, %d returned, want %d", in.Kind, in.Linkedid, len(got), len(in.Cdrs), want)
 				}

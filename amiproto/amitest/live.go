@@ -124,7 +124,7 @@ func get(fs []field, key string) (string, bool) {
 }
 
 // snapshotPrefixes are the channel blocks an event may carry.
-var snapshotPrefixes = []string{"", "Dest", "LocalOne", "LocalTwo"}
+var snapshotPrefixes = []string{"", "Dest", "LocalOne", "LocalTwo", "Transferer", "Transferee"}
 
 // apply changes the model as Asterisk's state changed when it sent ev.
 // It runs under m.mu.

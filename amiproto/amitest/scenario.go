@@ -19,30 +19,40 @@ import (
 type ScenarioKind string
 
 // The scenarios. Each plays the events of a real call of its kind, in the
-// order and with the fields of the profile's Asterisk, from a template in
-// data/scenarios/<profile>/<kind>.txt.
+// order and with the fields the profile's Asterisk sent them, from a
+// template in data/scenarios/<profile>/<kind>.txt made from a capture
+// (the template's first lines say which). Channel numbers, Uniqueids,
+// bridge ids, times and counters are fresh for each call; Timing sets
+// how long its phases last.
 const (
+	// ScenarioDial originates Local/dial@test (Application Wait 20,
+	// CallerID Alice <100>); its ;2 half Dials Local/echo@test, which
+	// answers after Timing.Ring; the two are bridged for Timing.Talk, then
+	// echo hangs up. Three Cdrs, all ANSWERED. Capture 19a.
+	ScenarioDial ScenarioKind = "dial"
 	// ScenarioQueue originates Local/queue@test (caller ID "Queue Caller"
 	// <2000>, Application Wait 20); its ;2 half runs Queue(support),
-	// which rings both members: "Busy Agent" answers busy, "Agent One"
-	// answers after Timing.Ring and is bridged with the caller for
-	// Timing.Talk. The events are capture 06b's queue call.
+	// which rings both members: "Busy Agent" is busy, "Agent One" answers
+	// after Timing.Ring and is bridged with the caller for Timing.Talk.
+	// Four Cdrs (22: BUSY for the busy member, 13: NO ANSWER). Capture 06b.
 	ScenarioQueue ScenarioKind = "queue"
-	// ScenarioBusy originates Local/busy@test (Application Wait 1): the
-	// extension runs Busy, the originate fails with Reason 5 and no Cdr
-	// is sent (cdr.conf's unanswered=no). Capture 07d's busy call.
+	// ScenarioBlindTransfer is ScenarioDial whose callee's half, after
+	// Timing.Talk, blind-transfers the caller to echo@test, which talks
+	// for Timing.Talk again. Four Cdrs. Capture 19c.
+	ScenarioBlindTransfer ScenarioKind = "blindtransfer"
+	// ScenarioBusy originates Local/long@test running
+	// Dial(Local/busy@test,5); busy answers Busy(): Cdrs ANSWERED, BUSY,
+	// ANSWERED, sent (as captured) before the channels' events. Capture
+	// 19d.
 	ScenarioBusy ScenarioKind = "busy"
-	// ScenarioDial originates Local/dial@test (caller ID "Dial Caller"
-	// <3000>, Application Wait 20); its ;2 half runs
-	// Dial(Local/echo@test,10), echo answers after Timing.Ring, the two
-	// are bridged for Timing.Talk, then echo hangs up: three Cdrs, all
-	// ANSWERED. From the Asterisk source and the shapes of the captured
-	// events; not yet checked against a capture of its own.
-	ScenarioDial ScenarioKind = "dial"
-	// ScenarioNoAnswer originates Local/noanswer@test, which rings for
-	// Timing.Ring unanswered; the originate fails (Reason 3) and no Cdr is
-	// sent. From the source only.
+	// ScenarioNoAnswer originates Local/long@test running
+	// Dial(Local/noanswer@test,3); noanswer rings for Timing.Ring until the
+	// Dial gives up: Cdrs ANSWERED, NO ANSWER, ANSWERED. Capture 19e.
 	ScenarioNoAnswer ScenarioKind = "noanswer"
+	// ScenarioOriginateBusy originates Local/busy@test: the originated
+	// channel is busy, the Originate fails with Reason 5 and no Cdr is
+	// sent. Captures 19f (22) and 07d (13).
+	ScenarioOriginateBusy ScenarioKind = "originate-busy"
 )
 
 // Kinds lists the scenarios the server can play, for mixes.
@@ -56,7 +66,8 @@ func (s *Server) Kinds() []ScenarioKind {
 	return out
 }
 
-var scenarioKinds = []ScenarioKind{ScenarioDial, ScenarioQueue, ScenarioBusy, ScenarioNoAnswer}
+var scenarioKinds = []ScenarioKind{ScenarioDial, ScenarioQueue, ScenarioBlindTransfer, ScenarioBusy,
+	ScenarioNoAnswer, ScenarioOriginateBusy}
 
 // Timing sets how long the phases of a scenario last. Zero plays them
 // back to back.
