@@ -47,20 +47,50 @@
 // Login, Logoff, Challenge, Ping, Command, CoreShowChannels, Status,
 // Originate, Events, Getvar, Setvar, CoreSettings, CoreStatus, UserEvent,
 // ListCommands, Hangup, DBPut, DBGet, DBDel, DBDelTree, QueueRule,
-// QueueStatus, QueueSummary, BridgeList, ShowDialPlan, GetConfig (of a
+// QueueStatus, QueueSummary, BridgeList, BridgeInfo, DeviceStateList,
+// ShowDialPlan, GetConfig (of a
 // manager.conf made from Config.Users, secrets included) and (Asterisk13
 // only) Queues are built in; any other action answers "Invalid/unknown
 // command". Handle adds or replaces actions. As Asterisk does, the bytes
 // below 0x21 at the start of every value are skipped and action names
 // match ignoring case.
 //
-// The queue and dialplan actions list the fixed configuration of the PBX
-// that recorded capture 06c: queue "support" (ringall) with the static
-// members "Agent One" (Local/agent@test, in a call) and "Busy Agent"
-// (Local/busy@test), no callers; the contexts "parkedcalls" and "test"
-// with their extensions. QueueStatus honours Queue and Member,
-// QueueSummary Queue, ShowDialPlan Context and Extension. BridgeList is
-// always empty.
+// The queue and dialplan are those of the PBX that recorded capture 06c:
+// queue "support" (ringall) with the static members "Agent One"
+// (Local/agent@test, in a call at start, as in 06c) and "Busy Agent"
+// (Local/busy@test); the contexts "parkedcalls" and "test" with their
+// extensions. QueueStatus honours Queue and Member, QueueSummary Queue,
+// ShowDialPlan Context and Extension, BridgeList BridgeType.
+//
+// # Live calls and scenarios
+//
+// PlayScenario plays one call over time, its phases as long as Timing
+// says (milliseconds in tests, seconds in demos); StartMix plays a random,
+// overlapping mix (Seed, Rate, Count, Kinds, MaxRing, MaxTalk). The kinds
+// are ScenarioDial (a Local pair answered through Dial, bridged),
+// ScenarioQueue (a queue call answered by an agent), ScenarioBlindTransfer,
+// ScenarioBusy, ScenarioNoAnswer and ScenarioOriginateBusy. Each replays,
+// with fresh ids and real clocks, the events of a captured call of the
+// profile's Asterisk, Cdr events included, in the captured order (even
+// where Asterisk sent a Cdr before the channel events it sums up); the
+// template in data/scenarios/<profile>/<kind>.txt names its capture. Until
+// 13 captures of them exist, the Asterisk 13 dial, blind transfer, busy
+// and no answer calls are the 22 captures with 13's Newexten class.
+//
+// Every scenario event changes the server's live model (channels with
+// their snapshot fields, application and bridge; bridges and members; the
+// queue's members and waiting callers; the cached device states) under
+// one lock, in the same step as the event is queued to the sessions.
+// CoreShowChannels, Status, BridgeList, BridgeInfo, QueueStatus,
+// QueueSummary and DeviceStateList answer from that model, under the same
+// lock, after the session's events held so far: a list answer shows
+// exactly the state the events in front of it built. Live returns the
+// model (plus the Config.Channels channels) for tests that derive "what
+// should be" from the PBX, and Cdrs the Cdr events sent for a Linkedid.
+// As on Asterisk, DeviceStateList lists the cached states (the queue's
+// Queue:… devices), never a Local channel's; Status on 13 has no Language
+// or ChanVariable lines. The burst generator (StartCalls, PlayCall) stays
+// out of the model: its calls begin and end within one batch.
 //
 // # Calls and faults
 //
