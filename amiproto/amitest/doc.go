@@ -73,7 +73,9 @@
 // with fresh ids and real clocks, the events of a captured call of the
 // profile's Asterisk, Cdr events included, in the captured order (even
 // where Asterisk sent a Cdr before the channel events it sums up); the
-// template in data/scenarios/<profile>/<kind>.txt names its capture. Until
+// template in data/scenarios/<profile>/<kind>.txt names its capture, and
+// TestScenarioTemplates checks that it is that capture with placeholders
+// (go test -run TestScenarioTemplates -update-scenarios remakes them). Until
 // 13 captures of them exist, the Asterisk 13 dial, blind transfer, busy
 // and no answer calls are the 22 captures with 13's Newexten class.
 //
