@@ -413,3 +413,67 @@ func sortItems(ms []*amiproto.Message) []*amiproto.Message {
 	slices.SortStableFunc(items, func(a, b *amiproto.Message) int { return strings.Compare(a.Get("Channel"), b.Get("Channel")) })
 	return out
 }
+
+// TestScenario_QueueWaitingListsMatchCapture stops the queue call while
+// its caller waits (the agent rings) and checks QueueStatus and
+// QueueSummary against capture 19b's, taken while a caller waited: the
+// same messages and keys, the queue's counters and the caller's entry
+// equal but for ids, the waits and the caller ID (19b's caller is Alice,
+// 06b's "Queue Caller"), and the members' keys (19b's agent was paused).
+func TestScenario_QueueWaitingListsMatchCapture(t *testing.T) {
+	_, all, err := readAll(bytes.NewReader(readFile(t, filepath.Join(captures, "asterisk-22", "19b_queue_agent_observer.recv.bin"))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := start(t, amitest.Config{})
+	c := dial(t, srv.Addr())
+	c.login("admin", "s3cret!", "on")
+	ctx, cancel := context.WithCancel(context.Background())
+	played := make(chan error, 1)
+	go func() {
+		_, err := srv.PlayScenario(ctx, amitest.ScenarioQueue, amitest.Timing{Ring: time.Hour})
+		played <- err
+	}()
+	for {
+		if ev := c.read(); ev.EventName() == "AgentRingNoAnswer" {
+			break
+		}
+	}
+	masked := map[string]bool{"Wait": true, "LongestHoldTime": true, "CallerIDNum": true, "CallerIDName": true,
+		"ConnectedLineNum": true, "ConnectedLineName": true}
+	for _, a := range []struct{ action, id string }{{"QueueStatus", "wait-queuestatus"}, {"QueueSummary", "wait-queuesummary"}} {
+		var want, got []*amiproto.Message
+		for _, m := range all {
+			if m.Get("ActionID") == a.id {
+				want = append(want, m)
+			}
+		}
+		c.send(a.action, "ActionID", a.id)
+		for len(got) == 0 || got[len(got)-1].Get("EventList") != "Complete" {
+			if m := c.read(); m.Get("ActionID") == a.id {
+				got = append(got, m)
+			}
+		}
+		norm := func(ms []*amiproto.Message) []string {
+			var out []*amiproto.Message
+			for _, m := range ms {
+				n := amiproto.NewMessage()
+				for _, f := range m.Fields() {
+					if masked[f.Key] || m.EventName() == "QueueMember" || (m.EventName() == "QueueSummary" && f.Key == "Available") {
+						f.Value = "#"
+					}
+					n.Add(f.Key, f.Value)
+				}
+				out = append(out, n)
+			}
+			return normaliseCall(out)
+		}
+		if g, w := norm(got), norm(want); len(w) < 3 || !slices.Equal(g, w) {
+			t.Errorf("%s:\n%s\nthe capture has\n%s", a.action, strings.Join(g, "\n"), strings.Join(w, "\n"))
+		}
+	}
+	cancel()
+	if err := <-played; err != context.Canceled {
+		t.Errorf("PlayScenario: %v", err)
+	}
+}
