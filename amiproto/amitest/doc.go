@@ -92,7 +92,10 @@
 // As on Asterisk, DeviceStateList lists the cached states (the queue's
 // Queue:… devices), never a Local channel's; Status on 13 has no Language
 // or ChanVariable lines. The burst generator (StartCalls, PlayCall) stays
-// out of the model: its calls begin and end within one batch.
+// out of the model: its calls begin and end within one batch, queued under
+// the same lock, so no list answer lands inside one. A session that stops
+// reading blocks, once its queue is full, the generators and the list
+// answers of every session (Config.WriteTimeout drops it instead).
 //
 // # Calls and faults
 //

@@ -232,8 +232,8 @@ func (c *listClient) check(t *testing.T, init bool) {
 var cdrsPerCall = map[amitest.ScenarioKind]int{amitest.ScenarioDial: 3, amitest.ScenarioQueue: 4,
 	amitest.ScenarioBlindTransfer: 4, amitest.ScenarioBusy: 3, amitest.ScenarioNoAnswer: 3}
 
-// TestLists_AgreeWithEvents plays a random mix of overlapping scenarios
-// and, all along, asks for every list on a session that takes every
+// TestLists_AgreeWithEvents plays a random mix of overlapping scenarios,
+// with burst calls (StartCalls) besides, and, all along, asks for every list on a session that takes every
 // event: each answer must equal what the events before it built. At the
 // end, with every call over, the lists and Live show no call left and
 // each call's Cdr events are recorded under its Linkedid.
@@ -244,20 +244,40 @@ func TestLists_AgreeWithEvents(t *testing.T) {
 			srv := start(t, amitest.Config{Profile: p.profile})
 			// The mix starts before the login: the session starts from the
 			// lists, as a client that logs in while calls are up.
-			mix := srv.StartMix(context.Background(), amitest.MixSpec{Seed: 19, Rate: 400, Count: 60,
-				MaxRing: 30 * time.Millisecond, MaxTalk: 60 * time.Millisecond})
+			mix := srv.StartMix(context.Background(), amitest.MixSpec{Seed: 19, Rate: 200, Count: 60,
+				MaxRing: 50 * time.Millisecond, MaxTalk: 150 * time.Millisecond})
 			c := &listClient{rawClient: dial(t, srv.Addr()), tally: &tally{chans: map[string]map[string]string{},
 				bridges: map[string][]string{}, members: map[string]string{}, devices: map[string]string{}}}
-			c.login("admin", "s3cret!", "on")
+			// Without the Cdr class, the burst generator's batches reach
+			// the session in several runs, which a list answer must not
+			// split either.
+			c.login("admin", "s3cret!", "call,agent,dialplan")
+			burstCtx, stopBurst := context.WithCancel(context.Background())
+			defer stopBurst()
+			burst := srv.StartCalls(burstCtx, 100, 0)
 			c.check(t, true)
+			// The session reads (lists and events) until the mix is over
+			// and the burst, stopped then, has ended: a generator blocks
+			// while a session's queue is full.
 			rounds := 0
-			for done := false; !done; rounds++ {
+			for mixDone, burstDone := false, false; !burstDone; rounds++ {
+				if !mixDone {
+					select {
+					case <-mix.Done():
+						mixDone = true
+						stopBurst()
+					default:
+					}
+				}
 				select {
-				case <-mix.Done():
-					done = true
+				case <-burst.Done():
+					burstDone = true
 				default:
 				}
 				c.check(t, false)
+			}
+			if err := burst.Wait(); err != context.Canceled {
+				t.Fatalf("burst: %v", err)
 			}
 			infos, err := mix.Wait()
 			if err != nil || len(infos) != 60 {
