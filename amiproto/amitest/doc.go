@@ -75,9 +75,10 @@
 // where Asterisk sent a Cdr before the channel events it sums up); the
 // template in data/scenarios/<profile>/<kind>.txt names its capture, and
 // TestScenarioTemplates checks that it is that capture with placeholders
-// (go test -run TestScenarioTemplates -update-scenarios remakes them). Until
-// 13 captures of them exist, the Asterisk 13 dial, blind transfer, busy
-// and no answer calls are the 22 captures with 13's Newexten class.
+// (go test -run TestScenarioTemplates -update-scenarios remakes them). The
+// calls were recorded on both Asterisk 13.38.3 and 22.10.1 (captures 06b
+// and 19a-19f; 19a and 19b also hold the lists that the tests compare the
+// fake's with).
 //
 // Every scenario event changes the server's live model (channels with
 // their snapshot fields, application and bridge; bridges and members; the

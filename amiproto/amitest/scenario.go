@@ -41,9 +41,8 @@ const (
 	// for Timing.Talk again. Four Cdrs. Capture 19c.
 	ScenarioBlindTransfer ScenarioKind = "blindtransfer"
 	// ScenarioBusy originates Local/long@test running
-	// Dial(Local/busy@test,5); busy answers Busy(): Cdrs ANSWERED, BUSY,
-	// ANSWERED, sent (as captured) before the channels' events. Capture
-	// 19d.
+	// Dial(Local/busy@test,5); busy answers Busy(): three Cdrs, one BUSY
+	// (on 22 sent, as captured, before the channels' events). Capture 19d.
 	ScenarioBusy ScenarioKind = "busy"
 	// ScenarioNoAnswer originates Local/long@test running
 	// Dial(Local/noanswer@test,3); noanswer rings for Timing.Ring until the
@@ -51,7 +50,7 @@ const (
 	ScenarioNoAnswer ScenarioKind = "noanswer"
 	// ScenarioOriginateBusy originates Local/busy@test: the originated
 	// channel is busy, the Originate fails with Reason 5 and no Cdr is
-	// sent. Captures 19f (22) and 07d (13).
+	// sent. Capture 19f.
 	ScenarioOriginateBusy ScenarioKind = "originate-busy"
 )
 
