@@ -66,7 +66,8 @@
 //
 // PlayScenario plays one call over time, its phases as long as Timing
 // says (milliseconds in tests, seconds in demos); StartMix plays a random,
-// overlapping mix (Seed, Rate, Count, Kinds, MaxRing, MaxTalk). The kinds
+// overlapping mix (Seed, Rate, Count, Kinds, MaxRing, MaxTalk), endless
+// when Count is 0. The kinds
 // are ScenarioDial (a Local pair answered through Dial, bridged),
 // ScenarioQueue (a queue call answered by an agent), ScenarioBlindTransfer,
 // ScenarioBusy, ScenarioNoAnswer and ScenarioOriginateBusy. Each replays,
@@ -79,6 +80,10 @@
 // calls were recorded on both Asterisk 13.38.3 and 22.10.1 (captures 06b
 // and 19a-19f; 19a and 19b also hold the lists that the tests compare the
 // fake's with).
+//
+// The events carry the captures' channelvars (FOO, BAR), whatever
+// Config.ChannelVars says. A scenario stopped by its context leaves its
+// channels up, as a PBX with a stuck call would list them.
 //
 // Every scenario event changes the server's live model (channels with
 // their snapshot fields, application and bridge; bridges and members; the

@@ -304,3 +304,28 @@ func TestLists_AgreeWithEvents(t *testing.T) {
 		})
 	}
 }
+
+// TestStartMix_EndlessUntilCancelled: a mix with no Count plays until its
+// context ends, then Wait reports why and what it played.
+func TestStartMix_EndlessUntilCancelled(t *testing.T) {
+	srv := start(t, amitest.Config{})
+	c := dial(t, srv.Addr())
+	c.login("admin", "s3cret!", "call")
+	ctx, cancel := context.WithCancel(context.Background())
+	mix := srv.StartMix(ctx, amitest.MixSpec{Seed: 7, Rate: 1000, Kinds: []amitest.ScenarioKind{amitest.ScenarioDial}})
+	for n := 0; n < 30; {
+		if c.read().EventName() == "OriginateResponse" {
+			n++
+		}
+	}
+	cancel()
+	infos, err := mix.Wait()
+	if err != context.Canceled || len(infos) < 30 {
+		t.Fatalf("Wait: %d scenarios, %v", len(infos), err)
+	}
+	for _, in := range infos {
+		if in.Kind != amitest.ScenarioDial {
+			t.Fatalf("played %s", in.Kind)
+		}
+	}
+}

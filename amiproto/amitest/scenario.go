@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -416,7 +417,8 @@ type MixSpec struct {
 	Seed uint64
 	// Rate is how many scenarios start per second; <= 0 means 100.
 	Rate float64
-	// Count is how many scenarios to play; <= 0 means 10.
+	// Count is how many scenarios to play; <= 0 plays until the context
+	// ends or the server closes (a demo's endless traffic).
 	Count int
 	// Kinds are the scenarios to pick from; nil means all of them.
 	Kinds []ScenarioKind
@@ -436,11 +438,15 @@ type Mix struct {
 func (m *Mix) Done() <-chan struct{} { return m.done }
 
 // Wait waits for the mix to end and returns what each scenario sent, in
-// the order they ended, and the first error (ctx's, or ErrServerClosed).
+// the order they ended (the latest maxMixInfos of an endless mix), and
+// the first error (ctx's, or ErrServerClosed).
 func (m *Mix) Wait() ([]ScenarioInfo, error) {
 	<-m.done
 	return m.infos, m.err
 }
+
+// maxMixInfos bounds what an endless mix remembers.
+const maxMixInfos = 10000
 
 // StartMix starts spec.Count scenarios at spec.Rate, each of a kind and
 // timing drawn from spec.Seed, overlapping in time as calls on a PBX do.
@@ -451,27 +457,21 @@ func (s *Server) StartMix(ctx context.Context, spec MixSpec) *Mix {
 	if spec.Rate <= 0 {
 		spec.Rate = 100
 	}
-	if spec.Count <= 0 {
-		spec.Count = 10
-	}
 	kinds := spec.Kinds
 	if kinds == nil {
 		kinds = s.Kinds()
 	}
 	rng := rand.New(rand.NewPCG(spec.Seed, spec.Seed^0x9e3779b97f4a7c15))
-	type job struct {
-		kind ScenarioKind
-		t    Timing
-	}
-	jobs := make([]job, spec.Count)
-	for i := range jobs {
-		jobs[i].kind = kinds[rng.IntN(len(kinds))]
+	next := func() (ScenarioKind, Timing) {
+		var t Timing
+		k := kinds[rng.IntN(len(kinds))]
 		if spec.MaxRing > 0 {
-			jobs[i].t.Ring = time.Duration(rng.Int64N(int64(spec.MaxRing)))
+			t.Ring = time.Duration(rng.Int64N(int64(spec.MaxRing)))
 		}
 		if spec.MaxTalk > 0 {
-			jobs[i].t.Talk = time.Duration(rng.Int64N(int64(spec.MaxTalk)))
+			t.Talk = time.Duration(rng.Int64N(int64(spec.MaxTalk)))
 		}
+		return k, t
 	}
 	s.mu.Lock()
 	if s.ctx.Err() != nil {
@@ -490,19 +490,23 @@ func (s *Server) StartMix(ctx context.Context, spec MixSpec) *Mix {
 		var wg sync.WaitGroup
 		defer wg.Wait()
 		interval := time.Duration(float64(time.Second) / spec.Rate)
-		for i, j := range jobs {
+		for i := 0; spec.Count <= 0 || i < spec.Count; i++ {
 			if i > 0 {
 				if err := s.sleep(ctx, interval); err != nil {
 					m.fail(err)
 					return
 				}
 			}
+			kind, t := next()
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				info, err := s.PlayScenario(ctx, j.kind, j.t)
+				info, err := s.PlayScenario(ctx, kind, t)
 				m.mu.Lock()
 				m.infos = append(m.infos, info)
+				if len(m.infos) > maxMixInfos {
+					m.infos = slices.Delete(m.infos, 0, len(m.infos)-maxMixInfos)
+				}
 				m.mu.Unlock()
 				if err != nil {
 					m.fail(err)
