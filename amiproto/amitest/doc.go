@@ -69,7 +69,8 @@
 // overlapping mix (Seed, Rate, Count, Kinds, MaxRing, MaxTalk), endless
 // when Count is 0. The kinds
 // are ScenarioDial (a Local pair answered through Dial, bridged),
-// ScenarioQueue (a queue call answered by an agent), ScenarioBlindTransfer,
+// ScenarioQueue (a queue call answered by an agent), ScenarioQueueWait (the
+// caller waits while the agent is paused), ScenarioBlindTransfer,
 // ScenarioBusy, ScenarioNoAnswer and ScenarioOriginateBusy. Each replays,
 // with fresh ids and real clocks, the events of a captured call of the
 // profile's Asterisk, Cdr events included, in the captured order (even
@@ -78,8 +79,8 @@
 // TestScenarioTemplates checks that it is that capture with placeholders
 // (go test -run TestScenarioTemplates -update-scenarios remakes them). The
 // calls were recorded on both Asterisk 13.38.3 and 22.10.1 (captures 06b
-// and 19a-19f; 19a and 19b also hold the lists that the tests compare the
-// fake's with).
+// and 19a-19f; the tests compare the fake's lists with those 19a and 19b
+// took mid-call).
 //
 // The events carry the captures' channelvars (FOO, BAR), whatever
 // Config.ChannelVars says. A scenario stopped by its context leaves its
@@ -95,7 +96,9 @@
 // exactly the state the events in front of it built. Live returns the
 // model (plus the Config.Channels channels) for tests that derive "what
 // should be" from the PBX, and Cdrs the Cdr events sent for a Linkedid.
-// As on Asterisk, DeviceStateList lists the cached states (the queue's
+// As on Asterisk, a queue member is InCall from its AgentConnect to its
+// AgentComplete though no QueueMemberStatus may say so (capture 19b), and
+// DeviceStateList lists the cached states (the queue's
 // Queue:… devices), never a Local channel's; Status on 13 has no Language
 // or ChanVariable lines. The burst generator (StartCalls, PlayCall) stays
 // out of the model: its calls begin and end within one batch, queued under

@@ -21,7 +21,7 @@ type tally struct {
 	chans   map[string]map[string]string // Uniqueid → the CoreShowChannel fields compared
 	bridges map[string][]string          // BridgeUniqueid → member Uniqueids
 	callers []string                     // queue support's waiting callers
-	members map[string]string            // member name → "CallsTaken InCall Status"
+	members map[string]memberTally       // by member name
 	devices map[string]string
 }
 
@@ -76,14 +76,39 @@ func (t *tally) apply(ev *amiproto.Message) {
 		t.callers = append(t.callers, uid)
 	case "QueueCallerLeave":
 		t.callers = slices.DeleteFunc(t.callers, func(u string) bool { return u == uid })
-	case "QueueMemberStatus":
-		t.members[ev.Get("MemberName")] = ev.Get("CallsTaken") + " " + ev.Get("InCall") + " " + ev.Get("Status")
+	case "QueueMemberStatus", "QueueMemberPause":
+		mb := t.members[ev.Get("MemberName")]
+		mb.calls, mb.inCall, mb.status = ev.Get("CallsTaken"), ev.Get("InCall"), ev.Get("Status")
+		t.members[ev.Get("MemberName")] = mb
+	case "AgentConnect":
+		// The member is in a call from now on, though no event says so;
+		// its count moves when the call completes, if no
+		// QueueMemberStatus told it already.
+		mb := t.members[ev.Get("MemberName")]
+		mb.inCall, mb.atConnect = "1", mb.calls
+		t.members[ev.Get("MemberName")] = mb
+	case "AgentComplete":
+		mb := t.members[ev.Get("MemberName")]
+		mb.inCall = "0"
+		if mb.calls == mb.atConnect {
+			n, _ := strconv.Atoi(mb.calls)
+			mb.calls = strconv.Itoa(n + 1)
+		}
+		t.members[ev.Get("MemberName")] = mb
 	case "DeviceStateChange":
 		if !strings.HasPrefix(ev.Get("Device"), "Local/") {
 			t.devices[ev.Get("Device")] = ev.Get("State")
 		}
 	}
 }
+
+// memberTally is a queue member as the events tell it.
+type memberTally struct {
+	calls, inCall, status string
+	atConnect             string // calls when its current call connected
+}
+
+func (m memberTally) String() string { return m.calls + " " + m.inCall + " " + m.status }
 
 // listClient sends list actions and reads their answers on a session that
 // also takes every event, applying the events to a tally as they come.
@@ -187,7 +212,7 @@ func (c *listClient) check(t *testing.T, init bool) {
 
 	_, items, _ = c.list("QueueStatus")
 	var callers []string
-	members := map[string]string{}
+	members := map[string]memberTally{}
 	for _, it := range items {
 		switch it.EventName() {
 		case "QueueParams":
@@ -195,7 +220,7 @@ func (c *listClient) check(t *testing.T, init bool) {
 				t.Fatalf("QueueParams:\n%s\nthe events say callers %v", it, c.tally.callers)
 			}
 		case "QueueMember":
-			members[it.Get("Name")] = it.Get("CallsTaken") + " " + it.Get("InCall") + " " + it.Get("Status")
+			members[it.Get("Name")] = memberTally{it.Get("CallsTaken"), it.Get("InCall"), it.Get("Status"), ""}
 		case "QueueEntry":
 			if it.Get("Position") != strconv.Itoa(len(callers)+1) {
 				t.Fatalf("QueueEntry out of order:\n%s", it)
@@ -210,7 +235,7 @@ func (c *listClient) check(t *testing.T, init bool) {
 			t.Fatalf("QueueStatus callers %v, the events say %v", callers, c.tally.callers)
 		}
 		for name, v := range c.tally.members {
-			if members[name] != v {
+			if members[name].String() != v.String() {
 				t.Fatalf("QueueMember %s: %q, the events say %q", name, members[name], v)
 			}
 		}
@@ -229,7 +254,7 @@ func (c *listClient) check(t *testing.T, init bool) {
 }
 
 // cdrsPerCall is how many Cdr events each scenario sends.
-var cdrsPerCall = map[amitest.ScenarioKind]int{amitest.ScenarioDial: 3, amitest.ScenarioQueue: 4,
+var cdrsPerCall = map[amitest.ScenarioKind]int{amitest.ScenarioDial: 3, amitest.ScenarioQueue: 4, amitest.ScenarioQueueWait: 5,
 	amitest.ScenarioBlindTransfer: 4, amitest.ScenarioBusy: 3, amitest.ScenarioNoAnswer: 3}
 
 // TestLists_AgreeWithEvents plays a random mix of overlapping scenarios,
@@ -247,7 +272,7 @@ func TestLists_AgreeWithEvents(t *testing.T) {
 			mix := srv.StartMix(context.Background(), amitest.MixSpec{Seed: 19, Rate: 200, Count: 60,
 				MaxRing: 50 * time.Millisecond, MaxTalk: 150 * time.Millisecond})
 			c := &listClient{rawClient: dial(t, srv.Addr()), tally: &tally{chans: map[string]map[string]string{},
-				bridges: map[string][]string{}, members: map[string]string{}, devices: map[string]string{}}}
+				bridges: map[string][]string{}, members: map[string]memberTally{}, devices: map[string]string{}}}
 			// Without the Cdr class, the burst generator's batches reach
 			// the session in several runs, which a list answer must not
 			// split either.

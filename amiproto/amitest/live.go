@@ -75,6 +75,7 @@ type liveMember struct {
 	lastPause      int64
 	inCall, paused bool
 	status         int
+	connectCalls   int // callsTaken when its current call connected
 	pausedReason   string
 	wrapupTime     string
 	penalty        string
@@ -208,16 +209,42 @@ func (m *liveModel) apply(fs []field, linkedid string, now time.Time) {
 	case "QueueCallerAbandon":
 		m.queue.abandoned++
 	case "AgentConnect":
-		// app_queue's recalc_holdtime: a weighted average, 3/4 old.
+		// app_queue marks the member in a call (InCall) when it connects,
+		// with no event of its own (capture 19b: the lists say InCall 1
+		// while the last QueueMemberStatus said 0), and recalc_holdtime
+		// takes the first hold time as it is, then a weighted average.
 		h, _ := get(fs, "HoldTime")
 		n, _ := strconv.Atoi(h)
-		m.queue.holdtime = ((m.queue.holdtime << 2) - m.queue.holdtime + n) >> 2
+		q := &m.queue
+		if q.completed+q.abandoned == 0 {
+			q.holdtime = n
+		} else {
+			q.holdtime = ((q.holdtime << 2) - q.holdtime + n) >> 2
+		}
+		if mb := m.memberAt(fs); mb != nil {
+			mb.inCall, mb.connectCalls = true, mb.callsTaken
+		}
 	case "AgentComplete":
+		// update_queue: the member's call ends, its count and last call
+		// move (unless a QueueMemberStatus already told so), and the
+		// queue's completed calls and talk time.
 		t, _ := get(fs, "TalkTime")
 		n, _ := strconv.Atoi(t)
-		m.queue.completed++
-		m.queue.talktime = ((m.queue.talktime << 2) - m.queue.talktime + n) >> 2
-	case "QueueMemberStatus":
+		q := &m.queue
+		q.completed++
+		if q.completed == 1 {
+			q.talktime = n
+		} else {
+			q.talktime = ((q.talktime << 2) - q.talktime + n) >> 2
+		}
+		if mb := m.memberAt(fs); mb != nil {
+			mb.inCall = false
+			if mb.callsTaken == mb.connectCalls {
+				mb.callsTaken++
+				mb.lastCall = now.Unix()
+			}
+		}
+	case "QueueMemberStatus", "QueueMemberPause":
 		iface, _ := get(fs, "Interface")
 		for i := range m.queue.members {
 			if mb := &m.queue.members[i]; mb.location == iface {
@@ -321,6 +348,17 @@ func (mb *liveMember) update(fs []field) {
 			mb.wrapupTime = f.value
 		}
 	}
+}
+
+// memberAt is the member an agent event names by its Interface.
+func (m *liveModel) memberAt(fs []field) *liveMember {
+	iface, _ := get(fs, "Interface")
+	for i := range m.queue.members {
+		if m.queue.members[i].location == iface {
+			return &m.queue.members[i]
+		}
+	}
+	return nil
 }
 
 func (m *liveModel) member(name string) *liveMember {

@@ -37,6 +37,12 @@ const (
 	// after Timing.Ring and is bridged with the caller for Timing.Talk.
 	// Four Cdrs (22: BUSY for the busy member, 13: NO ANSWER). Capture 06b.
 	ScenarioQueue ScenarioKind = "queue"
+	// ScenarioQueueWait pauses Agent One, then originates Local/queue@test
+	// (CallerID Alice <100>, Application Wait 20) into Queue(support):
+	// Busy Agent is rung and busy while the caller waits Timing.Ring;
+	// then Agent One is unpaused, both are rung, the agent answers and
+	// talks Timing.Talk. Five Cdrs. Capture 19b.
+	ScenarioQueueWait ScenarioKind = "queuewait"
 	// ScenarioBlindTransfer is ScenarioDial whose callee's half, after
 	// Timing.Talk, blind-transfers the caller to echo@test, which talks
 	// for Timing.Talk again. Four Cdrs. Capture 19c.
@@ -66,8 +72,8 @@ func (s *Server) Kinds() []ScenarioKind {
 	return out
 }
 
-var scenarioKinds = []ScenarioKind{ScenarioDial, ScenarioQueue, ScenarioBlindTransfer, ScenarioBusy,
-	ScenarioNoAnswer, ScenarioOriginateBusy}
+var scenarioKinds = []ScenarioKind{ScenarioDial, ScenarioQueue, ScenarioQueueWait, ScenarioBlindTransfer,
+	ScenarioBusy, ScenarioNoAnswer, ScenarioOriginateBusy}
 
 // Timing sets how long the phases of a scenario last. Zero plays them
 // back to back.
@@ -313,8 +319,8 @@ const cdrTimeLayout = "2006-01-02 15:04:05"
 // {D a b} whole seconds from mark a to b (ms/1000, as cdr.c), {DS a b}
 // the difference of their Unix seconds (as app_queue's time(NULL)
 // arithmetic), {MS a b} milliseconds, and {CT}, {CT1}, {LC} the calls
-// taken (plus one) and last call of the member named by the event's
-// MemberName. The mark "now" is the event's own time.
+// taken (when its current call connected, plus one) and last call of the
+// member named by the event's MemberName. The mark "now" is the event's own time.
 func (r *scenarioRun) expand(v string, fs []field, now time.Time) string {
 	if !strings.Contains(v, "{") {
 		return v
@@ -373,7 +379,7 @@ func (r *scenarioRun) placeholder(p string, fs []field, now time.Time) string {
 	case "CT":
 		return strconv.Itoa(member().callsTaken)
 	case "CT1":
-		return strconv.Itoa(member().callsTaken + 1)
+		return strconv.Itoa(member().connectCalls + 1)
 	case "LC":
 		return strconv.FormatInt(member().lastCall, 10)
 	}

@@ -44,6 +44,7 @@ func issue19Captures() map[amitest.ScenarioKind]struct {
 	}{
 		amitest.ScenarioQueue:         {"06b_setup_originate_long_channels", queueKeys},
 		amitest.ScenarioDial:          {"19a_local_pair_observer", nil},
+		amitest.ScenarioQueueWait:     {"19b_queue_agent_observer", nil},
 		amitest.ScenarioBlindTransfer: {"19c_blind_transfer_observer", nil},
 		amitest.ScenarioBusy:          {"19d_busy_observer", nil},
 		amitest.ScenarioNoAnswer:      {"19e_noanswer_observer", nil},
@@ -59,7 +60,7 @@ var queueKeys = []string{"queue@test-00000003", "busy@test-00000004", "agent@tes
 // how long a call ran, so they differ from the capture's.
 var clockKeys = map[string]bool{"StartTime": true, "AnswerTime": true, "EndTime": true, "Duration": true,
 	"BillableSeconds": true, "HoldTime": true, "TalkTime": true, "RingTime": true, "LoginTime": true,
-	"LastCall": true}
+	"LastCall": true, "LastPause": true}
 
 var (
 	chanNumRe = regexp.MustCompile(`(Local/[a-z]+@test)-([0-9a-f]{8})`)
@@ -203,6 +204,12 @@ func TestScenario_Cdr(t *testing.T) {
 	// answered), towards the agent, and the caller's ;1.
 	// The same on both profiles but for busy's order.
 	common := map[amitest.ScenarioKind][]cdr{
+		// The agent's ;2 (talk), the caller's ;2 towards the busy member
+		// (first ring), towards it again (cancelled when the agent
+		// answered), towards the agent (talk), the caller's ;1 (wait and
+		// talk).
+		amitest.ScenarioQueueWait: {{"agent@test", "ANSWERED", 1, 1}, {"queue@test", "BUSY", 0, 0},
+			{"queue@test", "NO ANSWER", 0, 0}, {"queue@test", "ANSWERED", 1, 1}, {"queue@test", "ANSWERED", 2, 2}},
 		amitest.ScenarioOriginateBusy: nil,
 		// The callee's ;2 (ring then talk), the caller's ;2 that ran
 		// Dial, and its ;1.
@@ -340,7 +347,7 @@ func normaliseList(items []*amiproto.Message, maskPlace bool) []string {
 		m := amiproto.NewMessage()
 		for _, f := range it.Fields() {
 			switch f.Key {
-			case "Duration", "Seconds":
+			case "Duration", "Seconds", "Wait", "LongestHoldTime", "Holdtime":
 				f.Value = "#"
 			case "Application", "ApplicationData", "Data", "Priority":
 				if maskPlace {
@@ -504,3 +511,94 @@ func testQueueWaitingLists(t *testing.T, dir string, profile amitest.Profile) {
 		t.Errorf("PlayScenario: %v", err)
 	}
 }
+
+// TestScenario_QueueWaitListsMatchCapture parks the queuewait call where
+// capture 19b took its lists, while the caller waits and while it talks
+// with the agent, and checks every list against the capture's: the same
+// messages, keys and values but for ids and clocks.
+func TestScenario_QueueWaitListsMatchCapture(t *testing.T) {
+	for _, p := range profiles {
+		for _, at := range []struct {
+			phase, prefix string
+			timing        amitest.Timing
+		}{{"ring", "wait-", amitest.Timing{Ring: time.Hour}}, {"talk", "talk-", amitest.Timing{Talk: time.Hour}}} {
+			t.Run(p.dir+"/"+at.phase, func(t *testing.T) {
+				t.Parallel()
+				listsAt(t, p.dir, p.profile, amitest.ScenarioQueueWait, "19b_queue_agent_observer", at.phase, at.prefix, at.timing)
+			})
+		}
+	}
+}
+
+// listsAt plays kind until its wait of phase (which timing makes last an
+// hour), reads the events sent before it, and asks for the lists the
+// capture asked for with ActionIDs starting with prefix, in the same
+// order, comparing each answer with the capture's.
+func listsAt(t *testing.T, dir string, profile amitest.Profile, kind amitest.ScenarioKind, capture, phase, prefix string, timing amitest.Timing) {
+	t.Helper()
+	tmpl := string(readFile(t, filepath.Join("data", "scenarios", dir, string(kind)+".txt")))
+	before, _, ok := strings.Cut(tmpl, "@wait "+phase)
+	if !ok {
+		t.Fatalf("no @wait %s in the %s template", phase, kind)
+	}
+	events := strings.Count(before, "\nEvent: ")
+	_, all, err := readAll(bytes.NewReader(readFile(t, filepath.Join(captures, dir, capture+".recv.bin"))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	want := map[string][]*amiproto.Message{}
+	for _, m := range all {
+		id := m.Get("ActionID")
+		if !strings.HasPrefix(id, prefix) {
+			continue
+		}
+		if want[id] == nil {
+			ids = append(ids, id)
+		}
+		want[id] = append(want[id], m)
+	}
+	srv := start(t, amitest.Config{Profile: profile})
+	c := dial(t, srv.Addr())
+	c.login("admin", "s3cret!", "call,agent,dialplan,cdr")
+	ctx, cancel := context.WithCancel(context.Background())
+	played := make(chan error, 1)
+	go func() {
+		_, err := srv.PlayScenario(ctx, kind, timing)
+		played <- err
+	}()
+	c.readEvents(events)
+	var bridge string
+	for _, id := range ids {
+		kv := []string{"ActionID", id}
+		action := listActionNames[strings.TrimRight(strings.TrimPrefix(id, prefix), "-0123456789")]
+		if action == "BridgeInfo" {
+			kv = append(kv, "BridgeUniqueid", bridge)
+		}
+		c.send(action, kv...)
+		var got []*amiproto.Message
+		for len(got) == 0 || (got[len(got)-1].Get("EventList") != "Complete" && got[0].Get("EventList") == "start") {
+			m := c.read()
+			if m.Get("ActionID") != id {
+				t.Fatalf("%s: an event among the answers:\n%s", id, m)
+			}
+			got = append(got, m)
+			if m.EventName() == "BridgeListItem" {
+				bridge = m.Get("BridgeUniqueid")
+			}
+		}
+		g, w := normaliseList(sortItems(got), phase == "talk"), normaliseList(sortItems(want[id]), phase == "talk")
+		if !slices.Equal(g, w) {
+			t.Errorf("%s:\n%s\nthe capture has\n%s", id, strings.Join(g, "\n"), strings.Join(w, "\n"))
+		}
+	}
+	cancel()
+	if err := <-played; err != context.Canceled {
+		t.Errorf("PlayScenario: %v", err)
+	}
+}
+
+// listActionNames maps the captures' ActionID stems to their actions.
+var listActionNames = map[string]string{"coreshowchannels": "CoreShowChannels", "bridgelist": "BridgeList",
+	"bridgeinfo": "BridgeInfo", "queuestatus": "QueueStatus",
+	"queuesummary": "QueueSummary", "devicestatelist": "DeviceStateList", "status": "Status"}

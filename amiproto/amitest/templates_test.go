@@ -89,6 +89,21 @@ func issue19Specs(profile string) []templateSpec {
 				{"@wait ring\n@mark answer", "Newexten", "Application: Answer"}, talk},
 			cdrs: [][3]string{{"callee", "answer", "now"}, {"start", "answer", "now"}, {"start", "answer", "now"}},
 			vars: dialVars},
+		{profile: profile, kind: "queuewait", capture: profile + "/19b_queue_agent_observer.recv.bin",
+			comment: "# Capture 19b_queue_agent (" + profile + "): Agent One is paused; Originate\n" +
+				"# Local/queue@test (Application Wait 20, CallerID Alice <100>), whose ;2 half runs\n" +
+				"# Queue(support); Busy Agent is rung and busy while the caller waits Timing.Ring;\n" +
+				"# Agent One is unpaused, both are rung, the agent answers and talks Timing.Talk.",
+			rules: []templateRule{{"@mark start", "", ""}, {"@mark join", "QueueCallerJoin", ""},
+				{"@mark busy", "DialEnd", "DialStatus: BUSY"},
+				{"@wait ring\n@mark unpause", "DeviceStateChange", "support_pause_Local/agent@test\nState: NOT_INUSE"},
+				{"@mark agentcalled", "Newchannel", "agent@test"},
+				{"@mark agentup", "Newexten", "agent@test.*Application: Answer"},
+				{"@mark connect", "AgentConnect", ""},
+				{"@wait talk", "Newexten", "agent@test.*Application: Hangup"}},
+			cdrs: [][3]string{{"agentcalled", "agentup", "now"}, {"start", "start", "busy"},
+				{"unpause", "unpause", "connect"}, {"unpause", "unpause", "now"}, {"start", "start", "now"}},
+			vars: queueVars},
 		{profile: profile, kind: "blindtransfer", capture: profile + "/19c_blind_transfer_observer.recv.bin",
 			comment: "# Capture 19c_blind_transfer (" + profile + "): as 19a, then after Timing.Talk a\n" +
 				"# BlindTransfer of the callee's half (Local/echo@test-…;1) to echo@test: the caller's\n" +
@@ -173,7 +188,7 @@ func makeTemplate(t *testing.T, sp templateSpec) string {
 	text = uidRe.ReplaceAllStringFunc(text, func(m string) string { return number("U", m) })
 	text = uuidRe.ReplaceAllStringFunc(text, func(m string) string { return number("B", m) })
 	text = regexp.MustCompile(`LoginTime: [0-9]+`).ReplaceAllString(text, "LoginTime: {LOGIN}")
-	text = regexp.MustCompile(`LastCall: 1[0-9]+`).ReplaceAllString(text, "LastCall: {NOW}")
+	text = regexp.MustCompile(`(LastCall|LastPause): 1[0-9]+`).ReplaceAllString(text, "$1: {NOW}")
 
 	var out []string
 	rule, cdr, ct1 := 0, 0, false
@@ -213,7 +228,7 @@ func makeTemplate(t *testing.T, sp templateSpec) string {
 			if v, ok := sp.vars[fieldOf(b, "Variable")]; ok && fieldOf(b, "Value") != "" {
 				b = setField(b, "Value", v)
 			}
-		case "Event: QueueMemberStatus":
+		case "Event: QueueMemberStatus", "Event: QueueMemberPause":
 			// The first count of Agent One's answered call adds one to
 			// what the member had; the others repeat it.
 			if n, _ := strconv.Atoi(fieldOf(b, "CallsTaken")); n > 0 && !ct1 && strings.Contains(b, "Agent One") {
