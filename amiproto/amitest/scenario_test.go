@@ -602,3 +602,40 @@ func listsAt(t *testing.T, dir string, profile amitest.Profile, kind amitest.Sce
 var listActionNames = map[string]string{"coreshowchannels": "CoreShowChannels", "bridgelist": "BridgeList",
 	"bridgeinfo": "BridgeInfo", "queuestatus": "QueueStatus",
 	"queuesummary": "QueueSummary", "devicestatelist": "DeviceStateList", "status": "Status"}
+
+// TestScenario_CoreShowChannelsCommand: "core show channels concise"
+// lists a scenario's live channels too.
+func TestScenario_CoreShowChannelsCommand(t *testing.T) {
+	srv := start(t, amitest.Config{})
+	c := dial(t, srv.Addr())
+	c.login("admin", "s3cret!", "call")
+	ctx, cancel := context.WithCancel(context.Background())
+	played := make(chan struct{})
+	go func() {
+		defer close(played)
+		srv.PlayScenario(ctx, amitest.ScenarioDial, amitest.Timing{Talk: time.Hour})
+	}()
+	defer func() { cancel(); <-played }()
+	for entered := 0; entered < 2; {
+		if c.read().EventName() == "BridgeEnter" {
+			entered++
+		}
+	}
+	c.send("Command", "Command", "core show channels concise", "ActionID", "cli")
+	resp := c.readResponse()
+	var dialLegs, echoLegs int
+	for _, f := range resp.Fields() {
+		if f.Key != "Output" {
+			continue
+		}
+		switch {
+		case strings.HasPrefix(f.Value, "Local/dial@test-"):
+			dialLegs++
+		case strings.HasPrefix(f.Value, "Local/echo@test-"):
+			echoLegs++
+		}
+	}
+	if dialLegs != 2 || echoLegs != 2 {
+		t.Errorf("core show channels concise:\n%s", resp)
+	}
+}
