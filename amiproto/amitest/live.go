@@ -1,6 +1,7 @@
 package amitest
 
 import (
+	"cmp"
 	"slices"
 	"strconv"
 	"strings"
@@ -376,7 +377,7 @@ func (m *liveModel) channels() []*liveChan {
 	for _, c := range m.chans {
 		out = append(out, c)
 	}
-	slices.SortFunc(out, func(a, b *liveChan) int { return compareSeq(a.seq, b.seq) })
+	slices.SortFunc(out, func(a, b *liveChan) int { return cmp.Compare(a.seq, b.seq) })
 	return out
 }
 
@@ -385,7 +386,7 @@ func (m *liveModel) bridgeList() []*liveBridge {
 	for _, b := range m.bridges {
 		out = append(out, b)
 	}
-	slices.SortFunc(out, func(a, b *liveBridge) int { return compareSeq(a.seq, b.seq) })
+	slices.SortFunc(out, func(a, b *liveBridge) int { return cmp.Compare(a.seq, b.seq) })
 	return out
 }
 
@@ -396,16 +397,6 @@ func (m *liveModel) chanByName(name string) *liveChan {
 		}
 	}
 	return nil
-}
-
-func compareSeq(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 var channelStateDesc = []string{"Down", "Rsrvd", "OffHook", "Dialing", "Ring", "Ringing", "Up", "Busy",

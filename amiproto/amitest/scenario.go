@@ -355,6 +355,9 @@ func (r *scenarioRun) mark(name string, now time.Time) time.Time {
 
 func (r *scenarioRun) placeholder(p string, fs []field, now time.Time) string {
 	args := strings.Fields(p)
+	if len(args) == 0 {
+		return "{" + p + "}"
+	}
 	m := &r.srv.live
 	member := func() *liveMember {
 		name, _ := get(fs, "MemberName")
