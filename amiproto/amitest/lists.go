@@ -309,10 +309,15 @@ func serveQueueSummary(w *ResponseWriter, r *Request) {
 	if f := r.Get("Queue"); f == "" || strings.EqualFold(f, q.name) {
 		loggedIn, available := 0, 0
 		for _, mb := range q.members {
+			// app_queue (13 and 22): a member is logged in unless its
+			// device is invalid (4) or unavailable (5), and available
+			// when its device is not in use (1) or unknown (0) and it is
+			// not paused; InCall plays no part.
+			if mb.status == 4 || mb.status == 5 {
+				continue
+			}
 			loggedIn++
-			// app_queue counts a member available when it is not paused
-			// and its device is not in use (or ringinuse allows it).
-			if !mb.paused && (mb.status == 1 || mb.status == 0) && !mb.inCall {
+			if !mb.paused && (mb.status == 1 || mb.status == 0) {
 				available++
 			}
 		}
