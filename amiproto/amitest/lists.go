@@ -230,9 +230,10 @@ func serveQueueStatus(w *ResponseWriter, r *Request) {
 	n := 0
 	q := &m.queue
 	if f := r.Get("Queue"); f == "" || strings.EqualFold(f, q.name) {
+		// The shares of calls answered within the service level (0 s).
 		sl := "0.0"
 		if q.completed > 0 {
-			sl = "100.0" // ServiceLevel 0: every answered call is within it
+			sl = strconv.FormatFloat(100*float64(q.completedInSL)/float64(q.completed), 'f', 1, 64)
 		}
 		w.fields("Event", "QueueParams", "Queue", q.name, "Max", "0", "Strategy", q.strategy,
 			"Calls", strconv.Itoa(len(q.callers)), "Holdtime", strconv.Itoa(q.holdtime),
@@ -241,7 +242,7 @@ func serveQueueStatus(w *ResponseWriter, r *Request) {
 		if srv.profile == Asterisk22 {
 			sl2 := "0.0"
 			if q.completed+q.abandoned > 0 {
-				sl2 = strconv.FormatFloat(100*float64(q.completed)/float64(q.completed+q.abandoned), 'f', 1, 64)
+				sl2 = strconv.FormatFloat(100*float64(q.completedInSL)/float64(q.completed+q.abandoned), 'f', 1, 64)
 			}
 			w.buf = appendField(w.buf, "ServicelevelPerf2", sl2)
 		}

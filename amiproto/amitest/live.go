@@ -65,6 +65,7 @@ type liveQueue struct {
 	members              []liveMember
 	callers              []liveCaller
 	completed, abandoned int
+	completedInSL        int // completed calls answered within the service level
 	holdtime, talktime   int // app_queue's weighted averages
 	loginTime            int64
 }
@@ -76,7 +77,8 @@ type liveMember struct {
 	lastPause      int64
 	inCall, paused bool
 	status         int
-	connectCalls   int // callsTaken when its current call connected
+	connectCalls   int  // callsTaken when its current call connected
+	connectInSL    bool // and whether it connected within the service level
 	pausedReason   string
 	wrapupTime     string
 	penalty        string
@@ -224,6 +226,9 @@ func (m *liveModel) apply(fs []field, linkedid string, now time.Time) {
 		}
 		if mb := m.memberAt(fs); mb != nil {
 			mb.inCall, mb.connectCalls = true, mb.callsTaken
+			// Within the service level (0 s here) when it waited no
+			// longer.
+			mb.connectInSL = n <= 0
 		}
 	case "AgentComplete":
 		// update_queue: the member's call ends, its count and last call
@@ -239,6 +244,9 @@ func (m *liveModel) apply(fs []field, linkedid string, now time.Time) {
 			q.talktime = ((q.talktime << 2) - q.talktime + n) >> 2
 		}
 		if mb := m.memberAt(fs); mb != nil {
+			if mb.inCall && mb.connectInSL {
+				q.completedInSL++
+			}
 			mb.inCall = false
 			if mb.callsTaken == mb.connectCalls {
 				mb.callsTaken++
