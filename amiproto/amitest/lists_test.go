@@ -18,11 +18,12 @@ import (
 // received: a small, separate implementation to check the fake's list
 // answers against.
 type tally struct {
-	chans   map[string]map[string]string // Uniqueid → the CoreShowChannel fields compared
-	bridges map[string][]string          // BridgeUniqueid → member Uniqueids
-	callers []string                     // queue support's waiting callers
-	members map[string]memberTally       // by member name
-	devices map[string]string
+	chans     map[string]map[string]string // Uniqueid → the CoreShowChannel fields compared
+	bridges   map[string][]string          // BridgeUniqueid → member Uniqueids
+	callers   []string                     // queue support's waiting callers
+	completed int                          // and its completed calls
+	members   map[string]memberTally       // by member name
+	devices   map[string]string
 }
 
 var snapshotKeys = []string{"Channel", "ChannelState", "ChannelStateDesc", "CallerIDNum", "CallerIDName",
@@ -88,6 +89,7 @@ func (t *tally) apply(ev *amiproto.Message) {
 		mb.inCall, mb.atConnect = "1", mb.calls
 		t.members[ev.Get("MemberName")] = mb
 	case "AgentComplete":
+		t.completed++
 		mb := t.members[ev.Get("MemberName")]
 		mb.inCall = "0"
 		if mb.calls == mb.atConnect {
@@ -216,8 +218,10 @@ func (c *listClient) check(t *testing.T, init bool) {
 	for _, it := range items {
 		switch it.EventName() {
 		case "QueueParams":
-			if !init && it.Get("Calls") != strconv.Itoa(len(c.tally.callers)) {
-				t.Fatalf("QueueParams:\n%s\nthe events say callers %v", it, c.tally.callers)
+			if init {
+				c.tally.completed, _ = strconv.Atoi(it.Get("Completed"))
+			} else if it.Get("Calls") != strconv.Itoa(len(c.tally.callers)) || it.Get("Completed") != strconv.Itoa(c.tally.completed) {
+				t.Fatalf("QueueParams:\n%s\nthe events say callers %v, %d completed", it, c.tally.callers, c.tally.completed)
 			}
 		case "QueueMember":
 			members[it.Get("Name")] = memberTally{it.Get("CallsTaken"), it.Get("InCall"), it.Get("Status"), ""}
