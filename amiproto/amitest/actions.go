@@ -42,6 +42,8 @@ func init() {
 		"queuestatus":      HandlerFunc(serveQueueStatus),
 		"queuesummary":     HandlerFunc(serveQueueSummary),
 		"bridgelist":       HandlerFunc(serveBridgeList),
+		"bridgeinfo":       HandlerFunc(serveBridgeInfo),
+		"devicestatelist":  HandlerFunc(serveDeviceStateList),
 		"showdialplan":     HandlerFunc(serveShowDialPlan),
 		"getconfig":        HandlerFunc(serveGetConfig),
 	}
@@ -228,53 +230,6 @@ func leftPad(s string, n int) string {
 		s = "0" + s
 	}
 	return s
-}
-
-func serveCoreShowChannels(w *ResponseWriter, _ *Request) {
-	srv := w.ss.srv
-	w.Success("EventList", "start", "Message", "Channels will follow")
-	dur, _ := srv.duration()
-	n := 0
-	srv.liveChannels(func(c fakeChan) bool {
-		w.buf = srv.appendCoreShowChannel(w.buf, c, w, dur)
-		n++
-		w.maybeFlush()
-		return !w.dead
-	})
-	w.listComplete("CoreShowChannelsComplete", n)
-}
-
-func serveStatus(w *ResponseWriter, r *Request) {
-	srv := w.ss.srv
-	var vars []string
-	if v := r.Get("Variables"); v != "" {
-		for _, name := range strings.Split(v, ",") {
-			if name = strings.TrimSpace(name); name != "" {
-				vars = append(vars, name)
-			}
-		}
-	}
-	_, secs := srv.duration()
-	if name := r.Get("Channel"); name != "" {
-		c, ok := srv.lookupChannel(name)
-		if !ok {
-			w.Error("No such channel")
-			return
-		}
-		w.Success("EventList", "start", "Message", "Channel status will follow")
-		w.buf = srv.appendStatus(w.buf, c, w, vars, secs)
-		w.listComplete("StatusComplete", 1, "Items", "1")
-		return
-	}
-	w.Success("EventList", "start", "Message", "Channel status will follow")
-	n := 0
-	srv.liveChannels(func(c fakeChan) bool {
-		w.buf = srv.appendStatus(w.buf, c, w, vars, secs)
-		n++
-		w.maybeFlush()
-		return !w.dead
-	})
-	w.listComplete("StatusComplete", n, "Items", strconv.Itoa(n))
 }
 
 // serveOriginate plays the call of captures 07a/07d/14a. An async

@@ -99,3 +99,29 @@ func waitFor(b *testing.B, cond func() bool) {
 		time.Sleep(100 * time.Microsecond)
 	}
 }
+
+// BenchmarkPlayScenario plays dial calls with no wait to one reading
+// client and reports the scenario events per second: the cost of the live
+// model and the templates, for mixes that load a bridge.
+func BenchmarkPlayScenario(b *testing.B) {
+	srv := start(b, amitest.Config{})
+	c := dial(b, srv.Addr())
+	c.login("admin", "s3cret!", "on")
+	c.readEvent("SuccessfulAuth")
+	var got countingWriter
+	c.conn.SetReadDeadline(time.Time{})
+	go io.Copy(&got, c.conn)
+
+	b.ReportAllocs()
+	b.ResetTimer()
+	events := 0
+	for range b.N {
+		info, err := srv.PlayScenario(context.Background(), amitest.ScenarioDial, amitest.Timing{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		events += info.Events
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(events)/b.Elapsed().Seconds(), "events/s")
+}

@@ -411,6 +411,16 @@ func (s *Server) renderCall(c *callRender, batch *eventBatch, now time.Time) (ev
 	return batch.events() - start, false
 }
 
+// broadcastWhole broadcasts a batch of whole calls under the live model's
+// lock, so that no list answer lands inside one of them, even for a
+// session whose event mask splits the batch: the lists, which never show
+// a burst call, then agree with every session's events.
+func (s *Server) broadcastWhole(b *eventBatch) {
+	s.live.mu.Lock()
+	defer s.live.mu.Unlock()
+	s.broadcast(b)
+}
+
 // PlayCall sends the events of one call to every logged-in session, as if
 // someone had originated it, and returns its names. It returns once the
 // events are queued for every session.
@@ -419,7 +429,7 @@ func (s *Server) PlayCall(spec CallSpec) CallInfo {
 	var batch eventBatch
 	n, failed := s.renderCall(c, &batch, time.Now())
 	s.pbx.processed.Add(1)
-	s.broadcast(&batch)
+	s.broadcastWhole(&batch)
 	return CallInfo{Channel: string(c.leg1), Uniqueid: string(c.uid1), Events: n, Failed: failed}
 }
 
@@ -529,7 +539,7 @@ func (s *Server) runCalls(ctx context.Context, c *Calls, spec CallSpec, rate flo
 			s.renderCall(r, &batch, now)
 		}
 		s.pbx.processed.Add(int64(n))
-		s.broadcast(&batch)
+		s.broadcastWhole(&batch)
 		played += n
 		c.calls.Add(int64(n))
 		c.events.Add(int64(batch.events()))

@@ -2,7 +2,6 @@ package amitest
 
 import (
 	"strconv"
-	"strings"
 )
 
 // The fixed PBX configuration the queue and dialplan actions list: the
@@ -29,92 +28,11 @@ var fakeQueue = struct {
 	},
 }
 
-// serveQueueStatus answers as app_queue does: QueueParams for each queue
-// the Queue filter takes (case-insensitive), QueueMember for each member
-// whose interface or name equals the Member filter, ActionID last in each
-// item, and QueueStatusComplete. An unknown queue gives an empty list.
-func serveQueueStatus(w *ResponseWriter, r *Request) {
-	srv := w.ss.srv
-	w.Success("EventList", "start", "Message", "Queue status will follow")
-	n := 0
-	q := &fakeQueue
-	if f := r.Get("Queue"); f == "" || strings.EqualFold(f, q.name) {
-		w.fields("Event", "QueueParams", "Queue", q.name, "Max", "0", "Strategy", q.strategy,
-			"Calls", "0", "Holdtime", "0", "TalkTime", "0", "Completed", "0", "Abandoned", "0",
-			"ServiceLevel", "0", "ServicelevelPerf", "0.0")
-		if srv.profile == Asterisk22 {
-			w.buf = appendField(w.buf, "ServicelevelPerf2", "0.0")
-		}
-		w.buf = appendField(w.buf, "Weight", "0")
-		w.appendActionID()
-		w.end()
-		n++
-		member := r.Get("Member")
-		login := strconv.FormatInt(srv.started.Unix(), 10)
-		for _, m := range q.members {
-			if member != "" && member != m.location && member != m.name {
-				continue
-			}
-			w.fields("Event", "QueueMember", "Queue", q.name, "Name", m.name, "Location", m.location,
-				"StateInterface", m.location, "Membership", "static", "Penalty", "0",
-				"CallsTaken", "0", "LastCall", "0")
-			if srv.profile == Asterisk22 {
-				w.buf = appendField(w.buf, "LastPause", "0")
-				w.buf = appendField(w.buf, "LoginTime", login)
-			}
-			w.fields("InCall", boolDigit(m.inCall), "Status", strconv.Itoa(m.status), "Paused", "0", "PausedReason", "")
-			if srv.profile == Asterisk22 {
-				w.buf = appendField(w.buf, "Wrapuptime", "0")
-			}
-			w.appendActionID()
-			w.end()
-			n++
-		}
-	}
-	w.listComplete("QueueStatusComplete", n)
-}
-
-// serveQueueSummary answers one QueueSummary item per queue the Queue
-// filter takes, ActionID last, then QueueSummaryComplete.
-func serveQueueSummary(w *ResponseWriter, r *Request) {
-	w.Success("EventList", "start", "Message", "Queue summary will follow")
-	n := 0
-	q := &fakeQueue
-	if f := r.Get("Queue"); f == "" || strings.EqualFold(f, q.name) {
-		loggedIn, available := 0, 0
-		for _, m := range q.members {
-			loggedIn++
-			if m.status == 1 && !m.inCall {
-				available++
-			}
-		}
-		w.buf = appendField(w.buf, "Event", "QueueSummary")
-		w.buf = appendField(w.buf, "Queue", q.name)
-		w.buf = appendField(w.buf, "LoggedIn", strconv.Itoa(loggedIn))
-		w.buf = appendField(w.buf, "Available", strconv.Itoa(available))
-		w.buf = appendField(w.buf, "Callers", "0")
-		w.buf = appendField(w.buf, "HoldTime", "0")
-		w.buf = appendField(w.buf, "TalkTime", "0")
-		w.buf = appendField(w.buf, "LongestHoldTime", "0")
-		w.appendActionID()
-		w.end()
-		n++
-	}
-	w.listComplete("QueueSummaryComplete", n)
-}
-
 func boolDigit(b bool) string {
 	if b {
 		return "1"
 	}
 	return "0"
-}
-
-// serveBridgeList answers with no bridges: the fake's calls are Local
-// channels that never stay bridged, and capture 06c's list was empty too.
-func serveBridgeList(w *ResponseWriter, _ *Request) {
-	w.Success("EventList", "start", "Message", "Bridge listing will follow")
-	w.listComplete("BridgeListComplete", 0)
 }
 
 // dialplanEntry is one priority of the fake dialplan.

@@ -47,20 +47,64 @@
 // Login, Logoff, Challenge, Ping, Command, CoreShowChannels, Status,
 // Originate, Events, Getvar, Setvar, CoreSettings, CoreStatus, UserEvent,
 // ListCommands, Hangup, DBPut, DBGet, DBDel, DBDelTree, QueueRule,
-// QueueStatus, QueueSummary, BridgeList, ShowDialPlan, GetConfig (of a
+// QueueStatus, QueueSummary, BridgeList, BridgeInfo, DeviceStateList,
+// ShowDialPlan, GetConfig (of a
 // manager.conf made from Config.Users, secrets included) and (Asterisk13
 // only) Queues are built in; any other action answers "Invalid/unknown
 // command". Handle adds or replaces actions. As Asterisk does, the bytes
 // below 0x21 at the start of every value are skipped and action names
 // match ignoring case.
 //
-// The queue and dialplan actions list the fixed configuration of the PBX
-// that recorded capture 06c: queue "support" (ringall) with the static
-// members "Agent One" (Local/agent@test, in a call) and "Busy Agent"
-// (Local/busy@test), no callers; the contexts "parkedcalls" and "test"
-// with their extensions. QueueStatus honours Queue and Member,
-// QueueSummary Queue, ShowDialPlan Context and Extension. BridgeList is
-// always empty.
+// The queue and dialplan are those of the PBX that recorded capture 06c:
+// queue "support" (ringall) with the static members "Agent One"
+// (Local/agent@test, in a call at start, as in 06c) and "Busy Agent"
+// (Local/busy@test); the contexts "parkedcalls" and "test" with their
+// extensions. QueueStatus honours Queue and Member, QueueSummary Queue,
+// ShowDialPlan Context and Extension, BridgeList BridgeType.
+//
+// # Live calls and scenarios
+//
+// PlayScenario plays one call over time, its phases as long as Timing
+// says (milliseconds in tests, seconds in demos); StartMix plays a random,
+// overlapping mix (Seed, Rate, Count, Kinds, MaxRing, MaxTalk), endless
+// when Count is 0. The kinds
+// are ScenarioDial (a Local pair answered through Dial, bridged),
+// ScenarioQueue (a queue call answered by an agent), ScenarioQueueWait (the
+// caller waits while the agent is paused), ScenarioBlindTransfer,
+// ScenarioBusy, ScenarioNoAnswer and ScenarioOriginateBusy. Each replays,
+// with fresh ids and real clocks, the events of a captured call of the
+// profile's Asterisk, Cdr events included, in the captured order (even
+// where Asterisk sent a Cdr before the channel events it sums up); the
+// template in data/scenarios/<profile>/<kind>.txt names its capture, and
+// TestScenarioTemplates checks that it is that capture with placeholders
+// (go test -run TestScenarioTemplates -update-scenarios remakes them). The
+// calls were recorded on both Asterisk 13.38.3 and 22.10.1 (captures 06b
+// and 19a-19f; the tests compare the fake's lists with those 19a and 19b
+// took mid-call).
+//
+// The events carry the captures' channelvars (FOO, BAR), whatever
+// Config.ChannelVars says. A scenario stopped by its context leaves its
+// channels up, as a PBX with a stuck call would list them.
+//
+// Every scenario event changes the server's live model (channels with
+// their snapshot fields, application and bridge; bridges and members; the
+// queue's members and waiting callers; the cached device states) under
+// one lock, in the same step as the event is queued to the sessions.
+// CoreShowChannels, Status, BridgeList, BridgeInfo, QueueStatus,
+// QueueSummary and DeviceStateList answer from that model, under the same
+// lock, after the session's events held so far: a list answer shows
+// exactly the state the events in front of it built. Live returns the
+// model (plus the Config.Channels channels) for tests that derive "what
+// should be" from the PBX, and Cdrs the Cdr events sent for a Linkedid.
+// As on Asterisk, a queue member is InCall from its AgentConnect to its
+// AgentComplete though no QueueMemberStatus may say so (capture 19b), and
+// DeviceStateList lists the cached states (the queue's
+// Queue:… devices), never a Local channel's; Status on 13 has no Language
+// or ChanVariable lines. The burst generator (StartCalls, PlayCall) stays
+// out of the model: its calls begin and end within one batch, queued under
+// the same lock, so no list answer lands inside one. A session that stops
+// reading blocks, once its queue is full, the generators and the list
+// answers of every session (Config.WriteTimeout drops it instead).
 //
 // # Calls and faults
 //

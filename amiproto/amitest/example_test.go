@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log"
+	"time"
 
 	"github.com/ami-bridge/ami-bridge/amiproto"
 	"github.com/ami-bridge/ami-bridge/amiproto/amitest"
@@ -91,4 +92,54 @@ func ExampleConfig_legacy() {
 	// Output:
 	// Follows
 	// Value: db9323cf-917b-45d3-b3f5-08bde009c360
+}
+
+// ExampleServer_PlayScenario lists what the PBX has while a queue call's
+// caller talks with the agent (a list answer reflects exactly the events
+// before it), then reads the call's Cdrs once it ended.
+func ExampleServer_PlayScenario() {
+	srv, err := amitest.Start(amitest.Config{})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer srv.Close()
+
+	ctx := context.Background()
+	c, err := amiproto.Dial(ctx, srv.URL("admin", "s3cret!"), amiproto.WithEvents(amiproto.EventDelivery{Mask: "call"}))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+
+	done := make(chan amitest.ScenarioInfo)
+	go func() {
+		info, err := srv.PlayScenario(ctx, amitest.ScenarioQueue, amitest.Timing{Talk: 10 * time.Millisecond})
+		if err != nil {
+			log.Fatal(err)
+		}
+		done <- info
+	}()
+	for entered := 0; entered < 2; {
+		if ev := <-c.Events(); ev.EventName() == "BridgeEnter" {
+			entered++
+		}
+	}
+	for _, action := range []string{"CoreShowChannels", "BridgeList"} {
+		resp, err := c.Request(ctx, amiproto.NewAction(action))
+		if err != nil {
+			log.Fatal(err)
+		}
+		fmt.Println(action, len(resp.Events))
+	}
+	info := <-done
+	for _, cdr := range srv.Cdrs(info.Linkedid) {
+		fmt.Println(cdr.Get("Destination"), cdr.Get("Disposition"))
+	}
+	// Output:
+	// CoreShowChannels 4
+	// BridgeList 1
+	// agent ANSWERED
+	// queue BUSY
+	// queue ANSWERED
+	// queue ANSWERED
 }

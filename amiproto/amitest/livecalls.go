@@ -53,8 +53,9 @@ type cliChan struct {
 }
 
 // cliChannels returns the rows of "core show channels": the
-// Config.Channels channels still up, then both legs of every generated
-// call played less than callDuration ago, oldest first.
+// Config.Channels channels still up, the scenarios' live channels, then
+// both legs of every generated call played less than callDuration ago,
+// oldest first.
 func (s *Server) cliChannels() []cliChan {
 	_, secs := s.duration()
 	var rows []cliChan
@@ -64,6 +65,14 @@ func (s *Server) cliChannels() []cliChan {
 		return true
 	})
 	now := time.Now()
+	// The scenarios' channels, as the live model has them.
+	s.live.mu.Lock()
+	for _, c := range s.live.channels() {
+		rows = append(rows, cliChan{name: c.name, context: c.context, exten: c.exten, priority: c.priority,
+			app: c.app, appData: c.appData, cidNum: c.cidNum, uniqueid: c.uniqueid,
+			secs: int(now.Sub(c.created) / time.Second)})
+	}
+	s.live.mu.Unlock()
 	l := &s.pbx.live
 	l.mu.Lock()
 	calls := make([]liveCall, 0, l.n)

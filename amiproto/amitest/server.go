@@ -140,6 +140,8 @@ type Server struct {
 	faults faults
 	pbx    pbxState
 	tmpl   callTemplates
+	live   liveModel
+	scen   map[ScenarioKind]*scenarioTmpl
 
 	recMu    sync.Mutex
 	received []byte // with Config.RecordReceived
@@ -191,6 +193,8 @@ func Start(cfg Config) (*Server, error) {
 	s.subs.Store(&[]*session{})
 	s.pbx.init(s.started)
 	s.tmpl.init(cfg.Profile, cfg.ChannelVars)
+	s.live.init(s.started)
+	s.scen = scenarios(cfg.Profile)
 	s.faults.init()
 	s.wg.Add(1)
 	go s.acceptLoop()

@@ -42,6 +42,19 @@ func (ss *session) endAction() {
 	}
 }
 
+// releaseHeldEvents queues the events held so far, ahead of the running
+// action's answer, and keeps holding later ones: a list action calls it
+// as it reads the live model, so that the events its answer reflects
+// come before it.
+func (ss *session) releaseHeldEvents() {
+	ss.hold.mu.Lock()
+	defer ss.hold.mu.Unlock()
+	if len(ss.hold.held) > 0 {
+		ss.enqueue(ss.hold.held)
+		ss.hold.held = nil
+	}
+}
+
 // holdEvent keeps b and reports true while an action of the session runs.
 func (ss *session) holdEvent(b []byte) bool {
 	ss.hold.mu.Lock()
