@@ -28,8 +28,8 @@ const (
 )
 
 // loadRecv returns the bytes Asterisk sent in capture name of version ver
-// ("asterisk-22" or "asterisk-13"). The 14b observer captures are stored
-// gzipped to keep testdata small.
+// ("asterisk-22" or "asterisk-13"). The 14b observer captures and 14c
+// are stored gzipped to keep testdata small.
 func loadRecv(t testing.TB, ver, name string) []byte {
 	t.Helper()
 	path := filepath.Join("testdata", "captures", ver, name+".recv.bin")
@@ -247,6 +247,9 @@ var replayCases = []struct {
 	{"asterisk-22", "13_tls_login", 5, 2, 3, 0, checkLoginLogoff},
 	{"asterisk-22", "14a_burst_200_originates", 4604, 4402, 202, 0, checkBurst(1)},
 	{"asterisk-22", "14b_burst_200_observer", 4405, 4403, 2, 0, checkBurst(2)},
+	// The same burst recorded with its timing (.chunks.jsonl).
+	{"asterisk-22", "14c_burst_200_timed_originates", 4604, 4402, 202, 0, checkBurst(1)},
+	{"asterisk-22", "14d_burst_200_timed_observer", 4405, 4403, 2, 0, checkBurst(2)},
 	{"asterisk-22", "15_reload_modulecheck", 14, 5, 9, 0, checkReload},
 	// Recorded from the Login on, without the banner (noBanner).
 	{"asterisk-22", "18_two_sessions_same_user_a", 2105, 2104, 0, 1, nil},

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 // TestMain lets the test binary play the children's roles, as the command
@@ -233,6 +234,41 @@ func TestSmokeReplay(t *testing.T) {
 	}
 	if r := rep.Replay; !r.lossless() || r.Sent != int64(events)+1 || r.Lat.N != int(r.Delivered) {
 		t.Errorf("replay: sent %d, want the capture's %d events and the mark; %+v", r.Sent, events, r)
+	}
+}
+
+// TestReplayDefaultIsTimed: the full run's replay has a recorded timing
+// (without it the mode is skipped) and holds the whole burst: every event
+// of the capture, by the test's own count of its Event: messages, in
+// batches that never go back in time and span the burst's second or more.
+func TestReplayDefaultIsTimed(t *testing.T) {
+	o, err := parseFlags([]string{"-repo", testRepo})
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(testRepo, o.Replay)
+	raw, err := os.ReadFile(path + ".recv.bin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := strings.Count(string(raw), "\r\nEvent: ") -
+		strings.Count(string(raw), "Event: FullyBooted") - strings.Count(string(raw), "Event: SuccessfulAuth")
+	batches, err := loadTimed(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := 0
+	for i, b := range batches {
+		got += b.Events
+		if i > 0 && b.At < batches[i-1].At {
+			t.Fatalf("batch %d at %v, before batch %d at %v", i, b.At, i-1, batches[i-1].At)
+		}
+	}
+	if got != want || want < 4000 {
+		t.Errorf("%d events in the timed batches, want the capture's %d (the 4,400 of the burst)", got, want)
+	}
+	if span := batches[len(batches)-1].At - batches[0].At; span < time.Second {
+		t.Errorf("the replay spans %v, want the burst's second or more", span)
 	}
 }
 
