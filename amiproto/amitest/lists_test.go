@@ -348,6 +348,10 @@ func TestStartMix_EndlessUntilCancelled(t *testing.T) {
 		}
 	}
 	cancel()
+	// This client reads no more: once its queue is full, the scenarios
+	// wait for it (a slow client slows the PBX's producers). Closing it
+	// ends their session, so they can stop.
+	c.conn.Close()
 	infos, err := mix.Wait()
 	if err != context.Canceled || len(infos) < 30 {
 		t.Fatalf("Wait: %d scenarios, %v", len(infos), err)

@@ -187,6 +187,12 @@ func demo(ctx context.Context, o demoOptions, anyHTTPPort bool, environ []string
 		callsCtx, stopCalls := context.WithCancel(ctx)
 		defer stopCalls()
 		calls = pbx.StartCalls(callsCtx, o.rate, 0)
+		// Beside the short burst calls, calls that last: dials, queue
+		// calls, transfers, busy and unanswered ones, one every 2 s, each
+		// up for seconds, so that the live state has calls, bridges and
+		// a queue to watch (docs/callstate.md).
+		mix := pbx.StartMix(callsCtx, amitest.MixSpec{Seed: uint64(time.Now().UnixNano()), Rate: 0.5,
+			MaxRing: 3 * time.Second, MaxTalk: 15 * time.Second})
 		summarized := make(chan struct{})
 		go func() { // owned here: waited for below
 			defer close(summarized)
@@ -197,6 +203,7 @@ func demo(ctx context.Context, o demoOptions, anyHTTPPort bool, environ []string
 		<-ctx.Done()
 		stopCalls()
 		_ = calls.Wait() // the context's error: the demo was asked to stop
+		_, _ = mix.Wait()
 		<-summarized
 	})
 	if err != nil {

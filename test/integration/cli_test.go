@@ -302,6 +302,14 @@ func TestDemo_RunsWithNoSetup(t *testing.T) {
 	if out := c.run(t, "kv", "info", "AMI_STATE"); !strings.Contains(out, "AMI_STATE") {
 		t.Errorf("nats kv info AMI_STATE:\n%s", out)
 	}
+	// Calls that last are in the bucket while they run: the watch the
+	// demo suggests shows one.
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	watch := startCLI(t, c, ctx, []string{"kv", "watch", "AMI_STATE", "demo.calls.>"})
+	watch.out.waitFor(t, `"linkedid"`, eventTimeout, watch.done)
+	watch.cmd.Process.Kill()
+	<-watch.done
 	m = regexp.MustCompile(`Metrics for Prometheus: http://(127\.0\.0\.1:\d+)/metrics`).FindSubmatch(b.log.Bytes())
 	if m == nil {
 		t.Fatalf("the demo does not say where its metrics are:\n%s", b.log.Bytes())

@@ -346,8 +346,15 @@ func TestHA_KillActive(t *testing.T) {
 	r.checkExactlyOnce()
 }
 
+// TestHA_SIGTERMHandsOver: a SIGTERM hands the lease over at once. The
+// lease TTL is long, so a takeover before half of it can only be a
+// handover, never the lease's expiry; the time itself is measured by
+// TestNemesis_HandoverTimes, not held here to a bound a loaded machine
+// may miss.
 func TestHA_SIGTERMHandsOver(t *testing.T) {
 	r := newHARig(t)
+	const ttl = 20 * time.Second
+	r.cfg.HA.LeaseTTL = ttl.String()
 	a, b := r.startPair()
 	var sent time.Time
 	r.load(func() {
@@ -360,8 +367,8 @@ func TestHA_SIGTERMHandsOver(t *testing.T) {
 	_, st := r.waitHA(b, 0, "active", func(s haStatus) bool { return s.Role == "active" && s.LastTakeover != nil })
 	took := st.LastTakeover.At.Sub(sent)
 	t.Logf("SIGTERM of the active: the standby took over %v later", took.Round(time.Millisecond))
-	if took >= 500*time.Millisecond || !st.LastTakeover.Matched {
-		t.Errorf("handover %v after SIGTERM, matched %v; want under 500ms, on the checkpoint", took, st.LastTakeover.Matched)
+	if took >= ttl/2 || !st.LastTakeover.Matched {
+		t.Errorf("handover %v after SIGTERM, matched %v; want a handover (under half the lease TTL, %v), on the checkpoint", took, st.LastTakeover.Matched, ttl/2)
 	}
 	r.checkExactlyOnce()
 	// A core subscriber saw no repeat and no gap either.

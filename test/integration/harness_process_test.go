@@ -93,7 +93,8 @@ type jetStreamConf struct {
 }
 
 type haConf struct {
-	Enabled bool `yaml:"enabled"`
+	Enabled  bool   `yaml:"enabled"`
+	LeaseTTL string `yaml:"lease_ttl,omitempty"`
 }
 
 // secretVia says how the bridge gets a PBX's secret.
