@@ -168,6 +168,10 @@ func (p *pbx) run(ctx context.Context) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			if p.cfg.ActionIdleLogoff > 0 {
+				p.runOnDemand(ctx, l) // ondemand.go
+				return
+			}
 			l.run(ctx, func(ctx context.Context, c *amiproto.Client) { p.serveActions(ctx, l, c) })
 		}()
 	}
@@ -373,8 +377,8 @@ func (p *pbx) linkChanged() {
 		state = subjects.StateConnecting
 		for i, l := range p.actions {
 			st := l.status().State
-			if st == subjects.StateConnected {
-				state = st
+			if st == subjects.StateConnected || st == subjects.StateIdle {
+				state = subjects.StateConnected // an idle session logs in on the next request
 				break
 			}
 			if i == 0 || st == subjects.StateAuthFailed {

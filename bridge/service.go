@@ -184,6 +184,7 @@ func (s *actionService) addEndpoint(svc micro.Service, ep *actionSession) error 
 		ep.busy.Store(true)
 		defer ep.busy.Store(false)
 		p.handle(req, ep)
+		ep.demand.used() // the idle time starts again; nothing unless on demand
 	})
 	limits := micro.WithEndpointPendingLimits(p.cfg.MaxPendingRequests, p.cfg.MaxPendingRequests*maxRequestBytes)
 	if !p.cfg.NamedActionsOnly {
