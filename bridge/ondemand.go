@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"sync"
 	"time"
 
@@ -29,9 +30,7 @@ import (
 // demand is the on-demand part of an action session.
 type demand struct {
 	idle time.Duration
-	// fire logs the session off; timer runs it idle after the last
-	// request.
-	fire  func()
+	// timer logs the session off idle after the last request.
 	timer *time.Timer
 	mu    sync.Mutex // guards last
 	last  time.Time  // end of the last request
@@ -69,11 +68,11 @@ func (d *demand) idleFor() time.Duration {
 func (p *pbx) runOnDemand(ctx context.Context, l *link) {
 	s := &actionSession{l: l, check: make(chan chan struct{}, 1)}
 	d := &demand{idle: p.cfg.ActionIdleLogoff, last: time.Now()}
-	d.fire = func() { p.idleLogoff(s) }
-	// The timer's func is stopped below; one that already started takes
-	// s.run, which the logoff at the end also takes.
-	d.timer = time.AfterFunc(d.idle, d.fire)
 	s.demand = d
+	// Logged off, nothing to time: the end of a request (used) arms the
+	// timer. It is stopped below; a func that already started takes
+	// s.run, which the logoff at the end also takes.
+	d.timer = time.AfterFunc(math.MaxInt64, func() { p.idleLogoff(s) })
 	bo := backoff{min: l.min, max: l.max}
 	for {
 		err := p.service.join(l, s)
@@ -146,6 +145,8 @@ func (p *pbx) logIn(s *actionSession, arrived time.Time) error {
 // starts the idle time again.
 func (p *pbx) idleLogoff(s *actionSession) {
 	if !s.run.TryLock() {
+		d := s.demand
+		d.timer.Reset(d.idle) // a request runs; its end arms the timer too
 		return
 	}
 	defer s.run.Unlock()

@@ -162,3 +162,36 @@ func TestOnDemand_LoginFailureAnswers503(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkOnDemandFirstRequest is a Ping request's round trip on a
+// session logged in (logged-in) and on one logged off, whose request logs
+// it in first (first-request): their difference is what the first request
+// after an idle time pays. The logoff between requests is not timed.
+func BenchmarkOnDemandFirstRequest(b *testing.B) {
+	ping := []byte(`{"Action":"Ping"}`)
+	run := func(b *testing.B, w *world, loggedOff bool) {
+		b.ReportAllocs()
+		subject := subjects.Action("ami", "pbx1")
+		for b.Loop() {
+			if loggedOff {
+				b.StopTimer()
+				waitSessions(b, w.pbx, 1)
+				b.StartTimer()
+			}
+			m, err := w.cc.Request(subject, ping, waitTime)
+			if err != nil || !bytes.Contains(m.Data, []byte(`"Pong"`)) {
+				b.Fatalf("Ping: %v %v", err, m)
+			}
+		}
+	}
+	b.Run("logged-in", func(b *testing.B) {
+		w := newWorld(b, withServer(func(sc *ServerConfig) { sc.ActionSessions = 1 }))
+		w.w.waitAllUp()
+		waitSessions(b, w.pbx, 2)
+		run(b, w, false)
+	})
+	b.Run("first-request", func(b *testing.B) {
+		// Idle for 1ns: the session logs off as soon as a request ends.
+		run(b, onDemandWorld(b, time.Nanosecond, 1), true)
+	})
+}

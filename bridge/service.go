@@ -179,12 +179,14 @@ func (s *actionService) register() (micro.Service, error) {
 func (s *actionService) addEndpoint(svc micro.Service, ep *actionSession) error {
 	p := s.p
 	handler := micro.HandlerFunc(func(req micro.Request) {
+		// The idle time starts again once the session is free; nothing
+		// unless on demand (ondemand.go).
+		defer ep.demand.used()
 		ep.run.Lock()
 		defer ep.run.Unlock()
 		ep.busy.Store(true)
 		defer ep.busy.Store(false)
 		p.handle(req, ep)
-		ep.demand.used() // the idle time starts again; nothing unless on demand
 	})
 	limits := micro.WithEndpointPendingLimits(p.cfg.MaxPendingRequests, p.cfg.MaxPendingRequests*maxRequestBytes)
 	if !p.cfg.NamedActionsOnly {
