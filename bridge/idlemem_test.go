@@ -103,14 +103,19 @@ const maxIdleKiB = 136
 
 // An idle PBX whose action sessions log in on demand costs at most
 // maxIdleKiB, and at most three quarters of one whose sessions stay
-// logged in: heap and goroutine stacks over idlePBXes PBXes, counting the
+// logged in: heap and goroutine stacks over idlePBXes PBXes (run as
+// AMI_IDLE_HEAP_PROFILE=FILE for their heap and goroutine profiles), counting the
 // fake PBX's side of the sessions too. No timing is asserted.
 func TestOnDemand_IdleMemory(t *testing.T) {
-	const idlePBXes = 200
+	const idlePBXes = 100
 	always := measureIdle(t, idlePBXes, perPBX, nil)
 	onDemand := measureIdle(t, idlePBXes, 1, func(sc *ServerConfig) { sc.ActionIdleLogoff = time.Hour })
 	t.Logf("per idle PBX, bridge and fake PBX side: %.1f KiB with the action sessions logged in, %.1f KiB with actions.idle_logoff", always/1024, onDemand/1024)
-	if onDemand > maxIdleKiB*1024 || onDemand > always*3/4 {
-		t.Errorf("an idle PBX with actions.idle_logoff costs %.1f KiB, want at most %d KiB and three quarters of the %.1f KiB with the sessions logged in", onDemand/1024, maxIdleKiB, always/1024)
+	bound := float64(maxIdleKiB)
+	if raceEnabled {
+		bound *= 1.5 // 165-170 KiB measured under -race
+	}
+	if onDemand > bound*1024 || onDemand > always*3/4 {
+		t.Errorf("an idle PBX with actions.idle_logoff costs %.1f KiB, want at most %.0f KiB and three quarters of the %.1f KiB with the sessions logged in", onDemand/1024, bound, always/1024)
 	}
 }

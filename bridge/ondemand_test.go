@@ -18,11 +18,13 @@ func logoffs(pbx *amitest.Server) int {
 }
 
 // onDemandWorld is a world whose pbx1 has actions.idle_logoff set to idle
-// and n action sessions, recording what the PBX receives; it returns once
+// and n action sessions, recording what the PBX receives (a withPBX in
+// opts replaces that, and must record too); it returns once
 // the PBX is up with its action sessions idle.
 func onDemandWorld(t testing.TB, idle time.Duration, n int, opts ...worldOption) *world {
 	t.Helper()
-	opts = append(opts, withPBX(amitest.Config{RecordReceived: true}), withServer(func(sc *ServerConfig) {
+	opts = append([]worldOption{withPBX(amitest.Config{RecordReceived: true})}, opts...)
+	opts = append(opts, withServer(func(sc *ServerConfig) {
 		sc.ActionIdleLogoff, sc.ActionSessions = idle, n
 	}))
 	w := newWorld(t, opts...)
@@ -160,6 +162,32 @@ func TestOnDemand_LoginFailureAnswers503(t *testing.T) {
 		if m.Header.Get(subjects.HeaderEvent) == "UserEvent" {
 			break
 		}
+	}
+}
+
+// An Originate with Ami-Wait and an idempotency key, as the first
+// request of a logged-off session: the login comes first, the
+// OriginateResponse (on the event session) reaches the reply, the retry
+// gets the same reply and the PBX receives one Originate.
+func TestOnDemand_OriginateWaitWithIdempotencyKey(t *testing.T) {
+	w := onDemandWorld(t, time.Hour, 2, withPBX(amitest.Config{AnswerDelay: 50 * time.Millisecond, RecordReceived: true}))
+	hdr := waitHeader()
+	hdr.Set(subjects.HeaderIdempotencyKey, "call-42")
+	body := `{"Channel":"Local/echo@test","Application":"Echo","ActionID":"crm-42"}`
+	first := request(t, w.cc, subjects.NamedAction("ami", "pbx1", "Originate"), body, hdr)
+	rb, _ := decodeReply(t, first)
+	if rb.Error != nil || len(rb.Events) != 1 || rb.Events[0]["Event"] != "OriginateResponse" || rb.Events[0]["ActionID"] != "crm-42" {
+		t.Fatalf("first reply %s", first.Data)
+	}
+	retry := request(t, w.cc, subjects.NamedAction("ami", "pbx1", "Originate"), body, hdr)
+	if !bytes.Equal(retry.Data, first.Data) {
+		t.Fatalf("retry's reply\n %s\nwant the first's\n %s", retry.Data, first.Data)
+	}
+	if n := bytes.Count(w.pbx.Received(), []byte("Action: Originate\r\n")); n != 1 {
+		t.Fatalf("the PBX received %d Originates, want 1", n)
+	}
+	if n := logins(w.pbx); n < 2 {
+		t.Fatalf("logins at the PBX: %d, want the event session's and an action session's", n)
 	}
 }
 
