@@ -60,41 +60,55 @@ func (d *demand) idleFor() time.Duration {
 	return time.Since(d.last)
 }
 
-// runOnDemand runs the action session l on demand until ctx ends: its
-// endpoints are registered at once and stay so until Shutdown stops taking
-// actions; logins and logoffs happen under the session's run lock, in the
-// request handlers (logIn) and in the idle timer's func (idleLogoff). At
-// the end it logs the session off if it is logged in.
-func (p *pbx) runOnDemand(ctx context.Context, l *link) {
+// startOnDemand starts the action session l on demand, with no goroutine
+// of its own while it idles (memory is the point): its endpoints are
+// registered at once and stay so until Shutdown stops taking actions;
+// logins and logoffs happen under the session's run lock, in the request
+// handlers (logIn) and in the idle timer's func (idleLogoff). When ctx
+// ends the session is logged off if logged in; the returned func waits
+// for that. run (pbx.run) owns what starts here: the join retries, only
+// when a join fails, and the logoff at the end.
+func (p *pbx) startOnDemand(ctx context.Context, l *link) (wait func()) {
 	s := &actionSession{l: l, check: make(chan chan struct{}, 1)}
 	d := &demand{idle: p.cfg.ActionIdleLogoff, last: time.Now()}
 	s.demand = d
 	// Logged off, nothing to time: the end of a request (used) arms the
-	// timer. It is stopped below; a func that already started takes
+	// timer. It is stopped at the end; a func that already started takes
 	// s.run, which the logoff at the end also takes.
 	d.timer = time.AfterFunc(math.MaxInt64, func() { p.idleLogoff(s) })
-	bo := backoff{min: l.min, max: l.max}
-	for {
-		err := p.service.join(l, s)
-		if err == nil {
-			break
-		}
+	joined := make(chan struct{})
+	if err := p.service.join(l, s); err == nil {
+		l.setState(subjects.StateIdle, nil) // the endpoints are up: the session is ready
+		close(joined)
+	} else {
 		p.log.Error("register the action service; retried", "error", err)
-		if !sleepCtx(ctx, bo.next()) {
-			d.timer.Stop()
-			return
-		}
+		go func() { // ends with ctx at the latest; the logoff below waits for it
+			defer close(joined)
+			bo := backoff{min: l.min, max: l.max}
+			for sleepCtx(ctx, bo.next()) {
+				if err := p.service.join(l, s); err != nil {
+					p.log.Error("register the action service; retried", "error", err)
+					continue
+				}
+				l.setState(subjects.StateIdle, nil)
+				return
+			}
+		}()
 	}
-	l.setState(subjects.StateIdle, nil) // the endpoints are up: the session is ready
 	afterIntake := context.AfterFunc(p.life.intake, func() { p.service.leave(l) })
-	<-ctx.Done()
-	d.timer.Stop()
-	s.run.Lock()
-	p.logOff(p.life.hard, s)
-	s.run.Unlock()
-	if afterIntake() {
-		p.service.leave(l)
-	}
+	done := make(chan struct{})
+	context.AfterFunc(ctx, func() {
+		defer close(done)
+		<-joined
+		d.timer.Stop()
+		s.run.Lock()
+		p.logOff(p.life.hard, s)
+		s.run.Unlock()
+		if afterIntake() {
+			p.service.leave(l)
+		}
+	})
+	return func() { <-done }
 }
 
 // logIn makes sure s is logged in, logging it in if it is not, within the

@@ -165,13 +165,14 @@ func (p *pbx) run(ctx context.Context) {
 		p.events.run(ctx, p.serveEvents)
 	}()
 	for _, l := range p.actions {
+		if p.cfg.ActionIdleLogoff > 0 {
+			wait := p.startOnDemand(ctx, l) // ondemand.go: no goroutine while idle
+			defer wait()
+			continue
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if p.cfg.ActionIdleLogoff > 0 {
-				p.runOnDemand(ctx, l) // ondemand.go
-				return
-			}
 			l.run(ctx, func(ctx context.Context, c *amiproto.Client) { p.serveActions(ctx, l, c) })
 		}()
 	}
