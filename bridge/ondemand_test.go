@@ -153,6 +153,9 @@ func TestOnDemand_LoginFailureAnswers503(t *testing.T) {
 	if ss := st.Sessions[1]; ss.State != subjects.StateAuthFailed || !strings.Contains(ss.Error, "Authentication failed") {
 		t.Errorf("action session after a failed login: %+v", ss)
 	}
+	if s := w.b.Stats()[0]; s.LoginFailures != 1 || s.Up {
+		t.Errorf("Stats after a refused on-demand login: login failures %d, up %v; want 1, false", s.LoginFailures, s.Up)
+	}
 	w.pbx.Emit(userEvent("after", 1))
 	for {
 		m, err := w.events.NextMsg(waitTime)
