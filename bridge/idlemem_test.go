@@ -94,8 +94,8 @@ func indexOf(b *Bridge, server string) int {
 }
 
 // maxIdleKiB bounds an idle PBX with actions.idle_logoff, its one AMI
-// session's fake-PBX side included: 120-125 KiB measured, against 170-185
-// KiB with the action sessions logged in. It is above issue 22's 64 KiB,
+// session's fake-PBX side included: 112 KiB measured, against 170-185 KiB
+// with the action sessions logged in. It is above issue 22's 64 KiB,
 // which this mode does not reach alone: what is left is mostly the PBX's
 // micro service, about 4.6 KiB per NATS subscription (a nats.go goroutine
 // each), 13 of them (docs/operations.md, "Large fan-in").
