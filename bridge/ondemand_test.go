@@ -102,7 +102,25 @@ func TestOnDemand_FirstRequestLogsIn(t *testing.T) {
 func TestOnDemand_IdleLogoff(t *testing.T) {
 	w := onDemandWorld(t, 50*time.Millisecond, 1)
 	pingOK(t, w.cc)
-	st := w.waitIdle() // fails unless the session logged off
+	var st subjects.PBXStatus
+	loggedIn := false
+	// Through the login and the logoff, the PBX stays connected.
+statuses:
+	for {
+		st = w.w.next()
+		if st.State != subjects.StateConnected {
+			t.Fatalf("PBX state %q around an on-demand login and logoff: %+v", st.State, st)
+		}
+		switch sessionStates(st) {
+		case "events:connected action:connected":
+			loggedIn = true
+		case "events:connected action:idle":
+			if loggedIn {
+				break statuses
+			}
+		}
+	}
+	waitSessions(t, w.pbx, 1) // the PBX saw the session go
 	if n := logoffs(w.pbx); n != 1 {
 		t.Errorf("Logoffs at the PBX: %d, want 1", n)
 	}
