@@ -26,9 +26,12 @@ const streamFlushEvery = 1024
 // actionSession is one logged-in action session, as its endpoint's
 // handler and its keepalive share it.
 type actionSession struct {
-	l    *link
-	c    *amiproto.Client
-	busy atomic.Bool // an action is running on c; see actionKeepalive
+	l *link
+	// c is the session's client. With ActionIdleLogoff it changes at each
+	// login and is nil while logged off; it changes only under run.
+	c      *amiproto.Client
+	demand *demand     // nil unless ActionIdleLogoff; see ondemand.go
+	busy   atomic.Bool // an action is running on c; see actionKeepalive
 	// run is held by the endpoint handlers: the generic and the
 	// per-action one, of one instance or of two while the service is
 	// registered anew, take turns on c.
@@ -106,6 +109,7 @@ func overdueDeadline(interval time.Duration) time.Duration {
 // passes, the handler asks for an overdue check (see overdue), which
 // runs here even while requests keep coming.
 func (p *pbx) actionKeepalive(ctx context.Context, s *actionSession) {
+	c := s.c // this login's; with ActionIdleLogoff the next has its own keepalive
 	var tick <-chan time.Time
 	if interval := p.cfg.PingInterval; interval > 0 {
 		t := time.NewTicker(interval)
@@ -116,19 +120,21 @@ func (p *pbx) actionKeepalive(ctx context.Context, s *actionSession) {
 		select {
 		case <-ctx.Done():
 			return
-		case <-s.c.Done():
+		case <-c.Done():
 			return
 		case done := <-s.check:
 			d := overdueDeadline(p.cfg.PingInterval)
-			err := p.ping(ctx, s.c, d)
+			err := p.ping(ctx, c, d)
 			if errors.Is(err, context.DeadlineExceeded) {
 				// Out of the queue group first, then closed: the requests
 				// queued here get their 503 once new ones no longer come
 				// here. A request sent as an endpoint leaves can be lost
 				// in NATS, and a requester that retries at once would
 				// send it just then.
-				p.service.leave(s.l)
-				s.l.lost(s.c, fmt.Errorf("%w: an action passed its deadline and a Ping behind it went unanswered for %v; the session is replaced", amiproto.ErrConnLost, d))
+				if s.demand == nil { // on demand, the next request logs in anew
+					p.service.leave(s.l)
+				}
+				s.l.lost(c, fmt.Errorf("%w: an action passed its deadline and a Ping behind it went unanswered for %v; the session is replaced", amiproto.ErrConnLost, d))
 				close(done)
 				return
 			}
@@ -138,8 +144,8 @@ func (p *pbx) actionKeepalive(ctx context.Context, s *actionSession) {
 				continue
 			}
 			d := keepaliveDeadline(p.cfg.PingInterval)
-			if err := p.ping(ctx, s.c, d); errors.Is(err, context.DeadlineExceeded) {
-				s.l.lost(s.c, fmt.Errorf("%w: keepalive Ping unanswered for %v", amiproto.ErrConnLost, d))
+			if err := p.ping(ctx, c, d); errors.Is(err, context.DeadlineExceeded) {
+				s.l.lost(c, fmt.Errorf("%w: keepalive Ping unanswered for %v", amiproto.ErrConnLost, d))
 				return
 			}
 		}
@@ -229,6 +235,12 @@ func (p *pbx) handle(req micro.Request, s *actionSession) {
 	if err != nil {
 		p.replyError(r, subjects.CodeBadRequest, err.Error(), nil, false)
 		return
+	}
+	if s.demand != nil {
+		if err := p.logIn(s, arrived); err != nil { // ondemand.go
+			p.replyError(r, subjects.CodeUnavailable, err.Error(), nil, stream)
+			return
+		}
 	}
 	action, err := p.namedAction(s, req.Subject(), req.Data())
 	if err != nil {

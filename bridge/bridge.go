@@ -104,8 +104,12 @@ type ServerConfig struct {
 	ReconnectMin     time.Duration // default 500ms
 	ReconnectMax     time.Duration // default 30s
 	ActionSessions   int           // AMI sessions that carry actions, besides the one for events; default 2
-	MaxReplyEntries  int           // entries of one Collection, streamed or not, default DefaultMaxReplyEntries; more is a 413
-	MaxReplyBytes    int           // JSON bytes of one Collection's entries, default DefaultMaxReplyBytes; more is a 413
+	// ActionIdleLogoff, when above zero, logs the action sessions in on
+	// their first request and off once idle that long (ondemand.go);
+	// 0, the default, keeps them logged in.
+	ActionIdleLogoff time.Duration
+	MaxReplyEntries  int // entries of one Collection, streamed or not, default DefaultMaxReplyEntries; more is a 413
+	MaxReplyBytes    int // JSON bytes of one Collection's entries, default DefaultMaxReplyBytes; more is a 413
 	// MaxPendingRequests bounds the requests one action session holds,
 	// the running one included, default 128 (DefaultMaxPendingRequests);
 	// more are dropped, unanswered, and counted in Stats.RequestsOverLimit.
@@ -528,6 +532,9 @@ func checkServer(sc ServerConfig) (ServerConfig, amiproto.Endpoint, []Problem) {
 	}
 	if sc.PingInterval < 0 {
 		ps.add("PingInterval", "must be 0 (off) or positive")
+	}
+	if sc.ActionIdleLogoff < 0 {
+		ps.add("ActionIdleLogoff", "must be 0 (always logged in) or positive")
 	}
 	if sc.MaxReplyEntries == 0 {
 		sc.MaxReplyEntries = DefaultMaxReplyEntries

@@ -463,7 +463,8 @@ func contractReplies(t *testing.T, ct *contract) {
 }
 
 // contractStatuses: connected and auth_failed, then disconnected, with
-// JetStream and a topology, so that every optional part appears.
+// JetStream and a topology, so that every optional part appears; and a
+// PBX whose action sessions are idle (actions.idle_logoff).
 func contractStatuses(t *testing.T, ct *contract) {
 	var seen func() []subjects.PBXStatus
 	r := newWorld(t, withNATS(natsOptions{jetStream: true}), watching("bad"), withServers(func(r *world) []ServerConfig {
@@ -472,7 +473,9 @@ func contractStatuses(t *testing.T, ct *contract) {
 		bad.URL = r.pbx.URL("admin", "Wrong-Secret-42")
 		stays := fastServer("pbx1", r.pbx)
 		stays.ReconnectMin, stays.ReconnectMax = time.Hour, time.Hour // a dropped session stays down
-		return []ServerConfig{stays, bad}
+		lazy := fastServer("lazy", r.pbx)
+		lazy.ActionIdleLogoff = time.Hour
+		return []ServerConfig{stays, bad, lazy}
 	}), withOptions(Options{
 		JetStream: JetStreamOptions{Enabled: true},
 		Topology: func() subjects.Topology {
@@ -488,8 +491,11 @@ func contractStatuses(t *testing.T, ct *contract) {
 		states := map[string]bool{}
 		for _, st := range sts {
 			states[st.State] = true
+			for _, ss := range st.Sessions {
+				states["session "+ss.State] = true
+			}
 		}
-		return states[subjects.StateConnected] && states[subjects.StateAuthFailed] && states[subjects.StateDisconnected]
+		return states[subjects.StateConnected] && states[subjects.StateAuthFailed] && states[subjects.StateDisconnected] && states["session "+subjects.StateIdle]
 	})
 	if st := seen()[0]; st.Topology == nil || st.Topology.Leafnodes == nil || st.JSFailures == nil {
 		t.Errorf("a status without topology, leafnodes or js_failures: %+v", st)

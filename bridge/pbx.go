@@ -165,6 +165,11 @@ func (p *pbx) run(ctx context.Context) {
 		p.events.run(ctx, p.serveEvents)
 	}()
 	for _, l := range p.actions {
+		if p.cfg.ActionIdleLogoff > 0 {
+			wait := p.startOnDemand(ctx, l) // ondemand.go: no goroutine while idle
+			defer wait()
+			continue
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -373,8 +378,8 @@ func (p *pbx) linkChanged() {
 		state = subjects.StateConnecting
 		for i, l := range p.actions {
 			st := l.status().State
-			if st == subjects.StateConnected {
-				state = st
+			if st == subjects.StateConnected || st == subjects.StateIdle {
+				state = subjects.StateConnected // an idle session logs in on the next request
 				break
 			}
 			if i == 0 || st == subjects.StateAuthFailed {

@@ -179,6 +179,9 @@ func (s *actionService) register() (micro.Service, error) {
 func (s *actionService) addEndpoint(svc micro.Service, ep *actionSession) error {
 	p := s.p
 	handler := micro.HandlerFunc(func(req micro.Request) {
+		// The idle time starts again once the session is free; nothing
+		// unless on demand (ondemand.go).
+		defer ep.demand.used()
 		ep.run.Lock()
 		defer ep.run.Unlock()
 		ep.busy.Store(true)

@@ -143,7 +143,7 @@ func TestActionMeter_UnknownCode(t *testing.T) {
 	m.action = "Ping"
 	m.replied(nats.Header{"Nats-Service-Error-Code": {"599"}})
 	m.replied(nil) // a later streamed part is not counted
-	if n := st.actions[actionIndex("Ping")][codeIndex(subjects.CodeUnavailable)].Load(); n != 1 {
+	if n := st.actions.Load()[actionIndex("Ping")][codeIndex(subjects.CodeUnavailable)].Load(); n != 1 {
 		t.Errorf("count %d, want 1 under 503", n)
 	}
 }

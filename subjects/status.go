@@ -52,6 +52,10 @@ const (
 	StateDisconnected = "disconnected"
 	StateAuthFailed   = "auth_failed"
 	StateStopped      = "stopped"
+	// StateIdle is an action session logged off while idle
+	// (ServerConfig.ActionIdleLogoff): its endpoint stays registered and
+	// the next request logs it in. Only a session has it, never a PBX.
+	StateIdle = "idle"
 )
 
 // SessionStatus is the state of one AMI session of a PBX.

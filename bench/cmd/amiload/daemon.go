@@ -78,10 +78,14 @@ func startDaemon(bin, dir string, addrs []string, jetStream, state bool) (*daemo
 		Name      string `json:"name"`
 		URL       string `json:"url"`
 		SecretEnv string `json:"secret_env"`
+		Actions   any    `json:"actions,omitempty"`
 	}
 	servers := make([]server, len(addrs))
 	for i, a := range addrs {
 		servers[i] = server{Name: pbxName(i), URL: amiUser + "@" + a, SecretEnv: secretEnv}
+		if idleLogoff > 0 {
+			servers[i].Actions = map[string]any{"generic_subject": true, "idle_logoff": idleLogoff.String()}
+		}
 	}
 	// JSON is YAML, which the daemon reads.
 	extra["nats"] = map[string]any{"embedded": embedded}

@@ -89,6 +89,7 @@ type options struct {
 	Idle        int             // idle PBXes whose memory is measured (0: none)
 	Perf        string          // when set, perf record the daemon under the flood into this file
 	Settle      time.Duration   // wait before reading an idle daemon's memory
+	IdleLogoff  time.Duration   // servers[].actions.idle_logoff of every daemon (0: off)
 	StateBurst  float64         // the state burst's events/s, for PaceSeconds
 	State       bool            // every daemon keeps the live call state and publishes call records (state.enabled)
 	Quiet       time.Duration   // before a trial, the previous one's tail is over once nothing came for this long
@@ -179,6 +180,7 @@ func parseFlags(args []string) (options, error) {
 	fs.Float64Var(&fanSeconds, "fan-seconds", fanSeconds, "seconds of each fan-in case")
 	fs.IntVar(&o.Idle, "idle", o.Idle, "idle PBXes whose memory is measured, each with the daemon's default 3 AMI sessions (0: skip)")
 	fs.DurationVar(&o.Quiet, "quiet", o.Quiet, "before each trial, wait until nothing came for this long")
+	fs.DurationVar(&o.IdleLogoff, "idle-logoff", o.IdleLogoff, "servers[].actions.idle_logoff of every daemon: action sessions log in on demand (0: always logged in)")
 	fs.DurationVar(&o.Settle, "settle", o.Settle, "wait before reading an idle daemon's memory")
 	fs.BoolVar(&o.State, "state", o.State, "run every daemon with state.enabled: live call state in KV and call records (the pace mode always compares the bridge with and without state)")
 	fs.StringVar(&o.Perf, "perf", "", "perf record the daemon during the flood into `file` and print where its time goes")

@@ -296,6 +296,9 @@ func phaseIdle(o options, w io.Writer, rep *report, bin, dir, capture string) er
 			rep.IdleRSS = rss
 		}
 	}
+	if o.IdleLogoff > 0 {
+		fmt.Fprintf(w, "\nidle: actions.idle_logoff %v: the action sessions logged off, 1 of the %d AMI sessions logged in per PBX", o.IdleLogoff, sessionsPerPBX)
+	}
 	fmt.Fprintf(w, "\nidle: %d PBXes of %d AMI sessions each: VmRSS %.1f MiB, with 1 PBX %.1f MiB: %.1f KiB per idle PBX, %.1f KiB per AMI session\n",
 		o.Idle, sessionsPerPBX, float64(rep.IdleRSS)/1024, float64(rep.IdleBase)/1024, rep.IdleKiB(), rep.IdleKiB()/sessionsPerPBX)
 	return nil
@@ -381,7 +384,7 @@ func printSummary(w io.Writer, o options, rep *report) {
 			fmt.Sprintf("≤ %.3g s; 0; 0; 0", within), verdict(f.T.Within <= within && f.T.lossless()))
 	}
 	if rep.Idle > 1 && rep.IdleRSS > 0 {
-		row(fmt.Sprintf("memory per idle PBX (%d sessions), %d PBXes", sessionsPerPBX, rep.Idle), fmt.Sprintf("%.1f KiB", rep.IdleKiB()), "≤ 64 KiB", verdict(rep.IdleKiB() <= 64))
+		row(fmt.Sprintf("memory per idle PBX (%d sessions%s), %d PBXes", sessionsPerPBX, idleLogoffNote(), rep.Idle), fmt.Sprintf("%.1f KiB", rep.IdleKiB()), "≤ 64 KiB", verdict(rep.IdleKiB() <= 64))
 	}
 	if len(rep.Ceiling) > 0 {
 		row("ceiling: TCP client → the daemon's server (mean of 2)", fmt.Sprintf("%.0f/s", rep.CeilingRate()), "(reported)", "")
@@ -405,4 +408,12 @@ func printSummary(w io.Writer, o options, rep *report) {
 		}
 		row("zero-loss sustained rate / the highest ceiling", got, "≥ 70 %", verdict(ok))
 	}
+}
+
+// idleLogoffNote names -idle-logoff in the summary's memory row.
+func idleLogoffNote() string {
+	if idleLogoff <= 0 {
+		return ""
+	}
+	return fmt.Sprintf(", actions.idle_logoff %v", idleLogoff)
 }

@@ -501,8 +501,12 @@ func (b *bench) ceilingBy(publisher *child, events int) (trial, error) {
 // stateOn is options.State for every daemon the run starts.
 var stateOn bool
 
+// idleLogoff is options.IdleLogoff for every daemon the run starts.
+var idleLogoff time.Duration
+
 func run(o options, w io.Writer) (*report, error) {
 	stateOn = o.State
+	idleLogoff = o.IdleLogoff
 	header(w, o)
 	dir, err := os.MkdirTemp("", "amiload-")
 	if err != nil {

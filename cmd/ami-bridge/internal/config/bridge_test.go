@@ -3,6 +3,7 @@ package config
 import (
 	"reflect"
 	"testing"
+	"time"
 
 	"github.com/ami-bridge/ami-bridge/bridge"
 )
@@ -30,6 +31,20 @@ func TestBridgeServers_ActionSessions(t *testing.T) {
 	s.Name, s.ActionSessions = "pbx1", 5
 	if got := servers(s)[0].ActionSessions; got != 5 {
 		t.Errorf("ActionSessions = %d, want the configured 5", got)
+	}
+}
+
+// TestBridgeServers_IdleLogoff: servers[].actions.idle_logoff reaches the
+// bridge as loaded, 0 (always logged in) by default.
+func TestBridgeServers_IdleLogoff(t *testing.T) {
+	s := DefaultServer()
+	s.Name = "pbx1"
+	if got := servers(s)[0].ActionIdleLogoff; got != 0 {
+		t.Errorf("default ActionIdleLogoff = %v, want 0", got)
+	}
+	s.Actions.IdleLogoff = 5 * time.Minute
+	if got := servers(s)[0].ActionIdleLogoff; got != 5*time.Minute {
+		t.Errorf("ActionIdleLogoff = %v, want the configured 5m", got)
 	}
 }
 

@@ -179,6 +179,10 @@ type ActionPolicy struct {
 	// per-action subjects; false leaves NATS permissions on those the only
 	// way in. Default true.
 	GenericSubject bool `koanf:"generic_subject"`
+	// IdleLogoff, above zero, logs the action sessions in on their first
+	// request and off after this idle time (large fan-ins); 0 keeps them
+	// logged in.
+	IdleLogoff time.Duration `koanf:"idle_logoff"`
 }
 
 // Backoff bounds the delay between reconnect attempts.
