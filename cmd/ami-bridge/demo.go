@@ -187,12 +187,6 @@ func demo(ctx context.Context, o demoOptions, anyHTTPPort bool, environ []string
 		callsCtx, stopCalls := context.WithCancel(ctx)
 		defer stopCalls()
 		calls = pbx.StartCalls(callsCtx, o.rate, 0)
-		// Beside the short burst calls, calls that last: dials, queue
-		// calls, transfers, busy and unanswered ones, one every 2 s, each
-		// up for seconds, so that the live state has calls, bridges and
-		// a queue to watch (docs/callstate.md).
-		mix := pbx.StartMix(callsCtx, amitest.MixSpec{Seed: uint64(time.Now().UnixNano()), Rate: 0.5,
-			MaxRing: 3 * time.Second, MaxTalk: 15 * time.Second})
 		summarized := make(chan struct{})
 		go func() { // owned here: waited for below
 			defer close(summarized)
@@ -200,10 +194,25 @@ func demo(ctx context.Context, o demoOptions, anyHTTPPort bool, environ []string
 				feed.summarize(callsCtx)
 			}
 		}()
+		// Beside the short burst calls, calls that last: dials, queue
+		// calls, transfers, busy and unanswered ones, one every 2 s, each
+		// up for seconds, so that the live state has calls, bridges and
+		// a queue to watch (docs/callstate.md). They start a second
+		// after the first short call, so that the feed opens with a whole
+		// short call (README's sample).
+		var mix *amitest.Mix
+		select {
+		case <-time.After(time.Second):
+			mix = pbx.StartMix(callsCtx, amitest.MixSpec{Seed: uint64(time.Now().UnixNano()), Rate: 0.5,
+				MaxRing: 3 * time.Second, MaxTalk: 15 * time.Second})
+		case <-ctx.Done():
+		}
 		<-ctx.Done()
 		stopCalls()
 		_ = calls.Wait() // the context's error: the demo was asked to stop
-		_, _ = mix.Wait()
+		if mix != nil {
+			_, _ = mix.Wait()
+		}
 		<-summarized
 	})
 	if err != nil {
