@@ -241,6 +241,9 @@ func newClient(conn net.Conn, ep Endpoint, o options) *Client {
 	if o.keepalive > 0 {
 		r = lifeReader{r: conn, c: c}
 	}
+	if o.events.Drained != nil {
+		r = drainedReader{r: r, drained: o.events.Drained}
+	}
 	c.rd = NewReaderLimits(r, o.limits)
 	return c
 }
@@ -525,6 +528,9 @@ func appendWithID(dst []byte, m *Message, id string) []byte {
 // keepalive, and closes the event stream and stopped.
 func (c *Client) readLoop() {
 	defer func() {
+		if f := c.opts.events.Drained; f != nil {
+			f() // after the last Func: nothing more comes from this session
+		}
 		c.wg.Wait()
 		if c.events != nil {
 			close(c.events)
@@ -939,4 +945,17 @@ func (l lifeReader) Read(p []byte) (n int, err error) {
 		l.c.lastRx.Store(int64(l.c.sinceStart()))
 	}
 	return n, err
+}
+
+// drainedReader calls EventDelivery.Drained before each read of the
+// socket: the Reader reads only once it has parsed every whole message it
+// holds, so each of them has been handed over by then.
+type drainedReader struct {
+	r       io.Reader
+	drained func()
+}
+
+func (d drainedReader) Read(p []byte) (int, error) {
+	d.drained()
+	return d.r.Read(p)
 }

@@ -65,6 +65,15 @@ type EventDelivery struct {
 	// once the reader has stopped, after the last call of Func.
 	Func func(*Message)
 
+	// Drained, when set, is called on the reader goroutine each time the
+	// reader has handed over every whole message it read and is about to
+	// read the socket again, and once when it stops, after the last call
+	// of Func. A consumer that queues what Func receives can wake its own
+	// consumer there, once per read of the socket instead of once per
+	// event: at 12,000 events/s Asterisk writes a dozen events at a time.
+	// It must not block.
+	Drained func()
+
 	// Shedding and Skip, set together, let a consumer that sheds load
 	// drop events for a fraction of their cost. Before each message the
 	// reader asks Shedding, which must be cheap (an atomic load); while it

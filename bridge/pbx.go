@@ -131,7 +131,9 @@ func newPBX(sc ServerConfig, ns *natsSide, life *lifecycle, opts Options, buffer
 	}
 	// Events go from the client's reader straight into the PBX's ring:
 	// no hand-off, and Ami-Seq numbers them in the order they were read.
-	events := []amiproto.Option{amiproto.WithEvents(amiproto.EventDelivery{Func: p.accept, Shedding: p.ring.refusing, Skip: p.shed})}
+	// The publisher is woken once per read of the socket (Drained), not
+	// once per event.
+	events := []amiproto.Option{amiproto.WithEvents(amiproto.EventDelivery{Func: p.accept, Drained: p.ring.notify, Shedding: p.ring.refusing, Skip: p.shed})}
 	if sc.PingInterval > 0 {
 		// The event session runs no requested action, so nothing but a
 		// dead link holds its Ping back. Action sessions have their own

@@ -65,7 +65,10 @@ func (e *ringEntry) Msg() *amiproto.Message { return &e.msg }
 //
 //	append(m, seq, at) bool     keep a clone of m as seq, read at at (Unix ns); false: dropped, nothing kept
 //	appendNow(m, seq, chain) (t, ok)
-//	                            the same, read now (t), with HA's chain
+//	                            the same, read now (t), with HA's chain; the
+//	                            waiting reader is woken by notify, or after
+//	                            ringWakeEvery such appends
+//	notify()                    wake a waiting reader for what appendNow kept
 //	readAfter(seq, dst) (dst, closed)
 //	                            copies of the entries above seq, oldest first, up to cap(dst)
 //	wait() <-chan struct{}      ready after an append or close that follows an empty readAfter
@@ -90,6 +93,7 @@ type ring struct {
 	bytes   int         // held by every entry
 	unacked int         // bytes held by the entries above the mark
 	waiting bool        // a reader found nothing new and waits on ready
+	held    int         // appends since waiting that did not wake the reader (appendNow)
 	closed  bool
 	// refused is set by a drop and cleared when the acknowledged mark
 	// moves: once full, the ring refuses every event until the publisher
@@ -123,11 +127,41 @@ func (r *ring) append(m *amiproto.Message, seq uint64, at int64) bool {
 	return ok
 }
 
+// ringWakeEvery bounds the events appendNow keeps for a waiting reader
+// before it wakes it without notify: what one read of the socket brings
+// at a flood's start (up to 32 KiB, a hundred events or more) is then
+// published while the rest is parsed.
+const ringWakeEvery = 32
+
 // appendNow is append with the time read now, only for an event kept: a
 // dropped event costs no clock read. It returns that time. chain is the
-// event's Ami-Chain with HA, else 0.
+// event's Ami-Chain with HA, else 0. Unlike append, it leaves a waiting
+// reader asleep until notify, or until ringWakeEvery events wait: the
+// event reader appends what one read of the socket brought, then
+// notifies once (EventDelivery.Drained), which saves a wake-up of the
+// publisher, and the scheduling around it, per event.
 func (r *ring) appendNow(m *amiproto.Message, seq, chain uint64) (time.Time, bool) {
 	return r.add(m, seq, 0, chain, true)
+}
+
+// notify wakes a reader waiting for what appendNow kept.
+func (r *ring) notify() {
+	r.mu.Lock()
+	if r.held > 0 {
+		r.wake()
+	}
+	r.mu.Unlock()
+}
+
+// wake signals a waiting reader. r.mu is held.
+func (r *ring) wake() {
+	if r.waiting {
+		r.waiting, r.held = false, 0
+		select {
+		case r.ready <- struct{}{}:
+		default:
+		}
+	}
 }
 
 func (r *ring) add(m *amiproto.Message, seq uint64, at int64, chain uint64, now bool) (t time.Time, ok bool) {
@@ -136,6 +170,12 @@ func (r *ring) add(m *amiproto.Message, seq uint64, at int64, chain uint64, now 
 	if r.refused.Load() || int(r.next-r.ackPos) >= r.maxEvents || r.unacked+size > r.maxBytes || r.closed {
 		if !r.closed && !r.refused.Swap(true) {
 			r.refusals.Add(1)
+		}
+		// What waits for notify is what the reader must publish to make
+		// room: a caller that waits for room (roomWait) must not wait on
+		// a reader that sleeps.
+		if r.held > 0 {
+			r.wake()
 		}
 		r.mu.Unlock()
 		return t, false
@@ -164,10 +204,10 @@ func (r *ring) add(m *amiproto.Message, seq uint64, at int64, chain uint64, now 
 	r.bytes += size
 	r.unacked += size
 	if r.waiting {
-		r.waiting = false
-		select {
-		case r.ready <- struct{}{}:
-		default:
+		if now && r.held < ringWakeEvery-1 {
+			r.held++
+		} else {
+			r.wake()
 		}
 	}
 	r.mu.Unlock()

@@ -181,6 +181,75 @@ func TestRing_WaitWakesOnAppendAndClose(t *testing.T) {
 	}
 }
 
+// ready reports whether the ring's wait channel is ready, taking the
+// signal.
+func ready(r *ring) bool {
+	select {
+	case <-r.wait():
+		return true
+	default:
+		return false
+	}
+}
+
+// appendNow, the event reader's append, leaves a waiting reader asleep
+// until notify (the end of a read of the socket) or until ringWakeEvery
+// events wait; notify with nothing new wakes nobody.
+func TestRing_AppendNowWakesOnNotifyOrAfterRingWakeEvery(t *testing.T) {
+	r := newRing(1000, 1<<20, nil)
+	r.readAfter(0, make([]ringEntry, 0, 1)) // nothing: the reader waits
+	for s := uint64(1); s <= 3; s++ {
+		if _, ok := r.appendNow(ringEvent(s, 1), s, 0); !ok {
+			t.Fatalf("event %d dropped", s)
+		}
+	}
+	if ready(r) {
+		t.Fatal("appendNow woke the reader before notify")
+	}
+	r.notify()
+	if !ready(r) {
+		t.Fatal("notify did not wake the reader for 3 events")
+	}
+	got, _ := r.readAfter(0, make([]ringEntry, 0, 10))
+	equalSeqs(t, "after notify", got, 1, 2, 3)
+
+	r.readAfter(3, make([]ringEntry, 0, 1))
+	r.notify()
+	if ready(r) {
+		t.Fatal("notify with nothing new woke the reader")
+	}
+	s := uint64(4)
+	for ; s < 4+ringWakeEvery-1; s++ {
+		r.appendNow(ringEvent(s, 1), s, 0)
+	}
+	if ready(r) {
+		t.Fatalf("woken after %d events, before ringWakeEvery (%d)", s-4, ringWakeEvery)
+	}
+	r.appendNow(ringEvent(s, 1), s, 0)
+	if !ready(r) {
+		t.Fatalf("not woken after ringWakeEvery (%d) events without notify", ringWakeEvery)
+	}
+}
+
+// A refused appendNow wakes the reader for what waits for notify: the
+// caller then waits for room, which only that reader can make.
+func TestRing_RefusalWakesTheReaderForHeldEvents(t *testing.T) {
+	r := newRing(4, 1<<20, nil)
+	r.readAfter(0, make([]ringEntry, 0, 1))
+	for s := uint64(1); s <= 4; s++ {
+		r.appendNow(ringEvent(s, 1), s, 0)
+	}
+	if ready(r) {
+		t.Fatal("setup: woken before the ring was full")
+	}
+	if _, ok := r.appendNow(ringEvent(5, 1), 5, 0); ok {
+		t.Fatal("setup: event 5 kept in a full ring of 4")
+	}
+	if !ready(r) {
+		t.Fatal("a refused append left the reader asleep over 4 held events")
+	}
+}
+
 // Once full, the ring refuses every event, a smaller one too, until the
 // publisher acknowledges: refusing then says what an append would do,
 // without the lock.
