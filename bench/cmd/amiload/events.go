@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"regexp"
+	"strconv"
 
 	"github.com/ami-bridge/ami-bridge/amiproto"
 )
@@ -83,5 +85,58 @@ func (b *burst) span(first, n int, emit func([]byte)) {
 		j := min(b.len(), i+n)
 		emit(b.buf[b.offs[i]:b.offs[j]])
 		n -= j - i
+	}
+}
+
+// spanner emits events first to first+n-1 of a capture played in a loop.
+type spanner interface {
+	span(first, n int, emit func([]byte))
+}
+
+// relabel is a private copy of a burst whose every pass gets its own
+// Uniqueids and Linkedids: pass k adds 10·k to the Unix-seconds part of
+// each (the digits before the '.' of every Uniqueid, Linkedid and
+// UniqueID value), in place, the length unchanged.
+type relabel struct {
+	b    *burst
+	at   []int    // offsets in b.buf of the 10 digits to rewrite
+	orig []uint64 // their values in the capture
+	pass int      // the pass b.buf is labelled for
+}
+
+// idValue matches a Uniqueid-like header and the seconds of its value.
+var idValue = regexp.MustCompile(`(?i)(?:uniqueid|linkedid): (\d{10})\.`)
+
+func newRelabel(b *burst) *relabel {
+	r := &relabel{b: &burst{buf: bytes.Clone(b.buf), offs: b.offs, msgs: b.msgs}}
+	for _, m := range idValue.FindAllSubmatchIndex(r.b.buf, -1) {
+		v, _ := strconv.ParseUint(string(r.b.buf[m[2]:m[3]]), 10, 64)
+		r.at, r.orig = append(r.at, m[2]), append(r.orig, v)
+	}
+	return r
+}
+
+// label rewrites the ids for pass k.
+func (r *relabel) label(k int) {
+	if k == r.pass {
+		return
+	}
+	r.pass = k
+	var d [20]byte
+	for i, at := range r.at {
+		s := strconv.AppendUint(d[:0], r.orig[i]+10*uint64(k), 10)
+		copy(r.b.buf[at+10-len(s):at+10], s) // 10 digits until the year 2286
+	}
+}
+
+func (r *relabel) span(first, n int, emit func([]byte)) {
+	l := r.b.len()
+	for n > 0 {
+		r.label(first / l)
+		i := first % l
+		j := min(l, i+n)
+		emit(r.b.buf[r.b.offs[i]:r.b.offs[j]])
+		n -= j - i
+		first += j - i
 	}
 }

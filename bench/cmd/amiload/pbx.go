@@ -20,6 +20,9 @@ type pbxRequest struct {
 	Events int     `json:"events"` // send: events per PBX
 	Replay string  `json:"replay"` // replay: the capture, with or without .recv.bin
 	Speed  float64 `json:"speed"`  // replay: time runs this many times faster than recorded (0: 1)
+	// Relabel: send gives each pass over the capture its own Uniqueids
+	// and Linkedids (one PBX only: the bytes are rewritten in place).
+	Relabel bool `json:"relabel"`
 }
 
 // sendReport is what the pbx child sent, per PBX, and how well it kept
@@ -96,8 +99,15 @@ func runPBX(args []string) error {
 		case "wait":
 			return nil, waitSessions(servers, time.Minute)
 		case "send":
+			src := spanner(b)
+			if req.Relabel {
+				if len(servers) != 1 {
+					return nil, fmt.Errorf("relabel needs one PBX, not %d", len(servers))
+				}
+				src = newRelabel(b)
+			}
 			return sendAll(servers, func(srv *amitest.Server) (int, float64, float64) {
-				return pace(srv, b, req.Rate, req.Events)
+				return pace(srv, src, req.Rate, req.Events)
 			}), nil
 		case "replay":
 			batches, err := loadTimed(req.Replay)
@@ -160,7 +170,7 @@ const paceTick = time.Millisecond
 // each time it wakes it emits, in one piece, every event that is due. An
 // unpaced run emits 256 at a time as fast as the session's queue takes
 // them (amitest blocks while 4 MiB wait for a session).
-func pace(srv *amitest.Server, b *burst, rate float64, events int) (sent int, secs, maxLag float64) {
+func pace(srv *amitest.Server, b spanner, rate float64, events int) (sent int, secs, maxLag float64) {
 	start := time.Now()
 	emit := func(p []byte) { srv.EmitRaw(p) }
 	tick := max(1, int(rate*paceTick.Seconds()))
