@@ -7,6 +7,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/ami-bridge/ami-bridge/amiproto/amitest"
 )
 
@@ -39,8 +42,8 @@ func TestDocs_CallState(t *testing.T) {
 		t.Fatalf(`docs/callstate.md: want one command block in "## With the nats CLI", got %d`, len(blocks))
 	}
 	lines := strings.Split(strings.TrimSpace(blocks[0]), "\n")
-	if len(lines) != 4 {
-		t.Fatalf("docs/callstate.md: want the 4 commands the test knows, got:\n%s", blocks[0])
+	if len(lines) != 5 {
+		t.Fatalf("docs/callstate.md: want the 5 commands the test knows, got:\n%s", blocks[0])
 	}
 	c := newCLI(w)
 	words := func(line string) []string {
@@ -67,16 +70,25 @@ func TestDocs_CallState(t *testing.T) {
 		t.Errorf("%s:\n%s", lines[2], out)
 	}
 
-	sub := startCLI(t, c, ctx, words(lines[3]))
+	// The caller waits in the queue the fake PBX has (support): the
+	// queue's value lists it.
+	p.emit("QueueCallerJoin", "Privilege", "agent,all", "Channel", "PJSIP/100-0000000c", "Uniqueid", linkedid, "Linkedid", linkedid,
+		"Queue", "support", "Position", "1", "Count", "1")
+	waitKV(t, ctx, w.nc, "AMI_STATE", "pbx1.queues.support", `"uniqueid":"`+linkedid+`"`)
+	if out := c.run(t, words(lines[3])...); !strings.Contains(out, `"queue":"support"`) || !strings.Contains(out, `"callers":[{"uniqueid":"`+linkedid+`"`) {
+		t.Errorf("%s:\n%s", lines[3], out)
+	}
+
+	sub := startCLI(t, c, ctx, words(lines[4]))
 	waitForSubscription(t, w.ns, "ami.pbx1.call.>")
 	p.emit("Hangup", "Privilege", "call,all", "Channel", "PJSIP/200-0000000d", "Uniqueid", "1733600000.13", "Linkedid", linkedid, "Cause", "16")
 	p.emit("Hangup", "Privilege", "call,all", "Channel", "PJSIP/100-0000000c", "Uniqueid", linkedid, "Linkedid", linkedid, "Cause", "16")
 	<-sub.done
 	if sub.err != nil {
-		t.Fatalf("%s: %v\n%s", lines[3], sub.err, sub.out.Bytes())
+		t.Fatalf("%s: %v\n%s", lines[4], sub.err, sub.out.Bytes())
 	}
 	if out := string(sub.out.Bytes()); !strings.Contains(out, "ami.pbx1.call.1733600000%2E12") || !strings.Contains(out, `"end_seen":true`) {
-		t.Errorf("%s:\n%s", lines[3], out)
+		t.Errorf("%s:\n%s", lines[4], out)
 	}
 	if code := b.terminate(); code != 0 {
 		t.Errorf("exit code %d after SIGTERM, want 0", code)
@@ -106,4 +118,32 @@ func startCLI(t *testing.T, c *cli, ctx context.Context, args []string) *cliProc
 		close(p.done)
 	}()
 	return p
+}
+
+// waitKV watches key of bucket until its value holds want.
+func waitKV(t *testing.T, ctx context.Context, nc *nats.Conn, bucket, key, want string) {
+	t.Helper()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv, err := js.KeyValue(ctx, bucket)
+	if err != nil {
+		t.Fatalf("bucket %s: %v", bucket, err)
+	}
+	watch, err := kv.Watch(ctx, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer watch.Stop()
+	for {
+		select {
+		case e := <-watch.Updates():
+			if e != nil && strings.Contains(string(e.Value()), want) {
+				return
+			}
+		case <-ctx.Done():
+			t.Fatalf("%s %s never held %s", bucket, key, want)
+		}
+	}
 }
