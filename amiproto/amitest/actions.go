@@ -407,7 +407,7 @@ func serveSetvar(w *ResponseWriter, r *Request) {
 		ev = appendField(ev, "Channel", "none")
 		ev = appendField(ev, "Uniqueid", "none")
 	} else {
-		ev = srv.appendChanSnapshot(ev, c, false)
+		ev = appendLiveSnapshot(ev, srv.asLive(c), false)
 	}
 	ev = appendField(ev, "Variable", name)
 	ev = appendField(ev, "Value", value)
@@ -507,7 +507,7 @@ func serveHangup(w *ResponseWriter, r *Request) {
 	}
 	ev := appendField(nil, "Event", "Hangup")
 	ev = appendField(ev, "Privilege", "call,all")
-	ev = srv.appendChanSnapshot(ev, c, false)
+	ev = appendLiveSnapshot(ev, srv.asLive(c), false)
 	ev = appendField(ev, "Cause", cause)
 	ev = appendField(ev, "Cause-txt", "Normal Clearing")
 	srv.broadcastOne(append(ev, '\r', '\n'), classCall)

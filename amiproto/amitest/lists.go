@@ -27,16 +27,9 @@ func serveCoreShowChannels(w *ResponseWriter, _ *Request) {
 	m := w.lockForList()
 	defer m.mu.Unlock()
 	w.Success("EventList", "start", "Message", "Channels will follow")
-	dur, _ := srv.duration()
-	n := 0
-	srv.liveChannels(func(c fakeChan) bool {
-		w.buf = srv.appendCoreShowChannel(w.buf, c, w, dur)
-		n++
-		w.maybeFlush()
-		return !w.dead
-	})
 	now := time.Now()
-	for _, c := range m.channels() {
+	n := 0
+	item := func(c *liveChan) {
 		w.buf = appendField(w.buf, "Event", "CoreShowChannel")
 		w.appendActionID()
 		w.buf = appendLiveSnapshot(w.buf, c, false)
@@ -46,6 +39,14 @@ func serveCoreShowChannels(w *ResponseWriter, _ *Request) {
 		w.buf = appendField(w.buf, "BridgeId", c.bridge)
 		w.end()
 		n++
+	}
+	srv.liveChannels(func(c fakeChan) bool {
+		item(srv.asLive(c))
+		w.maybeFlush()
+		return !w.dead
+	})
+	for _, c := range m.channels() {
+		item(c)
 	}
 	w.listComplete("CoreShowChannelsComplete", n)
 }
@@ -62,7 +63,6 @@ func serveStatus(w *ResponseWriter, r *Request) {
 	}
 	m := w.lockForList()
 	defer m.mu.Unlock()
-	_, secs := srv.duration()
 	now := time.Now()
 	if name := r.Get("Channel"); name != "" {
 		c, ok := srv.lookupChannel(name)
@@ -73,17 +73,16 @@ func serveStatus(w *ResponseWriter, r *Request) {
 		}
 		w.Success("EventList", "start", "Message", "Channel status will follow")
 		if ok {
-			w.buf = srv.appendStatus(w.buf, c, w, vars, secs)
-		} else {
-			w.buf = srv.appendLiveStatus(w.buf, lc, w, vars, now)
+			lc = srv.asLive(c)
 		}
+		w.buf = srv.appendLiveStatus(w.buf, lc, w, vars, now)
 		w.listComplete("StatusComplete", 1, "Items", "1")
 		return
 	}
 	w.Success("EventList", "start", "Message", "Channel status will follow")
 	n := 0
 	srv.liveChannels(func(c fakeChan) bool {
-		w.buf = srv.appendStatus(w.buf, c, w, vars, secs)
+		w.buf = srv.appendLiveStatus(w.buf, srv.asLive(c), w, vars, now)
 		n++
 		w.maybeFlush()
 		return !w.dead
@@ -95,7 +94,9 @@ func serveStatus(w *ResponseWriter, r *Request) {
 	w.listComplete("StatusComplete", n, "Items", strconv.Itoa(n))
 }
 
-// appendLiveStatus is appendStatus for a channel of the live model.
+// appendLiveStatus appends one Status list item; its ActionID is the
+// last line, after the requested Variable lines. A variable that is not
+// one of the channelvars is what Setvar gave the channel, or "(null)".
 func (s *Server) appendLiveStatus(b []byte, c *liveChan, w *ResponseWriter, vars []string, now time.Time) []byte {
 	b = appendField(b, "Event", "Status")
 	b = appendField(b, "Privilege", "Call")
@@ -124,10 +125,14 @@ func (s *Server) appendLiveStatus(b []byte, c *liveChan, w *ResponseWriter, vars
 		case v == "CHANNEL":
 			val = c.name
 		default:
+			found := false
 			for _, cv := range c.chanVars {
 				if k, x, _ := strings.Cut(cv, "="); k == v && x != "" {
-					val = x
+					val, found = x, true
 				}
+			}
+			if x, ok := s.channelVar(c.name, v); ok && !found {
+				val = x
 			}
 		}
 		b = appendField(b, "Variable", v+"="+val)

@@ -57,7 +57,7 @@ type cliChan struct {
 // both legs of every generated call played less than callDuration ago,
 // oldest first.
 func (s *Server) cliChannels() []cliChan {
-	_, secs := s.duration()
+	secs := s.upSeconds()
 	var rows []cliChan
 	s.liveChannels(func(c fakeChan) bool {
 		rows = append(rows, cliChan{name: c.name, context: "test", exten: "long", priority: c.side,

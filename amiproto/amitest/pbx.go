@@ -135,105 +135,18 @@ func (s *Server) channelVar(channel, name string) (string, bool) {
 	return v, ok
 }
 
-// duration formats the time since start as Asterisk's HH:MM:SS.
-func (s *Server) duration() (string, int) {
-	secs := int(time.Since(s.started) / time.Second)
-	return fmt.Sprintf("%02d:%02d:%02d", secs/3600, secs/60%60, secs%60), secs
-}
+// upSeconds is the whole seconds since the PBX started.
+func (s *Server) upSeconds() int { return int(time.Since(s.started) / time.Second) }
 
-// appendChanSnapshot appends the channel block every channel event and
-// list item shares, as Asterisk 22 writes it. legacyStatus is the Asterisk
-// 13 Status item: no Language, "Accountcode", and no ChanVariable lines.
-func (s *Server) appendChanSnapshot(b []byte, c fakeChan, legacyStatus bool) []byte {
-	b = appendField(b, "Channel", c.name)
-	b = appendField(b, "ChannelState", "6")
-	b = appendField(b, "ChannelStateDesc", "Up")
-	b = appendField(b, "CallerIDNum", c.cidNum)
-	b = appendField(b, "CallerIDName", c.cidName)
-	b = appendField(b, "ConnectedLineNum", c.cidNum)
-	b = appendField(b, "ConnectedLineName", c.cidName)
-	if legacyStatus {
-		b = appendField(b, "Accountcode", "")
-	} else {
-		b = appendField(b, "Language", "en")
-		b = appendField(b, "AccountCode", "")
-	}
-	b = appendField(b, "Context", "test")
-	b = appendField(b, "Exten", "long")
-	b = appendInt(appendKey(b, "Priority"), c.side)
-	b = append(b, '\r', '\n')
-	b = appendField(b, "Uniqueid", c.uniqueid)
-	b = appendField(b, "Linkedid", c.linkedid)
-	if !legacyStatus {
-		for n, v := range s.cfg.ChannelVars {
-			b = appendField(b, "ChanVariable", v+"="+s.chanVarValue(c, n, v))
-		}
-	}
-	return b
-}
-
-// appendCoreShowChannel appends one CoreShowChannel list item; its
-// ActionID is the second line, as in the captures.
-func (s *Server) appendCoreShowChannel(b []byte, c fakeChan, w *ResponseWriter, dur string) []byte {
-	b = appendField(b, "Event", "CoreShowChannel")
-	if w.hasID {
-		b = appendField(b, "ActionID", w.actionID)
-	}
-	b = s.appendChanSnapshot(b, c, false)
-	b = appendField(b, "Application", c.app)
-	b = appendField(b, "ApplicationData", c.appData)
-	b = appendField(b, "Duration", dur)
-	b = appendField(b, "BridgeId", "")
-	return append(b, '\r', '\n')
-}
-
-// appendStatus appends one Status list item; its ActionID is the last
-// line, after the requested Variable lines.
-func (s *Server) appendStatus(b []byte, c fakeChan, w *ResponseWriter, vars []string, secs int) []byte {
-	legacy := s.profile == Asterisk13
-	b = appendField(b, "Event", "Status")
-	b = appendField(b, "Privilege", "Call")
-	b = s.appendChanSnapshot(b, c, legacy)
-	b = appendField(b, "Type", "Local")
-	b = appendField(b, "DNID", "")
-	b = appendField(b, "EffectiveConnectedLineNum", c.cidNum)
-	b = appendField(b, "EffectiveConnectedLineName", c.cidName)
-	b = appendField(b, "TimeToHangup", "0")
-	b = appendField(b, "BridgeID", "")
-	b = appendField(b, "Application", c.app)
-	b = appendField(b, "Data", c.appData)
-	b = appendField(b, "Nativeformats", "(slin)")
-	b = appendField(b, "Readformat", "slin")
-	b = appendField(b, "Readtrans", "")
-	b = appendField(b, "Writeformat", "slin")
-	b = appendField(b, "Writetrans", "")
-	b = appendField(b, "Callgroup", "0")
-	b = appendField(b, "Pickupgroup", "0")
-	b = appendInt(appendKey(b, "Seconds"), secs)
-	b = append(b, '\r', '\n')
-	for _, v := range vars {
-		b = appendField(b, "Variable", v+"="+s.statusVariable(c, v))
-	}
-	if w.hasID {
-		b = appendField(b, "ActionID", w.actionID)
-	}
-	return append(b, '\r', '\n')
-}
-
-// statusVariable is a Status "Variables:" value: unset ones are "(null)".
-func (s *Server) statusVariable(c fakeChan, name string) string {
-	if name == "CHANNEL" {
-		return c.name
-	}
+// asLive is c as a channel of the live model, so that one renderer
+// writes both kinds: up since the PBX started, its channelvars as they
+// are now.
+func (s *Server) asLive(c fakeChan) *liveChan {
+	l := &liveChan{name: c.name, uniqueid: c.uniqueid, linkedid: c.linkedid, state: 6,
+		cidNum: c.cidNum, cidName: c.cidName, conNum: c.cidNum, conName: c.cidName, language: "en",
+		context: "test", exten: "long", priority: c.side, app: c.app, appData: c.appData, created: s.started}
 	for n, v := range s.cfg.ChannelVars {
-		if v == name {
-			if val := s.chanVarValue(c, n, v); val != "" {
-				return val
-			}
-		}
+		l.chanVars = append(l.chanVars, v+"="+s.chanVarValue(c, n, v))
 	}
-	if v, ok := s.channelVar(c.name, name); ok {
-		return v
-	}
-	return "(null)"
+	return l
 }
