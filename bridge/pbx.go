@@ -54,6 +54,7 @@ type pbx struct {
 	stopping   bool
 
 	statusMu sync.Mutex // keeps status messages in the order of their snapshots
+	stateMu  sync.Mutex // serializes linkChanged
 
 	dropLog   rateLimit
 	reportLog rateLimit
@@ -375,6 +376,11 @@ func (p *pbx) report(err error) {
 // linkChanged recomputes the PBX's state after a session's change and
 // publishes the status.
 func (p *pbx) linkChanged() {
+	// Two sessions may change at once: computing the PBX's state and
+	// storing it is one step, or a call that read the sessions before
+	// the other's change would store its older state last.
+	p.stateMu.Lock()
+	defer p.stateMu.Unlock()
 	state := p.events.status().State
 	if state == subjects.StateConnected {
 		state = subjects.StateConnecting
