@@ -219,7 +219,10 @@ func TestBridge_MicroStatsCoverEveryReply(t *testing.T) {
 			errs++
 		}
 	}
-	st := statsOf(t, cc, 1)
+	// micro counts a request when its handler returns, which may be just
+	// after the requester has the reply.
+	st := waitFor(t, func() micro.EndpointStats { return statsOf(t, cc, 1) },
+		func(st micro.EndpointStats) bool { return st.NumRequests >= len(reqs) })
 	if st.NumRequests != len(reqs) || st.NumErrors != errs {
 		t.Errorf("stats: %d requests, %d errors; want %d and %d", st.NumRequests, st.NumErrors, len(reqs), errs)
 	}
