@@ -26,8 +26,10 @@ import (
 // because Asterisk drops a client that leaves its writes waiting for about
 // 100 ms.
 //
-// A Client owns its goroutines: the reader, the writer and, with
-// WithKeepalive, the keepalive. Close, Shutdown or the loss of the
+// A Client owns its goroutines: the reader, the writer while there are
+// actions to write and, with WithKeepalive, each Ping's timer func (an
+// idle session holds one goroutine, its reader: a bridge of a thousand
+// idle PBXes keeps a thousand sessions). Close, Shutdown or the loss of the
 // connection stops them all; Done is closed once every one has returned.
 type Client struct {
 	conn   net.Conn
@@ -36,9 +38,12 @@ type Client struct {
 	ep     Endpoint
 	banner string
 
-	wmu  sync.Mutex
-	wbuf []byte        // actions waiting for the writer goroutine
-	wake chan struct{} // tells the writer there is something in wbuf
+	wmu     sync.Mutex
+	wbuf    []byte        // actions waiting for the writer goroutine
+	spare   []byte        // the buffer the writer last wrote, reused for wbuf
+	writing bool          // a writer goroutine runs; send starts one when not
+	wclosed bool          // terminate ran: no writer starts any more
+	wake    chan struct{} // tells a running writer there is something in wbuf
 
 	mu       sync.Mutex
 	pending  map[string]*call
@@ -53,10 +58,12 @@ type Client struct {
 	err         error // why the session ended
 	termOnce    sync.Once
 
-	up      chan struct{}  // closed once Dial has logged in: the keepalive may start
 	ended   chan struct{}  // closed by terminate: the writer and keepalive return
 	stopped chan struct{}  // closed when the reader, writer and keepalive have returned
 	wg      sync.WaitGroup // the writer and the keepalive; the reader waits for them
+
+	kaMu sync.Mutex  // orders the keepalive's re-arming against terminate
+	ka   *time.Timer // the next Ping's timer; nil until Dial has logged in
 
 	created time.Time    // the keepalive's clock starts here
 	lastRx  atomic.Int64 // when bytes last arrived, as a sinceStart Duration
@@ -196,21 +203,17 @@ func DialEndpoint(ctx context.Context, ep Endpoint, opts ...Option) (*Client, er
 		<-c.stopped
 		return nil, &DialError{Op: "login", Addr: ep.Addr, Err: ctx.Err()}
 	}
-	close(c.up)
+	c.startKeepalive()
 	return c, nil
 }
 
-// start starts the client's goroutines. The client owns them: terminate
-// makes the writer and the keepalive return and closes the socket, which
-// ends the reader; the reader then waits for the other two and closes
-// stopped (Done).
+// start starts the client's reader. The client owns its goroutines:
+// terminate makes the writer and the keepalive return and closes the
+// socket, which ends the reader; the reader then waits for the other two
+// (wg) and closes stopped (Done). The writer starts with the first action
+// to write (send), the keepalive once Dial has logged in
+// (startKeepalive).
 func (c *Client) start() {
-	c.wg.Add(1)
-	go c.writeLoop()
-	if c.opts.keepalive > 0 {
-		c.wg.Add(1)
-		go c.keepalive()
-	}
 	go c.readLoop()
 }
 
@@ -228,10 +231,9 @@ func newClient(conn net.Conn, ep Endpoint, o options) *Client {
 		created:  time.Now(),
 		ep:       ep,
 		pending:  make(map[string]*call),
-		up:       make(chan struct{}),
 		ended:    make(chan struct{}),
-		stopped:  make(chan struct{}),
 		wake:     make(chan struct{}, 1),
+		stopped:  make(chan struct{}),
 		answered: cmp.Or(o.ids, NewActionIDs()),
 	}
 	if o.events.Func == nil {
@@ -458,46 +460,79 @@ func (c *Client) feed(cl *call, m *Message) {
 	close(cl.done)
 }
 
-// send queues action, with ActionID id, for the writer goroutine. It never
-// waits for the socket: a PBX that stops reading must not keep a caller
-// past its context. Requests queued while a write is in progress go out
-// together in the next one.
+// send queues action, with ActionID id, for the writer goroutine, and
+// starts that goroutine unless it runs. It never waits for the socket: a
+// PBX that stops reading must not keep a caller past its context.
+// Requests queued while a write is in progress go out together in the
+// next one.
 func (c *Client) send(action *Message, id string) {
 	c.wmu.Lock()
+	defer c.wmu.Unlock()
 	c.wbuf = appendWithID(c.wbuf, action, id)
-	c.wmu.Unlock()
-	select {
-	case c.wake <- struct{}{}:
-	default: // the writer is already due to run
+	if c.writing {
+		select {
+		case c.wake <- struct{}{}:
+		default: // the writer is already due to run
+		}
+		return
 	}
+	if c.wclosed {
+		return
+	}
+	// Added before terminate sets wclosed, hence before the reader's
+	// wg.Wait, which comes after terminate.
+	c.writing = true
+	c.wg.Add(1)
+	go c.writeLoop()
 }
 
-// writeLoop writes queued actions until the session ends. A failed write
-// ends the session; a write stuck on a PBX that stopped reading ends with
-// the connection, on Close or when a keepalive Ping goes unanswered.
+// writerLinger is how long the writer waits for more to write before it
+// returns: requests in a row keep one writer, an idle session keeps none.
+const writerLinger = 100 * time.Millisecond
+
+// writeLoop writes queued actions until none came for writerLinger, or
+// the session ends. A failed write ends the session; a write stuck on a
+// PBX that stopped reading ends with the connection, on Close or when a
+// keepalive Ping goes unanswered.
 func (c *Client) writeLoop() {
 	defer c.wg.Done()
-	var spare []byte
-	for {
-		select {
-		case <-c.ended:
-			return
-		case <-c.wake:
-		}
-		c.wmu.Lock()
-		buf := c.wbuf
-		if len(buf) == 0 { // a wake for bytes an earlier write took
+	var linger *time.Timer
+	c.wmu.Lock()
+	for !c.wclosed {
+		if len(c.wbuf) == 0 {
 			c.wmu.Unlock()
+			if linger == nil {
+				linger = time.NewTimer(writerLinger)
+				defer linger.Stop()
+			} else {
+				linger.Reset(writerLinger)
+			}
+			idle := false
+			select {
+			case <-c.wake:
+			case <-c.ended:
+			case <-linger.C:
+				idle = true
+			}
+			c.wmu.Lock()
+			if idle && len(c.wbuf) == 0 {
+				break
+			}
 			continue
 		}
-		c.wbuf = spare[:0] // the two buffers take turns: one filling, one on the wire
+		buf := c.wbuf
+		c.wbuf = c.spare[:0] // the two buffers take turns: one filling, one on the wire
 		c.wmu.Unlock()
 		if _, err := c.conn.Write(buf); err != nil {
 			c.terminate(fmt.Errorf("%w: write: %v", ErrConnLost, err))
-			return
+			c.wmu.Lock()
+			break
 		}
-		spare = buf
+		c.wmu.Lock()
+		c.spare = buf
 	}
+	c.writing = false
+	c.wmu.Unlock()
 }
 
 // appendWithID encodes an already validated action, with the Action line
@@ -779,7 +814,15 @@ func (c *Client) terminate(cause error) {
 			cl.err = cause
 			close(cl.done)
 		}
+		c.wmu.Lock()
+		c.wclosed = true
+		c.wmu.Unlock()
 		close(c.ended)
+		c.kaMu.Lock()
+		if c.ka != nil && c.ka.Stop() { // no func runs or will: the keepalive ends here
+			c.wg.Done()
+		}
+		c.kaMu.Unlock()
 	})
 }
 
@@ -873,29 +916,44 @@ func (c *Client) logoff(ctx context.Context) error {
 	return err
 }
 
-// keepalive pings at the configured interval and ends the session as lost
-// when a Ping goes unanswered while nothing else arrives either, which is
-// how a half-open TCP connection shows. It starts once Dial has logged in.
-func (c *Client) keepalive() {
-	defer c.wg.Done()
-	select {
-	case <-c.up:
-	case <-c.ended:
+// startKeepalive starts the keepalive once Dial has logged in: it pings
+// at the configured interval and ends the session as lost when a Ping
+// goes unanswered while nothing else arrives either, which is how a
+// half-open TCP connection shows. It is a timer, not a goroutine, between
+// Pings (memory of idle sessions); the keepalive counts in wg from here
+// until a func sees the session ended, or terminate stops the timer.
+func (c *Client) startKeepalive() {
+	if c.opts.keepalive <= 0 {
 		return
 	}
-	tick := time.NewTicker(c.opts.keepalive)
-	defer tick.Stop()
-	for {
-		select {
-		case <-c.ended:
-			return
-		case <-tick.C:
-		}
-		if !c.ping() {
-			c.terminate(fmt.Errorf("%w: %w", ErrConnLost, ErrKeepalive))
-			return
-		}
+	c.kaMu.Lock()
+	defer c.kaMu.Unlock()
+	select {
+	case <-c.ended: // terminate has run, and the reader may wait on wg
+		return
+	default:
 	}
+	c.wg.Add(1)
+	c.ka = time.AfterFunc(c.opts.keepalive, c.keepalive)
+}
+
+// keepalive is one tick: a Ping, then the timer armed for the next tick,
+// on the interval's beat as a ticker would be, unless the session ended.
+func (c *Client) keepalive() {
+	start := time.Now()
+	if !c.ping() {
+		c.terminate(fmt.Errorf("%w: %w", ErrConnLost, ErrKeepalive))
+	}
+	c.kaMu.Lock()
+	defer c.kaMu.Unlock()
+	select {
+	case <-c.ended: // terminate found the timer not armed: done here
+		c.wg.Done()
+		return
+	default:
+	}
+	every := c.opts.keepalive
+	c.ka.Reset(every - time.Since(start)%every)
 }
 
 // ping sends one Ping and waits for its answer. It reports false when the

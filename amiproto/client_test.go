@@ -905,3 +905,75 @@ func TestClient_EventSkipLeavesOutEventsButNoListEntry(t *testing.T) {
 		}
 	}
 }
+
+// clientGoroutines counts the goroutines running in each of the Client's
+// loops: its reader, its writer and a keepalive Ping.
+func clientGoroutines() (reader, writer, keepalive int) {
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			buf = buf[:n]
+			break
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		switch {
+		case strings.Contains(g, "amiproto.(*Client).readLoop("):
+			reader++
+		case strings.Contains(g, "amiproto.(*Client).writeLoop("):
+			writer++
+		case strings.Contains(g, "amiproto.(*Client).keepalive("):
+			keepalive++
+		}
+	}
+	return reader, writer, keepalive
+}
+
+// An idle session holds one goroutine, its reader (issue 22: memory of
+// idle PBXes): the writer returns once nothing came to write for a
+// while, and the keepalive is a timer between its Pings. Both come back
+// when needed: the keepalive keeps pinging, and requests are answered.
+func TestClient_IdleSessionHoldsOnlyItsReader(t *testing.T) {
+	const sessions = 20
+	srv := startPBX(t, amitest.Config{RecordReceived: true})
+	r0, w0, k0 := clientGoroutines()
+	clients := make([]*amiproto.Client, sessions)
+	for i := range clients {
+		// Pings 300 ms apart: the writer lingers 100 ms after each.
+		clients[i] = dial(t, srv.URL("admin", "s3cret!"), amiproto.WithEvents(amiproto.EventDelivery{Mask: "off"}), amiproto.WithKeepalive(300*time.Millisecond, 5*time.Second))
+	}
+	pings := func() int { return bytes.Count(srv.Received(), []byte("Action: Ping\r\n")) }
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		r, w, k := clientGoroutines()
+		if r-r0 == sessions && w == w0 && k == k0 && pings() >= sessions {
+			break // idle, after the keepalive pinged
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("idle sessions hold %d readers, %d writers, %d keepalives (want %d, 0, 0; %d Pings)", r-r0, w-w0, k-k0, sessions, pings())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	for i, c := range clients {
+		if err := c.Ping(ctx10s(t)); err != nil {
+			t.Fatalf("Ping %d after idle: %v", i, err)
+		}
+	}
+	// The keepalive goes on: every session pings again.
+	before := pings()
+	for pings() < before+2*sessions {
+		if time.Now().After(deadline.Add(5 * time.Second)) {
+			t.Fatalf("the keepalive stopped: %d Pings after %d", pings(), before)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	for _, c := range clients {
+		c.Close()
+		<-c.Done()
+	}
+	if r, w, k := clientGoroutines(); r != r0 || w != w0 || k != k0 {
+		t.Errorf("after Close: %d readers, %d writers, %d keepalives left", r-r0, w-w0, k-k0)
+	}
+}
