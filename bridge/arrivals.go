@@ -1,6 +1,7 @@
 package bridge
 
 import (
+	"context"
 	"errors"
 	"sync"
 	"time"
@@ -21,7 +22,7 @@ import (
 // absolute deadline (clocks differ, and `nats req` sends none). So while
 // the PBX's action service runs, a plain (non-queue) subscription on the
 // same subject stamps every request's arrival, keyed by its reply
-// subject; the handler takes the stamp. Its callback does nothing else,
+// subject; the handler takes the stamp. The stamper does nothing else,
 // so it never lags behind the endpoints' queues by more than a scheduling
 // delay.
 //
@@ -133,11 +134,12 @@ func (a *arrivals) put(key string, e arrival, now time.Time) {
 	a.order = append(a.order, arrivalKey{key: key, seq: e.seq})
 }
 
-// listen starts the side subscriptions on subjs unless they run. Their
-// owner is the action service: started when the service gets an
-// instance, ended by stop when it has none, so that with no endpoint up a
-// requester gets no responders at once rather than a timeout.
-func (a *arrivals) listen(nc *nats.Conn, subjs ...string) error {
+// listen starts the side subscriptions on subjs, on st's channel, unless
+// they run. Their owner is the action service: started when the service
+// gets an instance, ended by stop when it has none, so that with no
+// endpoint up a requester gets no responders at once rather than a
+// timeout.
+func (a *arrivals) listen(st *stamper, subjs ...string) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.subs != nil {
@@ -145,19 +147,9 @@ func (a *arrivals) listen(nc *nats.Conn, subjs ...string) error {
 	}
 	var subs []*nats.Subscription
 	for _, subject := range subjs {
-		sub, err := nc.Subscribe(subject, func(m *nats.Msg) { a.stamp(m.Reply, time.Now()) })
-		if err == nil {
-			// As many pending stamps as the store keeps: past that,
-			// stamps are dropped and those requests count as just
-			// arrived.
-			if err = sub.SetPendingLimits(a.max, -1); err != nil {
-				_ = sub.Unsubscribe()
-			}
-		}
+		sub, err := st.subscribe(subject, a)
 		if err != nil {
-			for _, s := range subs {
-				_ = s.Unsubscribe()
-			}
+			st.unsubscribe(subs)
 			return err
 		}
 		subs = append(subs, sub)
@@ -168,14 +160,76 @@ func (a *arrivals) listen(nc *nats.Conn, subjs ...string) error {
 
 // stop ends the side subscriptions; the stamps stay for the requests the
 // endpoints still drain.
-func (a *arrivals) stop() error {
+func (a *arrivals) stop(st *stamper) error {
 	a.mu.Lock()
 	subs := a.subs
 	a.subs = nil
 	a.mu.Unlock()
+	return st.unsubscribe(subs)
+}
+
+// stamper runs the side subscriptions of every PBX of a Bridge: channel
+// subscriptions that all feed one channel, read by one goroutine (run),
+// rather than nats.go's goroutine per subscription, two per PBX, which
+// were about 7 KiB of an idle PBX (docs/operations.md, "Large fan-in").
+// The channel holds stamperQueue requests: past that, nats.go drops the
+// stamps (a slow consumer on the main connection) and those requests
+// count as just arrived.
+type stamper struct {
+	nc *nats.Conn
+	ch chan *nats.Msg
+
+	mu sync.RWMutex
+	of map[*nats.Subscription]*arrivals // the store of each subscription
+}
+
+// stamperQueue is the stamps a Bridge's side subscriptions hold before
+// its stamper takes them.
+const stamperQueue = 4096
+
+func newStamper(nc *nats.Conn) *stamper {
+	return &stamper{nc: nc, ch: make(chan *nats.Msg, stamperQueue), of: make(map[*nats.Subscription]*arrivals)}
+}
+
+// run stamps each request into its subscription's store until ctx ends.
+// Its owner is the Bridge: Start starts it, with the PBXes, and Shutdown
+// ends it and waits for it with them.
+func (st *stamper) run(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case m := <-st.ch:
+			st.mu.RLock()
+			a := st.of[m.Sub]
+			st.mu.RUnlock()
+			if a != nil {
+				a.stamp(m.Reply, time.Now())
+			}
+		}
+	}
+}
+
+// subscribe adds a side subscription on subject for a.
+func (st *stamper) subscribe(subject string, a *arrivals) (*nats.Subscription, error) {
+	st.mu.Lock()
+	defer st.mu.Unlock() // held, so run finds a for the first request
+	sub, err := st.nc.ChanSubscribe(subject, st.ch)
+	if err != nil {
+		return nil, err
+	}
+	st.of[sub] = a
+	return sub, nil
+}
+
+// unsubscribe ends subs.
+func (st *stamper) unsubscribe(subs []*nats.Subscription) error {
 	var errs []error
 	for _, sub := range subs {
 		errs = append(errs, sub.Unsubscribe())
+		st.mu.Lock()
+		delete(st.of, sub)
+		st.mu.Unlock()
 	}
 	return errors.Join(errs...)
 }

@@ -269,8 +269,10 @@ type natsSide struct {
 	epoch   int64               // process epoch in Nats-Msg-Id: start time in Unix milliseconds
 	js      jetstream.JetStream // nil unless JetStream is enabled; set by Start
 	jsOpts  JetStreamOptions
-	service micro.Config // template of the PBXes' action services
-	replies *replyRule   // where the action services may answer
+	service micro.Config  // template of the PBXes' action services
+	shared  sharedService // the one instance of the PBXes whose action sessions are on demand
+	replies *replyRule    // where the action services may answer
+	stamper *stamper      // of the requests' arrivals, when stampsArrivals
 
 	topologyFunc   func() subjects.Topology // Options.Topology; nil when unset
 	streamReplicas int                      // of the stream Start found or created
@@ -366,6 +368,10 @@ func New(nc *nats.Conn, servers []ServerConfig, opts Options) (*Bridge, error) {
 			},
 		},
 		life: &lifecycle{},
+	}
+	b.ns.shared.log = b.log
+	if nc != nil && b.ns.stampsArrivals() {
+		b.ns.stamper = newStamper(nc)
 	}
 	b.life.intake, b.stopIntake = context.WithCancel(context.Background())
 	b.life.hard, b.stopHard = context.WithCancel(context.Background())
@@ -601,6 +607,13 @@ func (b *Bridge) Start(ctx context.Context) error {
 		defer b.wg.Done()
 		b.statusTicker(b.runCtx)
 	}()
+	if b.ns.stamper != nil {
+		b.wg.Add(1)
+		go func() {
+			defer b.wg.Done()
+			b.ns.stamper.run(b.runCtx)
+		}()
+	}
 	return nil
 }
 

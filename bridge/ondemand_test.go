@@ -2,10 +2,15 @@ package bridge
 
 import (
 	"bytes"
+	"context"
+	"encoding/json"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/micro"
 
 	"github.com/ami-bridge/ami-bridge/amiproto/amitest"
 	"github.com/ami-bridge/ami-bridge/subjects"
@@ -243,4 +248,103 @@ func BenchmarkOnDemandFirstRequest(b *testing.B) {
 		// Idle for 1ns: the session logs off as soon as a request ends.
 		run(b, onDemandWorld(b, time.Nanosecond, 1), true)
 	})
+}
+
+// PBXes whose action sessions are on demand share one instance of the
+// service (service.go, sharedService), beside the per-PBX instance of a
+// PBX whose sessions stay logged in: its endpoints name their PBX and
+// count that PBX's requests, and at Shutdown every one leaves the queue
+// group with the side subscriptions that stamp arrivals, so requesters
+// get no responders at once.
+func TestOnDemand_OneSharedInstance(t *testing.T) {
+	lazy := []string{"lazy1", "lazy2"}
+	tw := newWorld(t, withServiceConn(), watching(lazy...), withServers(func(w *world) []ServerConfig {
+		servers := []ServerConfig{fastServer("pbx1", w.pbx)}
+		for _, name := range lazy {
+			sc := fastServer(name, startPBX(t, amitest.Config{}))
+			sc.ActionIdleLogoff, sc.ActionSessions = time.Hour, 2
+			servers = append(servers, sc)
+		}
+		return servers
+	}))
+	tw.w.waitAllUp()
+	for _, name := range lazy {
+		for st := tw.watch(name).next(); sessionStates(st) != "events:connected action:idle action:idle"; st = tw.watch(name).next() {
+		}
+	}
+	cc := tw.cc
+
+	// Two instances: pbx1's, and the shared one, which no PBX names.
+	var shared micro.Info
+	for _, info := range serviceInfos(t, cc, 2) {
+		switch info.Metadata["server"] {
+		case "pbx1":
+		case "":
+			shared = info
+		default:
+			t.Fatalf("an instance of its own for %s: %+v", info.Metadata["server"], info)
+		}
+	}
+	perServer := map[string]int{}
+	for _, ep := range shared.Endpoints {
+		perServer[ep.Metadata["server"]]++
+		if ep.QueueGroup != subjects.QueueGroup {
+			t.Errorf("endpoint %s in queue group %q", ep.Name, ep.QueueGroup)
+		}
+	}
+	if perServer["lazy1"] != 2*2 || perServer["lazy2"] != 2*2 || len(perServer) != 2 {
+		t.Fatalf("endpoints of the shared instance per PBX: %v, want 4 (2 sessions, 2 subjects) for each PBX on demand", perServer)
+	}
+	if _, err := cc.Request("$SRV.PING."+subjects.ServiceName+"."+shared.ID, nil, waitTime); err != nil {
+		t.Fatalf("the shared instance: %v", err)
+	}
+	extra, err := cc.SubscribeSync(nats.NewInbox())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cc.PublishRequest("$SRV.PING."+subjects.ServiceName, extra.Subject, nil); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2 {
+		if _, err := extra.NextMsg(waitTime); err != nil {
+			t.Fatalf("PING answer %d: %v", i, err)
+		}
+	}
+	if m, err := extra.NextMsg(300 * time.Millisecond); err == nil {
+		t.Fatalf("a third instance answers PING: %s", m.Data)
+	}
+
+	// Each PBX's endpoints count its own requests.
+	for i, name := range lazy {
+		for range i + 1 {
+			if m := request(t, cc, subjects.Action("ami", name), `{"Action":"Ping"}`, nil); m.Header.Get(micro.ErrorCodeHeader) != "" {
+				t.Fatalf("%s: %q %s", name, m.Header.Get(micro.ErrorCodeHeader), m.Data)
+			}
+		}
+	}
+	counts := func() map[string]int {
+		n := map[string]int{}
+		var st micro.Stats
+		m, err := cc.Request("$SRV.STATS."+subjects.ServiceName+"."+shared.ID, nil, waitTime)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := json.Unmarshal(m.Data, &st); err != nil {
+			t.Fatal(err)
+		}
+		for _, ep := range st.Endpoints {
+			n[ep.Name] += ep.NumRequests
+		}
+		return n
+	}
+	waitFor(t, counts, func(n map[string]int) bool { return n["lazy1"] == 1 && n["lazy2"] == 2 })
+
+	ctx, cancel := context.WithTimeout(context.Background(), waitTime)
+	defer cancel()
+	if err := tw.b.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range lazy {
+		expectNoResponders(t, cc, name)
+	}
 }

@@ -162,11 +162,6 @@ func (p *pbx) run(ctx context.Context) {
 		p.pub.loop()
 	}()
 	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		p.events.run(ctx, p.serveEvents)
-	}()
 	for _, l := range p.actions {
 		if p.cfg.ActionIdleLogoff > 0 {
 			wait := p.startOnDemand(ctx, l) // ondemand.go: no goroutine while idle
@@ -197,6 +192,9 @@ func (p *pbx) run(ctx context.Context) {
 			p.st.loop()
 		}()
 	}
+	// The event session runs on run's own goroutine: one goroutine less
+	// per PBX (docs/operations.md, "Large fan-in").
+	p.events.run(ctx, p.serveEvents)
 	wg.Wait()
 	// The event reader has stopped: nothing appends to the ring any more.
 	p.ring.close()

@@ -15,7 +15,7 @@ import (
 const DefaultEventBufferBytes = 32 << 20
 
 // ringMinLen is the ring's first allocation: an idle PBX holds no more.
-const ringMinLen = 64
+const ringMinLen = 8
 
 // The events' bytes are copied into chunks: one allocation for many
 // events, none of them holding a pointer. A chunk starts at

@@ -3,6 +3,7 @@ package bridge
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"maps"
 	"slices"
 	"sync"
@@ -27,6 +28,11 @@ import (
 // old one is stopped: a request is never left without an endpoint while
 // one session of the PBX is up. The counters of `nats micro stats` start
 // at zero with each instance.
+//
+// A PBX whose action sessions are on demand (ServerConfig.ActionIdleLogoff)
+// has no instance of its own: its endpoints join the Bridge's shared
+// instance (sharedService), since they stay registered from the first
+// join to Shutdown and so never need an instance swap.
 type actionService struct {
 	p *pbx
 
@@ -48,6 +54,9 @@ func (s *actionService) join(l *link, ep *actionSession) error {
 	defer s.mu.Unlock()
 	if s.sessions == nil {
 		s.sessions = make(map[*link]*actionSession)
+	}
+	if s.onDemand() {
+		return s.joinShared(l, ep)
 	}
 	s.sessions[l] = ep
 	var err error
@@ -75,6 +84,10 @@ func (s *actionService) leave(l *link) {
 		return
 	}
 	delete(s.sessions, l)
+	if s.onDemand() {
+		s.leaveShared()
+		return
+	}
 	if err := s.replace(); err != nil {
 		s.p.log.Error("register the action service without a dropped session; it is left out of the queue group", "error", err)
 		s.stopArrivals()
@@ -111,7 +124,7 @@ func (s *actionService) listenArrivals() error {
 	if !ns.stampsArrivals() {
 		return nil
 	}
-	return s.arrivals.listen(ns.nc, s.endpointSubjects()...)
+	return s.arrivals.listen(ns.stamper, s.endpointSubjects()...)
 }
 
 // arrival is when the request with reply subject reply reached the
@@ -127,7 +140,10 @@ func (s *actionService) arrival(reply string, now time.Time) time.Time {
 // with no endpoint up, a requester must get no responders at once, not a
 // timeout. Lock held.
 func (s *actionService) stopArrivals() {
-	if err := s.arrivals.stop(); err != nil {
+	if !s.p.ns.stampsArrivals() {
+		return
+	}
+	if err := s.arrivals.stop(s.p.ns.stamper); err != nil {
 		s.p.log.Warn("unsubscribe the arrival stamps", "error", err)
 	}
 }
@@ -151,12 +167,9 @@ func (s *actionService) register() (micro.Service, error) {
 	cfg := p.ns.service
 	cfg.Metadata = maps.Clone(cfg.Metadata)
 	cfg.Metadata["server"] = p.name
-	cfg.ErrorHandler = func(_ micro.Service, err *micro.NATSError) {
-		p.log.Error("action endpoint subscription error", "subject", err.Subject, "error", err.Description)
-	}
-	svc, err := micro.AddService(p.ns.svc, cfg)
+	svc, err := addService(p.ns.svc, cfg, p.log)
 	if err != nil {
-		return nil, fmt.Errorf("register micro service: %w", err)
+		return nil, err
 	}
 	for _, l := range p.actions {
 		ep, ok := s.sessions[l]
@@ -265,4 +278,103 @@ func (s *actionService) refreshDrops() uint64 {
 		n += uint64(d)
 	}
 	return n
+}
+
+// addService registers a micro service instance of cfg on nc, its
+// subscription errors logged to log.
+func addService(nc *nats.Conn, cfg micro.Config, log *slog.Logger) (micro.Service, error) {
+	cfg.ErrorHandler = func(_ micro.Service, err *micro.NATSError) {
+		log.Error("action endpoint subscription error", "subject", err.Subject, "error", err.Description)
+	}
+	svc, err := micro.AddService(nc, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("register micro service: %w", err)
+	}
+	return svc, nil
+}
+
+// onDemand reports whether the PBX's endpoints are in the shared instance.
+func (s *actionService) onDemand() bool { return s.p.cfg.ActionIdleLogoff > 0 }
+
+// joinShared adds ep's endpoints to the shared instance, and starts the
+// PBX's arrival stamps with its first session. Lock held.
+func (s *actionService) joinShared(l *link, ep *actionSession) error {
+	sh := &s.p.ns.shared
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if sh.stopped || s.p.life.intake.Err() != nil {
+		return nil // Shutdown stopped taking actions
+	}
+	if sh.svc == nil {
+		cfg := s.p.ns.service
+		cfg.Description = "Asterisk Manager Interface actions by NATS request-reply: the endpoints of every PBX whose action sessions log in on demand"
+		svc, err := addService(s.p.ns.svc, cfg, sh.log)
+		if err != nil {
+			return err
+		}
+		sh.svc = svc
+	}
+	if err := s.listenArrivals(); err != nil {
+		return fmt.Errorf("subscribe to stamp request arrivals: %w", err)
+	}
+	if err := s.addEndpoint(sh.svc, ep); err != nil {
+		if len(s.sessions) == 0 {
+			s.stopArrivals()
+		}
+		return err
+	}
+	s.sessions[l] = ep
+	if err := flush(context.Background(), s.p.ns.svc); err != nil {
+		l.log.Warn("NATS flush after registering the action service", "error", err)
+	}
+	return nil
+}
+
+// leaveShared is a session leaving the shared instance. micro cannot
+// remove one endpoint of a running instance, and an on-demand session
+// leaves only once Shutdown stopped taking actions (startOnDemand): then
+// the PBX's arrival stamps end and the shared instance stops, for every
+// PBX at once. Lock held.
+func (s *actionService) leaveShared() {
+	if s.p.life.intake.Err() == nil {
+		s.p.log.Warn("an on-demand action session left before shutdown; its endpoints stay registered until then")
+		return
+	}
+	s.stopArrivals()
+	s.dropped() // read the drop counts while the subscriptions are open
+	s.p.ns.shared.stop()
+}
+
+// sharedService is the one micro service instance of a Bridge's PBXes
+// whose action sessions are on demand (ServerConfig.ActionIdleLogoff),
+// with two endpoints per action session of each (addEndpoint), in the
+// same queue group as the per-PBX instances. One instance for all of them
+// rather than one each: an instance costs nine $SRV subscriptions, each
+// with a nats.go goroutine, on the bridge and in the server, about 40 KiB
+// of an idle PBX's memory (docs/operations.md, "Large fan-in"). The
+// first join registers it; the first leave once Shutdown stopped taking
+// actions stops it.
+type sharedService struct {
+	log *slog.Logger
+
+	mu      sync.Mutex // guards the fields below; taken after an actionService's mu
+	svc     micro.Service
+	stopped bool
+}
+
+// stop stops the instance, once.
+func (sh *sharedService) stop() {
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if sh.stopped {
+		return
+	}
+	sh.stopped = true
+	if sh.svc == nil {
+		return
+	}
+	if err := sh.svc.Stop(); err != nil {
+		sh.log.Warn("stop the shared action service", "error", err)
+	}
+	sh.svc = nil
 }
