@@ -66,15 +66,12 @@ func (p *pbx) serveActions(ctx context.Context, l *link, c *amiproto.Client) {
 	// the bridge takes actions.
 	afterIntake := context.AfterFunc(p.life.intake, func() { p.service.leave(l) })
 	l.setState(subjects.StateConnected, nil)
-	pingCtx, stopPing := context.WithCancel(ctx)
-	pingDone := make(chan struct{})
-	go func() { // owned here: stopped and waited for below
-		defer close(pingDone)
-		p.actionKeepalive(pingCtx, s)
-	}()
+	// The keepalive runs on this goroutine (one goroutine less per
+	// session: memory of idle PBXes). It returns when ctx ends or c ends,
+	// or once it has closed c as dead; untilEnd then logs c off if ctx
+	// ended, and waits for c's end.
+	p.actionKeepalive(ctx, s)
 	l.untilEnd(ctx, p.life.hard, c)
-	stopPing()
-	<-pingDone
 	if afterIntake() {
 		p.service.leave(l)
 	}

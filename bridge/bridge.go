@@ -212,24 +212,31 @@ const (
 //     pbx.run; it ends when run closes the PBX's ring. With JetStream its
 //     ack collector is started and waited for by the publisher.
 //   - per AMI session (link.run: one for events, ActionSessions for
-//     actions): started and waited for by pbx.run; it ends with the run
-//     context, after its Logoff. A link's amiproto.Client owns its own
-//     reader, writer and keepalive; the link waits for the reader.
+//     actions, none for an action session on demand): started and waited
+//     for by pbx.run, except the event session's, which runs on pbx.run's
+//     own goroutine; it ends with the run context, after its Logoff. A
+//     link's amiproto.Client owns its own reader, writer (while it has
+//     something to write) and keepalive (a timer between Pings); the link
+//     waits for the reader.
 //   - per logged-in action session, its keepalive (pbx.actionKeepalive):
-//     started and waited for by pbx.serveActions; it ends when the
-//     session does. It also runs the overdue check a handler asks for
-//     after an action passed its deadline.
-//   - per PBX with an action service and a ServiceConn, the nats.go
-//     goroutine of the side subscription, on the main connection, that
-//     stamps request arrivals (arrivals.listen): started
-//     when the service gets an instance, unsubscribed when it has none.
+//     run on the link's goroutine by pbx.serveActions (on demand: started
+//     and waited for by the login, ondemand.go); it ends when the session
+//     does. It also runs the overdue check a handler asks for after an
+//     action passed its deadline.
+//   - with a ServiceConn, the stamper (stamper.run), which stamps every
+//     PBX's request arrivals from channel subscriptions on the main
+//     connection (arrivals.listen: subscribed when a PBX's service gets
+//     an instance, unsubscribed when it has none): started by Start,
+//     waited for by Shutdown, ends with the run context.
 //   - per PBX with a logged-in action session, a micro service, on the
 //     service connection, with one endpoint per session, whose
 //     subscription calls the action handler
 //     on that session, one request at a time: the action link joins it
 //     once logged in and leaves it when the session drops or Shutdown
-//     starts (actionService). Shutdown waits for the handlers still
-//     running through the lifecycle's in-flight count.
+//     starts (actionService). The PBXes on demand share one instance
+//     instead (sharedService), from the first join to Shutdown. Shutdown
+//     waits for the handlers still running through the lifecycle's
+//     in-flight count.
 //   - with HA, per PBX, the HA loop (haNode.run) and its lease watch:
 //     started and waited for by pbx.run; they end with the run context,
 //     after Shutdown has handed the lease over. See ha.go.
