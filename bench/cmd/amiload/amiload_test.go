@@ -96,6 +96,34 @@ func TestSmoke(t *testing.T) {
 	}
 }
 
+// TestSmokeIdleFanIn is the idle mode with the large fan-in choice
+// (-idle-logoff, -action-sessions 1): the daemon runs with those keys and
+// the summary says so.
+func TestSmokeIdleFanIn(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts the daemon and other processes")
+	}
+	bin, err := daemonBin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := smokeOptions(testRepo)
+	o.Bin, o.Modes = bin, parseModesMust("idle")
+	o.IdleLogoff, o.ActionSessions = 5*time.Minute, 1
+	var out strings.Builder
+	rep, err := run(o, &out)
+	t.Log("\n" + out.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.IdleRSS <= rep.IdleBase {
+		t.Errorf("idle PBXes: VmRSS %d KiB, not above the one-PBX %d KiB", rep.IdleRSS, rep.IdleBase)
+	}
+	if want := "| memory per idle PBX (2 sessions, actions.idle_logoff 5m0s)"; !strings.Contains(out.String(), want) {
+		t.Errorf("the summary lacks %q", want)
+	}
+}
+
 // TestSmokeCeilings: both ceilings without a bridge deliver every event
 // published, and the summary holds the zero-loss rate to the highest.
 func TestSmokeCeilings(t *testing.T) {

@@ -79,10 +79,11 @@ func startDaemon(bin, dir string, addrs []string, jetStream, state bool) (*daemo
 		URL       string `json:"url"`
 		SecretEnv string `json:"secret_env"`
 		Actions   any    `json:"actions,omitempty"`
+		Sessions  int    `json:"action_sessions,omitempty"`
 	}
 	servers := make([]server, len(addrs))
 	for i, a := range addrs {
-		servers[i] = server{Name: pbxName(i), URL: amiUser + "@" + a, SecretEnv: secretEnv}
+		servers[i] = server{Name: pbxName(i), URL: amiUser + "@" + a, SecretEnv: secretEnv, Sessions: actionSessions}
 		if idleLogoff > 0 {
 			servers[i].Actions = map[string]any{"generic_subject": true, "idle_logoff": idleLogoff.String()}
 		}

@@ -93,6 +93,8 @@ type options struct {
 	StateBurst  float64         // the state burst's events/s, for PaceSeconds
 	State       bool            // every daemon keeps the live call state and publishes call records (state.enabled)
 	Quiet       time.Duration   // before a trial, the previous one's tail is over once nothing came for this long
+
+	ActionSessions int // servers[].action_sessions of every daemon (0: the default)
 }
 
 // allModes are the parts of a run, in the order they run: the zero-loss
@@ -181,6 +183,7 @@ func parseFlags(args []string) (options, error) {
 	fs.IntVar(&o.Idle, "idle", o.Idle, "idle PBXes whose memory is measured, each with the daemon's default 3 AMI sessions (0: skip)")
 	fs.DurationVar(&o.Quiet, "quiet", o.Quiet, "before each trial, wait until nothing came for this long")
 	fs.DurationVar(&o.IdleLogoff, "idle-logoff", o.IdleLogoff, "servers[].actions.idle_logoff of every daemon: action sessions log in on demand (0: always logged in)")
+	fs.IntVar(&o.ActionSessions, "action-sessions", o.ActionSessions, "servers[].action_sessions of every daemon (0: the daemon's default)")
 	fs.DurationVar(&o.Settle, "settle", o.Settle, "wait before reading an idle daemon's memory")
 	fs.BoolVar(&o.State, "state", o.State, "run every daemon with state.enabled: live call state in KV and call records (the pace mode always compares the bridge with and without state)")
 	fs.StringVar(&o.Perf, "perf", "", "perf record the daemon during the flood into `file` and print where its time goes")

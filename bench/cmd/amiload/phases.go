@@ -300,7 +300,7 @@ func phaseIdle(o options, w io.Writer, rep *report, bin, dir, capture string) er
 		fmt.Fprintf(w, "\nidle: actions.idle_logoff %v: the action sessions logged off, 1 of the %d AMI sessions logged in per PBX", o.IdleLogoff, sessionsPerPBX)
 	}
 	fmt.Fprintf(w, "\nidle: %d PBXes of %d AMI sessions each: VmRSS %.1f MiB, with 1 PBX %.1f MiB: %.1f KiB per idle PBX, %.1f KiB per AMI session\n",
-		o.Idle, sessionsPerPBX, float64(rep.IdleRSS)/1024, float64(rep.IdleBase)/1024, rep.IdleKiB(), rep.IdleKiB()/sessionsPerPBX)
+		o.Idle, sessionsPerPBX, float64(rep.IdleRSS)/1024, float64(rep.IdleBase)/1024, rep.IdleKiB(), rep.IdleKiB()/float64(sessionsPerPBX))
 	return nil
 }
 

@@ -150,9 +150,13 @@ func meanRcvd(ts []trial) float64 {
 	return s / float64(max(1, len(ts)))
 }
 
-// sessionsPerPBX is how many AMI sessions the daemon keeps with each PBX
-// by default: the event session and the action sessions.
-const sessionsPerPBX = 1 + bridge.DefaultActionSessions
+// sessionsPerPBX is how many AMI sessions the daemon keeps with each PBX:
+// the event session and the action sessions (-action-sessions, else the
+// default).
+var sessionsPerPBX = 1 + bridge.DefaultActionSessions
+
+// actionSessions is options.ActionSessions for every daemon the run starts.
+var actionSessions int
 
 // IdleKiB is the memory of one idle PBX: sessionsPerPBX AMI sessions.
 func (r *report) IdleKiB() float64 {
@@ -511,6 +515,11 @@ var idleLogoff time.Duration
 func run(o options, w io.Writer) (*report, error) {
 	stateOn = o.State
 	idleLogoff = o.IdleLogoff
+	actionSessions = o.ActionSessions
+	sessionsPerPBX = 1 + bridge.DefaultActionSessions
+	if actionSessions > 0 {
+		sessionsPerPBX = 1 + actionSessions
+	}
 	header(w, o)
 	dir, err := os.MkdirTemp("", "amiload-")
 	if err != nil {
