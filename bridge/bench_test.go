@@ -257,16 +257,23 @@ func BenchmarkActionRoundTrip(b *testing.B) {
 		name          string
 		conc          int
 		subject, body string
+		stamped       bool // a ServiceConn, so that the stamper stamps arrivals, as in the daemon
 	}{
-		{"requesters=1", 1, subjects.Action("ami", "pbx1"), `{"Action":"Ping"}`},
-		{"requesters=16", 16, subjects.Action("ami", "pbx1"), `{"Action":"Ping"}`},
-		{"named-requesters=1", 1, subjects.NamedAction("ami", "pbx1", "Ping"), ``},
-		{"named-requesters=16", 16, subjects.NamedAction("ami", "pbx1", "Ping"), ``},
+		{"requesters=1", 1, subjects.Action("ami", "pbx1"), `{"Action":"Ping"}`, false},
+		{"requesters=16", 16, subjects.Action("ami", "pbx1"), `{"Action":"Ping"}`, false},
+		{"named-requesters=1", 1, subjects.NamedAction("ami", "pbx1", "Ping"), ``, false},
+		{"named-requesters=16", 16, subjects.NamedAction("ami", "pbx1", "Ping"), ``, false},
+		{"stamped-requesters=1", 1, subjects.Action("ami", "pbx1"), `{"Action":"Ping"}`, true},
+		{"stamped-requesters=16", 16, subjects.Action("ami", "pbx1"), `{"Action":"Ping"}`, true},
 	} {
 		conc := tc.conc
 		b.Run(tc.name, func(b *testing.B) {
 			b.ReportAllocs()
-			tw := newWorld(b)
+			var opts []worldOption
+			if tc.stamped {
+				opts = append(opts, withServiceConn())
+			}
+			tw := newWorld(b, opts...)
 			tw.w.waitState(subjects.StateConnected)
 			cc := tw.cc
 
