@@ -268,9 +268,10 @@ func TestOnDemand_OneSharedInstance(t *testing.T) {
 		return servers
 	}))
 	tw.w.waitAllUp()
-	for _, name := range lazy {
-		for st := tw.watch(name).next(); sessionStates(st) != "events:connected action:idle action:idle"; st = tw.watch(name).next() {
-		}
+	for _, name := range lazy { // up, their endpoints registered
+		waitFor(t, tw.watch(name).next, func(st subjects.PBXStatus) bool {
+			return sessionStates(st) == "events:connected action:idle action:idle"
+		})
 	}
 	cc := tw.cc
 
