@@ -27,7 +27,7 @@ const (
 // configuration bounds them: event_buffer_bytes per PBX, with HA or
 // without (a standby keeps its events in the same buffer).
 // The rest is small and covered by a fixed part: 1 MiB per PBX for its
-// sessions (an idle PBX holds about 170 KiB), 40 MiB for the embedded
+// sessions (an idle PBX holds about 150 KiB), 40 MiB for the embedded
 // server (nats.embedded.max_pending per slow subscriber) and the runtime,
 // and 32 MiB more when the embedded server runs JetStream. A limit below
 // the live heap would make the collector run without pause, which is why
