@@ -299,28 +299,7 @@ func (s *actionService) onDemand() bool { return s.p.cfg.ActionIdleLogoff > 0 }
 // joinShared adds ep's endpoints to the shared instance, and starts the
 // PBX's arrival stamps with its first session. Lock held.
 func (s *actionService) joinShared(l *link, ep *actionSession) error {
-	sh := &s.p.ns.shared
-	sh.mu.Lock()
-	defer sh.mu.Unlock()
-	if sh.stopped || s.p.life.intake.Err() != nil {
-		return nil // Shutdown stopped taking actions
-	}
-	if sh.svc == nil {
-		cfg := s.p.ns.service
-		cfg.Description = "Asterisk Manager Interface actions by NATS request-reply: the endpoints of every PBX whose action sessions log in on demand"
-		svc, err := addService(s.p.ns.svc, cfg, sh.log)
-		if err != nil {
-			return err
-		}
-		sh.svc = svc
-	}
-	if err := s.listenArrivals(); err != nil {
-		return fmt.Errorf("subscribe to stamp request arrivals: %w", err)
-	}
-	if err := s.addEndpoint(sh.svc, ep); err != nil {
-		if len(s.sessions) == 0 {
-			s.stopArrivals()
-		}
+	if joined, err := s.addShared(ep); !joined || err != nil {
 		return err
 	}
 	s.sessions[l] = ep
@@ -328,6 +307,34 @@ func (s *actionService) joinShared(l *link, ep *actionSession) error {
 		l.log.Warn("NATS flush after registering the action service", "error", err)
 	}
 	return nil
+}
+
+// addShared adds ep's endpoints to the shared instance, registering it
+// first if needed, unless Shutdown stopped taking actions. s.mu held.
+func (s *actionService) addShared(ep *actionSession) (joined bool, err error) {
+	sh := &s.p.ns.shared
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if sh.stopped || s.p.life.intake.Err() != nil {
+		return false, nil
+	}
+	if sh.svc == nil {
+		cfg := s.p.ns.service
+		cfg.Description = "Asterisk Manager Interface actions by NATS request-reply: the endpoints of every PBX whose action sessions log in on demand"
+		if sh.svc, err = addService(s.p.ns.svc, cfg, sh.log); err != nil {
+			return false, err
+		}
+	}
+	if err := s.listenArrivals(); err != nil {
+		return false, fmt.Errorf("subscribe to stamp request arrivals: %w", err)
+	}
+	if err := s.addEndpoint(sh.svc, ep); err != nil {
+		if len(s.sessions) == 0 {
+			s.stopArrivals()
+		}
+		return false, err
+	}
+	return true, nil
 }
 
 // leaveShared is a session leaving the shared instance. micro cannot
