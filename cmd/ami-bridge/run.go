@@ -125,10 +125,6 @@ func run(ctx context.Context, cfg *config.Config, environ []string, log zerolog.
 // sessions to answer the actions in flight and log off.
 func serveBridge(ctx context.Context, b *bridge.Bridge, conns []*natsConn, cfg *config.Config, environ []string, log zerolog.Logger, hold func(ready *zerolog.Event)) error {
 	limit, source := applyMemoryLimit(cfg, environ)
-	// serveBridge owns the goroutine that adapts GOMAXPROCS (procs.go):
-	// stopped and waited for when the bridge's life ends.
-	stopProcs := adaptProcs(environ, log)
-	defer stopProcs()
 	if err := b.Start(ctx); err != nil {
 		return fmt.Errorf("bridge: %w", err)
 	}
