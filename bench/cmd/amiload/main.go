@@ -168,6 +168,7 @@ func parseFlags(args []string) (options, error) {
 	fs := flag.NewFlagSet("amiload", flag.ContinueOnError)
 	fs.Bool("smoke", false, "a run of a few seconds: small trials, one fixed rate, 10 PBXes, 50 idle PBXes")
 	fs.StringVar(&o.Repo, "repo", "", "ami-bridge repository (default: found above the working directory)")
+	fs.StringVar(&o.Bin, "bin", "", "the ami-bridge executable to run (default: built from the repository)")
 	fs.IntVar(&o.Events, "events", o.Events, "events per trial (880,000: 200 passes over the burst's 4,400)")
 	fs.IntVar(&o.Steps, "steps", o.Steps, "paced trials of the zero-loss search, at most")
 	fs.Float64Var(&o.Resolution, "resolution", o.Resolution, "stop the search when its bounds are this close, relative")
