@@ -60,6 +60,12 @@ type publisher struct {
 	// fence is all the publisher sees of HA; nil without HA.
 	fence fence
 
+	// On core NATS, the pool that runs the publisher (see pubPool), the
+	// last seq published, and closed once the ring is closed and drained.
+	pool    *pubPool
+	done    uint64
+	drained chan struct{}
+
 	jsFailed chan struct{} // capacity 1: a JetStream publish failed; see jsPublishFailed
 	failLog  rateLimit
 	retryLog rateLimit
