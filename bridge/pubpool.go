@@ -51,12 +51,16 @@ func (q *pubPool) start() {
 	for range n {
 		go func() {
 			defer q.wg.Done()
+			// The batch buffer is the worker's, lent to each publisher
+			// it runs: a PBX holds none of its own (up to pubBatch
+			// entries, once it had a burst).
+			var batch []ringEntry
 			for {
 				p := q.pop()
 				if p == nil {
 					return
 				}
-				p.runOnce()
+				batch = p.runOnce(batchBuf(batch))
 			}
 		}()
 	}
@@ -116,17 +120,18 @@ func (p *publisher) startPooled(pool *pubPool) {
 	pool.push(p)
 }
 
-// runOnce publishes one batch of p's events, on a pool worker. When the
-// ring has nothing new, p waits on it: the ring's next append (or its
-// close) queues p again.
-func (p *publisher) runOnce() {
-	n, closed := p.publishBatch(p.done)
+// runOnce publishes one batch of p's events into batch, on a pool
+// worker, and returns the buffer. When the ring has nothing new, p waits
+// on it: the ring's next append (or its close) queues p again.
+func (p *publisher) runOnce(batch []ringEntry) []ringEntry {
+	n, closed, batch := p.publishFrom(p.done, batch)
 	if n == 0 {
 		if closed {
 			close(p.drained)
 		}
-		return
+		return batch
 	}
 	p.done = n
 	p.pool.push(p)
+	return batch
 }
