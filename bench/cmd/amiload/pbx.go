@@ -111,7 +111,7 @@ func runPBX(args []string) error {
 				rep := sendReport{Start: time.Now().UnixNano(), AcceptedBefore: accepted.Load()}
 				emits := make([]func([]byte), len(servers))
 				for i, srv := range servers {
-					emits[i] = srv.EmitRaw
+					emits[i] = srv.EmitRawInline
 				}
 				rep.Sent, rep.Seconds, rep.MaxLag = paceAll(emits, src, req.Rate, req.Events)
 				for _, srv := range servers {
@@ -187,12 +187,15 @@ const paceTick = time.Millisecond
 // PBX is due, at most once per paceTick, and emits to each PBX, in one
 // piece, every event of it that is due. A PBX thus gets at 1,000 events/s
 // and below each event in its own write, at 12,000/s twelve per write, as
-// a PBX writes what it has when its session's thread runs; the write
-// itself is the session's writer goroutine's (amitest), as it is a
-// thread's in Asterisk, so a PBX whose session stops reading holds up no
-// other. One goroutine per PBX, each sleeping until its next event, cost
-// the fake PBXes two wake-ups per event (it and the writer), on the cores
-// the bridge needs: 500 PBXes at 300/s took as much CPU as the bridge.
+// a PBX writes what it has when its session's thread runs. The pacer
+// writes to the socket itself when nothing waits for the session
+// (amitest's EmitRawInline), else the session's writer goroutine does:
+// the same writes, without a wake-up of that goroutine per event. A
+// session that stops reading holds the pacer up to its WriteTimeout
+// (100 ms), then is cut; the lag shows it. One goroutine per PBX, each
+// sleeping until its next event, and the writer woken per event, cost the
+// fake PBXes two wake-ups per event on the cores the bridge needs: 500
+// PBXes at 300/s took as much CPU as the bridge.
 //
 // PBX i of n runs i/n of an event's interval behind PBX 0: real PBXes are
 // not in step, and PBXes in step would send each event of the schedule
