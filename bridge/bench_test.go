@@ -7,6 +7,8 @@ import (
 	"io"
 	"os"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -312,5 +314,89 @@ func BenchmarkActionRoundTrip(b *testing.B) {
 			b.ReportMetric(pct(0.99), "p99-µs")
 			b.ReportMetric(float64(len(all))/b.Elapsed().Seconds(), "req/s")
 		})
+	}
+}
+
+// BenchmarkPublishFanIn measures an event's way from accept to NATS when
+// many PBXes each send one event per read of the socket (a real PBX's
+// pace): 100 PBXes in turn get one event and the reader's notify, with
+// their publishers running; each op is one event, and cpu-ns/event is
+// the process's CPU time (all goroutines, the embedded nats-server's
+// too) over the events. publisher=goroutines is one publisher goroutine
+// per PBX (publisher.loop, as with JetStream), publisher=pool the core
+// NATS pool (pubPool). pace=flood gives the events as fast as accept
+// takes them; pace=150k paces them at 150 events a millisecond, 500 PBXes
+// at 300 events/s, where each publisher has one event at a time.
+func BenchmarkPublishFanIn(b *testing.B) {
+	const pbxes = 100
+	events := burstEvents(b)
+	for _, perMS := range []int{0, 150} {
+		for _, pooled := range []bool{false, true} {
+			name := "pace=flood"
+			if perMS > 0 {
+				name = "pace=" + strconv.Itoa(perMS) + "k"
+			}
+			name += "/publisher=goroutines"
+			if pooled {
+				name = strings.Replace(name, "goroutines", "pool", 1)
+			}
+			b.Run(name, func(b *testing.B) { benchPublishFanIn(b, events, pbxes, perMS, pooled) })
+		}
+	}
+}
+
+func benchPublishFanIn(b *testing.B, events []*amiproto.Message, pbxes, perMS int, pooled bool) {
+	ns := startNATS(b, natsOptions{})
+	br := unstartedMany(b, connect(b, ns), pbxes, Options{})
+	var pool *pubPool
+	var wg sync.WaitGroup
+	if pooled {
+		pool = newPubPool()
+		pool.start()
+	}
+	for _, p := range br.pbxes {
+		if pooled {
+			p.pub.startPooled(pool)
+			continue
+		}
+		wg.Add(1)
+		go func() { // ends when the benchmark closes the ring
+			defer wg.Done()
+			p.pub.loop()
+		}()
+	}
+	cpu := func() time.Duration {
+		var ru syscall.Rusage
+		if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+			b.Fatal(err)
+		}
+		return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	}
+	b.ReportAllocs()
+	cpu0, start, n := cpu(), time.Now(), 0
+	for i := 0; b.Loop(); i++ {
+		if perMS > 0 && i%perMS == 0 {
+			time.Sleep(time.Until(start.Add(time.Duration(i/perMS) * time.Millisecond)))
+		}
+		p := br.pbxes[i%pbxes]
+		p.accept(events[i%len(events)])
+		p.ring.notify()
+		n++
+	}
+	for _, p := range br.pbxes {
+		p.ring.close()
+	}
+	if pooled {
+		for _, p := range br.pbxes {
+			waitDrained(b, p)
+		}
+		pool.stop()
+	}
+	wg.Wait()
+	b.ReportMetric(float64(cpu()-cpu0)/float64(n), "cpu-ns/event")
+	for _, p := range br.pbxes {
+		if d := p.dropped.Load(); d != 0 {
+			b.Fatalf("%s: %d events dropped", p.name, d)
+		}
 	}
 }

@@ -208,9 +208,13 @@ const (
 //   - per PBX, run (pbx.run): started by Start, waited for by Shutdown; it
 //     ends when Shutdown cancels the run context, after the PBX's links
 //     have logged off and its publisher has drained.
-//   - per PBX, the publisher (publisher.loop): started and waited for by
-//     pbx.run; it ends when run closes the PBX's ring. With JetStream its
+//   - per PBX with JetStream, the publisher (publisher.loop): started and
+//     waited for by pbx.run; it ends when run closes the PBX's ring. Its
 //     ack collector is started and waited for by the publisher.
+//   - on core NATS, the publishers' pool (pubPool): a few workers that
+//     publish every PBX's events; started by Start, stopped and waited for
+//     by Shutdown after every PBX's run, which waits for its PBX's events
+//     to be published once it closed the ring.
 //   - per AMI session (link.run: one for events, ActionSessions for
 //     actions, none for an action session on demand): started and waited
 //     for by pbx.run, except the event session's, which runs on pbx.run's
@@ -275,6 +279,7 @@ type natsSide struct {
 	prefix  string
 	epoch   int64               // process epoch in Nats-Msg-Id: start time in Unix milliseconds
 	js      jetstream.JetStream // nil unless JetStream is enabled; set by Start
+	pool    *pubPool            // core NATS: the publishers' goroutines; set by Start
 	jsOpts  JetStreamOptions
 	service micro.Config  // template of the PBXes' action services
 	shared  sharedService // the one instance of the PBXes whose action sessions are on demand
@@ -602,6 +607,12 @@ func (b *Bridge) Start(ctx context.Context) error {
 	}
 	b.started = true
 	b.watchDrops()
+	if b.ns.js == nil {
+		// Ended by Shutdown once every PBX's run has returned, each
+		// after its publisher drained.
+		b.ns.pool = newPubPool()
+		b.ns.pool.start()
+	}
 	for _, p := range b.pbxes {
 		b.wg.Add(1)
 		go func() {
@@ -760,6 +771,9 @@ func (b *Bridge) Shutdown(ctx context.Context) error {
 	b.stopRun()
 	if started {
 		b.wg.Wait()
+		if b.ns.pool != nil {
+			b.ns.pool.stop()
+		}
 	}
 	for _, p := range b.pbxes {
 		p.stopped()

@@ -60,6 +60,12 @@ type publisher struct {
 	// fence is all the publisher sees of HA; nil without HA.
 	fence fence
 
+	// On core NATS, the pool that runs the publisher (see pubPool), the
+	// last seq published, and closed once the ring is closed and drained.
+	pool    *pubPool
+	done    uint64
+	drained chan struct{}
+
 	jsFailed chan struct{} // capacity 1: a JetStream publish failed; see jsPublishFailed
 	failLog  rateLimit
 	retryLog rateLimit
@@ -116,9 +122,19 @@ func (p *publisher) loop() {
 // a batch of them, and acknowledges them in the ring. It returns the last
 // seq published, 0 for none, and whether the ring is closed.
 func (p *publisher) publishBatch(seq uint64) (uint64, bool) {
-	batch, closed := p.p.ring.readAfter(seq, p.nextBatch())
+	last, closed, batch := p.publishFrom(seq, p.nextBatch())
+	p.batch = batch
+	return last, closed
+}
+
+// publishFrom is publishBatch into dst, an empty buffer whose capacity
+// is the most it takes; it returns the buffer, holding no event, for the
+// next batch. Once the ring had nothing new, p may be another
+// goroutine's (the ring's reader woke it): only dst is left to touch.
+func (p *publisher) publishFrom(seq uint64, dst []ringEntry) (uint64, bool, []ringEntry) {
+	batch, closed := p.p.ring.readAfter(seq, dst)
 	if len(batch) == 0 {
-		return 0, closed
+		return 0, closed, batch
 	}
 	for i := range batch {
 		p.publishCore(&batch[i])
@@ -126,18 +142,20 @@ func (p *publisher) publishBatch(seq uint64) (uint64, bool) {
 	last := batch[len(batch)-1].seq
 	p.p.ring.ack(last)
 	clear(batch) // the ring may evict them: hold no text
-	p.batch = batch
-	return last, closed
+	return last, closed, batch
 }
 
-// nextBatch returns the batch buffer, empty. It starts small, so that an
-// idle PBX holds next to nothing, and doubles up to pubBatch each time a
-// batch filled it.
-func (p *publisher) nextBatch() []ringEntry {
-	if n := cap(p.batch); n < pubBatch && len(p.batch) == n {
-		p.batch = make([]ringEntry, 0, max(8, 2*n))
+// nextBatch returns the batch buffer, empty; see batchBuf.
+func (p *publisher) nextBatch() []ringEntry { return batchBuf(p.batch) }
+
+// batchBuf returns b emptied, or a larger buffer. It starts small, so
+// that an idle PBX holds next to nothing, and doubles up to pubBatch each
+// time a batch filled it.
+func batchBuf(b []ringEntry) []ringEntry {
+	if n := cap(b); n < pubBatch && len(b) == n {
+		return make([]ringEntry, 0, max(8, 2*n))
 	}
-	return p.batch[:0]
+	return b[:0]
 }
 
 // subject returns the subject of event name, from the cache when it can:

@@ -156,11 +156,19 @@ func newPBX(sc ServerConfig, ns *natsSide, life *lifecycle, opts Options, buffer
 // run runs the PBX's sessions and publisher until ctx ends, then returns
 // once every session has logged off and the publisher has drained.
 func (p *pbx) run(ctx context.Context) {
-	pubDone := make(chan struct{})
-	go func() {
-		defer close(pubDone)
-		p.pub.loop()
-	}()
+	var pubDone <-chan struct{}
+	if pool := p.ns.pool; pool != nil {
+		// Core NATS: the Bridge's pool publishes (see pubPool).
+		p.pub.startPooled(pool)
+		pubDone = p.pub.drained
+	} else {
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			p.pub.loop()
+		}()
+		pubDone = done
+	}
 	var wg sync.WaitGroup
 	for _, l := range p.actions {
 		if p.cfg.ActionIdleLogoff > 0 {

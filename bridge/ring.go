@@ -102,7 +102,11 @@ type ring struct {
 	refusals atomic.Uint64 // times refused was set
 	room     chan struct{} // capacity 1: refused was cleared, or the ring closed
 	ready    chan struct{} // capacity 1
-	chunk    []byte        // where the next event's bytes go; see ringMaxChunk
+	// readyFunc, when set, replaces ready: called, with mu held, where
+	// ready would be signalled, and only for a reader that waits, so once
+	// per wait (a pubPool queues the publisher). It must not block.
+	readyFunc func()
+	chunk     []byte // where the next event's bytes go; see ringMaxChunk
 }
 
 // newRing returns an empty ring; shared, if not nil, is the byte count it
@@ -157,11 +161,24 @@ func (r *ring) notify() {
 func (r *ring) wake() {
 	if r.waiting {
 		r.waiting, r.held = false, 0
+		if r.readyFunc != nil {
+			r.readyFunc()
+			return
+		}
 		select {
 		case r.ready <- struct{}{}:
 		default:
 		}
 	}
+}
+
+// setReady makes f what wakes the reader instead of wait's channel: f is
+// called once each time a reader that found nothing (readAfter) has
+// something to read, or the ring closes. Set before any read.
+func (r *ring) setReady(f func()) {
+	r.mu.Lock()
+	r.readyFunc = f
+	r.mu.Unlock()
 }
 
 func (r *ring) add(m *amiproto.Message, seq uint64, at int64, chain uint64, now bool) (t time.Time, ok bool) {
@@ -348,8 +365,14 @@ func (r *ring) isClosed() bool {
 func (r *ring) close() {
 	r.mu.Lock()
 	r.closed = true
+	byFunc := r.readyFunc != nil
+	if byFunc {
+		r.wake()
+	}
 	r.mu.Unlock()
-	signal(r.ready)
+	if !byFunc {
+		signal(r.ready)
+	}
 	signal(r.room)
 }
 

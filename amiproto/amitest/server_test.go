@@ -828,3 +828,44 @@ func TestListCommands_OnlyWhatTheUserMayRun(t *testing.T) {
 		}
 	}
 }
+
+// EmitRawInline from several goroutines, mixed with EmitRaw, gives every
+// event once, each emitter's in its order: an event never overtakes one
+// of the same emitter that waits in the queue or is being written.
+func TestEmitRawInline_KeepsEachEmittersOrder(t *testing.T) {
+	const n = 3000
+	srv := start(t, amitest.Config{})
+	c := dial(t, srv.Addr())
+	c.login("admin", "s3cret!", "on")
+	c.readEvent("SuccessfulAuth")
+	names := []string{"Queued", "InlineA", "InlineB", "InlineC"}
+	var wg sync.WaitGroup
+	for _, name := range names {
+		wg.Add(1)
+		go func() { // the test waits for it below
+			defer wg.Done()
+			emit := srv.EmitRawInline
+			if name == "Queued" {
+				emit = srv.EmitRaw
+			}
+			for i := range n {
+				emit([]byte(fmt.Sprintf("Event: %s\r\nN: %d\r\n\r\n", name, i)))
+			}
+		}()
+	}
+	next := map[string]int{}
+	for range len(names) * n {
+		m := c.read()
+		name := m.EventName()
+		if got := m.Get("N"); got != strconv.Itoa(next[name]) {
+			t.Fatalf("%s N %s, want %d", name, got, next[name])
+		}
+		next[name]++
+	}
+	wg.Wait()
+	for _, name := range names {
+		if next[name] != n {
+			t.Fatalf("got %v", next)
+		}
+	}
+}

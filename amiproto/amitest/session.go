@@ -54,6 +54,7 @@ type outQueue struct {
 	spare  []byte
 	splits []int         // offsets in buf where a new socket write must start
 	eof    bool          // accepts nothing more; the writer closes once drained
+	busy   bool          // a write is under way (the writer's, or an inline one)
 	wake   chan struct{} // bytes or eof arrived
 	space  chan struct{} // the writer took the buffer
 }
@@ -145,6 +146,37 @@ func (ss *session) enqueueEvent(b []byte) {
 	if !ss.halfOpen.Load() && !ss.holdEvent(b) {
 		ss.enqueue(b)
 	}
+}
+
+// writeInline writes b to the socket on the caller's goroutine when
+// nothing is queued or being written (Server.EmitRawInline), and
+// reports whether it did. A failed write ends the session, as the
+// writer's would.
+func (ss *session) writeInline(b []byte) bool {
+	q := &ss.out
+	q.mu.Lock()
+	if q.busy || q.eof || len(q.buf) > 0 {
+		q.mu.Unlock()
+		return false
+	}
+	q.busy = true
+	q.mu.Unlock()
+	err := ss.writeChunk(b, nil)
+	q.mu.Lock()
+	q.busy = false
+	more := len(q.buf) > 0 || q.eof
+	q.mu.Unlock()
+	if err != nil {
+		if !errors.Is(err, net.ErrClosed) && !errors.Is(err, errDropped) {
+			ss.srv.logf("amitest: session %d write: %v", ss.id, err)
+		}
+		ss.abort()
+		return true
+	}
+	if more {
+		signal(q.wake) // what was queued meanwhile waits for the writer
+	}
+	return true
 }
 
 // closeAfterFlush stops accepting output; the writer closes the connection
@@ -240,9 +272,12 @@ func (ss *session) writeLoop() {
 	q := &ss.out
 	for {
 		q.mu.Lock()
-		chunk, eof, splits := q.buf, q.eof, q.splits
-		if len(chunk) > 0 {
+		chunk, eof, splits, busy := q.buf, q.eof, q.splits, q.busy
+		if busy { // an inline write (writeInline) wakes the writer when done
+			chunk, eof = nil, false
+		} else if len(chunk) > 0 {
 			q.buf, q.spare, q.splits = q.spare[:0], nil, nil
+			q.busy = true
 		}
 		q.mu.Unlock()
 		if len(chunk) == 0 {
@@ -258,18 +293,18 @@ func (ss *session) writeLoop() {
 			}
 		}
 		signal(q.space)
-		if err := ss.writeChunk(chunk, splits); err != nil {
+		err := ss.writeChunk(chunk, splits)
+		q.mu.Lock()
+		q.busy = false
+		if err == nil && cap(chunk) <= 2*ss.srv.cfg.MaxQueue && q.spare == nil {
+			q.spare = chunk[:0]
+		}
+		q.mu.Unlock()
+		if err != nil {
 			if !errors.Is(err, net.ErrClosed) && !errors.Is(err, errDropped) {
 				ss.srv.logf("amitest: session %d write: %v", ss.id, err)
 			}
 			return
-		}
-		if cap(chunk) <= 2*ss.srv.cfg.MaxQueue {
-			q.mu.Lock()
-			if q.spare == nil {
-				q.spare = chunk[:0]
-			}
-			q.mu.Unlock()
 		}
 	}
 }

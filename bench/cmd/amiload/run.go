@@ -29,6 +29,7 @@ type trial struct {
 	GapPBX    int      // PBXes that lost an event or have an Ami-Seq gap
 	Worst     []string // the first 10 of those, with their figures
 	SendRate  float64  // events/s the fake PBXes achieved, all together
+	Lag       float64  // seconds the fake PBXes' pacer ran behind its schedule, at worst
 	Rcvd      float64  // events/s at the subscriber, first event to last
 	CPU       float64  // daemon (or relay) CPU µs per delivered event
 	Wakeups   float64  // times its threads were scheduled in, per delivered event
@@ -459,7 +460,7 @@ func (b *bench) play(req pbxRequest) (trial, error) {
 		t.Ack = ackDelta(ack0, ack1)
 	}
 	// Sessions cut and gone at the end, and those opened again meanwhile.
-	t.Rate, t.Cut = req.Rate, sr.Dropped+int(mr.Accepted-sr.AcceptedBefore)
+	t.Rate, t.Cut, t.Lag = req.Rate, sr.Dropped+int(mr.Accepted-sr.AcceptedBefore), sr.MaxLag
 	if sr.Seconds > 0 {
 		t.SendRate = float64(sent) / sr.Seconds
 	}
@@ -686,7 +687,7 @@ func printTrial(w io.Writer, indent string, t trial, pbxes int) {
 	fmt.Fprintf(w, "%s%-10s %s sent %d at %.0f/s, delivered %d at %.0f/s, lost %d, Ami-Seq gaps %d, cut %d, slow %d, CPU %.2f µs/event, %.2f wake-ups/event, peak RSS %.0f MiB\n",
 		indent, rate, verdict, t.Sent, t.SendRate, t.Delivered, t.Rcvd, t.Lost(), t.Gaps, t.Cut, t.Slow, t.CPU, t.Wakeups, float64(t.PeakRSS)/1024)
 	if t.PBXCPU > 0 {
-		fmt.Fprintf(w, "%s%-10s the fake PBXes' own CPU: %.2f µs/event\n", indent, "", t.PBXCPU)
+		fmt.Fprintf(w, "%s%-10s the fake PBXes' own CPU: %.2f µs/event; their pacer late by %.1f ms at worst\n", indent, "", t.PBXCPU, t.Lag*1e3)
 	}
 	if t.Lat.N > 0 {
 		fmt.Fprintf(w, "%s%-10s latency Ami-Time → subscriber: %s\n", indent, "", latencyText(t.Lat))
