@@ -45,6 +45,12 @@ var daemonBin = sync.OnceValues(func() (string, error) {
 // and what it printed.
 func smoke(t *testing.T, modes string) (*report, string) {
 	t.Helper()
+	return smokeWith(t, modes, nil)
+}
+
+// smokeWith is smoke with the options changed by set first.
+func smokeWith(t *testing.T, modes string, set func(*options)) (*report, string) {
+	t.Helper()
 	if testing.Short() {
 		t.Skip("starts the daemon and other processes")
 	}
@@ -54,6 +60,9 @@ func smoke(t *testing.T, modes string) (*report, string) {
 	}
 	o := smokeOptions(testRepo)
 	o.Bin, o.Modes = bin, parseModesMust(modes)
+	if set != nil {
+		set(&o)
+	}
 	var out strings.Builder
 	rep, err := run(o, &out)
 	t.Log("\n" + out.String())
@@ -100,26 +109,11 @@ func TestSmoke(t *testing.T) {
 // (-idle-logoff, -action-sessions 1): the daemon runs with those keys and
 // the summary says so.
 func TestSmokeIdleFanIn(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts the daemon and other processes")
-	}
-	bin, err := daemonBin()
-	if err != nil {
-		t.Fatal(err)
-	}
-	o := smokeOptions(testRepo)
-	o.Bin, o.Modes = bin, parseModesMust("idle")
-	o.IdleLogoff, o.ActionSessions = 5*time.Minute, 1
-	var out strings.Builder
-	rep, err := run(o, &out)
-	t.Log("\n" + out.String())
-	if err != nil {
-		t.Fatal(err)
-	}
+	rep, out := smokeWith(t, "idle", func(o *options) { o.IdleLogoff, o.ActionSessions = 5*time.Minute, 1 })
 	if rep.IdleRSS <= rep.IdleBase {
 		t.Errorf("idle PBXes: VmRSS %d KiB, not above the one-PBX %d KiB", rep.IdleRSS, rep.IdleBase)
 	}
-	if want := "| memory per idle PBX (2 sessions, actions.idle_logoff 5m0s)"; !strings.Contains(out.String(), want) {
+	if want := "| memory per idle PBX (2 sessions, actions.idle_logoff 5m0s)"; !strings.Contains(out, want) {
 		t.Errorf("the summary lacks %q", want)
 	}
 }
