@@ -1,7 +1,9 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -39,6 +41,7 @@ type daemon struct {
 	natsURL    string
 	metricsURL string
 	logPath    string
+	exited     chan struct{} // closed once the process has ended
 }
 
 // startDaemon runs bin bridging the PBXes at addrs, named pbx1, pbx2, ...,
@@ -47,6 +50,22 @@ type daemon struct {
 // for the send-to-ack latency. With state, the live call state is on too
 // (state.enabled; the embedded server then runs JetStream).
 func startDaemon(bin, dir string, addrs []string, jetStream, state bool) (*daemon, error) {
+	// A port freePort found free can be taken, before the daemon binds it,
+	// as the local port of one of the many connections a run makes: the
+	// daemon then exits at start, and starts again on other ports.
+	for attempt := 1; ; attempt++ {
+		d, err := startDaemonOnce(bin, dir, addrs, jetStream, state)
+		if !errors.Is(err, errPortTaken) || attempt == 3 {
+			return d, err
+		}
+	}
+}
+
+// errPortTaken is a daemon that exited at start because a port it was
+// given was taken.
+var errPortTaken = errors.New("a port was taken")
+
+func startDaemonOnce(bin, dir string, addrs []string, jetStream, state bool) (*daemon, error) {
 	port, err := freePort()
 	if err != nil {
 		return nil, err
@@ -116,7 +135,11 @@ func startDaemon(bin, dir string, addrs []string, jetStream, state bool) (*daemo
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
-	d := &daemon{cmd: cmd, natsURL: fmt.Sprintf("nats://127.0.0.1:%d", port), metricsURL: metricsURL, logPath: logf.Name()}
+	d := &daemon{cmd: cmd, natsURL: fmt.Sprintf("nats://127.0.0.1:%d", port), metricsURL: metricsURL, logPath: logf.Name(), exited: make(chan struct{})}
+	go func() { // the daemon's one Wait; ends when the process does
+		cmd.Wait()
+		close(d.exited)
+	}()
 	// The NATS port answers once the daemon is up.
 	deadline := time.Now().Add(30 * time.Second)
 	for {
@@ -125,12 +148,27 @@ func startDaemon(bin, dir string, addrs []string, jetStream, state bool) (*daemo
 			c.Close()
 			return d, nil
 		}
+		select {
+		case <-d.exited:
+			log, _ := os.ReadFile(d.logPath)
+			if bytes.Contains(log, []byte("address already in use")) {
+				return nil, fmt.Errorf("%w: %s", errPortTaken, lastLines(log, 3))
+			}
+			return nil, fmt.Errorf("ami-bridge exited at start (%s): %s", cmd.ProcessState, lastLines(log, 5))
+		default:
+		}
 		if time.Now().After(deadline) {
 			d.stop()
 			return nil, fmt.Errorf("ami-bridge's NATS port did not open in 30 s (log: %s)", d.logPath)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// lastLines returns the last n lines of b.
+func lastLines(b []byte, n int) string {
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }
 
 // daemonSeq numbers the daemons a run starts.
@@ -142,13 +180,11 @@ func (d *daemon) pid() int { return d.cmd.Process.Pid }
 // 20 s.
 func (d *daemon) stop() {
 	d.cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan struct{})
-	go func() { d.cmd.Wait(); close(done) }()
 	select {
-	case <-done:
+	case <-d.exited:
 	case <-time.After(20 * time.Second):
 		d.cmd.Process.Kill()
-		<-done
+		<-d.exited
 	}
 }
 
