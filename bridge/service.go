@@ -56,18 +56,24 @@ func (s *actionService) join(l *link, ep *actionSession) error {
 		s.sessions = make(map[*link]*actionSession)
 	}
 	if s.onDemand() {
-		return s.joinShared(l, ep)
-	}
-	s.sessions[l] = ep
-	var err error
-	if s.svc != nil && s.p.life.intake.Err() == nil {
-		err = s.addEndpoint(s.svc, ep) // micro can add an endpoint to a running instance
+		// Outside the shared instance's lock: joins of many PBXes at
+		// start do not wait on each other's flush.
+		if joined, err := s.addShared(ep); !joined || err != nil {
+			return err
+		}
+		s.sessions[l] = ep
 	} else {
-		err = s.replace()
-	}
-	if err != nil {
-		delete(s.sessions, l)
-		return err
+		s.sessions[l] = ep
+		var err error
+		if s.svc != nil && s.p.life.intake.Err() == nil {
+			err = s.addEndpoint(s.svc, ep) // micro can add an endpoint to a running instance
+		} else {
+			err = s.replace()
+		}
+		if err != nil {
+			delete(s.sessions, l)
+			return err
+		}
 	}
 	if err := flush(context.Background(), s.p.ns.svc); err != nil {
 		l.log.Warn("NATS flush after registering the action service", "error", err)
@@ -296,21 +302,9 @@ func addService(nc *nats.Conn, cfg micro.Config, log *slog.Logger) (micro.Servic
 // onDemand reports whether the PBX's endpoints are in the shared instance.
 func (s *actionService) onDemand() bool { return s.p.cfg.ActionIdleLogoff > 0 }
 
-// joinShared adds ep's endpoints to the shared instance, and starts the
-// PBX's arrival stamps with its first session. Lock held.
-func (s *actionService) joinShared(l *link, ep *actionSession) error {
-	if joined, err := s.addShared(ep); !joined || err != nil {
-		return err
-	}
-	s.sessions[l] = ep
-	if err := flush(context.Background(), s.p.ns.svc); err != nil {
-		l.log.Warn("NATS flush after registering the action service", "error", err)
-	}
-	return nil
-}
-
 // addShared adds ep's endpoints to the shared instance, registering it
-// first if needed, unless Shutdown stopped taking actions. s.mu held.
+// first if needed, and starts the PBX's arrival stamps with its first
+// session, unless Shutdown stopped taking actions. s.mu held.
 func (s *actionService) addShared(ep *actionSession) (joined bool, err error) {
 	sh := &s.p.ns.shared
 	sh.mu.Lock()
