@@ -21,7 +21,14 @@ func burstEvents(b *testing.B) []*amiproto.Message {
 
 // BenchmarkApply_Burst14a: the model's cost per event on a real burst,
 // with a Flush every 50 events as the writer's ticker would do under load.
-func BenchmarkApply_Burst14a(b *testing.B) {
+func BenchmarkApply_Burst14a(b *testing.B) { benchApply(b, 50) }
+
+// BenchmarkApply_BurstNoFlush is Apply alone on the same stream.
+func BenchmarkApply_BurstNoFlush(b *testing.B) { benchApply(b, 0) }
+
+// benchApply applies the burst to a new model per op, with a Flush every
+// flushEvery events and at the end; none when flushEvery is 0.
+func benchApply(b *testing.B, flushEvery int) {
 	evs := burstEvents(b)
 	now := time.Unix(1795667265, 0)
 	b.ReportAllocs()
@@ -31,30 +38,18 @@ func BenchmarkApply_Burst14a(b *testing.B) {
 		m.SetClock(func() time.Time { return now })
 		for i, e := range evs {
 			m.Apply(e)
-			if i%50 == 49 {
+			if flushEvery > 0 && i%flushEvery == flushEvery-1 {
 				m.Flush(false, func(Change) {})
 			}
 		}
-		m.Flush(false, func(Change) {})
-	}
-	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(evs)), "ns/event")
-	b.ReportMetric(float64(b.N*len(evs))/b.Elapsed().Seconds(), "events/s")
-}
-
-// BenchmarkApply_BurstNoFlush is Apply alone on the same stream.
-func BenchmarkApply_BurstNoFlush(b *testing.B) {
-	evs := burstEvents(b)
-	now := time.Unix(1795667265, 0)
-	b.ReportAllocs()
-	b.ResetTimer()
-	for b.Loop() {
-		m := New("pbx1")
-		m.SetClock(func() time.Time { return now })
-		for _, e := range evs {
-			m.Apply(e)
+		if flushEvery > 0 {
+			m.Flush(false, func(Change) {})
 		}
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(evs)), "ns/event")
+	if flushEvery > 0 {
+		b.ReportMetric(float64(b.N*len(evs))/b.Elapsed().Seconds(), "events/s")
+	}
 }
 
 // BenchmarkApply_Unused: an event the model does not use costs a lookup.
