@@ -30,6 +30,10 @@ func TestDocs_CallState(t *testing.T) {
 	cfg.docYAML = yamls[0]
 	b := w.startBridge(cfg)
 	w.waitReady("pbx1")
+	// The fake PBX's lists do not have the channels the raw events below
+	// make (real Asterisk's would): emitted before the reconciliation,
+	// they would be removed by it as gone.
+	b.log.waitFor(t, "state reconciled with the PBX's lists", readyTimeout, b.done)
 
 	const linkedid = "1733600000.12"
 	p.emit("Newchannel", "Privilege", "call,all", "Channel", "PJSIP/100-0000000c", "ChannelState", "0", "ChannelStateDesc", "Down",
