@@ -29,7 +29,7 @@ func callEvent(i int) *amiproto.Message {
 // its own bounds, evicting the oldest rather than refusing; holdFor then
 // protects a new active's replay from eviction.
 func TestRing_StandbyKeepsTheNewestAndHoldForProtectsTheReplay(t *testing.T) {
-	r := newRing(8, 1<<20, nil)
+	r := newRing(8, 1<<20, nil, true)
 	now := time.Now().UnixNano()
 	for i := uint64(1); i <= 12; i++ {
 		if !r.append(callEvent(int(i)), i, now) {
@@ -71,7 +71,7 @@ func TestRing_StandbyKeepsTheNewestAndHoldForProtectsTheReplay(t *testing.T) {
 // publisher does.
 func standbyPBX(t *testing.T, buffer int) *pbx {
 	t.Helper()
-	p := &pbx{ring: newRing(buffer, 1<<30, nil), ns: &natsSide{epoch: 42}, log: slog.New(slog.DiscardHandler)}
+	p := &pbx{ring: newRing(buffer, 1<<30, nil, true), ns: &natsSide{epoch: 42}, log: slog.New(slog.DiscardHandler)}
 	p.ha = newHANode(p, HAOptions{Enabled: true, LeaseTTL: 40 * time.Millisecond, CheckpointInterval: 10 * time.Millisecond, Holder: "me"})
 	return p
 }

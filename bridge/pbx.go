@@ -88,7 +88,7 @@ func newPBX(sc ServerConfig, ns *natsSide, life *lifecycle, opts Options, buffer
 		filter: newEventFilter(sc.EventsInclude, sc.EventsExclude),
 		policy: newActionPolicy(sc.ActionsAllow, sc.ActionsDeny),
 		mask:   newSecretMasker(ep.Secret, urlSecret(sc.URL)),
-		ring:   newRing(opts.EventBuffer, opts.EventBufferBytes, buffered),
+		ring:   newRing(opts.EventBuffer, opts.EventBufferBytes, buffered, opts.HA.Enabled),
 		state:  subjects.StateConnecting,
 		since:  time.Now(),
 	}

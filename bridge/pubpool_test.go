@@ -131,7 +131,7 @@ func TestPubPool_BridgeStartsAndStopsIt(t *testing.T) {
 // at notify), or at close; never while the reader has not waited, so a
 // pool never holds a publisher twice.
 func TestRing_ReadyFuncOncePerWait(t *testing.T) {
-	r := newRing(100, 1<<20, nil)
+	r := newRing(100, 1<<20, nil, true)
 	calls := 0
 	r.setReady(func() { calls++ })
 	want := func(n int, what string) {
@@ -161,7 +161,7 @@ func TestRing_ReadyFuncOncePerWait(t *testing.T) {
 	}
 	want(2, "a read of a closed ring")
 
-	r = newRing(100, 1<<20, nil)
+	r = newRing(100, 1<<20, nil, true)
 	calls = 0
 	r.setReady(func() { calls++ })
 	r.readAfter(0, make([]ringEntry, 0, 8))

@@ -83,6 +83,12 @@ type ring struct {
 	maxEvents int
 	maxBytes  int
 	shared    *atomic.Int64 // bytes held by every ring sharing it; may be nil
+	// keep: acknowledged entries stay while there is room, for an HA
+	// takeover's replay. Without HA nothing reads them again, so ack
+	// frees them at once: a full ring of published events is a live heap
+	// the garbage collector would mark and the memory limit would squeeze
+	// for nothing.
+	keep bool
 
 	mu      sync.Mutex
 	buf     []ringEntry // circular; len a power of two, grown up to maxEvents
@@ -110,12 +116,13 @@ type ring struct {
 }
 
 // newRing returns an empty ring; shared, if not nil, is the byte count it
-// shares with other rings.
-func newRing(maxEvents, maxBytes int, shared *atomic.Int64) *ring {
+// shares with other rings. keep says whether acknowledged entries stay
+// while there is room (see ring.keep).
+func newRing(maxEvents, maxBytes int, shared *atomic.Int64, keep bool) *ring {
 	if shared == nil {
 		shared = new(atomic.Int64)
 	}
-	return &ring{maxEvents: maxEvents, maxBytes: maxBytes, shared: shared, ready: make(chan struct{}, 1), room: make(chan struct{}, 1)}
+	return &ring{maxEvents: maxEvents, maxBytes: maxBytes, shared: shared, keep: keep, ready: make(chan struct{}, 1), room: make(chan struct{}, 1)}
 }
 
 // append keeps a clone of m as event seq, read at at (Unix nanoseconds).
@@ -307,6 +314,9 @@ func (r *ring) ack(seq uint64) {
 		for r.ackPos < r.next && r.buf[r.ackPos&uint64(len(r.buf)-1)].seq <= seq {
 			r.unacked -= r.buf[r.ackPos&uint64(len(r.buf)-1)].msg.Size()
 			r.ackPos++
+		}
+		for !r.keep && r.first < r.ackPos {
+			r.evict()
 		}
 	}
 	r.mu.Unlock()

@@ -54,7 +54,7 @@ func fillRing(t *testing.T, r *ring, from, to uint64, size int) {
 }
 
 func TestRing_DropsOnlyWhenUnacknowledgedFillIt(t *testing.T) {
-	r := newRing(4, 1<<20, nil)
+	r := newRing(4, 1<<20, nil, true)
 	fillRing(t, r, 1, 4, 10)
 	if r.append(ringEvent(5, 10), 5, 0) {
 		t.Fatal("event 5 kept while 4 unacknowledged events fill a ring of 4")
@@ -74,7 +74,7 @@ func TestRing_DropsOnlyWhenUnacknowledgedFillIt(t *testing.T) {
 }
 
 func TestRing_KeepsAcknowledgedWhileThereIsRoom(t *testing.T) {
-	r := newRing(100, 1<<20, nil)
+	r := newRing(100, 1<<20, nil, true)
 	for s := uint64(1); s <= 10; s++ {
 		r.append(ringEvent(s, 10), s, 0)
 	}
@@ -87,9 +87,40 @@ func TestRing_KeepsAcknowledgedWhileThereIsRoom(t *testing.T) {
 	}
 }
 
+// Without HA nothing replays published events: ack frees them, and the
+// shared count with them, while what is not yet acknowledged stays.
+func TestRing_WithoutKeepAckFrees(t *testing.T) {
+	var shared atomic.Int64
+	r := newRing(100, 1<<20, &shared, false)
+	fillRing(t, r, 1, 10, 10)
+	r.ack(6)
+	got, _ := r.readAfter(0, make([]ringEntry, 0, 100))
+	equalSeqs(t, "after ack(6)", got, 7, 8, 9, 10)
+	size := 0
+	for s := uint64(7); s <= 10; s++ {
+		size += ringEvent(s, 10).Size()
+	}
+	if u := r.usage(); u.pending != 4 || u.held != 4 || u.heldBytes != size || u.pendingBytes != size {
+		t.Fatalf("usage %+v, want the 4 unacknowledged entries alone, %d bytes", u, size)
+	}
+	if got := shared.Load(); got != int64(size) {
+		t.Fatalf("shared count %d, want %d", got, size)
+	}
+	if o, a := r.oldest(), r.acked(); o != 7 || a != 6 {
+		t.Fatalf("oldest %d acked %d, want 7 6", o, a)
+	}
+	r.ack(10)
+	if u := r.usage(); u.held != 0 || u.heldBytes != 0 || shared.Load() != 0 {
+		t.Fatalf("usage %+v, shared %d after acknowledging everything, want nothing held", u, shared.Load())
+	}
+	if !r.append(ringEvent(11, 10), 11, 0) {
+		t.Fatal("event 11 dropped by an empty ring")
+	}
+}
+
 func TestRing_BytesBound(t *testing.T) {
 	size := ringEvent(1, 100).Size()
-	r := newRing(1000, 3*size, nil)
+	r := newRing(1000, 3*size, nil, true)
 	fillRing(t, r, 1, 3, 100)
 	if r.append(ringEvent(4, 100), 4, 0) {
 		t.Fatal("event kept past the byte bound with nothing acknowledged")
@@ -111,7 +142,7 @@ func TestRing_BytesBound(t *testing.T) {
 func TestRing_SharedBytesBoundReplayOnly(t *testing.T) {
 	size := ringEvent(1, 100).Size()
 	var shared atomic.Int64
-	a, b := newRing(1000, 4*size, &shared), newRing(1000, 4*size, &shared)
+	a, b := newRing(1000, 4*size, &shared, true), newRing(1000, 4*size, &shared, true)
 	for s := uint64(1); s <= 3; s++ {
 		a.append(ringEvent(s, 100), s, 0)
 	}
@@ -129,7 +160,7 @@ func TestRing_SharedBytesBoundReplayOnly(t *testing.T) {
 }
 
 func TestRing_ReadAfterSeqWithGaps(t *testing.T) {
-	r := newRing(1000, 1<<20, nil)
+	r := newRing(1000, 1<<20, nil, true)
 	for _, s := range []uint64{2, 3, 7, 8, 20} {
 		r.append(ringEvent(s, 1), s, 0)
 	}
@@ -142,7 +173,7 @@ func TestRing_ReadAfterSeqWithGaps(t *testing.T) {
 }
 
 func TestRing_GrowsKeepingOrder(t *testing.T) {
-	r := newRing(1000, 1<<30, nil)
+	r := newRing(1000, 1<<30, nil, true)
 	for s := uint64(1); s <= 50; s++ {
 		r.append(ringEvent(s, 1), s, 0)
 	}
@@ -158,7 +189,7 @@ func TestRing_GrowsKeepingOrder(t *testing.T) {
 }
 
 func TestRing_WaitWakesOnAppendAndClose(t *testing.T) {
-	r := newRing(10, 1<<20, nil)
+	r := newRing(10, 1<<20, nil, true)
 	if got, closed := r.readAfter(0, make([]ringEntry, 0, 1)); len(got) != 0 || closed {
 		t.Fatal("an empty open ring returned entries or closed")
 	}
@@ -196,7 +227,7 @@ func ready(r *ring) bool {
 // until notify (the end of a read of the socket) or until ringWakeEvery
 // events wait; notify with nothing new wakes nobody.
 func TestRing_AppendNowWakesOnNotifyOrAfterRingWakeEvery(t *testing.T) {
-	r := newRing(1000, 1<<20, nil)
+	r := newRing(1000, 1<<20, nil, true)
 	r.readAfter(0, make([]ringEntry, 0, 1)) // nothing: the reader waits
 	for s := uint64(1); s <= 3; s++ {
 		if _, ok := r.appendNow(ringEvent(s, 1), s, 0); !ok {
@@ -234,7 +265,7 @@ func TestRing_AppendNowWakesOnNotifyOrAfterRingWakeEvery(t *testing.T) {
 // A refused appendNow wakes the reader for what waits for notify: the
 // caller then waits for room, which only that reader can make.
 func TestRing_RefusalWakesTheReaderForHeldEvents(t *testing.T) {
-	r := newRing(4, 1<<20, nil)
+	r := newRing(4, 1<<20, nil, true)
 	r.readAfter(0, make([]ringEntry, 0, 1))
 	for s := uint64(1); s <= 4; s++ {
 		r.appendNow(ringEvent(s, 1), s, 0)
@@ -257,7 +288,7 @@ func TestRing_RefusesFromTheFirstDropUntilAnAck(t *testing.T) {
 	big, small := ringEvent(1, 40), ringEvent(3, 1)
 	// Room for big and small, not for the event in between: small would
 	// fit, and is refused only because the ring refuses.
-	r := newRing(1000, big.Size()+small.Size(), nil)
+	r := newRing(1000, big.Size()+small.Size(), nil, true)
 	if !r.append(big, 1, 0) || r.refusing() {
 		t.Fatal("the first event was refused")
 	}
@@ -287,7 +318,7 @@ func TestRing_RefusesFromTheFirstDropUntilAnAck(t *testing.T) {
 func BenchmarkRing(b *testing.B) {
 	events := burstEvents(b)
 	b.Run("path=append", func(b *testing.B) {
-		r := newRing(4096, DefaultEventBufferBytes, nil)
+		r := newRing(4096, DefaultEventBufferBytes, nil, true)
 		b.ReportAllocs()
 		for i := 0; b.Loop(); i++ {
 			s := uint64(i + 1)
@@ -296,7 +327,7 @@ func BenchmarkRing(b *testing.B) {
 		}
 	})
 	b.Run("path=drop", func(b *testing.B) {
-		r := newRing(4096, DefaultEventBufferBytes, nil)
+		r := newRing(4096, DefaultEventBufferBytes, nil, true)
 		for i := range 4096 {
 			r.append(events[i%len(events)], uint64(i+1), 0)
 		}

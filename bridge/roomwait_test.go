@@ -9,7 +9,7 @@ import (
 // the ack comes before the wait or during it, and happens once per
 // refusal: the events after a wait that ran out are dropped without one.
 func TestRoomWait_OncePerRefusal(t *testing.T) {
-	r := newRing(1, 1<<20, nil)
+	r := newRing(1, 1<<20, nil, true)
 	var w roomWait
 	if w.wait(r) {
 		t.Fatal("waited on a ring that never refused")
@@ -56,7 +56,7 @@ func TestRoomWait_OncePerRefusal(t *testing.T) {
 // has read long enough since (1.5 s) waits again, up to maxRoomWait.
 func TestRoomWait_BudgetIsNineTimesTheReading(t *testing.T) {
 	refused := func() *ring {
-		r := newRing(1, 1<<20, nil)
+		r := newRing(1, 1<<20, nil, true)
 		fillRing(t, r, 1, 1, 1)
 		if r.append(ringEvent(2, 1), 2, 0) {
 			t.Fatal("a full ring kept an event")
