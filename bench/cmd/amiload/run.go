@@ -34,6 +34,7 @@ type trial struct {
 	CPU       float64  // daemon (or relay) CPU µs per delivered event
 	Wakeups   float64  // times its threads were scheduled in, per delivered event
 	PBXCPU    float64  // the fake PBXes' CPU µs per delivered event: what they took from the shared cores
+	SubCPU    float64  // the subscriber's CPU µs per delivered event, for the same reason
 	PeakRSS   int64    // daemon peak VmRSS during the trial, KiB
 	Within    float64  // seconds from the first event sent to the last delivered
 	Lat       latencyReport
@@ -329,6 +330,7 @@ type meter struct {
 	cpu    time.Duration
 	runs   int64
 	pbxCPU time.Duration // the fake PBXes' process, which shares the cores
+	subCPU time.Duration // the subscriber's, which does too
 	rss    *rssSampler
 }
 
@@ -354,6 +356,9 @@ func (b *bench) begin() (meter, error) {
 		if m.pbxCPU, _, err = procCPU(b.pbx.cmd.Process.Pid); err != nil {
 			return meter{}, err
 		}
+	}
+	if m.subCPU, _, err = procCPU(b.sub.cmd.Process.Pid); err != nil {
+		return meter{}, err
 	}
 	m.rss = startRSS(b.pid)
 	return m, nil
@@ -388,6 +393,11 @@ func (b *bench) end(m meter, t *trial, sent int64) (subReport, error) {
 		}
 		t.PBXCPU = float64(pcpu-m.pbxCPU) / 1e3 / float64(max(1, rep.Events))
 	}
+	scpu, _, err := procCPU(b.sub.cmd.Process.Pid)
+	if err != nil {
+		return rep, err
+	}
+	t.SubCPU = float64(scpu-m.subCPU) / 1e3 / float64(max(1, rep.Events))
 	return rep, nil
 }
 
@@ -699,7 +709,7 @@ func printTrial(w io.Writer, indent string, t trial, pbxes int) {
 	fmt.Fprintf(w, "%s%-10s %s sent %d at %.0f/s, delivered %d at %.0f/s, lost %d, Ami-Seq gaps %d, cut %d, slow %d, CPU %.2f µs/event, %.2f wake-ups/event, peak RSS %.0f MiB\n",
 		indent, rate, verdict, t.Sent, t.SendRate, t.Delivered, t.Rcvd, t.Lost(), t.Gaps, t.Cut, t.Slow, t.CPU, t.Wakeups, float64(t.PeakRSS)/1024)
 	if t.PBXCPU > 0 {
-		fmt.Fprintf(w, "%s%-10s the fake PBXes' own CPU: %.2f µs/event; their pacer late by %.1f ms at worst\n", indent, "", t.PBXCPU, t.Lag*1e3)
+		fmt.Fprintf(w, "%s%-10s the fake PBXes' own CPU: %.2f µs/event; their pacer late by %.1f ms at worst; the subscriber's: %.2f µs/event\n", indent, "", t.PBXCPU, t.Lag*1e3, t.SubCPU)
 	}
 	if t.Lat.N > 0 {
 		fmt.Fprintf(w, "%s%-10s latency Ami-Time → subscriber: %s\n", indent, "", latencyText(t.Lat))

@@ -1,8 +1,8 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"slices"
@@ -11,8 +11,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/nats-io/nats.go"
 
 	"github.com/ami-bridge/ami-bridge/subjects"
 )
@@ -39,7 +37,7 @@ type subReport struct {
 	Events  int64                   `json:"events"`
 	First   int64                   `json:"first"` // unix ns of the first event since the reset
 	Last    int64                   `json:"last"`  // and of the latest
-	Slow    int64                   `json:"slow"`  // slow-consumer errors: NATS dropped events for this subscriber
+	Slow    int64                   `json:"slow"`  // times the server cut this subscriber (a slow consumer): events lost meanwhile
 	// With -records: the call records that arrived, and those of them
 	// closed without their end seen (end_seen false).
 	Records       int64 `json:"records"`
@@ -69,18 +67,18 @@ func percentiles(lat []int64) latencyReport {
 // serverOf names the PBX a message came from: its Ami-Server header, or
 // for the relay, which sets no header, the subject's second token
 // (relay.<pbx>.event.<name>).
-func serverOf(m *nats.Msg) string {
-	if s := m.Header.Get(subjects.HeaderServer); s != "" {
+func serverOf(m *subMsg) []byte {
+	if s := headerValue(m.hdr, subjects.HeaderServer); len(s) > 0 {
 		return s
 	}
-	_, rest, _ := strings.Cut(m.Subject, ".")
-	s, _, _ := strings.Cut(rest, ".")
+	_, rest, _ := bytes.Cut(m.subject, []byte("."))
+	s, _, _ := bytes.Cut(rest, []byte("."))
 	return s
 }
 
 // runSub is the subscriber child: it counts the events on the event
-// subjects per PBX, checks each PBX's Ami-Seq where there is one, and
-// records each event's latency from its Ami-Time.
+// subjects, per PBX, with their Ami-Seq gaps and latencies, over its own
+// NATS connection (subConn).
 func runSub(args []string) error {
 	fs := flag.NewFlagSet("sub", flag.ContinueOnError)
 	url := fs.String("nats", "", "NATS URL")
@@ -89,42 +87,59 @@ func runSub(args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	var slow atomic.Int64
-	nc, err := nats.Connect(*url, nats.Name("amiload-sub"), nats.Timeout(connectTimeout), nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
-		if errors.Is(err, nats.ErrSlowConsumer) {
-			slow.Add(1)
-		}
-	}))
+	subjs := strings.Split(*subject, ",")
+	recordsSID := 0
+	if *records != "" {
+		subjs = append(subjs, *records)
+		recordsSID = len(subjs)
+	}
+	conn, err := dialSub(*url, subjs, connectTimeout)
 	if err != nil {
 		return err
 	}
-	defer nc.Close()
 	var t tally
 	t.reset()
-	handle := func(m *nats.Msg) { t.observe(m, time.Now()) }
-	for _, subj := range strings.Split(*subject, ",") {
-		sub, err := nc.Subscribe(subj, handle)
-		if err != nil {
-			return err
+	var slow atomic.Int64
+	stop := make(chan struct{})
+	// The reader is runSub's: it ends when serve returns (stop, then the
+	// connection closed), and is waited for.
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			m, err := conn.read()
+			if err == nil {
+				if m.sid == recordsSID {
+					t.observeRecord(m.data)
+				} else {
+					t.observe(&m, time.Now())
+				}
+				continue
+			}
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			// The server cut this subscriber (a slow consumer): count it,
+			// and subscribe again; what was lost meanwhile shows as lost.
+			slow.Add(1)
+			conn.close()
+			for {
+				if conn, err = dialSub(*url, subjs, connectTimeout); err == nil {
+					break
+				}
+				select {
+				case <-stop:
+					return
+				case <-time.After(100 * time.Millisecond):
+				}
+			}
 		}
-		// The subscriber must not be the bottleneck: no client-side bound
-		// on what waits for the handler.
-		if err := sub.SetPendingLimits(-1, -1); err != nil {
-			return err
-		}
-	}
-	if *records != "" {
-		sub, err := nc.Subscribe(*records, t.observeRecord)
-		if err != nil {
-			return err
-		}
-		if err := sub.SetPendingLimits(-1, -1); err != nil {
-			return err
-		}
-	}
-	if err := nc.Flush(); err != nil {
-		return err
-	}
+	}()
+	defer wg.Wait()
+	defer func() { close(stop); conn.close() }()
 	return serve(nil, func(line json.RawMessage) (any, error) {
 		var req subRequest
 		if err := json.Unmarshal(line, &req); err != nil {
@@ -134,7 +149,7 @@ func runSub(args []string) error {
 		defer t.mu.Unlock()
 		switch req.Op {
 		case "report":
-			// Encoded here, under the lock: the map is the handler's.
+			// Encoded here, under the lock: the map is the reader's.
 			t.rep.Slow = slow.Load()
 			b, err := json.Marshal(t.rep)
 			return json.RawMessage(b), err
@@ -172,25 +187,25 @@ func (t *tally) reset() {
 
 // observe counts m, which arrived at now: per PBX, its Ami-Seq against
 // the last, and its latency from Ami-Time.
-func (t *tally) observe(m *nats.Msg, now time.Time) {
+func (t *tally) observe(m *subMsg, now time.Time) {
 	server := serverOf(m)
 	var seq uint64
-	if v := m.Header.Get(subjects.HeaderSeq); v != "" {
-		seq, _ = strconv.ParseUint(v, 10, 64)
+	if v := headerValue(m.hdr, subjects.HeaderSeq); v != nil {
+		seq, _ = strconv.ParseUint(string(v), 10, 64)
 	}
 	var at time.Time
-	if v := m.Header.Get(subjects.HeaderTime); v != "" {
-		at, _ = time.Parse(time.RFC3339Nano, v)
+	if v := headerValue(m.hdr, subjects.HeaderTime); v != nil {
+		at, _ = time.Parse(time.RFC3339Nano, string(v))
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if !at.IsZero() {
 		t.lat = append(t.lat, now.Sub(at).Nanoseconds())
 	}
-	c := t.rep.Servers[server]
+	c := t.rep.Servers[string(server)]
 	if c == nil {
 		c = &serverCount{}
-		t.rep.Servers[server] = c
+		t.rep.Servers[string(server)] = c
 	}
 	switch {
 	case seq == 0: // no Ami-Seq: the relay's raw events
@@ -214,11 +229,11 @@ func (t *tally) observe(m *nats.Msg, now time.Time) {
 
 // observeRecord counts one call record (subjects.CallRecord), and those
 // closed without their end seen.
-func (t *tally) observeRecord(m *nats.Msg) {
+func (t *tally) observeRecord(data []byte) {
 	var r struct {
 		EndSeen bool `json:"end_seen"`
 	}
-	bad := json.Unmarshal(m.Data, &r) != nil
+	bad := json.Unmarshal(data, &r) != nil
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.rep.Records++

@@ -1,0 +1,133 @@
+package main
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+)
+
+// TestSubConn_ReadsWhatNatsGoPublishes: the subscriber's own protocol
+// reader gets what nats.go publishes, each on its subscription, with the
+// headers, reply subjects, empty and large payloads (larger than its
+// buffer), and stays connected while the server pings it.
+func TestSubConn_ReadsWhatNatsGoPublishes(t *testing.T) {
+	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: server.RANDOM_PORT, NoSigs: true,
+		PingInterval: 25 * time.Millisecond, MaxPingsOut: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns.Start()
+	defer ns.Shutdown()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats-server not ready")
+	}
+	sc, err := dialSub(ns.ClientURL(), []string{"ami.*.event.>", "rec.>"}, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sc.close()
+	nc, err := nats.Connect(ns.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+
+	big := bytes.Repeat([]byte("x"), 600<<10)
+	type want struct {
+		sid              int
+		subject, seq     string
+		server, data     string
+		headers, isReply bool
+	}
+	var wants []want
+	pub := func(m *nats.Msg, w want) {
+		t.Helper()
+		if err := nc.PublishMsg(m); err != nil {
+			t.Fatal(err, nc.LastError())
+		}
+		wants = append(wants, w)
+	}
+	h := nats.Header{}
+	h.Set("Ami-Server", "pbx1")
+	h.Set("Ami-Seq", "41")
+	h.Set("Ami-Seqx", "no")
+	pub(&nats.Msg{Subject: "ami.pbx1.event.Newchannel", Header: h, Data: []byte("{}")},
+		want{sid: 1, subject: "ami.pbx1.event.Newchannel", seq: "41", server: "pbx1", data: "{}", headers: true})
+	pub(&nats.Msg{Subject: "rec.a", Reply: "_INBOX.x", Data: []byte(`{"end_seen":true}`)},
+		want{sid: 2, subject: "rec.a", data: `{"end_seen":true}`})
+	pub(&nats.Msg{Subject: "ami.pbx2.event.Hangup"}, want{sid: 1, subject: "ami.pbx2.event.Hangup"})
+	pub(&nats.Msg{Subject: "ami.pbx2.event.Big", Header: h, Reply: "_INBOX.y", Data: big},
+		want{sid: 1, subject: "ami.pbx2.event.Big", seq: "41", server: "pbx1", data: string(big), headers: true})
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	// The server pings every 25 ms and cuts a client that leaves four
+	// unanswered: the reader must answer them while it waits.
+	got := make(chan subMsg)
+	errc := make(chan error, 1)
+	go func() { // the test's reader: ends at the first error, or when the test closes sc
+		for {
+			m, err := sc.read()
+			if err != nil {
+				errc <- err
+				return
+			}
+			m.subject, m.hdr, m.data = bytes.Clone(m.subject), bytes.Clone(m.hdr), bytes.Clone(m.data)
+			got <- m
+		}
+	}()
+	next := func(i int) subMsg {
+		t.Helper()
+		select {
+		case m := <-got:
+			return m
+		case err := <-errc:
+			t.Fatalf("message %d: %v", i, err)
+		case <-time.After(10 * time.Second):
+			t.Fatalf("message %d never came", i)
+		}
+		return subMsg{}
+	}
+	check := func(i int, m subMsg, w want) {
+		t.Helper()
+		if m.sid != w.sid || string(m.subject) != w.subject || string(m.data) != w.data || (m.hdr != nil) != w.headers {
+			t.Errorf("message %d: sid %d subject %q data %.20q headers %q, want %+v", i, m.sid, m.subject, m.data, m.hdr, w)
+		}
+		if got := string(headerValue(m.hdr, "Ami-Seq")); got != w.seq {
+			t.Errorf("message %d: Ami-Seq %q, want %q", i, got, w.seq)
+		}
+		if got := string(serverOf(&m)); w.headers && got != w.server {
+			t.Errorf("message %d: server %q, want %q", i, got, w.server)
+		}
+	}
+	for i, w := range wants {
+		check(i, next(i), w)
+	}
+	time.Sleep(250 * time.Millisecond) // ten pings
+	last := want{sid: 1, subject: "ami.pbx1.event.Last", data: "end"}
+	pub(&nats.Msg{Subject: "ami.pbx1.event.Last", Data: []byte("end")}, last)
+	check(len(wants)-1, next(len(wants)-1), last)
+}
+
+// The relay's raw events carry no header: the PBX is the subject's second
+// token.
+func TestServerOf_RelaySubject(t *testing.T) {
+	m := subMsg{subject: []byte("relay.pbx7.event.Newchannel")}
+	if got := string(serverOf(&m)); got != "pbx7" {
+		t.Errorf("server %q, want pbx7", got)
+	}
+	m.hdr = []byte("NATS/1.0\r\nAmi-Server: pbx9\r\n\r\n")
+	if got := string(serverOf(&m)); got != "pbx9" {
+		t.Errorf("server %q, want pbx9 from Ami-Server", got)
+	}
+	if got := headerValue([]byte("NATS/1.0\r\nAmi-Seqx: 1\r\n\r\n"), "Ami-Seq"); got != nil {
+		t.Errorf("Ami-Seq %q found in Ami-Seqx", got)
+	}
+	if strings.Contains(string(headerValue(m.hdr, "NATS/1.0")), "NATS") {
+		t.Error("the status line read as a header")
+	}
+}
