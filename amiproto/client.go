@@ -576,7 +576,13 @@ func (c *Client) readLoop() {
 		if c.opts.events.Shedding != nil && c.opts.events.Shedding() && c.mayskip() && c.rd.SkipEvent(c.opts.events.Skip) {
 			continue
 		}
-		m, err := c.rd.ReadMessage()
+		var m *Message
+		var err error
+		if c.opts.events.Borrow {
+			m, err = c.rd.ReadBorrowed() // dispatch clones what it keeps
+		} else {
+			m, err = c.rd.ReadMessage()
+		}
 		if err != nil {
 			if pe := (*ProtocolError)(nil); errors.As(err, &pe) {
 				c.report(err)
@@ -609,14 +615,23 @@ func (c *Client) dispatch(m *Message) {
 	}
 	switch m.Kind() {
 	case KindResponse:
-		c.dispatchResponse(m)
+		c.dispatchResponse(c.own(m))
 	case KindEvent:
 		if !c.dispatchListEvent(m) {
 			c.deliver(m)
 		}
 	default:
-		c.report(&UnmatchedError{Message: m, Reason: "message is neither a Response nor an Event"})
+		c.report(&UnmatchedError{Message: c.own(m), Reason: "message is neither a Response nor an Event"})
 	}
+}
+
+// own returns m as a message that may be kept: m itself, or a clone when
+// the reader lent it (EventDelivery.Borrow).
+func (c *Client) own(m *Message) *Message {
+	if c.opts.events.Borrow {
+		return m.Clone()
+	}
+	return m
 }
 
 func (c *Client) dispatchResponse(m *Message) {
@@ -690,6 +705,7 @@ func (c *Client) dispatchListEvent(m *Message) bool {
 		c.mu.Unlock()
 		return false
 	}
+	m = c.own(m) // a list entry is kept, by the call or by its each func
 	if !strings.EqualFold(m.Get("EventList"), "Complete") {
 		if cl.each != nil {
 			c.mu.Unlock()

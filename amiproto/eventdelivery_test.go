@@ -23,6 +23,7 @@ func TestWithEvents_RefusesWhatContradicts(t *testing.T) {
 		want string
 	}{
 		{"func and queue", amiproto.EventDelivery{Func: func(*amiproto.Message) {}, Queue: 8}, "exclude each other"},
+		{"borrow without func", amiproto.EventDelivery{Borrow: true}, "borrowed only by a Func"},
 		{"shedding alone", amiproto.EventDelivery{Shedding: func() bool { return true }}, "Shedding and Skip go together"},
 		{"skip alone", amiproto.EventDelivery{Skip: func(string) bool { return true }}, "Shedding and Skip go together"},
 		{"negative queue", amiproto.EventDelivery{Queue: -1}, "event queue -1"},

@@ -65,6 +65,16 @@ type EventDelivery struct {
 	// once the reader has stopped, after the last call of Func.
 	Func func(*Message)
 
+	// Borrow, with Func, lends Func each event for the call only: the
+	// message, and every string taken from it, are valid until Func
+	// returns, after which the reader reuses their memory. A Func that
+	// keeps anything clones it (Message.Clone, AppendClone,
+	// strings.Clone). It saves a copy of every event into fresh memory,
+	// which a consumer that copies the events it keeps anyway (into a
+	// buffer of its own) pays for nothing. Responses and list entries are
+	// never borrowed.
+	Borrow bool
+
 	// Drained, when set, is called on the reader goroutine each time the
 	// reader has handed over every whole message it read and is about to
 	// read the socket again, and once when it stops, after the last call
@@ -98,6 +108,8 @@ func (d EventDelivery) check() error {
 		return fmt.Errorf("event queue %d: want 0 (the default) or more", d.Queue)
 	case d.Func != nil && d.Queue != 0:
 		return errors.New("an event Func and an event Queue exclude each other: Func takes the events the queue would hold")
+	case d.Borrow && d.Func == nil:
+		return errors.New("events are borrowed only by a Func: the queue keeps them")
 	case (d.Shedding == nil) != (d.Skip == nil):
 		return errors.New("event Shedding and Skip go together")
 	case strings.ContainsAny(d.Mask, "\r\n"):

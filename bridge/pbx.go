@@ -134,7 +134,10 @@ func newPBX(sc ServerConfig, ns *natsSide, life *lifecycle, opts Options, buffer
 	// no hand-off, and Ami-Seq numbers them in the order they were read.
 	// The publisher is woken once per read of the socket (Drained), not
 	// once per event.
-	events := []amiproto.Option{amiproto.WithEvents(amiproto.EventDelivery{Func: p.accept, Drained: p.ring.notify, Shedding: p.ring.refusing, Skip: p.shed})}
+	// Borrow: accept copies what it keeps (into the ring's chunks; the
+	// state model clones what it keeps, TestCapture_BorrowedEvents), so
+	// the reader's own copy of each event would be paid for nothing.
+	events := []amiproto.Option{amiproto.WithEvents(amiproto.EventDelivery{Func: p.accept, Borrow: true, Drained: p.ring.notify, Shedding: p.ring.refusing, Skip: p.shed})}
 	if sc.PingInterval > 0 {
 		// The event session runs no requested action, so nothing but a
 		// dead link holds its Ping back. Action sessions have their own
@@ -267,7 +270,8 @@ func (p *pbx) fetchVersion(ctx context.Context, c *amiproto.Client) {
 }
 
 // accept numbers an event that passes the filter and appends it to the
-// ring for the publisher. When the events the publisher has not finished
+// ring for the publisher. m is borrowed (EventDelivery.Borrow): whatever
+// outlives the call is copied. When the events the publisher has not finished
 // fill the ring's bounds, it waits briefly for room (roomWait: at most
 // 5 ms, once per refusal); if none comes the event is dropped, and
 // counted, and the gap in Ami-Seq shows it. A dropped event costs no
@@ -275,7 +279,7 @@ func (p *pbx) fetchVersion(ctx context.Context, c *amiproto.Client) {
 func (p *pbx) accept(m *amiproto.Message) {
 	if p.ha != nil && isMark(m) {
 		// Not the PBX's: never numbered nor published.
-		p.ha.markRead(m.Get(markHeader), p.seq)
+		p.ha.markRead(strings.Clone(m.Get(markHeader)), p.seq) // m is borrowed
 		p.stats.eventRead(time.Now())
 		p.stats.filtered.Add(1)
 		return

@@ -39,9 +39,8 @@ func (c *countingReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// loadCapture reads every message of capture name of version ver ("22",
-// "13"), timed from the capture's chunks when it has them.
-func loadCapture(t testing.TB, ver, name string) []recvMsg {
+// captureData is the bytes capture name of version ver received.
+func captureData(t testing.TB, ver, name string) []byte {
 	t.Helper()
 	dir := filepath.Join(captures, "asterisk-"+ver)
 	data, err := os.ReadFile(filepath.Join(dir, name+".recv.bin"))
@@ -58,6 +57,15 @@ func loadCapture(t testing.TB, ver, name string) []recvMsg {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return data
+}
+
+// loadCapture reads every message of capture name of version ver ("22",
+// "13"), timed from the capture's chunks when it has them.
+func loadCapture(t testing.TB, ver, name string) []recvMsg {
+	t.Helper()
+	dir := filepath.Join(captures, "asterisk-"+ver)
+	data := captureData(t, ver, name)
 	// Chunk i ends at byte ends[i] of the recv stream and arrived at times[i].
 	var ends []int
 	var times []time.Duration
@@ -354,6 +362,77 @@ func TestCapture_OriginateEcho07a(t *testing.T) {
 			}
 			if len(r.Channels) != 2 || r.Disposition != subjects.DispositionAnswered || len(r.Cdr) == 0 {
 				t.Errorf("record %+v", r)
+			}
+		})
+	}
+}
+
+// TestCapture_BorrowedEvents: the bridge lends the model each event for
+// the call of Apply only (amiproto's EventDelivery.Borrow), in memory the
+// next event overwrites. The model must keep nothing of it uncopied: fed
+// borrowed events, it writes the same keys and values, and the same
+// records, as fed events of their own.
+func TestCapture_BorrowedEvents(t *testing.T) {
+	for _, c := range []struct{ ver, name string }{
+		{"22", "14a_burst_200_originates"}, {"13", "14a_burst_200_originates"},
+		{"22", "07a_originate_async_echo"}, {"13", "07a_originate_async_echo"},
+	} {
+		t.Run(c.ver+"/"+c.name, func(t *testing.T) {
+			msgs := loadCapture(t, c.ver, c.name)
+			r := amiproto.NewReader(bytes.NewReader(captureData(t, c.ver, c.name)))
+			if _, err := r.ReadBanner(); err != nil {
+				t.Fatal(err)
+			}
+			owned, borrowed := New("pbx1"), New("pbx1")
+			var now time.Time
+			owned.SetClock(func() time.Time { return now })
+			borrowed.SetClock(func() time.Time { return now })
+			var wantOut, gotOut []string
+			flush := func(m *Model, out *[]string) {
+				from := len(*out)
+				recs := m.Flush(false, func(ch Change) { *out = append(*out, ch.Key+"="+string(ch.Value)) })
+				slices.Sort((*out)[from:]) // Flush's order is a map's
+				for _, rec := range recs {
+					b, err := json.Marshal(rec)
+					if err != nil {
+						t.Fatal(err)
+					}
+					*out = append(*out, "record "+string(b))
+				}
+			}
+			n := 0
+			for i, rm := range msgs {
+				b, err := r.ReadBorrowed()
+				if err != nil {
+					t.Fatalf("message %d: %v", i, err)
+				}
+				if rm.m.Kind() != amiproto.KindEvent {
+					continue
+				}
+				if rm.at >= 0 {
+					now = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).Add(rm.at)
+				} else if u := uniqueidTime(rm.m.Get("Uniqueid")); rm.m.EventName() == "Newchannel" && u.After(now) {
+					now = u
+				}
+				owned.Apply(rm.m)
+				borrowed.Apply(b)
+				if n++; n%53 == 0 {
+					flush(owned, &wantOut)
+					flush(borrowed, &gotOut)
+				}
+			}
+			flush(owned, &wantOut)
+			flush(borrowed, &gotOut)
+			if len(wantOut) == 0 {
+				t.Fatal("the capture changed nothing")
+			}
+			if !slices.Equal(gotOut, wantOut) {
+				for i := range min(len(gotOut), len(wantOut)) {
+					if gotOut[i] != wantOut[i] {
+						t.Fatalf("change %d fed borrowed events:\n%s\nfed their own:\n%s", i, gotOut[i], wantOut[i])
+					}
+				}
+				t.Fatalf("%d changes fed borrowed events, %d fed their own", len(gotOut), len(wantOut))
 			}
 		})
 	}
