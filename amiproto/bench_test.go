@@ -90,6 +90,15 @@ func BenchmarkReader_Burst14aInto(b *testing.B) {
 	benchBurst(b, func(r *amiproto.Reader) error { return r.ReadMessageInto(&m) })
 }
 
+// BenchmarkReader_Burst14aBorrowed parses the burst with ReadBorrowed, as
+// the bridge's event session does: each message in the one reused buffer.
+func BenchmarkReader_Burst14aBorrowed(b *testing.B) {
+	benchBurst(b, func(r *amiproto.Reader) error {
+		_, err := r.ReadBorrowed()
+		return err
+	})
+}
+
 // BenchmarkReader_Burst14aSkip reads the burst as an overloaded consumer
 // does, skipping every event it can with SkipEvent and reading the rest
 // (responses, and events that straddle a read) with ReadMessageInto. Set
