@@ -88,19 +88,20 @@ func (c *child) read(reply any) error {
 }
 
 // stop ends the child: closing its stdin asks it to exit, a kill follows
-// after a while.
-func (c *child) stop() {
+// after a while. It returns how the child exited.
+func (c *child) stop() error {
 	if c == nil {
-		return
+		return nil
 	}
 	c.stdin.Close()
-	done := make(chan struct{})
-	go func() { c.cmd.Wait(); close(done) }()
+	done := make(chan error, 1)
+	go func() { done <- c.cmd.Wait() }()
 	select {
-	case <-done:
+	case err := <-done:
+		return err
 	case <-time.After(10 * time.Second):
 		c.cmd.Process.Signal(syscall.SIGKILL)
-		<-done
+		return fmt.Errorf("%s: killed after 10 s: %w", c.name, <-done)
 	}
 }
 

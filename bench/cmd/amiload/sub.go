@@ -93,7 +93,7 @@ func runSub(args []string) error {
 		subjs = append(subjs, *records)
 		recordsSID = len(subjs)
 	}
-	conn, err := dialSub(*url, subjs, connectTimeout)
+	first, err := dialSub(*url, subjs, connectTimeout)
 	if err != nil {
 		return err
 	}
@@ -101,14 +101,17 @@ func runSub(args []string) error {
 	t.reset()
 	var slow atomic.Int64
 	stop := make(chan struct{})
+	var conn atomic.Pointer[subConn] // the reader's current connection, closed to stop it
+	conn.Store(first)
 	// The reader is runSub's: it ends when serve returns (stop, then the
 	// connection closed), and is waited for.
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
+		c := first
 		for {
-			m, err := conn.read()
+			m, err := c.read()
 			if err == nil {
 				if m.sid == recordsSID {
 					t.observeRecord(m.data)
@@ -117,6 +120,7 @@ func runSub(args []string) error {
 				}
 				continue
 			}
+			c.close()
 			select {
 			case <-stop:
 				return
@@ -125,9 +129,9 @@ func runSub(args []string) error {
 			// The server cut this subscriber (a slow consumer): count it,
 			// and subscribe again; what was lost meanwhile shows as lost.
 			slow.Add(1)
-			conn.close()
 			for {
-				if conn, err = dialSub(*url, subjs, connectTimeout); err == nil {
+				if next, err := dialSub(*url, subjs, connectTimeout); err == nil {
+					c = next
 					break
 				}
 				select {
@@ -136,10 +140,20 @@ func runSub(args []string) error {
 				case <-time.After(100 * time.Millisecond):
 				}
 			}
+			conn.Store(c)
+			select {
+			case <-stop: // stopped while dialling: the stopper may have closed the old one
+				c.close()
+				return
+			default:
+			}
 		}
 	}()
 	defer wg.Wait()
-	defer func() { close(stop); conn.close() }()
+	defer func() {
+		close(stop)
+		conn.Load().close()
+	}()
 	return serve(nil, func(line json.RawMessage) (any, error) {
 		var req subRequest
 		if err := json.Unmarshal(line, &req); err != nil {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -129,5 +130,99 @@ func TestServerOf_RelaySubject(t *testing.T) {
 	}
 	if strings.Contains(string(headerValue(m.hdr, "NATS/1.0")), "NATS") {
 		t.Error("the status line read as a header")
+	}
+}
+
+// The subscriber child counts a cut by the server (as of a slow
+// consumer) in slow, subscribes again, counts what comes next, and
+// exits cleanly when stopped, also after its server is gone.
+func TestSub_CountsACutAndSubscribesAgain(t *testing.T) {
+	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: server.RANDOM_PORT, NoSigs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns.Start()
+	defer ns.Shutdown()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats-server not ready")
+	}
+	sub, err := startChild("sub", nil, "-nats", ns.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.stop()
+	nc, err := nats.Connect(ns.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	publish := func(from, to int) {
+		t.Helper()
+		for seq := from; seq <= to; seq++ {
+			m := nats.NewMsg("ami.pbx1.event.Newchannel")
+			m.Header.Set("Ami-Server", "pbx1")
+			m.Header.Set("Ami-Seq", strconv.Itoa(seq))
+			if err := nc.PublishMsg(m); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := nc.Flush(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	report := func(events int64) subReport {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			var rep subReport
+			if err := sub.call(subRequest{Op: "report"}, &rep); err != nil {
+				t.Fatal(err)
+			}
+			if rep.Events >= events || time.Now().After(deadline) {
+				return rep
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	subConns := func() []*server.ConnInfo {
+		cz, err := ns.Connz(&server.ConnzOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []*server.ConnInfo
+		for _, c := range cz.Conns {
+			if c.Name == "amiload-sub" && c.NumSubs > 0 {
+				out = append(out, c)
+			}
+		}
+		return out
+	}
+
+	publish(1, 3)
+	if rep := report(3); rep.Events != 3 || rep.Slow != 0 {
+		t.Fatalf("before the cut: %+v, want 3 events, no cut", rep)
+	}
+	first := subConns()
+	if len(first) != 1 {
+		t.Fatalf("%d subscriber connections, want 1", len(first))
+	}
+	if err := ns.DisconnectClientByID(first[0].Cid); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for again := subConns(); len(again) != 1 || again[0].Cid == first[0].Cid; again = subConns() {
+		if time.Now().After(deadline) {
+			t.Fatal("the subscriber did not subscribe again after the cut")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	publish(4, 5)
+	rep := report(5)
+	if rep.Events != 5 || rep.Slow != 1 || rep.Servers["pbx1"].Gaps != 0 || rep.Servers["pbx1"].LastSeq != 5 {
+		t.Fatalf("after the cut: %+v (pbx1 %+v), want 5 events, 1 cut, no gap", rep, rep.Servers["pbx1"])
+	}
+	ns.Shutdown() // the subscriber is then dialling again when stopped
+	if err := sub.stop(); err != nil {
+		t.Fatalf("the subscriber exited with %v", err)
 	}
 }
