@@ -95,10 +95,16 @@ func TestSmoke(t *testing.T) {
 			t.Errorf("flood: lost %d, Ami-Seq gaps %d, out of order %d, sessions cut %d: every loss must show as a gap", f.Lost(), f.Gaps, f.Back, f.Cut)
 		}
 	}
-	if rep.IdleRSS <= rep.IdleBase {
-		t.Errorf("idle PBXes: VmRSS %d KiB, not above the one-PBX %d KiB", rep.IdleRSS, rep.IdleBase)
+	// The defaults, and the large fan-in choice the target is for.
+	if len(rep.Idles) != 2 || rep.Idles[0].Choice || !rep.Idles[1].Choice || rep.Idles[1].Logoff != largeFanIn.logoff || rep.Idles[1].Sessions != 2 {
+		t.Errorf("idle rows %+v, want the defaults then the large fan-in choice", rep.Idles)
 	}
-	for _, want := range []string{"| zero-loss sustained rate / the highest ceiling |", "| memory per idle PBX"} {
+	for _, r := range rep.Idles {
+		if r.RSS <= r.Base {
+			t.Errorf("idle PBXes, %s: VmRSS %d KiB, not above the one-PBX %d KiB", r.name(), r.RSS, r.Base)
+		}
+	}
+	for _, want := range []string{"| zero-loss sustained rate / the highest ceiling |", "| memory per idle PBX (3 sessions)", "| memory per idle PBX (2 sessions, actions.idle_logoff 5m0s)"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("the summary lacks %q", want)
 		}
@@ -110,8 +116,8 @@ func TestSmoke(t *testing.T) {
 // the summary says so.
 func TestSmokeIdleFanIn(t *testing.T) {
 	rep, out := smokeWith(t, "idle", func(o *options) { o.IdleLogoff, o.ActionSessions = 5*time.Minute, 1 })
-	if rep.IdleRSS <= rep.IdleBase {
-		t.Errorf("idle PBXes: VmRSS %d KiB, not above the one-PBX %d KiB", rep.IdleRSS, rep.IdleBase)
+	if len(rep.Idles) != 1 || !rep.Idles[0].Choice || rep.Idles[0].RSS <= rep.Idles[0].Base {
+		t.Errorf("idle rows %+v, want the one asked for, VmRSS above the one-PBX", rep.Idles)
 	}
 	if want := "| memory per idle PBX (2 sessions, actions.idle_logoff 5m0s)"; !strings.Contains(out, want) {
 		t.Errorf("the summary lacks %q", want)

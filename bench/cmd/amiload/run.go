@@ -77,10 +77,9 @@ type report struct {
 	StateBurst *stateBurstRow
 	Floods     []trial // unpaced: before and after the paced trials
 	Search     []trial
-	ZeroLoss   *trial // the fastest paced trial that passed
-	IdleBase   int64  // VmRSS with one idle PBX, KiB
-	IdleRSS    int64  // VmRSS with Idle idle PBXes, KiB
-	Idle       int
+	ZeroLoss   *trial    // the fastest paced trial that passed
+	Idles      []idleRow // the idle mode's measurements, one per configuration
+	Idle       int       // idle PBXes in each
 	PerfTop    string
 }
 
@@ -170,9 +169,18 @@ var sessionsPerPBX = 1 + bridge.DefaultActionSessions
 // actionSessions is options.ActionSessions for every daemon the run starts.
 var actionSessions int
 
-// IdleKiB is the memory of one idle PBX: sessionsPerPBX AMI sessions.
-func (r *report) IdleKiB() float64 {
-	return float64(r.IdleRSS-r.IdleBase) / float64(max(1, r.Idle-1))
+// idleRow is the idle mode's measurement of one configuration.
+type idleRow struct {
+	Logoff   time.Duration // actions.idle_logoff (0: off)
+	Sessions int           // AMI sessions per PBX
+	Choice   bool          // the documented choice for large fan-ins, which the target is for
+	Base     int64         // VmRSS with one idle PBX, KiB
+	RSS      int64         // VmRSS with report.Idle idle PBXes, KiB
+}
+
+// KiB is the memory of one idle PBX.
+func (r idleRow) KiB(pbxes int) float64 {
+	return float64(r.RSS-r.Base) / float64(max(1, pbxes-1))
 }
 
 // bench is the processes of one phase: fake PBXes, the daemon (or the
