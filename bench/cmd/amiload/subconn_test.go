@@ -16,16 +16,7 @@ import (
 // headers, reply subjects, empty and large payloads (larger than its
 // buffer), and stays connected while the server pings it.
 func TestSubConn_ReadsWhatNatsGoPublishes(t *testing.T) {
-	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: server.RANDOM_PORT, NoSigs: true,
-		PingInterval: 25 * time.Millisecond, MaxPingsOut: 4})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ns.Start()
-	defer ns.Shutdown()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server not ready")
-	}
+	ns := startTestServer(t, &server.Options{PingInterval: 25 * time.Millisecond, MaxPingsOut: 4})
 	sc, err := dialSub(ns.ClientURL(), []string{"ami.*.event.>", "rec.>"}, 10*time.Second)
 	if err != nil {
 		t.Fatal(err)
@@ -137,15 +128,7 @@ func TestServerOf_RelaySubject(t *testing.T) {
 // consumer) in slow, subscribes again, counts what comes next, and
 // exits cleanly when stopped, also after its server is gone.
 func TestSub_CountsACutAndSubscribesAgain(t *testing.T) {
-	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: server.RANDOM_PORT, NoSigs: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ns.Start()
-	defer ns.Shutdown()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server not ready")
-	}
+	ns := startTestServer(t, &server.Options{})
 	sub, err := startChild("sub", nil, "-nats", ns.ClientURL())
 	if err != nil {
 		t.Fatal(err)
@@ -225,4 +208,21 @@ func TestSub_CountsACutAndSubscribesAgain(t *testing.T) {
 	if err := sub.stop(); err != nil {
 		t.Fatalf("the subscriber exited with %v", err)
 	}
+}
+
+// startTestServer starts a nats-server with o on a free loopback port,
+// shut down at the end of the test.
+func startTestServer(t *testing.T, o *server.Options) *server.Server {
+	t.Helper()
+	o.Host, o.Port, o.NoSigs = "127.0.0.1", server.RANDOM_PORT, true
+	ns, err := server.NewServer(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns.Start()
+	t.Cleanup(ns.Shutdown)
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats-server not ready")
+	}
+	return ns
 }

@@ -373,10 +373,22 @@ func TestCapture_OriginateEcho07a(t *testing.T) {
 // borrowed events, it writes the same keys and values, and the same
 // records, as fed events of their own.
 func TestCapture_BorrowedEvents(t *testing.T) {
-	for _, c := range []struct{ ver, name string }{
-		{"22", "14a_burst_200_originates"}, {"13", "14a_burst_200_originates"},
-		{"22", "07a_originate_async_echo"}, {"13", "07a_originate_async_echo"},
-	} {
+	type capture struct{ ver, name string }
+	var cases []capture
+	for _, ver := range []string{"22", "13"} {
+		// The burst, and every capture of calls whose channels carry
+		// channelvars (ChanVariable, VarSet): the scenarios of the mix.
+		cases = append(cases, capture{ver, "14a_burst_200_originates"}, capture{ver, "06b_setup_originate_long_channels"},
+			capture{ver, "07a_originate_async_echo"}, capture{ver, "07b_originate_vars_userevent_getvar_setvar"})
+		observers, err := filepath.Glob(filepath.Join(captures, "asterisk-"+ver, "19*_observer.recv.bin"))
+		if err != nil || len(observers) == 0 {
+			t.Fatalf("Asterisk %s: no 19*_observer capture (%v)", ver, err)
+		}
+		for _, o := range observers {
+			cases = append(cases, capture{ver, strings.TrimSuffix(filepath.Base(o), ".recv.bin")})
+		}
+	}
+	for _, c := range cases {
 		t.Run(c.ver+"/"+c.name, func(t *testing.T) {
 			msgs := loadCapture(t, c.ver, c.name)
 			r := amiproto.NewReader(bytes.NewReader(captureData(t, c.ver, c.name)))

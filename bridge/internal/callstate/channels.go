@@ -264,7 +264,9 @@ func (m *Model) onVarSet(e *amiproto.Message, now time.Time) {
 		return
 	}
 	if val := e.Get("Value"); val != old {
-		c.v.Vars[name] = strings.Clone(val)
+		// A map assignment stores the key given even when the key was
+		// there: name is the event's, which the reader may reuse.
+		c.v.Vars[strings.Clone(name)] = strings.Clone(val)
 		c.touched = m.gen
 		m.markDirty(subjects.KindChannels, c.v.Uniqueid)
 	}
