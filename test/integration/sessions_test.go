@@ -25,10 +25,14 @@ import (
 // emits), never from the bridge.
 func TestSlowAction_NeitherDelaysEventsNorTripsTheKeepalive(t *testing.T) {
 	const (
-		block    = 10 * time.Second
-		perTick  = 20 // every 10 ms: 2,000 events/s
-		tick     = 10 * time.Millisecond
-		maxDelay = 100 * time.Millisecond
+		block   = 10 * time.Second
+		perTick = 20 // every 10 ms: 2,000 events/s
+		tick    = 10 * time.Millisecond
+		// The failure this catches holds events for the whole block (10
+		// s); the bound sits far from it and far from a loaded machine's
+		// scheduling (it was 100 ms, and failed under load). The latency
+		// itself is measured by amiload, not here.
+		maxDelay = block / 5
 	)
 	w := newWorldNoEvents(t, natsOptions{})
 	p := w.startPBX("slow", amitest.Config{})
