@@ -253,7 +253,9 @@ func (f *eventFilter) pass(name string) bool {
 	}
 	ok := (len(f.include) == 0 || f.include.match(name)) && !f.exclude.match(name)
 	if len(f.cache) < maxFilterCache {
-		f.cache[name] = ok
+		// name is the reader's (a borrowed event's, or shed's view of
+		// the socket's buffer), which the next read overwrites.
+		f.cache[strings.Clone(name)] = ok
 	}
 	return ok
 }

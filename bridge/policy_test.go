@@ -4,6 +4,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"unsafe"
 
 	"github.com/ami-bridge/ami-bridge/amiproto"
 )
@@ -189,5 +190,30 @@ func TestEventFilter(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// The names the filter sees are the reader's memory, which the next read
+// overwrites (borrowed events, shed's view): what its cache keeps must be
+// its own. Here one buffer gives each name in turn, as the reader's does;
+// a cached key that aliased it would read as the last name written.
+func TestEventFilter_CacheKeepsItsOwnNames(t *testing.T) {
+	f := newEventFilter([]string{"My.*"}, nil)
+	buf := make([]byte, 0, 64)
+	read := func(name string) string { // a view of buf, as a borrowed event's
+		buf = append(buf[:0], name...)
+		return unsafe.String(unsafe.SliceData(buf), len(buf))
+	}
+	names := []string{"FullyBooted", "My.Event *>", "Newchannel", "My.Other"}
+	for _, n := range names {
+		if got, want := f.pass(read(n)), strings.HasPrefix(n, "My."); got != want {
+			t.Errorf("%q: pass %v, want %v", n, got, want)
+		}
+	}
+	read("XXXXXXXXXXXXXXXXXXXXXXXX")
+	for k := range f.cache {
+		if !slices.Contains(names, k) {
+			t.Errorf("the cache holds %q, a name it was never given: its key is the reader's memory", k)
+		}
 	}
 }
