@@ -47,8 +47,9 @@ func (e *ringEntry) Time() time.Time { return time.Unix(0, e.at) }
 func (e *ringEntry) Msg() *amiproto.Message { return &e.msg }
 
 // ring is a PBX's event buffer: every numbered event, in Ami-Seq order,
-// bounded in events and in bytes, and kept after it is published while
-// there is room, so that a standby or a takeover can replay from it.
+// bounded in events and in bytes, and, with keep (HA), kept after it is
+// published while there is room, so that a standby or a takeover can
+// replay from it; without keep an event goes once acknowledged.
 // Rings may share a byte count (all the PBXes of a process): while it is
 // above maxBytes, an append evicts its ring's acknowledged entries first,
 // so that what every ring keeps for replay takes maxBytes at most in all;
@@ -72,7 +73,7 @@ func (e *ringEntry) Msg() *amiproto.Message { return &e.msg }
 //	readAfter(seq, dst) (dst, closed)
 //	                            copies of the entries above seq, oldest first, up to cap(dst)
 //	wait() <-chan struct{}      ready after an append or close that follows an empty readAfter
-//	ack(seq)                    acknowledge every entry up to seq (a lower seq changes nothing)
+//	ack(seq)                    acknowledge every entry up to seq (a lower seq changes nothing); without keep, free them
 //	holdFor(seq, choose)        move the mark back to what choose picks over the entries above seq
 //	refusing() bool             whether an append would drop, without the lock
 //	refusal() (n, room)         how many times it started refusing; room is ready once it stops
