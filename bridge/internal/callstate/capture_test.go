@@ -129,7 +129,6 @@ func uniqueidTime(uid string) time.Time {
 // events.
 func replay(t testing.TB, m *Model, msgs []recvMsg, flushEvery int) []subjects.CallRecord {
 	var now time.Time
-	base := time.Time{}
 	m.SetClock(func() time.Time { return now })
 	var recs []subjects.CallRecord
 	n := 0
@@ -137,22 +136,28 @@ func replay(t testing.TB, m *Model, msgs []recvMsg, flushEvery int) []subjects.C
 		if rm.m.Kind() != amiproto.KindEvent {
 			continue
 		}
-		if rm.at >= 0 {
-			if base.IsZero() {
-				base = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-			}
-			now = base.Add(rm.at)
-		} else if rm.m.EventName() == "Newchannel" {
-			if u := uniqueidTime(rm.m.Get("Uniqueid")); u.After(now) {
-				now = u
-			}
-		}
+		now = captureTime(rm, now)
 		m.Apply(rm.m)
 		if n++; flushEvery > 0 && n%flushEvery == 0 {
 			recs = append(recs, m.Flush(false, func(Change) {})...)
 		}
 	}
 	return append(recs, m.Flush(false, func(Change) {})...)
+}
+
+// captureTime is the clock of replay when it applies rm, the clock being
+// at now: rm's chunk's arrival time when the capture has them, else the
+// creation second of the latest Newchannel's Uniqueid.
+func captureTime(rm recvMsg, now time.Time) time.Time {
+	switch {
+	case rm.at >= 0:
+		return time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).Add(rm.at)
+	case rm.m.EventName() == "Newchannel":
+		if u := uniqueidTime(rm.m.Get("Uniqueid")); u.After(now) {
+			return u
+		}
+	}
+	return now
 }
 
 // cdrTruth is what the capture's own Cdr events say of each call, grouped
@@ -421,11 +426,7 @@ func TestCapture_BorrowedEvents(t *testing.T) {
 				if rm.m.Kind() != amiproto.KindEvent {
 					continue
 				}
-				if rm.at >= 0 {
-					now = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).Add(rm.at)
-				} else if u := uniqueidTime(rm.m.Get("Uniqueid")); rm.m.EventName() == "Newchannel" && u.After(now) {
-					now = u
-				}
+				now = captureTime(rm, now)
 				owned.Apply(rm.m)
 				borrowed.Apply(b)
 				if n++; n%53 == 0 {
